@@ -1,0 +1,101 @@
+"""Homeport: Modal's programming model on your own machines.
+
+```python
+import homeport as modal
+
+app = modal.App("hello")
+
+@app.function()
+def square(x: int) -> int:
+    return x * x
+
+if __name__ == "__main__":
+    with app.run():
+        print(square.remote(7), list(square.map(range(5))))
+```
+"""
+
+from __future__ import annotations
+
+import os as _os
+
+from . import exception
+from ._app import App, Stub
+from ._cls import Cls, Obj, parameter
+from ._function import Function, FunctionCall
+from ._image import Image
+from ._partial import (
+    asgi_app,
+    batched,
+    concurrent,
+    enter,
+    exit,
+    fastapi_endpoint,
+    method,
+    web_endpoint,
+    web_server,
+    wsgi_app,
+)
+from ._retries import Retries
+from ._schedule import Cron, Period
+from ._secret import Secret
+from ._volume import Volume
+from .exception import Error
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "App",
+    "Cls",
+    "Cron",
+    "Error",
+    "Function",
+    "FunctionCall",
+    "Image",
+    "Obj",
+    "Period",
+    "Retries",
+    "Secret",
+    "Stub",
+    "Volume",
+    "__version__",
+    "asgi_app",
+    "batched",
+    "concurrent",
+    "current_function_call_id",
+    "current_input_id",
+    "enable_output",
+    "enter",
+    "exception",
+    "exit",
+    "fastapi_endpoint",
+    "is_local",
+    "method",
+    "parameter",
+    "web_endpoint",
+    "web_server",
+    "wsgi_app",
+]
+
+
+def is_local() -> bool:
+    """False inside a Homeport container, True everywhere else."""
+    return _os.environ.get("HOMEPORT_IS_REMOTE") != "1"
+
+
+def current_input_id() -> str | None:
+    return None
+
+
+def current_function_call_id() -> str | None:
+    return None
+
+
+class enable_output:  # noqa: N801 - Modal's public name
+    """Context manager kept for compatibility: container output streams during `app.run()` already."""
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        return None

@@ -1,0 +1,294 @@
+"""`App`: the unit a program defines, runs (`app.run()`, `homeport run`) and, later, deploys."""
+
+from __future__ import annotations
+
+import inspect
+import os
+import sys
+import warnings
+from collections.abc import Callable
+from typing import Any
+
+import cloudpickle
+
+from . import _protocol as P
+from ._bridge import run_async, run_sync
+from ._client import default_log_printer, get_client
+from ._function import Function, is_generator_function
+from ._image import Image
+from ._options import FunctionOptions, function_options, merged_env, unsupported_features
+from ._secret import Secret
+from .exception import DeprecationError, InvalidError, UnimplementedError
+
+
+def _module_location(obj: Any) -> tuple[str, str | None]:
+    module_name = getattr(obj, "__module__", None) or "__main__"
+    module = sys.modules.get(module_name)
+    path = getattr(module, "__file__", None)
+    return module_name, os.path.abspath(path) if path else None
+
+
+def build_definition(
+    tag: str, target: Any, qualname: str, options: FunctionOptions, is_generator: bool, **extra: Any
+) -> dict[str, Any]:
+    """What a container needs to find and run the user's code (sent to the runtime at hello)."""
+    module_name, module_file = _module_location(target)
+    serialized = None
+    if options.serialized or module_file is None:
+        serialized = cloudpickle.dumps(target)
+    sys_path = [os.path.dirname(module_file)] if module_file else []
+    return {
+        "tag": tag,
+        "module_name": module_name,
+        "module_file": module_file,
+        "qualname": qualname,
+        "serialized": serialized,
+        "is_generator": is_generator,
+        "timeout": options.timeout,
+        "startup_timeout": options.startup_timeout or options.timeout,
+        "sys_path": sys_path + [p for p in sys.path if p and os.path.isdir(p)],
+        "cwd": os.getcwd(),
+        **extra,
+    }
+
+
+def pool_config(options: FunctionOptions, max_inputs: int = 1, target_inputs: int | None = None) -> dict[str, Any]:
+    return {
+        "min_containers": options.min_containers,
+        "max_containers": options.max_containers,
+        "buffer_containers": options.buffer_containers,
+        "scaledown_window": options.scaledown_window,
+        "max_inputs": max_inputs,
+        "target_inputs": target_inputs,
+        "env": merged_env(options),
+        "retries": options.retries.to_dict() if options.retries is not None else None,
+    }
+
+
+class _Registered:
+    """A function or class of an app, as it will be published to the control plane."""
+
+    def __init__(self, tag: str, obj: Any, options: FunctionOptions, definition: dict[str, Any],
+                 config: dict[str, Any], hydrate: Callable[[str], None]) -> None:
+        self.tag, self.obj, self.options = tag, obj, options
+        self.definition, self.config, self.hydrate = definition, config, hydrate
+
+
+class App:
+    """A group of functions and classes that run together.
+
+    ```python
+    import homeport as modal
+
+    app = modal.App("example")
+
+    @app.function()
+    def hello(name: str) -> str:
+        return f"Hello, {name}!"
+
+    @app.local_entrypoint()
+    def main():
+        print(hello.remote("world"))
+    ```
+    """
+
+    def __init__(
+        self,
+        name: str | None = None,
+        *,
+        image: Image | None = None,
+        secrets: list[Secret] | tuple[Secret, ...] = (),
+        volumes: dict[str, Any] | None = None,
+        tags: dict[str, str] | None = None,
+        include_source: bool = True,
+    ) -> None:
+        if name is not None and not isinstance(name, str):
+            raise InvalidError("Invalid value for `name`: Must be string.")
+        if image is not None and not isinstance(image, Image):
+            raise InvalidError("`image=` has to be a `modal.Image` object")
+        if not isinstance(secrets, (list, tuple)) or not all(isinstance(s, Secret) for s in secrets):
+            raise InvalidError("`secrets=` has to be a list or tuple of `modal.Secret` objects")
+        self._name = name
+        self._image = image
+        self._secrets = tuple(secrets)
+        self._volumes = dict(volumes or {})
+        self._tags = dict(tags or {})
+        self._registered: dict[str, _Registered] = {}
+        self._local_entrypoints: dict[str, Callable] = {}
+        self._app_id: str | None = None
+        self._running = False
+
+    def __repr__(self) -> str:
+        return f"App({self._name!r})"
+
+    @property
+    def name(self) -> str | None:
+        return self._name
+
+    @property
+    def app_id(self) -> str | None:
+        return self._app_id
+
+    @property
+    def registered_functions(self) -> dict[str, Any]:
+        return {tag: r.obj for tag, r in self._registered.items()}
+
+    @property
+    def registered_entrypoints(self) -> dict[str, Callable]:
+        return dict(self._local_entrypoints)
+
+    def _merge_app_defaults(self, kwargs: dict[str, Any]) -> dict[str, Any]:
+        kwargs = dict(kwargs)
+        if kwargs.get("image") is None and self._image is not None:
+            kwargs["image"] = self._image
+        if self._secrets:
+            kwargs["secrets"] = [*self._secrets, *(kwargs.get("secrets") or [])]
+        if self._volumes:
+            kwargs["volumes"] = {**self._volumes, **(kwargs.get("volumes") or {})}
+        return kwargs
+
+    # --- decorators --------------------------------------------------------------------------------
+    def function(self, **kwargs: Any) -> Callable[[Any], Function]:
+        """Turn a function into one that runs in containers. All parameters are keyword-only."""
+        kwargs = self._merge_app_defaults(kwargs)
+
+        def decorator(f: Any) -> Any:
+            if isinstance(f, Function):
+                raise InvalidError(f"`@app.function` was applied twice to '{f.tag}'.")
+            if inspect.isclass(f):
+                from ._cls import function_class
+
+                return function_class(self, f, kwargs)
+            if not callable(f):
+                raise InvalidError(f"`@app.function` must decorate a function, got {type(f).__name__}")
+            from ._partial import PartialFunction
+
+            if isinstance(f, PartialFunction):
+                f = f._finalize_for_function()
+            qualname = f.__qualname__
+            serialized = bool(kwargs.get("serialized"))
+            if "<locals>" in qualname and not serialized:
+                raise InvalidError(
+                    "The `@app.function` decorator must apply to functions in global scope, unless "
+                    "`serialized=True` is set. If trying to apply additional decorators, they may need to "
+                    "use `functools.wraps`."
+                )
+            if "." in qualname and "<locals>" not in qualname:
+                raise InvalidError(
+                    "The `@app.function` decorator cannot be used on class methods. Please use `@app.cls` "
+                    "with `@modal.method` instead."
+                )
+            tag = kwargs.get("name") or qualname
+            is_gen = bool(kwargs.pop("is_generator", None)) or is_generator_function(f)
+            options = function_options(tag=tag, raw_f=f, is_generator=is_gen, **kwargs)
+            fn = Function(self, f, tag, options, is_generator=is_gen)
+            definition = build_definition(tag, f, qualname, options, is_gen)
+            self._register(_Registered(tag, fn, options, definition, pool_config(options), fn._hydrate))
+            return fn
+
+        return decorator
+
+    def cls(self, **kwargs: Any) -> Callable[[type], Any]:
+        """Turn a class into a service whose methods run in containers (see `modal.Cls`)."""
+        from ._cls import cls_decorator
+
+        return cls_decorator(self, self._merge_app_defaults(kwargs))
+
+    def _register(self, reg: _Registered) -> None:
+        if reg.tag in self._registered:
+            warnings.warn(f"Warning: function name '{reg.tag}' collision!", stacklevel=3)
+        self._registered[reg.tag] = reg
+
+    def local_entrypoint(self, _warn_parentheses_missing: Any = None, *, name: str | None = None) -> Callable:
+        """Mark a function to run locally with `homeport run app.py`, inside the running app."""
+        if _warn_parentheses_missing is not None:
+            raise InvalidError("Did you forget parentheses? Suggestion: `@app.local_entrypoint()`.")
+
+        def decorator(f: Callable) -> Callable:
+            tag = name or f.__qualname__
+            if tag in self._local_entrypoints:
+                raise InvalidError(
+                    f"Duplicate local entrypoint name: {tag}. Local entrypoint names must be unique."
+                )
+            self._local_entrypoints[tag] = f
+            return f
+
+        return decorator
+
+    def include(self, other: App) -> App:
+        for tag, reg in other._registered.items():
+            self._register(reg)
+        return self
+
+    # --- running -----------------------------------------------------------------------------------
+    def run(self, *, show_logs: bool = True, detach: bool = False, **_: Any) -> _RunContext:
+        """Run the app's functions for the duration of a `with` (or `async with`) block."""
+        return _RunContext(self, show_logs, detach)
+
+    def _check_supported(self) -> None:
+        problems = []
+        for reg in self._registered.values():
+            for p in unsupported_features(reg.options):
+                problems.append(f"  - {reg.tag}: {p}")
+        if problems:
+            raise UnimplementedError(
+                "This app uses parameters whose effect Homeport does not build yet:\n" + "\n".join(problems)
+            )
+
+    async def _start(self, show_logs: bool, detach: bool) -> None:
+        if self._running:
+            raise InvalidError("App is already running and can't be started again.")
+        self._check_supported()
+        client = await get_client()
+        if show_logs:
+            client.log_handler = default_log_printer
+        self._app_id = await client.request(
+            {"t": P.APP_CREATE, "name": self._name, "description": self._name, "detach": detach}
+        )
+        functions = [
+            {"tag": r.tag, "definition": r.definition, "config": r.config} for r in self._registered.values()
+        ]
+        ids = await client.request({"t": P.APP_PUBLISH, "app_id": self._app_id, "functions": functions})
+        for tag, reg in self._registered.items():
+            reg.hydrate(ids[tag])
+        self._running = True
+
+    async def _stop(self) -> None:
+        if not self._running:
+            return
+        self._running = False
+        for reg in self._registered.values():
+            reg.hydrate(None)
+        client = await get_client()
+        await client.request({"t": P.APP_STOP, "app_id": self._app_id})
+
+    def deploy(self, *args: Any, **kwargs: Any) -> None:
+        raise UnimplementedError("`App.deploy()` / `homeport deploy` is not supported by Homeport yet.")
+
+
+class _RunContext:
+    def __init__(self, app: App, show_logs: bool, detach: bool) -> None:
+        self.app, self.show_logs, self.detach = app, show_logs, detach
+
+    def __enter__(self) -> App:
+        run_sync(self.app._start(self.show_logs, self.detach))
+        return self.app
+
+    def __exit__(self, *exc: Any) -> None:
+        run_sync(self.app._stop())
+
+    async def __aenter__(self) -> App:
+        await run_async(self.app._start(self.show_logs, self.detach))
+        return self.app
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await run_async(self.app._stop())
+
+
+class Stub(App):
+    """The legacy name of `App`; keeps working with a deprecation warning."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        warnings.warn("`modal.Stub` is deprecated; use `modal.App` instead (a simple name change).",
+                      DeprecationError, stacklevel=2)
+        super().__init__(*args, **kwargs)

@@ -1,0 +1,101 @@
+"""One bridge between the blocking and the async API (the role `synchronicity` plays in modal-client).
+
+Every SDK operation is written once as a coroutine that runs on a private event loop in a daemon
+thread. `run_sync` blocks on it; `run_async` awaits it from any other event loop. Users' iterators and
+callbacks never run on the bridge thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import functools
+import threading
+from collections.abc import Callable, Coroutine
+from typing import Any, TypeVar
+
+from ._wire import new_event_loop
+
+T = TypeVar("T")
+
+_lock = threading.Lock()
+_loop: asyncio.AbstractEventLoop | None = None
+_thread: threading.Thread | None = None
+
+
+def bridge_loop() -> asyncio.AbstractEventLoop:
+    global _loop, _thread
+    if _loop is not None:
+        return _loop
+    with _lock:
+        if _loop is None:
+            loop = new_event_loop()
+            ready = threading.Event()
+
+            def run() -> None:
+                asyncio.set_event_loop(loop)
+                loop.call_soon(ready.set)
+                loop.run_forever()
+
+            _thread = threading.Thread(target=run, name="homeport-bridge", daemon=True)
+            _thread.start()
+            ready.wait()
+            _loop = loop
+    return _loop
+
+
+def in_bridge_thread() -> bool:
+    return _thread is not None and threading.current_thread() is _thread
+
+
+def submit(coro: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
+    return asyncio.run_coroutine_threadsafe(coro, bridge_loop())
+
+
+def run_sync(coro: Coroutine[Any, Any, T]) -> T:
+    if in_bridge_thread():
+        coro.close()
+        raise RuntimeError("blocking Homeport call made on the bridge thread")
+    fut = submit(coro)
+    try:
+        return fut.result()
+    except KeyboardInterrupt:
+        fut.cancel()
+        raise
+
+
+async def run_async(coro: Coroutine[Any, Any, T]) -> T:
+    if asyncio.get_running_loop() is _loop:
+        return await coro
+    return await asyncio.wrap_future(submit(coro))
+
+
+class MethodWithAio:
+    """`obj.method(...)` blocks; `await obj.method.aio(...)` does not. Both run one coroutine."""
+
+    __slots__ = ("__name__", "_impl")
+
+    def __init__(self, impl: Callable[..., Coroutine[Any, Any, Any]], name: str | None = None) -> None:
+        self._impl = impl
+        self.__name__ = name or impl.__name__
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return run_sync(self._impl(*args, **kwargs))
+
+    async def aio(self, *args: Any, **kwargs: Any) -> Any:
+        return await run_async(self._impl(*args, **kwargs))
+
+
+def aio_method(impl: Callable[..., Coroutine[Any, Any, Any]]) -> Any:
+    """Decorator for an `async def` method: exposes it as a blocking method with an `.aio` variant."""
+
+    class _Descriptor:
+        def __set_name__(self, owner, name):
+            self.name = name
+
+        def __get__(self, obj, objtype=None):
+            if obj is None:
+                return self
+            return MethodWithAio(functools.partial(impl, obj), impl.__name__)
+
+    return _Descriptor()

@@ -1,0 +1,154 @@
+"""The SDK's connection to the control plane. Lives on the bridge loop; one per process."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from . import _config, _launcher
+from . import _protocol as P
+from ._bridge import bridge_loop
+from ._wire import FramedProtocol
+from .exception import AuthError, ConnectionError, ExecutionError, error_from_code
+
+OutputHandler = Callable[[str, list], None]  # (message type, items)
+
+
+class Client:
+    _instance: Client | None = None
+    _connect_lock: asyncio.Lock | None = None
+
+    def __init__(self, proto: FramedProtocol) -> None:
+        self.proto = proto
+        self._ids = itertools.count(1)
+        self._pending: dict[int, asyncio.Future] = {}
+        self._calls: dict[str, OutputHandler] = {}
+        self.log_handler: Callable[[dict[str, Any]], None] | None = None
+        self.closed = False
+
+    # --- connecting --------------------------------------------------------------------------------
+    @classmethod
+    async def get(cls) -> Client:
+        """The process's client, connecting (and starting the embedded control plane) on first use."""
+        inst = cls._instance
+        if inst is not None and not inst.closed:
+            return inst
+        if cls._connect_lock is None:
+            cls._connect_lock = asyncio.Lock()
+        async with cls._connect_lock:
+            if cls._instance is None or cls._instance.closed:
+                cls._instance = await cls._connect()
+            return cls._instance
+
+    @classmethod
+    async def _connect(cls) -> Client:
+        import os
+
+        if os.environ.get(P.ENV_IS_REMOTE) == "1":
+            raise ExecutionError(
+                "Calling Homeport functions from inside a container is not supported yet; "
+                "call them from the local program (or a local entrypoint) instead."
+            )
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(None, _launcher.ensure_server)
+        token = _config.read_token() or ""
+        holder: list[Client] = []
+        proto_ref: list[FramedProtocol] = []
+
+        def on_message(msg: dict[str, Any]) -> None:
+            holder[0]._on_message(msg)
+
+        def on_close(exc: Exception | None) -> None:
+            if holder:
+                holder[0]._on_close()
+
+        def factory() -> FramedProtocol:
+            proto_ref.append(FramedProtocol(on_message, on_close))
+            return proto_ref[0]
+
+        address = str(_config.server_address())
+        try:
+            await asyncio.wait_for(loop.create_unix_connection(factory, address), 10)
+        except (OSError, asyncio.TimeoutError) as exc:
+            raise ConnectionError(f"Could not connect to the Homeport control plane at {address}: {exc}") from None
+        client = cls(proto_ref[0])
+        holder.append(client)
+        try:
+            await client.request({"t": P.HELLO, "role": "client", "token": token, "v": P.PROTOCOL_VERSION}, timeout=10)
+        except AuthError as exc:
+            client.proto.close()
+            raise AuthError(
+                f"{exc}. The token in {_config.token_path()} does not match the running control plane's."
+            ) from None
+        return client
+
+    # --- messages ----------------------------------------------------------------------------------
+    def _on_message(self, msg: dict[str, Any]) -> None:
+        t = msg["t"]
+        if t == P.OUTPUTS or t == P.GEN_ITEMS:
+            handler = self._calls.get(msg["call"])
+            if handler is not None:
+                handler(t, msg["items"])
+        elif t == P.RESULT:
+            fut = self._pending.pop(msg["id"], None)
+            if fut is not None and not fut.done():
+                if msg["ok"]:
+                    fut.set_result(msg.get("v"))
+                else:
+                    fut.set_exception(error_from_code(msg.get("code", "internal"), msg.get("msg", "")))
+        elif t == P.LOG:
+            if self.log_handler is not None:
+                self.log_handler(msg)
+
+    def _on_close(self) -> None:
+        self.closed = True
+        err = ConnectionError("The connection to the Homeport control plane was lost.")
+        for fut in self._pending.values():
+            if not fut.done():
+                fut.set_exception(err)
+        self._pending.clear()
+        for handler in list(self._calls.values()):
+            handler("closed", [])
+
+    async def request(self, msg: dict[str, Any], timeout: float | None = 60) -> Any:
+        if self.closed:
+            raise ConnectionError("The connection to the Homeport control plane was lost.")
+        rid = next(self._ids)
+        msg["id"] = rid
+        fut = asyncio.get_running_loop().create_future()
+        self._pending[rid] = fut
+        self.proto.send(msg)
+        try:
+            return await asyncio.wait_for(fut, timeout) if timeout else await fut
+        finally:
+            self._pending.pop(rid, None)
+
+    def send(self, msg: dict[str, Any]) -> None:
+        if self.closed:
+            raise ConnectionError("The connection to the Homeport control plane was lost.")
+        self.proto.send(msg)
+
+    def watch_call(self, call_id: str, handler: OutputHandler) -> None:
+        self._calls[call_id] = handler
+
+    def unwatch_call(self, call_id: str) -> None:
+        self._calls.pop(call_id, None)
+
+
+async def get_client() -> Client:
+    return await Client.get()
+
+
+def default_log_printer(msg: dict[str, Any]) -> None:
+    stream = sys.stderr if msg.get("fd") == 2 else sys.stdout
+    prefix = f"[{msg['fn']} {msg['cid'][-8:]}] "
+    text = msg["data"]
+    stream.write(prefix + text if text.endswith("\n") else prefix + text + "\n")
+    stream.flush()
+
+
+def ensure_bridge() -> None:
+    bridge_loop()

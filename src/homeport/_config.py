@@ -1,0 +1,69 @@
+"""Where this installation keeps its state, and how clients find and authenticate to the control plane.
+
+Shared by the SDK, the CLI and the server; no imports of ours beyond the protocol.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+
+from . import _protocol as P
+
+
+def state_dir() -> Path:
+    """`$HOMEPORT_STATE_DIR`, else `$XDG_STATE_HOME/homeport`, else `~/.local/state/homeport`."""
+    env = os.environ.get(P.ENV_STATE_DIR)
+    if env:
+        return Path(env).expanduser().resolve()
+    xdg = os.environ.get("XDG_STATE_HOME")
+    base = Path(xdg).expanduser() if xdg else Path.home() / ".local" / "state"
+    return (base / "homeport").resolve()
+
+
+def server_address() -> Path:
+    env = os.environ.get(P.ENV_SERVER_ADDRESS)
+    if env:
+        return Path(env)
+    return state_dir() / "server.sock"
+
+
+def log_path() -> Path:
+    return state_dir() / "server.log"
+
+
+def pid_path() -> Path:
+    return state_dir() / "server.pid"
+
+
+def token_path() -> Path:
+    return state_dir() / "token"
+
+
+def ensure_state_dir() -> Path:
+    d = state_dir()
+    d.mkdir(parents=True, exist_ok=True, mode=0o700)
+    return d
+
+
+def load_or_create_token() -> str:
+    """The per-installation token; created once with user-only permissions."""
+    path = token_path()
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        pass
+    ensure_state_dir()
+    token = secrets.token_urlsafe(32)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(token)
+    return token
+
+
+def read_token() -> str | None:
+    try:
+        return token_path().read_text().strip()
+    except FileNotFoundError:
+        return None

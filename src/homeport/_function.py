@@ -1,0 +1,478 @@
+"""`Function` and `FunctionCall`: what `@app.function` returns, and the handle `.spawn()` gives back."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import itertools
+import os
+import queue
+from collections.abc import AsyncIterator, Iterable, Iterator
+from typing import TYPE_CHECKING, Any
+
+from . import _protocol as P
+from ._bridge import MethodWithAio, bridge_loop, run_async, run_sync
+from ._client import Client, get_client
+from ._serialization import decode_output, output_error, serialize_args
+from .exception import ConnectionError, ExecutionError, InvalidError
+
+if TYPE_CHECKING:
+    from ._app import App
+    from ._options import FunctionOptions
+
+MAP_BATCH = 1024  # inputs per message
+MAP_WINDOW = 65536  # inputs in flight before the caller waits for outputs
+
+_call_prefix = f"fc-{os.urandom(6).hex()}"
+_call_counter = itertools.count(1)
+
+
+def _new_call_id() -> str:
+    return f"{_call_prefix}{next(_call_counter):010d}"
+
+
+class _GenMethod:
+    """`f.remote_gen(...)` is an iterator; `f.remote_gen.aio(...)` an async iterator."""
+
+    def __init__(self, fn: Function) -> None:
+        self._fn = fn
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Iterator[Any]:
+        return self._fn._remote_gen_sync(args, kwargs)
+
+    def aio(self, *args: Any, **kwargs: Any) -> AsyncIterator[Any]:
+        return self._fn._remote_gen_async(args, kwargs)
+
+
+class _MapMethod:
+    def __init__(self, fn: Function, star: bool = False, for_each: bool = False) -> None:
+        self._fn, self._star, self._for_each = fn, star, for_each
+
+    def _inputs(self, iterables: tuple, kwargs: dict) -> Iterable[tuple[tuple, dict]]:
+        if self._star:
+            (it,) = iterables
+            return ((tuple(args), kwargs) for args in it)
+        return ((args, kwargs) for args in zip(*iterables))
+
+    def __call__(self, *iterables: Any, kwargs: dict | None = None, order_outputs: bool = True,
+                 return_exceptions: bool = False, ignore_exceptions: bool = False,
+                 wrap_returned_exceptions: bool | None = None) -> Any:
+        inputs = self._inputs(iterables, kwargs or {})
+        if self._for_each:
+            for _ in self._fn._map_sync(inputs, False, ignore_exceptions):
+                pass
+            return None
+        return self._fn._map_sync(inputs, order_outputs, return_exceptions)
+
+    def aio(self, *iterables: Any, kwargs: dict | None = None, order_outputs: bool = True,
+            return_exceptions: bool = False, ignore_exceptions: bool = False,
+            wrap_returned_exceptions: bool | None = None) -> Any:
+        if self._for_each:
+            async def drain() -> None:
+                async for _ in self._fn._map_async(iterables, kwargs or {}, self._star, False, ignore_exceptions):
+                    pass
+
+            return drain()
+        return self._fn._map_async(iterables, kwargs or {}, self._star, order_outputs, return_exceptions)
+
+
+class Function:
+    """A function that runs in containers. Made by `@app.function()`.
+
+    ```python
+    @app.function()
+    def square(x):
+        return x * x
+
+    with app.run():
+        assert square.remote(3) == 9
+        assert list(square.map([1, 2, 3])) == [1, 4, 9]
+    ```
+    """
+
+    def __init__(
+        self,
+        app: App | None,
+        raw_f: Any,
+        tag: str,
+        options: FunctionOptions | None,
+        *,
+        is_generator: bool,
+        definition: dict[str, Any] | None = None,
+        method: str | None = None,
+    ) -> None:
+        self._app = app
+        self._raw_f = raw_f
+        self._tag = tag
+        self._options = options
+        self._is_generator = is_generator
+        self._definition = definition
+        self._method = method  # set on methods of a class: which callable in the container
+        self._function_id: str | None = None
+        self._web_url: str | None = None
+        setattr(self, P.USER_CALLABLE_ATTR, raw_f)
+        if raw_f is not None:
+            self.__doc__ = getattr(raw_f, "__doc__", None)
+            self.__name__ = getattr(raw_f, "__name__", tag)
+            self.__qualname__ = getattr(raw_f, "__qualname__", tag)
+            self.__module__ = getattr(raw_f, "__module__", None)
+        self.remote = MethodWithAio(self._remote, "remote")
+        self.spawn = MethodWithAio(self._spawn, "spawn")
+        self.remote_gen = _GenMethod(self)
+        self.map = _MapMethod(self)
+        self.starmap = _MapMethod(self, star=True)
+        self.for_each = _MapMethod(self, for_each=True)
+
+    def __repr__(self) -> str:
+        return f"Function({self._tag!r})"
+
+    @property
+    def tag(self) -> str:
+        return self._tag
+
+    @property
+    def object_id(self) -> str | None:
+        return self._function_id
+
+    @property
+    def is_generator(self) -> bool:
+        return self._is_generator
+
+    @property
+    def web_url(self) -> str | None:
+        return self._web_url
+
+    def get_web_url(self) -> str | None:
+        return self._web_url
+
+    def _hydrate(self, function_id: str | None) -> None:
+        self._function_id = function_id
+
+    # --- local -------------------------------------------------------------------------------------
+    def local(self, *args: Any, **kwargs: Any) -> Any:
+        """Run the function in this process, without a container."""
+        if self._raw_f is None:
+            raise ExecutionError(
+                "The definition for this Function is missing, so it is not possible to invoke it locally."
+            )
+        return self._raw_f(*args, **kwargs)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.local(*args, **kwargs)
+
+    # --- checks ------------------------------------------------------------------------------------
+    def _require_hydrated(self) -> str:
+        if self._function_id is None:
+            raise ExecutionError(
+                "Function has not been hydrated with the metadata it needs to run on Homeport, because the "
+                "App it is defined on is not running. Call it inside `with app.run():` or run the program "
+                "with `homeport run`."
+            )
+        return self._function_id
+
+    async def _resolve_fid(self) -> str:
+        return self._require_hydrated()
+
+    def _check_not_generator(self, how: str) -> None:
+        if self._is_generator:
+            if how == "spawn":
+                raise InvalidError("Cannot `spawn` a generator function.")
+            raise InvalidError(
+                f"A generator function cannot be called with `.{how}(...)`. Use `.remote_gen(...)` instead."
+            )
+
+    # --- unary -------------------------------------------------------------------------------------
+    async def _remote(self, *args: Any, **kwargs: Any) -> Any:
+        self._check_not_generator("remote")
+        fid = await self._resolve_fid()
+        data = serialize_args(self._tag, args, kwargs)
+        client = await get_client()
+        call_id = _new_call_id()
+        fut = asyncio.get_running_loop().create_future()
+
+        def on_output(kind: str, items: list) -> None:
+            if fut.done():
+                return
+            if kind == "closed":
+                fut.set_exception(ConnectionError("The connection to the Homeport control plane was lost."))
+            else:
+                fut.set_result(items[0])
+
+        client.watch_call(call_id, on_output)
+        try:
+            client.send({"t": P.CALL, "call": call_id, "fid": fid, "kind": P.KIND_UNARY,
+                         "inputs": [[0, data, self._method]]})
+            _, status, out = await fut
+        except asyncio.CancelledError:
+            client.send({"t": P.CALL_CANCEL, "call": call_id, "id": 0})
+            raise
+        finally:
+            client.unwatch_call(call_id)
+        return decode_output(self._tag, status, out)
+
+    async def _spawn(self, *args: Any, **kwargs: Any) -> FunctionCall:
+        self._check_not_generator("spawn")
+        fid = await self._resolve_fid()
+        data = serialize_args(self._tag, args, kwargs)
+        client = await get_client()
+        call_id = _new_call_id()
+        await client.request({"t": P.CALL, "call": call_id, "fid": fid, "kind": P.KIND_SPAWN,
+                              "inputs": [[0, data, self._method]]})
+        return FunctionCall(call_id, self._tag)
+
+    # --- generators --------------------------------------------------------------------------------
+    async def _gen_start(self, args: tuple, kwargs: dict, put) -> tuple[Client, str]:
+        if not self._is_generator:
+            raise InvalidError(
+                "A non-generator function cannot be called with `.remote_gen(...)`. Use `.remote(...)` instead."
+            )
+        fid = await self._resolve_fid()
+        data = serialize_args(self._tag, args, kwargs)
+        client = await get_client()
+        call_id = _new_call_id()
+        client.watch_call(call_id, put)
+        client.send({"t": P.CALL, "call": call_id, "fid": fid, "kind": P.KIND_GENERATOR,
+                     "inputs": [[0, data, self._method]]})
+        return client, call_id
+
+    def _gen_events(self, kind: str, items: list) -> Iterator[tuple[bool, Any]]:
+        """(done, value) pairs from one message of a generator call."""
+        if kind == "closed":
+            raise ConnectionError("The connection to the Homeport control plane was lost.")
+        if kind == P.GEN_ITEMS:
+            for data in items:
+                yield False, decode_output(self._tag, P.SUCCESS, data)
+            return
+        for _, status, data in items:
+            if status != P.GENERATOR_DONE:
+                raise output_error(self._tag, status, data)
+            yield True, None
+
+    def _remote_gen_sync(self, args: tuple, kwargs: dict) -> Iterator[Any]:
+        q: queue.SimpleQueue = queue.SimpleQueue()
+        client, call_id = run_sync(self._gen_start(args, kwargs, lambda k, items: q.put((k, items))))
+        finished = False
+        try:
+            while True:
+                kind, items = q.get()
+                for done, value in self._gen_events(kind, items):
+                    if done:
+                        finished = True
+                        return
+                    yield value
+        finally:
+            client.unwatch_call(call_id)
+            if not finished:
+                bridge_loop().call_soon_threadsafe(client.send, {"t": P.CALL_CANCEL, "call": call_id, "id": 0})
+
+    async def _remote_gen_async(self, args: tuple, kwargs: dict) -> AsyncIterator[Any]:
+        loop = asyncio.get_running_loop()
+        q: asyncio.Queue = asyncio.Queue()
+        put = lambda k, items: loop.call_soon_threadsafe(q.put_nowait, (k, items))  # noqa: E731
+        client, call_id = await run_async(self._gen_start(args, kwargs, put))
+        finished = False
+        try:
+            while True:
+                kind, items = await q.get()
+                for done, value in self._gen_events(kind, items):
+                    if done:
+                        finished = True
+                        return
+                    yield value
+        finally:
+            client.unwatch_call(call_id)
+            if not finished:
+                bridge_loop().call_soon_threadsafe(client.send, {"t": P.CALL_CANCEL, "call": call_id, "id": 0})
+
+    # --- map ---------------------------------------------------------------------------------------
+    def _map_sync(self, inputs: Iterable[tuple[tuple, dict]], order: bool, return_exceptions: bool) -> Iterator[Any]:
+        self._check_not_generator("map")
+        run = _MapRun(self, run_sync(self._resolve_fid()), order, return_exceptions)
+        run.start(run_sync(get_client()), lambda k, items: run.outq.put((k, items)))
+        return run.iterate_sync(iter(inputs))
+
+    async def _map_async(self, iterables: tuple, kwargs: dict, star: bool, order: bool,
+                         return_exceptions: bool) -> AsyncIterator[Any]:
+        self._check_not_generator("map")
+        loop = asyncio.get_running_loop()
+        run = _MapRun(self, await run_async(self._resolve_fid()), order, return_exceptions)
+        aq: asyncio.Queue = asyncio.Queue()
+        run.start(await run_async(get_client()), lambda k, items: loop.call_soon_threadsafe(aq.put_nowait, (k, items)))
+        async for value in run.iterate_async(_aiter_inputs(iterables, kwargs, star), aq):
+            yield value
+
+
+async def _aiter_inputs(iterables: tuple, kwargs: dict, star: bool) -> AsyncIterator[tuple[tuple, dict]]:
+    """Inputs of `.map.aio`, which accepts sync and async iterables alike."""
+    its = []
+    for it in iterables:
+        its.append(it.__aiter__() if hasattr(it, "__aiter__") else _sync_to_async(it))
+    while True:
+        row = []
+        for it in its:
+            try:
+                row.append(await it.__anext__())
+            except StopAsyncIteration:
+                return
+        if star:
+            yield tuple(row[0]), kwargs
+        else:
+            yield tuple(row), kwargs
+
+
+async def _sync_to_async(it: Iterable) -> AsyncIterator:
+    for x in it:
+        yield x
+
+
+class _MapRun:
+    """One `.map()` call: inputs go out in batches, outputs come back in batches and are reordered."""
+
+    def __init__(self, fn: Function, fid: str, order: bool, return_exceptions: bool) -> None:
+        self.fn = fn
+        self.fid = fid
+        self.order = order
+        self.return_exceptions = return_exceptions
+        self.call_id = _new_call_id()
+        self.outq: queue.SimpleQueue = queue.SimpleQueue()
+        self.sent = 0
+        self.received = 0
+        self.next_idx = 0
+        self.buffer: dict[int, tuple[int, Any]] = {}
+        self.client: Client | None = None
+        self.first = True
+        self.closed = False
+
+    def start(self, client: Client, handler) -> None:
+        self.client = client
+        client.watch_call(self.call_id, handler)
+
+    def _send(self, batch: list, last: bool) -> None:
+        msg: dict[str, Any] = {"call": self.call_id, "inputs": batch, "last": last}
+        if self.first:
+            msg.update(t=P.CALL, fid=self.fid, kind=P.KIND_MAP)
+            self.first = False
+        else:
+            msg["t"] = P.MAP_PUT
+        data = P.encode(msg)
+        client = self.client
+        bridge_loop().call_soon_threadsafe(client.proto.transport.write, data)
+
+    def _batch(self, rows) -> list:
+        tag, method = self.fn._tag, self.fn._method
+        batch = []
+        for args, kwargs in rows:
+            batch.append([self.sent, serialize_args(tag, args, kwargs), method])
+            self.sent += 1
+        return batch
+
+    def _outputs(self, kind: str, items: list) -> Iterator[Any]:
+        if kind == "closed":
+            raise ConnectionError("The connection to the Homeport control plane was lost during a map.")
+        ready: list[tuple[int, Any]]
+        if self.order:
+            for idx, status, data in items:
+                self.buffer[idx] = (status, data)
+            ready = []
+            while self.next_idx in self.buffer:
+                ready.append(self.buffer.pop(self.next_idx))
+                self.next_idx += 1
+        else:
+            ready = [(status, data) for _, status, data in items]
+        self.received += len(items)
+        for status, data in ready:
+            if status == P.SUCCESS:
+                yield decode_output(self.fn._tag, status, data)
+            else:
+                exc = output_error(self.fn._tag, status, data)
+                if not self.return_exceptions:
+                    raise exc
+                yield exc
+
+    def _finish(self) -> None:
+        self.client.unwatch_call(self.call_id)
+        if self.received < self.sent and not self.first:
+            bridge_loop().call_soon_threadsafe(self.client.send, {"t": P.CALL_CANCEL, "call": self.call_id, "id": 0})
+
+    def iterate_sync(self, rows: Iterator[tuple[tuple, dict]]) -> Iterator[Any]:
+        exhausted = False
+        try:
+            while True:
+                while not exhausted and self.sent - self.received < MAP_WINDOW:
+                    batch = self._batch(itertools.islice(rows, MAP_BATCH))
+                    exhausted = len(batch) < MAP_BATCH
+                    if batch or not self.first:
+                        self._send(batch, exhausted)
+                if exhausted and self.received >= self.sent:
+                    return
+                kind, items = self.outq.get()
+                yield from self._outputs(kind, items)
+        finally:
+            self._finish()
+
+    async def iterate_async(self, rows: AsyncIterator[tuple[tuple, dict]], aq: asyncio.Queue) -> AsyncIterator[Any]:
+        exhausted = False
+        try:
+            while True:
+                while not exhausted and self.sent - self.received < MAP_WINDOW:
+                    chunk = []
+                    async for row in rows:
+                        chunk.append(row)
+                        if len(chunk) >= MAP_BATCH:
+                            break
+                    batch = self._batch(chunk)
+                    exhausted = len(batch) < MAP_BATCH
+                    if batch or not self.first:
+                        self._send(batch, exhausted)
+                if exhausted and self.received >= self.sent:
+                    return
+                kind, items = await aq.get()
+                for value in self._outputs(kind, items):
+                    yield value
+        finally:
+            self._finish()
+
+
+class FunctionCall:
+    """A handle on a spawned call; `FunctionCall.from_id(id)` works from any process.
+
+    ```python
+    call = square.spawn(4)
+    assert call.get(timeout=10) == 16
+    ```
+    """
+
+    def __init__(self, call_id: str, tag: str | None = None) -> None:
+        self.object_id = call_id
+        self._tag = tag or call_id
+        self.get = MethodWithAio(self._get, "get")
+        self.cancel = MethodWithAio(self._cancel, "cancel")
+
+    def __repr__(self) -> str:
+        return f"FunctionCall({self.object_id!r})"
+
+    @classmethod
+    def from_id(cls, function_call_id: str, client: Any = None) -> FunctionCall:
+        return cls(function_call_id)
+
+    async def _get(self, timeout: float | None = None, *, index: int = 0) -> Any:
+        client = await get_client()
+        reply = await client.request(
+            {"t": P.CALL_GET, "call": self.object_id, "timeout": timeout},
+            timeout=None if timeout is None else timeout + 30,
+        )
+        if reply is None:
+            raise TimeoutError(f"The call {self.object_id} did not finish within {timeout} s.")
+        return decode_output(self._tag, reply["status"], reply["data"])
+
+    async def _cancel(self, terminate_containers: bool = False) -> None:
+        client = await get_client()
+        await client.request({"t": P.CALL_CANCEL, "call": self.object_id})
+
+    @staticmethod
+    def gather(*calls: FunctionCall) -> list[Any]:
+        return [c.get() for c in calls]
+
+
+def is_generator_function(f: Any) -> bool:
+    return inspect.isgeneratorfunction(f) or inspect.isasyncgenfunction(f)

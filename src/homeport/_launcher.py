@@ -1,0 +1,75 @@
+"""Find the control plane, or start the embedded default in the background (the SDK never imports it)."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import socket
+import subprocess
+import sys
+import time
+
+from . import _config
+from .exception import ConnectionError
+
+START_TIMEOUT_SECONDS = 20.0
+
+
+def is_listening() -> bool:
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        s.connect(str(_config.server_address()))
+    except OSError:
+        return False
+    finally:
+        s.close()
+    return True
+
+
+def start_server(quiet: bool = False) -> int | None:
+    """Start `python -m homeport.server` detached, unless one is listening. Returns the new pid."""
+    state = _config.ensure_state_dir()
+    with open(state / "server.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # two programs starting at once get one server
+        if is_listening():
+            return None
+        _config.load_or_create_token()
+        log = open(_config.log_path(), "ab")
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "homeport.server"],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=log,
+            start_new_session=True,
+            env=dict(os.environ),
+        )
+        log.close()
+        deadline = time.monotonic() + START_TIMEOUT_SECONDS
+        while time.monotonic() < deadline:
+            if is_listening():
+                if not quiet:
+                    print(
+                        f"Started the Homeport control plane (pid {proc.pid}) on {_config.server_address()}; "
+                        f"its log is {_config.log_path()}",
+                        file=sys.stderr,
+                    )
+                return proc.pid
+            if proc.poll() is not None:
+                break
+            time.sleep(0.01)
+        raise ConnectionError(
+            f"The Homeport control plane did not start (exit code {proc.poll()}). "
+            f"See its log: {_config.log_path()}"
+        )
+
+
+def ensure_server() -> None:
+    if os.environ.get("HOMEPORT_IS_REMOTE") == "1":
+        return
+    if not is_listening():
+        if os.environ.get(_config.P.ENV_SERVER_ADDRESS):
+            raise ConnectionError(
+                f"No Homeport control plane listens on {_config.server_address()} "
+                f"(set by {_config.P.ENV_SERVER_ADDRESS}). Start it with `homeport server start`."
+            )
+        start_server()

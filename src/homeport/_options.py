@@ -1,0 +1,542 @@
+"""Validation of the keyword arguments of `@app.function(...)` and `@app.cls(...)`.
+
+`function_options` turns the raw keyword arguments into a frozen `FunctionOptions`, raising with
+Modal's messages; `unsupported_features` lists the options whose effect Homeport does not build yet,
+and `merged_env` gives the environment variables a container gets from secrets and `env=`.
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+import posixpath
+import sys
+import warnings
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import PurePath
+from typing import Any
+
+from ._image import Image
+from ._retries import Retries
+from ._schedule import Cron, Period
+from ._secret import Secret
+from ._volume import Volume
+from .exception import DeprecationError, InvalidError, UnimplementedError
+
+__all__ = [
+    "GPU_TYPES",
+    "FunctionOptions",
+    "function_options",
+    "merged_env",
+    "parse_gpu_config",
+    "unsupported_features",
+]
+
+GPU_TYPES = (
+    "T4",
+    "L4",
+    "A10",
+    "A10G",
+    "L40S",
+    "A100",
+    "A100-40GB",
+    "A100-80GB",
+    "RTX-PRO-6000",
+    "H100",
+    "H100!",
+    "H200",
+    "B200",
+    "B200+",
+    "ANY",
+)
+_MAX_GPUS = 8
+_MAX_GPUS_BY_TYPE = {"A10": 4, "A10G": 4}
+_MAX_TIMEOUT = 86400
+
+
+@dataclass(frozen=True)
+class FunctionOptions:
+    """The validated options of one function or class. Build it with `function_options(...)`."""
+
+    image: Image | None = None
+    secrets: tuple[Secret, ...] = ()
+    env: dict[str, str] | None = None
+    volumes: dict[str, Volume] = field(default_factory=dict)
+    gpu: tuple[str, ...] | None = None  # "TYPE:COUNT", in order of preference
+    cpu: tuple[float, float | None] | None = None  # (request, limit)
+    memory: tuple[int, int | None] | None = None  # MiB: (request, limit)
+    ephemeral_disk: int | None = None  # MiB
+    timeout: int = 300
+    startup_timeout: int | None = None
+    retries: Retries | None = None
+    schedule: Period | Cron | None = None
+    region: tuple[str, ...] | None = None
+    cloud: str | None = None
+    min_containers: int = 0
+    max_containers: int | None = None
+    buffer_containers: int = 0
+    scaledown_window: int = 60
+    name: str | None = None
+    serialized: bool = False
+    enable_memory_snapshot: bool = False
+    single_use_containers: bool = False
+    block_network: bool = False
+    max_inputs: int | None = None
+    nonpreemptible: bool = False
+    include_source: bool | None = None
+
+
+# Modal parameters that Homeport accepts only at their default value, with why and what to do.
+_NOT_BUILT_PARAMS = {
+    "network_file_systems": "NetworkFileSystem is deprecated in Modal and not built; use `volumes=` instead",
+    "proxy": "static-IP proxies are not built; remove it",
+    "routing_region": "regional input routing is not built; remove it",
+    "restrict_modal_access": "restricting a container's access to the platform is not built; remove it",
+    "i6pn": "private IPv6 networking between containers is not built; remove it",
+    "experimental_options": "experimental options are not built; remove it",
+    "_experimental_restrict_output": "restricted output formats are not built; remove it",
+}
+# Legacy names that still work, with their modern replacement.
+_RENAMED = {
+    "keep_warm": "min_containers",
+    "concurrency_limit": "max_containers",
+    "container_idle_timeout": "scaledown_window",
+}
+_FIELD_NAMES = frozenset(f.name for f in fields(FunctionOptions))
+_ACCEPTED = _FIELD_NAMES | set(_NOT_BUILT_PARAMS) | set(_RENAMED) | {"allow_concurrent_inputs"}
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
+
+
+def _warn_deprecated(message: str) -> None:
+    # Point the warning at the user's decorator line, however deep inside homeport we are.
+    level, frame = 2, sys._getframe(1)
+    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(_PACKAGE_DIR):
+        frame, level = frame.f_back, level + 1  # type: ignore[assignment]
+    warnings.warn(message, DeprecationError, stacklevel=level)
+
+
+# --- single-parameter checks ----------------------------------------------------------------------
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _int(name: str, value: Any, *, minimum: int = 0) -> int:
+    if not _is_int(value):
+        raise InvalidError(f"`{name}` must be an int, not {type(value).__name__}")
+    if value < minimum:
+        qualifier = "non-negative" if minimum == 0 else f"at least {minimum}"
+        raise InvalidError(f"`{name}` must be {qualifier}, got {value}")
+    return value
+
+
+def _bool(name: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise InvalidError(f"`{name}` must be True or False, not {value!r}")
+    return value
+
+
+def _seconds(name: str, value: Any, low: int, high: int, unit: str = " seconds") -> int:
+    if not _is_int(value):
+        raise InvalidError(f"`{name}` must be an int (seconds), not {type(value).__name__}")
+    if not low <= value <= high:
+        raise InvalidError(f"`{name}` must be between {low} and {high}{unit}, got {value}")
+    return value
+
+
+def parse_gpu_config(gpu: Any) -> tuple[str, ...] | None:
+    """`"a100:2"` → `("A100:2",)`; a list is a fallback list in order of preference."""
+    if gpu is None:
+        return None
+    if isinstance(gpu, (list, tuple)):
+        if not gpu:
+            raise InvalidError("`gpu=` fallback list is empty; give at least one GPU type, e.g. gpu=['H100', 'A100']")
+        return tuple(_parse_one_gpu(g) for g in gpu)
+    return (_parse_one_gpu(gpu),)
+
+
+def _parse_one_gpu(value: Any) -> str:
+    if not isinstance(value, str):
+        raise InvalidError(f"Invalid GPU config: {value!r}. Value must be a string like 'T4' or 'A100:2'.")
+    gpu_type, count = value, 1
+    if ":" in value:
+        gpu_type, count_str = value.split(":", 1)
+        try:
+            count = int(count_str)
+        except ValueError:
+            raise InvalidError(f"Invalid GPU count: {count_str}. Value must be an integer.") from None
+    gpu_type = gpu_type.strip().upper()
+    if gpu_type not in GPU_TYPES:
+        raise InvalidError(f"Invalid GPU type: {gpu_type!r}. Valid types are: {', '.join(GPU_TYPES)}.")
+    limit = _MAX_GPUS_BY_TYPE.get(gpu_type, _MAX_GPUS)
+    if not 1 <= count <= limit:
+        raise InvalidError(f"Invalid GPU count: {count}. {gpu_type} supports 1 to {limit} GPUs per container.")
+    return f"{gpu_type}:{count}"
+
+
+def _parse_cpu(cpu: Any) -> tuple[float, float | None] | None:
+    if cpu is None:
+        return None
+    if isinstance(cpu, (tuple, list)):
+        if len(cpu) != 2 or not all(_is_number(c) for c in cpu):
+            raise InvalidError(f"`cpu` must be a number or a (request, limit) tuple of numbers, got {cpu!r}")
+        request, limit = cpu
+        if request <= 0:
+            raise InvalidError("CPU request must be a positive number")
+        if limit <= 0:
+            raise InvalidError("CPU limit must be a positive number")
+        if limit < request:
+            raise InvalidError(f"Cannot specify a CPU limit lower than request: {limit} < {request}")
+        return (float(request), float(limit))
+    if not _is_number(cpu):
+        raise InvalidError(f"`cpu` must be a number or a (request, limit) tuple of numbers, got {cpu!r}")
+    if cpu <= 0:
+        raise InvalidError("CPU request must be a positive number")
+    return (float(cpu), None)
+
+
+def _parse_memory(memory: Any) -> tuple[int, int | None] | None:
+    if memory is None:
+        return None
+    if isinstance(memory, (tuple, list)):
+        if len(memory) != 2 or not all(_is_int(m) for m in memory):
+            raise InvalidError(f"`memory` must be an int (MiB) or a (request, limit) tuple of ints, got {memory!r}")
+        request, limit = memory
+        if request <= 0:
+            raise InvalidError("Memory request must be a positive integer (MiB)")
+        if limit < request:
+            raise InvalidError(f"Cannot specify a memory limit lower than request: {limit} < {request}")
+        return (request, limit)
+    if not _is_int(memory):
+        raise InvalidError(f"`memory` must be an int (MiB) or a (request, limit) tuple of ints, got {memory!r}")
+    if memory <= 0:
+        raise InvalidError("Memory request must be a positive integer (MiB)")
+    return (memory, None)
+
+
+def _parse_volumes(volumes: Any) -> dict[str, Volume]:
+    if volumes is None:
+        return {}
+    if not isinstance(volumes, Mapping):
+        raise InvalidError("volumes must be a dict[str, Volume] where the keys are paths")
+    out: dict[str, Volume] = {}
+    for raw_path, volume in volumes.items():
+        if not isinstance(raw_path, (str, PurePath)):
+            raise InvalidError(f"Volume mount path must be a string, not {type(raw_path).__name__}")
+        path = PurePath(raw_path).as_posix()
+        if not posixpath.isabs(path) or posixpath.normpath(path) != path:
+            raise InvalidError(f"Volume {path} must be a canonical, absolute path.")
+        if path == "/":
+            raise InvalidError(f"Volume {path} cannot be mounted into root directory.")
+        if path in ("/root", "/tmp"):
+            raise InvalidError(f"Volume {path} cannot be mounted at '{path}'.")
+        if not isinstance(volume, Volume):
+            raise InvalidError(f"Object of type {type(volume)} mounted at '{path}' is not usable as a volume.")
+        out[path] = volume
+    paths = list(out)
+    for i, path in enumerate(paths):
+        same = [p for p in paths[i:] if out[p].same_volume(out[path])]
+        if len(same) > 1:
+            raise InvalidError(
+                "The same Volume cannot be mounted in multiple locations for the same function: " + ", ".join(same)
+            )
+    return out
+
+
+def _parse_region(region: Any) -> tuple[str, ...] | None:
+    if region is None:
+        return None
+    regions = (region,) if isinstance(region, str) else region
+    if not isinstance(regions, (list, tuple)) or not regions or not all(isinstance(r, str) and r for r in regions):
+        raise InvalidError(f"`region` must be a region name or a list of region names, got {region!r}")
+    return tuple(regions)
+
+
+def _needs_arguments(fn: Callable[..., Any]) -> bool:
+    try:
+        signature = inspect.signature(fn)
+    except (TypeError, ValueError):
+        return False
+    variadic = (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
+    return any(p.default is p.empty and p.kind not in variadic for p in signature.parameters.values())
+
+
+# --- function_options -----------------------------------------------------------------------------
+
+
+def _apply_renamed(kwargs: dict[str, Any]) -> None:
+    """Turn `keep_warm` / `concurrency_limit` / `container_idle_timeout` into their modern names."""
+    for old, new in _RENAMED.items():
+        value = kwargs.pop(old, None)
+        if value is None:
+            continue
+        if kwargs.get(new) is not None:
+            raise InvalidError(f"Cannot set both `{old}` and `{new}`; `{old}` is deprecated, so keep only `{new}`.")
+        if old == "container_idle_timeout":
+            _seconds(old, value, 2, 1200)
+        elif old == "concurrency_limit":
+            _int(old, value, minimum=1)
+        else:
+            _int(old, value)
+        _warn_deprecated(f"`{old}` is deprecated; use `{new}` instead.")
+        kwargs[new] = value
+
+
+def function_options(
+    *,
+    tag: str,
+    raw_f: Callable[..., Any] | None = None,
+    is_generator: bool = False,
+    is_web: bool = False,
+    **kwargs: Any,
+) -> FunctionOptions:
+    """Validate the keyword arguments of `@app.function` / `@app.cls` for the function named `tag`.
+
+    ```python
+    opts = function_options(tag="f", raw_f=f, timeout=60, retries=3)
+    assert opts.retries == Retries(max_retries=3, backoff_coefficient=1.0, initial_delay=1.0)
+    ```
+    """
+    for key in kwargs:
+        if key not in _ACCEPTED:
+            raise TypeError(f"Function '{tag}' got an unexpected keyword argument '{key}'")
+    kwargs = dict(kwargs)
+
+    for key, why in _NOT_BUILT_PARAMS.items():
+        if kwargs.pop(key, None):
+            raise UnimplementedError(f"`{key}=` is not supported by Homeport yet ({why}).")
+    if kwargs.pop("allow_concurrent_inputs", None) is not None:
+        raise UnimplementedError(
+            "`allow_concurrent_inputs` is deprecated in Modal in favour of the `@modal.concurrent(max_inputs=...)` "
+            "decorator, which Homeport does not build yet; remove `allow_concurrent_inputs` to run one input "
+            "at a time per container."
+        )
+    _apply_renamed(kwargs)
+
+    image = kwargs.get("image")
+    if image is not None and not isinstance(image, Image):
+        raise InvalidError(f"Expected modal.Image object. Got {type(image)}.")
+
+    secrets = kwargs.get("secrets") or ()
+    if not isinstance(secrets, (list, tuple)) or not all(isinstance(s, Secret) for s in secrets):
+        raise InvalidError("`secrets=` has to be a list or tuple of `modal.Secret` objects")
+
+    env = kwargs.get("env")
+    if env is not None:
+        env = Secret.from_dict(env).local_values
+
+    if "timeout" in kwargs and kwargs["timeout"] is None:
+        raise InvalidError("The `timeout` parameter cannot be set to None: https://modal.com/docs/guide/timeouts")
+    timeout = _seconds("timeout", kwargs.get("timeout", 300), 1, _MAX_TIMEOUT)
+    startup_timeout = kwargs.get("startup_timeout")
+    if startup_timeout is not None:
+        startup_timeout = _seconds("startup_timeout", startup_timeout, 1, _MAX_TIMEOUT)
+
+    retries = _parse_retries(kwargs.get("retries"), tag)
+    if kwargs.get("retries"):
+        if is_generator:
+            raise InvalidError("Generator Functions do not support retries.")
+        if is_web:
+            raise InvalidError("Web Functions do not support retries.")
+
+    schedule = kwargs.get("schedule")
+    if schedule is not None:
+        if not isinstance(schedule, (Period, Cron)):
+            raise InvalidError(f"`schedule` must be a modal.Period or modal.Cron, not {type(schedule).__name__}")
+        if raw_f is not None and _needs_arguments(raw_f):
+            raise InvalidError(
+                f"Function {raw_f} has a schedule, so it needs to support being called with no arguments"
+            )
+
+    min_containers = _int("min_containers", _default(kwargs, "min_containers", 0))
+    max_containers = kwargs.get("max_containers")
+    if max_containers is not None:
+        max_containers = _int("max_containers", max_containers, minimum=1)
+        if min_containers > max_containers:
+            raise InvalidError(
+                f"`min_containers` ({min_containers}) cannot be greater than `max_containers` ({max_containers})"
+            )
+    buffer_containers = _int("buffer_containers", _default(kwargs, "buffer_containers", 0))
+    scaledown_window = _default(kwargs, "scaledown_window", 60)
+    if not _is_int(scaledown_window):
+        raise InvalidError(f"`scaledown_window` must be an int (seconds), not {type(scaledown_window).__name__}")
+    if not 2 <= scaledown_window <= 3600:
+        raise InvalidError("`scaledown_window` must be between 2 and 3600 (inclusive)")
+
+    ephemeral_disk = kwargs.get("ephemeral_disk")
+    if ephemeral_disk is not None:
+        ephemeral_disk = _int("ephemeral_disk", ephemeral_disk, minimum=1)
+
+    name = kwargs.get("name")
+    if name is not None and not isinstance(name, str):
+        raise InvalidError("Invalid value for `name`: Must be string.")
+    cloud = kwargs.get("cloud")
+    if cloud is not None and not isinstance(cloud, str):
+        raise InvalidError(f"`cloud` must be a string like 'aws' or 'gcp', not {type(cloud).__name__}")
+    include_source = kwargs.get("include_source")
+    if include_source is not None:
+        include_source = _bool("include_source", include_source)
+
+    single_use = _bool("single_use_containers", _default(kwargs, "single_use_containers", False))
+    max_inputs = kwargs.get("max_inputs")
+    if max_inputs is not None:
+        if not _is_int(max_inputs):
+            raise InvalidError(f"`max_inputs` must be an int, not {type(max_inputs).__name__}")
+        if max_inputs <= 0:
+            raise InvalidError("`max_inputs` must be positive")
+        if max_inputs != 1:
+            raise InvalidError("Only `max_inputs=1` is currently supported")
+        _warn_deprecated("`max_inputs=1` is deprecated; use `single_use_containers=True` instead.")
+        single_use = True
+
+    return FunctionOptions(
+        image=image,
+        secrets=tuple(secrets),
+        env=env,
+        volumes=_parse_volumes(kwargs.get("volumes")),
+        gpu=parse_gpu_config(kwargs.get("gpu")),
+        cpu=_parse_cpu(kwargs.get("cpu")),
+        memory=_parse_memory(kwargs.get("memory")),
+        ephemeral_disk=ephemeral_disk,
+        timeout=timeout,
+        startup_timeout=startup_timeout,
+        retries=retries,
+        schedule=schedule,
+        region=_parse_region(kwargs.get("region")),
+        cloud=cloud,
+        min_containers=min_containers,
+        max_containers=max_containers,
+        buffer_containers=buffer_containers,
+        scaledown_window=scaledown_window,
+        name=name,
+        serialized=_bool("serialized", _default(kwargs, "serialized", False)),
+        enable_memory_snapshot=_bool("enable_memory_snapshot", _default(kwargs, "enable_memory_snapshot", False)),
+        single_use_containers=single_use,
+        block_network=_bool("block_network", _default(kwargs, "block_network", False)),
+        max_inputs=max_inputs,
+        nonpreemptible=_bool("nonpreemptible", _default(kwargs, "nonpreemptible", False)),
+        include_source=include_source,
+    )
+
+
+def _default(kwargs: dict[str, Any], key: str, default: Any) -> Any:
+    # Modal's decorators default most of these to None, so None means "not set".
+    value = kwargs.get(key)
+    return default if value is None else value
+
+
+def _parse_retries(retries: Any, tag: str) -> Retries | None:
+    if retries is None or isinstance(retries, Retries):
+        return retries
+    if _is_int(retries):
+        return Retries(max_retries=retries, initial_delay=1.0, backoff_coefficient=1.0)
+    raise InvalidError(
+        "Retries parameter must be an integer or instance of modal.Retries. "
+        f"Found: {type(retries)} on Function '{tag}'."
+    )
+
+
+# --- what is not built, and the environment -------------------------------------------------------
+
+
+def _not_built(param: str, why: str, what_to_do: str) -> str:
+    return f"`{param}` is not supported by Homeport yet ({why}); {what_to_do}."
+
+
+def unsupported_features(options: FunctionOptions) -> list[str]:
+    """One sentence per option whose effect Homeport does not build yet, saying what to do instead."""
+    out: list[str] = []
+    if options.volumes:
+        out.append(_not_built("volumes=...", "volumes are not built", "remove it and use a local directory for now"))
+    if options.gpu:
+        out.append(_not_built("gpu=...", "GPU assignment is not built", "remove it to run on the CPU"))
+    if options.cpu:
+        out.append(_not_built("cpu=...", "CPU reservations and limits are not built", "remove it to run without a CPU limit"))
+    if options.memory:
+        out.append(
+            _not_built("memory=...", "memory reservations and limits are not built", "remove it to run without a memory limit")
+        )
+    if options.ephemeral_disk:
+        out.append(_not_built("ephemeral_disk=...", "disk quotas are not built", "remove it"))
+    if options.region:
+        out.append(_not_built("region=...", "placement by region is not built", "remove it to run on this machine"))
+    if options.cloud:
+        out.append(_not_built("cloud=...", "placement by cloud provider is not built", "remove it to run on this machine"))
+    if options.schedule is not None:
+        out.append(
+            _not_built(
+                "schedule=...",
+                "scheduled runs are not built",
+                "remove it and trigger the function yourself, e.g. with `homeport run` from cron",
+            )
+        )
+    for secret in options.secrets:
+        if not secret.is_local:
+            out.append(
+                _not_built(
+                    f"Secret.from_name({secret.name!r})",
+                    "secrets stored on the server are not built",
+                    "use Secret.from_dict, Secret.from_local_environ or Secret.from_dotenv instead",
+                )
+            )
+    if options.image is not None:
+        out.extend(_image_problems(options.image))
+    if options.block_network:
+        out.append(_not_built("block_network=True", "network isolation is not built", "remove it"))
+    if options.nonpreemptible:
+        out.append(_not_built("nonpreemptible=True", "preemption classes are not built", "remove it"))
+    if options.single_use_containers or options.max_inputs is not None:
+        param = "max_inputs=1" if options.max_inputs is not None else "single_use_containers=True"
+        out.append(
+            _not_built(param, "containers that exit after one input are not built", "remove it; containers serve many inputs")
+        )
+    return out
+
+
+def _image_problems(image: Image) -> list[str]:
+    out = []
+    if image.base.kind == "from_registry":
+        out.append(
+            _not_built(
+                f"image=Image.from_registry({image.base.get('tag')!r})",
+                "registry images are not built",
+                "use Image.debian_slim() to run in Homeport's own Python environment",
+            )
+        )
+    if image.has_build_steps:
+        kinds = ", ".join(dict.fromkeys(s.kind for s in image.steps[1:]))
+        out.append(
+            _not_built(
+                f"image=... with build steps ({kinds})",
+                "image building is not built",
+                "remove the build steps and install what the function needs into the environment Homeport runs in",
+            )
+        )
+    running = f"{sys.version_info.major}.{sys.version_info.minor}"
+    wanted = image.python_version
+    if wanted is not None and ".".join(wanted.split(".")[:2]) != running:
+        out.append(
+            _not_built(
+                f"image=... with Python {wanted}",
+                f"images are not built, so functions run on this interpreter, Python {running}",
+                f"drop `python_version` or run Homeport with Python {wanted}",
+            )
+        )
+    return out
+
+
+def merged_env(options: FunctionOptions) -> dict[str, str]:
+    """The variables from local secrets, then `env=`; a later source wins on a shared key."""
+    env: dict[str, str] = {}
+    for secret in options.secrets:
+        values = secret.local_values
+        if values is not None:
+            env.update(values)
+    env.update(options.env or {})
+    return env

@@ -1,0 +1,137 @@
+"""Method-level decorators: `@method`, `@enter`, `@exit`, and the web, concurrency and batching ones.
+
+Each returns a `PartialFunction` that `@app.cls` (or `@app.function` on a class) finalizes: the raw
+function goes back on the class with a marker the container runtime reads (`_protocol.*_ATTR`).
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+from . import _protocol as P
+from .exception import InvalidError, UnimplementedError
+
+
+class PartialFunction:
+    def __init__(self, raw_f: Any, *, method: dict[str, Any] | None = None,
+                 lifecycle: tuple[str, bool] | None = None) -> None:
+        self.raw_f = raw_f
+        self.method = method
+        self.lifecycle = lifecycle
+        self.registered = False
+
+    def __repr__(self) -> str:
+        return f"PartialFunction({getattr(self.raw_f, '__qualname__', self.raw_f)!r})"
+
+    def __get__(self, obj: Any, objtype: Any = None) -> Any:
+        # Before `@app.cls` finalizes the class, behave like the plain function it wraps.
+        return self.raw_f.__get__(obj, objtype) if obj is not None else self
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.raw_f(*args, **kwargs)
+
+    def _finalize_for_function(self) -> Any:
+        raise InvalidError(
+            f"`{self}`: `@modal.method`, `@modal.enter` and `@modal.exit` belong on methods of a class "
+            "registered with `@app.cls()`, not on a plain function."
+        )
+
+    def finalize(self) -> Any:
+        """The raw function, marked for the runtime."""
+        if self.lifecycle is not None:
+            setattr(self.raw_f, P.LIFECYCLE_ATTR, self.lifecycle)
+        if self.method is not None:
+            setattr(self.raw_f, P.METHOD_ATTR, self.method)
+        self.registered = True
+        return self.raw_f
+
+
+def _check_target(f: Any, decorator: str) -> None:
+    if inspect.isclass(f):
+        raise InvalidError(f"Cannot apply `@modal.{decorator}` to a class. Hint: consider applying to a method instead.")
+    from ._function import Function
+
+    if isinstance(f, Function) or type(f).__name__ == "Cls":
+        raise InvalidError(
+            f"Cannot stack `@modal.{decorator}` on top of `@app.function`. Hint: swap the order of the decorators."
+        )
+
+
+def method(_warn_parentheses_missing: Any = None, *, is_generator: bool | None = None) -> Any:
+    """Mark a method of an `@app.cls` class as callable remotely: `Obj().method.remote(...)`."""
+    if _warn_parentheses_missing is not None:
+        raise InvalidError("Positional arguments are not allowed. Did you forget parentheses? Suggestion: `@modal.method()`.")
+
+    def decorator(f: Any) -> PartialFunction:
+        _check_target(f, "method")
+        if isinstance(f, PartialFunction):
+            if f.lifecycle is not None:
+                raise InvalidError("Interface decorators cannot be combined with lifecycle decorators.")
+            if f.method is not None:
+                raise InvalidError("Cannot apply `@modal.method` twice.")
+            f.method = {"is_generator": bool(is_generator)}
+            return f
+        gen = is_generator if is_generator is not None else (
+            inspect.isgeneratorfunction(f) or inspect.isasyncgenfunction(f)
+        )
+        return PartialFunction(f, method={"is_generator": bool(gen)})
+
+    return decorator
+
+
+def _lifecycle(kind: str, snap: bool) -> Any:
+    name = "enter" if kind == "enter" else "exit"
+
+    def decorator(f: Any) -> PartialFunction:
+        _check_target(f, name)
+        raw = f.raw_f if isinstance(f, PartialFunction) else f
+        if isinstance(f, PartialFunction) and (f.method is not None or f.lifecycle is not None):
+            raise InvalidError("Interface decorators cannot be combined with lifecycle decorators.")
+        if getattr(raw, "__homeport_web__", None):
+            raise InvalidError("Interface decorators cannot be combined with lifecycle decorators.")
+        if inspect.iscoroutinefunction(raw) or inspect.isasyncgenfunction(raw):
+            raise InvalidError(
+                f"`@modal.{name}()` hook `{raw.__qualname__}` is `async def`; lifecycle hooks must be plain "
+                f"(sync) functions. Use `def {raw.__name__}(self):` and run async work with `asyncio.run(...)`."
+            )
+        params = [p for p in inspect.signature(raw).parameters.values()]
+        if len(params) != 1 or params[0].kind not in (params[0].POSITIONAL_ONLY, params[0].POSITIONAL_OR_KEYWORD):
+            raise InvalidError(
+                f"`@modal.{name}()` hook `{raw.__qualname__}` must take no parameters other than `self`; "
+                f"got ({', '.join(p.name for p in params)}). Load configuration inside the hook instead."
+            )
+        return PartialFunction(raw, lifecycle=(kind, snap))
+
+    return decorator
+
+
+def enter(_warn_parentheses_missing: Any = None, *, snap: bool = False) -> Any:
+    """Run a method once when a container starts, before it takes inputs."""
+    if _warn_parentheses_missing is not None:
+        raise InvalidError("Positional arguments are not allowed. Did you forget parentheses? Suggestion: `@modal.enter()`.")
+    return _lifecycle("enter", snap)
+
+
+def exit(_warn_parentheses_missing: Any = None) -> Any:  # noqa: A001 - Modal's public name
+    """Run a method when a container stops (scaled down, app stopped, control plane shutting down)."""
+    if _warn_parentheses_missing is not None:
+        raise InvalidError("Positional arguments are not allowed. Did you forget parentheses? Suggestion: `@modal.exit()`.")
+    return _lifecycle("exit", False)
+
+
+def _not_built(name: str, issue: str) -> Any:
+    def factory(*args: Any, **kwargs: Any) -> Any:
+        raise UnimplementedError(f"`@modal.{name}` is not supported by Homeport yet ({issue}).")
+
+    factory.__name__ = name
+    return factory
+
+
+concurrent = _not_built("concurrent", "input concurrency is not built")
+batched = _not_built("batched", "dynamic batching is not built")
+fastapi_endpoint = _not_built("fastapi_endpoint", "web endpoints are not built")
+web_endpoint = _not_built("web_endpoint", "web endpoints are not built")
+asgi_app = _not_built("asgi_app", "web endpoints are not built")
+wsgi_app = _not_built("wsgi_app", "web endpoints are not built")
+web_server = _not_built("web_server", "web endpoints are not built")

@@ -1,0 +1,98 @@
+"""The one contract between Homeport's processes: message names, status codes, environment variables.
+
+Data and pure encoding only; this module imports nothing of ours and does no I/O, so the SDK, the
+control plane, the backends and the container runtime can all depend on it.
+
+Every message is a msgpack map framed by a 4-byte big-endian length. Requests carry `id`; the reply
+is `{"t": RESULT, "id": ..., "ok": bool, "v": value}` or `{..., "ok": False, "code": ..., "msg": ...}`.
+Pushed messages (outputs, generator items, logs, inputs to a container) carry no `id`.
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import Any
+
+import msgpack
+
+PROTOCOL_VERSION = 1
+
+# --- environment variables -------------------------------------------------------------------------
+ENV_SERVER_ADDRESS = "HOMEPORT_SERVER_ADDRESS"  # path of the control plane's Unix socket
+ENV_STATE_DIR = "HOMEPORT_STATE_DIR"  # where state, logs, the token and the socket live
+ENV_BACKEND = "HOMEPORT_BACKEND"  # name of the container backend ("local")
+ENV_CONTAINER_ID = "HOMEPORT_CONTAINER_ID"
+ENV_CONTAINER_TOKEN = "HOMEPORT_CONTAINER_TOKEN"
+ENV_IS_REMOTE = "HOMEPORT_IS_REMOTE"  # "1" inside a container
+ENV_MODAL_IS_REMOTE = "MODAL_IS_REMOTE"  # what Modal programs read
+ENV_MODAL_ALIAS = "HOMEPORT_MODAL_ALIAS"  # "1": `import modal` resolves to homeport
+
+# --- message types ---------------------------------------------------------------------------------
+RESULT = "res"
+HELLO = "hello"
+# client -> control plane
+APP_CREATE = "app_create"
+APP_PUBLISH = "app_publish"
+APP_STOP = "app_stop"
+CALL = "call"  # create a function call with its first inputs
+MAP_PUT = "map_put"  # more inputs for a map call
+CALL_GET = "call_get"  # wait for the output of a (spawned) call
+CALL_CANCEL = "call_cancel"
+SERVER_STATUS = "status"
+SERVER_SHUTDOWN = "shutdown"
+CONTAINER_LIST = "container_list"
+CONTAINER_STOP = "container_stop"
+# control plane -> client
+OUTPUTS = "out"  # {"call": id, "items": [[idx, status, data], ...]}
+GEN_ITEMS = "gen"  # {"call": id, "items": [data, ...]}
+LOG = "log"  # {"app": id, "fn": tag, "cid": id, "fd": 1|2, "data": str}
+# control plane -> container
+INPUTS = "inputs"  # {"items": [[input_id, args], ...]}
+CANCEL = "cancel"  # {"ids": [input_id, ...]}
+STOP = "stop"
+# container -> control plane
+READY = "ready"  # {"timeline": {...}}
+INIT_FAILURE = "init_failure"  # {"failure": {...}}
+CONTAINER_OUTPUTS = "couts"  # {"items": [[input_id, status, data, seconds], ...]}
+CONTAINER_GEN = "cgen"  # {"input": input_id, "items": [data, ...]}
+
+# --- call kinds ------------------------------------------------------------------------------------
+KIND_UNARY = "unary"
+KIND_GENERATOR = "gen"
+KIND_MAP = "map"
+KIND_SPAWN = "spawn"
+
+# --- output status ---------------------------------------------------------------------------------
+SUCCESS = 0
+FAILURE = 1  # data is a failure map: {"exc": pickled exception or None, "repr": str, "tb": str}
+TIMEOUT = 2
+TERMINATED = 3  # cancelled
+INIT_FAILURE_STATUS = 4  # the container failed before it could run the input
+INTERNAL = 5  # the platform lost the input (container died); data is a failure map
+GENERATOR_DONE = 6  # data is the number of items yielded
+
+# --- encoding --------------------------------------------------------------------------------------
+HEADER = struct.Struct("!I")
+MAX_MESSAGE_BYTES = 1 << 30
+
+
+def encode(message: dict[str, Any]) -> bytes:
+    body = msgpack.packb(message, use_bin_type=True)
+    return HEADER.pack(len(body)) + body
+
+
+def decode(body: bytes) -> dict[str, Any]:
+    return msgpack.unpackb(body, raw=False, strict_map_key=False)
+
+
+def failure(exc_pickled: bytes | None, exc_repr: str, traceback: str) -> dict[str, Any]:
+    return {"exc": exc_pickled, "repr": exc_repr, "tb": traceback}
+
+# --- markers the SDK's decorators leave on user objects; the runtime reads them, never SDK internals --
+USER_CALLABLE_ATTR = "__homeport_user_callable__"  # on a Function: the raw Python callable
+USER_CLASS_ATTR = "__homeport_user_class__"  # on a Cls: the raw user class
+LIFECYCLE_ATTR = "__homeport_lifecycle__"  # on a method: ("enter", snap) or ("exit", False)
+METHOD_ATTR = "__homeport_method__"  # on a method: {"is_generator": bool}
+
+CONTAINER_RELEASE = "crel"  # {"ids": [...]}: inputs a container hands back unstarted
+FUNCTION_BIND = "bind"  # {"fid", "params", "config", "definition"} -> a function id for that variant

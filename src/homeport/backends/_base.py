@@ -1,0 +1,65 @@
+"""The backend interface: start, stop and observe containers. Nothing else crosses it."""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class ContainerSpec:
+    container_id: str
+    app_id: str
+    function_tag: str
+    argv: tuple[str, ...]
+    env: dict[str, str] = field(default_factory=dict)
+    cwd: str | None = None
+    memory_limit_mib: int | None = None
+    cpu_limit: float | None = None
+
+
+@dataclass(frozen=True)
+class ExitInfo:
+    returncode: int | None
+    signal: int | None  # set when the container was killed by a signal
+
+    def describe(self) -> str:
+        if self.signal is not None:
+            import signal as _signal
+
+            try:
+                name = _signal.Signals(self.signal).name
+            except ValueError:
+                name = str(self.signal)
+            return f"killed by signal {name}"
+        return f"exited with code {self.returncode}"
+
+
+OutputCallback = Callable[[str, int, bytes], None]  # (container_id, fd 1|2, line)
+ExitCallback = Callable[[str, ExitInfo], None]
+
+
+class Backend(abc.ABC):
+    """Runs containers. Callbacks are invoked on the control plane's event loop."""
+
+    name: str
+
+    @abc.abstractmethod
+    async def start(self, spec: ContainerSpec, on_output: OutputCallback, on_exit: ExitCallback) -> int:
+        """Start the container; return its pid (or another handle number) once the process exists."""
+
+    @abc.abstractmethod
+    async def stop(self, container_id: str, grace: float) -> None:
+        """Ask the container to stop; kill it after `grace` seconds. Returns without waiting for exit."""
+
+    @abc.abstractmethod
+    async def kill(self, container_id: str) -> None:
+        """Kill the container now."""
+
+    @abc.abstractmethod
+    async def close(self, grace: float) -> None:
+        """Stop every container and wait for them to exit."""
+
+    def describe(self) -> dict[str, object]:
+        return {"name": self.name}

@@ -1,0 +1,3 @@
+from ._backend import LocalBackend
+
+__all__ = ["LocalBackend"]

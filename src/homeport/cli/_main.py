@@ -1,0 +1,167 @@
+"""`homeport --help` lists every command."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import time
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from .. import __version__, _config, _launcher
+from .. import _protocol as P
+from .._bridge import run_sync
+from .._client import get_client
+from ..exception import Error
+
+console = Console(stderr=False)
+err_console = Console(stderr=True)
+
+
+async def _request(msg: dict) -> object:
+    client = await get_client()
+    return await client.request(msg)
+
+
+def _server_request(msg: dict) -> object:
+    if not _launcher.is_listening():
+        raise click.ClickException("The Homeport control plane is not running; start it with `homeport server start`.")
+    return run_sync(_request(msg))
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="homeport")
+def cli() -> None:
+    """Homeport: run programs written for Modal on your own machine."""
+
+
+@cli.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+@click.argument("func_ref")
+@click.option("-m", "module_mode", is_flag=True, help="FUNC_REF is a module path, not a file.")
+@click.option("-d", "--detach", is_flag=True, help="Keep the app running after the client exits.")
+@click.option("-q", "--quiet", is_flag=True, help="Do not stream container output.")
+@click.option("-w", "--write-result", type=click.Path(), help="Write a str or bytes result to this file.")
+@click.pass_context
+def run(ctx: click.Context, func_ref: str, module_mode: bool, detach: bool, quiet: bool, write_result: str | None) -> None:
+    """Run FUNC_REF (file.py, file.py::function or file.py::entrypoint) in an ephemeral app.
+
+    Options after FUNC_REF are the function's own parameters, e.g. `--name world`.
+    """
+    from ._run import run_program
+
+    run_program(func_ref, list(ctx.args), module_mode=module_mode, detach=detach, quiet=quiet,
+                write_result=write_result)
+
+
+@cli.command()
+@click.argument("app_ref")
+def deploy(app_ref: str) -> None:
+    """Deploy an app so it outlives this command (not built yet)."""
+    raise click.ClickException("`homeport deploy` is not supported yet: deployed apps are not built.")
+
+
+@cli.command()
+@click.argument("app_ref")
+def serve(app_ref: str) -> None:
+    """Serve an app's web endpoints with live reload (not built yet)."""
+    raise click.ClickException("`homeport serve` is not supported yet: web endpoints are not built.")
+
+
+# --- server ----------------------------------------------------------------------------------------
+@cli.group()
+def server() -> None:
+    """Manage the control plane (started automatically by the first call that needs it)."""
+
+
+@server.command("start")
+def server_start() -> None:
+    """Start the control plane in the background."""
+    if _launcher.is_listening():
+        console.print(f"Already running on {_config.server_address()}")
+        return
+    pid = _launcher.start_server(quiet=True)
+    console.print(f"Started the control plane (pid {pid}) on {_config.server_address()}\nLog: {_config.log_path()}")
+
+
+@server.command("stop")
+@click.option("--timeout", default=30.0, show_default=True, help="Seconds to wait for it to exit.")
+def server_stop(timeout: float) -> None:
+    """Stop the control plane and every container it runs."""
+    if not _launcher.is_listening():
+        console.print("Not running.")
+        return
+    pid = None
+    try:
+        pid = int(_config.pid_path().read_text())
+    except (FileNotFoundError, ValueError):
+        pass
+    try:
+        _server_request({"t": P.SERVER_SHUTDOWN})
+    except Error:
+        if pid:
+            os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and _launcher.is_listening():
+        time.sleep(0.05)
+    while pid and time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.05)
+    console.print("Stopped.")
+
+
+@server.command("status")
+def server_status() -> None:
+    """Show whether the control plane runs, where, and what it runs."""
+    if not _launcher.is_listening():
+        console.print(f"Not running (state directory {_config.state_dir()}).")
+        sys.exit(1)
+    st = _server_request({"t": P.SERVER_STATUS})
+    console.print(f"Running: pid {st['pid']} on {st['address']} (backend {st['backend']['name']})")
+    console.print(f"Log: {_config.log_path()}")
+    console.print(f"Apps running: {len(st['apps'])}; containers: {st['containers']}; inputs queued: {st['queued']}")
+
+
+# --- containers ------------------------------------------------------------------------------------
+@cli.group()
+def container() -> None:
+    """List and stop running containers."""
+
+
+@container.command("list")
+@click.option("--json", "as_json", is_flag=True)
+def container_list(as_json: bool) -> None:
+    """Containers with their app, function, state, uptime and inputs served."""
+    rows = _server_request({"t": P.CONTAINER_LIST})
+    if as_json:
+        import json
+
+        click.echo(json.dumps(rows, indent=2))
+        return
+    table = Table("Container", "App", "Function", "State", "Uptime", "Served", "Start-up")
+    for r in rows:
+        ready = r["timeline"].get("ready")
+        table.add_row(r["container_id"], r["app_id"], r["function"], r["state"], f"{r['uptime']:.1f}s",
+                      str(r["inputs_served"]), f"{ready * 1000:.0f} ms" if ready else "-")
+    console.print(table)
+
+
+@container.command("stop")
+@click.argument("container_id")
+def container_stop(container_id: str) -> None:
+    """Stop a container (its exit hooks run; running inputs fail or are retried)."""
+    _server_request({"t": P.CONTAINER_STOP, "container_id": container_id})
+    console.print(f"Stopping {container_id}")
+
+
+def main() -> None:
+    try:
+        cli(standalone_mode=True)
+    except Error as exc:
+        err_console.print(f"[bold red]{type(exc).__name__}:[/] {exc}")
+        sys.exit(1)

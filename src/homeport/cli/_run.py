@@ -1,0 +1,155 @@
+"""`homeport run`: import a program written for Modal and run an entrypoint or a function in its app."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import inspect
+import os
+import sys
+import typing
+from pathlib import Path
+from typing import Any
+
+import click
+
+from .. import _modal_alias
+from .._app import App
+from .._function import Function
+from ..exception import InvalidError
+
+
+def import_program(ref: str, module_mode: bool = False) -> tuple[Any, str | None]:
+    """Import `file.py[::name]` or a module path; `import modal` resolves to Homeport inside it."""
+    _modal_alias.install()
+    path_part, _, name = ref.partition("::")
+    if module_mode:
+        module = importlib.import_module(path_part)
+        return module, name or None
+    path = Path(path_part).resolve()
+    if not path.exists():
+        raise click.ClickException(f"No such file: {path_part}")
+    sys.path.insert(0, str(path.parent))
+    module_name = path.stem
+    spec = importlib.util.spec_from_file_location(module_name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module
+    spec.loader.exec_module(module)
+    return module, name or None
+
+
+def find_app(module: Any) -> App:
+    apps = [v for v in vars(module).values() if isinstance(v, App)]
+    if not apps:
+        raise click.ClickException(f"{module.__name__} defines no `modal.App` (or `homeport.App`).")
+    named = [a for k, a in vars(module).items() if isinstance(a, App) and k in ("app", "stub")]
+    return named[0] if named else apps[0]
+
+
+def choose_target(app: App, module: Any, name: str | None) -> tuple[str, Any]:
+    """("entrypoint", f) or ("function", Function) or ("method", (Cls, method name))."""
+    entrypoints = app.registered_entrypoints
+    functions = app.registered_functions
+    if name:
+        if "." in name:
+            cls_name, _, meth = name.partition(".")
+            obj = functions.get(cls_name)
+            if obj is not None and meth in getattr(obj, "_methods", {}):
+                return "method", (obj, meth)
+            name = cls_name if cls_name in ("app", "stub") else name
+            name = meth if cls_name in ("app", "stub") else name
+        if name in entrypoints:
+            return "entrypoint", entrypoints[name]
+        if name in functions and isinstance(functions[name], Function):
+            return "function", functions[name]
+        choices = ", ".join(sorted([*entrypoints, *functions]))
+        raise click.ClickException(f"'{name}' is not a local entrypoint or function of the app. Choose one of: {choices}")
+    if len(entrypoints) == 1:
+        return "entrypoint", next(iter(entrypoints.values()))
+    fns = [f for f in functions.values() if isinstance(f, Function)]
+    if not entrypoints and len(fns) == 1:
+        return "function", fns[0]
+    choices = ", ".join(sorted([*entrypoints, *functions]))
+    raise click.ClickException(
+        f"Specify what to run, e.g. `homeport run {module.__name__}.py::NAME`, with NAME one of: {choices}"
+    )
+
+
+def _param_type(annotation: Any) -> tuple[Any, bool]:
+    """A click type for an annotation, and whether it is a boolean flag."""
+    if annotation is bool:
+        return bool, True
+    if annotation in (int, float, str):
+        return annotation, False
+    if typing.get_origin(annotation) is typing.Literal:
+        return click.Choice([str(a) for a in typing.get_args(annotation)]), False
+    return str, False
+
+
+def parse_cli_args(f: Any, args: list[str]) -> dict[str, Any]:
+    """`modal run`-style options from a function's parameters: `--name value`, `--flag/--no-flag`."""
+    sig = inspect.signature(f)
+    params: list[click.Parameter] = []
+    try:
+        hints = typing.get_type_hints(f)
+    except Exception:
+        hints = {}
+    for p in sig.parameters.values():
+        if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+            continue
+        ann = hints.get(p.name, p.annotation)
+        typ, is_flag = _param_type(ann)
+        opt = "--" + p.name.replace("_", "-")
+        required = p.default is inspect.Parameter.empty
+        default = None if required else p.default
+        if is_flag:
+            params.append(click.Option([f"{opt}/--no-{p.name.replace('_', '-')}", p.name], default=bool(default), show_default=True))
+        else:
+            params.append(click.Option([opt, p.name], type=typ, required=required, default=default, show_default=True))
+    cmd = click.Command(getattr(f, "__name__", "fn"), params=params, callback=lambda **kw: kw)
+    result = cmd.main(args=args, prog_name=f"homeport run ...::{getattr(f, '__name__', '')}", standalone_mode=False)
+    if isinstance(result, int):  # --help was shown
+        raise SystemExit(result)
+    # Literal of ints came through as strings
+    for p in sig.parameters.values():
+        ann = hints.get(p.name)
+        if typing.get_origin(ann) is typing.Literal and p.name in result and result[p.name] is not None:
+            lits = typing.get_args(ann)
+            result[p.name] = next(lit for lit in lits if str(lit) == result[p.name])
+    return result
+
+
+def run_program(ref: str, args: list[str], *, module_mode: bool, detach: bool, quiet: bool, write_result: str | None) -> None:
+    os.environ.setdefault("HOMEPORT_MODAL_ALIAS", "1")
+    module, name = import_program(ref, module_mode)
+    app = find_app(module)
+    kind, target = choose_target(app, module, name)
+    if kind == "entrypoint":
+        kwargs = parse_cli_args(target, args)
+        with app.run(show_logs=not quiet, detach=detach):
+            result = target(**kwargs)
+            if inspect.isawaitable(result):
+                result = asyncio.run(_await(result))
+        return
+    if kind == "method":
+        cls, meth = target
+        raw = getattr(cls._user_cls, meth)
+        kwargs = parse_cli_args(raw, args)
+        kwargs.pop("self", None)
+        with app.run(show_logs=not quiet, detach=detach):
+            result = getattr(cls(), meth).remote(**kwargs)
+    else:
+        fn: Function = target
+        if fn.is_generator:
+            raise InvalidError("`homeport run` is not supported for generator functions")
+        kwargs = parse_cli_args(fn._raw_f, args)
+        with app.run(show_logs=not quiet, detach=detach):
+            result = fn.spawn(**kwargs).get() if detach else fn.remote(**kwargs)
+    if write_result:
+        if not isinstance(result, (str, bytes)):
+            raise click.ClickException(f"--write-result needs a str or bytes result, got {type(result).__name__}")
+        Path(write_result).write_bytes(result.encode() if isinstance(result, str) else result)
+
+
+async def _await(x: Any) -> Any:
+    return await x

@@ -1,0 +1,1 @@
+"""The container runtime: `python -m homeport.runtime`. Imports no SDK internals."""

@@ -1,0 +1,4 @@
+from ._runtime import main
+
+if __name__ == "__main__":
+    main()

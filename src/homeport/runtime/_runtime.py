@@ -1,0 +1,409 @@
+"""What runs inside every container.
+
+Start-up: connect to the control plane, say hello with the container's id and token, receive the
+function definition, import the user's module (global scope runs here), run enter hooks, report
+ready. Then: a reader thread takes input batches off the socket; the main thread runs them in order
+and sends outputs back in batches; SIGTERM runs the exit hooks and leaves.
+"""
+
+from __future__ import annotations
+
+import collections
+import importlib.util
+import inspect
+import os
+import queue
+import signal
+import socket
+import sys
+import threading
+import time
+import traceback
+from typing import Any
+
+import cloudpickle
+
+from .. import _protocol as P
+
+FLUSH_AFTER_SECONDS = 0.002
+
+
+class _InputTimeout(BaseException):
+    pass
+
+
+class _Shutdown(BaseException):
+    pass
+
+
+def _failure(exc: BaseException) -> dict[str, Any]:
+    tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    try:
+        pickled = cloudpickle.dumps(exc)
+    except Exception:  # an exception that cannot be pickled still reaches the caller as text
+        pickled = None
+    return P.failure(pickled, repr(exc), tb)
+
+
+class Connection:
+    def __init__(self, address: str) -> None:
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.connect(address)
+        self._send_lock = threading.Lock()
+        self._rfile = self.sock.makefile("rb", buffering=1 << 16)
+
+    def send(self, message: dict[str, Any]) -> None:
+        data = P.encode(message)
+        with self._send_lock:
+            self.sock.sendall(data)
+
+    def recv(self) -> dict[str, Any] | None:
+        header = self._rfile.read(P.HEADER.size)
+        if len(header) < P.HEADER.size:
+            return None
+        (n,) = P.HEADER.unpack(header)
+        body = self._rfile.read(n)
+        if len(body) < n:
+            return None
+        return P.decode(body)
+
+
+def _import_user_module(defn: dict[str, Any]):
+    for p in reversed(defn.get("sys_path") or []):
+        if p not in sys.path:
+            sys.path.insert(0, p)
+    name = defn["module_name"]
+    path = defn.get("module_file")
+    if name in sys.modules:
+        return sys.modules[name]
+    if path is None:
+        return importlib.import_module(name)
+    if name == "__main__":
+        # Never run the user's `if __name__ == "__main__":` block inside a container.
+        name = "__homeport_main__"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def _resolve(module, qualname: str):
+    obj = module
+    for part in qualname.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+class Service:
+    """The user's code as the container runs it: callables by method name, and lifecycle hooks."""
+
+    def __init__(self, callables: dict[str | None, Any], instance: Any = None) -> None:
+        self.callables = callables
+        self.instance = instance
+        self.enter_hooks: list[tuple[str, Any]] = []
+        self.exit_hooks: list[tuple[str, Any]] = []
+
+
+def load_service(defn: dict[str, Any]) -> Service:
+    if defn.get("serialized") is not None:
+        target = cloudpickle.loads(defn["serialized"])
+    else:
+        target = _resolve(_import_user_module(defn), defn["qualname"])
+    user_cls = getattr(target, P.USER_CLASS_ATTR, None)
+    if user_cls is None and inspect.isclass(target):
+        user_cls = target
+    if user_cls is not None:
+        return _class_service(user_cls, defn)
+    fn = getattr(target, P.USER_CALLABLE_ATTR, target)
+    return Service({None: fn})
+
+
+def _class_service(user_cls: type, defn: dict[str, Any]) -> Service:
+    instance = user_cls.__new__(user_cls)
+    for k, v in (defn.get("params") or {}).items():
+        setattr(instance, k, v)
+    init = getattr(user_cls, "__init__", None)
+    if init is not None and init is not object.__init__ and not defn.get("params_via_init", False):
+        instance.__init__()
+    callables: dict[str | None, Any] = {}
+    snap, enter, exit_ = [], [], []
+    for name in dir(user_cls):
+        attr = inspect.getattr_static(user_cls, name, None)
+        raw = getattr(attr, "__func__", attr)
+        lifecycle = getattr(raw, P.LIFECYCLE_ATTR, None)
+        if lifecycle is not None:
+            kind, is_snap = lifecycle
+            bound = getattr(instance, name)
+            (snap if (kind == "enter" and is_snap) else enter if kind == "enter" else exit_).append(
+                (name, bound, _definition_order(raw))
+            )
+        elif getattr(raw, P.METHOD_ATTR, None) is not None:
+            callables[name] = getattr(instance, name)
+    if callable(getattr(instance, "__call__", None)) and "__call__" in user_cls.__dict__:
+        callables[None] = instance.__call__
+    service = Service(callables, instance)
+    by_order = lambda hooks: [(n, f) for n, f, _ in sorted(hooks, key=lambda h: h[2])]  # noqa: E731
+    service.enter_hooks = by_order(snap) + by_order(enter)
+    service.exit_hooks = by_order(exit_)
+    return service
+
+
+def _definition_order(fn) -> int:
+    code = getattr(fn, "__code__", None)
+    return code.co_firstlineno if code is not None else 0
+
+
+class Runtime:
+    def __init__(self, conn: Connection, defn: dict[str, Any], container_id: str) -> None:
+        self.conn = conn
+        self.defn = defn
+        self.container_id = container_id
+        self.tag = defn["tag"]
+        self.timeout = float(defn.get("timeout") or 300)
+        self.inbox: queue.SimpleQueue = queue.SimpleQueue()
+        self.current: int | None = None
+        self.cancelled: set[int] = set()
+        self.pending: collections.deque = collections.deque()
+        self.service: Service | None = None
+        self._loop = None
+        self._main_thread = threading.main_thread()
+
+    # --- start-up ----------------------------------------------------------------------------------
+    def start(self) -> bool:
+        timeline: dict[str, float] = {}
+        t = time.monotonic()
+        startup_timeout = float(self.defn.get("startup_timeout") or self.timeout)
+        signal.signal(signal.SIGALRM, self._on_alarm)
+        signal.setitimer(signal.ITIMER_REAL, startup_timeout)
+        hook = "import"
+        try:
+            self.service = load_service(self.defn)
+            timeline["import"] = time.monotonic() - t
+            for name, fn in self.service.enter_hooks:
+                hook = name
+                t = time.monotonic()
+                result = fn()
+                if inspect.isawaitable(result):
+                    self._run_async(result)
+                timeline[f"enter:{name}"] = time.monotonic() - t
+            signal.setitimer(signal.ITIMER_REAL, 0)
+        except _InputTimeout:
+            where = "importing the module" if hook == "import" else f"the enter hook `{hook}`"
+            msg = (
+                f"Container for '{self.tag}' did not start within startup_timeout={startup_timeout:g}s "
+                f"(still in {where}). Make start-up faster or raise `startup_timeout`."
+            )
+            from homeport.exception import ExecutionError
+
+            self._init_failure(ExecutionError(msg))
+            return False
+        except BaseException as exc:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            traceback.print_exc()
+            self._init_failure(exc)
+            return False
+        self.conn.send({"t": P.READY, "timeline": timeline})
+        return True
+
+    def _init_failure(self, exc: BaseException) -> None:
+        self.conn.send({"t": P.INIT_FAILURE, "failure": _failure(exc)})
+
+    def _on_alarm(self, signum, frame) -> None:
+        raise _InputTimeout()
+
+    def _on_cancel_signal(self, signum, frame) -> None:
+        if self.current is not None and self.current in self.cancelled:
+            from homeport.exception import InputCancellation
+
+            raise InputCancellation("Input was cancelled by user")
+
+    def _on_term(self, signum, frame) -> None:
+        raise _Shutdown()
+
+    # --- the input loop ----------------------------------------------------------------------------
+    def reader(self) -> None:
+        while True:
+            try:
+                msg = self.conn.recv()
+            except OSError:
+                msg = None
+            if msg is None:
+                self.inbox.put(None)
+                return
+            t = msg["t"]
+            if t == P.INPUTS:
+                self.inbox.put(msg["items"])
+            elif t == P.CANCEL:
+                ids = set(msg["ids"])
+                self.cancelled |= ids
+                self.inbox.put(())  # wake the main loop so it drops cancelled inputs it holds
+                if self.current in ids:
+                    signal.pthread_kill(self._main_thread.ident, signal.SIGUSR1)
+
+    def serve(self) -> None:
+        signal.signal(signal.SIGUSR1, self._on_cancel_signal)
+        threading.Thread(target=self.reader, name="homeport-reader", daemon=True).start()
+        outputs: list[list[Any]] = []
+        last_flush = time.monotonic()
+        pending = self.pending
+        while True:
+            if not pending:
+                if outputs:
+                    self._flush(outputs)
+                    outputs = []
+                batch = self.inbox.get()
+                if batch is None:
+                    return
+                pending.extend(batch)
+            while True:  # take whatever else has arrived, to batch outputs
+                try:
+                    more = self.inbox.get_nowait()
+                except queue.Empty:
+                    break
+                if more is None:
+                    self.inbox.put(None)
+                    break
+                pending.extend(more)
+            if not pending:
+                continue
+            item = pending.popleft()
+            iid = item[0]
+            if iid in self.cancelled:
+                outputs.append([iid, P.TERMINATED, None, 0.0])
+                continue
+            result = self.run_input(item)
+            outputs.append(result)
+            if result[1] == P.TIMEOUT:
+                # The user code was interrupted mid-flight; its state is suspect, so this container
+                # hands back what it has not started and leaves (the control plane replaces it).
+                self._flush(outputs, release=[it[0] for it in pending])
+                pending.clear()
+                raise _Shutdown()
+            now = time.monotonic()
+            if now - last_flush > FLUSH_AFTER_SECONDS or not pending:
+                self._flush(outputs)
+                outputs = []
+                last_flush = now
+
+    def _flush(self, outputs: list, release: list[int] | None = None) -> None:
+        if outputs:
+            self.conn.send({"t": P.CONTAINER_OUTPUTS, "items": outputs})
+        if release:
+            self.conn.send({"t": P.CONTAINER_RELEASE, "ids": release})
+
+    def run_input(self, item: list[Any]) -> list[Any]:
+        iid, args_data, method = item[0], item[1], item[2]
+        t0 = time.monotonic()
+        self.current = iid
+        signal.setitimer(signal.ITIMER_REAL, self.timeout)
+        try:
+            fn = self.service.callables[method]
+            args, kwargs = cloudpickle.loads(args_data)
+            result = fn(*args, **kwargs)
+            if inspect.isgenerator(result) or inspect.isasyncgen(result):
+                count = self._stream(iid, result)
+                status, data = P.GENERATOR_DONE, count
+            else:
+                if inspect.isawaitable(result):
+                    result = self._run_async(result)
+                status, data = P.SUCCESS, self._dumps_result(result)
+        except _InputTimeout:
+            from homeport.exception import FunctionTimeoutError
+
+            exc = FunctionTimeoutError(
+                f"Function '{self.tag}' timed out after {self.timeout:g}s (timeout={self.timeout:g}). "
+                "Raise `timeout` in the decorator if the input needs longer."
+            )
+            status, data = P.TIMEOUT, P.failure(cloudpickle.dumps(exc), repr(exc), "")
+        except BaseException as exc:
+            if isinstance(exc, _Shutdown):
+                raise
+            from homeport.exception import InputCancellation
+
+            if isinstance(exc, InputCancellation):
+                status, data = P.TERMINATED, None
+            else:
+                traceback.print_exc()
+                status, data = P.FAILURE, _failure(exc)
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            self.current = None
+        return [iid, status, data, time.monotonic() - t0]
+
+    def _dumps_result(self, result: Any) -> bytes:
+        try:
+            return cloudpickle.dumps(result)
+        except Exception as exc:
+            from homeport.exception import SerializationError
+
+            raise SerializationError(
+                f"Function '{self.tag}' returned a value of type {type(result).__qualname__} that cannot "
+                f"be serialized: {exc}. Return plain data (or an object that pickles) instead."
+            ) from None
+
+    def _stream(self, iid: int, gen) -> int:
+        count = 0
+        if inspect.isasyncgen(gen):
+            while True:
+                try:
+                    value = self._run_async(gen.__anext__())
+                except StopAsyncIteration:
+                    return count
+                self.conn.send({"t": P.CONTAINER_GEN, "input": iid, "items": [self._dumps_result(value)]})
+                count += 1
+        for value in gen:
+            self.conn.send({"t": P.CONTAINER_GEN, "input": iid, "items": [self._dumps_result(value)]})
+            count += 1
+        return count
+
+    def _run_async(self, awaitable):
+        if self._loop is None:
+            import asyncio
+
+            self._loop = asyncio.new_event_loop()
+        return self._loop.run_until_complete(awaitable)
+
+    def shutdown(self) -> None:
+        if self.service is None:
+            return
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        for name, fn in self.service.exit_hooks:
+            try:
+                result = fn()
+                if inspect.isawaitable(result):
+                    self._run_async(result)
+            except BaseException:
+                print(f"Exception in exit hook `{name}` of '{self.tag}':", file=sys.stderr)
+                traceback.print_exc()
+        sys.stdout.flush()
+        sys.stderr.flush()
+
+
+def main() -> None:
+    address = os.environ[P.ENV_SERVER_ADDRESS]
+    cid = os.environ[P.ENV_CONTAINER_ID]
+    token = os.environ.pop(P.ENV_CONTAINER_TOKEN, "")
+    if os.environ.get(P.ENV_MODAL_ALIAS, "1") == "1":
+        from .. import _modal_alias
+
+        _modal_alias.install()
+    conn = Connection(address)
+    conn.send({"t": P.HELLO, "id": 0, "role": "container", "cid": cid, "token": token, "v": P.PROTOCOL_VERSION})
+    reply = conn.recv()
+    if reply is None or not reply.get("ok"):
+        print(f"homeport runtime: control plane refused container {cid}: {reply}", file=sys.stderr)
+        sys.exit(3)
+    runtime = Runtime(conn, reply["v"], cid)
+    signal.signal(signal.SIGTERM, runtime._on_term)
+    try:
+        if not runtime.start():
+            sys.exit(1)
+        runtime.serve()
+    except _Shutdown:
+        pass
+    finally:
+        runtime.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)

@@ -1,0 +1,1 @@
+"""The control plane: `python -m homeport.server`. Never imported by the SDK."""

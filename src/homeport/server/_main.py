@@ -1,0 +1,91 @@
+"""`python -m homeport.server`: run the control plane in the foreground until SIGTERM or a shutdown call."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import socket
+import sys
+from pathlib import Path
+
+from .. import _config
+from .. import _protocol as P
+from .._wire import new_event_loop
+from ..backends import create_backend
+from .api import serve
+from .services import ControlPlane
+from .state import State
+
+log = logging.getLogger("homeport.server")
+
+
+def _socket_in_use(path: Path) -> bool:
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        s.connect(str(path))
+    except OSError:
+        return False
+    finally:
+        s.close()
+    return True
+
+
+async def run(state_dir: Path, backend_name: str) -> None:
+    address = _config.server_address()
+    if address.exists():
+        if _socket_in_use(address):
+            raise SystemExit(f"a control plane is already listening on {address}")
+        address.unlink()
+    token = _config.load_or_create_token()
+    scratch = state_dir / "containers"
+    scratch.mkdir(exist_ok=True)
+    state = State(state_dir / "state.db")
+    stale = state.stop_running_apps()
+    if stale:
+        log.info("marked %d apps of a previous control plane as stopped", stale)
+    backend = create_backend(backend_name, scratch_dir=str(scratch))
+    cp = ControlPlane(state, backend, token, str(address), str(scratch))
+    server = await serve(cp, str(address))
+    os.chmod(address, 0o600)
+    _config.pid_path().write_text(str(os.getpid()))
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, cp.shutdown_requested.set)
+    ticker = cp.spawn(cp.run_ticker())
+    log.info("control plane %d listening on %s (backend %s)", os.getpid(), address, backend_name)
+    print(f"homeport control plane listening on {address}", flush=True)
+    try:
+        await cp.shutdown_requested.wait()
+    finally:
+        log.info("shutting down")
+        server.close()
+        ticker.cancel()
+        await cp.close()
+        state.close()
+        with contextlib.suppress(FileNotFoundError):
+            address.unlink()
+        with contextlib.suppress(FileNotFoundError):
+            _config.pid_path().unlink()
+        log.info("stopped")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m homeport.server")
+    parser.add_argument("--backend", default=os.environ.get(P.ENV_BACKEND, "local"))
+    args = parser.parse_args(argv)
+    state_dir = _config.ensure_state_dir()
+    logging.basicConfig(
+        level=logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    loop = new_event_loop()
+    asyncio.set_event_loop(loop)
+    try:
+        loop.run_until_complete(run(state_dir, args.backend))
+    finally:
+        loop.close()

@@ -1,0 +1,138 @@
+"""Connections into the control plane: authentication and dispatch of messages to the services."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+from typing import Any
+
+from .. import _protocol as P
+from .._wire import FramedProtocol
+from .services import ControlPlane, Peer
+
+log = logging.getLogger("homeport.server.api")
+
+
+class Connection:
+    """One accepted connection: an SDK client or a container, known after its hello."""
+
+    def __init__(self, cp: ControlPlane) -> None:
+        self.cp = cp
+        self.proto = FramedProtocol(self.on_message, self.on_close)
+        self.peer: Peer | None = None
+        self.container_id: str | None = None
+
+    def reply(self, msg: dict[str, Any], value: Any = None) -> None:
+        self.proto.send({"t": P.RESULT, "id": msg["id"], "ok": True, "v": value})
+
+    def reply_error(self, msg: dict[str, Any], code: str, text: str) -> None:
+        self.proto.send({"t": P.RESULT, "id": msg.get("id"), "ok": False, "code": code, "msg": text})
+
+    def on_message(self, msg: dict[str, Any]) -> None:
+        if self.container_id is not None:
+            self.cp.container_message(self.container_id, msg)
+            return
+        if self.peer is None:
+            self._hello(msg)
+            return
+        try:
+            self._client_message(msg)
+        except Exception as exc:
+            log.exception("error handling %s", msg.get("t"))
+            if "id" in msg:
+                self.reply_error(msg, "internal", f"{type(exc).__name__}: {exc}")
+
+    def _hello(self, msg: dict[str, Any]) -> None:
+        if msg.get("t") != P.HELLO:
+            self.reply_error(msg, "auth", "the first message must be a hello")
+            self.proto.close()
+            return
+        if msg.get("role") == "container":
+            definition = self.cp.container_hello(self.proto, msg)
+            if definition is None:
+                self.reply_error(msg, "auth", "unknown container or wrong container token")
+                self.proto.close()
+                return
+            self.container_id = msg["cid"]
+            self.reply(msg, definition)
+            return
+        if not secrets.compare_digest(str(msg.get("token", "")), self.cp.token):
+            self.reply_error(
+                msg, "auth", "the control plane refused the token; the client must read it from the same state directory"
+            )
+            self.proto.close()
+            return
+        self.peer = Peer(self.proto)
+        self.reply(msg, {"version": P.PROTOCOL_VERSION})
+
+    def _client_message(self, msg: dict[str, Any]) -> None:
+        t = msg["t"]
+        cp = self.cp
+        if t == P.CALL:
+            if msg["fid"] not in cp.functions and "id" in msg:
+                self.reply_error(msg, "not_found", f"function {msg['fid']} is not running (its app was stopped)")
+                return
+            cp.create_call(self.peer, msg)
+            if "id" in msg:
+                self.reply(msg, msg["call"])
+        elif t == P.MAP_PUT:
+            cp.put_inputs(self.peer, msg)
+        elif t == P.APP_CREATE:
+            self.reply(msg, cp.create_app(self.peer, msg))
+        elif t == P.APP_PUBLISH:
+            try:
+                self.reply(msg, cp.publish_app(msg))
+            except LookupError as exc:
+                self.reply_error(msg, "not_found", str(exc))
+        elif t == P.FUNCTION_BIND:
+            try:
+                self.reply(msg, cp.bind_function(msg))
+            except LookupError as exc:
+                self.reply_error(msg, "not_found", str(exc))
+        elif t == P.APP_STOP:
+            cp.stop_app(msg["app_id"], "stopped by its client")
+            self.peer.apps.discard(msg["app_id"])
+            self.reply(msg)
+        elif t == P.CALL_GET:
+            cp.spawn(self._call_get(msg))
+        elif t == P.CALL_CANCEL:
+            cp.cancel_call(msg["call"])
+            self.reply(msg)
+        elif t == P.SERVER_STATUS:
+            self.reply(msg, cp.status())
+        elif t == P.CONTAINER_LIST:
+            self.reply(msg, cp.container_list())
+        elif t == P.CONTAINER_STOP:
+            ins = cp.scheduler.stop_container(msg["container_id"], "stopped by the user")
+            if not ins:
+                self.reply_error(msg, "not_found", f"no running container {msg['container_id']}")
+            else:
+                cp.execute(ins)
+                self.reply(msg)
+        elif t == P.SERVER_SHUTDOWN:
+            self.reply(msg)
+            cp.shutdown_requested.set()
+        else:
+            self.reply_error(msg, "invalid", f"unknown message type {t!r}")
+
+    async def _call_get(self, msg: dict[str, Any]) -> None:
+        try:
+            result = await self.cp.get_call(msg["call"], msg.get("timeout"))
+        except KeyError:
+            self.reply_error(msg, "not_found", f"no function call with id {msg['call']}")
+            return
+        self.reply(msg, result)
+
+    def on_close(self, exc: Exception | None) -> None:
+        if self.peer is not None:
+            self.cp.peer_closed(self.peer)
+        if self.container_id is not None:
+            rec = self.cp.containers.get(self.container_id)
+            if rec is not None:
+                rec.proto = None
+
+
+async def serve(cp: ControlPlane, path: str) -> asyncio.AbstractServer:
+    loop = asyncio.get_running_loop()
+    return await loop.create_unix_server(lambda: Connection(cp).proto, path)

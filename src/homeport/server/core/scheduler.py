@@ -1,0 +1,315 @@
+"""Queues, container lifecycle and scaling decisions for every function pool.
+
+The scheduler is a state machine in the style of dask's worker state: the service tells it what
+happened (inputs submitted, a container became ready or exited, outputs arrived, time passed) and it
+answers with instructions (start a container, assign inputs to one, stop one, fail inputs). It never
+does I/O, so it is tested with plain asserts and a fake clock.
+
+Words (after dask's adaptive core): *observed* is what containers report; *requested* is what we asked
+the backend for and have not seen yet; *plan* is the number of containers the pool should have.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+# Inputs handed to a container beyond what it can run at once. Only short inputs are prefetched, so
+# that a long input never waits behind another while a container sits idle (see `_window`).
+PREFETCH_TARGET_SECONDS = 0.002
+MAX_PREFETCH = 1024
+EWMA_WEIGHT = 0.2
+
+
+@dataclass(frozen=True)
+class PoolConfig:
+    """Scaling settings of one function (or one class parameter set)."""
+
+    min_containers: int = 0
+    max_containers: int | None = None
+    buffer_containers: int = 0
+    scaledown_window: float = 60.0
+    max_inputs: int = 1  # inputs one container runs at once
+    target_inputs: int | None = None  # the autoscaler aims for this many per container
+
+
+class Phase(enum.Enum):
+    STARTING = "starting"
+    READY = "ready"
+    STOPPING = "stopping"
+
+
+@dataclass
+class Container:
+    id: str
+    pool: str
+    phase: Phase
+    started_at: float
+    last_active: float
+    assigned: dict[int, None] = field(default_factory=dict)  # insertion-ordered input ids
+    served: int = 0
+
+
+@dataclass
+class Pool:
+    id: str
+    config: PoolConfig
+    queue: deque[int] = field(default_factory=deque)
+    containers: dict[str, Container] = field(default_factory=dict)
+    ewma_seconds: float | None = None  # observed time per input
+    active: bool = True
+
+
+# --- instructions ----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class StartContainer:
+    pool: str
+    container: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class StopContainer:
+    container: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class Assign:
+    container: str
+    inputs: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class FailInputs:
+    """Inputs that can no longer run; `lost` ones were running when their container died."""
+
+    inputs: tuple[int, ...]
+    reason: str
+    lost: bool = False
+
+
+@dataclass(frozen=True)
+class RequeueInputs:
+    """Inputs a dead container held but had not started; they go back to the front of the queue."""
+
+    inputs: tuple[int, ...]
+
+
+Instruction = StartContainer | StopContainer | Assign | FailInputs | RequeueInputs
+
+
+class Scheduler:
+    def __init__(self, new_container_id) -> None:
+        self._new_id = new_container_id
+        self.pools: dict[str, Pool] = {}
+        self.containers: dict[str, Container] = {}
+
+    # --- events ------------------------------------------------------------------------------------
+    def add_pool(self, pool_id: str, config: PoolConfig, now: float) -> list[Instruction]:
+        self.pools[pool_id] = Pool(pool_id, config)
+        return self._reconcile(self.pools[pool_id], now)
+
+    def remove_pool(self, pool_id: str, reason: str) -> list[Instruction]:
+        """Stop every container of the pool and fail what is still queued."""
+        pool = self.pools.get(pool_id)
+        if pool is None:
+            return []
+        pool.active = False
+        out: list[Instruction] = []
+        if pool.queue:
+            out.append(FailInputs(tuple(pool.queue), reason))
+            pool.queue.clear()
+        for c in list(pool.containers.values()):
+            if c.phase is not Phase.STOPPING:
+                c.phase = Phase.STOPPING
+                out.append(StopContainer(c.id, reason))
+        if not pool.containers:
+            del self.pools[pool_id]
+        return out
+
+    def submit(self, pool_id: str, inputs: Iterable[int], now: float, front: bool = False) -> list[Instruction]:
+        pool = self.pools[pool_id]
+        if front:
+            pool.queue.extendleft(reversed(list(inputs)))
+        else:
+            pool.queue.extend(inputs)
+        return self._reconcile(pool, now)
+
+    def cancel(self, pool_id: str, inputs: set[int]) -> bool:
+        """Drop queued inputs; True if all of them were still queued (none assigned)."""
+        pool = self.pools.get(pool_id)
+        if pool is None:
+            return False
+        before = len(pool.queue)
+        pool.queue = deque(i for i in pool.queue if i not in inputs)
+        return before - len(pool.queue) == len(inputs)
+
+    def holder_of(self, input_id: int) -> str | None:
+        for c in self.containers.values():
+            if input_id in c.assigned:
+                return c.id
+        return None
+
+    def container_ready(self, cid: str, now: float) -> list[Instruction]:
+        c = self.containers.get(cid)
+        if c is None or c.phase is not Phase.STARTING:
+            return []
+        c.phase = Phase.READY
+        c.last_active = now
+        return self._reconcile(self.pools[c.pool], now)
+
+    def inputs_done(self, cid: str, inputs: Iterable[int], seconds: float, now: float) -> list[Instruction]:
+        c = self.containers.get(cid)
+        if c is None:
+            return []
+        n = 0
+        for i in inputs:
+            if c.assigned.pop(i, 0) is None:
+                n += 1
+        c.served += n
+        c.last_active = now
+        pool = self.pools[c.pool]
+        if n:
+            per_input = seconds / n
+            pool.ewma_seconds = (
+                per_input
+                if pool.ewma_seconds is None
+                else (1 - EWMA_WEIGHT) * pool.ewma_seconds + EWMA_WEIGHT * per_input
+            )
+        return self._reconcile(pool, now)
+
+    def container_exited(self, cid: str, now: float, reason: str, init_failed: bool = False) -> list[Instruction]:
+        """A container is gone. What it held is failed (running) or requeued (not started).
+
+        A container runs its assigned inputs in order, so the first `max_inputs` of them were running
+        and the rest were only prefetched. When a container fails before it is ready, the pool's queue
+        is failed too: starting another container would fail the same way.
+        """
+        c = self.containers.pop(cid, None)
+        if c is None:
+            return []
+        pool = self.pools[c.pool]
+        del pool.containers[cid]
+        out: list[Instruction] = []
+        held = list(c.assigned)
+        running, waiting = held[: pool.config.max_inputs], held[pool.config.max_inputs :]
+        if c.phase is not Phase.STOPPING or held:
+            if running:
+                out.append(FailInputs(tuple(running), reason, lost=True))
+            if waiting:
+                pool.queue.extendleft(reversed(waiting))
+                out.append(RequeueInputs(tuple(waiting)))
+        if init_failed and pool.queue:
+            out.append(FailInputs(tuple(pool.queue), reason))
+            pool.queue.clear()
+        if not pool.active:
+            if not pool.containers:
+                del self.pools[pool.id]
+            return out
+        return out + self._reconcile(pool, now, allow_start=not init_failed)
+
+    def release(self, cid: str, inputs: Iterable[int], now: float) -> list[Instruction]:
+        """A container hands back inputs it had not started; they go to the front of the queue."""
+        c = self.containers.get(cid)
+        if c is None:
+            return []
+        back = [i for i in inputs if c.assigned.pop(i, 0) is None]
+        pool = self.pools[c.pool]
+        pool.queue.extendleft(reversed(back))
+        return self._reconcile(pool, now)
+
+    def stop_container(self, cid: str, reason: str) -> list[Instruction]:
+        c = self.containers.get(cid)
+        if c is None or c.phase is Phase.STOPPING:
+            return []
+        c.phase = Phase.STOPPING
+        return [StopContainer(cid, reason)]
+
+    def tick(self, now: float) -> list[Instruction]:
+        out: list[Instruction] = []
+        for pool in list(self.pools.values()):
+            if pool.active:
+                out += self._reconcile(pool, now)
+        return out
+
+    # --- decisions ---------------------------------------------------------------------------------
+    def plan(self, pool: Pool) -> int:
+        """How many containers the pool should have now."""
+        cfg = pool.config
+        per_container = cfg.target_inputs or cfg.max_inputs
+        busy = len(pool.queue) + sum(len(c.assigned) for c in pool.containers.values())
+        want = math.ceil(busy / per_container)
+        if busy:
+            want += cfg.buffer_containers
+        want = max(want, cfg.min_containers)
+        if cfg.max_containers is not None:
+            want = min(want, cfg.max_containers)
+        return want
+
+    def _window(self, pool: Pool) -> int:
+        """Inputs one container may hold: what it runs at once, plus a prefetch for short inputs."""
+        cfg = pool.config
+        if pool.ewma_seconds is None:
+            return cfg.max_inputs
+        prefetch = int(PREFETCH_TARGET_SECONDS / max(pool.ewma_seconds, 1e-7))
+        return cfg.max_inputs + min(prefetch, MAX_PREFETCH)
+
+    def _reconcile(self, pool: Pool, now: float, allow_start: bool = True) -> list[Instruction]:
+        out: list[Instruction] = []
+        live = [c for c in pool.containers.values() if c.phase is not Phase.STOPPING]
+        # Assign queued inputs to ready containers, spreading the backlog evenly between them.
+        ready = [c for c in live if c.phase is Phase.READY]
+        if pool.queue and ready:
+            window = self._window(pool)
+            ready.sort(key=lambda c: len(c.assigned))
+            for k, c in enumerate(ready):
+                room = window - len(c.assigned)
+                if room <= 0 or not pool.queue:
+                    continue
+                share = math.ceil(len(pool.queue) / (len(ready) - k))
+                take = min(room, share)
+                batch = tuple(pool.queue.popleft() for _ in range(take))
+                c.assigned.update(dict.fromkeys(batch))
+                c.last_active = now
+                out.append(Assign(c.id, batch))
+        # Scale: start what the plan lacks, stop idle containers past the scale-down window.
+        want = self.plan(pool)
+        if allow_start and len(live) < want:
+            for _ in range(want - len(live)):
+                cid = self._new_id()
+                c = Container(cid, pool.id, Phase.STARTING, now, now)
+                pool.containers[cid] = c
+                self.containers[cid] = c
+                out.append(
+                    StartContainer(pool.id, cid, f"plan {want} > {len(live)} live ({len(pool.queue)} queued)")
+                )
+            live = [c for c in pool.containers.values() if c.phase is not Phase.STOPPING]
+        excess = len(live) - max(want, pool.config.min_containers)
+        if excess > 0:
+            idle = sorted(
+                (c for c in live if c.phase is Phase.READY and not c.assigned),
+                key=lambda c: c.last_active,
+            )
+            for c in idle:
+                if excess <= 0:
+                    break
+                idle_for = now - c.last_active
+                if idle_for >= pool.config.scaledown_window:
+                    c.phase = Phase.STOPPING
+                    excess -= 1
+                    out.append(StopContainer(c.id, f"idle {idle_for:.1f}s >= scaledown_window"))
+        return out
+
+    def next_deadline(self) -> float | None:
+        """The earliest time at which `tick` may stop an idle container."""
+        best: float | None = None
+        for pool in self.pools.values():
+            for c in pool.containers.values():
+                if c.phase is Phase.READY and not c.assigned:
+                    t = c.last_active + pool.config.scaledown_window
+                    best = t if best is None else min(best, t)
+        return best

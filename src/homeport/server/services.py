@@ -1,0 +1,560 @@
+"""The control plane's services: they execute the scheduler's instructions and move data.
+
+I/O lives here (connections, the backend, SQLite); decisions live in `core.scheduler`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import os
+import secrets
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from .. import _protocol as P
+from .._wire import FramedProtocol
+from ..backends import Backend, ContainerSpec, ExitInfo
+from .core.scheduler import (
+    Assign,
+    FailInputs,
+    Instruction,
+    PoolConfig,
+    RequeueInputs,
+    Scheduler,
+    StartContainer,
+    StopContainer,
+)
+from .state import State
+
+log = logging.getLogger("homeport.server")
+
+STOP_GRACE_SECONDS = 10.0
+ERROR = 7  # output status for a platform error: data is {"code": ..., "msg": ...}
+
+
+def new_id(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:22]}"
+
+
+@dataclass(eq=False)
+class Peer:
+    """A connected SDK client."""
+
+    proto: FramedProtocol
+    apps: set[str] = field(default_factory=set)  # ephemeral apps stopped when the client leaves
+
+
+@dataclass
+class FunctionRecord:
+    function_id: str
+    app_id: str
+    tag: str
+    definition: dict[str, Any]
+    config: PoolConfig
+    env: dict[str, str]
+    retries: dict[str, Any] | None
+    is_generator: bool
+
+
+@dataclass
+class CallRecord:
+    call_id: str
+    fn: FunctionRecord
+    kind: str
+    subscriber: Peer | None
+    outstanding: int = 0
+    inputs_closed: bool = True
+    result: tuple[int, Any] | None = None  # spawned calls keep their output
+    waiters: list[asyncio.Future] = field(default_factory=list)
+    input_ids: list[int] = field(default_factory=list)
+
+
+@dataclass
+class InputRecord:
+    input_id: int
+    call: CallRecord
+    idx: int
+    args: bytes
+    method: str | None
+    attempt: int = 0
+
+
+@dataclass
+class ContainerRecord:
+    container_id: str
+    fn: FunctionRecord
+    token: str
+    started_at: float
+    proto: FramedProtocol | None = None
+    pid: int | None = None
+    ready_at: float | None = None
+    timeline: dict[str, float] = field(default_factory=dict)
+    init_failure: dict[str, Any] | None = None
+    state: str = "starting"
+
+
+class ControlPlane:
+    def __init__(self, state: State, backend: Backend, token: str, address: str, scratch: str) -> None:
+        self.state = state
+        self.backend = backend
+        self.token = token
+        self.address = address
+        self.scratch = scratch
+        self._cid_counter = itertools.count(1)
+        self.scheduler = Scheduler(self._new_container_id)
+        self.apps: dict[str, dict[str, Any]] = {}
+        self.functions: dict[str, FunctionRecord] = {}
+        self.calls: dict[str, CallRecord] = {}
+        self.inputs: dict[int, InputRecord] = {}
+        self.containers: dict[str, ContainerRecord] = {}
+        self.log_subscribers: dict[str, set[Peer]] = {}
+        self._input_ids = itertools.count(1)
+        self._tasks: set[asyncio.Task] = set()
+        self._wake = asyncio.Event()
+        self.shutdown_requested = asyncio.Event()
+        self.started_at = time.time()
+
+    def _new_container_id(self) -> str:
+        return f"ta-{next(self._cid_counter):04d}{secrets.token_hex(4)}"
+
+    # --- background work, owned and cancelled by `close` -------------------------------------------
+    def spawn(self, coro) -> asyncio.Task:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+        return task
+
+    def _task_done(self, task: asyncio.Task) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("background task failed", exc_info=task.exception())
+
+    async def run_ticker(self) -> None:
+        while True:
+            deadline = self.scheduler.next_deadline()
+            delay = 1.0 if deadline is None else min(1.0, max(0.05, deadline - time.monotonic()))
+            self._wake.clear()
+            try:
+                await asyncio.wait_for(self._wake.wait(), delay)
+            except asyncio.TimeoutError:
+                pass
+            self.execute(self.scheduler.tick(time.monotonic()))
+
+    async def close(self) -> None:
+        for app_id in list(self.apps):
+            self.stop_app(app_id, "control plane shutting down")
+        await self.backend.close(STOP_GRACE_SECONDS)
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    # --- executing decisions -----------------------------------------------------------------------
+    def execute(self, instructions: list[Instruction]) -> None:
+        for ins in instructions:
+            if isinstance(ins, Assign):
+                rec = self.containers.get(ins.container)
+                items = []
+                for iid in ins.inputs:
+                    inp = self.inputs[iid]
+                    items.append([iid, inp.args, inp.method])
+                if rec is not None and rec.proto is not None:
+                    rec.proto.send({"t": P.INPUTS, "items": items})
+            elif isinstance(ins, StartContainer):
+                self._start_container(ins)
+            elif isinstance(ins, StopContainer):
+                log.info("stopping container %s: %s", ins.container, ins.reason)
+                rec = self.containers.get(ins.container)
+                if rec is not None:
+                    rec.state = "stopping"
+                self.spawn(self.backend.stop(ins.container, STOP_GRACE_SECONDS))
+            elif isinstance(ins, FailInputs):
+                self._fail_inputs(ins)
+            elif isinstance(ins, RequeueInputs):
+                pass  # the scheduler already put them back in the queue
+
+    def _start_container(self, ins: StartContainer) -> None:
+        fn = self.functions[ins.pool]
+        log.info("starting container %s for %s: %s", ins.container, fn.tag, ins.reason)
+        rec = ContainerRecord(ins.container, fn, secrets.token_urlsafe(16), time.time())
+        self.containers[ins.container] = rec
+        env = {k: v for k, v in os.environ.items() if not k.startswith("HOMEPORT_")}
+        env.update(fn.env)
+        env.update(
+            {
+                "PYTHONUNBUFFERED": "1",
+                P.ENV_SERVER_ADDRESS: self.address,
+                P.ENV_CONTAINER_ID: ins.container,
+                P.ENV_CONTAINER_TOKEN: rec.token,
+                P.ENV_IS_REMOTE: "1",
+                P.ENV_MODAL_IS_REMOTE: "1",
+            }
+        )
+        spec = ContainerSpec(
+            container_id=ins.container,
+            app_id=fn.app_id,
+            function_tag=fn.tag,
+            argv=(sys.executable, "-m", "homeport.runtime"),
+            env=env,
+            cwd=fn.definition.get("cwd") or None,
+        )
+
+        async def start() -> None:
+            try:
+                rec.pid = await self.backend.start(spec, self._on_container_output, self._on_container_exit)
+            except Exception as exc:  # the backend could not even create the process
+                log.exception("container %s failed to start", ins.container)
+                rec.init_failure = P.failure(None, f"container failed to start: {exc}", "")
+                self._on_container_exit(ins.container, ExitInfo(None, None))
+
+        self.spawn(start())
+
+    def _fail_inputs(self, ins: FailInputs, init_failure: dict[str, Any] | None = None) -> None:
+        by_call: dict[str, list] = {}
+        for iid in ins.inputs:
+            inp = self.inputs.get(iid)
+            if inp is None:
+                continue
+            status, data = ERROR, {"code": "execution", "msg": ins.reason}
+            if init_failure is not None:
+                status, data = P.INIT_FAILURE_STATUS, init_failure
+            if ins.lost and self._maybe_retry(inp):
+                continue
+            by_call.setdefault(inp.call.call_id, []).append((inp, status, data))
+        for items in by_call.values():
+            self._deliver(items)
+
+    # --- containers --------------------------------------------------------------------------------
+    def _on_container_output(self, cid: str, fd: int, line: bytes) -> None:
+        rec = self.containers.get(cid)
+        if rec is None:
+            return
+        subs = self.log_subscribers.get(rec.fn.app_id)
+        if subs:
+            msg = {"t": P.LOG, "app": rec.fn.app_id, "fn": rec.fn.tag, "cid": cid, "fd": fd,
+                   "data": line.decode("utf-8", "replace")}
+            for peer in subs:
+                peer.proto.send(msg)
+
+    def _on_container_exit(self, cid: str, info: ExitInfo) -> None:
+        rec = self.containers.pop(cid, None)
+        if rec is None:
+            return
+        was_stopping = rec.state == "stopping"
+        if rec.init_failure is not None:
+            reason = "container failed during start-up"
+        elif was_stopping:
+            reason = f"container {cid} of '{rec.fn.tag}' was stopped while running this input"
+        else:
+            reason = (
+                f"container {cid} of '{rec.fn.tag}' {info.describe()} while running this input"
+            )
+        log.info("container %s exited (%s)", cid, info.describe())
+        instructions = self.scheduler.container_exited(
+            cid, time.monotonic(), reason, init_failed=rec.init_failure is not None
+        )
+        for ins in instructions:
+            if isinstance(ins, FailInputs) and rec.init_failure is not None:
+                self._fail_inputs(ins, rec.init_failure)
+            else:
+                self.execute([ins])
+
+    def container_hello(self, proto: FramedProtocol, msg: dict[str, Any]) -> dict[str, Any] | None:
+        rec = self.containers.get(msg.get("cid", ""))
+        if rec is None or not secrets.compare_digest(rec.token, msg.get("token", "")):
+            return None
+        rec.proto = proto
+        return rec.fn.definition
+
+    def container_message(self, cid: str, msg: dict[str, Any]) -> None:
+        t = msg["t"]
+        now = time.monotonic()
+        rec = self.containers.get(cid)
+        if rec is None:
+            return
+        if t == P.CONTAINER_OUTPUTS:
+            self._container_outputs(rec, msg["items"], now)
+        elif t == P.CONTAINER_GEN:
+            inp = self.inputs.get(msg["input"])
+            if inp is not None and inp.call.subscriber is not None:
+                inp.call.subscriber.proto.send({"t": P.GEN_ITEMS, "call": inp.call.call_id, "items": msg["items"]})
+        elif t == P.READY:
+            rec.ready_at = time.time()
+            rec.state = "ready"
+            rec.timeline = msg.get("timeline", {})
+            rec.timeline["ready"] = rec.ready_at - rec.started_at
+            log.info("container %s ready in %.1f ms %s", cid, 1000 * (rec.ready_at - rec.started_at), rec.timeline)
+            self.execute(self.scheduler.container_ready(cid, now))
+        elif t == P.INIT_FAILURE:
+            rec.init_failure = msg["failure"]
+        elif t == P.CONTAINER_RELEASE:
+            self.execute(self.scheduler.release(cid, msg["ids"], now))
+
+    def _container_outputs(self, rec: ContainerRecord, items: list, now: float) -> None:
+        done: list[int] = []
+        seconds = 0.0
+        deliver = []
+        for iid, status, data, secs in items:
+            done.append(iid)
+            seconds += secs
+            inp = self.inputs.get(iid)
+            if inp is None:
+                continue
+            if status in (P.FAILURE, P.TIMEOUT) and self._maybe_retry(inp):
+                continue
+            deliver.append((inp, status, data))
+        instructions = self.scheduler.inputs_done(rec.container_id, done, seconds, now)
+        if deliver:
+            self._deliver(deliver)
+        self.execute(instructions)
+
+    # --- retries -----------------------------------------------------------------------------------
+    def _maybe_retry(self, inp: InputRecord) -> bool:
+        policy = inp.call.fn.retries
+        if not policy or inp.call.fn.is_generator or inp.attempt >= policy["max_retries"]:
+            return False
+        if inp.call.call_id not in self.calls:
+            return False
+        inp.attempt += 1
+        delay = min(
+            policy["initial_delay"] * policy["backoff_coefficient"] ** (inp.attempt - 1),
+            policy["max_delay"],
+        )
+        log.info("retrying input %s of %s (attempt %d) in %.2fs", inp.input_id, inp.call.fn.tag, inp.attempt, delay)
+
+        def requeue() -> None:
+            if inp.input_id in self.inputs and inp.call.fn.function_id in self.scheduler.pools:
+                self.execute(self.scheduler.submit(inp.call.fn.function_id, [inp.input_id], time.monotonic()))
+
+        asyncio.get_running_loop().call_later(delay, requeue)
+        return True
+
+    # --- outputs -----------------------------------------------------------------------------------
+    def _deliver(self, items: list[tuple[InputRecord, int, Any]]) -> None:
+        by_call: dict[str, list] = {}
+        for inp, status, data in items:
+            self.inputs.pop(inp.input_id, None)
+            call = inp.call
+            call.outstanding -= 1
+            by_call.setdefault(call.call_id, []).append([inp.idx, status, data])
+            if call.kind == P.KIND_SPAWN:
+                call.result = (status, data)
+                self.state.finish_call(call.call_id, status, data)
+                for w in call.waiters:
+                    if not w.done():
+                        w.set_result(None)
+        for call_id, outs in by_call.items():
+            call = self.calls.get(call_id)
+            if call is None:
+                continue
+            if call.subscriber is not None:
+                call.subscriber.proto.send({"t": P.OUTPUTS, "call": call_id, "items": outs})
+            if call.outstanding <= 0 and call.inputs_closed and call.kind != P.KIND_SPAWN:
+                del self.calls[call_id]
+
+    # --- apps --------------------------------------------------------------------------------------
+    def create_app(self, peer: Peer, msg: dict[str, Any]) -> str:
+        app_id = new_id("ap")
+        mode = "detached" if msg.get("detach") else "ephemeral"
+        self.apps[app_id] = {"app_id": app_id, "name": msg.get("name"), "state": mode, "functions": []}
+        self.state.create_app(app_id, msg.get("name"), msg.get("description"), mode)
+        if mode == "ephemeral":
+            peer.apps.add(app_id)
+        self.log_subscribers.setdefault(app_id, set()).add(peer)
+        return app_id
+
+    def publish_app(self, msg: dict[str, Any]) -> dict[str, str]:
+        app_id = msg["app_id"]
+        app = self.apps.get(app_id)
+        if app is None:
+            raise LookupError(f"app {app_id} is not running")
+        ids = {}
+        now = time.monotonic()
+        for f in msg["functions"]:
+            fid = new_id("fu")
+            cfg = f["config"]
+            config = PoolConfig(
+                min_containers=cfg.get("min_containers", 0),
+                max_containers=cfg.get("max_containers"),
+                buffer_containers=cfg.get("buffer_containers", 0),
+                scaledown_window=cfg.get("scaledown_window", 60),
+                max_inputs=cfg.get("max_inputs", 1),
+                target_inputs=cfg.get("target_inputs"),
+            )
+            definition = dict(f["definition"], app_id=app_id, function_id=fid)
+            rec = FunctionRecord(
+                fid, app_id, f["tag"], definition, config, cfg.get("env") or {}, cfg.get("retries"),
+                bool(definition.get("is_generator")),
+            )
+            self.functions[fid] = rec
+            app["functions"].append(fid)
+            self.state.add_function(fid, app_id, f["tag"], {k: v for k, v in definition.items() if k != "serialized"})
+            self.execute(self.scheduler.add_pool(fid, config, now))
+            ids[f["tag"]] = fid
+        return ids
+
+    def bind_function(self, msg: dict[str, Any]) -> str:
+        """A variant of a function: a class with parameter values, or `with_options` overrides."""
+        base = self.functions.get(msg["fid"])
+        if base is None:
+            raise LookupError(f"function {msg['fid']} is not running (its app was stopped)")
+        key = P.encode({"p": msg.get("params") or {}, "c": msg.get("config") or {}, "d": msg.get("definition") or {}})
+        variants = self.apps[base.app_id].setdefault("variants", {})
+        fid = variants.get((base.function_id, key))
+        if fid is not None and fid in self.functions:
+            return fid
+        cfg = dict(msg.get("config") or {})
+        env = {**base.env, **cfg.pop("env", {})}
+        retries = cfg.pop("retries", base.retries) if "retries" in cfg else base.retries
+        config = PoolConfig(**{**base.config.__dict__, **cfg})
+        fid = new_id("fu")
+        definition = dict(base.definition, **(msg.get("definition") or {}), params=msg.get("params") or {},
+                          function_id=fid)
+        rec = FunctionRecord(fid, base.app_id, base.tag, definition, config, env, retries, base.is_generator)
+        self.functions[fid] = rec
+        self.apps[base.app_id]["functions"].append(fid)
+        variants[(base.function_id, key)] = fid
+        self.execute(self.scheduler.add_pool(fid, config, time.monotonic()))
+        return fid
+
+    def stop_app(self, app_id: str, reason: str) -> None:
+        app = self.apps.pop(app_id, None)
+        if app is None:
+            return
+        log.info("stopping app %s: %s", app_id, reason)
+        for fid in app["functions"]:
+            self.execute(self.scheduler.remove_pool(fid, f"app stopped: {reason}"))
+            self.functions.pop(fid, None)
+        self.state.set_app_state(app_id, "stopped")
+        self.log_subscribers.pop(app_id, None)
+
+    def peer_closed(self, peer: Peer) -> None:
+        for app_id in list(peer.apps):
+            self.stop_app(app_id, "its client disconnected")
+        for subs in self.log_subscribers.values():
+            subs.discard(peer)
+        for call in self.calls.values():
+            if call.subscriber is peer:
+                call.subscriber = None
+
+    # --- calls -------------------------------------------------------------------------------------
+    def create_call(self, peer: Peer, msg: dict[str, Any]) -> None:
+        fid = msg["fid"]
+        fn = self.functions.get(fid)
+        call_id = msg["call"]
+        kind = msg["kind"]
+        if fn is None:
+            out = {"code": "not_found", "msg": f"function {fid} is not running (its app was stopped)"}
+            peer.proto.send({"t": P.OUTPUTS, "call": call_id, "items": [[i[0], ERROR, out] for i in msg["inputs"]] or [[0, ERROR, out]]})
+            return
+        call = CallRecord(call_id, fn, kind, None if kind == P.KIND_SPAWN else peer)
+        call.inputs_closed = msg.get("last", True)
+        self.calls[call_id] = call
+        if kind == P.KIND_SPAWN:
+            self.state.add_call(call_id, fid)
+        self._add_inputs(call, msg["inputs"])
+
+    def put_inputs(self, peer: Peer, msg: dict[str, Any]) -> None:
+        call = self.calls.get(msg["call"])
+        if call is None:
+            return
+        call.inputs_closed = msg.get("last", False)
+        self._add_inputs(call, msg["inputs"])
+        if call.outstanding <= 0 and call.inputs_closed:
+            self.calls.pop(call.call_id, None)
+
+    def _add_inputs(self, call: CallRecord, items: list) -> None:
+        ids = []
+        for idx, args, method in items:
+            iid = next(self._input_ids)
+            self.inputs[iid] = InputRecord(iid, call, idx, args, method)
+            ids.append(iid)
+        call.outstanding += len(ids)
+        if call.kind == P.KIND_SPAWN:
+            call.input_ids.extend(ids)
+        if ids:
+            self.execute(self.scheduler.submit(call.fn.function_id, ids, time.monotonic()))
+
+    async def get_call(self, call_id: str, timeout: float | None) -> dict[str, Any] | None:
+        call = self.calls.get(call_id)
+        if call is None:
+            stored = self.state.get_call(call_id)
+            if stored is None:
+                raise KeyError(call_id)
+            status, data = stored
+            if status is None:
+                return {"status": ERROR, "data": {"code": "execution", "msg": f"call {call_id} was lost when the control plane restarted"}}
+            return {"status": status, "data": data}
+        if call.result is None:
+            fut = asyncio.get_running_loop().create_future()
+            call.waiters.append(fut)
+            try:
+                await asyncio.wait_for(fut, timeout)
+            except asyncio.TimeoutError:
+                return None
+            finally:
+                if fut in call.waiters:
+                    call.waiters.remove(fut)
+        status, data = call.result
+        return {"status": status, "data": data}
+
+    def cancel_call(self, call_id: str) -> None:
+        call = self.calls.get(call_id)
+        if call is None:
+            return
+        ids = [i for i, inp in self.inputs.items() if inp.call is call]
+        queued = set(ids)
+        self.scheduler.cancel(call.fn.function_id, queued)
+        by_container: dict[str, list[int]] = {}
+        still_queued = []
+        for iid in ids:
+            holder = self.scheduler.holder_of(iid)
+            if holder is None:
+                still_queued.append(iid)
+            else:
+                by_container.setdefault(holder, []).append(iid)
+        for cid, cids in by_container.items():
+            rec = self.containers.get(cid)
+            if rec is not None and rec.proto is not None:
+                rec.proto.send({"t": P.CANCEL, "ids": cids})
+        if still_queued:
+            self._deliver([(self.inputs[i], P.TERMINATED, None) for i in still_queued])
+
+    # --- introspection -----------------------------------------------------------------------------
+    def container_list(self) -> list[dict[str, Any]]:
+        now = time.time()
+        out = []
+        for cid, rec in self.containers.items():
+            c = self.scheduler.containers.get(cid)
+            out.append(
+                {
+                    "container_id": cid,
+                    "app_id": rec.fn.app_id,
+                    "function": rec.fn.tag,
+                    "state": rec.state,
+                    "pid": rec.pid,
+                    "uptime": now - rec.started_at,
+                    "inputs_served": c.served if c else 0,
+                    "running": len(c.assigned) if c else 0,
+                    "timeline": rec.timeline,
+                }
+            )
+        return out
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "pid": os.getpid(),
+            "address": self.address,
+            "backend": self.backend.describe(),
+            "started_at": self.started_at,
+            "apps": [
+                {"app_id": a["app_id"], "name": a["name"], "state": a["state"], "functions": len(a["functions"])}
+                for a in self.apps.values()
+            ],
+            "containers": len(self.containers),
+            "queued": sum(len(p.queue) for p in self.scheduler.pools.values()),
+        }

@@ -1,0 +1,104 @@
+"""Durable state in SQLite (WAL): apps, their functions, and spawned calls with their results."""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from pathlib import Path
+from typing import Any
+
+import msgpack
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS apps (
+    app_id TEXT PRIMARY KEY,
+    name TEXT,
+    description TEXT,
+    state TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    stopped_at REAL
+);
+CREATE TABLE IF NOT EXISTS functions (
+    function_id TEXT PRIMARY KEY,
+    app_id TEXT NOT NULL REFERENCES apps(app_id),
+    tag TEXT NOT NULL,
+    definition BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS calls (
+    call_id TEXT PRIMARY KEY,
+    function_id TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    status INTEGER,
+    result BLOB,
+    finished_at REAL
+);
+CREATE INDEX IF NOT EXISTS functions_by_app ON functions(app_id);
+"""
+
+
+class State:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=NORMAL")
+        self.db.executescript(_SCHEMA)
+
+    def close(self) -> None:
+        self.db.close()
+
+    # --- apps --------------------------------------------------------------------------------------
+    def create_app(self, app_id: str, name: str | None, description: str | None, state: str) -> None:
+        self.db.execute(
+            "INSERT INTO apps(app_id, name, description, state, created_at) VALUES (?, ?, ?, ?, ?)",
+            (app_id, name, description, state, time.time()),
+        )
+
+    def set_app_state(self, app_id: str, state: str) -> None:
+        self.db.execute(
+            "UPDATE apps SET state = ?, stopped_at = CASE WHEN ? = 'stopped' THEN ? ELSE stopped_at END "
+            "WHERE app_id = ?",
+            (state, state, time.time(), app_id),
+        )
+
+    def apps(self) -> list[dict[str, Any]]:
+        rows = self.db.execute(
+            "SELECT app_id, name, description, state, created_at, stopped_at FROM apps ORDER BY created_at"
+        ).fetchall()
+        keys = ("app_id", "name", "description", "state", "created_at", "stopped_at")
+        return [dict(zip(keys, r)) for r in rows]
+
+    def stop_running_apps(self, reason_state: str = "stopped") -> int:
+        """On start-up: ephemeral apps of a previous server are gone with their clients."""
+        cur = self.db.execute(
+            "UPDATE apps SET state = ?, stopped_at = ? WHERE state IN ('ephemeral', 'detached')",
+            (reason_state, time.time()),
+        )
+        return cur.rowcount
+
+    # --- functions ---------------------------------------------------------------------------------
+    def add_function(self, function_id: str, app_id: str, tag: str, definition: dict[str, Any]) -> None:
+        self.db.execute(
+            "INSERT OR REPLACE INTO functions(function_id, app_id, tag, definition) VALUES (?, ?, ?, ?)",
+            (function_id, app_id, tag, msgpack.packb(definition, use_bin_type=True)),
+        )
+
+    # --- spawned calls -----------------------------------------------------------------------------
+    def add_call(self, call_id: str, function_id: str) -> None:
+        self.db.execute(
+            "INSERT INTO calls(call_id, function_id, created_at) VALUES (?, ?, ?)",
+            (call_id, function_id, time.time()),
+        )
+
+    def finish_call(self, call_id: str, status: int, result: Any) -> None:
+        self.db.execute(
+            "UPDATE calls SET status = ?, result = ?, finished_at = ? WHERE call_id = ?",
+            (status, msgpack.packb(result, use_bin_type=True), time.time(), call_id),
+        )
+
+    def get_call(self, call_id: str) -> tuple[int | None, Any] | None:
+        row = self.db.execute("SELECT status, result FROM calls WHERE call_id = ?", (call_id,)).fetchone()
+        if row is None:
+            return None
+        status, blob = row
+        return status, (msgpack.unpackb(blob, raw=False) if blob is not None else None)
