@@ -164,7 +164,9 @@ def _check_ignore(ignore: Any) -> Any:
         return ignore
     if isinstance(ignore, (list, tuple)) and all(isinstance(p, str) for p in ignore):
         return tuple(ignore)
-    raise InvalidError("`ignore` must be a list of glob patterns or a function taking a Path and returning a bool")
+    raise InvalidError(
+        "`ignore` must be a list of glob patterns or a function taking a Path and returning a bool"
+    )
 
 
 def _instance_method(method: _F) -> _F:
@@ -252,7 +254,9 @@ class Image:
     _steps: tuple[ImageStep, ...]
 
     def __init__(self) -> None:
-        raise InvalidError("Image cannot be created directly; start from Image.debian_slim() or Image.from_registry().")
+        raise InvalidError(
+            "Image cannot be created directly; start from Image.debian_slim() or Image.from_registry()."
+        )
 
     @classmethod
     def _from_steps(cls, steps: tuple[ImageStep, ...]) -> Image:
@@ -295,10 +299,14 @@ class Image:
     ) -> Image:
         """An image pulled from a container registry, e.g. `Image.from_registry("ubuntu:24.04", add_python="3.12")`."""
         if not isinstance(tag, str) or not tag.strip() or any(c.isspace() for c in tag):
-            raise InvalidError(f"Image.from_registry() needs an image reference like 'python:3.12-slim', got {tag!r}")
+            raise InvalidError(
+                f"Image.from_registry() needs an image reference like 'python:3.12-slim', got {tag!r}"
+            )
         if secret is not None and not isinstance(secret, Secret):
             raise InvalidError(f"`secret` must be a modal.Secret, not {type(secret).__name__}")
-        commands = _flatten_str_args("from_registry", "setup_dockerfile_commands", list(setup_dockerfile_commands))
+        commands = _flatten_str_args(
+            "from_registry", "setup_dockerfile_commands", list(setup_dockerfile_commands)
+        )
         return Image._from_steps(
             (
                 ImageStep.make(
@@ -413,7 +421,9 @@ class Image:
         """Install the dependencies (and chosen optional groups) of a local `pyproject.toml`."""
         if isinstance(optional_dependencies, str):
             optional_dependencies = [optional_dependencies]
-        extras = _flatten_str_args("pip_install_from_pyproject", "optional_dependencies", optional_dependencies)
+        extras = _flatten_str_args(
+            "pip_install_from_pyproject", "optional_dependencies", optional_dependencies
+        )
         return self._extend(
             "pip_install_from_pyproject",
             pyproject_toml=_local_path(pyproject_toml),
@@ -483,7 +493,9 @@ class Image:
         if getattr(raw_f, "__name__", None) == "<lambda>":
             raise InvalidError("Image.run_function does not support lambda functions.")
         if isinstance(timeout, bool) or not isinstance(timeout, int) or timeout < 1:
-            raise InvalidError(f"Image.run_function(): `timeout` must be a positive int (seconds), got {timeout!r}")
+            raise InvalidError(
+                f"Image.run_function(): `timeout` must be a positive int (seconds), got {timeout!r}"
+            )
         if not isinstance(args, (list, tuple)):
             raise InvalidError("Image.run_function(): `args` must be a tuple or list")
         if kwargs is not None and not isinstance(kwargs, Mapping):
@@ -504,7 +516,7 @@ class Image:
     # --- configuration ----------------------------------------------------------------------------
 
     @_instance_method
-    def env(self, vars: dict[str, str]) -> Image:  # noqa: A002 - Modal's parameter name
+    def env(self, vars: dict[str, str]) -> Image:
         """Set environment variables in the image: `image.env({"HF_HOME": "/cache"})`."""
         return self._extend("env", vars=_check_env(vars))
 

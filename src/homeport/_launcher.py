@@ -5,7 +5,6 @@ from __future__ import annotations
 import fcntl
 import os
 import socket
-import subprocess
 import sys
 import time
 
@@ -34,31 +33,37 @@ def start_server(quiet: bool = False) -> int | None:
         if is_listening():
             return None
         _config.load_or_create_token()
-        log = open(_config.log_path(), "ab")
-        proc = subprocess.Popen(
+        # posix_spawn rather than Popen: the server outlives this process, and a Popen object
+        # would warn when collected while its child still runs.
+        pid = os.posix_spawn(
+            sys.executable,
             [sys.executable, "-m", "homeport.server"],
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=log,
-            start_new_session=True,
-            env=dict(os.environ),
+            dict(os.environ),
+            file_actions=[
+                (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+                (os.POSIX_SPAWN_OPEN, 1, str(_config.log_path()), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600),
+                (os.POSIX_SPAWN_DUP2, 1, 2),
+            ],
+            setsid=True,
         )
-        log.close()
         deadline = time.monotonic() + START_TIMEOUT_SECONDS
+        exit_status = None
         while time.monotonic() < deadline:
             if is_listening():
                 if not quiet:
                     print(
-                        f"Started the Homeport control plane (pid {proc.pid}) on {_config.server_address()}; "
+                        f"Started the Homeport control plane (pid {pid}) on {_config.server_address()}; "
                         f"its log is {_config.log_path()}",
                         file=sys.stderr,
                     )
-                return proc.pid
-            if proc.poll() is not None:
+                return pid
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if done:
+                exit_status = os.waitstatus_to_exitcode(status)
                 break
             time.sleep(0.01)
         raise ConnectionError(
-            f"The Homeport control plane did not start (exit code {proc.poll()}). "
+            f"The Homeport control plane did not start (exit code {exit_status}). "
             f"See its log: {_config.log_path()}"
         )
 

@@ -156,7 +156,9 @@ def parse_gpu_config(gpu: Any) -> tuple[str, ...] | None:
         return None
     if isinstance(gpu, (list, tuple)):
         if not gpu:
-            raise InvalidError("`gpu=` fallback list is empty; give at least one GPU type, e.g. gpu=['H100', 'A100']")
+            raise InvalidError(
+                "`gpu=` fallback list is empty; give at least one GPU type, e.g. gpu=['H100', 'A100']"
+            )
         return tuple(_parse_one_gpu(g) for g in gpu)
     return (_parse_one_gpu(gpu),)
 
@@ -176,7 +178,9 @@ def _parse_one_gpu(value: Any) -> str:
         raise InvalidError(f"Invalid GPU type: {gpu_type!r}. Valid types are: {', '.join(GPU_TYPES)}.")
     limit = _MAX_GPUS_BY_TYPE.get(gpu_type, _MAX_GPUS)
     if not 1 <= count <= limit:
-        raise InvalidError(f"Invalid GPU count: {count}. {gpu_type} supports 1 to {limit} GPUs per container.")
+        raise InvalidError(
+            f"Invalid GPU count: {count}. {gpu_type} supports 1 to {limit} GPUs per container."
+        )
     return f"{gpu_type}:{count}"
 
 
@@ -206,7 +210,9 @@ def _parse_memory(memory: Any) -> tuple[int, int | None] | None:
         return None
     if isinstance(memory, (tuple, list)):
         if len(memory) != 2 or not all(_is_int(m) for m in memory):
-            raise InvalidError(f"`memory` must be an int (MiB) or a (request, limit) tuple of ints, got {memory!r}")
+            raise InvalidError(
+                f"`memory` must be an int (MiB) or a (request, limit) tuple of ints, got {memory!r}"
+            )
         request, limit = memory
         if request <= 0:
             raise InvalidError("Memory request must be a positive integer (MiB)")
@@ -214,7 +220,9 @@ def _parse_memory(memory: Any) -> tuple[int, int | None] | None:
             raise InvalidError(f"Cannot specify a memory limit lower than request: {limit} < {request}")
         return (request, limit)
     if not _is_int(memory):
-        raise InvalidError(f"`memory` must be an int (MiB) or a (request, limit) tuple of ints, got {memory!r}")
+        raise InvalidError(
+            f"`memory` must be an int (MiB) or a (request, limit) tuple of ints, got {memory!r}"
+        )
     if memory <= 0:
         raise InvalidError("Memory request must be a positive integer (MiB)")
     return (memory, None)
@@ -237,14 +245,17 @@ def _parse_volumes(volumes: Any) -> dict[str, Volume]:
         if path in ("/root", "/tmp"):
             raise InvalidError(f"Volume {path} cannot be mounted at '{path}'.")
         if not isinstance(volume, Volume):
-            raise InvalidError(f"Object of type {type(volume)} mounted at '{path}' is not usable as a volume.")
+            raise InvalidError(
+                f"Object of type {type(volume)} mounted at '{path}' is not usable as a volume."
+            )
         out[path] = volume
     paths = list(out)
     for i, path in enumerate(paths):
         same = [p for p in paths[i:] if out[p].same_volume(out[path])]
         if len(same) > 1:
             raise InvalidError(
-                "The same Volume cannot be mounted in multiple locations for the same function: " + ", ".join(same)
+                "The same Volume cannot be mounted in multiple locations for the same function: "
+                + ", ".join(same)
             )
     return out
 
@@ -253,7 +264,11 @@ def _parse_region(region: Any) -> tuple[str, ...] | None:
     if region is None:
         return None
     regions = (region,) if isinstance(region, str) else region
-    if not isinstance(regions, (list, tuple)) or not regions or not all(isinstance(r, str) and r for r in regions):
+    if (
+        not isinstance(regions, (list, tuple))
+        or not regions
+        or not all(isinstance(r, str) and r for r in regions)
+    ):
         raise InvalidError(f"`region` must be a region name or a list of region names, got {region!r}")
     return tuple(regions)
 
@@ -277,7 +292,9 @@ def _apply_renamed(kwargs: dict[str, Any]) -> None:
         if value is None:
             continue
         if kwargs.get(new) is not None:
-            raise InvalidError(f"Cannot set both `{old}` and `{new}`; `{old}` is deprecated, so keep only `{new}`.")
+            raise InvalidError(
+                f"Cannot set both `{old}` and `{new}`; `{old}` is deprecated, so keep only `{new}`."
+            )
         if old == "container_idle_timeout":
             _seconds(old, value, 2, 1200)
         elif old == "concurrency_limit":
@@ -332,7 +349,9 @@ def function_options(
         env = Secret.from_dict(env).local_values
 
     if "timeout" in kwargs and kwargs["timeout"] is None:
-        raise InvalidError("The `timeout` parameter cannot be set to None: https://modal.com/docs/guide/timeouts")
+        raise InvalidError(
+            "The `timeout` parameter cannot be set to None: https://modal.com/docs/guide/timeouts"
+        )
     timeout = _seconds("timeout", kwargs.get("timeout", 300), 1, _MAX_TIMEOUT)
     startup_timeout = kwargs.get("startup_timeout")
     if startup_timeout is not None:
@@ -348,7 +367,9 @@ def function_options(
     schedule = kwargs.get("schedule")
     if schedule is not None:
         if not isinstance(schedule, (Period, Cron)):
-            raise InvalidError(f"`schedule` must be a modal.Period or modal.Cron, not {type(schedule).__name__}")
+            raise InvalidError(
+                f"`schedule` must be a modal.Period or modal.Cron, not {type(schedule).__name__}"
+            )
         if raw_f is not None and _needs_arguments(raw_f):
             raise InvalidError(
                 f"Function {raw_f} has a schedule, so it needs to support being called with no arguments"
@@ -365,7 +386,9 @@ def function_options(
     buffer_containers = _int("buffer_containers", _default(kwargs, "buffer_containers", 0))
     scaledown_window = _default(kwargs, "scaledown_window", 60)
     if not _is_int(scaledown_window):
-        raise InvalidError(f"`scaledown_window` must be an int (seconds), not {type(scaledown_window).__name__}")
+        raise InvalidError(
+            f"`scaledown_window` must be an int (seconds), not {type(scaledown_window).__name__}"
+        )
     if not 2 <= scaledown_window <= 3600:
         raise InvalidError("`scaledown_window` must be between 2 and 3600 (inclusive)")
 
@@ -416,7 +439,9 @@ def function_options(
         scaledown_window=scaledown_window,
         name=name,
         serialized=_bool("serialized", _default(kwargs, "serialized", False)),
-        enable_memory_snapshot=_bool("enable_memory_snapshot", _default(kwargs, "enable_memory_snapshot", False)),
+        enable_memory_snapshot=_bool(
+            "enable_memory_snapshot", _default(kwargs, "enable_memory_snapshot", False)
+        ),
         single_use_containers=single_use,
         block_network=_bool("block_network", _default(kwargs, "block_network", False)),
         max_inputs=max_inputs,
@@ -453,21 +478,37 @@ def unsupported_features(options: FunctionOptions) -> list[str]:
     """One sentence per option whose effect Homeport does not build yet, saying what to do instead."""
     out: list[str] = []
     if options.volumes:
-        out.append(_not_built("volumes=...", "volumes are not built", "remove it and use a local directory for now"))
+        out.append(
+            _not_built("volumes=...", "volumes are not built", "remove it and use a local directory for now")
+        )
     if options.gpu:
         out.append(_not_built("gpu=...", "GPU assignment is not built", "remove it to run on the CPU"))
     if options.cpu:
-        out.append(_not_built("cpu=...", "CPU reservations and limits are not built", "remove it to run without a CPU limit"))
+        out.append(
+            _not_built(
+                "cpu=...", "CPU reservations and limits are not built", "remove it to run without a CPU limit"
+            )
+        )
     if options.memory:
         out.append(
-            _not_built("memory=...", "memory reservations and limits are not built", "remove it to run without a memory limit")
+            _not_built(
+                "memory=...",
+                "memory reservations and limits are not built",
+                "remove it to run without a memory limit",
+            )
         )
     if options.ephemeral_disk:
         out.append(_not_built("ephemeral_disk=...", "disk quotas are not built", "remove it"))
     if options.region:
-        out.append(_not_built("region=...", "placement by region is not built", "remove it to run on this machine"))
+        out.append(
+            _not_built("region=...", "placement by region is not built", "remove it to run on this machine")
+        )
     if options.cloud:
-        out.append(_not_built("cloud=...", "placement by cloud provider is not built", "remove it to run on this machine"))
+        out.append(
+            _not_built(
+                "cloud=...", "placement by cloud provider is not built", "remove it to run on this machine"
+            )
+        )
     if options.schedule is not None:
         out.append(
             _not_built(
@@ -494,7 +535,11 @@ def unsupported_features(options: FunctionOptions) -> list[str]:
     if options.single_use_containers or options.max_inputs is not None:
         param = "max_inputs=1" if options.max_inputs is not None else "single_use_containers=True"
         out.append(
-            _not_built(param, "containers that exit after one input are not built", "remove it; containers serve many inputs")
+            _not_built(
+                param,
+                "containers that exit after one input are not built",
+                "remove it; containers serve many inputs",
+            )
         )
     return out
 

@@ -50,7 +50,9 @@ class Retries:
         max_delay = _number("max_delay", max_delay)
 
         if max_retries < 0:
-            raise InvalidError(f"Invalid retries number: {max_retries}. Function retries must be non-negative.")
+            raise InvalidError(
+                f"Invalid retries number: {max_retries}. Function retries must be non-negative."
+            )
         if max_delay < 1:
             raise InvalidError(f"Invalid max_delay: {max_delay}. max_delay must be at least 1 second.")
         if max_delay > 60:
@@ -58,7 +60,9 @@ class Retries:
         if initial_delay < 0:
             raise InvalidError(f"Invalid initial_delay argument: {initial_delay}. Delay must be positive.")
         if initial_delay > 60:
-            raise InvalidError(f"Invalid initial_delay argument: {initial_delay}. Must be between 0-60 seconds.")
+            raise InvalidError(
+                f"Invalid initial_delay argument: {initial_delay}. Must be between 0-60 seconds."
+            )
         if not 1.0 <= backoff_coefficient <= 10.0:
             raise InvalidError(
                 f"Invalid backoff_coefficient: {backoff_coefficient}. "

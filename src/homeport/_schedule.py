@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Union
+from typing import Any
 
 from .exception import InvalidError
 
@@ -88,7 +88,7 @@ class Cron:
 
     def __init__(self, cron_string: str, timezone: str = "UTC") -> None:
         if not isinstance(cron_string, str):
-            raise InvalidError(f"Cron expects a string like \"0 9 * * *\", not {type(cron_string).__name__}")
+            raise InvalidError(f'Cron expects a string like "0 9 * * *", not {type(cron_string).__name__}')
         fields = cron_string.split()
         # A sixth field is accepted for the seconds or year extensions some cron dialects use.
         if len(fields) not in (5, 6):
@@ -119,7 +119,7 @@ class Cron:
         return f"Cron({self.cron_string!r}, timezone={self.timezone!r})"
 
 
-Schedule = Union[Period, Cron]
+Schedule = Period | Cron
 
 
 def schedule_from_dict(data: dict[str, Any]) -> Schedule:

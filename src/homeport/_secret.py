@@ -24,12 +24,7 @@ _ENV_DICT_WRONG_TYPE = "the env_dict argument to Secret has to be a dict[str, Un
 
 def check_object_name(name: Any, object_type: str) -> str:
     """Modal's rule for names of Apps, Secrets, Volumes, Dicts and Queues."""
-    if (
-        not isinstance(name, str)
-        or len(name) > 64
-        or not _OBJECT_NAME.match(name)
-        or _APP_ID.match(name)
-    ):
+    if not isinstance(name, str) or len(name) > 64 or not _OBJECT_NAME.match(name) or _APP_ID.match(name):
         raise InvalidError(
             f"Invalid {object_type} name: '{name}'. Names may contain only alphanumeric characters, dashes, "
             "periods, and underscores, must be shorter than 64 characters, and cannot conflict with App ID "

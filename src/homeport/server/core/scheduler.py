@@ -22,6 +22,12 @@ from dataclasses import dataclass, field
 PREFETCH_TARGET_SECONDS = 0.002
 MAX_PREFETCH = 1024
 EWMA_WEIGHT = 0.2
+# A new container is only worth starting when the backlog would keep the live ones busy for longer
+# than about a cold start; below that, warm containers drain it sooner than a new one could start.
+DRAIN_TARGET_SECONDS = 0.5
+# Until the first input of a pool has finished, nothing is known about how long inputs take: start
+# at most this many containers at once rather than one per queued input.
+MAX_BLIND_STARTS = 8
 
 
 @dataclass(frozen=True)
@@ -238,11 +244,23 @@ class Scheduler:
 
     # --- decisions ---------------------------------------------------------------------------------
     def plan(self, pool: Pool) -> int:
-        """How many containers the pool should have now."""
+        """How many containers the pool should have now.
+
+        Enough to run every queued and assigned input at `target_inputs` per container, but no more
+        than the backlog needs to drain within `DRAIN_TARGET_SECONDS` at the observed time per input
+        (so a map of a million 1 µs inputs does not start a container per input), plus
+        `buffer_containers` while busy, at least `min_containers`, at most `max_containers`.
+        """
         cfg = pool.config
         per_container = cfg.target_inputs or cfg.max_inputs
         busy = len(pool.queue) + sum(len(c.assigned) for c in pool.containers.values())
         want = math.ceil(busy / per_container)
+        if busy and pool.ewma_seconds is not None:
+            by_time = math.ceil(busy * pool.ewma_seconds / (DRAIN_TARGET_SECONDS * per_container))
+            want = min(want, max(1, by_time))
+        elif busy:
+            ready = sum(1 for c in pool.containers.values() if c.phase is Phase.READY)
+            want = min(want, ready + MAX_BLIND_STARTS)
         if busy:
             want += cfg.buffer_containers
         want = max(want, cfg.min_containers)

@@ -1,0 +1,104 @@
+"""Test helpers for users and for Homeport's own suite: a private control plane per test session.
+
+```python
+from homeport.testing import Platform
+
+with Platform() as platform:      # own state dir, own control plane, stopped and checked on exit
+    with app.run():
+        assert f.remote(2) == 4
+```
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import psutil
+
+from .. import _config, _launcher
+from .. import _protocol as P
+
+
+class Platform:
+    def __init__(self, state_dir: str | None = None) -> None:
+        self._own_dir = state_dir is None
+        # Short path: it holds a Unix socket, whose path may not exceed ~100 bytes.
+        self.state_dir = Path(state_dir or tempfile.mkdtemp(prefix="hp-", dir="/tmp"))
+        self._saved_env: dict[str, str | None] = {}
+        self.pid: int | None = None
+
+    def __enter__(self) -> Platform:
+        for key in (P.ENV_STATE_DIR, P.ENV_SERVER_ADDRESS):
+            self._saved_env[key] = os.environ.get(key)
+        os.environ[P.ENV_STATE_DIR] = str(self.state_dir)
+        os.environ.pop(P.ENV_SERVER_ADDRESS, None)
+        self.start()
+        return self
+
+    def start(self) -> int:
+        self.pid = _launcher.start_server(quiet=True) or int(_config.pid_path().read_text())
+        return self.pid
+
+    def server_processes(self) -> list[psutil.Process]:
+        """The control plane and every process it started (containers and their children)."""
+        if self.pid is None:
+            return []
+        try:
+            proc = psutil.Process(self.pid)
+            return [proc, *proc.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            return []
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Stop the control plane by pid and wait until it and all its containers are gone."""
+        procs = self.server_processes()
+        if self.pid is not None:
+            try:
+                os.kill(self.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+        gone, alive = psutil.wait_procs(procs, timeout=timeout)
+        for p in alive:
+            p.kill()
+        self.pid = None
+        if alive:
+            raise RuntimeError(f"processes left after the control plane stopped: {[p.pid for p in alive]}")
+
+    def restart(self) -> int:
+        self.stop()
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            self.stop()
+        finally:
+            for key, value in self._saved_env.items():
+                if value is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = value
+            if self._own_dir:
+                shutil.rmtree(self.state_dir, ignore_errors=True)
+
+
+def homeport_cli(*args: str, timeout: float = 120, **kwargs) -> subprocess.CompletedProcess:
+    """Run the `homeport` CLI of this interpreter in a subprocess, capturing its output."""
+    return subprocess.run(
+        [sys.executable, "-m", "homeport.cli", *args], capture_output=True, text=True, timeout=timeout, **kwargs
+    )
+
+
+def wait_for(predicate, timeout: float = 10.0, interval: float = 0.02) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval)
+    return predicate()

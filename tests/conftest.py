@@ -1,0 +1,22 @@
+import os
+import sys
+
+import pytest
+
+APPS = os.path.join(os.path.dirname(__file__), "integration", "apps")
+
+
+@pytest.fixture(scope="session")
+def platform():
+    """One private control plane for the integration tests; stopped and checked for leftovers at the end."""
+    from homeport.testing import Platform
+
+    with Platform() as p:
+        yield p
+
+
+@pytest.fixture(scope="session")
+def apps_path():
+    if APPS not in sys.path:
+        sys.path.insert(0, APPS)
+    return APPS

@@ -1,0 +1,119 @@
+import asyncio
+import os
+import sys
+import time
+
+import homeport as modal
+
+app = modal.App("basic")
+
+
+@app.function()
+def square(x):
+    return x * x
+
+
+@app.function()
+def pid():
+    return os.getpid()
+
+
+@app.function()
+def add(a, b=0):
+    return a + b
+
+
+@app.function()
+def fail(x=0):
+    if x == 3:
+        raise KeyError("three")
+    raise ValueError(f"bad input {x}")
+
+
+@app.function()
+def maybe_fail(x):
+    if x % 3 == 0:
+        raise ValueError(f"multiple of three: {x}")
+    return x
+
+
+@app.function()
+def gen(n):
+    for i in range(n):
+        yield i * 10
+
+
+@app.function()
+def gated_gen(gate):
+    """Yields one item, then waits until the caller has seen it: proves items stream as yielded."""
+    yield "first"
+    deadline = time.monotonic() + 20
+    while not os.path.exists(gate):
+        if time.monotonic() > deadline:
+            raise TimeoutError("the caller never saw the first item")
+        time.sleep(0.01)
+    yield "second"
+
+
+@app.function()
+async def async_double(x):
+    await asyncio.sleep(0.01)
+    return 2 * x
+
+
+@app.function()
+async def async_gen(n):
+    for i in range(n):
+        await asyncio.sleep(0)
+        yield i
+
+
+@app.function()
+def slow(seconds):
+    time.sleep(seconds)
+    return seconds
+
+
+@app.function()
+def talk(message):
+    print(f"stdout says {message}")
+    print(f"stderr says {message}", file=sys.stderr)
+    return message
+
+
+@app.function()
+def returns_lock():
+    import threading
+
+    return threading.Lock()
+
+
+@app.function()
+def env_var(name):
+    return os.environ.get(name)
+
+
+@app.function(retries=modal.Retries(max_retries=3, initial_delay=0.0, backoff_coefficient=1.0))
+def flaky(counter_file, fail_times):
+    n = int(open(counter_file).read()) if os.path.exists(counter_file) else 0
+    with open(counter_file, "w") as f:
+        f.write(str(n + 1))
+    if n < fail_times:
+        raise RuntimeError(f"attempt {n + 1} fails")
+    return n + 1
+
+
+@app.function(timeout=1)
+def too_slow():
+    time.sleep(30)
+    return "never"
+
+
+@app.function(secrets=[modal.Secret.from_dict({"HP_SECRET": "s3cr3t"})])
+def read_secret():
+    return os.environ.get("HP_SECRET")
+
+
+@app.function()
+def is_remote():
+    return modal.is_local(), os.environ.get("MODAL_IS_REMOTE")

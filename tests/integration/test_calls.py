@@ -1,0 +1,206 @@
+"""Issue 2, end to end: calls, results, errors, generators, async, logs, containers."""
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+
+import psutil
+import pytest
+
+import homeport as modal
+from homeport.exception import ExecutionError, FunctionTimeoutError, SerializationError
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def basic(platform, apps_path):
+    import basic
+
+    with basic.app.run(show_logs=False):
+        yield basic
+
+
+def test_remote_and_local(basic):
+    assert basic.square.remote(7) == 49
+    assert basic.add.remote(1, b=2) == 3
+    assert basic.square.local(5) == 25
+
+
+def test_runs_in_a_separate_reused_container(basic):
+    first = basic.pid.remote()
+    assert first != os.getpid()
+    assert basic.pid.remote() == first  # warm: the second call does not pay a cold start
+    assert psutil.Process(first).is_running()
+
+
+def test_inside_the_container_is_remote(basic):
+    is_local, modal_remote = basic.is_remote.remote()
+    assert is_local is False and modal_remote == "1"
+    assert modal.is_local() is True
+
+
+def test_map_ordered_unordered_and_starmap(basic):
+    assert list(basic.square.map(range(200))) == [x * x for x in range(200)]
+    assert sorted(basic.square.map(range(50), order_outputs=False)) == sorted(x * x for x in range(50))
+    assert list(basic.add.starmap([(1, 2), (3, 4)])) == [3, 7]
+    assert list(basic.add.map([1, 2], [10, 20])) == [11, 22]
+    assert list(basic.add.map([1, 2], kwargs={"b": 5})) == [6, 7]
+    assert list(basic.square.map([])) == []
+
+
+def test_big_map_moves_in_batches(basic):
+    n = 20_000
+    assert sum(basic.square.map(range(n))) == sum(x * x for x in range(n))
+
+
+def test_map_exceptions(basic):
+    out = list(basic.maybe_fail.map(range(7), return_exceptions=True))
+    assert [type(x) for x in out] == [ValueError, int, int, ValueError, int, int, ValueError]
+    with pytest.raises(ValueError, match="multiple of three: 0"):
+        list(basic.maybe_fail.map(range(7)))
+    assert basic.maybe_fail.for_each(range(4), ignore_exceptions=True) is None
+
+
+def test_exception_keeps_type_message_and_remote_traceback(basic):
+    with pytest.raises(ValueError, match="bad input 1") as info:
+        basic.fail.remote(1)
+    notes = "\n".join(getattr(info.value, "__notes__", []))
+    assert "Remote traceback" in notes and 'raise ValueError(f"bad input {x}")' in notes
+    with pytest.raises(KeyError):
+        basic.fail.remote(3)
+
+
+def test_unserializable_argument_and_result(basic):
+    import threading
+
+    with pytest.raises(SerializationError, match=r"'square'.*lock"):
+        basic.square.remote(threading.Lock())
+    with pytest.raises(SerializationError, match=r"returns_lock.*lock"):
+        basic.returns_lock.remote()
+    assert basic.square.remote(3) == 9  # nothing hangs afterwards
+
+
+def test_spawn_get_and_from_id_in_another_process(basic):
+    call = basic.slow.spawn(0.2)
+    with pytest.raises(TimeoutError):
+        call.get(timeout=0)
+    assert call.get(timeout=30) == 0.2
+    call2 = basic.square.spawn(12)
+    code = textwrap.dedent(f"""
+        import homeport as modal
+        print(modal.FunctionCall.from_id({call2.object_id!r}).get(timeout=30))
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.stdout.strip() == "144", out.stderr
+
+
+def test_cancel_spawned_call(basic):
+    call = basic.slow.spawn(30)
+    call.cancel()
+    with pytest.raises(modal.exception.RemoteError, match="cancelled"):
+        call.get(timeout=30)
+
+
+def test_generator_streams_items_as_yielded(basic, tmp_path):
+    gate = tmp_path / "gate"
+    items = []
+    for item in basic.gated_gen.remote_gen(str(gate)):
+        items.append(item)
+        gate.touch()  # the generator only finishes once we have seen the first item
+    assert items == ["first", "second"]
+    assert list(basic.gen.remote_gen(4)) == [0, 10, 20, 30]
+    with pytest.raises(modal.exception.InvalidError, match="remote_gen"):
+        basic.gen.remote(3)
+    with pytest.raises(modal.exception.InvalidError, match="non-generator"):
+        list(basic.square.remote_gen(3))
+
+
+def test_async_interfaces(basic):
+    async def main():
+        assert await basic.square.remote.aio(4) == 16
+        assert await basic.async_double.remote.aio(21) == 42
+        assert [x async for x in basic.square.map.aio(range(5))] == [0, 1, 4, 9, 16]
+        call = await basic.square.spawn.aio(6)
+        assert await call.get.aio(timeout=30) == 36
+        assert [x async for x in basic.gen.remote_gen.aio(3)] == [0, 10, 20]
+        assert [x async for x in basic.async_gen.remote_gen.aio(3)] == [0, 1, 2]
+        results = await asyncio.gather(*(basic.square.remote.aio(i) for i in range(10)))
+        assert results == [i * i for i in range(10)]
+
+    asyncio.run(main())
+
+
+def test_retries_then_success(basic, tmp_path):
+    counter = tmp_path / "count"
+    assert basic.flaky.remote(str(counter), 2) == 3
+    counter.unlink()
+    with pytest.raises(RuntimeError, match="attempt 4 fails"):
+        basic.flaky.remote(str(counter), 10)  # 1 try + 3 retries
+
+
+def test_timeout_fails_input_and_replaces_container(basic):
+    with pytest.raises(FunctionTimeoutError, match="timed out after 1s"):
+        basic.too_slow.remote()
+
+
+def test_local_secret_is_injected(basic):
+    assert basic.read_secret.remote() == "s3cr3t"
+    assert basic.env_var.remote("HP_SECRET") is None  # only where requested
+
+
+def test_sigkilled_container_fails_clearly_and_next_call_gets_a_fresh_one(basic):
+    victim = basic.pid.remote()
+    call = basic.slow.spawn(30)
+    # find the container running `slow` and kill it
+    from homeport.testing import wait_for
+
+    def slow_container():
+        rows = [c for c in _containers() if c["function"] == "slow" and c["running"]]
+        return rows[0] if rows else None
+
+    assert wait_for(lambda: slow_container() is not None, timeout=30)
+    os.kill(slow_container()["pid"], signal.SIGKILL)
+    with pytest.raises(ExecutionError, match="SIGKILL"):
+        call.get(timeout=30)
+    assert basic.slow.remote(0) == 0
+    assert basic.pid.remote() == victim  # other functions' containers are untouched
+
+
+def _containers():
+    from homeport import _protocol as P
+    from homeport._bridge import run_sync
+    from homeport._client import get_client
+
+    async def ls():
+        return await (await get_client()).request({"t": P.CONTAINER_LIST})
+
+    return run_sync(ls())
+
+
+def test_app_stop_stops_containers(platform, tmp_path):
+    src = tmp_path / "tiny_app.py"
+    src.write_text("import os\nimport homeport as modal\napp = modal.App('tiny')\n\n@app.function()\ndef pid():\n    return os.getpid()\n")
+    sys.path.insert(0, str(tmp_path))
+    try:
+        import tiny_app
+    finally:
+        sys.path.remove(str(tmp_path))
+    with tiny_app.app.run(show_logs=False):
+        pid = tiny_app.pid.remote()
+        assert psutil.pid_exists(pid)
+    from homeport.testing import wait_for
+
+    assert wait_for(lambda: not _alive(pid), timeout=20)
+    with pytest.raises(ExecutionError, match="not running"):
+        tiny_app.pid.remote()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
