@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import importlib
 
-from ._base import Backend, ContainerSpec, ExitInfo
+from ._base import Backend, ContainerSpec, ExitInfo, Mount
 
-__all__ = ["Backend", "ContainerSpec", "ExitInfo", "create_backend", "registered_backends"]
+__all__ = ["Backend", "ContainerSpec", "ExitInfo", "Mount", "create_backend", "registered_backends"]
 
 # name -> "module:Class"; only the chosen backend's module is imported (the Ray one imports ray).
 _REGISTRY = {

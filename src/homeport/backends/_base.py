@@ -8,6 +8,15 @@ from dataclasses import dataclass, field
 
 
 @dataclass(frozen=True)
+class Mount:
+    """A host directory that appears at `target` inside the container."""
+
+    source: str
+    target: str
+    read_only: bool = False
+
+
+@dataclass(frozen=True)
 class ContainerSpec:
     container_id: str
     app_id: str
@@ -17,6 +26,8 @@ class ContainerSpec:
     cwd: str | None = None
     memory_limit_mib: int | None = None
     cpu_limit: float | None = None
+    mounts: tuple[Mount, ...] = ()  # volumes, at the absolute paths the user gave
+    rootfs: str | None = None  # a root file system image to run under (apt_install, run_commands)
 
 
 @dataclass(frozen=True)

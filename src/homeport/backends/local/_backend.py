@@ -9,6 +9,7 @@ import os
 import signal
 
 from .._base import Backend, ContainerSpec, ExitCallback, ExitInfo, OutputCallback
+from . import _sandbox
 
 log = logging.getLogger("homeport.backend.local")
 
@@ -36,7 +37,7 @@ class LocalBackend(Backend):
             os.makedirs(tmp, mode=0o700, exist_ok=True)
             env["TMPDIR"] = tmp
         process = await asyncio.create_subprocess_exec(
-            *spec.argv,
+            *_sandbox.command(spec),
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
