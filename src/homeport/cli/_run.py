@@ -105,7 +105,8 @@ def parse_cli_args(f: Any, args: list[str]) -> dict[str, Any]:
         if is_flag:
             params.append(click.Option([f"{opt}/--no-{p.name.replace('_', '-')}", p.name], default=bool(default), show_default=True))
         else:
-            params.append(click.Option([opt, p.name], type=typ, required=required, default=default, show_default=True))
+            extra = {} if required else {"default": default, "show_default": True}  # click 8.2+: None is a default
+            params.append(click.Option([opt, p.name], type=typ, required=required, **extra))
     cmd = click.Command(getattr(f, "__name__", "fn"), params=params, callback=lambda **kw: kw)
     result = cmd.main(args=args, prog_name=f"homeport run ...::{getattr(f, '__name__', '')}", standalone_mode=False)
     if isinstance(result, int):  # --help was shown
@@ -126,29 +127,63 @@ def run_program(ref: str, args: list[str], *, module_mode: bool, detach: bool, q
     kind, target = choose_target(app, module, name)
     if kind == "entrypoint":
         kwargs = parse_cli_args(target, args)
-        with app.run(show_logs=not quiet, detach=detach):
-            result = target(**kwargs)
-            if inspect.isawaitable(result):
-                result = asyncio.run(_await(result))
-        return
-    if kind == "method":
+        call = lambda: target(**kwargs)  # noqa: E731
+    elif kind == "method":
         cls, meth = target
-        raw = getattr(cls._user_cls, meth)
-        kwargs = parse_cli_args(raw, args)
+        kwargs = parse_cli_args(getattr(cls._user_cls, meth), args)
         kwargs.pop("self", None)
-        with app.run(show_logs=not quiet, detach=detach):
-            result = getattr(cls(), meth).remote(**kwargs)
+        call = lambda: getattr(cls(), meth).remote(**kwargs)  # noqa: E731
     else:
         fn: Function = target
         if fn.is_generator:
             raise InvalidError("`homeport run` is not supported for generator functions")
         kwargs = parse_cli_args(fn._raw_f, args)
-        with app.run(show_logs=not quiet, detach=detach):
-            result = fn.spawn(**kwargs).get() if detach else fn.remote(**kwargs)
+        call = (lambda: fn.spawn(**kwargs).get()) if detach else (lambda: fn.remote(**kwargs))  # noqa: E731
+    with _status(app, quiet) as status, app.run(show_logs=not quiet, detach=detach):
+        status.created()
+        result = call()
+        if inspect.isawaitable(result):
+            result = asyncio.run(_await(result))
     if write_result:
         if not isinstance(result, (str, bytes)):
             raise click.ClickException(f"--write-result needs a str or bytes result, got {type(result).__name__}")
         Path(write_result).write_bytes(result.encode() if isinstance(result, str) else result)
+
+
+class _status:  # noqa: N801 - used as a context manager
+    """Modal-style progress lines on stderr: what was created, and how the app ended."""
+
+    def __init__(self, app: App, quiet: bool) -> None:
+        from rich.console import Console
+
+        self.app, self.quiet = app, quiet
+        self.console = Console(stderr=True, highlight=False)
+
+    def __enter__(self) -> _status:
+        if not self.quiet:
+            self.console.print(f"[green]✓[/green] Initialized app [bold]{self.app.name or '(unnamed)'}[/bold].")
+        return self
+
+    def created(self) -> None:
+        if self.quiet:
+            return
+        fns = sorted(self.app.registered_functions)
+        lines = [f"[green]✓[/green] Created objects ({self.app.app_id})."]
+        lines += [f"{'└──' if i == len(fns) - 1 else '├──'} Created {self._kind(n)} {n}." for i, n in enumerate(fns)]
+        self.console.print("\n".join(lines))
+
+    def _kind(self, name: str) -> str:
+        return "function" if isinstance(self.app.registered_functions[name], Function) else "class"
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        if self.quiet:
+            return
+        if exc_type is None:
+            self.console.print("[green]✓[/green] App completed.")
+        elif issubclass(exc_type, KeyboardInterrupt):
+            self.console.print("[yellow]⨯[/yellow] App stopped (interrupted).")
+        else:
+            self.console.print(f"[red]⨯[/red] App failed: {exc_type.__name__}.")
 
 
 async def _await(x: Any) -> Any:

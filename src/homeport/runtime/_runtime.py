@@ -74,13 +74,14 @@ def _import_user_module(defn: dict[str, Any]):
             sys.path.insert(0, p)
     name = defn["module_name"]
     path = defn.get("module_file")
+    if name == "__main__" and path is not None:
+        # A script run as `python app.py`: import its file under another name, so that its
+        # `if __name__ == "__main__":` block never runs inside a container.
+        name = "__homeport_main__"
     if name in sys.modules:
         return sys.modules[name]
     if path is None:
         return importlib.import_module(name)
-    if name == "__main__":
-        # Never run the user's `if __name__ == "__main__":` block inside a container.
-        name = "__homeport_main__"
     spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module

@@ -1,0 +1,188 @@
+"""The pure scheduler: events in, instructions out, time passed in. No processes, sockets or sleeps."""
+
+import itertools
+
+import pytest
+
+from homeport.server.core.scheduler import (
+    MAX_BLIND_STARTS,
+    Assign,
+    FailInputs,
+    PoolConfig,
+    RequeueInputs,
+    Scheduler,
+    StartContainer,
+    StopContainer,
+)
+
+
+def make(config: PoolConfig = PoolConfig(), now: float = 0.0):
+    ids = (f"c{i}" for i in itertools.count(1))
+    s = Scheduler(lambda: next(ids))
+    out = s.add_pool("p", config, now)
+    return s, out
+
+
+def of(kind, out):
+    return [i for i in out if isinstance(i, kind)]
+
+
+def started(out):
+    return [i.container for i in of(StartContainer, out)]
+
+
+def test_empty_pool_starts_nothing_but_min_containers_start_at_once():
+    _, out = make()
+    assert out == []
+    _, out = make(PoolConfig(min_containers=3))
+    assert started(out) == ["c1", "c2", "c3"]
+
+
+def test_first_input_starts_one_container_and_is_assigned_when_it_is_ready():
+    s, _ = make()
+    out = s.submit("p", [1], now=0)
+    assert started(out) == ["c1"] and not of(Assign, out)
+    out = s.container_ready("c1", now=0.1)
+    assert of(Assign, out) == [Assign("c1", (1,))]
+
+
+def test_warm_container_is_reused():
+    s, _ = make()
+    s.submit("p", [1], 0)
+    s.container_ready("c1", 0.1)
+    s.inputs_done("c1", [1], seconds=0.01, now=0.2)
+    out = s.submit("p", [2], 0.3)
+    assert out == [Assign("c1", (2,))]
+
+
+@pytest.mark.parametrize(
+    ("queued", "config", "expected_starts"),
+    [
+        (1, PoolConfig(), 1),
+        (5, PoolConfig(), 5),  # one input per container, nothing known about duration yet
+        (100, PoolConfig(), MAX_BLIND_STARTS),  # at most this many blind starts at once
+        (100, PoolConfig(max_containers=3), 3),
+        (5, PoolConfig(buffer_containers=2), 7),
+        (10, PoolConfig(max_inputs=4), 3),  # input concurrency: fewer containers
+        (10, PoolConfig(max_inputs=10, target_inputs=2), 5),  # the autoscaler aims for target_inputs
+        (0, PoolConfig(min_containers=2, buffer_containers=5), 2),  # buffer only while busy
+    ],
+)
+def test_scale_up_table(queued, config, expected_starts):
+    s, out = make(config)
+    if queued:
+        out = out + s.submit("p", range(queued), 0)
+    assert len(started(out)) == expected_starts
+
+
+def test_short_inputs_do_not_start_a_container_per_input():
+    s, _ = make()
+    s.submit("p", [0], 0)
+    s.container_ready("c1", 0.1)
+    s.inputs_done("c1", [0], seconds=0.0001, now=0.2)  # inputs take 100 µs
+    out = s.submit("p", range(1, 1001), 0.3)
+    assert started(out) == []  # 1000 × 100 µs drains on the warm container faster than a cold start
+    assert sum(len(a.inputs) for a in of(Assign, out)) > 1  # and is prefetched in a batch
+
+
+def test_long_inputs_scale_out_to_one_container_per_input():
+    s, _ = make(PoolConfig(max_containers=10))
+    s.submit("p", [0], 0)
+    s.container_ready("c1", 0.1)
+    s.inputs_done("c1", [0], seconds=1.0, now=1.1)
+    out = s.submit("p", range(1, 101), 1.2)
+    assert len(started(out)) == 9  # up to max_containers
+
+
+def test_long_inputs_are_not_prefetched():
+    s, _ = make()
+    s.submit("p", [0], 0)
+    s.container_ready("c1", 0.1)
+    s.inputs_done("c1", [0], seconds=2.0, now=2.1)
+    out = s.submit("p", [1, 2, 3], 2.2)
+    assert of(Assign, out) == [Assign("c1", (1,))]
+
+
+def test_idle_container_stops_after_scaledown_window_not_before():
+    s, _ = make(PoolConfig(scaledown_window=10))
+    s.submit("p", [1], 0)
+    s.container_ready("c1", 0)
+    s.inputs_done("c1", [1], 0.01, now=1)
+    assert s.next_deadline() == 11
+    assert s.tick(10.9) == []
+    out = s.tick(11)
+    assert of(StopContainer, out) == [StopContainer("c1", "idle 10.0s >= scaledown_window")]
+    assert s.tick(20) == []  # asked once
+
+
+def test_min_containers_are_never_scaled_down():
+    s, _ = make(PoolConfig(min_containers=1, scaledown_window=2))
+    s.container_ready("c1", 0)
+    assert s.tick(1000) == []
+
+
+def test_busy_container_is_not_scaled_down():
+    s, _ = make(PoolConfig(scaledown_window=2))
+    s.submit("p", [1], 0)
+    s.container_ready("c1", 0)
+    assert not of(StopContainer, s.tick(100))
+
+
+def test_dead_container_fails_running_inputs_and_requeues_prefetched_ones():
+    s, _ = make()
+    s.submit("p", [0], 0)
+    s.container_ready("c1", 0)
+    s.inputs_done("c1", [0], seconds=0.00001, now=0.1)
+    s.submit("p", [1, 2, 3], 0.2)  # short inputs: all three go to c1 (one running, two prefetched)
+    assert s.holder_of(3) == "c1"
+    out = s.container_exited("c1", 0.3, "killed by signal SIGKILL")
+    assert of(FailInputs, out) == [FailInputs((1,), "killed by signal SIGKILL", lost=True)]
+    assert of(RequeueInputs, out) == [RequeueInputs((2, 3))]
+    assert started(out) == ["c2"]  # the requeued inputs get a fresh container
+    out = s.container_ready("c2", 0.5)
+    assert of(Assign, out)[0].inputs[0] == 2  # in their original order
+
+
+def test_init_failure_fails_the_queue_instead_of_restarting_forever():
+    s, _ = make()
+    s.submit("p", [1, 2], 0)
+    out = s.container_exited("c1", 0.1, "enter hook failed", init_failed=True)
+    fails = of(FailInputs, out)
+    assert {i for f in fails for i in f.inputs} == {1, 2}
+    assert not started(out)
+
+
+def test_release_puts_unstarted_inputs_back_in_front():
+    s, _ = make(PoolConfig(max_containers=1))
+    s.submit("p", [0], 0)
+    s.container_ready("c1", 0)
+    s.inputs_done("c1", [0], seconds=0.00001, now=0.1)
+    s.submit("p", [1, 2, 3], 0.2)
+    s.submit("p", [4], 0.2)
+    out = s.release("c1", [2, 3], now=0.3)
+    assert of(Assign, out) and of(Assign, out)[0].inputs[:2] == (2, 3)
+
+
+def test_remove_pool_fails_queued_and_stops_everything():
+    s, _ = make(PoolConfig(max_containers=1))
+    s.submit("p", [1, 2], 0)
+    s.container_ready("c1", 0)
+    out = s.remove_pool("p", "app stopped")
+    assert of(FailInputs, out) == [FailInputs((2,), "app stopped")]
+    assert of(StopContainer, out) == [StopContainer("c1", "app stopped")]
+    out = s.container_exited("c1", 1, "stopped")
+    assert "p" not in s.pools
+
+
+def test_cancel_only_drops_queued_inputs():
+    s, _ = make(PoolConfig(max_containers=1))
+    s.submit("p", [1, 2], 0)
+    s.container_ready("c1", 0)
+    assert s.cancel("p", {2}) is True  # still queued
+    assert s.cancel("p", {1}) is False  # already running on c1
+
+
+def test_stop_container_is_idempotent():
+    s, _ = make(PoolConfig(min_containers=1))
+    assert s.stop_container("c1", "user asked") == [StopContainer("c1", "user asked")]
+    assert s.stop_container("c1", "user asked") == []
