@@ -91,7 +91,7 @@ def current_function_call_id() -> str | None:
     return None
 
 
-class enable_output:  # noqa: N801 - Modal's public name
+class enable_output:
     """Context manager kept for compatibility: container output streams during `app.run()` already."""
 
     def __enter__(self) -> None:

@@ -52,6 +52,23 @@ def build_definition(
     }
 
 
+def input_settings(target: Any, options: FunctionOptions, batch: dict[str, int] | None = None) -> dict[str, Any]:
+    """How many inputs a container takes at once: `@modal.concurrent` (or the legacy
+    `allow_concurrent_inputs`) on the function or class, or a `@modal.batched` batch."""
+    conc = getattr(target, P.CONCURRENT_ATTR, None)
+    if conc is None and options.allow_concurrent_inputs:
+        conc = {"max_inputs": options.allow_concurrent_inputs, "target_inputs": None}
+    if batch is not None:
+        if conc is not None and conc["max_inputs"] > 1:
+            raise UnimplementedError(
+                "`@modal.batched` together with `@modal.concurrent` is not supported by Homeport yet; "
+                "batches run one at a time per container. Remove one of the two decorators."
+            )
+        return {"max_inputs": batch["max_batch_size"], "target_inputs": None, "batch": batch}
+    conc = conc or {"max_inputs": 1, "target_inputs": None}
+    return {"max_inputs": conc["max_inputs"], "target_inputs": conc["target_inputs"], "batch": None}
+
+
 def pool_config(options: FunctionOptions, max_inputs: int = 1, target_inputs: int | None = None) -> dict[str, Any]:
     return {
         "min_containers": options.min_containers,
@@ -182,8 +199,11 @@ class App:
             is_gen = bool(kwargs.pop("is_generator", None)) or is_generator_function(f)
             options = function_options(tag=tag, raw_f=f, is_generator=is_gen, **kwargs)
             fn = Function(self, f, tag, options, is_generator=is_gen)
-            definition = build_definition(tag, f, qualname, options, is_gen)
-            self._register(_Registered(tag, fn, options, definition, pool_config(options), fn._hydrate))
+            inputs = input_settings(f, options, getattr(f, P.BATCHED_ATTR, None))
+            definition = build_definition(tag, f, qualname, options, is_gen, max_inputs=inputs["max_inputs"],
+                                          batch=inputs["batch"])
+            config = pool_config(options, inputs["max_inputs"], inputs["target_inputs"])
+            self._register(_Registered(tag, fn, options, definition, config, fn._hydrate))
             return fn
 
         return decorator
@@ -216,7 +236,7 @@ class App:
         return decorator
 
     def include(self, other: App) -> App:
-        for tag, reg in other._registered.items():
+        for reg in other._registered.values():
             self._register(reg)
         return self
 

@@ -78,13 +78,27 @@ def cls_decorator(app: App, kwargs: dict[str, Any]):
             )
         options = function_options(tag=tag, raw_f=None, **kwargs)
         cls = Cls(app, user_cls, tag, options, methods, params)
-        from ._app import _Registered, build_definition, pool_config
+        from ._app import _Registered, build_definition, input_settings, pool_config
 
-        definition = build_definition(tag, user_cls, user_cls.__qualname__, options, False, params={})
-        app._register(_Registered(tag, cls, options, definition, pool_config(options), cls._hydrate))
+        inputs = input_settings(user_cls, options, _class_batch(user_cls, methods))
+        definition = build_definition(tag, user_cls, user_cls.__qualname__, options, False, params={},
+                                      max_inputs=inputs["max_inputs"], batch=inputs["batch"])
+        config = pool_config(options, inputs["max_inputs"], inputs["target_inputs"])
+        app._register(_Registered(tag, cls, options, definition, config, cls._hydrate))
         return cls
 
     return decorator
+
+
+def _class_batch(user_cls: type, methods: dict[str, dict]) -> dict[str, int] | None:
+    batched = [name for name, m in methods.items() if m.get("batched")]
+    if not batched:
+        return None
+    if len(batched) > 1:
+        raise InvalidError(f"Modal class {user_cls.__name__} can only have one batched function.")
+    if len(methods) > 1:
+        raise InvalidError(f"Modal class {user_cls.__name__} with a modal batched function cannot have other modal methods.")
+    return methods[batched[0]]["batched"]
 
 
 def function_class(app: App, user_cls: type, kwargs: dict[str, Any]) -> Function:
@@ -106,10 +120,13 @@ def function_class(app: App, user_cls: type, kwargs: dict[str, Any]) -> Function
 
     fn = Function(app, local_call, tag, options, is_generator=False)
     setattr(fn, P.USER_CLASS_ATTR, user_cls)
-    from ._app import _Registered, build_definition, pool_config
+    from ._app import _Registered, build_definition, input_settings, pool_config
 
-    definition = build_definition(tag, user_cls, user_cls.__qualname__, options, False, params={})
-    app._register(_Registered(tag, fn, options, definition, pool_config(options), fn._hydrate))
+    inputs = input_settings(user_cls, options)
+    definition = build_definition(tag, user_cls, user_cls.__qualname__, options, False, params={},
+                                  max_inputs=inputs["max_inputs"], batch=None)
+    config = pool_config(options, inputs["max_inputs"], inputs["target_inputs"])
+    app._register(_Registered(tag, fn, options, definition, config, fn._hydrate))
     return fn
 
 
@@ -165,6 +182,7 @@ class Cls:
         self._base = base
         self._function_id: str | None = None
         self._bound: dict[tuple, str] = {}
+        self._input_overrides: dict[str, Any] | None = None
         setattr(self, P.USER_CLASS_ATTR, user_cls)
 
     def __repr__(self) -> str:
@@ -208,13 +226,38 @@ class Cls:
         merged = {**self._overrides, **{k: v for k, v in options.items() if v is not None}}
         function_options(tag=self._tag, raw_f=None, **merged)  # validate now, where the user wrote it
         root = self._base or self
-        return Cls(self._app, self._user_cls, self._tag, self._options, self._methods, self._params, merged, root)
+        variant = Cls(self._app, self._user_cls, self._tag, self._options, self._methods, self._params, merged, root)
+        variant._input_overrides = self._input_overrides
+        return variant
 
     def with_concurrency(self, *, max_inputs: int, target_inputs: int | None = None) -> Cls:
-        raise UnimplementedError("`Cls.with_concurrency` is not supported by Homeport yet (input concurrency is not built).")
+        """A variant whose containers each run up to `max_inputs` inputs at once."""
+        from ._partial import concurrency_settings
+
+        settings = concurrency_settings(max_inputs, target_inputs)
+        if self._batch_settings() is not None:
+            raise UnimplementedError("`with_concurrency` on a class with a `@modal.batched` method is not supported by Homeport yet.")
+        return self._with_inputs({"max_inputs": settings["max_inputs"], "target_inputs": settings["target_inputs"],
+                                  "batch": None})
 
     def with_batching(self, *, max_batch_size: int, wait_ms: int) -> Cls:
-        raise UnimplementedError("`Cls.with_batching` is not supported by Homeport yet (dynamic batching is not built).")
+        """A variant of a class with a `@modal.batched` method, with other batch settings."""
+        from ._partial import batch_settings
+
+        settings = batch_settings(max_batch_size, wait_ms)
+        if self._batch_settings() is None:
+            raise InvalidError(f"`with_batching` needs a `@modal.batched` method on {self._tag}.")
+        return self._with_inputs({"max_inputs": max_batch_size, "target_inputs": None, "batch": settings})
+
+    def _batch_settings(self) -> dict[str, int] | None:
+        return next((m["batched"] for m in self._methods.values() if m.get("batched")), None)
+
+    def _with_inputs(self, inputs: dict[str, Any]) -> Cls:
+        root = self._base or self
+        variant = Cls(self._app, self._user_cls, self._tag, self._options, self._methods, self._params,
+                      dict(self._overrides), root)
+        variant._input_overrides = inputs
+        return variant
 
     @classmethod
     def from_name(cls, app_name: str, name: str, **kwargs: Any) -> Cls:
@@ -227,9 +270,11 @@ class Cls:
         root = self._base or self
         if root._function_id is None:
             raise root._not_hydrated()
-        if not params and not self._overrides:
+        inputs = self._input_overrides
+        if not params and not self._overrides and not inputs:
             return root._function_id
-        key = (tuple(sorted(params.items())), tuple(sorted((k, repr(v)) for k, v in self._overrides.items())))
+        key = (tuple(sorted(params.items())), tuple(sorted((k, repr(v)) for k, v in self._overrides.items())),
+               repr(inputs))
         fid = root._bound.get(key)
         if fid is not None:
             return fid
@@ -256,6 +301,9 @@ class Cls:
                 definition["startup_timeout"] = opts.startup_timeout
         else:
             config, definition = {}, {}
+        if inputs:
+            config.update(max_inputs=inputs["max_inputs"], target_inputs=inputs["target_inputs"])
+            definition.update(max_inputs=inputs["max_inputs"], batch=inputs["batch"])
         client = await get_client()
         fid = await client.request({"t": P.FUNCTION_BIND, "fid": root._function_id, "params": params,
                                     "config": config, "definition": definition})

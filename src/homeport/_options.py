@@ -83,6 +83,7 @@ class FunctionOptions:
     single_use_containers: bool = False
     block_network: bool = False
     max_inputs: int | None = None
+    allow_concurrent_inputs: int | None = None  # legacy form of `@modal.concurrent(max_inputs=...)`
     nonpreemptible: bool = False
     include_source: bool | None = None
 
@@ -104,7 +105,7 @@ _RENAMED = {
     "container_idle_timeout": "scaledown_window",
 }
 _FIELD_NAMES = frozenset(f.name for f in fields(FunctionOptions))
-_ACCEPTED = _FIELD_NAMES | set(_NOT_BUILT_PARAMS) | set(_RENAMED) | {"allow_concurrent_inputs"}
+_ACCEPTED = _FIELD_NAMES | set(_NOT_BUILT_PARAMS) | set(_RENAMED)
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
 
 
@@ -328,11 +329,13 @@ def function_options(
     for key, why in _NOT_BUILT_PARAMS.items():
         if kwargs.pop(key, None):
             raise UnimplementedError(f"`{key}=` is not supported by Homeport yet ({why}).")
-    if kwargs.pop("allow_concurrent_inputs", None) is not None:
-        raise UnimplementedError(
-            "`allow_concurrent_inputs` is deprecated in Modal in favour of the `@modal.concurrent(max_inputs=...)` "
-            "decorator, which Homeport does not build yet; remove `allow_concurrent_inputs` to run one input "
-            "at a time per container."
+    allow_concurrent_inputs = kwargs.pop("allow_concurrent_inputs", None)
+    if allow_concurrent_inputs is not None:
+        if not _is_int(allow_concurrent_inputs) or allow_concurrent_inputs < 1:
+            raise InvalidError("`allow_concurrent_inputs` must be a positive integer.")
+        _warn_deprecated(
+            "The 'allow_concurrent_inputs' parameter is deprecated. Use the '@modal.concurrent' decorator "
+            f"instead: `@modal.concurrent(max_inputs={allow_concurrent_inputs})`."
         )
     _apply_renamed(kwargs)
 
@@ -445,6 +448,7 @@ def function_options(
         single_use_containers=single_use,
         block_network=_bool("block_network", _default(kwargs, "block_network", False)),
         max_inputs=max_inputs,
+        allow_concurrent_inputs=allow_concurrent_inputs,
         nonpreemptible=_bool("nonpreemptible", _default(kwargs, "nonpreemptible", False)),
         include_source=include_source,
     )

@@ -113,7 +113,7 @@ def enter(_warn_parentheses_missing: Any = None, *, snap: bool = False) -> Any:
     return _lifecycle("enter", snap)
 
 
-def exit(_warn_parentheses_missing: Any = None) -> Any:  # noqa: A001 - Modal's public name
+def exit(_warn_parentheses_missing: Any = None) -> Any:
     """Run a method when a container stops (scaled down, app stopped, control plane shutting down)."""
     if _warn_parentheses_missing is not None:
         raise InvalidError("Positional arguments are not allowed. Did you forget parentheses? Suggestion: `@modal.exit()`.")
@@ -128,8 +128,99 @@ def _not_built(name: str, issue: str) -> Any:
     return factory
 
 
-concurrent = _not_built("concurrent", "input concurrency is not built")
-batched = _not_built("batched", "dynamic batching is not built")
+def _is_int(x: Any) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+def concurrency_settings(max_inputs: Any, target_inputs: Any) -> dict[str, int | None]:
+    """Validated `@modal.concurrent` settings (also used by `with_concurrency`)."""
+    if max_inputs is None:
+        raise TypeError("`@modal.concurrent()` missing required argument: `max_inputs`.")
+    if not _is_int(max_inputs) or max_inputs < 1:
+        raise InvalidError(f"`max_inputs` must be a positive integer, not {max_inputs!r}.")
+    if target_inputs is not None:
+        if isinstance(target_inputs, float):
+            raise InvalidError(
+                "The `target_inputs` argument must be an integer; fractional values are only supported for Servers."
+            )
+        if not _is_int(target_inputs) or target_inputs < 1:
+            raise InvalidError(f"`target_inputs` must be a positive integer, not {target_inputs!r}.")
+        if target_inputs > max_inputs:
+            raise InvalidError("`target_inputs` parameter cannot be greater than `max_inputs`.")
+    return {"max_inputs": max_inputs, "target_inputs": target_inputs}
+
+
+def batch_settings(max_batch_size: Any, wait_ms: Any) -> dict[str, int]:
+    """Validated `@modal.batched` settings (also used by `with_batching`)."""
+    if not _is_int(max_batch_size) or max_batch_size < 1:
+        raise InvalidError("max_batch_size must be a positive integer.")
+    if max_batch_size > 1000:
+        raise InvalidError("max_batch_size cannot be greater than 1000.")
+    if not _is_int(wait_ms) or wait_ms < 0:
+        raise InvalidError("wait_ms must be a non-negative integer.")
+    if wait_ms > 600_000:
+        raise InvalidError("wait_ms cannot be greater than 600000.")
+    return {"max_batch_size": max_batch_size, "wait_ms": wait_ms}
+
+
+def concurrent(_warn_parentheses_missing: Any = None, *, max_inputs: int | None = None,
+               target_inputs: int | None = None) -> Any:
+    """Let one container run up to `max_inputs` inputs at once (threads for sync functions, the event
+    loop for async ones); the autoscaler aims for `target_inputs` per container.
+
+    Stack it under `@app.function()`, or put it on the class under `@app.cls()`.
+    """
+    if _warn_parentheses_missing is not None:
+        raise InvalidError("Positional arguments are not allowed. Did you forget parentheses? Suggestion: `@modal.concurrent()`.")
+    settings = concurrency_settings(max_inputs, target_inputs)
+
+    def decorator(f: Any) -> Any:
+        if isinstance(f, PartialFunction):
+            raise InvalidError("The `@modal.concurrent` decorator cannot be used on methods; decorate the class instead.")
+        from ._function import Function
+
+        if isinstance(f, Function) or type(f).__name__ == "Cls":
+            raise InvalidError(
+                "Cannot stack `@modal.concurrent` on top of `@app.function` or `@app.cls`. "
+                "Hint: swap the order of the decorators."
+            )
+        if not callable(f):
+            raise InvalidError("`@modal.concurrent` must decorate a function or a class.")
+        setattr(f, P.CONCURRENT_ATTR, settings)
+        return f
+
+    return decorator
+
+
+def batched(_warn_parentheses_missing: Any = None, *, max_batch_size: int, wait_ms: int) -> Any:
+    """Dynamic batching: the function receives lists (one per parameter) of up to `max_batch_size`
+    inputs, gathered for at most `wait_ms`; callers call it with single items.
+    """
+    if _warn_parentheses_missing is not None:
+        raise InvalidError("Positional arguments are not allowed. Did you forget parentheses? Suggestion: `@modal.batched()`.")
+    settings = batch_settings(max_batch_size, wait_ms)
+
+    def decorator(f: Any) -> Any:
+        _check_target(f, "batched")
+        if isinstance(f, PartialFunction):
+            raise InvalidError("`@modal.batched` cannot be combined with other method decorators.")
+        name = getattr(f, "__name__", repr(f))
+        if inspect.isgeneratorfunction(f) or inspect.isasyncgenfunction(f):
+            raise InvalidError(f"Modal batched function {name} cannot return generators")
+        for p in inspect.signature(f).parameters.values():
+            if p.default is not p.empty:
+                raise InvalidError(f"Modal batched function {name} does not accept default arguments.")
+        setattr(f, P.BATCHED_ATTR, settings)
+        # On a method of an `@app.cls` class it acts as `@modal.method()`; on a function `@app.function`
+        # reads the marker.
+        qualname = getattr(f, "__qualname__", "")
+        if "." in qualname and "<locals>" not in qualname.rsplit(".", 1)[0].split(".")[-1:]:
+            return PartialFunction(f, method={"is_generator": False, "batched": settings})
+        return f
+
+    return decorator
+
+
 fastapi_endpoint = _not_built("fastapi_endpoint", "web endpoints are not built")
 web_endpoint = _not_built("web_endpoint", "web endpoints are not built")
 asgi_app = _not_built("asgi_app", "web endpoints are not built")

@@ -96,3 +96,5 @@ METHOD_ATTR = "__homeport_method__"  # on a method: {"is_generator": bool}
 
 CONTAINER_RELEASE = "crel"  # {"ids": [...]}: inputs a container hands back unstarted
 FUNCTION_BIND = "bind"  # {"fid", "params", "config", "definition"} -> a function id for that variant
+CONCURRENT_ATTR = "__homeport_concurrent__"  # on a function or class: {"max_inputs": n, "target_inputs": m}
+BATCHED_ATTR = "__homeport_batched__"  # on a function or method: {"max_batch_size": n, "wait_ms": ms}

@@ -112,7 +112,7 @@ class UnimplementedError(Error):
     """A documented parameter whose effect Homeport does not build yet."""
 
 
-class ConnectionError(Error):  # noqa: A001 - Modal's public name
+class ConnectionError(Error):
     pass
 
 
@@ -148,7 +148,7 @@ class InternalFailure(Error):
     pass
 
 
-class TimeoutError(Error):  # noqa: A001 - Modal's public name
+class TimeoutError(Error):
     pass
 
 

@@ -756,9 +756,11 @@ def test_known_but_not_built_parameters(key, value):
     assert opts(**{key: None}) == opts()
 
 
-def test_allow_concurrent_inputs_points_to_concurrent():
-    with pytest.raises(UnimplementedError, match=r"@modal\.concurrent"):
-        opts(allow_concurrent_inputs=10)
+def test_allow_concurrent_inputs_is_accepted_with_a_warning_pointing_to_concurrent():
+    with pytest.warns(DeprecationError, match=r"@modal\.concurrent"):
+        assert opts(allow_concurrent_inputs=10).allow_concurrent_inputs == 10
+    with pytest.raises(InvalidError, match="positive integer"):
+        opts(allow_concurrent_inputs=0)
 
 
 # --- legacy names -----------------------------------------------------------------------------------

@@ -186,3 +186,17 @@ def test_stop_container_is_idempotent():
     s, _ = make(PoolConfig(min_containers=1))
     assert s.stop_container("c1", "user asked") == [StopContainer("c1", "user asked")]
     assert s.stop_container("c1", "user asked") == []
+
+
+def test_a_leaving_container_gets_nothing_more_and_what_it_never_saw_is_requeued():
+    s, _ = make(PoolConfig(max_containers=2))
+    s.submit("p", [0], 0)
+    s.container_ready("c1", 0)
+    s.inputs_done("c1", [0], seconds=0.00001, now=0.1)
+    s.submit("p", [1, 2, 3], 0.2)  # all prefetched to c1
+    out = s.release("c1", [2], now=1.0, leaving=True)  # 1 timed out (its output came separately), 3 in flight
+    assert not [a for a in of(Assign, out) if a.container == "c1"]
+    s.inputs_done("c1", [1], seconds=1.0, now=1.0)
+    out = s.container_exited("c1", 1.1, "exited with code 0")
+    assert not of(FailInputs, out)
+    assert of(RequeueInputs, out) == [RequeueInputs((3,))]

@@ -138,7 +138,7 @@ def run_program(ref: str, args: list[str], *, module_mode: bool, detach: bool, q
         if fn.is_generator:
             raise InvalidError("`homeport run` is not supported for generator functions")
         kwargs = parse_cli_args(fn._raw_f, args)
-        call = (lambda: fn.spawn(**kwargs).get()) if detach else (lambda: fn.remote(**kwargs))  # noqa: E731
+        call = (lambda: fn.spawn(**kwargs).get()) if detach else (lambda: fn.remote(**kwargs))
     with _status(app, quiet) as status, app.run(show_logs=not quiet, detach=detach):
         status.created()
         result = call()
@@ -150,7 +150,7 @@ def run_program(ref: str, args: list[str], *, module_mode: bool, detach: bool, q
         Path(write_result).write_bytes(result.encode() if isinstance(result, str) else result)
 
 
-class _status:  # noqa: N801 - used as a context manager
+class _status:
     """Modal-style progress lines on stderr: what was created, and how the app ended."""
 
     def __init__(self, app: App, quiet: bool) -> None:

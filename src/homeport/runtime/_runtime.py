@@ -141,7 +141,7 @@ def _class_service(user_cls: type, defn: dict[str, Any]) -> Service:
             )
         elif getattr(raw, P.METHOD_ATTR, None) is not None:
             callables[name] = getattr(instance, name)
-    if callable(getattr(instance, "__call__", None)) and "__call__" in user_cls.__dict__:
+    if "__call__" in user_cls.__dict__:
         callables[None] = instance.__call__
     service = Service(callables, instance)
     by_order = lambda hooks: [(n, f) for n, f, _ in sorted(hooks, key=lambda h: h[2])]  # noqa: E731
@@ -162,6 +162,9 @@ class Runtime:
         self.container_id = container_id
         self.tag = defn["tag"]
         self.timeout = float(defn.get("timeout") or 300)
+        self.max_inputs = int(defn.get("max_inputs") or 1)
+        self.batch: dict[str, int] | None = defn.get("batch")
+        self._async_sink = None  # set in concurrent mode: hands reader-thread messages to the event loop
         self.inbox: queue.SimpleQueue = queue.SimpleQueue()
         self.current: int | None = None
         self.cancelled: set[int] = set()
@@ -230,9 +233,15 @@ class Runtime:
             except OSError:
                 msg = None
             if msg is None:
+                if self._async_sink is not None:
+                    self._async_sink(None)
                 self.inbox.put(None)
                 return
             t = msg["t"]
+            sink = self._async_sink
+            if sink is not None:
+                sink(msg)
+                continue
             if t == P.INPUTS:
                 self.inbox.put(msg["items"])
             elif t == P.CANCEL:
@@ -243,6 +252,12 @@ class Runtime:
                     signal.pthread_kill(self._main_thread.ident, signal.SIGUSR1)
 
     def serve(self) -> None:
+        if self.batch is not None:
+            return self._serve_batched()
+        if self.max_inputs > 1:
+            from ._concurrent import serve_concurrent
+
+            return serve_concurrent(self)
         signal.signal(signal.SIGUSR1, self._on_cancel_signal)
         threading.Thread(target=self.reader, name="homeport-reader", daemon=True).start()
         outputs: list[list[Any]] = []
@@ -278,7 +293,7 @@ class Runtime:
             if result[1] == P.TIMEOUT:
                 # The user code was interrupted mid-flight; its state is suspect, so this container
                 # hands back what it has not started and leaves (the control plane replaces it).
-                self._flush(outputs, release=[it[0] for it in pending])
+                self._flush(outputs, release=[it[0] for it in pending], leaving=True)
                 pending.clear()
                 raise _Shutdown()
             now = time.monotonic()
@@ -287,11 +302,90 @@ class Runtime:
                 outputs = []
                 last_flush = now
 
-    def _flush(self, outputs: list, release: list[int] | None = None) -> None:
+    def _serve_batched(self) -> None:
+        """`@modal.batched`: gather up to `max_batch_size` inputs for at most `wait_ms`, run them as one call."""
+        threading.Thread(target=self.reader, name="homeport-reader", daemon=True).start()
+        max_size, wait = self.batch["max_batch_size"], self.batch["wait_ms"] / 1000
+        pending = self.pending
+        while True:
+            if not pending:
+                items = self.inbox.get()
+                if items is None:
+                    return
+                pending.extend(items)
+            deadline = time.monotonic() + wait
+            while len(pending) < max_size:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                try:
+                    items = self.inbox.get(timeout=remaining)
+                except queue.Empty:
+                    break
+                if items is None:
+                    self.inbox.put(None)
+                    break
+                pending.extend(items)
+            batch, outputs = [], []
+            while pending and len(batch) < max_size:
+                item = pending.popleft()
+                if item[0] in self.cancelled:
+                    outputs.append([item[0], P.TERMINATED, None, 0.0])
+                else:
+                    batch.append(item)
+            if batch:
+                outputs += self.run_batch(batch)
+            timed_out = any(o[1] == P.TIMEOUT for o in outputs)
+            if timed_out:
+                self._flush(outputs, release=[it[0] for it in pending], leaving=True)
+            else:
+                self._flush(outputs)
+            if timed_out:
+                pending.clear()
+                raise _Shutdown()
+
+    def run_batch(self, items: list[list[Any]]) -> list[list[Any]]:
+        from ._batch import BatchError, check_outputs, zip_inputs
+
+        t0 = time.monotonic()
+        ids = [it[0] for it in items]
+        signal.setitimer(signal.ITIMER_REAL, self.timeout)
+        try:
+            fn = self.service.callables[items[0][2]]
+            calls = [cloudpickle.loads(it[1]) for it in items]
+            columns = zip_inputs(fn, self.tag, calls)
+            result = fn(*columns)
+            if inspect.isawaitable(result):
+                result = self._run_async(result)
+            results = check_outputs(self.tag, result, len(items))
+            data = [self._dumps_result(r) for r in results]
+            status = P.SUCCESS
+        except _InputTimeout:
+            from homeport.exception import FunctionTimeoutError
+
+            exc = FunctionTimeoutError(f"Function '{self.tag}' timed out after {self.timeout:g}s (timeout={self.timeout:g}).")
+            status, data = P.TIMEOUT, [P.failure(cloudpickle.dumps(exc), repr(exc), "")] * len(items)
+        except BaseException as exc:
+            if isinstance(exc, _Shutdown):
+                raise
+            if isinstance(exc, BatchError):
+                from homeport.exception import InvalidError
+
+                exc = InvalidError(str(exc))
+            traceback.print_exc()
+            status, data = P.FAILURE, [_failure(exc)] * len(items)
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+        seconds = (time.monotonic() - t0) / len(items)
+        return [[iid, status, d, seconds] for iid, d in zip(ids, data)]
+
+    def _flush(self, outputs: list, release: list[int] | None = None, leaving: bool = False) -> None:
+        """Send outputs; hand back inputs not started. `leaving`: this container takes no more inputs
+        and exits, so whatever else the control plane already sent it goes back to the queue too."""
         if outputs:
             self.conn.send({"t": P.CONTAINER_OUTPUTS, "items": outputs})
-        if release:
-            self.conn.send({"t": P.CONTAINER_RELEASE, "ids": release})
+        if release or leaving:
+            self.conn.send({"t": P.CONTAINER_RELEASE, "ids": release or [], "leaving": leaving})
 
     def run_input(self, item: list[Any]) -> list[Any]:
         iid, args_data, method = item[0], item[1], item[2]

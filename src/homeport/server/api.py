@@ -128,9 +128,7 @@ class Connection:
         if self.peer is not None:
             self.cp.peer_closed(self.peer)
         if self.container_id is not None:
-            rec = self.cp.containers.get(self.container_id)
-            if rec is not None:
-                rec.proto = None
+            self.cp.container_closed(self.container_id)
 
 
 async def serve(cp: ControlPlane, path: str) -> asyncio.AbstractServer:

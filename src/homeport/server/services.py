@@ -34,6 +34,8 @@ from .state import State
 log = logging.getLogger("homeport.server")
 
 STOP_GRACE_SECONDS = 10.0
+# After a container process exits, how long to wait for its connection to deliver what it sent last.
+CONNECTION_DRAIN_SECONDS = 2.0
 ERROR = 7  # output status for a platform error: data is {"code": ..., "msg": ...}
 
 
@@ -96,6 +98,7 @@ class ContainerRecord:
     timeline: dict[str, float] = field(default_factory=dict)
     init_failure: dict[str, Any] | None = None
     state: str = "starting"
+    exit_info: ExitInfo | None = None  # the process exited; waiting for its connection to drain
 
 
 class ControlPlane:
@@ -241,6 +244,26 @@ class ControlPlane:
                 peer.proto.send(msg)
 
     def _on_container_exit(self, cid: str, info: ExitInfo) -> None:
+        """The container's process exited. What it sent just before (outputs, released inputs) may
+        still be unread on its connection, so the exit counts once that connection is drained too."""
+        rec = self.containers.get(cid)
+        if rec is None:
+            return
+        if rec.proto is not None and rec.exit_info is None:
+            rec.exit_info = info
+            asyncio.get_running_loop().call_later(CONNECTION_DRAIN_SECONDS, self._container_gone, cid, info)
+            return
+        self._container_gone(cid, info)
+
+    def container_closed(self, cid: str) -> None:
+        rec = self.containers.get(cid)
+        if rec is None:
+            return
+        rec.proto = None
+        if rec.exit_info is not None:
+            self._container_gone(cid, rec.exit_info)
+
+    def _container_gone(self, cid: str, info: ExitInfo) -> None:
         rec = self.containers.pop(cid, None)
         if rec is None:
             return
@@ -292,7 +315,7 @@ class ControlPlane:
         elif t == P.INIT_FAILURE:
             rec.init_failure = msg["failure"]
         elif t == P.CONTAINER_RELEASE:
-            self.execute(self.scheduler.release(cid, msg["ids"], now))
+            self.execute(self.scheduler.release(cid, msg["ids"], now, leaving=msg.get("leaving", False)))
 
     def _container_outputs(self, rec: ContainerRecord, items: list, now: float) -> None:
         done: list[int] = []

@@ -64,7 +64,7 @@ class Platform:
                 os.kill(self.pid, signal.SIGTERM)
             except ProcessLookupError:
                 pass
-        gone, alive = psutil.wait_procs(procs, timeout=timeout)
+        _gone, alive = psutil.wait_procs(procs, timeout=timeout)
         for p in alive:
             p.kill()
         self.pid = None

@@ -57,6 +57,7 @@ class Container:
     last_active: float
     assigned: dict[int, None] = field(default_factory=dict)  # insertion-ordered input ids
     served: int = 0
+    leaving: bool = False  # it said it will exit: nothing it still holds was started
 
 
 @dataclass
@@ -202,7 +203,8 @@ class Scheduler:
         del pool.containers[cid]
         out: list[Instruction] = []
         held = list(c.assigned)
-        running, waiting = held[: pool.config.max_inputs], held[pool.config.max_inputs :]
+        cut = 0 if c.leaving else pool.config.max_inputs
+        running, waiting = held[:cut], held[cut:]
         if c.phase is not Phase.STOPPING or held:
             if running:
                 out.append(FailInputs(tuple(running), reason, lost=True))
@@ -218,11 +220,18 @@ class Scheduler:
             return out
         return out + self._reconcile(pool, now, allow_start=not init_failed)
 
-    def release(self, cid: str, inputs: Iterable[int], now: float) -> list[Instruction]:
-        """A container hands back inputs it had not started; they go to the front of the queue."""
+    def release(self, cid: str, inputs: Iterable[int], now: float, leaving: bool = False) -> list[Instruction]:
+        """A container hands back inputs it had not started; they go to the front of the queue.
+
+        A `leaving` container (it timed out an input and exits) gets nothing more; inputs that were on
+        their way to it when it left are requeued when it exits, since it never started them.
+        """
         c = self.containers.get(cid)
         if c is None:
             return []
+        if leaving:
+            c.leaving = True
+            c.phase = Phase.STOPPING
         back = [i for i in inputs if c.assigned.pop(i, 0) is None]
         pool = self.pools[c.pool]
         pool.queue.extendleft(reversed(back))

@@ -1,0 +1,76 @@
+import asyncio
+import os
+import threading
+import time
+
+import homeport as modal
+
+app = modal.App("concurrency")
+
+
+@app.function(max_containers=1)
+@modal.concurrent(max_inputs=20)
+async def async_sleep(seconds):
+    await asyncio.sleep(seconds)
+    return os.getpid()
+
+
+@app.function(max_containers=1)
+@modal.concurrent(max_inputs=8)
+def sync_sleep(seconds):
+    time.sleep(seconds)
+    return os.getpid(), threading.current_thread().name
+
+
+@app.function(max_containers=1, timeout=1)
+@modal.concurrent(max_inputs=4)
+def sync_maybe_hang(seconds):
+    time.sleep(seconds)
+    return os.getpid()
+
+
+@app.function(max_containers=1, timeout=1)
+@modal.concurrent(max_inputs=4)
+async def async_maybe_hang(seconds):
+    await asyncio.sleep(seconds)
+    return os.getpid()
+
+
+@app.function(max_containers=1)
+@modal.concurrent(max_inputs=4)
+async def async_gen(n):
+    for i in range(n):
+        await asyncio.sleep(0)
+        yield i
+
+
+@app.function()
+@modal.batched(max_batch_size=8, wait_ms=200)
+def batch_add(xs, ys):
+    return [("batch", len(xs), x + y) for x, y in zip(xs, ys)]
+
+
+@app.function()
+@modal.batched(max_batch_size=4, wait_ms=10)
+def batch_wrong_length(xs):
+    return xs[:-1]
+
+
+@app.cls(max_containers=1)
+@modal.concurrent(max_inputs=10)
+class Counter:
+    @modal.enter()
+    def start(self):
+        self.enters = getattr(self, "enters", 0) + 1
+
+    @modal.method()
+    async def wait(self, seconds):
+        await asyncio.sleep(seconds)
+        return os.getpid(), self.enters
+
+
+@app.cls()
+class Embedder:
+    @modal.batched(max_batch_size=5, wait_ms=300)
+    def embed(self, texts):
+        return [f"{t}:{len(texts)}" for t in texts]
