@@ -46,6 +46,7 @@ def build_definition(
         "is_generator": is_generator,
         "timeout": options.timeout,
         "startup_timeout": options.startup_timeout or options.timeout,
+        "snapshot": options.enable_memory_snapshot,
         "sys_path": sys_path + [p for p in sys.path if p and os.path.isdir(p)],
         "cwd": os.getcwd(),
         **extra,

@@ -26,6 +26,7 @@ ENV_CONTAINER_TOKEN = "HOMEPORT_CONTAINER_TOKEN"
 ENV_IS_REMOTE = "HOMEPORT_IS_REMOTE"  # "1" inside a container
 ENV_MODAL_IS_REMOTE = "MODAL_IS_REMOTE"  # what Modal programs read
 ENV_MODAL_ALIAS = "HOMEPORT_MODAL_ALIAS"  # "1": `import modal` resolves to homeport
+ENV_TEMPLATES = "HOMEPORT_TEMPLATES"  # "0": containers start as fresh interpreters, not forked from templates
 
 # --- message types ---------------------------------------------------------------------------------
 RESULT = "res"

@@ -17,6 +17,21 @@ class Mount:
 
 
 @dataclass(frozen=True)
+class TemplateSpec:
+    """Start the container as a copy of a template process rather than as a fresh interpreter.
+
+    Containers with equal `key` share a template. `definition` (msgpack bytes) makes it a memory
+    snapshot: the template imports the user's code and runs the `snap=True` enter hooks once.
+    """
+
+    key: str
+    argv: tuple[str, ...]  # the runtime's command; the template runs it with `--template FD`
+    env: dict[str, str] = field(default_factory=dict)  # the template's environment (no container's own)
+    definition: bytes | None = None
+    ttl: float = 600.0  # an unused template is stopped after this many seconds
+
+
+@dataclass(frozen=True)
 class ContainerSpec:
     container_id: str
     app_id: str
@@ -28,6 +43,7 @@ class ContainerSpec:
     cpu_limit: float | None = None
     mounts: tuple[Mount, ...] = ()  # volumes, at the absolute paths the user gave
     rootfs: str | None = None  # a root file system image to run under (apt_install, run_commands)
+    template: TemplateSpec | None = None  # a backend that cannot fork from templates ignores this
 
 
 @dataclass(frozen=True)
@@ -71,6 +87,9 @@ class Backend(abc.ABC):
     @abc.abstractmethod
     async def close(self, grace: float) -> None:
         """Stop every container and wait for them to exit."""
+
+    async def prepare(self, template: TemplateSpec) -> None:  # noqa: B027 - optional for backends
+        """Get a template ready ahead of the first container that uses it (optional)."""
 
     def describe(self) -> dict[str, object]:
         return {"name": self.name}

@@ -102,6 +102,7 @@ class Service:
     def __init__(self, callables: dict[str | None, Any], instance: Any = None) -> None:
         self.callables = callables
         self.instance = instance
+        self.snap_hooks: list[tuple[str, Any]] = []  # `@enter(snap=True)`: once per snapshot
         self.enter_hooks: list[tuple[str, Any]] = []
         self.exit_hooks: list[tuple[str, Any]] = []
 
@@ -145,9 +146,18 @@ def _class_service(user_cls: type, defn: dict[str, Any]) -> Service:
         callables[None] = instance.__call__
     service = Service(callables, instance)
     by_order = lambda hooks: [(n, f) for n, f, _ in sorted(hooks, key=lambda h: h[2])]  # noqa: E731
-    service.enter_hooks = by_order(snap) + by_order(enter)
+    service.snap_hooks = by_order(snap)
+    service.enter_hooks = by_order(enter)
     service.exit_hooks = by_order(exit_)
     return service
+
+
+def run_snap_hooks(service: Service, timeline: dict[str, float]) -> None:
+    """Run the `snap=True` enter hooks (in a snapshot template, or in a container without one)."""
+    for name, fn in service.snap_hooks:
+        t = time.monotonic()
+        fn()
+        timeline[f"enter:{name}"] = time.monotonic() - t
 
 
 def _definition_order(fn) -> int:
@@ -156,8 +166,10 @@ def _definition_order(fn) -> int:
 
 
 class Runtime:
-    def __init__(self, conn: Connection, defn: dict[str, Any], container_id: str) -> None:
+    def __init__(self, conn: Connection, defn: dict[str, Any], container_id: str,
+                 preloaded: Service | None = None) -> None:
         self.conn = conn
+        self.preloaded = preloaded
         self.defn = defn
         self.container_id = container_id
         self.tag = defn["tag"]
@@ -174,16 +186,24 @@ class Runtime:
         self._main_thread = threading.main_thread()
 
     # --- start-up ----------------------------------------------------------------------------------
-    def start(self) -> bool:
-        timeline: dict[str, float] = {}
+    def start(self, timeline: dict[str, float] | None = None) -> bool:
+        timeline = dict(timeline or {})
         t = time.monotonic()
         startup_timeout = float(self.defn.get("startup_timeout") or self.timeout)
         signal.signal(signal.SIGALRM, self._on_alarm)
         signal.setitimer(signal.ITIMER_REAL, startup_timeout)
         hook = "import"
         try:
-            self.service = load_service(self.defn)
-            timeline["import"] = time.monotonic() - t
+            if self.preloaded is not None:  # a copy of a snapshot: imports and snap hooks already ran
+                self.service = self.preloaded
+            else:
+                self.service = load_service(self.defn)
+                timeline["import"] = time.monotonic() - t
+                for name, fn in self.service.snap_hooks:
+                    hook = name
+                    t = time.monotonic()
+                    fn()
+                    timeline[f"enter:{name}"] = time.monotonic() - t
             for name, fn in self.service.enter_hooks:
                 hook = name
                 t = time.monotonic()
@@ -475,7 +495,12 @@ class Runtime:
         sys.stderr.flush()
 
 
-def main() -> None:
+def main(preloaded: Service | None = None, started_at: float | None = None) -> None:
+    """A container's life. `preloaded`: forked from a snapshot template that already loaded the
+    user's code; `started_at`: when the backend asked for this container (forked ones only)."""
+    timeline: dict[str, float] = {}
+    if started_at is not None:
+        timeline["fork" if preloaded is None else "restore"] = max(0.0, time.time() - started_at)
     address = os.environ[P.ENV_SERVER_ADDRESS]
     cid = os.environ[P.ENV_CONTAINER_ID]
     token = os.environ.pop(P.ENV_CONTAINER_TOKEN, "")
@@ -489,10 +514,10 @@ def main() -> None:
     if reply is None or not reply.get("ok"):
         print(f"homeport runtime: control plane refused container {cid}: {reply}", file=sys.stderr)
         sys.exit(3)
-    runtime = Runtime(conn, reply["v"], cid)
+    runtime = Runtime(conn, reply["v"], cid, preloaded)
     signal.signal(signal.SIGTERM, runtime._on_term)
     try:
-        if not runtime.start():
+        if not runtime.start(timeline):
             sys.exit(1)
         runtime.serve()
     except _Shutdown:

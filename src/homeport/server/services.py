@@ -6,6 +6,7 @@ I/O lives here (connections, the backend, SQLite); decisions live in `core.sched
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import itertools
 import logging
 import os
@@ -16,9 +17,11 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
+import msgpack
+
 from .. import _protocol as P
 from .._wire import FramedProtocol
-from ..backends import Backend, ContainerSpec, ExitInfo
+from ..backends import Backend, ContainerSpec, ExitInfo, TemplateSpec
 from .core.scheduler import (
     Assign,
     FailInputs,
@@ -37,6 +40,33 @@ STOP_GRACE_SECONDS = 10.0
 # After a container process exits, how long to wait for its connection to deliver what it sent last.
 CONNECTION_DRAIN_SECONDS = 2.0
 ERROR = 7  # output status for a platform error: data is {"code": ..., "msg": ...}
+
+
+def container_template(definition: dict[str, Any], argv: tuple[str, ...], env: dict[str, str]) -> TemplateSpec:
+    """What a container of this function can be forked from.
+
+    With `enable_memory_snapshot` a template that has run the user's imports and `snap=True` hooks,
+    keyed by everything that shapes that state: the code (the module file's bytes), the definition
+    (qualname, parameter values ...), the interpreter and the environment (secrets included). Without,
+    a template with only the runtime imported, shared by every function on the same interpreter.
+    """
+    own = (P.ENV_CONTAINER_ID, P.ENV_CONTAINER_TOKEN)
+    template_env = {k: v for k, v in env.items() if k not in own}
+    if not definition.get("snapshot"):
+        base_env = {k: v for k, v in os.environ.items() if not k.startswith("HOMEPORT_")}
+        key = hashlib.sha256(P.encode({"argv": list(argv), "env": base_env})).hexdigest()
+        return TemplateSpec(key=f"rt-{key}", argv=argv, env=base_env)
+    stable = {k: v for k, v in definition.items() if k not in ("app_id", "function_id")}
+    h = hashlib.sha256(P.encode({"argv": list(argv), "env": template_env, "definition": stable}))
+    path = definition.get("module_file")
+    if path:
+        try:
+            with open(path, "rb") as f:
+                h.update(f.read())
+        except OSError:
+            pass
+    return TemplateSpec(key=f"snap-{h.hexdigest()}", argv=argv, env=template_env,
+                        definition=msgpack.packb(definition, use_bin_type=True))
 
 
 def new_id(prefix: str) -> str:
@@ -108,6 +138,8 @@ class ControlPlane:
         self.token = token
         self.address = address
         self.scratch = scratch
+        # Fork containers from template processes (HOMEPORT_TEMPLATES=0 starts fresh interpreters).
+        self.use_templates = os.environ.get(P.ENV_TEMPLATES, "1") != "0"
         self._cid_counter = itertools.count(1)
         self.scheduler = Scheduler(self._new_container_id)
         self.apps: dict[str, dict[str, Any]] = {}
@@ -180,6 +212,14 @@ class ControlPlane:
             elif isinstance(ins, RequeueInputs):
                 pass  # the scheduler already put them back in the queue
 
+    def runtime_argv(self) -> tuple[str, ...]:
+        return (sys.executable, "-m", "homeport.runtime")
+
+    def prepare_templates(self) -> None:
+        """Start the runtime template now, so that the first container is already a fork of it."""
+        if self.use_templates:
+            self.spawn(self.backend.prepare(container_template({}, self.runtime_argv(), {})))
+
     def _start_container(self, ins: StartContainer) -> None:
         fn = self.functions[ins.pool]
         log.info("starting container %s for %s: %s", ins.container, fn.tag, ins.reason)
@@ -197,13 +237,15 @@ class ControlPlane:
                 P.ENV_MODAL_IS_REMOTE: "1",
             }
         )
+        argv = self.runtime_argv()
         spec = ContainerSpec(
             container_id=ins.container,
             app_id=fn.app_id,
             function_tag=fn.tag,
-            argv=(sys.executable, "-m", "homeport.runtime"),
+            argv=argv,
             env=env,
             cwd=fn.definition.get("cwd") or None,
+            template=container_template(fn.definition, argv, env) if self.use_templates else None,
         )
 
         async def start() -> None:

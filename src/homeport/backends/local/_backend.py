@@ -1,4 +1,10 @@
-"""The local backend: one supervised OS process (group) per container on this machine."""
+"""The local backend: one supervised OS process (group) per container on this machine.
+
+A container starts either as a fresh interpreter (`spawn`) or as a copy of a template process
+(`fork`, see `_templates`), which skips interpreter start-up and imports, and for memory snapshots the
+user's own imports and `snap=True` enter hooks. Either way it gets its own process group, pipes for
+stdout and stderr, and a private TMPDIR.
+"""
 
 from __future__ import annotations
 
@@ -6,20 +12,28 @@ import asyncio
 import contextlib
 import logging
 import os
+import shutil
 import signal
+import time
 
-from .._base import Backend, ContainerSpec, ExitCallback, ExitInfo, OutputCallback
+from .._base import Backend, ContainerSpec, ExitCallback, ExitInfo, OutputCallback, TemplateSpec
 from . import _sandbox
+from ._templates import Templates, TemplateUnavailable
 
 log = logging.getLogger("homeport.backend.local")
 
+SWEEP_SECONDS = 30.0
+
 
 class _Proc:
-    def __init__(self, spec: ContainerSpec, process: asyncio.subprocess.Process) -> None:
+    def __init__(self, spec: ContainerSpec, pid: int, on_exit: ExitCallback) -> None:
         self.spec = spec
-        self.process = process
-        self.tasks: list[asyncio.Task] = []
+        self.pid = pid
+        self.on_exit = on_exit
+        self.pumps: list[asyncio.Task] = []
         self.kill_timer: asyncio.TimerHandle | None = None
+        self.process: asyncio.subprocess.Process | None = None  # when spawned (not forked)
+        self.exited = False
 
 
 class LocalBackend(Backend):
@@ -28,14 +42,39 @@ class LocalBackend(Backend):
     def __init__(self, scratch_dir: str | None = None) -> None:
         self._procs: dict[str, _Proc] = {}
         self._scratch = scratch_dir
+        self._templates: Templates | None = None
+        self._sweeper: asyncio.TimerHandle | None = None
+        self._tasks: set[asyncio.Task] = set()
 
-    async def start(self, spec: ContainerSpec, on_output: OutputCallback, on_exit: ExitCallback) -> int:
+    def _spawn_task(self, coro) -> None:
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _tmpdir(self, spec: ContainerSpec) -> dict[str, str]:
         env = dict(spec.env)
         if self._scratch:
             # A private temporary directory per container, removed when it exits.
             tmp = os.path.join(self._scratch, spec.container_id)
             os.makedirs(tmp, mode=0o700, exist_ok=True)
             env["TMPDIR"] = tmp
+        return env
+
+    async def start(self, spec: ContainerSpec, on_output: OutputCallback, on_exit: ExitCallback) -> int:
+        env = self._tmpdir(spec)
+        if spec.template is not None and not spec.mounts and not spec.rootfs and self._scratch:
+            try:
+                return await self._fork(spec, env, on_output, on_exit)
+            except TemplateUnavailable as exc:
+                what = "memory snapshot" if spec.template.definition is not None else "template"
+                note = f"homeport: starting without the {what}: {exc}\n"
+                log.warning("container %s: %s", spec.container_id, note.strip())
+                if spec.template.definition is not None:
+                    on_output(spec.container_id, 2, note.encode())
+        return await self._spawn(spec, env, on_output, on_exit)
+
+    async def _spawn(self, spec: ContainerSpec, env: dict[str, str], on_output: OutputCallback,
+                     on_exit: ExitCallback) -> int:
         process = await asyncio.create_subprocess_exec(
             *_sandbox.command(spec),
             stdin=asyncio.subprocess.DEVNULL,
@@ -45,45 +84,111 @@ class LocalBackend(Backend):
             cwd=spec.cwd,
             start_new_session=True,  # its own process group, so stop() reaches its children too
         )
-        proc = _Proc(spec, process)
+        proc = _Proc(spec, process.pid, on_exit)
+        proc.process = process
         self._procs[spec.container_id] = proc
         for fd, stream in ((1, process.stdout), (2, process.stderr)):
-            proc.tasks.append(asyncio.create_task(self._pump(spec.container_id, fd, stream, on_output)))
-        proc.tasks.append(asyncio.create_task(self._wait(proc, on_exit)))
+            proc.pumps.append(asyncio.create_task(self._pump(spec.container_id, fd, stream, on_output)))
+        self._spawn_task(self._wait_spawned(proc))
         return process.pid
+
+    def _ensure_templates(self, on_output: OutputCallback) -> Templates:
+        if self._templates is None:
+            self._templates = Templates(self._scratch, self._on_forked_exit, on_output)
+            self._schedule_sweep()
+        return self._templates
+
+    async def prepare(self, template: TemplateSpec) -> None:
+        if not self._scratch:
+            return
+        try:
+            await self._ensure_templates(lambda cid, fd, line: log.info("%s: %s", cid, line.decode(errors="replace").rstrip())).warm(template)
+        except TemplateUnavailable as exc:
+            log.warning("template %s not prepared: %s", template.key[:12], exc)
+
+    async def _fork(self, spec: ContainerSpec, env: dict[str, str], on_output: OutputCallback,
+                    on_exit: ExitCallback) -> int:
+        self._ensure_templates(on_output)
+        loop = asyncio.get_running_loop()
+        readers = []
+        writers = []
+        for _ in (1, 2):
+            r, w = os.pipe()
+            readers.append(r)
+            writers.append(w)
+        try:
+            pid = await self._templates.fork(spec.template, spec.container_id, env, spec.cwd, *writers)
+        except BaseException:
+            for fd in readers:
+                os.close(fd)
+            raise
+        finally:
+            for fd in writers:
+                os.close(fd)
+        proc = _Proc(spec, pid, on_exit)
+        self._procs[spec.container_id] = proc
+        for fd, r in zip((1, 2), readers):
+            reader = asyncio.StreamReader(limit=1 << 20)
+            await loop.connect_read_pipe(lambda reader=reader: asyncio.StreamReaderProtocol(reader), os.fdopen(r, "rb", 0))
+            proc.pumps.append(asyncio.create_task(self._pump(spec.container_id, fd, reader, on_output)))
+        return pid
+
+    def _schedule_sweep(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._sweeper = loop.call_later(SWEEP_SECONDS, self._sweep)
+
+    def _sweep(self) -> None:
+        if self._templates is not None:
+            self._templates.sweep(time.monotonic())
+            self._schedule_sweep()
 
     async def _pump(self, cid: str, fd: int, stream: asyncio.StreamReader, on_output: OutputCallback) -> None:
         while True:
-            line = await stream.readline()
+            try:
+                line = await stream.readline()
+            except ValueError:  # a line longer than the limit: pass it on in pieces
+                line = await stream.read(1 << 16)
             if not line:
                 return
             on_output(cid, fd, line)
 
-    async def _wait(self, proc: _Proc, on_exit: ExitCallback) -> None:
+    async def _wait_spawned(self, proc: _Proc) -> None:
         rc = await proc.process.wait()
-        # Drain the pipes before reporting the exit, so the last lines are not lost.
-        await asyncio.gather(*proc.tasks[:2], return_exceptions=True)
+        await self._finish(proc, ExitInfo(rc, -rc) if rc < 0 else ExitInfo(rc, None))
+
+    def _on_forked_exit(self, cid: str, code: int | None) -> None:
+        proc = self._procs.get(cid)
+        if proc is None:
+            return
+        info = ExitInfo(None, None) if code is None else ExitInfo(code, -code) if code < 0 else ExitInfo(code, None)
+        self._spawn_task(self._finish(proc, info))
+
+    async def _finish(self, proc: _Proc, info: ExitInfo) -> None:
+        if proc.exited:
+            return
+        proc.exited = True
         if proc.kill_timer is not None:
             proc.kill_timer.cancel()
         self._kill_group(proc, signal.SIGKILL)  # leftovers of the container's process group
+        # Drain the pipes before reporting the exit, so the last lines are not lost.
+        await asyncio.wait(proc.pumps, timeout=5)
+        for task in proc.pumps:
+            task.cancel()
         self._procs.pop(proc.spec.container_id, None)
         if self._scratch:
-            import shutil
-
             shutil.rmtree(os.path.join(self._scratch, proc.spec.container_id), ignore_errors=True)
-        info = ExitInfo(rc, -rc) if rc < 0 else ExitInfo(rc, None)
-        on_exit(proc.spec.container_id, info)
+        proc.on_exit(proc.spec.container_id, info)
 
     def _kill_group(self, proc: _Proc, sig: int) -> None:
         with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(proc.process.pid, sig)
+            os.killpg(proc.pid, sig)
 
     async def stop(self, container_id: str, grace: float) -> None:
         proc = self._procs.get(container_id)
-        if proc is None or proc.process.returncode is not None:
+        if proc is None or proc.exited:
             return
-        with contextlib.suppress(ProcessLookupError):
-            proc.process.send_signal(signal.SIGTERM)
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(proc.pid, signal.SIGTERM)
         loop = asyncio.get_running_loop()
         proc.kill_timer = loop.call_later(grace, self._kill_group, proc, signal.SIGKILL)
 
@@ -96,8 +201,15 @@ class LocalBackend(Backend):
         procs = list(self._procs.values())
         for p in procs:
             await self.stop(p.spec.container_id, grace)
-        waits = [p.tasks[-1] for p in procs]
-        if waits:
-            await asyncio.wait(waits, timeout=grace + 5)
+        deadline = time.monotonic() + grace + 5
+        while self._procs and time.monotonic() < deadline:  # noqa: ASYNC110 - exits arrive as callbacks
+            await asyncio.sleep(0.05)
         for p in list(self._procs.values()):
             self._kill_group(p, signal.SIGKILL)
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+        if self._templates is not None:
+            await self._templates.close()
+
+    def describe(self) -> dict[str, object]:
+        return {"name": self.name, "templates": self._templates is not None}

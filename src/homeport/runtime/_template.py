@@ -1,0 +1,188 @@
+"""A template process: containers start as copies (fork) of it instead of as fresh interpreters.
+
+The local backend starts one per key and talks to it over a SOCK_SEQPACKET socket (one msgpack map
+per packet; a fork request carries the new container's stdout and stderr as passed descriptors).
+
+- A *runtime template* has only the runtime and its dependencies imported: a container forked from
+  it skips interpreter start-up and those imports.
+- A *snapshot template* (`enable_memory_snapshot=True`) has also imported the user's module and run
+  the `@enter(snap=True)` hooks, once; every container forked from it starts from that state and runs
+  only the other enter hooks.
+
+The template is single-threaded (fork copies only the calling thread, so a template with threads
+would hand broken copies to its containers). It reaps its children and reports their exit status.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import selectors
+import signal
+import socket
+import sys
+import threading
+import time
+import traceback
+from typing import Any
+
+import msgpack
+
+PACKET = 1 << 16
+
+
+def _send(sock: socket.socket, msg: dict[str, Any]) -> None:
+    sock.send(msgpack.packb(msg, use_bin_type=True))
+
+
+def snapshot_problems() -> list[str]:
+    """State that a fork cannot carry into a container; a snapshot with any of it is refused."""
+    problems = []
+    threads = [t.name for t in threading.enumerate() if t is not threading.main_thread() and t.is_alive()]
+    if threads:
+        problems.append(f"threads started before the snapshot would not exist in containers: {', '.join(threads)}")
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        try:
+            if torch.cuda.is_initialized():
+                problems.append(
+                    "CUDA was initialised before the snapshot, and CUDA state cannot be forked; move GPU work "
+                    "to an `@modal.enter()` hook without `snap=True`"
+                )
+        except Exception:
+            pass
+    return problems
+
+
+def main(fd: int) -> None:
+    sock = socket.socket(fileno=fd)
+    first = msgpack.unpackb(sock.recv(PACKET), raw=False)
+    preloaded = None
+    t0 = time.monotonic()
+    if first.get("definition_path"):
+        from ._runtime import load_service, run_snap_hooks
+
+        with open(first["definition_path"], "rb") as f:
+            defn = msgpack.unpackb(f.read(), raw=False, strict_map_key=False)
+        try:
+            preloaded = load_service(defn)
+            timeline = {"import": time.monotonic() - t0}
+            run_snap_hooks(preloaded, timeline)
+            problems = snapshot_problems()
+            if problems:
+                raise RuntimeError("; ".join(problems))
+        except BaseException as exc:
+            traceback.print_exc()
+            _send(sock, {"t": "failed", "error": f"{type(exc).__name__}: {exc}"})
+            return
+        preloaded.snapshot_timeline = timeline
+    else:
+        from . import _runtime  # noqa: F401 - what every container needs, imported once here
+
+        preloaded = None
+    _send(sock, {"t": "ready", "seconds": time.monotonic() - t0})
+    _serve(sock, preloaded)
+
+
+def _serve(sock: socket.socket, preloaded: Any) -> None:
+    children: dict[int, str] = {}
+    rfd, wfd = os.pipe()
+    os.set_blocking(wfd, False)
+    signal.set_wakeup_fd(wfd)
+    signal.signal(signal.SIGCHLD, lambda *_: None)
+    sel = selectors.DefaultSelector()
+    sel.register(sock, selectors.EVENT_READ, "cmd")
+    sel.register(rfd, selectors.EVENT_READ, "chld")
+    while True:
+        for key, _ in sel.select():
+            if key.data == "chld":
+                os.read(rfd, 4096)
+                _reap(sock, children)
+                continue
+            try:
+                data, fds, _flags, _addr = socket.recv_fds(sock, PACKET, 2)
+            except OSError:
+                data = b""
+            if not data:  # the backend is gone: so are we (our children were sent SIGTERM by it)
+                os._exit(0)
+            msg = msgpack.unpackb(data, raw=False)
+            if msg["t"] == "fork":
+                pid = os.fork()
+                if pid == 0:
+                    sel.close()
+                    signal.set_wakeup_fd(-1)
+                    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+                    os.close(rfd)
+                    os.close(wfd)
+                    _child(sock, fds, msg, preloaded)  # never returns
+                for fd in fds:
+                    os.close(fd)
+                children[pid] = msg["cid"]
+                _send(sock, {"t": "forked", "cid": msg["cid"], "pid": pid})
+            elif msg["t"] == "stop":
+                for pid in children:
+                    _kill(pid, signal.SIGTERM)
+                os._exit(0)
+
+
+def _reap(sock: socket.socket, children: dict[int, str]) -> None:
+    while True:
+        try:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+        cid = children.pop(pid, None)
+        if cid is not None:
+            code = os.waitstatus_to_exitcode(status)
+            _send(sock, {"t": "exit", "cid": cid, "code": code})
+
+
+def _kill(pid: int, sig: int) -> None:
+    try:
+        os.killpg(pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _child(sock: socket.socket, fds: list[int], msg: dict[str, Any], preloaded: Any) -> None:
+    code = 1
+    try:
+        sock.close()
+        os.setsid()  # its own process group, like a spawned container, so stop() reaches its children
+        out, err = fds
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.dup2(out, 1)
+        os.dup2(err, 2)
+        os.close(out)
+        os.close(err)
+        devnull = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(devnull, 0)
+        os.close(devnull)
+        os.environ.clear()
+        os.environ.update(msg["env"])
+        if msg.get("cwd"):
+            os.chdir(msg["cwd"])
+        # Per-container state must differ between copies of one snapshot.
+        random.seed()
+        if "numpy" in sys.modules:
+            try:
+                sys.modules["numpy"].random.seed()
+            except Exception:
+                pass
+        from ._runtime import main as container_main
+
+        container_main(preloaded=preloaded, started_at=msg.get("t0"))
+        code = 0
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 1
+    except BaseException:
+        traceback.print_exc()
+    finally:
+        try:
+            sys.stdout.flush()
+            sys.stderr.flush()
+        finally:
+            os._exit(code)

@@ -1,0 +1,162 @@
+"""Issue 6: memory snapshots and templates — containers start as copies of a prepared process."""
+
+import importlib
+import os
+import sys
+import textwrap
+import time
+
+import pytest
+
+pytestmark = pytest.mark.integration
+
+APP = textwrap.dedent('''
+    import os
+    import random
+    import time
+
+    import homeport as modal
+
+    app = modal.App("snapshots-{suffix}")
+    LOG = os.environ["SNAP_TEST_LOG"]
+
+
+    def note(what):
+        with open(LOG, "a") as f:
+            f.write(f"{{what}} {{os.getpid()}}\\n")
+
+
+    note("import")
+
+
+    @app.cls(enable_memory_snapshot=True, min_containers=3, max_containers=3, env={{"SNAP_TEST_LOG": LOG}})
+    class Model:
+        @modal.enter(snap=True)
+        def load(self):
+            note("snap")
+            self.weights = list(range(100_000))  # state built once, before the snapshot
+            self.loaded_in = os.getpid()
+
+        @modal.enter()
+        def connect(self):
+            note("enter")
+            self.token = random.random()  # per-container state must differ
+
+        @modal.method()
+        def info(self, delay=0.0):
+            time.sleep(delay)
+            return {{"pid": os.getpid(), "token": self.token, "n": len(self.weights), "loaded_in": self.loaded_in}}
+''')
+
+
+def _load(tmp_path, name, suffix="a"):
+    path = tmp_path / f"{name}.py"
+    path.write_text(APP.format(suffix=suffix))
+    sys.path.insert(0, str(tmp_path))
+    try:
+        sys.modules.pop(name, None)
+        importlib.invalidate_caches()
+        return importlib.import_module(name)
+    finally:
+        sys.path.remove(str(tmp_path))
+
+
+def _lines(log, kind):
+    return [line.split()[1] for line in log.read_text().splitlines() if line.split()[0] == kind]
+
+
+def _three_containers(mod):
+    seen = {}
+    deadline = time.monotonic() + 60
+    obj = mod.Model()
+    while len(seen) < 3 and time.monotonic() < deadline:
+        for info in obj.info.map([0.3] * 6):
+            seen[info["pid"]] = info
+    return list(seen.values())
+
+
+def test_snap_hooks_run_once_for_many_containers(platform, tmp_path, monkeypatch):
+    log = tmp_path / "log"
+    monkeypatch.setenv("SNAP_TEST_LOG", str(log))
+    mod = _load(tmp_path, "snapapp1")
+    with mod.app.run(show_logs=False):
+        infos = _three_containers(mod)
+    assert len(infos) == 3
+    assert len(_lines(log, "snap")) == 1  # the snapshot was taken once...
+    assert len(_lines(log, "enter")) == 3  # ...and the other enter hooks ran in every container
+    assert len({i["token"] for i in infos}) == 3  # per-container values differ
+    assert all(i["n"] == 100_000 for i in infos)  # state from the snapshot is there
+    assert all(i["loaded_in"] != i["pid"] for i in infos)  # built in the template, not in the container
+    assert set(_lines(log, "snap")) == {str(infos[0]["loaded_in"])}
+
+
+def test_snapshot_is_reused_across_runs_and_invalidated_when_the_code_changes(platform, tmp_path, monkeypatch):
+    log = tmp_path / "log"
+    monkeypatch.setenv("SNAP_TEST_LOG", str(log))
+    mod = _load(tmp_path, "snapapp2", suffix="b")
+    with mod.app.run(show_logs=False):
+        mod.Model().info.remote()
+    with mod.app.run(show_logs=False):
+        mod.Model().info.remote()
+    assert len(_lines(log, "snap")) == 1  # same code: the second run starts from the same snapshot
+    (tmp_path / "snapapp2.py").write_text(APP.format(suffix="b") + "\n# changed\n")
+    with mod.app.run(show_logs=False):
+        mod.Model().info.remote()
+    assert len(_lines(log, "snap")) == 2  # the code changed: a new snapshot
+
+
+def test_without_snapshot_every_container_runs_every_hook(platform, tmp_path, monkeypatch):
+    log = tmp_path / "log"
+    monkeypatch.setenv("SNAP_TEST_LOG", str(log))
+    path = tmp_path / "nosnap.py"
+    path.write_text(APP.format(suffix="c").replace("enable_memory_snapshot=True, ", ""))
+    sys.path.insert(0, str(tmp_path))
+    try:
+        mod = importlib.import_module("nosnap")
+    finally:
+        sys.path.remove(str(tmp_path))
+    with mod.app.run(show_logs=False):
+        infos = _three_containers(mod)
+    pids = {str(i["pid"]) for i in infos}
+    assert pids <= set(_lines(log, "snap"))  # each container ran the snap hook itself
+    assert pids <= set(_lines(log, "import"))  # and imported the module itself
+    assert all(i["loaded_in"] == i["pid"] for i in infos)
+
+
+def test_a_snapshot_that_cannot_be_taken_falls_back_to_a_cold_start(platform, tmp_path, monkeypatch):
+    log = tmp_path / "log"
+    monkeypatch.setenv("SNAP_TEST_LOG", str(log))
+    src = APP.format(suffix="d").replace(
+        '        note("snap")\n',
+        '        note("snap")\n        import threading\n'
+        "        threading.Thread(target=time.sleep, args=(60,), daemon=True).start()\n",
+    )
+    assert "threading.Thread" in src
+    (tmp_path / "threadsnap.py").write_text(src)
+    sys.path.insert(0, str(tmp_path))
+    try:
+        mod = importlib.import_module("threadsnap")
+    finally:
+        sys.path.remove(str(tmp_path))
+    with mod.app.run(show_logs=False):
+        info = mod.Model().info.remote()
+    assert info["n"] == 100_000  # it still works, from a normal cold start
+    assert info["loaded_in"] == info["pid"]
+    server_log = (platform.state_dir / "server.log").read_text()
+    assert "threads started before the snapshot" in server_log
+
+
+def test_timeline_shows_restore_and_enter_hooks(platform, tmp_path, monkeypatch):
+    log = tmp_path / "log"
+    monkeypatch.setenv("SNAP_TEST_LOG", str(log))
+    mod = _load(tmp_path, "snapapp5", suffix="e")
+    from homeport.testing import homeport_cli
+
+    with mod.app.run(show_logs=False):
+        mod.Model().info.remote()
+        out = homeport_cli("container", "list", "--json")
+    import json
+
+    rows = [r for r in json.loads(out.stdout) if r["function"] == "Model"]
+    assert rows and all("restore" in r["timeline"] and "enter:connect" in r["timeline"] for r in rows)
+    assert os.path.exists(log)
