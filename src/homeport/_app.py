@@ -70,6 +70,16 @@ def input_settings(target: Any, options: FunctionOptions, batch: dict[str, int] 
     return {"max_inputs": conc["max_inputs"], "target_inputs": conc["target_inputs"], "batch": None}
 
 
+def resource_config(options: FunctionOptions) -> dict[str, Any]:
+    """Requests (admission) and limits (enforced by the kernel) from `cpu=` and `memory=`."""
+    out: dict[str, Any] = {}
+    if options.cpu is not None:
+        out["cpu"], out["cpu_limit"] = options.cpu
+    if options.memory is not None:
+        out["memory_mib"], out["memory_limit_mib"] = options.memory
+    return out
+
+
 def pool_config(options: FunctionOptions, max_inputs: int = 1, target_inputs: int | None = None) -> dict[str, Any]:
     return {
         "min_containers": options.min_containers,
@@ -78,6 +88,7 @@ def pool_config(options: FunctionOptions, max_inputs: int = 1, target_inputs: in
         "scaledown_window": options.scaledown_window,
         "max_inputs": max_inputs,
         "target_inputs": target_inputs,
+        **resource_config(options),
         "env": merged_env(options),
         "retries": options.retries.to_dict() if options.retries is not None else None,
     }

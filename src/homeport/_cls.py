@@ -296,6 +296,10 @@ class Cls:
             }
             config = {k: v for k, v in config.items() if k in overrides or k == "env" or
                       (k == "scaledown_window" and "container_idle_timeout" in overrides)}
+            if "cpu" in overrides or "memory" in overrides:
+                from ._app import resource_config
+
+                config.update(resource_config(opts))
             definition = {"timeout": opts.timeout} if "timeout" in overrides else {}
             if "startup_timeout" in overrides:
                 definition["startup_timeout"] = opts.startup_timeout

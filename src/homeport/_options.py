@@ -487,20 +487,6 @@ def unsupported_features(options: FunctionOptions) -> list[str]:
         )
     if options.gpu:
         out.append(_not_built("gpu=...", "GPU assignment is not built", "remove it to run on the CPU"))
-    if options.cpu:
-        out.append(
-            _not_built(
-                "cpu=...", "CPU reservations and limits are not built", "remove it to run without a CPU limit"
-            )
-        )
-    if options.memory:
-        out.append(
-            _not_built(
-                "memory=...",
-                "memory reservations and limits are not built",
-                "remove it to run without a memory limit",
-            )
-        )
     if options.ephemeral_disk:
         out.append(_not_built("ephemeral_disk=...", "disk quotas are not built", "remove it"))
     if options.region:

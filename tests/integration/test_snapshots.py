@@ -160,3 +160,24 @@ def test_timeline_shows_restore_and_enter_hooks(platform, tmp_path, monkeypatch)
     rows = [r for r in json.loads(out.stdout) if r["function"] == "Model"]
     assert rows and all("restore" in r["timeline"] and "enter:connect" in r["timeline"] for r in rows)
     assert os.path.exists(log)
+
+
+def test_open_sockets_refuse_the_snapshot(platform, tmp_path, monkeypatch):
+    log = tmp_path / "log"
+    monkeypatch.setenv("SNAP_TEST_LOG", str(log))
+    src = APP.format(suffix="f").replace(
+        '        note("snap")\n',
+        '        note("snap")\n        import socket\n'
+        "        self.sock = socket.socket()\n        self.sock.bind(('127.0.0.1', 0))\n        self.sock.listen()\n",
+    )
+    assert "self.sock.listen()" in src
+    (tmp_path / "socksnap.py").write_text(src)
+    sys.path.insert(0, str(tmp_path))
+    try:
+        mod = importlib.import_module("socksnap")
+    finally:
+        sys.path.remove(str(tmp_path))
+    with mod.app.run(show_logs=False):
+        info = mod.Model().info.remote()
+    assert info["loaded_in"] == info["pid"]  # a normal cold start
+    assert "network sockets open before the snapshot" in (platform.state_dir / "server.log").read_text()

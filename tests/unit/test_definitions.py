@@ -1226,8 +1226,6 @@ def test_gpu_sentence():
     ("kwargs", "mentions"),
     [
         ({"volumes": {"/data": Volume.from_name("v")}}, "`volumes=...`"),
-        ({"cpu": 2}, "`cpu=...`"),
-        ({"memory": 1024}, "`memory=...`"),
         ({"ephemeral_disk": 1024}, "`ephemeral_disk=...`"),
         ({"region": "us-east"}, "`region=...`"),
         ({"cloud": "aws"}, "`cloud=...`"),
@@ -1258,7 +1256,7 @@ def test_max_inputs_is_reported():
 
 def test_several_unbuilt_options():
     o = opts(gpu="A100", cpu=4, memory=4096, image=Image.debian_slim(OTHER_PYTHON).apt_install("git"))
-    assert len(unsupported_features(o)) == 5
+    assert len(unsupported_features(o)) == 3  # gpu, the image's build steps, its Python; cpu and memory are built
 
 
 # --- merged_env --------------------------------------------------------------------------------------------

@@ -50,8 +50,12 @@ class ContainerSpec:
 class ExitInfo:
     returncode: int | None
     signal: int | None  # set when the container was killed by a signal
+    oom_limit_mib: int | None = None  # set when the kernel killed it for exceeding its memory limit
 
     def describe(self) -> str:
+        if self.oom_limit_mib is not None:
+            return (f"ran out of memory (memory limit {self.oom_limit_mib} MiB) and was killed; "
+                    "raise the limit in `memory=(request, limit)`")
         if self.signal is not None:
             import signal as _signal
 

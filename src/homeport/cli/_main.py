@@ -124,7 +124,11 @@ def server_status() -> None:
     st = _server_request({"t": P.SERVER_STATUS})
     console.print(f"Running: pid {st['pid']} on {st['address']} (backend {st['backend']['name']})")
     console.print(f"Log: {_config.log_path()}")
-    console.print(f"Apps running: {len(st['apps'])}; containers: {st['containers']}; inputs queued: {st['queued']}")
+    console.print(f"Apps running: {len(st['apps'])}; containers: {st['containers']} "
+                  f"(+{st.get('pending', 0)} waiting for cpu or memory); inputs queued: {st['queued']}")
+    cap = st.get("capacity")
+    if cap:
+        console.print(f"Capacity for containers: {cap['cpu']:g} cores, {cap['memory_mib']} MiB")
 
 
 # --- containers ------------------------------------------------------------------------------------

@@ -41,6 +41,18 @@ def snapshot_problems() -> list[str]:
     threads = [t.name for t in threading.enumerate() if t is not threading.main_thread() and t.is_alive()]
     if threads:
         problems.append(f"threads started before the snapshot would not exist in containers: {', '.join(threads)}")
+    try:
+        import psutil
+
+        conns = psutil.Process().net_connections(kind="inet")
+    except Exception:
+        conns = []
+    if conns:
+        where = ", ".join(f"{c.laddr.ip}:{c.laddr.port}" + (f"->{c.raddr.ip}:{c.raddr.port}" if c.raddr else "") for c in conns)
+        problems.append(
+            f"network sockets open before the snapshot ({where}) would be shared by every container; open "
+            "connections in an `@modal.enter()` hook without `snap=True`"
+        )
     torch = sys.modules.get("torch")
     if torch is not None:
         try:

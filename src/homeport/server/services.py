@@ -24,6 +24,7 @@ from .._wire import FramedProtocol
 from ..backends import Backend, ContainerSpec, ExitInfo, TemplateSpec
 from .core.scheduler import (
     Assign,
+    Capacity,
     FailInputs,
     Instruction,
     PoolConfig,
@@ -40,6 +41,15 @@ STOP_GRACE_SECONDS = 10.0
 # After a container process exits, how long to wait for its connection to deliver what it sent last.
 CONNECTION_DRAIN_SECONDS = 2.0
 ERROR = 7  # output status for a platform error: data is {"code": ..., "msg": ...}
+
+
+def machine_capacity() -> Capacity:
+    """The cores and memory containers may request in all (HOMEPORT_CPU / HOMEPORT_MEMORY_MIB override)."""
+    import psutil
+
+    cpu = float(os.environ.get("HOMEPORT_CPU") or psutil.cpu_count() or 1)
+    mem = int(os.environ.get("HOMEPORT_MEMORY_MIB") or psutil.virtual_memory().total // (1 << 20))
+    return Capacity(cpu=cpu, memory_mib=mem)
 
 
 def container_template(definition: dict[str, Any], argv: tuple[str, ...], env: dict[str, str]) -> TemplateSpec:
@@ -141,7 +151,7 @@ class ControlPlane:
         # Fork containers from template processes (HOMEPORT_TEMPLATES=0 starts fresh interpreters).
         self.use_templates = os.environ.get(P.ENV_TEMPLATES, "1") != "0"
         self._cid_counter = itertools.count(1)
-        self.scheduler = Scheduler(self._new_container_id)
+        self.scheduler = Scheduler(self._new_container_id, machine_capacity())
         self.apps: dict[str, dict[str, Any]] = {}
         self.functions: dict[str, FunctionRecord] = {}
         self.calls: dict[str, CallRecord] = {}
@@ -245,6 +255,8 @@ class ControlPlane:
             argv=argv,
             env=env,
             cwd=fn.definition.get("cwd") or None,
+            memory_limit_mib=fn.definition.get("memory_limit_mib"),
+            cpu_limit=fn.definition.get("cpu_limit"),
             template=container_template(fn.definition, argv, env) if self.use_templates else None,
         )
 
@@ -449,8 +461,10 @@ class ControlPlane:
                 scaledown_window=cfg.get("scaledown_window", 60),
                 max_inputs=cfg.get("max_inputs", 1),
                 target_inputs=cfg.get("target_inputs"),
+                **{k: cfg[k] for k in ("cpu", "memory_mib") if cfg.get(k) is not None},
             )
-            definition = dict(f["definition"], app_id=app_id, function_id=fid)
+            definition = dict(f["definition"], app_id=app_id, function_id=fid,
+                              cpu_limit=cfg.get("cpu_limit"), memory_limit_mib=cfg.get("memory_limit_mib"))
             rec = FunctionRecord(
                 fid, app_id, f["tag"], definition, config, cfg.get("env") or {}, cfg.get("retries"),
                 bool(definition.get("is_generator")),
@@ -474,11 +488,12 @@ class ControlPlane:
             return fid
         cfg = dict(msg.get("config") or {})
         env = {**base.env, **cfg.pop("env", {})}
+        limits = {k: cfg.pop(k) for k in ("cpu_limit", "memory_limit_mib") if k in cfg}
         retries = cfg.pop("retries", base.retries) if "retries" in cfg else base.retries
         config = PoolConfig(**{**base.config.__dict__, **cfg})
         fid = new_id("fu")
-        definition = dict(base.definition, **(msg.get("definition") or {}), params=msg.get("params") or {},
-                          function_id=fid)
+        definition = dict(base.definition, **(msg.get("definition") or {}), **limits,
+                          params=msg.get("params") or {}, function_id=fid)
         rec = FunctionRecord(fid, base.app_id, base.tag, definition, config, env, retries, base.is_generator)
         self.functions[fid] = rec
         self.apps[base.app_id]["functions"].append(fid)
@@ -622,4 +637,6 @@ class ControlPlane:
             ],
             "containers": len(self.containers),
             "queued": sum(len(p.queue) for p in self.scheduler.pools.values()),
+            "pending": sum(p.pending for p in self.scheduler.pools.values()),
+            "capacity": {"cpu": self.scheduler.capacity.cpu, "memory_mib": self.scheduler.capacity.memory_mib},
         }

@@ -18,6 +18,7 @@ import time
 
 from .._base import Backend, ContainerSpec, ExitCallback, ExitInfo, OutputCallback, TemplateSpec
 from . import _sandbox
+from ._cgroups import Cgroup, Cgroups, CgroupsUnavailable
 from ._templates import Templates, TemplateUnavailable
 
 log = logging.getLogger("homeport.backend.local")
@@ -34,6 +35,7 @@ class _Proc:
         self.kill_timer: asyncio.TimerHandle | None = None
         self.process: asyncio.subprocess.Process | None = None  # when spawned (not forked)
         self.exited = False
+        self.cgroup: Cgroup | None = None
 
 
 class LocalBackend(Backend):
@@ -45,6 +47,7 @@ class LocalBackend(Backend):
         self._templates: Templates | None = None
         self._sweeper: asyncio.TimerHandle | None = None
         self._tasks: set[asyncio.Task] = set()
+        self._cgroups = Cgroups()
 
     def _spawn_task(self, coro) -> None:
         task = asyncio.create_task(coro)
@@ -61,6 +64,26 @@ class LocalBackend(Backend):
         return env
 
     async def start(self, spec: ContainerSpec, on_output: OutputCallback, on_exit: ExitCallback) -> int:
+        pid = await self._start(spec, on_output, on_exit)
+        if spec.memory_limit_mib is not None or spec.cpu_limit is not None:
+            self._limit(spec, pid, on_output)
+        return pid
+
+    def _limit(self, spec: ContainerSpec, pid: int, on_output: OutputCallback) -> None:
+        """Put the container in its own cgroup before it runs user code (it is still saying hello)."""
+        proc = self._procs.get(spec.container_id)
+        try:
+            cgroup = self._cgroups.create(f"homeport-{spec.container_id}", spec.memory_limit_mib, spec.cpu_limit)
+            cgroup.add(pid)
+        except (CgroupsUnavailable, OSError) as exc:
+            note = f"homeport: cpu and memory limits are NOT enforced for this container: {exc}\n"
+            log.warning("container %s: %s", spec.container_id, note.strip())
+            on_output(spec.container_id, 2, note.encode())
+            return
+        if proc is not None:
+            proc.cgroup = cgroup
+
+    async def _start(self, spec: ContainerSpec, on_output: OutputCallback, on_exit: ExitCallback) -> int:
         env = self._tmpdir(spec)
         if spec.template is not None and not spec.mounts and not spec.rootfs and self._scratch:
             try:
@@ -175,6 +198,10 @@ class LocalBackend(Backend):
         for task in proc.pumps:
             task.cancel()
         self._procs.pop(proc.spec.container_id, None)
+        if proc.cgroup is not None:
+            if info.signal == signal.SIGKILL and proc.cgroup.oom_killed():
+                info = ExitInfo(info.returncode, info.signal, oom_limit_mib=proc.spec.memory_limit_mib)
+            proc.cgroup.remove()
         if self._scratch:
             shutil.rmtree(os.path.join(self._scratch, proc.spec.container_id), ignore_errors=True)
         proc.on_exit(proc.spec.container_id, info)

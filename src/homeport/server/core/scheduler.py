@@ -40,6 +40,16 @@ class PoolConfig:
     scaledown_window: float = 60.0
     max_inputs: int = 1  # inputs one container runs at once
     target_inputs: int | None = None  # the autoscaler aims for this many per container
+    cpu: float = 0.125  # cores requested per container (Modal's default), used for admission
+    memory_mib: int = 128  # memory requested per container (Modal's default), used for admission
+
+
+@dataclass(frozen=True)
+class Capacity:
+    """What this machine offers to containers; the sum of their requests never exceeds it."""
+
+    cpu: float
+    memory_mib: int
 
 
 class Phase(enum.Enum):
@@ -68,6 +78,7 @@ class Pool:
     containers: dict[str, Container] = field(default_factory=dict)
     ewma_seconds: float | None = None  # observed time per input
     active: bool = True
+    pending: int = 0  # containers the plan wants that wait for free cpu or memory
 
 
 # --- instructions ----------------------------------------------------------------------------------
@@ -110,10 +121,36 @@ Instruction = StartContainer | StopContainer | Assign | FailInputs | RequeueInpu
 
 
 class Scheduler:
-    def __init__(self, new_container_id) -> None:
+    def __init__(self, new_container_id, capacity: Capacity | None = None) -> None:
         self._new_id = new_container_id
+        self.capacity = capacity
         self.pools: dict[str, Pool] = {}
         self.containers: dict[str, Container] = {}
+
+    def _used(self) -> tuple[float, int]:
+        cpu, mem = 0.0, 0
+        for c in self.containers.values():
+            cfg = self.pools[c.pool].config
+            cpu += cfg.cpu
+            mem += cfg.memory_mib
+        return cpu, mem
+
+    def _fits(self, cfg: PoolConfig) -> bool:
+        if self.capacity is None:
+            return True
+        cpu, mem = self._used()
+        return cpu + cfg.cpu <= self.capacity.cpu + 1e-9 and mem + cfg.memory_mib <= self.capacity.memory_mib
+
+    def too_big(self, cfg: PoolConfig) -> str | None:
+        """Why a container of this pool can never start on this machine, if it cannot."""
+        cap = self.capacity
+        if cap is None:
+            return None
+        if cfg.cpu > cap.cpu:
+            return f"it requests cpu={cfg.cpu:g} but this machine offers {cap.cpu:g} cores; lower `cpu`"
+        if cfg.memory_mib > cap.memory_mib:
+            return f"it requests memory={cfg.memory_mib} MiB but this machine offers {cap.memory_mib} MiB; lower `memory`"
+        return None
 
     # --- events ------------------------------------------------------------------------------------
     def add_pool(self, pool_id: str, config: PoolConfig, now: float) -> list[Instruction]:
@@ -140,6 +177,9 @@ class Scheduler:
 
     def submit(self, pool_id: str, inputs: Iterable[int], now: float, front: bool = False) -> list[Instruction]:
         pool = self.pools[pool_id]
+        why = self.too_big(pool.config)
+        if why is not None:
+            return [FailInputs(tuple(inputs), f"No container can start: {why}.")]
         if front:
             pool.queue.extendleft(reversed(list(inputs)))
         else:
@@ -217,8 +257,16 @@ class Scheduler:
         if not pool.active:
             if not pool.containers:
                 del self.pools[pool.id]
-            return out
-        return out + self._reconcile(pool, now, allow_start=not init_failed)
+            return out + self._admit_waiting(now)
+        return out + self._reconcile(pool, now, allow_start=not init_failed) + self._admit_waiting(now, pool.id)
+
+    def _admit_waiting(self, now: float, skip: str | None = None) -> list[Instruction]:
+        """Capacity was freed: pools with containers waiting for it may start them now."""
+        out: list[Instruction] = []
+        for other in list(self.pools.values()):
+            if other.id != skip and other.active and other.pending:
+                out += self._reconcile(other, now)
+        return out
 
     def release(self, cid: str, inputs: Iterable[int], now: float, leaving: bool = False) -> list[Instruction]:
         """A container hands back inputs it had not started; they go to the front of the queue.
@@ -305,8 +353,12 @@ class Scheduler:
                 out.append(Assign(c.id, batch))
         # Scale: start what the plan lacks, stop idle containers past the scale-down window.
         want = self.plan(pool)
-        if allow_start and len(live) < want:
-            for _ in range(want - len(live)):
+        pool.pending = 0
+        if allow_start and len(live) < want and self.too_big(pool.config) is None:
+            for k in range(want - len(live)):
+                if not self._fits(pool.config):
+                    pool.pending = want - len(live) - k
+                    break
                 cid = self._new_id()
                 c = Container(cid, pool.id, Phase.STARTING, now, now)
                 pool.containers[cid] = c

@@ -1,0 +1,34 @@
+import os
+import time
+
+import homeport as modal
+
+app = modal.App("scaling")
+
+
+@app.function(max_containers=3)
+def slow_pid(seconds):
+    time.sleep(seconds)
+    return os.getpid()
+
+
+@app.function(min_containers=2)
+def warm_pid():
+    return os.getpid()
+
+
+@app.function(scaledown_window=2)
+def short_lived():
+    return os.getpid()
+
+
+@app.function(max_containers=2)
+def work(i):
+    time.sleep(0.002)
+    return i
+
+
+@app.function(buffer_containers=2, max_containers=10)
+def buffered(seconds):
+    time.sleep(seconds)
+    return os.getpid()

@@ -1,0 +1,39 @@
+"""Issue 4: cpu and memory requests (admission) and limits (enforced by the kernel)."""
+
+import pytest
+
+from homeport.exception import ExecutionError
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def res(platform, apps_path):
+    import resources
+
+    with resources.app.run(show_logs=False):
+        yield resources
+
+
+def test_memory_limit_kills_with_a_clear_out_of_memory_error(res):
+    assert res.hog.remote(16) == 16 << 20  # under the limit: fine
+    with pytest.raises(ExecutionError, match=r"out of memory \(memory limit 200 MiB\)"):
+        res.hog.remote(400)
+
+
+def test_cpu_limit_is_set_in_the_kernel(res):
+    quota, period = res.cpu_quota.remote()
+    if quota is not None and " " in quota:  # cgroup v2: "max period" or "quota period"
+        quota, period = quota.split()
+    assert int(quota) / int(period) == pytest.approx(0.5)
+
+
+def test_requests_admit_only_what_fits_on_the_machine(res):
+    # each container requests 60% of the machine's cores, so only one runs at a time
+    pids = set(res.big.map([0.2] * 4))
+    assert len(pids) == 1
+
+
+def test_a_request_larger_than_the_machine_fails_clearly(res):
+    with pytest.raises(ExecutionError, match=r"No container can start: it requests cpu=.* lower `cpu`"):
+        res.impossible.remote()
