@@ -220,9 +220,12 @@ class App:
 
         return decorator
 
-    def cls(self, **kwargs: Any) -> Callable[[type], Any]:
+    def cls(self, _warn_parentheses_missing: Any = None, **kwargs: Any) -> Callable[[type], Any]:
         """Turn a class into a service whose methods run in containers (see `modal.Cls`)."""
         from ._cls import cls_decorator
+
+        if _warn_parentheses_missing is not None:
+            raise InvalidError("Did you forget parentheses? Suggestion: `@app.cls()`.")
 
         return cls_decorator(self, self._merge_app_defaults(kwargs))
 
@@ -266,6 +269,9 @@ class App:
             raise UnimplementedError(
                 "This app uses parameters whose effect Homeport does not build yet:\n" + "\n".join(problems)
             )
+        from ._cls import check_unregistered_classes
+
+        check_unregistered_classes({r.definition["module_name"] for r in self._registered.values()})
 
     async def _start(self, show_logs: bool, detach: bool) -> None:
         if self._running:

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import inspect
+import json
+import sys
 from typing import TYPE_CHECKING, Any
 
 from . import _protocol as P
 from ._bridge import run_sync
 from ._client import get_client
 from ._function import Function
-from ._options import function_options, merged_env, unsupported_features
-from ._partial import PartialFunction
+from ._options import FunctionOptions, function_options, merged_env, unsupported_features
+from ._partial import PartialFunction, web_not_built
 from .exception import InvalidError, NotFoundError, UnimplementedError
 
 if TYPE_CHECKING:
@@ -18,6 +20,7 @@ if TYPE_CHECKING:
 
 _NO_DEFAULT = object()
 _PARAM_TYPES = (str, int, bool, bytes)
+_TYPE_NAMES = {"str": str, "int": int, "bool": bool, "bytes": bytes}
 
 
 class _Parameter:
@@ -38,28 +41,107 @@ def parameter(*, default: Any = _NO_DEFAULT, init: bool = True) -> Any:
     return _Parameter(default, init)
 
 
-def _finalize_class(user_cls: type, where: str) -> tuple[dict[str, dict], dict[str, tuple[type, Any]], bool]:
-    """Put raw functions (with runtime markers) back on the class; return its methods and parameters."""
-    methods: dict[str, dict] = {}
-    has_enter = False
-    for name, attr in list(vars(user_cls).items()):
-        if isinstance(attr, PartialFunction):
-            setattr(user_cls, name, attr.finalize())
-            if attr.method is not None:
-                methods[name] = attr.method
-            has_enter = has_enter or bool(attr.lifecycle and attr.lifecycle[0] == "enter")
-    annotations = inspect.get_annotations(user_cls, eval_str=False)
-    params: dict[str, tuple[type, Any]] = {}
-    for name, attr in list(vars(user_cls).items()):
+class _ClassInfo:
+    """What `@app.cls` (or `@app.function` on a class) learnt from the class body."""
+
+    def __init__(self) -> None:
+        self.methods: dict[str, dict] = {}  # name -> {"is_generator": bool}
+        self.hooks: dict[str, tuple[str, bool]] = {}  # name -> ("enter", snap) | ("exit", False)
+        self.params: dict[str, tuple[type, Any, bool]] = {}  # name -> (type, default, init)
+        self.web: list[str] = []  # kinds of web decorators used
+
+
+def _markers(attr: Any) -> tuple[dict | None, tuple | None]:
+    raw = getattr(attr, "__func__", attr)
+    if not inspect.isfunction(raw):
+        return None, None
+    return getattr(raw, P.METHOD_ATTR, None), getattr(raw, P.LIFECYCLE_ATTR, None)
+
+
+def _finalize_class(user_cls: type, where: str) -> _ClassInfo:
+    """Put raw functions (with runtime markers) back on the class and its bases; say what it has.
+
+    Walks the MRO from `object` down, like attribute lookup in reverse, so that methods and hooks
+    inherited from a base class count and a subclass's plain override of a method removes it.
+    """
+    info = _ClassInfo()
+    entries: dict[str, tuple[dict | None, tuple | None]] = {}
+    for klass in reversed(user_cls.__mro__):
+        if klass is object:
+            continue
+        for name, attr in list(vars(klass).items()):
+            if isinstance(attr, PartialFunction):
+                if attr.web is not None:
+                    info.web.append(attr.web["type"])
+                    continue
+                attr = attr.finalize()
+                setattr(klass, name, attr)
+            entries[name] = _markers(attr)
+    for name, (method, lifecycle) in entries.items():
+        if method is not None:
+            info.methods[name] = method
+        if lifecycle is not None:
+            info.hooks[name] = lifecycle
+    annotations: dict[str, Any] = {}
+    for klass in reversed(user_cls.__mro__):
+        annotations.update(inspect.get_annotations(klass, eval_str=False))
+    for name in dir(user_cls):
+        attr = inspect.getattr_static(user_cls, name, None)
         if isinstance(attr, _Parameter):
-            ann = annotations.get(name)
-            typ = ann if isinstance(ann, type) else {"str": str, "int": int, "bool": bool, "bytes": bytes}.get(str(ann))
-            if typ not in _PARAM_TYPES:
+            if name not in annotations:
                 raise InvalidError(
-                    f"{where} parameter `{name}` must be annotated as str, int, bool or bytes, got {ann!r}"
+                    f"All modal.parameter() specifications need to be type-annotated: give {where} parameter "
+                    f"`{name}` a type, e.g. `{name}: str = modal.parameter()`."
                 )
-            params[name] = (typ, attr.default)
-    return methods, params, has_enter
+            ann = annotations[name]
+            typ = ann if isinstance(ann, type) else _TYPE_NAMES.get(str(ann))
+            if typ not in _PARAM_TYPES:
+                shown = ann if isinstance(ann, str) else getattr(ann, "__name__", repr(ann))
+                raise InvalidError(
+                    f"{where} parameter `{name}`: {shown} is not a supported modal.parameter() type. "
+                    "Use one of: str, int, bool, bytes."
+                )
+            info.params[name] = (typ, attr.default, attr.init)
+    init = user_cls.__init__
+    if init is not object.__init__ and inspect.isfunction(init):
+        required = [p.name for p in list(inspect.signature(init).parameters.values())[1:]
+                    if p.default is p.empty and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+        if required:
+            raise InvalidError(
+                f"{where} has an `__init__` that requires arguments ({', '.join(required)}), but containers "
+                "create the instance themselves. Declare them as class parameters instead, e.g. "
+                f"`{required[0]}: str = modal.parameter()`, and do set-up in a `@modal.enter()` method."
+            )
+    return info
+
+
+def _check_class(user_cls: type, info: _ClassInfo, options: FunctionOptions, where: str) -> None:
+    if info.web:
+        raise web_not_built(info.web[0])
+    snap = [name for name, (kind, is_snap) in info.hooks.items() if kind == "enter" and is_snap]
+    if snap and not options.enable_memory_snapshot:
+        raise InvalidError(
+            f"A class must have `enable_memory_snapshot=True` to use `snap=True` on its methods "
+            f"({where}: {', '.join(snap)})."
+        )
+
+
+def _check_class_kwargs(kwargs: dict[str, Any], user_cls: type) -> None:
+    if "<locals>" in user_cls.__qualname__ and not kwargs.get("serialized"):
+        raise InvalidError(
+            "The `@app.cls` decorator must apply to classes in global scope, unless `serialized=True` is "
+            f"set (class {user_cls.__name__} is defined inside a function, where a container cannot import it)."
+        )
+    if kwargs.get("schedule") is not None:
+        raise InvalidError(
+            f"`schedule=` cannot be used with `@app.cls` (class {user_cls.__name__}): a schedule calls a "
+            "function with no arguments. Put the schedule on an `@app.function()` that calls the class's method."
+        )
+    if kwargs.get("is_generator") is not None:
+        raise InvalidError(
+            f"`is_generator=` cannot be used with `@app.cls` (class {user_cls.__name__}); generator methods "
+            "are detected per method, or marked with `@modal.method(is_generator=True)`."
+        )
 
 
 def cls_decorator(app: App, kwargs: dict[str, Any]):
@@ -69,18 +151,21 @@ def cls_decorator(app: App, kwargs: dict[str, Any]):
                                "Hint: swap the order of the decorators.")
         if not inspect.isclass(user_cls):
             raise InvalidError(f"`@app.cls` must decorate a class, got {type(user_cls).__name__}")
+        where = f"Class {user_cls.__name__}"
+        _check_class_kwargs(kwargs, user_cls)
         tag = kwargs.get("name") or user_cls.__name__
-        methods, params, _ = _finalize_class(user_cls, f"Class {user_cls.__name__}")
-        if not methods and "__call__" not in vars(user_cls):
+        options = function_options(tag=tag, raw_f=None, **kwargs)
+        info = _finalize_class(user_cls, where)
+        _check_class(user_cls, info, options, where)
+        if not info.methods and not _has_call(user_cls):
             raise InvalidError(
                 f"Class {user_cls.__name__} has no `@modal.method()`, web endpoint or `__call__`, so it has "
                 "nothing to call. Mark the methods to call remotely with `@modal.method()`."
             )
-        options = function_options(tag=tag, raw_f=None, **kwargs)
-        cls = Cls(app, user_cls, tag, options, methods, params)
+        cls = Cls(app, user_cls, tag, options, info.methods, info.params)
         from ._app import _Registered, build_definition, input_settings, pool_config
 
-        inputs = input_settings(user_cls, options, _class_batch(user_cls, methods))
+        inputs = input_settings(user_cls, options, _class_batch(user_cls, info.methods))
         definition = build_definition(tag, user_cls, user_cls.__qualname__, options, False, params={},
                                       max_inputs=inputs["max_inputs"], batch=inputs["batch"])
         config = pool_config(options, inputs["max_inputs"], inputs["target_inputs"])
@@ -101,16 +186,37 @@ def _class_batch(user_cls: type, methods: dict[str, dict]) -> dict[str, int] | N
     return methods[batched[0]]["batched"]
 
 
+def _has_call(user_cls: type) -> bool:
+    return any("__call__" in vars(k) for k in user_cls.__mro__ if k is not object)
+
+
 def function_class(app: App, user_cls: type, kwargs: dict[str, Any]) -> Function:
     """The seed's function-level class form: `@app.function()` on a class with `__call__` and hooks."""
-    if "__call__" not in vars(user_cls):
+    if not _has_call(user_cls):
         raise InvalidError(
             "The `@app.function` decorator cannot be used on a class without `__call__`. "
             "Please use `@app.cls` instead."
         )
-    _finalize_class(user_cls, f"Class {user_cls.__name__}")
+    where = f"Class {user_cls.__name__}"
+    if "<locals>" in user_cls.__qualname__ and not kwargs.get("serialized"):
+        raise InvalidError(
+            "The `@app.function` decorator must apply to classes in global scope, unless `serialized=True` is "
+            f"set (class {user_cls.__name__} is defined inside a function, where a container cannot import it)."
+        )
     tag = kwargs.get("name") or user_cls.__qualname__
-    options = function_options(tag=tag, raw_f=None, **kwargs)
+    kwargs = dict(kwargs)
+    is_gen = kwargs.pop("is_generator", None)
+    if is_gen is None:
+        call = user_cls.__call__
+        is_gen = inspect.isgeneratorfunction(call) or inspect.isasyncgenfunction(call)
+    options = function_options(tag=tag, raw_f=None, is_generator=bool(is_gen), **kwargs)
+    info = _finalize_class(user_cls, where)
+    _check_class(user_cls, info, options, where)
+    if info.params:
+        raise InvalidError(
+            f"{where} declares `modal.parameter()`s, which need `@app.cls()`: with `@app.function()` the "
+            "class is created without arguments."
+        )
     instance_for_local: list[Any] = []
 
     def local_call(*args: Any, **kw: Any) -> Any:
@@ -118,16 +224,32 @@ def function_class(app: App, user_cls: type, kwargs: dict[str, Any]) -> Function
             instance_for_local.append(_local_instance(user_cls, {}))
         return instance_for_local[0](*args, **kw)
 
-    fn = Function(app, local_call, tag, options, is_generator=False)
+    fn = Function(app, local_call, tag, options, is_generator=bool(is_gen))
     setattr(fn, P.USER_CLASS_ATTR, user_cls)
     from ._app import _Registered, build_definition, input_settings, pool_config
 
     inputs = input_settings(user_cls, options)
-    definition = build_definition(tag, user_cls, user_cls.__qualname__, options, False, params={},
+    definition = build_definition(tag, user_cls, user_cls.__qualname__, options, bool(is_gen), params={},
                                   max_inputs=inputs["max_inputs"], batch=None)
     config = pool_config(options, inputs["max_inputs"], inputs["target_inputs"])
     app._register(_Registered(tag, fn, options, definition, config, fn._hydrate))
     return fn
+
+
+def ordered_hooks(user_cls: type) -> tuple[list[str], list[str]]:
+    """(enter hooks, exit hooks) by name, in the order a container runs them.
+
+    Definition order, base classes first; `snap=True` enter hooks before the others. The container
+    runtime keeps its own copy of this rule (it does not import the SDK).
+    """
+    order: dict[str, tuple | None] = {}
+    for klass in reversed(user_cls.__mro__):
+        for name, attr in vars(klass).items():
+            order[name] = _markers(attr)[1]
+    snap = [n for n, lc in order.items() if lc and lc[0] == "enter" and lc[1]]
+    post = [n for n, lc in order.items() if lc and lc[0] == "enter" and not lc[1]]
+    exits = [n for n, lc in order.items() if lc and lc[0] == "exit"]
+    return snap + post, exits
 
 
 def _local_instance(user_cls: type, params: dict[str, Any]) -> Any:
@@ -135,17 +257,43 @@ def _local_instance(user_cls: type, params: dict[str, Any]) -> Any:
     obj = user_cls.__new__(user_cls)
     for k, v in params.items():
         setattr(obj, k, v)
-    if "__init__" in vars(user_cls):
+    if user_cls.__init__ is not object.__init__:
         obj.__init__()
-    hooks = []
-    for name in dir(user_cls):
-        raw = inspect.getattr_static(user_cls, name, None)
-        lc = getattr(raw, P.LIFECYCLE_ATTR, None)
-        if lc and lc[0] == "enter":
-            hooks.append((not lc[1], raw.__code__.co_firstlineno, name))
-    for _, _, name in sorted(hooks):
+    for name in ordered_hooks(user_cls)[0]:
         getattr(obj, name)()
     return obj
+
+
+def check_unregistered_classes(module_names: set[str]) -> None:
+    """Raise if a module of the app holds a class with `@modal.method`/`@enter`/`@exit` methods that was
+    never registered with `@app.cls()`: its methods could never be called remotely.
+
+    (Decorators on methods run before the class exists, so this cannot be seen when they are applied.)
+    """
+    for module_name in sorted(module_names):
+        module = sys.modules.get(module_name)
+        if module is None:
+            continue
+        for value in list(vars(module).values()):
+            if not inspect.isclass(value) or getattr(value, "__module__", None) != module_name:
+                continue
+            for name, attr in vars(value).items():
+                if isinstance(attr, PartialFunction) and not attr.registered and attr.web is None:
+                    raise InvalidError(
+                        f"Class {value.__qualname__} has `@modal.method`/`@modal.enter`/`@modal.exit` method "
+                        f"`{name}` but is not registered with `@app.cls()`, so it can never run in a container. "
+                        f"Add `@app.cls()` above `class {value.__name__}`."
+                    )
+
+
+# Keyword arguments of `Cls.with_options`; legacy names are renamed (with a deprecation warning).
+_WITH_OPTIONS = {"cpu", "memory", "gpu", "env", "secrets", "volumes", "retries", "timeout", "startup_timeout",
+                 "min_containers", "max_containers", "buffer_containers", "scaledown_window", "region", "cloud",
+                 "routing_region", "keep_warm", "concurrency_limit", "container_idle_timeout",
+                 "allow_concurrent_inputs"}
+_LEGACY = {"keep_warm": "min_containers", "concurrency_limit": "max_containers",
+           "container_idle_timeout": "scaledown_window"}
+_POOL_KEYS = ("min_containers", "max_containers", "buffer_containers", "scaledown_window")
 
 
 class Cls:
@@ -170,7 +318,7 @@ class Cls:
     """
 
     def __init__(self, app: App | None, user_cls: type, tag: str, options: Any, methods: dict[str, dict],
-                 params: dict[str, tuple[type, Any]], overrides: dict[str, Any] | None = None,
+                 params: dict[str, tuple[type, Any, bool]], overrides: dict[str, Any] | None = None,
                  base: Cls | None = None) -> None:
         self._app = app
         self._user_cls = user_cls
@@ -183,10 +331,20 @@ class Cls:
         self._function_id: str | None = None
         self._bound: dict[tuple, str] = {}
         self._input_overrides: dict[str, Any] | None = None
+        self._variant: tuple[dict, dict] | None = None
         setattr(self, P.USER_CLASS_ATTR, user_cls)
 
     def __repr__(self) -> str:
         return f"Cls({self._tag!r})"
+
+    def __getattr__(self, name: str) -> Any:
+        methods = self.__dict__.get("_methods")
+        if methods is not None and name in methods:
+            raise AttributeError(
+                "You can't access methods on a Cls directly - Did you forget to instantiate the class first? "
+                f"e.g. instead of {self._tag}.{name}.remote(), do {self._tag}().{name}.remote()"
+            )
+        raise AttributeError(f"'Cls' object has no attribute {name!r}")
 
     def _hydrate(self, function_id: str | None) -> None:
         self._function_id = function_id
@@ -195,36 +353,40 @@ class Cls:
     def __call__(self, *args: Any, **kwargs: Any) -> Obj:
         if args:
             raise InvalidError(
-                f"Positional arguments are not allowed for {self._tag}; pass parameters by name, "
-                f"e.g. {self._tag}({', '.join(f'{p}=...' for p in self._params) or ''})"
+                "Can't use positional arguments with modal.parameter-based synthetic constructors. Use "
+                f"(<parameter_name>=value) keyword arguments when constructing classes instead, e.g. "
+                f"{self._tag}({', '.join(f'{p}=...' for p in self._params)})"
             )
-        values: dict[str, Any] = {}
-        for name, value in kwargs.items():
-            if name not in self._params:
+        for name in kwargs:
+            if name not in self._params or not self._params[name][2]:
                 raise InvalidError(
                     f"{self._tag} has no parameter `{name}`; declare it as `{name}: str = modal.parameter()`."
                 )
-            typ = self._params[name][0]
-            if not isinstance(value, typ) or (typ is int and isinstance(value, bool)):
-                raise TypeError(f"Parameter `{name}` of {self._tag} must be {typ.__name__}, got {type(value).__name__}")
-            values[name] = value
-        for name, (_, default) in self._params.items():
-            if name not in values:
-                if default is _NO_DEFAULT:
-                    raise InvalidError(f"Missing required parameter `{name}` for {self._tag}.")
+        values: dict[str, Any] = {}
+        for name, (typ, default, init) in self._params.items():  # declaration order, whatever the call's
+            if name in kwargs:
+                value = kwargs[name]
+                if not isinstance(value, typ) or (typ is int and isinstance(value, bool)):
+                    raise TypeError(
+                        f"Parameter `{name}` of {self._tag} must be {typ.__name__}, got {type(value).__name__}"
+                    )
+                values[name] = value
+            elif default is not _NO_DEFAULT:
                 values[name] = default
+            elif init:
+                raise InvalidError(f"Missing required parameter `{name}` for {self._tag}.")
         return Obj(self, values)
 
     def with_options(self, **options: Any) -> Cls:
-        """A variant of the class with other resources or scaling; it gets its own containers."""
-        allowed = {"cpu", "memory", "gpu", "secrets", "volumes", "timeout", "retries", "scaledown_window",
-                   "min_containers", "max_containers", "buffer_containers", "container_idle_timeout", "region",
-                   "startup_timeout", "env"}
-        unknown = set(options) - allowed
+        """A variant of the class with other resources, secrets, timeouts or scaling; it gets its own
+        containers. Later calls override earlier ones."""
+        unknown = set(options) - _WITH_OPTIONS
         if unknown:
             raise TypeError(f"with_options() got unexpected keyword arguments: {', '.join(sorted(unknown))}")
-        merged = {**self._overrides, **{k: v for k, v in options.items() if v is not None}}
-        function_options(tag=self._tag, raw_f=None, **merged)  # validate now, where the user wrote it
+        given = {k: v for k, v in options.items() if v is not None}
+        function_options(tag=self._tag, raw_f=None, **given)  # validate now, where the user wrote it
+        given = {_LEGACY.get(k, k): v for k, v in given.items()}
+        merged = {**self._overrides, **given}
         root = self._base or self
         variant = Cls(self._app, self._user_cls, self._tag, self._options, self._methods, self._params, merged, root)
         variant._input_overrides = self._input_overrides
@@ -266,6 +428,45 @@ class Cls:
             "(`homeport deploy` is not built). Use the class from its defining module inside `app.run()`."
         )
 
+    def _variant_payload(self) -> tuple[dict, dict]:
+        """What `with_options` changes: (pool config, definition) overrides, sent to the control plane."""
+        if self._variant is not None:
+            return self._variant
+        config: dict[str, Any] = {}
+        definition: dict[str, Any] = {}
+        over = self._overrides
+        if over:
+            base = self._options
+            opts = function_options(tag=self._tag, raw_f=None, **{"timeout": base.timeout, **over})
+            problems = unsupported_features(opts)
+            if problems:
+                raise UnimplementedError(
+                    f"{self._tag}.with_options(...) uses parameters Homeport does not build yet: " + "; ".join(problems)
+                )
+            for key in _POOL_KEYS:
+                if key in over:
+                    config[key] = getattr(opts, key)
+            if "secrets" in over or "env" in over:
+                config["env"] = {**merged_env(base), **merged_env(opts)}
+            if "retries" in over:
+                config["retries"] = opts.retries.to_dict() if opts.retries else None
+            if "timeout" in over:
+                definition["timeout"] = opts.timeout
+                if base.startup_timeout is None:  # the start-up limit follows `timeout` unless set
+                    definition["startup_timeout"] = opts.timeout
+            if "startup_timeout" in over:
+                definition["startup_timeout"] = opts.startup_timeout
+            if "cpu" in over or "memory" in over:
+                from ._app import resource_config
+
+                config.update(resource_config(opts))
+        inputs = self._input_overrides
+        if inputs:
+            config.update(max_inputs=inputs["max_inputs"], target_inputs=inputs["target_inputs"])
+            definition.update(max_inputs=inputs["max_inputs"], batch=inputs["batch"])
+        self._variant = (config, definition)
+        return self._variant
+
     async def _bind(self, params: dict[str, Any]) -> str:
         root = self._base or self
         if root._function_id is None:
@@ -273,41 +474,13 @@ class Cls:
         inputs = self._input_overrides
         if not params and not self._overrides and not inputs:
             return root._function_id
-        key = (tuple(sorted(params.items())), tuple(sorted((k, repr(v)) for k, v in self._overrides.items())),
-               repr(inputs))
+        config, definition = self._variant_payload()
+        # Keyed by the values sent, not by how the user spelt them: two `Secret.from_dict`s with the
+        # same keys but different values are different variants.
+        key = (tuple(params.items()), json.dumps([config, definition], sort_keys=True))
         fid = root._bound.get(key)
         if fid is not None:
             return fid
-        overrides = {}
-        if self._overrides:
-            base_kwargs = {k: getattr(self._options, k) for k in ("timeout",)}
-            opts = function_options(tag=self._tag, raw_f=None, **{**base_kwargs, **self._overrides})
-            problems = unsupported_features(opts)
-            if problems:
-                raise UnimplementedError("with_options uses parameters Homeport does not build yet: " + "; ".join(problems))
-            overrides = {k: v for k, v in self._overrides.items()}
-            config = {
-                "min_containers": opts.min_containers,
-                "max_containers": opts.max_containers,
-                "buffer_containers": opts.buffer_containers,
-                "scaledown_window": opts.scaledown_window,
-                "env": {**merged_env(self._options), **merged_env(opts)},
-                "retries": opts.retries.to_dict() if opts.retries else None,
-            }
-            config = {k: v for k, v in config.items() if k in overrides or k == "env" or
-                      (k == "scaledown_window" and "container_idle_timeout" in overrides)}
-            if "cpu" in overrides or "memory" in overrides:
-                from ._app import resource_config
-
-                config.update(resource_config(opts))
-            definition = {"timeout": opts.timeout} if "timeout" in overrides else {}
-            if "startup_timeout" in overrides:
-                definition["startup_timeout"] = opts.startup_timeout
-        else:
-            config, definition = {}, {}
-        if inputs:
-            config.update(max_inputs=inputs["max_inputs"], target_inputs=inputs["target_inputs"])
-            definition.update(max_inputs=inputs["max_inputs"], batch=inputs["batch"])
         client = await get_client()
         fid = await client.request({"t": P.FUNCTION_BIND, "fid": root._function_id, "params": params,
                                     "config": config, "definition": definition})
@@ -344,6 +517,8 @@ class Obj:
             if m is None:
                 m = self._methods[name] = _BoundMethod(self, name, cls._methods[name])
             return m
+        if name in self._params:
+            return self._params[name]
         raise AttributeError(
             f"{cls._tag} has no method `{name}` marked with `@modal.method()`"
         )

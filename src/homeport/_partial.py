@@ -2,23 +2,27 @@
 
 Each returns a `PartialFunction` that `@app.cls` (or `@app.function` on a class) finalizes: the raw
 function goes back on the class with a marker the container runtime reads (`_protocol.*_ATTR`).
+Misuse is caught here, when the module is imported: hooks that take parameters or are `async def`,
+decorators on a class or on a plain function, and decorators that cannot be combined.
 """
 
 from __future__ import annotations
 
 import inspect
+import warnings
 from typing import Any
 
 from . import _protocol as P
-from .exception import InvalidError, UnimplementedError
+from .exception import DeprecationError, InvalidError, UnimplementedError
 
 
 class PartialFunction:
     def __init__(self, raw_f: Any, *, method: dict[str, Any] | None = None,
-                 lifecycle: tuple[str, bool] | None = None) -> None:
+                 lifecycle: tuple[str, bool] | None = None, web: dict[str, Any] | None = None) -> None:
         self.raw_f = raw_f
         self.method = method
         self.lifecycle = lifecycle
+        self.web = web
         self.registered = False
 
     def __repr__(self) -> str:
@@ -32,6 +36,8 @@ class PartialFunction:
         return self.raw_f(*args, **kwargs)
 
     def _finalize_for_function(self) -> Any:
+        if self.web is not None:
+            raise web_not_built(self.web["type"])
         raise InvalidError(
             f"`{self}`: `@modal.method`, `@modal.enter` and `@modal.exit` belong on methods of a class "
             "registered with `@app.cls()`, not on a plain function."
@@ -47,14 +53,49 @@ class PartialFunction:
         return self.raw_f
 
 
+def web_not_built(kind: str) -> UnimplementedError:
+    return UnimplementedError(
+        f"`@modal.{kind}` is not supported by Homeport yet (web endpoints are not built); remove it and call "
+        "the function with `.remote()` instead."
+    )
+
+
+def _in_class_body(f: Any) -> bool:
+    """Whether `f` was defined in a class body (`C.f`, `outer.<locals>.C.f`), judged by its qualname."""
+    qualname = getattr(f, "__qualname__", None)
+    if not isinstance(qualname, str):
+        return True  # not a plain Python function: nothing to judge by
+    parts = qualname.split(".")
+    return len(parts) >= 2 and parts[-2] != "<locals>"
+
+
+def _name(f: Any) -> str:
+    """`C.setup` for a method of a class defined inside a function, not `test.<locals>.C.setup`."""
+    return getattr(f, "__qualname__", repr(f)).split("<locals>.")[-1]
+
+
 def _check_target(f: Any, decorator: str) -> None:
     if inspect.isclass(f):
         raise InvalidError(f"Cannot apply `@modal.{decorator}` to a class. Hint: consider applying to a method instead.")
     from ._function import Function
 
-    if isinstance(f, Function) or type(f).__name__ == "Cls":
+    if isinstance(f, Function):
         raise InvalidError(
             f"Cannot stack `@modal.{decorator}` on top of `@app.function`. Hint: swap the order of the decorators."
+        )
+    if type(f).__name__ == "Cls":
+        raise InvalidError(
+            f"Cannot stack `@modal.{decorator}` on top of `@app.cls()`: it belongs on a method inside the class. "
+            "Hint: move it onto one of the class's methods."
+        )
+
+
+def _check_in_class(raw: Any, decorator: str) -> None:
+    if not _in_class_body(raw):
+        raise InvalidError(
+            f"`@modal.{decorator}()` can only be used on methods of a class registered with `@app.cls()`, but "
+            f"`{_name(raw)}` is a plain function. Define it inside the class, or use `@app.function()` "
+            "to run a plain function remotely."
         )
 
 
@@ -68,13 +109,18 @@ def method(_warn_parentheses_missing: Any = None, *, is_generator: bool | None =
         if isinstance(f, PartialFunction):
             if f.lifecycle is not None:
                 raise InvalidError("Interface decorators cannot be combined with lifecycle decorators.")
+            if f.web is not None:
+                raise InvalidError("Callable decorators cannot be combined with web interface decorators.")
             if f.method is not None:
                 raise InvalidError("Cannot apply `@modal.method` twice.")
-            f.method = {"is_generator": bool(is_generator)}
-            return f
+        raw = f.raw_f if isinstance(f, PartialFunction) else f
+        _check_in_class(raw, "method")
         gen = is_generator if is_generator is not None else (
-            inspect.isgeneratorfunction(f) or inspect.isasyncgenfunction(f)
+            inspect.isgeneratorfunction(raw) or inspect.isasyncgenfunction(raw)
         )
+        if isinstance(f, PartialFunction):
+            f.method = {"is_generator": bool(gen)}
+            return f
         return PartialFunction(f, method={"is_generator": bool(gen)})
 
     return decorator
@@ -86,19 +132,24 @@ def _lifecycle(kind: str, snap: bool) -> Any:
     def decorator(f: Any) -> PartialFunction:
         _check_target(f, name)
         raw = f.raw_f if isinstance(f, PartialFunction) else f
-        if isinstance(f, PartialFunction) and (f.method is not None or f.lifecycle is not None):
-            raise InvalidError("Interface decorators cannot be combined with lifecycle decorators.")
-        if getattr(raw, "__homeport_web__", None):
-            raise InvalidError("Interface decorators cannot be combined with lifecycle decorators.")
+        if isinstance(f, PartialFunction):
+            if f.method is not None or f.web is not None:
+                raise InvalidError("Interface decorators cannot be combined with lifecycle decorators.")
+            if f.lifecycle is not None:
+                raise InvalidError(
+                    f"`@modal.{name}()` cannot be combined with `@modal.{f.lifecycle[0]}()` on the same method "
+                    f"`{_name(raw)}`; use one method per hook."
+                )
+        _check_in_class(raw, name)
         if inspect.iscoroutinefunction(raw) or inspect.isasyncgenfunction(raw):
             raise InvalidError(
-                f"`@modal.{name}()` hook `{raw.__qualname__}` is `async def`; lifecycle hooks must be plain "
+                f"`@modal.{name}()` hook `{_name(raw)}` is `async def`; lifecycle hooks must be plain "
                 f"(sync) functions. Use `def {raw.__name__}(self):` and run async work with `asyncio.run(...)`."
             )
-        params = [p for p in inspect.signature(raw).parameters.values()]
+        params = list(inspect.signature(raw).parameters.values())
         if len(params) != 1 or params[0].kind not in (params[0].POSITIONAL_ONLY, params[0].POSITIONAL_OR_KEYWORD):
             raise InvalidError(
-                f"`@modal.{name}()` hook `{raw.__qualname__}` must take no parameters other than `self`; "
+                f"`@modal.{name}()` hook `{_name(raw)}` must take no parameters other than `self`; "
                 f"got ({', '.join(p.name for p in params)}). Load configuration inside the hook instead."
             )
         return PartialFunction(raw, lifecycle=(kind, snap))
@@ -110,6 +161,8 @@ def enter(_warn_parentheses_missing: Any = None, *, snap: bool = False) -> Any:
     """Run a method once when a container starts, before it takes inputs."""
     if _warn_parentheses_missing is not None:
         raise InvalidError("Positional arguments are not allowed. Did you forget parentheses? Suggestion: `@modal.enter()`.")
+    if not isinstance(snap, bool):
+        raise InvalidError(f"`snap` must be True or False, not {snap!r}")
     return _lifecycle("enter", snap)
 
 
@@ -118,6 +171,64 @@ def exit(_warn_parentheses_missing: Any = None) -> Any:
     if _warn_parentheses_missing is not None:
         raise InvalidError("Positional arguments are not allowed. Did you forget parentheses? Suggestion: `@modal.exit()`.")
     return _lifecycle("exit", False)
+
+
+def _web(kind: str, config: dict[str, Any]) -> Any:
+    """A web decorator: its composition with other decorators is checked now; `@app.function` /
+    `@app.cls` then say that web endpoints are not built (issue 7)."""
+
+    def decorator(f: Any) -> PartialFunction:
+        _check_target(f, kind)
+        if isinstance(f, PartialFunction):
+            if f.lifecycle is not None:
+                raise InvalidError("Interface decorators cannot be combined with lifecycle decorators.")
+            if f.method is not None:
+                raise InvalidError("Callable decorators cannot be combined with web interface decorators.")
+            if f.web is not None:
+                raise InvalidError("Cannot set `webhook_config` twice.")
+        raw = f.raw_f if isinstance(f, PartialFunction) else f
+        if inspect.isgeneratorfunction(raw) or inspect.isasyncgenfunction(raw):
+            raise InvalidError("Webhooks cannot be generators")
+        return PartialFunction(raw, web={"type": kind, **config})
+
+    return decorator
+
+
+def _no_positional(kind: str, arg: Any) -> None:
+    if arg is not None:
+        raise InvalidError(
+            f"Positional arguments are not allowed. Did you forget parentheses? Suggestion: `@modal.{kind}()`."
+        )
+
+
+def fastapi_endpoint(_warn_parentheses_missing: Any = None, *, method: str = "GET", **config: Any) -> Any:
+    """An HTTP endpoint (not built yet: `@app.function` / `@app.cls` raise `UnimplementedError`)."""
+    _no_positional("fastapi_endpoint", _warn_parentheses_missing)
+    return _web("fastapi_endpoint", {"method": method, **config})
+
+
+def web_endpoint(_warn_parentheses_missing: Any = None, *, method: str = "GET", **config: Any) -> Any:
+    """The legacy name of `fastapi_endpoint`; keeps working with a deprecation warning."""
+    _no_positional("web_endpoint", _warn_parentheses_missing)
+    warnings.warn("`@modal.web_endpoint` is deprecated; it has been renamed to `@modal.fastapi_endpoint`.",
+                  DeprecationError, stacklevel=2)
+    return _web("fastapi_endpoint", {"method": method, **config})
+
+
+def asgi_app(_warn_parentheses_missing: Any = None, **config: Any) -> Any:
+    _no_positional("asgi_app", _warn_parentheses_missing)
+    return _web("asgi_app", config)
+
+
+def wsgi_app(_warn_parentheses_missing: Any = None, **config: Any) -> Any:
+    _no_positional("wsgi_app", _warn_parentheses_missing)
+    return _web("wsgi_app", config)
+
+
+def web_server(port: Any = None, **config: Any) -> Any:
+    if not isinstance(port, int) or isinstance(port, bool) or port <= 0:
+        raise InvalidError("First argument of `@web_server` must be a local port, such as `@web_server(8000)`.")
+    return _web("web_server", {"port": port, **config})
 
 
 def _not_built(name: str, issue: str) -> Any:
@@ -213,16 +324,10 @@ def batched(_warn_parentheses_missing: Any = None, *, max_batch_size: int, wait_
         setattr(f, P.BATCHED_ATTR, settings)
         # On a method of an `@app.cls` class it acts as `@modal.method()`; on a function `@app.function`
         # reads the marker.
-        qualname = getattr(f, "__qualname__", "")
-        if "." in qualname and "<locals>" not in qualname.rsplit(".", 1)[0].split(".")[-1:]:
+        if _in_class_body(f):
             return PartialFunction(f, method={"is_generator": False, "batched": settings})
         return f
 
     return decorator
 
 
-fastapi_endpoint = _not_built("fastapi_endpoint", "web endpoints are not built")
-web_endpoint = _not_built("web_endpoint", "web endpoints are not built")
-asgi_app = _not_built("asgi_app", "web endpoints are not built")
-wsgi_app = _not_built("wsgi_app", "web endpoints are not built")
-web_server = _not_built("web_server", "web endpoints are not built")

@@ -125,30 +125,32 @@ def _class_service(user_cls: type, defn: dict[str, Any]) -> Service:
     instance = user_cls.__new__(user_cls)
     for k, v in (defn.get("params") or {}).items():
         setattr(instance, k, v)
-    init = getattr(user_cls, "__init__", None)
-    if init is not None and init is not object.__init__ and not defn.get("params_via_init", False):
+    if user_cls.__init__ is not object.__init__ and not defn.get("params_via_init", False):
         instance.__init__()
+    # Attributes in definition order, base classes first; a subclass's attribute replaces its base's.
+    markers: dict[str, tuple[Any, Any]] = {}
+    for klass in reversed(user_cls.__mro__):
+        for name, attr in vars(klass).items():
+            raw = getattr(attr, "__func__", attr)
+            if inspect.isfunction(raw):
+                markers[name] = (getattr(raw, P.METHOD_ATTR, None), getattr(raw, P.LIFECYCLE_ATTR, None))
+            else:
+                markers[name] = (None, None)
     callables: dict[str | None, Any] = {}
     snap, enter, exit_ = [], [], []
-    for name in dir(user_cls):
-        attr = inspect.getattr_static(user_cls, name, None)
-        raw = getattr(attr, "__func__", attr)
-        lifecycle = getattr(raw, P.LIFECYCLE_ATTR, None)
+    for name, (method, lifecycle) in markers.items():
         if lifecycle is not None:
             kind, is_snap = lifecycle
-            bound = getattr(instance, name)
-            (snap if (kind == "enter" and is_snap) else enter if kind == "enter" else exit_).append(
-                (name, bound, _definition_order(raw))
-            )
-        elif getattr(raw, P.METHOD_ATTR, None) is not None:
+            hooks = exit_ if kind == "exit" else snap if is_snap else enter
+            hooks.append((name, getattr(instance, name)))
+        elif method is not None:
             callables[name] = getattr(instance, name)
-    if "__call__" in user_cls.__dict__:
+    if any("__call__" in vars(k) for k in user_cls.__mro__ if k is not object):
         callables[None] = instance.__call__
     service = Service(callables, instance)
-    by_order = lambda hooks: [(n, f) for n, f, _ in sorted(hooks, key=lambda h: h[2])]  # noqa: E731
-    service.snap_hooks = by_order(snap)
-    service.enter_hooks = by_order(enter)
-    service.exit_hooks = by_order(exit_)
+    service.snap_hooks = snap  # `snap=True` hooks: once per snapshot, before the others
+    service.enter_hooks = enter
+    service.exit_hooks = exit_
     return service
 
 
@@ -158,11 +160,6 @@ def run_snap_hooks(service: Service, timeline: dict[str, float]) -> None:
         t = time.monotonic()
         fn()
         timeline[f"enter:{name}"] = time.monotonic() - t
-
-
-def _definition_order(fn) -> int:
-    code = getattr(fn, "__code__", None)
-    return code.co_firstlineno if code is not None else 0
 
 
 class Runtime:
@@ -184,6 +181,7 @@ class Runtime:
         self.service: Service | None = None
         self._loop = None
         self._main_thread = threading.main_thread()
+        self.started = False  # enter hooks all ran: exit hooks are owed
 
     # --- start-up ----------------------------------------------------------------------------------
     def start(self, timeline: dict[str, float] | None = None) -> bool:
@@ -212,11 +210,17 @@ class Runtime:
                     self._run_async(result)
                 timeline[f"enter:{name}"] = time.monotonic() - t
             signal.setitimer(signal.ITIMER_REAL, 0)
+        except _Shutdown:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            raise
         except _InputTimeout:
-            where = "importing the module" if hook == "import" else f"the enter hook `{hook}`"
+            if hook == "import":
+                what = "importing the module"
+            else:
+                what = f"enter hook '{hook}'"
             msg = (
-                f"Container for '{self.tag}' did not start within startup_timeout={startup_timeout:g}s "
-                f"(still in {where}). Make start-up faster or raise `startup_timeout`."
+                f"Container for '{self.tag}' did not start: {what} did not finish within {startup_timeout:g}s "
+                f"(startup_timeout={startup_timeout:g}). Make start-up faster or raise `startup_timeout`."
             )
             from homeport.exception import ExecutionError
 
@@ -227,6 +231,7 @@ class Runtime:
             traceback.print_exc()
             self._init_failure(exc)
             return False
+        self.started = True
         self.conn.send({"t": P.READY, "timeline": timeline})
         return True
 
@@ -243,6 +248,8 @@ class Runtime:
             raise InputCancellation("Input was cancelled by user")
 
     def _on_term(self, signum, frame) -> None:
+        # Once: a second SIGTERM must not interrupt the way out before the exit hooks run.
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         raise _Shutdown()
 
     # --- the input loop ----------------------------------------------------------------------------
@@ -426,8 +433,9 @@ class Runtime:
         except _InputTimeout:
             from homeport.exception import FunctionTimeoutError
 
+            name = self.tag if method is None else f"{self.tag}.{method}"
             exc = FunctionTimeoutError(
-                f"Function '{self.tag}' timed out after {self.timeout:g}s (timeout={self.timeout:g}). "
+                f"Function '{name}' timed out after {self.timeout:g}s (timeout={self.timeout:g}). "
                 "Raise `timeout` in the decorator if the input needs longer."
             )
             status, data = P.TIMEOUT, P.failure(cloudpickle.dumps(exc), repr(exc), "")
@@ -480,16 +488,19 @@ class Runtime:
         return self._loop.run_until_complete(awaitable)
 
     def shutdown(self) -> None:
-        if self.service is None:
-            return
+        """Run the exit hooks, each whatever the others did; a failing one is reported, not hidden."""
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        if self.service is None or not self.started:
+            return
         for name, fn in self.service.exit_hooks:
             try:
                 result = fn()
                 if inspect.isawaitable(result):
                     self._run_async(result)
             except BaseException:
-                print(f"Exception in exit hook `{name}` of '{self.tag}':", file=sys.stderr)
+                print(f"Exception in exit hook '{name}' of '{self.tag}' (the other exit hooks still run):",
+                      file=sys.stderr)
                 traceback.print_exc()
         sys.stdout.flush()
         sys.stderr.flush()

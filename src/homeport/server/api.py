@@ -9,7 +9,7 @@ from typing import Any
 
 from .. import _protocol as P
 from .._wire import FramedProtocol
-from .services import ControlPlane, Peer
+from .services import STOP_GRACE_SECONDS, ControlPlane, Peer
 
 log = logging.getLogger("homeport.server.api")
 
@@ -93,7 +93,7 @@ class Connection:
         elif t == P.APP_STOP:
             cp.stop_app(msg["app_id"], "stopped by its client")
             self.peer.apps.discard(msg["app_id"])
-            self.reply(msg)
+            cp.spawn(self._app_stop(msg))
         elif t == P.CALL_GET:
             cp.spawn(self._call_get(msg))
         elif t == P.CALL_CANCEL:
@@ -115,6 +115,12 @@ class Connection:
             cp.shutdown_requested.set()
         else:
             self.reply_error(msg, "invalid", f"unknown message type {t!r}")
+
+    async def _app_stop(self, msg: dict[str, Any]) -> None:
+        # Reply once the app's containers have exited, so that the client has seen what their exit
+        # hooks printed (a container that ignores SIGTERM is killed after the grace period).
+        await self.cp.wait_app_stopped(msg["app_id"], STOP_GRACE_SECONDS + 5)
+        self.reply(msg)
 
     async def _call_get(self, msg: dict[str, Any]) -> None:
         try:

@@ -79,6 +79,15 @@ def container_template(definition: dict[str, Any], argv: tuple[str, ...], env: d
                         definition=msgpack.packb(definition, use_bin_type=True))
 
 
+def _canonical(value: Any) -> Any:
+    """Dicts as key-sorted pairs, recursively: one encoding per value, whatever the insertion order."""
+    if isinstance(value, dict):
+        return [[k, _canonical(v)] for k, v in sorted(value.items())]
+    if isinstance(value, (list, tuple)):
+        return [_canonical(v) for v in value]
+    return value
+
+
 def new_id(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:22]}"
 
@@ -158,6 +167,10 @@ class ControlPlane:
         self.inputs: dict[int, InputRecord] = {}
         self.containers: dict[str, ContainerRecord] = {}
         self.log_subscribers: dict[str, set[Peer]] = {}
+        # Stopped apps whose containers are still running their exit hooks: app id -> container ids.
+        # Their logs keep flowing to the client until the last one exits.
+        self.stopping_apps: dict[str, set[str]] = {}
+        self._app_stop_waiters: dict[str, list[asyncio.Future]] = {}
         self._input_ids = itertools.count(1)
         self._tasks: set[asyncio.Task] = set()
         self._wake = asyncio.Event()
@@ -267,6 +280,11 @@ class ControlPlane:
                 log.exception("container %s failed to start", ins.container)
                 rec.init_failure = P.failure(None, f"container failed to start: {exc}", "")
                 self._on_container_exit(ins.container, ExitInfo(None, None))
+                return
+            if rec.state == "stopping":
+                # Stopped (app stopped, scaled down) while the backend was still creating the process,
+                # when there was nothing to signal yet: stop it now.
+                await self.backend.stop(ins.container, STOP_GRACE_SECONDS)
 
         self.spawn(start())
 
@@ -331,6 +349,11 @@ class ControlPlane:
                 f"container {cid} of '{rec.fn.tag}' {info.describe()} while running this input"
             )
         log.info("container %s exited (%s)", cid, info.describe())
+        stopping = self.stopping_apps.get(rec.fn.app_id)
+        if stopping is not None:
+            stopping.discard(cid)
+            if not stopping:
+                self._app_stopped(rec.fn.app_id)
         instructions = self.scheduler.container_exited(
             cid, time.monotonic(), reason, init_failed=rec.init_failure is not None
         )
@@ -361,7 +384,8 @@ class ControlPlane:
                 inp.call.subscriber.proto.send({"t": P.GEN_ITEMS, "call": inp.call.call_id, "items": msg["items"]})
         elif t == P.READY:
             rec.ready_at = time.time()
-            rec.state = "ready"
+            if rec.state != "stopping":
+                rec.state = "ready"
             rec.timeline = msg.get("timeline", {})
             rec.timeline["ready"] = rec.ready_at - rec.started_at
             log.info("container %s ready in %.1f ms %s", cid, 1000 * (rec.ready_at - rec.started_at), rec.timeline)
@@ -392,7 +416,7 @@ class ControlPlane:
     # --- retries -----------------------------------------------------------------------------------
     def _maybe_retry(self, inp: InputRecord) -> bool:
         policy = inp.call.fn.retries
-        if not policy or inp.call.fn.is_generator or inp.attempt >= policy["max_retries"]:
+        if not policy or inp.call.kind == P.KIND_GENERATOR or inp.attempt >= policy["max_retries"]:
             return False
         if inp.call.call_id not in self.calls:
             return False
@@ -481,7 +505,9 @@ class ControlPlane:
         base = self.functions.get(msg["fid"])
         if base is None:
             raise LookupError(f"function {msg['fid']} is not running (its app was stopped)")
-        key = P.encode({"p": msg.get("params") or {}, "c": msg.get("config") or {}, "d": msg.get("definition") or {}})
+        # The same values give the same variant however the client ordered them.
+        key = P.encode(_canonical({"p": msg.get("params") or {}, "c": msg.get("config") or {},
+                                   "d": msg.get("definition") or {}}))
         variants = self.apps[base.app_id].setdefault("variants", {})
         fid = variants.get((base.function_id, key))
         if fid is not None and fid in self.functions:
@@ -510,7 +536,31 @@ class ControlPlane:
             self.execute(self.scheduler.remove_pool(fid, f"app stopped: {reason}"))
             self.functions.pop(fid, None)
         self.state.set_app_state(app_id, "stopped")
+        remaining = {cid for cid, rec in self.containers.items() if rec.fn.app_id == app_id}
+        if remaining:
+            self.stopping_apps[app_id] = remaining
+        else:
+            self._app_stopped(app_id)
+
+    def _app_stopped(self, app_id: str) -> None:
+        """The last container of a stopped app has exited (its exit hooks have run)."""
+        self.stopping_apps.pop(app_id, None)
         self.log_subscribers.pop(app_id, None)
+        for fut in self._app_stop_waiters.pop(app_id, []):
+            if not fut.done():
+                fut.set_result(None)
+
+    async def wait_app_stopped(self, app_id: str, timeout: float) -> bool:
+        """Wait until every container of a stopped app has exited; False if `timeout` passed first."""
+        if app_id not in self.stopping_apps:
+            return True
+        fut = asyncio.get_running_loop().create_future()
+        self._app_stop_waiters.setdefault(app_id, []).append(fut)
+        try:
+            await asyncio.wait_for(fut, timeout)
+            return True
+        except asyncio.TimeoutError:
+            return False
 
     def peer_closed(self, peer: Peer) -> None:
         for app_id in list(peer.apps):
