@@ -290,6 +290,7 @@ class App:
         for tag, reg in self._registered.items():
             reg.hydrate(ids[tag])
         self._running = True
+        self._detached = detach
 
     async def _stop(self) -> None:
         if not self._running:
@@ -297,6 +298,14 @@ class App:
         self._running = False
         for reg in self._registered.values():
             reg.hydrate(None)
+        from ._client import Client
+
+        current = Client._instance
+        if not getattr(self, "_detached", False) and (current is None or current.closed):
+            # The connection the app ran on is gone, and an ephemeral app ends with it (the control
+            # plane stopped it, or itself stopped). Connecting again would start a new control plane
+            # just to stop an app it never knew.
+            return
         client = await get_client()
         await client.request({"t": P.APP_STOP, "app_id": self._app_id})
 

@@ -198,20 +198,33 @@ def test_exit_hooks_run_when_the_control_plane_shuts_down(apps_path, tmp_path):
     code = textwrap.dedent(f"""
         import sys
         sys.path.insert(0, {apps_path!r})
+        import psutil
         from homeport.testing import Platform
         import lifecycle
 
+        def servers_for(state_dir):
+            found = []
+            for p in psutil.process_iter(["cmdline"]):
+                try:
+                    if "homeport.server" in (p.info["cmdline"] or []) and \\
+                            p.environ().get("HOMEPORT_STATE_DIR") == state_dir:
+                        found.append(p.pid)
+                except psutil.Error:
+                    pass
+            return found
+
         with Platform() as platform:
-            try:
-                with lifecycle.app.run(show_logs=False):
-                    print(lifecycle.Resource(log={str(log)!r}).use.remote()[0], flush=True)
-                    platform.stop()  # the control plane shuts down under the running app
-            except Exception as exc:
-                print("app ended with", type(exc).__name__, flush=True)
+            with lifecycle.app.run(show_logs=False):
+                print(lifecycle.Resource(log={str(log)!r}).use.remote()[0], flush=True)
+                platform.stop()  # the control plane shuts down under the running app
+            # Leaving app.run() must not start a new control plane just to stop the app.
+            print("servers left:", servers_for(str(platform.state_dir)), flush=True)
     """)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stdout + out.stderr
     pid = out.stdout.split()[0]
     assert _lines(log) == [f"exit-broken {pid}", f"exit-close handle-{pid}"], out.stdout + out.stderr
+    assert "servers left: []" in out.stdout, out.stdout + out.stderr
 
 
 # --- parameters -----------------------------------------------------------------------------------
