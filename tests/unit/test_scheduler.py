@@ -200,3 +200,36 @@ def test_a_leaving_container_gets_nothing_more_and_what_it_never_saw_is_requeued
     out = s.container_exited("c1", 1.1, "exited with code 0")
     assert not of(FailInputs, out)
     assert of(RequeueInputs, out) == [RequeueInputs((3,))]
+
+
+def test_requests_wait_for_capacity_and_idle_containers_of_other_pools_make_room():
+    from homeport.server.core.scheduler import Capacity
+
+    ids = (f"c{i}" for i in itertools.count(1))
+    s = Scheduler(lambda: next(ids), Capacity(cpu=2, memory_mib=10_000))
+    s.add_pool("a", PoolConfig(cpu=1.0, min_containers=1), 0)
+    s.add_pool("b", PoolConfig(cpu=1.0), 0)
+    s.submit("b", [1], 0)  # c2 for b
+    s.container_ready("c1", 0)
+    s.container_ready("c2", 0)
+    s.inputs_done("c2", [1], seconds=5.0, now=5)  # b's container is now idle
+    s.add_pool("x", PoolConfig(cpu=1.5), 6)
+    out = s.submit("x", [7], 6)
+    assert not started(out)  # 2 cores used: x waits ...
+    assert of(StopContainer, out) == [StopContainer("c2", "idle; stopped to make room for a container of x")]
+    assert s.pools["x"].pending == 1  # ... visible as pending; a's min_containers one is kept
+    assert s.submit("x", [8], 6.1) == []  # nothing more is stopped while c2 is on its way out
+    out = s.container_exited("c2", 6.5, "stopped")
+    assert not started(out)  # 1 + 1.5 > 2 still: a's container stays (min_containers)
+    s.remove_pool("a", "app stopped")
+    out = s.container_exited("c1", 7, "stopped")
+    assert started(out) == ["c3"]
+
+
+def test_a_request_larger_than_the_machine_fails_at_once():
+    from homeport.server.core.scheduler import Capacity
+
+    s = Scheduler(lambda: "c1", Capacity(cpu=2, memory_mib=1024))
+    s.add_pool("p", PoolConfig(memory_mib=4096), 0)
+    out = s.submit("p", [1], 0)
+    assert out == [FailInputs((1,), "No container can start: it requests memory=4096 MiB but this machine offers 1024 MiB; lower `memory`.")]

@@ -141,6 +141,47 @@ class Scheduler:
         cpu, mem = self._used()
         return cpu + cfg.cpu <= self.capacity.cpu + 1e-9 and mem + cfg.memory_mib <= self.capacity.memory_mib
 
+    def _make_room(self, pool: Pool) -> list[Instruction]:
+        """Stop idle containers of other pools (never below their `min_containers`) until the freed
+        cpu and memory, counting containers already stopping, admit one container of `pool`.
+
+        Warm idle containers are a cache: they should not keep a busy function waiting for a whole
+        scale-down window.
+        """
+        cap = self.capacity
+        cfg = pool.config
+        cpu_used, mem_used = self._used()
+        cpu_free, mem_free = cap.cpu - cpu_used, cap.memory_mib - mem_used
+        for c in self.containers.values():
+            if c.phase is Phase.STOPPING:
+                cpu_free += self.pools[c.pool].config.cpu
+                mem_free += self.pools[c.pool].config.memory_mib
+
+        def fits() -> bool:
+            return cfg.cpu <= cpu_free + 1e-9 and cfg.memory_mib <= mem_free
+
+        if fits():
+            return []  # what is already stopping will make room
+        out: list[Instruction] = []
+        live = {p.id: sum(1 for c in p.containers.values() if c.phase is not Phase.STOPPING) for p in self.pools.values()}
+        idle = sorted(
+            (c for c in self.containers.values()
+             if c.pool != pool.id and c.phase is Phase.READY and not c.assigned),
+            key=lambda c: c.last_active,
+        )
+        for c in idle:
+            if fits():
+                break
+            other = self.pools[c.pool]
+            if live[other.id] <= other.config.min_containers:
+                continue
+            live[other.id] -= 1
+            c.phase = Phase.STOPPING
+            cpu_free += other.config.cpu
+            mem_free += other.config.memory_mib
+            out.append(StopContainer(c.id, f"idle; stopped to make room for a container of {pool.id}"))
+        return out
+
     def too_big(self, cfg: PoolConfig) -> str | None:
         """Why a container of this pool can never start on this machine, if it cannot."""
         cap = self.capacity
@@ -358,6 +399,7 @@ class Scheduler:
             for k in range(want - len(live)):
                 if not self._fits(pool.config):
                     pool.pending = want - len(live) - k
+                    out += self._make_room(pool)
                     break
                 cid = self._new_id()
                 c = Container(cid, pool.id, Phase.STARTING, now, now)
