@@ -57,12 +57,24 @@ class Platform:
             return []
 
     def stop(self, timeout: float = 30.0) -> None:
-        """Stop the control plane by pid and wait until it and all its containers are gone."""
-        procs = self.server_processes()
-        if self.pid is not None:
+        """Stop the control plane by pid and wait until it and all its containers are gone.
+
+        The pid file is read too: if a client started another control plane in this state directory
+        after the first one stopped, that one is stopped as well.
+        """
+        try:
+            current = int((self.state_dir / "server.pid").read_text())
+        except (OSError, ValueError):
+            current = None
+        procs: list[psutil.Process] = []
+        for pid in dict.fromkeys(p for p in (self.pid, current) if p):
             try:
-                os.kill(self.pid, signal.SIGTERM)
-            except ProcessLookupError:
+                proc = psutil.Process(pid)
+                if pid != self.pid and "homeport.server" not in " ".join(proc.cmdline()):
+                    continue  # a stale pid file naming some other process
+                procs += [proc, *proc.children(recursive=True)]
+                proc.terminate()
+            except psutil.NoSuchProcess:
                 pass
         _gone, alive = psutil.wait_procs(procs, timeout=timeout)
         for p in alive:
