@@ -89,6 +89,7 @@ def pool_config(options: FunctionOptions, max_inputs: int = 1, target_inputs: in
         "max_inputs": max_inputs,
         "target_inputs": target_inputs,
         **resource_config(options),
+        "schedule": options.schedule.to_dict() if options.schedule is not None else None,
         "env": merged_env(options),
         "retries": options.retries.to_dict() if options.retries is not None else None,
     }
@@ -309,8 +310,62 @@ class App:
         client = await get_client()
         await client.request({"t": P.APP_STOP, "app_id": self._app_id})
 
-    def deploy(self, *args: Any, **kwargs: Any) -> None:
-        raise UnimplementedError("`App.deploy()` / `homeport deploy` is not supported by Homeport yet.")
+    def deploy(self, *, name: str | None = None, environment_name: str | None = None, tag: str = "",
+               client: Any = None) -> App:
+        """Deploy the app: its functions run, are scheduled and can be looked up by name until it is
+        stopped (`homeport app stop NAME`), across client exits and control-plane restarts.
+        Deploying again replaces the version atomically."""
+        name = name or self._name
+        if not name:
+            raise InvalidError("You need to either supply a deployment name or have a name set on the app.")
+        self._check_supported()
+        run_sync(self._deploy(name))
+        return self
+
+    async def _deploy(self, name: str) -> dict[str, Any]:
+        client = await get_client()
+        functions = [
+            {"tag": r.tag, "definition": r.definition, "config": r.config, "info": _lookup_info(r.obj)}
+            for r in self._registered.values()
+        ]
+        reply = await client.request({"t": P.APP_DEPLOY, "name": name, "description": name, "functions": functions})
+        self._app_id = reply["app_id"]
+        self._deployed_version = reply["version"]
+        for tag, reg in self._registered.items():
+            reg.hydrate(reply["ids"][tag])
+        return reply
+
+    @classmethod
+    def lookup(cls, name: str, *, client: Any = None, environment_name: str | None = None,
+               create_if_missing: bool = False) -> App:
+        """The deployed app called `name` (created empty if missing and asked to)."""
+        async def go() -> dict[str, Any]:
+            return await (await get_client()).request(
+                {"t": P.APP_LOOKUP, "name": name, "create_if_missing": create_if_missing}
+            )
+
+        found = run_sync(go())
+        app = cls(name)
+        app._app_id = found["app_id"]
+        return app
+
+
+def _lookup_info(obj: Any) -> dict[str, Any]:
+    """What `Cls.from_name` needs to know about a deployed class: its methods and parameters."""
+    methods = getattr(obj, "_methods", None)
+    if methods is None or not hasattr(obj, "_params"):
+        return {}
+    params = {}
+    for pname, (typ, default, *_) in obj._params.items():
+        params[pname] = {"type": typ.__name__, "has_default": default is not _no_default(), "default": None if default is _no_default() else default}
+    return {"methods": {m: {"is_generator": bool(info.get("is_generator"))} for m, info in methods.items()},
+            "params": params}
+
+
+def _no_default() -> Any:
+    from ._cls import _NO_DEFAULT
+
+    return _NO_DEFAULT
 
 
 class _RunContext:

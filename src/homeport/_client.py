@@ -28,17 +28,23 @@ class Client:
         self._calls: dict[str, OutputHandler] = {}
         self.log_handler: Callable[[dict[str, Any]], None] | None = None
         self.closed = False
+        self.address = str(_config.server_address())
 
     # --- connecting --------------------------------------------------------------------------------
     @classmethod
     async def get(cls) -> Client:
         """The process's client, connecting (and starting the embedded control plane) on first use."""
         inst = cls._instance
-        if inst is not None and not inst.closed:
+        if inst is not None and not inst.closed and inst.address == str(_config.server_address()):
             return inst
         if cls._connect_lock is None:
             cls._connect_lock = asyncio.Lock()
         async with cls._connect_lock:
+            inst = cls._instance
+            if inst is not None and not inst.closed and inst.address != str(_config.server_address()):
+                # The configured control plane changed (another state directory): use that one.
+                inst.proto.close()
+                inst.closed = True
             if cls._instance is None or cls._instance.closed:
                 cls._instance = await cls._connect()
             return cls._instance

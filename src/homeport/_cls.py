@@ -13,7 +13,7 @@ from ._client import get_client
 from ._function import Function
 from ._options import FunctionOptions, function_options, merged_env, unsupported_features
 from ._partial import PartialFunction, web_not_built
-from .exception import InvalidError, NotFoundError, UnimplementedError
+from .exception import InvalidError, UnimplementedError
 
 if TYPE_CHECKING:
     from ._app import App
@@ -421,12 +421,10 @@ class Cls:
         variant._input_overrides = inputs
         return variant
 
-    @classmethod
-    def from_name(cls, app_name: str, name: str, **kwargs: Any) -> Cls:
-        raise NotFoundError(
-            f"Cannot look up class '{name}' of app '{app_name}': deployed apps are not supported by Homeport yet "
-            "(`homeport deploy` is not built). Use the class from its defining module inside `app.run()`."
-        )
+    @staticmethod
+    def from_name(app_name: str, name: str, *, environment_name: str | None = None, **kwargs: Any) -> Any:
+        """A class of a deployed app, looked up by name on first use: `Cls.from_name("app", "Model")()`."""
+        return _DeployedCls(app_name, name)
 
     def _variant_payload(self) -> tuple[dict, dict]:
         """What `with_options` changes: (pool config, definition) overrides, sent to the control plane."""
@@ -545,3 +543,82 @@ class _BoundMethod(Function):
 
     def _require_hydrated(self) -> str:
         return run_sync(self._resolve_fid())
+
+
+class _DeployedCls:
+    """`Cls.from_name(app, name)`: instances call the deployed class's methods; parameters are checked
+    against what the deployment declared."""
+
+    def __init__(self, app_name: str, name: str) -> None:
+        self._app_name = app_name
+        self._name = name
+        self._found: dict[str, Any] | None = None
+
+    def __repr__(self) -> str:
+        return f"Cls.from_name({self._app_name!r}, {self._name!r})"
+
+    async def _lookup(self) -> dict[str, Any]:
+        if self._found is None:
+            client = await get_client()
+            self._found = await client.request({"t": P.FUNCTION_LOOKUP, "app": self._app_name, "name": self._name})
+        return self._found
+
+    def hydrate(self) -> _DeployedCls:
+        run_sync(self._lookup())
+        return self
+
+    def __call__(self, **params: Any) -> _DeployedObj:
+        return _DeployedObj(self, params)
+
+
+class _DeployedObj:
+    def __init__(self, cls: _DeployedCls, params: dict[str, Any]) -> None:
+        self._cls = cls
+        self._params = params
+        self._methods: dict[str, Function] = {}
+        self._fid: str | None = None
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        m = self._methods.get(name)
+        if m is None:
+            m = self._methods[name] = _DeployedMethod(self, name)
+        return m
+
+    async def _resolve(self, method: str) -> tuple[str, bool]:
+        found = await self._cls._lookup()
+        info = found.get("info") or {}
+        methods = info.get("methods") or {}
+        if method not in methods:
+            raise AttributeError(f"{self._cls._name} has no method `{method}` (it has: {', '.join(sorted(methods)) or 'none'})")
+        if self._fid is None:
+            declared = info.get("params") or {}
+            unknown = set(self._params) - set(declared)
+            if unknown:
+                raise InvalidError(f"{self._cls._name} has no parameter {sorted(unknown)[0]!r}")
+            values = {}
+            for pname, spec in declared.items():
+                if pname in self._params:
+                    values[pname] = self._params[pname]
+                elif spec.get("has_default"):
+                    values[pname] = spec.get("default")
+                else:
+                    raise InvalidError(f"Missing required parameter `{pname}` for {self._cls._name}.")
+            if values:
+                client = await get_client()
+                self._fid = await client.request({"t": P.FUNCTION_BIND, "fid": found["fid"], "params": values,
+                                                  "config": {}, "definition": {}})
+            else:
+                self._fid = found["fid"]
+        return self._fid, bool(methods[method].get("is_generator"))
+
+
+class _DeployedMethod(Function):
+    def __init__(self, obj: _DeployedObj, name: str) -> None:
+        super().__init__(None, None, f"{obj._cls._name}.{name}", None, is_generator=False, method=name)
+        self._obj = obj
+
+    async def _resolve_fid(self) -> str:
+        fid, self._is_generator = await self._obj._resolve(self._method)
+        return fid

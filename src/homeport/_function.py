@@ -148,6 +148,27 @@ class Function:
     def _hydrate(self, function_id: str | None) -> None:
         self._function_id = function_id
 
+    @classmethod
+    def from_name(cls, app_name: str, name: str, *, environment_name: str | None = None) -> Function:
+        """A function of a deployed app, looked up by name when it is first used.
+
+        ```python
+        square = modal.Function.from_name("my-app", "square")
+        square.remote(3)
+        ```
+        """
+        if "." in name:
+            raise InvalidError(
+                f"Function.from_name('{app_name}', '{name}'): to call a method of a deployed class, use "
+                f"`modal.Cls.from_name('{app_name}', '{name.split('.')[0]}')`."
+            )
+        return _DeployedFunction(app_name, name)
+
+    def hydrate(self) -> Function:
+        """Resolve now what is otherwise resolved on first use (the lookup of a deployed function)."""
+        run_sync(self._resolve_fid())
+        return self
+
     # --- local -------------------------------------------------------------------------------------
     def local(self, *args: Any, **kwargs: Any) -> Any:
         """Run the function in this process, without a container."""
@@ -183,8 +204,8 @@ class Function:
 
     # --- unary -------------------------------------------------------------------------------------
     async def _remote(self, *args: Any, **kwargs: Any) -> Any:
+        fid = await self._resolve_fid()  # first: a looked-up function learns here whether it generates
         self._check_not_generator("remote")
-        fid = await self._resolve_fid()
         data = serialize_args(self._tag, args, kwargs)
         client = await get_client()
         call_id = _new_call_id()
@@ -211,8 +232,8 @@ class Function:
         return decode_output(self._tag, status, out)
 
     async def _spawn(self, *args: Any, **kwargs: Any) -> FunctionCall:
-        self._check_not_generator("spawn")
         fid = await self._resolve_fid()
+        self._check_not_generator("spawn")
         data = serialize_args(self._tag, args, kwargs)
         client = await get_client()
         call_id = _new_call_id()
@@ -222,11 +243,11 @@ class Function:
 
     # --- generators --------------------------------------------------------------------------------
     async def _gen_start(self, args: tuple, kwargs: dict, put) -> tuple[Client, str]:
+        fid = await self._resolve_fid()
         if not self._is_generator:
             raise InvalidError(
                 "A non-generator function cannot be called with `.remote_gen(...)`. Use `.remote(...)` instead."
             )
-        fid = await self._resolve_fid()
         data = serialize_args(self._tag, args, kwargs)
         client = await get_client()
         call_id = _new_call_id()
@@ -286,16 +307,18 @@ class Function:
 
     # --- map ---------------------------------------------------------------------------------------
     def _map_sync(self, inputs: Iterable[tuple[tuple, dict]], order: bool, return_exceptions: bool) -> Iterator[Any]:
+        fid = run_sync(self._resolve_fid())
         self._check_not_generator("map")
-        run = _MapRun(self, run_sync(self._resolve_fid()), order, return_exceptions)
+        run = _MapRun(self, fid, order, return_exceptions)
         run.start(run_sync(get_client()), lambda k, items: run.outq.put((k, items)))
         return run.iterate_sync(iter(inputs))
 
     async def _map_async(self, iterables: tuple, kwargs: dict, star: bool, order: bool,
                          return_exceptions: bool) -> AsyncIterator[Any]:
+        fid = await run_async(self._resolve_fid())
         self._check_not_generator("map")
         loop = asyncio.get_running_loop()
-        run = _MapRun(self, await run_async(self._resolve_fid()), order, return_exceptions)
+        run = _MapRun(self, fid, order, return_exceptions)
         aq: asyncio.Queue = asyncio.Queue()
         run.start(await run_async(get_client()), lambda k, items: loop.call_soon_threadsafe(aq.put_nowait, (k, items)))
         async for value in run.iterate_async(_aiter_inputs(iterables, kwargs, star), aq):
@@ -323,6 +346,37 @@ async def _aiter_inputs(iterables: tuple, kwargs: dict, star: bool) -> AsyncIter
 async def _sync_to_async(it: Iterable) -> AsyncIterator:
     for x in it:
         yield x
+
+
+class _DeployedFunction(Function):
+    """`Function.from_name(app, name)`: resolved against the control plane on first use, and again
+    after a redeploy replaced the version it knew."""
+
+    def __init__(self, app_name: str, name: str, method: str | None = None, lookup_name: str | None = None) -> None:
+        super().__init__(None, None, name, None, is_generator=False, method=method)
+        self._app_name = app_name
+        self._lookup_name = lookup_name or name
+        self._info: dict[str, Any] = {}
+
+    def __repr__(self) -> str:
+        return f"Function.from_name({self._app_name!r}, {self._lookup_name!r})"
+
+    async def _resolve_fid(self) -> str:
+        if self._function_id is None:
+            from .exception import NotFoundError
+
+            client = await get_client()
+            try:
+                found = await client.request({"t": P.FUNCTION_LOOKUP, "app": self._app_name, "name": self._lookup_name})
+            except NotFoundError:
+                raise
+            self._function_id = found["fid"]
+            self._info = found.get("info") or {}
+            if self._method is None:
+                self._is_generator = bool(found["is_generator"])
+            else:
+                self._is_generator = bool((self._info.get("methods") or {}).get(self._method, {}).get("is_generator"))
+        return self._function_id
 
 
 class _MapRun:

@@ -499,14 +499,6 @@ def unsupported_features(options: FunctionOptions) -> list[str]:
                 "cloud=...", "placement by cloud provider is not built", "remove it to run on this machine"
             )
         )
-    if options.schedule is not None:
-        out.append(
-            _not_built(
-                "schedule=...",
-                "scheduled runs are not built",
-                "remove it and trigger the function yourself, e.g. with `homeport run` from cron",
-            )
-        )
     for secret in options.secrets:
         if not secret.is_local:
             out.append(

@@ -298,7 +298,7 @@ def test_with_batching_without_a_batched_method_and_from_name_say_what_is_wrong(
     with pytest.raises(InvalidError, match=r"with_batching.*needs a `@modal\.batched` method"):
         classes.Options.with_batching(max_batch_size=4, wait_ms=10)
     with pytest.raises(NotFoundError, match="deploy"):
-        modal.Cls.from_name("classes", "Options")
+        modal.Cls.from_name("classes", "Options")().pid.remote()  # looked up on first use: not deployed
 
 
 # --- the function-level class form ----------------------------------------------------------------

@@ -12,7 +12,7 @@ import pytest
 
 import homeport as modal
 from homeport._cls import ordered_hooks
-from homeport.exception import DeprecationError, InvalidError, NotFoundError, UnimplementedError
+from homeport.exception import DeprecationError, InvalidError, UnimplementedError
 
 
 @pytest.fixture
@@ -494,8 +494,7 @@ def test_cls_surface(app):
     assert P.with_concurrency(max_inputs=10)._input_overrides["max_inputs"] == 10
     with _raises(InvalidError, "`with_batching` needs a `@modal.batched` method"):
         P.with_batching(max_batch_size=4, wait_ms=100)
-    with _raises(NotFoundError, "Cannot look up class 'P' of app 'defs': deployed apps are not supported"):
-        modal.Cls.from_name("defs", "P")
+    assert repr(modal.Cls.from_name("defs", "P")) == "Cls.from_name('defs', 'P')"  # looked up on first use
     with _raises(modal.exception.ExecutionError, "Class 'P' has not been hydrated"):
         P(name="a").f.remote()
 

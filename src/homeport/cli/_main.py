@@ -58,9 +58,22 @@ def run(ctx: click.Context, func_ref: str, module_mode: bool, detach: bool, quie
 
 @cli.command()
 @click.argument("app_ref")
-def deploy(app_ref: str) -> None:
-    """Deploy an app so it outlives this command (not built yet)."""
-    raise click.ClickException("`homeport deploy` is not supported yet: deployed apps are not built.")
+@click.option("--name", help="Deploy under this name instead of the app's own.")
+@click.option("-m", "module_mode", is_flag=True, help="APP_REF is a module path, not a file.")
+def deploy(app_ref: str, name: str | None, module_mode: bool) -> None:
+    """Deploy an app: its functions stay available (by name, on schedules) after this command exits."""
+    from ._run import find_app, import_program
+
+    os.environ.setdefault(P.ENV_MODAL_ALIAS, "1")
+    module, _ = import_program(app_ref, module_mode)
+    app = find_app(module)
+    app.deploy(name=name)
+    label = name or app.name
+    console.print(f"[green]✓[/green] App [bold]{label}[/bold] deployed (version {app._deployed_version}, {app.app_id}).")
+    tags = sorted(app.registered_functions)
+    for i, tag in enumerate(tags):
+        console.print(f"{'└──' if i == len(tags) - 1 else '├──'} {tag}")
+    console.print(f"Call it with modal.Function.from_name({label!r}, NAME); stop it with `homeport app stop {label}`.")
 
 
 @cli.command()
@@ -129,6 +142,95 @@ def server_status() -> None:
     cap = st.get("capacity")
     if cap:
         console.print(f"Capacity for containers: {cap['cpu']:g} cores, {cap['memory_mib']} MiB")
+
+
+# --- apps ------------------------------------------------------------------------------------------
+@cli.group()
+def app() -> None:
+    """List, stop and inspect apps (deployed ones outlive their client)."""
+
+
+def _app_rows() -> list[dict]:
+    return _server_request({"t": P.APP_LIST})
+
+
+def _find_app(name_or_id: str) -> dict:
+    rows = [r for r in _app_rows() if name_or_id in (r["app_id"], r["name"])]
+    live = [r for r in rows if r["state"] != "stopped"]
+    if not (live or rows):
+        raise click.ClickException(f"No app named {name_or_id!r}; see `homeport app list`.")
+    return (live or rows)[-1]
+
+
+@app.command("list")
+@click.option("--json", "as_json", is_flag=True)
+@click.option("--all", "show_all", is_flag=True, help="Include stopped apps.")
+def app_list(as_json: bool, show_all: bool) -> None:
+    """Apps with their state, version and containers."""
+    rows = [r for r in _app_rows() if show_all or r["state"] != "stopped"]
+    if as_json:
+        import json
+
+        click.echo(json.dumps(rows, indent=2))
+        return
+    table = Table("App id", "Name", "State", "Version", "Containers", "Created")
+    for r in rows:
+        table.add_row(r["app_id"], r["name"] or "-", r["state"], str(r["version"] or "-"), str(r["containers"]),
+                      time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r["created_at"])))
+    console.print(table)
+
+
+@app.command("stop")
+@click.argument("name")
+def app_stop(name: str) -> None:
+    """Stop an app (a deployed one stops being served, scheduled and restored)."""
+    row = _find_app(name)
+    if row["state"] == "stopped":
+        raise click.ClickException(f"App {name!r} is already stopped.")
+    _server_request({"t": P.APP_STOP, "app_id": row["app_id"]})
+    console.print(f"Stopped app {row['name'] or row['app_id']} ({row['app_id']}).")
+
+
+@app.command("history")
+@click.argument("name")
+@click.option("--json", "as_json", is_flag=True)
+def app_history(name: str, as_json: bool) -> None:
+    """The versions a deployed app has had."""
+    rows = _server_request({"t": P.APP_HISTORY, "name": name})
+    if as_json:
+        import json
+
+        click.echo(json.dumps(rows, indent=2))
+        return
+    table = Table("Version", "Deployed", "Functions")
+    for r in rows:
+        table.add_row(str(r["version"]), time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r["created_at"])),
+                      ", ".join(r["functions"]))
+    console.print(table)
+
+
+@app.command("logs")
+@click.argument("name")
+@click.option("--timeout", type=float, default=None, help="Stop following after this many seconds.")
+def app_logs(name: str, timeout: float | None) -> None:
+    """Follow the output of an app's containers until interrupted."""
+    from .._client import default_log_printer
+
+    row = _find_app(name)
+
+    async def follow() -> None:
+        client = await get_client()
+        client.log_handler = default_log_printer
+        await client.request({"t": P.APP_LOGS, "app_id": row["app_id"]})
+        import asyncio
+
+        await asyncio.sleep(timeout if timeout is not None else 1e9)
+
+    err_console.print(f"Following the logs of {row['name'] or row['app_id']} (Ctrl-C to stop).")
+    try:
+        run_sync(follow())
+    except KeyboardInterrupt:
+        pass
 
 
 # --- containers ------------------------------------------------------------------------------------

@@ -57,6 +57,7 @@ async def run(state_dir: Path, backend_name: str) -> None:
         loop.add_signal_handler(sig, cp.shutdown_requested.set)
     ticker = cp.spawn(cp.run_ticker())
     cp.prepare_templates()
+    cp.restore_deployed()
     log.info("control plane %d listening on %s (backend %s)", os.getpid(), address, backend_name)
     print(f"homeport control plane listening on {address}", flush=True)
     try:

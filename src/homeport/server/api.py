@@ -14,6 +14,16 @@ from .services import STOP_GRACE_SECONDS, ControlPlane, Peer
 log = logging.getLogger("homeport.server.api")
 
 
+_LOOKUPS = {
+    P.APP_DEPLOY: lambda cp, peer, msg: cp.deploy_app(peer, msg),
+    P.APP_LOOKUP: lambda cp, peer, msg: cp.lookup_app(msg),
+    P.APP_LIST: lambda cp, peer, msg: cp.list_apps(),
+    P.APP_HISTORY: lambda cp, peer, msg: cp.app_history(msg["name"]),
+    P.APP_LOGS: lambda cp, peer, msg: cp.subscribe_logs(peer, msg["app_id"]),
+    P.FUNCTION_LOOKUP: lambda cp, peer, msg: cp.lookup_function(msg),
+}
+
+
 class Connection:
     """One accepted connection: an SDK client or a container, known after its hello."""
 
@@ -83,6 +93,11 @@ class Connection:
         elif t == P.APP_PUBLISH:
             try:
                 self.reply(msg, cp.publish_app(msg))
+            except LookupError as exc:
+                self.reply_error(msg, "not_found", str(exc))
+        elif t in _LOOKUPS:
+            try:
+                self.reply(msg, _LOOKUPS[t](cp, self.peer, msg))
             except LookupError as exc:
                 self.reply_error(msg, "not_found", str(exc))
         elif t == P.FUNCTION_BIND:

@@ -33,6 +33,7 @@ from .core.scheduler import (
     StartContainer,
     StopContainer,
 )
+from .schedules import ScheduleRunner
 from .state import State
 
 log = logging.getLogger("homeport.server")
@@ -170,6 +171,7 @@ class ControlPlane:
         # Stopped apps whose containers are still running their exit hooks: app id -> container ids.
         # Their logs keep flowing to the client until the last one exits.
         self.stopping_apps: dict[str, set[str]] = {}
+        self.schedules = ScheduleRunner(state, self.run_scheduled)
         self._app_stop_waiters: dict[str, list[asyncio.Future]] = {}
         self._input_ids = itertools.count(1)
         self._tasks: set[asyncio.Task] = set()
@@ -204,8 +206,10 @@ class ControlPlane:
             self.execute(self.scheduler.tick(time.monotonic()))
 
     async def close(self) -> None:
+        self.schedules.close()
         for app_id in list(self.apps):
-            self.stop_app(app_id, "control plane shutting down")
+            # Deployed apps stay deployed: the next control plane restores them.
+            self.stop_app(app_id, "control plane shutting down", keep_deployed=True)
         await self.backend.close(STOP_GRACE_SECONDS)
         for task in list(self._tasks):
             task.cancel()
@@ -470,12 +474,16 @@ class ControlPlane:
 
     def publish_app(self, msg: dict[str, Any]) -> dict[str, str]:
         app_id = msg["app_id"]
-        app = self.apps.get(app_id)
-        if app is None:
+        if app_id not in self.apps:
             raise LookupError(f"app {app_id} is not running")
+        return self._add_functions(app_id, msg["functions"], anchor=time.time())
+
+    def _add_functions(self, app_id: str, functions: list[dict[str, Any]], anchor: float) -> dict[str, str]:
+        """Start pools for an app's functions (the current version); schedules start with them."""
+        app = self.apps[app_id]
         ids = {}
         now = time.monotonic()
-        for f in msg["functions"]:
+        for f in functions:
             fid = new_id("fu")
             cfg = f["config"]
             config = PoolConfig(
@@ -495,14 +503,128 @@ class ControlPlane:
             )
             self.functions[fid] = rec
             app["functions"].append(fid)
+            app.setdefault("by_tag", {})[f["tag"]] = fid
+            app.setdefault("info", {})[f["tag"]] = f.get("info") or {}
             self.state.add_function(fid, app_id, f["tag"], {k: v for k, v in definition.items() if k != "serialized"})
             self.execute(self.scheduler.add_pool(fid, config, now))
             ids[f["tag"]] = fid
+            if cfg.get("schedule"):
+                self.schedules.start(app_id, f["tag"], cfg["schedule"], anchor, durable=app["state"] == "deployed")
         return ids
+
+    # --- deployed apps -----------------------------------------------------------------------------
+    def deploy_app(self, peer: Peer, msg: dict[str, Any]) -> dict[str, Any]:
+        """Register (or replace) a named app that outlives its client.
+
+        A redeploy swaps the version atomically: lookups by name see only the new functions from the
+        moment this returns, while the old version's pools finish the inputs they already have.
+        """
+        name = msg["name"]
+        app_id = self._deployed_by_name(name) or self.state.deployed_app_id(name)
+        if app_id is None:
+            app_id = new_id("ap")
+            self.state.create_app(app_id, name, msg.get("description"), "deployed")
+        else:
+            self.state.set_app_state(app_id, "deployed")
+        version, created = self.state.add_deployment(app_id, msg["functions"])
+        old = self.apps.get(app_id)
+        if old is None:
+            self.apps[app_id] = {"app_id": app_id, "name": name, "state": "deployed", "functions": []}
+        else:
+            self.schedules.stop_app(app_id)
+            for fid in old.get("by_tag", {}).values():
+                log.info("retiring %s (%s) of app %s: version %d replaces it", fid, self.functions[fid].tag, name, version)
+                self.execute(self.scheduler.retire_pool(fid, time.monotonic()))
+            old["by_tag"], old["info"] = {}, {}
+        self.apps[app_id]["version"] = version
+        self.log_subscribers.setdefault(app_id, set()).add(peer)
+        ids = self._add_functions(app_id, msg["functions"], anchor=created)
+        log.info("deployed app %s (%s) version %d", name, app_id, version)
+        return {"app_id": app_id, "version": version, "ids": ids}
+
+    def restore_deployed(self) -> None:
+        """On start-up: every app still deployed runs again, at its latest version."""
+        for dep in self.state.live_deployments():
+            app_id = dep["app_id"]
+            self.apps[app_id] = {"app_id": app_id, "name": dep["name"], "state": "deployed", "functions": [],
+                                 "version": dep["version"]}
+            try:
+                self._add_functions(app_id, dep["functions"], anchor=dep["created_at"])
+                log.info("restored deployed app %s (%s) version %d", dep["name"], app_id, dep["version"])
+            except Exception:
+                log.exception("could not restore deployed app %s", dep["name"])
+
+    def _deployed_by_name(self, name: str) -> str | None:
+        for app in self.apps.values():
+            if app["state"] == "deployed" and app["name"] == name:
+                return app["app_id"]
+        return None
+
+    def lookup_function(self, msg: dict[str, Any]) -> dict[str, Any]:
+        app_id = self._deployed_by_name(msg["app"])
+        if app_id is None:
+            raise LookupError(
+                f"App '{msg['app']}' is not deployed. Deploy it with `homeport deploy` (or `app.deploy()`) first."
+            )
+        app = self.apps[app_id]
+        fid = app["by_tag"].get(msg["name"])
+        if fid is None:
+            names = ", ".join(sorted(app["by_tag"])) or "none"
+            raise LookupError(f"App '{msg['app']}' has no function or class '{msg['name']}' (it has: {names}).")
+        fn = self.functions[fid]
+        return {"fid": fid, "tag": fn.tag, "is_generator": fn.is_generator, "info": app["info"].get(fn.tag, {})}
+
+    def lookup_app(self, msg: dict[str, Any]) -> dict[str, Any]:
+        app_id = self._deployed_by_name(msg["name"])
+        if app_id is None:
+            if not msg.get("create_if_missing"):
+                raise LookupError(f"App '{msg['name']}' is not deployed.")
+            app_id = new_id("ap")
+            self.state.create_app(app_id, msg["name"], msg["name"], "deployed")
+            self.state.add_deployment(app_id, [])
+            self.apps[app_id] = {"app_id": app_id, "name": msg["name"], "state": "deployed", "functions": [],
+                                 "version": 1, "by_tag": {}, "info": {}}
+        return {"app_id": app_id, "name": msg["name"]}
+
+    def list_apps(self) -> list[dict[str, Any]]:
+        out = []
+        for row in self.state.apps():
+            live = self.apps.get(row["app_id"])
+            state = live["state"] if live else row["state"]
+            n_containers = sum(1 for c in self.containers.values() if c.fn.app_id == row["app_id"])
+            out.append({**row, "state": state, "containers": n_containers,
+                        "version": live.get("version") if live else None,
+                        "functions": sorted(live.get("by_tag", {})) if live else []})
+        return out
+
+    def app_history(self, name: str) -> list[dict[str, Any]]:
+        app_id = self._deployed_by_name(name) or self.state.deployed_app_id(name)
+        if app_id is None:
+            raise LookupError(f"No deployed app named '{name}'.")
+        return [
+            {"version": d["version"], "created_at": d["created_at"], "functions": [f["tag"] for f in d["functions"]]}
+            for d in self.state.deployments(app_id)
+        ]
+
+    def subscribe_logs(self, peer: Peer, app_id: str) -> None:
+        self.log_subscribers.setdefault(app_id, set()).add(peer)
+
+    def run_scheduled(self, app_id: str, tag: str) -> None:
+        """A schedule fired: one call of the function with no arguments, kept like a spawned call."""
+        app = self.apps.get(app_id)
+        fid = app and app.get("by_tag", {}).get(tag)
+        if not fid:
+            return
+        import pickle
+
+        call_id = new_id("fc")
+        log.info("schedule fired: %s of app %s (%s)", tag, app.get("name") or app_id, call_id)
+        self.create_call(None, {"fid": fid, "call": call_id, "kind": P.KIND_SPAWN, "last": True,
+                                "inputs": [[0, pickle.dumps(((), {}), protocol=5), None]]})
 
     def bind_function(self, msg: dict[str, Any]) -> str:
         """A variant of a function: a class with parameter values, or `with_options` overrides."""
-        base = self.functions.get(msg["fid"])
+        base = self.functions.get(self._current(msg["fid"]))
         if base is None:
             raise LookupError(f"function {msg['fid']} is not running (its app was stopped)")
         # The same values give the same variant however the client ordered them.
@@ -527,15 +649,17 @@ class ControlPlane:
         self.execute(self.scheduler.add_pool(fid, config, time.monotonic()))
         return fid
 
-    def stop_app(self, app_id: str, reason: str) -> None:
+    def stop_app(self, app_id: str, reason: str, keep_deployed: bool = False) -> None:
         app = self.apps.pop(app_id, None)
         if app is None:
             return
         log.info("stopping app %s: %s", app_id, reason)
+        self.schedules.stop_app(app_id)
         for fid in app["functions"]:
             self.execute(self.scheduler.remove_pool(fid, f"app stopped: {reason}"))
             self.functions.pop(fid, None)
-        self.state.set_app_state(app_id, "stopped")
+        if not (keep_deployed and app["state"] == "deployed"):
+            self.state.set_app_state(app_id, "stopped")
         remaining = {cid for cid, rec in self.containers.items() if rec.fn.app_id == app_id}
         if remaining:
             self.stopping_apps[app_id] = remaining
@@ -572,8 +696,19 @@ class ControlPlane:
                 call.subscriber = None
 
     # --- calls -------------------------------------------------------------------------------------
+    def _current(self, fid: str) -> str:
+        """A redeployed function's old id stands for the current version of the same function."""
+        pool = self.scheduler.pools.get(fid)
+        fn = self.functions.get(fid)
+        if fn is not None and (pool is None or pool.retired):
+            app = self.apps.get(fn.app_id)
+            current = app and app.get("by_tag", {}).get(fn.tag)
+            if current and not fn.definition.get("params"):
+                return current
+        return fid
+
     def create_call(self, peer: Peer, msg: dict[str, Any]) -> None:
-        fid = msg["fid"]
+        fid = msg["fid"] = self._current(msg["fid"])
         fn = self.functions.get(fid)
         call_id = msg["call"]
         kind = msg["kind"]

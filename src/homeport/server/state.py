@@ -33,6 +33,19 @@ CREATE TABLE IF NOT EXISTS calls (
     finished_at REAL
 );
 CREATE INDEX IF NOT EXISTS functions_by_app ON functions(app_id);
+CREATE TABLE IF NOT EXISTS deployments (
+    app_id TEXT NOT NULL REFERENCES apps(app_id),
+    version INTEGER NOT NULL,
+    created_at REAL NOT NULL,
+    functions BLOB NOT NULL,
+    PRIMARY KEY (app_id, version)
+);
+CREATE TABLE IF NOT EXISTS schedule_runs (
+    app_id TEXT NOT NULL,
+    tag TEXT NOT NULL,
+    last_fired REAL NOT NULL,
+    PRIMARY KEY (app_id, tag)
+);
 """
 
 
@@ -75,6 +88,53 @@ class State:
             (reason_state, time.time()),
         )
         return cur.rowcount
+
+    # --- deployed apps -----------------------------------------------------------------------------
+    def deployed_app_id(self, name: str) -> str | None:
+        row = self.db.execute(
+            "SELECT app_id FROM apps WHERE name = ? AND state IN ('deployed', 'stopped') "
+            "AND app_id IN (SELECT app_id FROM deployments) ORDER BY created_at DESC LIMIT 1",
+            (name,),
+        ).fetchone()
+        return row[0] if row else None
+
+    def add_deployment(self, app_id: str, functions: list[dict[str, Any]]) -> tuple[int, float]:
+        """Record a new version of a deployed app; returns (version, created_at)."""
+        (last,) = self.db.execute("SELECT MAX(version) FROM deployments WHERE app_id = ?", (app_id,)).fetchone()
+        version, now = (last or 0) + 1, time.time()
+        self.db.execute(
+            "INSERT INTO deployments(app_id, version, created_at, functions) VALUES (?, ?, ?, ?)",
+            (app_id, version, now, msgpack.packb(functions, use_bin_type=True)),
+        )
+        return version, now
+
+    def deployments(self, app_id: str) -> list[dict[str, Any]]:
+        rows = self.db.execute(
+            "SELECT version, created_at, functions FROM deployments WHERE app_id = ? ORDER BY version", (app_id,)
+        ).fetchall()
+        return [
+            {"version": v, "created_at": t, "functions": msgpack.unpackb(f, raw=False, strict_map_key=False)}
+            for v, t, f in rows
+        ]
+
+    def live_deployments(self) -> list[dict[str, Any]]:
+        """The latest version of every app still deployed (restored when the control plane starts)."""
+        out = []
+        for app in self.apps():
+            if app["state"] == "deployed":
+                versions = self.deployments(app["app_id"])
+                if versions:
+                    out.append({**app, **versions[-1]})
+        return out
+
+    def last_fired(self, app_id: str, tag: str) -> float | None:
+        row = self.db.execute("SELECT last_fired FROM schedule_runs WHERE app_id = ? AND tag = ?", (app_id, tag)).fetchone()
+        return row[0] if row else None
+
+    def set_last_fired(self, app_id: str, tag: str, when: float) -> None:
+        self.db.execute(
+            "INSERT OR REPLACE INTO schedule_runs(app_id, tag, last_fired) VALUES (?, ?, ?)", (app_id, tag, when)
+        )
 
     # --- functions ---------------------------------------------------------------------------------
     def add_function(self, function_id: str, app_id: str, tag: str, definition: dict[str, Any]) -> None:

@@ -79,6 +79,7 @@ class Pool:
     ewma_seconds: float | None = None  # observed time per input
     active: bool = True
     pending: int = 0  # containers the plan wants that wait for free cpu or memory
+    retired: bool = False  # an old version: drains, then goes
 
 
 # --- instructions ----------------------------------------------------------------------------------
@@ -215,6 +216,18 @@ class Scheduler:
         if not pool.containers:
             del self.pools[pool_id]
         return out
+
+    def retire_pool(self, pool_id: str, now: float) -> list[Instruction]:
+        """A redeployed function's old version: it takes no new inputs, finishes what it has, and its
+        containers stop as soon as they are idle."""
+        pool = self.pools.get(pool_id)
+        if pool is None:
+            return []
+        from dataclasses import replace
+
+        pool.config = replace(pool.config, min_containers=0, buffer_containers=0, scaledown_window=0.0)
+        pool.retired = True
+        return self._reconcile(pool, now)
 
     def submit(self, pool_id: str, inputs: Iterable[int], now: float, front: bool = False) -> list[Instruction]:
         pool = self.pools[pool_id]
@@ -409,6 +422,9 @@ class Scheduler:
                     StartContainer(pool.id, cid, f"plan {want} > {len(live)} live ({len(pool.queue)} queued)")
                 )
             live = [c for c in pool.containers.values() if c.phase is not Phase.STOPPING]
+        if pool.retired and not pool.queue and not pool.containers:
+            del self.pools[pool.id]
+            return out
         excess = len(live) - max(want, pool.config.min_containers)
         if excess > 0:
             idle = sorted(

@@ -1,0 +1,151 @@
+"""Issue 7: deployed apps outlive their client and the control plane; schedules run on time."""
+
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+import homeport as modal
+from homeport.exception import NotFoundError
+from homeport.testing import Platform, homeport_cli, wait_for
+
+pytestmark = pytest.mark.integration
+
+PROGRAM = str(Path(__file__).parent / "programs" / "deployed.py")
+
+
+def _deploy(name: str, version: str = "1", **env: str) -> subprocess.CompletedProcess:
+    out = homeport_cli("deploy", PROGRAM, env={**os.environ, "DEPLOY_NAME": name, "DEPLOY_VERSION": version, **env})
+    assert out.returncode == 0, out.stderr
+    return out
+
+
+def _in_another_process(code: str) -> str:
+    out = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    return out.stdout.strip()
+
+
+def test_deployed_functions_are_called_by_name_from_other_programs(platform):
+    out = _deploy("dep-a")
+    assert "deployed (version 1" in out.stdout
+    # the deploying command has exited; another program finds the functions by name
+    assert _in_another_process("""
+        import homeport as modal
+        sq = modal.Function.from_name("dep-a", "square")
+        g = modal.Cls.from_name("dep-a", "Greeter")
+        print(sq.remote(7), list(modal.Function.from_name("dep-a", "count").remote_gen(3)),
+              g().greet.remote("ann"), g(greeting="hi").greet.remote("bob"))
+    """) == "49 [0, 1, 2] hello ann hi bob"
+    with pytest.raises(NotFoundError, match="no function or class 'nope'"):
+        modal.Function.from_name("dep-a", "nope").remote()
+    with pytest.raises(NotFoundError, match="not deployed"):
+        modal.Function.from_name("never-deployed", "square").remote(1)
+
+
+def test_redeploy_replaces_the_version_and_in_flight_inputs_finish(platform):
+    _deploy("dep-b", "1")
+    slow = modal.Function.from_name("dep-b", "slow")
+    version = modal.Function.from_name("dep-b", "version")
+    assert version.remote() == "1"
+    in_flight = slow.spawn(2)
+    time.sleep(0.5)
+    _deploy("dep-b", "2")
+    assert version.remote() == "2"  # the same handle now reaches the new version
+    assert in_flight.get(timeout=60) == 2  # the old version finished what it had
+    history = json.loads(homeport_cli("app", "history", "dep-b", "--json").stdout)
+    assert [h["version"] for h in history] == [1, 2]
+    rows = json.loads(homeport_cli("app", "list", "--json").stdout)
+    assert [r["version"] for r in rows if r["name"] == "dep-b"] == [2]
+
+
+def test_app_stop_ends_a_deployed_app(platform):
+    _deploy("dep-c")
+    assert modal.Function.from_name("dep-c", "square").remote(2) == 4
+    out = homeport_cli("app", "stop", "dep-c")
+    assert out.returncode == 0, out.stderr
+    with pytest.raises(NotFoundError, match="not deployed"):
+        modal.Function.from_name("dep-c", "square").remote(2)
+
+
+def test_app_deploy_from_python_and_lookup(platform, tmp_path):
+    src = tmp_path / "pyapp.py"
+    src.write_text("import homeport as modal\napp = modal.App('dep-py')\n\n@app.function()\ndef hello():\n    return 'hi'\n")
+    sys.path.insert(0, str(tmp_path))
+    try:
+        import pyapp
+    finally:
+        sys.path.remove(str(tmp_path))
+    pyapp.app.deploy()
+    assert pyapp.hello.remote() == "hi"  # hydrated by the deploy
+    assert modal.App.lookup("dep-py").app_id == pyapp.app.app_id
+    with pytest.raises(NotFoundError):
+        modal.App.lookup("dep-missing")
+    assert modal.App.lookup("dep-missing", create_if_missing=True).app_id
+
+
+def test_deployed_app_and_its_schedule_survive_a_control_plane_restart(tmp_path):
+    ticks = tmp_path / "ticks"
+    with Platform(str(tmp_path / "p")) as p:
+        _deploy("dep-d", TICK_LOG=str(ticks), TICK_SECONDS="1")
+        call = modal.Function.from_name("dep-d", "square").spawn(5)
+        assert call.get(timeout=60) == 25
+        assert wait_for(lambda: ticks.exists() and len(ticks.read_text().split()) >= 2, timeout=30)
+        p.restart()
+        assert modal.Function.from_name("dep-d", "square").remote(6) == 36  # still served
+        assert modal.FunctionCall.from_id(call.object_id).get(timeout=30) == 25  # results kept
+        before = len(ticks.read_text().split())
+        assert wait_for(lambda: len(ticks.read_text().split()) >= before + 2, timeout=30)  # still scheduled
+
+
+def test_a_missed_tick_runs_once_on_recovery(tmp_path):
+    ticks = tmp_path / "ticks"
+    with Platform(str(tmp_path / "p")) as p:
+        _deploy("dep-e", TICK_LOG=str(ticks), TICK_SECONDS="3600")
+        p.stop()
+        # pretend the app was deployed 5 h ago and last ran 3 h ago: three hourly ticks were missed
+        db = sqlite3.connect(p.state_dir / "state.db")
+        with db:
+            db.execute("UPDATE deployments SET created_at = ?", (time.time() - 5 * 3600,))
+            app_id = db.execute("SELECT app_id FROM apps WHERE name = 'dep-e'").fetchone()[0]
+            db.execute("INSERT OR REPLACE INTO schedule_runs VALUES (?, 'tick', ?)", (app_id, time.time() - 3 * 3600))
+        db.close()
+        p.start()
+        assert wait_for(ticks.exists, timeout=30)
+        time.sleep(2)
+        assert len(ticks.read_text().split()) == 1  # once, not three times
+
+
+def test_schedules_also_fire_in_an_ephemeral_app_run(platform, tmp_path):
+    ticks = tmp_path / "ticks"
+    src = tmp_path / "eph_sched.py"
+    src.write_text(textwrap.dedent(f"""
+        import homeport as modal
+        app = modal.App("eph-sched")
+
+        @app.function(schedule=modal.Period(seconds=0.5))
+        def tick():
+            open({str(ticks)!r}, "a").write("t\\n")
+    """))
+    sys.path.insert(0, str(tmp_path))
+    try:
+        import eph_sched
+    finally:
+        sys.path.remove(str(tmp_path))
+    with eph_sched.app.run(show_logs=False):
+        assert wait_for(lambda: ticks.exists() and len(ticks.read_text().split()) >= 2, timeout=30)
+
+
+def test_scheduled_functions_must_take_no_arguments():
+    app = modal.App()
+    with pytest.raises(modal.exception.InvalidError, match="no arguments"):
+
+        @app.function(schedule=modal.Period(hours=1), serialized=True)
+        def needs(x):
+            pass
