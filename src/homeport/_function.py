@@ -44,6 +44,30 @@ class _GenMethod:
         return self._fn._remote_gen_async(args, kwargs)
 
 
+class _RemoteMethod(MethodWithAio):
+    """`f.remote(...)`: from synchronous code, a hydrated function is called over the calling thread's
+    own blocking connection (see `_syncchan`); `.aio` and everything else use the event-loop client."""
+
+    __slots__ = ("_fn",)
+
+    def __init__(self, fn: Function) -> None:
+        super().__init__(fn._remote, "remote")
+        self._fn = fn
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        fn = self._fn
+        fid = fn._function_id
+        plain = type(fn)._resolve_fid is Function._resolve_fid or isinstance(fn, _DeployedFunction)
+        if fid is None or not plain:
+            return super().__call__(*args, **kwargs)
+        fn._check_not_generator("remote")
+        from ._syncchan import SyncChannel
+
+        data = serialize_args(fn._tag, args, kwargs)
+        status, out = SyncChannel.get().call(fid, _new_call_id(), data, fn._method)
+        return decode_output(fn._tag, status, out)
+
+
 class _MapMethod:
     def __init__(self, fn: Function, star: bool = False, for_each: bool = False) -> None:
         self._fn, self._star, self._for_each = fn, star, for_each
@@ -116,7 +140,7 @@ class Function:
             self.__name__ = getattr(raw_f, "__name__", tag)
             self.__qualname__ = getattr(raw_f, "__qualname__", tag)
             self.__module__ = getattr(raw_f, "__module__", None)
-        self.remote = MethodWithAio(self._remote, "remote")
+        self.remote = _RemoteMethod(self)
         self.spawn = MethodWithAio(self._spawn, "spawn")
         self.remote_gen = _GenMethod(self)
         self.map = _MapMethod(self)

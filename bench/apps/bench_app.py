@@ -1,0 +1,64 @@
+"""The functions the benchmarks call (a module, so that containers can import it)."""
+
+import asyncio
+import os
+import time
+
+import homeport as modal
+
+app = modal.App("bench")
+
+
+@app.function()
+def trivial(x=0):
+    return x
+
+
+@app.function(max_containers=10)
+def one_second(x):
+    time.sleep(1.0)
+    return x
+
+
+@app.function(scaledown_window=2)
+def idle_probe():
+    return os.getpid()
+
+
+@app.function(max_containers=1)
+@modal.concurrent(max_inputs=1000)
+async def sleeper(seconds):
+    await asyncio.sleep(seconds)
+    return seconds
+
+
+STATE_MB = int(os.environ.get("BENCH_STATE_MB", "1024"))
+
+
+def _build_state():
+    import numpy as np
+
+    # ~STATE_MB of model-like state, really written (not lazily zero pages)
+    return np.random.default_rng(0).standard_normal(STATE_MB * (1 << 20) // 8)
+
+
+@app.cls(enable_memory_snapshot=True, max_containers=1)
+class HeavySnap:
+    @modal.enter(snap=True)
+    def load(self):
+        self.state = _build_state()
+
+    @modal.method()
+    def size(self):
+        return self.state.nbytes
+
+
+@app.cls(max_containers=1)
+class Heavy:
+    @modal.enter()
+    def load(self):
+        self.state = _build_state()
+
+    @modal.method()
+    def size(self):
+        return self.state.nbytes

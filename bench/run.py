@@ -1,0 +1,355 @@
+"""Homeport's benchmarks, each against its peers in the same run.
+
+    python bench/run.py [--quick] [--only NAME[,NAME]] [--json PATH] [--no-ray]
+
+Prints a table and writes JSON rows: {figure, value, unit, peer, peer_value, target}. Homeport runs on a
+private control plane (homeport.testing.Platform), stopped at the end; Ray runs locally with 2 CPUs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import json
+import os
+import statistics
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE / "apps"))
+sys.path.insert(0, str(HERE.parent / "src"))
+
+FIGURES: dict[str, Callable[[Context], list[dict]]] = {}
+
+
+def figure(name: str):
+    def register(fn):
+        FIGURES[name] = fn
+        return fn
+
+    return register
+
+
+class Context:
+    def __init__(self, quick: bool, use_ray: bool) -> None:
+        self.quick = quick
+        self.use_ray = use_ray
+        self._ray = None
+
+    def ray(self):
+        """Ray, started once (2 CPUs, no dashboard), or None when not installed / disabled."""
+        if not self.use_ray:
+            return None
+        if self._ray is None:
+            try:
+                import ray
+            except ImportError:
+                self.use_ray = False
+                return None
+            ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+            self._ray = ray
+        return self._ray
+
+    def close(self) -> None:
+        if self._ray is not None:
+            self._ray.shutdown()
+
+
+def row(figure: str, value: float, unit: str, peer: str | None = None, peer_value: float | None = None,
+        target: str | None = None) -> dict:
+    return {"figure": figure, "value": value, "unit": unit, "peer": peer, "peer_value": peer_value, "target": target}
+
+
+def pct(samples: list[float], q: float) -> float:
+    s = sorted(samples)
+    return s[min(len(s) - 1, int(q * len(s)))]
+
+
+def _containers(function: str) -> list[dict]:
+    from homeport import _protocol as P
+    from homeport._bridge import run_sync
+    from homeport._client import get_client
+
+    async def ls():
+        return await (await get_client()).request({"t": P.CONTAINER_LIST})
+
+    return [c for c in run_sync(ls()) if c["function"] == function]
+
+
+def _local_trivial(x=0):
+    return x
+
+
+# --- issue 2 --------------------------------------------------------------------------------------
+@figure("warm_remote")
+def warm_remote(ctx: Context) -> list[dict]:
+    import bench_app
+
+    n = 500 if ctx.quick else 3000
+    out = []
+    with bench_app.app.run(show_logs=False):
+        for _ in range(200):
+            bench_app.trivial.remote(1)
+        lat = []
+        for i in range(n):
+            t = time.perf_counter()
+            bench_app.trivial.remote(i)
+            lat.append(time.perf_counter() - t)
+    p50, p99 = pct(lat, 0.5) * 1e3, pct(lat, 0.99) * 1e3
+    with concurrent.futures.ProcessPoolExecutor(1) as ex:
+        for _ in range(200):
+            ex.submit(_local_trivial, 1).result()
+        ppe = []
+        for i in range(n):
+            t = time.perf_counter()
+            ex.submit(_local_trivial, i).result()
+            ppe.append(time.perf_counter() - t)
+    out.append(row("warm_remote_p50", p50, "ms", "ProcessPoolExecutor", pct(ppe, 0.5) * 1e3, "<= 0.3 ms"))
+    out.append(row("warm_remote_p99", p99, "ms", "ProcessPoolExecutor", pct(ppe, 0.99) * 1e3))
+    ray = ctx.ray()
+    if ray is not None:
+        @ray.remote
+        class A:
+            def f(self, x=0):
+                return x
+
+        @ray.remote
+        def task(x=0):
+            return x
+
+        a = A.remote()
+        for _ in range(200):
+            ray.get(a.f.remote(1))
+        actor = []
+        for i in range(n):
+            t = time.perf_counter()
+            ray.get(a.f.remote(i))
+            actor.append(time.perf_counter() - t)
+        for _ in range(50):
+            ray.get(task.remote(1))
+        tasks = []
+        for i in range(n // 3):
+            t = time.perf_counter()
+            ray.get(task.remote(i))
+            tasks.append(time.perf_counter() - t)
+        out.append(row("warm_remote_p50", p50, "ms", "Ray actor call", pct(actor, 0.5) * 1e3))
+        out.append(row("warm_remote_p50", p50, "ms", "Ray task", pct(tasks, 0.5) * 1e3))
+        out.append(row("warm_remote_p99", p99, "ms", "Ray actor call", pct(actor, 0.99) * 1e3))
+        ray.kill(a)
+    return out
+
+
+@figure("map_throughput")
+def map_throughput(ctx: Context) -> list[dict]:
+    import bench_app
+
+    n = 20_000 if ctx.quick else 100_000
+    with bench_app.app.run(show_logs=False):
+        bench_app.trivial.remote(0)
+        t = time.perf_counter()
+        total = sum(1 for _ in bench_app.trivial.map(range(n)))
+        hp = total / (time.perf_counter() - t)
+    with concurrent.futures.ProcessPoolExecutor(2) as ex:
+        list(ex.map(_local_trivial, range(1000), chunksize=100))
+        t = time.perf_counter()
+        list(ex.map(_local_trivial, range(n), chunksize=1000))
+        ppe = n / (time.perf_counter() - t)
+    out = [row("map_throughput", hp, "inputs/s", "ProcessPoolExecutor (chunksize 1000)", ppe, ">= 50,000/s")]
+    ray = ctx.ray()
+    if ray is not None:
+        @ray.remote
+        def task(x=0):
+            return x
+
+        m = 2000 if ctx.quick else 5000
+        ray.get([task.remote(i) for i in range(100)])
+        t = time.perf_counter()
+        ray.get([task.remote(i) for i in range(m)])
+        out.append(row("map_throughput", hp, "inputs/s", f"Ray tasks ({m})", m / (time.perf_counter() - t)))
+    return out
+
+
+@figure("cold_start")
+def cold_start(ctx: Context) -> list[dict]:
+    """A new app run to the first result of a trivial function (a new container, cached image)."""
+    import bench_app
+
+    samples = []
+    for _ in range(5 if ctx.quick else 15):
+        t = time.perf_counter()
+        with bench_app.app.run(show_logs=False):
+            bench_app.trivial.remote(1)
+            samples.append(time.perf_counter() - t)
+    hp = statistics.median(samples) * 1e3
+    out = [row("cold_start", hp, "ms", target="<= 150 ms (issue 2), <= 100 ms (issue 6)")]
+    ray = ctx.ray()
+    if ray is not None:
+        @ray.remote
+        class A:
+            def f(self, x=0):
+                return x
+
+        rs = []
+        for _ in range(3 if ctx.quick else 8):
+            t = time.perf_counter()
+            a = A.remote()
+            ray.get(a.f.remote(1))
+            rs.append(time.perf_counter() - t)
+            ray.kill(a)
+        out = [row("cold_start", hp, "ms", "new Ray actor", statistics.median(rs) * 1e3,
+                   "<= 150 ms (issue 2), <= 100 ms (issue 6)")]
+    return out
+
+
+# --- issue 6 --------------------------------------------------------------------------------------
+@figure("snapshot_cold_start")
+def snapshot_cold_start(ctx: Context) -> list[dict]:
+    """A class whose enter hook imports numpy and builds ~1 GB of state: a new container's first
+    result with a memory snapshot, without, and as a new Ray actor."""
+    import bench_app
+
+    reps = 3 if ctx.quick else 5
+    mb = bench_app.STATE_MB
+    # The snapshot is taken once (the first run); later runs start containers from it.
+    t = time.perf_counter()
+    with bench_app.app.run(show_logs=False):
+        bench_app.HeavySnap().size.remote()
+    first = time.perf_counter() - t
+
+    def measure(cls) -> float:
+        samples = []
+        for _ in range(reps):
+            t = time.perf_counter()
+            with bench_app.app.run(show_logs=False):
+                cls().size.remote()
+                samples.append(time.perf_counter() - t)
+        return statistics.median(samples)
+
+    snap = measure(bench_app.HeavySnap)
+    cold = measure(bench_app.Heavy)
+    out = [
+        row("snapshot_cold_start", snap * 1e3, "ms", f"same class without snapshot ({mb} MB state)", cold * 1e3,
+            "<= 50 ms and >= 20x faster"),
+        row("snapshot_speedup", cold / snap, "x", target=">= 20x"),
+        row("snapshot_first_take", first * 1e3, "ms", target="once per code/image/parameters"),
+    ]
+    ray = ctx.ray()
+    if ray is not None:
+        @ray.remote
+        class HeavyActor:
+            def __init__(self):
+                self.state = bench_app._build_state()
+
+            def size(self):
+                return self.state.nbytes
+
+        rs = []
+        for _ in range(2 if ctx.quick else 3):
+            t = time.perf_counter()
+            a = HeavyActor.remote()
+            ray.get(a.size.remote())
+            rs.append(time.perf_counter() - t)
+            ray.kill(a)
+        out.append(row("snapshot_cold_start", snap * 1e3, "ms", "new Ray actor, same class", statistics.median(rs) * 1e3))
+    return out
+
+
+# --- issue 4 --------------------------------------------------------------------------------------
+@figure("burst")
+def burst(ctx: Context) -> list[dict]:
+    """0 -> 10 containers for 100 queued 1-second inputs (max_containers=10): time to the tenth."""
+    import bench_app
+
+    with bench_app.app.run(show_logs=False):
+        done = threading.Event()
+        results: list = []
+
+        def consume():
+            results.extend(bench_app.one_second.map(range(100)))
+            done.set()
+
+        t = time.perf_counter()
+        threading.Thread(target=consume, daemon=True).start()
+        tenth = None
+        while tenth is None and time.perf_counter() - t < 60:
+            if sum(c["state"] == "ready" for c in _containers("one_second")) >= 10:
+                tenth = time.perf_counter() - t
+            time.sleep(0.005)
+        done.wait(120)
+    return [row("burst_tenth_container", (tenth or float("nan")) * 1e3, "ms", target="tens of ms per scale-up"),
+            row("burst_100x1s_total", 0.0 if not done.is_set() else len(results), "outputs")]
+
+
+@figure("scaledown")
+def scaledown(ctx: Context) -> list[dict]:
+    """An idle container is stopped within scaledown_window (2 s) + 1 s."""
+    import bench_app
+
+    with bench_app.app.run(show_logs=False):
+        bench_app.idle_probe.remote()
+        t = time.perf_counter()
+        while _containers("idle_probe") and time.perf_counter() - t < 30:
+            time.sleep(0.01)
+        gone = time.perf_counter() - t
+    return [row("scaledown_after_idle", gone, "s", target="<= 3 s (window 2 s + 1 s)")]
+
+
+@figure("concurrency_overhead")
+def concurrency_overhead(ctx: Context) -> list[dict]:
+    """1,000 concurrent 1-second sleeps on one container with max_inputs=1000."""
+    import bench_app
+
+    with bench_app.app.run(show_logs=False):
+        bench_app.sleeper.remote(0)
+        t = time.perf_counter()
+        n = sum(1 for _ in bench_app.sleeper.map([1.0] * 1000))
+        total = time.perf_counter() - t
+    return [row("concurrency_1000x1s", total, "s", target="close to 1 s"),
+            row("concurrency_overhead", (total - 1.0) * 1e3, "ms", target=f"{n} inputs")]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="fewer iterations (about a minute)")
+    parser.add_argument("--only", help=f"comma-separated figures: {', '.join(FIGURES)}")
+    parser.add_argument("--json", help="write the rows as JSON to this path")
+    parser.add_argument("--no-ray", action="store_true", help="skip the Ray peers")
+    args = parser.parse_args(argv)
+    names = args.only.split(",") if args.only else list(FIGURES)
+    unknown = [n for n in names if n not in FIGURES]
+    if unknown:
+        parser.error(f"unknown figure(s) {unknown}; choose from {list(FIGURES)}")
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from homeport.testing import Platform
+
+    console = Console(width=150)
+    ctx = Context(args.quick, not args.no_ray)
+    rows: list[dict] = []
+    try:
+        with Platform():
+            for name in names:
+                console.print(f"[dim]running {name} ...[/dim]")
+                rows += FIGURES[name](ctx)
+    finally:
+        ctx.close()
+    table = Table("figure", "Homeport", "unit", "peer", "peer value", "target")
+    def fmt(v: float | None) -> str:
+        return "-" if v is None else f"{v:,.3f}" if abs(v) < 10 else f"{v:,.0f}"
+
+    for r in rows:
+        table.add_row(r["figure"], fmt(r["value"]), r["unit"], r["peer"] or "-", fmt(r["peer_value"]), r["target"] or "")
+    console.print(table)
+    if args.json:
+        Path(args.json).write_text(json.dumps({"machine": {"cpus": os.cpu_count()}, "rows": rows}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
