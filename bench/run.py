@@ -50,7 +50,8 @@ class Context:
             except ImportError:
                 self.use_ray = False
                 return None
-            ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+            ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR",
+                     runtime_env={"env_vars": {"PYTHONPATH": str(HERE / "apps")}})
             self._ray = ray
         return self._ray
 
@@ -239,10 +240,15 @@ def snapshot_cold_start(ctx: Context) -> list[dict]:
     ]
     ray = ctx.ray()
     if ray is not None:
+        def build_state(mb=mb):
+            import numpy as np
+
+            return np.random.default_rng(0).standard_normal(mb * (1 << 20) // 8)
+
         @ray.remote
         class HeavyActor:
             def __init__(self):
-                self.state = bench_app._build_state()
+                self.state = build_state()
 
             def size(self):
                 return self.state.nbytes
@@ -336,7 +342,10 @@ def main(argv: list[str] | None = None) -> int:
         with Platform():
             for name in names:
                 console.print(f"[dim]running {name} ...[/dim]")
-                rows += FIGURES[name](ctx)
+                try:
+                    rows += FIGURES[name](ctx)
+                except Exception as exc:  # one broken figure does not lose the others
+                    console.print(f"[red]{name} failed: {type(exc).__name__}: {exc}[/red]")
     finally:
         ctx.close()
     table = Table("figure", "Homeport", "unit", "peer", "peer value", "target")

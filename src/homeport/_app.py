@@ -16,7 +16,7 @@ from ._bridge import run_async, run_sync
 from ._client import default_log_printer, get_client
 from ._function import Function, is_generator_function
 from ._image import Image
-from ._options import FunctionOptions, function_options, merged_env, unsupported_features
+from ._options import FunctionOptions, function_options, merged_env, secret_refs, unsupported_features
 from ._secret import Secret
 from .exception import DeprecationError, InvalidError, UnimplementedError
 
@@ -91,6 +91,7 @@ def pool_config(options: FunctionOptions, max_inputs: int = 1, target_inputs: in
         **resource_config(options),
         "schedule": options.schedule.to_dict() if options.schedule is not None else None,
         "env": merged_env(options),
+        "secret_refs": secret_refs(options),
         "retries": options.retries.to_dict() if options.retries is not None else None,
     }
 
@@ -287,7 +288,11 @@ class App:
         functions = [
             {"tag": r.tag, "definition": r.definition, "config": r.config} for r in self._registered.values()
         ]
-        ids = await client.request({"t": P.APP_PUBLISH, "app_id": self._app_id, "functions": functions})
+        try:
+            ids = await client.request({"t": P.APP_PUBLISH, "app_id": self._app_id, "functions": functions})
+        except BaseException:
+            await client.request({"t": P.APP_STOP, "app_id": self._app_id})  # nothing of it runs
+            raise
         for tag, reg in self._registered.items():
             reg.hydrate(ids[tag])
         self._running = True

@@ -445,7 +445,12 @@ class Cls:
                 if key in over:
                     config[key] = getattr(opts, key)
             if "secrets" in over or "env" in over:
+                from ._options import secret_refs
+
                 config["env"] = {**merged_env(base), **merged_env(opts)}
+                refs = secret_refs(base) + secret_refs(opts)
+                if refs:
+                    config["secret_refs"] = refs
             if "retries" in over:
                 config["retries"] = opts.retries.to_dict() if opts.retries else None
             if "timeout" in over:

@@ -499,15 +499,6 @@ def unsupported_features(options: FunctionOptions) -> list[str]:
                 "cloud=...", "placement by cloud provider is not built", "remove it to run on this machine"
             )
         )
-    for secret in options.secrets:
-        if not secret.is_local:
-            out.append(
-                _not_built(
-                    f"Secret.from_name({secret.name!r})",
-                    "secrets stored on the server are not built",
-                    "use Secret.from_dict, Secret.from_local_environ or Secret.from_dotenv instead",
-                )
-            )
     if options.image is not None:
         out.extend(_image_problems(options.image))
     if options.block_network:
@@ -556,6 +547,11 @@ def _image_problems(image: Image) -> list[str]:
             )
         )
     return out
+
+
+def secret_refs(options: FunctionOptions) -> list[dict[str, Any]]:
+    """Named secrets (`Secret.from_name`), resolved by the control plane when the app starts."""
+    return [{"name": s.name, "required_keys": list(s.required_keys)} for s in options.secrets if not s.is_local]
 
 
 def merged_env(options: FunctionOptions) -> dict[str, str]:

@@ -370,7 +370,6 @@ _NOT_BUILT = {
     "block_network": True,
     "nonpreemptible": True,
     "single_use_containers": True,
-    "secrets": [modal.Secret.from_name("stored")],
 }
 
 

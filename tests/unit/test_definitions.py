@@ -1229,7 +1229,6 @@ def test_gpu_sentence():
         ({"ephemeral_disk": 1024}, "`ephemeral_disk=...`"),
         ({"region": "us-east"}, "`region=...`"),
         ({"cloud": "aws"}, "`cloud=...`"),
-        ({"secrets": [Secret.from_name("stored")]}, "`Secret.from_name('stored')`"),
         ({"image": Image.debian_slim().pip_install("numpy")}, "build steps (pip_install)"),
         ({"image": Image.debian_slim(OTHER_PYTHON)}, f"Python {OTHER_PYTHON}"),
         ({"image": Image.from_registry("ubuntu:24.04")}, "Image.from_registry('ubuntu:24.04')"),

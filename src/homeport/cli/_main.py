@@ -233,6 +233,68 @@ def app_logs(name: str, timeout: float | None) -> None:
         pass
 
 
+# --- secrets ---------------------------------------------------------------------------------------
+@cli.group()
+def secret() -> None:
+    """Create, list and delete named secrets (stored encrypted; used with modal.Secret.from_name)."""
+
+
+@secret.command("create")
+@click.argument("name")
+@click.argument("pairs", nargs=-1)
+@click.option("--from-dotenv", "dotenv", type=click.Path(exists=True, dir_okay=False), help="Read KEY=VALUE lines from a .env file.")
+@click.option("--force", is_flag=True, help="Replace the secret if it exists.")
+def secret_create(name: str, pairs: tuple[str, ...], dotenv: str | None, force: bool) -> None:
+    """Create secret NAME from KEY=VALUE pairs (and/or a .env file)."""
+    from .._secret import check_object_name, parse_dotenv
+
+    check_object_name(name, "Secret")
+    values: dict[str, str] = {}
+    if dotenv:
+        with open(dotenv) as f:
+            values.update(parse_dotenv(f.read(), source=dotenv))
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise click.ClickException(f"{pair!r} is not KEY=VALUE.")
+        values[key] = value
+    if not values:
+        raise click.ClickException("Give at least one KEY=VALUE (or --from-dotenv PATH).")
+    _server_or_start({"t": P.SECRET_CREATE, "name": name, "values": values, "overwrite": force})
+    console.print(f"Created secret {name!r} with keys: {', '.join(sorted(values))}.")
+    console.print(f"Use it with modal.Secret.from_name({name!r}).")
+
+
+@secret.command("list")
+@click.option("--json", "as_json", is_flag=True)
+def secret_list(as_json: bool) -> None:
+    """Secret names and their keys (never their values)."""
+    rows = _server_or_start({"t": P.SECRET_LIST})
+    if as_json:
+        import json
+
+        click.echo(json.dumps(rows, indent=2))
+        return
+    table = Table("Name", "Keys", "Created", "Updated")
+    for r in rows:
+        table.add_row(r["name"], ", ".join(r["keys"]), time.strftime("%Y-%m-%d %H:%M", time.localtime(r["created_at"])),
+                      time.strftime("%Y-%m-%d %H:%M", time.localtime(r["updated_at"])))
+    console.print(table)
+
+
+@secret.command("delete")
+@click.argument("name")
+def secret_delete(name: str) -> None:
+    """Delete a secret."""
+    _server_or_start({"t": P.SECRET_DELETE, "name": name})
+    console.print(f"Deleted secret {name!r}.")
+
+
+def _server_or_start(msg: dict) -> object:
+    """A request to the control plane, starting it if needed (secrets live there)."""
+    return run_sync(_request(msg))
+
+
 # --- containers ------------------------------------------------------------------------------------
 @cli.group()
 def container() -> None:

@@ -17,6 +17,7 @@ from .. import _protocol as P
 from .._wire import new_event_loop
 from ..backends import create_backend
 from .api import serve
+from .secrets import Cipher, SecretStore, load_or_create_key
 from .services import ControlPlane
 from .state import State
 
@@ -48,7 +49,10 @@ async def run(state_dir: Path, backend_name: str) -> None:
     if stale:
         log.info("marked %d apps of a previous control plane as stopped", stale)
     backend = create_backend(backend_name, scratch_dir=str(scratch))
+    cipher = Cipher(load_or_create_key(state_dir / "secret.key"))
+    state.cipher = cipher  # deployments hold function environments (secret values): encrypted at rest
     cp = ControlPlane(state, backend, token, str(address), str(scratch))
+    cp.secrets = SecretStore(state.db, cipher)
     server = await serve(cp, str(address))
     os.chmod(address, 0o600)
     _config.pid_path().write_text(str(os.getpid()))

@@ -9,6 +9,7 @@ from typing import Any
 
 from .. import _protocol as P
 from .._wire import FramedProtocol
+from ..exception import Error, code_of
 from .services import STOP_GRACE_SECONDS, ControlPlane, Peer
 
 log = logging.getLogger("homeport.server.api")
@@ -21,6 +22,9 @@ _LOOKUPS = {
     P.APP_HISTORY: lambda cp, peer, msg: cp.app_history(msg["name"]),
     P.APP_LOGS: lambda cp, peer, msg: cp.subscribe_logs(peer, msg["app_id"]),
     P.FUNCTION_LOOKUP: lambda cp, peer, msg: cp.lookup_function(msg),
+    P.SECRET_CREATE: lambda cp, peer, msg: cp.secrets.create(msg["name"], msg["values"], bool(msg.get("overwrite"))),
+    P.SECRET_LIST: lambda cp, peer, msg: cp.secrets.list(),
+    P.SECRET_DELETE: lambda cp, peer, msg: cp.secrets.delete(msg["name"]),
 }
 
 
@@ -95,16 +99,22 @@ class Connection:
                 self.reply(msg, cp.publish_app(msg))
             except LookupError as exc:
                 self.reply_error(msg, "not_found", str(exc))
+            except Error as exc:
+                self.reply_error(msg, code_of(exc), str(exc))
         elif t in _LOOKUPS:
             try:
                 self.reply(msg, _LOOKUPS[t](cp, self.peer, msg))
             except LookupError as exc:
                 self.reply_error(msg, "not_found", str(exc))
+            except Error as exc:
+                self.reply_error(msg, code_of(exc), str(exc))
         elif t == P.FUNCTION_BIND:
             try:
                 self.reply(msg, cp.bind_function(msg))
             except LookupError as exc:
                 self.reply_error(msg, "not_found", str(exc))
+            except Error as exc:
+                self.reply_error(msg, code_of(exc), str(exc))
         elif t == P.APP_STOP:
             cp.stop_app(msg["app_id"], "stopped by its client")
             self.peer.apps.discard(msg["app_id"])

@@ -34,6 +34,7 @@ from .core.scheduler import (
     StopContainer,
 )
 from .schedules import ScheduleRunner
+from .secrets import SecretStore
 from .state import State
 
 log = logging.getLogger("homeport.server")
@@ -172,6 +173,7 @@ class ControlPlane:
         # Their logs keep flowing to the client until the last one exits.
         self.stopping_apps: dict[str, set[str]] = {}
         self.schedules = ScheduleRunner(state, self.run_scheduled)
+        self.secrets: SecretStore | None = None  # set by the server's main once the key is loaded
         self._app_stop_waiters: dict[str, list[asyncio.Future]] = {}
         self._input_ids = itertools.count(1)
         self._tasks: set[asyncio.Task] = set()
@@ -483,7 +485,9 @@ class ControlPlane:
         app = self.apps[app_id]
         ids = {}
         now = time.monotonic()
-        for f in functions:
+        # Named secrets are resolved before anything starts: a missing one fails the whole app.
+        envs = [self._function_env(f["config"]) for f in functions]
+        for f, env in zip(functions, envs):
             fid = new_id("fu")
             cfg = f["config"]
             config = PoolConfig(
@@ -498,7 +502,7 @@ class ControlPlane:
             definition = dict(f["definition"], app_id=app_id, function_id=fid,
                               cpu_limit=cfg.get("cpu_limit"), memory_limit_mib=cfg.get("memory_limit_mib"))
             rec = FunctionRecord(
-                fid, app_id, f["tag"], definition, config, cfg.get("env") or {}, cfg.get("retries"),
+                fid, app_id, f["tag"], definition, config, env, cfg.get("retries"),
                 bool(definition.get("is_generator")),
             )
             self.functions[fid] = rec
@@ -512,6 +516,16 @@ class ControlPlane:
                 self.schedules.start(app_id, f["tag"], cfg["schedule"], anchor, durable=app["state"] == "deployed")
         return ids
 
+    def _function_env(self, cfg: dict[str, Any]) -> dict[str, str]:
+        """A function's environment: its named secrets (decrypted), then its local secrets and `env=`."""
+        env: dict[str, str] = {}
+        for ref in cfg.get("secret_refs") or ():
+            if self.secrets is None:
+                raise LookupError("named secrets are not available on this control plane")
+            env.update(self.secrets.get(ref["name"], ref.get("required_keys") or ()))
+        env.update(cfg.get("env") or {})
+        return env
+
     # --- deployed apps -----------------------------------------------------------------------------
     def deploy_app(self, peer: Peer, msg: dict[str, Any]) -> dict[str, Any]:
         """Register (or replace) a named app that outlives its client.
@@ -520,6 +534,8 @@ class ControlPlane:
         moment this returns, while the old version's pools finish the inputs they already have.
         """
         name = msg["name"]
+        for f in msg["functions"]:
+            self._function_env(f["config"])  # a missing secret fails the deploy before anything changes
         app_id = self._deployed_by_name(name) or self.state.deployed_app_id(name)
         if app_id is None:
             app_id = new_id("ap")
@@ -635,7 +651,8 @@ class ControlPlane:
         if fid is not None and fid in self.functions:
             return fid
         cfg = dict(msg.get("config") or {})
-        env = {**base.env, **cfg.pop("env", {})}
+        env = {**base.env, **self._function_env({"secret_refs": cfg.pop("secret_refs", None),
+                                                 "env": cfg.pop("env", {})})}
         limits = {k: cfg.pop(k) for k in ("cpu_limit", "memory_limit_mib") if k in cfg}
         retries = cfg.pop("retries", base.retries) if "retries" in cfg else base.retries
         config = PoolConfig(**{**base.config.__dict__, **cfg})

@@ -56,6 +56,15 @@ class State:
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=NORMAL")
         self.db.executescript(_SCHEMA)
+        self.cipher: Any = None  # seals deployment payloads when set (see server.secrets.Cipher)
+
+    def _seal(self, value: Any) -> bytes:
+        return self.cipher.seal(value) if self.cipher is not None else msgpack.packb(value, use_bin_type=True)
+
+    def _open(self, blob: bytes) -> Any:
+        if self.cipher is not None:
+            return self.cipher.open(blob)
+        return msgpack.unpackb(blob, raw=False, strict_map_key=False)
 
     def close(self) -> None:
         self.db.close()
@@ -104,7 +113,7 @@ class State:
         version, now = (last or 0) + 1, time.time()
         self.db.execute(
             "INSERT INTO deployments(app_id, version, created_at, functions) VALUES (?, ?, ?, ?)",
-            (app_id, version, now, msgpack.packb(functions, use_bin_type=True)),
+            (app_id, version, now, self._seal(functions)),
         )
         return version, now
 
@@ -113,8 +122,7 @@ class State:
             "SELECT version, created_at, functions FROM deployments WHERE app_id = ? ORDER BY version", (app_id,)
         ).fetchall()
         return [
-            {"version": v, "created_at": t, "functions": msgpack.unpackb(f, raw=False, strict_map_key=False)}
-            for v, t, f in rows
+            {"version": v, "created_at": t, "functions": self._open(f)} for v, t, f in rows
         ]
 
     def live_deployments(self) -> list[dict[str, Any]]:
