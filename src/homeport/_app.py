@@ -16,6 +16,7 @@ from ._bridge import run_async, run_sync
 from ._client import default_log_printer, get_client
 from ._function import Function, is_generator_function
 from ._image import Image
+from ._image_request import build_request, caller_sys_path, distinct
 from ._options import FunctionOptions, function_options, merged_env, secret_refs, unsupported_features
 from ._secret import Secret
 from .exception import DeprecationError, InvalidError, UnimplementedError
@@ -36,7 +37,6 @@ def build_definition(
     serialized = None
     if options.serialized or module_file is None:
         serialized = cloudpickle.dumps(target)
-    sys_path = [os.path.dirname(module_file)] if module_file else []
     return {
         "tag": tag,
         "module_name": module_name,
@@ -47,7 +47,8 @@ def build_definition(
         "timeout": options.timeout,
         "startup_timeout": options.startup_timeout or options.timeout,
         "snapshot": options.enable_memory_snapshot,
-        "sys_path": sys_path + [p for p in sys.path if p and os.path.isdir(p)],
+        # The caller's source directories, never its interpreter's packages: the image has its own.
+        "sys_path": caller_sys_path(os.path.dirname(module_file) if module_file else None),
         "cwd": os.getcwd(),
         **extra,
     }
@@ -282,11 +283,13 @@ class App:
         client = await get_client()
         if show_logs:
             client.log_handler = default_log_printer
+        # Images first: a failed build leaves no app behind.
+        definitions = await _with_images(client, list(self._registered.values()))
         self._app_id = await client.request(
             {"t": P.APP_CREATE, "name": self._name, "description": self._name, "detach": detach}
         )
         functions = [
-            {"tag": r.tag, "definition": r.definition, "config": r.config} for r in self._registered.values()
+            {"tag": r.tag, "definition": d, "config": r.config} for r, d in zip(self._registered.values(), definitions)
         ]
         try:
             ids = await client.request({"t": P.APP_PUBLISH, "app_id": self._app_id, "functions": functions})
@@ -329,9 +332,11 @@ class App:
 
     async def _deploy(self, name: str) -> dict[str, Any]:
         client = await get_client()
+        regs = list(self._registered.values())
+        definitions = await _with_images(client, regs, show_logs=True)
         functions = [
-            {"tag": r.tag, "definition": r.definition, "config": r.config, "info": _lookup_info(r.obj)}
-            for r in self._registered.values()
+            {"tag": r.tag, "definition": d, "config": r.config, "info": _lookup_info(r.obj)}
+            for r, d in zip(regs, definitions)
         ]
         reply = await client.request({"t": P.APP_DEPLOY, "name": name, "description": name, "functions": functions})
         self._app_id = reply["app_id"]
@@ -353,6 +358,29 @@ class App:
         app = cls(name)
         app._app_id = found["app_id"]
         return app
+
+
+async def _with_images(client: Any, regs: list[_Registered], show_logs: bool = False) -> list[dict[str, Any]]:
+    """Have the control plane build (or find cached) the image of each function; return the functions'
+    definitions naming their image. A function without `image=` runs in `Image.debian_slim()`."""
+    images = [r.options.image or Image.debian_slim() for r in regs]
+    unique = distinct(images)
+    if not unique:
+        return []
+    requests = [build_request(image) for image in unique]
+    saved = client.log_handler
+    if show_logs and saved is None:
+        client.log_handler = lambda msg: default_log_printer(msg) if msg.get("fn") == "image" else None
+    try:
+        # No deadline: a build takes as long as its steps do, each bounded by the control plane.
+        ids = await client.request({"t": P.IMAGE_BUILD, "images": requests}, timeout=None)
+    finally:
+        client.log_handler = saved
+    hashes = [image.content_hash() for image in unique]
+    return [
+        dict(r.definition, image_id=ids[unique.index(image)], image_hash=hashes[unique.index(image)])
+        for r, image in zip(regs, images)
+    ]
 
 
 def _lookup_info(obj: Any) -> dict[str, Any]:

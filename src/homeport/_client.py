@@ -150,7 +150,7 @@ async def get_client() -> Client:
 
 def default_log_printer(msg: dict[str, Any]) -> None:
     stream = sys.stderr if msg.get("fd") == 2 else sys.stdout
-    prefix = f"[{msg['fn']} {msg['cid'][-8:]}] "
+    prefix = f"[{msg['fn']} {msg['cid'][-8:]}] " if msg.get("cid") else f"[{msg['fn']}] "
     text = msg["data"]
     stream.write(prefix + text if text.endswith("\n") else prefix + text + "\n")
     stream.flush()

@@ -21,7 +21,7 @@ from pathlib import PurePosixPath
 from types import MappingProxyType
 from typing import Any, TypeVar
 
-from ._protocol import ENV_IS_REMOTE
+from ._protocol import ENV_IMAGE_HASH, ENV_IS_REMOTE
 from ._secret import Secret
 from ._volume import Volume
 from .exception import InvalidError
@@ -591,13 +591,14 @@ class Image:
     def imports(self) -> Iterator[None]:
         """Import packages that only exist inside the image.
 
-        Outside a container a failed import is ignored, so the module still loads on your machine;
-        inside a container the error is raised as usual.
+        A failed import is ignored outside a container, so the module still loads on your machine,
+        and in containers of other images, which import the same module; inside a container of this
+        image the error is raised as usual.
         """
         try:
             yield
         except Exception as exc:
-            if os.environ.get(ENV_IS_REMOTE) == "1":
+            if os.environ.get(ENV_IS_REMOTE) == "1" and os.environ.get(ENV_IMAGE_HASH) in (None, "", self.content_hash()):
                 raise
             if not isinstance(exc, ImportError):
                 warnings.warn(

@@ -518,35 +518,17 @@ def unsupported_features(options: FunctionOptions) -> list[str]:
 
 
 def _image_problems(image: Image) -> list[str]:
-    out = []
+    # Build steps and Python versions are built by the control plane's image builder, which reports
+    # what this machine cannot build (apt_install, run_commands) when the image is built.
     if image.base.kind == "from_registry":
-        out.append(
+        return [
             _not_built(
                 f"image=Image.from_registry({image.base.get('tag')!r})",
                 "registry images are not built",
-                "use Image.debian_slim() to run in Homeport's own Python environment",
+                "use Image.debian_slim() with the packages the function needs",
             )
-        )
-    if image.has_build_steps:
-        kinds = ", ".join(dict.fromkeys(s.kind for s in image.steps[1:]))
-        out.append(
-            _not_built(
-                f"image=... with build steps ({kinds})",
-                "image building is not built",
-                "remove the build steps and install what the function needs into the environment Homeport runs in",
-            )
-        )
-    running = f"{sys.version_info.major}.{sys.version_info.minor}"
-    wanted = image.python_version
-    if wanted is not None and ".".join(wanted.split(".")[:2]) != running:
-        out.append(
-            _not_built(
-                f"image=... with Python {wanted}",
-                f"images are not built, so functions run on this interpreter, Python {running}",
-                f"drop `python_version` or run Homeport with Python {wanted}",
-            )
-        )
-    return out
+        ]
+    return []
 
 
 def secret_refs(options: FunctionOptions) -> list[dict[str, Any]]:

@@ -27,6 +27,11 @@ ENV_IS_REMOTE = "HOMEPORT_IS_REMOTE"  # "1" inside a container
 ENV_MODAL_IS_REMOTE = "MODAL_IS_REMOTE"  # what Modal programs read
 ENV_MODAL_ALIAS = "HOMEPORT_MODAL_ALIAS"  # "1": `import modal` resolves to homeport
 ENV_TEMPLATES = "HOMEPORT_TEMPLATES"  # "0": containers start as fresh interpreters, not forked from templates
+# Directories appended to sys.path in an image's environment (by a .pth file in it): the runtime and
+# its own dependencies, after the image's packages, so a package the image pins wins.
+ENV_RUNTIME_PATH = "HOMEPORT_RUNTIME_PATH"
+ENV_IMAGE_HASH = "HOMEPORT_IMAGE_HASH"  # in a container: `Image.content_hash()` of its image (`Image.imports()`)
+ENV_MODAL_IMAGE_ID = "MODAL_IMAGE_ID"  # in a container: the id of its built image
 
 # --- message types ---------------------------------------------------------------------------------
 RESULT = "res"
@@ -52,6 +57,9 @@ SERVER_STATUS = "status"
 SERVER_SHUTDOWN = "shutdown"
 CONTAINER_LIST = "container_list"
 CONTAINER_STOP = "container_stop"
+# {"images": [{"steps": [...]}, ...]} -> ["im-...", ...]; builds what is not cached, streaming LOG
+# messages ({"fn": "image", "cid": image id}) to the caller; a failed step answers code "image_build".
+IMAGE_BUILD = "image_build"
 # control plane -> client
 OUTPUTS = "out"  # {"call": id, "items": [[idx, status, data], ...]}
 GEN_ITEMS = "gen"  # {"call": id, "items": [data, ...]}

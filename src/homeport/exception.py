@@ -185,6 +185,7 @@ ERROR_TYPES: dict[str, type[Error]] = {
     "execution": ExecutionError,
     "timeout": FunctionTimeoutError,
     "serialization": SerializationError,
+    "image_build": ImageBuildError,
 }
 
 

@@ -35,20 +35,60 @@ def _send(sock: socket.socket, msg: dict[str, Any]) -> None:
     sock.send(msgpack.packb(msg, use_bin_type=True))
 
 
+def _inet_sockets() -> list[str]:
+    """This process's open TCP/UDP sockets as "ip:port[->ip:port]", read from /proc: the runtime
+    runs in the image's environment, where psutil is not installed unless the image asks for it."""
+    try:
+        inodes = set()
+        for fd in os.listdir("/proc/self/fd"):
+            try:
+                target = os.readlink(f"/proc/self/fd/{fd}")
+            except OSError:
+                continue
+            if target.startswith("socket:["):
+                inodes.add(target[8:-1])
+        if not inodes:
+            return []
+        found = []
+        for table in ("tcp", "tcp6", "udp", "udp6"):
+            try:
+                lines = open(f"/proc/self/net/{table}").read().splitlines()[1:]
+            except OSError:
+                continue
+            for line in lines:
+                fields = line.split()
+                if len(fields) > 9 and fields[9] in inodes:
+                    local, remote = _proc_addr(fields[1]), _proc_addr(fields[2])
+                    found.append(local if remote.endswith(":0") else f"{local}->{remote}")
+        return found
+    except OSError:  # not Linux: ask psutil if the image has it
+        try:
+            import psutil
+
+            return [f"{c.laddr.ip}:{c.laddr.port}" for c in psutil.Process().net_connections(kind="inet")]
+        except Exception:
+            return []
+
+
+def _proc_addr(text: str) -> str:
+    import ipaddress
+
+    host, port = text.split(":")
+    raw = bytes.fromhex(host)
+    # /proc prints each 32-bit word of the address in host (little-endian) order.
+    raw = b"".join(raw[i : i + 4][::-1] for i in range(0, len(raw), 4))
+    return f"{ipaddress.ip_address(raw)}:{int(port, 16)}"
+
+
 def snapshot_problems() -> list[str]:
     """State that a fork cannot carry into a container; a snapshot with any of it is refused."""
     problems = []
     threads = [t.name for t in threading.enumerate() if t is not threading.main_thread() and t.is_alive()]
     if threads:
         problems.append(f"threads started before the snapshot would not exist in containers: {', '.join(threads)}")
-    try:
-        import psutil
-
-        conns = psutil.Process().net_connections(kind="inet")
-    except Exception:
-        conns = []
+    conns = _inet_sockets()
     if conns:
-        where = ", ".join(f"{c.laddr.ip}:{c.laddr.port}" + (f"->{c.raddr.ip}:{c.raddr.port}" if c.raddr else "") for c in conns)
+        where = ", ".join(conns)
         problems.append(
             f"network sockets open before the snapshot ({where}) would be shared by every container; open "
             "connections in an `@modal.enter()` hook without `snap=True`"
@@ -89,6 +129,7 @@ def main(fd: int) -> None:
             return
         preloaded.snapshot_timeline = timeline
     else:
+        from .. import _modal_alias  # noqa: F401 - every container installs it (it imports importlib.abc: ~4 ms)
         from . import _runtime  # noqa: F401 - what every container needs, imported once here
 
         preloaded = None

@@ -10,6 +10,7 @@ from typing import Any
 from .. import _protocol as P
 from .._wire import FramedProtocol
 from ..exception import Error, code_of
+from .images import ImageBuildFailed, ImageUnsupported
 from .services import STOP_GRACE_SECONDS, ControlPlane, Peer
 
 log = logging.getLogger("homeport.server.api")
@@ -124,6 +125,8 @@ class Connection:
         elif t == P.CALL_CANCEL:
             cp.cancel_call(msg["call"])
             self.reply(msg)
+        elif t == P.IMAGE_BUILD:
+            cp.spawn(self._image_build(msg))
         elif t == P.SERVER_STATUS:
             self.reply(msg, cp.status())
         elif t == P.CONTAINER_LIST:
@@ -146,6 +149,26 @@ class Connection:
         # hooks printed (a container that ignores SIGTERM is killed after the grace period).
         await self.cp.wait_app_stopped(msg["app_id"], STOP_GRACE_SECONDS + 5)
         self.reply(msg)
+
+    async def _image_build(self, msg: dict[str, Any]) -> None:
+        proto = self.proto
+
+        def on_log(image: str, line: str, fd: int) -> None:
+            proto.send({"t": P.LOG, "app": None, "fn": "image", "cid": image, "fd": fd, "data": line})
+
+        try:
+            ids = await self.cp.build_images(msg["images"], on_log)
+        except (ImageBuildFailed, ImageUnsupported) as exc:
+            self.reply_error(msg, exc.code, str(exc))
+        except Error as exc:  # a named secret of a build step that does not exist
+            self.reply_error(msg, code_of(exc), str(exc))
+        except LookupError as exc:
+            self.reply_error(msg, "not_found", str(exc))
+        except Exception as exc:
+            log.exception("image build failed")
+            self.reply_error(msg, "image_build", f"Image build failed: {type(exc).__name__}: {exc}")
+        else:
+            self.reply(msg, ids)
 
     async def _call_get(self, msg: dict[str, Any]) -> None:
         try:

@@ -11,9 +11,9 @@ import itertools
 import logging
 import os
 import secrets
-import sys
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,6 +33,7 @@ from .core.scheduler import (
     StartContainer,
     StopContainer,
 )
+from .images import BuiltImage, ImageBuilder
 from .schedules import ScheduleRunner
 from .secrets import SecretStore
 from .state import State
@@ -54,18 +55,19 @@ def machine_capacity() -> Capacity:
     return Capacity(cpu=cpu, memory_mib=mem)
 
 
-def container_template(definition: dict[str, Any], argv: tuple[str, ...], env: dict[str, str]) -> TemplateSpec:
+def container_template(definition: dict[str, Any], argv: tuple[str, ...], env: dict[str, str],
+                       base_env: dict[str, str]) -> TemplateSpec:
     """What a container of this function can be forked from.
 
     With `enable_memory_snapshot` a template that has run the user's imports and `snap=True` hooks,
     keyed by everything that shapes that state: the code (the module file's bytes), the definition
     (qualname, parameter values ...), the interpreter and the environment (secrets included). Without,
-    a template with only the runtime imported, shared by every function on the same interpreter.
+    a template with only the runtime imported, shared by every function of the same image
+    (`base_env`: the image's environment, before any function's own).
     """
     own = (P.ENV_CONTAINER_ID, P.ENV_CONTAINER_TOKEN)
     template_env = {k: v for k, v in env.items() if k not in own}
     if not definition.get("snapshot"):
-        base_env = {k: v for k, v in os.environ.items() if not k.startswith("HOMEPORT_")}
         key = hashlib.sha256(P.encode({"argv": list(argv), "env": base_env})).hexdigest()
         return TemplateSpec(key=f"rt-{key}", argv=argv, env=base_env)
     stable = {k: v for k, v in definition.items() if k not in ("app_id", "function_id")}
@@ -153,8 +155,10 @@ class ContainerRecord:
 
 
 class ControlPlane:
-    def __init__(self, state: State, backend: Backend, token: str, address: str, scratch: str) -> None:
+    def __init__(self, state: State, backend: Backend, token: str, address: str, scratch: str,
+                 images: ImageBuilder | None = None) -> None:
         self.state = state
+        self.images = images or ImageBuilder(os.path.join(os.path.dirname(scratch), "images"))
         self.backend = backend
         self.token = token
         self.address = address
@@ -241,46 +245,88 @@ class ControlPlane:
             elif isinstance(ins, RequeueInputs):
                 pass  # the scheduler already put them back in the queue
 
-    def runtime_argv(self) -> tuple[str, ...]:
-        return (sys.executable, "-m", "homeport.runtime")
+    async def function_image(self, definition: dict[str, Any]) -> BuiltImage:
+        """The built image a function's containers run in (the default image when it names none)."""
+        image_id = definition.get("image_id")
+        if image_id is None:
+            return await self.images.default_image()
+        return self.images.get(image_id)
+
+    def image_environ(self, image: BuiltImage) -> dict[str, str]:
+        return image.environ(os.environ, self.images.runtime_path())
 
     def prepare_templates(self) -> None:
-        """Start the runtime template now, so that the first container is already a fork of it."""
+        """Build the default image and start its runtime template now, so that the first container
+        is already a fork of it."""
+
+        async def prepare() -> None:
+            try:
+                image = await self.images.default_image()
+            except Exception:
+                log.exception("the default image could not be built")
+                return
+            await self._prepare_template(image)
+
+        self.spawn(prepare())
+
+    async def _prepare_template(self, image: BuiltImage) -> None:
         if self.use_templates:
-            self.spawn(self.backend.prepare(container_template({}, self.runtime_argv(), {})))
+            base_env = self.image_environ(image)
+            await self.backend.prepare(container_template({}, image.argv(), base_env, base_env))
+
+    async def build_images(self, requests: list[dict[str, Any]], on_log: Callable[[str, str, int], None]) -> list[str]:
+        """Build (or find cached) each requested image; logs go to `on_log(image, line, fd)`.
+        Each image's runtime template starts right away, ready for the image's first container."""
+        for request in requests:  # named secrets of build steps: a missing one fails before any build
+            for step in request["steps"]:
+                if step.get("secret_refs"):
+                    named = self._function_env({"secret_refs": step["secret_refs"]})
+                    step["_secret_env"] = {**named, **(step.get("_secret_env") or {})}
+        ids = []
+        for i, request in enumerate(requests):
+            label = f"{i + 1}/{len(requests)}" if len(requests) > 1 else ""
+            image_id = await self.images.build(request, lambda line, fd, label=label: on_log(label, line, fd))
+            self.spawn(self._prepare_template(self.images.get(image_id)))
+            ids.append(image_id)
+        return ids
 
     def _start_container(self, ins: StartContainer) -> None:
         fn = self.functions[ins.pool]
         log.info("starting container %s for %s: %s", ins.container, fn.tag, ins.reason)
         rec = ContainerRecord(ins.container, fn, secrets.token_urlsafe(16), time.time())
         self.containers[ins.container] = rec
-        env = {k: v for k, v in os.environ.items() if not k.startswith("HOMEPORT_")}
-        env.update(fn.env)
-        env.update(
-            {
-                "PYTHONUNBUFFERED": "1",
-                P.ENV_SERVER_ADDRESS: self.address,
-                P.ENV_CONTAINER_ID: ins.container,
-                P.ENV_CONTAINER_TOKEN: rec.token,
-                P.ENV_IS_REMOTE: "1",
-                P.ENV_MODAL_IS_REMOTE: "1",
-            }
-        )
-        argv = self.runtime_argv()
-        spec = ContainerSpec(
-            container_id=ins.container,
-            app_id=fn.app_id,
-            function_tag=fn.tag,
-            argv=argv,
-            env=env,
-            cwd=fn.definition.get("cwd") or None,
-            memory_limit_mib=fn.definition.get("memory_limit_mib"),
-            cpu_limit=fn.definition.get("cpu_limit"),
-            template=container_template(fn.definition, argv, env) if self.use_templates else None,
-        )
 
         async def start() -> None:
             try:
+                image = await self.function_image(fn.definition)
+                base_env = self.image_environ(image)
+                env = dict(base_env)
+                env.update(fn.env)
+                env.update(
+                    {
+                        "PYTHONUNBUFFERED": "1",
+                        P.ENV_SERVER_ADDRESS: self.address,
+                        P.ENV_CONTAINER_ID: ins.container,
+                        P.ENV_CONTAINER_TOKEN: rec.token,
+                        P.ENV_IS_REMOTE: "1",
+                        P.ENV_MODAL_IS_REMOTE: "1",
+                        P.ENV_MODAL_IMAGE_ID: image.image_id,
+                        P.ENV_IMAGE_HASH: fn.definition.get("image_hash") or "",
+                    }
+                )
+                argv = image.argv()
+                spec = ContainerSpec(
+                    container_id=ins.container,
+                    app_id=fn.app_id,
+                    function_tag=fn.tag,
+                    argv=argv,
+                    env=env,
+                    cwd=image.cwd(fn.definition.get("cwd") or None),
+                    memory_limit_mib=fn.definition.get("memory_limit_mib"),
+                    cpu_limit=fn.definition.get("cpu_limit"),
+                    mounts=tuple(image.container_mounts()),
+                    template=container_template(fn.definition, argv, env, base_env) if self.use_templates else None,
+                )
                 rec.pid = await self.backend.start(spec, self._on_container_output, self._on_container_exit)
             except Exception as exc:  # the backend could not even create the process
                 log.exception("container %s failed to start", ins.container)

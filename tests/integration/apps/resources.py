@@ -1,12 +1,10 @@
 import os
 import time
 
-import psutil
-
 import homeport as modal
 
 app = modal.App("resources")
-CORES = psutil.cpu_count() or 1
+CORES = os.cpu_count() or 1  # what psutil.cpu_count() says; psutil is not in the default image
 
 
 @app.function(memory=(64, 200))

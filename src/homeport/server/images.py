@@ -1,0 +1,650 @@
+"""The image builder: turns an image's build steps into a Python environment, once, and caches it.
+
+Layout under the control plane's state directory (`images/`):
+
+    layers/<key>/layer.json   the manifest of one layer, written last (a layer without it does not exist)
+    layers/<key>/venv/        the image's virtual environment (uv, relocatable), when this layer changed it
+    layers/<key>/fs/          files the image adds at absolute paths (`copy=True`), under their path
+    mounts/<key>/fs/          local files added at container start (`copy=False`), staged by stat
+    images/<id>.json          an image: its last layer and its staged local files
+    runtime/<key>/            the runtime's own packages (homeport, cloudpickle, msgpack) as links
+
+A layer is named by `core.image_layers` from its step and the layer before it. Each `layer.json`
+carries everything the image is at that point (interpreter, environment variables, working directory,
+which layer holds its files), so resolving an image reads one file. Layers that only change metadata
+(`env`, `workdir`) share the files of the layer before them; the others start from a copy of it:
+hard links for steps whose writes Homeport controls (uv replaces files, never edits them in place), a
+full copy before a step that runs user code.
+
+Packages are installed with uv into the image's own environment, which never sees the control plane's
+or the caller's site-packages. The runtime's own modules come from `runtime/`, appended to sys.path by
+a `.pth` file after the image's packages (so a version the image pins wins).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import shlex
+import shutil
+import signal
+import sys
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import msgpack
+
+from .. import _protocol as P
+from ..backends import Mount
+from .core import image_layers as L
+from .interpreters import Interpreters, NoInterpreter
+
+log = logging.getLogger("homeport.server.images")
+
+LogFn = Callable[[str, int], None]  # (line, fd)
+TAIL_LINES = 40
+INSTALL_TIMEOUT = 3600.0
+RUNTIME_PACKAGES = ("homeport", "cloudpickle", "msgpack")
+PTH_NAME = "_homeport_runtime.pth"
+PTH_LINE = (
+    f"import os, sys; sys.path.extend(p for p in os.environ.get({P.ENV_RUNTIME_PATH!r}, '').split(os.pathsep) "
+    "if p and p not in sys.path)\n"
+)
+# Interpreter settings of the control plane's own environment that must not reach an image's.
+_INTERPRETER_VARS = frozenset({
+    "PYTHONPATH", "PYTHONHOME", "PYTHONUSERBASE", "PYTHONSTARTUP", "PYTHONEXECUTABLE", "VIRTUAL_ENV",
+    "CONDA_PREFIX", "CONDA_DEFAULT_ENV", "__PYVENV_LAUNCHER__", "PYTHONNOUSERSITE",
+})
+FILE_KINDS = frozenset({"add_local_file", "add_local_dir", "add_local_python_source"})
+INSTALL_KINDS = frozenset({"pip_install", "uv_pip_install", "pip_install_from_requirements",
+                           "pip_install_from_pyproject"})
+
+
+class ImageBuildFailed(Exception):
+    """A step failed; the message names it and shows the tail of its output (ImageBuildError)."""
+
+    code = "image_build"
+
+
+class ImageUnsupported(Exception):
+    """A step this machine cannot build; the message says what is missing (UnimplementedError)."""
+
+    code = "unimplemented"
+
+
+class ImageNotFound(LookupError):
+    pass
+
+
+@dataclass
+class BuiltImage:
+    """What a container of an image runs with."""
+
+    image_id: str
+    layer: str
+    venv: str
+    python_version: str
+    env: dict[str, str] = field(default_factory=dict)
+    workdir: str | None = None
+    python_path: list[str] = field(default_factory=list)  # staged python sources (Modal's /root)
+    mounts: list[tuple[str, str]] = field(default_factory=list)  # (host source, container target)
+
+    @property
+    def python(self) -> str:
+        return os.path.join(self.venv, "bin", "python")
+
+    def argv(self) -> tuple[str, ...]:
+        return (self.python, "-m", "homeport.runtime")
+
+    def environ(self, server_env: Mapping[str, str], runtime_path: str) -> dict[str, str]:
+        """The environment every container of this image starts from (before its function's own)."""
+        env = {k: v for k, v in server_env.items() if not k.startswith("HOMEPORT_") and k not in _INTERPRETER_VARS}
+        env["VIRTUAL_ENV"] = self.venv
+        env["PATH"] = os.path.join(self.venv, "bin") + os.pathsep + env.get("PATH", os.defpath)
+        env["PYTHONNOUSERSITE"] = "1"
+        env[P.ENV_RUNTIME_PATH] = runtime_path
+        env.update(self.env)
+        path = [p for p in self.env.get("PYTHONPATH", "").split(os.pathsep) if p] + self.python_path
+        if path:
+            env["PYTHONPATH"] = os.pathsep.join(path)
+        return env
+
+    def container_mounts(self) -> list[Mount]:
+        return [Mount(source, target, read_only=False) for source, target in self.mounts]
+
+    def cwd(self, default: str | None) -> str | None:
+        return self.workdir or default
+
+
+def _short(key: str) -> str:
+    return key[:12]
+
+
+def _rmtree(path: str | Path) -> None:
+    shutil.rmtree(path, ignore_errors=True)
+
+
+class _FileDigests:
+    """sha256 of local files, remembered by (path, size, mtime, inode) so an unchanged file costs a stat."""
+
+    def __init__(self) -> None:
+        self._cache: dict[str, tuple[tuple[int, int, int], str]] = {}
+
+    def stat_key(self, path: str) -> tuple[int, int, int]:
+        st = os.stat(path)
+        return (st.st_size, st.st_mtime_ns, st.st_ino)
+
+    def digest(self, path: str) -> str:
+        key = self.stat_key(path)
+        hit = self._cache.get(path)
+        if hit is not None and hit[0] == key:
+            return hit[1]
+        h = hashlib.sha256()
+        with open(path, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+        value = h.hexdigest()
+        self._cache[path] = (key, value)
+        return value
+
+
+class ImageBuilder:
+    def __init__(self, root: str | Path, uv_bin: str | None = None) -> None:
+        self.root = Path(root)
+        self.layers = self.root / "layers"
+        self.images_dir = self.root / "images"
+        self.mounts_dir = self.root / "mounts"
+        for d in (self.layers, self.images_dir, self.mounts_dir):
+            d.mkdir(parents=True, exist_ok=True)
+        self._uv = uv_bin
+        self.interpreters = Interpreters()
+        self.digests = _FileDigests()
+        self._images: dict[str, BuiltImage] = {}
+        self._inflight: dict[str, asyncio.Future] = {}
+        self._layer_builds: dict[str, asyncio.Future] = {}
+        self._runtime_path: str | None = None
+        self._default_id: str | None = None
+
+    # --- tools -------------------------------------------------------------------------------------
+    @property
+    def uv(self) -> str:
+        if self._uv is None:
+            try:
+                from uv import find_uv_bin
+
+                self._uv = find_uv_bin()
+            except (ImportError, FileNotFoundError):
+                found = shutil.which("uv")
+                if found is None:
+                    raise ImageUnsupported(
+                        "Building images needs uv: install the `uv` package into the control plane's "
+                        "environment (`pip install uv`)."
+                    ) from None
+                self._uv = found
+        return self._uv
+
+    def runtime_path(self) -> str:
+        """A directory holding only the runtime's packages (links to the control plane's own)."""
+        if self._runtime_path is None:
+            import importlib.util
+
+            sources = {}
+            for name in RUNTIME_PACKAGES:
+                spec = importlib.util.find_spec(name)
+                if spec is None or not spec.submodule_search_locations:
+                    raise RuntimeError(f"the runtime package {name} is not importable by the control plane")
+                sources[name] = os.path.realpath(next(iter(spec.submodule_search_locations)))
+            key = hashlib.sha256(json.dumps(sources, sort_keys=True).encode()).hexdigest()[:16]
+            target = self.root / "runtime" / key
+            if not target.exists():
+                tmp = self.root / "runtime" / f".tmp-{key}-{uuid.uuid4().hex[:8]}"
+                tmp.mkdir(parents=True)
+                for name, src in sources.items():
+                    os.symlink(src, tmp / name)
+                try:
+                    os.rename(tmp, target)
+                except OSError:  # another control plane made it first
+                    _rmtree(tmp)
+            self._runtime_path = str(target)
+        return self._runtime_path
+
+    # --- looking images up -------------------------------------------------------------------------
+    def get(self, image_id: str) -> BuiltImage:
+        image = self._images.get(image_id)
+        if image is not None:
+            return image
+        try:
+            record = json.loads((self.images_dir / f"{image_id}.json").read_text())
+        except (OSError, ValueError):
+            raise ImageNotFound(
+                f"image {image_id} is not on this machine (its build was removed); run or deploy the app "
+                "again to rebuild it"
+            ) from None
+        image = self._load(record)
+        self._images[image_id] = image
+        return image
+
+    def _layer_meta(self, key: str) -> dict[str, Any] | None:
+        try:
+            return json.loads((self.layers / key / "layer.json").read_text())
+        except (OSError, ValueError):
+            return None
+
+    def _load(self, record: dict[str, Any]) -> BuiltImage:
+        meta = self._layer_meta(record["layer"])
+        if meta is None:
+            raise ImageNotFound(f"image {record['image_id']} lost its layer {record['layer'][:12]}; build it again")
+        mounts = [(str(self.layers / meta["files_from"] / "fs" / t.lstrip("/")), t) for t in meta.get("fs_targets", ())]
+        mounts += [(m[0], m[1]) for m in record.get("mounts", ())]
+        workdir = meta.get("workdir")
+        if workdir and not os.path.isdir(workdir) and not any(_under(workdir, t) for _, t in mounts):
+            # Like a Dockerfile's WORKDIR, the directory exists in the image even when nothing is in it.
+            empty = self.root / "workdirs" / record["image_id"] / workdir.lstrip("/")
+            empty.mkdir(parents=True, exist_ok=True)
+            mounts.append((str(empty), workdir))
+        return BuiltImage(
+            image_id=record["image_id"],
+            layer=record["layer"],
+            venv=str(self.layers / meta["files_from"] / "venv"),
+            python_version=meta["python"]["version"],
+            env=dict(meta.get("env") or {}),
+            workdir=workdir,
+            python_path=[str(self.layers / meta["files_from"] / "fs" / r.lstrip("/")) for r in meta.get("python_roots", ())]
+            + list(record.get("python_path", ())),
+            mounts=mounts,
+        )
+
+    async def default_image(self) -> BuiltImage:
+        """The image of functions that name none: Python of this control plane, runtime only."""
+        if self._default_id is None:
+            v = sys.version_info
+            self._default_id = await self.build({"steps": [{"kind": "debian_slim", "python_version": f"{v.major}.{v.minor}"}]})
+        return self.get(self._default_id)
+
+    # --- building ----------------------------------------------------------------------------------
+    async def build(self, request: dict[str, Any], log_fn: LogFn | None = None) -> str:
+        """Build what is not cached of the image; return its id. Concurrent builds of one image share."""
+        out = log_fn or (lambda line, fd: None)
+        t0 = time.perf_counter()
+        steps = [dict(s) for s in request["steps"]]
+        for s in steps:  # what `Image.imports()` compares with during `run_function` steps
+            s["_image_hash"] = request.get("image_hash") or ""
+        if not steps or steps[0]["kind"] not in ("debian_slim", "from_registry"):
+            raise ImageBuildFailed("an image starts with Image.debian_slim() (or Image.from_registry())")
+        if steps[0]["kind"] == "from_registry":
+            raise ImageUnsupported(
+                f"Image.from_registry({steps[0].get('tag')!r}) is not supported by Homeport yet: it needs "
+                "a container image puller. Use Image.debian_slim() with the packages the function needs."
+            )
+        layer_steps, mount_steps = L.split_mounts(steps)
+        await asyncio.to_thread(self._enrich, layer_steps)
+        keys = L.layer_keys(layer_steps)
+        mounts_key, staged = await asyncio.to_thread(self._stage_mounts, mount_steps)
+        image_id = L.image_id(keys[-1], mounts_key)
+        if not any(s.get("force_build") for s in layer_steps):
+            with contextlib.suppress(ImageNotFound):
+                self.get(image_id)
+                log.debug("image %s cached (%.2f ms)", image_id, 1000 * (time.perf_counter() - t0))
+                return image_id
+        fut = self._inflight.get(image_id)
+        if fut is not None:
+            await asyncio.shield(fut)
+            return image_id
+        fut = asyncio.get_running_loop().create_future()
+        self._inflight[image_id] = fut
+        try:
+            await self._build_layers(image_id, layer_steps, keys, out, t0)
+            record = {"image_id": image_id, "layer": keys[-1], "created_at": time.time(),
+                      "steps": [L.describe(s) for s in steps], **staged}
+            self._write_json(self.images_dir / f"{image_id}.json", record)
+            self._images[image_id] = self._load(record)
+            fut.set_result(None)
+        except BaseException as exc:
+            fut.set_exception(exc)
+            fut.exception()  # retrieved: a build nobody else waits for must not warn
+            raise
+        finally:
+            self._inflight.pop(image_id, None)
+        return image_id
+
+    async def _build_layers(self, image_id: str, steps: list[dict[str, Any]], keys: list[str], out: LogFn,
+                            t0: float) -> None:
+        forced = [bool(s.get("force_build")) for s in steps]
+        start = L.first_to_build(keys, lambda k: (self.layers / k / "layer.json").exists(), forced)
+        n = len(steps)
+        if start == n:
+            log.info("image %s cached (%.1f ms)", image_id, 1000 * (time.perf_counter() - t0))
+            return
+        out(f"Building image {image_id} ({n - start} of {n} steps to build"
+            + (f", {start} cached" if start else "") + ")", 1)
+        log.info("building image %s: steps %d..%d of %d", image_id, start + 1, n, n)
+        for i in range(start, n):
+            label = L.describe(steps[i])
+            out(f"=> Step {i + 1}/{n}: {label}", 1)
+            t = time.perf_counter()
+            try:
+                await self._layer_once(steps[i], keys, i, forced[i], out)
+            except (ImageBuildFailed, ImageUnsupported) as exc:
+                out(f"=> Step {i + 1}/{n} failed: {exc}", 2)
+                raise type(exc)(f"Image build failed at step {i + 1} of {n}, {label}: {exc}") from None
+            out(f"=> Step {i + 1}/{n} done in {time.perf_counter() - t:.2f}s", 1)
+        out(f"Built image {image_id} in {time.perf_counter() - t0:.2f}s", 1)
+
+    async def _layer_once(self, step: dict[str, Any], keys: list[str], i: int, forced: bool, out: LogFn) -> None:
+        """Build layer `i`, or wait for a concurrent build of the same layer (another image sharing it)."""
+        key = keys[i]
+        running = self._layer_builds.get(key)
+        if running is not None:
+            out("(built by a concurrent build of another image; waiting for it)", 1)
+            await asyncio.shield(running)
+            if forced:  # it may have started before this build asked for a fresh one
+                await self._layer_once(step, keys, i, False, out)
+            return
+        if not forced and (self.layers / key / "layer.json").exists():
+            return  # a concurrent build made it after this one planned
+        fut = asyncio.get_running_loop().create_future()
+        self._layer_builds[key] = fut
+        try:
+            parent = self._layer_meta(keys[i - 1]) if i else None
+            await self._build_layer(step, key, parent, out)
+            fut.set_result(None)
+        except BaseException as exc:
+            fut.set_exception(exc)
+            fut.exception()
+            raise
+        finally:
+            self._layer_builds.pop(key, None)
+
+    def _write_json(self, path: Path, data: dict[str, Any]) -> None:
+        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}")
+        tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
+        os.replace(tmp, path)
+
+    # --- what a step means on this machine (hashed with it) ----------------------------------------
+    def _enrich(self, steps: list[dict[str, Any]]) -> None:
+        for step in steps:
+            kind = step["kind"]
+            if kind == "debian_slim":
+                try:
+                    interp = self.interpreters.find(step.get("python_version") or "3")
+                except NoInterpreter as exc:
+                    raise ImageBuildFailed(f"Image build failed at step 1, {L.describe(step)}: {exc}") from None
+                step["interpreter"] = {"path": interp.path, "version": interp.version_str}
+            elif kind == "pip_install_from_requirements":
+                step["content_sha256"] = self._digest_or_fail(step, step["requirements_txt"])
+            elif kind == "pip_install_from_pyproject":
+                step["content_sha256"] = self._digest_or_fail(step, step["pyproject_toml"])
+            elif kind == "uv_pip_install" and step.get("requirements"):
+                step["content_sha256"] = [self._digest_or_fail(step, r) for r in step["requirements"]]
+            elif kind in FILE_KINDS:
+                step["_files"] = step.pop("files", [])
+                step["_local_path"] = step.pop("local_path", None)
+                step["content"] = [[t, self._digest_or_fail(step, s)] for t, s in step["_files"]]
+
+    def _digest_or_fail(self, step: dict[str, Any], path: str) -> str:
+        try:
+            return self.digests.digest(path)
+        except OSError as exc:
+            raise ImageBuildFailed(f"{L.describe(step)}: cannot read {path}: {exc.strerror}") from None
+
+    def _stage_mounts(self, steps: list[dict[str, Any]]) -> tuple[str | None, dict[str, Any]]:
+        """Copy the files added at container start into a directory named by their paths and stats."""
+        if not steps:
+            return None, {}
+        listing = []
+        for step in steps:
+            for target, source in step.get("files", ()):
+                try:
+                    listing.append([target, source, *self.digests.stat_key(source)])
+                except OSError as exc:
+                    raise ImageBuildFailed(f"{L.describe(step)}: cannot read {source}: {exc.strerror}") from None
+            listing.append(["dirs", *step.get("dirs", ()), step.get("python_root")])
+        key = hashlib.sha256(json.dumps(listing).encode()).hexdigest()
+        stage = self.mounts_dir / key
+        fs = stage / "fs"
+        if not stage.exists():
+            tmp = self.mounts_dir / f".tmp-{key[:16]}-{uuid.uuid4().hex[:8]}"
+            (tmp / "fs").mkdir(parents=True)
+            for step in steps:
+                self._place_files(tmp / "fs", step)
+            try:
+                os.rename(tmp, stage)
+            except OSError:
+                _rmtree(tmp)
+        mounts: list[list[str]] = []
+        python_path: list[str] = []
+        for step in steps:
+            if step["kind"] == "add_local_python_source":
+                root = str(fs / step["python_root"].lstrip("/"))
+                if root not in python_path:
+                    python_path.append(root)
+            else:
+                target = step["remote_path"]
+                mounts.append([str(fs / target.lstrip("/")), target])
+        return key, {"mounts": mounts, "python_path": python_path}
+
+    @staticmethod
+    def _place_files(fs: Path, step: dict[str, Any]) -> None:
+        for d in step.get("dirs", ()):
+            (fs / d.lstrip("/")).mkdir(parents=True, exist_ok=True)
+        for target, source in step.get("_files", step.get("files", ())):
+            dest = fs / target.lstrip("/")
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            with contextlib.suppress(FileNotFoundError):
+                dest.unlink()  # never write through a hard link into an earlier layer
+            shutil.copy2(source, dest)
+
+    # --- one layer ---------------------------------------------------------------------------------
+    async def _build_layer(self, step: dict[str, Any], key: str, parent: dict[str, Any] | None, out: LogFn) -> None:
+        kind = step["kind"]
+        meta: dict[str, Any] = dict(parent or {})
+        meta.update(key=key, parent=parent["key"] if parent else None, step=L.describe(step), kind=kind)
+        tmp = self.layers / f".tmp-{_short(key)}-{uuid.uuid4().hex[:8]}"
+        tmp.mkdir()
+        try:
+            if kind == "debian_slim":
+                await self._base_layer(step, tmp, out)
+                meta.update(files_from=key, python=step["interpreter"], env={}, workdir=None,
+                            python_roots=[], fs_targets=[])
+            elif kind == "env":
+                meta["env"] = {**meta.get("env", {}), **step["vars"]}
+            elif kind == "workdir":
+                meta["workdir"] = step["path"]
+            elif kind in INSTALL_KINDS:
+                await self._copy_files(parent, tmp, link=True)
+                meta["files_from"] = key
+                await self._install(step, tmp, meta, out)
+            elif kind in FILE_KINDS:
+                await self._copy_files(parent, tmp, link=True)
+                meta["files_from"] = key
+                await asyncio.to_thread(self._place_files, tmp / "fs", step)
+                if kind == "add_local_python_source":
+                    roots = meta.get("python_roots", [])
+                    meta["python_roots"] = roots if step["python_root"] in roots else [*roots, step["python_root"]]
+                else:
+                    targets = meta.get("fs_targets", [])
+                    meta["fs_targets"] = [*targets, step["remote_path"]]
+            elif kind == "run_function":
+                await self._copy_files(parent, tmp, link=False)
+                meta["files_from"] = key
+                await self._run_function(step, tmp, meta, out)
+            elif kind in ("apt_install", "run_commands"):
+                raise ImageUnsupported(self._needs_rootfs(kind))
+            else:
+                raise ImageUnsupported(f"the build step {kind} is not supported by Homeport")
+            meta["built_at"] = time.time()
+            self._write_json(tmp / "layer.json", meta)
+            final = self.layers / key
+            if final.exists():  # a concurrent build of a sibling image made it first
+                await asyncio.to_thread(_rmtree, final)
+            os.rename(tmp, final)
+        except BaseException:
+            await asyncio.to_thread(_rmtree, tmp)
+            raise
+
+    @staticmethod
+    def _needs_rootfs(kind: str) -> str:
+        what = "Debian packages" if kind == "apt_install" else "shell commands"
+        return (
+            f"Image.{kind}() is not supported by Homeport's local backend yet: installing {what} into an "
+            "image needs a Debian root file system for it (built once with `debootstrap` from Debian's "
+            "packages) and a sandbox to run the image in (bubblewrap), and Homeport does not build either "
+            "yet. Remove the step; install what it provides on this machine instead, or use "
+            "pip_install/uv_pip_install for Python packages."
+        )
+
+    async def _copy_files(self, parent: dict[str, Any] | None, dest: Path, link: bool) -> None:
+        if parent is None:
+            return
+        src = self.layers / parent["files_from"]
+        for part in ("venv", "fs"):
+            if (src / part).exists():
+                args = ["cp", "-a", "--link" if link else "--reflink=auto", str(src / part), str(dest / part)]
+                await self._run(args, lambda line, fd: None, "copying the layer before it", timeout=INSTALL_TIMEOUT)
+
+    def _tool_env(self, meta: dict[str, Any] | None = None, step: dict[str, Any] | None = None) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("HOMEPORT_") and k not in _INTERPRETER_VARS}
+        env["UV_PYTHON_DOWNLOADS"] = "never"
+        env["UV_NO_PROGRESS"] = "1"
+        if meta:
+            env.update(meta.get("env") or {})
+        if step:
+            env.update(step.get("env") or {})
+            env.update(step.get("_secret_env") or {})
+        return env
+
+    async def _base_layer(self, step: dict[str, Any], tmp: Path, out: LogFn) -> None:
+        interp = step["interpreter"]
+        out(f"Python {interp['version']} from {interp['path']}", 1)
+        venv = tmp / "venv"
+        await self._run([self.uv, "venv", "--quiet", "--relocatable", "--no-config", "--python", interp["path"], str(venv)],
+                        out, "uv venv", env=self._tool_env())
+        site = await self._site_packages(venv)
+        (Path(site) / PTH_NAME).write_text(PTH_LINE)
+
+    async def _site_packages(self, venv: Path) -> str:
+        libs = sorted((venv / "lib").glob("python3.*/site-packages"))
+        if not libs:
+            raise ImageBuildFailed(f"the new environment has no site-packages under {venv}/lib")
+        return str(libs[0])
+
+    def _index_args(self, step: dict[str, Any]) -> list[str]:
+        args: list[str] = []
+        if step.get("index_url"):
+            args += ["--index-url", step["index_url"]]
+        if step.get("extra_index_url"):
+            args += ["--extra-index-url", step["extra_index_url"]]
+        if step.get("find_links"):
+            args += ["--find-links", step["find_links"]]
+        if step.get("pre"):
+            args += ["--prerelease", "allow"]
+        if step.get("extra_options"):
+            args += shlex.split(step["extra_options"])
+        return args
+
+    async def _install(self, step: dict[str, Any], tmp: Path, meta: dict[str, Any], out: LogFn) -> None:
+        kind = step["kind"]
+        python = str(tmp / "venv" / "bin" / "python")
+        args = [self.uv, "pip", "install", "--python", python, *self._index_args(step)]
+        if kind == "uv_pip_install" and step.get("uv_version"):
+            out(f"note: uv_version={step['uv_version']!r} asked for; building with the control plane's uv", 2)
+        if kind in ("pip_install", "uv_pip_install"):
+            args += list(step.get("packages") or ())
+            for req in step.get("requirements") or ():
+                args += ["-r", req]
+        elif kind == "pip_install_from_requirements":
+            args += ["-r", step["requirements_txt"]]
+        elif kind == "pip_install_from_pyproject":
+            args += ["-r", step["pyproject_toml"]]
+            for extra in step.get("optional_dependencies") or ():
+                args += ["--extra", extra]
+        await self._run(args, out, "uv pip install", env=self._tool_env(meta, step), timeout=INSTALL_TIMEOUT)
+
+    async def _run_function(self, step: dict[str, Any], tmp: Path, meta: dict[str, Any], out: LogFn) -> None:
+        fn = step["function"]
+        spec = {
+            "module_name": fn["module_name"],
+            "module_file": fn.get("_module_file"),
+            "qualname": fn["qualname"],
+            "serialized": fn.get("_serialized"),
+            "sys_path": fn.get("_sys_path") or [],
+            "args": step["args"],
+        }
+        spec_path = tmp / ".run_function.msgpack"
+        spec_path.write_bytes(msgpack.packb(spec, use_bin_type=True))
+        venv = str(tmp / "venv")
+        env = BuiltImage("build", "", venv, "", env=dict(meta.get("env") or {}),
+                         python_path=[str(tmp / "fs" / r.lstrip("/")) for r in meta.get("python_roots", ())]
+                         ).environ(os.environ, self.runtime_path())
+        env.update(step.get("env") or {})
+        env.update(step.get("_secret_env") or {})
+        env.update({P.ENV_IS_REMOTE: "1", P.ENV_MODAL_IS_REMOTE: "1", "PYTHONUNBUFFERED": "1",
+                    P.ENV_IMAGE_HASH: step.get("_image_hash") or ""})
+        cwd = _existing_dir(meta.get("workdir")) or _existing_dir(fn.get("_cwd"))
+        try:
+            await self._run([os.path.join(venv, "bin", "python"), "-m", "homeport.runtime._build", str(spec_path)],
+                            out, f"the function {fn['qualname']}", env=env, cwd=cwd,
+                            timeout=float(step.get("timeout") or 3600))
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                spec_path.unlink()
+
+    async def _run(self, argv: list[str], out: LogFn, what: str, env: dict[str, str] | None = None,
+                   cwd: str | None = None, timeout: float = 600.0) -> None:
+        """Run a build command, streaming its output; fail with its tail."""
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                *argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.STDOUT, env=env, cwd=cwd, start_new_session=True,
+            )
+        except OSError as exc:
+            raise ImageBuildFailed(f"{what} could not start: {exc}") from None
+        tail: deque[str] = deque(maxlen=TAIL_LINES)
+
+        async def pump() -> None:
+            assert proc.stdout is not None
+            while True:
+                line = await proc.stdout.readline()
+                if not line:
+                    return
+                text = line.decode("utf-8", "replace").rstrip("\n")
+                tail.append(text)
+                out(text, 1)
+
+        try:
+            await asyncio.wait_for(asyncio.gather(pump(), proc.wait()), timeout)
+        except asyncio.TimeoutError:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            await proc.wait()
+            raise ImageBuildFailed(f"{what} did not finish within {timeout:g}s{_tail(tail)}") from None
+        except BaseException:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            await proc.wait()
+            raise
+        if proc.returncode != 0:
+            raise ImageBuildFailed(f"{what} exited with code {proc.returncode}{_tail(tail)}")
+
+
+def _existing_dir(path: str | None) -> str | None:
+    return path if path and os.path.isdir(path) else None
+
+
+def _under(path: str, target: str) -> bool:
+    return path == target or path.startswith(target.rstrip("/") + "/")
+
+
+def _tail(lines: deque[str]) -> str:
+    if not lines:
+        return " (no output)"
+    return ". Last lines of its output:\n" + "\n".join("    " + line for line in lines)
