@@ -4,15 +4,18 @@ Builds are cached in the session's state directory and packages come from uv's s
 images here are built once per session (about a second in all once uv's cache has the wheels).
 """
 
+import asyncio
 import importlib
 import importlib.util
+import re
 import sys
 import time
 
 import pytest
 
 import homeport as modal
-from homeport.exception import ImageBuildError, NotFoundError, UnimplementedError
+from homeport._image_request import build_request
+from homeport.exception import ImageBuildError, NotFoundError
 
 pytestmark = pytest.mark.integration
 
@@ -101,11 +104,31 @@ def test_a_failing_step_names_itself_and_shows_its_output(platform):
     assert "Last lines of its output" in message and "homeport-no-such-package-q8x" in message.split("output:")[1]
 
 
-def test_steps_this_machine_cannot_build_say_what_is_missing(platform):
-    with pytest.raises(UnimplementedError, match=r"step 2 of 2, apt_install\('git'\).*debootstrap"):
-        _build(modal.Image.debian_slim().apt_install("git"))
-    with pytest.raises(UnimplementedError, match=r"run_commands\('echo hi'\).*bubblewrap"):
-        _build(modal.Image.debian_slim().run_commands("echo hi"))
+def _builder(tmp_path, **kwargs):
+    from homeport.server.images import ImageBuilder
+
+    return ImageBuilder(tmp_path / "images", **kwargs)
+
+
+def test_steps_this_machine_cannot_build_say_what_is_missing(tmp_path):
+    """Without a Debian base (no debootstrap, not root, no namespaces) apt_install and run_commands
+    fail at build time saying what is missing, as UnimplementedError in the client."""
+    from homeport.server.images import ImageUnsupported
+    from homeport.server.rootfs import RootfsUnavailable
+
+    class NoDebian:
+        name = "none"
+        ready = False
+
+        async def ensure(self, run, out):
+            raise RootfsUnavailable("`debootstrap` is not installed: install it (`apt-get install debootstrap`)")
+
+    builder = _builder(tmp_path, debian=NoDebian(), run_container=lambda *a: None)
+    for image, label in [(modal.Image.debian_slim().apt_install("git"), "apt_install('git')"),
+                         (modal.Image.debian_slim().run_commands("echo hi"), "run_commands('echo hi')")]:
+        with pytest.raises(ImageUnsupported, match=rf"step 2 of 2, {re.escape(label)}.*apt-get install debootstrap"):
+            asyncio.run(builder.build(build_request(image)))
+    assert ImageUnsupported.code == "unimplemented"  # UnimplementedError in the client
 
 
 def test_a_python_version_not_on_this_machine_names_the_available_ones(platform):
@@ -132,3 +155,29 @@ def test_another_python_version(platform, apps_path, monkeypatch):
     mod = importlib.import_module("images_python")
     with mod.app.run(show_logs=False):
         assert ".".join(map(str, mod.version.remote()[:2])) == wanted
+
+
+# --- images with their own Debian root file system ------------------------------------------------------------
+
+
+def _rootfs_missing():
+    from homeport.server.rootfs import DebianBase, missing
+
+    return None if DebianBase().ready and missing() is None else missing()
+
+
+@pytest.mark.timeout(900)  # the first run on a machine makes the Debian base (about 30 s, from Debian's mirror)
+@pytest.mark.skipif(_rootfs_missing() is not None, reason=f"no root file system images here: {_rootfs_missing()}")
+def test_apt_install_run_commands_and_run_function_take_effect(platform, apps_path):
+    import images_rootfs
+
+    with images_rootfs.app.run(show_logs=False):
+        info = images_rootfs.inspect.remote()
+    assert info["tree"] == "/usr/bin/tree" and info["tree_version"].startswith("tree v")
+    assert info["marker"] == "built by run_commands"
+    assert info["weights"] == "weights from run_function"  # written outside the venv, kept in the image
+    assert info["cwd"] == "/srv/app" and info["source"] is True  # workdir; add_local_file at container start
+    assert info["debian"]
+    import os
+
+    assert not os.path.exists("/etc/hp-scratch-write")  # the container's writes stayed in its own root

@@ -36,7 +36,7 @@ import sys
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -47,10 +47,13 @@ from .. import _protocol as P
 from ..backends import Mount
 from .core import image_layers as L
 from .interpreters import Interpreters, NoInterpreter
+from .rootfs import DEBIAN_PATH, DebianBase, RootfsUnavailable, interpreter_prefix
 
 log = logging.getLogger("homeport.server.images")
 
 LogFn = Callable[[str, int], None]  # (line, fd)
+# (argv, env, rootfs, mounts, out, timeout) -> exit code: runs a build step as a container of the backend.
+RunContainer = Callable[[list[str], dict[str, str], str, list[Mount], LogFn, float], Awaitable[int | None]]
 TAIL_LINES = 40
 INSTALL_TIMEOUT = 3600.0
 RUNTIME_PACKAGES = ("homeport", "cloudpickle", "msgpack")
@@ -97,6 +100,9 @@ class BuiltImage:
     workdir: str | None = None
     python_path: list[str] = field(default_factory=list)  # staged python sources (Modal's /root)
     mounts: list[tuple[str, str]] = field(default_factory=list)  # (host source, container target)
+    rootfs_lower: list[str] | None = None  # overlay layers, top first: the image has its own root fs
+    interpreter_prefix: str | None = None  # bound into the root fs, where the venv's interpreter lives
+    rootfs_scratch: str | None = None
 
     @property
     def python(self) -> str:
@@ -109,7 +115,8 @@ class BuiltImage:
         """The environment every container of this image starts from (before its function's own)."""
         env = {k: v for k, v in server_env.items() if not k.startswith("HOMEPORT_") and k not in _INTERPRETER_VARS}
         env["VIRTUAL_ENV"] = self.venv
-        env["PATH"] = os.path.join(self.venv, "bin") + os.pathsep + env.get("PATH", os.defpath)
+        system_path = DEBIAN_PATH if self.rootfs_lower else env.get("PATH", os.defpath)
+        env["PATH"] = os.path.join(self.venv, "bin") + os.pathsep + system_path
         env["PYTHONNOUSERSITE"] = "1"
         env[P.ENV_RUNTIME_PATH] = runtime_path
         env.update(self.env)
@@ -123,6 +130,45 @@ class BuiltImage:
 
     def cwd(self, default: str | None) -> str | None:
         return self.workdir or default
+
+    def rootfs(self, cwd: str | None) -> str | None:
+        """`ContainerSpec.rootfs` for containers of this image (writes go to a fresh tmpfs)."""
+        if not self.rootfs_lower:
+            return None
+        return json.dumps({"lower": self.rootfs_lower, "upper": None, "work": None,
+                           "scratch": self.rootfs_scratch, "cwd": cwd or "/"})
+
+    def rootfs_mounts(self, code_dirs: list[str], socket: str, runtime_path: str) -> list[Mount]:
+        """What a container in this image's root file system needs from the host, at the same paths:
+        the interpreter, the environment, the runtime, the function's code and the control plane's socket."""
+        out = [Mount(self.interpreter_prefix or "", self.interpreter_prefix or "", read_only=True),
+               Mount(os.path.dirname(self.venv), os.path.dirname(self.venv), read_only=True)]
+        out += [Mount(p, p, read_only=True) for p in runtime_dirs(runtime_path)]
+        out += [Mount(p, p, read_only=True) for p in self.python_path]
+        out += [Mount(p, p, read_only=True) for p in _code_dirs(code_dirs)]
+        out.append(Mount(socket, socket, read_only=False))
+        return out
+
+
+def runtime_dirs(runtime_path: str) -> list[str]:
+    """The runtime's directory and the real directories its links point to."""
+    out = [runtime_path]
+    for entry in sorted(os.listdir(runtime_path)):
+        out.append(os.path.realpath(os.path.join(runtime_path, entry)))
+    return out
+
+
+def _code_dirs(dirs: list[str]) -> list[str]:
+    return _outermost(d for d in dirs if d and os.path.isdir(d))
+
+
+def _outermost(dirs: Any) -> list[str]:
+    """Directories not inside another one of them (binding the outer one is enough)."""
+    out: list[str] = []
+    for d in sorted({os.path.realpath(d) for d in dirs}):
+        if not any(_under(d, o) for o in out):
+            out.append(d)
+    return out
 
 
 def _short(key: str) -> str:
@@ -158,8 +204,13 @@ class _FileDigests:
 
 
 class ImageBuilder:
-    def __init__(self, root: str | Path, uv_bin: str | None = None) -> None:
+    def __init__(self, root: str | Path, uv_bin: str | None = None, run_container: RunContainer | None = None,
+                 debian: DebianBase | None = None) -> None:
         self.root = Path(root)
+        self._run_container = run_container
+        self.debian = debian or DebianBase()
+        self.rootfs_scratch = self.root / "rootfs-mnt"  # an empty directory containers mount their root on
+        self.rootfs_scratch.mkdir(parents=True, exist_ok=True)
         self.layers = self.root / "layers"
         self.images_dir = self.root / "images"
         self.mounts_dir = self.root / "mounts"
@@ -246,12 +297,19 @@ class ImageBuilder:
         mounts = [(str(self.layers / meta["files_from"] / "fs" / t.lstrip("/")), t) for t in meta.get("fs_targets", ())]
         mounts += [(m[0], m[1]) for m in record.get("mounts", ())]
         workdir = meta.get("workdir")
-        if workdir and not os.path.isdir(workdir) and not any(_under(workdir, t) for _, t in mounts):
+        rootfs = meta.get("rootfs")
+        if workdir and not rootfs and not os.path.isdir(workdir) and not any(_under(workdir, t) for _, t in mounts):
             # Like a Dockerfile's WORKDIR, the directory exists in the image even when nothing is in it.
             empty = self.root / "workdirs" / record["image_id"] / workdir.lstrip("/")
             empty.mkdir(parents=True, exist_ok=True)
             mounts.append((str(empty), workdir))
+        lower = None
+        if rootfs:
+            lower = [str(self.layers / k / "rootfs") for k in reversed(rootfs["uppers"])] + [rootfs["base"]]
         return BuiltImage(
+            rootfs_lower=lower,
+            interpreter_prefix=rootfs.get("interpreter_prefix") if rootfs else None,
+            rootfs_scratch=str(self.rootfs_scratch),
             image_id=record["image_id"],
             layer=record["layer"],
             venv=str(self.layers / meta["files_from"] / "venv"),
@@ -385,6 +443,8 @@ class ImageBuilder:
                 step["content_sha256"] = self._digest_or_fail(step, step["pyproject_toml"])
             elif kind == "uv_pip_install" and step.get("requirements"):
                 step["content_sha256"] = [self._digest_or_fail(step, r) for r in step["requirements"]]
+            elif kind in ("apt_install", "run_commands"):
+                step["rootfs_base"] = self.debian.name
             elif kind in FILE_KINDS:
                 step["_files"] = step.pop("files", [])
                 step["_local_path"] = step.pop("local_path", None)
@@ -476,9 +536,14 @@ class ImageBuilder:
             elif kind == "run_function":
                 await self._copy_files(parent, tmp, link=False)
                 meta["files_from"] = key
-                await self._run_function(step, tmp, meta, out)
+                if meta.get("rootfs"):
+                    await self._rootfs_step(step, key, tmp, meta, out)
+                else:
+                    await self._run_function(step, tmp, meta, out)
             elif kind in ("apt_install", "run_commands"):
-                raise ImageUnsupported(self._needs_rootfs(kind))
+                await self._copy_files(parent, tmp, link=kind == "apt_install")
+                meta["files_from"] = key
+                await self._rootfs_step(step, key, tmp, meta, out)
             else:
                 raise ImageUnsupported(f"the build step {kind} is not supported by Homeport")
             meta["built_at"] = time.time()
@@ -492,15 +557,77 @@ class ImageBuilder:
             raise
 
     @staticmethod
-    def _needs_rootfs(kind: str) -> str:
+    def _needs_rootfs(kind: str, why: str) -> str:
         what = "Debian packages" if kind == "apt_install" else "shell commands"
         return (
-            f"Image.{kind}() is not supported by Homeport's local backend yet: installing {what} into an "
-            "image needs a Debian root file system for it (built once with `debootstrap` from Debian's "
-            "packages) and a sandbox to run the image in (bubblewrap), and Homeport does not build either "
-            "yet. Remove the step; install what it provides on this machine instead, or use "
+            f"Image.{kind}() cannot be built on this machine: installing {what} into an image needs a "
+            f"Debian root file system for it (made once with `debootstrap`, run in a mount namespace), and "
+            f"{why}. Remove the step and install what it provides on this machine instead, or use "
             "pip_install/uv_pip_install for Python packages."
         )
+
+    async def _rootfs_step(self, step: dict[str, Any], key: str, tmp: Path, meta: dict[str, Any], out: LogFn) -> None:
+        """apt_install, run_commands, or run_function of an image with a root file system: run in the
+        image's root file system, whose writes become this layer (an overlay upper directory)."""
+        kind = step["kind"]
+        if self._run_container is None:
+            raise ImageUnsupported(self._needs_rootfs(kind, "this control plane's backend cannot run build steps"))
+        try:
+            base = await self.debian.ensure(self._run, out)
+            prefix = interpreter_prefix(meta["python"]["path"])
+        except RootfsUnavailable as exc:
+            raise ImageUnsupported(self._needs_rootfs(kind, str(exc))) from None
+        rootfs = dict(meta.get("rootfs") or {"base": str(base), "uppers": [], "interpreter_prefix": prefix})
+        upper, work, scratch = tmp / "rootfs", tmp / ".work", tmp / ".mnt"
+        for d in (upper, work, scratch):
+            d.mkdir()
+        venv = str(tmp / "venv")
+        env = {"PATH": os.path.join(venv, "bin") + os.pathsep + DEBIAN_PATH, "HOME": "/root", "LANG": "C.UTF-8",
+               "DEBIAN_FRONTEND": "noninteractive", "VIRTUAL_ENV": venv, **(meta.get("env") or {}),
+               **(step.get("env") or {}), **(step.get("_secret_env") or {})}
+        mounts = [Mount(prefix, prefix, read_only=True), Mount(str(tmp), str(tmp), read_only=False)]
+        files_from = self.layers / meta["files_from"] if meta["files_from"] != key else tmp
+        mounts += [Mount(str(files_from / "fs" / t.lstrip("/")), t, read_only=True) for t in meta.get("fs_targets", ())]
+        cwd = meta.get("workdir") or "/"
+        if kind == "apt_install":
+            pkgs = shlex.join(step["packages"])
+            argv = ["/bin/sh", "-c", f"set -e; apt-get update -q; apt-get install -y -q --no-install-recommends {pkgs}; "
+                    "apt-get clean; rm -rf /var/lib/apt/lists/*"]
+            what = "apt-get install"
+        elif kind == "run_commands":
+            script = "set -e\n" + "".join(
+                f"echo {shlex.quote('$ ' + c)}\n/bin/sh -c {shlex.quote(c)}\n" for c in step["commands"])
+            argv, what = ["/bin/sh", "-c", script], "the commands"
+        else:
+            spec_path = self._write_function_spec(step, tmp)
+            fn = step["function"]
+            code = [*(fn.get("_sys_path") or []), fn.get("_cwd") or ""]
+            runtime = self.runtime_path()
+            mounts += [Mount(p, p, read_only=True) for p in runtime_dirs(runtime)]
+            mounts += [Mount(p, p, read_only=True) for p in _code_dirs(code)]
+            env.update(self._function_env(step, meta, venv, runtime))
+            env["PATH"] = os.path.join(venv, "bin") + os.pathsep + DEBIAN_PATH
+            argv = [os.path.join(venv, "bin", "python"), "-m", "homeport.runtime._build", str(spec_path)]
+            what = f"the function {fn['qualname']}"
+        lower = [str(self.layers / k / "rootfs") for k in reversed(rootfs["uppers"])] + [rootfs["base"]]
+        spec = json.dumps({"lower": lower, "upper": str(upper), "work": str(work), "scratch": str(scratch), "cwd": cwd})
+        tail: deque[str] = deque(maxlen=TAIL_LINES)
+
+        def collect(line: str, fd: int) -> None:
+            tail.append(line)
+            out(line, fd)
+
+        code_ = await self._run_container(argv, env, spec, mounts, collect, float(step.get("timeout") or INSTALL_TIMEOUT))
+        if code_ is None:
+            raise ImageBuildFailed(f"{what} did not finish within {step.get('timeout') or INSTALL_TIMEOUT:g}s{_tail(tail)}")
+        if code_ != 0:
+            raise ImageBuildFailed(f"{what} exited with code {code_}{_tail(tail)}")
+        for d in (work, scratch):
+            await asyncio.to_thread(_rmtree, d)
+        with contextlib.suppress(FileNotFoundError):
+            (tmp / ".run_function.msgpack").unlink()
+        rootfs["uppers"] = [*rootfs["uppers"], key]
+        meta["rootfs"] = rootfs
 
     async def _copy_files(self, parent: dict[str, Any] | None, dest: Path, link: bool) -> None:
         if parent is None:
@@ -569,7 +696,7 @@ class ImageBuilder:
                 args += ["--extra", extra]
         await self._run(args, out, "uv pip install", env=self._tool_env(meta, step), timeout=INSTALL_TIMEOUT)
 
-    async def _run_function(self, step: dict[str, Any], tmp: Path, meta: dict[str, Any], out: LogFn) -> None:
+    def _write_function_spec(self, step: dict[str, Any], tmp: Path) -> Path:
         fn = step["function"]
         spec = {
             "module_name": fn["module_name"],
@@ -581,14 +708,24 @@ class ImageBuilder:
         }
         spec_path = tmp / ".run_function.msgpack"
         spec_path.write_bytes(msgpack.packb(spec, use_bin_type=True))
-        venv = str(tmp / "venv")
+        return spec_path
+
+    def _function_env(self, step: dict[str, Any], meta: dict[str, Any], venv: str, runtime: str) -> dict[str, str]:
+        tmp = os.path.dirname(venv)
         env = BuiltImage("build", "", venv, "", env=dict(meta.get("env") or {}),
-                         python_path=[str(tmp / "fs" / r.lstrip("/")) for r in meta.get("python_roots", ())]
-                         ).environ(os.environ, self.runtime_path())
+                         python_path=[os.path.join(tmp, "fs", r.lstrip("/")) for r in meta.get("python_roots", ())]
+                         ).environ(os.environ, runtime)
         env.update(step.get("env") or {})
         env.update(step.get("_secret_env") or {})
         env.update({P.ENV_IS_REMOTE: "1", P.ENV_MODAL_IS_REMOTE: "1", "PYTHONUNBUFFERED": "1",
                     P.ENV_IMAGE_HASH: step.get("_image_hash") or ""})
+        return env
+
+    async def _run_function(self, step: dict[str, Any], tmp: Path, meta: dict[str, Any], out: LogFn) -> None:
+        fn = step["function"]
+        spec_path = self._write_function_spec(step, tmp)
+        venv = str(tmp / "venv")
+        env = self._function_env(step, meta, venv, self.runtime_path())
         cwd = _existing_dir(meta.get("workdir")) or _existing_dir(fn.get("_cwd"))
         try:
             await self._run([os.path.join(venv, "bin", "python"), "-m", "homeport.runtime._build", str(spec_path)],

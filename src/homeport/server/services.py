@@ -21,7 +21,7 @@ import msgpack
 
 from .. import _protocol as P
 from .._wire import FramedProtocol
-from ..backends import Backend, ContainerSpec, ExitInfo, TemplateSpec
+from ..backends import Backend, ContainerSpec, ExitInfo, Mount, TemplateSpec
 from .core.scheduler import (
     Assign,
     Capacity,
@@ -159,6 +159,7 @@ class ControlPlane:
                  images: ImageBuilder | None = None) -> None:
         self.state = state
         self.images = images or ImageBuilder(os.path.join(os.path.dirname(scratch), "images"))
+        self.images._run_container = self.run_build_container
         self.backend = backend
         self.token = token
         self.address = address
@@ -252,6 +253,35 @@ class ControlPlane:
             return await self.images.default_image()
         return self.images.get(image_id)
 
+    async def run_build_container(self, argv: list[str], env: dict[str, str], rootfs: str, mounts: list[Mount],
+                                  out: Callable[[str, int], None], timeout: float) -> int | None:
+        """Run an image build step as a container of the backend; its exit code, None on timeout."""
+        cid = f"build-{secrets.token_hex(6)}"
+        exited: asyncio.Future[ExitInfo] = asyncio.get_running_loop().create_future()
+
+        def on_output(_cid: str, fd: int, line: bytes) -> None:
+            out(line.decode("utf-8", "replace").rstrip("\n"), fd)
+
+        def on_exit(_cid: str, info: ExitInfo) -> None:
+            if not exited.done():
+                exited.set_result(info)
+
+        spec = ContainerSpec(container_id=cid, app_id="", function_tag="image-build", argv=tuple(argv), env=env,
+                             mounts=tuple(mounts), rootfs=rootfs)
+        await self.backend.start(spec, on_output, on_exit)
+        try:
+            info = await asyncio.wait_for(asyncio.shield(exited), timeout)
+        except asyncio.TimeoutError:
+            await self.backend.kill(cid)
+            await exited
+            return None
+        except BaseException:
+            await self.backend.kill(cid)
+            raise
+        if info.signal is not None:
+            return 128 + info.signal
+        return info.returncode
+
     def image_environ(self, image: BuiltImage) -> dict[str, str]:
         return image.environ(os.environ, self.images.runtime_path())
 
@@ -315,16 +345,27 @@ class ControlPlane:
                     }
                 )
                 argv = image.argv()
+                cwd = image.cwd(fn.definition.get("cwd") or None)
+                mounts = image.container_mounts()
+                rootfs = image.rootfs(cwd)
+                if rootfs is not None:  # the image has its own root file system: cwd is inside it
+                    definition = fn.definition
+                    code = [*(definition.get("sys_path") or ()), definition.get("cwd") or ""]
+                    if definition.get("module_file"):
+                        code.append(os.path.dirname(definition["module_file"]))
+                    mounts += image.rootfs_mounts(code, self.address, self.images.runtime_path())
+                    cwd = None
                 spec = ContainerSpec(
                     container_id=ins.container,
                     app_id=fn.app_id,
                     function_tag=fn.tag,
                     argv=argv,
                     env=env,
-                    cwd=image.cwd(fn.definition.get("cwd") or None),
+                    cwd=cwd,
                     memory_limit_mib=fn.definition.get("memory_limit_mib"),
                     cpu_limit=fn.definition.get("cpu_limit"),
-                    mounts=tuple(image.container_mounts()),
+                    mounts=tuple(mounts),
+                    rootfs=rootfs,
                     template=container_template(fn.definition, argv, env, base_env) if self.use_templates else None,
                 )
                 rec.pid = await self.backend.start(spec, self._on_container_output, self._on_container_exit)

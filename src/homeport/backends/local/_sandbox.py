@@ -8,9 +8,12 @@ from __future__ import annotations
 
 from ...exception import UnimplementedError
 from .._base import ContainerSpec
+from . import _rootfs
 
 
 def command(spec: ContainerSpec) -> list[str]:
-    if spec.mounts or spec.rootfs:
+    if spec.rootfs:
+        return _rootfs.command(spec)
+    if spec.mounts:
         raise UnimplementedError("Volumes and root file system images are not supported by the local backend yet.")
     return list(spec.argv)

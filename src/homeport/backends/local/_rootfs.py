@@ -1,0 +1,70 @@
+"""Run a container inside a root file system image (`ContainerSpec.rootfs`): the image's Debian tree.
+
+`ContainerSpec.rootfs` is a JSON object:
+
+    {"lower": [dir, ...],   overlay layers, top first (the image's layers, then the Debian base)
+     "upper": dir | null,   where writes go; null: a fresh tmpfs, gone when the container exits
+     "work": dir | null,    the overlay's work directory (beside `upper`)
+     "scratch": dir,        an empty host directory to mount the new root (and its tmpfs) on
+     "cwd": path}           the working directory inside the new root
+
+The container runs as `unshare --mount` (plus `--user --map-root-user` when not root), a fixed shell
+script that mounts the overlay, /dev, /proc and `spec.mounts` (host paths bound at their targets), and
+`exec chroot`. Every step execs, so the pid the backend watches and signals is the container's own
+process, and the mounts vanish with its mount namespace.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+from .._base import ContainerSpec
+
+# Positional arguments: lower upper work scratch cwd, then (ro|rw) src dst triples, "--", command.
+SCRIPT = r"""
+set -eu
+lower=$1; upper=$2; work=$3; scratch=$4; cwd=$5; shift 5
+if [ -z "$upper" ]; then
+    mount -t tmpfs -o mode=0755 homeport-ephemeral "$scratch"
+    mkdir "$scratch/upper" "$scratch/work"
+    upper=$scratch/upper; work=$scratch/work
+fi
+root=$scratch/root
+mkdir -p "$root"
+mount -t overlay homeport-root -o "lowerdir=$lower,upperdir=$upper,workdir=$work" "$root"
+mkdir -p "$root/dev" "$root/proc" "$root/sys" "$root/tmp"
+mount --rbind /dev "$root/dev"
+mount -t proc proc "$root/proc" 2>/dev/null || mount --rbind /proc "$root/proc"
+mount --rbind /sys "$root/sys" 2>/dev/null || :
+for f in /etc/resolv.conf /etc/hosts; do
+    if [ -f "$f" ]; then rm -f "$root$f"; cat "$f" > "$root$f"; fi
+done
+while [ "$#" -gt 0 ] && [ "$1" != "--" ]; do
+    mode=$1; src=$2; dst=$3; shift 3
+    if [ -d "$src" ]; then
+        mkdir -p "$root$dst"
+    else
+        mkdir -p "$root${dst%/*}"
+        [ -e "$root$dst" ] || : > "$root$dst"
+    fi
+    mount --rbind "$src" "$root$dst"
+    if [ "$mode" = ro ]; then mount -o remount,bind,ro "$root$dst"; fi
+done
+shift
+export TMPDIR=/tmp
+exec chroot "$root" /bin/sh -c 'mkdir -p "$1" 2>/dev/null; cd "$1" 2>/dev/null || cd /; shift; exec "$@"' homeport-chroot "$cwd" "$@"
+"""
+
+
+def command(spec: ContainerSpec) -> list[str]:
+    """The argv that runs `spec.argv` inside the root file system `spec.rootfs` describes."""
+    assert spec.rootfs is not None
+    fs = json.loads(spec.rootfs)
+    unshare = ["unshare", "--mount", "--propagation", "private"]
+    if os.geteuid() != 0:
+        unshare += ["--user", "--map-root-user"]
+    args = [":".join(fs["lower"]), fs.get("upper") or "", fs.get("work") or "", fs["scratch"], fs.get("cwd") or "/"]
+    for m in spec.mounts:
+        args += ["ro" if m.read_only else "rw", m.source, m.target]
+    return [*unshare, "--", "/bin/sh", "-c", SCRIPT, "homeport-rootfs", *args, "--", *spec.argv]
