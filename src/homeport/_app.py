@@ -16,7 +16,14 @@ from ._bridge import run_async, run_sync
 from ._client import default_log_printer, get_client
 from ._function import Function, is_generator_function
 from ._image import Image
-from ._options import FunctionOptions, function_options, merged_env, secret_refs, unsupported_features
+from ._options import (
+    FunctionOptions,
+    function_options,
+    merged_env,
+    secret_refs,
+    unsupported_features,
+    volume_refs,
+)
 from ._secret import Secret
 from .exception import DeprecationError, InvalidError, UnimplementedError
 
@@ -92,6 +99,7 @@ def pool_config(options: FunctionOptions, max_inputs: int = 1, target_inputs: in
         "schedule": options.schedule.to_dict() if options.schedule is not None else None,
         "env": merged_env(options),
         "secret_refs": secret_refs(options),
+        "volumes": None,  # resolved when the app runs (ephemeral volumes get their name then)
         "retries": options.retries.to_dict() if options.retries is not None else None,
     }
 
@@ -286,7 +294,8 @@ class App:
             {"t": P.APP_CREATE, "name": self._name, "description": self._name, "detach": detach}
         )
         functions = [
-            {"tag": r.tag, "definition": r.definition, "config": r.config} for r in self._registered.values()
+            {"tag": r.tag, "definition": r.definition, "config": {**r.config, "volumes": volume_refs(r.options)}}
+            for r in self._registered.values()
         ]
         try:
             ids = await client.request({"t": P.APP_PUBLISH, "app_id": self._app_id, "functions": functions})
@@ -330,7 +339,8 @@ class App:
     async def _deploy(self, name: str) -> dict[str, Any]:
         client = await get_client()
         functions = [
-            {"tag": r.tag, "definition": r.definition, "config": r.config, "info": _lookup_info(r.obj)}
+            {"tag": r.tag, "definition": r.definition, "config": {**r.config, "volumes": volume_refs(r.options)},
+             "info": _lookup_info(r.obj)}
             for r in self._registered.values()
         ]
         reply = await client.request({"t": P.APP_DEPLOY, "name": name, "description": name, "functions": functions})

@@ -459,6 +459,10 @@ class Cls:
                     definition["startup_timeout"] = opts.timeout
             if "startup_timeout" in over:
                 definition["startup_timeout"] = opts.startup_timeout
+            if "volumes" in over:
+                from ._options import volume_refs
+
+                config["volumes"] = volume_refs(opts)
             if "cpu" in over or "memory" in over:
                 from ._app import resource_config
 

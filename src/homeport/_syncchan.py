@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import atexit
 import os
+import select
 import socket
 import threading
 import weakref
@@ -56,9 +57,19 @@ class SyncChannel:
     @classmethod
     def get(cls) -> SyncChannel:
         ch: SyncChannel | None = getattr(_local, "channel", None)
-        if ch is None or ch.pid != os.getpid() or ch.address != str(_config.server_address()):
+        if ch is None or ch.pid != os.getpid() or ch.address != str(_config.server_address()) or ch._dead():
+            if ch is not None:
+                ch.close()
             ch = _local.channel = cls()
         return ch
+
+    def _dead(self) -> bool:
+        """Whether the control plane closed this connection (it restarted) while it sat idle."""
+        try:
+            readable, _, _ = select.select([self.sock], [], [], 0)
+            return bool(readable) and not self._rfile.peek(1)
+        except (OSError, ValueError):
+            return True
 
     def __del__(self) -> None:  # a thread that made calls has ended: its connection goes with it
         self.close()

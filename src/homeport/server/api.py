@@ -25,6 +25,7 @@ _LOOKUPS = {
     P.SECRET_CREATE: lambda cp, peer, msg: cp.secrets.create(msg["name"], msg["values"], bool(msg.get("overwrite"))),
     P.SECRET_LIST: lambda cp, peer, msg: cp.secrets.list(),
     P.SECRET_DELETE: lambda cp, peer, msg: cp.secrets.delete(msg["name"]),
+    P.VOLUME: lambda cp, peer, msg: cp.volume_op(peer, msg),
 }
 
 

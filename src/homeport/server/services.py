@@ -21,7 +21,7 @@ import msgpack
 
 from .. import _protocol as P
 from .._wire import FramedProtocol
-from ..backends import Backend, ContainerSpec, ExitInfo, TemplateSpec
+from ..backends import Backend, ContainerSpec, ExitInfo, Mount, TemplateSpec
 from .core.scheduler import (
     Assign,
     Capacity,
@@ -36,6 +36,7 @@ from .core.scheduler import (
 from .schedules import ScheduleRunner
 from .secrets import SecretStore
 from .state import State
+from .volumes import VolumeStore
 
 log = logging.getLogger("homeport.server")
 
@@ -174,6 +175,7 @@ class ControlPlane:
         self.stopping_apps: dict[str, set[str]] = {}
         self.schedules = ScheduleRunner(state, self.run_scheduled)
         self.secrets: SecretStore | None = None  # set by the server's main once the key is loaded
+        self.volumes: VolumeStore | None = None
         self._app_stop_waiters: dict[str, list[asyncio.Future]] = {}
         self._input_ids = itertools.count(1)
         self._tasks: set[asyncio.Task] = set()
@@ -275,6 +277,7 @@ class ControlPlane:
             env=env,
             cwd=fn.definition.get("cwd") or None,
             memory_limit_mib=fn.definition.get("memory_limit_mib"),
+            mounts=tuple(Mount(host, target) for host, target in fn.definition.get("mounts") or ()),
             cpu_limit=fn.definition.get("cpu_limit"),
             template=container_template(fn.definition, argv, env) if self.use_templates else None,
         )
@@ -487,7 +490,8 @@ class ControlPlane:
         now = time.monotonic()
         # Named secrets are resolved before anything starts: a missing one fails the whole app.
         envs = [self._function_env(f["config"]) for f in functions]
-        for f, env in zip(functions, envs):
+        mounts = [self._function_mounts(f["config"]) for f in functions]
+        for f, env, mnt in zip(functions, envs, mounts):
             fid = new_id("fu")
             cfg = f["config"]
             config = PoolConfig(
@@ -499,7 +503,7 @@ class ControlPlane:
                 target_inputs=cfg.get("target_inputs"),
                 **{k: cfg[k] for k in ("cpu", "memory_mib") if cfg.get(k) is not None},
             )
-            definition = dict(f["definition"], app_id=app_id, function_id=fid,
+            definition = dict(f["definition"], app_id=app_id, function_id=fid, mounts=mnt,
                               cpu_limit=cfg.get("cpu_limit"), memory_limit_mib=cfg.get("memory_limit_mib"))
             rec = FunctionRecord(
                 fid, app_id, f["tag"], definition, config, env, cfg.get("retries"),
@@ -526,6 +530,38 @@ class ControlPlane:
         env.update(cfg.get("env") or {})
         return env
 
+    def _function_mounts(self, cfg: dict[str, Any]) -> list[list[str]]:
+        """[host directory, path in the container] for each volume a function mounts."""
+        out = []
+        for v in cfg.get("volumes") or ():
+            if self.volumes is None:
+                raise LookupError("volumes are not available on this control plane")
+            out.append([str(self.volumes.resolve(v["name"], bool(v.get("create_if_missing")))), v["path"]])
+        return out
+
+    def volume_op(self, peer: Peer, msg: dict[str, Any]) -> Any:
+        vols = self.volumes
+        op, name = msg["op"], msg.get("name")
+        if op == "create":
+            return vols.create(name, exist_ok=bool(msg.get("exist_ok")), ephemeral=bool(msg.get("ephemeral")))
+        if op == "exists":
+            return vols.exists(name)
+        if op == "list":
+            return vols.list()
+        if op == "delete":
+            return vols.delete(name)
+        if op == "ls":
+            return vols.listdir(name, msg.get("path") or "/", bool(msg.get("recursive")))
+        if op == "read":
+            return vols.read(name, msg["path"])
+        if op == "put":
+            return vols.put(name, [(p, d) for p, d in msg["files"]], bool(msg.get("force")))
+        if op == "rm":
+            return vols.remove(name, msg["path"], bool(msg.get("recursive")))
+        if op == "cp":
+            return vols.copy(name, msg["sources"], msg["dest"])
+        raise LookupError(f"unknown volume operation {op!r}")
+
     # --- deployed apps -----------------------------------------------------------------------------
     def deploy_app(self, peer: Peer, msg: dict[str, Any]) -> dict[str, Any]:
         """Register (or replace) a named app that outlives its client.
@@ -536,6 +572,7 @@ class ControlPlane:
         name = msg["name"]
         for f in msg["functions"]:
             self._function_env(f["config"])  # a missing secret fails the deploy before anything changes
+            self._function_mounts(f["config"])
         app_id = self._deployed_by_name(name) or self.state.deployed_app_id(name)
         if app_id is None:
             app_id = new_id("ap")
@@ -654,6 +691,8 @@ class ControlPlane:
         env = {**base.env, **self._function_env({"secret_refs": cfg.pop("secret_refs", None),
                                                  "env": cfg.pop("env", {})})}
         limits = {k: cfg.pop(k) for k in ("cpu_limit", "memory_limit_mib") if k in cfg}
+        if "volumes" in cfg:
+            limits["mounts"] = self._function_mounts({"volumes": cfg.pop("volumes")})
         retries = cfg.pop("retries", base.retries) if "retries" in cfg else base.retries
         config = PoolConfig(**{**base.config.__dict__, **cfg})
         fid = new_id("fu")
