@@ -23,6 +23,7 @@ from typing import Any
 
 import cloudpickle
 
+from .. import _context
 from .. import _protocol as P
 
 FLUSH_AFTER_SECONDS = 0.002
@@ -152,6 +153,12 @@ def _class_service(user_cls: type, defn: dict[str, Any]) -> Service:
     service.enter_hooks = enter
     service.exit_hooks = exit_
     return service
+
+
+def set_input_context(item: list[Any]) -> None:
+    """`modal.current_input_id()` / `current_function_call_id()` for the input about to run."""
+    _context.input_id.set(f"in-{item[0]}")
+    _context.function_call_id.set(item[3] if len(item) > 3 else None)
 
 
 def run_snap_hooks(service: Service, timeline: dict[str, float]) -> None:
@@ -376,6 +383,7 @@ class Runtime:
 
         t0 = time.monotonic()
         ids = [it[0] for it in items]
+        set_input_context(items[0])  # Modal: a batch reports its first input's ids
         signal.setitimer(signal.ITIMER_REAL, self.timeout)
         try:
             fn = self.service.callables[items[0][2]]
@@ -418,6 +426,7 @@ class Runtime:
         iid, args_data, method = item[0], item[1], item[2]
         t0 = time.monotonic()
         self.current = iid
+        set_input_context(item)
         signal.setitimer(signal.ITIMER_REAL, self.timeout)
         try:
             fn = self.service.callables[method]

@@ -227,7 +227,7 @@ class ControlPlane:
                 items = []
                 for iid in ins.inputs:
                     inp = self.inputs[iid]
-                    items.append([iid, inp.args, inp.method])
+                    items.append([iid, inp.args, inp.method, inp.call.call_id])
                 if rec is not None and rec.proto is not None:
                     rec.proto.send({"t": P.INPUTS, "items": items})
             elif isinstance(ins, StartContainer):

@@ -117,3 +117,8 @@ def read_secret():
 @app.function()
 def is_remote():
     return modal.is_local(), os.environ.get("MODAL_IS_REMOTE")
+
+
+@app.function()
+def ids(_=None):
+    return modal.current_input_id(), modal.current_function_call_id()
