@@ -477,7 +477,12 @@ class Cls:
     async def _bind(self, params: dict[str, Any]) -> str:
         root = self._base or self
         if root._function_id is None:
-            raise root._not_hydrated()
+            from ._function import in_container, lookup_in_own_app
+
+            if in_container():
+                root._function_id = await lookup_in_own_app(root._tag)
+            else:
+                raise root._not_hydrated()
         inputs = self._input_overrides
         if not params and not self._overrides and not inputs:
             return root._function_id

@@ -11,3 +11,7 @@ import contextvars
 
 input_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("homeport_input_id", default=None)
 function_call_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("homeport_call_id", default=None)
+
+# Inside a container: (container id, container token, app id), set by the runtime at start-up, so
+# that user code can call other functions of its app through the control plane as this container.
+container: tuple[str, str, str | None] | None = None

@@ -18,7 +18,7 @@ from typing import Any
 
 from . import _config
 from . import _protocol as P
-from .exception import AuthError, ConnectionError, ExecutionError, error_from_code
+from .exception import AuthError, ConnectionError, error_from_code
 
 _local = threading.local()
 _open: weakref.WeakSet[SyncChannel] = weakref.WeakSet()
@@ -32,11 +32,6 @@ def _close_all() -> None:
 
 class SyncChannel:
     def __init__(self) -> None:
-        if os.environ.get(P.ENV_IS_REMOTE) == "1":
-            raise ExecutionError(
-                "Calling Homeport functions from inside a container is not supported yet; "
-                "call them from the local program (or a local entrypoint) instead."
-            )
         self.address = str(_config.server_address())
         self.pid = os.getpid()
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -47,8 +42,9 @@ class SyncChannel:
             raise ConnectionError(f"Could not connect to the Homeport control plane at {self.address}: {exc}") from None
         self._rfile = self.sock.makefile("rb", buffering=1 << 16)
         _open.add(self)
-        reply = self._request({"t": P.HELLO, "id": 0, "role": "client", "token": _config.read_token() or "",
-                               "v": P.PROTOCOL_VERSION})
+        from ._client import hello_message
+
+        reply = self._request({**hello_message(_config.read_token() or ""), "id": 0})
         if not reply.get("ok"):
             self.close()
             raise AuthError(f"{reply.get('msg')}. The token in {_config.token_path()} does not match the running "

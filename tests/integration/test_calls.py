@@ -213,3 +213,8 @@ def test_current_input_and_call_ids(basic):
     call = basic.ids.spawn()
     assert call.get(timeout=30)[1] == call.object_id
     assert len({i for i, _ in basic.ids.map(range(5))}) == 5  # one per input
+
+
+def test_functions_call_other_functions_of_their_app_from_containers(basic):
+    assert basic.fan_out.remote(4) == (16, [0, 1, 4, 9], True)
+    assert basic.uses_class.remote(5) == (10, 15)  # classes too, with parameters

@@ -534,6 +534,7 @@ def main(preloaded: Service | None = None, started_at: float | None = None) -> N
     if reply is None or not reply.get("ok"):
         print(f"homeport runtime: control plane refused container {cid}: {reply}", file=sys.stderr)
         sys.exit(3)
+    _context.container = (cid, token, reply["v"].get("app_id"))
     runtime = Runtime(conn, reply["v"], cid, preloaded)
     signal.signal(signal.SIGTERM, runtime._on_term)
     try:

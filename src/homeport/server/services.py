@@ -379,6 +379,10 @@ class ControlPlane:
         rec.proto = proto
         return rec.fn.definition
 
+    def container_credentials_ok(self, cid: str, token: str) -> bool:
+        rec = self.containers.get(cid)
+        return rec is not None and secrets.compare_digest(rec.token, token)
+
     def container_message(self, cid: str, msg: dict[str, Any]) -> None:
         t = msg["t"]
         now = time.monotonic()
@@ -614,7 +618,7 @@ class ControlPlane:
         return None
 
     def lookup_function(self, msg: dict[str, Any]) -> dict[str, Any]:
-        app_id = self._deployed_by_name(msg["app"])
+        app_id = msg.get("app_id") if msg.get("app_id") in self.apps else self._deployed_by_name(msg["app"])
         if app_id is None:
             raise LookupError(
                 f"App '{msg['app']}' is not deployed. Deploy it with `homeport deploy` (or `app.deploy()`) first."
