@@ -233,3 +233,4 @@ def test_a_request_larger_than_the_machine_fails_at_once():
     s.add_pool("p", PoolConfig(memory_mib=4096), 0)
     out = s.submit("p", [1], 0)
     assert out == [FailInputs((1,), "No container can start: it requests memory=4096 MiB but this machine offers 1024 MiB; lower `memory`.")]
+

@@ -23,7 +23,7 @@ from typing import Any
 
 import cloudpickle
 
-from .. import _context
+from .. import _context, _pickle
 from .. import _protocol as P
 
 FLUSH_AFTER_SECONDS = 0.002
@@ -465,7 +465,7 @@ class Runtime:
 
     def _dumps_result(self, result: Any) -> bytes:
         try:
-            return cloudpickle.dumps(result)
+            return _pickle.dumps(result)
         except Exception as exc:
             from homeport.exception import SerializationError
 
