@@ -425,6 +425,7 @@ class Runtime:
     def run_input(self, item: list[Any]) -> list[Any]:
         iid, args_data, method = item[0], item[1], item[2]
         t0 = time.monotonic()
+        c0 = time.thread_time()
         self.current = iid
         set_input_context(item)
         signal.setitimer(signal.ITIMER_REAL, self.timeout)
@@ -461,7 +462,7 @@ class Runtime:
         finally:
             signal.setitimer(signal.ITIMER_REAL, 0)
             self.current = None
-        return [iid, status, data, time.monotonic() - t0]
+        return [iid, status, data, time.monotonic() - t0, time.thread_time() - c0]
 
     def _dumps_result(self, result: Any) -> bytes:
         try:

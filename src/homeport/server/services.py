@@ -411,17 +411,20 @@ class ControlPlane:
     def _container_outputs(self, rec: ContainerRecord, items: list, now: float) -> None:
         done: list[int] = []
         seconds = 0.0
+        cpu: float | None = 0.0
         deliver = []
-        for iid, status, data, secs in items:
+        for item in items:
+            iid, status, data, secs = item[:4]
             done.append(iid)
             seconds += secs
+            cpu = cpu + item[4] if cpu is not None and len(item) > 4 and item[4] is not None else None
             inp = self.inputs.get(iid)
             if inp is None:
                 continue
             if status in (P.FAILURE, P.TIMEOUT) and self._maybe_retry(inp):
                 continue
             deliver.append((inp, status, data))
-        instructions = self.scheduler.inputs_done(rec.container_id, done, seconds, now)
+        instructions = self.scheduler.inputs_done(rec.container_id, done, seconds, now, cpu_seconds=cpu)
         if deliver:
             self._deliver(deliver)
         self.execute(instructions)
