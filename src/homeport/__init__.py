@@ -84,11 +84,17 @@ def is_local() -> bool:
 
 
 def current_input_id() -> str | None:
-    return None
+    """The id of the input the calling code is running for, inside a container; None elsewhere."""
+    from . import _context
+
+    return _context.input_id.get()
 
 
 def current_function_call_id() -> str | None:
-    return None
+    """The id of the function call (`FunctionCall.object_id`) being served; None outside a container."""
+    from . import _context
+
+    return _context.function_call_id.get()
 
 
 class enable_output:

@@ -17,7 +17,14 @@ from ._client import default_log_printer, get_client
 from ._function import Function, is_generator_function
 from ._image import Image
 from ._image_request import build_request, caller_sys_path, distinct
-from ._options import FunctionOptions, function_options, merged_env, secret_refs, unsupported_features
+from ._options import (
+    FunctionOptions,
+    function_options,
+    merged_env,
+    secret_refs,
+    unsupported_features,
+    volume_refs,
+)
 from ._secret import Secret
 from .exception import DeprecationError, InvalidError, UnimplementedError
 
@@ -93,6 +100,7 @@ def pool_config(options: FunctionOptions, max_inputs: int = 1, target_inputs: in
         "schedule": options.schedule.to_dict() if options.schedule is not None else None,
         "env": merged_env(options),
         "secret_refs": secret_refs(options),
+        "volumes": None,  # resolved when the app runs (ephemeral volumes get their name then)
         "retries": options.retries.to_dict() if options.retries is not None else None,
     }
 
@@ -289,7 +297,8 @@ class App:
             {"t": P.APP_CREATE, "name": self._name, "description": self._name, "detach": detach}
         )
         functions = [
-            {"tag": r.tag, "definition": d, "config": r.config} for r, d in zip(self._registered.values(), definitions)
+            {"tag": r.tag, "definition": d, "config": {**r.config, "volumes": volume_refs(r.options)}}
+            for r, d in zip(self._registered.values(), definitions)
         ]
         try:
             ids = await client.request({"t": P.APP_PUBLISH, "app_id": self._app_id, "functions": functions})
@@ -335,7 +344,8 @@ class App:
         regs = list(self._registered.values())
         definitions = await _with_images(client, regs, show_logs=True)
         functions = [
-            {"tag": r.tag, "definition": d, "config": r.config, "info": _lookup_info(r.obj)}
+            {"tag": r.tag, "definition": d, "config": {**r.config, "volumes": volume_refs(r.options)},
+             "info": _lookup_info(r.obj)}
             for r, d in zip(regs, definitions)
         ]
         reply = await client.request({"t": P.APP_DEPLOY, "name": name, "description": name, "functions": functions})

@@ -17,6 +17,21 @@ from .exception import AuthError, ConnectionError, ExecutionError, error_from_co
 OutputHandler = Callable[[str, list], None]  # (message type, items)
 
 
+def hello_message(token: str) -> dict[str, Any]:
+    """A client's hello: with the installation token, or, from user code inside a container, with that
+    container's own credentials (it may then call the functions of its app)."""
+    import os
+
+    from . import _context
+
+    if os.environ.get(P.ENV_IS_REMOTE) == "1":
+        if _context.container is None:
+            raise ExecutionError("This process runs inside a container but is not its runtime's; it cannot call functions.")
+        cid, ctoken, _ = _context.container
+        return {"t": P.HELLO, "role": "client", "cid": cid, "ctoken": ctoken, "v": P.PROTOCOL_VERSION}
+    return {"t": P.HELLO, "role": "client", "token": token, "v": P.PROTOCOL_VERSION}
+
+
 class Client:
     _instance: Client | None = None
     _connect_lock: asyncio.Lock | None = None
@@ -51,13 +66,7 @@ class Client:
 
     @classmethod
     async def _connect(cls) -> Client:
-        import os
 
-        if os.environ.get(P.ENV_IS_REMOTE) == "1":
-            raise ExecutionError(
-                "Calling Homeport functions from inside a container is not supported yet; "
-                "call them from the local program (or a local entrypoint) instead."
-            )
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(None, _launcher.ensure_server)
         token = _config.read_token() or ""
@@ -83,7 +92,7 @@ class Client:
         client = cls(proto_ref[0])
         holder.append(client)
         try:
-            await client.request({"t": P.HELLO, "role": "client", "token": token, "v": P.PROTOCOL_VERSION}, timeout=10)
+            await client.request(hello_message(token), timeout=10)
         except AuthError as exc:
             client.proto.close()
             raise AuthError(

@@ -459,6 +459,10 @@ class Cls:
                     definition["startup_timeout"] = opts.timeout
             if "startup_timeout" in over:
                 definition["startup_timeout"] = opts.startup_timeout
+            if "volumes" in over:
+                from ._options import volume_refs
+
+                config["volumes"] = volume_refs(opts)
             if "cpu" in over or "memory" in over:
                 from ._app import resource_config
 
@@ -473,7 +477,12 @@ class Cls:
     async def _bind(self, params: dict[str, Any]) -> str:
         root = self._base or self
         if root._function_id is None:
-            raise root._not_hydrated()
+            from ._function import in_container, lookup_in_own_app
+
+            if in_container():
+                root._function_id = await lookup_in_own_app(root._tag)
+            else:
+                raise root._not_hydrated()
         inputs = self._input_overrides
         if not params and not self._overrides and not inputs:
             return root._function_id

@@ -216,6 +216,8 @@ class Function:
         return self._function_id
 
     async def _resolve_fid(self) -> str:
+        if self._function_id is None and in_container():
+            self._function_id = await lookup_in_own_app(self._tag)
         return self._require_hydrated()
 
     def _check_not_generator(self, how: str) -> None:
@@ -370,6 +372,22 @@ async def _aiter_inputs(iterables: tuple, kwargs: dict, star: bool) -> AsyncIter
 async def _sync_to_async(it: Iterable) -> AsyncIterator:
     for x in it:
         yield x
+
+
+def in_container() -> bool:
+    from . import _context
+
+    return _context.container is not None
+
+
+async def lookup_in_own_app(tag: str) -> str:
+    """Inside a container: the id of another function (or class) of the app this container serves."""
+    from . import _context
+
+    assert _context.container is not None
+    client = await get_client()
+    found = await client.request({"t": P.FUNCTION_LOOKUP, "app": "", "app_id": _context.container[2], "name": tag})
+    return found["fid"]
 
 
 class _DeployedFunction(Function):

@@ -481,10 +481,6 @@ def _not_built(param: str, why: str, what_to_do: str) -> str:
 def unsupported_features(options: FunctionOptions) -> list[str]:
     """One sentence per option whose effect Homeport does not build yet, saying what to do instead."""
     out: list[str] = []
-    if options.volumes:
-        out.append(
-            _not_built("volumes=...", "volumes are not built", "remove it and use a local directory for now")
-        )
     if options.gpu:
         out.append(_not_built("gpu=...", "GPU assignment is not built", "remove it to run on the CPU"))
     if options.ephemeral_disk:
@@ -529,6 +525,16 @@ def _image_problems(image: Image) -> list[str]:
             )
         ]
     return []
+
+
+def volume_refs(options: FunctionOptions) -> list[dict[str, Any]]:
+    """The volumes a function mounts, by name and path (ephemeral ones once their block created them)."""
+    out = []
+    for path, vol in options.volumes.items():
+        if vol.name is None:
+            raise InvalidError(f"The ephemeral volume for {path} is used outside its `with modal.Volume.ephemeral()` block.")
+        out.append({"path": path, "name": vol.name, "create_if_missing": vol.create_if_missing})
+    return out
 
 
 def secret_refs(options: FunctionOptions) -> list[dict[str, Any]]:

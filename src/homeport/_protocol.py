@@ -48,6 +48,7 @@ APP_LOGS = "app_logs"  # {"app_id"}: stream the app's container logs to this cli
 SECRET_CREATE = "secret_create"  # {"name", "values", "overwrite"}
 SECRET_LIST = "secret_list"  # -> [{"name", "created_at", "updated_at", "keys"}] (never values)
 SECRET_DELETE = "secret_delete"  # {"name"}
+VOLUME = "volume"  # {"op": create|list|delete|ls|read|put|rm|cp, "name", ...}
 FUNCTION_LOOKUP = "function_lookup"  # {"app", "name"} -> {"fid", "tag", "is_generator", "info"}
 CALL = "call"  # create a function call with its first inputs
 MAP_PUT = "map_put"  # more inputs for a map call

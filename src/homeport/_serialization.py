@@ -6,6 +6,7 @@ from typing import Any
 
 import cloudpickle
 
+from . import _pickle
 from . import _protocol as P
 from .exception import (
     DeserializationError,
@@ -30,7 +31,7 @@ def _unpicklable_part(args: tuple, kwargs: dict) -> Any:
 
 def serialize_args(tag: str, args: tuple, kwargs: dict) -> bytes:
     try:
-        return cloudpickle.dumps((args, kwargs))
+        return _pickle.dumps((args, kwargs))
     except Exception as exc:
         bad = _unpicklable_part(args, kwargs)
         what = type(bad).__qualname__ if bad is not None else "an argument"

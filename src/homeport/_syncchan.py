@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import atexit
 import os
+import select
 import socket
 import threading
 import weakref
@@ -17,7 +18,7 @@ from typing import Any
 
 from . import _config
 from . import _protocol as P
-from .exception import AuthError, ConnectionError, ExecutionError, error_from_code
+from .exception import AuthError, ConnectionError, error_from_code
 
 _local = threading.local()
 _open: weakref.WeakSet[SyncChannel] = weakref.WeakSet()
@@ -31,11 +32,6 @@ def _close_all() -> None:
 
 class SyncChannel:
     def __init__(self) -> None:
-        if os.environ.get(P.ENV_IS_REMOTE) == "1":
-            raise ExecutionError(
-                "Calling Homeport functions from inside a container is not supported yet; "
-                "call them from the local program (or a local entrypoint) instead."
-            )
         self.address = str(_config.server_address())
         self.pid = os.getpid()
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -46,8 +42,9 @@ class SyncChannel:
             raise ConnectionError(f"Could not connect to the Homeport control plane at {self.address}: {exc}") from None
         self._rfile = self.sock.makefile("rb", buffering=1 << 16)
         _open.add(self)
-        reply = self._request({"t": P.HELLO, "id": 0, "role": "client", "token": _config.read_token() or "",
-                               "v": P.PROTOCOL_VERSION})
+        from ._client import hello_message
+
+        reply = self._request({**hello_message(_config.read_token() or ""), "id": 0})
         if not reply.get("ok"):
             self.close()
             raise AuthError(f"{reply.get('msg')}. The token in {_config.token_path()} does not match the running "
@@ -56,9 +53,19 @@ class SyncChannel:
     @classmethod
     def get(cls) -> SyncChannel:
         ch: SyncChannel | None = getattr(_local, "channel", None)
-        if ch is None or ch.pid != os.getpid() or ch.address != str(_config.server_address()):
+        if ch is None or ch.pid != os.getpid() or ch.address != str(_config.server_address()) or ch._dead():
+            if ch is not None:
+                ch.close()
             ch = _local.channel = cls()
         return ch
+
+    def _dead(self) -> bool:
+        """Whether the control plane closed this connection (it restarted) while it sat idle."""
+        try:
+            readable, _, _ = select.select([self.sock], [], [], 0)
+            return bool(readable) and not self._rfile.peek(1)
+        except (OSError, ValueError):
+            return True
 
     def __del__(self) -> None:  # a thread that made calls has ended: its connection goes with it
         self.close()

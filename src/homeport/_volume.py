@@ -1,18 +1,34 @@
 """`Volume`: a named, persistent file system mounted into a function's containers.
 
-Only the definition exists so far: mounting volumes and their file operations are not built yet.
+Volumes live under the control plane's state directory and survive apps and restarts; the local
+backend mounts them at the paths the user gave (see `homeport.server.volumes` for the consistency model).
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Iterator
-from typing import Any, NoReturn
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Any
 
-from ._secret import check_object_name
-from .exception import InvalidError, UnimplementedError
+from ._secret import _in_container, check_object_name
+from .exception import InvalidError
 
-__all__ = ["Volume"]
+__all__ = ["FileEntry", "Volume"]
+
+
+@contextlib.contextmanager
+def _ephemeral(volume: Volume) -> Iterator[Volume]:
+    volume._name = volume._op("create", ephemeral=True)
+    try:
+        yield volume
+    finally:
+        try:
+            volume._op("delete")
+        finally:
+            volume._name = None
 
 
 class Volume:
@@ -81,8 +97,7 @@ class Volume:
         """A nameless volume that lives as long as the `with` block."""
         if version is not None and (isinstance(version, bool) or version not in (1, 2)):
             raise InvalidError(f"Invalid Volume version: {version!r}. Use 1, 2 or None (the default).")
-        volume = cls._new(name=None, environment_name=environment_name, version=version, is_ephemeral=True)
-        return contextlib.nullcontext(volume)
+        return _ephemeral(cls._new(name=None, environment_name=environment_name, version=version, is_ephemeral=True))
 
     @property
     def name(self) -> str | None:
@@ -127,39 +142,114 @@ class Volume:
         return f"Volume.from_name({self._name!r})"
 
     # --- operations that need the server ----------------------------------------------------------
+    def _vname(self) -> str:
+        if self._name is None:
+            raise InvalidError("This ephemeral Volume is only usable inside its `with modal.Volume.ephemeral()` block.")
+        return self._name
 
-    def _not_built(self, method: str) -> NoReturn:
-        raise UnimplementedError(
-            f"Volume.{method}() is not supported by Homeport yet: volumes are not built. "
-            "Remove the call, or keep the files in a local directory for now."
-        )
+    def _op(self, op: str, **fields: Any) -> Any:
+        from . import _protocol as P
+        from ._bridge import run_sync
+        from ._client import get_client
+
+        async def go() -> Any:
+            client = await get_client()
+            return await client.request({"t": P.VOLUME, "op": op, "name": self._name, **fields})
+
+        if self._name is not None and self._create_if_missing and op != "create":
+            self._create_if_missing = False
+            self._op("create", exist_ok=True)
+        return run_sync(go())
 
     def commit(self) -> None:
-        self._not_built("commit")
+        """Make what this container wrote durable. Homeport volumes are one directory on this machine
+        shared by every container that mounts them, so writes are visible to the others at once;
+        commit flushes them to disk."""
+        if not _in_container():
+            raise InvalidError("Volume.commit() can only be called inside a container that mounts the volume.")
+        os.sync()
 
     def reload(self) -> None:
-        self._not_built("reload")
+        """See what other containers committed. Homeport volumes are shared live, so there is nothing
+        to fetch; kept for programs written for Modal."""
+        if not _in_container():
+            raise InvalidError("Volume.reload() can only be called inside a container that mounts the volume.")
 
     def read_file(self, path: str) -> Iterator[bytes]:
-        self._not_built("read_file")
+        """The file's contents, in chunks."""
+        data = self._op("read", path=path)
+        for i in range(0, len(data), _CHUNK):
+            yield data[i : i + _CHUNK]
+        if not data:
+            return
 
     def read_file_into_fileobj(self, path: str, fileobj: Any) -> int:
-        self._not_built("read_file_into_fileobj")
+        n = 0
+        for chunk in self.read_file(path):
+            fileobj.write(chunk)
+            n += len(chunk)
+        return n
 
-    def listdir(self, path: str, *, recursive: bool = False) -> list[Any]:
-        self._not_built("listdir")
+    def listdir(self, path: str = "/", *, recursive: bool = False) -> list[FileEntry]:
+        return [FileEntry(**e) for e in self._op("ls", path=path, recursive=recursive)]
 
-    def iterdir(self, path: str, *, recursive: bool = True) -> Iterator[Any]:
-        self._not_built("iterdir")
+    def iterdir(self, path: str = "/", *, recursive: bool = True) -> Iterator[FileEntry]:
+        yield from self.listdir(path, recursive=recursive)
 
-    def batch_upload(self, force: bool = False) -> Any:
-        self._not_built("batch_upload")
+    def batch_upload(self, force: bool = False) -> _BatchUpload:
+        """`with vol.batch_upload() as batch: batch.put_file(local, remote); batch.put_directory(...)`"""
+        return _BatchUpload(self, force)
 
     def remove_file(self, path: str, recursive: bool = False) -> None:
-        self._not_built("remove_file")
+        self._op("rm", path=path, recursive=recursive)
 
     def copy_files(self, src_paths: list[str], dst_path: str, recursive: bool = False) -> None:
-        self._not_built("copy_files")
+        self._op("cp", sources=list(src_paths), dest=dst_path)
 
-    def info(self) -> Any:
-        self._not_built("info")
+    @staticmethod
+    def delete(name: str, *, environment_name: str | None = None) -> None:
+        Volume.from_name(name)._op("delete")
+
+    def hydrate(self) -> Volume:
+        self._op("create", exist_ok=True) if self._create_if_missing else self._op("ls", path="/")
+        return self
+
+
+_CHUNK = 1 << 20
+
+
+@dataclass(frozen=True)
+class FileEntry:
+    path: str
+    type: str  # "file" | "directory"
+    size: int
+    mtime: float
+
+
+class _BatchUpload:
+    def __init__(self, volume: Volume, force: bool) -> None:
+        self._volume = volume
+        self._force = force
+        self._files: list[tuple[str, bytes]] = []
+
+    def __enter__(self) -> _BatchUpload:
+        return self
+
+    def put_file(self, local_file: str | os.PathLike[str] | Any, remote_path: str) -> None:
+        if hasattr(local_file, "read"):
+            data = local_file.read()
+        else:
+            with open(local_file, "rb") as f:
+                data = f.read()
+        self._files.append((str(remote_path), data))
+
+    def put_directory(self, local_path: str | os.PathLike[str], remote_path: str, recursive: bool = True) -> None:
+        base = Path(local_path)
+        files = base.rglob("*") if recursive else base.iterdir()
+        for p in sorted(files):
+            if p.is_file():
+                self.put_file(p, str(PurePosixPath(remote_path) / p.relative_to(base).as_posix()))
+
+    def __exit__(self, exc_type: Any, *exc: Any) -> None:
+        if exc_type is None and self._files:
+            self._volume._op("put", files=self._files, force=self._force)

@@ -204,3 +204,17 @@ def _alive(pid: int) -> bool:
         return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
     except psutil.NoSuchProcess:
         return False
+
+
+def test_current_input_and_call_ids(basic):
+    assert modal.current_input_id() is None and modal.current_function_call_id() is None  # outside containers
+    input_id, call_id = basic.ids.remote()
+    assert input_id.startswith("in-") and call_id.startswith("fc-")
+    call = basic.ids.spawn()
+    assert call.get(timeout=30)[1] == call.object_id
+    assert len({i for i, _ in basic.ids.map(range(5))}) == 5  # one per input
+
+
+def test_functions_call_other_functions_of_their_app_from_containers(basic):
+    assert basic.fan_out.remote(4) == (16, [0, 1, 4, 9], True)
+    assert basic.uses_class.remote(5) == (10, 15)  # classes too, with parameters

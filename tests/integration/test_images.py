@@ -73,6 +73,17 @@ def test_run_function_workdir_and_local_python_source(images):
     assert info["cwd"] == "/tmp"
 
 
+def test_local_files_copied_mounted_and_workdir(images):
+    info = images.in_files.remote()
+    assert info["copied"] is True  # add_local_file(copy=True): built into the image
+    assert "images.py" in info["data"] and "images_rootfs.py" not in info["data"]  # add_local_dir, ignore=
+    assert not any(name.endswith(".pyc") for name in info["data"])
+    assert info["cwd"] == "/hp-workdir"  # a workdir the host does not have exists in the image
+    import os
+
+    assert not os.path.exists("/hp-data") and not os.path.exists("/hp-workdir")  # nothing made on the host
+
+
 def _build(image, **kwargs):
     """Run an app whose one function uses `image`; return the seconds `app.run()` took to start."""
     app = modal.App()

@@ -366,7 +366,6 @@ _NOT_BUILT = {
     "ephemeral_disk": 1024,
     "region": "us-east",
     "cloud": "aws",
-    "volumes": {"/data": modal.Volume.from_name("v")},
     "block_network": True,
     "nonpreemptible": True,
     "single_use_containers": True,

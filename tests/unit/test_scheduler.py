@@ -233,3 +233,21 @@ def test_a_request_larger_than_the_machine_fails_at_once():
     s.add_pool("p", PoolConfig(memory_mib=4096), 0)
     out = s.submit("p", [1], 0)
     assert out == [FailInputs((1,), "No container can start: it requests memory=4096 MiB but this machine offers 1024 MiB; lower `memory`.")]
+
+
+
+def test_cpu_bound_inputs_get_no_more_containers_than_cores():
+    from homeport.server.core.scheduler import Capacity
+
+    def scale_for(cpu_seconds):
+        ids = (f"c{i}" for i in itertools.count(1))
+        s = Scheduler(lambda: next(ids), Capacity(cpu=2, memory_mib=100_000))
+        s.add_pool("p", PoolConfig(), 0)
+        s.submit("p", [0], 0)
+        s.container_ready("c1", 0.1)
+        s.inputs_done("c1", [0], seconds=0.05, now=0.2, cpu_seconds=cpu_seconds)
+        out = s.submit("p", range(1, 1001), 0.3)  # 1000 x 50 ms: a plan of 100 containers by time
+        return 1 + len(started(out))
+
+    assert scale_for(cpu_seconds=0.049) == 2  # computing: as many containers as cores
+    assert scale_for(cpu_seconds=0.001) > 2  # waiting (sleeps, I/O): scale out

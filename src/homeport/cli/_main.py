@@ -295,6 +295,112 @@ def _server_or_start(msg: dict) -> object:
     return run_sync(_request(msg))
 
 
+# --- volumes ---------------------------------------------------------------------------------------
+@cli.group()
+def volume() -> None:
+    """Create, inspect and delete volumes (persistent directories mounted into containers)."""
+
+
+def _vol(msg: dict) -> object:
+    return _server_or_start({"t": P.VOLUME, **msg})
+
+
+@volume.command("create")
+@click.argument("name")
+def volume_create(name: str) -> None:
+    """Create volume NAME."""
+    from .._secret import check_object_name
+
+    check_object_name(name, "Volume")
+    _vol({"op": "create", "name": name})
+    console.print(f"Created volume {name!r}. Mount it with volumes={{'/data': modal.Volume.from_name({name!r})}}.")
+
+
+@volume.command("list")
+@click.option("--json", "as_json", is_flag=True)
+def volume_list(as_json: bool) -> None:
+    """Volumes and when they were created."""
+    rows = _vol({"op": "list"})
+    if as_json:
+        import json
+
+        click.echo(json.dumps(rows, indent=2))
+        return
+    table = Table("Name", "Created")
+    for r in rows:
+        table.add_row(r["name"], time.strftime("%Y-%m-%d %H:%M", time.localtime(r["created_at"])))
+    console.print(table)
+
+
+@volume.command("ls")
+@click.argument("name")
+@click.argument("path", default="/")
+@click.option("-r", "--recursive", is_flag=True)
+def volume_ls(name: str, path: str, recursive: bool) -> None:
+    """Files and directories in a volume."""
+    table = Table("Path", "Type", "Size")
+    for e in _vol({"op": "ls", "name": name, "path": path, "recursive": recursive}):
+        table.add_row(e["path"], e["type"], str(e["size"]))
+    console.print(table)
+
+
+@volume.command("put")
+@click.argument("name")
+@click.argument("local_path", type=click.Path(exists=True))
+@click.argument("remote_path", default="/")
+@click.option("-f", "--force", is_flag=True, help="Overwrite files that exist.")
+def volume_put(name: str, local_path: str, remote_path: str, force: bool) -> None:
+    """Upload a file or a directory into a volume."""
+    from .._volume import Volume
+
+    vol = Volume.from_name(name)
+    src = os.path.abspath(local_path)
+    with vol.batch_upload(force=force) as batch:
+        if os.path.isdir(src):
+            batch.put_directory(src, remote_path)
+        else:
+            dest = remote_path.rstrip("/") + "/" + os.path.basename(src) if remote_path.endswith("/") else remote_path
+            batch.put_file(src, dest)
+    console.print(f"Uploaded {local_path} to {name}:{remote_path}")
+
+
+@volume.command("get")
+@click.argument("name")
+@click.argument("remote_path")
+@click.argument("local_path", default=".")
+def volume_get(name: str, remote_path: str, local_path: str) -> None:
+    """Download a file from a volume (`-` writes it to stdout)."""
+    data = _vol({"op": "read", "name": name, "path": remote_path})
+    if local_path == "-":
+        sys.stdout.buffer.write(data)
+        return
+    dest = os.path.join(local_path, os.path.basename(remote_path)) if os.path.isdir(local_path) else local_path
+    with open(dest, "wb") as f:
+        f.write(data)
+    console.print(f"Wrote {dest} ({len(data)} bytes)")
+
+
+@volume.command("rm")
+@click.argument("name")
+@click.argument("remote_path")
+@click.option("-r", "--recursive", is_flag=True)
+def volume_rm(name: str, remote_path: str, recursive: bool) -> None:
+    """Remove a file (or, with -r, a directory) from a volume."""
+    _vol({"op": "rm", "name": name, "path": remote_path, "recursive": recursive})
+    console.print(f"Removed {name}:{remote_path}")
+
+
+@volume.command("delete")
+@click.argument("name")
+@click.option("-y", "--yes", is_flag=True, help="Do not ask for confirmation.")
+def volume_delete(name: str, yes: bool) -> None:
+    """Delete a volume and everything in it."""
+    if not yes:
+        click.confirm(f"Delete volume {name!r} and all its files?", abort=True)
+    _vol({"op": "delete", "name": name})
+    console.print(f"Deleted volume {name!r}.")
+
+
 # --- containers ------------------------------------------------------------------------------------
 @cli.group()
 def container() -> None:

@@ -13,6 +13,7 @@ elsewhere) and leaves, so no stuck thread keeps a slot.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import inspect
 import time
 import traceback
@@ -130,6 +131,9 @@ class _ConcurrentServer:
         rt = self.rt
         iid, args_data, method = item[0], item[1], item[2]
         t0 = time.monotonic()
+        from ._runtime import set_input_context
+
+        set_input_context(item)  # this task's own context; copied into its worker thread below
         status: int
         data: Any
         try:
@@ -142,7 +146,8 @@ class _ConcurrentServer:
                 else:
                     status, data = P.SUCCESS, rt._dumps_result(await asyncio.wait_for(result, rt.timeout))
             else:
-                fut = self.loop.run_in_executor(self.executor, self._call_sync, fn, iid, args, kwargs)
+                ctx = contextvars.copy_context()
+                fut = self.loop.run_in_executor(self.executor, ctx.run, self._call_sync, fn, iid, args, kwargs)
                 try:
                     status, data = await asyncio.wait_for(asyncio.shield(fut), rt.timeout)
                 except asyncio.TimeoutError:

@@ -23,6 +23,7 @@ from typing import Any
 
 import cloudpickle
 
+from .. import _context, _pickle
 from .. import _protocol as P
 
 FLUSH_AFTER_SECONDS = 0.002
@@ -152,6 +153,12 @@ def _class_service(user_cls: type, defn: dict[str, Any]) -> Service:
     service.enter_hooks = enter
     service.exit_hooks = exit_
     return service
+
+
+def set_input_context(item: list[Any]) -> None:
+    """`modal.current_input_id()` / `current_function_call_id()` for the input about to run."""
+    _context.input_id.set(f"in-{item[0]}")
+    _context.function_call_id.set(item[3] if len(item) > 3 else None)
 
 
 def run_snap_hooks(service: Service, timeline: dict[str, float]) -> None:
@@ -376,6 +383,7 @@ class Runtime:
 
         t0 = time.monotonic()
         ids = [it[0] for it in items]
+        set_input_context(items[0])  # Modal: a batch reports its first input's ids
         signal.setitimer(signal.ITIMER_REAL, self.timeout)
         try:
             fn = self.service.callables[items[0][2]]
@@ -417,7 +425,9 @@ class Runtime:
     def run_input(self, item: list[Any]) -> list[Any]:
         iid, args_data, method = item[0], item[1], item[2]
         t0 = time.monotonic()
+        c0 = time.thread_time()
         self.current = iid
+        set_input_context(item)
         signal.setitimer(signal.ITIMER_REAL, self.timeout)
         try:
             fn = self.service.callables[method]
@@ -452,11 +462,11 @@ class Runtime:
         finally:
             signal.setitimer(signal.ITIMER_REAL, 0)
             self.current = None
-        return [iid, status, data, time.monotonic() - t0]
+        return [iid, status, data, time.monotonic() - t0, time.thread_time() - c0]
 
     def _dumps_result(self, result: Any) -> bytes:
         try:
-            return cloudpickle.dumps(result)
+            return _pickle.dumps(result)
         except Exception as exc:
             from homeport.exception import SerializationError
 
@@ -525,6 +535,7 @@ def main(preloaded: Service | None = None, started_at: float | None = None) -> N
     if reply is None or not reply.get("ok"):
         print(f"homeport runtime: control plane refused container {cid}: {reply}", file=sys.stderr)
         sys.exit(3)
+    _context.container = (cid, token, reply["v"].get("app_id"))
     runtime = Runtime(conn, reply["v"], cid, preloaded)
     signal.signal(signal.SIGTERM, runtime._on_term)
     try:

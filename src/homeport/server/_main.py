@@ -20,6 +20,7 @@ from .api import serve
 from .secrets import Cipher, SecretStore, load_or_create_key
 from .services import ControlPlane
 from .state import State
+from .volumes import VolumeStore
 
 log = logging.getLogger("homeport.server")
 
@@ -53,6 +54,7 @@ async def run(state_dir: Path, backend_name: str) -> None:
     state.cipher = cipher  # deployments hold function environments (secret values): encrypted at rest
     cp = ControlPlane(state, backend, token, str(address), str(scratch))
     cp.secrets = SecretStore(state.db, cipher)
+    cp.volumes = VolumeStore(state.db, state_dir / "volumes")
     server = await serve(cp, str(address))
     os.chmod(address, 0o600)
     _config.pid_path().write_text(str(os.getpid()))

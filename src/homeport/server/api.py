@@ -26,6 +26,7 @@ _LOOKUPS = {
     P.SECRET_CREATE: lambda cp, peer, msg: cp.secrets.create(msg["name"], msg["values"], bool(msg.get("overwrite"))),
     P.SECRET_LIST: lambda cp, peer, msg: cp.secrets.list(),
     P.SECRET_DELETE: lambda cp, peer, msg: cp.secrets.delete(msg["name"]),
+    P.VOLUME: lambda cp, peer, msg: cp.volume_op(peer, msg),
 }
 
 
@@ -72,7 +73,12 @@ class Connection:
             self.container_id = msg["cid"]
             self.reply(msg, definition)
             return
-        if not secrets.compare_digest(str(msg.get("token", "")), self.cp.token):
+        if msg.get("cid"):  # user code inside a container, calling its app's functions
+            if not self.cp.container_credentials_ok(msg["cid"], str(msg.get("ctoken", ""))):
+                self.reply_error(msg, "auth", "unknown container or wrong container token")
+                self.proto.close()
+                return
+        elif not secrets.compare_digest(str(msg.get("token", "")), self.cp.token):
             self.reply_error(
                 msg, "auth", "the control plane refused the token; the client must read it from the same state directory"
             )

@@ -37,6 +37,7 @@ from .images import BuiltImage, ImageBuilder
 from .schedules import ScheduleRunner
 from .secrets import SecretStore
 from .state import State
+from .volumes import VolumeStore
 
 log = logging.getLogger("homeport.server")
 
@@ -179,6 +180,7 @@ class ControlPlane:
         self.stopping_apps: dict[str, set[str]] = {}
         self.schedules = ScheduleRunner(state, self.run_scheduled)
         self.secrets: SecretStore | None = None  # set by the server's main once the key is loaded
+        self.volumes: VolumeStore | None = None
         self._app_stop_waiters: dict[str, list[asyncio.Future]] = {}
         self._input_ids = itertools.count(1)
         self._tasks: set[asyncio.Task] = set()
@@ -230,7 +232,7 @@ class ControlPlane:
                 items = []
                 for iid in ins.inputs:
                     inp = self.inputs[iid]
-                    items.append([iid, inp.args, inp.method])
+                    items.append([iid, inp.args, inp.method, inp.call.call_id])
                 if rec is not None and rec.proto is not None:
                     rec.proto.send({"t": P.INPUTS, "items": items})
             elif isinstance(ins, StartContainer):
@@ -346,7 +348,9 @@ class ControlPlane:
                 )
                 argv = image.argv()
                 cwd = image.cwd(fn.definition.get("cwd") or None)
+                # The image's files first, then the function's volumes (which win on a shared path).
                 mounts = image.container_mounts()
+                mounts += [Mount(host, target) for host, target in fn.definition.get("mounts") or ()]
                 rootfs = image.rootfs(cwd)
                 if rootfs is not None:  # the image has its own root file system: cwd is inside it
                     definition = fn.definition
@@ -463,6 +467,10 @@ class ControlPlane:
         rec.proto = proto
         return rec.fn.definition
 
+    def container_credentials_ok(self, cid: str, token: str) -> bool:
+        rec = self.containers.get(cid)
+        return rec is not None and secrets.compare_digest(rec.token, token)
+
     def container_message(self, cid: str, msg: dict[str, Any]) -> None:
         t = msg["t"]
         now = time.monotonic()
@@ -491,17 +499,20 @@ class ControlPlane:
     def _container_outputs(self, rec: ContainerRecord, items: list, now: float) -> None:
         done: list[int] = []
         seconds = 0.0
+        cpu: float | None = 0.0
         deliver = []
-        for iid, status, data, secs in items:
+        for item in items:
+            iid, status, data, secs = item[:4]
             done.append(iid)
             seconds += secs
+            cpu = cpu + item[4] if cpu is not None and len(item) > 4 and item[4] is not None else None
             inp = self.inputs.get(iid)
             if inp is None:
                 continue
             if status in (P.FAILURE, P.TIMEOUT) and self._maybe_retry(inp):
                 continue
             deliver.append((inp, status, data))
-        instructions = self.scheduler.inputs_done(rec.container_id, done, seconds, now)
+        instructions = self.scheduler.inputs_done(rec.container_id, done, seconds, now, cpu_seconds=cpu)
         if deliver:
             self._deliver(deliver)
         self.execute(instructions)
@@ -574,7 +585,8 @@ class ControlPlane:
         now = time.monotonic()
         # Named secrets are resolved before anything starts: a missing one fails the whole app.
         envs = [self._function_env(f["config"]) for f in functions]
-        for f, env in zip(functions, envs):
+        mounts = [self._function_mounts(f["config"]) for f in functions]
+        for f, env, mnt in zip(functions, envs, mounts):
             fid = new_id("fu")
             cfg = f["config"]
             config = PoolConfig(
@@ -586,7 +598,7 @@ class ControlPlane:
                 target_inputs=cfg.get("target_inputs"),
                 **{k: cfg[k] for k in ("cpu", "memory_mib") if cfg.get(k) is not None},
             )
-            definition = dict(f["definition"], app_id=app_id, function_id=fid,
+            definition = dict(f["definition"], app_id=app_id, function_id=fid, mounts=mnt,
                               cpu_limit=cfg.get("cpu_limit"), memory_limit_mib=cfg.get("memory_limit_mib"))
             rec = FunctionRecord(
                 fid, app_id, f["tag"], definition, config, env, cfg.get("retries"),
@@ -613,6 +625,38 @@ class ControlPlane:
         env.update(cfg.get("env") or {})
         return env
 
+    def _function_mounts(self, cfg: dict[str, Any]) -> list[list[str]]:
+        """[host directory, path in the container] for each volume a function mounts."""
+        out = []
+        for v in cfg.get("volumes") or ():
+            if self.volumes is None:
+                raise LookupError("volumes are not available on this control plane")
+            out.append([str(self.volumes.resolve(v["name"], bool(v.get("create_if_missing")))), v["path"]])
+        return out
+
+    def volume_op(self, peer: Peer, msg: dict[str, Any]) -> Any:
+        vols = self.volumes
+        op, name = msg["op"], msg.get("name")
+        if op == "create":
+            return vols.create(name, exist_ok=bool(msg.get("exist_ok")), ephemeral=bool(msg.get("ephemeral")))
+        if op == "exists":
+            return vols.exists(name)
+        if op == "list":
+            return vols.list()
+        if op == "delete":
+            return vols.delete(name)
+        if op == "ls":
+            return vols.listdir(name, msg.get("path") or "/", bool(msg.get("recursive")))
+        if op == "read":
+            return vols.read(name, msg["path"])
+        if op == "put":
+            return vols.put(name, [(p, d) for p, d in msg["files"]], bool(msg.get("force")))
+        if op == "rm":
+            return vols.remove(name, msg["path"], bool(msg.get("recursive")))
+        if op == "cp":
+            return vols.copy(name, msg["sources"], msg["dest"])
+        raise LookupError(f"unknown volume operation {op!r}")
+
     # --- deployed apps -----------------------------------------------------------------------------
     def deploy_app(self, peer: Peer, msg: dict[str, Any]) -> dict[str, Any]:
         """Register (or replace) a named app that outlives its client.
@@ -623,6 +667,7 @@ class ControlPlane:
         name = msg["name"]
         for f in msg["functions"]:
             self._function_env(f["config"])  # a missing secret fails the deploy before anything changes
+            self._function_mounts(f["config"])
         app_id = self._deployed_by_name(name) or self.state.deployed_app_id(name)
         if app_id is None:
             app_id = new_id("ap")
@@ -664,7 +709,7 @@ class ControlPlane:
         return None
 
     def lookup_function(self, msg: dict[str, Any]) -> dict[str, Any]:
-        app_id = self._deployed_by_name(msg["app"])
+        app_id = msg.get("app_id") if msg.get("app_id") in self.apps else self._deployed_by_name(msg["app"])
         if app_id is None:
             raise LookupError(
                 f"App '{msg['app']}' is not deployed. Deploy it with `homeport deploy` (or `app.deploy()`) first."
@@ -741,6 +786,8 @@ class ControlPlane:
         env = {**base.env, **self._function_env({"secret_refs": cfg.pop("secret_refs", None),
                                                  "env": cfg.pop("env", {})})}
         limits = {k: cfg.pop(k) for k in ("cpu_limit", "memory_limit_mib") if k in cfg}
+        if "volumes" in cfg:
+            limits["mounts"] = self._function_mounts({"volumes": cfg.pop("volumes")})
         retries = cfg.pop("retries", base.retries) if "retries" in cfg else base.retries
         config = PoolConfig(**{**base.config.__dict__, **cfg})
         fid = new_id("fu")

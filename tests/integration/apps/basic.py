@@ -117,3 +117,28 @@ def read_secret():
 @app.function()
 def is_remote():
     return modal.is_local(), os.environ.get("MODAL_IS_REMOTE")
+
+
+@app.function()
+def ids(_=None):
+    return modal.current_input_id(), modal.current_function_call_id()
+
+
+@app.function()
+def fan_out(n):
+    """Calls other functions of its app from inside its container."""
+    return square.remote(n), list(square.map(range(n))), pid.remote() != os.getpid()
+
+
+@app.cls()
+class Doubler:
+    factor: int = modal.parameter(default=2)
+
+    @modal.method()
+    def double(self, x):
+        return self.factor * x
+
+
+@app.function()
+def uses_class(x):
+    return Doubler().double.remote(x), Doubler(factor=3).double.remote(x)

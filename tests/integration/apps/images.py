@@ -27,6 +27,15 @@ built = (
     .add_local_python_source("hp_image_helper")  # made by the test, in a directory off the function's sys.path
 )
 
+HERE = os.path.dirname(os.path.abspath(__file__))
+# Local files at paths the host does not have; they need the sandbox (bubblewrap) that volumes use.
+files = (
+    modal.Image.debian_slim()
+    .add_local_file(os.path.join(HERE, "images_python.py"), "/hp-copied/source.py", copy=True)
+    .workdir("/hp-workdir")
+    .add_local_dir(HERE, "/hp-data", ignore=["*.pyc", "__pycache__", "images_rootfs.py"])
+)
+
 app = modal.App("images", image=plain)
 
 with pinned.imports():
@@ -75,4 +84,10 @@ def in_built() -> dict:
     with open(os.path.join(sys.prefix, "marker.txt")) as f:
         marker = f.read()
     return {"marker": marker, "helper": hp_image_helper.VALUE, "helper_file": hp_image_helper.__file__,
+            "cwd": os.getcwd()}
+
+
+@app.function(image=files)
+def in_files() -> dict:
+    return {"copied": os.path.isfile("/hp-copied/source.py"), "data": sorted(os.listdir("/hp-data")),
             "cwd": os.getcwd()}

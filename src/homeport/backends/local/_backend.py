@@ -98,13 +98,18 @@ class LocalBackend(Backend):
 
     async def _spawn(self, spec: ContainerSpec, env: dict[str, str], on_output: OutputCallback,
                      on_exit: ExitCallback) -> int:
+        try:
+            argv = _sandbox.command(spec)
+        except _sandbox.SandboxUnavailable as exc:
+            raise RuntimeError(str(exc)) from None
         process = await asyncio.create_subprocess_exec(
-            *_sandbox.command(spec),
+            *argv,
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
             env=env,
-            cwd=spec.cwd,
+            # A sandbox changes to `spec.cwd` inside its own view, where it may exist only (an image's workdir).
+            cwd=None if _sandbox.sandboxed(spec) else spec.cwd,
             start_new_session=True,  # its own process group, so stop() reaches its children too
         )
         proc = _Proc(spec, process.pid, on_exit)
@@ -177,6 +182,8 @@ class LocalBackend(Backend):
 
     async def _wait_spawned(self, proc: _Proc) -> None:
         rc = await proc.process.wait()
+        if _sandbox.sandboxed(proc.spec) and rc > 128:  # bubblewrap reports a killed child as 128 + signal
+            rc = -(rc - 128)
         await self._finish(proc, ExitInfo(rc, -rc) if rc < 0 else ExitInfo(rc, None))
 
     def _on_forked_exit(self, cid: str, code: int | None) -> None:
@@ -214,8 +221,7 @@ class LocalBackend(Backend):
         proc = self._procs.get(container_id)
         if proc is None or proc.exited:
             return
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.kill(proc.pid, signal.SIGTERM)
+        self._kill_group(proc, signal.SIGTERM)  # the group: it reaches a sandboxed runtime too
         loop = asyncio.get_running_loop()
         proc.kill_timer = loop.call_later(grace, self._kill_group, proc, signal.SIGKILL)
 

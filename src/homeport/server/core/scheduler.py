@@ -28,6 +28,8 @@ DRAIN_TARGET_SECONDS = 0.5
 # Until the first input of a pool has finished, nothing is known about how long inputs take: start
 # at most this many containers at once rather than one per queued input.
 MAX_BLIND_STARTS = 8
+# Above this share of cpu time in their wall time, a pool's inputs count as cpu-bound.
+CPU_BOUND_SHARE = 0.5
 
 
 @dataclass(frozen=True)
@@ -77,6 +79,7 @@ class Pool:
     queue: deque[int] = field(default_factory=deque)
     containers: dict[str, Container] = field(default_factory=dict)
     ewma_seconds: float | None = None  # observed time per input
+    cpu_share: float | None = None  # observed cpu time / wall time of inputs (near 1: cpu-bound)
     active: bool = True
     pending: int = 0  # containers the plan wants that wait for free cpu or memory
     retired: bool = False  # an old version: drains, then goes
@@ -263,7 +266,8 @@ class Scheduler:
         c.last_active = now
         return self._reconcile(self.pools[c.pool], now)
 
-    def inputs_done(self, cid: str, inputs: Iterable[int], seconds: float, now: float) -> list[Instruction]:
+    def inputs_done(self, cid: str, inputs: Iterable[int], seconds: float, now: float,
+                    cpu_seconds: float | None = None) -> list[Instruction]:
         c = self.containers.get(cid)
         if c is None:
             return []
@@ -281,6 +285,9 @@ class Scheduler:
                 if pool.ewma_seconds is None
                 else (1 - EWMA_WEIGHT) * pool.ewma_seconds + EWMA_WEIGHT * per_input
             )
+            if cpu_seconds is not None and seconds > 0:
+                share = min(1.0, cpu_seconds / seconds)
+                pool.cpu_share = share if pool.cpu_share is None else (1 - EWMA_WEIGHT) * pool.cpu_share + EWMA_WEIGHT * share
         return self._reconcile(pool, now)
 
     def container_exited(self, cid: str, now: float, reason: str, init_failed: bool = False) -> list[Instruction]:
@@ -369,6 +376,11 @@ class Scheduler:
         if busy and pool.ewma_seconds is not None:
             by_time = math.ceil(busy * pool.ewma_seconds / (DRAIN_TARGET_SECONDS * per_container))
             want = min(want, max(1, by_time))
+            if self.capacity is not None and pool.cpu_share is not None and pool.cpu_share > CPU_BOUND_SHARE:
+                # Inputs that compute rather than wait gain nothing from more containers than cores; and
+                # their observed time grows with every extra container competing for the cores, which
+                # would otherwise feed back into an ever larger plan.
+                want = min(want, max(1, math.floor(self.capacity.cpu)))
         elif busy:
             ready = sum(1 for c in pool.containers.values() if c.phase is Phase.READY)
             want = min(want, ready + MAX_BLIND_STARTS)
