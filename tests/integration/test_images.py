@@ -53,10 +53,10 @@ def test_a_pinned_package_only_in_its_own_image(images):
 
 
 def test_the_callers_packages_do_not_leak_into_images(images):
-    # six and psutil are installed where the tests run (psutil is a Homeport dependency).
-    assert importlib.util.find_spec("six") is not None and importlib.util.find_spec("psutil") is not None
+    # pytest and psutil are installed where the tests run (the test extra; a Homeport dependency).
+    assert importlib.util.find_spec("pytest") is not None and importlib.util.find_spec("psutil") is not None
     for info in (images.in_pinned.remote(), images.in_plain.remote()):
-        assert info["six"] is False and info["psutil"] is False
+        assert info["pytest"] is False and info["psutil"] is False
 
 
 def test_image_env_and_imports_block(images):

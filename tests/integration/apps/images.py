@@ -54,7 +54,7 @@ def probe() -> dict:
         version = t.__version__
     return {
         "tabulate": version,
-        "six": _has("six"),
+        "pytest": _has("pytest"),
         "psutil": _has("psutil"),
         "flavour": os.environ.get("IMAGE_FLAVOUR"),
         "prefix": sys.prefix,
