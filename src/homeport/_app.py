@@ -78,6 +78,26 @@ def input_settings(target: Any, options: FunctionOptions, batch: dict[str, int] 
     return {"max_inputs": conc["max_inputs"], "target_inputs": conc["target_inputs"], "batch": None}
 
 
+def web_definition(endpoints: dict[str | None, dict[str, Any] | None]) -> list[dict[str, Any]] | None:
+    """The web endpoints a container serves, by method name (None: the function itself); None if none.
+
+    A function or class has either endpoints the gateway reaches over the container's own HTTP server
+    (`fastapi_endpoint`, `asgi_app`, `wsgi_app`, any number of them) or one user server on a port
+    (`web_server`, or a server class).
+    """
+    out = [{"name": name, **config} for name, config in endpoints.items() if config is not None]
+    if not out:
+        return None
+    proxied = [e for e in out if e["type"] in P.WEB_PROXIED]
+    if proxied and len(out) > 1:
+        names = ", ".join(e["name"] or "?" for e in out)
+        raise InvalidError(
+            f"A class with a `@modal.web_server` method cannot serve other web endpoints too ({names}): a "
+            "container forwards its requests to that one server. Put the others on another class."
+        )
+    return out
+
+
 def resource_config(options: FunctionOptions) -> dict[str, Any]:
     """Requests (admission) and limits (enforced by the kernel) from `cpu=` and `memory=`."""
     out: dict[str, Any] = {}
@@ -109,7 +129,7 @@ class _Registered:
     """A function or class of an app, as it will be published to the control plane."""
 
     def __init__(self, tag: str, obj: Any, options: FunctionOptions, definition: dict[str, Any],
-                 config: dict[str, Any], hydrate: Callable[[str], None]) -> None:
+                 config: dict[str, Any], hydrate: Callable[..., None]) -> None:
         self.tag, self.obj, self.options = tag, obj, options
         self.definition, self.config, self.hydrate = definition, config, hydrate
 
@@ -157,6 +177,7 @@ class App:
         self._local_entrypoints: dict[str, Callable] = {}
         self._app_id: str | None = None
         self._running = False
+        self._print_urls = True  # `homeport run` prints them in its own summary
 
     def __repr__(self) -> str:
         return f"App({self._name!r})"
@@ -203,7 +224,9 @@ class App:
                 raise InvalidError(f"`@app.function` must decorate a function, got {type(f).__name__}")
             from ._partial import PartialFunction
 
+            web = None
             if isinstance(f, PartialFunction):
+                web = f.web
                 f = f._finalize_for_function()
             qualname = f.__qualname__
             serialized = bool(kwargs.get("serialized"))
@@ -220,11 +243,13 @@ class App:
                 )
             tag = kwargs.get("name") or qualname
             is_gen = bool(kwargs.pop("is_generator", None)) or is_generator_function(f)
-            options = function_options(tag=tag, raw_f=f, is_generator=is_gen, **kwargs)
-            fn = Function(self, f, tag, options, is_generator=is_gen)
+            options = function_options(tag=tag, raw_f=f, is_generator=is_gen, is_web=web is not None, **kwargs)
+            fn = Function(self, f, tag, options, is_generator=is_gen, web=web)
             inputs = input_settings(f, options, getattr(f, P.BATCHED_ATTR, None))
+            if web is not None and inputs["batch"] is not None:
+                raise InvalidError(f"Web endpoint '{tag}' cannot be `@modal.batched`: HTTP requests are not batched.")
             definition = build_definition(tag, f, qualname, options, is_gen, max_inputs=inputs["max_inputs"],
-                                          batch=inputs["batch"])
+                                          batch=inputs["batch"], web=web_definition({None: web}))
             config = pool_config(options, inputs["max_inputs"], inputs["target_inputs"])
             self._register(_Registered(tag, fn, options, definition, config, fn._hydrate))
             return fn
@@ -239,6 +264,40 @@ class App:
             raise InvalidError("Did you forget parentheses? Suggestion: `@app.cls()`.")
 
         return cls_decorator(self, self._merge_app_defaults(kwargs))
+
+    def _experimental_server(self, *, port: int, proxy_regions: list[str] | None = None,
+                             startup_timeout: float = 30.0, label: str | None = None,
+                             requires_proxy_auth: bool = False, **kwargs: Any) -> Callable[[type], Any]:
+        """A class whose `@modal.enter()` hook starts an HTTP server on `port`; its URL reaches that
+        server in every container (each container has its own network, so replicas share the port).
+
+        ```python
+        @app._experimental_server(port=8000)
+        class Files:
+            @modal.enter()
+            def start(self):
+                self.proc = subprocess.Popen(["python3", "-m", "http.server", "8000"])
+
+            @modal.exit()
+            def stop(self):
+                self.proc.terminate()
+        ```
+
+        `proxy_regions` is accepted and has no effect: every request is served on this machine.
+        """
+        from ._cls import cls_decorator
+        from ._partial import _check_web_config
+
+        if not isinstance(port, int) or isinstance(port, bool) or not 0 < port < 65536:
+            raise InvalidError(f"`port` must be a local port between 1 and 65535, got {port!r}.")
+        if isinstance(startup_timeout, bool) or not isinstance(startup_timeout, (int, float)) or startup_timeout <= 0:
+            raise InvalidError("The `startup_timeout` argument must be positive.")
+        if proxy_regions is not None and not isinstance(proxy_regions, (list, tuple)):
+            raise InvalidError("`proxy_regions` must be a list of region names.")
+        server = {"type": "server", "port": port, "startup_timeout": float(startup_timeout), "label": label,
+                  "requires_proxy_auth": requires_proxy_auth}
+        _check_web_config("server", server)
+        return cls_decorator(self, self._merge_app_defaults(kwargs), server=server)
 
     def _register(self, reg: _Registered) -> None:
         if reg.tag in self._registered:
@@ -301,12 +360,13 @@ class App:
             for r, d in zip(self._registered.values(), definitions)
         ]
         try:
-            ids = await client.request({"t": P.APP_PUBLISH, "app_id": self._app_id, "functions": functions})
+            reply = await client.request({"t": P.APP_PUBLISH, "app_id": self._app_id, "functions": functions})
         except BaseException:
             await client.request({"t": P.APP_STOP, "app_id": self._app_id})  # nothing of it runs
             raise
-        for tag, reg in self._registered.items():
-            reg.hydrate(ids[tag])
+        self._hydrate_all(reply)
+        if show_logs and self._print_urls:
+            _print_web_urls(reply)
         self._running = True
         self._detached = detach
 
@@ -351,9 +411,18 @@ class App:
         reply = await client.request({"t": P.APP_DEPLOY, "name": name, "description": name, "functions": functions})
         self._app_id = reply["app_id"]
         self._deployed_version = reply["version"]
-        for tag, reg in self._registered.items():
-            reg.hydrate(reply["ids"][tag])
+        self._hydrate_all(reply)
         return reply
+
+    def _hydrate_all(self, reply: dict[str, Any]) -> None:
+        self._web_urls = dict(reply.get("web_urls") or {})
+        for tag, reg in self._registered.items():
+            reg.hydrate(reply["ids"][tag], self._web_urls)
+
+    @property
+    def web_urls(self) -> dict[str, str]:
+        """The URL of each web endpoint of the running (or deployed) app, by function or `Class.method`."""
+        return dict(getattr(self, "_web_urls", {}))
 
     @classmethod
     def lookup(cls, name: str, *, client: Any = None, environment_name: str | None = None,
@@ -409,6 +478,11 @@ def _no_default() -> Any:
     from ._cls import _NO_DEFAULT
 
     return _NO_DEFAULT
+
+
+def _print_web_urls(reply: dict[str, Any]) -> None:
+    for name, url in sorted((reply.get("web_urls") or {}).items()):
+        print(f"✓ Created web endpoint for {name} => {url}", file=sys.stderr, flush=True)
 
 
 class _RunContext:

@@ -12,7 +12,7 @@ from ._bridge import run_sync
 from ._client import get_client
 from ._function import Function
 from ._options import FunctionOptions, function_options, merged_env, unsupported_features
-from ._partial import PartialFunction, web_not_built
+from ._partial import PartialFunction
 from .exception import InvalidError, UnimplementedError
 
 if TYPE_CHECKING:
@@ -48,7 +48,7 @@ class _ClassInfo:
         self.methods: dict[str, dict] = {}  # name -> {"is_generator": bool}
         self.hooks: dict[str, tuple[str, bool]] = {}  # name -> ("enter", snap) | ("exit", False)
         self.params: dict[str, tuple[type, Any, bool]] = {}  # name -> (type, default, init)
-        self.web: list[str] = []  # kinds of web decorators used
+        self.web: dict[str, dict] = {}  # name -> web endpoint config
 
 
 def _markers(attr: Any) -> tuple[dict | None, tuple | None]:
@@ -71,12 +71,14 @@ def _finalize_class(user_cls: type, where: str) -> _ClassInfo:
             continue
         for name, attr in list(vars(klass).items()):
             if isinstance(attr, PartialFunction):
-                if attr.web is not None:
-                    info.web.append(attr.web["type"])
-                    continue
                 attr = attr.finalize()
                 setattr(klass, name, attr)
             entries[name] = _markers(attr)
+            web = getattr(getattr(attr, "__func__", attr), P.WEB_ATTR, None) if inspect.isfunction(attr) else None
+            if web is not None:
+                info.web[name] = web
+            else:
+                info.web.pop(name, None)  # a subclass's plain override is no endpoint
     for name, (method, lifecycle) in entries.items():
         if method is not None:
             info.methods[name] = method
@@ -116,8 +118,13 @@ def _finalize_class(user_cls: type, where: str) -> _ClassInfo:
 
 
 def _check_class(user_cls: type, info: _ClassInfo, options: FunctionOptions, where: str) -> None:
-    if info.web:
-        raise web_not_built(info.web[0])
+    if info.web and info.params:
+        raise InvalidError(
+            f"{where} has web endpoints ({', '.join(info.web)}) and `modal.parameter()`s: a web request cannot "
+            "choose parameter values. Remove the parameters, or serve the endpoints from a class without them."
+        )
+    if info.web and options.retries is not None:
+        raise InvalidError("Web Functions do not support retries.")
     snap = [name for name, (kind, is_snap) in info.hooks.items() if kind == "enter" and is_snap]
     if snap and not options.enable_memory_snapshot:
         raise InvalidError(
@@ -144,7 +151,10 @@ def _check_class_kwargs(kwargs: dict[str, Any], user_cls: type) -> None:
         )
 
 
-def cls_decorator(app: App, kwargs: dict[str, Any]):
+def cls_decorator(app: App, kwargs: dict[str, Any], server: dict[str, Any] | None = None):
+    """`@app.cls(...)`; with `server` (`{"type": "server", "port": ...}`), the seed's
+    `@app._experimental_server(port=...)`: a class whose enter hooks start an HTTP server on the port."""
+
     def decorator(user_cls: Any) -> Cls:
         if isinstance(user_cls, PartialFunction):
             raise InvalidError("Cannot stack `@modal.enter`/`@modal.exit`/`@modal.method` on top of `@app.cls()`. "
@@ -157,22 +167,46 @@ def cls_decorator(app: App, kwargs: dict[str, Any]):
         options = function_options(tag=tag, raw_f=None, **kwargs)
         info = _finalize_class(user_cls, where)
         _check_class(user_cls, info, options, where)
-        if not info.methods and not _has_call(user_cls):
+        if server is not None:
+            _check_server_class(user_cls, info)
+        if not info.methods and not info.web and not server and not _has_call(user_cls):
             raise InvalidError(
                 f"Class {user_cls.__name__} has no `@modal.method()`, web endpoint or `__call__`, so it has "
                 "nothing to call. Mark the methods to call remotely with `@modal.method()`."
             )
-        cls = Cls(app, user_cls, tag, options, info.methods, info.params)
-        from ._app import _Registered, build_definition, input_settings, pool_config
+        cls = (Server if server else Cls)(app, user_cls, tag, options, info.methods, info.params)
+        cls._web_methods = {None: server} if server else dict(info.web)
+        from ._app import _Registered, build_definition, input_settings, pool_config, web_definition
 
         inputs = input_settings(user_cls, options, _class_batch(user_cls, info.methods))
+        if info.web and inputs["batch"] is not None:
+            raise InvalidError(f"{where} has a `@modal.batched` method and web endpoints; serve them from another class.")
         definition = build_definition(tag, user_cls, user_cls.__qualname__, options, False, params={},
-                                      max_inputs=inputs["max_inputs"], batch=inputs["batch"])
+                                      max_inputs=inputs["max_inputs"], batch=inputs["batch"],
+                                      web=web_definition(cls._web_methods))
         config = pool_config(options, inputs["max_inputs"], inputs["target_inputs"])
         app._register(_Registered(tag, cls, options, definition, config, cls._hydrate))
         return cls
 
     return decorator
+
+
+def _check_server_class(user_cls: type, info: _ClassInfo) -> None:
+    name = user_cls.__name__
+    if not any(kind == "enter" for kind, _snap in info.hooks.values()):
+        raise InvalidError(
+            f"Server class {name} must have an @modal.enter() to setup the server: the enter hook starts the "
+            "HTTP server (for example with `subprocess.Popen`) on the port given to the decorator."
+        )
+    if info.methods:
+        raise InvalidError(
+            f"Server class {name} cannot have `@modal.method()` decorated functions. Servers only expose HTTP endpoints."
+        )
+    if info.web:
+        raise InvalidError(f"Server class {name} cannot have web endpoint methods ({', '.join(info.web)}); "
+                           "its server answers every request.")
+    if info.params:
+        raise InvalidError(f"Server class {name} cannot use modal.parameter(). Servers do not support parameterization.")
 
 
 def _class_batch(user_cls: type, methods: dict[str, dict]) -> dict[str, int] | None:
@@ -212,6 +246,11 @@ def function_class(app: App, user_cls: type, kwargs: dict[str, Any]) -> Function
     options = function_options(tag=tag, raw_f=None, is_generator=bool(is_gen), **kwargs)
     info = _finalize_class(user_cls, where)
     _check_class(user_cls, info, options, where)
+    if info.web:
+        raise InvalidError(
+            f"{where} has web endpoint methods ({', '.join(info.web)}), which need `@app.cls()`; "
+            "`@app.function()` on a class serves only its `__call__`."
+        )
     if info.params:
         raise InvalidError(
             f"{where} declares `modal.parameter()`s, which need `@app.cls()`: with `@app.function()` the "
@@ -278,9 +317,10 @@ def check_unregistered_classes(module_names: set[str]) -> None:
             if not inspect.isclass(value) or getattr(value, "__module__", None) != module_name:
                 continue
             for name, attr in vars(value).items():
-                if isinstance(attr, PartialFunction) and not attr.registered and attr.web is None:
+                if isinstance(attr, PartialFunction) and not attr.registered:
+                    kind = f"`@modal.{attr.web['type']}`" if attr.web else "`@modal.method`/`@modal.enter`/`@modal.exit`"
                     raise InvalidError(
-                        f"Class {value.__qualname__} has `@modal.method`/`@modal.enter`/`@modal.exit` method "
+                        f"Class {value.__qualname__} has {kind} method "
                         f"`{name}` but is not registered with `@app.cls()`, so it can never run in a container. "
                         f"Add `@app.cls()` above `class {value.__name__}`."
                     )
@@ -329,6 +369,8 @@ class Cls:
         self._overrides = overrides or {}
         self._base = base
         self._function_id: str | None = None
+        self._web_methods: dict[str | None, dict] = base._web_methods if base is not None else {}
+        self._web_urls: dict[str | None, str] = {}
         self._bound: dict[tuple, str] = {}
         self._input_overrides: dict[str, Any] | None = None
         self._variant: tuple[dict, dict] | None = None
@@ -346,9 +388,12 @@ class Cls:
             )
         raise AttributeError(f"'Cls' object has no attribute {name!r}")
 
-    def _hydrate(self, function_id: str | None) -> None:
+    def _hydrate(self, function_id: str | None, web_urls: dict[str, str] | None = None) -> None:
         self._function_id = function_id
         self._bound.clear()
+        urls = web_urls if function_id is not None else None
+        self._web_urls = {name: urls[key] for name in self._web_methods
+                          if urls and (key := self._tag if name is None else f"{self._tag}.{name}") in urls}
 
     def __call__(self, *args: Any, **kwargs: Any) -> Obj:
         if args:
@@ -529,6 +574,8 @@ class Obj:
             if m is None:
                 m = self._methods[name] = _BoundMethod(self, name, cls._methods[name])
             return m
+        if name in cls._web_methods:
+            return _WebMethod(self, name)
         if name in self._params:
             return self._params[name]
         raise AttributeError(
@@ -557,6 +604,52 @@ class _BoundMethod(Function):
 
     def _require_hydrated(self) -> str:
         return run_sync(self._resolve_fid())
+
+
+class _WebMethod:
+    """A web endpoint method of a class: served over HTTP at its URL, or run here with `.local()`."""
+
+    def __init__(self, obj: Obj, name: str) -> None:
+        self._obj, self._name = obj, name
+
+    def __repr__(self) -> str:
+        return f"WebMethod({self._obj._cls._tag}.{self._name})"
+
+    @property
+    def web_url(self) -> str | None:
+        return (self._obj._cls._base or self._obj._cls)._web_urls.get(self._name)
+
+    def get_web_url(self) -> str | None:
+        return self.web_url
+
+    def local(self, *args: Any, **kwargs: Any) -> Any:
+        return getattr(self._obj._local_instance(), self._name)(*args, **kwargs)
+
+    def __getattr__(self, how: str) -> Any:
+        if how in ("remote", "map", "starmap", "spawn", "remote_gen", "for_each"):
+            tag = f"{self._obj._cls._tag}.{self._name}"
+            where = f"its web url '{self.web_url}'" if self.web_url else "its web url (printed when the app runs)"
+            raise InvalidError(
+                f"A webhook function cannot be invoked for remote execution with `.{how}`. Invoke this "
+                f"function via {where} or call it locally: {tag}.local()"
+            )
+        raise AttributeError(how)
+
+
+class Server(Cls):
+    """A class served over HTTP by the server its `@modal.enter()` hook starts (the seed's
+    `@app._experimental_server(port=...)`). Requests to its URL reach that server in every container.
+    """
+
+    def get_url(self) -> str | None:
+        return self._web_urls.get(None)
+
+    @property
+    def web_url(self) -> str | None:
+        return self.get_url()
+
+    def get_web_url(self) -> str | None:
+        return self.get_url()
 
 
 class _DeployedCls:

@@ -124,6 +124,7 @@ class Function:
         is_generator: bool,
         definition: dict[str, Any] | None = None,
         method: str | None = None,
+        web: dict[str, Any] | None = None,
     ) -> None:
         self._app = app
         self._raw_f = raw_f
@@ -133,6 +134,7 @@ class Function:
         self._definition = definition
         self._method = method  # set on methods of a class: which callable in the container
         self._function_id: str | None = None
+        self._web = web  # the web endpoint config: such a function is called over HTTP only
         self._web_url: str | None = None
         setattr(self, P.USER_CALLABLE_ATTR, raw_f)
         if raw_f is not None:
@@ -169,8 +171,9 @@ class Function:
     def get_web_url(self) -> str | None:
         return self._web_url
 
-    def _hydrate(self, function_id: str | None) -> None:
+    def _hydrate(self, function_id: str | None, web_urls: dict[str, str] | None = None) -> None:
         self._function_id = function_id
+        self._web_url = (web_urls or {}).get(self._tag) if function_id is not None else None
 
     @classmethod
     def from_name(cls, app_name: str, name: str, *, environment_name: str | None = None) -> Function:
@@ -220,7 +223,16 @@ class Function:
             self._function_id = await lookup_in_own_app(self._tag)
         return self._require_hydrated()
 
+    def _check_not_web(self, how: str) -> None:
+        if self._web is not None:
+            where = f"its web url '{self._web_url}'" if self._web_url else "its web url (printed when the app runs)"
+            raise InvalidError(
+                f"A webhook function cannot be invoked for remote execution with `.{how}`. Invoke this function "
+                f"via {where} or call it locally: {self._tag}.local()"
+            )
+
     def _check_not_generator(self, how: str) -> None:
+        self._check_not_web(how)
         if self._is_generator:
             if how == "spawn":
                 raise InvalidError("Cannot `spawn` a generator function.")
@@ -230,6 +242,7 @@ class Function:
 
     # --- unary -------------------------------------------------------------------------------------
     async def _remote(self, *args: Any, **kwargs: Any) -> Any:
+        self._check_not_web("remote")
         fid = await self._resolve_fid()  # first: a looked-up function learns here whether it generates
         self._check_not_generator("remote")
         data = serialize_args(self._tag, args, kwargs)
@@ -258,6 +271,7 @@ class Function:
         return decode_output(self._tag, status, out)
 
     async def _spawn(self, *args: Any, **kwargs: Any) -> FunctionCall:
+        self._check_not_web("spawn")
         fid = await self._resolve_fid()
         self._check_not_generator("spawn")
         data = serialize_args(self._tag, args, kwargs)
@@ -269,6 +283,7 @@ class Function:
 
     # --- generators --------------------------------------------------------------------------------
     async def _gen_start(self, args: tuple, kwargs: dict, put) -> tuple[Client, str]:
+        self._check_not_web("remote_gen")
         fid = await self._resolve_fid()
         if not self._is_generator:
             raise InvalidError(
@@ -333,6 +348,7 @@ class Function:
 
     # --- map ---------------------------------------------------------------------------------------
     def _map_sync(self, inputs: Iterable[tuple[tuple, dict]], order: bool, return_exceptions: bool) -> Iterator[Any]:
+        self._check_not_web("map")
         fid = run_sync(self._resolve_fid())
         self._check_not_generator("map")
         run = _MapRun(self, fid, order, return_exceptions)
@@ -341,6 +357,7 @@ class Function:
 
     async def _map_async(self, iterables: tuple, kwargs: dict, star: bool, order: bool,
                          return_exceptions: bool) -> AsyncIterator[Any]:
+        self._check_not_web("map")
         fid = await run_async(self._resolve_fid())
         self._check_not_generator("map")
         loop = asyncio.get_running_loop()

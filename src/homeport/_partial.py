@@ -36,8 +36,10 @@ class PartialFunction:
         return self.raw_f(*args, **kwargs)
 
     def _finalize_for_function(self) -> Any:
+        """The raw function under `@app.function()`: only a web decorator belongs there."""
         if self.web is not None:
-            raise web_not_built(self.web["type"])
+            self.registered = True
+            return self.raw_f
         raise InvalidError(
             f"`{self}`: `@modal.method`, `@modal.enter` and `@modal.exit` belong on methods of a class "
             "registered with `@app.cls()`, not on a plain function."
@@ -49,15 +51,10 @@ class PartialFunction:
             setattr(self.raw_f, P.LIFECYCLE_ATTR, self.lifecycle)
         if self.method is not None:
             setattr(self.raw_f, P.METHOD_ATTR, self.method)
+        if self.web is not None:
+            setattr(self.raw_f, P.WEB_ATTR, self.web)
         self.registered = True
         return self.raw_f
-
-
-def web_not_built(kind: str) -> UnimplementedError:
-    return UnimplementedError(
-        f"`@modal.{kind}` is not supported by Homeport yet (web endpoints are not built); remove it and call "
-        "the function with `.remote()` instead."
-    )
 
 
 def _in_class_body(f: Any) -> bool:
@@ -174,8 +171,9 @@ def exit(_warn_parentheses_missing: Any = None) -> Any:
 
 
 def _web(kind: str, config: dict[str, Any]) -> Any:
-    """A web decorator: its composition with other decorators is checked now; `@app.function` /
-    `@app.cls` then say that web endpoints are not built (issue 7)."""
+    """A web decorator: its composition with other decorators and the shape of the function are
+    checked now; `@app.function` / `@app.cls` turn it into an endpoint served by the gateway."""
+    _check_web_config(kind, config)
 
     def decorator(f: Any) -> PartialFunction:
         _check_target(f, kind)
@@ -188,10 +186,54 @@ def _web(kind: str, config: dict[str, Any]) -> Any:
                 raise InvalidError("Cannot set `webhook_config` twice.")
         raw = f.raw_f if isinstance(f, PartialFunction) else f
         if inspect.isgeneratorfunction(raw) or inspect.isasyncgenfunction(raw):
+            if kind == "fastapi_endpoint":
+                raise InvalidError(
+                    "Webhooks cannot be generators. If you want a streaming response, return a "
+                    "`fastapi.responses.StreamingResponse` instead."
+                )
             raise InvalidError("Webhooks cannot be generators")
+        if kind != "fastapi_endpoint":
+            _check_nullary_factory(raw, kind)
         return PartialFunction(raw, web={"type": kind, **config})
 
     return decorator
+
+
+def _check_nullary_factory(raw: Any, kind: str) -> None:
+    """`asgi_app`, `wsgi_app` and `web_server` functions are called once per container, with no
+    arguments (a method: only `self`)."""
+    if inspect.iscoroutinefunction(raw):
+        raise InvalidError(f"The `@modal.{kind}` decorator can't be applied to an async function.")
+    params = list(inspect.signature(raw).parameters.values())
+    if _in_class_body(raw) and params and params[0].name == "self":
+        params = params[1:]
+    if any(p.default is p.empty and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD) for p in params):
+        raise InvalidError(f"Functions decorated by `@modal.{kind}` can't have parameters.")
+
+
+def _check_web_config(kind: str, config: dict[str, Any]) -> None:
+    label = config.get("label")
+    if label is not None:
+        if not isinstance(label, str) or not label or not all(c.isalnum() or c == "-" for c in label):
+            raise InvalidError(
+                f"`label` must be a non-empty string of letters, digits and dashes, got {label!r}."
+            )
+        config["label"] = label.lower()
+    if config.get("custom_domains"):
+        raise UnimplementedError(
+            f"`@modal.{kind}(custom_domains=...)` is not supported by Homeport yet: endpoints are served on "
+            "this machine's gateway ports. Remove `custom_domains` and put your own reverse proxy in front."
+        )
+    config.pop("custom_domains", None)
+    if not isinstance(config.get("requires_proxy_auth", False), bool):
+        raise InvalidError("`requires_proxy_auth` must be True or False.")
+    if kind == "fastapi_endpoint":
+        method = config.get("method", "GET")
+        if not isinstance(method, str) or not method.isalpha():
+            raise InvalidError(f"`method` must be an HTTP method such as \"GET\" or \"POST\", got {method!r}.")
+        config["method"] = method.upper()
+        if not isinstance(config.get("docs", False), bool):
+            raise InvalidError("`docs` must be True or False.")
 
 
 def _no_positional(kind: str, arg: Any) -> None:
@@ -201,42 +243,63 @@ def _no_positional(kind: str, arg: Any) -> None:
         )
 
 
-def fastapi_endpoint(_warn_parentheses_missing: Any = None, *, method: str = "GET", **config: Any) -> Any:
-    """An HTTP endpoint (not built yet: `@app.function` / `@app.cls` raise `UnimplementedError`)."""
+def fastapi_endpoint(_warn_parentheses_missing: Any = None, *, method: str = "GET", label: str | None = None,
+                     custom_domains: Any = None, docs: bool = False, requires_proxy_auth: bool = False) -> Any:
+    """Serve the function over HTTP: FastAPI parses its parameters from the query (or a JSON body)
+    and turns what it returns into JSON. The URL is printed when the app runs and is `f.web_url`.
+
+    ```python
+    @app.function()
+    @modal.fastapi_endpoint(method="POST")
+    def square(x: int):
+        return {"square": x * x}
+    ```
+    """
     _no_positional("fastapi_endpoint", _warn_parentheses_missing)
-    return _web("fastapi_endpoint", {"method": method, **config})
+    return _web("fastapi_endpoint", {"method": method, "label": label, "custom_domains": custom_domains,
+                                     "docs": docs, "requires_proxy_auth": requires_proxy_auth})
 
 
-def web_endpoint(_warn_parentheses_missing: Any = None, *, method: str = "GET", **config: Any) -> Any:
+def web_endpoint(_warn_parentheses_missing: Any = None, *, method: str = "GET", label: str | None = None,
+                 custom_domains: Any = None, docs: bool = False, requires_proxy_auth: bool = False) -> Any:
     """The legacy name of `fastapi_endpoint`; keeps working with a deprecation warning."""
     _no_positional("web_endpoint", _warn_parentheses_missing)
     warnings.warn("`@modal.web_endpoint` is deprecated; it has been renamed to `@modal.fastapi_endpoint`.",
                   DeprecationError, stacklevel=2)
-    return _web("fastapi_endpoint", {"method": method, **config})
+    return _web("fastapi_endpoint", {"method": method, "label": label, "custom_domains": custom_domains,
+                                     "docs": docs, "requires_proxy_auth": requires_proxy_auth})
 
 
-def asgi_app(_warn_parentheses_missing: Any = None, **config: Any) -> Any:
+def asgi_app(_warn_parentheses_missing: Any = None, *, label: str | None = None, custom_domains: Any = None,
+             requires_proxy_auth: bool = False) -> Any:
+    """Serve the ASGI app (FastAPI, Starlette ...) that the function returns; the function runs once
+    per container, and the app's lifespan events run too."""
     _no_positional("asgi_app", _warn_parentheses_missing)
-    return _web("asgi_app", config)
+    return _web("asgi_app", {"label": label, "custom_domains": custom_domains,
+                             "requires_proxy_auth": requires_proxy_auth})
 
 
-def wsgi_app(_warn_parentheses_missing: Any = None, **config: Any) -> Any:
+def wsgi_app(_warn_parentheses_missing: Any = None, *, label: str | None = None, custom_domains: Any = None,
+             requires_proxy_auth: bool = False) -> Any:
+    """Serve the WSGI app (Flask, Django ...) that the function returns."""
     _no_positional("wsgi_app", _warn_parentheses_missing)
-    return _web("wsgi_app", config)
+    return _web("wsgi_app", {"label": label, "custom_domains": custom_domains,
+                             "requires_proxy_auth": requires_proxy_auth})
 
 
-def web_server(port: Any = None, **config: Any) -> Any:
-    if not isinstance(port, int) or isinstance(port, bool) or port <= 0:
+def web_server(port: Any = None, *, startup_timeout: float = 5.0, label: str | None = None,
+               custom_domains: Any = None, requires_proxy_auth: bool = False) -> Any:
+    """Serve the HTTP server that the function starts on `port` (in a subprocess or a thread).
+
+    Each container has its own network, so every replica can listen on the same port; requests reach
+    it once it accepts connections (within `startup_timeout` seconds).
+    """
+    if not isinstance(port, int) or isinstance(port, bool) or not 0 < port < 65536:
         raise InvalidError("First argument of `@web_server` must be a local port, such as `@web_server(8000)`.")
-    return _web("web_server", {"port": port, **config})
-
-
-def _not_built(name: str, issue: str) -> Any:
-    def factory(*args: Any, **kwargs: Any) -> Any:
-        raise UnimplementedError(f"`@modal.{name}` is not supported by Homeport yet ({issue}).")
-
-    factory.__name__ = name
-    return factory
+    if isinstance(startup_timeout, bool) or not isinstance(startup_timeout, (int, float)) or startup_timeout <= 0:
+        raise InvalidError("The `startup_timeout` argument of `@web_server` must be positive.")
+    return _web("web_server", {"port": port, "startup_timeout": float(startup_timeout), "label": label,
+                               "custom_domains": custom_domains, "requires_proxy_auth": requires_proxy_auth})
 
 
 def _is_int(x: Any) -> bool:
@@ -287,6 +350,10 @@ def concurrent(_warn_parentheses_missing: Any = None, *, max_inputs: int | None 
 
     def decorator(f: Any) -> Any:
         if isinstance(f, PartialFunction):
+            if f.web is not None and not _in_class_body(f.raw_f):
+                # `@app.function()` / `@modal.concurrent(...)` / `@modal.asgi_app()`: Modal's order.
+                setattr(f.raw_f, P.CONCURRENT_ATTR, settings)
+                return f
             raise InvalidError("The `@modal.concurrent` decorator cannot be used on methods; decorate the class instead.")
         from ._function import Function
 

@@ -49,6 +49,7 @@ SECRET_CREATE = "secret_create"  # {"name", "values", "overwrite"}
 SECRET_LIST = "secret_list"  # -> [{"name", "created_at", "updated_at", "keys"}] (never values)
 SECRET_DELETE = "secret_delete"  # {"name"}
 VOLUME = "volume"  # {"op": create|list|delete|ls|read|put|rm|cp, "name", ...}
+PROXY_TOKEN = "proxy_token"  # {"op": create|list|delete, "token_id"}: credentials for requires_proxy_auth
 FUNCTION_LOOKUP = "function_lookup"  # {"app", "name"} -> {"fid", "tag", "is_generator", "info"}
 CALL = "call"  # create a function call with its first inputs
 MAP_PUT = "map_put"  # more inputs for a map call
@@ -117,3 +118,10 @@ CONTAINER_RELEASE = "crel"  # {"ids": [...]}: inputs a container hands back unst
 FUNCTION_BIND = "bind"  # {"fid", "params", "config", "definition"} -> a function id for that variant
 CONCURRENT_ATTR = "__homeport_concurrent__"  # on a function or class: {"max_inputs": n, "target_inputs": m}
 BATCHED_ATTR = "__homeport_batched__"  # on a function or method: {"max_batch_size": n, "wait_ms": ms}
+WEB_ATTR = "__homeport_web__"  # on a method: its web endpoint config {"type": "fastapi_endpoint", ...}
+
+# --- web endpoints ---------------------------------------------------------------------------------
+ENV_WEB_SOCKET = "HOMEPORT_WEB_SOCKET"  # in a web container: its endpoints listen on "<this>-<index>"
+ENV_PRIVATE_NETWORK = "HOMEPORT_PRIVATE_NETWORK"  # "1": the container has a network namespace of its own
+WEB_TYPES = ("fastapi_endpoint", "asgi_app", "wsgi_app", "web_server", "server")
+WEB_PROXIED = ("web_server", "server")  # the user's own server on a port: bridged, in its own network

@@ -186,26 +186,130 @@ def test_method_twice():
                 pass
 
 
-def test_web_endpoints_are_not_built_yet(app):
-    with _raises(UnimplementedError, "`@modal.fastapi_endpoint` is not supported by Homeport yet"):
+def test_web_endpoints_on_classes_and_functions_are_defined(app):
+    @app.cls(serialized=True)
+    class C:
+        @modal.enter()
+        def setup(self):
+            pass
+
+        @modal.fastapi_endpoint(method="post", docs=True)
+        def web(self, x: int):
+            return {"x": x}
+
+        @modal.method()
+        def plain(self):
+            return 1
+
+    web = app._registered["C"].definition["web"]
+    assert web == [{"name": "web", "type": "fastapi_endpoint", "method": "POST", "label": None, "docs": True,
+                    "requires_proxy_auth": False}]
+    assert C().web.local(3) == {"x": 3}
+    with _raises(InvalidError, "A webhook function cannot be invoked for remote execution with `.remote`"):
+        C().web.remote(3)
+
+    @app.function(serialized=True)
+    @modal.asgi_app(label="my-api")
+    def asgi():
+        return "the app"
+
+    assert app._registered[asgi.tag].definition["web"] == [
+        {"name": None, "type": "asgi_app", "label": "my-api", "requires_proxy_auth": False}]
+    assert asgi.local() == "the app"
+    with _raises(InvalidError, "A webhook function cannot be invoked for remote execution with `.spawn`"):
+        asgi.spawn()
+
+    with pytest.warns(DeprecationError, match="renamed to `@modal.fastapi_endpoint`"):
+        modal.web_endpoint()
+
+
+def test_web_decorator_shapes_are_checked(app):
+    with _raises(InvalidError, "The `@modal.asgi_app` decorator can't be applied to an async function."):
+        @modal.asgi_app()
+        async def a():
+            pass
+    with _raises(InvalidError, "Functions decorated by `@modal.wsgi_app` can't have parameters."):
+        @modal.wsgi_app()
+        def w(x):
+            pass
+    with _raises(InvalidError, "Functions decorated by `@modal.web_server` can't have parameters."):
+        @modal.web_server(8000)
+        def s(port):
+            pass
+    with _raises(InvalidError, "The `startup_timeout` argument of `@web_server` must be positive."):
+        modal.web_server(8000, startup_timeout=0)
+    with _raises(InvalidError, "Webhooks cannot be generators"):
+        @modal.fastapi_endpoint()
+        def g():
+            yield 1
+    with _raises(InvalidError, "`label` must be a non-empty string of letters, digits and dashes"):
+        modal.fastapi_endpoint(label="no spaces")
+    with _raises(UnimplementedError, "`@modal.asgi_app(custom_domains=...)` is not supported by Homeport yet"):
+        modal.asgi_app(custom_domains=["example.com"])
+    with _raises(InvalidError, "Web Functions do not support retries."):
+        @app.function(retries=2, serialized=True)
+        @modal.fastapi_endpoint()
+        def r():
+            pass
+
+
+def test_web_endpoints_and_parameters_do_not_mix(app):
+    with _raises(InvalidError, "has web endpoints (web) and `modal.parameter()`s"):
         @app.cls(serialized=True)
-        class C:
-            @modal.enter()
-            def setup(self):
-                pass
+        class P:
+            tag: str = modal.parameter(default="a")
 
             @modal.fastapi_endpoint()
             def web(self):
                 pass
 
-    with _raises(UnimplementedError, "`@modal.asgi_app` is not supported by Homeport yet"):
-        @app.function()
-        @modal.asgi_app()
-        def asgi():
+
+def test_a_web_server_method_serves_alone(app):
+    with _raises(InvalidError, "cannot serve other web endpoints too"):
+        @app.cls(serialized=True)
+        class Two:
+            @modal.web_server(8000)
+            def server(self):
+                pass
+
+            @modal.fastapi_endpoint()
+            def api(self):
+                pass
+
+
+def test_experimental_server_class(app):
+    @app._experimental_server(port=8000, proxy_regions=["us-east"], serialized=True)
+    class Files:
+        @modal.enter()
+        def start(self):
             pass
 
-    with pytest.warns(DeprecationError, match="renamed to `@modal.fastapi_endpoint`"):
-        modal.web_endpoint()
+        @modal.exit()
+        def stop(self):
+            pass
+
+    assert app._registered["Files"].definition["web"] == [
+        {"name": None, "type": "server", "port": 8000, "startup_timeout": 30.0, "label": None,
+         "requires_proxy_auth": False}]
+    assert Files.get_url() is None  # not running
+    with _raises(InvalidError, "Server class NoEnter must have an @modal.enter() to setup the server"):
+        @app._experimental_server(port=8000, serialized=True)
+        class NoEnter:
+            @modal.exit()
+            def stop(self):
+                pass
+    with _raises(InvalidError, "Server class WithMethod cannot have `@modal.method()` decorated functions."):
+        @app._experimental_server(port=8000, serialized=True)
+        class WithMethod:
+            @modal.enter()
+            def start(self):
+                pass
+
+            @modal.method()
+            def f(self):
+                pass
+    with _raises(InvalidError, "`port` must be a local port between 1 and 65535"):
+        app._experimental_server(port=0)
 
 
 # --- the class itself -----------------------------------------------------------------------------

@@ -44,6 +44,8 @@ class ContainerSpec:
     mounts: tuple[Mount, ...] = ()  # volumes, at the absolute paths the user gave
     rootfs: str | None = None  # a root file system image to run under (apt_install, run_commands)
     template: TemplateSpec | None = None  # a backend that cannot fork from templates ignores this
+    # Its own network namespace (only loopback): a `web_server` listens on its port in every replica.
+    private_network: bool = False
 
 
 @dataclass(frozen=True)

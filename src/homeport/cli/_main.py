@@ -68,19 +68,62 @@ def deploy(app_ref: str, name: str | None, module_mode: bool) -> None:
     module, _ = import_program(app_ref, module_mode)
     app = find_app(module)
     app.deploy(name=name)
+    from ._run import tree_lines
+
     label = name or app.name
     console.print(f"[green]✓[/green] App [bold]{label}[/bold] deployed (version {app._deployed_version}, {app.app_id}).")
-    tags = sorted(app.registered_functions)
-    for i, tag in enumerate(tags):
-        console.print(f"{'└──' if i == len(tags) - 1 else '├──'} {tag}")
+    console.print("\n".join(tree_lines(app)))
     console.print(f"Call it with modal.Function.from_name({label!r}, NAME); stop it with `homeport app stop {label}`.")
 
 
 @cli.command()
 @click.argument("app_ref")
-def serve(app_ref: str) -> None:
-    """Serve an app's web endpoints with live reload (not built yet)."""
-    raise click.ClickException("`homeport serve` is not supported yet: web endpoints are not built.")
+@click.option("-m", "module_mode", is_flag=True, help="APP_REF is a module path, not a file.")
+@click.option("--timeout", type=float, default=None, help="Stop serving after this many seconds.")
+def serve(app_ref: str, module_mode: bool, timeout: float | None) -> None:
+    """Serve an app's web endpoints, reloading them when its source files change, until interrupted."""
+    from ._serve import serve_app
+
+    serve_app(app_ref, module_mode, timeout)
+
+
+# --- proxy auth tokens -----------------------------------------------------------------------------
+@cli.group("proxy-token")
+def proxy_token() -> None:
+    """Credentials for web endpoints with `requires_proxy_auth=True` (sent as Modal-Key / Modal-Secret)."""
+
+
+@proxy_token.command("create")
+def proxy_token_create() -> None:
+    """Create a token; its secret is shown once."""
+    tok = _server_or_start({"t": P.PROXY_TOKEN, "op": "create"})
+    console.print(f"Token id:     {tok['token_id']}\nToken secret: {tok['token_secret']}")
+    console.print("Send them with each request, e.g. curl -H 'Modal-Key: <id>' -H 'Modal-Secret: <secret>' URL. "
+                  "The secret is not stored in clear and cannot be shown again.")
+
+
+@proxy_token.command("list")
+@click.option("--json", "as_json", is_flag=True)
+def proxy_token_list(as_json: bool) -> None:
+    """Token ids and when they were made (never their secrets)."""
+    rows = _server_or_start({"t": P.PROXY_TOKEN, "op": "list"})
+    if as_json:
+        import json
+
+        click.echo(json.dumps(rows, indent=2))
+        return
+    table = Table("Token id", "Created")
+    for r in rows:
+        table.add_row(r["token_id"], time.strftime("%Y-%m-%d %H:%M", time.localtime(r["created_at"])))
+    console.print(table)
+
+
+@proxy_token.command("delete")
+@click.argument("token_id")
+def proxy_token_delete(token_id: str) -> None:
+    """Delete a token: requests that send it are refused from now on."""
+    _server_or_start({"t": P.PROXY_TOKEN, "op": "delete", "token_id": token_id})
+    console.print(f"Deleted proxy token {token_id}.")
 
 
 # --- server ----------------------------------------------------------------------------------------

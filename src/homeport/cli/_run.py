@@ -139,6 +139,7 @@ def run_program(ref: str, args: list[str], *, module_mode: bool, detach: bool, q
             raise InvalidError("`homeport run` is not supported for generator functions")
         kwargs = parse_cli_args(fn._raw_f, args)
         call = (lambda: fn.spawn(**kwargs).get()) if detach else (lambda: fn.remote(**kwargs))
+    app._print_urls = False  # the status lines show them
     with _status(app, quiet) as status, app.run(show_logs=not quiet, detach=detach):
         status.created()
         result = call()
@@ -148,6 +149,20 @@ def run_program(ref: str, args: list[str], *, module_mode: bool, detach: bool, q
         if not isinstance(result, (str, bytes)):
             raise click.ClickException(f"--write-result needs a str or bytes result, got {type(result).__name__}")
         Path(write_result).write_bytes(result.encode() if isinstance(result, str) else result)
+
+
+def tree_lines(app: App) -> list[str]:
+    """One line per function and class of the app, with the URL of each web endpoint."""
+    urls = app.web_urls
+    items: list[str] = []
+    for name, obj in sorted(app.registered_functions.items()):
+        kind = "function" if isinstance(obj, Function) else "class"
+        own = [k for k in urls if k == name or k.startswith(name + ".")]
+        if not own:
+            items.append(f"Created {kind} {name}.")
+        for key in sorted(own):
+            items.append(f"Created web {'function' if key == name else 'endpoint'} {key} => [link]{urls[key]}[/link]")
+    return [f"{'└──' if i == len(items) - 1 else '├──'} {line}" for i, line in enumerate(items)]
 
 
 class _status:
@@ -167,13 +182,9 @@ class _status:
     def created(self) -> None:
         if self.quiet:
             return
-        fns = sorted(self.app.registered_functions)
         lines = [f"[green]✓[/green] Created objects ({self.app.app_id})."]
-        lines += [f"{'└──' if i == len(fns) - 1 else '├──'} Created {self._kind(n)} {n}." for i, n in enumerate(fns)]
+        lines += tree_lines(self.app)
         self.console.print("\n".join(lines))
-
-    def _kind(self, name: str) -> str:
-        return "function" if isinstance(self.app.registered_functions[name], Function) else "class"
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
         if self.quiet:

@@ -189,6 +189,7 @@ class Runtime:
         self._loop = None
         self._main_thread = threading.main_thread()
         self.started = False  # enter hooks all ran: exit hooks are owed
+        self.web = None  # the container's web endpoints (`_web.WebServers`), when it has any
 
     # --- start-up ----------------------------------------------------------------------------------
     def start(self, timeline: dict[str, float] | None = None) -> bool:
@@ -216,6 +217,12 @@ class Runtime:
                 if inspect.isawaitable(result):
                     self._run_async(result)
                 timeline[f"enter:{name}"] = time.monotonic() - t
+            if self.defn.get("web"):
+                hook = "web server"
+                from ._web import WebServers, prefix_from_env
+
+                self.web = WebServers(self.tag, self.defn["web"], prefix_from_env(), self.max_inputs)
+                self.web.start(self.service, timeline)
             signal.setitimer(signal.ITIMER_REAL, 0)
         except _Shutdown:
             signal.setitimer(signal.ITIMER_REAL, 0)
@@ -223,6 +230,8 @@ class Runtime:
         except _InputTimeout:
             if hook == "import":
                 what = "importing the module"
+            elif hook == "web server":
+                what = "starting the web server"
             else:
                 what = f"enter hook '{hook}'"
             msg = (
@@ -501,6 +510,8 @@ class Runtime:
         """Run the exit hooks, each whatever the others did; a failing one is reported, not hidden."""
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         signal.setitimer(signal.ITIMER_REAL, 0)
+        if self.web is not None:  # stop taking requests first; lifespan shutdown runs before the exit hooks
+            self.web.stop()
         if self.service is None or not self.started:
             return
         for name, fn in self.service.exit_hooks:
@@ -525,6 +536,10 @@ def main(preloaded: Service | None = None, started_at: float | None = None) -> N
     address = os.environ[P.ENV_SERVER_ADDRESS]
     cid = os.environ[P.ENV_CONTAINER_ID]
     token = os.environ.pop(P.ENV_CONTAINER_TOKEN, "")
+    if os.environ.get(P.ENV_PRIVATE_NETWORK) == "1":
+        from ._web import loopback_up
+
+        loopback_up()
     if os.environ.get(P.ENV_MODAL_ALIAS, "1") == "1":
         from .. import _modal_alias
 

@@ -21,6 +21,7 @@ from .secrets import Cipher, SecretStore, load_or_create_key
 from .services import ControlPlane
 from .state import State
 from .volumes import VolumeStore
+from .web import WebEndpoints
 
 log = logging.getLogger("homeport.server")
 
@@ -55,6 +56,7 @@ async def run(state_dir: Path, backend_name: str) -> None:
     cp = ControlPlane(state, backend, token, str(address), str(scratch))
     cp.secrets = SecretStore(state.db, cipher)
     cp.volumes = VolumeStore(state.db, state_dir / "volumes")
+    cp.web = WebEndpoints(cp, state.db)
     server = await serve(cp, str(address))
     os.chmod(address, 0o600)
     _config.pid_path().write_text(str(os.getpid()))
@@ -63,7 +65,7 @@ async def run(state_dir: Path, backend_name: str) -> None:
         loop.add_signal_handler(sig, cp.shutdown_requested.set)
     ticker = cp.spawn(cp.run_ticker())
     cp.prepare_templates()
-    cp.restore_deployed()
+    await cp.restore_deployed()
     log.info("control plane %d listening on %s (backend %s)", os.getpid(), address, backend_name)
     print(f"homeport control plane listening on {address}", flush=True)
     try:

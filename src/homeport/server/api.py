@@ -17,7 +17,6 @@ log = logging.getLogger("homeport.server.api")
 
 
 _LOOKUPS = {
-    P.APP_DEPLOY: lambda cp, peer, msg: cp.deploy_app(peer, msg),
     P.APP_LOOKUP: lambda cp, peer, msg: cp.lookup_app(msg),
     P.APP_LIST: lambda cp, peer, msg: cp.list_apps(),
     P.APP_HISTORY: lambda cp, peer, msg: cp.app_history(msg["name"]),
@@ -27,7 +26,27 @@ _LOOKUPS = {
     P.SECRET_LIST: lambda cp, peer, msg: cp.secrets.list(),
     P.SECRET_DELETE: lambda cp, peer, msg: cp.secrets.delete(msg["name"]),
     P.VOLUME: lambda cp, peer, msg: cp.volume_op(peer, msg),
+    P.PROXY_TOKEN: lambda cp, peer, msg: _proxy_token(cp, msg),
 }
+# Requests answered once their work is done (they open gateway ports).
+_ASYNC = {
+    P.APP_PUBLISH: lambda cp, peer, msg: cp.publish_app(msg),
+    P.APP_DEPLOY: lambda cp, peer, msg: cp.deploy_app_web(peer, msg),
+}
+
+
+def _proxy_token(cp: ControlPlane, msg: dict[str, Any]) -> Any:
+    web = cp.web
+    if web is None:
+        raise LookupError("web endpoints are not available on this control plane")
+    op = msg["op"]
+    if op == "create":
+        return web.create_token()
+    if op == "list":
+        return web.list_tokens()
+    if op == "delete":
+        return web.delete_token(msg["token_id"])
+    raise LookupError(f"unknown proxy token operation {op!r}")
 
 
 class Connection:
@@ -101,13 +120,8 @@ class Connection:
             cp.put_inputs(self.peer, msg)
         elif t == P.APP_CREATE:
             self.reply(msg, cp.create_app(self.peer, msg))
-        elif t == P.APP_PUBLISH:
-            try:
-                self.reply(msg, cp.publish_app(msg))
-            except LookupError as exc:
-                self.reply_error(msg, "not_found", str(exc))
-            except Error as exc:
-                self.reply_error(msg, code_of(exc), str(exc))
+        elif t in _ASYNC:
+            cp.spawn(self._answer(msg, _ASYNC[t](cp, self.peer, msg)))
         elif t in _LOOKUPS:
             try:
                 self.reply(msg, _LOOKUPS[t](cp, self.peer, msg))
@@ -149,6 +163,19 @@ class Connection:
             cp.shutdown_requested.set()
         else:
             self.reply_error(msg, "invalid", f"unknown message type {t!r}")
+
+    async def _answer(self, msg: dict[str, Any], work: Any) -> None:
+        try:
+            value = await work
+        except LookupError as exc:
+            self.reply_error(msg, "not_found", str(exc))
+        except Error as exc:
+            self.reply_error(msg, code_of(exc), str(exc))
+        except Exception as exc:
+            log.exception("error handling %s", msg.get("t"))
+            self.reply_error(msg, "internal", f"{type(exc).__name__}: {exc}")
+        else:
+            self.reply(msg, value)
 
     async def _app_stop(self, msg: dict[str, Any]) -> None:
         # Reply once the app's containers have exited, so that the client has seen what their exit

@@ -57,6 +57,9 @@ RunContainer = Callable[[list[str], dict[str, str], str, list[Mount], LogFn, flo
 TAIL_LINES = 40
 INSTALL_TIMEOUT = 3600.0
 RUNTIME_PACKAGES = ("homeport", "cloudpickle", "msgpack")
+# What a web container's HTTP server runs on, with everything these require: an image that installs
+# its own versions (of FastAPI, say) gets those first.
+WEB_DISTRIBUTIONS = ("fastapi", "uvicorn", "httptools", "uvloop", "a2wsgi")
 PTH_NAME = "_homeport_runtime.pth"
 PTH_LINE = (
     f"import os, sys; sys.path.extend(p for p in os.environ.get({P.ENV_RUNTIME_PATH!r}, '').split(os.pathsep) "
@@ -151,11 +154,61 @@ class BuiltImage:
 
 
 def runtime_dirs(runtime_path: str) -> list[str]:
-    """The runtime's directory and the real directories its links point to."""
-    out = [runtime_path]
-    for entry in sorted(os.listdir(runtime_path)):
-        out.append(os.path.realpath(os.path.join(runtime_path, entry)))
+    """The runtime's directories and the real directories (or module files) their links point to."""
+    out = []
+    for path in runtime_path.split(os.pathsep):
+        out.append(path)
+        for entry in sorted(os.listdir(path)):
+            out.append(os.path.realpath(os.path.join(path, entry)))
     return out
+
+
+def _module_sources(names: tuple[str, ...]) -> dict[str, str]:
+    import importlib.util
+
+    sources = {}
+    for name in names:
+        spec = importlib.util.find_spec(name)
+        if spec is None or not spec.submodule_search_locations:
+            raise RuntimeError(f"the runtime package {name} is not importable by the control plane")
+        sources[name] = os.path.realpath(next(iter(spec.submodule_search_locations)))
+    return sources
+
+
+def _distribution_sources(roots: tuple[str, ...]) -> dict[str, str]:
+    """The top-level modules and packages (name -> real path) of these distributions and of every
+    distribution they require (extras left out), as installed beside the control plane."""
+    import importlib.metadata as md
+
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    sources: dict[str, str] = {}
+    seen: set[str] = set()
+    todo = list(roots)
+    while todo:
+        name = canonicalize_name(todo.pop())
+        if name in seen:
+            continue
+        seen.add(name)
+        try:
+            dist = md.distribution(name)
+        except md.PackageNotFoundError:
+            continue  # an optional speed-up (httptools, uvloop) that is not installed
+        for req in dist.requires or ():
+            r = Requirement(req)
+            if r.marker is None or r.marker.evaluate({"extra": ""}):
+                todo.append(r.name)
+        for f in dist.files or ():
+            top = f.parts[0]
+            if top in ("..", "__pycache__") or top.endswith((".dist-info", ".egg-info", ".pth", ".data")):
+                continue
+            if len(f.parts) == 1 and not top.endswith((".py", ".so", ".pyd")):
+                continue
+            path = os.path.realpath(dist.locate_file(top))
+            if os.path.exists(path):
+                sources.setdefault(top, path)
+    return sources
 
 
 def _code_dirs(dirs: list[str]) -> list[str]:
@@ -223,6 +276,7 @@ class ImageBuilder:
         self._inflight: dict[str, asyncio.Future] = {}
         self._layer_builds: dict[str, asyncio.Future] = {}
         self._runtime_path: str | None = None
+        self._web_runtime_path: str | None = None
         self._default_id: str | None = None
 
     # --- tools -------------------------------------------------------------------------------------
@@ -243,30 +297,34 @@ class ImageBuilder:
                 self._uv = found
         return self._uv
 
-    def runtime_path(self) -> str:
-        """A directory holding only the runtime's packages (links to the control plane's own)."""
+    def runtime_path(self, web: bool = False) -> str:
+        """Directories holding only the runtime's packages (links to the control plane's own), joined
+        with `os.pathsep`; `web`: also what web endpoints are served with (uvicorn, FastAPI, a2wsgi and
+        what they need), which only web containers see."""
         if self._runtime_path is None:
-            import importlib.util
+            self._runtime_path = self._link_dir("runtime", _module_sources(RUNTIME_PACKAGES))
+        if not web:
+            return self._runtime_path
+        if self._web_runtime_path is None:
+            sources = _distribution_sources(WEB_DISTRIBUTIONS)
+            for name in os.listdir(self._runtime_path):
+                sources.pop(name, None)
+            self._web_runtime_path = self._link_dir("runtime-web", sources)
+        return self._runtime_path + os.pathsep + self._web_runtime_path
 
-            sources = {}
-            for name in RUNTIME_PACKAGES:
-                spec = importlib.util.find_spec(name)
-                if spec is None or not spec.submodule_search_locations:
-                    raise RuntimeError(f"the runtime package {name} is not importable by the control plane")
-                sources[name] = os.path.realpath(next(iter(spec.submodule_search_locations)))
-            key = hashlib.sha256(json.dumps(sources, sort_keys=True).encode()).hexdigest()[:16]
-            target = self.root / "runtime" / key
-            if not target.exists():
-                tmp = self.root / "runtime" / f".tmp-{key}-{uuid.uuid4().hex[:8]}"
-                tmp.mkdir(parents=True)
-                for name, src in sources.items():
-                    os.symlink(src, tmp / name)
-                try:
-                    os.rename(tmp, target)
-                except OSError:  # another control plane made it first
-                    _rmtree(tmp)
-            self._runtime_path = str(target)
-        return self._runtime_path
+    def _link_dir(self, kind: str, sources: dict[str, str]) -> str:
+        key = hashlib.sha256(json.dumps(sources, sort_keys=True).encode()).hexdigest()[:16]
+        target = self.root / kind / key
+        if not target.exists():
+            tmp = self.root / kind / f".tmp-{key}-{uuid.uuid4().hex[:8]}"
+            tmp.mkdir(parents=True)
+            for name, src in sources.items():
+                os.symlink(src, tmp / name)
+            try:
+                os.rename(tmp, target)
+            except OSError:  # another control plane made it first
+                _rmtree(tmp)
+        return str(target)
 
     # --- looking images up -------------------------------------------------------------------------
     def get(self, image_id: str) -> BuiltImage:

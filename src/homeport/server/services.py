@@ -6,6 +6,7 @@ I/O lives here (connections, the backend, SQLite); decisions live in `core.sched
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import itertools
 import logging
@@ -38,6 +39,7 @@ from .schedules import ScheduleRunner
 from .secrets import SecretStore
 from .state import State
 from .volumes import VolumeStore
+from .web import WebEndpoints
 
 log = logging.getLogger("homeport.server")
 
@@ -91,6 +93,18 @@ def _canonical(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [_canonical(v) for v in value]
     return value
+
+
+def _web_socket_dir(state_dir: str) -> str:
+    """Where containers put their web endpoints' Unix sockets: the state directory when its paths are
+    short enough for a socket address (about 100 bytes), else a private directory under /tmp."""
+    path = os.path.join(state_dir, "web")
+    if len(path) + len("/ta-0000aaaaaaaa-00") > 100:
+        import tempfile
+
+        return tempfile.mkdtemp(prefix="hp-web-")
+    os.makedirs(path, mode=0o700, exist_ok=True)
+    return path
 
 
 def new_id(prefix: str) -> str:
@@ -153,6 +167,7 @@ class ContainerRecord:
     init_failure: dict[str, Any] | None = None
     state: str = "starting"
     exit_info: ExitInfo | None = None  # the process exited; waiting for its connection to drain
+    web_prefix: str | None = None  # its web endpoints listen on "<prefix>-<index>" (Unix sockets)
 
 
 class ControlPlane:
@@ -181,6 +196,8 @@ class ControlPlane:
         self.schedules = ScheduleRunner(state, self.run_scheduled)
         self.secrets: SecretStore | None = None  # set by the server's main once the key is loaded
         self.volumes: VolumeStore | None = None
+        self.web: WebEndpoints | None = None  # web endpoints and the HTTP gateway (set by the server's main)
+        self.web_dir = _web_socket_dir(os.path.dirname(scratch))
         self._app_stop_waiters: dict[str, list[asyncio.Future]] = {}
         self._input_ids = itertools.count(1)
         self._tasks: set[asyncio.Task] = set()
@@ -219,6 +236,8 @@ class ControlPlane:
         for app_id in list(self.apps):
             # Deployed apps stay deployed: the next control plane restores them.
             self.stop_app(app_id, "control plane shutting down", keep_deployed=True)
+        if self.web is not None:
+            await self.web.close()
         await self.backend.close(STOP_GRACE_SECONDS)
         for task in list(self._tasks):
             task.cancel()
@@ -230,10 +249,15 @@ class ControlPlane:
             if isinstance(ins, Assign):
                 rec = self.containers.get(ins.container)
                 items = []
+                web = self.web
                 for iid in ins.inputs:
-                    inp = self.inputs[iid]
+                    inp = self.inputs.get(iid)
+                    if inp is None:
+                        if web is not None:
+                            web.assigned(ins.container, iid)  # a web request: the gateway forwards it
+                        continue
                     items.append([iid, inp.args, inp.method, inp.call.call_id])
-                if rec is not None and rec.proto is not None:
+                if items and rec is not None and rec.proto is not None:
                     rec.proto.send({"t": P.INPUTS, "items": items})
             elif isinstance(ins, StartContainer):
                 self._start_container(ins)
@@ -346,6 +370,14 @@ class ControlPlane:
                         P.ENV_IMAGE_HASH: fn.definition.get("image_hash") or "",
                     }
                 )
+                web = fn.definition.get("web")
+                private_network = bool(web) and any(e["type"] in P.WEB_PROXIED for e in web)
+                if web:
+                    rec.web_prefix = os.path.join(self.web_dir, ins.container)
+                    env[P.ENV_WEB_SOCKET] = rec.web_prefix
+                    env[P.ENV_RUNTIME_PATH] = self.images.runtime_path(web=True)
+                    if private_network:
+                        env[P.ENV_PRIVATE_NETWORK] = "1"
                 argv = image.argv()
                 cwd = image.cwd(fn.definition.get("cwd") or None)
                 # The image's files first, then the function's volumes (which win on a shared path).
@@ -357,7 +389,9 @@ class ControlPlane:
                     code = [*(definition.get("sys_path") or ()), definition.get("cwd") or ""]
                     if definition.get("module_file"):
                         code.append(os.path.dirname(definition["module_file"]))
-                    mounts += image.rootfs_mounts(code, self.address, self.images.runtime_path())
+                    mounts += image.rootfs_mounts(code, self.address, env[P.ENV_RUNTIME_PATH])
+                    if web:
+                        mounts.append(Mount(self.web_dir, self.web_dir))
                     cwd = None
                 spec = ContainerSpec(
                     container_id=ins.container,
@@ -371,6 +405,7 @@ class ControlPlane:
                     mounts=tuple(mounts),
                     rootfs=rootfs,
                     template=container_template(fn.definition, argv, env, base_env) if self.use_templates else None,
+                    private_network=private_network,
                 )
                 rec.pid = await self.backend.start(spec, self._on_container_output, self._on_container_exit)
             except Exception as exc:  # the backend could not even create the process
@@ -390,6 +425,11 @@ class ControlPlane:
         for iid in ins.inputs:
             inp = self.inputs.get(iid)
             if inp is None:
+                if self.web is not None:
+                    reason = ins.reason
+                    if init_failure is not None:
+                        reason = f"{reason}: {init_failure.get('repr')}\n{init_failure.get('tb') or ''}"
+                    self.web.failed(iid, reason)
                 continue
             status, data = ERROR, {"code": "execution", "msg": ins.reason}
             if init_failure is not None:
@@ -436,6 +476,10 @@ class ControlPlane:
         rec = self.containers.pop(cid, None)
         if rec is None:
             return
+        if rec.web_prefix is not None:
+            for index in range(len(rec.fn.definition.get("web") or ())):
+                with contextlib.suppress(OSError):
+                    os.unlink(f"{rec.web_prefix}-{index}")
         was_stopping = rec.state == "stopping"
         if rec.init_failure is not None:
             reason = "container failed during start-up"
@@ -572,11 +616,20 @@ class ControlPlane:
         self.log_subscribers.setdefault(app_id, set()).add(peer)
         return app_id
 
-    def publish_app(self, msg: dict[str, Any]) -> dict[str, str]:
+    async def publish_app(self, msg: dict[str, Any]) -> dict[str, Any]:
+        """Start an ephemeral app's functions: their ids by tag, and the URLs of its web endpoints."""
         app_id = msg["app_id"]
         if app_id not in self.apps:
             raise LookupError(f"app {app_id} is not running")
-        return self._add_functions(app_id, msg["functions"], anchor=time.time())
+        ids = self._add_functions(app_id, msg["functions"], anchor=time.time())
+        return {"ids": ids, "web_urls": await self._publish_web(app_id, ids)}
+
+    async def _publish_web(self, app_id: str, ids: dict[str, str]) -> dict[str, str]:
+        app = self.apps.get(app_id)
+        records = [self.functions[fid] for fid in ids.values() if fid in self.functions]
+        if self.web is None or app is None or not any(r.definition.get("web") for r in records):
+            return {}
+        return await self.web.publish(app, records)
 
     def _add_functions(self, app_id: str, functions: list[dict[str, Any]], anchor: float) -> dict[str, str]:
         """Start pools for an app's functions (the current version); schedules start with them."""
@@ -596,6 +649,7 @@ class ControlPlane:
                 scaledown_window=cfg.get("scaledown_window", 60),
                 max_inputs=cfg.get("max_inputs", 1),
                 target_inputs=cfg.get("target_inputs"),
+                prefetch=not f["definition"].get("web"),
                 **{k: cfg[k] for k in ("cpu", "memory_mib") if cfg.get(k) is not None},
             )
             definition = dict(f["definition"], app_id=app_id, function_id=fid, mounts=mnt,
@@ -690,14 +744,20 @@ class ControlPlane:
         log.info("deployed app %s (%s) version %d", name, app_id, version)
         return {"app_id": app_id, "version": version, "ids": ids}
 
-    def restore_deployed(self) -> None:
+    async def deploy_app_web(self, peer: Peer, msg: dict[str, Any]) -> dict[str, Any]:
+        reply = self.deploy_app(peer, msg)
+        reply["web_urls"] = await self._publish_web(reply["app_id"], reply["ids"])
+        return reply
+
+    async def restore_deployed(self) -> None:
         """On start-up: every app still deployed runs again, at its latest version."""
         for dep in self.state.live_deployments():
             app_id = dep["app_id"]
             self.apps[app_id] = {"app_id": app_id, "name": dep["name"], "state": "deployed", "functions": [],
                                  "version": dep["version"]}
             try:
-                self._add_functions(app_id, dep["functions"], anchor=dep["created_at"])
+                ids = self._add_functions(app_id, dep["functions"], anchor=dep["created_at"])
+                await self._publish_web(app_id, ids)
                 log.info("restored deployed app %s (%s) version %d", dep["name"], app_id, dep["version"])
             except Exception:
                 log.exception("could not restore deployed app %s", dep["name"])
@@ -806,6 +866,8 @@ class ControlPlane:
             return
         log.info("stopping app %s: %s", app_id, reason)
         self.schedules.stop_app(app_id)
+        if self.web is not None:
+            self.web.stop_app(app_id, reason)
         for fid in app["functions"]:
             self.execute(self.scheduler.remove_pool(fid, f"app stopped: {reason}"))
             self.functions.pop(fid, None)

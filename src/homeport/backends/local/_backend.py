@@ -85,7 +85,8 @@ class LocalBackend(Backend):
 
     async def _start(self, spec: ContainerSpec, on_output: OutputCallback, on_exit: ExitCallback) -> int:
         env = self._tmpdir(spec)
-        if spec.template is not None and not spec.mounts and not spec.rootfs and self._scratch:
+        if spec.template is not None and not spec.mounts and not spec.rootfs and not spec.private_network \
+                and self._scratch:
             try:
                 return await self._fork(spec, env, on_output, on_exit)
             except TemplateUnavailable as exc:
@@ -102,6 +103,9 @@ class LocalBackend(Backend):
             argv = _sandbox.command(spec)
         except _sandbox.SandboxUnavailable as exc:
             raise RuntimeError(str(exc)) from None
+        note = _sandbox.network_note(spec)
+        if note is not None:
+            on_output(spec.container_id, 2, note.encode())
         process = await asyncio.create_subprocess_exec(
             *argv,
             stdin=asyncio.subprocess.DEVNULL,

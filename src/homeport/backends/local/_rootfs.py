@@ -61,7 +61,7 @@ def command(spec: ContainerSpec) -> list[str]:
     """The argv that runs `spec.argv` inside the root file system `spec.rootfs` describes."""
     assert spec.rootfs is not None
     fs = json.loads(spec.rootfs)
-    unshare = ["unshare", "--mount", "--propagation", "private"]
+    unshare = ["unshare", "--mount", "--propagation", "private", *(["--net"] if spec.private_network else [])]
     if os.geteuid() != 0:
         unshare += ["--user", "--map-root-user"]
     args = [":".join(fs["lower"]), fs.get("upper") or "", fs.get("work") or "", fs["scratch"], fs.get("cwd") or "/"]

@@ -27,21 +27,37 @@ class SandboxUnavailable(Exception):
 
 
 def sandboxed(spec: ContainerSpec) -> bool:
-    return bool(spec.mounts or spec.rootfs)
+    return bool(spec.mounts or spec.rootfs or (spec.private_network and shutil.which("bwrap")))
+
+
+def network_note(spec: ContainerSpec) -> str | None:
+    """What the user should know when a container cannot get the private network it asked for."""
+    if spec.private_network and not spec.rootfs and shutil.which("bwrap") is None:
+        return ("homeport: bubblewrap is not installed, so this web server shares the machine's network and "
+                "its replicas cannot all listen on the same port; install it (`apt-get install bubblewrap`) "
+                "to give every container its own network\n")
+    return None
 
 
 def command(spec: ContainerSpec) -> list[str]:
     if spec.rootfs:
         return _rootfs.command(spec)  # the image's own root file system, mounts bound into it
-    if not spec.mounts:
+    if not spec.mounts and not spec.private_network:
         return list(spec.argv)
     bwrap = shutil.which("bwrap")
     if bwrap is None:
+        if not spec.mounts:
+            return list(spec.argv)  # `network_note` tells the user
         raise SandboxUnavailable(
             "volumes are mounted with bubblewrap, which is not installed on this machine; "
             "install it (Debian/Ubuntu: `apt-get install bubblewrap`) and try again"
         )
-    args = [bwrap, "--tmpfs", "/"]
+    net = ["--unshare-net"] if spec.private_network else []
+    if not spec.mounts:  # only a network of its own: the machine's file system as it is
+        chdir = ["--chdir", spec.cwd] if spec.cwd else []
+        return ["sh", "-c", 'trap "" TERM; exec "$@"', "sh", bwrap, "--dev-bind", "/", "/", *net, *chdir,
+                "--", *spec.argv]
+    args = [bwrap, *net, "--tmpfs", "/"]
     for entry in sorted(os.listdir("/")):
         path = "/" + entry
         if entry in _SPECIAL:

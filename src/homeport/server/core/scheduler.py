@@ -44,6 +44,9 @@ class PoolConfig:
     target_inputs: int | None = None  # the autoscaler aims for this many per container
     cpu: float = 0.125  # cores requested per container (Modal's default), used for admission
     memory_mib: int = 128  # memory requested per container (Modal's default), used for admission
+    # Hand a container more inputs than it runs at once when inputs are short. Not for web requests:
+    # an assigned request goes to its container at once, so a container may hold only what it can run.
+    prefetch: bool = True
 
 
 @dataclass(frozen=True)
@@ -394,7 +397,7 @@ class Scheduler:
     def _window(self, pool: Pool) -> int:
         """Inputs one container may hold: what it runs at once, plus a prefetch for short inputs."""
         cfg = pool.config
-        if pool.ewma_seconds is None:
+        if pool.ewma_seconds is None or not cfg.prefetch:
             return cfg.max_inputs
         prefetch = int(PREFETCH_TARGET_SECONDS / max(pool.ewma_seconds, 1e-7))
         return cfg.max_inputs + min(prefetch, MAX_PREFETCH)

@@ -1,0 +1,142 @@
+"""`homeport serve app.py`: run an app's web endpoints and reload them when its source files change.
+
+The app runs in a child process (a fresh import of the program each time, like Modal's serve). On a
+change the new child starts first and, once its app is running, takes over the endpoints' URLs (they
+belong to the endpoints' labels, not to one app), and only then is the old child stopped: a browser
+tab pointed at the URL keeps working across reloads.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import click
+
+READY = b"ready\n"
+CHILD_START_TIMEOUT = 600.0  # image builds happen here
+
+
+def serve_app(ref: str, module_mode: bool, timeout: float | None) -> None:
+    watch_dir = _watch_dir(ref, module_mode)
+    from rich.console import Console
+
+    console = Console(stderr=True, highlight=False)
+    child = _start_child(ref, module_mode, first=True)
+    if child is None:
+        raise click.ClickException("The app did not start; see the output above.")
+    console.print(f"[green]✓[/green] Serving; watching {watch_dir} for changes (Ctrl-C to stop).")
+    stop = threading.Event()
+    timer = threading.Timer(timeout, stop.set) if timeout is not None else None
+    if timer is not None:
+        timer.daemon = True
+        timer.start()
+    try:
+        for changes in _watch(watch_dir, stop):
+            names = sorted({os.path.relpath(p, watch_dir) for _, p in changes})
+            console.print(f"[yellow]↻[/yellow] {', '.join(names[:3])}{' ...' if len(names) > 3 else ''} changed: reloading")
+            new = _start_child(ref, module_mode, first=False)
+            if new is None:
+                console.print("[red]⨯[/red] The changed app did not start; still serving the previous version.")
+                continue
+            _stop_child(child)
+            child = new
+            console.print("[green]✓[/green] Reloaded.")
+    except KeyboardInterrupt:
+        pass
+    finally:
+        stop.set()
+        if timer is not None:
+            timer.cancel()
+        _stop_child(child)
+    console.print("[green]✓[/green] Stopped serving.")
+
+
+def _watch_dir(ref: str, module_mode: bool) -> str:
+    path_part = ref.partition("::")[0]
+    if module_mode:
+        import importlib.util
+
+        spec = importlib.util.find_spec(path_part)
+        if spec is None or spec.origin is None:
+            raise click.ClickException(f"No module named {path_part!r}")
+        return str(Path(spec.origin).resolve().parent)
+    path = Path(path_part).resolve()
+    if not path.exists():
+        raise click.ClickException(f"No such file: {path_part}")
+    return str(path.parent)
+
+
+def _watch(directory: str, stop: threading.Event):
+    from watchfiles import PythonFilter, watch
+
+    from .. import _config
+
+    # Homeport's own state (image environments, logs) may live under the app's directory.
+    ignore = [str(_config.state_dir())]
+    yield from watch(directory, watch_filter=PythonFilter(ignore_paths=ignore), stop_event=stop, debounce=300,
+                     step=100, rust_timeout=500, yield_on_timeout=False)
+
+
+def _start_child(ref: str, module_mode: bool, first: bool) -> subprocess.Popen | None:
+    """Start the app in a child; return it once its app is running, or None if it failed."""
+    r, w = os.pipe()
+    argv = [sys.executable, "-m", "homeport.cli._serve", ref, str(w)]
+    if module_mode:
+        argv.append("-m")
+    if not first:
+        argv.append("--reload")
+    child = subprocess.Popen(argv, pass_fds=(w,))
+    os.close(w)
+    with os.fdopen(r, "rb") as ready:
+        # The child writes READY once its app runs, or closes the pipe (exits) if it cannot.
+        got = ready.readline()
+    if got == READY:
+        return child
+    try:
+        child.wait(CHILD_START_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        _stop_child(child)
+    return None
+
+
+def _stop_child(child: subprocess.Popen) -> None:
+    if child.poll() is not None:
+        return
+    child.send_signal(signal.SIGINT)  # the child's `app.run()` ends: its app stops, containers exit
+    try:
+        child.wait(30)
+    except subprocess.TimeoutExpired:
+        child.kill()
+        child.wait()
+
+
+def child_main(argv: list[str]) -> None:
+    """The child: import the program, run its app, say it is ready, wait to be interrupted."""
+    ref, fd = argv[0], int(argv[1])
+    module_mode, reload = "-m" in argv[2:], "--reload" in argv[2:]
+    from ._run import find_app, import_program
+
+    os.environ.setdefault("HOMEPORT_MODAL_ALIAS", "1")
+    ready = os.fdopen(fd, "wb", buffering=0)
+    module, _ = import_program(ref, module_mode)
+    app = find_app(module)
+    if reload:
+        app._print_urls = False
+    try:
+        with app.run():
+            ready.write(READY)
+            ready.close()
+            while True:
+                time.sleep(3600)
+    except KeyboardInterrupt:
+        pass
+
+
+if __name__ == "__main__":
+    child_main(sys.argv[1:])

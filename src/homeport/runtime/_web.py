@@ -1,0 +1,272 @@
+"""Web endpoints inside a container: the HTTP servers the control plane's gateway forwards requests to.
+
+Each endpoint of the container listens on its own Unix socket (`$HOMEPORT_WEB_SOCKET-<index>`), so
+the gateway needs no routing inside the container and every app keeps its own lifespan:
+
+- `fastapi_endpoint`: the user's function as the one route `/` of a FastAPI app (with Modal's CORS
+  policy, and `/docs` when asked for), served by uvicorn;
+- `asgi_app` / `wsgi_app`: the app the user's function returns (WSGI through a2wsgi), served by uvicorn;
+- `web_server` / server classes: the user's own server on a TCP port of the container's private
+  network; a byte bridge carries each gateway connection to it.
+
+The servers run on an event loop in a thread of their own, so the main thread keeps the usual input
+loop (a class may have `@modal.method`s next to its web endpoints) and its signal handling.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+import threading
+import time
+from typing import Any
+
+from .. import _protocol as P
+
+PORT_POLL_SECONDS = 0.01
+STOP_GRACE_SECONDS = 5.0
+_READY_TIMEOUT = 60.0  # uvicorn's own start-up (an app's lifespan start-up is the user's to bound)
+
+
+class WebStartError(Exception):
+    """The container's web server could not start; the message says why and what to change."""
+
+
+def socket_path(prefix: str, index: int) -> str:
+    return f"{prefix}-{index}"
+
+
+def fastapi_app(fn: Any, config: dict[str, Any]) -> Any:
+    """Modal's `fastapi_endpoint` wrapper: one route, CORS open to every origin, docs when asked for."""
+    try:
+        from fastapi import FastAPI
+        from fastapi.middleware.cors import CORSMiddleware
+    except ImportError:  # the runtime brings FastAPI; an image can only shadow it with a broken one
+        raise WebStartError(
+            "Functions decorated with `fastapi_endpoint` require FastAPI to be installed in the image; "
+            "add `.pip_install(\"fastapi[standard]\")` to it."
+        ) from None
+    docs = bool(config.get("docs"))
+    app = FastAPI(openapi_url="/openapi.json" if docs else None, docs_url="/docs" if docs else None,
+                  redoc_url="/redoc" if docs else None)
+    app.add_middleware(CORSMiddleware, allow_origins=["*"], allow_methods=["*"], allow_headers=["*"],
+                       allow_credentials=True)
+    app.add_api_route("/", fn, methods=[config.get("method") or "GET"])
+    return app
+
+
+def _wait_for_port(port: int, timeout: float, what: str) -> None:
+    """Until something accepts connections on the port (in this container's network)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        for host in ("127.0.0.1", "::1"):
+            with contextlib.suppress(OSError):
+                socket.create_connection((host, port), timeout=0.5).close()
+                return
+        if time.monotonic() >= deadline:
+            raise WebStartError(
+                f"{what} did not start listening on port {port} within {timeout:g}s (startup_timeout="
+                f"{timeout:g}). Make sure it listens on port {port} (on 0.0.0.0 or 127.0.0.1), or raise "
+                "`startup_timeout`."
+            )
+        time.sleep(PORT_POLL_SECONDS)
+
+
+def _bind(path: str) -> socket.socket:
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.bind(path)
+    sock.listen(2048)
+    sock.setblocking(False)
+    return sock
+
+
+async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    try:
+        while data := await reader.read(1 << 16):
+            writer.write(data)
+            await writer.drain()
+        if writer.can_write_eof():
+            writer.write_eof()
+    except (ConnectionError, OSError):
+        pass
+
+
+async def _bridge(port: int, client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter) -> None:
+    try:
+        server_reader, server_writer = await asyncio.open_connection("127.0.0.1", port)
+    except OSError:
+        client_writer.close()
+        return
+    try:
+        await asyncio.gather(_pipe(client_reader, server_writer), _pipe(server_reader, client_writer))
+    finally:
+        for w in (server_writer, client_writer):
+            w.close()
+
+
+class WebServers:
+    """The container's web endpoints, served from a background event loop until `stop`."""
+
+    def __init__(self, tag: str, endpoints: list[dict[str, Any]], prefix: str, max_inputs: int) -> None:
+        self.tag = tag
+        self.endpoints = endpoints
+        self.prefix = prefix
+        self.max_inputs = max_inputs
+        self._servers: list[Any] = []  # uvicorn servers
+        self._bridges: list[asyncio.AbstractServer] = []
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._ready = threading.Event()
+        self._error: BaseException | None = None
+        self._done: asyncio.Future | None = None
+
+    def start(self, service: Any, timeline: dict[str, float]) -> None:
+        """Build each endpoint's app (calling `asgi_app`/`wsgi_app`/`web_server` functions), start the
+        servers and return once every socket accepts connections; raise `WebStartError` if one cannot."""
+        _extend_path()
+        apps: list[tuple[str, Any]] = []  # (socket path, ASGI app or ("bridge", port))
+        for index, endpoint in enumerate(self.endpoints):
+            t = time.monotonic()
+            name = endpoint.get("name")
+            kind = endpoint["type"]
+            what = f"The web server of '{self.tag}'"
+            if kind == "server":
+                target = None  # the enter hooks started it
+            elif name is None:
+                target = service.callables[None]
+            else:
+                target = getattr(service.instance, name)
+                what = f"The web server of '{self.tag}.{name}'"
+            if kind == "fastapi_endpoint":
+                app: Any = fastapi_app(target, endpoint)
+            elif kind == "asgi_app":
+                app = target()
+            elif kind == "wsgi_app":
+                from a2wsgi import WSGIMiddleware
+
+                app = WSGIMiddleware(target(), workers=max(10, self.max_inputs))
+            else:
+                if target is not None:
+                    target()
+                _wait_for_port(endpoint["port"], float(endpoint.get("startup_timeout") or 5.0), what)
+                app = ("bridge", endpoint["port"])
+            apps.append((socket_path(self.prefix, index), app))
+            timeline[f"web:{name or kind}"] = time.monotonic() - t
+        self._thread = threading.Thread(target=self._run, args=(apps,), name="homeport-web", daemon=True)
+        self._thread.start()
+        if not self._ready.wait(_READY_TIMEOUT):
+            raise WebStartError(f"The web server of '{self.tag}' did not start within {_READY_TIMEOUT:g}s.")
+        if self._error is not None:
+            raise self._error
+
+    def _run(self, apps: list[tuple[str, Any]]) -> None:
+        try:
+            import uvloop
+
+            loop = uvloop.new_event_loop()
+        except ImportError:
+            loop = asyncio.new_event_loop()
+        self._loop = loop
+        asyncio.set_event_loop(loop)
+        try:
+            loop.run_until_complete(self._serve(apps))
+        except BaseException as exc:  # a lifespan start-up failure exits uvicorn with SystemExit
+            if not self._ready.is_set():
+                self._error = WebStartError(f"The web server of '{self.tag}' failed to start: {exc!r}")
+                self._ready.set()
+        finally:
+            loop.close()
+
+    async def _serve(self, apps: list[tuple[str, Any]]) -> None:
+        import uvicorn
+
+        self._done = asyncio.get_running_loop().create_future()
+        tasks = []
+        for path, app in apps:
+            sock = _bind(path)
+            if isinstance(app, tuple):
+                port = app[1]
+                bridge = await asyncio.start_unix_server(lambda r, w, port=port: _bridge(port, r, w), sock=sock)
+                self._bridges.append(bridge)
+                continue
+            config = uvicorn.Config(
+                app, log_config=None, access_log=False, lifespan="off" if isinstance(app, _wsgi()) else "auto",
+                http="httptools" if _has("httptools") else "h11", ws="auto",
+                # The gateway is the only client and pools its connections: keep them open.
+                timeout_keep_alive=3600, timeout_graceful_shutdown=STOP_GRACE_SECONDS,
+            )
+            server = uvicorn.Server(config)
+            self._servers.append(server)
+            tasks.append(asyncio.ensure_future(server.serve(sockets=[sock])))
+        while not all(s.started for s in self._servers):
+            failed = next((t for t in tasks if t.done()), None)
+            if failed is not None:
+                exc = failed.exception() if not failed.cancelled() else None
+                self._error = WebStartError(
+                    f"The web server of '{self.tag}' failed to start (its ASGI lifespan start-up failed?): {exc!r}"
+                )
+                self._ready.set()
+                return
+            await asyncio.sleep(0.002)
+        self._ready.set()
+        await self._done
+        for server in self._servers:
+            server.should_exit = True
+        for bridge in self._bridges:
+            bridge.close()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    def stop(self) -> None:
+        """Stop taking requests, let those in flight finish (a few seconds at most), run lifespan shutdown."""
+        loop, done = self._loop, self._done
+        if loop is None or done is None or self._thread is None:
+            return
+        with contextlib.suppress(RuntimeError):  # the loop already closed
+            loop.call_soon_threadsafe(lambda: done.done() or done.set_result(None))
+        self._thread.join(STOP_GRACE_SECONDS + 2)
+
+
+def _has(module: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(module) is not None
+
+
+def _wsgi() -> type:
+    try:
+        from a2wsgi import WSGIMiddleware
+    except ImportError:
+        return type(None)
+    return WSGIMiddleware
+
+
+def _extend_path() -> None:
+    """The web servers' packages, after the image's own. A container forked from a template inherits
+    the template's `sys.path`, made from the plain runtime path before this container's was known."""
+    import sys
+
+    for path in os.environ.get(P.ENV_RUNTIME_PATH, "").split(os.pathsep):
+        if path and path not in sys.path:
+            sys.path.append(path)
+
+
+def prefix_from_env() -> str:
+    return os.environ[P.ENV_WEB_SOCKET]
+
+
+def loopback_up() -> None:
+    """Bring up `lo` in a fresh network namespace (`unshare --net` leaves it down; bubblewrap does not),
+    before user code binds 127.0.0.1."""
+    import fcntl
+    import struct
+
+    siocgifflags, siocsifflags, iff_up = 0x8913, 0x8914, 0x1
+    with contextlib.suppress(OSError), socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        req = struct.pack("16sh", b"lo", 0)
+        flags = struct.unpack("16sh", fcntl.ioctl(s, siocgifflags, req))[1]
+        if not flags & iff_up:
+            fcntl.ioctl(s, siocsifflags, struct.pack("16sh", b"lo", flags | iff_up))

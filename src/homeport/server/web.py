@@ -1,0 +1,290 @@
+"""Web endpoints of running apps: a gateway port per endpoint, container slots from the scheduler.
+
+Every web endpoint is served at the root of its own URL, `http://127.0.0.1:<port>/`, so apps that
+link to absolute paths work and no name resolution is needed (Python cannot resolve `*.localhost`).
+The port belongs to the endpoint's *label* — `label=` if given, else `<app>-<function>` (with `-dev`
+for ephemeral apps, as Modal does) — and is kept in the state database: the URL stays the same across
+runs, redeploys and control-plane restarts. A label's first port is picked by hashing it into
+`HOMEPORT_WEB_PORTS` (default 20000-29999, below the kernel's range for outgoing connections), then
+probing upwards for a free one.
+
+Each request is one input of the function's pool, with no prefetch: the scheduler assigns it to a
+container with a free slot (starting containers as the queue grows, within `max_containers` and the
+`@modal.concurrent` limits), and the gateway then forwards the request to that container's socket. A
+stopped app's ports keep answering, with 404 and a body that says the app was stopped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import hashlib
+import logging
+import os
+import re
+import secrets
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from .gateway import Endpoint, Gateway, HTTPError, Upstream
+
+if TYPE_CHECKING:
+    from .services import ControlPlane, FunctionRecord
+
+log = logging.getLogger("homeport.server.web")
+
+DEFAULT_PORTS = (20000, 29999)
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS web_ports (
+    label TEXT PRIMARY KEY,
+    port INTEGER NOT NULL,
+    updated_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS proxy_tokens (
+    token_id TEXT PRIMARY KEY,
+    secret_sha256 TEXT NOT NULL,
+    created_at REAL NOT NULL
+);
+"""
+
+
+# --- pure helpers ----------------------------------------------------------------------------------
+def endpoint_label(app_name: str | None, tag: str, method: str | None, label: str | None, ephemeral: bool) -> str:
+    """Modal's URL label: `label=`, else `<app>-<function>[-<method>]`, lower-case with dashes; `-dev`
+    for an ephemeral app (`homeport run`/`serve`), so a deployed app keeps its own URL beside it."""
+    base = label or "-".join(p for p in (app_name or "app", tag, method) if p)
+    base = re.sub(r"[^a-z0-9]+", "-", base.lower()).strip("-") or "app"
+    return f"{base}-dev" if ephemeral else base
+
+
+def port_range(spec: str | None) -> tuple[int, int]:
+    """`HOMEPORT_WEB_PORTS` as (first, last): "20000-29999"."""
+    if not spec:
+        return DEFAULT_PORTS
+    first, _, last = spec.partition("-")
+    lo, hi = int(first), int(last or first)
+    if not 0 < lo <= hi < 65536:
+        raise ValueError(f"HOMEPORT_WEB_PORTS must be a range like 20000-29999, got {spec!r}")
+    return lo, hi
+
+
+def preferred_port(label: str, ports: tuple[int, int]) -> int:
+    lo, hi = ports
+    digest = int.from_bytes(hashlib.sha256(label.encode()).digest()[:4], "big")
+    return lo + digest % (hi - lo + 1)
+
+
+def candidate_ports(label: str, ports: tuple[int, int], stored: int | None) -> list[int]:
+    """The label's stored port first, then its preferred port and the ones after it (wrapping)."""
+    lo, hi = ports
+    start = preferred_port(label, ports)
+    out = [stored] if stored else []
+    out += [lo + (start - lo + k) % (hi - lo + 1) for k in range(min(hi - lo + 1, 256))]
+    return list(dict.fromkeys(out))
+
+
+@dataclass
+class Route:
+    """One endpoint of a running app, as the gateway serves it on `port`."""
+
+    label: str
+    port: int
+    app_id: str
+    app_name: str | None
+    key: str  # `function` or `Class.method`: how the SDK names it
+    index: int  # which of the container's endpoint sockets
+    fid: str  # the pool whose containers serve it (the current version's)
+    timeout: float
+    requires_auth: bool
+
+    @property
+    def name(self) -> str:
+        return f"web endpoint '{self.key}' of app '{self.app_name or self.app_id}'"
+
+
+class WebEndpoints:
+    def __init__(self, cp: ControlPlane, db: Any, host: str | None = None) -> None:
+        self.cp = cp
+        self.db = db
+        db.executescript(_SCHEMA)
+        self.host = host or os.environ.get("HOMEPORT_WEB_HOST") or "127.0.0.1"
+        self.ports = port_range(os.environ.get("HOMEPORT_WEB_PORTS"))
+        self.gateway = Gateway(self.host)
+        self.routes: dict[str, Route] = {}  # label -> route
+        self.waiters: dict[int, asyncio.Future] = {}  # web input id -> future of the container id
+        self._tokens: dict[str, str] = dict(db.execute("SELECT token_id, secret_sha256 FROM proxy_tokens").fetchall())
+
+    def url(self, port: int) -> str:
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "") else self.host
+        return f"http://{host}:{port}"
+
+    # --- publishing --------------------------------------------------------------------------------
+    async def publish(self, app: dict[str, Any], functions: list[FunctionRecord]) -> dict[str, str]:
+        """Serve the web endpoints of these functions (an app's current version); their URLs by key."""
+        urls: dict[str, str] = {}
+        ephemeral = app["state"] != "deployed"
+        for fn in functions:
+            for index, ep in enumerate(fn.definition.get("web") or ()):
+                method = ep.get("name")
+                key = fn.tag if method is None else f"{fn.tag}.{method}"
+                label = endpoint_label(app.get("name") or _module_stem(fn.definition), fn.tag, method,
+                                       ep.get("label"), ephemeral)
+                other = self.routes.get(label)
+                if other is not None and other.app_id != app["app_id"] and other.app_id in self.cp.apps:
+                    # Two running apps want one URL: the newer one takes it (as a redeploy would), and
+                    # the user is told.
+                    log.warning("web endpoint %s of app %s takes over %s from app %s", key, app["app_id"], label,
+                                other.app_id)
+                port = await self._open(label)
+                route = Route(label, port, app["app_id"], app.get("name"), key, index, fn.function_id,
+                              float(fn.definition.get("timeout") or 300), bool(ep.get("requires_proxy_auth")))
+                self.routes[label] = route
+                self.gateway.route(port, self._endpoint(route))
+                urls[key] = self.url(port)
+                log.info("serving %s on %s", route.name, urls[key])
+        return urls
+
+    async def _open(self, label: str) -> int:
+        row = self.db.execute("SELECT port FROM web_ports WHERE label = ?", (label,)).fetchone()
+        stored = row[0] if row else None
+        current = self.routes.get(label)
+        if current is not None:
+            return current.port
+        for port in candidate_ports(label, self.ports, stored):
+            if port in self._ports_in_use():
+                continue
+            try:
+                await self.gateway.open(port)
+            except OSError as exc:
+                if exc.errno not in (errno.EADDRINUSE, errno.EACCES):
+                    raise
+                continue
+            if port != stored:
+                if stored:
+                    log.warning("web endpoint %s: its port %d is taken; it moves to %d", label, stored, port)
+                self.db.execute("INSERT OR REPLACE INTO web_ports(label, port, updated_at) VALUES (?, ?, ?)",
+                                (label, port, time.time()))
+            return port
+        raise RuntimeError(f"no free port for web endpoint {label} in {self.ports[0]}-{self.ports[1]}")
+
+    def _ports_in_use(self) -> set[int]:
+        return {r.port for r in self.routes.values()}
+
+    def stop_app(self, app_id: str, reason: str) -> None:
+        """The app's ports answer 404 from now on (unless a newer app took the label over)."""
+        for label, route in list(self.routes.items()):
+            if route.app_id == app_id:
+                del self.routes[label]
+                self.gateway.route(route.port, None, gone=f"{route.name} was stopped ({reason}).\n")
+
+    async def close(self) -> None:
+        await self.gateway.close()
+
+    # --- admission ---------------------------------------------------------------------------------
+    def _endpoint(self, route: Route) -> Endpoint:
+        return Endpoint(
+            name=route.name,
+            acquire=lambda: self._acquire(route),
+            timeout=route.timeout,
+            authorize=self.authorize if route.requires_auth else None,
+        )
+
+    async def _acquire(self, route: Route) -> Upstream:
+        cp = self.cp
+        fid = route.fid
+        if fid not in cp.scheduler.pools:
+            raise HTTPError(404, f"{route.name} is not running.\n")
+        iid = next(cp._input_ids)
+        fut = asyncio.get_running_loop().create_future()
+        self.waiters[iid] = fut
+        cp.execute(cp.scheduler.submit(fid, [iid], time.monotonic()))
+        try:
+            cid = await fut
+        except asyncio.CancelledError:  # the client left while its request waited
+            self.waiters.pop(iid, None)
+            if fut.done() and not fut.cancelled() and fut.exception() is None:
+                self._done(fut.result(), iid, time.monotonic())
+            else:
+                cp.scheduler.cancel(fid, {iid})
+            raise
+        rec = cp.containers.get(cid)
+        if rec is None or rec.web_prefix is None:
+            self._done(cid, iid, time.monotonic())
+            raise HTTPError(502, f"{route.name}: its container {cid} is gone.\n")
+        t0 = time.monotonic()
+        released = False
+
+        def release() -> None:
+            nonlocal released
+            if not released:
+                released = True
+                self._done(cid, iid, t0)
+
+        return Upstream(socket_path=f"{rec.web_prefix}-{route.index}", release=release)
+
+    def _done(self, cid: str, iid: int, t0: float) -> None:
+        now = time.monotonic()
+        self.cp.execute(self.cp.scheduler.inputs_done(cid, [iid], now - t0, now))
+
+    def assigned(self, cid: str, iid: int) -> bool:
+        """The scheduler gave input `iid` to container `cid`: if it is a web request, let it through."""
+        fut = self.waiters.pop(iid, None)
+        if fut is None:
+            return False
+        if not fut.done():
+            fut.set_result(cid)
+        else:  # its client left between the assignment and now
+            self._done(cid, iid, time.monotonic())
+        return True
+
+    def failed(self, iid: int, reason: str) -> bool:
+        """A web request that can no longer be served (its app stopped, its container failed to start)."""
+        fut = self.waiters.pop(iid, None)
+        if fut is None:
+            return False
+        if not fut.done():
+            fut.set_exception(HTTPError(503, reason.rstrip() + "\n"))
+        return True
+
+    # --- proxy auth --------------------------------------------------------------------------------
+    def authorize(self, headers: list[tuple[bytes, bytes]]) -> bool:
+        key = secret = None
+        for name, value in headers:
+            lname = name.lower()
+            if lname == b"modal-key":
+                key = value.decode("latin-1").strip()
+            elif lname == b"modal-secret":
+                secret = value.decode("latin-1").strip()
+        if not key or not secret:
+            return False
+        expected = self._tokens.get(key)
+        return expected is not None and secrets.compare_digest(expected, _sha256(secret))
+
+    def create_token(self) -> dict[str, str]:
+        token_id, secret = f"wk-{secrets.token_urlsafe(12)}", f"ws-{secrets.token_urlsafe(24)}"
+        now = time.time()
+        self.db.execute("INSERT INTO proxy_tokens(token_id, secret_sha256, created_at) VALUES (?, ?, ?)",
+                        (token_id, _sha256(secret), now))
+        self._tokens[token_id] = _sha256(secret)
+        return {"token_id": token_id, "token_secret": secret, "created_at": now}
+
+    def list_tokens(self) -> list[dict[str, Any]]:
+        rows = self.db.execute("SELECT token_id, created_at FROM proxy_tokens ORDER BY created_at").fetchall()
+        return [{"token_id": t, "created_at": c} for t, c in rows]
+
+    def delete_token(self, token_id: str) -> None:
+        if self.db.execute("DELETE FROM proxy_tokens WHERE token_id = ?", (token_id,)).rowcount == 0:
+            raise LookupError(f"no proxy token {token_id}")
+        self._tokens.pop(token_id, None)
+
+
+def _sha256(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _module_stem(definition: dict[str, Any]) -> str:
+    path = definition.get("module_file")
+    if path:
+        return os.path.splitext(os.path.basename(path))[0]
+    return (definition.get("module_name") or "app").rsplit(".", 1)[-1]

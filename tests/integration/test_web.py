@@ -1,0 +1,211 @@
+"""Issue 7: web endpoints through the control plane's gateway, with real HTTP clients."""
+
+import concurrent.futures
+import hashlib
+import os
+import re
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+from pathlib import Path
+
+import httpx
+import pytest
+
+from homeport import _protocol as P
+from homeport._bridge import run_sync
+from homeport._client import get_client
+from homeport.testing import homeport_cli, wait_for
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def web(platform, apps_path):
+    import web
+
+    with web.app.run(show_logs=False):
+        yield web
+
+
+def _containers(function: str) -> list[dict]:
+    async def ls():
+        return await (await get_client()).request({"t": P.CONTAINER_LIST})
+
+    return [c for c in run_sync(ls()) if c["function"] == function and c["state"] != "stopping"]
+
+
+def test_fastapi_endpoint_get_and_post(web):
+    url = web.hello.web_url
+    assert re.fullmatch(r"http://127\.0\.0\.1:\d+", url) and web.hello.get_web_url() == url
+    r = httpx.get(url, params={"name": "ann"}, headers={"Origin": "http://example.com"}, timeout=30)
+    assert r.status_code == 200 and r.json()["hello"] == "ann"
+    assert r.headers["access-control-allow-origin"] in ("*", "http://example.com")  # Modal's CORS policy
+    # The next request is served by the same warm container.
+    assert httpx.get(url, timeout=30).json()["container"] == r.json()["container"]
+    r = httpx.post(web.echo.web_url, json={"a": [1, 2]}, timeout=30)
+    assert r.status_code == 200 and r.json() == {"got": {"a": [1, 2]}}
+    assert httpx.get(web.echo.web_url + "/docs", timeout=30).status_code == 200  # docs=True
+    assert httpx.get(url + "/docs", timeout=30).status_code == 404  # no docs by default
+
+
+def test_web_functions_are_not_called_with_remote(web):
+    from homeport.exception import InvalidError
+
+    with pytest.raises(InvalidError, match=re.escape(f"via its web url '{web.hello.web_url}'")):
+        web.hello.remote()
+
+
+def test_asgi_app_streams_responses_as_they_are_produced(web, tmp_path):
+    flag = tmp_path / "first-chunk-read"
+    with httpx.stream("GET", web.api.web_url + "/stream", params={"flag": str(flag)}, timeout=30) as r:
+        lines = r.iter_lines()
+        assert next(lines) == "first"
+        flag.touch()  # only now may the server produce the second chunk
+        assert next(lines) == "second"
+
+
+def test_request_bodies_of_100_mb_pass(web):
+    size, piece = 100 * 1024 * 1024, os.urandom(1 << 20)
+    digest = hashlib.sha256()
+    for _ in range(size // len(piece)):
+        digest.update(piece)
+
+    def body():
+        for _ in range(size // len(piece)):
+            yield piece
+
+    r = httpx.post(web.api.web_url + "/upload", content=body(), timeout=120)
+    assert r.status_code == 200, r.text
+    assert r.json() == {"bytes": size, "sha256": digest.hexdigest()}
+
+
+def test_wsgi_app(web):
+    r = httpx.post(web.wsgi.web_url + "/some/path", timeout=30)
+    assert r.status_code == 200 and r.text == "wsgi POST /some/path"
+
+
+def test_web_server_replicas_listen_on_the_same_port(web):
+    url = web.own_server.web_url
+    assert wait_for(lambda: len([c for c in _containers("own_server") if c["state"] == "ready"]) == 2, timeout=60)
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        replies = list(pool.map(lambda _: httpx.get(url, params={"sleep": "1"}, timeout=60), range(4)))
+    assert all(r.status_code == 200 for r in replies)
+    # Several containers, each with its own network and a server on port 8000, all answering.
+    assert len({r.text for r in replies}) >= 2
+
+
+def test_requires_proxy_auth(web):
+    url = web.private.web_url
+    r = httpx.get(url, timeout=30)
+    assert r.status_code == 401 and "Modal-Key" in r.text
+    out = homeport_cli("proxy-token", "create")
+    assert out.returncode == 0, out.stderr
+    key = re.search(r"Token id:\s+(\S+)", out.stdout).group(1)
+    secret = re.search(r"Token secret:\s+(\S+)", out.stdout).group(1)
+    assert httpx.get(url, headers={"Modal-Key": key, "Modal-Secret": "ws-wrong"}, timeout=30).status_code == 401
+    r = httpx.get(url, headers={"Modal-Key": key, "Modal-Secret": secret}, timeout=30)
+    assert r.status_code == 200 and r.json() == "only with credentials"
+    listed = homeport_cli("proxy-token", "list", "--json")
+    assert key in listed.stdout and secret not in listed.stdout
+    assert homeport_cli("proxy-token", "delete", key).returncode == 0
+    assert httpx.get(url, headers={"Modal-Key": key, "Modal-Secret": secret}, timeout=30).status_code == 401
+
+
+def test_a_request_past_the_timeout_gets_504(web):
+    r = httpx.get(web.slow.web_url, params={"seconds": 10}, timeout=60)
+    assert r.status_code == 504 and "timeout" in r.text.lower()
+    assert httpx.get(web.slow.web_url, params={"seconds": 0}, timeout=30).json() == "done"
+
+
+def test_concurrent_requests_scale_out_containers(web):
+    with concurrent.futures.ThreadPoolExecutor(3) as pool:
+        replies = list(pool.map(lambda _: httpx.get(web.one_at_a_time.web_url, params={"seconds": 2}, timeout=60),
+                                range(3)))
+    assert all(r.status_code == 200 for r in replies)
+    # One request at a time per container (no @modal.concurrent): three at once need three containers.
+    assert len({r.json() for r in replies}) == 3
+
+
+def test_an_app_that_fails_to_start_answers_with_the_error(web):
+    r = httpx.get(web.broken.web_url, timeout=60)
+    assert r.status_code == 503 and "the app factory failed on purpose" in r.text
+
+
+def test_class_web_endpoints_share_the_container_state(web):
+    url = web.Greeter().greet.web_url
+    assert url and httpx.get(url, params={"name": "bo"}, timeout=30).json() == "hi bo"
+    assert web.Greeter().plain.remote() == "hi"
+
+
+def test_the_seed_server_class(platform, apps_path, tmp_path):
+    os.environ["WEB_SEED_MARKER"] = str(tmp_path / "marker")
+    try:
+        sys.modules.pop("web_seed", None)
+        import web_seed
+    finally:
+        os.environ.pop("WEB_SEED_MARKER")
+    with web_seed.app.run(show_logs=False):
+        url = web_seed.MyServer.get_url()
+        r = httpx.get(url, timeout=60)
+        assert r.status_code == 200 and "Directory listing" in r.text
+    # The exit hook stopped the server and wrote the marker when the app ended.
+    assert (tmp_path / "marker").read_text().startswith("stopped ")
+    r = httpx.get(url, timeout=30)
+    assert r.status_code == 404 and "was stopped" in r.text
+
+
+def test_deployed_endpoints_survive_a_control_plane_restart(platform, tmp_path):
+    program = tmp_path / "webdep.py"
+    program.write_text(textwrap.dedent("""
+        import homeport as modal
+        app = modal.App("webdep")
+
+        @app.function()
+        @modal.fastapi_endpoint()
+        def ping():
+            return "pong"
+    """))
+    out = homeport_cli("deploy", str(program))
+    assert out.returncode == 0, out.stderr
+    url = re.search(r"ping => (http://\S+)", out.stdout).group(1)
+    assert httpx.get(url, timeout=60).json() == "pong"
+    platform.restart()
+    assert httpx.get(url, timeout=60).json() == "pong"  # the same URL, served again after the restart
+    assert homeport_cli("app", "stop", "webdep").returncode == 0
+    r = httpx.get(url, timeout=30)
+    assert r.status_code == 404 and "was stopped" in r.text
+
+
+def test_serve_reloads_when_the_source_changes(platform, tmp_path):
+    program = tmp_path / "served.py"
+    source = textwrap.dedent("""
+        import homeport as modal
+        app = modal.App("served")
+
+        @app.function()
+        @modal.fastapi_endpoint()
+        def page():
+            return "version 1"
+    """)
+    program.write_text(source)
+    proc = subprocess.Popen([sys.executable, "-m", "homeport.cli", "serve", str(program), "--timeout", "120"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True)
+    reader.start()
+    try:
+        assert wait_for(lambda: any("Serving" in line for line in lines), timeout=120), "".join(lines)
+        url = next(m.group(1) for line in lines if (m := re.search(r"page => (http://\S+)", line)))
+        assert httpx.get(url, timeout=60).json() == "version 1"
+        program.write_text(source.replace("version 1", "version 2"))
+        assert wait_for(lambda: httpx.get(url, timeout=30).text == '"version 2"', timeout=60)
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(60)
+        reader.join(10)
+        proc.stdout.close()
+    assert proc.returncode == 0, "".join(lines)
+    assert wait_for(lambda: httpx.get(url, timeout=30).status_code == 404, timeout=30)
