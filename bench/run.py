@@ -318,6 +318,112 @@ def concurrency_overhead(ctx: Context) -> list[dict]:
             row("concurrency_overhead", (total - 1.0) * 1e3, "ms", target=f"{n} inputs")]
 
 
+# --- issue 7 --------------------------------------------------------------------------------------
+def _wrk(url: str, seconds: int, connections: int = 32) -> dict[str, float]:
+    """Requests/s and latency percentiles (ms) from `wrk -t1 -c<connections> --latency`."""
+    import re
+    import subprocess
+
+    out = subprocess.run(["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", url],
+                         capture_output=True, text=True, timeout=seconds + 30).stdout
+    units = {"us": 1e-3, "ms": 1.0, "s": 1e3}
+
+    def latency(label: str) -> float:
+        m = re.search(rf"^\s*{label}%\s+([\d.]+)(us|ms|s)\s*$", out, re.M)
+        return float(m.group(1)) * units[m.group(2)] if m else float("nan")
+
+    rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    return {"rps": float(rps.group(1)) if rps else float("nan"), "p50": latency("50"), "p99": latency("99")}
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@figure("web_gateway")
+def web_gateway(ctx: Context) -> list[dict]:
+    """A trivial `fastapi_endpoint` through the gateway (one container) against the same FastAPI app
+    served directly by one uvicorn process, both loaded by wrk from another process on loopback."""
+    import shutil
+    import subprocess
+
+    import bench_app
+    import httpx
+
+    if shutil.which("wrk") is None:
+        raise RuntimeError("wrk is not installed (Debian: apt-get install wrk)")
+    seconds = 3 if ctx.quick else 10
+    port = _free_port()
+    direct = subprocess.Popen(
+        [sys.executable, "-c",
+         "import sys, uvicorn, bench_app; from homeport.runtime._web import fastapi_app; "
+         "uvicorn.run(fastapi_app(bench_app.web_hello.local, {'method': 'GET'}), host='127.0.0.1', "
+         f"port={port}, http='httptools', loop='uvloop', access_log=False, log_level='warning')"],
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    try:
+        url = f"http://127.0.0.1:{port}/"
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                httpx.get(url, timeout=1)
+                break
+            except httpx.TransportError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+        _wrk(url, 1)
+        peer = _wrk(url, seconds)
+        peer_one = _wrk(url, seconds, connections=1)
+    finally:
+        direct.terminate()
+        direct.wait(10)
+    with bench_app.app.run(show_logs=False):
+        url = bench_app.web_hello.web_url
+        assert httpx.get(url, timeout=30).json() == {"hello": "world"}
+        _wrk(url, 1)
+        hp = _wrk(url, seconds)
+        hp_one = _wrk(url, seconds, connections=1)
+    return [
+        row("web_requests_per_s", hp["rps"], "req/s", "uvicorn direct", peer["rps"], ">= 70% of direct (32 connections)"),
+        row("web_throughput_ratio", hp["rps"] / peer["rps"], "x", target=">= 0.70"),
+        row("web_p50_loaded", hp["p50"], "ms", "uvicorn direct", peer["p50"], "32 connections"),
+        row("web_p99_loaded", hp["p99"], "ms", "uvicorn direct", peer["p99"], "32 connections"),
+        row("web_p50", hp_one["p50"], "ms", "uvicorn direct", peer_one["p50"], "<= direct + 1 ms (1 connection)"),
+        row("web_added_p50", hp_one["p50"] - peer_one["p50"], "ms", target="<= 1 ms"),
+        row("web_p99", hp_one["p99"], "ms", "uvicorn direct", peer_one["p99"], "1 connection"),
+    ]
+
+
+@figure("schedule_precision")
+def schedule_precision(ctx: Context) -> list[dict]:
+    """`Period(seconds=1)` over 60 s (15 s with --quick): how many ticks ran and how far each was from
+    the 1-second grid it should be on."""
+    import tempfile
+
+    window = 15 if ctx.quick else 60
+    ticks_file = Path(tempfile.mkdtemp(prefix="hp-ticks-")) / "ticks"
+    os.environ["BENCH_TICKS_FILE"] = str(ticks_file)
+    sys.modules.pop("bench_app", None)
+    import bench_app  # the schedule's file path is read when the module is imported
+
+    with bench_app.ticks_app.run(show_logs=False):
+        time.sleep(window + 0.5)
+    times = [float(x) for x in ticks_file.read_text().split()] if ticks_file.exists() else []
+    times = [t for t in times if t <= times[0] + window] if times else []
+    # Jitter: how far each interval between ticks is from the 1 s period.
+    jitter = [abs((b - a) - 1.0) * 1e3 for a, b in zip(times, times[1:])]
+    nan = float("nan")
+    return [
+        row("schedule_ticks", len(times), f"in {window} s", target=f"{window} or {window + 1}"),
+        row("schedule_jitter_p50", pct(jitter, 0.5) if jitter else nan, "ms", target="|interval - 1 s|"),
+        row("schedule_jitter_max", max(jitter) if jitter else nan, "ms"),
+    ]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="fewer iterations (about a minute)")

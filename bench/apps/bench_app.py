@@ -62,3 +62,26 @@ class Heavy:
     @modal.method()
     def size(self):
         return self.state.nbytes
+
+
+# --- issue 7 ----------------------------------------------------------------------------------------
+def hello_handler():
+    return {"hello": "world"}
+
+
+# One container, as many requests at once as wrk sends: the same shape as one uvicorn process.
+@app.function(max_containers=1)
+@modal.concurrent(max_inputs=512)
+@modal.fastapi_endpoint()
+def web_hello():
+    return hello_handler()
+
+
+TICKS = os.environ.get("BENCH_TICKS_FILE", "/tmp/homeport-bench-ticks")
+ticks_app = modal.App("bench-ticks")
+
+
+@ticks_app.function(schedule=modal.Period(seconds=1), secrets=[modal.Secret.from_dict({"BENCH_TICKS_FILE": TICKS})])
+def tick():
+    with open(os.environ["BENCH_TICKS_FILE"], "a") as f:
+        f.write(f"{time.time()}\n")

@@ -431,11 +431,23 @@ class _DeployedFunction(Function):
                 raise
             self._function_id = found["fid"]
             self._info = found.get("info") or {}
+            if found.get("web"):
+                self._web, self._web_url = {"type": "web"}, found.get("web_url")
             if self._method is None:
                 self._is_generator = bool(found["is_generator"])
             else:
                 self._is_generator = bool((self._info.get("methods") or {}).get(self._method, {}).get("is_generator"))
         return self._function_id
+
+
+    @property
+    def web_url(self) -> str | None:
+        """The URL of a deployed web endpoint (looked up now if it was not yet)."""
+        run_sync(self._resolve_fid())
+        return self._web_url
+
+    def get_web_url(self) -> str | None:
+        return self.web_url
 
 
 class _MapRun:

@@ -172,6 +172,9 @@ def test_deployed_endpoints_survive_a_control_plane_restart(platform, tmp_path):
     assert out.returncode == 0, out.stderr
     url = re.search(r"ping => (http://\S+)", out.stdout).group(1)
     assert httpx.get(url, timeout=60).json() == "pong"
+    import homeport as modal
+
+    assert modal.Function.from_name("webdep", "ping").get_web_url() == url
     platform.restart()
     assert httpx.get(url, timeout=60).json() == "pong"  # the same URL, served again after the restart
     assert homeport_cli("app", "stop", "webdep").returncode == 0

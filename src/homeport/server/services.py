@@ -780,7 +780,9 @@ class ControlPlane:
             names = ", ".join(sorted(app["by_tag"])) or "none"
             raise LookupError(f"App '{msg['app']}' has no function or class '{msg['name']}' (it has: {names}).")
         fn = self.functions[fid]
-        return {"fid": fid, "tag": fn.tag, "is_generator": fn.is_generator, "info": app["info"].get(fn.tag, {})}
+        web_url = self.web.url_of(app_id, fn.tag) if self.web is not None and fn.definition.get("web") else None
+        return {"fid": fid, "tag": fn.tag, "is_generator": fn.is_generator, "info": app["info"].get(fn.tag, {}),
+                "web": bool(fn.definition.get("web")), "web_url": web_url}
 
     def lookup_app(self, msg: dict[str, Any]) -> dict[str, Any]:
         app_id = self._deployed_by_name(msg["name"])

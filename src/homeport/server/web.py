@@ -168,6 +168,13 @@ class WebEndpoints:
             return port
         raise RuntimeError(f"no free port for web endpoint {label} in {self.ports[0]}-{self.ports[1]}")
 
+    def url_of(self, app_id: str, key: str) -> str | None:
+        """The URL of a running app's endpoint (`function` or `Class.method`)."""
+        for route in self.routes.values():
+            if route.app_id == app_id and route.key == key:
+                return self.url(route.port)
+        return None
+
     def _ports_in_use(self) -> set[int]:
         return {r.port for r in self.routes.values()}
 
