@@ -159,24 +159,38 @@ def test_the_seed_server_class(platform, apps_path, tmp_path):
 
 def test_deployed_endpoints_survive_a_control_plane_restart(platform, tmp_path):
     program = tmp_path / "webdep.py"
-    program.write_text(textwrap.dedent("""
+    source = textwrap.dedent("""
+        import time
         import homeport as modal
         app = modal.App("webdep")
 
         @app.function()
+        @modal.concurrent(max_inputs=4)
         @modal.fastapi_endpoint()
-        def ping():
-            return "pong"
-    """))
+        def ping(sleep: float = 0):
+            time.sleep(sleep)
+            return "version 1"
+    """)
+    program.write_text(source)
     out = homeport_cli("deploy", str(program))
     assert out.returncode == 0, out.stderr
     url = re.search(r"ping => (http://\S+)", out.stdout).group(1)
-    assert httpx.get(url, timeout=60).json() == "pong"
+    assert httpx.get(url, timeout=60).json() == "version 1"
     import homeport as modal
 
     assert modal.Function.from_name("webdep", "ping").get_web_url() == url
+    # A redeploy takes over the same URL; a request in flight finishes on the old version.
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        in_flight = pool.submit(httpx.get, url, params={"sleep": 3}, timeout=60)
+        assert wait_for(lambda: any(c["running"] for c in _containers("ping")), timeout=30)
+        program.write_text(source.replace("version 1", "version 2"))
+        out = homeport_cli("deploy", str(program))
+        assert out.returncode == 0, out.stderr
+        assert re.search(r"ping => (http://\S+)", out.stdout).group(1) == url
+        assert httpx.get(url, timeout=60).json() == "version 2"
+        assert in_flight.result().json() == "version 1"
     platform.restart()
-    assert httpx.get(url, timeout=60).json() == "pong"  # the same URL, served again after the restart
+    assert httpx.get(url, timeout=60).json() == "version 2"  # the same URL, served again after the restart
     assert homeport_cli("app", "stop", "webdep").returncode == 0
     r = httpx.get(url, timeout=30)
     assert r.status_code == 404 and "was stopped" in r.text
