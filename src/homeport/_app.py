@@ -33,6 +33,11 @@ def _module_location(obj: Any) -> tuple[str, str | None]:
     module_name = getattr(obj, "__module__", None) or "__main__"
     module = sys.modules.get(module_name)
     path = getattr(module, "__file__", None)
+    if module_name == "__main__" and path and module is not None:
+        # Containers import this script as `P.SCRIPT_MODULE`, so the exceptions and values they send
+        # back refer to classes by that name: here it must resolve to this very script, so that
+        # `except MyError:` and `isinstance(result, MyClass)` hold in the caller.
+        sys.modules.setdefault(P.SCRIPT_MODULE, module)
     return module_name, os.path.abspath(path) if path else None
 
 

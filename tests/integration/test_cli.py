@@ -75,6 +75,17 @@ def test_plain_python_script_with_app_run(platform):
     assert "cubes [0, 1, 8, 27]" in out.stdout
 
 
+def test_plain_script_gets_its_own_exception_and_result_classes_back(platform):
+    # The container imports the script under another name than `__main__`; the caller must still
+    # catch its own exception class and get instances of its own classes.
+    out = subprocess.run([sys.executable, str(PROGRAMS / "script_types.py")], capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "returned Point True 3 6" in out.stdout
+    assert "caught BadInput negative: -1 True" in out.stdout
+    assert "mapped True True" in out.stdout
+
+
 def test_container_list_and_stop(platform, apps_path):
     import basic
 

@@ -78,7 +78,7 @@ def _import_user_module(defn: dict[str, Any]):
     if name == "__main__" and path is not None:
         # A script run as `python app.py`: import its file under another name, so that its
         # `if __name__ == "__main__":` block never runs inside a container.
-        name = "__homeport_main__"
+        name = P.SCRIPT_MODULE
     if name in sys.modules:
         return sys.modules[name]
     if path is None:
