@@ -38,7 +38,7 @@ def test_run_entrypoint_with_arguments_streams_tagged_logs(platform):
 
 def test_run_one_function_and_write_its_result(platform, tmp_path):
     result = tmp_path / "result.txt"
-    out = homeport_cli("run", f"{PROGRAMS / 'cli_app.py'}::shout", "--word", "yo", "-w", str(result), "-q")
+    out = homeport_cli("run", "-w", str(result), "-q", f"{PROGRAMS / 'cli_app.py'}::shout", "--word", "yo")
     assert out.returncode == 0, out.stderr
     assert result.read_text() == "YO "
     assert "out: yo" not in out.stdout  # -q: container output is not streamed
@@ -56,6 +56,36 @@ def test_run_unknown_function_names_the_choices(platform):
     assert "main" in out.stderr and "shout" in out.stderr
 
 
+def test_options_after_func_ref_belong_to_the_function(platform):
+    # `--detach` and `--quiet` are homeport's options too; after FUNC_REF they are the entrypoint's.
+    out = homeport_cli("run", str(PROGRAMS / "cli_types.py"), "--detach", "--quiet", "--w", "given")
+    assert out.returncode == 0, out.stderr
+    assert "detach=True quiet=True w=given" in out.stdout
+    assert "App completed" in out.stderr  # not detached, not quiet: homeport's own status lines show
+
+
+def test_help_after_func_ref_shows_the_functions_parameters():
+    out = homeport_cli("run", f"{PROGRAMS / 'cli_types.py'}::greet", "--help")
+    assert out.returncode == 0, out.stderr
+    assert "--name" in out.stdout and "--times" in out.stdout
+    assert "--detach" not in out.stdout and "--write-result" not in out.stdout
+
+
+def test_run_parses_datetime_arguments(platform, tmp_path):
+    result = tmp_path / "when.txt"
+    out = homeport_cli("run", "-q", "-w", str(result), f"{PROGRAMS / 'cli_types.py'}::when",
+                       "--d", "2024-01-02T03:04:05", "--later", "2024-02-03", "--mode", "b")
+    assert out.returncode == 0, out.stderr
+    assert result.read_text() == "datetime 2024-01-02T03:04:05 2024-02-03T00:00:00 b"
+
+
+def test_run_refuses_an_annotation_it_cannot_parse():
+    out = homeport_cli("run", f"{PROGRAMS / 'cli_types.py'}::listy", "--xs", "1")
+    assert out.returncode != 0
+    assert "NoParserAvailable" in out.stderr
+    assert "Parameter `xs` of 'listy' is annotated `list[int]`" in out.stderr
+
+
 def test_async_local_entrypoint(platform):
     out = homeport_cli("run", str(PROGRAMS / "async_app.py"), "--x", "21")
     assert out.returncode == 0, out.stderr
@@ -63,7 +93,7 @@ def test_async_local_entrypoint(platform):
 
 
 def test_legacy_stub_runs_with_a_deprecation_warning(platform):
-    out = homeport_cli("run", f"{PROGRAMS / 'stub_app.py'}::hello", "--name", "stub", "-w", "/dev/stdout")
+    out = homeport_cli("run", "-w", "/dev/stdout", f"{PROGRAMS / 'stub_app.py'}::hello", "--name", "stub")
     assert out.returncode == 0, out.stderr
     assert "hello stub" in out.stdout
     assert "App" in out.stderr  # the warning says to use modal.App
