@@ -10,6 +10,7 @@ import queue
 from collections.abc import AsyncIterator, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
+from . import _context
 from . import _protocol as P
 from ._bridge import MethodWithAio, bridge_loop, run_async, run_sync
 from ._client import Client, get_client
@@ -216,6 +217,7 @@ class Function:
         return self._function_id
 
     async def _resolve_fid(self) -> str:
+        check_not_importing(self._tag)
         if self._function_id is None and in_container():
             self._function_id = await lookup_in_own_app(self._tag)
         return self._require_hydrated()
@@ -375,15 +377,24 @@ async def _sync_to_async(it: Iterable) -> AsyncIterator:
 
 
 def in_container() -> bool:
-    from . import _context
-
     return _context.container is not None
+
+
+def check_not_importing(tag: str) -> None:
+    """Refuse a call made while a container imports the user's module: that code runs in every
+    container of the app, so each new container would call again while starting and none would ever
+    get to serve (a silent deadlock until `startup_timeout`)."""
+    if _context.loading_user_code:
+        raise ExecutionError(
+            f"'{tag}' was called while a container was importing its module. Module-level code runs in "
+            "every container of the app, so each new container would call it again while starting and "
+            "none would get to serve. Move the call under `if __name__ == \"__main__\":`, into a "
+            "`@app.local_entrypoint()`, or into a function body."
+        )
 
 
 async def lookup_in_own_app(tag: str) -> str:
     """Inside a container: the id of another function (or class) of the app this container serves."""
-    from . import _context
-
     assert _context.container is not None
     client = await get_client()
     found = await client.request({"t": P.FUNCTION_LOOKUP, "app": "", "app_id": _context.container[2], "name": tag})
@@ -404,6 +415,7 @@ class _DeployedFunction(Function):
         return f"Function.from_name({self._app_name!r}, {self._lookup_name!r})"
 
     async def _resolve_fid(self) -> str:
+        check_not_importing(self._tag)
         if self._function_id is None:
             from .exception import NotFoundError
 

@@ -218,3 +218,17 @@ def test_current_input_and_call_ids(basic):
 def test_functions_call_other_functions_of_their_app_from_containers(basic):
     assert basic.fan_out.remote(4) == (16, [0, 1, 4, 9], True)
     assert basic.uses_class.remote(5) == (10, 15)  # classes too, with parameters
+
+
+def test_a_call_at_import_in_a_container_fails_fast_saying_why(platform, apps_path):
+    # Module-level code runs in every container: each new one would call again while starting and
+    # none would serve. The container refuses the call, so the caller gets a clear error instead of
+    # a silent wait for `startup_timeout`.
+    import import_calls
+
+    with import_calls.app.run(show_logs=False):
+        with pytest.raises(ExecutionError) as info:
+            import_calls.echo.remote(1)
+    text = str(info.value)
+    assert "'echo' was called while a container was importing its module" in text
+    assert 'if __name__ == "__main__":' in text
