@@ -7,7 +7,7 @@ import signal
 import sys
 import time
 
-import click
+import rich_click as click
 from rich.console import Console
 from rich.table import Table
 
@@ -32,7 +32,9 @@ def _server_request(msg: dict) -> object:
     return run_sync(_request(msg))
 
 
+# Help is formatted by rich-click; docstrings are markdown (`code` shows as code).
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.rich_config(help_config=click.RichHelpConfiguration(text_markup="markdown"))
 @click.version_option(__version__, prog_name="homeport")
 def cli() -> None:
     """Homeport: run programs written for Modal on your own machine."""

@@ -13,7 +13,7 @@ import typing
 from pathlib import Path
 from typing import Any
 
-import click
+import rich_click as click
 
 from .. import _modal_alias
 from .._app import App
@@ -167,7 +167,7 @@ def parse_cli_args(f: Any, args: list[str]) -> dict[str, Any]:
         else:
             extra = {} if required else {"default": default, "show_default": True}  # click 8.2+: None is a default
             params.append(click.Option([opt, p.name], type=typ, required=required, **extra))
-    cmd = click.Command(fn_name, params=params, callback=lambda **kw: kw)
+    cmd = click.RichCommand(fn_name, params=params, callback=lambda **kw: kw, help=inspect.getdoc(f))
     result = cmd.main(args=args, prog_name=f"homeport run ...::{fn_name}", standalone_mode=False)
     if isinstance(result, int):  # --help was shown
         raise SystemExit(result)
