@@ -10,7 +10,7 @@ import queue
 from collections.abc import AsyncIterator, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
-from . import _context
+from . import _context, _progress
 from . import _protocol as P
 from ._bridge import MethodWithAio, bridge_loop, run_async, run_sync
 from ._client import Client, get_client
@@ -450,6 +450,9 @@ class _MapRun:
         self.client: Client | None = None
         self.first = True
         self.closed = False
+        self.exhausted = False  # every input was sent: the total is known
+        self.want_bar = _progress.map_bars_wanted()
+        self.bar: _progress.MapBar | None = None
 
     def start(self, client: Client, handler) -> None:
         self.client = client
@@ -488,6 +491,8 @@ class _MapRun:
         else:
             ready = [(status, data) for _, status, data in items]
         self.received += len(items)
+        if self.want_bar:
+            self._show_progress()
         for status, data in ready:
             if status == P.SUCCESS:
                 yield decode_output(self.fn._tag, status, data)
@@ -497,21 +502,30 @@ class _MapRun:
                     raise exc
                 yield exc
 
+    def _show_progress(self) -> None:
+        if self.bar is None:
+            if self.sent <= _progress.MAP_BAR_MIN_INPUTS:
+                return
+            self.bar = _progress.MapBar(self.fn._tag)
+        self.bar.update(self.received, self.sent if self.exhausted else None)
+
     def _finish(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
         self.client.unwatch_call(self.call_id)
         if self.received < self.sent and not self.first:
             bridge_loop().call_soon_threadsafe(self.client.send, {"t": P.CALL_CANCEL, "call": self.call_id, "id": 0})
 
     def iterate_sync(self, rows: Iterator[tuple[tuple, dict]]) -> Iterator[Any]:
-        exhausted = False
         try:
             while True:
-                while not exhausted and self.sent - self.received < MAP_WINDOW:
+                while not self.exhausted and self.sent - self.received < MAP_WINDOW:
                     batch = self._batch(itertools.islice(rows, MAP_BATCH))
-                    exhausted = len(batch) < MAP_BATCH
+                    self.exhausted = len(batch) < MAP_BATCH
                     if batch or not self.first:
-                        self._send(batch, exhausted)
-                if exhausted and self.received >= self.sent:
+                        self._send(batch, self.exhausted)
+                if self.exhausted and self.received >= self.sent:
                     return
                 kind, items = self.outq.get()
                 yield from self._outputs(kind, items)
@@ -519,20 +533,19 @@ class _MapRun:
             self._finish()
 
     async def iterate_async(self, rows: AsyncIterator[tuple[tuple, dict]], aq: asyncio.Queue) -> AsyncIterator[Any]:
-        exhausted = False
         try:
             while True:
-                while not exhausted and self.sent - self.received < MAP_WINDOW:
+                while not self.exhausted and self.sent - self.received < MAP_WINDOW:
                     chunk = []
                     async for row in rows:
                         chunk.append(row)
                         if len(chunk) >= MAP_BATCH:
                             break
                     batch = self._batch(chunk)
-                    exhausted = len(batch) < MAP_BATCH
+                    self.exhausted = len(batch) < MAP_BATCH
                     if batch or not self.first:
-                        self._send(batch, exhausted)
-                if exhausted and self.received >= self.sent:
+                        self._send(batch, self.exhausted)
+                if self.exhausted and self.received >= self.sent:
                     return
                 kind, items = await aq.get()
                 for value in self._outputs(kind, items):

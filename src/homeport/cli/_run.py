@@ -15,7 +15,7 @@ from typing import Any
 
 import rich_click as click
 
-from .. import _modal_alias
+from .. import _modal_alias, _progress
 from .._app import App
 from .._function import Function
 from ..exception import InvalidError
@@ -180,6 +180,7 @@ def parse_cli_args(f: Any, args: list[str]) -> dict[str, Any]:
 
 def run_program(ref: str, args: list[str], *, module_mode: bool, detach: bool, quiet: bool, write_result: str | None) -> None:
     os.environ.setdefault("HOMEPORT_MODAL_ALIAS", "1")
+    _progress.configure(quiet=quiet, maps=True)  # on a terminal: a bar for each big map
     module, name = import_program(ref, module_mode)
     app = find_app(module)
     kind, target = choose_target(app, module, name)
