@@ -52,6 +52,32 @@ def test_map_ordered_unordered_and_starmap(basic):
     assert list(basic.square.map([])) == []
 
 
+def test_unordered_map_yields_outputs_as_they_complete(basic, tmp_path):
+    # Input v completes only after the caller has seen the output for v - 1: completion order is
+    # 0, 1, 2 whatever the input order. An ordered map would wait on input 2 first and never get it.
+    seen = []
+    for value in basic.after_seen.map([2, 1, 0], kwargs={"seen_dir": str(tmp_path)}, order_outputs=False):
+        seen.append(value)
+        (tmp_path / str(value)).touch()
+    assert seen == [0, 1, 2]
+
+
+def test_for_each_runs_every_input(basic, tmp_path):
+    def marked(d):
+        return sorted(int(p.name) for p in d.iterdir())
+
+    for name in ("ok", "fails", "ignored"):
+        (tmp_path / name).mkdir()
+    assert basic.mark.for_each(range(6), kwargs={"directory": str(tmp_path / "ok")}) is None
+    assert marked(tmp_path / "ok") == list(range(6))
+    with pytest.raises(ValueError, match="failing on 3"):
+        basic.mark.for_each(range(6), kwargs={"directory": str(tmp_path / "fails"), "fail_on": 3})
+    assert 3 in marked(tmp_path / "fails")
+    assert basic.mark.for_each(range(6), kwargs={"directory": str(tmp_path / "ignored"), "fail_on": 3},
+                               ignore_exceptions=True) is None
+    assert marked(tmp_path / "ignored") == list(range(6))
+
+
 def test_big_map_moves_in_batches(basic):
     n = 20_000
     assert sum(basic.square.map(range(n))) == sum(x * x for x in range(n))
@@ -168,6 +194,19 @@ def test_sigkilled_container_fails_clearly_and_next_call_gets_a_fresh_one(basic)
         call.get(timeout=30)
     assert basic.slow.remote(0) == 0
     assert basic.pid.remote() == victim  # other functions' containers are untouched
+
+
+def test_sigkilled_container_with_retries_retries_on_a_fresh_container(basic, tmp_path):
+    from homeport.testing import wait_for
+
+    marker = tmp_path / "first-attempt-pid"
+    call = basic.killed_once.spawn(str(marker))
+    assert wait_for(marker.exists, timeout=30)
+    first = int(marker.read_text())
+    os.kill(first, signal.SIGKILL)
+    second = call.get(timeout=60)  # the retry policy applies: no error, a result
+    assert second > 0 and second != first
+    assert not _alive(first)
 
 
 def _containers():

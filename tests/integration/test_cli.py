@@ -2,10 +2,14 @@
 
 import os
 import re
+import select
+import shutil
 import socket
 import struct
 import subprocess
 import sys
+import tempfile
+import time
 from pathlib import Path
 
 import msgpack
@@ -18,6 +22,7 @@ from homeport.testing import Platform, homeport_cli, wait_for
 pytestmark = pytest.mark.integration
 
 PROGRAMS = Path(__file__).parent / "programs"
+EXAMPLES = Path(__file__).parents[2] / "examples"
 
 
 COMMANDS = {
@@ -56,6 +61,67 @@ def test_run_entrypoint_with_arguments_streams_tagged_logs(platform):
     assert any(line.startswith("[shout ") and line.endswith("] out: hey") for line in out.stdout.splitlines())
     assert any(line.startswith("[shout ") and line.endswith("] err: hey") for line in out.stderr.splitlines())
     assert "err: hey" not in out.stdout
+
+
+def test_container_output_streams_while_the_function_runs(platform, tmp_path):
+    # The function prints, then waits for a file that this test creates only once it has read that
+    # line from `homeport run`'s stdout: the line must arrive while the function still runs.
+    gate = tmp_path / "gate"
+    proc = subprocess.Popen([sys.executable, "-m", "homeport.cli", "run", str(PROGRAMS / "live_logs.py"),
+                             "--gate", str(gate)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        lines = []
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([proc.stdout], [], [], 1)
+            if not ready:
+                continue
+            line = proc.stdout.readline()
+            if not line:
+                break
+            lines.append(line)
+            if "] waiting for the gate" in line:
+                break
+        assert any(line.startswith("[talk_then_wait ") for line in lines), lines
+        gate.touch()
+        rest, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 0, err
+    assert "result through" in rest
+
+
+def test_the_readme_example_runs(platform):
+    out = homeport_cli("run", str(EXAMPLES / "hello.py"), "--n", "20")
+    assert out.returncode == 0, out.stderr
+    tagged = re.compile(r"\[square [0-9a-f]{8}\] squaring (\d+) in a container\n")
+    assert sorted(int(x) for x in tagged.findall(out.stdout)) == sorted([7, *range(20)])  # container output, tagged
+    # A container's line can land in the middle of one of the entrypoint's: what is left once they
+    # are taken out is the entrypoint's own output.
+    assert tagged.sub("", out.stdout).splitlines() == ["square(7) = 49", "sum of squares below 20 = 2470"]
+
+
+def test_first_call_starts_the_control_plane_and_says_where():
+    # A fresh state directory and no control plane: the SDK starts one and says where it listens
+    # and where its log is.
+    state = Path(tempfile.mkdtemp(prefix="hp-auto-", dir="/tmp"))
+    env = {**os.environ, P.ENV_STATE_DIR: str(state)}
+    env.pop(P.ENV_SERVER_ADDRESS, None)
+    try:
+        out = subprocess.run([sys.executable, str(PROGRAMS / "script_app.py")], capture_output=True, text=True,
+                             timeout=120, env=env)
+        assert out.returncode == 0, out.stderr
+        assert "cubes [0, 1, 8, 27]" in out.stdout
+        pid = int((state / "server.pid").read_text())
+        assert (f"Started the Homeport control plane (pid {pid}) on {state / 'server.sock'}; "
+                f"its log is {state / 'server.log'}") in out.stderr
+        assert (state / "server.log").stat().st_size > 0
+        assert _alive(pid)  # it outlives the program that started it
+    finally:
+        Platform(str(state)).stop()  # the control plane named by the pid file, and its containers
+        shutil.rmtree(state, ignore_errors=True)
 
 
 def test_run_one_function_and_write_its_result(platform, tmp_path):
