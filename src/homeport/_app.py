@@ -25,6 +25,7 @@ from ._options import (
     unsupported_features,
     volume_refs,
 )
+from ._progress import ImageBuildStatus
 from ._secret import Secret
 from .exception import DeprecationError, InvalidError, UnimplementedError
 
@@ -33,6 +34,11 @@ def _module_location(obj: Any) -> tuple[str, str | None]:
     module_name = getattr(obj, "__module__", None) or "__main__"
     module = sys.modules.get(module_name)
     path = getattr(module, "__file__", None)
+    if module_name == "__main__" and path and module is not None:
+        # Containers import this script as `P.SCRIPT_MODULE`, so the exceptions and values they send
+        # back refer to classes by that name: here it must resolve to this very script, so that
+        # `except MyError:` and `isinstance(result, MyClass)` hold in the caller.
+        sys.modules.setdefault(P.SCRIPT_MODULE, module)
     return module_name, os.path.abspath(path) if path else None
 
 
@@ -448,13 +454,23 @@ async def _with_images(client: Any, regs: list[_Registered], show_logs: bool = F
         return []
     requests = [build_request(image) for image in unique]
     saved = client.log_handler
+    printer = saved
     if show_logs and saved is None:
-        client.log_handler = lambda msg: default_log_printer(msg) if msg.get("fn") == "image" else None
+        printer = lambda msg: default_log_printer(msg) if msg.get("fn") == "image" else None  # noqa: E731
+    status = ImageBuildStatus()  # on a terminal: a spinner naming the step being built
+
+    def on_log(msg: dict[str, Any]) -> None:
+        status.on_log(msg)
+        if printer is not None:
+            printer(msg)
+
+    client.log_handler = on_log
     try:
         # No deadline: a build takes as long as its steps do, each bounded by the control plane.
         ids = await client.request({"t": P.IMAGE_BUILD, "images": requests}, timeout=None)
     finally:
         client.log_handler = saved
+        status.close()
     hashes = [image.content_hash() for image in unique]
     return [
         dict(r.definition, image_id=ids[unique.index(image)], image_hash=hashes[unique.index(image)])

@@ -522,8 +522,9 @@ class Cls:
     async def _bind(self, params: dict[str, Any]) -> str:
         root = self._base or self
         if root._function_id is None:
-            from ._function import in_container, lookup_in_own_app
+            from ._function import check_not_importing, in_container, lookup_in_own_app
 
+            check_not_importing(root._tag)
             if in_container():
                 root._function_id = await lookup_in_own_app(root._tag)
             else:
@@ -665,6 +666,9 @@ class _DeployedCls:
         return f"Cls.from_name({self._app_name!r}, {self._name!r})"
 
     async def _lookup(self) -> dict[str, Any]:
+        from ._function import check_not_importing
+
+        check_not_importing(self._name)
         if self._found is None:
             client = await get_client()
             self._found = await client.request({"t": P.FUNCTION_LOOKUP, "app": self._app_name, "name": self._name})

@@ -15,3 +15,8 @@ function_call_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("h
 # Inside a container: (container id, container token, app id), set by the runtime at start-up, so
 # that user code can call other functions of its app through the control plane as this container.
 container: tuple[str, str, str | None] | None = None
+
+# True while a container's runtime imports the user's module (or unpickles a serialized function).
+# Module-level code runs in every container of the app, so a function call made from it would have
+# each new container call again while starting, and none would ever serve: the SDK refuses it.
+loading_user_code: bool = False

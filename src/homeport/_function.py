@@ -10,6 +10,7 @@ import queue
 from collections.abc import AsyncIterator, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
+from . import _context, _progress
 from . import _protocol as P
 from ._bridge import MethodWithAio, bridge_loop, run_async, run_sync
 from ._client import Client, get_client
@@ -219,6 +220,7 @@ class Function:
         return self._function_id
 
     async def _resolve_fid(self) -> str:
+        check_not_importing(self._tag)
         if self._function_id is None and in_container():
             self._function_id = await lookup_in_own_app(self._tag)
         return self._require_hydrated()
@@ -392,15 +394,24 @@ async def _sync_to_async(it: Iterable) -> AsyncIterator:
 
 
 def in_container() -> bool:
-    from . import _context
-
     return _context.container is not None
+
+
+def check_not_importing(tag: str) -> None:
+    """Refuse a call made while a container imports the user's module: that code runs in every
+    container of the app, so each new container would call again while starting and none would ever
+    get to serve (a silent deadlock until `startup_timeout`)."""
+    if _context.loading_user_code:
+        raise ExecutionError(
+            f"'{tag}' was called while a container was importing its module. Module-level code runs in "
+            "every container of the app, so each new container would call it again while starting and "
+            "none would get to serve. Move the call under `if __name__ == \"__main__\":`, into a "
+            "`@app.local_entrypoint()`, or into a function body."
+        )
 
 
 async def lookup_in_own_app(tag: str) -> str:
     """Inside a container: the id of another function (or class) of the app this container serves."""
-    from . import _context
-
     assert _context.container is not None
     client = await get_client()
     found = await client.request({"t": P.FUNCTION_LOOKUP, "app": "", "app_id": _context.container[2], "name": tag})
@@ -421,6 +432,7 @@ class _DeployedFunction(Function):
         return f"Function.from_name({self._app_name!r}, {self._lookup_name!r})"
 
     async def _resolve_fid(self) -> str:
+        check_not_importing(self._tag)
         if self._function_id is None:
             from .exception import NotFoundError
 
@@ -467,6 +479,9 @@ class _MapRun:
         self.client: Client | None = None
         self.first = True
         self.closed = False
+        self.exhausted = False  # every input was sent: the total is known
+        self.want_bar = _progress.map_bars_wanted()
+        self.bar: _progress.MapBar | None = None
 
     def start(self, client: Client, handler) -> None:
         self.client = client
@@ -505,6 +520,8 @@ class _MapRun:
         else:
             ready = [(status, data) for _, status, data in items]
         self.received += len(items)
+        if self.want_bar:
+            self._show_progress()
         for status, data in ready:
             if status == P.SUCCESS:
                 yield decode_output(self.fn._tag, status, data)
@@ -514,21 +531,30 @@ class _MapRun:
                     raise exc
                 yield exc
 
+    def _show_progress(self) -> None:
+        if self.bar is None:
+            if self.sent <= _progress.MAP_BAR_MIN_INPUTS:
+                return
+            self.bar = _progress.MapBar(self.fn._tag)
+        self.bar.update(self.received, self.sent if self.exhausted else None)
+
     def _finish(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
         self.client.unwatch_call(self.call_id)
         if self.received < self.sent and not self.first:
             bridge_loop().call_soon_threadsafe(self.client.send, {"t": P.CALL_CANCEL, "call": self.call_id, "id": 0})
 
     def iterate_sync(self, rows: Iterator[tuple[tuple, dict]]) -> Iterator[Any]:
-        exhausted = False
         try:
             while True:
-                while not exhausted and self.sent - self.received < MAP_WINDOW:
+                while not self.exhausted and self.sent - self.received < MAP_WINDOW:
                     batch = self._batch(itertools.islice(rows, MAP_BATCH))
-                    exhausted = len(batch) < MAP_BATCH
+                    self.exhausted = len(batch) < MAP_BATCH
                     if batch or not self.first:
-                        self._send(batch, exhausted)
-                if exhausted and self.received >= self.sent:
+                        self._send(batch, self.exhausted)
+                if self.exhausted and self.received >= self.sent:
                     return
                 kind, items = self.outq.get()
                 yield from self._outputs(kind, items)
@@ -536,20 +562,19 @@ class _MapRun:
             self._finish()
 
     async def iterate_async(self, rows: AsyncIterator[tuple[tuple, dict]], aq: asyncio.Queue) -> AsyncIterator[Any]:
-        exhausted = False
         try:
             while True:
-                while not exhausted and self.sent - self.received < MAP_WINDOW:
+                while not self.exhausted and self.sent - self.received < MAP_WINDOW:
                     chunk = []
                     async for row in rows:
                         chunk.append(row)
                         if len(chunk) >= MAP_BATCH:
                             break
                     batch = self._batch(chunk)
-                    exhausted = len(batch) < MAP_BATCH
+                    self.exhausted = len(batch) < MAP_BATCH
                     if batch or not self.first:
-                        self._send(batch, exhausted)
-                if exhausted and self.received >= self.sent:
+                        self._send(batch, self.exhausted)
+                if self.exhausted and self.received >= self.sent:
                     return
                 kind, items = await aq.get()
                 for value in self._outputs(kind, items):

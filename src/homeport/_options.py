@@ -8,6 +8,7 @@ and `merged_env` gives the environment variables a container gets from secrets a
 from __future__ import annotations
 
 import inspect
+import math
 import os
 import posixpath
 import sys
@@ -20,9 +21,9 @@ from typing import Any
 from ._image import Image
 from ._retries import Retries
 from ._schedule import Cron, Period
-from ._secret import Secret
+from ._secret import Secret, check_object_name
 from ._volume import Volume
-from .exception import DeprecationError, InvalidError, UnimplementedError
+from .exception import DeprecationError, InvalidError
 
 __all__ = [
     "GPU_TYPES",
@@ -86,9 +87,13 @@ class FunctionOptions:
     allow_concurrent_inputs: int | None = None  # legacy form of `@modal.concurrent(max_inputs=...)`
     nonpreemptible: bool = False
     include_source: bool | None = None
+    # Modal parameters that are accepted here but whose effect is not built: the app refuses to run
+    # with them (see `unsupported_features`), but a module using them still imports (for `.local()`).
+    not_built: tuple[str, ...] = ()
 
 
-# Modal parameters that Homeport accepts only at their default value, with why and what to do.
+# Modal parameters whose effect Homeport does not build, with why and what to do: accepted (and their
+# type checked) when decorating, refused with this sentence when the app runs.
 _NOT_BUILT_PARAMS = {
     "network_file_systems": "NetworkFileSystem is deprecated in Modal and not built; use `volumes=` instead",
     "proxy": "static-IP proxies are not built; remove it",
@@ -192,6 +197,7 @@ def _parse_cpu(cpu: Any) -> tuple[float, float | None] | None:
         if len(cpu) != 2 or not all(_is_number(c) for c in cpu):
             raise InvalidError(f"`cpu` must be a number or a (request, limit) tuple of numbers, got {cpu!r}")
         request, limit = cpu
+        _finite_cpu(cpu)
         if request <= 0:
             raise InvalidError("CPU request must be a positive number")
         if limit <= 0:
@@ -201,9 +207,16 @@ def _parse_cpu(cpu: Any) -> tuple[float, float | None] | None:
         return (float(request), float(limit))
     if not _is_number(cpu):
         raise InvalidError(f"`cpu` must be a number or a (request, limit) tuple of numbers, got {cpu!r}")
+    _finite_cpu(cpu)
     if cpu <= 0:
         raise InvalidError("CPU request must be a positive number")
     return (float(cpu), None)
+
+
+def _finite_cpu(cpu: Any) -> None:
+    values = cpu if isinstance(cpu, (tuple, list)) else (cpu,)
+    if not all(math.isfinite(c) for c in values):
+        raise InvalidError(f"`cpu` must be a finite number of cores (e.g. cpu=2 or cpu=(1, 4)), got {cpu!r}")
 
 
 def _parse_memory(memory: Any) -> tuple[int, int | None] | None:
@@ -326,9 +339,7 @@ def function_options(
             raise TypeError(f"Function '{tag}' got an unexpected keyword argument '{key}'")
     kwargs = dict(kwargs)
 
-    for key, why in _NOT_BUILT_PARAMS.items():
-        if kwargs.pop(key, None):
-            raise UnimplementedError(f"`{key}=` is not supported by Homeport yet ({why}).")
+    not_built = _not_built_params(kwargs)
     allow_concurrent_inputs = kwargs.pop("allow_concurrent_inputs", None)
     if allow_concurrent_inputs is not None:
         if not _is_int(allow_concurrent_inputs) or allow_concurrent_inputs < 1:
@@ -400,8 +411,10 @@ def function_options(
         ephemeral_disk = _int("ephemeral_disk", ephemeral_disk, minimum=1)
 
     name = kwargs.get("name")
-    if name is not None and not isinstance(name, str):
-        raise InvalidError("Invalid value for `name`: Must be string.")
+    if name is not None:
+        if not isinstance(name, str):
+            raise InvalidError("Invalid value for `name`: Must be string.")
+        check_object_name(name, "Function")
     cloud = kwargs.get("cloud")
     if cloud is not None and not isinstance(cloud, str):
         raise InvalidError(f"`cloud` must be a string like 'aws' or 'gcp', not {type(cloud).__name__}")
@@ -451,7 +464,36 @@ def function_options(
         allow_concurrent_inputs=allow_concurrent_inputs,
         nonpreemptible=_bool("nonpreemptible", _default(kwargs, "nonpreemptible", False)),
         include_source=include_source,
+        not_built=not_built,
     )
+
+
+# The type each not-built parameter takes in Modal (None is always its default).
+_NOT_BUILT_TYPES: dict[str, tuple[type, ...]] = {
+    "network_file_systems": (Mapping,),
+    "routing_region": (str,),
+    "restrict_modal_access": (bool,),
+    "i6pn": (bool,),
+    "experimental_options": (Mapping,),
+    "_experimental_restrict_output": (bool,),
+}
+
+
+def _not_built_params(kwargs: dict[str, Any]) -> tuple[str, ...]:
+    """The not-built parameters given a value other than their default, checked for type."""
+    given = []
+    for key in _NOT_BUILT_PARAMS:
+        value = kwargs.pop(key, None)
+        if value is None:
+            continue
+        types = _NOT_BUILT_TYPES.get(key)  # `proxy` takes a `modal.Proxy`, which Homeport has not
+        if types is not None and not isinstance(value, types):
+            expected = " or ".join("a dict" if t is Mapping else t.__name__ for t in types)
+            raise InvalidError(f"`{key}` must be {expected}, not {type(value).__name__}")
+        if value is False or (isinstance(value, Mapping) and not value):
+            continue  # the default, spelled out
+        given.append(key)
+    return tuple(given)
 
 
 def _default(kwargs: dict[str, Any], key: str, default: Any) -> Any:
@@ -480,7 +522,7 @@ def _not_built(param: str, why: str, what_to_do: str) -> str:
 
 def unsupported_features(options: FunctionOptions) -> list[str]:
     """One sentence per option whose effect Homeport does not build yet, saying what to do instead."""
-    out: list[str] = []
+    out: list[str] = [f"`{key}=` is not supported by Homeport yet ({_NOT_BUILT_PARAMS[key]})." for key in options.not_built]
     if options.gpu:
         out.append(_not_built("gpu=...", "GPU assignment is not built", "remove it to run on the CPU"))
     if options.ephemeral_disk:

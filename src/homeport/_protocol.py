@@ -33,6 +33,12 @@ ENV_RUNTIME_PATH = "HOMEPORT_RUNTIME_PATH"
 ENV_IMAGE_HASH = "HOMEPORT_IMAGE_HASH"  # in a container: `Image.content_hash()` of its image (`Image.imports()`)
 ENV_MODAL_IMAGE_ID = "MODAL_IMAGE_ID"  # in a container: the id of its built image
 
+# A script run as `python app.py` is imported in its containers under this name (not `__main__`, so
+# that its `if __name__ == "__main__":` block does not run there). What the container pickles by
+# reference to it (exception classes, returned objects) names this module; the script's own process
+# knows it as an alias of its `__main__`.
+SCRIPT_MODULE = "__homeport_main__"
+
 # --- message types ---------------------------------------------------------------------------------
 RESULT = "res"
 HELLO = "hello"

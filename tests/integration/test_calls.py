@@ -52,6 +52,32 @@ def test_map_ordered_unordered_and_starmap(basic):
     assert list(basic.square.map([])) == []
 
 
+def test_unordered_map_yields_outputs_as_they_complete(basic, tmp_path):
+    # Input v completes only after the caller has seen the output for v - 1: completion order is
+    # 0, 1, 2 whatever the input order. An ordered map would wait on input 2 first and never get it.
+    seen = []
+    for value in basic.after_seen.map([2, 1, 0], kwargs={"seen_dir": str(tmp_path)}, order_outputs=False):
+        seen.append(value)
+        (tmp_path / str(value)).touch()
+    assert seen == [0, 1, 2]
+
+
+def test_for_each_runs_every_input(basic, tmp_path):
+    def marked(d):
+        return sorted(int(p.name) for p in d.iterdir())
+
+    for name in ("ok", "fails", "ignored"):
+        (tmp_path / name).mkdir()
+    assert basic.mark.for_each(range(6), kwargs={"directory": str(tmp_path / "ok")}) is None
+    assert marked(tmp_path / "ok") == list(range(6))
+    with pytest.raises(ValueError, match="failing on 3"):
+        basic.mark.for_each(range(6), kwargs={"directory": str(tmp_path / "fails"), "fail_on": 3})
+    assert 3 in marked(tmp_path / "fails")
+    assert basic.mark.for_each(range(6), kwargs={"directory": str(tmp_path / "ignored"), "fail_on": 3},
+                               ignore_exceptions=True) is None
+    assert marked(tmp_path / "ignored") == list(range(6))
+
+
 def test_big_map_moves_in_batches(basic):
     n = 20_000
     assert sum(basic.square.map(range(n))) == sum(x * x for x in range(n))
@@ -170,6 +196,19 @@ def test_sigkilled_container_fails_clearly_and_next_call_gets_a_fresh_one(basic)
     assert basic.pid.remote() == victim  # other functions' containers are untouched
 
 
+def test_sigkilled_container_with_retries_retries_on_a_fresh_container(basic, tmp_path):
+    from homeport.testing import wait_for
+
+    marker = tmp_path / "first-attempt-pid"
+    call = basic.killed_once.spawn(str(marker))
+    assert wait_for(marker.exists, timeout=30)
+    first = int(marker.read_text())
+    os.kill(first, signal.SIGKILL)
+    second = call.get(timeout=60)  # the retry policy applies: no error, a result
+    assert second > 0 and second != first
+    assert not _alive(first)
+
+
 def _containers():
     from homeport import _protocol as P
     from homeport._bridge import run_sync
@@ -218,3 +257,17 @@ def test_current_input_and_call_ids(basic):
 def test_functions_call_other_functions_of_their_app_from_containers(basic):
     assert basic.fan_out.remote(4) == (16, [0, 1, 4, 9], True)
     assert basic.uses_class.remote(5) == (10, 15)  # classes too, with parameters
+
+
+def test_a_call_at_import_in_a_container_fails_fast_saying_why(platform, apps_path):
+    # Module-level code runs in every container: each new one would call again while starting and
+    # none would serve. The container refuses the call, so the caller gets a clear error instead of
+    # a silent wait for `startup_timeout`.
+    import import_calls
+
+    with import_calls.app.run(show_logs=False):
+        with pytest.raises(ExecutionError) as info:
+            import_calls.echo.remote(1)
+    text = str(info.value)
+    assert "'echo' was called while a container was importing its module" in text
+    assert 'if __name__ == "__main__":' in text

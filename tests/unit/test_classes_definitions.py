@@ -512,8 +512,9 @@ def test_cls_option_validation_matches_function(app):
         _svc(app, scaledown_window=1)
     with _raises(InvalidError, "`min_containers` (5) cannot be greater than `max_containers` (2)"):
         _svc(app, min_containers=5, max_containers=2)
+    _svc(app, proxy=object())  # accepted when decorating; refused when the app runs:
     with _raises(UnimplementedError, "`proxy=` is not supported by Homeport yet"):
-        _svc(app, proxy=object())
+        app._check_supported()
     with pytest.raises(TypeError, match="unexpected keyword argument 'mounts'"):
         _svc(app, mounts=[])
 

@@ -735,9 +735,46 @@ def test_unknown_keyword_is_type_error(key):
     ],
 )
 def test_known_but_not_built_parameters(key, value):
-    with pytest.raises(UnimplementedError, match=f"`{key}=` is not supported by Homeport yet"):
-        opts(**{key: value})
+    # Accepted when decorating (a module using them still imports, for `.local()`), refused when the
+    # app runs, naming the parameter.
+    o = opts(**{key: value})
+    assert o.not_built == (key,)
+    (sentence,) = unsupported_features(o)
+    assert sentence.startswith(f"`{key}=` is not supported by Homeport yet (")
+    assert sentence.endswith("remove it).") or "instead" in sentence
     assert opts(**{key: None}) == opts()
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("restrict_modal_access", "yes", "`restrict_modal_access` must be bool, not str"),
+        ("i6pn", 1, "`i6pn` must be bool, not int"),
+        ("routing_region", 5, "`routing_region` must be str, not int"),
+        ("experimental_options", ["x"], "`experimental_options` must be a dict, not list"),
+        ("network_file_systems", "/nfs", "`network_file_systems` must be a dict, not str"),
+    ],
+)
+def test_not_built_parameters_are_type_checked_when_decorating(key, value, message):
+    with pytest.raises(InvalidError, match=re.escape(message)):
+        opts(**{key: value})
+
+
+def test_not_built_parameters_at_their_default_are_accepted():
+    assert opts(restrict_modal_access=False, i6pn=False, experimental_options={}).not_built == ()
+
+
+def test_not_built_parameter_is_refused_when_the_app_runs():
+    from homeport import App
+
+    app = App("not-built")
+    fn = app.function(restrict_modal_access=True, i6pn=True)(_global_fn)
+    assert fn.local(3) == 3  # decorating and `.local()` work
+    with pytest.raises(UnimplementedError) as info:
+        app._check_supported()
+    text = str(info.value)
+    assert "`restrict_modal_access=` is not supported by Homeport yet" in text
+    assert "`i6pn=` is not supported by Homeport yet" in text
 
 
 def test_allow_concurrent_inputs_is_accepted_with_a_warning_pointing_to_concurrent():
@@ -945,6 +982,10 @@ def test_cpu():
         ((2, 1), "Cannot specify a CPU limit lower than request: 1 < 2"),
         ("2", "`cpu` must be a number or a (request, limit) tuple"),
         ((1, 2, 3), "`cpu` must be a number or a (request, limit) tuple"),
+        (float("nan"), "`cpu` must be a finite number of cores"),
+        (float("inf"), "`cpu` must be a finite number of cores"),
+        ((1, float("nan")), "`cpu` must be a finite number of cores"),
+        ((float("nan"), 2), "`cpu` must be a finite number of cores"),
     ],
 )
 def test_cpu_validation(cpu, message):
@@ -1135,8 +1176,24 @@ def test_region_and_cloud():
 
 def test_name():
     assert opts(name="custom").name == "custom"
+    assert opts(name="my-fn_v1.2").name == "my-fn_v1.2"
     with pytest.raises(InvalidError, match=r"^Invalid value for `name`: Must be string\.$"):
         opts(name=5)
+
+
+@pytest.mark.parametrize("bad", ["bad name!", "", "x" * 65, "with/slash", "ap-" + "a" * 22, "tab\there"])
+def test_invalid_function_name_is_rejected_when_decorating(bad):
+    with pytest.raises(InvalidError, match=re.escape(f"Invalid Function name: '{bad}'. Names may contain only")):
+        opts(name=bad)
+
+
+def test_invalid_name_fails_at_the_decorator():
+    from homeport import App
+
+    app = App("names")
+    with pytest.raises(InvalidError, match="Invalid Function name: 'bad name!'"):
+        app.function(name="bad name!")(_global_fn)
+    assert app.registered_functions == {}
 
 
 @pytest.mark.parametrize(
@@ -1271,3 +1328,7 @@ def test_merged_env_reads_dotenv_and_local_environ(tmp_path, monkeypatch):
     o = opts(secrets=[Secret.from_dotenv(tmp_path), Secret.from_local_environ(["HP_TEST_TOKEN"])])
     assert merged_env(o) == {"FROM_FILE": "1", "HP_TEST_TOKEN": "tok"}
     assert os.environ.get("FROM_FILE") is None
+
+
+def _global_fn(x=0):
+    return x

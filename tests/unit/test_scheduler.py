@@ -46,6 +46,19 @@ def test_first_input_starts_one_container_and_is_assigned_when_it_is_ready():
     assert of(Assign, out) == [Assign("c1", (1,))]
 
 
+def test_only_the_holder_of_an_input_holds_it():
+    s, _ = make()
+    s.submit("p", [1, 2], 0)
+    s.container_ready("c1", 0.1)
+    s.container_ready("c2", 0.1)
+    holder = s.holder_of(1)
+    other = "c2" if holder == "c1" else "c1"
+    assert s.holds(holder, 1) and not s.holds(other, 1)
+    assert not s.holds(holder, 99) and not s.holds("nope", 1)
+    s.inputs_done(holder, [1], seconds=0.01, now=0.2)
+    assert not s.holds(holder, 1)  # finished: nobody may answer for it again
+
+
 def test_warm_container_is_reused():
     s, _ = make()
     s.submit("p", [1], 0)

@@ -7,7 +7,7 @@ import signal
 import sys
 import time
 
-import click
+import rich_click as click
 from rich.console import Console
 from rich.table import Table
 
@@ -32,13 +32,18 @@ def _server_request(msg: dict) -> object:
     return run_sync(_request(msg))
 
 
+# Help is formatted by rich-click; docstrings are markdown (`code` shows as code).
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.rich_config(help_config=click.RichHelpConfiguration(text_markup="markdown"))
 @click.version_option(__version__, prog_name="homeport")
 def cli() -> None:
     """Homeport: run programs written for Modal on your own machine."""
 
 
-@cli.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+# Everything after FUNC_REF belongs to the function (`homeport run app.py --detach` passes `--detach`
+# to it, and `homeport run app.py::fn --help` shows the function's parameters), as with `modal run`.
+@cli.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True,
+                               "allow_interspersed_args": False})
 @click.argument("func_ref")
 @click.option("-m", "module_mode", is_flag=True, help="FUNC_REF is a module path, not a file.")
 @click.option("-d", "--detach", is_flag=True, help="Keep the app running after the client exits.")
@@ -48,7 +53,8 @@ def cli() -> None:
 def run(ctx: click.Context, func_ref: str, module_mode: bool, detach: bool, quiet: bool, write_result: str | None) -> None:
     """Run FUNC_REF (file.py, file.py::function or file.py::entrypoint) in an ephemeral app.
 
-    Options after FUNC_REF are the function's own parameters, e.g. `--name world`.
+    Options after FUNC_REF are the function's own parameters, e.g. `--name world`; homeport's own
+    options go before it. `homeport run FUNC_REF --help` lists the function's parameters.
     """
     from ._run import run_program
 
@@ -480,5 +486,9 @@ def main() -> None:
     try:
         cli(standalone_mode=True)
     except Error as exc:
-        err_console.print(f"[bold red]{type(exc).__name__}:[/] {exc}")
+        from rich.markup import escape
+
+        # Escaped: a message may hold brackets (`list[int]`) that rich would take for markup. Not
+        # wrapped: the message is one line that people (and tests) search.
+        err_console.print(f"[bold red]{type(exc).__name__}:[/] {escape(str(exc))}", soft_wrap=True)
         sys.exit(1)

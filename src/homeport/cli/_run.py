@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import datetime
 import importlib.util
 import inspect
 import os
 import sys
+import types
 import typing
 from pathlib import Path
 from typing import Any
 
-import click
+import rich_click as click
 
-from .. import _modal_alias
+from .. import _modal_alias, _progress
 from .._app import App
 from .._function import Function
 from ..exception import InvalidError
@@ -75,30 +77,88 @@ def choose_target(app: App, module: Any, name: str | None) -> tuple[str, Any]:
     )
 
 
-def _param_type(annotation: Any) -> tuple[Any, bool]:
+class NoParserAvailable(InvalidError):
+    """A parameter's annotation is a type that `homeport run` cannot parse from the command line."""
+
+
+class _DateTime(click.ParamType):
+    """`datetime.datetime` from ISO 8601: `2024-01-02`, `2024-01-02T03:04:05`, `2024-01-02 03:04:05+02:00`."""
+
+    name = "datetime"
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> datetime.datetime:
+        if isinstance(value, datetime.datetime):
+            return value
+        try:
+            return datetime.datetime.fromisoformat(value)
+        except ValueError:
+            self.fail(f"{value!r} is not an ISO 8601 date and time, e.g. 2024-01-02 or 2024-01-02T03:04:05",
+                      param, ctx)
+
+
+_PARSERS: dict[Any, Any] = {str: str, int: int, float: float, datetime.datetime: _DateTime(), typing.Any: str,
+                            inspect.Parameter.empty: str}
+_BY_NAME = {"str": str, "int": int, "float": float, "bool": bool, "datetime.datetime": datetime.datetime,
+            "datetime": datetime.datetime, "Any": typing.Any, "typing.Any": typing.Any}
+SUPPORTED = "str, int, float, bool, datetime.datetime, typing.Any, or a Literal[...] of str or int values"
+
+
+def _unwrap_optional(annotation: Any) -> Any:
+    """`Optional[X]` and `X | None` parse as X (None is what leaving the option out gives)."""
+    args = typing.get_args(annotation)
+    union_types = (typing.Union, getattr(types, "UnionType", typing.Union))
+    if typing.get_origin(annotation) in union_types and type(None) in args:
+        rest = [a for a in args if a is not type(None)]
+        if len(rest) == 1:
+            return rest[0]
+    return annotation
+
+
+def _param_type(fn_name: str, param: str, annotation: Any) -> tuple[Any, bool]:
     """A click type for an annotation, and whether it is a boolean flag."""
+    annotation = _BY_NAME.get(annotation, annotation) if isinstance(annotation, str) else annotation
+    annotation = _unwrap_optional(annotation)
     if annotation is bool:
         return bool, True
-    if annotation in (int, float, str):
-        return annotation, False
+    if annotation in _PARSERS:
+        return _PARSERS[annotation], False
     if typing.get_origin(annotation) is typing.Literal:
-        return click.Choice([str(a) for a in typing.get_args(annotation)]), False
-    return str, False
+        values = typing.get_args(annotation)
+        if all(isinstance(v, str) for v in values) or all(type(v) is int for v in values):
+            return click.Choice([str(a) for a in values]), False
+    raise NoParserAvailable(
+        f"Parameter `{param}` of '{fn_name}' is annotated `{_type_name(annotation)}`, which `homeport run` cannot parse from "
+        f"the command line. Annotate it with {SUPPORTED}, or call '{fn_name}' from a "
+        "`@app.local_entrypoint()` that builds the value."
+    )
+
+
+def _type_name(annotation: Any) -> str:
+    if isinstance(annotation, str):
+        return annotation
+    if isinstance(annotation, type) and not typing.get_args(annotation):
+        module = annotation.__module__
+        return annotation.__qualname__ if module == "builtins" else f"{module}.{annotation.__qualname__}"
+    return repr(annotation)
 
 
 def parse_cli_args(f: Any, args: list[str]) -> dict[str, Any]:
     """`modal run`-style options from a function's parameters: `--name value`, `--flag/--no-flag`."""
     sig = inspect.signature(f)
+    fn_name = getattr(f, "__name__", "fn")
     params: list[click.Parameter] = []
     try:
         hints = typing.get_type_hints(f)
     except Exception:
         hints = {}
+    literals: dict[str, tuple] = {}
     for p in sig.parameters.values():
-        if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+        if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD) or p.name == "self":
             continue
         ann = hints.get(p.name, p.annotation)
-        typ, is_flag = _param_type(ann)
+        typ, is_flag = _param_type(fn_name, p.name, ann)
+        if isinstance(typ, click.Choice):
+            literals[p.name] = typing.get_args(_unwrap_optional(ann))
         opt = "--" + p.name.replace("_", "-")
         required = p.default is inspect.Parameter.empty
         default = None if required else p.default
@@ -107,21 +167,20 @@ def parse_cli_args(f: Any, args: list[str]) -> dict[str, Any]:
         else:
             extra = {} if required else {"default": default, "show_default": True}  # click 8.2+: None is a default
             params.append(click.Option([opt, p.name], type=typ, required=required, **extra))
-    cmd = click.Command(getattr(f, "__name__", "fn"), params=params, callback=lambda **kw: kw)
-    result = cmd.main(args=args, prog_name=f"homeport run ...::{getattr(f, '__name__', '')}", standalone_mode=False)
+    cmd = click.RichCommand(fn_name, params=params, callback=lambda **kw: kw, help=inspect.getdoc(f))
+    result = cmd.main(args=args, prog_name=f"homeport run ...::{fn_name}", standalone_mode=False)
     if isinstance(result, int):  # --help was shown
         raise SystemExit(result)
-    # Literal of ints came through as strings
-    for p in sig.parameters.values():
-        ann = hints.get(p.name)
-        if typing.get_origin(ann) is typing.Literal and p.name in result and result[p.name] is not None:
-            lits = typing.get_args(ann)
-            result[p.name] = next(lit for lit in lits if str(lit) == result[p.name])
+    # A Literal's choices come through as strings: back to the values the function declared.
+    for name, values in literals.items():
+        if result.get(name) is not None:
+            result[name] = next((v for v in values if str(v) == str(result[name])), result[name])
     return result
 
 
 def run_program(ref: str, args: list[str], *, module_mode: bool, detach: bool, quiet: bool, write_result: str | None) -> None:
     os.environ.setdefault("HOMEPORT_MODAL_ALIAS", "1")
+    _progress.configure(quiet=quiet, maps=True)  # on a terminal: a bar for each big map
     module, name = import_program(ref, module_mode)
     app = find_app(module)
     kind, target = choose_target(app, module, name)

@@ -78,7 +78,7 @@ def _import_user_module(defn: dict[str, Any]):
     if name == "__main__" and path is not None:
         # A script run as `python app.py`: import its file under another name, so that its
         # `if __name__ == "__main__":` block never runs inside a container.
-        name = "__homeport_main__"
+        name = P.SCRIPT_MODULE
     if name in sys.modules:
         return sys.modules[name]
     if path is None:
@@ -109,10 +109,14 @@ class Service:
 
 
 def load_service(defn: dict[str, Any]) -> Service:
-    if defn.get("serialized") is not None:
-        target = cloudpickle.loads(defn["serialized"])
-    else:
-        target = _resolve(_import_user_module(defn), defn["qualname"])
+    _context.loading_user_code = True
+    try:
+        if defn.get("serialized") is not None:
+            target = cloudpickle.loads(defn["serialized"])
+        else:
+            target = _resolve(_import_user_module(defn), defn["qualname"])
+    finally:
+        _context.loading_user_code = False
     user_cls = getattr(target, P.USER_CLASS_ATTR, None)
     if user_cls is None and inspect.isclass(target):
         user_cls = target

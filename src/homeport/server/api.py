@@ -10,8 +10,9 @@ from typing import Any
 from .. import _protocol as P
 from .._wire import FramedProtocol
 from ..exception import Error, code_of
+from .access import container_refusal
 from .images import ImageBuildFailed, ImageUnsupported
-from .services import STOP_GRACE_SECONDS, ControlPlane, Peer
+from .services import ERROR, STOP_GRACE_SECONDS, ControlPlane, Peer
 
 log = logging.getLogger("homeport.server.api")
 
@@ -72,6 +73,11 @@ class Connection:
             self._hello(msg)
             return
         try:
+            if self.peer.container_id is not None:
+                why = container_refusal(self.cp, self.peer.container_id, msg)
+                if why is not None:
+                    self._refuse(msg, why)
+                    return
             self._client_message(msg)
         except Exception as exc:
             log.exception("error handling %s", msg.get("t"))
@@ -92,19 +98,30 @@ class Connection:
             self.container_id = msg["cid"]
             self.reply(msg, definition)
             return
+        container_id = None
         if msg.get("cid"):  # user code inside a container, calling its app's functions
             if not self.cp.container_credentials_ok(msg["cid"], str(msg.get("ctoken", ""))):
                 self.reply_error(msg, "auth", "unknown container or wrong container token")
                 self.proto.close()
                 return
+            container_id = msg["cid"]
         elif not secrets.compare_digest(str(msg.get("token", "")), self.cp.token):
             self.reply_error(
                 msg, "auth", "the control plane refused the token; the client must read it from the same state directory"
             )
             self.proto.close()
             return
-        self.peer = Peer(self.proto)
+        self.peer = Peer(self.proto, container_id=container_id)
         self.reply(msg, {"version": P.PROTOCOL_VERSION})
+
+    def _refuse(self, msg: dict[str, Any], why: str) -> None:
+        log.warning("refused %s from the user code of container %s: %s", msg.get("t"), self.peer.container_id, why)
+        if "id" in msg:
+            self.reply_error(msg, "auth", why)
+        elif msg.get("t") == P.CALL:  # a call sent without a request id waits for its outputs instead
+            err = {"code": "auth", "msg": why}
+            items = [[i[0], ERROR, err] for i in msg.get("inputs") or ()] or [[0, ERROR, err]]
+            self.proto.send({"t": P.OUTPUTS, "call": msg.get("call"), "items": items})
 
     def _client_message(self, msg: dict[str, Any]) -> None:
         t = msg["t"]

@@ -117,6 +117,9 @@ class Peer:
 
     proto: FramedProtocol
     apps: set[str] = field(default_factory=set)  # ephemeral apps stopped when the client leaves
+    # User code inside this container, connected with its credentials: it may send only what
+    # `access.container_refusal` allows.
+    container_id: str | None = None
 
 
 @dataclass
@@ -508,6 +511,8 @@ class ControlPlane:
         rec = self.containers.get(msg.get("cid", ""))
         if rec is None or not secrets.compare_digest(rec.token, msg.get("token", "")):
             return None
+        if rec.proto is not None:  # its runtime is connected: a second "runtime" is user code posing as one
+            return None
         rec.proto = proto
         return rec.fn.definition
 
@@ -524,6 +529,9 @@ class ControlPlane:
         if t == P.CONTAINER_OUTPUTS:
             self._container_outputs(rec, msg["items"], now)
         elif t == P.CONTAINER_GEN:
+            if not self.scheduler.holds(cid, msg["input"]):
+                log.warning("container %s sent generator items for input %s, which it does not hold", cid, msg["input"])
+                return
             inp = self.inputs.get(msg["input"])
             if inp is not None and inp.call.subscriber is not None:
                 inp.call.subscriber.proto.send({"t": P.GEN_ITEMS, "call": inp.call.call_id, "items": msg["items"]})
@@ -545,8 +553,14 @@ class ControlPlane:
         seconds = 0.0
         cpu: float | None = 0.0
         deliver = []
+        cid = rec.container_id
         for item in items:
             iid, status, data, secs = item[:4]
+            if not self.scheduler.holds(cid, iid):
+                # Only the inputs assigned to this container are its to finish: anything else is
+                # another caller's input, and the container's user code must not answer for it.
+                log.warning("container %s sent an output for input %s, which it does not hold", cid, iid)
+                continue
             done.append(iid)
             seconds += secs
             cpu = cpu + item[4] if cpu is not None and len(item) > 4 and item[4] is not None else None
@@ -556,7 +570,7 @@ class ControlPlane:
             if status in (P.FAILURE, P.TIMEOUT) and self._maybe_retry(inp):
                 continue
             deliver.append((inp, status, data))
-        instructions = self.scheduler.inputs_done(rec.container_id, done, seconds, now, cpu_seconds=cpu)
+        instructions = self.scheduler.inputs_done(cid, done, seconds, now, cpu_seconds=cpu)
         if deliver:
             self._deliver(deliver)
         self.execute(instructions)

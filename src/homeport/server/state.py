@@ -164,6 +164,14 @@ class State:
             (status, msgpack.packb(result, use_bin_type=True), time.time(), call_id),
         )
 
+    def call_app_id(self, call_id: str) -> str | None:
+        """The app of a spawned call's function (None if there is no such call)."""
+        row = self.db.execute(
+            "SELECT f.app_id FROM calls c JOIN functions f ON f.function_id = c.function_id WHERE c.call_id = ?",
+            (call_id,),
+        ).fetchone()
+        return row[0] if row else None
+
     def get_call(self, call_id: str) -> tuple[int | None, Any] | None:
         row = self.db.execute("SELECT status, result FROM calls WHERE call_id = ?", (call_id,)).fetchone()
         if row is None:

@@ -142,3 +142,38 @@ class Doubler:
 @app.function()
 def uses_class(x):
     return Doubler().double.remote(x), Doubler(factor=3).double.remote(x)
+
+
+@app.function(max_containers=1, timeout=60)
+@modal.concurrent(max_inputs=4)
+def after_seen(value, seen_dir):
+    """Returns once the caller has seen the output for `value - 1`, so outputs complete in value order
+    whatever order the inputs came in (0 returns at once)."""
+    if value > 0:
+        marker = os.path.join(seen_dir, str(value - 1))
+        deadline = time.monotonic() + 50
+        while not os.path.exists(marker):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the caller never saw the output for {value - 1}")
+            time.sleep(0.01)
+    return value
+
+
+@app.function()
+def mark(x, directory, fail_on=-1):
+    open(os.path.join(directory, str(x)), "w").close()
+    if x == fail_on:
+        raise ValueError(f"failing on {x}")
+    return x
+
+
+@app.function(retries=modal.Retries(max_retries=1, initial_delay=0.0, backoff_coefficient=1.0))
+def killed_once(marker):
+    """The first attempt leaves its pid in `marker` and waits to be killed; a retry returns its own pid."""
+    if not os.path.exists(marker):
+        with open(marker + ".tmp", "w") as f:
+            f.write(str(os.getpid()))
+        os.rename(marker + ".tmp", marker)
+        time.sleep(60)
+        return -1
+    return os.getpid()

@@ -255,6 +255,11 @@ class Scheduler:
         pool.queue = deque(i for i in pool.queue if i not in inputs)
         return before - len(pool.queue) == len(inputs)
 
+    def holds(self, cid: str, input_id: int) -> bool:
+        """Whether the input is assigned to this container (it alone may finish it)."""
+        c = self.containers.get(cid)
+        return c is not None and input_id in c.assigned
+
     def holder_of(self, input_id: int) -> str | None:
         for c in self.containers.values():
             if input_id in c.assigned:

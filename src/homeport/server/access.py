@@ -1,0 +1,85 @@
+"""What a connection authenticated as a container's user code may ask of the control plane.
+
+A client holding the installation token may send every client message. User code inside a container
+connects with that container's id and token instead (the runtime hands them over in `_context`), and
+gets only what running its function needs:
+
+- look up, bind and call the functions and classes of its own app, and of deployed apps
+  (`Function.from_name`, `Cls.from_name`): FUNCTION_LOOKUP, FUNCTION_BIND, CALL, MAP_PUT;
+- wait for and cancel calls of those apps: CALL_GET, CALL_CANCEL;
+- read and write the volumes its function mounts: VOLUME (not list, delete or create others).
+
+Everything else (stopping the server, containers or apps, secrets, deploys, image builds, logs of
+other apps ...) is refused with an `auth` error, so code running in one app cannot reach the rest of
+the installation through the control plane.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from .. import _protocol as P
+
+if TYPE_CHECKING:
+    from .services import ControlPlane
+
+CONTAINER_MESSAGES = frozenset(
+    {P.FUNCTION_LOOKUP, P.FUNCTION_BIND, P.CALL, P.MAP_PUT, P.CALL_GET, P.CALL_CANCEL, P.VOLUME}
+)
+_VOLUME_OPS = frozenset({"exists", "ls", "read", "put", "rm", "cp", "create"})
+
+
+def container_refusal(cp: ControlPlane, container_id: str, msg: dict[str, Any]) -> str | None:
+    """Why the user code of `container_id` may not send `msg`, or None if it may.
+
+    What does not exist is not refused here: the message goes on and gets its usual not-found answer.
+    """
+    t = msg.get("t")
+    rec = cp.containers.get(container_id)
+    if rec is None:
+        return f"container {container_id} is no longer running, so its credentials are no longer valid"
+    if t not in CONTAINER_MESSAGES:
+        return (
+            f"`{t}` is not allowed from code running inside a container: a container may only call the "
+            "functions and classes of its own app and of deployed apps, and use the volumes its function "
+            "mounts. Do this from outside the container (for example with the `homeport` CLI)."
+        )
+    own = rec.fn.app_id
+    if t == P.FUNCTION_LOOKUP:
+        app_id = msg.get("app_id")
+        if app_id and app_id != own:
+            return "a container may only look up functions of its own app, or of deployed apps by name"
+        return None
+    if t in (P.CALL, P.FUNCTION_BIND):
+        fn = cp.functions.get(msg.get("fid", ""))
+        return None if fn is None else _foreign(cp, own, fn.app_id, "call")
+    if t in (P.MAP_PUT, P.CALL_GET, P.CALL_CANCEL):
+        call = cp.calls.get(msg.get("call", ""))
+        app_id = call.fn.app_id if call is not None else cp.state.call_app_id(msg.get("call", ""))
+        return None if app_id is None else _foreign(cp, own, app_id, "use a call of")
+    if t == P.VOLUME:
+        return _volume_refusal(cp, rec.fn.definition, msg)
+    return None
+
+
+def _foreign(cp: ControlPlane, own: str, app_id: str, what: str) -> str | None:
+    if app_id == own:
+        return None
+    app = cp.apps.get(app_id)
+    if app is not None and app.get("state") == "deployed":
+        return None
+    return f"a container may not {what} another app that is not deployed ({app_id})"
+
+
+def _volume_refusal(cp: ControlPlane, definition: dict[str, Any], msg: dict[str, Any]) -> str | None:
+    op, name = msg.get("op"), msg.get("name")
+    if op not in _VOLUME_OPS or (op == "create" and not msg.get("exist_ok")):
+        return f"volume operation `{op}` is not allowed from code running inside a container"
+    mounted = {host for host, _target in definition.get("mounts") or ()}
+    try:
+        host = str(cp.volumes.resolve(name, False)) if cp.volumes is not None and name else None
+    except Exception:
+        host = None
+    if host is None or host not in mounted:
+        return f"a container may only use the volumes its function mounts, and '{name}' is not one of them"
+    return None
