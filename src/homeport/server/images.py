@@ -62,11 +62,21 @@ PTH_LINE = (
     f"import os, sys; sys.path.extend(p for p in os.environ.get({P.ENV_RUNTIME_PATH!r}, '').split(os.pathsep) "
     "if p and p not in sys.path)\n"
 )
-# Interpreter settings of the control plane's own environment that must not reach an image's.
+# Interpreter settings of the control plane's own environment that must not reach the build tools.
 _INTERPRETER_VARS = frozenset({
     "PYTHONPATH", "PYTHONHOME", "PYTHONUSERBASE", "PYTHONSTARTUP", "PYTHONEXECUTABLE", "VIRTUAL_ENV",
     "CONDA_PREFIX", "CONDA_DEFAULT_ENV", "__PYVENV_LAUNCHER__", "PYTHONNOUSERSITE",
 })
+# All that a container keeps of the environment of whoever started the control plane: what any process
+# expects to find (where programs are, whose session it is, how to print text). Everything else there
+# (credentials exported in that shell, its interpreter's settings) stays out; a function gets variables
+# only from its image's `env`, its secrets and its `env=`.
+BASE_ENV_VARS = frozenset({"PATH", "HOME", "LANG", "LANGUAGE", "TERM", "TZ", "USER", "LOGNAME"})
+
+
+def base_environ(server_env: Mapping[str, str]) -> dict[str, str]:
+    """The allowlisted part of the control plane's environment (`BASE_ENV_VARS` and the `LC_*` locale)."""
+    return {k: v for k, v in server_env.items() if k in BASE_ENV_VARS or k.startswith("LC_")}
 FILE_KINDS = frozenset({"add_local_file", "add_local_dir", "add_local_python_source"})
 INSTALL_KINDS = frozenset({"pip_install", "uv_pip_install", "pip_install_from_requirements",
                            "pip_install_from_pyproject"})
@@ -113,7 +123,7 @@ class BuiltImage:
 
     def environ(self, server_env: Mapping[str, str], runtime_path: str) -> dict[str, str]:
         """The environment every container of this image starts from (before its function's own)."""
-        env = {k: v for k, v in server_env.items() if not k.startswith("HOMEPORT_") and k not in _INTERPRETER_VARS}
+        env = base_environ(server_env)
         env["VIRTUAL_ENV"] = self.venv
         system_path = DEBIAN_PATH if self.rootfs_lower else env.get("PATH", os.defpath)
         env["PATH"] = os.path.join(self.venv, "bin") + os.pathsep + system_path
