@@ -59,6 +59,50 @@ def test_the_callers_packages_do_not_leak_into_images(images):
         assert info["pytest"] is False and info["psutil"] is False
 
 
+LEAK_APP = """
+import importlib.util
+import sys
+
+import homeport as modal
+
+from hp_leak_pkg import helper  # the app's own package: it comes along, like Modal mounts it
+
+app = modal.App("leak")
+
+
+@app.function()
+def seen():
+    return {"helper": helper.VALUE, "editable": importlib.util.find_spec("hp_leak_editable") is not None,
+            "path": sys.path}
+"""
+
+
+def test_only_the_apps_own_source_reaches_containers(platform, tmp_path, monkeypatch):
+    """The caller's other import directories (PYTHONPATH, the `.pth` path of an editable install) stay
+    out of containers; the package the app lives in comes along."""
+    editable = tmp_path / "editable-src"  # what `pip install -e` of another project adds to sys.path
+    (editable / "hp_leak_editable").mkdir(parents=True)
+    (editable / "hp_leak_editable" / "__init__.py").write_text("")
+    pkg = tmp_path / "project" / "hp_leak_pkg"
+    pkg.mkdir(parents=True)
+    (pkg / "__init__.py").write_text("")
+    (pkg / "helper.py").write_text("VALUE = 'the app package'\n")
+    (pkg / "leakapp.py").write_text(LEAK_APP)
+    monkeypatch.syspath_prepend(str(editable))
+    monkeypatch.syspath_prepend(str(tmp_path / "project"))
+    assert importlib.util.find_spec("hp_leak_editable") is not None  # importable here
+    mod = importlib.import_module("hp_leak_pkg.leakapp")
+    try:
+        with mod.app.run(show_logs=False):
+            info = mod.seen.remote()
+    finally:
+        for name in ("hp_leak_pkg", "hp_leak_pkg.helper", "hp_leak_pkg.leakapp", "hp_leak_editable"):
+            sys.modules.pop(name, None)
+    assert info["helper"] == "the app package"
+    assert info["editable"] is False, info["path"]
+    assert str(editable) not in info["path"]
+
+
 def test_image_env_and_imports_block(images):
     assert images.in_pinned.remote()["flavour"] == "pinned"
     assert images.in_plain.remote()["flavour"] == "plain"  # App(image=...) is the default image

@@ -106,7 +106,13 @@ def snapshot_problems() -> list[str]:
     return problems
 
 
+# The directory `python -m` put first on sys.path when this template started (its working directory).
+_start_dir: str | None = None
+
+
 def main(fd: int) -> None:
+    global _start_dir
+    _start_dir = os.getcwd()
     sock = socket.socket(fileno=fd)
     first = msgpack.unpackb(sock.recv(PACKET), raw=False)
     preloaded = None
@@ -218,6 +224,8 @@ def _child(sock: socket.socket, fds: list[int], msg: dict[str, Any], preloaded: 
         os.environ.update(msg["env"])
         if msg.get("cwd"):
             os.chdir(msg["cwd"])
+        if sys.path and sys.path[0] == _start_dir:  # like a fresh `python -m`: the container's own directory
+            sys.path[0] = os.getcwd()
         # Per-container state must differ between copies of one snapshot.
         random.seed()
         if "numpy" in sys.modules:
