@@ -1,6 +1,8 @@
 """What a container starts with: its environment, the key of the template it is forked from (pure)."""
 
+from homeport.backends import Mount
 from homeport.server.images import BuiltImage
+from homeport.server.templates import container_template
 
 
 def _image(**kw):
@@ -27,3 +29,38 @@ def test_a_container_keeps_only_the_basics_of_the_control_planes_environment():
 def test_the_images_python_path_is_the_only_pythonpath():
     env = _image(python_path=["/staged/root"], env={"PYTHONPATH": "/in/image"}).environ({"PYTHONPATH": "/x"}, "/rt")
     assert env["PYTHONPATH"] == "/in/image:/staged/root"
+
+
+# --- template keys ---------------------------------------------------------------------------------
+
+ARGV = ("/images/l/venv/bin/python", "-m", "homeport.runtime")
+SNAP = {"snapshot": True, "tag": "Model", "module_name": "m", "module_file": None, "qualname": "Model",
+        "app_id": "ap-1", "function_id": "fu-1"}
+
+
+def test_a_template_key_cannot_be_recomputed_without_the_control_planes_own_key():
+    """Keys appear in logs and file names and cover secret values: guessing a secret and hashing what
+    the key covers must not confirm the guess."""
+    env = {"PATH": "/bin", "DB_PASSWORD": "hunter2"}
+    one = container_template(SNAP, ARGV, env, {}, salt=b"a" * 32).key
+    assert one == container_template(SNAP, ARGV, dict(env), {}, salt=b"a" * 32).key
+    assert one != container_template(SNAP, ARGV, env, {}, salt=b"b" * 32).key  # keyed: the salt is needed
+    changed = container_template(SNAP, ARGV, {**env, "DB_PASSWORD": "other"}, {}, salt=b"a" * 32).key
+    assert changed != one  # a changed secret still makes a new snapshot
+    assert "hunter2" not in one
+
+
+def test_a_template_key_ignores_the_containers_own_values_and_covers_its_view():
+    salt = b"s" * 32
+    env = {"HOMEPORT_CONTAINER_ID": "ta-1", "HOMEPORT_CONTAINER_TOKEN": "t1", "HOMEPORT_STARTED_AT": "1.0"}
+    other = {"HOMEPORT_CONTAINER_ID": "ta-2", "HOMEPORT_CONTAINER_TOKEN": "t2", "HOMEPORT_STARTED_AT": "2.0"}
+    assert container_template(SNAP, ARGV, env, {}, salt=salt).key == container_template(SNAP, ARGV, other, {}, salt=salt).key
+    assert container_template({**SNAP, "app_id": "ap-2"}, ARGV, env, {}, salt=salt).key == \
+        container_template(SNAP, ARGV, env, {}, salt=salt).key  # another run of the same app: the same snapshot
+    vol = (Mount("/state/volumes/v", "/data"),)
+    plain = container_template({}, ARGV, env, {"A": "1"}, salt=salt)
+    mounted = container_template({}, ARGV, env, {"A": "1"}, salt=salt, mounts=vol)
+    assert plain.key.startswith("rt-") and plain.key != mounted.key  # a template sees its containers' volumes
+    assert mounted.mounts == vol and mounted.env == {"A": "1"}
+    assert container_template(SNAP, ARGV, env, {}, salt=salt, cwd="/a").key != \
+        container_template(SNAP, ARGV, env, {}, salt=salt, cwd="/b").key

@@ -6,7 +6,6 @@ I/O lives here (connections, the backend, SQLite); decisions live in `core.sched
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import itertools
 import logging
 import os
@@ -17,11 +16,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import msgpack
-
 from .. import _protocol as P
 from .._wire import FramedProtocol
-from ..backends import Backend, ContainerSpec, ExitInfo, Mount, TemplateSpec
+from ..backends import Backend, ContainerSpec, ExitInfo, Mount
 from .core.scheduler import (
     Assign,
     Capacity,
@@ -37,6 +34,7 @@ from .images import BuiltImage, ImageBuilder
 from .schedules import ScheduleRunner
 from .secrets import SecretStore
 from .state import State
+from .templates import container_template
 from .volumes import VolumeStore
 
 log = logging.getLogger("homeport.server")
@@ -54,34 +52,6 @@ def machine_capacity() -> Capacity:
     cpu = float(os.environ.get("HOMEPORT_CPU") or psutil.cpu_count() or 1)
     mem = int(os.environ.get("HOMEPORT_MEMORY_MIB") or psutil.virtual_memory().total // (1 << 20))
     return Capacity(cpu=cpu, memory_mib=mem)
-
-
-def container_template(definition: dict[str, Any], argv: tuple[str, ...], env: dict[str, str],
-                       base_env: dict[str, str]) -> TemplateSpec:
-    """What a container of this function can be forked from.
-
-    With `enable_memory_snapshot` a template that has run the user's imports and `snap=True` hooks,
-    keyed by everything that shapes that state: the code (the module file's bytes), the definition
-    (qualname, parameter values ...), the interpreter and the environment (secrets included). Without,
-    a template with only the runtime imported, shared by every function of the same image
-    (`base_env`: the image's environment, before any function's own).
-    """
-    own = (P.ENV_CONTAINER_ID, P.ENV_CONTAINER_TOKEN)
-    template_env = {k: v for k, v in env.items() if k not in own}
-    if not definition.get("snapshot"):
-        key = hashlib.sha256(P.encode({"argv": list(argv), "env": base_env})).hexdigest()
-        return TemplateSpec(key=f"rt-{key}", argv=argv, env=base_env)
-    stable = {k: v for k, v in definition.items() if k not in ("app_id", "function_id")}
-    h = hashlib.sha256(P.encode({"argv": list(argv), "env": template_env, "definition": stable}))
-    path = definition.get("module_file")
-    if path:
-        try:
-            with open(path, "rb") as f:
-                h.update(f.read())
-        except OSError:
-            pass
-    return TemplateSpec(key=f"snap-{h.hexdigest()}", argv=argv, env=template_env,
-                        definition=msgpack.packb(definition, use_bin_type=True))
 
 
 def _canonical(value: Any) -> Any:
@@ -167,6 +137,7 @@ class ControlPlane:
         self.scratch = scratch
         # Fork containers from template processes (HOMEPORT_TEMPLATES=0 starts fresh interpreters).
         self.use_templates = os.environ.get(P.ENV_TEMPLATES, "1") != "0"
+        self.template_salt = secrets.token_bytes(32)  # template keys are keyed hashes (see .templates)
         self._cid_counter = itertools.count(1)
         self.scheduler = Scheduler(self._new_container_id, machine_capacity())
         self.apps: dict[str, dict[str, Any]] = {}
@@ -304,7 +275,7 @@ class ControlPlane:
     async def _prepare_template(self, image: BuiltImage) -> None:
         if self.use_templates:
             base_env = self.image_environ(image)
-            await self.backend.prepare(container_template({}, image.argv(), base_env, base_env))
+            await self.backend.prepare(container_template({}, image.argv(), base_env, base_env, salt=self.template_salt))
 
     async def build_images(self, requests: list[dict[str, Any]], on_log: Callable[[str, str, int], None]) -> list[str]:
         """Build (or find cached) each requested image; logs go to `on_log(image, line, fd)`.
@@ -344,6 +315,7 @@ class ControlPlane:
                         P.ENV_MODAL_IS_REMOTE: "1",
                         P.ENV_MODAL_IMAGE_ID: image.image_id,
                         P.ENV_IMAGE_HASH: fn.definition.get("image_hash") or "",
+                        P.ENV_STARTED_AT: repr(time.time()),
                     }
                 )
                 argv = image.argv()
@@ -370,7 +342,8 @@ class ControlPlane:
                     cpu_limit=fn.definition.get("cpu_limit"),
                     mounts=tuple(mounts),
                     rootfs=rootfs,
-                    template=container_template(fn.definition, argv, env, base_env) if self.use_templates else None,
+                    template=container_template(fn.definition, argv, env, base_env, salt=self.template_salt, cwd=cwd,
+                                                mounts=mounts, rootfs=rootfs) if self.use_templates else None,
                 )
                 rec.pid = await self.backend.start(spec, self._on_container_output, self._on_container_exit)
             except Exception as exc:  # the backend could not even create the process
