@@ -7,6 +7,7 @@ images here are built once per session (about a second in all once uv's cache ha
 import asyncio
 import importlib
 import importlib.util
+import json
 import re
 import sys
 import time
@@ -16,6 +17,7 @@ import pytest
 import homeport as modal
 from homeport._image_request import build_request
 from homeport.exception import ImageBuildError, NotFoundError
+from homeport.testing import homeport_cli
 
 pytestmark = pytest.mark.integration
 
@@ -228,6 +230,12 @@ def test_apt_install_run_commands_and_run_function_take_effect(platform, apps_pa
 
     with images_rootfs.app.run(show_logs=False):
         info = images_rootfs.inspect.remote()
+    with images_rootfs.app.run(show_logs=False):  # a new container, forked from the same template
+        again = images_rootfs.inspect.remote()
+        timelines = [r["timeline"] for r in json.loads(homeport_cli("container", "list", "--json").stdout)
+                     if r["function"] == "inspect"]
+    assert again["pid"] != info["pid"] and again["earlier_write"] is False  # each container has its own root
+    assert timelines and all("fork" in t for t in timelines)  # started from the image's warm template
     assert info["tree"] == "/usr/bin/tree" and info["tree_version"].startswith("tree v")
     assert info["marker"] == "built by run_commands"
     assert info["weights"] == "weights from run_function"  # written outside the venv, kept in the image

@@ -1,5 +1,7 @@
 """What a container starts with: its environment, the key of the template it is forked from (pure)."""
 
+import pytest
+
 from homeport.backends import Mount
 from homeport.server.images import BuiltImage
 from homeport.server.templates import container_template
@@ -64,3 +66,36 @@ def test_a_template_key_ignores_the_containers_own_values_and_covers_its_view():
     assert mounted.mounts == vol and mounted.env == {"A": "1"}
     assert container_template(SNAP, ARGV, env, {}, salt=salt, cwd="/a").key != \
         container_template(SNAP, ARGV, env, {}, salt=salt, cwd="/b").key
+
+
+# --- a forked container's own root in a root file system image ---------------------------------------
+
+MOUNTINFO = """\
+1 0 0:1 / / rw - overlay homeport-root rw
+2 1 0:2 / /dev rw - devtmpfs dev rw
+3 2 0:3 / /dev/pts rw - devpts devpts rw
+4 1 0:4 / /proc rw - proc proc rw
+5 1 8:1 /vol /data rw - ext4 /dev/vda rw
+6 5 8:1 /sub /data/inner rw - ext4 /dev/vda rw
+7 1 8:1 /x /tmp/with\\040space ro - ext4 /dev/vda rw
+"""
+
+
+def test_the_mounts_a_forked_container_carries_into_its_own_root():
+    from homeport.runtime._mountns import mount_points, outermost
+
+    points = mount_points(MOUNTINFO)
+    assert points[-1] == "/tmp/with space"
+    # A recursive bind of each carries what is mounted below it; the root itself becomes the lower layer.
+    assert outermost(points) == ["/data", "/dev", "/proc", "/tmp/with space"]
+
+
+def test_the_new_root_is_assembled_where_nothing_is_mounted(tmp_path, monkeypatch):
+    from homeport.runtime import _mountns
+
+    for d in ("run", "mnt"):
+        (tmp_path / d).mkdir()
+    monkeypatch.setattr(_mountns, "SCRATCH_DIRS", (str(tmp_path / "run"), str(tmp_path / "mnt")))
+    assert _mountns.scratch_dir(["/", str(tmp_path / "run") + "/secrets"]) == str(tmp_path / "mnt")
+    with pytest.raises(OSError, match="plain directory"):
+        _mountns.scratch_dir([str(tmp_path / "run"), str(tmp_path / "mnt")])

@@ -301,50 +301,7 @@ class ControlPlane:
 
         async def start() -> None:
             try:
-                image = await self.function_image(fn.definition)
-                base_env = self.image_environ(image)
-                env = dict(base_env)
-                env.update(fn.env)
-                env.update(
-                    {
-                        "PYTHONUNBUFFERED": "1",
-                        P.ENV_SERVER_ADDRESS: self.address,
-                        P.ENV_CONTAINER_ID: ins.container,
-                        P.ENV_CONTAINER_TOKEN: rec.token,
-                        P.ENV_IS_REMOTE: "1",
-                        P.ENV_MODAL_IS_REMOTE: "1",
-                        P.ENV_MODAL_IMAGE_ID: image.image_id,
-                        P.ENV_IMAGE_HASH: fn.definition.get("image_hash") or "",
-                        P.ENV_STARTED_AT: repr(time.time()),
-                    }
-                )
-                argv = image.argv()
-                cwd = image.cwd(fn.definition.get("cwd") or None)
-                # The image's files first, then the function's volumes (which win on a shared path).
-                mounts = image.container_mounts()
-                mounts += [Mount(host, target) for host, target in fn.definition.get("mounts") or ()]
-                rootfs = image.rootfs(cwd)
-                if rootfs is not None:  # the image has its own root file system: cwd is inside it
-                    definition = fn.definition
-                    code = [*(definition.get("sys_path") or ()), definition.get("cwd") or ""]
-                    if definition.get("module_file"):
-                        code.append(os.path.dirname(definition["module_file"]))
-                    mounts += image.rootfs_mounts(code, self.address, self.images.runtime_path())
-                    cwd = None
-                spec = ContainerSpec(
-                    container_id=ins.container,
-                    app_id=fn.app_id,
-                    function_tag=fn.tag,
-                    argv=argv,
-                    env=env,
-                    cwd=cwd,
-                    memory_limit_mib=fn.definition.get("memory_limit_mib"),
-                    cpu_limit=fn.definition.get("cpu_limit"),
-                    mounts=tuple(mounts),
-                    rootfs=rootfs,
-                    template=container_template(fn.definition, argv, env, base_env, salt=self.template_salt, cwd=cwd,
-                                                mounts=mounts, rootfs=rootfs) if self.use_templates else None,
-                )
+                spec = await self._container_spec(fn, ins.container, rec.token)
                 rec.pid = await self.backend.start(spec, self._on_container_output, self._on_container_exit)
             except Exception as exc:  # the backend could not even create the process
                 log.exception("container %s failed to start", ins.container)
@@ -357,6 +314,76 @@ class ControlPlane:
                 await self.backend.stop(ins.container, STOP_GRACE_SECONDS)
 
         self.spawn(start())
+
+    async def _container_spec(self, fn: FunctionRecord, cid: str, token: str) -> ContainerSpec:
+        image = await self.function_image(fn.definition)
+        base_env = self.image_environ(image)
+        env = dict(base_env)
+        env.update(fn.env)
+        env.update(
+            {
+                "PYTHONUNBUFFERED": "1",
+                P.ENV_SERVER_ADDRESS: self.address,
+                P.ENV_CONTAINER_ID: cid,
+                P.ENV_CONTAINER_TOKEN: token,
+                P.ENV_IS_REMOTE: "1",
+                P.ENV_MODAL_IS_REMOTE: "1",
+                P.ENV_MODAL_IMAGE_ID: image.image_id,
+                P.ENV_IMAGE_HASH: fn.definition.get("image_hash") or "",
+                P.ENV_STARTED_AT: repr(time.time()),
+            }
+        )
+        argv = image.argv()
+        cwd, mounts, rootfs = self._container_view(fn, image)
+        template = None
+        if self.use_templates:
+            template = container_template(fn.definition, argv, env, base_env, salt=self.template_salt, cwd=cwd,
+                                          mounts=mounts, rootfs=rootfs)
+        return ContainerSpec(
+            container_id=cid,
+            app_id=fn.app_id,
+            function_tag=fn.tag,
+            argv=argv,
+            env=env,
+            cwd=cwd,
+            memory_limit_mib=fn.definition.get("memory_limit_mib"),
+            cpu_limit=fn.definition.get("cpu_limit"),
+            mounts=tuple(mounts),
+            rootfs=rootfs,
+            template=template,
+        )
+
+    def _container_view(self, fn: FunctionRecord, image: BuiltImage) -> tuple[str | None, list[Mount], str | None]:
+        """The working directory, mounts and root file system of the function's containers."""
+        definition = fn.definition
+        cwd = image.cwd(definition.get("cwd") or None)
+        # The image's files first, then the function's volumes (which win on a shared path).
+        mounts = image.container_mounts()
+        mounts += [Mount(host, target) for host, target in definition.get("mounts") or ()]
+        rootfs = image.rootfs(cwd)
+        if rootfs is not None:  # the image has its own root file system: cwd is inside it
+            code = [*(definition.get("sys_path") or ()), definition.get("cwd") or ""]
+            if definition.get("module_file"):
+                code.append(os.path.dirname(definition["module_file"]))
+            mounts += image.rootfs_mounts(code, self.address, self.images.runtime_path())
+            cwd = None
+        return cwd, mounts, rootfs
+
+    async def _prepare_function_template(self, fn: FunctionRecord) -> None:
+        """Start the runtime template of a function whose containers see their own file system
+        (volumes, local files, a root file system), so that its first container is already a fork."""
+        if not self.use_templates or fn.definition.get("snapshot"):
+            return  # a snapshot runs the user's code: it is taken when a container first needs it
+        try:
+            image = await self.function_image(fn.definition)
+            _cwd, mounts, rootfs = self._container_view(fn, image)
+        except Exception as exc:  # the container's own start reports it
+            log.info("no template prepared for %s: %s", fn.tag, exc)
+            return
+        if mounts or rootfs:
+            base_env = self.image_environ(image)
+            await self.backend.prepare(container_template({}, image.argv(), base_env, base_env,
+                                                          salt=self.template_salt, mounts=mounts, rootfs=rootfs))
 
     def _fail_inputs(self, ins: FailInputs, init_failure: dict[str, Any] | None = None) -> None:
         by_call: dict[str, list] = {}
@@ -578,6 +605,7 @@ class ControlPlane:
                 bool(definition.get("is_generator")),
             )
             self.functions[fid] = rec
+            self.spawn(self._prepare_function_template(rec))
             app["functions"].append(fid)
             app.setdefault("by_tag", {})[f["tag"]] = fid
             app.setdefault("info", {})[f["tag"]] = f.get("info") or {}
