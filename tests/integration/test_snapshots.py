@@ -2,6 +2,7 @@
 
 import importlib
 import os
+import re
 import shutil
 import sys
 import textwrap
@@ -141,8 +142,10 @@ def test_a_snapshot_that_cannot_be_taken_falls_back_to_a_cold_start(platform, tm
         sys.path.remove(str(tmp_path))
     with mod.app.run(show_logs=False):
         info = mod.Model().info.remote()
+        timelines = _timelines("Model")
     assert info["n"] == 100_000  # it still works, from a normal cold start
     assert info["loaded_in"] == info["pid"]
+    assert timelines and all("process" in t and "import" in t for t in timelines)  # a fresh process, timed
     server_log = (platform.state_dir / "server.log").read_text()
     assert "threads started before the snapshot" in server_log
 
@@ -156,11 +159,14 @@ def test_timeline_shows_restore_and_enter_hooks(platform, tmp_path, monkeypatch)
     with mod.app.run(show_logs=False):
         mod.Model().info.remote()
         out = homeport_cli("container", "list", "--json")
+        table = homeport_cli("container", "list", env={**os.environ, "COLUMNS": "250"})
     import json
 
     rows = [r for r in json.loads(out.stdout) if r["function"] == "Model"]
     assert rows and all("restore" in r["timeline"] and "enter:connect" in r["timeline"] for r in rows)
     assert os.path.exists(log)
+    line = next(line for line in table.stdout.splitlines() if "Model" in line)
+    assert re.search(r"\d+(\.\d)?ms: restore \d+(\.\d)?ms · enter:connect \d+(\.\d)?ms", line), table.stdout
 
 
 def test_open_sockets_refuse_the_snapshot(platform, tmp_path, monkeypatch):

@@ -99,3 +99,12 @@ def test_the_new_root_is_assembled_where_nothing_is_mounted(tmp_path, monkeypatc
     assert _mountns.scratch_dir(["/", str(tmp_path / "run") + "/secrets"]) == str(tmp_path / "mnt")
     with pytest.raises(OSError, match="plain directory"):
         _mountns.scratch_dir([str(tmp_path / "run"), str(tmp_path / "mnt")])
+
+
+def test_the_start_up_column_shows_each_phase_in_order():
+    from homeport.cli._main import format_startup
+
+    timeline = {"restore": 0.0012, "enter:connect": 0.0304, "ready": 0.0351}
+    assert format_startup(timeline) == "35ms: restore 1.2ms · enter:connect 30ms"
+    assert format_startup({"process": 0.105, "import": 0.003, "ready": 0.12}) == "120ms: process 105ms · import 3.0ms"
+    assert format_startup({}) == "-" and format_startup({"ready": 0.002}) == "2.0ms"
