@@ -8,9 +8,11 @@ import asyncio
 import importlib
 import importlib.util
 import json
+import os
 import re
 import sys
 import time
+import uuid
 
 import pytest
 
@@ -149,6 +151,31 @@ def test_cached_image_resolves_fast(platform):
     again = _build(image)
     print(f"\nimage with one small pip package: first build {first * 1e3:.0f} ms, cached {again * 1e3:.1f} ms")
     assert again < first
+
+
+def test_run_function_in_a_plain_image_never_writes_to_the_host(platform):
+    """Without a root file system a build step can write to the image's environment and to a private
+    /tmp; a write anywhere else fails, saying what to do, instead of landing on the host."""
+    target = f"/opt/hp-build-{uuid.uuid4().hex[:8]}"
+
+    def download(path):
+        import os
+        import sys
+        import tempfile
+
+        with tempfile.NamedTemporaryFile(dir="/tmp") as f:  # private, writable, not kept
+            f.write(b"scratch")
+        with open(os.path.join(sys.prefix, "kept.txt"), "w") as f:  # the image's environment: kept
+            f.write("kept")
+        os.makedirs(path)
+
+    image = modal.Image.debian_slim().env({"NONCE": target}).run_function(download, args=(target,))
+    with pytest.raises(ImageBuildError) as info:
+        _build(image)
+    message = str(info.value)
+    assert "Read-only file system" in message and target in message, message
+    assert "root file system" in message and "apt_install(...)" in message
+    assert not os.path.exists(target)
 
 
 def test_a_failing_step_names_itself_and_shows_its_output(platform):

@@ -49,6 +49,9 @@ class ContainerSpec:
     mounts: tuple[Mount, ...] = ()  # volumes, at the absolute paths the user gave
     rootfs: str | None = None  # a root file system image to run under (apt_install, run_commands)
     template: TemplateSpec | None = None  # a backend that cannot fork from templates ignores this
+    # The host's file system is read-only inside, /tmp private; only `mounts` can be written (a build
+    # step of an image without its own root file system, which must not write to the host).
+    host_read_only: bool = False
 
 
 @dataclass(frozen=True)

@@ -226,9 +226,11 @@ class ControlPlane:
             return await self.images.default_image()
         return self.images.get(image_id)
 
-    async def run_build_container(self, argv: list[str], env: dict[str, str], rootfs: str, mounts: list[Mount],
-                                  out: Callable[[str, int], None], timeout: float) -> int | None:
-        """Run an image build step as a container of the backend; its exit code, None on timeout."""
+    async def run_build_container(self, argv: list[str], env: dict[str, str], rootfs: str | None,
+                                  mounts: list[Mount], out: Callable[[str, int], None], timeout: float,
+                                  cwd: str | None = None) -> int | None:
+        """Run an image build step as a container of the backend; its exit code, None on timeout.
+        Without `rootfs` it runs with the host read-only: only `mounts` can be written."""
         cid = f"build-{secrets.token_hex(6)}"
         exited: asyncio.Future[ExitInfo] = asyncio.get_running_loop().create_future()
 
@@ -240,7 +242,7 @@ class ControlPlane:
                 exited.set_result(info)
 
         spec = ContainerSpec(container_id=cid, app_id="", function_tag="image-build", argv=tuple(argv), env=env,
-                             mounts=tuple(mounts), rootfs=rootfs)
+                             mounts=tuple(mounts), rootfs=rootfs, host_read_only=rootfs is None, cwd=cwd)
         await self.backend.start(spec, on_output, on_exit)
         try:
             info = await asyncio.wait_for(asyncio.shield(exited), timeout)
