@@ -8,7 +8,8 @@ root (`homeport.runtime._mountns`), so its writes stay its own as in a container
 
 A snapshot template reports the user's source files it imported; before each fork they are checked,
 and a template whose sources changed since is replaced by a new one (the key covers only the module
-file of the function itself).
+file of the function itself), as is one whose mounted directories were replaced (a volume deleted
+and created again under its name).
 """
 
 from __future__ import annotations
@@ -54,16 +55,38 @@ class _Template:
     waiter: asyncio.Task | None = None
     # The user's source files the template imported: (path, (mtime_ns, size, inode)) when it did.
     sources: list[tuple[str, tuple[int, int, int]]] = field(default_factory=list)
+    # What its mounts were when it started: (source, (device, inode)). A volume deleted and made
+    # again under its name is a new directory, which the template's bind mount does not show.
+    mounted: list[tuple[str, tuple[int, int]]] = field(default_factory=list)
 
-    def changed_source(self) -> str | None:
+    def changed(self) -> str | None:
+        """What changed since the template started, so that its copies would not match a fresh start."""
         for path, seen in self.sources:
             try:
                 st = os.stat(path)
             except OSError:
-                return path
+                return f"{path} is gone"
             if (st.st_mtime_ns, st.st_size, st.st_ino) != seen:
-                return path
+                return f"{path} changed"
+        for path, seen in self.mounted:
+            try:
+                st = os.stat(path)
+            except OSError:
+                return f"{path} is gone"
+            if (st.st_dev, st.st_ino) != seen:
+                return f"{path} was replaced"
         return None
+
+
+def _identities(spec: TemplateSpec) -> list[tuple[str, tuple[int, int]]]:
+    out = []
+    for m in spec.mounts:
+        try:
+            st = os.stat(m.source)
+        except OSError:
+            continue
+        out.append((m.source, (st.st_dev, st.st_ino)))
+    return out
 
 
 def _command(spec: TemplateSpec, fd: int) -> tuple[list[str], str | None]:
@@ -113,10 +136,10 @@ class Templates:
         tpl = self._templates.get(spec.key)
         if tpl is not None and tpl.process.returncode is None:
             await tpl.ready
-            changed = tpl.changed_source()
+            changed = tpl.changed()
             if changed is None:
                 return tpl
-            log.info("template %s is stale (%s changed): taking a new snapshot", spec.key[:12], changed)
+            log.info("template %s is stale (%s): starting a new one", spec.key[:12], changed)
             self._stop(tpl)
         task = self._starting.get(spec.key)
         if task is None:
@@ -135,6 +158,7 @@ class Templates:
                 f.write(spec.definition)
             first["definition_path"] = path
         sandboxed = bool(spec.mounts or spec.rootfs)
+        mounted = _identities(spec)  # before the template binds them
         try:
             command, cwd = _command(spec, child.fileno())
             process = await asyncio.create_subprocess_exec(
@@ -149,7 +173,7 @@ class Templates:
             child.close()
         parent.setblocking(False)
         loop = asyncio.get_running_loop()
-        tpl = _Template(spec, process, parent, loop.create_future())
+        tpl = _Template(spec, process, parent, loop.create_future(), mounted=mounted)
         self._templates[spec.key] = tpl
         tpl.pumps = [asyncio.create_task(self._pump(sink, fd, stream))
                      for fd, stream in ((1, process.stdout), (2, process.stderr))]
