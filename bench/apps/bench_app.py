@@ -33,6 +33,10 @@ async def sleeper(seconds):
 
 
 STATE_MB = int(os.environ.get("BENCH_STATE_MB", "1024"))
+# The heavy classes import numpy: it is in their image, not in the runtime-only default one. The state
+# size reaches their containers through `env=` (a container never sees the caller's environment).
+heavy_image = modal.Image.debian_slim().pip_install("numpy")
+HEAVY = {"image": heavy_image, "env": {"BENCH_STATE_MB": str(STATE_MB)}, "max_containers": 1}
 
 
 def _build_state():
@@ -42,7 +46,7 @@ def _build_state():
     return np.random.default_rng(0).standard_normal(STATE_MB * (1 << 20) // 8)
 
 
-@app.cls(enable_memory_snapshot=True, max_containers=1)
+@app.cls(enable_memory_snapshot=True, **HEAVY)
 class HeavySnap:
     @modal.enter(snap=True)
     def load(self):
@@ -53,7 +57,7 @@ class HeavySnap:
         return self.state.nbytes
 
 
-@app.cls(max_containers=1)
+@app.cls(**HEAVY)
 class Heavy:
     @modal.enter()
     def load(self):

@@ -16,7 +16,7 @@ from ._bridge import run_async, run_sync
 from ._client import default_log_printer, get_client
 from ._function import Function, is_generator_function
 from ._image import Image
-from ._image_request import build_request, caller_sys_path, distinct
+from ._image_request import build_request, code_dirs, distinct
 from ._options import (
     FunctionOptions,
     function_options,
@@ -60,8 +60,8 @@ def build_definition(
         "timeout": options.timeout,
         "startup_timeout": options.startup_timeout or options.timeout,
         "snapshot": options.enable_memory_snapshot,
-        # The caller's source directories, never its interpreter's packages: the image has its own.
-        "sys_path": caller_sys_path(os.path.dirname(module_file) if module_file else None),
+        # The caller's own source (the module's directory, the working directory), never its packages.
+        "sys_path": code_dirs(module_name, module_file),
         "cwd": os.getcwd(),
         **extra,
     }

@@ -25,31 +25,65 @@ import cloudpickle
 from ._image import Image, ImageStep, _thaw
 from .exception import InvalidError, UnimplementedError
 
-__all__ = ["build_request", "caller_sys_path"]
+__all__ = ["build_request", "code_dirs"]
 
 PYTHON_ROOT = "/root"  # where Modal puts `add_local_python_source` modules; it is on sys.path
 
 
-def caller_sys_path(first: str | None = None) -> list[str]:
-    """This process's import path without its interpreter's own directories (standard library,
-    site-packages, user site): a container sees the caller's source directories, never its packages."""
+def _interpreter_dirs() -> list[str]:
+    """Where this interpreter's own files and installed packages live (prefixes, user site)."""
     import site
 
-    prefixes = {os.path.realpath(p) for p in (sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix)}
+    dirs = {os.path.realpath(p) for p in (sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix)}
     try:
-        prefixes.add(os.path.realpath(site.getuserbase()))
+        dirs.add(os.path.realpath(site.getuserbase()))
     except Exception:  # pragma: no cover - site without a user base
         pass
-    out = [first] if first else []
-    for p in sys.path:
-        if not p or not os.path.isdir(p) or p in out:
-            continue
-        real = os.path.realpath(p)
-        if any(real == pre or real.startswith(pre + os.sep) for pre in prefixes):
-            continue
-        if os.path.basename(real) in ("site-packages", "dist-packages"):
-            continue
-        out.append(p)
+    return sorted(dirs)
+
+
+def _installed(path: str, interpreter_dirs: list[str]) -> bool:
+    real = os.path.realpath(path)
+    if any(part in ("site-packages", "dist-packages") for part in real.split(os.sep)):
+        return True
+    return any(real == d or real.startswith(d.rstrip(os.sep) + os.sep) for d in interpreter_dirs)
+
+
+def import_root(module_name: str, module_file: str) -> str:
+    """The directory `module_name` is imported from: its file's directory, above its package if it has one
+    (`/src/pkg/sub/mod.py` named `pkg.sub.mod` -> `/src`)."""
+    path = os.path.abspath(module_file)
+    root = os.path.dirname(path)
+    if module_name in ("__main__", "__mp_main__"):
+        return root
+    parts = module_name.split(".")
+    if os.path.basename(path) == "__init__.py":
+        parts = [*parts, "__init__"]
+    for part in reversed(parts[:-1]):
+        if os.path.basename(root) != part:  # not laid out like its name (loaded from a file): the directory
+            return os.path.dirname(path)
+        root = os.path.dirname(root)
+    return root
+
+
+def code_dirs(module_name: str | None, module_file: str | None) -> list[str]:
+    """The caller's own source directories that a container of its function puts on sys.path.
+
+    Like Modal, which mounts the entrypoint's module or package and nothing else of the caller's: the
+    directory the function's module is imported from (the root of its package) and the working
+    directory. Never the caller's installed packages, site-packages or editable installs (`.pth` paths,
+    `__editable__` finders), nor other directories of its sys.path or PYTHONPATH: a container gets its
+    packages from its image, and other local modules with `Image.add_local_python_source`.
+    """
+    interpreter = _interpreter_dirs()
+    out: list[str] = []
+    if module_file and module_name:
+        root = import_root(module_name, module_file)
+        if not _installed(root, interpreter):
+            out.append(root)
+    cwd = os.getcwd()
+    if cwd not in out and not _installed(cwd, interpreter):
+        out.append(cwd)
     return out
 
 
@@ -193,7 +227,7 @@ def _function_ref(fn: Callable[..., Any]) -> dict[str, Any]:
         "source": source,
         "_module_file": module_file,
         "_serialized": cloudpickle.dumps(fn) if by_value else None,
-        "_sys_path": caller_sys_path(os.path.dirname(module_file) if module_file else None),
+        "_sys_path": code_dirs(module_name, module_file),
         "_cwd": os.getcwd(),
     }
 

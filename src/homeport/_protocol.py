@@ -32,6 +32,9 @@ ENV_TEMPLATES = "HOMEPORT_TEMPLATES"  # "0": containers start as fresh interpret
 ENV_RUNTIME_PATH = "HOMEPORT_RUNTIME_PATH"
 ENV_IMAGE_HASH = "HOMEPORT_IMAGE_HASH"  # in a container: `Image.content_hash()` of its image (`Image.imports()`)
 ENV_MODAL_IMAGE_ID = "MODAL_IMAGE_ID"  # in a container: the id of its built image
+# In a container: when the control plane asked for it (seconds since the epoch), so the timeline of a
+# container that started as a fresh process shows how long the process took to start.
+ENV_STARTED_AT = "HOMEPORT_STARTED_AT"
 
 # A script run as `python app.py` is imported in its containers under this name (not `__main__`, so
 # that its `if __name__ == "__main__":` block does not run there). What the container pickles by

@@ -7,15 +7,19 @@ images here are built once per session (about a second in all once uv's cache ha
 import asyncio
 import importlib
 import importlib.util
+import json
+import os
 import re
 import sys
 import time
+import uuid
 
 import pytest
 
 import homeport as modal
 from homeport._image_request import build_request
 from homeport.exception import ImageBuildError, NotFoundError
+from homeport.testing import homeport_cli
 
 pytestmark = pytest.mark.integration
 
@@ -57,6 +61,50 @@ def test_the_callers_packages_do_not_leak_into_images(images):
     assert importlib.util.find_spec("pytest") is not None and importlib.util.find_spec("psutil") is not None
     for info in (images.in_pinned.remote(), images.in_plain.remote()):
         assert info["pytest"] is False and info["psutil"] is False
+
+
+LEAK_APP = """
+import importlib.util
+import sys
+
+import homeport as modal
+
+from hp_leak_pkg import helper  # the app's own package: it comes along, like Modal mounts it
+
+app = modal.App("leak")
+
+
+@app.function()
+def seen():
+    return {"helper": helper.VALUE, "editable": importlib.util.find_spec("hp_leak_editable") is not None,
+            "path": sys.path}
+"""
+
+
+def test_only_the_apps_own_source_reaches_containers(platform, tmp_path, monkeypatch):
+    """The caller's other import directories (PYTHONPATH, the `.pth` path of an editable install) stay
+    out of containers; the package the app lives in comes along."""
+    editable = tmp_path / "editable-src"  # what `pip install -e` of another project adds to sys.path
+    (editable / "hp_leak_editable").mkdir(parents=True)
+    (editable / "hp_leak_editable" / "__init__.py").write_text("")
+    pkg = tmp_path / "project" / "hp_leak_pkg"
+    pkg.mkdir(parents=True)
+    (pkg / "__init__.py").write_text("")
+    (pkg / "helper.py").write_text("VALUE = 'the app package'\n")
+    (pkg / "leakapp.py").write_text(LEAK_APP)
+    monkeypatch.syspath_prepend(str(editable))
+    monkeypatch.syspath_prepend(str(tmp_path / "project"))
+    assert importlib.util.find_spec("hp_leak_editable") is not None  # importable here
+    mod = importlib.import_module("hp_leak_pkg.leakapp")
+    try:
+        with mod.app.run(show_logs=False):
+            info = mod.seen.remote()
+    finally:
+        for name in ("hp_leak_pkg", "hp_leak_pkg.helper", "hp_leak_pkg.leakapp", "hp_leak_editable"):
+            sys.modules.pop(name, None)
+    assert info["helper"] == "the app package"
+    assert info["editable"] is False, info["path"]
+    assert str(editable) not in info["path"]
 
 
 def test_image_env_and_imports_block(images):
@@ -103,6 +151,31 @@ def test_cached_image_resolves_fast(platform):
     again = _build(image)
     print(f"\nimage with one small pip package: first build {first * 1e3:.0f} ms, cached {again * 1e3:.1f} ms")
     assert again < first
+
+
+def test_run_function_in_a_plain_image_never_writes_to_the_host(platform):
+    """Without a root file system a build step can write to the image's environment and to a private
+    /tmp; a write anywhere else fails, saying what to do, instead of landing on the host."""
+    target = f"/opt/hp-build-{uuid.uuid4().hex[:8]}"
+
+    def download(path):
+        import os
+        import sys
+        import tempfile
+
+        with tempfile.NamedTemporaryFile(dir="/tmp") as f:  # private, writable, not kept
+            f.write(b"scratch")
+        with open(os.path.join(sys.prefix, "kept.txt"), "w") as f:  # the image's environment: kept
+            f.write("kept")
+        os.makedirs(path)
+
+    image = modal.Image.debian_slim().env({"NONCE": target}).run_function(download, args=(target,))
+    with pytest.raises(ImageBuildError) as info:
+        _build(image)
+    message = str(info.value)
+    assert "Read-only file system" in message and target in message, message
+    assert "root file system" in message and "apt_install(...)" in message
+    assert not os.path.exists(target)
 
 
 def test_a_failing_step_names_itself_and_shows_its_output(platform):
@@ -184,6 +257,12 @@ def test_apt_install_run_commands_and_run_function_take_effect(platform, apps_pa
 
     with images_rootfs.app.run(show_logs=False):
         info = images_rootfs.inspect.remote()
+    with images_rootfs.app.run(show_logs=False):  # a new container, forked from the same template
+        again = images_rootfs.inspect.remote()
+        timelines = [r["timeline"] for r in json.loads(homeport_cli("container", "list", "--json").stdout)
+                     if r["function"] == "inspect"]
+    assert again["pid"] != info["pid"] and again["earlier_write"] is False  # each container has its own root
+    assert timelines and all("fork" in t for t in timelines)  # started from the image's warm template
     assert info["tree"] == "/usr/bin/tree" and info["tree_version"].startswith("tree v")
     assert info["marker"] == "built by run_commands"
     assert info["weights"] == "weights from run_function"  # written outside the venv, kept in the image

@@ -106,3 +106,29 @@ def test_invalid_secret_names_are_refused(platform):
 
         Secret.from_name("bad name!")
     assert os.environ.get("DB_PASSWORD") is None
+
+
+def test_the_control_planes_own_environment_stays_out_of_containers(tmp_path, monkeypatch):
+    """What the shell that started the control plane exported (a cloud key, a PYTHONPATH) is not a
+    secret of any function: a container sees only the basics (PATH, HOME, locale ...) of it."""
+    from homeport.testing import Platform
+
+    monkeypatch.setenv("HP_TEST_SHELL_CREDENTIAL", "exported-in-the-shell")
+    monkeypatch.setenv("LC_HP_TEST", "a locale setting")
+    mod = _app(tmp_path, "shell_env_app", """
+        import os
+        import homeport as modal
+        app = modal.App("shell-env")
+
+        @app.function(env={"GIVEN": "by env="})
+        def environment():
+            return dict(os.environ)
+    """)
+    with Platform(str(tmp_path / "p")):  # started with the variables above in its environment
+        monkeypatch.delenv("HP_TEST_SHELL_CREDENTIAL")
+        with mod.app.run(show_logs=False):
+            env = mod.environment.remote()
+    assert "HP_TEST_SHELL_CREDENTIAL" not in env
+    assert env["LC_HP_TEST"] == "a locale setting" and env["GIVEN"] == "by env="
+    assert env["HOME"] == os.environ["HOME"] and "PATH" in env
+    assert not [k for k in env if k.startswith("PYTEST_")]  # nor what pytest set for itself

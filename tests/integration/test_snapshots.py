@@ -2,6 +2,8 @@
 
 import importlib
 import os
+import re
+import shutil
 import sys
 import textwrap
 import time
@@ -140,8 +142,10 @@ def test_a_snapshot_that_cannot_be_taken_falls_back_to_a_cold_start(platform, tm
         sys.path.remove(str(tmp_path))
     with mod.app.run(show_logs=False):
         info = mod.Model().info.remote()
+        timelines = _timelines("Model")
     assert info["n"] == 100_000  # it still works, from a normal cold start
     assert info["loaded_in"] == info["pid"]
+    assert timelines and all("process" in t and "import" in t for t in timelines)  # a fresh process, timed
     server_log = (platform.state_dir / "server.log").read_text()
     assert "threads started before the snapshot" in server_log
 
@@ -155,11 +159,14 @@ def test_timeline_shows_restore_and_enter_hooks(platform, tmp_path, monkeypatch)
     with mod.app.run(show_logs=False):
         mod.Model().info.remote()
         out = homeport_cli("container", "list", "--json")
+        table = homeport_cli("container", "list", env={**os.environ, "COLUMNS": "250"})
     import json
 
     rows = [r for r in json.loads(out.stdout) if r["function"] == "Model"]
     assert rows and all("restore" in r["timeline"] and "enter:connect" in r["timeline"] for r in rows)
     assert os.path.exists(log)
+    line = next(line for line in table.stdout.splitlines() if "Model" in line)
+    assert re.search(r"\d+(\.\d)?ms: restore \d+(\.\d)?ms · enter:connect \d+(\.\d)?ms", line), table.stdout
 
 
 def test_open_sockets_refuse_the_snapshot(platform, tmp_path, monkeypatch):
@@ -181,3 +188,191 @@ def test_open_sockets_refuse_the_snapshot(platform, tmp_path, monkeypatch):
         info = mod.Model().info.remote()
     assert info["loaded_in"] == info["pid"]  # a normal cold start
     assert "network sockets open before the snapshot" in (platform.state_dir / "server.log").read_text()
+
+
+# --- snapshots and templates of containers with their own file system view ----------------------------
+
+VOLUME_APP = textwrap.dedent('''
+    import os
+    import time
+
+    import homeport as modal
+
+    app = modal.App("snap-volume")
+    vol = modal.Volume.from_name("snap-volume-weights", create_if_missing=True)
+    LOG = os.environ["SNAP_TEST_LOG"]
+
+
+    @app.cls(enable_memory_snapshot=True, volumes={"/weights": vol}, min_containers=2, max_containers=2,
+             env={"SNAP_TEST_LOG": LOG})
+    class Model:
+        @modal.enter(snap=True)
+        def load(self):
+            with open(LOG, "a") as f:
+                f.write(f"snap {os.getpid()}\\n")
+            with open("/weights/w.txt") as f:  # read from the volume before the snapshot
+                self.weights = f.read()
+            self.loaded_in = os.getpid()
+
+        @modal.method()
+        def info(self, delay=0.0):
+            time.sleep(delay)
+            return {"pid": os.getpid(), "loaded_in": self.loaded_in, "weights": self.weights,
+                    "listing": os.listdir("/weights")}
+
+
+    @app.function(volumes={"/weights": vol}, env={"SNAP_TEST_LOG": LOG})
+    def listing():
+        return os.listdir("/weights")
+''')
+
+
+def _timelines(function):
+    import json
+
+    from homeport.testing import homeport_cli
+
+    out = homeport_cli("container", "list", "--json")
+    return [r["timeline"] for r in json.loads(out.stdout) if r["function"] == function]
+
+
+@pytest.mark.skipif(shutil.which("bwrap") is None, reason="volumes need bubblewrap (apt-get install bubblewrap)")
+def test_containers_with_a_volume_start_from_the_snapshot_and_the_template(platform, tmp_path, monkeypatch):
+    log = tmp_path / "log"
+    monkeypatch.setenv("SNAP_TEST_LOG", str(log))
+    weights = tmp_path / "w.txt"
+    weights.write_text("weights on the volume")
+    import homeport as modal
+
+    with modal.Volume.from_name("snap-volume-weights", create_if_missing=True).batch_upload(force=True) as batch:
+        batch.put_file(weights, "/w.txt")
+    (tmp_path / "snapvol.py").write_text(VOLUME_APP)
+    sys.path.insert(0, str(tmp_path))
+    try:
+        mod = importlib.import_module("snapvol")
+    finally:
+        sys.path.remove(str(tmp_path))
+    with mod.app.run(show_logs=False):
+        seen = {}
+        deadline = time.monotonic() + 60
+        while len(seen) < 2 and time.monotonic() < deadline:
+            for info in mod.Model().info.map([0.3] * 4):
+                seen[info["pid"]] = info
+        assert mod.listing.remote() == ["w.txt"]
+        plain = _timelines("listing")
+    infos = list(seen.values())
+    assert len(infos) == 2
+    assert len(_lines(log, "snap")) == 1  # one snapshot, taken with the volume mounted
+    assert all(i["weights"] == "weights on the volume" and i["listing"] == ["w.txt"] for i in infos)
+    assert all(i["loaded_in"] != i["pid"] for i in infos)  # copies of the snapshot
+    assert plain and all("fork" in t for t in plain)  # a function with a volume is forked from its template
+
+
+HELPER_APP = textwrap.dedent('''
+    import os
+
+    import homeport as modal
+
+    import snaphelper_mod
+
+    app = modal.App("snap-helper")
+    LOG = os.environ["SNAP_TEST_LOG"]
+
+
+    @app.cls(enable_memory_snapshot=True, env={"SNAP_TEST_LOG": LOG})
+    class Model:
+        @modal.enter(snap=True)
+        def load(self):
+            with open(LOG, "a") as f:
+                f.write(f"snap {os.getpid()}\\n")
+            self.value = snaphelper_mod.VALUE
+
+        @modal.method()
+        def value_seen(self):
+            return self.value
+''')
+
+
+def test_a_changed_local_module_the_app_imports_makes_a_new_snapshot(platform, tmp_path, monkeypatch):
+    log = tmp_path / "log"
+    monkeypatch.setenv("SNAP_TEST_LOG", str(log))
+    helper = tmp_path / "snaphelper_mod.py"
+    helper.write_text("VALUE = 'v1'\n")
+    (tmp_path / "snaphelper_app.py").write_text(HELPER_APP)
+    sys.path.insert(0, str(tmp_path))
+    try:
+        mod = importlib.import_module("snaphelper_app")
+    finally:
+        sys.path.remove(str(tmp_path))
+        sys.modules.pop("snaphelper_mod", None)
+    with mod.app.run(show_logs=False):
+        assert mod.Model().value_seen.remote() == "v1"
+    with mod.app.run(show_logs=False):
+        assert mod.Model().value_seen.remote() == "v1"
+    assert len(_lines(log, "snap")) == 1  # nothing changed: the same snapshot
+    helper.write_text("VALUE = 'v2, edited'\n")  # the app's own module file is unchanged
+    with mod.app.run(show_logs=False):
+        assert mod.Model().value_seen.remote() == "v2, edited"
+    assert len(_lines(log, "snap")) == 2
+
+
+PRINT_APP = textwrap.dedent('''
+    import threading
+    import time
+
+    import homeport as modal
+
+    app = modal.App("snap-print-{suffix}")
+
+
+    @app.cls(enable_memory_snapshot=True, min_containers=2, max_containers=2)
+    class Model:
+        @modal.enter(snap=True)
+        def load(self):
+            print("PRINTED-IN-SNAP-HOOK", flush=True)
+            if {fail}:  # a thread: the snapshot is refused, and the containers start without it
+                threading.Thread(target=time.sleep, args=(30,), daemon=True).start()
+
+        @modal.method()
+        def ok(self, delay=0.0):
+            time.sleep(delay)
+            return True
+''')
+
+
+def _run_printing(tmp_path, name, capfd, fail):
+    from homeport.testing import wait_for
+
+    (tmp_path / f"{name}.py").write_text(PRINT_APP.format(suffix=name, fail=fail))
+    sys.path.insert(0, str(tmp_path))
+    try:
+        mod = importlib.import_module(name)
+    finally:
+        sys.path.remove(str(tmp_path))
+    seen = {"out": "", "err": ""}
+
+    def read(what):
+        out, err = capfd.readouterr()
+        seen["out"] += out
+        seen["err"] += err
+        return what in seen["out"] + seen["err"]
+
+    with mod.app.run(show_logs=True):
+        assert all(mod.Model().ok.map([0.3] * 4))
+        wait_for(lambda: read("[snapshot] PRINTED-IN-SNAP-HOOK"), timeout=10)
+    read("")
+    return seen
+
+
+def test_what_the_snapshot_prints_reaches_the_apps_log(platform, tmp_path, capfd):
+    seen = _run_printing(tmp_path, "snapprint_ok", capfd, fail=False)
+    assert "[snapshot] PRINTED-IN-SNAP-HOOK" in seen["out"]  # tagged: printed while taking the snapshot
+    assert seen["out"].count("PRINTED-IN-SNAP-HOOK") == 1  # once, not per container
+
+
+def test_a_failed_snapshot_shows_its_traceback_and_why_once(platform, tmp_path, capfd):
+    seen = _run_printing(tmp_path, "snapprint_fail", capfd, fail=True)
+    assert "[snapshot] PRINTED-IN-SNAP-HOOK" in seen["out"]
+    assert "[snapshot] Traceback" in seen["err"] and "threads started before the snapshot" in seen["err"]
+    # Both containers started without it; the app is told why once.
+    assert seen["err"].count("homeport: starting without the memory snapshot") == 1

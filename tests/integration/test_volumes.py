@@ -137,3 +137,18 @@ def test_missing_volume_fails_before_any_container_starts(platform, tmp_path):
     with pytest.raises(NotFoundError, match="Volume 'no-such-volume' not found"):
         with missvol.app.run(show_logs=False):
             pass
+
+
+def test_a_volume_made_again_under_its_name_is_what_new_containers_see(platform, tmp_path):
+    """Containers fork from a template that has the volume mounted; a volume deleted and created again
+    is another directory, and a new container must see that one, not the old one the template holds."""
+    mod = _load(tmp_path, "volapp3", suffix="c", volume="remade")
+    with mod.app.run(show_logs=False):
+        assert mod.write.remote("v.txt", "first") is True
+        assert mod.read.remote("v.txt") == "first"
+    assert homeport_cli("volume", "delete", "remade", "-y").returncode == 0
+    (tmp_path / "v.txt").write_text("second")
+    assert homeport_cli("volume", "create", "remade").returncode == 0
+    assert homeport_cli("volume", "put", "remade", str(tmp_path / "v.txt"), "/out/v.txt").returncode == 0
+    with mod.app.run(show_logs=False):
+        assert mod.read.remote("v.txt") == "second"

@@ -7,7 +7,7 @@ import cloudpickle
 import pytest
 
 from homeport._image import Image
-from homeport._image_request import build_request, caller_sys_path
+from homeport._image_request import build_request, code_dirs, import_root
 from homeport._secret import Secret
 from homeport.exception import InvalidError, UnimplementedError
 
@@ -94,12 +94,32 @@ def test_build_steps_with_volumes_are_refused():
         build_request(Image.debian_slim().run_commands("ls", volumes={"/v": Volume.from_name("v")}))
 
 
-def test_caller_sys_path_leaves_out_the_interpreters_own_directories(tmp_path, monkeypatch):
-    monkeypatch.syspath_prepend(str(tmp_path))
-    path = caller_sys_path("/first")
-    assert path[0] == "/first" and str(tmp_path) in path
-    assert not any(p.startswith(sys.base_prefix) or p.startswith(sys.prefix) for p in path[1:])
-    assert not any("site-packages" in p for p in path)
+def test_code_dirs_are_the_modules_import_root_and_the_working_directory(tmp_path, monkeypatch):
+    (tmp_path / "pkg" / "sub").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path / "pkg")
+    other = tmp_path / "on-pythonpath"  # PYTHONPATH, or a `.pth` path of an editable install
+    other.mkdir()
+    monkeypatch.syspath_prepend(str(other))
+    dirs = code_dirs("pkg.sub.app", str(tmp_path / "pkg" / "sub" / "app.py"))
+    assert dirs == [str(tmp_path), str(tmp_path / "pkg")]  # where `pkg` is imported from, then the cwd
+    assert str(other) not in dirs
+    assert code_dirs("app", str(tmp_path / "app.py"))[0] == str(tmp_path)
+    assert code_dirs("__main__", str(tmp_path / "pkg" / "script.py"))[0] == str(tmp_path / "pkg")
+
+
+def test_import_root_of_packages_and_of_files_loaded_under_another_name(tmp_path):
+    assert import_root("pkg.sub", str(tmp_path / "pkg" / "sub" / "__init__.py")) == str(tmp_path)
+    assert import_root("pkg.sub.mod", str(tmp_path / "pkg" / "sub" / "mod.py")) == str(tmp_path)
+    # A file imported under a name its directories do not spell: its own directory.
+    assert import_root("renamed.mod", str(tmp_path / "dir" / "mod.py")) == str(tmp_path / "dir")
+
+
+def test_code_dirs_never_name_installed_packages(monkeypatch):
+    site_dir = next(p for p in sys.path if p.endswith("site-packages"))
+    dirs = code_dirs("somepkg.mod", os.path.join(site_dir, "somepkg", "mod.py"))
+    assert site_dir not in dirs and not any("site-packages" in d for d in dirs)
+    monkeypatch.chdir(sys.base_prefix)
+    assert code_dirs(None, None) == []  # not even as the working directory
 
 
 def test_imports_is_lenient_in_containers_of_other_images(monkeypatch):

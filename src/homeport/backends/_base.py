@@ -22,6 +22,8 @@ class TemplateSpec:
 
     Containers with equal `key` share a template. `definition` (msgpack bytes) makes it a memory
     snapshot: the template imports the user's code and runs the `snap=True` enter hooks once.
+    The template sees the file system its containers see (`mounts`, `rootfs`, as in `ContainerSpec`),
+    so what it loads, and what its containers inherit, comes from the same view.
     """
 
     key: str
@@ -29,6 +31,9 @@ class TemplateSpec:
     env: dict[str, str] = field(default_factory=dict)  # the template's environment (no container's own)
     definition: bytes | None = None
     ttl: float = 600.0  # an unused template is stopped after this many seconds
+    cwd: str | None = None  # where the template runs (a snapshot's imports may read relative paths)
+    mounts: tuple[Mount, ...] = ()
+    rootfs: str | None = None
 
 
 @dataclass(frozen=True)
@@ -44,6 +49,9 @@ class ContainerSpec:
     mounts: tuple[Mount, ...] = ()  # volumes, at the absolute paths the user gave
     rootfs: str | None = None  # a root file system image to run under (apt_install, run_commands)
     template: TemplateSpec | None = None  # a backend that cannot fork from templates ignores this
+    # The host's file system is read-only inside, /tmp private; only `mounts` can be written (a build
+    # step of an image without its own root file system, which must not write to the host).
+    host_read_only: bool = False
     # Its own network namespace (only loopback): a `web_server` listens on its port in every replica.
     private_network: bool = False
 

@@ -537,6 +537,11 @@ def main(preloaded: Service | None = None, started_at: float | None = None) -> N
     timeline: dict[str, float] = {}
     if started_at is not None:
         timeline["fork" if preloaded is None else "restore"] = max(0.0, time.time() - started_at)
+    elif os.environ.get(P.ENV_STARTED_AT):  # a fresh process: its start (sandbox, interpreter, runtime imports)
+        try:
+            timeline["process"] = max(0.0, time.time() - float(os.environ[P.ENV_STARTED_AT]))
+        except ValueError:
+            pass
     address = os.environ[P.ENV_SERVER_ADDRESS]
     cid = os.environ[P.ENV_CONTAINER_ID]
     token = os.environ.pop(P.ENV_CONTAINER_TOKEN, "")

@@ -11,10 +11,17 @@ per packet; a fork request carries the new container's stdout and stderr as pass
 
 The template is single-threaded (fork copies only the calling thread, so a template with threads
 would hand broken copies to its containers). It reaps its children and reports their exit status.
+
+It runs in its containers' file system view (the backend starts it under the same sandbox), so they
+inherit their volumes and files from it. In an image with its own root file system each container
+first mounts a writable root of its own (`_mountns`). A snapshot template reports the user's source
+files it imported (`sources`), so the backend can tell when the snapshot has gone stale; a retired
+template forks no more and leaves after its last container.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import selectors
@@ -27,6 +34,8 @@ import traceback
 from typing import Any
 
 import msgpack
+
+from .. import _protocol as P
 
 PACKET = 1 << 16
 
@@ -106,11 +115,69 @@ def snapshot_problems() -> list[str]:
     return problems
 
 
+# The directory `python -m` put first on sys.path when this template started (its working directory).
+_start_dir: str | None = None
+
+
+def user_sources(defn: dict[str, Any]) -> list[list[Any]]:
+    """[path, mtime_ns, size, inode] of every module this process imported from the user's own code
+    directories (not from the image's environment nor the runtime): a snapshot taken with them is stale
+    once one changes."""
+    dirs = [os.path.realpath(d) for d in defn.get("sys_path") or () if d]
+    if defn.get("module_file"):
+        dirs.append(os.path.dirname(os.path.realpath(defn["module_file"])))
+    runtime = [os.path.realpath(os.path.join(p, e)) for p in os.environ.get(P.ENV_RUNTIME_PATH, "").split(os.pathsep)
+               if p and os.path.isdir(p) for e in os.listdir(p)]
+    installed = [os.path.realpath(p) for p in {sys.prefix, sys.base_prefix, sys.exec_prefix}] + runtime
+
+    def under(path: str, roots: list[str]) -> bool:
+        return any(path == r or path.startswith(r.rstrip("/") + "/") for r in roots)
+
+    out = []
+    for module in list(sys.modules.values()):
+        path = getattr(module, "__file__", None)
+        if not isinstance(path, str):
+            continue
+        real = os.path.realpath(path)
+        if not under(real, dirs) or under(real, installed) or "site-packages" in real.split("/"):
+            continue
+        try:
+            st = os.stat(real)
+        except OSError:
+            continue
+        out.append([real, st.st_mtime_ns, st.st_size, st.st_ino])
+    return out
+
+
+def _send_sources(sock: socket.socket, files: list[list[Any]]) -> None:
+    batch: list[list[Any]] = []
+    size = 0
+    for entry in files:  # in packets well under PACKET, however long the paths
+        n = len(entry[0].encode(errors="replace")) + 32
+        if batch and size + n > PACKET // 2:
+            _send(sock, {"t": "sources", "files": batch})
+            batch, size = [], 0
+        batch.append(entry)
+        size += n
+    if batch:
+        _send(sock, {"t": "sources", "files": batch})
+
+
 def main(fd: int) -> None:
+    global _start_dir
+    _start_dir = os.getcwd()
     sock = socket.socket(fileno=fd)
     first = msgpack.unpackb(sock.recv(PACKET), raw=False)
     preloaded = None
     t0 = time.monotonic()
+    if first.get("private_root"):
+        from ._mountns import probe
+
+        problem = probe()
+        if problem:
+            _send(sock, {"t": "failed", "error": "a container forked from it could not get a root file system of "
+                                                 f"its own ({problem})"})
+            return
     if first.get("definition_path"):
         from ._runtime import load_service, run_snap_hooks
 
@@ -125,9 +192,10 @@ def main(fd: int) -> None:
                 raise RuntimeError("; ".join(problems))
         except BaseException as exc:
             traceback.print_exc()
-            _send(sock, {"t": "failed", "error": f"{type(exc).__name__}: {exc}"})
+            _send(sock, {"t": "failed", "error": f"taking the snapshot failed: {type(exc).__name__}: {exc}"})
             return
         preloaded.snapshot_timeline = timeline
+        _send_sources(sock, user_sources(defn))
     else:
         from .. import _modal_alias  # noqa: F401 - every container installs it (it imports importlib.abc: ~4 ms)
         from . import _runtime  # noqa: F401 - what every container needs, imported once here
@@ -139,6 +207,7 @@ def main(fd: int) -> None:
 
 def _serve(sock: socket.socket, preloaded: Any) -> None:
     children: dict[int, str] = {}
+    retiring = False  # no more forks: leave once the last container forked from here has exited
     rfd, wfd = os.pipe()
     os.set_blocking(wfd, False)
     signal.set_wakeup_fd(wfd)
@@ -151,6 +220,8 @@ def _serve(sock: socket.socket, preloaded: Any) -> None:
             if key.data == "chld":
                 os.read(rfd, 4096)
                 _reap(sock, children)
+                if retiring and not children:
+                    os._exit(0)
                 continue
             try:
                 data, fds, _flags, _addr = socket.recv_fds(sock, PACKET, 2)
@@ -172,6 +243,10 @@ def _serve(sock: socket.socket, preloaded: Any) -> None:
                     os.close(fd)
                 children[pid] = msg["cid"]
                 _send(sock, {"t": "forked", "cid": msg["cid"], "pid": pid})
+            elif msg["t"] == "retire":
+                retiring = True
+                if not children:
+                    os._exit(0)
             elif msg["t"] == "stop":
                 for pid in children:
                     _kill(pid, signal.SIGTERM)
@@ -216,8 +291,18 @@ def _child(sock: socket.socket, fds: list[int], msg: dict[str, Any], preloaded: 
         os.close(devnull)
         os.environ.clear()
         os.environ.update(msg["env"])
-        if msg.get("cwd"):
-            os.chdir(msg["cwd"])
+        cwd = msg.get("cwd")
+        if msg.get("private_root"):  # a root file system image: a writable root of its own, first
+            from ._mountns import private_root
+
+            private_root()
+            if cwd:
+                with contextlib.suppress(OSError):  # an image's workdir exists in it, like in a Dockerfile
+                    os.makedirs(cwd, exist_ok=True)
+        if cwd:
+            os.chdir(cwd)
+        if sys.path and sys.path[0] == _start_dir:  # like a fresh `python -m`: the container's own directory
+            sys.path[0] = os.getcwd()
         # Per-container state must differ between copies of one snapshot.
         random.seed()
         if "numpy" in sys.modules:

@@ -52,8 +52,10 @@ from .rootfs import DEBIAN_PATH, DebianBase, RootfsUnavailable, interpreter_pref
 log = logging.getLogger("homeport.server.images")
 
 LogFn = Callable[[str, int], None]  # (line, fd)
-# (argv, env, rootfs, mounts, out, timeout) -> exit code: runs a build step as a container of the backend.
-RunContainer = Callable[[list[str], dict[str, str], str, list[Mount], LogFn, float], Awaitable[int | None]]
+# (argv, env, rootfs, mounts, out, timeout, cwd) -> exit code: runs a build step as a container of the
+# backend; without a root file system (None) the host is read-only inside and only the mounts are writable.
+RunContainer = Callable[[list[str], dict[str, str], str | None, list[Mount], LogFn, float, str | None],
+                        Awaitable[int | None]]
 TAIL_LINES = 40
 INSTALL_TIMEOUT = 3600.0
 RUNTIME_PACKAGES = ("homeport", "cloudpickle", "msgpack")
@@ -65,11 +67,21 @@ PTH_LINE = (
     f"import os, sys; sys.path.extend(p for p in os.environ.get({P.ENV_RUNTIME_PATH!r}, '').split(os.pathsep) "
     "if p and p not in sys.path)\n"
 )
-# Interpreter settings of the control plane's own environment that must not reach an image's.
+# Interpreter settings of the control plane's own environment that must not reach the build tools.
 _INTERPRETER_VARS = frozenset({
     "PYTHONPATH", "PYTHONHOME", "PYTHONUSERBASE", "PYTHONSTARTUP", "PYTHONEXECUTABLE", "VIRTUAL_ENV",
     "CONDA_PREFIX", "CONDA_DEFAULT_ENV", "__PYVENV_LAUNCHER__", "PYTHONNOUSERSITE",
 })
+# All that a container keeps of the environment of whoever started the control plane: what any process
+# expects to find (where programs are, whose session it is, how to print text). Everything else there
+# (credentials exported in that shell, its interpreter's settings) stays out; a function gets variables
+# only from its image's `env`, its secrets and its `env=`.
+BASE_ENV_VARS = frozenset({"PATH", "HOME", "LANG", "LANGUAGE", "TERM", "TZ", "USER", "LOGNAME"})
+
+
+def base_environ(server_env: Mapping[str, str]) -> dict[str, str]:
+    """The allowlisted part of the control plane's environment (`BASE_ENV_VARS` and the `LC_*` locale)."""
+    return {k: v for k, v in server_env.items() if k in BASE_ENV_VARS or k.startswith("LC_")}
 FILE_KINDS = frozenset({"add_local_file", "add_local_dir", "add_local_python_source"})
 INSTALL_KINDS = frozenset({"pip_install", "uv_pip_install", "pip_install_from_requirements",
                            "pip_install_from_pyproject"})
@@ -116,7 +128,7 @@ class BuiltImage:
 
     def environ(self, server_env: Mapping[str, str], runtime_path: str) -> dict[str, str]:
         """The environment every container of this image starts from (before its function's own)."""
-        env = {k: v for k, v in server_env.items() if not k.startswith("HOMEPORT_") and k not in _INTERPRETER_VARS}
+        env = base_environ(server_env)
         env["VIRTUAL_ENV"] = self.venv
         system_path = DEBIAN_PATH if self.rootfs_lower else env.get("PATH", os.defpath)
         env["PATH"] = os.path.join(self.venv, "bin") + os.pathsep + system_path
@@ -675,7 +687,8 @@ class ImageBuilder:
             tail.append(line)
             out(line, fd)
 
-        code_ = await self._run_container(argv, env, spec, mounts, collect, float(step.get("timeout") or INSTALL_TIMEOUT))
+        code_ = await self._run_container(argv, env, spec, mounts, collect, float(step.get("timeout") or INSTALL_TIMEOUT),
+                                          None)
         if code_ is None:
             raise ImageBuildFailed(f"{what} did not finish within {step.get('timeout') or INSTALL_TIMEOUT:g}s{_tail(tail)}")
         if code_ != 0:
@@ -780,18 +793,37 @@ class ImageBuilder:
         return env
 
     async def _run_function(self, step: dict[str, Any], tmp: Path, meta: dict[str, Any], out: LogFn) -> None:
+        """run_function in an image without a root file system: in a sandbox where the host is read-only,
+        so what the function writes lands in the image (its environment, its files) or fails, never on
+        the host, where it would be shared by every image and not be part of this one."""
         fn = step["function"]
+        what = f"the function {fn['qualname']}"
+        if self._run_container is None:
+            raise ImageUnsupported(f"Image.run_function(): {what} runs in a sandbox of the control plane's "
+                                   "backend, and this image builder has none")
         spec_path = self._write_function_spec(step, tmp)
         venv = str(tmp / "venv")
-        env = self._function_env(step, meta, venv, self.runtime_path())
+        runtime = self.runtime_path()
+        env = self._function_env(step, meta, venv, runtime)
         cwd = _existing_dir(meta.get("workdir")) or _existing_dir(fn.get("_cwd"))
+        mounts = _function_step_mounts(tmp, meta, fn, runtime)
+        argv = [os.path.join(venv, "bin", "python"), "-m", "homeport.runtime._build", str(spec_path)]
+        tail: deque[str] = deque(maxlen=TAIL_LINES)
+
+        def collect(line: str, fd: int) -> None:
+            tail.append(line)
+            out(line, fd)
+
+        timeout = float(step.get("timeout") or 3600)
         try:
-            await self._run([os.path.join(venv, "bin", "python"), "-m", "homeport.runtime._build", str(spec_path)],
-                            out, f"the function {fn['qualname']}", env=env, cwd=cwd,
-                            timeout=float(step.get("timeout") or 3600))
+            code = await self._run_container(argv, env, None, mounts, collect, timeout, cwd)
         finally:
             with contextlib.suppress(FileNotFoundError):
                 spec_path.unlink()
+        if code is None:
+            raise ImageBuildFailed(f"{what} did not finish within {timeout:g}s{_tail(tail)}")
+        if code != 0:
+            raise ImageBuildFailed(f"{what} exited with code {code}{_read_only_hint(tail)}{_tail(tail)}")
 
     async def _run(self, argv: list[str], out: LogFn, what: str, env: dict[str, str] | None = None,
                    cwd: str | None = None, timeout: float = 600.0) -> None:
@@ -829,6 +861,32 @@ class ImageBuilder:
             raise
         if proc.returncode != 0:
             raise ImageBuildFailed(f"{what} exited with code {proc.returncode}{_tail(tail)}")
+
+
+def _function_step_mounts(tmp: Path, meta: dict[str, Any], fn: dict[str, Any], runtime: str) -> list[Mount]:
+    """What a run_function step sees besides the read-only host: writable, the layer being built (the
+    environment, the image's files at their paths); readable wherever the host's are hidden (its /tmp
+    is private), the interpreter, the runtime and the function's code."""
+    interpreter = os.path.dirname(os.path.dirname(os.path.realpath(meta["python"]["path"])))
+    mounts = [Mount(str(tmp), str(tmp), read_only=False)]
+    mounts += [Mount(str(tmp / "fs" / t.lstrip("/")), t, read_only=False) for t in meta.get("fs_targets", ())]
+    mounts += [Mount(p, p, read_only=True) for p in _outermost([interpreter, *runtime_dirs(runtime)])]
+    mounts += [Mount(p, p, read_only=True) for p in _code_dirs([*(fn.get("_sys_path") or []), fn.get("_cwd") or ""])]
+    return mounts
+
+
+def _read_only_hint(tail: deque[str]) -> str:
+    """What to do when a build step failed writing outside the image (EROFS in its output)."""
+    line = next((line for line in reversed(tail) if "Read-only file system" in line), None)
+    if line is None:
+        return ""
+    return (
+        f": it wrote outside the image ({line.strip()}). In an image without its own root file system a "
+        "build step can write only to the image's Python environment (sys.prefix), to files the image added "
+        "with copy=True, and to /tmp, which is not kept. To keep files anywhere in the image, give it a "
+        "root file system: put an apt_install(...) or run_commands(...) step before run_function, and its "
+        "writes persist in the image"
+    )
 
 
 def _existing_dir(path: str | None) -> str | None:

@@ -15,6 +15,7 @@ import hashlib
 import os
 import platform
 import shutil
+import subprocess
 import sys
 import uuid
 from collections.abc import Callable
@@ -72,7 +73,35 @@ def missing() -> str | None:
         return "`debootstrap` is not installed: install it from Debian's packages (`apt-get install debootstrap`)"
     if os.geteuid() != 0:
         return "making the Debian base with debootstrap needs root; run the control plane as root"
-    return None
+    return namespaces_problem()
+
+
+_probed: dict[tuple[str, int], str | None] = {}  # (unshare, uid) -> what is wrong, once per process
+
+
+def namespaces_problem() -> str | None:
+    """Whether this machine lets us make the mount namespace a root file system image runs in: a
+    trivial `unshare --mount` run, tried once and remembered. None, or what is wrong and what to do."""
+    unshare = _which("unshare") or "unshare"
+    key = (unshare, os.geteuid())
+    if key not in _probed:
+        argv = [unshare, "--mount", "--propagation", "private"]
+        if os.geteuid() != 0:
+            argv += ["--user", "--map-root-user"]
+        argv += ["--", "/bin/sh", "-c", ":"]
+        try:
+            out = subprocess.run(argv, capture_output=True, text=True, timeout=30)
+            failure = None if out.returncode == 0 else (out.stderr or out.stdout).strip() or f"exit code {out.returncode}"
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            failure = str(exc)
+        _probed[key] = None if failure is None else (
+            f"mount namespaces do not work here (`{' '.join(argv[:-4])}` failed: {failure}). Root file "
+            "system images run in one: inside a container, give it the right to (Docker: --privileged, or "
+            "a seccomp profile and capabilities that allow unshare and mount); as a user, enable "
+            "unprivileged user namespaces (sysctl kernel.unprivileged_userns_clone=1, or "
+            "kernel.apparmor_restrict_unprivileged_userns=0)"
+        )
+    return _probed[key]
 
 
 class DebianBase:
@@ -94,8 +123,11 @@ class DebianBase:
         """The base tree, made now if it is not cached (about 30 s; one build at a time per machine).
         `run(argv, out, what, env=..., timeout=...)` runs a command streaming its output."""
         if self.ready:
+            problem = await asyncio.to_thread(namespaces_problem)  # made once, but is it usable here?
+            if problem:
+                raise RootfsUnavailable(problem)
             return self.path
-        problem = missing()
+        problem = await asyncio.to_thread(missing)
         if problem:
             raise RootfsUnavailable(problem)
         self.root.mkdir(parents=True, exist_ok=True)

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import itertools
 import logging
 import os
@@ -18,11 +17,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import msgpack
-
 from .. import _protocol as P
 from .._wire import FramedProtocol
-from ..backends import Backend, ContainerSpec, ExitInfo, Mount, TemplateSpec
+from ..backends import Backend, ContainerSpec, ExitInfo, Mount
 from .core.scheduler import (
     Assign,
     Capacity,
@@ -38,6 +35,7 @@ from .images import BuiltImage, ImageBuilder
 from .schedules import ScheduleRunner
 from .secrets import SecretStore
 from .state import State
+from .templates import container_template
 from .volumes import VolumeStore
 from .web import WebEndpoints
 
@@ -56,34 +54,6 @@ def machine_capacity() -> Capacity:
     cpu = float(os.environ.get("HOMEPORT_CPU") or psutil.cpu_count() or 1)
     mem = int(os.environ.get("HOMEPORT_MEMORY_MIB") or psutil.virtual_memory().total // (1 << 20))
     return Capacity(cpu=cpu, memory_mib=mem)
-
-
-def container_template(definition: dict[str, Any], argv: tuple[str, ...], env: dict[str, str],
-                       base_env: dict[str, str]) -> TemplateSpec:
-    """What a container of this function can be forked from.
-
-    With `enable_memory_snapshot` a template that has run the user's imports and `snap=True` hooks,
-    keyed by everything that shapes that state: the code (the module file's bytes), the definition
-    (qualname, parameter values ...), the interpreter and the environment (secrets included). Without,
-    a template with only the runtime imported, shared by every function of the same image
-    (`base_env`: the image's environment, before any function's own).
-    """
-    own = (P.ENV_CONTAINER_ID, P.ENV_CONTAINER_TOKEN)
-    template_env = {k: v for k, v in env.items() if k not in own}
-    if not definition.get("snapshot"):
-        key = hashlib.sha256(P.encode({"argv": list(argv), "env": base_env})).hexdigest()
-        return TemplateSpec(key=f"rt-{key}", argv=argv, env=base_env)
-    stable = {k: v for k, v in definition.items() if k not in ("app_id", "function_id")}
-    h = hashlib.sha256(P.encode({"argv": list(argv), "env": template_env, "definition": stable}))
-    path = definition.get("module_file")
-    if path:
-        try:
-            with open(path, "rb") as f:
-                h.update(f.read())
-        except OSError:
-            pass
-    return TemplateSpec(key=f"snap-{h.hexdigest()}", argv=argv, env=template_env,
-                        definition=msgpack.packb(definition, use_bin_type=True))
 
 
 def _canonical(value: Any) -> Any:
@@ -185,6 +155,7 @@ class ControlPlane:
         self.scratch = scratch
         # Fork containers from template processes (HOMEPORT_TEMPLATES=0 starts fresh interpreters).
         self.use_templates = os.environ.get(P.ENV_TEMPLATES, "1") != "0"
+        self.template_salt = secrets.token_bytes(32)  # template keys are keyed hashes (see .templates)
         self._cid_counter = itertools.count(1)
         self.scheduler = Scheduler(self._new_container_id, machine_capacity())
         self.apps: dict[str, dict[str, Any]] = {}
@@ -282,9 +253,11 @@ class ControlPlane:
             return await self.images.default_image()
         return self.images.get(image_id)
 
-    async def run_build_container(self, argv: list[str], env: dict[str, str], rootfs: str, mounts: list[Mount],
-                                  out: Callable[[str, int], None], timeout: float) -> int | None:
-        """Run an image build step as a container of the backend; its exit code, None on timeout."""
+    async def run_build_container(self, argv: list[str], env: dict[str, str], rootfs: str | None,
+                                  mounts: list[Mount], out: Callable[[str, int], None], timeout: float,
+                                  cwd: str | None = None) -> int | None:
+        """Run an image build step as a container of the backend; its exit code, None on timeout.
+        Without `rootfs` it runs with the host read-only: only `mounts` can be written."""
         cid = f"build-{secrets.token_hex(6)}"
         exited: asyncio.Future[ExitInfo] = asyncio.get_running_loop().create_future()
 
@@ -296,7 +269,7 @@ class ControlPlane:
                 exited.set_result(info)
 
         spec = ContainerSpec(container_id=cid, app_id="", function_tag="image-build", argv=tuple(argv), env=env,
-                             mounts=tuple(mounts), rootfs=rootfs)
+                             mounts=tuple(mounts), rootfs=rootfs, host_read_only=rootfs is None, cwd=cwd)
         await self.backend.start(spec, on_output, on_exit)
         try:
             info = await asyncio.wait_for(asyncio.shield(exited), timeout)
@@ -331,7 +304,7 @@ class ControlPlane:
     async def _prepare_template(self, image: BuiltImage) -> None:
         if self.use_templates:
             base_env = self.image_environ(image)
-            await self.backend.prepare(container_template({}, image.argv(), base_env, base_env))
+            await self.backend.prepare(container_template({}, image.argv(), base_env, base_env, salt=self.template_salt))
 
     async def build_images(self, requests: list[dict[str, Any]], on_log: Callable[[str, str, int], None]) -> list[str]:
         """Build (or find cached) each requested image; logs go to `on_log(image, line, fd)`.
@@ -357,59 +330,8 @@ class ControlPlane:
 
         async def start() -> None:
             try:
-                image = await self.function_image(fn.definition)
-                base_env = self.image_environ(image)
-                env = dict(base_env)
-                env.update(fn.env)
-                env.update(
-                    {
-                        "PYTHONUNBUFFERED": "1",
-                        P.ENV_SERVER_ADDRESS: self.address,
-                        P.ENV_CONTAINER_ID: ins.container,
-                        P.ENV_CONTAINER_TOKEN: rec.token,
-                        P.ENV_IS_REMOTE: "1",
-                        P.ENV_MODAL_IS_REMOTE: "1",
-                        P.ENV_MODAL_IMAGE_ID: image.image_id,
-                        P.ENV_IMAGE_HASH: fn.definition.get("image_hash") or "",
-                    }
-                )
-                web = fn.definition.get("web")
-                private_network = bool(web) and any(e["type"] in P.WEB_PROXIED for e in web)
-                if web:
-                    rec.web_prefix = os.path.join(self.web_dir, ins.container)
-                    env[P.ENV_WEB_SOCKET] = rec.web_prefix
-                    env[P.ENV_RUNTIME_PATH] = self.images.runtime_path(web=True)
-                    if private_network:
-                        env[P.ENV_PRIVATE_NETWORK] = "1"
-                argv = image.argv()
-                cwd = image.cwd(fn.definition.get("cwd") or None)
-                # The image's files first, then the function's volumes (which win on a shared path).
-                mounts = image.container_mounts()
-                mounts += [Mount(host, target) for host, target in fn.definition.get("mounts") or ()]
-                rootfs = image.rootfs(cwd)
-                if rootfs is not None:  # the image has its own root file system: cwd is inside it
-                    definition = fn.definition
-                    code = [*(definition.get("sys_path") or ()), definition.get("cwd") or ""]
-                    if definition.get("module_file"):
-                        code.append(os.path.dirname(definition["module_file"]))
-                    mounts += image.rootfs_mounts(code, self.address, env[P.ENV_RUNTIME_PATH])
-                    if web:
-                        mounts.append(Mount(self.web_dir, self.web_dir))
-                    cwd = None
-                spec = ContainerSpec(
-                    container_id=ins.container,
-                    app_id=fn.app_id,
-                    function_tag=fn.tag,
-                    argv=argv,
-                    env=env,
-                    cwd=cwd,
-                    memory_limit_mib=fn.definition.get("memory_limit_mib"),
-                    cpu_limit=fn.definition.get("cpu_limit"),
-                    mounts=tuple(mounts),
-                    rootfs=rootfs,
-                    template=container_template(fn.definition, argv, env, base_env) if self.use_templates else None,
-                    private_network=private_network,
-                )
+                spec = await self._container_spec(fn, ins.container, rec.token)
+                rec.web_prefix = spec.env.get(P.ENV_WEB_SOCKET)
                 rec.pid = await self.backend.start(spec, self._on_container_output, self._on_container_exit)
             except Exception as exc:  # the backend could not even create the process
                 log.exception("container %s failed to start", ins.container)
@@ -422,6 +344,92 @@ class ControlPlane:
                 await self.backend.stop(ins.container, STOP_GRACE_SECONDS)
 
         self.spawn(start())
+
+    async def _container_spec(self, fn: FunctionRecord, cid: str, token: str) -> ContainerSpec:
+        image = await self.function_image(fn.definition)
+        base_env = self.image_environ(image)
+        env = dict(base_env)
+        env.update(fn.env)
+        env.update(
+            {
+                "PYTHONUNBUFFERED": "1",
+                P.ENV_SERVER_ADDRESS: self.address,
+                P.ENV_CONTAINER_ID: cid,
+                P.ENV_CONTAINER_TOKEN: token,
+                P.ENV_IS_REMOTE: "1",
+                P.ENV_MODAL_IS_REMOTE: "1",
+                P.ENV_MODAL_IMAGE_ID: image.image_id,
+                P.ENV_IMAGE_HASH: fn.definition.get("image_hash") or "",
+                P.ENV_STARTED_AT: repr(time.time()),
+            }
+        )
+        web = fn.definition.get("web")
+        # Each replica of a user's own web server needs a network of its own: those are not forked
+        # from a template (whose copies would share the template's network).
+        private_network = bool(web) and any(e["type"] in P.WEB_PROXIED for e in web)
+        if web:
+            env[P.ENV_WEB_SOCKET] = os.path.join(self.web_dir, cid)
+            env[P.ENV_RUNTIME_PATH] = self.images.runtime_path(web=True)
+            if private_network:
+                env[P.ENV_PRIVATE_NETWORK] = "1"
+        argv = image.argv()
+        cwd, mounts, rootfs = self._container_view(fn, image, env[P.ENV_RUNTIME_PATH])
+        template = None
+        if self.use_templates and not private_network:
+            template = container_template(fn.definition, argv, env, base_env, salt=self.template_salt, cwd=cwd,
+                                          mounts=mounts, rootfs=rootfs)
+        return ContainerSpec(
+            container_id=cid,
+            app_id=fn.app_id,
+            function_tag=fn.tag,
+            argv=argv,
+            env=env,
+            cwd=cwd,
+            memory_limit_mib=fn.definition.get("memory_limit_mib"),
+            cpu_limit=fn.definition.get("cpu_limit"),
+            mounts=tuple(mounts),
+            rootfs=rootfs,
+            template=template,
+            private_network=private_network,
+        )
+
+    def _container_view(self, fn: FunctionRecord, image: BuiltImage,
+                        runtime_path: str | None = None) -> tuple[str | None, list[Mount], str | None]:
+        """The working directory, mounts and root file system of the function's containers."""
+        definition = fn.definition
+        cwd = image.cwd(definition.get("cwd") or None)
+        # The image's files first, then the function's volumes (which win on a shared path).
+        mounts = image.container_mounts()
+        mounts += [Mount(host, target) for host, target in definition.get("mounts") or ()]
+        rootfs = image.rootfs(cwd)
+        if rootfs is not None:  # the image has its own root file system: cwd is inside it
+            code = [*(definition.get("sys_path") or ()), definition.get("cwd") or ""]
+            if definition.get("module_file"):
+                code.append(os.path.dirname(definition["module_file"]))
+            mounts += image.rootfs_mounts(code, self.address, runtime_path or self.images.runtime_path())
+            if definition.get("web"):
+                mounts.append(Mount(self.web_dir, self.web_dir))
+            cwd = None
+        return cwd, mounts, rootfs
+
+    async def _prepare_function_template(self, fn: FunctionRecord) -> None:
+        """Start the runtime template of a function whose containers see their own file system
+        (volumes, local files, a root file system), so that its first container is already a fork."""
+        if not self.use_templates or fn.definition.get("snapshot"):
+            return  # a snapshot runs the user's code: it is taken when a container first needs it
+        if any(e["type"] in P.WEB_PROXIED for e in fn.definition.get("web") or ()):
+            return  # started afresh, each in a network of its own
+        try:
+            image = await self.function_image(fn.definition)
+            _cwd, mounts, rootfs = self._container_view(
+                fn, image, self.images.runtime_path(web=True) if fn.definition.get("web") else None)
+        except Exception as exc:  # the container's own start reports it
+            log.info("no template prepared for %s: %s", fn.tag, exc)
+            return
+        if mounts or rootfs:
+            base_env = self.image_environ(image)
+            await self.backend.prepare(container_template({}, image.argv(), base_env, base_env,
+                                                          salt=self.template_salt, mounts=mounts, rootfs=rootfs))
 
     def _fail_inputs(self, ins: FailInputs, init_failure: dict[str, Any] | None = None) -> None:
         by_call: dict[str, list] = {}
@@ -673,6 +681,7 @@ class ControlPlane:
                 bool(definition.get("is_generator")),
             )
             self.functions[fid] = rec
+            self.spawn(self._prepare_function_template(rec))
             app["functions"].append(fid)
             app.setdefault("by_tag", {})[f["tag"]] = fid
             app.setdefault("info", {})[f["tag"]] = f.get("info") or {}

@@ -34,6 +34,7 @@ def inspect() -> dict:
         marker = f.read().strip()
     with open("/opt/models/weights.txt") as f:
         weights = f.read()
+    earlier = os.path.exists("/etc/hp-scratch-write")  # written by another container, if roots were shared
     with open("/etc/hp-scratch-write", "w") as f:  # the container's root is writable, and its own
         f.write("x")
     return {
@@ -44,4 +45,6 @@ def inspect() -> dict:
         "cwd": os.getcwd(),
         "source": os.path.exists("source.py"),
         "debian": open("/etc/debian_version").read().strip(),
+        "earlier_write": earlier,
+        "pid": os.getpid(),
     }

@@ -2,8 +2,10 @@
 
 A container starts either as a fresh interpreter (`spawn`) or as a copy of a template process
 (`fork`, see `_templates`), which skips interpreter start-up and imports, and for memory snapshots the
-user's own imports and `snap=True` enter hooks. Either way it gets its own process group, pipes for
-stdout and stderr, and a private TMPDIR.
+user's own imports and `snap=True` enter hooks. Containers with volumes, local files or a root file
+system are forked too: their template runs in the same view. Either way a container gets its own
+process group, pipes for stdout and stderr, and a private TMPDIR. When a container cannot be forked
+it is spawned, and the app is told why, once.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import signal
 import time
 
 from .._base import Backend, ContainerSpec, ExitCallback, ExitInfo, OutputCallback, TemplateSpec
-from . import _sandbox
+from . import _rootfs, _sandbox
 from ._cgroups import Cgroup, Cgroups, CgroupsUnavailable
 from ._templates import Templates, TemplateUnavailable
 
@@ -48,6 +50,7 @@ class LocalBackend(Backend):
         self._sweeper: asyncio.TimerHandle | None = None
         self._tasks: set[asyncio.Task] = set()
         self._cgroups = Cgroups()
+        self._told: set[tuple[str, str]] = set()  # (app, template key): the app was told why not forked
 
     def _spawn_task(self, coro) -> None:
         task = asyncio.create_task(coro)
@@ -85,17 +88,24 @@ class LocalBackend(Backend):
 
     async def _start(self, spec: ContainerSpec, on_output: OutputCallback, on_exit: ExitCallback) -> int:
         env = self._tmpdir(spec)
-        if spec.template is not None and not spec.mounts and not spec.rootfs and not spec.private_network \
-                and self._scratch:
+        if spec.template is not None and self._scratch:
             try:
                 return await self._fork(spec, env, on_output, on_exit)
             except TemplateUnavailable as exc:
-                what = "memory snapshot" if spec.template.definition is not None else "template"
-                note = f"homeport: starting without the {what}: {exc}\n"
-                log.warning("container %s: %s", spec.container_id, note.strip())
-                if spec.template.definition is not None:
-                    on_output(spec.container_id, 2, note.encode())
+                self._without_template(spec, str(exc), on_output)
         return await self._spawn(spec, env, on_output, on_exit)
+
+    def _without_template(self, spec: ContainerSpec, reason: str, on_output: OutputCallback) -> None:
+        """Say why this container starts as a fresh process: in the server log always, to the app's log
+        once per app and template (its other containers start the same way, for the same reason)."""
+        assert spec.template is not None
+        what = "memory snapshot" if spec.template.definition is not None else "warm template"
+        note = f"homeport: starting without the {what}: {reason}\n"
+        log.warning("container %s: %s", spec.container_id, note.strip())
+        told = (spec.app_id, spec.template.key)
+        if told not in self._told:
+            self._told.add(told)
+            on_output(spec.container_id, 2, note.encode())
 
     async def _spawn(self, spec: ContainerSpec, env: dict[str, str], on_output: OutputCallback,
                      on_exit: ExitCallback) -> int:
@@ -124,23 +134,41 @@ class LocalBackend(Backend):
         self._spawn_task(self._wait_spawned(proc))
         return process.pid
 
-    def _ensure_templates(self, on_output: OutputCallback) -> Templates:
+    def _ensure_templates(self) -> Templates:
         if self._templates is None:
-            self._templates = Templates(self._scratch, self._on_forked_exit, on_output)
+            self._templates = Templates(self._scratch, self._on_forked_exit)
             self._schedule_sweep()
         return self._templates
 
     async def prepare(self, template: TemplateSpec) -> None:
         if not self._scratch:
             return
+        tag = template.key[:12]
+
+        def sink(fd: int, line: bytes) -> None:  # no container waits for it: its output goes to the log
+            log.info("template %s: %s", tag, line.decode(errors="replace").rstrip())
+
         try:
-            await self._ensure_templates(lambda cid, fd, line: log.info("%s: %s", cid, line.decode(errors="replace").rstrip())).warm(template)
+            await self._ensure_templates().warm(template, sink)
         except TemplateUnavailable as exc:
-            log.warning("template %s not prepared: %s", template.key[:12], exc)
+            log.warning("template %s not prepared: %s", tag, exc)
 
     async def _fork(self, spec: ContainerSpec, env: dict[str, str], on_output: OutputCallback,
                     on_exit: ExitCallback) -> int:
-        self._ensure_templates(on_output)
+        assert spec.template is not None
+        templates = self._ensure_templates()
+        cid = spec.container_id
+        # A template started for this container prints as part of it, marked as the template's: a
+        # snapshot's imports and snap hooks (their prints, a traceback when the snapshot fails).
+        prefix = b"[snapshot] " if spec.template.definition is not None else b"[template] "
+
+        def sink(fd: int, line: bytes) -> None:
+            on_output(cid, fd, prefix + line)
+
+        cwd = spec.cwd
+        if spec.rootfs:  # inside the image's own root, with a private /tmp (its own writable layer)
+            cwd = _rootfs.working_dir(spec.rootfs)
+            env["TMPDIR"] = "/tmp"
         loop = asyncio.get_running_loop()
         readers = []
         writers = []
@@ -149,7 +177,7 @@ class LocalBackend(Backend):
             readers.append(r)
             writers.append(w)
         try:
-            pid = await self._templates.fork(spec.template, spec.container_id, env, spec.cwd, *writers)
+            pid = await templates.fork(spec.template, cid, env, cwd, *writers, sink=sink)
         except BaseException:
             for fd in readers:
                 os.close(fd)

@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Sequence
 
-from .._base import ContainerSpec
+from .._base import ContainerSpec, Mount
 
 # Positional arguments: lower upper work scratch cwd, then (ro|rw) src dst triples, "--", command.
 SCRIPT = r"""
@@ -60,11 +61,20 @@ exec chroot "$root" /bin/sh -c 'mkdir -p "$1" 2>/dev/null; cd "$1" 2>/dev/null |
 def command(spec: ContainerSpec) -> list[str]:
     """The argv that runs `spec.argv` inside the root file system `spec.rootfs` describes."""
     assert spec.rootfs is not None
-    fs = json.loads(spec.rootfs)
-    unshare = ["unshare", "--mount", "--propagation", "private", *(["--net"] if spec.private_network else [])]
+    return wrap(spec.argv, spec.rootfs, spec.mounts, spec.private_network)
+
+
+def wrap(argv: Sequence[str], rootfs: str, mounts: Sequence[Mount], private_network: bool = False) -> list[str]:
+    fs = json.loads(rootfs)
+    unshare = ["unshare", "--mount", "--propagation", "private", *(["--net"] if private_network else [])]
     if os.geteuid() != 0:
         unshare += ["--user", "--map-root-user"]
     args = [":".join(fs["lower"]), fs.get("upper") or "", fs.get("work") or "", fs["scratch"], fs.get("cwd") or "/"]
-    for m in spec.mounts:
+    for m in mounts:
         args += ["ro" if m.read_only else "rw", m.source, m.target]
-    return [*unshare, "--", "/bin/sh", "-c", SCRIPT, "homeport-rootfs", *args, "--", *spec.argv]
+    return [*unshare, "--", "/bin/sh", "-c", SCRIPT, "homeport-rootfs", *args, "--", *argv]
+
+
+def working_dir(rootfs: str) -> str:
+    """The working directory of containers in this root file system."""
+    return json.loads(rootfs).get("cwd") or "/"

@@ -1,6 +1,7 @@
 """How a container's process is wrapped so that it sees its own file system view.
 
-`command(spec)` turns the container's argv into the argv the local backend executes. Without mounts
+`command(spec)` turns the container's argv into the argv the local backend executes (`wrap` does the
+same for a template process, which its containers then inherit the view from). Without mounts
 the container runs directly. With mounts (volumes) it runs under bubblewrap in its own mount
 namespace: the root is a fresh tmpfs into which the host's top-level directories are bound, so a volume
 appears at exactly the path the user gave (`/data`, `/cache` ...) even where the host has no such
@@ -15,8 +16,9 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Sequence
 
-from .._base import ContainerSpec
+from .._base import ContainerSpec, Mount
 from . import _rootfs
 
 _SPECIAL = {"proc", "dev", "sys", "tmp"}
@@ -27,7 +29,7 @@ class SandboxUnavailable(Exception):
 
 
 def sandboxed(spec: ContainerSpec) -> bool:
-    return bool(spec.mounts or spec.rootfs or (spec.private_network and shutil.which("bwrap")))
+    return bool(spec.mounts or spec.rootfs or spec.host_read_only or (spec.private_network and shutil.which("bwrap")))
 
 
 def network_note(spec: ContainerSpec) -> str | None:
@@ -40,23 +42,36 @@ def network_note(spec: ContainerSpec) -> str | None:
 
 
 def command(spec: ContainerSpec) -> list[str]:
-    if spec.rootfs:
-        return _rootfs.command(spec)  # the image's own root file system, mounts bound into it
-    if not spec.mounts and not spec.private_network:
-        return list(spec.argv)
+    return wrap(spec.argv, spec.mounts, spec.rootfs, spec.cwd, host_read_only=spec.host_read_only,
+                private_network=spec.private_network)
+
+
+def wrap(argv: Sequence[str], mounts: Sequence[Mount], rootfs: str | None, cwd: str | None,
+         host_read_only: bool = False, private_network: bool = False) -> list[str]:
+    """The argv that runs `argv` in the view of a container (or template) with these mounts and root.
+
+    `host_read_only`: the host's directories are read-only and /tmp is private (an image build step
+    that must not write to the host); only `mounts` that are not read-only can be written.
+    `private_network`: a network namespace of its own, with only loopback.
+    """
+    if rootfs:  # the image's own root file system, mounts bound into it
+        return _rootfs.wrap(argv, rootfs, mounts, private_network)
+    if not mounts and not host_read_only and not private_network:
+        return list(argv)
     bwrap = shutil.which("bwrap")
+    if bwrap is None and not mounts and not host_read_only:
+        return list(argv)  # only the network was asked for: `network_note` tells the user
     if bwrap is None:
-        if not spec.mounts:
-            return list(spec.argv)  # `network_note` tells the user
+        what = "volumes are mounted with" if mounts else "Image.run_function() steps run under"
         raise SandboxUnavailable(
-            "volumes are mounted with bubblewrap, which is not installed on this machine; "
+            f"{what} bubblewrap, which is not installed on this machine; "
             "install it (Debian/Ubuntu: `apt-get install bubblewrap`) and try again"
         )
-    net = ["--unshare-net"] if spec.private_network else []
-    if not spec.mounts:  # only a network of its own: the machine's file system as it is
-        chdir = ["--chdir", spec.cwd] if spec.cwd else []
-        return ["sh", "-c", 'trap "" TERM; exec "$@"', "sh", bwrap, "--dev-bind", "/", "/", *net, *chdir,
-                "--", *spec.argv]
+    net = ["--unshare-net"] if private_network else []
+    if not mounts and not host_read_only:  # only a network of its own: the machine's file system as it is
+        chdir = ["--chdir", cwd] if cwd else []
+        return ["sh", "-c", 'trap "" TERM; exec "$@"', "sh", bwrap, "--dev-bind", "/", "/", *net, *chdir, "--", *argv]
+    host = "--ro-bind" if host_read_only else "--dev-bind"
     args = [bwrap, *net, "--tmpfs", "/"]
     for entry in sorted(os.listdir("/")):
         path = "/" + entry
@@ -65,14 +80,19 @@ def command(spec: ContainerSpec) -> list[str]:
         if os.path.islink(path):
             args += ["--symlink", os.readlink(path), path]
         elif os.path.isdir(path):
-            args += ["--dev-bind", path, path]
-    args += ["--proc", "/proc", "--dev-bind", "/dev", "/dev", "--bind", "/tmp", "/tmp"]
+            args += [host, path, path]
+    if host_read_only:
+        args += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp", "--setenv", "TMPDIR", "/tmp"]
+    else:
+        args += ["--proc", "/proc", "--dev-bind", "/dev", "/dev", "--bind", "/tmp", "/tmp"]
     if os.path.isdir("/sys"):
         args += ["--ro-bind", "/sys", "/sys"]
-    for m in sorted(spec.mounts, key=lambda m: m.target.count("/")):
+    for m in sorted(mounts, key=lambda m: m.target.count("/")):
         if os.path.isdir(m.source):  # a file (an image's `add_local_file`) gets a file mount point
             args += ["--dir", m.target]
         args += ["--ro-bind" if m.read_only else "--bind", m.source, m.target]
-    if spec.cwd:
-        args += ["--chdir", spec.cwd]
-    return ["sh", "-c", 'trap "" TERM; exec "$@"', "sh", *args, "--", *spec.argv]
+    if host_read_only:
+        args += ["--remount-ro", "/"]  # no new top-level directory either (it would vanish unseen)
+    if cwd:
+        args += ["--chdir", cwd]
+    return ["sh", "-c", 'trap "" TERM; exec "$@"', "sh", *args, "--", *argv]

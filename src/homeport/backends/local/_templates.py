@@ -1,4 +1,16 @@
-"""Template processes that local containers are forked from (see `homeport.runtime._template`)."""
+"""Template processes that local containers are forked from (see `homeport.runtime._template`).
+
+A template runs in the file system view of its containers, under the same sandbox a spawned container
+of them would get (`_sandbox.wrap`): the containers forked from it inherit that view, volumes and
+local files included, so a container that mounts something starts as fast as one that does not. In a
+root file system image each forked container then mounts its own writable layer over the template's
+root (`homeport.runtime._mountns`), so its writes stay its own as in a container started afresh.
+
+A snapshot template reports the user's source files it imported; before each fork they are checked,
+and a template whose sources changed since is replaced by a new one (the key covers only the module
+file of the function itself), as is one whose mounted directories were replaced (a volume deleted
+and created again under its name).
+"""
 
 from __future__ import annotations
 
@@ -6,6 +18,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import signal
 import socket
 import time
 from collections.abc import Callable
@@ -14,18 +27,21 @@ from dataclasses import dataclass, field
 import msgpack
 
 from .._base import TemplateSpec
+from . import _sandbox
 
 log = logging.getLogger("homeport.backend.local")
 
 PACKET = 1 << 16
 START_TIMEOUT = 120.0  # a snapshot template runs the user's imports and snap hooks
 
+Sink = Callable[[int, bytes], None]  # (fd, line): where a template's own output goes
+
 
 class TemplateUnavailable(Exception):
     """This container cannot be forked from its template; the reason says why."""
 
 
-@dataclass
+@dataclass(eq=False)  # one per process: compared and hashed by identity
 class _Template:
     spec: TemplateSpec
     process: asyncio.subprocess.Process
@@ -36,29 +52,73 @@ class _Template:
     last_used: float = field(default_factory=time.monotonic)
     reader: asyncio.Task | None = None
     pumps: list[asyncio.Task] = field(default_factory=list)
+    waiter: asyncio.Task | None = None
+    # The user's source files the template imported: (path, (mtime_ns, size, inode)) when it did.
+    sources: list[tuple[str, tuple[int, int, int]]] = field(default_factory=list)
+    # What its mounts were when it started: (source, (device, inode)). A volume deleted and made
+    # again under its name is a new directory, which the template's bind mount does not show.
+    mounted: list[tuple[str, tuple[int, int]]] = field(default_factory=list)
+
+    def changed(self) -> str | None:
+        """What changed since the template started, so that its copies would not match a fresh start."""
+        for path, seen in self.sources:
+            try:
+                st = os.stat(path)
+            except OSError:
+                return f"{path} is gone"
+            if (st.st_mtime_ns, st.st_size, st.st_ino) != seen:
+                return f"{path} changed"
+        for path, seen in self.mounted:
+            try:
+                st = os.stat(path)
+            except OSError:
+                return f"{path} is gone"
+            if (st.st_dev, st.st_ino) != seen:
+                return f"{path} was replaced"
+        return None
+
+
+def _identities(spec: TemplateSpec) -> list[tuple[str, tuple[int, int]]]:
+    out = []
+    for m in spec.mounts:
+        try:
+            st = os.stat(m.source)
+        except OSError:
+            continue
+        out.append((m.source, (st.st_dev, st.st_ino)))
+    return out
+
+
+def _command(spec: TemplateSpec, fd: int) -> tuple[list[str], str | None]:
+    """The template's command line, in its containers' sandbox, and the directory to start it in."""
+    argv = [*spec.argv, "--template", str(fd)]
+    if spec.mounts or spec.rootfs:  # the sandbox changes to the working directory inside its own view
+        return _sandbox.wrap(argv, spec.mounts, spec.rootfs, spec.cwd), None
+    return argv, spec.cwd if spec.cwd and os.path.isdir(spec.cwd) else None
 
 
 class Templates:
     """One template process per key; forks containers from it and reports their exits."""
 
-    def __init__(self, scratch: str, on_child_exit: Callable[[str, int | None], None],
-                 on_output: Callable[[str, int, bytes], None]) -> None:
+    def __init__(self, scratch: str, on_child_exit: Callable[[str, int | None], None]) -> None:
         self._scratch = scratch
         self._on_child_exit = on_child_exit
-        self._on_output = on_output
-        self._templates: dict[str, _Template] = {}
+        self._templates: dict[str, _Template] = {}  # the one each key forks from now
+        self._live: set[_Template] = set()  # every template process not yet exited, retired ones too
         self._failed: dict[str, str] = {}
         self._starting: dict[str, asyncio.Task] = {}
 
     async def fork(self, spec: TemplateSpec, cid: str, env: dict[str, str], cwd: str | None,
-                   out_w: int, err_w: int) -> int:
+                   out_w: int, err_w: int, sink: Sink) -> int:
+        """Fork container `cid` from its template, starting the template first if needed; what the
+        template prints while it starts (a snapshot's imports and hooks) goes to `sink`."""
         if spec.key in self._failed:
             raise TemplateUnavailable(self._failed[spec.key])
-        tpl = await self._get(spec)
+        tpl = await self._get(spec, sink)
         tpl.last_used = time.monotonic()
         fut = asyncio.get_running_loop().create_future()
         tpl.forks[cid] = fut
-        msg = {"t": "fork", "cid": cid, "env": env, "cwd": cwd, "t0": time.time()}
+        msg = {"t": "fork", "cid": cid, "env": env, "cwd": cwd, "t0": time.time(), "private_root": bool(spec.rootfs)}
         try:
             socket.send_fds(tpl.sock, [msgpack.packb(msg, use_bin_type=True)], [out_w, err_w])
         except OSError as exc:
@@ -68,47 +128,58 @@ class Templates:
         tpl.children.add(cid)
         return pid
 
-    async def warm(self, spec: TemplateSpec) -> None:
-        tpl = await self._get(spec)
+    async def warm(self, spec: TemplateSpec, sink: Sink) -> None:
+        tpl = await self._get(spec, sink)
         tpl.last_used = time.monotonic()
 
-    async def _get(self, spec: TemplateSpec) -> _Template:
+    async def _get(self, spec: TemplateSpec, sink: Sink) -> _Template:
         tpl = self._templates.get(spec.key)
         if tpl is not None and tpl.process.returncode is None:
             await tpl.ready
-            return tpl
+            changed = tpl.changed()
+            if changed is None:
+                return tpl
+            log.info("template %s is stale (%s): starting a new one", spec.key[:12], changed)
+            self._stop(tpl)
         task = self._starting.get(spec.key)
         if task is None:
-            task = self._starting[spec.key] = asyncio.create_task(self._start(spec))
+            task = self._starting[spec.key] = asyncio.create_task(self._start(spec, sink))
         try:
             return await asyncio.shield(task)
         finally:
             self._starting.pop(spec.key, None)
 
-    async def _start(self, spec: TemplateSpec) -> _Template:
+    async def _start(self, spec: TemplateSpec, sink: Sink) -> _Template:
         parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        first: dict = {}
+        first: dict = {"private_root": bool(spec.rootfs)}
         if spec.definition is not None:
             path = os.path.join(self._scratch, f"template-{spec.key[:32]}.defn")
             with open(path, "wb") as f:  # noqa: ASYNC230 - a small local file
                 f.write(spec.definition)
             first["definition_path"] = path
-        tag = f"template-{spec.key[:12]}"
+        sandboxed = bool(spec.mounts or spec.rootfs)
+        mounted = _identities(spec)  # before the template binds them
         try:
+            command, cwd = _command(spec, child.fileno())
             process = await asyncio.create_subprocess_exec(
-                *spec.argv, "--template", str(child.fileno()),
-                stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-                env=spec.env, pass_fds=(child.fileno(),), start_new_session=True,
+                *command, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE, env=spec.env, pass_fds=(child.fileno(),), start_new_session=True,
+                cwd=cwd,
             )
+        except (OSError, _sandbox.SandboxUnavailable) as exc:
+            parent.close()
+            raise TemplateUnavailable(f"the template process could not start: {exc}") from None
         finally:
             child.close()
         parent.setblocking(False)
         loop = asyncio.get_running_loop()
-        tpl = _Template(spec, process, parent, loop.create_future())
+        tpl = _Template(spec, process, parent, loop.create_future(), mounted=mounted)
         self._templates[spec.key] = tpl
-        tpl.pumps = [asyncio.create_task(self._pump(tag, fd, stream))
+        tpl.pumps = [asyncio.create_task(self._pump(sink, fd, stream))
                      for fd, stream in ((1, process.stdout), (2, process.stderr))]
         tpl.reader = asyncio.create_task(self._read(tpl))
+        tpl.waiter = asyncio.create_task(self._wait(tpl))
+        self._live.add(tpl)
         parent.send(msgpack.packb(first, use_bin_type=True))
         try:
             await asyncio.wait_for(asyncio.shield(tpl.ready), START_TIMEOUT)
@@ -119,12 +190,17 @@ class Templates:
         except TemplateUnavailable as exc:
             self._failed[spec.key] = str(exc)
             raise
-        log.info("template %s ready (%s)", spec.key[:12], "snapshot" if spec.definition else "runtime")
+        log.info("template %s ready (%s%s)", spec.key[:12], "snapshot" if spec.definition else "runtime",
+                 ", sandboxed" if sandboxed else "")
         return tpl
 
-    async def _pump(self, tag: str, fd: int, stream: asyncio.StreamReader) -> None:
+    async def _wait(self, tpl: _Template) -> None:
+        await tpl.process.wait()
+        self._live.discard(tpl)
+
+    async def _pump(self, sink: Sink, fd: int, stream: asyncio.StreamReader) -> None:
         while line := await stream.readline():
-            self._on_output(tag, fd, line)
+            sink(fd, line)
 
     async def _read(self, tpl: _Template) -> None:
         loop = asyncio.get_running_loop()
@@ -138,10 +214,12 @@ class Templates:
                 return
             msg = msgpack.unpackb(data, raw=False)
             t = msg["t"]
-            if t == "ready":
+            if t == "sources":
+                tpl.sources += [(path, (mtime, size, ino)) for path, mtime, size, ino in msg["files"]]
+            elif t == "ready":
                 tpl.ready.set_result(None)
             elif t == "failed":
-                self._fail(tpl, f"taking the snapshot failed: {msg['error']}")
+                self._fail(tpl, msg["error"])
                 return
             elif t == "forked":
                 fut = tpl.forks.pop(msg["cid"], None)
@@ -167,8 +245,15 @@ class Templates:
         tpl.children.clear()
         with contextlib.suppress(OSError):
             tpl.sock.close()
-        with contextlib.suppress(ProcessLookupError):
-            tpl.process.kill()
+        self._kill(tpl)
+
+    @staticmethod
+    def _kill(tpl: _Template) -> None:
+        # Its process group: a sandboxed template runs under bubblewrap, whose child would outlive it.
+        # Containers forked from it have groups of their own. Once reaped, its pid may name another.
+        if tpl.process.returncode is None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(tpl.process.pid, signal.SIGKILL)
 
     def sweep(self, now: float) -> None:
         """Stop templates that have had no container for longer than their TTL."""
@@ -178,7 +263,18 @@ class Templates:
                 self._stop(tpl)
 
     def _stop(self, tpl: _Template) -> None:
-        self._templates.pop(tpl.spec.key, None)
+        """No more forks from this template. It exits now if no container of it runs; else it retires,
+        still reporting their exits, and leaves after the last one (they are not stopped for it)."""
+        if self._templates.get(tpl.spec.key) is tpl:
+            del self._templates[tpl.spec.key]
+        if tpl.children or tpl.forks:
+            with contextlib.suppress(OSError):
+                tpl.sock.send(msgpack.packb({"t": "retire"}))
+            return
+        self._close(tpl)
+
+    def _close(self, tpl: _Template) -> None:
+        """Stop the template process (and, if any are left, the containers forked from it)."""
         if tpl.reader is not None:
             tpl.reader.cancel()
         with contextlib.suppress(OSError):
@@ -187,13 +283,14 @@ class Templates:
             tpl.sock.close()
 
     async def close(self) -> None:
-        procs = [t.process for t in self._templates.values()]
-        for tpl in list(self._templates.values()):
-            self._stop(tpl)
-        for p in procs:
+        self._templates.clear()
+        live = list(self._live)
+        for tpl in live:
+            self._close(tpl)
+        for tpl in live:
+            assert tpl.waiter is not None
             try:
-                await asyncio.wait_for(p.wait(), 5)
+                await asyncio.wait_for(asyncio.shield(tpl.waiter), 5)
             except asyncio.TimeoutError:
-                with contextlib.suppress(ProcessLookupError):
-                    p.kill()
-                await p.wait()
+                self._kill(tpl)
+                await tpl.waiter
