@@ -9,6 +9,7 @@ and sends outputs back in batches; SIGTERM runs the exit hooks and leaves.
 from __future__ import annotations
 
 import collections
+import importlib.machinery
 import importlib.util
 import inspect
 import os
@@ -69,6 +70,18 @@ class Connection:
         return P.decode(body)
 
 
+class _SourceLoader(importlib.machinery.SourceFileLoader):
+    """Compiles the app's file from its source every time, never from `__pycache__`.
+
+    A cached `.pyc` counts as current when the source's mtime (in whole seconds) and size match, so
+    an edit saved within the second of the last import, keeping the size ("version 1" -> "version 2"),
+    would run the old code: exactly what a `homeport deploy` or `serve` right after an edit does.
+    """
+
+    def path_stats(self, path: str) -> dict[str, Any]:
+        raise OSError("no bytecode cache for the app's own file")
+
+
 def _import_user_module(defn: dict[str, Any]):
     for p in reversed(defn.get("sys_path") or []):
         if p not in sys.path:
@@ -83,7 +96,7 @@ def _import_user_module(defn: dict[str, Any]):
         return sys.modules[name]
     if path is None:
         return importlib.import_module(name)
-    spec = importlib.util.spec_from_file_location(name, path)
+    spec = importlib.util.spec_from_file_location(name, path, loader=_SourceLoader(name, path))
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module
     spec.loader.exec_module(module)

@@ -57,7 +57,11 @@ async def run(state_dir: Path, backend_name: str) -> None:
     cp.secrets = SecretStore(state.db, cipher)
     cp.volumes = VolumeStore(state.db, state_dir / "volumes")
     cp.web = WebEndpoints(cp, state.db)
+    # Deployed apps first (their web endpoints listen again), so that once clients can connect the
+    # installation is as it was; their containers start once the socket they connect to exists.
+    await cp.restore_deployed()
     server = await serve(cp, str(address))
+    cp.serving.set()
     os.chmod(address, 0o600)
     _config.pid_path().write_text(str(os.getpid()))
     loop = asyncio.get_running_loop()
@@ -65,7 +69,6 @@ async def run(state_dir: Path, backend_name: str) -> None:
         loop.add_signal_handler(sig, cp.shutdown_requested.set)
     ticker = cp.spawn(cp.run_ticker())
     cp.prepare_templates()
-    await cp.restore_deployed()
     log.info("control plane %d listening on %s (backend %s)", os.getpid(), address, backend_name)
     print(f"homeport control plane listening on {address}", flush=True)
     try:

@@ -177,6 +177,7 @@ class ControlPlane:
         self._tasks: set[asyncio.Task] = set()
         self._wake = asyncio.Event()
         self.shutdown_requested = asyncio.Event()
+        self.serving = asyncio.Event()  # set once containers can connect to the control plane's socket
         self.started_at = time.time()
 
     def _new_container_id(self) -> str:
@@ -329,6 +330,7 @@ class ControlPlane:
         self.containers[ins.container] = rec
 
         async def start() -> None:
+            await self.serving.wait()
             try:
                 spec = await self._container_spec(fn, ins.container, rec.token)
                 rec.web_prefix = spec.env.get(P.ENV_WEB_SOCKET)
