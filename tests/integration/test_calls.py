@@ -1,7 +1,9 @@
 """Issue 2, end to end: calls, results, errors, generators, async, logs, containers."""
 
 import asyncio
+import itertools
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -140,6 +142,20 @@ def test_retries_then_success(basic, tmp_path):
     counter.unlink()
     with pytest.raises(RuntimeError, match="attempt 4 fails"):
         basic.flaky.remote(str(counter), 10)  # 1 try + 3 retries
+
+
+def test_retry_delays_grow_as_the_policy_says(basic, platform, tmp_path):
+    attempts = tmp_path / "attempts"
+    assert basic.backs_off.remote(str(attempts)) == 4
+    # The control plane logged the schedule it computed with `Retries.delay_for_attempt` ...
+    policy = modal.Retries(max_retries=3, initial_delay=0.2, backoff_coefficient=2.0)
+    log = (platform.state_dir / "server.log").read_text()
+    logged = [float(d) for d in re.findall(r"retrying input \d+ of backs_off \(attempt \d\) in ([\d.]+)s", log)]
+    assert logged == [policy.delay_for_attempt(n) for n in (1, 2, 3)] == [0.2, 0.4, 0.8]
+    # ... and kept it: no retry started before its delay had passed (a lower bound holds on any machine).
+    started = [float(t) for t in attempts.read_text().split()]
+    gaps = [b - a for a, b in itertools.pairwise(started)]
+    assert all(gap >= delay for gap, delay in zip(gaps, logged)), (gaps, logged)
 
 
 def test_timeout_fails_input_and_replaces_container(basic):

@@ -20,6 +20,7 @@ from typing import Any
 import msgpack
 
 from .. import _protocol as P
+from .._backoff import retry_delay
 from .._wire import FramedProtocol
 from ..backends import Backend, ContainerSpec, ExitInfo, Mount, TemplateSpec
 from .core.scheduler import (
@@ -525,10 +526,7 @@ class ControlPlane:
         if inp.call.call_id not in self.calls:
             return False
         inp.attempt += 1
-        delay = min(
-            policy["initial_delay"] * policy["backoff_coefficient"] ** (inp.attempt - 1),
-            policy["max_delay"],
-        )
+        delay = retry_delay(policy, inp.attempt)
         log.info("retrying input %s of %s (attempt %d) in %.2fs", inp.input_id, inp.call.fn.tag, inp.attempt, delay)
 
         def requeue() -> None:

@@ -103,6 +103,17 @@ def flaky(counter_file, fail_times):
     return n + 1
 
 
+@app.function(retries=modal.Retries(max_retries=3, initial_delay=0.2, backoff_coefficient=2.0))
+def backs_off(attempts_file):
+    """Fails three times, then succeeds; each attempt appends when it started."""
+    with open(attempts_file, "a") as f:
+        f.write(f"{time.time()}\n")
+    n = len(open(attempts_file).read().splitlines())
+    if n <= 3:
+        raise RuntimeError(f"attempt {n} fails")
+    return n
+
+
 @app.function(timeout=1)
 def too_slow():
     time.sleep(30)
