@@ -101,6 +101,12 @@ def _finalize_class(user_cls: type, where: str) -> _ClassInfo:
                     f"{where} parameter `{name}`: {shown} is not a supported modal.parameter() type. "
                     "Use one of: str, int, bool, bytes."
                 )
+            if attr.default is not _NO_DEFAULT and not _is_param_value(attr.default, typ):
+                raise InvalidError(
+                    f"{where} parameter `{name}` is annotated `{typ.__name__}`, but its default {attr.default!r} is "
+                    f"{_a(type(attr.default).__name__)}. Give it {_a(typ.__name__)} default, e.g. "
+                    f"`{name}: {typ.__name__} = modal.parameter(default={typ()!r})`, or change the annotation."
+                )
             info.params[name] = (typ, attr.default, attr.init)
     init = user_cls.__init__
     if init is not object.__init__ and inspect.isfunction(init):
@@ -113,6 +119,15 @@ def _finalize_class(user_cls: type, where: str) -> _ClassInfo:
                 f"`{required[0]}: str = modal.parameter()`, and do set-up in a `@modal.enter()` method."
             )
     return info
+
+
+def _a(word: str) -> str:
+    return f"an {word}" if word[:1] in "aeiou" else f"a {word}"
+
+
+def _is_param_value(value: Any, typ: type) -> bool:
+    # bool is an int subclass, but `n: int = modal.parameter(default=True)` is a mistake (as `Cls(n=True)` is).
+    return isinstance(value, typ) and not (typ is int and isinstance(value, bool))
 
 
 def _check_class(user_cls: type, info: _ClassInfo, options: FunctionOptions, where: str) -> None:
