@@ -443,9 +443,9 @@ class ControlPlane:
         elif was_stopping:
             reason = f"container {cid} of '{rec.fn.tag}' was stopped while running this input"
         else:
-            reason = (
-                f"container {cid} of '{rec.fn.tag}' {info.describe()} while running this input"
-            )
+            reason = f"container {cid} of '{rec.fn.tag}' {info.describe()} while running this input"
+            if info.hint():
+                reason += f". {info.hint()}"
         log.info("container %s exited (%s)", cid, info.describe())
         stopping = self.stopping_apps.get(rec.fn.app_id)
         if stopping is not None:
