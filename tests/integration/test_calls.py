@@ -14,6 +14,7 @@ import pytest
 
 import homeport as modal
 from homeport.exception import ExecutionError, FunctionTimeoutError, SerializationError
+from homeport.testing import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -156,6 +157,27 @@ def test_retry_delays_grow_as_the_policy_says(basic, platform, tmp_path):
     started = [float(t) for t in attempts.read_text().split()]
     gaps = [b - a for a, b in itertools.pairwise(started)]
     assert all(gap >= delay for gap, delay in zip(gaps, logged)), (gaps, logged)
+
+
+def test_a_finished_output_does_not_wait_behind_a_long_input(basic, tmp_path):
+    """Short inputs travel in batches; the last ones before a long input must not wait for it."""
+    import threading
+
+    assert list(basic.wait_for_gate.map(range(20))) == list(range(20))  # the pool learns inputs are short
+    gate = tmp_path / "gate"
+    got = []
+
+    def consume():
+        got.extend(basic.wait_for_gate.map(range(41), [None] * 40 + [str(gate)], order_outputs=False))
+
+    t = threading.Thread(target=consume)
+    t.start()
+    try:
+        assert wait_for(lambda: len(got) == 40, timeout=30), len(got)  # all before the gated one ends
+    finally:
+        gate.touch()
+        t.join(timeout=60)
+    assert sorted(got) == list(range(41))
 
 
 def test_timeout_fails_input_and_replaces_container(basic):

@@ -176,6 +176,17 @@ def test_exit_hooks_run_on_scale_down_and_a_failing_one_is_logged(classes, tmp_p
     assert "Exception in exit hook 'broken'" in text and "RuntimeError" in text
 
 
+def test_an_exit_hook_longer_than_the_grace_period_is_cut_short_and_the_user_told(classes, tmp_path):
+    log = tmp_path / "exit.log"
+    with _Logs() as logs:
+        pid = classes.SlowExit(log=str(log)).pid.remote()  # scaledown_window=2, then 10 s of grace
+        assert wait_for(lambda: _lines(log) == ["exit-start"], timeout=30)
+        assert wait_for(lambda: not _alive(pid), timeout=60)
+        assert wait_for(lambda: "exit hooks were cut short" in logs.text("SlowExit"), timeout=10), logs.text()
+    assert _lines(log) == ["exit-start"]  # killed in the middle of the hook
+    assert "was killed 10s after it was asked to stop" in logs.text("SlowExit")
+
+
 def test_exit_hooks_run_when_app_run_exits(platform, apps_path, tmp_path, capfd):
     import lifecycle
 

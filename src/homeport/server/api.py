@@ -11,7 +11,8 @@ from .. import _protocol as P
 from .._wire import FramedProtocol
 from ..exception import Error, code_of
 from .images import ImageBuildFailed, ImageUnsupported
-from .services import STOP_GRACE_SECONDS, ControlPlane, Peer
+from .records import STOP_GRACE_SECONDS, Peer
+from .services import ControlPlane
 
 log = logging.getLogger("homeport.server.api")
 

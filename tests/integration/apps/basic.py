@@ -114,6 +114,14 @@ def backs_off(attempts_file):
     return n
 
 
+@app.function(max_containers=1)
+def wait_for_gate(x, gate=None):
+    """Returns at once, or (with `gate`) once the file exists."""
+    while gate and not os.path.exists(gate):
+        time.sleep(0.01)
+    return x
+
+
 @app.function(timeout=1)
 def too_slow():
     time.sleep(30)

@@ -151,6 +151,23 @@ class Options:
         return os.getpid()
 
 
+@app.cls(scaledown_window=2)
+class SlowExit:
+    """An exit hook longer than the control plane's grace period: it is cut short, and the user told."""
+
+    log: str = modal.parameter()
+
+    @modal.exit()
+    def flush(self):
+        _append(self.log, "exit-start")
+        time.sleep(60)
+        _append(self.log, "exit-end")
+
+    @modal.method()
+    def pid(self):
+        return os.getpid()
+
+
 @app.cls(startup_timeout=1)
 class SlowStart:
     @modal.enter()
