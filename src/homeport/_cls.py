@@ -130,6 +130,18 @@ def _is_param_value(value: Any, typ: type) -> bool:
     return isinstance(value, typ) and not (typ is int and isinstance(value, bool))
 
 
+def default_values(params: dict[str, tuple[type, Any, bool]]) -> dict[str, Any] | None:
+    """The parameter values of `Cls()` with no arguments, or None when the class has required parameters.
+
+    A class whose parameters all have defaults has a default instance: its base pool runs with these
+    values (and keeps its `min_containers` warm). One with required parameters cannot start a container
+    before a caller gives the values.
+    """
+    if any(default is _NO_DEFAULT and init for _typ, default, init in params.values()):
+        return None
+    return {name: default for name, (_typ, default, _init) in params.items() if default is not _NO_DEFAULT}
+
+
 def _check_class(user_cls: type, info: _ClassInfo, options: FunctionOptions, where: str) -> None:
     if info.web:
         raise web_not_built(info.web[0])
@@ -181,9 +193,14 @@ def cls_decorator(app: App, kwargs: dict[str, Any]):
         from ._app import _Registered, build_definition, input_settings, pool_config
 
         inputs = input_settings(user_cls, options, _class_batch(user_cls, info.methods))
-        definition = build_definition(tag, user_cls, user_cls.__qualname__, options, False, params={},
+        defaults = cls._default_params
+        definition = build_definition(tag, user_cls, user_cls.__qualname__, options, False, params=defaults or {},
                                       max_inputs=inputs["max_inputs"], batch=inputs["batch"])
         config = pool_config(options, inputs["max_inputs"], inputs["target_inputs"])
+        if defaults is None:
+            # No values to run the enter hooks with: only the variants bound with values start containers,
+            # each keeping `min_containers` warm for its parameter set.
+            config["unbound"] = True
         app._register(_Registered(tag, cls, options, definition, config, cls._hydrate))
         return cls
 
@@ -343,6 +360,7 @@ class Cls:
         self._params = params
         self._overrides = overrides or {}
         self._base = base
+        self._default_params = default_values(params)
         self._function_id: str | None = None
         self._bound: dict[tuple, str] = {}
         self._input_overrides: dict[str, Any] | None = None
@@ -499,8 +517,8 @@ class Cls:
             else:
                 raise root._not_hydrated()
         inputs = self._input_overrides
-        if not params and not self._overrides and not inputs:
-            return root._function_id
+        if params == root._default_params and not self._overrides and not inputs:
+            return root._function_id  # the default instance: the base pool, warm if it has `min_containers`
         config, definition = self._variant_payload()
         # Keyed by the values sent, not by how the user spelt them: two `Secret.from_dict`s with the
         # same keys but different values are different variants.
@@ -634,7 +652,10 @@ class _DeployedObj:
                     values[pname] = spec.get("default")
                 else:
                     raise InvalidError(f"Missing required parameter `{pname}` for {self._cls._name}.")
-            if values:
+            defaults = {p: spec.get("default") for p, spec in declared.items()}
+            if not all(spec.get("has_default") for spec in declared.values()):
+                defaults = None
+            if values != defaults:  # the default instance is the deployed class's own (warm) pool
                 client = await get_client()
                 self._fid = await client.request({"t": P.FUNCTION_BIND, "fid": found["fid"], "params": values,
                                                   "config": {}, "definition": {}})

@@ -475,6 +475,36 @@ def test_parameter_default_of_the_wrong_type_is_rejected(app, annotation, defaul
         """), ns)
 
 
+def test_a_class_whose_parameters_all_have_defaults_runs_its_base_pool_with_them(app):
+    """`Cls()` is the default instance: the base pool has its values (and keeps min_containers warm);
+    a class with a required parameter has no base instance, so its base pool never starts containers."""
+
+    @app.cls(serialized=True, min_containers=1)
+    class Defaults:
+        size: int = modal.parameter(default=3)
+        name: str = modal.parameter(default="a")
+
+        @modal.method()
+        def f(self):
+            pass
+
+    @app.cls(serialized=True, min_containers=1)
+    class Required:
+        name: str = modal.parameter()
+        size: int = modal.parameter(default=3)
+
+        @modal.method()
+        def f(self):
+            pass
+
+    defaults, required = app._registered["Defaults"], app._registered["Required"]
+    assert defaults.definition["params"] == {"size": 3, "name": "a"} == Defaults()._params == Defaults(size=3)._params
+    assert not defaults.config.get("unbound") and defaults.config["min_containers"] == 1
+    assert required.definition["params"] == {}
+    assert required.config["unbound"] is True
+    assert required.config["min_containers"] == 1  # kept for the variants bound with values
+
+
 def test_parameter_annotations_are_checked(app):
     with _raises(InvalidError, "Class C parameter `x`: float is not a supported modal.parameter() type. Use one of: str, int, bool, bytes."):
         @app.cls(serialized=True)

@@ -849,7 +849,7 @@ class ControlPlane:
         if fn is not None and (pool is None or pool.retired):
             app = self.apps.get(fn.app_id)
             current = app and app.get("by_tag", {}).get(fn.tag)
-            if current and not fn.definition.get("params"):
+            if current and not fn.definition.get("variant_of"):
                 return current
         return fid
 
