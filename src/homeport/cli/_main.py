@@ -423,10 +423,11 @@ def container_list(as_json: bool) -> None:
     table = Table("Container", "App", "Function", "State", "Uptime", "Served", "Start-up")
     for r in rows:
         ready = r["timeline"].get("ready")
+        app = r.get("app_name") or r["app_id"]
         state = r["state"]
         if r.get("start_failures", 0) >= 2 and state == "starting":
             state = f"starting (crash-looping: {r['start_failures']} failed starts)"
-        table.add_row(r["container_id"], r["app_id"], r["function"], state, f"{r['uptime']:.1f}s",
+        table.add_row(r["container_id"], app, r["function"], state, f"{r['uptime']:.1f}s",
                       str(r["inputs_served"]), f"{ready * 1000:.0f} ms" if ready else "-")
     console.print(table)
 

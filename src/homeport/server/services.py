@@ -946,6 +946,7 @@ class ControlPlane:
                 {
                     "container_id": cid,
                     "app_id": rec.fn.app_id,
+                    "app_name": (self.apps.get(rec.fn.app_id) or {}).get("name"),
                     "function": rec.fn.tag,
                     "start_failures": pool.start_failures if pool is not None else 0,
                     "state": rec.state,
