@@ -323,7 +323,7 @@ def test_with_options_scaledown_window(classes):
     pid = classes.Options.with_options(scaledown_window=2)().pid.remote()
     t0 = time.monotonic()
     assert wait_for(lambda: not _alive(pid), timeout=60)
-    assert 1.5 <= time.monotonic() - t0 <= 2 + 20  # stopped after its own window (generous for a loaded machine)
+    assert time.monotonic() - t0 <= 2 + 20  # its own 2 s window (generous for a loaded machine), not the default 60 s
     assert _alive(base_pid)  # the base class keeps the default window (60 s)
 
 

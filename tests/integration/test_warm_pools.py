@@ -107,7 +107,7 @@ def test_a_crash_looping_pool_backs_off_and_shows_the_failure_once(platform, app
         fails = [_timestamp(line) for line in server_log(platform).splitlines()
                  if "of CrashingEnter failed during start-up" in line]
         for k, delay in enumerate((1, 2)):  # ... and no start came before its backoff was over
-            assert starts[k + 1] - fails[k] >= delay - 0.01, (starts, fails)
+            assert starts[k + 1] - fails[k] >= delay - 0.1, (starts, fails)  # (log stamps lag the decision a little)
         # `app list` says so.
         rows = json.loads(homeport_cli("app", "list", "--json").stdout)
         assert [r["crash_looping"] for r in rows if r["name"] == "crashloop"] == [["CrashingEnter"]]
