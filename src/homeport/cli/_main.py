@@ -426,7 +426,11 @@ def container_list(as_json: bool) -> None:
 
         click.echo(json.dumps(rows, indent=2))
         return
-    table = Table("Container", "App", "Function", "State", "Uptime", "Served", "Start-up")
+    from rich.table import Column
+
+    # Ids are what `container stop` takes: never cut; the start-up timeline wraps instead.
+    table = Table(Column("Container", no_wrap=True), Column("App", no_wrap=True), "Function", "State", "Uptime",
+                  "Served", Column("Start-up", ratio=1))
     for r in rows:
         app = r.get("app_name") or r["app_id"]
         state = r["state"]
