@@ -486,8 +486,10 @@ def _lookup_info(obj: Any) -> dict[str, Any]:
     params = {}
     for pname, (typ, default, *_) in obj._params.items():
         params[pname] = {"type": typ.__name__, "has_default": default is not _no_default(), "default": None if default is _no_default() else default}
-    return {"methods": {m: {"is_generator": bool(info.get("is_generator"))} for m, info in methods.items()},
-            "params": params}
+    return {"methods": {m: {"is_generator": bool(info.get("is_generator")), "batched": info.get("batched")}
+                        for m, info in methods.items()},
+            "params": params,
+            "options": {"startup_timeout_set": obj._options.startup_timeout is not None}}
 
 
 def _no_default() -> Any:

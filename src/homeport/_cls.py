@@ -103,6 +103,12 @@ def _finalize_class(user_cls: type, where: str) -> _ClassInfo:
                     f"{where} parameter `{name}`: {shown} is not a supported modal.parameter() type. "
                     "Use one of: str, int, bool, bytes."
                 )
+            if attr.default is not _NO_DEFAULT and not _is_param_value(attr.default, typ):
+                raise InvalidError(
+                    f"{where} parameter `{name}` is annotated `{typ.__name__}`, but its default {attr.default!r} is "
+                    f"{_a(type(attr.default).__name__)}. Give it {_a(typ.__name__)} default, e.g. "
+                    f"`{name}: {typ.__name__} = modal.parameter(default={typ()!r})`, or change the annotation."
+                )
             info.params[name] = (typ, attr.default, attr.init)
     init = user_cls.__init__
     if init is not object.__init__ and inspect.isfunction(init):
@@ -115,6 +121,27 @@ def _finalize_class(user_cls: type, where: str) -> _ClassInfo:
                 f"`{required[0]}: str = modal.parameter()`, and do set-up in a `@modal.enter()` method."
             )
     return info
+
+
+def _a(word: str) -> str:
+    return f"an {word}" if word[:1] in "aeiou" else f"a {word}"
+
+
+def _is_param_value(value: Any, typ: type) -> bool:
+    # bool is an int subclass, but `n: int = modal.parameter(default=True)` is a mistake (as `Cls(n=True)` is).
+    return isinstance(value, typ) and not (typ is int and isinstance(value, bool))
+
+
+def default_values(params: dict[str, tuple[type, Any, bool]]) -> dict[str, Any] | None:
+    """The parameter values of `Cls()` with no arguments, or None when the class has required parameters.
+
+    A class whose parameters all have defaults has a default instance: its base pool runs with these
+    values (and keeps its `min_containers` warm). One with required parameters cannot start a container
+    before a caller gives the values.
+    """
+    if any(default is _NO_DEFAULT and init for _typ, default, init in params.values()):
+        return None
+    return {name: default for name, (_typ, default, _init) in params.items() if default is not _NO_DEFAULT}
 
 
 def _check_class(user_cls: type, info: _ClassInfo, options: FunctionOptions, where: str) -> None:
@@ -181,10 +208,15 @@ def cls_decorator(app: App, kwargs: dict[str, Any], server: dict[str, Any] | Non
         inputs = input_settings(user_cls, options, _class_batch(user_cls, info.methods))
         if info.web and inputs["batch"] is not None:
             raise InvalidError(f"{where} has a `@modal.batched` method and web endpoints; serve them from another class.")
-        definition = build_definition(tag, user_cls, user_cls.__qualname__, options, False, params={},
+        defaults = cls._default_params
+        definition = build_definition(tag, user_cls, user_cls.__qualname__, options, False, params=defaults or {},
                                       max_inputs=inputs["max_inputs"], batch=inputs["batch"],
                                       web=web_definition(cls._web_methods))
         config = pool_config(options, inputs["max_inputs"], inputs["target_inputs"])
+        if defaults is None:
+            # No values to run the enter hooks with: only the variants bound with values start containers,
+            # each keeping `min_containers` warm for its parameter set.
+            config["unbound"] = True
         app._register(_Registered(tag, cls, options, definition, config, cls._hydrate))
         return cls
 
@@ -326,6 +358,77 @@ def check_unregistered_classes(module_names: set[str]) -> None:
                     )
 
 
+def check_with_options(tag: str, options: dict[str, Any]) -> dict[str, Any]:
+    """`with_options(...)` keyword arguments, validated where the user wrote them; legacy names renamed."""
+    unknown = set(options) - _WITH_OPTIONS
+    if unknown:
+        raise TypeError(f"with_options() got unexpected keyword arguments: {', '.join(sorted(unknown))}")
+    given = {k: v for k, v in options.items() if v is not None}
+    function_options(tag=tag, raw_f=None, **given)
+    return {_LEGACY.get(k, k): v for k, v in given.items()}
+
+
+def variant_payload(tag: str, base: FunctionOptions | None, over: dict[str, Any], inputs: dict[str, Any] | None,
+                    startup_follows_timeout: bool) -> tuple[dict, dict]:
+    """The (pool config, definition) overrides of a class variant, as `FUNCTION_BIND` sends them.
+
+    `base`: the class's own options when they are known here (a local class); for a deployed class the
+    control plane already holds them (its environment and secrets stay, these add to them).
+    """
+    config: dict[str, Any] = {}
+    definition: dict[str, Any] = {}
+    if over:
+        opts = function_options(tag=tag, raw_f=None, **{**({"timeout": base.timeout} if base else {}), **over})
+        problems = unsupported_features(opts)
+        if problems:
+            raise UnimplementedError(
+                f"{tag}.with_options(...) uses parameters Homeport does not build yet: " + "; ".join(problems)
+            )
+        for key in _POOL_KEYS:
+            if key in over:
+                config[key] = getattr(opts, key)
+        if "secrets" in over or "env" in over:
+            from ._options import secret_refs
+
+            config["env"] = {**(merged_env(base) if base else {}), **merged_env(opts)}
+            refs = (secret_refs(base) if base else []) + secret_refs(opts)
+            if refs:
+                config["secret_refs"] = refs
+        if "retries" in over:
+            config["retries"] = opts.retries.to_dict() if opts.retries else None
+        if "timeout" in over:
+            definition["timeout"] = opts.timeout
+            if startup_follows_timeout:  # the start-up limit follows `timeout` unless set
+                definition["startup_timeout"] = opts.timeout
+        if "startup_timeout" in over:
+            definition["startup_timeout"] = opts.startup_timeout
+        if "volumes" in over:
+            from ._options import volume_refs
+
+            config["volumes"] = volume_refs(opts)
+        if "cpu" in over or "memory" in over:
+            from ._app import resource_config
+
+            config.update(resource_config(opts))
+    if inputs:
+        config.update(max_inputs=inputs["max_inputs"], target_inputs=inputs["target_inputs"])
+        definition.update(max_inputs=inputs["max_inputs"], batch=inputs["batch"])
+    return config, definition
+
+
+def concurrency_inputs(max_inputs: int, target_inputs: int | None) -> dict[str, Any]:
+    from ._partial import concurrency_settings
+
+    settings = concurrency_settings(max_inputs, target_inputs)
+    return {"max_inputs": settings["max_inputs"], "target_inputs": settings["target_inputs"], "batch": None}
+
+
+def batching_inputs(max_batch_size: int, wait_ms: int) -> dict[str, Any]:
+    from ._partial import batch_settings
+
+    return {"max_inputs": max_batch_size, "target_inputs": None, "batch": batch_settings(max_batch_size, wait_ms)}
+
+
 # Keyword arguments of `Cls.with_options`; legacy names are renamed (with a deprecation warning).
 _WITH_OPTIONS = {"cpu", "memory", "gpu", "env", "secrets", "volumes", "retries", "timeout", "startup_timeout",
                  "min_containers", "max_containers", "buffer_containers", "scaledown_window", "region", "cloud",
@@ -334,6 +437,14 @@ _WITH_OPTIONS = {"cpu", "memory", "gpu", "env", "secrets", "volumes", "retries",
 _LEGACY = {"keep_warm": "min_containers", "concurrency_limit": "max_containers",
            "container_idle_timeout": "scaledown_window"}
 _POOL_KEYS = ("min_containers", "max_containers", "buffer_containers", "scaledown_window")
+
+
+def _concurrency_on_batched() -> UnimplementedError:
+    return UnimplementedError("`with_concurrency` on a class with a `@modal.batched` method is not supported by Homeport yet.")
+
+
+def _batching_without_batched(tag: str) -> InvalidError:
+    return InvalidError(f"`with_batching` needs a `@modal.batched` method on {tag}.")
 
 
 class Cls:
@@ -368,6 +479,7 @@ class Cls:
         self._params = params
         self._overrides = overrides or {}
         self._base = base
+        self._default_params = default_values(params)
         self._function_id: str | None = None
         self._web_methods: dict[str | None, dict] = base._web_methods if base is not None else {}
         self._web_urls: dict[str | None, str] = {}
@@ -425,12 +537,7 @@ class Cls:
     def with_options(self, **options: Any) -> Cls:
         """A variant of the class with other resources, secrets, timeouts or scaling; it gets its own
         containers. Later calls override earlier ones."""
-        unknown = set(options) - _WITH_OPTIONS
-        if unknown:
-            raise TypeError(f"with_options() got unexpected keyword arguments: {', '.join(sorted(unknown))}")
-        given = {k: v for k, v in options.items() if v is not None}
-        function_options(tag=self._tag, raw_f=None, **given)  # validate now, where the user wrote it
-        given = {_LEGACY.get(k, k): v for k, v in given.items()}
+        given = check_with_options(self._tag, options)
         merged = {**self._overrides, **given}
         root = self._base or self
         variant = Cls(self._app, self._user_cls, self._tag, self._options, self._methods, self._params, merged, root)
@@ -439,22 +546,17 @@ class Cls:
 
     def with_concurrency(self, *, max_inputs: int, target_inputs: int | None = None) -> Cls:
         """A variant whose containers each run up to `max_inputs` inputs at once."""
-        from ._partial import concurrency_settings
-
-        settings = concurrency_settings(max_inputs, target_inputs)
+        inputs = concurrency_inputs(max_inputs, target_inputs)
         if self._batch_settings() is not None:
-            raise UnimplementedError("`with_concurrency` on a class with a `@modal.batched` method is not supported by Homeport yet.")
-        return self._with_inputs({"max_inputs": settings["max_inputs"], "target_inputs": settings["target_inputs"],
-                                  "batch": None})
+            raise _concurrency_on_batched()
+        return self._with_inputs(inputs)
 
     def with_batching(self, *, max_batch_size: int, wait_ms: int) -> Cls:
         """A variant of a class with a `@modal.batched` method, with other batch settings."""
-        from ._partial import batch_settings
-
-        settings = batch_settings(max_batch_size, wait_ms)
+        inputs = batching_inputs(max_batch_size, wait_ms)
         if self._batch_settings() is None:
-            raise InvalidError(f"`with_batching` needs a `@modal.batched` method on {self._tag}.")
-        return self._with_inputs({"max_inputs": max_batch_size, "target_inputs": None, "batch": settings})
+            raise _batching_without_batched(self._tag)
+        return self._with_inputs(inputs)
 
     def _batch_settings(self) -> dict[str, int] | None:
         return next((m["batched"] for m in self._methods.values() if m.get("batched")), None)
@@ -473,50 +575,9 @@ class Cls:
 
     def _variant_payload(self) -> tuple[dict, dict]:
         """What `with_options` changes: (pool config, definition) overrides, sent to the control plane."""
-        if self._variant is not None:
-            return self._variant
-        config: dict[str, Any] = {}
-        definition: dict[str, Any] = {}
-        over = self._overrides
-        if over:
-            base = self._options
-            opts = function_options(tag=self._tag, raw_f=None, **{"timeout": base.timeout, **over})
-            problems = unsupported_features(opts)
-            if problems:
-                raise UnimplementedError(
-                    f"{self._tag}.with_options(...) uses parameters Homeport does not build yet: " + "; ".join(problems)
-                )
-            for key in _POOL_KEYS:
-                if key in over:
-                    config[key] = getattr(opts, key)
-            if "secrets" in over or "env" in over:
-                from ._options import secret_refs
-
-                config["env"] = {**merged_env(base), **merged_env(opts)}
-                refs = secret_refs(base) + secret_refs(opts)
-                if refs:
-                    config["secret_refs"] = refs
-            if "retries" in over:
-                config["retries"] = opts.retries.to_dict() if opts.retries else None
-            if "timeout" in over:
-                definition["timeout"] = opts.timeout
-                if base.startup_timeout is None:  # the start-up limit follows `timeout` unless set
-                    definition["startup_timeout"] = opts.timeout
-            if "startup_timeout" in over:
-                definition["startup_timeout"] = opts.startup_timeout
-            if "volumes" in over:
-                from ._options import volume_refs
-
-                config["volumes"] = volume_refs(opts)
-            if "cpu" in over or "memory" in over:
-                from ._app import resource_config
-
-                config.update(resource_config(opts))
-        inputs = self._input_overrides
-        if inputs:
-            config.update(max_inputs=inputs["max_inputs"], target_inputs=inputs["target_inputs"])
-            definition.update(max_inputs=inputs["max_inputs"], batch=inputs["batch"])
-        self._variant = (config, definition)
+        if self._variant is None:
+            self._variant = variant_payload(self._tag, self._options, self._overrides, self._input_overrides,
+                                            startup_follows_timeout=self._options.startup_timeout is None)
         return self._variant
 
     async def _bind(self, params: dict[str, Any]) -> str:
@@ -530,8 +591,8 @@ class Cls:
             else:
                 raise root._not_hydrated()
         inputs = self._input_overrides
-        if not params and not self._overrides and not inputs:
-            return root._function_id
+        if params == root._default_params and not self._overrides and not inputs:
+            return root._function_id  # the default instance: the base pool, warm if it has `min_containers`
         config, definition = self._variant_payload()
         # Keyed by the values sent, not by how the user spelt them: two `Secret.from_dict`s with the
         # same keys but different values are different variants.
@@ -655,11 +716,16 @@ class Server(Cls):
 
 class _DeployedCls:
     """`Cls.from_name(app, name)`: instances call the deployed class's methods; parameters are checked
-    against what the deployment declared."""
+    against what the deployment declared. `with_options`, `with_concurrency` and `with_batching` give
+    variants, bound on the deployed class like a local class's."""
 
-    def __init__(self, app_name: str, name: str) -> None:
+    def __init__(self, app_name: str, name: str, overrides: dict[str, Any] | None = None,
+                 inputs: dict[str, Any] | None = None, root: _DeployedCls | None = None) -> None:
         self._app_name = app_name
         self._name = name
+        self._overrides = overrides or {}
+        self._inputs = inputs
+        self._root = root or self
         self._found: dict[str, Any] | None = None
 
     def __repr__(self) -> str:
@@ -669,10 +735,11 @@ class _DeployedCls:
         from ._function import check_not_importing
 
         check_not_importing(self._name)
-        if self._found is None:
+        root = self._root
+        if root._found is None:
             client = await get_client()
-            self._found = await client.request({"t": P.FUNCTION_LOOKUP, "app": self._app_name, "name": self._name})
-        return self._found
+            root._found = await client.request({"t": P.FUNCTION_LOOKUP, "app": self._app_name, "name": self._name})
+        return root._found
 
     def hydrate(self) -> _DeployedCls:
         run_sync(self._lookup())
@@ -680,6 +747,31 @@ class _DeployedCls:
 
     def __call__(self, **params: Any) -> _DeployedObj:
         return _DeployedObj(self, params)
+
+    def with_options(self, **options: Any) -> _DeployedCls:
+        """A variant of the deployed class with other resources, secrets, timeouts or scaling."""
+        given = check_with_options(self._name, options)
+        return _DeployedCls(self._app_name, self._name, {**self._overrides, **given}, self._inputs, self._root)
+
+    def with_concurrency(self, *, max_inputs: int, target_inputs: int | None = None) -> _DeployedCls:
+        """A variant whose containers each run up to `max_inputs` inputs at once."""
+        return _DeployedCls(self._app_name, self._name, self._overrides,
+                            concurrency_inputs(max_inputs, target_inputs), self._root)
+
+    def with_batching(self, *, max_batch_size: int, wait_ms: int) -> _DeployedCls:
+        """A variant of a class with a `@modal.batched` method, with other batch settings."""
+        return _DeployedCls(self._app_name, self._name, self._overrides,
+                            batching_inputs(max_batch_size, wait_ms), self._root)
+
+    def _variant_payload(self, info: dict[str, Any]) -> tuple[dict, dict]:
+        """Checked against what the deployment says (known only once looked up)."""
+        batched = any(m.get("batched") for m in (info.get("methods") or {}).values())
+        if self._inputs is not None and self._inputs["batch"] is None and batched:
+            raise _concurrency_on_batched()
+        if self._inputs is not None and self._inputs["batch"] is not None and not batched:
+            raise _batching_without_batched(self._name)
+        follows = not (info.get("options") or {}).get("startup_timeout_set", False)
+        return variant_payload(self._name, None, self._overrides, self._inputs, startup_follows_timeout=follows)
 
 
 class _DeployedObj:
@@ -716,12 +808,16 @@ class _DeployedObj:
                     values[pname] = spec.get("default")
                 else:
                     raise InvalidError(f"Missing required parameter `{pname}` for {self._cls._name}.")
-            if values:
+            defaults = {p: spec.get("default") for p, spec in declared.items()}
+            if not all(spec.get("has_default") for spec in declared.values()):
+                defaults = None
+            config, definition = self._cls._variant_payload(info)
+            if values == defaults and not config and not definition:
+                self._fid = found["fid"]  # the default instance: the deployed class's own (warm) pool
+            else:
                 client = await get_client()
                 self._fid = await client.request({"t": P.FUNCTION_BIND, "fid": found["fid"], "params": values,
-                                                  "config": {}, "definition": {}})
-            else:
-                self._fid = found["fid"]
+                                                  "config": config, "definition": definition})
         return self._fid, bool(methods[method].get("is_generator"))
 
 

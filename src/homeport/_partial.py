@@ -71,6 +71,19 @@ def _name(f: Any) -> str:
     return getattr(f, "__qualname__", repr(f)).split("<locals>.")[-1]
 
 
+def _lifecycle_combined(raw: Any, hook: str, other: str) -> InvalidError:
+    """`@modal.enter/exit` and an interface decorator (`method` or a web one) on one method."""
+    when = "starts" if hook == "enter" else "stops"
+    cannot = "be called remotely" if other == "method" else "serve web requests"
+    uses = f" (it can use what `{raw.__name__}` sets on `self`)" if hook == "enter" else ""
+    return InvalidError(
+        "Interface decorators cannot be combined with lifecycle decorators. "
+        f"`{_name(raw)}` has both `@modal.{hook}()` and `@modal.{other}()`, but a lifecycle hook runs when the "
+        f"container {when} and cannot {cannot}. Use two methods: keep `@modal.{hook}()` on `{raw.__name__}` and put "
+        f"`@modal.{other}()` on another method{uses}."
+    )
+
+
 def _check_target(f: Any, decorator: str) -> None:
     if inspect.isclass(f):
         raise InvalidError(f"Cannot apply `@modal.{decorator}` to a class. Hint: consider applying to a method instead.")
@@ -105,7 +118,7 @@ def method(_warn_parentheses_missing: Any = None, *, is_generator: bool | None =
         _check_target(f, "method")
         if isinstance(f, PartialFunction):
             if f.lifecycle is not None:
-                raise InvalidError("Interface decorators cannot be combined with lifecycle decorators.")
+                raise _lifecycle_combined(f.raw_f, f.lifecycle[0], "method")
             if f.web is not None:
                 raise InvalidError("Callable decorators cannot be combined with web interface decorators.")
             if f.method is not None:
@@ -130,8 +143,10 @@ def _lifecycle(kind: str, snap: bool) -> Any:
         _check_target(f, name)
         raw = f.raw_f if isinstance(f, PartialFunction) else f
         if isinstance(f, PartialFunction):
-            if f.method is not None or f.web is not None:
-                raise InvalidError("Interface decorators cannot be combined with lifecycle decorators.")
+            if f.method is not None:
+                raise _lifecycle_combined(raw, kind, "method")
+            if f.web is not None:
+                raise _lifecycle_combined(raw, kind, f.web["type"])
             if f.lifecycle is not None:
                 raise InvalidError(
                     f"`@modal.{name}()` cannot be combined with `@modal.{f.lifecycle[0]}()` on the same method "
@@ -179,7 +194,7 @@ def _web(kind: str, config: dict[str, Any]) -> Any:
         _check_target(f, kind)
         if isinstance(f, PartialFunction):
             if f.lifecycle is not None:
-                raise InvalidError("Interface decorators cannot be combined with lifecycle decorators.")
+                raise _lifecycle_combined(f.raw_f, f.lifecycle[0], kind)
             if f.method is not None:
                 raise InvalidError("Callable decorators cannot be combined with web interface decorators.")
             if f.web is not None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ._backoff import exponential_delay
 from .exception import InvalidError
 
 __all__ = ["Retries"]
@@ -76,14 +77,7 @@ class Retries:
 
     def delay_for_attempt(self, attempt: int) -> float:
         """Seconds to wait before retry number `attempt` (the first retry is attempt 1)."""
-        if attempt < 1:
-            raise ValueError(f"attempt starts at 1, got {attempt}")
-        # Cap the exponent's effect before it overflows a float on absurd attempt numbers.
-        try:
-            delay = self.initial_delay * self.backoff_coefficient ** (attempt - 1)
-        except OverflowError:
-            return self.max_delay
-        return min(delay, self.max_delay)
+        return exponential_delay(attempt, self.initial_delay, self.backoff_coefficient, self.max_delay)
 
     def to_dict(self) -> dict[str, Any]:
         return {

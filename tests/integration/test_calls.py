@@ -1,7 +1,9 @@
 """Issue 2, end to end: calls, results, errors, generators, async, logs, containers."""
 
 import asyncio
+import itertools
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -12,6 +14,7 @@ import pytest
 
 import homeport as modal
 from homeport.exception import ExecutionError, FunctionTimeoutError, SerializationError
+from homeport.testing import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -166,6 +169,41 @@ def test_retries_then_success(basic, tmp_path):
     counter.unlink()
     with pytest.raises(RuntimeError, match="attempt 4 fails"):
         basic.flaky.remote(str(counter), 10)  # 1 try + 3 retries
+
+
+def test_retry_delays_grow_as_the_policy_says(basic, platform, tmp_path):
+    attempts = tmp_path / "attempts"
+    assert basic.backs_off.remote(str(attempts)) == 4
+    # The control plane logged the schedule it computed with `Retries.delay_for_attempt` ...
+    policy = modal.Retries(max_retries=3, initial_delay=0.2, backoff_coefficient=2.0)
+    log = (platform.state_dir / "server.log").read_text()
+    logged = [float(d) for d in re.findall(r"retrying input \d+ of backs_off \(attempt \d\) in ([\d.]+)s", log)]
+    assert logged == [policy.delay_for_attempt(n) for n in (1, 2, 3)] == [0.2, 0.4, 0.8]
+    # ... and kept it: no retry started before its delay had passed (a lower bound holds on any machine).
+    started = [float(t) for t in attempts.read_text().split()]
+    gaps = [b - a for a, b in itertools.pairwise(started)]
+    assert all(gap >= delay for gap, delay in zip(gaps, logged)), (gaps, logged)
+
+
+def test_a_finished_output_does_not_wait_behind_a_long_input(basic, tmp_path):
+    """Short inputs travel in batches; the last ones before a long input must not wait for it."""
+    import threading
+
+    assert list(basic.wait_for_gate.map(range(20))) == list(range(20))  # the pool learns inputs are short
+    gate = tmp_path / "gate"
+    got = []
+
+    def consume():
+        got.extend(basic.wait_for_gate.map(range(41), [None] * 40 + [str(gate)], order_outputs=False))
+
+    t = threading.Thread(target=consume)
+    t.start()
+    try:
+        assert wait_for(lambda: len(got) == 40, timeout=30), len(got)  # all before the gated one ends
+    finally:
+        gate.touch()
+        t.join(timeout=60)
+    assert sorted(got) == list(range(41))
 
 
 def test_timeout_fails_input_and_replaces_container(basic):

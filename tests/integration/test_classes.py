@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 
 import psutil
 import pytest
@@ -176,6 +177,17 @@ def test_exit_hooks_run_on_scale_down_and_a_failing_one_is_logged(classes, tmp_p
     assert "Exception in exit hook 'broken'" in text and "RuntimeError" in text
 
 
+def test_an_exit_hook_longer_than_the_grace_period_is_cut_short_and_the_user_told(classes, tmp_path):
+    log = tmp_path / "exit.log"
+    with _Logs() as logs:
+        pid = classes.SlowExit(log=str(log)).pid.remote()  # scaledown_window=2, then 10 s of grace
+        assert wait_for(lambda: _lines(log) == ["exit-start"], timeout=30)
+        assert wait_for(lambda: not _alive(pid), timeout=60)
+        assert wait_for(lambda: "exit hooks were cut short" in logs.text("SlowExit"), timeout=10), logs.text()
+    assert _lines(log) == ["exit-start"]  # killed in the middle of the hook
+    assert "was killed 10s after it was asked to stop" in logs.text("SlowExit")
+
+
 def test_exit_hooks_run_when_app_run_exits(platform, apps_path, tmp_path, capfd):
     import lifecycle
 
@@ -284,6 +296,35 @@ def test_with_options_secrets_give_separate_variants(classes):
     assert again.pid.remote() == a.pid.remote()
     chained = classes.Options.with_options(env={"HP_K": "x"}).with_options(timeout=60)()
     assert chained.env.remote("HP_K") == "x"
+
+
+def test_with_options_memory_sets_the_limit_in_the_kernel(classes):
+    variant = classes.Options.with_options(memory=(64, 300))()
+    assert variant.memory_limit_mib.remote() == 300
+    assert variant.pid.remote() != classes.Options().pid.remote()  # a pool of its own
+
+
+def test_with_options_volumes_mounts_them(classes):
+    vol = modal.Volume.from_name("hp-with-options", create_if_missing=True)
+    variant = classes.Options.with_options(volumes={"/data/opts": vol})()
+    assert variant.write_then_read.remote("/data/opts/note.txt", "kept") == "kept"
+    assert b"".join(vol.read_file("note.txt")) == b"kept"  # written to the volume, not the container
+
+
+def test_with_options_retries(classes, tmp_path):
+    with pytest.raises(RuntimeError, match="attempt 1 fails"):
+        classes.Options().fails_until.remote(str(tmp_path / "base"), 2)  # the base class has no retries
+    retried = classes.Options.with_options(retries=modal.Retries(max_retries=2, initial_delay=0.0))()
+    assert retried.fails_until.remote(str(tmp_path / "variant"), 2) == 3
+
+
+def test_with_options_scaledown_window(classes):
+    base_pid = classes.Options().pid.remote()
+    pid = classes.Options.with_options(scaledown_window=2)().pid.remote()
+    t0 = time.monotonic()
+    assert wait_for(lambda: not _alive(pid), timeout=60)
+    assert time.monotonic() - t0 <= 2 + 20  # its own 2 s window (generous for a loaded machine), not the default 60 s
+    assert _alive(base_pid)  # the base class keeps the default window (60 s)
 
 
 def test_with_options_of_unbuilt_features_fails_clearly(classes):

@@ -215,6 +215,10 @@ def test_container_list_and_stop(platform, apps_path):
 
         rows = [r for r in json.loads(out.stdout) if r["pid"] == pid]
         assert rows and rows[0]["function"] == "pid"
+        assert rows[0]["app_name"] == "basic"
+        table = homeport_cli("container", "list").stdout
+        line = next(x for x in table.splitlines() if rows[0]["container_id"] in x)
+        assert "basic" in line and rows[0]["app_id"] not in line  # the app's name, not its id
         out = homeport_cli("container", "stop", rows[0]["container_id"])
         assert out.returncode == 0, out.stderr
         assert wait_for(lambda: not _alive(pid), timeout=20)

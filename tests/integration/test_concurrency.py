@@ -44,7 +44,9 @@ def test_sync_timeout_replaces_the_container_and_loses_nothing(conc):
     out = list(conc.sync_maybe_hang.map([0.01, 30, 0.5, 0.5, 0.5, 0.5], return_exceptions=True))
     assert isinstance(out[1], FunctionTimeoutError)
     assert all(isinstance(x, int) for i, x in enumerate(out) if i != 1), out  # every other input got its result
-    assert conc.sync_maybe_hang.remote(0) not in (out[0],) or True  # and the function still works
+    # The function still works, on a new container: the one that timed out left (a stuck thread
+    # cannot be stopped, so it does not serve anything again).
+    assert conc.sync_maybe_hang.remote(0) != out[0]
 
 
 def test_async_generator_with_concurrency(conc):

@@ -49,6 +49,36 @@ def test_deployed_functions_are_called_by_name_from_other_programs(platform):
         modal.Function.from_name("never-deployed", "square").remote(1)
 
 
+def test_a_deployed_class_has_variants_like_a_local_one(platform):
+    _deploy("dep-variants")
+    out = _in_another_process("""
+        import homeport as modal
+        from homeport.exception import FunctionTimeoutError, InvalidError
+
+        G = modal.Cls.from_name("dep-variants", "Greeter")
+        base = G().where.remote()
+        print(G(greeting="hello").where.remote() == base)  # the default values: the deployed pool itself
+        opt = G.with_options(env={"HP_VARIANT": "x"})
+        print(opt().where.remote()[2], opt().where.remote()[0] != base[0], base[2])
+        print(opt(greeting="hi").greet.remote("ann"))  # options and parameters together
+        print(base[1], G.with_concurrency(max_inputs=3)().where.remote()[1].startswith("homeport-input"))
+        try:
+            G.with_options(timeout=1)().sleep.remote(30)
+        except FunctionTimeoutError as exc:
+            print("timeout:", exc)
+        try:
+            G.with_batching(max_batch_size=2, wait_ms=10)().greet.remote("x")
+        except InvalidError as exc:
+            print("batching:", exc)
+    """).splitlines()
+    assert out[0] == "True"
+    assert out[1] == "x True None"
+    assert out[2] == "hi ann"
+    assert out[3] == "MainThread True"
+    assert out[4].startswith("timeout: Function 'Greeter.sleep' timed out after 1s")
+    assert out[5] == "batching: `with_batching` needs a `@modal.batched` method on Greeter."
+
+
 def test_redeploy_replaces_the_version_and_in_flight_inputs_finish(platform):
     _deploy("dep-b", "1")
     slow = modal.Function.from_name("dep-b", "slow")

@@ -17,8 +17,11 @@ def res(platform, apps_path):
 
 def test_memory_limit_kills_with_a_clear_out_of_memory_error(res):
     assert res.hog.remote(16) == 16 << 20  # under the limit: fine
-    with pytest.raises(ExecutionError, match=r"out of memory \(memory limit 200 MiB\)"):
+    with pytest.raises(ExecutionError, match=r"out of memory \(memory limit 200 MiB\)") as info:
         res.hog.remote(400)
+    # One sentence for what happened, one for what to change.
+    assert "ran out of memory (memory limit 200 MiB) and was killed while running this input. " \
+           "Raise the limit with `memory=(request, limit)`" in str(info.value)
 
 
 def test_cpu_limit_is_set_in_the_kernel(res):

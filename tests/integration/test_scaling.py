@@ -1,6 +1,7 @@
 """Issue 4: the autoscaler's knobs with real containers (counts, and timings with generous bounds)."""
 
 import os
+import re
 import signal
 import threading
 import time
@@ -58,13 +59,29 @@ def test_min_containers_are_warm_before_the_first_call(scaling):
     assert scaling.warm_pid.remote() in ready_pids  # served by an already-warm container
 
 
-def test_idle_container_is_stopped_after_the_scaledown_window(scaling):
+def test_idle_container_is_stopped_after_the_scaledown_window(scaling, platform):
     pid = scaling.short_lived.remote()
     t0 = time.monotonic()
-    assert wait_for(lambda: not containers("short_lived"), timeout=30)
+    # (normally still listed; on a very loaded machine it may be gone already)
+    cid = next((c["container_id"] for c in containers("short_lived")), r"\S+")
+    assert wait_for(lambda: not containers("short_lived"), timeout=60)
     waited = time.monotonic() - t0
     assert waited >= 1.5  # not before the window (2 s) ...
+    assert waited <= 2 + 15  # ... and not long after it (slack for a loaded machine; the bench measures it)
     assert wait_for(lambda: not _alive(pid), timeout=10)
+    # The decision is in the control plane's log, with its reason.
+    log = (platform.state_dir / "server.log").read_text()
+    assert re.search(rf"stopping container {cid}: idle \d+\.\d+s >= scaledown_window", log), log[-2000:]
+
+
+def test_scale_up_decisions_are_logged_with_a_reason(scaling, platform):
+    assert wait_for(lambda: len(containers("warm_pid")) == 2, timeout=30)
+    log = (platform.state_dir / "server.log").read_text()
+    for c in containers("warm_pid"):  # min_containers=2: started with the plan that asked for them
+        assert re.search(rf"starting container {c['container_id']} for warm_pid: plan 2 > [01] live \(0 queued\)", log)
+    scaling.slow_pid.remote(0)
+    log = (platform.state_dir / "server.log").read_text()
+    assert re.search(r"starting container \S+ for slow_pid: plan \d+ > \d+ live \(\d+ queued\)", log)
 
 
 def test_buffer_containers_are_added_while_busy(scaling):

@@ -159,6 +159,27 @@ def test_lifecycle_and_method_on_one_method(method_on_top):
                 pass
 
 
+@pytest.mark.parametrize(
+    ("outer", "inner", "hook", "other"),
+    [("method", "enter", "enter", "method"), ("enter", "method", "enter", "method"),
+     ("exit", "fastapi_endpoint", "exit", "fastapi_endpoint"), ("asgi_app", "enter", "enter", "asgi_app")],
+)
+def test_lifecycle_combination_errors_name_the_method_and_the_fix(outer, inner, hook, other):
+    with _raises(InvalidError, f"`C.load` has both `@modal.{hook}()` and `@modal.{other}()`"):
+        class C:
+            @getattr(modal, outer)()
+            @getattr(modal, inner)()
+            def load(self):
+                pass
+    with _raises(InvalidError, f"Use two methods: keep `@modal.{hook}()` on `load` and put `@modal.{other}()` "
+                               "on another method"):
+        class D:
+            @getattr(modal, outer)()
+            @getattr(modal, inner)()
+            def load(self):
+                pass
+
+
 def test_method_and_web_on_one_method():
     with _raises(InvalidError, "Callable decorators cannot be combined with web interface decorators."):
         class C:
@@ -537,6 +558,56 @@ def test_parameter_types_and_defaults(app):
     assert P(s="x").f.local() == ("x", 1, False, b"")
     assert P(raw=b"r", b=True, i=2, s="y").f.local() == ("y", 2, True, b"r")
     assert P(s="x")._params == P(i=1, s="x")._params
+
+
+@pytest.mark.parametrize(
+    ("annotation", "default", "shown", "wanted"),
+    [("int", '"s"', "'s' is a str", "an int"), ("int", "True", "True is a bool", "an int"),
+     ("str", "1", "1 is an int", "a str"), ("bool", "0", "0 is an int", "a bool"), ("bytes", '"b"', "'b' is a str", "a bytes")],
+)
+def test_parameter_default_of_the_wrong_type_is_rejected(app, annotation, default, shown, wanted):
+    ns: dict = {"modal": modal, "app": app}
+    with _raises(InvalidError, f"Class C parameter `x` is annotated `{annotation}`, but its default {shown}. "
+                               f"Give it {wanted} default"):
+        exec(textwrap.dedent(f"""
+            @app.cls(serialized=True)
+            class C:
+                x: {annotation} = modal.parameter(default={default})
+
+                @modal.method()
+                def f(self):
+                    pass
+        """), ns)
+
+
+def test_a_class_whose_parameters_all_have_defaults_runs_its_base_pool_with_them(app):
+    """`Cls()` is the default instance: the base pool has its values (and keeps min_containers warm);
+    a class with a required parameter has no base instance, so its base pool never starts containers."""
+
+    @app.cls(serialized=True, min_containers=1)
+    class Defaults:
+        size: int = modal.parameter(default=3)
+        name: str = modal.parameter(default="a")
+
+        @modal.method()
+        def f(self):
+            pass
+
+    @app.cls(serialized=True, min_containers=1)
+    class Required:
+        name: str = modal.parameter()
+        size: int = modal.parameter(default=3)
+
+        @modal.method()
+        def f(self):
+            pass
+
+    defaults, required = app._registered["Defaults"], app._registered["Required"]
+    assert defaults.definition["params"] == {"size": 3, "name": "a"} == Defaults()._params == Defaults(size=3)._params
+    assert not defaults.config.get("unbound") and defaults.config["min_containers"] == 1
+    assert required.definition["params"] == {}
+    assert required.config["unbound"] is True
+    assert required.config["min_containers"] == 1  # kept for the variants bound with values
 
 
 def test_parameter_annotations_are_checked(app):

@@ -115,6 +115,19 @@ def test_retries_delay_for_attempt_starts_at_one():
         Retries(max_retries=1).delay_for_attempt(0)
 
 
+@pytest.mark.parametrize("policy", [
+    Retries(max_retries=5, backoff_coefficient=2.0, initial_delay=0.2),
+    Retries(max_retries=5, backoff_coefficient=3.0, initial_delay=1.0, max_delay=10.0),
+    Retries(max_retries=5, backoff_coefficient=1.0, initial_delay=0.0),
+])
+def test_the_control_plane_waits_what_the_policy_says(policy):
+    """One formula: the control plane computes retry delays from the policy's wire form with the same
+    function `Retries.delay_for_attempt` uses."""
+    from homeport._backoff import retry_delay
+
+    assert [retry_delay(policy.to_dict(), n) for n in range(1, 8)] == [policy.delay_for_attempt(n) for n in range(1, 8)]
+
+
 # --- schedules ------------------------------------------------------------------------------------
 
 

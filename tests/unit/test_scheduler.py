@@ -5,14 +5,19 @@ import itertools
 import pytest
 
 from homeport.server.core.scheduler import (
+    DEADLINE_GRACE_SECONDS,
     MAX_BLIND_STARTS,
     Assign,
     FailInputs,
+    InputsTimedOut,
     PoolConfig,
     RequeueInputs,
+    RestartBackoff,
     Scheduler,
     StartContainer,
+    StartupTimedOut,
     StopContainer,
+    restart_backoff,
 )
 
 
@@ -264,3 +269,158 @@ def test_cpu_bound_inputs_get_no_more_containers_than_cores():
 
     assert scale_for(cpu_seconds=0.049) == 2  # computing: as many containers as cores
     assert scale_for(cpu_seconds=0.001) > 2  # waiting (sleeps, I/O): scale out
+
+
+# --- restart backoff after start-up failures --------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("failures", "delay"),
+    [(1, 1.0), (2, 2.0), (3, 4.0), (4, 8.0), (5, 16.0), (6, 32.0), (7, 60.0), (8, 60.0), (10_000, 60.0)],
+)
+def test_restart_backoff_table(failures, delay):
+    assert restart_backoff(failures) == delay
+
+
+def test_a_crash_looping_min_containers_pool_backs_off_and_a_ready_container_resets_it():
+    s, out = make(PoolConfig(min_containers=1))
+    assert started(out) == ["c1"]
+    # (event, time, what it answers): failures space the restarts 1 s, 2 s, 4 s apart
+    steps = [
+        ("fail", "c1", 0.0, [RestartBackoff("p", "c1", 1, 1.0)], []),
+        ("tick", None, 0.99, [], []),
+        ("tick", None, 1.0, [], ["c2"]),
+        ("fail", "c2", 1.5, [RestartBackoff("p", "c2", 2, 2.0)], []),
+        ("tick", None, 3.4, [], []),
+        ("tick", None, 3.5, [], ["c3"]),
+        ("fail", "c3", 4.0, [RestartBackoff("p", "c3", 3, 4.0)], []),
+        ("tick", None, 7.9, [], []),
+        ("tick", None, 8.0, [], ["c4"]),
+        ("ready", "c4", 9.0, [], []),  # a container that gets ready resets the backoff
+    ]
+    reasons = []
+    for kind, cid, now, backoffs, starts in steps:
+        if kind == "fail":
+            out = s.container_exited(cid, now, "enter hook failed", init_failed=True)
+            assert s.next_deadline() == now + backoffs[0].delay
+        elif kind == "ready":
+            out = s.container_ready(cid, now)
+        else:
+            out = s.tick(now)
+        assert of(RestartBackoff, out) == backoffs, (kind, cid, now)
+        assert started(out) == starts, (kind, cid, now)
+        reasons += [i.reason for i in of(StartContainer, out)]
+    assert [r.split("; ")[-1] for r in reasons] == [f"restart after {n} start-up failure(s) in a row" for n in (1, 2, 3)]
+    s.stop_container("c4", "test")
+    out = s.container_exited("c4", 10.0, "stopped")  # a normal exit is not a start-up failure
+    assert started(out) == ["c5"] and not of(RestartBackoff, out)
+    out = s.container_exited("c5", 10.5, "enter hook failed", init_failed=True)
+    assert of(RestartBackoff, out) == [RestartBackoff("p", "c5", 1, 1.0)]  # counting starts again
+
+
+def test_inputs_that_arrive_during_the_backoff_wait_for_the_next_start():
+    s, _ = make()
+    s.submit("p", [1], 0)
+    out = s.container_exited("c1", 0.2, "enter hook failed", init_failed=True)
+    assert {i for f in of(FailInputs, out) for i in f.inputs} == {1}  # what waited gets the error at once
+    out = s.submit("p", [2], 0.5)
+    assert not started(out) and s.next_deadline() == 1.2  # ... and the next start waits for the backoff
+    out = s.tick(1.2)
+    assert started(out) == ["c2"] and "restart after 1 start-up failure(s)" in of(StartContainer, out)[0].reason
+    assert of(Assign, s.container_ready("c2", 1.5)) == [Assign("c2", (2,))]
+
+
+# --- control-plane deadlines: input timeout and start-up timeout -----------------------------------
+
+
+def test_an_input_past_its_timeout_and_the_grace_is_timed_out_and_its_container_replaced():
+    s, _ = make(PoolConfig(timeout=10, max_containers=1))
+    s.submit("p", [1, 2], 0)
+    s.container_ready("c1", 0)  # input 1 runs from t=0; 2 waits in the queue
+    deadline = 10 + DEADLINE_GRACE_SECONDS
+    assert s.next_deadline() == deadline
+    assert s.tick(deadline - 0.01) == []
+    out = s.tick(deadline)
+    assert of(InputsTimedOut, out) == [InputsTimedOut("c1", (1,), 10)]
+    assert started(out) == ["c2"]  # a replacement, although c1 has not exited yet
+    assert not s.holds("c1", 1)  # a late output from c1 is stale
+    assert s.inputs_done("c1", [1], seconds=12, now=deadline + 0.1) == []
+    assert s.tick(deadline + 5) == []  # timed out once
+    assert of(Assign, s.container_ready("c2", 13)) == [Assign("c2", (2,))]
+    out = s.container_exited("c1", 13, "killed by signal SIGKILL")
+    assert not of(FailInputs, out) and not of(RequeueInputs, out)  # nothing of it left to fail
+
+
+def test_a_prefetched_input_is_timed_from_the_output_before_it():
+    s, _ = make(PoolConfig(timeout=10))
+    s.submit("p", [0], 0)
+    s.container_ready("c1", 0)
+    s.inputs_done("c1", [0], seconds=0.00001, now=0.1)  # short inputs: the next ones are prefetched
+    s.submit("p", [1, 2], 1)
+    assert s.holder_of(1) == s.holder_of(2) == "c1"
+    s.inputs_done("c1", [1], seconds=8, now=9)  # 2 starts when 1 ends, not when it was sent
+    assert s.tick(1 + 10 + DEADLINE_GRACE_SECONDS) == []
+    out = s.tick(9 + 10 + DEADLINE_GRACE_SECONDS)
+    assert of(InputsTimedOut, out) == [InputsTimedOut("c1", (2,), 10)]
+
+
+def test_a_timed_out_concurrent_container_requeues_the_other_inputs_it_held():
+    s, _ = make(PoolConfig(timeout=10, max_inputs=2, max_containers=1))
+    s.submit("p", [1, 2, 3], 0)
+    s.container_ready("c1", 0)  # 1 and 2 run; 3 waits
+    s.inputs_done("c1", [1], seconds=5, now=5)  # 3 starts at 5
+    out = s.tick(10 + DEADLINE_GRACE_SECONDS)
+    assert of(InputsTimedOut, out) == [InputsTimedOut("c1", (2,), 10)]
+    assert of(RequeueInputs, out) == [RequeueInputs((3,))]  # run again elsewhere, not lost
+    assert started(out) == ["c2"]
+    assert of(Assign, s.container_ready("c2", 12)) == [Assign("c2", (3,))]
+
+
+def test_a_batch_may_start_its_wait_later():
+    s, _ = make(PoolConfig(timeout=10, batch_wait=3, max_inputs=4))
+    s.submit("p", [1], 0)
+    s.container_ready("c1", 0)
+    assert s.tick(10 + DEADLINE_GRACE_SECONDS) == []
+    assert of(InputsTimedOut, s.tick(13 + DEADLINE_GRACE_SECONDS)) == [InputsTimedOut("c1", (1,), 10)]
+
+
+def test_a_container_not_ready_within_startup_timeout_after_its_hello_is_timed_out():
+    s, _ = make(PoolConfig(startup_timeout=5, min_containers=1))
+    assert s.tick(100) == []  # no deadline before the runtime said hello (the process may still start)
+    s.container_connected("c1", 100)
+    deadline = 105 + DEADLINE_GRACE_SECONDS
+    assert s.next_deadline() == deadline
+    assert s.tick(deadline - 0.01) == []
+    out = s.tick(deadline)
+    # a start-up failure: the pool backs off at once, with no replacement until the backoff ends
+    assert out == [StartupTimedOut("c1", 5), RestartBackoff("p", "c1", 1, 1.0)]
+    out = s.container_exited("c1", deadline + 0.1, "killed", init_failed=True)
+    assert out == []  # counted once
+    assert started(s.tick(deadline + 1)) == ["c2"]
+
+
+def test_no_timeout_no_deadline():
+    s, _ = make(PoolConfig())
+    s.submit("p", [1], 0)
+    s.container_ready("c1", 0)
+    assert s.next_deadline() is None
+    assert s.tick(10**6) == []
+
+
+# --- class pools without parameter values ----------------------------------------------------------
+
+
+def test_an_unbound_class_pool_never_starts_containers():
+    s, out = make(PoolConfig(min_containers=2, buffer_containers=1, unbound=True))
+    assert out == []
+    assert s.tick(100) == []
+    out = s.submit("p", [1], 0)
+    assert not started(out)
+    assert [f.inputs for f in of(FailInputs, out)] == [(1,)]
+    assert "required parameters" in of(FailInputs, out)[0].reason
+
+
+def test_an_idle_min_container_sets_no_scale_down_deadline():
+    s, _ = make(PoolConfig(min_containers=1, scaledown_window=2))
+    s.container_ready("c1", 0)
+    assert s.next_deadline() is None  # it is kept: nothing to wake the ticker for

@@ -63,9 +63,9 @@ class ExitInfo:
     oom_limit_mib: int | None = None  # set when the kernel killed it for exceeding its memory limit
 
     def describe(self) -> str:
+        """What happened, to follow "container X ...": "ran out of memory (...) and was killed"."""
         if self.oom_limit_mib is not None:
-            return (f"ran out of memory (memory limit {self.oom_limit_mib} MiB) and was killed; "
-                    "raise the limit in `memory=(request, limit)`")
+            return f"ran out of memory (memory limit {self.oom_limit_mib} MiB) and was killed"
         if self.signal is not None:
             import signal as _signal
 
@@ -75,6 +75,12 @@ class ExitInfo:
                 name = str(self.signal)
             return f"killed by signal {name}"
         return f"exited with code {self.returncode}"
+
+    def hint(self) -> str | None:
+        """What the user can change so that it does not happen again, as a sentence."""
+        if self.oom_limit_mib is not None:
+            return "Raise the limit with `memory=(request, limit)`, or use less memory per input."
+        return None
 
 
 OutputCallback = Callable[[str, int, bytes], None]  # (container_id, fd 1|2, line)

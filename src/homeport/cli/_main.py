@@ -224,7 +224,10 @@ def app_list(as_json: bool, show_all: bool) -> None:
         return
     table = Table("App id", "Name", "State", "Version", "Containers", "Created")
     for r in rows:
-        table.add_row(r["app_id"], r["name"] or "-", r["state"], str(r["version"] or "-"), str(r["containers"]),
+        state = r["state"]
+        if r.get("crash_looping"):
+            state += f" (crash-looping: {', '.join(r['crash_looping'])})"
+        table.add_row(r["app_id"], r["name"] or "-", state, str(r["version"] or "-"), str(r["containers"]),
                       time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r["created_at"])))
     console.print(table)
 
@@ -466,9 +469,17 @@ def container_list(as_json: bool) -> None:
 
         click.echo(json.dumps(rows, indent=2))
         return
-    table = Table("Container", "App", "Function", "State", "Uptime", "Served", "Start-up")
+    from rich.table import Column
+
+    # Ids are what `container stop` takes: never cut; the start-up timeline wraps instead.
+    table = Table(Column("Container", no_wrap=True), Column("App", no_wrap=True), "Function", "State", "Uptime",
+                  "Served", Column("Start-up", ratio=1))
     for r in rows:
-        table.add_row(r["container_id"], r["app_id"], r["function"], r["state"], f"{r['uptime']:.1f}s",
+        app = r.get("app_name") or r["app_id"]
+        state = r["state"]
+        if r.get("start_failures", 0) >= 2 and state == "starting":
+            state = f"starting (crash-looping: {r['start_failures']} failed starts)"
+        table.add_row(r["container_id"], app, r["function"], state, f"{r['uptime']:.1f}s",
                       str(r["inputs_served"]), format_startup(r["timeline"]))
     console.print(table)
 

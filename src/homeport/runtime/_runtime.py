@@ -261,7 +261,8 @@ class Runtime:
             return False
         except BaseException as exc:
             signal.setitimer(signal.ITIMER_REAL, 0)
-            traceback.print_exc()
+            # Not printed here: the control plane shows the traceback to the app's log readers once per
+            # distinct failure, rather than once per restart of a crash-looping pool.
             self._init_failure(exc)
             return False
         self.started = True
@@ -320,14 +321,11 @@ class Runtime:
             return serve_concurrent(self)
         signal.signal(signal.SIGUSR1, self._on_cancel_signal)
         threading.Thread(target=self.reader, name="homeport-reader", daemon=True).start()
-        outputs: list[list[Any]] = []
-        last_flush = time.monotonic()
+        outbox = _Outbox(self)
         pending = self.pending
         while True:
             if not pending:
-                if outputs:
-                    self._flush(outputs)
-                    outputs = []
+                outbox.flush()
                 batch = self.inbox.get()
                 if batch is None:
                     return
@@ -346,21 +344,18 @@ class Runtime:
             item = pending.popleft()
             iid = item[0]
             if iid in self.cancelled:
-                outputs.append([iid, P.TERMINATED, None, 0.0])
+                outbox.add([iid, P.TERMINATED, None, 0.0])
                 continue
             result = self.run_input(item)
-            outputs.append(result)
+            outbox.add(result)
             if result[1] == P.TIMEOUT:
                 # The user code was interrupted mid-flight; its state is suspect, so this container
                 # hands back what it has not started and leaves (the control plane replaces it).
-                self._flush(outputs, release=[it[0] for it in pending], leaving=True)
+                outbox.flush(release=[it[0] for it in pending], leaving=True)
                 pending.clear()
                 raise _Shutdown()
-            now = time.monotonic()
-            if now - last_flush > FLUSH_AFTER_SECONDS or not pending:
-                self._flush(outputs)
-                outputs = []
-                last_flush = now
+            if not pending or outbox.held_for() > FLUSH_AFTER_SECONDS:
+                outbox.flush()
 
     def _serve_batched(self) -> None:
         """`@modal.batched`: gather up to `max_batch_size` inputs for at most `wait_ms`, run them as one call."""
@@ -542,6 +537,53 @@ class Runtime:
                 traceback.print_exc()
         sys.stdout.flush()
         sys.stderr.flush()
+
+
+class _Outbox:
+    """Outputs of the one-at-a-time loop. Those of short inputs wait up to `FLUSH_AFTER_SECONDS` to travel
+    in one message; a thread sends them when the next input runs longer than that, so that a finished
+    input's output never waits behind a long (or stuck) one. The control plane times each input from
+    the output before it, and a held output would make it count the wrong input as running.
+    """
+
+    def __init__(self, rt: Runtime) -> None:
+        self._rt = rt
+        self._cond = threading.Condition()
+        self._items: list[list[Any]] = []
+        self._since = 0.0
+        threading.Thread(target=self._watch, name="homeport-flusher", daemon=True).start()
+
+    def add(self, output: list[Any]) -> None:
+        with self._cond:
+            if not self._items:
+                self._since = time.monotonic()
+                self._cond.notify()
+            self._items.append(output)
+
+    def held_for(self) -> float:
+        return time.monotonic() - self._since if self._items else 0.0
+
+    def flush(self, release: list[int] | None = None, leaving: bool = False) -> None:
+        with self._cond:  # sent under the lock: outputs keep their order, a release comes after them
+            items, self._items = self._items, []
+            if items or release or leaving:
+                self._rt._flush(items, release=release, leaving=leaving)
+
+    def _watch(self) -> None:
+        with self._cond:
+            while True:
+                if not self._items:
+                    self._cond.wait()
+                    continue
+                wait = self._since + FLUSH_AFTER_SECONDS - time.monotonic()
+                if wait > 0:
+                    self._cond.wait(wait)
+                    continue
+                items, self._items = self._items, []
+                try:
+                    self._rt._flush(items)
+                except OSError:
+                    return  # the connection is gone; the main thread finds out too
 
 
 def main(preloaded: Service | None = None, started_at: float | None = None) -> None:

@@ -12,7 +12,8 @@ from .._wire import FramedProtocol
 from ..exception import Error, code_of
 from .access import container_refusal
 from .images import ImageBuildFailed, ImageUnsupported
-from .services import ERROR, STOP_GRACE_SECONDS, ControlPlane, Peer
+from .records import ERROR, STOP_GRACE_SECONDS, Peer
+from .services import ControlPlane
 
 log = logging.getLogger("homeport.server.api")
 

@@ -14,37 +14,42 @@ import secrets
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 from .. import _protocol as P
+from .._backoff import retry_delay
 from .._wire import FramedProtocol
 from ..backends import Backend, ContainerSpec, ExitInfo, Mount
 from .core.scheduler import (
     Assign,
     Capacity,
     FailInputs,
+    InputsTimedOut,
     Instruction,
     PoolConfig,
     RequeueInputs,
+    RestartBackoff,
     Scheduler,
     StartContainer,
+    StartupTimedOut,
     StopContainer,
 )
 from .images import BuiltImage, ImageBuilder
+from .records import ERROR, STOP_GRACE_SECONDS, CallRecord, ContainerRecord, FunctionRecord, InputRecord, Peer
 from .schedules import ScheduleRunner
 from .secrets import SecretStore
 from .state import State
 from .templates import container_template
+from .supervision import Supervisor
 from .volumes import VolumeStore
 from .web import WebEndpoints
 
 log = logging.getLogger("homeport.server")
 
-STOP_GRACE_SECONDS = 10.0
+# Start-up failures in a row after which `app list` / `container list` call a pool crash-looping.
+CRASH_LOOP_FAILURES = 2
 # After a container process exits, how long to wait for its connection to deliver what it sent last.
 CONNECTION_DRAIN_SECONDS = 2.0
-ERROR = 7  # output status for a platform error: data is {"code": ..., "msg": ...}
 
 
 def machine_capacity() -> Capacity:
@@ -81,66 +86,27 @@ def new_id(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:22]}"
 
 
-@dataclass(eq=False)
-class Peer:
-    """A connected SDK client."""
-
-    proto: FramedProtocol
-    apps: set[str] = field(default_factory=set)  # ephemeral apps stopped when the client leaves
-    # User code inside this container, connected with its credentials: it may send only what
-    # `access.container_refusal` allows.
-    container_id: str | None = None
-
-
-@dataclass
-class FunctionRecord:
-    function_id: str
-    app_id: str
-    tag: str
-    definition: dict[str, Any]
-    config: PoolConfig
-    env: dict[str, str]
-    retries: dict[str, Any] | None
-    is_generator: bool
-
-
-@dataclass
-class CallRecord:
-    call_id: str
-    fn: FunctionRecord
-    kind: str
-    subscriber: Peer | None
-    outstanding: int = 0
-    inputs_closed: bool = True
-    result: tuple[int, Any] | None = None  # spawned calls keep their output
-    waiters: list[asyncio.Future] = field(default_factory=list)
-    input_ids: list[int] = field(default_factory=list)
-
-
-@dataclass
-class InputRecord:
-    input_id: int
-    call: CallRecord
-    idx: int
-    args: bytes
-    method: str | None
-    attempt: int = 0
-
-
-@dataclass
-class ContainerRecord:
-    container_id: str
-    fn: FunctionRecord
-    token: str
-    started_at: float
-    proto: FramedProtocol | None = None
-    pid: int | None = None
-    ready_at: float | None = None
-    timeline: dict[str, float] = field(default_factory=dict)
-    init_failure: dict[str, Any] | None = None
-    state: str = "starting"
-    exit_info: ExitInfo | None = None  # the process exited; waiting for its connection to drain
-    web_prefix: str | None = None  # its web endpoints listen on "<prefix>-<index>" (Unix sockets)
+def pool_config(cfg: dict[str, Any], definition: dict[str, Any]) -> PoolConfig:
+    """A pool's scaling settings from a function's config, and its deadlines from its definition."""
+    batch = definition.get("batch")
+    # A batch starts once it is full or `wait_ms` passed, and may also wait for the batch before it
+    # (up to `timeout`): the control plane cannot see which inputs a batched container has started.
+    batch_wait = batch["wait_ms"] / 1000 + (definition.get("timeout") or 0) if batch else 0.0
+    return PoolConfig(
+        min_containers=cfg.get("min_containers", 0),
+        max_containers=cfg.get("max_containers"),
+        buffer_containers=cfg.get("buffer_containers", 0),
+        scaledown_window=cfg.get("scaledown_window", 60),
+        max_inputs=cfg.get("max_inputs", 1),
+        target_inputs=cfg.get("target_inputs"),
+        # A web request's time is bounded by the gateway (504), which cannot hand it to another container.
+        timeout=None if definition.get("web") else definition.get("timeout"),
+        startup_timeout=definition.get("startup_timeout") or definition.get("timeout"),
+        batch_wait=batch_wait,
+        unbound=bool(cfg.get("unbound")),
+        prefetch=not definition.get("web"),
+        **{k: cfg[k] for k in ("cpu", "memory_mib") if cfg.get(k) is not None},
+    )
 
 
 class ControlPlane:
@@ -179,6 +145,7 @@ class ControlPlane:
         self.shutdown_requested = asyncio.Event()
         self.serving = asyncio.Event()  # set once containers can connect to the control plane's socket
         self.started_at = time.time()
+        self.supervisor = Supervisor(self)
 
     def _new_container_id(self) -> str:
         return f"ta-{next(self._cid_counter):04d}{secrets.token_hex(4)}"
@@ -204,7 +171,10 @@ class ControlPlane:
                 await asyncio.wait_for(self._wake.wait(), delay)
             except asyncio.TimeoutError:
                 pass
-            self.execute(self.scheduler.tick(time.monotonic()))
+            try:
+                self.execute(self.scheduler.tick(time.monotonic()))
+            except Exception:  # one bad instruction must not stop every pool's scaling and deadlines
+                log.exception("executing the scheduler's tick failed")
 
     async def close(self) -> None:
         self.schedules.close()
@@ -241,11 +211,19 @@ class ControlPlane:
                 rec = self.containers.get(ins.container)
                 if rec is not None:
                     rec.state = "stopping"
+                    if rec.stop_requested_at is None:
+                        rec.stop_requested_at = time.monotonic()
                 self.spawn(self.backend.stop(ins.container, STOP_GRACE_SECONDS))
             elif isinstance(ins, FailInputs):
                 self._fail_inputs(ins)
             elif isinstance(ins, RequeueInputs):
                 pass  # the scheduler already put them back in the queue
+            elif isinstance(ins, InputsTimedOut):
+                self.supervisor.inputs_timed_out(ins)
+            elif isinstance(ins, StartupTimedOut):
+                self.supervisor.startup_timed_out(ins)
+            elif isinstance(ins, RestartBackoff):
+                self.supervisor.start_failed(ins, self.containers.get(ins.container))
 
     async def function_image(self, definition: dict[str, Any]) -> BuiltImage:
         """The built image a function's containers run in (the default image when it names none)."""
@@ -447,11 +425,11 @@ class ControlPlane:
             status, data = ERROR, {"code": "execution", "msg": ins.reason}
             if init_failure is not None:
                 status, data = P.INIT_FAILURE_STATUS, init_failure
-            if ins.lost and self._maybe_retry(inp):
+            if ins.lost and self.retry_later(inp):
                 continue
             by_call.setdefault(inp.call.call_id, []).append((inp, status, data))
         for items in by_call.values():
-            self._deliver(items)
+            self.deliver(items)
 
     # --- containers --------------------------------------------------------------------------------
     def _on_container_output(self, cid: str, fd: int, line: bytes) -> None:
@@ -499,10 +477,11 @@ class ControlPlane:
         elif was_stopping:
             reason = f"container {cid} of '{rec.fn.tag}' was stopped while running this input"
         else:
-            reason = (
-                f"container {cid} of '{rec.fn.tag}' {info.describe()} while running this input"
-            )
+            reason = f"container {cid} of '{rec.fn.tag}' {info.describe()} while running this input"
+            if info.hint():
+                reason += f". {info.hint()}"
         log.info("container %s exited (%s)", cid, info.describe())
+        self.supervisor.exited(rec, info)
         stopping = self.stopping_apps.get(rec.fn.app_id)
         if stopping is not None:
             stopping.discard(cid)
@@ -514,6 +493,8 @@ class ControlPlane:
         for ins in instructions:
             if isinstance(ins, FailInputs) and rec.init_failure is not None:
                 self._fail_inputs(ins, rec.init_failure)
+            elif isinstance(ins, RestartBackoff):
+                self.supervisor.start_failed(ins, rec)
             else:
                 self.execute([ins])
 
@@ -524,6 +505,7 @@ class ControlPlane:
         if rec.proto is not None:  # its runtime is connected: a second "runtime" is user code posing as one
             return None
         rec.proto = proto
+        self.scheduler.container_connected(rec.container_id, time.monotonic())
         return rec.fn.definition
 
     def container_credentials_ok(self, cid: str, token: str) -> bool:
@@ -552,6 +534,7 @@ class ControlPlane:
             rec.timeline = msg.get("timeline", {})
             rec.timeline["ready"] = rec.ready_at - rec.started_at
             log.info("container %s ready in %.1f ms %s", cid, 1000 * (rec.ready_at - rec.started_at), rec.timeline)
+            rec.fn.start_failure_key = None  # a later start-up failure is news again
             self.execute(self.scheduler.container_ready(cid, now))
         elif t == P.INIT_FAILURE:
             rec.init_failure = msg["failure"]
@@ -563,40 +546,35 @@ class ControlPlane:
         seconds = 0.0
         cpu: float | None = 0.0
         deliver = []
+        holds = self.scheduler.holds
         cid = rec.container_id
         for item in items:
             iid, status, data, secs = item[:4]
-            if not self.scheduler.holds(cid, iid):
-                # Only the inputs assigned to this container are its to finish: anything else is
-                # another caller's input, and the container's user code must not answer for it.
-                log.warning("container %s sent an output for input %s, which it does not hold", cid, iid)
-                continue
+            if not holds(cid, iid):
+                continue  # it timed out here (the control plane answered for it) or went back to the queue
             done.append(iid)
             seconds += secs
             cpu = cpu + item[4] if cpu is not None and len(item) > 4 and item[4] is not None else None
             inp = self.inputs.get(iid)
             if inp is None:
                 continue
-            if status in (P.FAILURE, P.TIMEOUT) and self._maybe_retry(inp):
+            if status in (P.FAILURE, P.TIMEOUT) and self.retry_later(inp):
                 continue
             deliver.append((inp, status, data))
         instructions = self.scheduler.inputs_done(cid, done, seconds, now, cpu_seconds=cpu)
         if deliver:
-            self._deliver(deliver)
+            self.deliver(deliver)
         self.execute(instructions)
 
     # --- retries -----------------------------------------------------------------------------------
-    def _maybe_retry(self, inp: InputRecord) -> bool:
+    def retry_later(self, inp: InputRecord) -> bool:
         policy = inp.call.fn.retries
         if not policy or inp.call.kind == P.KIND_GENERATOR or inp.attempt >= policy["max_retries"]:
             return False
         if inp.call.call_id not in self.calls:
             return False
         inp.attempt += 1
-        delay = min(
-            policy["initial_delay"] * policy["backoff_coefficient"] ** (inp.attempt - 1),
-            policy["max_delay"],
-        )
+        delay = retry_delay(policy, inp.attempt)
         log.info("retrying input %s of %s (attempt %d) in %.2fs", inp.input_id, inp.call.fn.tag, inp.attempt, delay)
 
         def requeue() -> None:
@@ -607,7 +585,7 @@ class ControlPlane:
         return True
 
     # --- outputs -----------------------------------------------------------------------------------
-    def _deliver(self, items: list[tuple[InputRecord, int, Any]]) -> None:
+    def deliver(self, items: list[tuple[InputRecord, int, Any]]) -> None:
         by_call: dict[str, list] = {}
         for inp, status, data in items:
             self.inputs.pop(inp.input_id, None)
@@ -666,16 +644,7 @@ class ControlPlane:
         for f, env, mnt in zip(functions, envs, mounts):
             fid = new_id("fu")
             cfg = f["config"]
-            config = PoolConfig(
-                min_containers=cfg.get("min_containers", 0),
-                max_containers=cfg.get("max_containers"),
-                buffer_containers=cfg.get("buffer_containers", 0),
-                scaledown_window=cfg.get("scaledown_window", 60),
-                max_inputs=cfg.get("max_inputs", 1),
-                target_inputs=cfg.get("target_inputs"),
-                prefetch=not f["definition"].get("web"),
-                **{k: cfg[k] for k in ("cpu", "memory_mib") if cfg.get(k) is not None},
-            )
+            config = pool_config(cfg, f["definition"])
             definition = dict(f["definition"], app_id=app_id, function_id=fid, mounts=mnt,
                               cpu_limit=cfg.get("cpu_limit"), memory_limit_mib=cfg.get("memory_limit_mib"))
             rec = FunctionRecord(
@@ -828,9 +797,21 @@ class ControlPlane:
             state = live["state"] if live else row["state"]
             n_containers = sum(1 for c in self.containers.values() if c.fn.app_id == row["app_id"])
             out.append({**row, "state": state, "containers": n_containers,
+                        "crash_looping": self._crash_looping(live),
                         "version": live.get("version") if live else None,
                         "functions": sorted(live.get("by_tag", {})) if live else []})
         return out
+
+    def _crash_looping(self, app: dict[str, Any] | None) -> list[str]:
+        """Functions of a running app whose containers keep failing during start-up."""
+        if not app:
+            return []
+        tags = set()
+        for fid in app["functions"]:
+            pool = self.scheduler.pools.get(fid)
+            if pool is not None and pool.start_failures >= CRASH_LOOP_FAILURES and fid in self.functions:
+                tags.add(self.functions[fid].tag)
+        return sorted(tags)
 
     def app_history(self, name: str) -> list[dict[str, Any]]:
         app_id = self._deployed_by_name(name) or self.state.deployed_app_id(name)
@@ -876,10 +857,14 @@ class ControlPlane:
         if "volumes" in cfg:
             limits["mounts"] = self._function_mounts({"volumes": cfg.pop("volumes")})
         retries = cfg.pop("retries", base.retries) if "retries" in cfg else base.retries
-        config = PoolConfig(**{**base.config.__dict__, **cfg})
         fid = new_id("fu")
         definition = dict(base.definition, **(msg.get("definition") or {}), **limits,
-                          params=msg.get("params") or {}, function_id=fid)
+                          params=msg.get("params") or {}, function_id=fid, variant_of=base.function_id)
+        # A variant has values for the class's parameters: it may start containers (and keeps the class's
+        # `min_containers` warm for this parameter set) even when the base pool cannot.
+        deadlines = pool_config({}, definition)
+        config = PoolConfig(**{**base.config.__dict__, **cfg, "unbound": False, "timeout": deadlines.timeout,
+                               "startup_timeout": deadlines.startup_timeout, "batch_wait": deadlines.batch_wait})
         rec = FunctionRecord(fid, base.app_id, base.tag, definition, config, env, retries, base.is_generator)
         self.functions[fid] = rec
         self.apps[base.app_id]["functions"].append(fid)
@@ -943,7 +928,7 @@ class ControlPlane:
         if fn is not None and (pool is None or pool.retired):
             app = self.apps.get(fn.app_id)
             current = app and app.get("by_tag", {}).get(fn.tag)
-            if current and not fn.definition.get("params"):
+            if current and not fn.definition.get("variant_of"):
                 return current
         return fid
 
@@ -1027,7 +1012,7 @@ class ControlPlane:
             if rec is not None and rec.proto is not None:
                 rec.proto.send({"t": P.CANCEL, "ids": cids})
         if still_queued:
-            self._deliver([(self.inputs[i], P.TERMINATED, None) for i in still_queued])
+            self.deliver([(self.inputs[i], P.TERMINATED, None) for i in still_queued])
 
     # --- introspection -----------------------------------------------------------------------------
     def container_list(self) -> list[dict[str, Any]]:
@@ -1035,11 +1020,14 @@ class ControlPlane:
         out = []
         for cid, rec in self.containers.items():
             c = self.scheduler.containers.get(cid)
+            pool = self.scheduler.pools.get(rec.fn.function_id)
             out.append(
                 {
                     "container_id": cid,
                     "app_id": rec.fn.app_id,
+                    "app_name": (self.apps.get(rec.fn.app_id) or {}).get("name"),
                     "function": rec.fn.tag,
+                    "start_failures": pool.start_failures if pool is not None else 0,
                     "state": rec.state,
                     "pid": rec.pid,
                     "uptime": now - rec.started_at,

@@ -103,6 +103,25 @@ def flaky(counter_file, fail_times):
     return n + 1
 
 
+@app.function(retries=modal.Retries(max_retries=3, initial_delay=0.2, backoff_coefficient=2.0))
+def backs_off(attempts_file):
+    """Fails three times, then succeeds; each attempt appends when it started."""
+    with open(attempts_file, "a") as f:
+        f.write(f"{time.time()}\n")
+    n = len(open(attempts_file).read().splitlines())
+    if n <= 3:
+        raise RuntimeError(f"attempt {n} fails")
+    return n
+
+
+@app.function(max_containers=1)
+def wait_for_gate(x, gate=None):
+    """Returns at once, or (with `gate`) once the file exists."""
+    while gate and not os.path.exists(gate):
+        time.sleep(0.01)
+    return x
+
+
 @app.function(timeout=1)
 def too_slow():
     time.sleep(30)

@@ -150,6 +150,49 @@ class Options:
     def pid(self):
         return os.getpid()
 
+    @modal.method()
+    def memory_limit_mib(self):
+        """The memory limit the kernel enforces on this container (cgroup v1 or v2), in MiB."""
+        for line in open("/proc/self/cgroup").read().splitlines():
+            _, ctrls, path = line.split(":", 2)
+            for name in (f"/sys/fs/cgroup/memory{path}/memory.limit_in_bytes", f"/sys/fs/cgroup{path}/memory.max"):
+                if ("memory" in ctrls.split(",") or ctrls == "") and os.path.exists(name):
+                    value = open(name).read().strip()
+                    return None if value == "max" else int(value) >> 20
+        return None
+
+    @modal.method()
+    def write_then_read(self, path, text):
+        with open(path, "w") as f:
+            f.write(text)
+        return open(path).read()
+
+    @modal.method()
+    def fails_until(self, counter, fail_times):
+        n = int(open(counter).read()) if os.path.exists(counter) else 0
+        with open(counter, "w") as f:
+            f.write(str(n + 1))
+        if n < fail_times:
+            raise RuntimeError(f"attempt {n + 1} fails")
+        return n + 1
+
+
+@app.cls(scaledown_window=2)
+class SlowExit:
+    """An exit hook longer than the control plane's grace period: it is cut short, and the user told."""
+
+    log: str = modal.parameter()
+
+    @modal.exit()
+    def flush(self):
+        _append(self.log, "exit-start")
+        time.sleep(60)
+        _append(self.log, "exit-end")
+
+    @modal.method()
+    def pid(self):
+        return os.getpid()
+
 
 @app.cls(startup_timeout=1)
 class SlowStart:

@@ -36,10 +36,22 @@ def tick():
         f.write(f"{time.time()}\n")
 
 
-@app.cls()
+@app.cls(max_containers=1)
 class Greeter:
     greeting: str = modal.parameter(default="hello")
 
     @modal.method()
     def greet(self, name: str) -> str:
         return f"{self.greeting} {name}"
+
+    @modal.method()
+    def where(self) -> tuple:
+        """Which container and thread served the call, and an environment variable."""
+        import threading
+
+        return os.getpid(), threading.current_thread().name, os.environ.get("HP_VARIANT")
+
+    @modal.method()
+    def sleep(self, seconds: float) -> float:
+        time.sleep(seconds)
+        return seconds

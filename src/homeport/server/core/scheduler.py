@@ -7,15 +7,23 @@ does I/O, so it is tested with plain asserts and a fake clock.
 
 Words (after dask's adaptive core): *observed* is what containers report; *requested* is what we asked
 the backend for and have not seen yet; *plan* is the number of containers the pool should have.
+
+Deadlines are data here too: the scheduler knows since when each input has been running and since when
+each container has been starting, and `tick` answers with `InputsTimedOut` / `StartupTimedOut` once
+one runs past its limit (plus a grace: the container's own timer should fire first). A pool whose
+containers fail during start-up restarts with an exponential backoff (`RestartBackoff`).
 """
 
 from __future__ import annotations
 
 import enum
+import itertools
 import math
 from collections import deque
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+
+from ..._backoff import exponential_delay
 
 # Inputs handed to a container beyond what it can run at once. Only short inputs are prefetched, so
 # that a long input never waits behind another while a container sits idle (see `_window`).
@@ -30,6 +38,21 @@ DRAIN_TARGET_SECONDS = 0.5
 MAX_BLIND_STARTS = 8
 # Above this share of cpu time in their wall time, a pool's inputs count as cpu-bound.
 CPU_BOUND_SHARE = 0.5
+# The control plane's deadline for an input (or a start-up) is the container's own limit plus this.
+# The container's timer fires first when user code lets it; the backstop is for code that does not
+# (a long call into C, a `try: ... except BaseException: pass` loop).
+DEADLINE_GRACE_SECONDS = 1.5
+# After a container fails during start-up, the pool starts no other for 1 s, then 2 s, 4 s ... at most
+# 60 s; a container that gets ready resets it. Without it a broken `min_containers` pool restarts
+# on every tick, forever.
+RESTART_BACKOFF_INITIAL = 1.0
+RESTART_BACKOFF_FACTOR = 2.0
+RESTART_BACKOFF_MAX = 60.0
+
+
+def restart_backoff(failures: int) -> float:
+    """Seconds a pool waits before its next start after `failures` start-up failures in a row."""
+    return exponential_delay(failures, RESTART_BACKOFF_INITIAL, RESTART_BACKOFF_FACTOR, RESTART_BACKOFF_MAX)
 
 
 @dataclass(frozen=True)
@@ -44,6 +67,12 @@ class PoolConfig:
     target_inputs: int | None = None  # the autoscaler aims for this many per container
     cpu: float = 0.125  # cores requested per container (Modal's default), used for admission
     memory_mib: int = 128  # memory requested per container (Modal's default), used for admission
+    timeout: float | None = None  # seconds one input may run (None: no deadline)
+    startup_timeout: float | None = None  # seconds from a container's hello to ready (None: no deadline)
+    batch_wait: float = 0.0  # `@modal.batched` wait: a batch may start this long after its first input
+    # A class's base pool when the class has required parameters: without values its enter hooks cannot
+    # run, so it never starts containers; each bound variant (one per parameter set) is a pool of its own.
+    unbound: bool = False
     # Hand a container more inputs than it runs at once when inputs are short. Not for web requests:
     # an assigned request goes to its container at once, so a container may hold only what it can run.
     prefetch: bool = True
@@ -71,6 +100,12 @@ class Container:
     started_at: float
     last_active: float
     assigned: dict[int, None] = field(default_factory=dict)  # insertion-ordered input ids
+    # The assigned inputs counted as running, with since when: always the first `max_inputs` of
+    # `assigned` (a container runs what it holds in order). An input's clock starts when it is assigned
+    # to a free slot or when an earlier input's output frees one, never before it really started.
+    running: dict[int, float] = field(default_factory=dict)
+    connected_at: float | None = None  # its runtime said hello: the start-up clock runs
+    start_failed: bool = False  # timed out in start-up: the pool's backoff already counts it
     served: int = 0
     leaving: bool = False  # it said it will exit: nothing it still holds was started
 
@@ -86,6 +121,8 @@ class Pool:
     active: bool = True
     pending: int = 0  # containers the plan wants that wait for free cpu or memory
     retired: bool = False  # an old version: drains, then goes
+    start_failures: int = 0  # containers that failed during start-up in a row
+    restart_at: float = 0.0  # no container starts before this (the restart backoff)
 
 
 # --- instructions ----------------------------------------------------------------------------------
@@ -124,7 +161,39 @@ class RequeueInputs:
     inputs: tuple[int, ...]
 
 
-Instruction = StartContainer | StopContainer | Assign | FailInputs | RequeueInputs
+@dataclass(frozen=True)
+class InputsTimedOut:
+    """Inputs that ran past `timeout` plus the grace without an output: the container did not stop them
+    itself. They fail with a timeout and the container is killed; what else it held went back to the
+    queue (a `RequeueInputs` follows)."""
+
+    container: str
+    inputs: tuple[int, ...]
+    timeout: float
+
+
+@dataclass(frozen=True)
+class StartupTimedOut:
+    """A container still not ready `startup_timeout` plus the grace after its hello: kill it; it counts
+    as a start-up failure when it exits."""
+
+    container: str
+    startup_timeout: float
+
+
+@dataclass(frozen=True)
+class RestartBackoff:
+    """Container `container` of the pool failed during start-up (`failures` in a row): no other starts
+    for `delay` seconds."""
+
+    pool: str
+    container: str
+    failures: int
+    delay: float
+
+
+Instruction = (StartContainer | StopContainer | Assign | FailInputs | RequeueInputs | InputsTimedOut
+               | StartupTimedOut | RestartBackoff)
 
 
 class Scheduler:
@@ -229,8 +298,6 @@ class Scheduler:
         pool = self.pools.get(pool_id)
         if pool is None:
             return []
-        from dataclasses import replace
-
         pool.config = replace(pool.config, min_containers=0, buffer_containers=0, scaledown_window=0.0)
         pool.retired = True
         return self._reconcile(pool, now)
@@ -240,6 +307,9 @@ class Scheduler:
         why = self.too_big(pool.config)
         if why is not None:
             return [FailInputs(tuple(inputs), f"No container can start: {why}.")]
+        if pool.config.unbound:
+            return [FailInputs(tuple(inputs), "This class has required parameters and no container can run it "
+                                              "without their values: call it with them, e.g. `Cls(name=...)`.")]
         if front:
             pool.queue.extendleft(reversed(list(inputs)))
         else:
@@ -255,16 +325,24 @@ class Scheduler:
         pool.queue = deque(i for i in pool.queue if i not in inputs)
         return before - len(pool.queue) == len(inputs)
 
-    def holds(self, cid: str, input_id: int) -> bool:
-        """Whether the input is assigned to this container (it alone may finish it)."""
-        c = self.containers.get(cid)
-        return c is not None and input_id in c.assigned
-
     def holder_of(self, input_id: int) -> str | None:
         for c in self.containers.values():
             if input_id in c.assigned:
                 return c.id
         return None
+
+    def holds(self, cid: str, input_id: int) -> bool:
+        """Whether the container still holds the input: it alone may finish it (an output for one it
+        does not hold is stale, the input timed out there or went back to the queue, or forged)."""
+        c = self.containers.get(cid)
+        return c is not None and input_id in c.assigned
+
+    def container_connected(self, cid: str, now: float) -> None:
+        """The container's runtime said hello: from now on it imports the user's code and runs the enter
+        hooks, within `startup_timeout`."""
+        c = self.containers.get(cid)
+        if c is not None and c.connected_at is None:
+            c.connected_at = now
 
     def container_ready(self, cid: str, now: float) -> list[Instruction]:
         c = self.containers.get(cid)
@@ -272,7 +350,10 @@ class Scheduler:
             return []
         c.phase = Phase.READY
         c.last_active = now
-        return self._reconcile(self.pools[c.pool], now)
+        pool = self.pools[c.pool]
+        pool.start_failures = 0
+        pool.restart_at = 0.0
+        return self._reconcile(pool, now)
 
     def inputs_done(self, cid: str, inputs: Iterable[int], seconds: float, now: float,
                     cpu_seconds: float | None = None) -> list[Instruction]:
@@ -281,11 +362,14 @@ class Scheduler:
             return []
         n = 0
         for i in inputs:
-            if c.assigned.pop(i, 0) is None:
+            if i in c.assigned:
+                del c.assigned[i]
+                c.running.pop(i, None)
                 n += 1
         c.served += n
         c.last_active = now
         pool = self.pools[c.pool]
+        self._mark_running(c, pool.config.max_inputs, now)
         if n:
             per_input = seconds / n
             pool.ewma_seconds = (
@@ -303,7 +387,8 @@ class Scheduler:
 
         A container runs its assigned inputs in order, so the first `max_inputs` of them were running
         and the rest were only prefetched. When a container fails before it is ready, the pool's queue
-        is failed too: starting another container would fail the same way.
+        is failed too (starting another container would fail the same way), and the pool backs off
+        before its next start.
         """
         c = self.containers.pop(cid, None)
         if c is None:
@@ -327,7 +412,16 @@ class Scheduler:
             if not pool.containers:
                 del self.pools[pool.id]
             return out + self._admit_waiting(now)
-        return out + self._reconcile(pool, now, allow_start=not init_failed) + self._admit_waiting(now, pool.id)
+        if init_failed and not c.start_failed:
+            out.append(self._start_failed(pool, cid, now))
+        return out + self._reconcile(pool, now) + self._admit_waiting(now, pool.id)
+
+    @staticmethod
+    def _start_failed(pool: Pool, cid: str, now: float) -> RestartBackoff:
+        pool.start_failures += 1
+        delay = restart_backoff(pool.start_failures)
+        pool.restart_at = max(pool.restart_at, now + delay)
+        return RestartBackoff(pool.id, cid, pool.start_failures, delay)
 
     def _admit_waiting(self, now: float, skip: str | None = None) -> list[Instruction]:
         """Capacity was freed: pools with containers waiting for it may start them now."""
@@ -349,9 +443,14 @@ class Scheduler:
         if leaving:
             c.leaving = True
             c.phase = Phase.STOPPING
-        back = [i for i in inputs if c.assigned.pop(i, 0) is None]
+        back = [i for i in inputs if i in c.assigned]
+        for i in back:
+            del c.assigned[i]
+            c.running.pop(i, None)
         pool = self.pools[c.pool]
         pool.queue.extendleft(reversed(back))
+        if not leaving:
+            self._mark_running(c, pool.config.max_inputs, now)
         return self._reconcile(pool, now)
 
     def stop_container(self, cid: str, reason: str) -> list[Instruction]:
@@ -365,7 +464,38 @@ class Scheduler:
         out: list[Instruction] = []
         for pool in list(self.pools.values()):
             if pool.active:
+                out += self._expire(pool, now)
                 out += self._reconcile(pool, now)
+        return out
+
+    def _expire(self, pool: Pool, now: float) -> list[Instruction]:
+        """Containers past a deadline: one not ready `startup_timeout` after its hello, one with an input
+        running longer than `timeout`. Both are killed (the service does it) and replaced."""
+        cfg = pool.config
+        out: list[Instruction] = []
+        for c in list(pool.containers.values()):
+            if c.phase is Phase.STARTING:
+                if (cfg.startup_timeout is not None and c.connected_at is not None
+                        and now >= c.connected_at + cfg.startup_timeout + DEADLINE_GRACE_SECONDS):
+                    c.phase = Phase.STOPPING
+                    c.start_failed = True  # back off now, not when it exits: no replacement meanwhile
+                    out.append(StartupTimedOut(c.id, cfg.startup_timeout))
+                    out.append(self._start_failed(pool, c.id, now))
+            elif c.phase is Phase.READY and c.running and cfg.timeout is not None:
+                limit = cfg.timeout + cfg.batch_wait + DEADLINE_GRACE_SECONDS
+                late = tuple(i for i, since in c.running.items() if now >= since + limit)
+                if not late:
+                    continue
+                c.phase = Phase.STOPPING
+                timed_out = set(late)
+                rest = [i for i in c.assigned if i not in timed_out]
+                c.assigned.clear()
+                c.running.clear()
+                out.append(InputsTimedOut(c.id, late, cfg.timeout))
+                if rest:
+                    # Other inputs it was running or held run again elsewhere: at least once, not lost.
+                    pool.queue.extendleft(reversed(rest))
+                    out.append(RequeueInputs(tuple(rest)))
         return out
 
     # --- decisions ---------------------------------------------------------------------------------
@@ -378,6 +508,8 @@ class Scheduler:
         `buffer_containers` while busy, at least `min_containers`, at most `max_containers`.
         """
         cfg = pool.config
+        if cfg.unbound:
+            return 0
         per_container = cfg.target_inputs or cfg.max_inputs
         busy = len(pool.queue) + sum(len(c.assigned) for c in pool.containers.values())
         want = math.ceil(busy / per_container)
@@ -424,10 +556,13 @@ class Scheduler:
                 batch = tuple(pool.queue.popleft() for _ in range(take))
                 c.assigned.update(dict.fromkeys(batch))
                 c.last_active = now
+                self._mark_running(c, pool.config.max_inputs, now)
                 out.append(Assign(c.id, batch))
         # Scale: start what the plan lacks, stop idle containers past the scale-down window.
         want = self.plan(pool)
         pool.pending = 0
+        if now < pool.restart_at:
+            allow_start = False  # backing off after start-up failures
         if allow_start and len(live) < want and self.too_big(pool.config) is None:
             for k in range(want - len(live)):
                 if not self._fits(pool.config):
@@ -438,9 +573,11 @@ class Scheduler:
                 c = Container(cid, pool.id, Phase.STARTING, now, now)
                 pool.containers[cid] = c
                 self.containers[cid] = c
-                out.append(
-                    StartContainer(pool.id, cid, f"plan {want} > {len(live)} live ({len(pool.queue)} queued)")
-                )
+                why = f"plan {want} > {len(live)} live ({len(pool.queue)} queued)"
+                if pool.start_failures:
+                    why += f"; restart after {pool.start_failures} start-up failure(s) in a row"
+                pool.restart_at = 0.0  # the wait is over; the next failure sets it again
+                out.append(StartContainer(pool.id, cid, why))
             live = [c for c in pool.containers.values() if c.phase is not Phase.STOPPING]
         if pool.retired and not pool.queue and not pool.containers:
             del self.pools[pool.id]
@@ -461,12 +598,30 @@ class Scheduler:
                     out.append(StopContainer(c.id, f"idle {idle_for:.1f}s >= scaledown_window"))
         return out
 
+    @staticmethod
+    def _mark_running(c: Container, max_inputs: int, now: float) -> None:
+        # `running` is a prefix of `assigned` (both keep insertion order and lose entries only), so the
+        # next inputs to count as running are the ones right after it.
+        n = min(max_inputs, len(c.assigned)) - len(c.running)
+        if n > 0:
+            for iid in itertools.islice(c.assigned, len(c.running), len(c.running) + n):
+                c.running[iid] = now
+
     def next_deadline(self) -> float | None:
-        """The earliest time at which `tick` may stop an idle container."""
-        best: float | None = None
+        """The earliest time at which `tick` may have something to do: stop an idle container, start one
+        after a restart backoff, or kill one past its start-up or input deadline."""
+        times: list[float] = []
         for pool in self.pools.values():
+            cfg = pool.config
+            if pool.restart_at and (pool.queue or cfg.min_containers):
+                times.append(pool.restart_at)
+            live = sum(1 for c in pool.containers.values() if c.phase is not Phase.STOPPING)
             for c in pool.containers.values():
                 if c.phase is Phase.READY and not c.assigned:
-                    t = c.last_active + pool.config.scaledown_window
-                    best = t if best is None else min(best, t)
-        return best
+                    if live > cfg.min_containers:  # else it is kept warm: no scale-down to wake for
+                        times.append(c.last_active + cfg.scaledown_window)
+                elif c.phase is Phase.READY and c.running and cfg.timeout is not None:
+                    times.append(min(c.running.values()) + cfg.timeout + cfg.batch_wait + DEADLINE_GRACE_SECONDS)
+                elif c.phase is Phase.STARTING and c.connected_at is not None and cfg.startup_timeout is not None:
+                    times.append(c.connected_at + cfg.startup_timeout + DEADLINE_GRACE_SECONDS)
+        return min(times, default=None)

@@ -1,0 +1,80 @@
+"""What the control plane keeps about clients, functions, calls, inputs and containers (plain records)."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from typing import Any
+
+from .._wire import FramedProtocol
+from ..backends import ExitInfo
+from .core.scheduler import PoolConfig
+
+# How long a container asked to stop may run its exit hooks before it is killed.
+STOP_GRACE_SECONDS = 10.0
+ERROR = 7  # output status for a platform error: data is {"code": ..., "msg": ...}
+
+
+@dataclass(eq=False)
+class Peer:
+    """A connected SDK client."""
+
+    proto: FramedProtocol
+    apps: set[str] = field(default_factory=set)  # ephemeral apps stopped when the client leaves
+    # User code inside this container, connected with its credentials: it may send only what
+    # `access.container_refusal` allows.
+    container_id: str | None = None
+
+
+@dataclass
+class FunctionRecord:
+    function_id: str
+    app_id: str
+    tag: str
+    definition: dict[str, Any]
+    config: PoolConfig
+    env: dict[str, str]
+    retries: dict[str, Any] | None
+    is_generator: bool
+    start_failure_key: str | None = None  # the last start-up failure shown to the app's log readers
+
+
+@dataclass
+class CallRecord:
+    call_id: str
+    fn: FunctionRecord
+    kind: str
+    subscriber: Peer | None
+    outstanding: int = 0
+    inputs_closed: bool = True
+    result: tuple[int, Any] | None = None  # spawned calls keep their output
+    waiters: list[asyncio.Future] = field(default_factory=list)
+    input_ids: list[int] = field(default_factory=list)
+
+
+@dataclass
+class InputRecord:
+    input_id: int
+    call: CallRecord
+    idx: int
+    args: bytes
+    method: str | None
+    attempt: int = 0
+
+
+@dataclass
+class ContainerRecord:
+    container_id: str
+    fn: FunctionRecord
+    token: str
+    started_at: float
+    proto: FramedProtocol | None = None
+    pid: int | None = None
+    ready_at: float | None = None
+    timeline: dict[str, float] = field(default_factory=dict)
+    init_failure: dict[str, Any] | None = None
+    state: str = "starting"
+    exit_info: ExitInfo | None = None  # the process exited; waiting for its connection to drain
+    web_prefix: str | None = None  # its web endpoints listen on "<prefix>-<index>" (Unix sockets)
+    stop_requested_at: float | None = None  # asked to stop gracefully (SIGTERM, then SIGKILL after the grace)
+    killed_because: str | None = None  # the control plane killed it at once (a deadline), and why
