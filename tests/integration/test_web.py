@@ -67,6 +67,15 @@ def test_asgi_app_streams_responses_as_they_are_produced(web, tmp_path):
         assert next(lines) == "second"
 
 
+def test_websockets_pass_through_the_gateway(web):
+    from websockets.sync.client import connect
+
+    with connect(web.api.web_url.replace("http://", "ws://") + "/ws", open_timeout=30) as socket:
+        for text in ("one", "two"):
+            socket.send(text)
+            assert socket.recv(timeout=30) == f"echo {text}"
+
+
 def test_request_bodies_of_100_mb_pass(web):
     size, piece = 100 * 1024 * 1024, os.urandom(1 << 20)
     digest = hashlib.sha256()

@@ -61,7 +61,7 @@ INSTALL_TIMEOUT = 3600.0
 RUNTIME_PACKAGES = ("homeport", "cloudpickle", "msgpack")
 # What a web container's HTTP server runs on, with everything these require: an image that installs
 # its own versions (of FastAPI, say) gets those first.
-WEB_DISTRIBUTIONS = ("fastapi", "uvicorn", "httptools", "uvloop", "a2wsgi")
+WEB_DISTRIBUTIONS = ("fastapi", "uvicorn", "httptools", "uvloop", "a2wsgi", "websockets")
 PTH_NAME = "_homeport_runtime.pth"
 PTH_LINE = (
     f"import os, sys; sys.path.extend(p for p in os.environ.get({P.ENV_RUNTIME_PATH!r}, '').split(os.pathsep) "

@@ -45,7 +45,7 @@ def echo(item: dict):
 @modal.concurrent(max_inputs=8)
 @modal.asgi_app()
 def api():
-    from fastapi import FastAPI, Request
+    from fastapi import FastAPI, Request, WebSocket
     from fastapi.responses import StreamingResponse
 
     web = FastAPI()
@@ -62,6 +62,12 @@ def api():
             digest.update(chunk)
             size += len(chunk)
         return {"bytes": size, "sha256": digest.hexdigest()}
+
+    @web.websocket("/ws")
+    async def ws(socket: WebSocket):
+        await socket.accept()
+        async for text in socket.iter_text():
+            await socket.send_text(f"echo {text}")
 
     @web.get("/stream")
     async def stream(flag: str):
