@@ -1,0 +1,205 @@
+"""The web endpoint gateway against its peer: the same FastAPI app served by uvicorn directly.
+
+    python bench/gateway_bench.py [--duration 10] [--connections 32] [--threads 1]
+
+(a) direct: a trivial FastAPI `GET /` served by uvicorn on TCP 127.0.0.1 (one process, httptools, uvloop,
+    no access log);
+(b) gateway: the same app served by uvicorn on a Unix socket in one process, behind homeport's Gateway
+    running with uvloop in another.
+
+Each is loaded with wrk in turn (after a short warm-up) and the table shows requests/s and p50/p99
+latency, with the gateway's throughput as a share of direct and the latency it adds. Targets: gateway
+>= 70% of direct throughput, <= 1 ms added p50.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+SRC = HERE.parent / "src"
+
+
+def make_app():
+    from fastapi import FastAPI
+
+    app = FastAPI()
+
+    @app.get("/")
+    async def root():
+        return {"hello": "world"}
+
+    return app
+
+
+# --- the processes under test ----------------------------------------------------------------------
+def serve_direct(port: int) -> None:
+    import uvicorn
+
+    uvicorn.run(make_app(), host="127.0.0.1", port=port, http="httptools", loop="uvloop",
+                access_log=False, log_level="warning", lifespan="off")
+
+
+def serve_upstream(path: str) -> None:
+    import uvicorn
+
+    uvicorn.run(make_app(), uds=path, http="httptools", loop="uvloop", access_log=False,
+                log_level="warning", lifespan="off")
+
+
+def serve_gateway(port: int, path: str) -> None:
+    import asyncio
+
+    import uvloop
+
+    sys.path.insert(0, str(SRC))
+    from homeport.server.gateway import Endpoint, Gateway, Upstream
+
+    def release() -> None:
+        pass
+
+    async def acquire() -> Upstream:
+        return Upstream(path, release)
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGTERM, stop.set)
+        loop.add_signal_handler(signal.SIGINT, stop.set)
+        gateway = Gateway()
+        await gateway.open(port)
+        gateway.route(port, Endpoint("bench app function 'root'", acquire))
+        await stop.wait()
+        await gateway.close()
+
+    uvloop.run(main())
+
+
+# --- driving them ------------------------------------------------------------------------------------
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start(*args: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, __file__, *args])
+
+
+def stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def wait_ready(url: str, procs: list[subprocess.Popen], seconds: float = 30.0) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        for p in procs:
+            if p.poll() is not None:
+                raise SystemExit(f"a server exited early with status {p.returncode}")
+        try:
+            with urllib.request.urlopen(url, timeout=1) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.1)
+    raise SystemExit(f"{url} did not answer within {seconds:g} s")
+
+
+_UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3}
+
+
+def _ms(text: str) -> float:
+    m = re.fullmatch(r"([\d.]+)(us|ms|s)", text)
+    if not m:
+        raise ValueError(f"unexpected wrk latency {text!r}")
+    return float(m.group(1)) * _UNITS[m.group(2)]
+
+
+def wrk(url: str, duration: int, connections: int, threads: int) -> dict[str, float]:
+    out = subprocess.run(
+        ["wrk", f"-t{threads}", f"-c{connections}", f"-d{duration}s", "--latency", url],
+        capture_output=True, text=True, check=True,
+    ).stdout
+    rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    p50 = re.search(r"^\s+50%\s+(\S+)", out, re.M)
+    p99 = re.search(r"^\s+99%\s+(\S+)", out, re.M)
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)|Socket errors: (.*)", out)
+    if not (rps and p50 and p99):
+        raise SystemExit(f"could not parse wrk output:\n{out}")
+    if errors:
+        print(f"wrk reported errors against {url}: {errors.group(0)}", file=sys.stderr)
+    return {"rps": float(rps.group(1)), "p50": _ms(p50.group(1)), "p99": _ms(p99.group(1))}
+
+
+def measure(url: str, procs: list[subprocess.Popen], args) -> dict[str, float]:
+    wait_ready(url, procs)
+    wrk(url, 2, args.connections, args.threads)  # warm-up
+    return wrk(url, args.duration, args.connections, args.threads)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--duration", type=int, default=10)
+    parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--role", nargs="+", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.role:
+        role, *rest = args.role
+        {"direct": lambda: serve_direct(int(rest[0])),
+         "upstream": lambda: serve_upstream(rest[0]),
+         "gateway": lambda: serve_gateway(int(rest[0]), rest[1])}[role]()
+        return
+    if shutil.which("wrk") is None:
+        raise SystemExit("wrk is not installed")
+
+    rows = {}
+    port = free_port()
+    direct = start("--role", "direct", str(port))
+    try:
+        rows["direct (uvicorn, TCP)"] = measure(f"http://127.0.0.1:{port}/", [direct], args)
+    finally:
+        stop(direct)
+
+    tmp = tempfile.mkdtemp(prefix="hpbench")
+    path = os.path.join(tmp, "web.sock")
+    port = free_port()
+    upstream = start("--role", "upstream", path)
+    gateway = start("--role", "gateway", str(port), path)
+    try:
+        rows["gateway (uvicorn, Unix socket)"] = measure(f"http://127.0.0.1:{port}/", [upstream, gateway], args)
+    finally:
+        stop(gateway)
+        stop(upstream)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+    print(f"\nwrk -t{args.threads} -c{args.connections} -d{args.duration}s, GET / -> {{\"hello\": \"world\"}}\n")
+    print(f"{'':32} {'req/s':>10} {'p50 ms':>8} {'p99 ms':>8}")
+    for name, r in rows.items():
+        print(f"{name:32} {r['rps']:>10.0f} {r['p50']:>8.2f} {r['p99']:>8.2f}")
+    d, g = rows["direct (uvicorn, TCP)"], rows["gateway (uvicorn, Unix socket)"]
+    ratio = g["rps"] / d["rps"]
+    added = g["p50"] - d["p50"]
+    print(f"\ngateway/direct throughput: {ratio:.0%} (target >= 70%)")
+    print(f"added p50: {added:+.2f} ms (target <= 1 ms)")
+
+
+if __name__ == "__main__":
+    main()
