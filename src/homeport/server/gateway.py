@@ -995,6 +995,8 @@ class Gateway:
         idle = self._pool.get(path)
         while idle:
             conn = idle.pop()
+            if not idle:
+                del self._pool[path]  # socket paths come and go with containers: keep no empty lists
             if not conn.lost:
                 return conn
         return None
@@ -1036,5 +1038,7 @@ class Gateway:
                         if now >= client.lingering:
                             client.lingering = 0.0
                             client.transport.close()
+                    elif client.closed:
+                        continue  # closing already
                     elif not client.queue and client.seen < idle_since:
                         client._close(drain=False)
