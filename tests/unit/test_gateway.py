@@ -674,7 +674,7 @@ def test_authorize_false_answers_401_and_sees_the_client_headers(sock_dir):
 
 
 def test_an_upload_refused_early_gets_its_answer_not_a_reset(sock_dir):
-    # The gateway answers 401 after the head; the client keeps sending 30 MB it must be allowed to finish.
+    # The gateway answers before the body; the client keeps sending 30 MB it must be allowed to finish.
     slots = Slots(os.path.join(sock_dir, "s"))
 
     async def body():
@@ -683,6 +683,9 @@ def test_an_upload_refused_early_gets_its_answer_not_a_reset(sock_dir):
             for _ in range(2):
                 r = await c.post("/upload", content=b"x" * (30 * MiB))
                 assert (r.status_code, r.text.strip()) == (401, AUTH_MESSAGE)
+            # Answered by the parser itself, as soon as the head passed its limit.
+            r = await c.post("/upload", content=b"x" * (30 * MiB), headers={"X-Big": "a" * 70_000})
+            assert r.status_code == 431
         assert slots.acquired == 0
 
     run(body)
