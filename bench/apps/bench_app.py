@@ -81,6 +81,17 @@ def web_hello():
     return hello_handler()
 
 
+async def hello_handler_async():
+    return {"hello": "world"}
+
+
+@app.function(max_containers=1)
+@modal.concurrent(max_inputs=512)
+@modal.fastapi_endpoint()
+async def web_hello_async():
+    return await hello_handler_async()
+
+
 TICKS = os.environ.get("BENCH_TICKS_FILE", "/tmp/homeport-bench-ticks")
 ticks_app = modal.App("bench-ticks")
 
