@@ -235,3 +235,33 @@ def test_serve_reloads_when_the_source_changes(platform, tmp_path):
         proc.stdout.close()
     assert proc.returncode == 0, "".join(lines)
     assert wait_for(lambda: httpx.get(url, timeout=30).status_code == 404, timeout=30)
+
+
+def test_serve_children_end_with_it(platform, tmp_path):
+    program = tmp_path / "orphan.py"
+    program.write_text(textwrap.dedent("""
+        import homeport as modal
+        app = modal.App("orphan")
+
+        @app.function()
+        @modal.fastapi_endpoint()
+        def page():
+            return "up"
+    """))
+    proc = subprocess.Popen([sys.executable, "-m", "homeport.cli", "serve", str(program)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True)
+    reader.start()
+    try:
+        assert wait_for(lambda: any("Serving" in line for line in lines), timeout=120), "".join(lines)
+        url = next(m.group(1) for line in lines if (m := re.search(r"page => (http://\S+)", line)))
+        assert httpx.get(url, timeout=60).json() == "up"
+        proc.kill()  # `homeport serve` dies without a chance to stop its child: the child stops itself
+        proc.wait(30)
+        assert wait_for(lambda: httpx.get(url, timeout=30).status_code == 404, timeout=60)
+    finally:
+        proc.kill()
+        proc.wait(30)
+        reader.join(10)
+        proc.stdout.close()

@@ -120,6 +120,7 @@ def child_main(argv: list[str]) -> None:
     """The child: import the program, run its app, say it is ready, wait to be interrupted."""
     ref, fd = argv[0], int(argv[1])
     module_mode, reload = "-m" in argv[2:], "--reload" in argv[2:]
+    _end_with_parent()
     from ._run import find_app, import_program
 
     os.environ.setdefault("HOMEPORT_MODAL_ALIAS", "1")
@@ -136,6 +137,19 @@ def child_main(argv: list[str]) -> None:
                 time.sleep(3600)
     except KeyboardInterrupt:
         pass
+
+
+def _end_with_parent() -> None:
+    """Be interrupted (and stop the app) when `homeport serve` itself dies, however it dies."""
+    parent = os.getppid()
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGINT)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent:  # it died before the signal was armed
+        raise KeyboardInterrupt
 
 
 if __name__ == "__main__":
