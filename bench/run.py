@@ -207,6 +207,20 @@ def cold_start(ctx: Context) -> list[dict]:
     return out
 
 
+@figure("volume_cold_start")
+def volume_cold_start(ctx: Context) -> list[dict]:
+    """Like cold_start, for a function that mounts a volume (its containers run in their own view)."""
+    import bench_app
+
+    samples = []
+    for _ in range(5 if ctx.quick else 15):
+        t = time.perf_counter()
+        with bench_app.app.run(show_logs=False):
+            bench_app.with_volume.remote(1)
+            samples.append(time.perf_counter() - t)
+    return [row("volume_cold_start", statistics.median(samples) * 1e3, "ms", target="close to cold_start")]
+
+
 # --- issue 6 --------------------------------------------------------------------------------------
 @figure("snapshot_cold_start")
 def snapshot_cold_start(ctx: Context) -> list[dict]:

@@ -20,6 +20,14 @@ def one_second(x):
     return x
 
 
+bench_volume = modal.Volume.from_name("bench-volume", create_if_missing=True)
+
+
+@app.function(volumes={"/data": bench_volume})
+def with_volume(x=0):
+    return x
+
+
 @app.function(scaledown_window=2)
 def idle_probe():
     return os.getpid()

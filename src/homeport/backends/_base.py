@@ -17,6 +17,17 @@ class Mount:
 
 
 @dataclass(frozen=True)
+class PrivateDir:
+    """A host directory no container may see (the control plane's state: its token, the key to the
+    secrets, the database, every volume), but for `keep`: paths under it that containers need, which
+    appear at their own paths (the control plane's socket, the image environments read-only ...).
+    Paths in `keep` that do not exist when a container starts are left out."""
+
+    path: str
+    keep: tuple[Mount, ...] = ()
+
+
+@dataclass(frozen=True)
 class TemplateSpec:
     """Start the container as a copy of a template process rather than as a fresh interpreter.
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import ctypes
 import os
 import re
+from collections.abc import Callable
 
 CLONE_NEWNS = 0x00020000
 MS_BIND = 0x1000
@@ -92,15 +93,15 @@ def private_root() -> None:
     os.chdir("/")
 
 
-def probe() -> str | None:
-    """Whether `private_root` works here: None, or why not (tried in a child that then exits)."""
+def probe(attempt: Callable[[], object] | None = None) -> str | None:
+    """Whether `attempt` (`private_root`) works here: None, or why not (tried in a child that then exits)."""
     r, w = os.pipe()
     pid = os.fork()
     if pid == 0:
         os.close(r)
         code = 0
         try:
-            private_root()
+            (attempt or private_root)()
         except BaseException as exc:  # reported to the parent, whatever it is
             os.write(w, f"{type(exc).__name__}: {exc}".encode(errors="replace"))
             code = 1

@@ -163,6 +163,33 @@ def _send_sources(sock: socket.socket, files: list[list[Any]]) -> None:
         _send(sock, {"t": "sources", "files": batch})
 
 
+_hides = False  # the containers forked from here hide the state directory from themselves (`_hide`)
+
+
+def _prepare_hiding(plan: dict[str, Any], snapshot: bool) -> str | None:
+    """Get ready to hide the state directory from the containers forked from here (and, for a snapshot,
+    from the user's code this template runs): None, or why the machine does not allow it."""
+    global _hides
+    from . import _hide
+    from ._mountns import probe
+
+    try:
+        _hide.own_namespace()
+        if snapshot:
+            _hide.hide(plan)
+            _hide.new_user_namespace()  # its mounts are locked now; its containers can still make their own
+    except OSError as exc:
+        return str(exc)
+
+    def attempt() -> None:
+        _hide.hide(plan)
+        _hide.lock()
+
+    problem = probe(attempt)
+    _hides = problem is None
+    return problem
+
+
 def main(fd: int) -> None:
     global _start_dir
     _start_dir = os.getcwd()
@@ -178,11 +205,16 @@ def main(fd: int) -> None:
             _send(sock, {"t": "failed", "error": "a container forked from it could not get a root file system of "
                                                  f"its own ({problem})"})
             return
-    if first.get("definition_path"):
-        from ._runtime import load_service, run_snap_hooks
-
+    defn = None
+    if first.get("definition_path"):  # read before the state directory (where it is) is hidden
         with open(first["definition_path"], "rb") as f:
             defn = msgpack.unpackb(f.read(), raw=False, strict_map_key=False)
+    visible = None
+    if first.get("hide") is not None:
+        visible = _prepare_hiding(first["hide"], snapshot=defn is not None)
+    if defn is not None:
+        from ._runtime import load_service, run_snap_hooks
+
         try:
             preloaded = load_service(defn)
             timeline = {"import": time.monotonic() - t0}
@@ -201,7 +233,7 @@ def main(fd: int) -> None:
         from . import _runtime  # noqa: F401 - what every container needs, imported once here
 
         preloaded = None
-    _send(sock, {"t": "ready", "seconds": time.monotonic() - t0})
+    _send(sock, {"t": "ready", "seconds": time.monotonic() - t0, "visible": visible})
     _serve(sock, preloaded)
 
 
@@ -274,6 +306,18 @@ def _kill(pid: int, sig: int) -> None:
         pass
 
 
+def _hide_state(plan: dict[str, Any]) -> None:
+    from . import _hide
+
+    try:
+        _hide.hide(plan)
+        _hide.lock()
+    except OSError as exc:  # the template's probe worked: do not run the user's code with the secrets in view
+        print(f"homeport: this container could not hide the control plane's state directory ({exc}); "
+              "it does not start", file=sys.stderr)
+        raise SystemExit(1) from None
+
+
 def _child(sock: socket.socket, fds: list[int], msg: dict[str, Any], preloaded: Any) -> None:
     code = 1
     try:
@@ -292,6 +336,8 @@ def _child(sock: socket.socket, fds: list[int], msg: dict[str, Any], preloaded: 
         os.environ.clear()
         os.environ.update(msg["env"])
         cwd = msg.get("cwd")
+        if msg.get("hide") is not None and _hides:  # before any user code runs here
+            _hide_state(msg["hide"])
         if msg.get("private_root"):  # a root file system image: a writable root of its own, first
             from ._mountns import private_root
 

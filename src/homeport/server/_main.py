@@ -15,7 +15,7 @@ from pathlib import Path
 from .. import _config
 from .. import _protocol as P
 from .._wire import new_event_loop
-from ..backends import create_backend
+from ..backends import Mount, PrivateDir, create_backend
 from .api import serve
 from .secrets import Cipher, SecretStore, load_or_create_key
 from .services import ControlPlane
@@ -37,6 +37,15 @@ def _socket_in_use(path: Path) -> bool:
     return True
 
 
+def _private_dir(state_dir: Path, address: Path) -> PrivateDir:
+    """The state directory as containers see it: empty but for the control plane's socket, the image
+    environments (read-only: one app's container must not change another's packages) and the web
+    endpoints' sockets. Their own scratch directory the backend adds; their volumes they see mounted."""
+    keep = (Mount(str(address), str(address)), Mount(str(state_dir / "images"), str(state_dir / "images"), True),
+            Mount(str(state_dir / "web"), str(state_dir / "web")))
+    return PrivateDir(str(state_dir), keep)
+
+
 async def run(state_dir: Path, backend_name: str) -> None:
     address = _config.server_address()
     if address.exists():
@@ -50,7 +59,7 @@ async def run(state_dir: Path, backend_name: str) -> None:
     stale = state.stop_running_apps()
     if stale:
         log.info("marked %d apps of a previous control plane as stopped", stale)
-    backend = create_backend(backend_name, scratch_dir=str(scratch))
+    backend = create_backend(backend_name, scratch_dir=str(scratch), private=_private_dir(state_dir, address))
     cipher = Cipher(load_or_create_key(state_dir / "secret.key"))
     state.cipher = cipher  # deployments hold function environments (secret values): encrypted at rest
     cp = ControlPlane(state, backend, token, str(address), str(scratch))

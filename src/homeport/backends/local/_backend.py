@@ -6,6 +6,9 @@ user's own imports and `snap=True` enter hooks. Containers with volumes, local f
 system are forked too: their template runs in the same view. Either way a container gets its own
 process group, pipes for stdout and stderr, and a private TMPDIR. When a container cannot be forked
 it is spawned, and the app is told why, once.
+
+The control plane's state directory (`private`) is hidden from every container (see `_private`);
+where the machine cannot do that, the app is told so, once.
 """
 
 from __future__ import annotations
@@ -18,8 +21,8 @@ import shutil
 import signal
 import time
 
-from .._base import Backend, ContainerSpec, ExitCallback, ExitInfo, OutputCallback, TemplateSpec
-from . import _rootfs, _sandbox
+from .._base import Backend, ContainerSpec, ExitCallback, ExitInfo, OutputCallback, PrivateDir, TemplateSpec
+from . import _private, _rootfs, _sandbox
 from ._cgroups import Cgroup, Cgroups, CgroupsUnavailable
 from ._templates import Templates, TemplateUnavailable
 
@@ -38,14 +41,19 @@ class _Proc:
         self.process: asyncio.subprocess.Process | None = None  # when spawned (not forked)
         self.exited = False
         self.cgroup: Cgroup | None = None
+        self.scratch: str | None = None  # its private TMPDIR, removed when it exits
+        self.sandboxed = False  # spawned under a sandbox, which reports a killed child as 128 + signal
 
 
 class LocalBackend(Backend):
     name = "local"
 
-    def __init__(self, scratch_dir: str | None = None) -> None:
+    def __init__(self, scratch_dir: str | None = None, private: PrivateDir | None = None) -> None:
         self._procs: dict[str, _Proc] = {}
         self._scratch = scratch_dir
+        self._private = private
+        self._bwrap_problem: str | bool | None = False  # why bubblewrap cannot hide it here; False: not tried
+        self._told_visible: set[str] = set()  # apps told that the state directory is visible to their containers
         self._templates: Templates | None = None
         self._sweeper: asyncio.TimerHandle | None = None
         self._tasks: set[asyncio.Task] = set()
@@ -57,14 +65,13 @@ class LocalBackend(Backend):
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    def _tmpdir(self, spec: ContainerSpec) -> dict[str, str]:
-        env = dict(spec.env)
-        if self._scratch:
-            # A private temporary directory per container, removed when it exits.
-            tmp = os.path.join(self._scratch, spec.container_id)
-            os.makedirs(tmp, mode=0o700, exist_ok=True)
-            env["TMPDIR"] = tmp
-        return env
+    def _tmpdir(self, spec: ContainerSpec) -> str | None:
+        """A private temporary directory for a spawned container, removed when it exits."""
+        if not self._scratch:
+            return None
+        tmp = os.path.join(self._scratch, spec.container_id)
+        os.makedirs(tmp, mode=0o700, exist_ok=True)
+        return tmp
 
     async def start(self, spec: ContainerSpec, on_output: OutputCallback, on_exit: ExitCallback) -> int:
         pid = await self._start(spec, on_output, on_exit)
@@ -87,13 +94,12 @@ class LocalBackend(Backend):
             proc.cgroup = cgroup
 
     async def _start(self, spec: ContainerSpec, on_output: OutputCallback, on_exit: ExitCallback) -> int:
-        env = self._tmpdir(spec)
         if spec.template is not None and self._scratch:
             try:
-                return await self._fork(spec, env, on_output, on_exit)
+                return await self._fork(spec, dict(spec.env), on_output, on_exit)
             except TemplateUnavailable as exc:
                 self._without_template(spec, str(exc), on_output)
-        return await self._spawn(spec, env, on_output, on_exit)
+        return await self._spawn(spec, on_output, on_exit)
 
     def _without_template(self, spec: ContainerSpec, reason: str, on_output: OutputCallback) -> None:
         """Say why this container starts as a fresh process: in the server log always, to the app's log
@@ -107,15 +113,53 @@ class LocalBackend(Backend):
             self._told.add(told)
             on_output(spec.container_id, 2, note.encode())
 
-    async def _spawn(self, spec: ContainerSpec, env: dict[str, str], on_output: OutputCallback,
-                     on_exit: ExitCallback) -> int:
+    def _visible(self, spec: ContainerSpec, reason: str, on_output: OutputCallback) -> None:
+        """Say that the state directory is not hidden from this container: in the server log always,
+        to the app's log once (its other containers start the same way)."""
+        assert self._private is not None
+        note = (f"homeport: the control plane's state directory ({self._private.path}) is visible to the "
+                f"containers on this machine, its token and the key to every secret included: {reason}\n")
+        log.warning("container %s: %s", spec.container_id, note.strip())
+        if spec.app_id not in self._told_visible:
+            self._told_visible.add(spec.app_id)
+            on_output(spec.container_id, 2, note.encode())
+
+    async def _bwrap_hides(self) -> str | None:
+        """None, or why bubblewrap cannot hide the state directory on this machine (asked once)."""
+        if self._bwrap_problem is False:
+            assert self._private is not None
+            try:
+                argv = _sandbox.wrap(["true"], (), None, None, hide=_private.plan(self._private))
+                probe = await asyncio.create_subprocess_exec(
+                    *argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
+                    stderr=asyncio.subprocess.PIPE)
+                _out, err = await probe.communicate()
+                self._bwrap_problem = None if probe.returncode == 0 else (
+                    f"bubblewrap fails here: {err.decode(errors='replace').strip() or f'exit code {probe.returncode}'}")
+            except (OSError, _sandbox.SandboxUnavailable) as exc:
+                self._bwrap_problem = str(exc)
+        assert self._bwrap_problem is not False
+        return self._bwrap_problem
+
+    async def _spawn(self, spec: ContainerSpec, on_output: OutputCallback, on_exit: ExitCallback) -> int:
+        env = dict(spec.env)
+        tmp = self._tmpdir(spec)
+        if tmp is not None:
+            env["TMPDIR"] = tmp
+        # A root file system holds only what is bound into it: nothing of the state directory to hide.
+        hide = None if spec.rootfs else _private.plan(self._private, [tmp] if tmp else [])
+        problem = None if hide is None else await self._bwrap_hides()
+        if problem is not None:  # it still runs, as it would without a state directory to hide
+            hide = None
         try:
-            argv = _sandbox.command(spec)
+            argv = _sandbox.command(spec, hide)
         except _sandbox.SandboxUnavailable as exc:
             raise RuntimeError(str(exc)) from None
         note = _sandbox.network_note(spec)
         if note is not None:
             on_output(spec.container_id, 2, note.encode())
+        if problem is not None:
+            self._visible(spec, problem, on_output)
         process = await asyncio.create_subprocess_exec(
             *argv,
             stdin=asyncio.subprocess.DEVNULL,
@@ -123,11 +167,13 @@ class LocalBackend(Backend):
             stderr=asyncio.subprocess.PIPE,
             env=env,
             # A sandbox changes to `spec.cwd` inside its own view, where it may exist only (an image's workdir).
-            cwd=None if _sandbox.sandboxed(spec) else spec.cwd,
+            cwd=None if _sandbox.sandboxed(spec, hide) else spec.cwd,
             start_new_session=True,  # its own process group, so stop() reaches its children too
         )
         proc = _Proc(spec, process.pid, on_exit)
         proc.process = process
+        proc.scratch = tmp
+        proc.sandboxed = _sandbox.sandboxed(spec, hide)
         self._procs[spec.container_id] = proc
         for fd, stream in ((1, process.stdout), (2, process.stderr)):
             proc.pumps.append(asyncio.create_task(self._pump(spec.container_id, fd, stream, on_output)))
@@ -136,7 +182,7 @@ class LocalBackend(Backend):
 
     def _ensure_templates(self) -> Templates:
         if self._templates is None:
-            self._templates = Templates(self._scratch, self._on_forked_exit)
+            self._templates = Templates(self._scratch, self._on_forked_exit, self._private)
             self._schedule_sweep()
         return self._templates
 
@@ -177,7 +223,7 @@ class LocalBackend(Backend):
             readers.append(r)
             writers.append(w)
         try:
-            pid = await templates.fork(spec.template, cid, env, cwd, *writers, sink=sink)
+            forked = await templates.fork(spec.template, cid, env, cwd, *writers, sink=sink)
         except BaseException:
             for fd in readers:
                 os.close(fd)
@@ -185,7 +231,11 @@ class LocalBackend(Backend):
         finally:
             for fd in writers:
                 os.close(fd)
+        if forked.visible is not None:
+            self._visible(spec, forked.visible, on_output)
+        pid = forked.pid
         proc = _Proc(spec, pid, on_exit)
+        proc.scratch = forked.scratch
         self._procs[spec.container_id] = proc
         for fd, r in zip((1, 2), readers):
             reader = asyncio.StreamReader(limit=1 << 20)
@@ -214,7 +264,7 @@ class LocalBackend(Backend):
 
     async def _wait_spawned(self, proc: _Proc) -> None:
         rc = await proc.process.wait()
-        if _sandbox.sandboxed(proc.spec) and rc > 128:  # bubblewrap reports a killed child as 128 + signal
+        if proc.sandboxed and rc > 128:  # bubblewrap reports a killed child as 128 + signal
             rc = -(rc - 128)
         await self._finish(proc, ExitInfo(rc, -rc) if rc < 0 else ExitInfo(rc, None))
 
@@ -241,8 +291,8 @@ class LocalBackend(Backend):
             if info.signal == signal.SIGKILL and proc.cgroup.oom_killed():
                 info = ExitInfo(info.returncode, info.signal, oom_limit_mib=proc.spec.memory_limit_mib)
             proc.cgroup.remove()
-        if self._scratch:
-            shutil.rmtree(os.path.join(self._scratch, proc.spec.container_id), ignore_errors=True)
+        if proc.scratch:
+            shutil.rmtree(proc.scratch, ignore_errors=True)
         proc.on_exit(proc.spec.container_id, info)
 
     def _kill_group(self, proc: _Proc, sig: int) -> None:

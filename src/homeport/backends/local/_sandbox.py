@@ -1,11 +1,12 @@
 """How a container's process is wrapped so that it sees its own file system view.
 
-`command(spec)` turns the container's argv into the argv the local backend executes (`wrap` does the
-same for a template process, which its containers then inherit the view from). Without mounts
-the container runs directly. With mounts (volumes) it runs under bubblewrap in its own mount
-namespace: the root is a fresh tmpfs into which the host's top-level directories are bound, so a volume
-appears at exactly the path the user gave (`/data`, `/cache` ...) even where the host has no such
-directory, and nothing is created on the host.
+`command(spec, hide)` turns the container's argv into the argv the local backend executes (`wrap` does
+the same for a template process, which its containers then inherit the view from). A container runs
+under bubblewrap in its own mount namespace: the root is a fresh tmpfs into which the host's top-level
+directories are bound, so a volume appears at exactly the path the user gave (`/data`, `/cache` ...)
+even where the host has no such directory, and nothing is created on the host; the control plane's
+state directory is hidden there (`hide`, see `_private`). With neither mounts nor anything to hide
+it runs directly.
 
 bubblewrap exits at once on SIGTERM without passing it on, so it runs with SIGTERM ignored (inherited
 through exec; the runtime installs its own handler): the backend's SIGTERM to the process group then
@@ -19,7 +20,8 @@ import shutil
 from collections.abc import Sequence
 
 from .._base import ContainerSpec, Mount
-from . import _rootfs
+from . import _private, _rootfs
+from ._private import Plan
 
 _SPECIAL = {"proc", "dev", "sys", "tmp"}
 
@@ -28,8 +30,13 @@ class SandboxUnavailable(Exception):
     pass
 
 
-def sandboxed(spec: ContainerSpec) -> bool:
-    return bool(spec.mounts or spec.rootfs or spec.host_read_only or (spec.private_network and shutil.which("bwrap")))
+def needs_sandbox(spec: ContainerSpec) -> bool:
+    """Whether the container cannot run at all without its sandbox (it still runs without `hide`)."""
+    return bool(spec.mounts or spec.rootfs or spec.host_read_only)
+
+
+def sandboxed(spec: ContainerSpec, hide: Plan | None = None) -> bool:
+    return needs_sandbox(spec) or hide is not None or bool(spec.private_network and shutil.which("bwrap"))
 
 
 def network_note(spec: ContainerSpec) -> str | None:
@@ -41,34 +48,36 @@ def network_note(spec: ContainerSpec) -> str | None:
     return None
 
 
-def command(spec: ContainerSpec) -> list[str]:
-    return wrap(spec.argv, spec.mounts, spec.rootfs, spec.cwd, host_read_only=spec.host_read_only,
+def command(spec: ContainerSpec, hide: Plan | None = None) -> list[str]:
+    return wrap(spec.argv, spec.mounts, spec.rootfs, spec.cwd, host_read_only=spec.host_read_only, hide=hide,
                 private_network=spec.private_network)
 
 
 def wrap(argv: Sequence[str], mounts: Sequence[Mount], rootfs: str | None, cwd: str | None,
-         host_read_only: bool = False, private_network: bool = False) -> list[str]:
+         host_read_only: bool = False, hide: Plan | None = None, private_network: bool = False) -> list[str]:
     """The argv that runs `argv` in the view of a container (or template) with these mounts and root.
 
     `host_read_only`: the host's directories are read-only and /tmp is private (an image build step
     that must not write to the host); only `mounts` that are not read-only can be written.
+    `hide`: a directory covered by an empty one but for the paths it keeps (`_private.plan`).
     `private_network`: a network namespace of its own, with only loopback.
     """
     if rootfs:  # the image's own root file system, mounts bound into it
         return _rootfs.wrap(argv, rootfs, mounts, private_network)
-    if not mounts and not host_read_only and not private_network:
+    if not mounts and not host_read_only and hide is None and not private_network:
         return list(argv)
     bwrap = shutil.which("bwrap")
-    if bwrap is None and not mounts and not host_read_only:
+    if bwrap is None and not mounts and not host_read_only and hide is None:
         return list(argv)  # only the network was asked for: `network_note` tells the user
     if bwrap is None:
-        what = "volumes are mounted with" if mounts else "Image.run_function() steps run under"
+        what = ("volumes are mounted with" if mounts else "Image.run_function() steps run under" if host_read_only
+                else "the control plane's state directory is hidden from containers with")
         raise SandboxUnavailable(
             f"{what} bubblewrap, which is not installed on this machine; "
             "install it (Debian/Ubuntu: `apt-get install bubblewrap`) and try again"
         )
     net = ["--unshare-net"] if private_network else []
-    if not mounts and not host_read_only:  # only a network of its own: the machine's file system as it is
+    if not mounts and not host_read_only and hide is None:  # only a network of its own: the host's files as they are
         chdir = ["--chdir", cwd] if cwd else []
         return ["sh", "-c", 'trap "" TERM; exec "$@"', "sh", bwrap, "--dev-bind", "/", "/", *net, *chdir, "--", *argv]
     host = "--ro-bind" if host_read_only else "--dev-bind"
@@ -87,6 +96,8 @@ def wrap(argv: Sequence[str], mounts: Sequence[Mount], rootfs: str | None, cwd: 
         args += ["--proc", "/proc", "--dev-bind", "/dev", "/dev", "--bind", "/tmp", "/tmp"]
     if os.path.isdir("/sys"):
         args += ["--ro-bind", "/sys", "/sys"]
+    if hide is not None:  # before the mounts: some have their targets under it (an image build's own directory)
+        args += _private.bwrap_args(hide)
     for m in sorted(mounts, key=lambda m: m.target.count("/")):
         if os.path.isdir(m.source):  # a file (an image's `add_local_file`) gets a file mount point
             args += ["--dir", m.target]

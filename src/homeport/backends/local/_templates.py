@@ -6,6 +6,11 @@ local files included, so a container that mounts something starts as fast as one
 root file system image each forked container then mounts its own writable layer over the template's
 root (`homeport.runtime._mountns`), so its writes stay its own as in a container started afresh.
 
+The control plane's state directory is hidden from every container forked here (`_private`): each
+hides it from itself before the user's code runs, and a snapshot template hides it from itself too.
+So that a container's private temporary directory stays within what the template sees, it lies in a
+directory of the template's own (under the backend's scratch directory), empty when the template starts.
+
 A snapshot template reports the user's source files it imported; before each fork they are checked,
 and a template whose sources changed since is replaced by a new one (the key covers only the module
 file of the function itself), as is one whose mounted directories were replaced (a volume deleted
@@ -18,16 +23,19 @@ import asyncio
 import contextlib
 import logging
 import os
+import shutil
 import signal
 import socket
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import msgpack
 
-from .._base import TemplateSpec
-from . import _sandbox
+from .._base import PrivateDir, TemplateSpec
+from . import _private, _sandbox
 
 log = logging.getLogger("homeport.backend.local")
 
@@ -39,6 +47,12 @@ Sink = Callable[[int, bytes], None]  # (fd, line): where a template's own output
 
 class TemplateUnavailable(Exception):
     """This container cannot be forked from its template; the reason says why."""
+
+
+class Forked(NamedTuple):
+    pid: int
+    scratch: str | None  # the container's private temporary directory, removed when it exits
+    visible: str | None  # why the state directory is not hidden from it (None: it is, or nothing is hidden)
 
 
 @dataclass(eq=False)  # one per process: compared and hashed by identity
@@ -58,6 +72,9 @@ class _Template:
     # What its mounts were when it started: (source, (device, inode)). A volume deleted and made
     # again under its name is a new directory, which the template's bind mount does not show.
     mounted: list[tuple[str, tuple[int, int]]] = field(default_factory=list)
+    scratch: str = ""  # the template's own directory, where its containers' temporary directories are
+    hides: bool = False  # its containers hide the state directory from themselves
+    visible: str | None = None  # why they cannot, where it was asked
 
     def changed(self) -> str | None:
         """What changed since the template started, so that its copies would not match a fresh start."""
@@ -100,8 +117,10 @@ def _command(spec: TemplateSpec, fd: int) -> tuple[list[str], str | None]:
 class Templates:
     """One template process per key; forks containers from it and reports their exits."""
 
-    def __init__(self, scratch: str, on_child_exit: Callable[[str, int | None], None]) -> None:
+    def __init__(self, scratch: str, on_child_exit: Callable[[str, int | None], None],
+                 private: PrivateDir | None = None) -> None:
         self._scratch = scratch
+        self._private = private
         self._on_child_exit = on_child_exit
         self._templates: dict[str, _Template] = {}  # the one each key forks from now
         self._live: set[_Template] = set()  # every template process not yet exited, retired ones too
@@ -109,24 +128,36 @@ class Templates:
         self._starting: dict[str, asyncio.Task] = {}
 
     async def fork(self, spec: TemplateSpec, cid: str, env: dict[str, str], cwd: str | None,
-                   out_w: int, err_w: int, sink: Sink) -> int:
+                   out_w: int, err_w: int, sink: Sink) -> Forked:
         """Fork container `cid` from its template, starting the template first if needed; what the
-        template prints while it starts (a snapshot's imports and hooks) goes to `sink`."""
+        template prints while it starts (a snapshot's imports and hooks) goes to `sink`. Its TMPDIR
+        is made here, unless it has a root file system of its own (and its own /tmp)."""
         if spec.key in self._failed:
             raise TemplateUnavailable(self._failed[spec.key])
         tpl = await self._get(spec, sink)
         tpl.last_used = time.monotonic()
+        scratch = None
+        if not spec.rootfs:
+            scratch = os.path.join(tpl.scratch, cid)
+            os.makedirs(scratch, mode=0o700, exist_ok=True)
+            env = {**env, "TMPDIR": scratch}
         fut = asyncio.get_running_loop().create_future()
         tpl.forks[cid] = fut
-        msg = {"t": "fork", "cid": cid, "env": env, "cwd": cwd, "t0": time.time(), "private_root": bool(spec.rootfs)}
+        msg = {"t": "fork", "cid": cid, "env": env, "cwd": cwd, "t0": time.time(), "private_root": bool(spec.rootfs),
+               "hide": _private.plan(self._private, [scratch] if scratch else []) if tpl.hides else None}
         try:
-            socket.send_fds(tpl.sock, [msgpack.packb(msg, use_bin_type=True)], [out_w, err_w])
-        except OSError as exc:
-            tpl.forks.pop(cid, None)
-            raise TemplateUnavailable(f"the template process is gone ({exc})") from None
-        pid = await fut
+            try:
+                socket.send_fds(tpl.sock, [msgpack.packb(msg, use_bin_type=True)], [out_w, err_w])
+            except OSError as exc:
+                tpl.forks.pop(cid, None)
+                raise TemplateUnavailable(f"the template process is gone ({exc})") from None
+            pid = await fut
+        except TemplateUnavailable:
+            if scratch:
+                shutil.rmtree(scratch, ignore_errors=True)
+            raise
         tpl.children.add(cid)
-        return pid
+        return Forked(pid, scratch, tpl.visible)
 
     async def warm(self, spec: TemplateSpec, sink: Sink) -> None:
         tpl = await self._get(spec, sink)
@@ -159,6 +190,11 @@ class Templates:
             first["definition_path"] = path
         sandboxed = bool(spec.mounts or spec.rootfs)
         mounted = _identities(spec)  # before the template binds them
+        own = tempfile.mkdtemp(prefix=f"tpl-{spec.key[:12]}-", dir=self._scratch)
+        # A root file system holds only what is bound into it: nothing of the state directory to hide.
+        hide = None if spec.rootfs else _private.plan(self._private, [own])
+        if hide is not None:
+            first["hide"] = hide
         try:
             command, cwd = _command(spec, child.fileno())
             process = await asyncio.create_subprocess_exec(
@@ -168,12 +204,14 @@ class Templates:
             )
         except (OSError, _sandbox.SandboxUnavailable) as exc:
             parent.close()
+            os.rmdir(own)
             raise TemplateUnavailable(f"the template process could not start: {exc}") from None
         finally:
             child.close()
         parent.setblocking(False)
         loop = asyncio.get_running_loop()
-        tpl = _Template(spec, process, parent, loop.create_future(), mounted=mounted)
+        tpl = _Template(spec, process, parent, loop.create_future(), mounted=mounted, scratch=own,
+                        hides=hide is not None)
         self._templates[spec.key] = tpl
         tpl.pumps = [asyncio.create_task(self._pump(sink, fd, stream))
                      for fd, stream in ((1, process.stdout), (2, process.stderr))]
@@ -197,6 +235,8 @@ class Templates:
     async def _wait(self, tpl: _Template) -> None:
         await tpl.process.wait()
         self._live.discard(tpl)
+        with contextlib.suppress(OSError):  # empty once the last of its containers has exited
+            os.rmdir(tpl.scratch)
 
     async def _pump(self, sink: Sink, fd: int, stream: asyncio.StreamReader) -> None:
         while line := await stream.readline():
@@ -217,6 +257,8 @@ class Templates:
             if t == "sources":
                 tpl.sources += [(path, (mtime, size, ino)) for path, mtime, size, ino in msg["files"]]
             elif t == "ready":
+                tpl.visible = msg.get("visible") if tpl.hides else None
+                tpl.hides = tpl.hides and tpl.visible is None
                 tpl.ready.set_result(None)
             elif t == "failed":
                 self._fail(tpl, msg["error"])

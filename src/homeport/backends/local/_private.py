@@ -1,0 +1,46 @@
+"""What a container sees of the control plane's state directory (`PrivateDir`): an empty directory,
+with only the paths it needs bound back at their own places.
+
+Containers run as the same OS user as the control plane, so permissions cannot keep the token, the
+key to every secret, other apps' volumes or other containers' scratch directories from them; their
+mount namespace does. `plan` says what to hide and what to keep, as data: a forked container (and a
+snapshot template, before the user's code runs in it) carries it out itself (`homeport.runtime._hide`),
+a spawned one gets it as bubblewrap arguments (`bwrap_args`). A container in an image's own root file
+system sees only what is bound into that root, and needs neither.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from .._base import PrivateDir
+
+Plan = dict[str, Any]  # {"dir": path, "keep": [[path, read_only], ...]}: msgpack-able, for the runtime
+
+
+def _under(path: str, directory: str) -> bool:
+    return path.startswith(directory.rstrip("/") + "/")
+
+
+def plan(private: PrivateDir | None, own: Sequence[str] = ()) -> Plan | None:
+    """The directory to hide and the paths to keep: `private.keep` and the container's `own` (its
+    scratch directory, writable), those under the directory only, the shallower first (a deeper
+    one is bound on top of it)."""
+    if private is None:
+        return None
+    keep = [(m.source, m.read_only) for m in private.keep] + [(p, False) for p in own]
+    keep = [(p.rstrip("/"), ro) for p, ro in keep if _under(p, private.path)]
+    keep.sort(key=lambda k: k[0].count("/"))
+    return {"dir": private.path.rstrip("/"), "keep": [[p, ro] for p, ro in keep]}
+
+
+def bwrap_args(hide: Plan) -> list[str]:
+    """bubblewrap arguments that do what `hide` says, to follow the binds of the host's directories.
+    bubblewrap takes each source from the host's own view, so what the tmpfs covers can be bound.
+    In a user namespace of its own and without capabilities the container can neither unmount the
+    tmpfs nor look into a process outside (/proc/<pid>/root of one that sees the host's view)."""
+    args = ["--unshare-user", "--cap-drop", "ALL", "--tmpfs", hide["dir"]]
+    for path, read_only in hide["keep"]:
+        args += ["--ro-bind-try" if read_only else "--bind-try", path, path]
+    return args
