@@ -39,8 +39,8 @@ from .records import ERROR, STOP_GRACE_SECONDS, CallRecord, ContainerRecord, Fun
 from .schedules import ScheduleRunner
 from .secrets import SecretStore
 from .state import State
-from .templates import container_template
 from .supervision import Supervisor
+from .templates import container_template
 from .volumes import VolumeStore
 from .web import WebEndpoints
 

@@ -75,7 +75,7 @@ def api():
             yield b"first\n"
             # The client creates `flag` only once it has read the first chunk: the second one can
             # only come if the first reached it while the response was still being produced.
-            while not os.path.exists(flag):
+            while not os.path.exists(flag):  # noqa: ASYNC110, ASYNC240 - another process's signal
                 await asyncio.sleep(0.01)
             yield b"second\n"
 
