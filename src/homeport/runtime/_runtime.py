@@ -347,6 +347,9 @@ class Runtime:
                 outbox.add([iid, P.TERMINATED, None, 0.0])
                 continue
             result = self.run_input(item)
+            if not pending and result[1] != P.TIMEOUT:
+                outbox.send(result)  # nothing else to run: out now, without waking the flusher thread
+                continue
             outbox.add(result)
             if result[1] == P.TIMEOUT:
                 # The user code was interrupted mid-flight; its state is suspect, so this container
@@ -559,6 +562,13 @@ class _Outbox:
                 self._since = time.monotonic()
                 self._cond.notify()
             self._items.append(output)
+
+    def send(self, output: list[Any]) -> None:
+        """Send `output` now, with whatever is held before it."""
+        with self._cond:
+            items, self._items = self._items, []
+            items.append(output)
+            self._rt._flush(items)
 
     def held_for(self) -> float:
         return time.monotonic() - self._since if self._items else 0.0
