@@ -77,7 +77,7 @@ async def run(state_dir: Path, backend_name: str) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, cp.shutdown_requested.set)
     ticker = cp.spawn(cp.run_ticker())
-    cp.prepare_templates()
+    cp.launcher.prepare_default_template()
     log.info("control plane %d listening on %s (backend %s)", os.getpid(), address, backend_name)
     print(f"homeport control plane listening on {address}", flush=True)
     try:

@@ -19,7 +19,7 @@ from typing import Any
 from .. import _protocol as P
 from .._backoff import retry_delay
 from .._wire import FramedProtocol
-from ..backends import Backend, ContainerSpec, ExitInfo, Mount
+from ..backends import Backend, ExitInfo
 from .core.scheduler import (
     Assign,
     Capacity,
@@ -34,13 +34,13 @@ from .core.scheduler import (
     StartupTimedOut,
     StopContainer,
 )
-from .images import BuiltImage, ImageBuilder
+from .images import ImageBuilder
+from .launch import Launcher
 from .records import ERROR, STOP_GRACE_SECONDS, CallRecord, ContainerRecord, FunctionRecord, InputRecord, Peer
 from .schedules import ScheduleRunner
 from .secrets import SecretStore
 from .state import State
 from .supervision import Supervisor
-from .templates import container_template
 from .volumes import VolumeStore
 from .web import WebEndpoints
 
@@ -114,14 +114,10 @@ class ControlPlane:
                  images: ImageBuilder | None = None) -> None:
         self.state = state
         self.images = images or ImageBuilder(os.path.join(os.path.dirname(scratch), "images"))
-        self.images._run_container = self.run_build_container
         self.backend = backend
         self.token = token
         self.address = address
         self.scratch = scratch
-        # Fork containers from template processes (HOMEPORT_TEMPLATES=0 starts fresh interpreters).
-        self.use_templates = os.environ.get(P.ENV_TEMPLATES, "1") != "0"
-        self.template_salt = secrets.token_bytes(32)  # template keys are keyed hashes (see .templates)
         self._cid_counter = itertools.count(1)
         self.scheduler = Scheduler(self._new_container_id, machine_capacity())
         self.apps: dict[str, dict[str, Any]] = {}
@@ -138,6 +134,7 @@ class ControlPlane:
         self.volumes: VolumeStore | None = None
         self.web: WebEndpoints | None = None  # web endpoints and the HTTP gateway (set by the server's main)
         self.web_dir = _web_socket_dir(os.path.dirname(scratch))
+        self.launcher = Launcher(self.images, backend, address, self.web_dir, self.spawn)
         self._app_stop_waiters: dict[str, list[asyncio.Future]] = {}
         self._input_ids = itertools.count(1)
         self._tasks: set[asyncio.Task] = set()
@@ -225,81 +222,15 @@ class ControlPlane:
             elif isinstance(ins, RestartBackoff):
                 self.supervisor.start_failed(ins, self.containers.get(ins.container))
 
-    async def function_image(self, definition: dict[str, Any]) -> BuiltImage:
-        """The built image a function's containers run in (the default image when it names none)."""
-        image_id = definition.get("image_id")
-        if image_id is None:
-            return await self.images.default_image()
-        return self.images.get(image_id)
-
-    async def run_build_container(self, argv: list[str], env: dict[str, str], rootfs: str | None,
-                                  mounts: list[Mount], out: Callable[[str, int], None], timeout: float,
-                                  cwd: str | None = None) -> int | None:
-        """Run an image build step as a container of the backend; its exit code, None on timeout.
-        Without `rootfs` it runs with the host read-only: only `mounts` can be written."""
-        cid = f"build-{secrets.token_hex(6)}"
-        exited: asyncio.Future[ExitInfo] = asyncio.get_running_loop().create_future()
-
-        def on_output(_cid: str, fd: int, line: bytes) -> None:
-            out(line.decode("utf-8", "replace").rstrip("\n"), fd)
-
-        def on_exit(_cid: str, info: ExitInfo) -> None:
-            if not exited.done():
-                exited.set_result(info)
-
-        spec = ContainerSpec(container_id=cid, app_id="", function_tag="image-build", argv=tuple(argv), env=env,
-                             mounts=tuple(mounts), rootfs=rootfs, host_read_only=rootfs is None, cwd=cwd)
-        await self.backend.start(spec, on_output, on_exit)
-        try:
-            info = await asyncio.wait_for(asyncio.shield(exited), timeout)
-        except asyncio.TimeoutError:
-            await self.backend.kill(cid)
-            await exited
-            return None
-        except BaseException:
-            await self.backend.kill(cid)
-            raise
-        if info.signal is not None:
-            return 128 + info.signal
-        return info.returncode
-
-    def image_environ(self, image: BuiltImage) -> dict[str, str]:
-        return image.environ(os.environ, self.images.runtime_path())
-
-    def prepare_templates(self) -> None:
-        """Build the default image and start its runtime template now, so that the first container
-        is already a fork of it."""
-
-        async def prepare() -> None:
-            try:
-                image = await self.images.default_image()
-            except Exception:
-                log.exception("the default image could not be built")
-                return
-            await self._prepare_template(image)
-
-        self.spawn(prepare())
-
-    async def _prepare_template(self, image: BuiltImage) -> None:
-        if self.use_templates:
-            base_env = self.image_environ(image)
-            await self.backend.prepare(container_template({}, image.argv(), base_env, base_env, salt=self.template_salt))
-
     async def build_images(self, requests: list[dict[str, Any]], on_log: Callable[[str, str, int], None]) -> list[str]:
-        """Build (or find cached) each requested image; logs go to `on_log(image, line, fd)`.
-        Each image's runtime template starts right away, ready for the image's first container."""
-        for request in requests:  # named secrets of build steps: a missing one fails before any build
+        """Build (or find cached) each requested image (see `Launcher.build_images`); the named secrets
+        of build steps are resolved first, so a missing one fails before any build."""
+        for request in requests:
             for step in request["steps"]:
                 if step.get("secret_refs"):
                     named = self._function_env({"secret_refs": step["secret_refs"]})
                     step["_secret_env"] = {**named, **(step.get("_secret_env") or {})}
-        ids = []
-        for i, request in enumerate(requests):
-            label = f"{i + 1}/{len(requests)}" if len(requests) > 1 else ""
-            image_id = await self.images.build(request, lambda line, fd, label=label: on_log(label, line, fd))
-            self.spawn(self._prepare_template(self.images.get(image_id)))
-            ids.append(image_id)
-        return ids
+        return await self.launcher.build_images(requests, on_log)
 
     def _start_container(self, ins: StartContainer) -> None:
         fn = self.functions[ins.pool]
@@ -310,7 +241,7 @@ class ControlPlane:
         async def start() -> None:
             await self.serving.wait()
             try:
-                spec = await self._container_spec(fn, ins.container, rec.token)
+                spec = await self.launcher.spec(fn, ins.container, rec.token)
                 rec.web_prefix = spec.env.get(P.ENV_WEB_SOCKET)
                 rec.pid = await self.backend.start(spec, self._on_container_output, self._on_container_exit)
             except Exception as exc:  # the backend could not even create the process
@@ -324,92 +255,6 @@ class ControlPlane:
                 await self.backend.stop(ins.container, STOP_GRACE_SECONDS)
 
         self.spawn(start())
-
-    async def _container_spec(self, fn: FunctionRecord, cid: str, token: str) -> ContainerSpec:
-        image = await self.function_image(fn.definition)
-        base_env = self.image_environ(image)
-        env = dict(base_env)
-        env.update(fn.env)
-        env.update(
-            {
-                "PYTHONUNBUFFERED": "1",
-                P.ENV_SERVER_ADDRESS: self.address,
-                P.ENV_CONTAINER_ID: cid,
-                P.ENV_CONTAINER_TOKEN: token,
-                P.ENV_IS_REMOTE: "1",
-                P.ENV_MODAL_IS_REMOTE: "1",
-                P.ENV_MODAL_IMAGE_ID: image.image_id,
-                P.ENV_IMAGE_HASH: fn.definition.get("image_hash") or "",
-                P.ENV_STARTED_AT: repr(time.time()),
-            }
-        )
-        web = fn.definition.get("web")
-        # Each replica of a user's own web server needs a network of its own: those are not forked
-        # from a template (whose copies would share the template's network).
-        private_network = bool(web) and any(e["type"] in P.WEB_PROXIED for e in web)
-        if web:
-            env[P.ENV_WEB_SOCKET] = os.path.join(self.web_dir, cid)
-            env[P.ENV_RUNTIME_PATH] = self.images.runtime_path(web=True)
-            if private_network:
-                env[P.ENV_PRIVATE_NETWORK] = "1"
-        argv = image.argv()
-        cwd, mounts, rootfs = self._container_view(fn, image, env[P.ENV_RUNTIME_PATH])
-        template = None
-        if self.use_templates and not private_network:
-            template = container_template(fn.definition, argv, env, base_env, salt=self.template_salt, cwd=cwd,
-                                          mounts=mounts, rootfs=rootfs)
-        return ContainerSpec(
-            container_id=cid,
-            app_id=fn.app_id,
-            function_tag=fn.tag,
-            argv=argv,
-            env=env,
-            cwd=cwd,
-            memory_limit_mib=fn.definition.get("memory_limit_mib"),
-            cpu_limit=fn.definition.get("cpu_limit"),
-            mounts=tuple(mounts),
-            rootfs=rootfs,
-            template=template,
-            private_network=private_network,
-        )
-
-    def _container_view(self, fn: FunctionRecord, image: BuiltImage,
-                        runtime_path: str | None = None) -> tuple[str | None, list[Mount], str | None]:
-        """The working directory, mounts and root file system of the function's containers."""
-        definition = fn.definition
-        cwd = image.cwd(definition.get("cwd") or None)
-        # The image's files first, then the function's volumes (which win on a shared path).
-        mounts = image.container_mounts()
-        mounts += [Mount(host, target) for host, target in definition.get("mounts") or ()]
-        rootfs = image.rootfs(cwd)
-        if rootfs is not None:  # the image has its own root file system: cwd is inside it
-            code = [*(definition.get("sys_path") or ()), definition.get("cwd") or ""]
-            if definition.get("module_file"):
-                code.append(os.path.dirname(definition["module_file"]))
-            mounts += image.rootfs_mounts(code, self.address, runtime_path or self.images.runtime_path())
-            if definition.get("web"):
-                mounts.append(Mount(self.web_dir, self.web_dir))
-            cwd = None
-        return cwd, mounts, rootfs
-
-    async def _prepare_function_template(self, fn: FunctionRecord) -> None:
-        """Start the runtime template of a function whose containers see their own file system
-        (volumes, local files, a root file system), so that its first container is already a fork."""
-        if not self.use_templates or fn.definition.get("snapshot"):
-            return  # a snapshot runs the user's code: it is taken when a container first needs it
-        if any(e["type"] in P.WEB_PROXIED for e in fn.definition.get("web") or ()):
-            return  # started afresh, each in a network of its own
-        try:
-            image = await self.function_image(fn.definition)
-            _cwd, mounts, rootfs = self._container_view(
-                fn, image, self.images.runtime_path(web=True) if fn.definition.get("web") else None)
-        except Exception as exc:  # the container's own start reports it
-            log.info("no template prepared for %s: %s", fn.tag, exc)
-            return
-        if mounts or rootfs:
-            base_env = self.image_environ(image)
-            await self.backend.prepare(container_template({}, image.argv(), base_env, base_env,
-                                                          salt=self.template_salt, mounts=mounts, rootfs=rootfs))
 
     def _fail_inputs(self, ins: FailInputs, init_failure: dict[str, Any] | None = None) -> None:
         by_call: dict[str, list] = {}
@@ -652,7 +497,7 @@ class ControlPlane:
                 bool(definition.get("is_generator")),
             )
             self.functions[fid] = rec
-            self.spawn(self._prepare_function_template(rec))
+            self.spawn(self.launcher.prepare_function_template(rec))
             app["functions"].append(fid)
             app.setdefault("by_tag", {})[f["tag"]] = fid
             app.setdefault("info", {})[f["tag"]] = f.get("info") or {}

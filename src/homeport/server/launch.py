@@ -1,0 +1,195 @@
+"""How a function's containers are made: their image, environment, file system view and template.
+
+The control plane decides *that* a container starts (the scheduler) and keeps its record; this module
+decides *what* starts: the `ContainerSpec` handed to the backend, the template it is forked from, and
+the image build steps that run as backend containers too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import secrets
+import time
+from collections.abc import Callable
+from typing import Any
+
+from .. import _protocol as P
+from ..backends import Backend, ContainerSpec, ExitInfo, Mount
+from .images import BuiltImage, ImageBuilder
+from .records import FunctionRecord
+from .templates import container_template
+
+log = logging.getLogger("homeport.server")
+
+
+class Launcher:
+    def __init__(self, images: ImageBuilder, backend: Backend, address: str, web_dir: str,
+                 spawn: Callable[[Any], asyncio.Task]) -> None:
+        self.images = images
+        self.backend = backend
+        self.address = address
+        self.web_dir = web_dir
+        self.spawn = spawn
+        images._run_container = self.run_build_container
+        # Fork containers from template processes (HOMEPORT_TEMPLATES=0 starts fresh interpreters).
+        self.use_templates = os.environ.get(P.ENV_TEMPLATES, "1") != "0"
+        self.template_salt = secrets.token_bytes(32)  # template keys are keyed hashes (see .templates)
+
+    async def function_image(self, definition: dict[str, Any]) -> BuiltImage:
+        """The built image a function's containers run in (the default image when it names none)."""
+        image_id = definition.get("image_id")
+        if image_id is None:
+            return await self.images.default_image()
+        return self.images.get(image_id)
+
+    async def run_build_container(self, argv: list[str], env: dict[str, str], rootfs: str | None,
+                                  mounts: list[Mount], out: Callable[[str, int], None], timeout: float,
+                                  cwd: str | None = None) -> int | None:
+        """Run an image build step as a container of the backend; its exit code, None on timeout.
+        Without `rootfs` it runs with the host read-only: only `mounts` can be written."""
+        cid = f"build-{secrets.token_hex(6)}"
+        exited: asyncio.Future[ExitInfo] = asyncio.get_running_loop().create_future()
+
+        def on_output(_cid: str, fd: int, line: bytes) -> None:
+            out(line.decode("utf-8", "replace").rstrip("\n"), fd)
+
+        def on_exit(_cid: str, info: ExitInfo) -> None:
+            if not exited.done():
+                exited.set_result(info)
+
+        spec = ContainerSpec(container_id=cid, app_id="", function_tag="image-build", argv=tuple(argv), env=env,
+                             mounts=tuple(mounts), rootfs=rootfs, host_read_only=rootfs is None, cwd=cwd)
+        await self.backend.start(spec, on_output, on_exit)
+        try:
+            info = await asyncio.wait_for(asyncio.shield(exited), timeout)
+        except asyncio.TimeoutError:
+            await self.backend.kill(cid)
+            await exited
+            return None
+        except BaseException:
+            await self.backend.kill(cid)
+            raise
+        if info.signal is not None:
+            return 128 + info.signal
+        return info.returncode
+
+    def image_environ(self, image: BuiltImage) -> dict[str, str]:
+        return image.environ(os.environ, self.images.runtime_path())
+
+    def prepare_default_template(self) -> None:
+        """Build the default image and start its runtime template now, so that the first container
+        is already a fork of it."""
+
+        async def prepare() -> None:
+            try:
+                image = await self.images.default_image()
+            except Exception:
+                log.exception("the default image could not be built")
+                return
+            await self.prepare_template(image)
+
+        self.spawn(prepare())
+
+    async def prepare_template(self, image: BuiltImage) -> None:
+        if self.use_templates:
+            base_env = self.image_environ(image)
+            await self.backend.prepare(container_template({}, image.argv(), base_env, base_env, salt=self.template_salt))
+
+    async def build_images(self, requests: list[dict[str, Any]], on_log: Callable[[str, str, int], None]) -> list[str]:
+        """Build (or find cached) each requested image; logs go to `on_log(image, line, fd)`.
+        Each image's runtime template starts right away, ready for the image's first container."""
+        ids = []
+        for i, request in enumerate(requests):
+            label = f"{i + 1}/{len(requests)}" if len(requests) > 1 else ""
+            image_id = await self.images.build(request, lambda line, fd, label=label: on_log(label, line, fd))
+            self.spawn(self.prepare_template(self.images.get(image_id)))
+            ids.append(image_id)
+        return ids
+
+    async def spec(self, fn: FunctionRecord, cid: str, token: str) -> ContainerSpec:
+        image = await self.function_image(fn.definition)
+        base_env = self.image_environ(image)
+        env = dict(base_env)
+        env.update(fn.env)
+        env.update(
+            {
+                "PYTHONUNBUFFERED": "1",
+                P.ENV_SERVER_ADDRESS: self.address,
+                P.ENV_CONTAINER_ID: cid,
+                P.ENV_CONTAINER_TOKEN: token,
+                P.ENV_IS_REMOTE: "1",
+                P.ENV_MODAL_IS_REMOTE: "1",
+                P.ENV_MODAL_IMAGE_ID: image.image_id,
+                P.ENV_IMAGE_HASH: fn.definition.get("image_hash") or "",
+                P.ENV_STARTED_AT: repr(time.time()),
+            }
+        )
+        web = fn.definition.get("web")
+        # Each replica of a user's own web server needs a network of its own: those are not forked
+        # from a template (whose copies would share the template's network).
+        private_network = bool(web) and any(e["type"] in P.WEB_PROXIED for e in web)
+        if web:
+            env[P.ENV_WEB_SOCKET] = os.path.join(self.web_dir, cid)
+            env[P.ENV_RUNTIME_PATH] = self.images.runtime_path(web=True)
+            if private_network:
+                env[P.ENV_PRIVATE_NETWORK] = "1"
+        argv = image.argv()
+        cwd, mounts, rootfs = self.view(fn, image, env[P.ENV_RUNTIME_PATH])
+        template = None
+        if self.use_templates and not private_network:
+            template = container_template(fn.definition, argv, env, base_env, salt=self.template_salt, cwd=cwd,
+                                          mounts=mounts, rootfs=rootfs)
+        return ContainerSpec(
+            container_id=cid,
+            app_id=fn.app_id,
+            function_tag=fn.tag,
+            argv=argv,
+            env=env,
+            cwd=cwd,
+            memory_limit_mib=fn.definition.get("memory_limit_mib"),
+            cpu_limit=fn.definition.get("cpu_limit"),
+            mounts=tuple(mounts),
+            rootfs=rootfs,
+            template=template,
+            private_network=private_network,
+        )
+
+    def view(self, fn: FunctionRecord, image: BuiltImage,
+                        runtime_path: str | None = None) -> tuple[str | None, list[Mount], str | None]:
+        """The working directory, mounts and root file system of the function's containers."""
+        definition = fn.definition
+        cwd = image.cwd(definition.get("cwd") or None)
+        # The image's files first, then the function's volumes (which win on a shared path).
+        mounts = image.container_mounts()
+        mounts += [Mount(host, target) for host, target in definition.get("mounts") or ()]
+        rootfs = image.rootfs(cwd)
+        if rootfs is not None:  # the image has its own root file system: cwd is inside it
+            code = [*(definition.get("sys_path") or ()), definition.get("cwd") or ""]
+            if definition.get("module_file"):
+                code.append(os.path.dirname(definition["module_file"]))
+            mounts += image.rootfs_mounts(code, self.address, runtime_path or self.images.runtime_path())
+            if definition.get("web"):
+                mounts.append(Mount(self.web_dir, self.web_dir))
+            cwd = None
+        return cwd, mounts, rootfs
+
+    async def prepare_function_template(self, fn: FunctionRecord) -> None:
+        """Start the runtime template of a function whose containers see their own file system
+        (volumes, local files, a root file system), so that its first container is already a fork."""
+        if not self.use_templates or fn.definition.get("snapshot"):
+            return  # a snapshot runs the user's code: it is taken when a container first needs it
+        if any(e["type"] in P.WEB_PROXIED for e in fn.definition.get("web") or ()):
+            return  # started afresh, each in a network of its own
+        try:
+            image = await self.function_image(fn.definition)
+            _cwd, mounts, rootfs = self.view(
+                fn, image, self.images.runtime_path(web=True) if fn.definition.get("web") else None)
+        except Exception as exc:  # the container's own start reports it
+            log.info("no template prepared for %s: %s", fn.tag, exc)
+            return
+        if mounts or rootfs:
+            base_env = self.image_environ(image)
+            await self.backend.prepare(container_template({}, image.argv(), base_env, base_env,
+                                                          salt=self.template_salt, mounts=mounts, rootfs=rootfs))
