@@ -1,6 +1,7 @@
 """Issue 7: web endpoints through the control plane's gateway, with real HTTP clients."""
 
 import concurrent.futures
+import contextlib
 import hashlib
 import os
 import re
@@ -9,6 +10,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+from pathlib import Path
 
 import httpx
 import pytest
@@ -204,63 +206,52 @@ def test_deployed_endpoints_survive_a_control_plane_restart(platform, tmp_path):
     assert r.status_code == 404 and "was stopped" in r.text
 
 
-def test_serve_reloads_when_the_source_changes(platform, tmp_path):
-    program = tmp_path / "served.py"
-    source = textwrap.dedent("""
-        import homeport as modal
-        app = modal.App("served")
-
-        @app.function()
-        @modal.fastapi_endpoint()
-        def page():
-            return "version 1"
-    """)
-    program.write_text(source)
-    proc = subprocess.Popen([sys.executable, "-m", "homeport.cli", "serve", str(program), "--timeout", "120"],
+@contextlib.contextmanager
+def _serving(program: Path, *args: str):
+    """`homeport serve program` in a subprocess: yields (process, the endpoint's URL) once it serves."""
+    proc = subprocess.Popen([sys.executable, "-m", "homeport.cli", "serve", str(program), *args],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     lines: list[str] = []
     reader = threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True)
     reader.start()
     try:
         assert wait_for(lambda: any("Serving" in line for line in lines), timeout=120), "".join(lines)
-        url = next(m.group(1) for line in lines if (m := re.search(r"page => (http://\S+)", line)))
-        assert httpx.get(url, timeout=60).json() == "version 1"
-        program.write_text(source.replace("version 1", "version 2"))
-        assert wait_for(lambda: httpx.get(url, timeout=30).text == '"version 2"', timeout=60)
+        yield proc, next(m.group(1) for line in lines if (m := re.search(r"page => (http://\S+)", line)))
     finally:
-        proc.send_signal(signal.SIGINT)
-        proc.wait(60)
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+            proc.wait(60)
         reader.join(10)
         proc.stdout.close()
-    assert proc.returncode == 0, "".join(lines)
+        assert proc.returncode in (0, -signal.SIGKILL), "".join(lines)
+
+
+_PAGE = textwrap.dedent("""
+    import homeport as modal
+    app = modal.App("served")
+
+    @app.function()
+    @modal.fastapi_endpoint()
+    def page():
+        return "version 1"
+""")
+
+
+def test_serve_reloads_when_the_source_changes(platform, tmp_path):
+    program = tmp_path / "served.py"
+    program.write_text(_PAGE)
+    with _serving(program, "--timeout", "120") as (_proc, url):
+        assert httpx.get(url, timeout=60).json() == "version 1"
+        program.write_text(_PAGE.replace("version 1", "version 2"))
+        assert wait_for(lambda: httpx.get(url, timeout=30).text == '"version 2"', timeout=60)
     assert wait_for(lambda: httpx.get(url, timeout=30).status_code == 404, timeout=30)
 
 
 def test_serve_children_end_with_it(platform, tmp_path):
     program = tmp_path / "orphan.py"
-    program.write_text(textwrap.dedent("""
-        import homeport as modal
-        app = modal.App("orphan")
-
-        @app.function()
-        @modal.fastapi_endpoint()
-        def page():
-            return "up"
-    """))
-    proc = subprocess.Popen([sys.executable, "-m", "homeport.cli", "serve", str(program)],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    lines: list[str] = []
-    reader = threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True)
-    reader.start()
-    try:
-        assert wait_for(lambda: any("Serving" in line for line in lines), timeout=120), "".join(lines)
-        url = next(m.group(1) for line in lines if (m := re.search(r"page => (http://\S+)", line)))
-        assert httpx.get(url, timeout=60).json() == "up"
+    program.write_text(_PAGE.replace('App("served")', 'App("orphan")'))
+    with _serving(program) as (proc, url):
+        assert httpx.get(url, timeout=60).json() == "version 1"
         proc.kill()  # `homeport serve` dies without a chance to stop its child: the child stops itself
         proc.wait(30)
         assert wait_for(lambda: httpx.get(url, timeout=30).status_code == 404, timeout=60)
-    finally:
-        proc.kill()
-        proc.wait(30)
-        reader.join(10)
-        proc.stdout.close()

@@ -21,6 +21,19 @@ console = Console(stderr=False)
 err_console = Console(stderr=True)
 
 
+def _when(t: float, seconds: bool = False) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S" if seconds else "%Y-%m-%d %H:%M", time.localtime(t))
+
+
+def _echo_json(rows: object, as_json: bool) -> bool:
+    """`--json`: print the rows as JSON (and say so: the table is not wanted)."""
+    if as_json:
+        import json
+
+        click.echo(json.dumps(rows, indent=2))
+    return as_json
+
+
 async def _request(msg: dict) -> object:
     client = await get_client()
     return await client.request(msg)
@@ -113,14 +126,11 @@ def proxy_token_create() -> None:
 def proxy_token_list(as_json: bool) -> None:
     """Token ids and when they were made (never their secrets)."""
     rows = _server_or_start({"t": P.PROXY_TOKEN, "op": "list"})
-    if as_json:
-        import json
-
-        click.echo(json.dumps(rows, indent=2))
+    if _echo_json(rows, as_json):
         return
     table = Table("Token id", "Created")
     for r in rows:
-        table.add_row(r["token_id"], time.strftime("%Y-%m-%d %H:%M", time.localtime(r["created_at"])))
+        table.add_row(r["token_id"], _when(r["created_at"]))
     console.print(table)
 
 
@@ -217,10 +227,7 @@ def _find_app(name_or_id: str) -> dict:
 def app_list(as_json: bool, show_all: bool) -> None:
     """Apps with their state, version and containers."""
     rows = [r for r in _app_rows() if show_all or r["state"] != "stopped"]
-    if as_json:
-        import json
-
-        click.echo(json.dumps(rows, indent=2))
+    if _echo_json(rows, as_json):
         return
     table = Table("App id", "Name", "State", "Version", "Containers", "Created")
     for r in rows:
@@ -228,7 +235,7 @@ def app_list(as_json: bool, show_all: bool) -> None:
         if r.get("crash_looping"):
             state += f" (crash-looping: {', '.join(r['crash_looping'])})"
         table.add_row(r["app_id"], r["name"] or "-", state, str(r["version"] or "-"), str(r["containers"]),
-                      time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r["created_at"])))
+                      _when(r["created_at"], seconds=True))
     console.print(table)
 
 
@@ -249,14 +256,11 @@ def app_stop(name: str) -> None:
 def app_history(name: str, as_json: bool) -> None:
     """The versions a deployed app has had."""
     rows = _server_request({"t": P.APP_HISTORY, "name": name})
-    if as_json:
-        import json
-
-        click.echo(json.dumps(rows, indent=2))
+    if _echo_json(rows, as_json):
         return
     table = Table("Version", "Deployed", "Functions")
     for r in rows:
-        table.add_row(str(r["version"]), time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r["created_at"])),
+        table.add_row(str(r["version"]), _when(r["created_at"], seconds=True),
                       ", ".join(r["functions"]))
     console.print(table)
 
@@ -322,15 +326,12 @@ def secret_create(name: str, pairs: tuple[str, ...], dotenv: str | None, force: 
 def secret_list(as_json: bool) -> None:
     """Secret names and their keys (never their values)."""
     rows = _server_or_start({"t": P.SECRET_LIST})
-    if as_json:
-        import json
-
-        click.echo(json.dumps(rows, indent=2))
+    if _echo_json(rows, as_json):
         return
     table = Table("Name", "Keys", "Created", "Updated")
     for r in rows:
-        table.add_row(r["name"], ", ".join(r["keys"]), time.strftime("%Y-%m-%d %H:%M", time.localtime(r["created_at"])),
-                      time.strftime("%Y-%m-%d %H:%M", time.localtime(r["updated_at"])))
+        table.add_row(r["name"], ", ".join(r["keys"]), _when(r["created_at"]),
+                      _when(r["updated_at"]))
     console.print(table)
 
 
@@ -373,14 +374,11 @@ def volume_create(name: str) -> None:
 def volume_list(as_json: bool) -> None:
     """Volumes and when they were created."""
     rows = _vol({"op": "list"})
-    if as_json:
-        import json
-
-        click.echo(json.dumps(rows, indent=2))
+    if _echo_json(rows, as_json):
         return
     table = Table("Name", "Created")
     for r in rows:
-        table.add_row(r["name"], time.strftime("%Y-%m-%d %H:%M", time.localtime(r["created_at"])))
+        table.add_row(r["name"], _when(r["created_at"]))
     console.print(table)
 
 
@@ -464,10 +462,7 @@ def container() -> None:
 def container_list(as_json: bool) -> None:
     """Containers with their app, function, state, uptime and inputs served."""
     rows = _server_request({"t": P.CONTAINER_LIST})
-    if as_json:
-        import json
-
-        click.echo(json.dumps(rows, indent=2))
+    if _echo_json(rows, as_json):
         return
     from rich.table import Column
 
