@@ -42,6 +42,14 @@ def _module_location(obj: Any) -> tuple[str, str | None]:
     return module_name, os.path.abspath(path) if path else None
 
 
+def _read_source(path: str | None) -> bytes | None:
+    try:
+        with open(path, "rb") as f:  # type: ignore[arg-type]
+            return f.read()
+    except (OSError, TypeError):
+        return None
+
+
 def build_definition(
     tag: str, target: Any, qualname: str, options: FunctionOptions, is_generator: bool, **extra: Any
 ) -> dict[str, Any]:
@@ -54,6 +62,9 @@ def build_definition(
         "tag": tag,
         "module_name": module_name,
         "module_file": module_file,
+        # The app's own file as it was when the app started or was deployed: its containers run that
+        # code even after the file is edited (or removed), as Modal runs what it mounted at deploy time.
+        "module_source": _read_source(module_file) if serialized is None else None,
         "qualname": qualname,
         "serialized": serialized,
         "is_generator": is_generator,

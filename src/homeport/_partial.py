@@ -9,6 +9,7 @@ decorators on a class or on a plain function, and decorators that cannot be comb
 from __future__ import annotations
 
 import inspect
+import re
 import warnings
 from typing import Any
 
@@ -229,9 +230,12 @@ def _check_nullary_factory(raw: Any, kind: str) -> None:
 def _check_web_config(kind: str, config: dict[str, Any]) -> None:
     label = config.get("label")
     if label is not None:
-        if not isinstance(label, str) or not label or not all(c.isalnum() or c == "-" for c in label):
+        # A DNS label, as Modal's URLs use it: 1-63 letters, digits and dashes, not starting or ending
+        # with a dash.
+        if not isinstance(label, str) or not re.fullmatch(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?", label):
             raise InvalidError(
-                f"`label` must be a non-empty string of letters, digits and dashes, got {label!r}."
+                "`label` must be 1 to 63 letters, digits and dashes, not starting or ending with a dash; "
+                f"got {label!r}."
             )
         config["label"] = label.lower()
     if config.get("custom_domains"):

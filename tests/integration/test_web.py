@@ -57,6 +57,16 @@ def test_web_functions_are_not_called_with_remote(web):
 
     with pytest.raises(InvalidError, match=re.escape(f"via its web url '{web.hello.web_url}'")):
         web.hello.remote()
+    # Nor past the SDK's check: the control plane itself refuses calls of web endpoints (which would
+    # skip their `requires_proxy_auth`), for plain, spawned and mapped calls alike.
+    private = web.private
+    private._check_not_web = lambda how: None
+    try:
+        for call in (private.remote, lambda: private.spawn().get(timeout=30), lambda: list(private.map([()]))):
+            with pytest.raises(InvalidError, match="served over HTTP only"):
+                call()
+    finally:
+        del private._check_not_web
 
 
 def test_asgi_app_streams_responses_as_they_are_produced(web, tmp_path):
@@ -142,6 +152,11 @@ def test_concurrent_requests_scale_out_containers(web):
 def test_an_app_that_fails_to_start_answers_with_the_error(web):
     r = httpx.get(web.broken.web_url, timeout=60)
     assert r.status_code == 503 and "the app factory failed on purpose" in r.text
+    assert "Traceback" not in r.text  # what failed, not the code's insides (those are in the app's log)
+    httpx.get(web.broken.web_url, timeout=60)  # the second start fails too: the pool is crash-looping
+    # Now requests are answered at once with why, instead of waiting out the restart back-off.
+    r = httpx.get(web.broken.web_url, timeout=60)
+    assert r.status_code == 503 and "cannot start" in r.text and "failed on purpose" in r.text
 
 
 def test_class_web_endpoints_share_the_container_state(web):
@@ -255,3 +270,77 @@ def test_serve_children_end_with_it(platform, tmp_path):
         proc.kill()  # `homeport serve` dies without a chance to stop its child: the child stops itself
         proc.wait(30)
         assert wait_for(lambda: httpx.get(url, timeout=30).status_code == 404, timeout=60)
+
+
+def _deploy_source(tmp_path, name: str, body: str) -> tuple[Path, str]:
+    program = tmp_path / f"{name}.py"
+    program.write_text(textwrap.dedent(body))
+    out = homeport_cli("deploy", str(program))
+    assert out.returncode == 0, out.stderr
+    return program, re.search(r"=> (http://\S+)", out.stdout).group(1)
+
+
+def test_a_deployed_app_runs_the_code_it_was_deployed_with(platform, tmp_path):
+    program, url = _deploy_source(tmp_path, "pinned", """
+        import os
+        import homeport as modal
+        app = modal.App("pinned")
+
+        @app.function()
+        @modal.fastapi_endpoint()
+        def which():
+            return {"code": "deployed", "container": os.environ["HOMEPORT_CONTAINER_ID"]}
+    """)
+    first = httpx.get(url, timeout=60).json()
+    assert first["code"] == "deployed"
+    program.write_text(program.read_text().replace('"deployed"', '"edited, not deployed"'))
+    out = homeport_cli("container", "stop", first["container"])
+    assert out.returncode == 0, out.stderr
+    assert wait_for(lambda: not any(c["container_id"] == first["container"] for c in _containers("which")), timeout=30)
+    program.unlink()
+    again = httpx.get(url, timeout=60).json()  # a new container, with the file edited and then gone
+    assert again["container"] != first["container"] and again["code"] == "deployed"
+    assert homeport_cli("app", "stop", "pinned").returncode == 0
+
+
+def test_url_labels_belong_to_one_app(platform, tmp_path):
+    _program, url = _deploy_source(tmp_path, "owner", """
+        import homeport as modal
+        app = modal.App("owner")
+
+        @app.function()
+        @modal.fastapi_endpoint(label="shared-label")
+        def mine():
+            return "owner"
+    """)
+    thief = tmp_path / "thief.py"
+    thief.write_text(textwrap.dedent("""
+        import homeport as modal
+        app = modal.App("thief")
+
+        @app.function()
+        @modal.fastapi_endpoint(label="shared-label")
+        def theirs():
+            return "thief"
+    """))
+    out = homeport_cli("deploy", str(thief))
+    assert out.returncode != 0 and "in use by web endpoint 'mine' of app 'owner'" in out.stderr + out.stdout
+    assert httpx.get(url, timeout=60).json() == "owner"  # untouched
+    twice = tmp_path / "twice.py"
+    twice.write_text(textwrap.dedent("""
+        import homeport as modal
+        app = modal.App("twice")
+
+        @app.function()
+        @modal.fastapi_endpoint(label="same")
+        def a():
+            return 1
+
+        @app.function()
+        @modal.fastapi_endpoint(label="same")
+        def b():
+            return 2
+    """))
+    out = homeport_cli("deploy", str(twice))
+    assert out.returncode != 0 and "would share the URL label 'same'" in out.stderr + out.stdout
+    assert homeport_cli("app", "stop", "owner").returncode == 0

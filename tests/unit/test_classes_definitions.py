@@ -263,8 +263,10 @@ def test_web_decorator_shapes_are_checked(app):
         @modal.fastapi_endpoint()
         def g():
             yield 1
-    with _raises(InvalidError, "`label` must be a non-empty string of letters, digits and dashes"):
-        modal.fastapi_endpoint(label="no spaces")
+    for bad in ("no spaces", "-dash-first", "x" * 64, ""):
+        with _raises(InvalidError, "`label` must be 1 to 63 letters, digits and dashes"):
+            modal.fastapi_endpoint(label=bad)
+    assert modal.fastapi_endpoint(label="My-API-2")  # upper case is lowered
     with _raises(UnimplementedError, "`@modal.asgi_app(custom_domains=...)` is not supported by Homeport yet"):
         modal.asgi_app(custom_domains=["example.com"])
     with _raises(InvalidError, "Web Functions do not support retries."):

@@ -46,3 +46,39 @@ def test_web_pools_hand_containers_only_what_they_run_at_once():
         out = s.submit("p", range(1, 2000), 0.2)
         assigned = sum(len(i.inputs) for i in out if isinstance(i, Assign))
         assert assigned == expected
+
+
+def test_a_stopped_labels_port_is_not_given_to_another_label(monkeypatch):
+    import asyncio
+    import sqlite3
+
+    from homeport.server.web import WebEndpoints
+
+    class FakeGateway:
+        def __init__(self):
+            self.open_ports = set()
+
+        async def open(self, port):
+            self.open_ports.add(port)
+            return port
+
+        def route(self, port, endpoint, gone=""):
+            pass
+
+    class FakeCP:
+        def __init__(self):
+            self.apps = {}
+
+    monkeypatch.setenv("HOMEPORT_WEB_PORTS", "21000-21003")
+    web = WebEndpoints(FakeCP(), sqlite3.connect(":memory:"))
+    web.gateway = FakeGateway()
+
+    async def go():
+        first = await web._open("porta-f")
+        # porta stopped: its port keeps answering 404, and stays porta's.
+        others = [await web._open(label) for label in ("portb-f", "portc-f", "portd-f")]
+        return first, others, await web._open("porta-f")
+
+    first, others, again = asyncio.run(go())
+    assert first not in others and len(set(others)) == 3
+    assert again == first  # the same URL when porta runs again

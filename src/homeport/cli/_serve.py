@@ -108,7 +108,7 @@ def _start_child(ref: str, module_mode: bool, first: bool) -> subprocess.Popen |
 def _stop_child(child: subprocess.Popen) -> None:
     if child.poll() is not None:
         return
-    child.send_signal(signal.SIGINT)  # the child's `app.run()` ends: its app stops, containers exit
+    child.send_signal(signal.SIGTERM)  # the child's `app.run()` ends: its app stops, containers exit
     try:
         child.wait(30)
     except subprocess.TimeoutExpired:
@@ -120,6 +120,10 @@ def child_main(argv: list[str]) -> None:
     """The child: import the program, run its app, say it is ready, wait to be interrupted."""
     ref, fd = argv[0], int(argv[1])
     module_mode, reload = "-m" in argv[2:], "--reload" in argv[2:]
+    # SIGTERM (from `homeport serve`, or when it dies) and Ctrl-C both end the app the same way, even
+    # where SIGINT was inherited ignored (a background job of a non-interactive shell).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, _interrupt)
     _end_with_parent()
     from ._run import find_app, import_program
 
@@ -139,13 +143,17 @@ def child_main(argv: list[str]) -> None:
         pass
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def _end_with_parent() -> None:
     """Be interrupted (and stop the app) when `homeport serve` itself dies, however it dies."""
     parent = os.getppid()
     try:
         import ctypes
 
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGINT)  # PR_SET_PDEATHSIG
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
     except (OSError, AttributeError):
         return
     if os.getppid() != parent:  # it died before the signal was armed

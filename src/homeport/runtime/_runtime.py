@@ -71,15 +71,25 @@ class Connection:
 
 
 class _SourceLoader(importlib.machinery.SourceFileLoader):
-    """Compiles the app's file from its source every time, never from `__pycache__`.
+    """Compiles the app's file from its source every time, never from `__pycache__`: the source the
+    definition carries (the file as it was when the app started or was deployed), else the file.
 
     A cached `.pyc` counts as current when the source's mtime (in whole seconds) and size match, so
     an edit saved within the second of the last import, keeping the size ("version 1" -> "version 2"),
     would run the old code: exactly what a `homeport deploy` or `serve` right after an edit does.
     """
 
+    def __init__(self, fullname: str, path: str, source: bytes | None = None) -> None:
+        super().__init__(fullname, path)
+        self._source = source  # the file as the app was started or deployed with (the definition's)
+
     def path_stats(self, path: str) -> dict[str, Any]:
         raise OSError("no bytecode cache for the app's own file")
+
+    def get_data(self, path: str) -> bytes:
+        if self._source is not None and path == self.path:
+            return self._source
+        return super().get_data(path)
 
 
 def _import_user_module(defn: dict[str, Any]):
@@ -96,7 +106,7 @@ def _import_user_module(defn: dict[str, Any]):
         return sys.modules[name]
     if path is None:
         return importlib.import_module(name)
-    spec = importlib.util.spec_from_file_location(name, path, loader=_SourceLoader(name, path))
+    spec = importlib.util.spec_from_file_location(name, path, loader=_SourceLoader(name, path, defn.get("module_source")))
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module
     spec.loader.exec_module(module)

@@ -131,9 +131,12 @@ class Connection:
             if msg["fid"] not in cp.functions and "id" in msg:
                 self.reply_error(msg, "not_found", f"function {msg['fid']} is not running (its app was stopped)")
                 return
-            cp.create_call(self.peer, msg)
+            refused = cp.create_call(self.peer, msg, answer="id" not in msg)
             if "id" in msg:
-                self.reply(msg, msg["call"])
+                if refused:
+                    self.reply_error(msg, "invalid", refused)
+                else:
+                    self.reply(msg, msg["call"])
         elif t == P.MAP_PUT:
             cp.put_inputs(self.peer, msg)
         elif t == P.APP_CREATE:

@@ -82,6 +82,20 @@ def _web_socket_dir(state_dir: str) -> str:
     return path
 
 
+_WEB_CALL = ("A webhook function cannot be invoked for remote execution: '{tag}' is served over HTTP only "
+             "(its endpoint's authentication, if any, applies). Call it at its web URL.")
+
+
+def _web_inputs(fn: FunctionRecord, inputs: list) -> list:
+    """The inputs that name a web endpoint of the function: those are reached over HTTP only, through
+    the gateway (where `requires_proxy_auth` is checked), never as calls."""
+    web = fn.definition.get("web")
+    if not web:
+        return []
+    names = {e.get("name") for e in web}
+    return [i for i in inputs if i[2] in names]
+
+
 def new_id(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:22]}"
 
@@ -262,10 +276,7 @@ class ControlPlane:
             inp = self.inputs.get(iid)
             if inp is None:
                 if self.web is not None:
-                    reason = ins.reason
-                    if init_failure is not None:
-                        reason = f"{reason}: {init_failure.get('repr')}\n{init_failure.get('tb') or ''}"
-                    self.web.failed(iid, reason)
+                    self.web.failed(iid, ins.reason, init_failure.get("repr") if init_failure is not None else None)
                 continue
             status, data = ERROR, {"code": "execution", "msg": ins.reason}
             if init_failure is not None:
@@ -468,8 +479,14 @@ class ControlPlane:
         app_id = msg["app_id"]
         if app_id not in self.apps:
             raise LookupError(f"app {app_id} is not running")
+        self._plan_web(self.apps[app_id], msg["functions"])
         ids = self._add_functions(app_id, msg["functions"], anchor=time.time())
         return {"ids": ids, "web_urls": await self._publish_web(app_id, ids)}
+
+    def _plan_web(self, app: dict[str, Any], functions: list[dict[str, Any]]) -> None:
+        """Refuse, before anything starts, web endpoints whose URL labels clash."""
+        if self.web is not None:
+            self.web.plan(app, [(f["tag"], f["definition"]) for f in functions])
 
     async def _publish_web(self, app_id: str, ids: dict[str, str]) -> dict[str, str]:
         app = self.apps.get(app_id)
@@ -584,6 +601,8 @@ class ControlPlane:
         return {"app_id": app_id, "version": version, "ids": ids}
 
     async def deploy_app_web(self, peer: Peer, msg: dict[str, Any]) -> dict[str, Any]:
+        name = msg["name"]
+        self._plan_web({"app_id": self._deployed_by_name(name), "name": name, "state": "deployed"}, msg["functions"])
         reply = self.deploy_app(peer, msg)
         reply["web_urls"] = await self._publish_web(reply["app_id"], reply["ids"])
         return reply
@@ -619,9 +638,11 @@ class ControlPlane:
             names = ", ".join(sorted(app["by_tag"])) or "none"
             raise LookupError(f"App '{msg['app']}' has no function or class '{msg['name']}' (it has: {names}).")
         fn = self.functions[fid]
-        web_url = self.web.url_of(app_id, fn.tag) if self.web is not None and fn.definition.get("web") else None
+        web = fn.definition.get("web") or ()
+        keys = [fn.tag if e.get("name") is None else f"{fn.tag}.{e['name']}" for e in web]
+        web_urls = {k: u for k in keys if self.web is not None and (u := self.web.url_of(app_id, k))}
         return {"fid": fid, "tag": fn.tag, "is_generator": fn.is_generator, "info": app["info"].get(fn.tag, {}),
-                "web": bool(fn.definition.get("web")), "web_url": web_url}
+                "web": fn.tag in keys, "web_url": web_urls.get(fn.tag), "web_urls": web_urls}
 
     def lookup_app(self, msg: dict[str, Any]) -> dict[str, Any]:
         app_id = self._deployed_by_name(msg["name"])
@@ -777,28 +798,45 @@ class ControlPlane:
                 return current
         return fid
 
-    def create_call(self, peer: Peer, msg: dict[str, Any]) -> None:
+    def create_call(self, peer: Peer | None, msg: dict[str, Any], answer: bool = True) -> str | None:
+        """Start a call; if it may not run, say why (and, with `answer`, send its inputs error outputs)."""
         fid = msg["fid"] = self._current(msg["fid"])
         fn = self.functions.get(fid)
         call_id = msg["call"]
         kind = msg["kind"]
         if fn is None:
-            out = {"code": "not_found", "msg": f"function {fid} is not running (its app was stopped)"}
-            peer.proto.send({"t": P.OUTPUTS, "call": call_id, "items": [[i[0], ERROR, out] for i in msg["inputs"]] or [[0, ERROR, out]]})
-            return
+            text = f"function {fid} is not running (its app was stopped)"
+            if answer:
+                self._refuse(peer, call_id, msg["inputs"], "not_found", text)
+            return text
+        if _web_inputs(fn, msg["inputs"]):
+            text = _WEB_CALL.format(tag=fn.tag)
+            if answer:
+                self._refuse(peer, call_id, msg["inputs"], "invalid", text)
+            return text
         call = CallRecord(call_id, fn, kind, None if kind == P.KIND_SPAWN else peer)
         call.inputs_closed = msg.get("last", True)
         self.calls[call_id] = call
         if kind == P.KIND_SPAWN:
             self.state.add_call(call_id, fid)
         self._add_inputs(call, msg["inputs"])
+        return None
+
+    def _refuse(self, peer: Peer | None, call_id: str, inputs: list, code: str, text: str) -> None:
+        """Answer inputs that will not run with an error output each (so that nothing waits for them)."""
+        if peer is not None:
+            out = {"code": code, "msg": text}
+            peer.proto.send({"t": P.OUTPUTS, "call": call_id, "items": [[i[0], ERROR, out] for i in inputs] or [[0, ERROR, out]]})
 
     def put_inputs(self, peer: Peer, msg: dict[str, Any]) -> None:
         call = self.calls.get(msg["call"])
         if call is None:
             return
         call.inputs_closed = msg.get("last", False)
-        self._add_inputs(call, msg["inputs"])
+        refused = _web_inputs(call.fn, msg["inputs"])
+        if refused:
+            self._refuse(peer, call.call_id, refused, "invalid", _WEB_CALL.format(tag=call.fn.tag))
+        self._add_inputs(call, [i for i in msg["inputs"] if i not in refused])
         if call.outstanding <= 0 and call.inputs_closed:
             self.calls.pop(call.call_id, None)
 

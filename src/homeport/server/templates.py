@@ -44,7 +44,7 @@ def container_template(definition: dict[str, Any], argv: tuple[str, ...], env: d
     stable = {k: v for k, v in definition.items() if k not in ("app_id", "function_id")}
     h = _keyed(salt, {"argv": list(argv), "env": template_env, "definition": stable, "cwd": cwd, **view})
     path = definition.get("module_file")
-    if path:
+    if path and definition.get("module_source") is None:  # else the source is in `stable` already
         try:
             with open(path, "rb") as f:
                 h.update(f.read())

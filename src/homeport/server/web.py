@@ -27,6 +27,8 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from ..exception import InvalidError
+from .core.scheduler import Phase
 from .gateway import Endpoint, Gateway, HTTPError, Upstream
 
 if TYPE_CHECKING:
@@ -112,7 +114,9 @@ class WebEndpoints:
         self.ports = port_range(os.environ.get("HOMEPORT_WEB_PORTS"))
         self.gateway = Gateway(self.host)
         self.routes: dict[str, Route] = {}  # label -> route
-        self.waiters: dict[int, asyncio.Future] = {}  # web input id -> future of the container id
+        self.waiters: dict[int, tuple[asyncio.Future, str]] = {}  # web input id -> (future of the container id, pool)
+        self._opened: dict[int, str] = {}  # gateway ports this control plane listens on -> their label
+        self._start_failure: dict[str, str] = {}  # pool -> why its last container failed to start
         self._tokens: dict[str, str] = dict(db.execute("SELECT token_id, secret_sha256 FROM proxy_tokens").fetchall())
 
     def url(self, port: int) -> str:
@@ -120,39 +124,69 @@ class WebEndpoints:
         return f"http://{host}:{port}"
 
     # --- publishing --------------------------------------------------------------------------------
+    def plan(self, app: dict[str, Any], functions: list[tuple[str, dict[str, Any]]]) -> list[tuple[str, str, int, dict]]:
+        """(label, key, index, endpoint) of each web endpoint of these functions (`(tag, definition)`);
+        raises `InvalidError` if a label is used twice in the app or by another running app. Called
+        before an app's functions start, so that a refused deploy changes nothing."""
+        ephemeral = app["state"] != "deployed"
+        out: list[tuple[str, str, int, dict]] = []
+        seen: dict[str, str] = {}
+        for tag, definition in functions:
+            for index, ep in enumerate(definition.get("web") or ()):
+                method = ep.get("name")
+                key = tag if method is None else f"{tag}.{method}"
+                label = endpoint_label(app.get("name") or _module_stem(definition), tag, method, ep.get("label"),
+                                       ephemeral)
+                if label in seen:
+                    raise InvalidError(
+                        f"Web endpoints {seen[label]} and {key} of one app would share the URL label '{label}'; "
+                        "give one of them another `label=`."
+                    )
+                seen[label] = key
+                other = self.routes.get(label)
+                # The same app again (a redeploy, a `homeport serve` reload) takes its URLs over; another
+                # app may not take them.
+                if other is not None and other.app_id in self.cp.apps and other.app_id != app["app_id"] \
+                        and other.app_name != app.get("name"):
+                    raise InvalidError(
+                        f"The URL label '{label}' of web endpoint {key} is in use by {other.name}. Give the "
+                        "endpoint another `label=`, or stop that app first."
+                    )
+                out.append((label, key, index, ep))
+        return out
+
     async def publish(self, app: dict[str, Any], functions: list[FunctionRecord]) -> dict[str, str]:
         """Serve the web endpoints of these functions (an app's current version); their URLs by key."""
         urls: dict[str, str] = {}
-        ephemeral = app["state"] != "deployed"
-        for fn in functions:
-            for index, ep in enumerate(fn.definition.get("web") or ()):
-                method = ep.get("name")
-                key = fn.tag if method is None else f"{fn.tag}.{method}"
-                label = endpoint_label(app.get("name") or _module_stem(fn.definition), fn.tag, method,
-                                       ep.get("label"), ephemeral)
-                other = self.routes.get(label)
-                if other is not None and other.app_id != app["app_id"] and other.app_id in self.cp.apps:
-                    # Two running apps want one URL: the newer one takes it (as a redeploy would), and
-                    # the user is told.
-                    log.warning("web endpoint %s of app %s takes over %s from app %s", key, app["app_id"], label,
-                                other.app_id)
-                port = await self._open(label)
-                route = Route(label, port, app["app_id"], app.get("name"), key, index, fn.function_id,
-                              float(fn.definition.get("timeout") or 300), bool(ep.get("requires_proxy_auth")))
-                self.routes[label] = route
-                self.gateway.route(port, self._endpoint(route))
-                urls[key] = self.url(port)
-                log.info("serving %s on %s", route.name, urls[key])
+        by_tag = {fn.tag: fn for fn in functions}
+        for label, key, index, ep in self.plan(app, [(fn.tag, fn.definition) for fn in functions]):
+            fn = by_tag[key.split(".", 1)[0]]
+            port = await self._open(label)
+            route = Route(label, port, app["app_id"], app.get("name"), key, index, fn.function_id,
+                          float(fn.definition.get("timeout") or 300), bool(ep.get("requires_proxy_auth")))
+            if app["app_id"] not in self.cp.apps:  # stopped while the port opened
+                self.gateway.route(port, None, gone=f"{route.name} was stopped.")
+                continue
+            self.routes[label] = route
+            self.gateway.route(port, self._endpoint(route))
+            urls[key] = self.url(port)
+            log.info("serving %s on %s", route.name, urls[key])
         return urls
 
     async def _open(self, label: str) -> int:
-        row = self.db.execute("SELECT port FROM web_ports WHERE label = ?", (label,)).fetchone()
-        stored = row[0] if row else None
         current = self.routes.get(label)
         if current is not None:
             return current.port
+        row = self.db.execute("SELECT port FROM web_ports WHERE label = ?", (label,)).fetchone()
+        stored = row[0] if row else None
+        if stored is not None and self._opened.get(stored) == label:
+            return stored  # still listening since the label's app stopped
+        # Ports other labels listen on (a stopped app's port keeps answering 404), or had: a label's
+        # URL is its own for as long as the state database remembers it.
+        taken = {p for p, other in self._opened.items() if other != label}
+        taken |= {p for (p,) in self.db.execute("SELECT port FROM web_ports WHERE label != ?", (label,))}
         for port in candidate_ports(label, self.ports, stored):
-            if port in self._ports_in_use():
+            if port in taken:
                 continue
             try:
                 await self.gateway.open(port)
@@ -160,6 +194,7 @@ class WebEndpoints:
                 if exc.errno not in (errno.EADDRINUSE, errno.EACCES):
                     raise
                 continue
+            self._opened[port] = label
             if port != stored:
                 if stored:
                     log.warning("web endpoint %s: its port %d is taken; it moves to %d", label, stored, port)
@@ -175,15 +210,21 @@ class WebEndpoints:
                 return self.url(route.port)
         return None
 
-    def _ports_in_use(self) -> set[int]:
-        return {r.port for r in self.routes.values()}
-
     def stop_app(self, app_id: str, reason: str) -> None:
-        """The app's ports answer 404 from now on (unless a newer app took the label over)."""
+        """The app's ports answer 404 from now on (unless a newer app took the label over), and so do
+        its requests still waiting for a container."""
+        stopped = {}
         for label, route in list(self.routes.items()):
             if route.app_id == app_id:
                 del self.routes[label]
-                self.gateway.route(route.port, None, gone=f"{route.name} was stopped ({reason}).\n")
+                gone = f"{route.name} was stopped."
+                self.gateway.route(route.port, None, gone=gone)
+                stopped[route.fid] = gone
+        for iid, (fut, fid) in list(self.waiters.items()):
+            if fid in stopped:
+                del self.waiters[iid]
+                if not fut.done():
+                    fut.set_exception(HTTPError(404, stopped[fid]))
 
     async def close(self) -> None:
         await self.gateway.close()
@@ -200,11 +241,16 @@ class WebEndpoints:
     async def _acquire(self, route: Route) -> Upstream:
         cp = self.cp
         fid = route.fid
-        if fid not in cp.scheduler.pools:
-            raise HTTPError(404, f"{route.name} is not running.\n")
+        pool = cp.scheduler.pools.get(fid)
+        if pool is None:
+            raise HTTPError(404, f"{route.name} is not running.")
+        failure = self._start_failure.get(fid)
+        if failure and pool.start_failures >= 2 and not any(c.phase is Phase.READY for c in pool.containers.values()):
+            # Crash-looping: answer now with why, rather than wait out the restart back-off.
+            raise HTTPError(503, f"{route.name} cannot start: {failure}")
         iid = next(cp._input_ids)
         fut = asyncio.get_running_loop().create_future()
-        self.waiters[iid] = fut
+        self.waiters[iid] = (fut, fid)
         cp.execute(cp.scheduler.submit(fid, [iid], time.monotonic()))
         try:
             cid = await fut
@@ -218,7 +264,7 @@ class WebEndpoints:
         rec = cp.containers.get(cid)
         if rec is None or rec.web_prefix is None:
             self._done(cid, iid, time.monotonic())
-            raise HTTPError(502, f"{route.name}: its container {cid} is gone.\n")
+            raise HTTPError(502, f"{route.name}: its container {cid} is gone.")
         t0 = time.monotonic()
         released = False
 
@@ -234,25 +280,28 @@ class WebEndpoints:
         now = time.monotonic()
         self.cp.execute(self.cp.scheduler.inputs_done(cid, [iid], now - t0, now))
 
-    def assigned(self, cid: str, iid: int) -> bool:
-        """The scheduler gave input `iid` to container `cid`: if it is a web request, let it through."""
-        fut = self.waiters.pop(iid, None)
-        if fut is None:
-            return False
-        if not fut.done():
+    def assigned(self, cid: str, iid: int) -> None:
+        """The scheduler gave input `iid`, which is no function input, to container `cid`: a web request
+        goes through now; anything else (a request already answered, handed back to the queue when its
+        container left) must not keep the container's slot."""
+        fut, _fid = self.waiters.pop(iid, (None, None))
+        if fut is not None and not fut.done():
             fut.set_result(cid)
-        else:  # its client left between the assignment and now
+            self._start_failure.pop(_fid, None)
+        else:  # its client left between the assignment and now, or it was answered already
             self._done(cid, iid, time.monotonic())
-        return True
 
-    def failed(self, iid: int, reason: str) -> bool:
-        """A web request that can no longer be served (its app stopped, its container failed to start)."""
-        fut = self.waiters.pop(iid, None)
+    def failed(self, iid: int, reason: str, start_failure: str | None = None) -> None:
+        """A web request that can no longer be served (its app stopped, its container failed to start:
+        `start_failure` says how; the traceback is in the app's log, not in an HTTP answer)."""
+        fut, fid = self.waiters.pop(iid, (None, None))
         if fut is None:
-            return False
+            return
+        if start_failure is not None:
+            self._start_failure[fid] = start_failure
+            reason = f"{reason}: {start_failure}"
         if not fut.done():
-            fut.set_exception(HTTPError(503, reason.rstrip() + "\n"))
-        return True
+            fut.set_exception(HTTPError(503, reason.rstrip()))
 
     # --- proxy auth --------------------------------------------------------------------------------
     def authorize(self, headers: list[tuple[bytes, bytes]]) -> bool:
