@@ -204,7 +204,15 @@ class Volume:
         self._op("rm", path=path, recursive=recursive)
 
     def copy_files(self, src_paths: list[str], dst_path: str, recursive: bool = False) -> None:
-        self._op("cp", sources=list(src_paths), dest=dst_path)
+        """Copy files within the volume, like `cp`: into `dst_path` when it is a directory (or ends
+        with "/", or there are several sources). Directories are copied only with `recursive=True`.
+
+        ```python
+        vol.copy_files(["/models/a.bin"], "/backup/")
+        vol.copy_files(["/models"], "/backup/models", recursive=True)
+        ```
+        """
+        self._op("cp", sources=list(src_paths), dest=dst_path, recursive=bool(recursive))
 
     @staticmethod
     def delete(name: str, *, environment_name: str | None = None) -> None:

@@ -547,7 +547,7 @@ class ControlPlane:
         if op == "rm":
             return vols.remove(name, msg["path"], bool(msg.get("recursive")))
         if op == "cp":
-            return vols.copy(name, msg["sources"], msg["dest"])
+            return vols.copy(name, msg["sources"], msg["dest"], bool(msg.get("recursive")))
         raise LookupError(f"unknown volume operation {op!r}")
 
     # --- deployed apps -----------------------------------------------------------------------------

@@ -135,12 +135,20 @@ class VolumeStore:
         else:
             p.unlink()
 
-    def copy(self, name: str, sources: list[str], dest: str) -> None:
+    def copy(self, name: str, sources: list[str], dest: str, recursive: bool = False) -> None:
+        """`cp` within the volume: into `dest` when it is a directory (or ends with "/", or there are
+        several sources), else to `dest` itself. A directory is copied only with `recursive`; every
+        source is checked before anything is copied."""
         d = self._path(name, dest)
+        resolved = []
         for src in sources:
             s = self._path(name, src)
             if not s.exists():
                 raise NotFoundError(f"No such file or directory in volume '{name}': {src}")
+            if s.is_dir() and not recursive:
+                raise InvalidError(f"{src} is a directory; pass recursive=True (or -r) to copy it.")
+            resolved.append(s)
+        for s in resolved:
             target = d / s.name if (d.is_dir() or dest.endswith("/") or len(sources) > 1) else d
             target.parent.mkdir(parents=True, exist_ok=True)
             if s.is_dir():
