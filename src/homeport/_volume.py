@@ -176,12 +176,16 @@ class Volume:
             raise InvalidError("Volume.reload() can only be called inside a container that mounts the volume.")
 
     def read_file(self, path: str) -> Iterator[bytes]:
-        """The file's contents, in chunks."""
-        data = self._op("read", path=path)
-        for i in range(0, len(data), _CHUNK):
-            yield data[i : i + _CHUNK]
-        if not data:
-            return
+        """The file's contents, in chunks, each read from the server as it is asked for (a big file
+        is never in memory all at once)."""
+        offset = 0
+        while True:
+            chunk = self._op("read", path=path, offset=offset, length=_CHUNK)
+            if chunk:
+                yield chunk
+            if len(chunk) < _CHUNK:
+                return
+            offset += len(chunk)
 
     def read_file_into_fileobj(self, path: str, fileobj: Any) -> int:
         n = 0

@@ -6,6 +6,7 @@ import pytest
 
 import homeport as modal
 from homeport.exception import InvalidError
+from homeport.testing import homeport_cli
 
 pytestmark = pytest.mark.integration
 
@@ -55,3 +56,50 @@ def test_copy_files_copies_a_directory_only_when_recursive(volume):
     assert b"".join(vol.read_file("/backup/sub/big.bin")) == b"".join(vol.read_file("/models/sub/big.bin"))
     vol.copy_files(["/top.txt"], "/backup/")  # a file needs no recursive=True
     assert b"".join(vol.read_file("/backup/top.txt")) == b"top"
+
+
+def test_read_file_streams_a_big_file_in_chunks(volume):
+    _name, vol = volume
+    chunks = list(vol.read_file("/models/sub/big.bin"))
+    assert len(chunks) == 3 and sum(map(len, chunks)) == BIG
+
+
+def test_cli_get_downloads_a_directory_recursively(volume, tmp_path):
+    name, vol = volume
+    expected = {"a.txt": b"a", "sub": None, "sub/big.bin": b"".join(vol.read_file("/models/sub/big.bin"))}
+
+    out = homeport_cli("volume", "get", name, "/models", str(tmp_path / "dl"))  # a new directory: the tree itself
+    assert out.returncode == 0, out.stderr
+    assert _tree(tmp_path / "dl") == expected
+    assert "Wrote 2 files" in out.stdout
+
+    into = tmp_path / "into"
+    into.mkdir()
+    out = homeport_cli("volume", "get", name, "/models/", str(into))  # an existing directory: under its name
+    assert out.returncode == 0, out.stderr
+    assert _tree(into / "models") == expected
+
+    out = homeport_cli("volume", "get", name, "/models", str(into))  # nothing is overwritten unasked
+    assert out.returncode != 0
+    assert "already exists" in out.stderr and "--force" in out.stderr
+    (into / "models" / "a.txt").write_bytes(b"edited here")
+    out = homeport_cli("volume", "get", name, "/models", str(into), "--force")
+    assert out.returncode == 0, out.stderr
+    assert _tree(into / "models") == expected
+
+    out = homeport_cli("volume", "get", name, "/", str(tmp_path / "all"))  # the whole volume
+    assert out.returncode == 0, out.stderr
+    assert set(_tree(tmp_path / "all")) == {"top.txt", "models", "models/a.txt", "models/sub", "models/sub/big.bin"}
+
+    out = homeport_cli("volume", "get", name, "/top.txt", str(into))  # a file into a directory
+    assert out.returncode == 0, out.stderr
+    assert (into / "top.txt").read_bytes() == b"top"
+    assert homeport_cli("volume", "get", name, "/models/a.txt", "-").stdout == "a"
+
+
+def test_cli_get_of_a_missing_path_says_so(volume, tmp_path):
+    name, _vol = volume
+    out = homeport_cli("volume", "get", name, "/nope", str(tmp_path / "x"))
+    assert out.returncode != 0
+    assert "No such file or directory" in out.stderr and "/nope" in out.stderr
+    assert not (tmp_path / "x").exists()

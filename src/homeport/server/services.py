@@ -541,7 +541,7 @@ class ControlPlane:
         if op == "ls":
             return vols.listdir(name, msg.get("path") or "/", bool(msg.get("recursive")))
         if op == "read":
-            return vols.read(name, msg["path"])
+            return vols.read(name, msg["path"], int(msg.get("offset") or 0), msg.get("length"))
         if op == "put":
             return vols.put(name, [(p, d) for p, d in msg["files"]], bool(msg.get("force")))
         if op == "rm":

@@ -105,11 +105,15 @@ class VolumeStore:
                         "size": st.st_size if p.is_file() else 0, "mtime": st.st_mtime})
         return out
 
-    def read(self, name: str, path: str) -> bytes:
+    def read(self, name: str, path: str, offset: int = 0, length: int | None = None) -> bytes:
+        """The file's bytes from `offset`, at most `length` of them (all when None): clients read big
+        files in chunks, so that neither side holds a whole file in memory."""
         p = self._path(name, path)
         if not p.is_file():
             raise NotFoundError(f"No such file in volume '{name}': {path}")
-        return p.read_bytes()
+        with p.open("rb") as f:
+            f.seek(offset)
+            return f.read(-1 if length is None else length)
 
     def put(self, name: str, files: list[tuple[str, bytes]], force: bool) -> int:
         for path, _ in files:
