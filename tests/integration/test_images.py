@@ -220,6 +220,67 @@ def test_a_python_version_not_on_this_machine_names_the_available_ones(platform)
         _build(modal.Image.debian_slim(python_version="3.99"))
 
 
+def test_a_root_file_system_image_is_offered_only_interpreters_it_can_use(tmp_path):
+    """The system's Python cannot be carried into an image's own root file system: an image with
+    apt_install is neither given it nor told it is available."""
+    from homeport.server.images import ImageBuildFailed
+    from homeport.server.interpreters import Interpreter
+
+    builder = _builder(tmp_path)
+    builder.interpreters._found = [Interpreter("/usr/bin/python3.77", (3, 77, 2)),  # as if probed
+                                   Interpreter("/opt/hp-fake/py3.78/bin/python3.78", (3, 78, 1))]
+    plain = asyncio.run(builder.plan(build_request(modal.Image.debian_slim(python_version="3.77"))))
+    assert plain.steps[0]["interpreter"]["path"] == "/usr/bin/python3.77"
+    with pytest.raises(ImageBuildFailed) as info:
+        asyncio.run(builder.plan(build_request(modal.Image.debian_slim(python_version="3.77").apt_install("git"))))
+    message = str(info.value)
+    assert "No Python 3.77 interpreter on this machine that images with apt_install or run_commands can use" in message
+    assert "Available here for images with apt_install or run_commands: 3.78.1." in message
+
+
+def test_a_later_images_bad_python_version_fails_before_any_image_is_built(platform):
+    nonce = uuid.uuid4().hex
+    good = modal.Image.debian_slim().env({"HP_NONCE": nonce})
+    app = modal.App()
+
+    @app.function(image=good, serialized=True)
+    def first():
+        return 1
+
+    @app.function(image=modal.Image.debian_slim(python_version="3.99"), serialized=True)
+    def second():
+        return 2
+
+    with pytest.raises(ImageBuildError, match=r"No Python 3\.99 interpreter"):
+        with app.run(show_logs=False):
+            pass
+    # Had the first image been built before the second was looked at, this would find it cached.
+    with _BuildLog() as log:
+        _build(good)
+    assert any(line.startswith("Building image") for line in log.lines), log.lines
+
+
+class _BuildLog:
+    """The image build log lines the control plane streams to this client, in the order they came."""
+
+    def __enter__(self):
+        from homeport._bridge import run_sync
+        from homeport._client import get_client
+
+        self.client = run_sync(get_client())
+        self.saved = self.client.log_handler
+        self.lines = []
+        self.client.log_handler = self.on_log
+        return self
+
+    def on_log(self, msg):
+        if msg.get("fn") == "image":
+            self.lines.append(msg["data"])
+
+    def __exit__(self, *exc):
+        self.client.log_handler = self.saved
+
+
 def test_a_missing_named_secret_of_a_build_step_fails_before_building(platform):
     image = modal.Image.debian_slim().pip_install("six", secrets=[modal.Secret.from_name("hp-no-such-secret")])
     with pytest.raises(NotFoundError, match="hp-no-such-secret"):

@@ -223,8 +223,9 @@ class ControlPlane:
                 self.supervisor.start_failed(ins, self.containers.get(ins.container))
 
     async def build_images(self, requests: list[dict[str, Any]], on_log: Callable[[str, str, int], None]) -> list[str]:
-        """Build (or find cached) each requested image (see `Launcher.build_images`); the named secrets
-        of build steps are resolved first, so a missing one fails before any build."""
+        """Build (or find cached) each requested image (see `Launcher.build_images`, which plans them
+        all before building any); the named secrets of build steps are resolved first, so a missing
+        one fails before any build too."""
         for request in requests:
             for step in request["steps"]:
                 if step.get("secret_refs"):
