@@ -318,6 +318,7 @@ class ControlPlane:
                 with contextlib.suppress(OSError):
                     os.unlink(f"{rec.web_prefix}-{index}")
         was_stopping = rec.state == "stopping"
+        self.supervisor.died_starting(rec, info)
         if rec.init_failure is not None:
             reason = "container failed during start-up"
         elif was_stopping:
