@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,7 @@ from typing import Any
 from ._protocol import ENV_IS_REMOTE
 from .exception import InvalidError
 
-__all__ = ["Secret", "check_object_name", "parse_dotenv"]
+__all__ = ["Secret", "check_object_name", "find_dotenv", "parse_dotenv"]
 
 _OBJECT_NAME = re.compile(r"^[a-zA-Z0-9\-_.]+$")
 _APP_ID = re.compile(r"^ap-[a-zA-Z0-9]{22}$")
@@ -45,7 +46,7 @@ class Secret:
         modal.Secret.from_name("openai"),               # stored on the server
         modal.Secret.from_dict({"MODE": "prod"}),        # values from this program
         modal.Secret.from_local_environ(["API_TOKEN"]),  # copied from your shell
-        modal.Secret.from_dotenv(),                      # ./.env
+        modal.Secret.from_dotenv(),                      # the nearest .env
     ])
     def f():
         ...
@@ -120,25 +121,39 @@ class Secret:
 
     @classmethod
     def from_dotenv(cls, path: str | os.PathLike[str] | None = None, *, filename: str = ".env") -> Secret:
-        """A secret holding the variables of a `.env` file, read now.
+        """A secret holding the variables of the nearest `filename` (`.env`), read now.
 
-        `path` is the file itself or the directory holding `filename`; the default is the current
-        working directory.
+        Like Modal, the search starts in the current working directory (or at `path`: a directory, or
+        a file whose directory is the start, so `from_dotenv(__file__)` finds the `.env` beside your
+        script) and goes up through its parents. When none is found the secret is empty, as on Modal,
+        and a warning says where it looked.
+
+        ```python
+        @app.function(secrets=[modal.Secret.from_dotenv(__file__)])
+        def f():
+            print(os.environ["USERNAME"])
+        ```
         """
-        base = Path(os.getcwd() if path is None else os.fspath(path)).expanduser()
-        dotenv_path = base / filename if base.is_dir() else base
+        if not isinstance(filename, str) or not filename:
+            raise InvalidError(f"`filename` must be a file name (like '.env'), not {filename!r}")
+        start = Path(os.getcwd() if path is None else os.fspath(path)).expanduser().absolute()
+        if not start.exists():
+            if _in_container():  # the path was on the machine that deployed the app
+                return cls._new("from_dotenv", values={})
+            raise InvalidError(f"Secret.from_dotenv: the starting path {str(start)!r} does not exist.")
+        dotenv_path = find_dotenv(start, filename)
+        if dotenv_path is None:
+            if not _in_container():  # in a container the values come through the environment
+                warnings.warn(
+                    f"Secret.from_dotenv found no {filename} file in {start if start.is_dir() else start.parent} "
+                    "or its parents; the secret is empty.",
+                    UserWarning,
+                    stacklevel=2,
+                )
+            return cls._new("from_dotenv", values={})
         try:
             text = dotenv_path.read_text(encoding="utf-8")
-        except FileNotFoundError:
-            if _in_container():
-                # The file lives on the machine that deployed the app; its values reach the container
-                # through the environment.
-                return cls._new("from_dotenv", values={})
-            raise InvalidError(
-                f"Secret.from_dotenv could not find the file {str(dotenv_path)!r}; create it or pass `path=` "
-                "pointing at your .env file."
-            ) from None
-        except (IsADirectoryError, PermissionError, UnicodeDecodeError) as exc:
+        except (OSError, UnicodeDecodeError) as exc:
             raise InvalidError(f"Secret.from_dotenv could not read {str(dotenv_path)!r}: {exc}") from None
         return cls._new("from_dotenv", values=parse_dotenv(text, source=str(dotenv_path)))
 
@@ -198,7 +213,19 @@ class Secret:
         return f"Secret.{self._origin}(keys={sorted(self._values)!r})"
 
 
-# --- .env parsing ---------------------------------------------------------------------------------
+# --- .env files ------------------------------------------------------------------------------------
+
+
+def find_dotenv(start: Path, filename: str = ".env") -> Path | None:
+    """The first `filename` in `start` (or, for a file, its directory) and then its parents, like
+    python-dotenv's `find_dotenv`; None when there is none."""
+    directory = start if start.is_dir() else start.parent
+    for d in (directory, *directory.parents):
+        candidate = d / filename
+        if candidate.is_file():
+            return candidate
+    return None
+
 
 _KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_.\-]*")
 _VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")

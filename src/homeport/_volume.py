@@ -176,12 +176,16 @@ class Volume:
             raise InvalidError("Volume.reload() can only be called inside a container that mounts the volume.")
 
     def read_file(self, path: str) -> Iterator[bytes]:
-        """The file's contents, in chunks."""
-        data = self._op("read", path=path)
-        for i in range(0, len(data), _CHUNK):
-            yield data[i : i + _CHUNK]
-        if not data:
-            return
+        """The file's contents, in chunks, each read from the server as it is asked for (a big file
+        is never in memory all at once)."""
+        offset = 0
+        while True:
+            chunk = self._op("read", path=path, offset=offset, length=_CHUNK)
+            if chunk:
+                yield chunk
+            if len(chunk) < _CHUNK:
+                return
+            offset += len(chunk)
 
     def read_file_into_fileobj(self, path: str, fileobj: Any) -> int:
         n = 0
@@ -204,7 +208,15 @@ class Volume:
         self._op("rm", path=path, recursive=recursive)
 
     def copy_files(self, src_paths: list[str], dst_path: str, recursive: bool = False) -> None:
-        self._op("cp", sources=list(src_paths), dest=dst_path)
+        """Copy files within the volume, like `cp`: into `dst_path` when it is a directory (or ends
+        with "/", or there are several sources). Directories are copied only with `recursive=True`.
+
+        ```python
+        vol.copy_files(["/models/a.bin"], "/backup/")
+        vol.copy_files(["/models"], "/backup/models", recursive=True)
+        ```
+        """
+        self._op("cp", sources=list(src_paths), dest=dst_path, recursive=bool(recursive))
 
     @staticmethod
     def delete(name: str, *, environment_name: str | None = None) -> None:

@@ -188,6 +188,97 @@ def test_a_failing_step_names_itself_and_shows_its_output(platform):
     assert "Last lines of its output" in message and "homeport-no-such-package-q8x" in message.split("output:")[1]
 
 
+PYPROJECT = """\
+[project]
+name = "hp-pyproject-image"
+version = "0.1.0"
+dependencies = ["six==1.16.0"]
+
+[project.optional-dependencies]
+table = ["tabulate==0.8.10"]
+"""
+
+
+def test_uv_requirements_and_pyproject_installs_pin_their_versions(platform, tmp_path):
+    """Each installer builds an image with exactly the versions it was given, and only those."""
+    requirements = tmp_path / "requirements.txt"
+    requirements.write_text("tabulate==0.9.0\n")
+    pyproject = tmp_path / "pyproject.toml"
+    pyproject.write_text(PYPROJECT)
+    base = modal.Image.debian_slim().env({"HP_NONCE": uuid.uuid4().hex})  # built here, not found cached
+    app = modal.App()
+
+    def versions():
+        from importlib.metadata import PackageNotFoundError, version
+
+        out = {}
+        for name in ("six", "tabulate"):
+            try:
+                out[name] = version(name)
+            except PackageNotFoundError:
+                out[name] = None
+        return out
+
+    @app.function(image=base.uv_pip_install("six==1.17.0"), serialized=True)
+    def with_uv():
+        return versions()
+
+    @app.function(image=base.pip_install_from_requirements(str(requirements)), serialized=True)
+    def with_requirements():
+        return versions()
+
+    @app.function(image=base.pip_install_from_pyproject(str(pyproject), optional_dependencies=["table"]),
+                  serialized=True)
+    def with_pyproject():
+        return versions()
+
+    with app.run(show_logs=False):
+        assert with_uv.remote() == {"six": "1.17.0", "tabulate": None}
+        assert with_requirements.remote() == {"six": None, "tabulate": "0.9.0"}
+        assert with_pyproject.remote() == {"six": "1.16.0", "tabulate": "0.8.10"}  # with its optional group
+
+
+def test_build_output_reaches_the_caller_while_the_step_still_runs(platform):
+    """A run_function step prints a line, then waits until the caller's log handler has received it:
+    had the output been held back until the step ended, the step would never be released (and fail)."""
+    import socket
+    import threading
+
+    marker = f"hp-streamed-{uuid.uuid4().hex[:8]}"
+    listener = socket.create_server(("127.0.0.1", 0))
+    released = threading.Event()
+
+    def release():
+        conn, _ = listener.accept()
+        with conn:
+            released.wait(120)  # a bound on a failure, not a timing: the build fails without the word
+            conn.sendall(b"go" if released.is_set() else b"no")
+
+    def step(port, marker):
+        import socket
+
+        print(marker, flush=True)
+        with socket.create_connection(("127.0.0.1", port)) as conn:
+            conn.settimeout(180)
+            if conn.recv(2) != b"go":
+                raise RuntimeError("the caller never saw the line printed before this")
+
+    image = modal.Image.debian_slim().env({"HP_NONCE": marker}).run_function(
+        step, args=(listener.getsockname()[1], marker))
+    releaser = threading.Thread(target=release, daemon=True)
+    releaser.start()
+    try:
+        with _BuildLog(on_line=lambda line: marker in line and released.set()) as log:
+            _build(image)
+    finally:
+        released.set()
+        listener.close()
+        releaser.join(10)
+    seen = [i for i, line in enumerate(log.lines) if marker in line]
+    done = [i for i, line in enumerate(log.lines) if line.startswith("Built image")]
+    assert seen and done and seen[0] < done[0], log.lines  # and in order: before the build finished
+
+
 def _builder(tmp_path, **kwargs):
     from homeport.server.images import ImageBuilder
 
@@ -218,6 +309,72 @@ def test_steps_this_machine_cannot_build_say_what_is_missing(tmp_path):
 def test_a_python_version_not_on_this_machine_names_the_available_ones(platform):
     with pytest.raises(ImageBuildError, match=r"No Python 3\.99 interpreter on this machine.*Available here: .*3\.\d+"):
         _build(modal.Image.debian_slim(python_version="3.99"))
+
+
+def test_a_root_file_system_image_is_offered_only_interpreters_it_can_use(tmp_path):
+    """The system's Python cannot be carried into an image's own root file system: an image with
+    apt_install is neither given it nor told it is available."""
+    from homeport.server.images import ImageBuildFailed
+    from homeport.server.interpreters import Interpreter
+
+    builder = _builder(tmp_path)
+    builder.interpreters._found = [Interpreter("/usr/bin/python3.77", (3, 77, 2)),  # as if probed
+                                   Interpreter("/opt/hp-fake/py3.78/bin/python3.78", (3, 78, 1))]
+    plain = asyncio.run(builder.plan(build_request(modal.Image.debian_slim(python_version="3.77"))))
+    assert plain.steps[0]["interpreter"]["path"] == "/usr/bin/python3.77"
+    with pytest.raises(ImageBuildFailed) as info:
+        asyncio.run(builder.plan(build_request(modal.Image.debian_slim(python_version="3.77").apt_install("git"))))
+    message = str(info.value)
+    assert "No Python 3.77 interpreter on this machine that images with apt_install or run_commands can use" in message
+    assert "Available here for images with apt_install or run_commands: 3.78.1." in message
+
+
+def test_a_later_images_bad_python_version_fails_before_any_image_is_built(platform):
+    nonce = uuid.uuid4().hex
+    good = modal.Image.debian_slim().env({"HP_NONCE": nonce})
+    app = modal.App()
+
+    @app.function(image=good, serialized=True)
+    def first():
+        return 1
+
+    @app.function(image=modal.Image.debian_slim(python_version="3.99"), serialized=True)
+    def second():
+        return 2
+
+    with pytest.raises(ImageBuildError, match=r"No Python 3\.99 interpreter"):
+        with app.run(show_logs=False):
+            pass
+    # Had the first image been built before the second was looked at, this would find it cached.
+    with _BuildLog() as log:
+        _build(good)
+    assert any(line.startswith("Building image") for line in log.lines), log.lines
+
+
+class _BuildLog:
+    """The image build log lines the control plane streams to this client, in the order they came."""
+
+    def __init__(self, on_line=None):
+        self.on_line = on_line
+
+    def __enter__(self):
+        from homeport._bridge import run_sync
+        from homeport._client import get_client
+
+        self.client = run_sync(get_client())
+        self.saved = self.client.log_handler
+        self.lines = []
+        self.client.log_handler = self.on_log
+        return self
+
+    def on_log(self, msg):
+        if msg.get("fn") == "image":
+            self.lines.append(msg["data"])
+            if self.on_line is not None:
+                self.on_line(msg["data"])
+
+    def __exit__(self, *exc):
+        self.client.log_handler = self.saved
 
 
 def test_a_missing_named_secret_of_a_build_step_fails_before_building(platform):

@@ -1,10 +1,22 @@
 """Issue 4: cpu and memory requests (admission) and limits (enforced by the kernel)."""
 
+import os
+
 import pytest
 
+from homeport.backends.local._cgroups import Cgroups, CgroupsUnavailable
 from homeport.exception import ExecutionError
 
 pytestmark = pytest.mark.integration
+
+
+def _no_memory_limits() -> str | None:
+    """Why this machine cannot enforce a memory limit (None: it can), found by making a cgroup."""
+    try:
+        Cgroups().create(f"homeport-test-probe-{os.getpid()}", 64, None).remove()
+    except CgroupsUnavailable as exc:
+        return str(exc)
+    return None
 
 
 @pytest.fixture(scope="module")
@@ -22,6 +34,18 @@ def test_memory_limit_kills_with_a_clear_out_of_memory_error(res):
     # One sentence for what happened, one for what to change.
     assert "ran out of memory (memory limit 200 MiB) and was killed while running this input. " \
            "Raise the limit with `memory=(request, limit)`" in str(info.value)
+
+
+@pytest.mark.skipif(_no_memory_limits() is not None, reason=f"no memory limits here: {_no_memory_limits()}")
+def test_memory_used_while_importing_the_module_counts_against_the_limit(platform, apps_path):
+    """The container is in its cgroup before it runs any of the user's code, so an import that
+    allocates past the limit is killed for it, and the caller is told so instead of waiting."""
+    import resources_import
+
+    with resources_import.app.run(show_logs=False):
+        with pytest.raises(ExecutionError, match=r"ran out of memory \(memory limit 200 MiB\) and was killed during "
+                                                 r"start-up \(importing the module"):
+            resources_import.on_import.remote()
 
 
 def test_cpu_limit_is_set_in_the_kernel(res):

@@ -376,3 +376,82 @@ def test_a_failed_snapshot_shows_its_traceback_and_why_once(platform, tmp_path, 
     assert "[snapshot] Traceback" in seen["err"] and "threads started before the snapshot" in seen["err"]
     # Both containers started without it; the app is told why once.
     assert seen["err"].count("homeport: starting without the memory snapshot") == 1
+
+
+# --- what a snapshot is taken from: the image and the class's parameters ----------------------------------------
+
+PARAM_APP = textwrap.dedent('''
+    import os
+
+    import homeport as modal
+
+    app = modal.App("snap-inputs")
+    LOG = os.environ["SNAP_TEST_LOG"]
+    image = modal.Image.debian_slim().env({"SNAP_FLAVOUR": os.environ["SNAP_FLAVOUR"]})
+
+
+    @app.cls(enable_memory_snapshot=True, image=image, env={"SNAP_TEST_LOG": LOG})
+    class Model:
+        size: int = modal.parameter(default=1)
+
+        @modal.enter(snap=True)
+        def load(self):
+            with open(LOG, "a") as f:
+                f.write(f"snap {self.size} {os.environ['SNAP_FLAVOUR']} {os.getpid()}\\n")
+            self.loaded = [self.size, os.environ["SNAP_FLAVOUR"], os.getpid()]
+
+        @modal.method()
+        def info(self):
+            return {"loaded": self.loaded, "pid": os.getpid()}
+''')
+
+
+def _snaps(log):
+    """(size, flavour) of each snapshot taken, in order."""
+    return [(int(size), flavour) for kind, size, flavour, _pid in map(str.split, log.read_text().splitlines())
+            if kind == "snap"] if log.exists() else []
+
+
+def _import_param_app(tmp_path, flavour, monkeypatch):
+    """(Re)import the same, unchanged module file with the image it defines at import time."""
+    monkeypatch.setenv("SNAP_FLAVOUR", flavour)
+    path = tmp_path / "snapinputs.py"
+    if not path.exists():
+        path.write_text(PARAM_APP)
+    sys.path.insert(0, str(tmp_path))
+    try:
+        sys.modules.pop("snapinputs", None)
+        return importlib.import_module("snapinputs")
+    finally:
+        sys.path.remove(str(tmp_path))
+
+
+def test_a_snapshot_is_taken_per_parameter_set_and_reused_for_the_same_one(platform, tmp_path, monkeypatch):
+    log = tmp_path / "log"
+    monkeypatch.setenv("SNAP_TEST_LOG", str(log))
+    mod = _import_param_app(tmp_path, "vanilla", monkeypatch)
+    with mod.app.run(show_logs=False):
+        one = mod.Model(size=1).info.remote()
+        two = mod.Model(size=2).info.remote()
+        assert mod.Model(size=1).info.remote()["loaded"] == one["loaded"]  # the same parameters: the same snapshot
+    assert one["loaded"][:2] == [1, "vanilla"] and two["loaded"][:2] == [2, "vanilla"]
+    assert one["loaded"][2] != one["pid"] and two["loaded"][2] != two["pid"]  # both from a snapshot
+    assert _snaps(log) == [(1, "vanilla"), (2, "vanilla")]  # a changed parameter: a snapshot of its own
+    with mod.app.run(show_logs=False):  # and in a new run of the same app, the ones already taken
+        assert mod.Model(size=2).info.remote()["loaded"] == two["loaded"]
+    assert _snaps(log) == [(1, "vanilla"), (2, "vanilla")]
+
+
+def test_a_changed_image_makes_a_new_snapshot(platform, tmp_path, monkeypatch):
+    log = tmp_path / "log"
+    monkeypatch.setenv("SNAP_TEST_LOG", str(log))
+    mod = _import_param_app(tmp_path, "vanilla", monkeypatch)
+    with mod.app.run(show_logs=False):
+        first = mod.Model().info.remote()
+    with mod.app.run(show_logs=False):
+        assert mod.Model().info.remote()["loaded"] == first["loaded"]  # unchanged: the same snapshot
+    mod = _import_param_app(tmp_path, "chocolate", monkeypatch)  # the same code, another image
+    with mod.app.run(show_logs=False):
+        changed = mod.Model().info.remote()
+    assert changed["loaded"][:2] == [1, "chocolate"] and changed["loaded"][2] != first["loaded"][2]
+    assert _snaps(log) == [(1, "vanilla"), (1, "chocolate")]

@@ -6,6 +6,7 @@ import dataclasses
 import os
 import re
 import sys
+import warnings
 from pathlib import PurePosixPath
 
 import msgpack
@@ -609,18 +610,40 @@ def test_secret_from_dotenv_file_and_directory(tmp_path):
     assert Secret.from_dotenv(tmp_path, filename="prod.env").local_values == {"MODE": "prod"}
 
 
-def test_secret_from_dotenv_defaults_to_cwd(tmp_path, monkeypatch):
+def test_secret_from_dotenv_searches_the_cwd_and_its_parents(tmp_path, monkeypatch):
     (tmp_path / ".env").write_text("A=1\n")
-    monkeypatch.chdir(tmp_path)
-    assert Secret.from_dotenv().local_values == {"A": "1"}
+    (tmp_path / "prod.env").write_text("MODE=prod\n")
+    deep = tmp_path / "project" / "src"
+    deep.mkdir(parents=True)
+    monkeypatch.chdir(deep)
+    assert Secret.from_dotenv().local_values == {"A": "1"}  # two levels up
+    assert Secret.from_dotenv(filename="prod.env").local_values == {"MODE": "prod"}
+    (tmp_path / "project" / ".env").write_text("A=nearer\n")
+    assert Secret.from_dotenv().local_values == {"A": "nearer"}  # the nearest one wins
 
 
-def test_secret_from_dotenv_missing_file(tmp_path, monkeypatch):
+def test_secret_from_dotenv_starts_at_a_path_or_beside_a_file(tmp_path):
+    (tmp_path / ".env").write_text("WHERE=top\n")
+    script = tmp_path / "app" / "main.py"
+    script.parent.mkdir()
+    script.write_text("print('not a .env file')\n")
+    assert Secret.from_dotenv(str(script)).local_values == {"WHERE": "top"}  # from_dotenv(__file__)
+    assert Secret.from_dotenv(script.parent).local_values == {"WHERE": "top"}
+
+
+def test_secret_from_dotenv_finds_none_an_empty_secret_and_a_warning(tmp_path, monkeypatch):
+    """Modal gives an empty secret when no file is found; Homeport says so too."""
     monkeypatch.delenv("HOMEPORT_IS_REMOTE", raising=False)
-    with pytest.raises(InvalidError, match=re.escape(str(tmp_path / ".env"))):
-        Secret.from_dotenv(tmp_path)
-    monkeypatch.setenv("HOMEPORT_IS_REMOTE", "1")
-    assert Secret.from_dotenv(tmp_path).local_values == {}
+    monkeypatch.chdir(tmp_path)
+    with pytest.warns(UserWarning, match=rf"found no hp-none\.env file in {re.escape(str(tmp_path))} or its parents"):
+        assert Secret.from_dotenv(filename="hp-none.env").local_values == {}
+    with pytest.raises(InvalidError, match=r"starting path .*no-such-dir.* does not exist"):
+        Secret.from_dotenv(tmp_path / "no-such-dir")
+    monkeypatch.setenv("HOMEPORT_IS_REMOTE", "1")  # in a container: the values come through the environment
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert Secret.from_dotenv(filename="hp-none.env").local_values == {}
+        assert Secret.from_dotenv(tmp_path / "no-such-dir").local_values == {}
 
 
 def test_secret_from_name():

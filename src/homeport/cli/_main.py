@@ -418,16 +418,18 @@ def volume_put(name: str, local_path: str, remote_path: str, force: bool) -> Non
 @click.argument("name")
 @click.argument("remote_path")
 @click.argument("local_path", default=".")
-def volume_get(name: str, remote_path: str, local_path: str) -> None:
-    """Download a file from a volume (`-` writes it to stdout)."""
-    data = _vol({"op": "read", "name": name, "path": remote_path})
-    if local_path == "-":
-        sys.stdout.buffer.write(data)
-        return
-    dest = os.path.join(local_path, os.path.basename(remote_path)) if os.path.isdir(local_path) else local_path
-    with open(dest, "wb") as f:
-        f.write(data)
-    console.print(f"Wrote {dest} ({len(data)} bytes)")
+@click.option("--force", is_flag=True, help="Overwrite files that exist.")
+def volume_get(name: str, remote_path: str, local_path: str, force: bool) -> None:
+    """Download a file or a directory (recursively) from a volume (`-` writes the files to stdout)."""
+    from .._volume import Volume
+    from ._download import DownloadError, download
+
+    try:
+        files, size, where = download(Volume.from_name(name), remote_path, local_path, force)
+    except DownloadError as exc:
+        raise click.UsageError(str(exc)) from None
+    if local_path != "-":
+        console.print(f"Wrote {files} file{'s' if files != 1 else ''} ({size} bytes) to {where}")
 
 
 @volume.command("rm")

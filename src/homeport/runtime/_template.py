@@ -256,7 +256,7 @@ def _serve(sock: socket.socket, preloaded: Any) -> None:
                     os._exit(0)
                 continue
             try:
-                data, fds, _flags, _addr = socket.recv_fds(sock, PACKET, 2)
+                data, fds, _flags, _addr = socket.recv_fds(sock, PACKET, 3)
             except OSError:
                 data = b""
             if not data:  # the backend is gone: so are we (our children were sent SIGTERM by it)
@@ -318,10 +318,24 @@ def _hide_state(plan: dict[str, Any]) -> None:
         raise SystemExit(1) from None
 
 
+def _wait_until_placed(hold: int) -> None:
+    """Wait until the backend has put this copy where it belongs (its cgroup), before it runs
+    anything that could use memory beyond its limit; leave if the backend gave up instead."""
+    try:
+        go = os.read(hold, 2)
+    except OSError:
+        go = b""
+    os.close(hold)
+    if go != b"go":
+        os._exit(1)
+
+
 def _child(sock: socket.socket, fds: list[int], msg: dict[str, Any], preloaded: Any) -> None:
+    sock.close()  # first: a copy that still held the template's socket would hide the template's exit
+    if msg.get("held"):
+        _wait_until_placed(fds.pop())
     code = 1
     try:
-        sock.close()
         os.setsid()  # its own process group, like a spawned container, so stop() reaches its children
         out, err = fds
         sys.stdout.flush()

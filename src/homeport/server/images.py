@@ -47,7 +47,7 @@ from .. import _protocol as P
 from ..backends import Mount
 from .core import image_layers as L
 from .interpreters import Interpreters, NoInterpreter
-from .rootfs import DEBIAN_PATH, DebianBase, RootfsUnavailable, interpreter_prefix
+from .rootfs import DEBIAN_PATH, ROOTFS_INTERPRETERS, DebianBase, RootfsUnavailable, interpreter_prefix
 
 log = logging.getLogger("homeport.server.images")
 
@@ -83,6 +83,7 @@ def base_environ(server_env: Mapping[str, str]) -> dict[str, str]:
     """The allowlisted part of the control plane's environment (`BASE_ENV_VARS` and the `LC_*` locale)."""
     return {k: v for k, v in server_env.items() if k in BASE_ENV_VARS or k.startswith("LC_")}
 FILE_KINDS = frozenset({"add_local_file", "add_local_dir", "add_local_python_source"})
+ROOTFS_KINDS = frozenset({"apt_install", "run_commands"})  # steps that give an image its own root file system
 INSTALL_KINDS = frozenset({"pip_install", "uv_pip_install", "pip_install_from_requirements",
                            "pip_install_from_pyproject"})
 
@@ -101,6 +102,17 @@ class ImageUnsupported(Exception):
 
 class ImageNotFound(LookupError):
     pass
+
+
+@dataclass
+class Plan:
+    """An image request as this machine builds it (`ImageBuilder.plan`): its steps, filled in with
+    what they mean here (the interpreter, file digests), and the names of its layers."""
+
+    steps: list[dict[str, Any]]
+    layer_steps: list[dict[str, Any]]
+    mount_steps: list[dict[str, Any]]
+    keys: list[str]
 
 
 @dataclass
@@ -399,10 +411,10 @@ class ImageBuilder:
         return self.get(self._default_id)
 
     # --- building ----------------------------------------------------------------------------------
-    async def build(self, request: dict[str, Any], log_fn: LogFn | None = None) -> str:
-        """Build what is not cached of the image; return its id. Concurrent builds of one image share."""
-        out = log_fn or (lambda line, fd: None)
-        t0 = time.perf_counter()
+    async def plan(self, request: dict[str, Any]) -> Plan:
+        """What building `request` means on this machine, found without building anything: fails now
+        on what it asks that this machine cannot give (no matching interpreter, a requirements file
+        that cannot be read, a base image Homeport cannot make)."""
         steps = [dict(s) for s in request["steps"]]
         for s in steps:  # what `Image.imports()` compares with during `run_function` steps
             s["_image_hash"] = request.get("image_hash") or ""
@@ -415,7 +427,15 @@ class ImageBuilder:
             )
         layer_steps, mount_steps = L.split_mounts(steps)
         await asyncio.to_thread(self._enrich, layer_steps)
-        keys = L.layer_keys(layer_steps)
+        return Plan(steps, layer_steps, mount_steps, L.layer_keys(layer_steps))
+
+    async def build(self, request: dict[str, Any] | Plan, log_fn: LogFn | None = None) -> str:
+        """Build what is not cached of the image (a request, or its `plan`); return its id.
+        Concurrent builds of one image share."""
+        out = log_fn or (lambda line, fd: None)
+        t0 = time.perf_counter()
+        plan = request if isinstance(request, Plan) else await self.plan(request)
+        steps, layer_steps, mount_steps, keys = plan.steps, plan.layer_steps, plan.mount_steps, plan.keys
         mounts_key, staged = await asyncio.to_thread(self._stage_mounts, mount_steps)
         image_id = L.image_id(keys[-1], mounts_key)
         if not any(s.get("force_build") for s in layer_steps):
@@ -499,11 +519,14 @@ class ImageBuilder:
 
     # --- what a step means on this machine (hashed with it) ----------------------------------------
     def _enrich(self, steps: list[dict[str, Any]]) -> None:
+        # An image with its own root file system carries its interpreter into it: not the system's.
+        own_root = any(s["kind"] in ROOTFS_KINDS for s in steps)
         for step in steps:
             kind = step["kind"]
             if kind == "debian_slim":
                 try:
-                    interp = self.interpreters.find(step.get("python_version") or "3")
+                    interp = self.interpreters.find(step.get("python_version") or "3",
+                                                    ROOTFS_INTERPRETERS if own_root else None)
                 except NoInterpreter as exc:
                     raise ImageBuildFailed(f"Image build failed at step 1, {L.describe(step)}: {exc}") from None
                 step["interpreter"] = {"path": interp.path, "version": interp.version_str}
@@ -513,7 +536,7 @@ class ImageBuilder:
                 step["content_sha256"] = self._digest_or_fail(step, step["pyproject_toml"])
             elif kind == "uv_pip_install" and step.get("requirements"):
                 step["content_sha256"] = [self._digest_or_fail(step, r) for r in step["requirements"]]
-            elif kind in ("apt_install", "run_commands"):
+            elif kind in ROOTFS_KINDS:
                 step["rootfs_base"] = self.debian.name
             elif kind in FILE_KINDS:
                 step["_files"] = step.pop("files", [])
@@ -610,7 +633,7 @@ class ImageBuilder:
                     await self._rootfs_step(step, key, tmp, meta, out)
                 else:
                     await self._run_function(step, tmp, meta, out)
-            elif kind in ("apt_install", "run_commands"):
+            elif kind in ROOTFS_KINDS:
                 await self._copy_files(parent, tmp, link=kind == "apt_install")
                 meta["files_from"] = key
                 await self._rootfs_step(step, key, tmp, meta, out)

@@ -13,6 +13,7 @@ import os
 import re
 import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 
 MIN_VERSION = (3, 10)  # what Homeport's runtime needs
@@ -107,29 +108,56 @@ class Interpreters:
             found.append(Interpreter(path, tuple(version), impl))
         return found
 
-    def find(self, wanted: str) -> Interpreter:
-        """The interpreter for `python_version` ("3.12" or "3.12.4"); this process's own when it fits
-        (found without probing the others)."""
+    def find(self, wanted: str, usable: Usable | None = None) -> Interpreter:
+        """The interpreter for `python_version` ("3.12" or "3.12.4") among those `usable` accepts (an
+        image kind's own rule; any, when None); this process's own when it fits (found without
+        probing the others)."""
         if tuple(int(x) for x in wanted.split(".")[:2]) < MIN_VERSION:
-            raise NoInterpreter(self._missing(wanted))
+            raise NoInterpreter(self._missing(wanted, usable))
+        ok = usable.accepts if usable is not None else _any
         own = own_interpreter()
-        if own.matches(wanted):
+        if own.matches(wanted) and ok(own):
             return own
-        matching = [i for i in self.all() if i.matches(wanted)]
+        matching = [i for i in self.all() if i.matches(wanted) and ok(i)]
         if not matching:
-            raise NoInterpreter(self._missing(wanted))
+            raise NoInterpreter(self._missing(wanted, usable))
         return max(matching, key=lambda i: i.version)
 
-    def _missing(self, wanted: str) -> str:
-        usable = sorted({i.version for i in self.all() if i.version[:2] >= MIN_VERSION})
-        available = ", ".join(".".join(map(str, v)) for v in usable) or "none"
+    def _missing(self, wanted: str, usable: Usable | None) -> str:
+        ok = usable.accepts if usable is not None else _any
+        found = [i for i in self.all() if i.version[:2] >= MIN_VERSION]
+        versions = sorted({i.version for i in found if ok(i)})
+        available = ", ".join(".".join(map(str, v)) for v in versions) or "none"
+        where = f" for {usable.images}" if usable is not None else ""
         if tuple(int(x) for x in wanted.split(".")[:2]) < MIN_VERSION:
             return (
                 f"python_version={wanted!r} is older than Homeport's runtime supports "
-                f"(Python {MIN_VERSION[0]}.{MIN_VERSION[1]} or newer). Available here: {available}."
+                f"(Python {MIN_VERSION[0]}.{MIN_VERSION[1]} or newer). Available here{where}: {available}."
             )
+        refused = sorted((i for i in found if i.matches(wanted) and not ok(i)), key=lambda i: i.version)
+        why = ""
+        if usable is not None and refused:
+            why = " " + "; ".join(f"Python {i.version_str} at {i.path} {usable.why_not}" for i in refused) + "."
+        if usable is None:
+            install = (f"Install one (e.g. `uv python install {wanted}` or your distribution's "
+                       f"python{'.'.join(wanted.split('.')[:2])} package)")
+        else:
+            install = f"Install one under its own directory (e.g. `uv python install {wanted}` or `pyenv install {wanted}`)"
+        that = f" that {usable.images} can use" if usable is not None else ""
         return (
-            f"No Python {wanted} interpreter on this machine (Homeport does not download Python). "
-            f"Available here: {available}. Install one (e.g. `uv python install {wanted}` or your "
-            f"distribution's python{'.'.join(wanted.split('.')[:2])} package) or choose an available version."
+            f"No Python {wanted} interpreter on this machine{that} (Homeport does not download Python).{why} "
+            f"Available here{where}: {available}. {install} or choose an available version."
         )
+
+
+def _any(_interpreter: Interpreter) -> bool:
+    return True
+
+
+@dataclass(frozen=True)
+class Usable:
+    """Which interpreters an image kind can be built from, besides matching its version."""
+
+    accepts: Callable[[Interpreter], bool]
+    images: str  # the images this rule is for: "images with apt_install or run_commands"
+    why_not: str  # follows "Python 3.11.2 at /usr/bin/python3.11" for one it refuses

@@ -99,11 +99,14 @@ class Launcher:
 
     async def build_images(self, requests: list[dict[str, Any]], on_log: Callable[[str, str, int], None]) -> list[str]:
         """Build (or find cached) each requested image; logs go to `on_log(image, line, fd)`.
+        Every request is planned before any is built, so that what one of them asks and this machine
+        cannot give (a python_version it has no interpreter for ...) fails before the others are built.
         Each image's runtime template starts right away, ready for the image's first container."""
+        plans = [await self.images.plan(request) for request in requests]
         ids = []
-        for i, request in enumerate(requests):
+        for i, plan in enumerate(plans):
             label = f"{i + 1}/{len(requests)}" if len(requests) > 1 else ""
-            image_id = await self.images.build(request, lambda line, fd, label=label: on_log(label, line, fd))
+            image_id = await self.images.build(plan, lambda line, fd, label=label: on_log(label, line, fd))
             self.spawn(self.prepare_template(self.images.get(image_id)))
             ids.append(image_id)
         return ids

@@ -21,6 +21,8 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 
+from .interpreters import Usable
+
 DEFAULT_MIRROR = "http://deb.debian.org/debian"
 DEFAULT_SUITE = "bookworm"
 # What an interpreter built on a Debian machine (pyenv's, uv's) loads from the system.
@@ -159,14 +161,25 @@ class DebianBase:
             lock.close()
 
 
+def carriable(python: str) -> bool:
+    """Whether an interpreter can be bound into an image's own root file system: one installed under
+    a directory of its own (pyenv, uv), not the machine's system Python."""
+    return os.path.dirname(os.path.dirname(os.path.realpath(python))) not in SYSTEM_PREFIXES
+
+
+ROOTFS_INTERPRETERS = Usable(
+    accepts=lambda i: carriable(i.path),
+    images="images with apt_install or run_commands",
+    why_not="is the machine's system Python, which cannot be carried into an image's own root file system",
+)
+
+
 def interpreter_prefix(python: str) -> str:
     """The installation directory of an interpreter (bound into images that have a root file system)."""
-    real = os.path.realpath(python)
-    prefix = os.path.dirname(os.path.dirname(real))
-    if prefix in SYSTEM_PREFIXES:
+    if not carriable(python):
         raise RootfsUnavailable(
             f"the image's interpreter {python} is the machine's system Python, which cannot be carried into "
             "an image's own root file system; use a Python installed under its own directory (pyenv, or "
             "`uv python install`) for images with apt_install or run_commands"
         )
-    return prefix
+    return os.path.dirname(os.path.dirname(os.path.realpath(python)))

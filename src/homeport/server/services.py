@@ -237,8 +237,9 @@ class ControlPlane:
                 self.supervisor.start_failed(ins, self.containers.get(ins.container))
 
     async def build_images(self, requests: list[dict[str, Any]], on_log: Callable[[str, str, int], None]) -> list[str]:
-        """Build (or find cached) each requested image (see `Launcher.build_images`); the named secrets
-        of build steps are resolved first, so a missing one fails before any build."""
+        """Build (or find cached) each requested image (see `Launcher.build_images`, which plans them
+        all before building any); the named secrets of build steps are resolved first, so a missing
+        one fails before any build too."""
         for request in requests:
             for step in request["steps"]:
                 if step.get("secret_refs"):
@@ -328,6 +329,7 @@ class ControlPlane:
                 with contextlib.suppress(OSError):
                     os.unlink(f"{rec.web_prefix}-{index}")
         was_stopping = rec.state == "stopping"
+        self.supervisor.died_starting(rec, info)
         if rec.init_failure is not None:
             reason = "container failed during start-up"
         elif was_stopping:
@@ -558,13 +560,13 @@ class ControlPlane:
         if op == "ls":
             return vols.listdir(name, msg.get("path") or "/", bool(msg.get("recursive")))
         if op == "read":
-            return vols.read(name, msg["path"])
+            return vols.read(name, msg["path"], int(msg.get("offset") or 0), msg.get("length"))
         if op == "put":
             return vols.put(name, [(p, d) for p, d in msg["files"]], bool(msg.get("force")))
         if op == "rm":
             return vols.remove(name, msg["path"], bool(msg.get("recursive")))
         if op == "cp":
-            return vols.copy(name, msg["sources"], msg["dest"])
+            return vols.copy(name, msg["sources"], msg["dest"], bool(msg.get("recursive")))
         raise LookupError(f"unknown volume operation {op!r}")
 
     # --- deployed apps -----------------------------------------------------------------------------

@@ -95,6 +95,19 @@ class Supervisor:
         self.publish(rec, f"{text.rstrip()}\nNo new container of '{fn.tag}' starts for {ins.delay:g}s "
                           "(start-up failure backoff).")
 
+    def died_starting(self, rec: ContainerRecord, info: ExitInfo) -> None:
+        """A container that exited before it was ready, unasked and without reporting a failure (the
+        kernel killed it for memory, a signal, `os._exit` in the module), failed its start-up like
+        one whose import raised: its pool backs off and the inputs waiting for it fail with what
+        happened, rather than a new container every few milliseconds that nobody hears of."""
+        if rec.init_failure is not None or rec.ready_at is not None or rec.state == "stopping" or rec.killed_because:
+            return
+        hint = f" {info.hint()}" if info.hint() else ""
+        rec.init_failure = failure_of(ExecutionError(
+            f"Container {rec.container_id} of '{rec.fn.tag}' {info.describe()} during start-up (importing the "
+            f"module and running the enter hooks), before it could run an input.{hint}"
+        ))
+
     def exited(self, rec: ContainerRecord, info: ExitInfo) -> None:
         """A container asked to stop that was SIGKILLed once the grace period ran out was still running
         its exit hooks (or ignoring SIGTERM): tell the user that their clean-up did not finish."""

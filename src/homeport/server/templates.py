@@ -29,6 +29,9 @@ from ..backends import Mount, TemplateSpec
 
 # A container's own variables: never part of what it shares with the other copies of a template.
 CONTAINER_VARS = (P.ENV_CONTAINER_ID, P.ENV_CONTAINER_TOKEN, P.ENV_STARTED_AT)
+# Ids that name this run of the app, new each time it runs: a snapshot of the same code, image and
+# parameters is the same snapshot in the next run (a class's parameter set is a variant of its function).
+RUN_IDS = ("app_id", "function_id", "variant_of")
 
 
 def container_template(definition: dict[str, Any], argv: tuple[str, ...], env: dict[str, str],
@@ -41,7 +44,7 @@ def container_template(definition: dict[str, Any], argv: tuple[str, ...], env: d
         key = _keyed(salt, {"argv": list(argv), "env": base_env, **view})
         return TemplateSpec(key=f"rt-{key.hexdigest()}", argv=argv, env=base_env, mounts=tuple(mounts), rootfs=rootfs)
     template_env = {k: v for k, v in env.items() if k not in CONTAINER_VARS}
-    stable = {k: v for k, v in definition.items() if k not in ("app_id", "function_id")}
+    stable = {k: v for k, v in definition.items() if k not in RUN_IDS}
     h = _keyed(salt, {"argv": list(argv), "env": template_env, "definition": stable, "cwd": cwd, **view})
     path = definition.get("module_file")
     if path and definition.get("module_source") is None:  # else the source is in `stable` already

@@ -105,11 +105,15 @@ class VolumeStore:
                         "size": st.st_size if p.is_file() else 0, "mtime": st.st_mtime})
         return out
 
-    def read(self, name: str, path: str) -> bytes:
+    def read(self, name: str, path: str, offset: int = 0, length: int | None = None) -> bytes:
+        """The file's bytes from `offset`, at most `length` of them (all when None): clients read big
+        files in chunks, so that neither side holds a whole file in memory."""
         p = self._path(name, path)
         if not p.is_file():
             raise NotFoundError(f"No such file in volume '{name}': {path}")
-        return p.read_bytes()
+        with p.open("rb") as f:
+            f.seek(offset)
+            return f.read(-1 if length is None else length)
 
     def put(self, name: str, files: list[tuple[str, bytes]], force: bool) -> int:
         for path, _ in files:
@@ -135,12 +139,20 @@ class VolumeStore:
         else:
             p.unlink()
 
-    def copy(self, name: str, sources: list[str], dest: str) -> None:
+    def copy(self, name: str, sources: list[str], dest: str, recursive: bool = False) -> None:
+        """`cp` within the volume: into `dest` when it is a directory (or ends with "/", or there are
+        several sources), else to `dest` itself. A directory is copied only with `recursive`; every
+        source is checked before anything is copied."""
         d = self._path(name, dest)
+        resolved = []
         for src in sources:
             s = self._path(name, src)
             if not s.exists():
                 raise NotFoundError(f"No such file or directory in volume '{name}': {src}")
+            if s.is_dir() and not recursive:
+                raise InvalidError(f"{src} is a directory; pass recursive=True (or -r) to copy it.")
+            resolved.append(s)
+        for s in resolved:
             target = d / s.name if (d.is_dir() or dest.endswith("/") or len(sources) > 1) else d
             target.parent.mkdir(parents=True, exist_ok=True)
             if s.is_dir():

@@ -74,32 +74,39 @@ class LocalBackend(Backend):
         return tmp
 
     async def start(self, spec: ContainerSpec, on_output: OutputCallback, on_exit: ExitCallback) -> int:
-        pid = await self._start(spec, on_output, on_exit)
-        if spec.memory_limit_mib is not None or spec.cpu_limit is not None:
-            self._limit(spec, pid, on_output)
-        return pid
-
-    def _limit(self, spec: ContainerSpec, pid: int, on_output: OutputCallback) -> None:
-        """Put the container in its own cgroup before it runs user code (it is still saying hello)."""
-        proc = self._procs.get(spec.container_id)
+        cgroup = self._cgroup(spec, on_output)
         try:
-            cgroup = self._cgroups.create(f"homeport-{spec.container_id}", spec.memory_limit_mib, spec.cpu_limit)
-            cgroup.add(pid)
-        except (CgroupsUnavailable, OSError) as exc:
-            note = f"homeport: cpu and memory limits are NOT enforced for this container: {exc}\n"
-            log.warning("container %s: %s", spec.container_id, note.strip())
-            on_output(spec.container_id, 2, note.encode())
-            return
-        if proc is not None:
-            proc.cgroup = cgroup
+            return await self._start(spec, on_output, on_exit, cgroup)
+        except BaseException:
+            if cgroup is not None:
+                cgroup.remove()
+            raise
 
-    async def _start(self, spec: ContainerSpec, on_output: OutputCallback, on_exit: ExitCallback) -> int:
+    def _cgroup(self, spec: ContainerSpec, on_output: OutputCallback) -> Cgroup | None:
+        """The container's own cgroup, made before its process exists: the process joins it before it
+        runs anything (see `_spawn` and `_fork`), so no memory it uses escapes the limit."""
+        if spec.memory_limit_mib is None and spec.cpu_limit is None:
+            return None
+        try:
+            return self._cgroups.create(f"homeport-{spec.container_id}", spec.memory_limit_mib, spec.cpu_limit)
+        except (CgroupsUnavailable, OSError) as exc:
+            self._unlimited(spec, str(exc), on_output)
+            return None
+
+    @staticmethod
+    def _unlimited(spec: ContainerSpec, reason: str, on_output: OutputCallback) -> None:
+        note = f"homeport: cpu and memory limits are NOT enforced for this container: {reason}\n"
+        log.warning("container %s: %s", spec.container_id, note.strip())
+        on_output(spec.container_id, 2, note.encode())
+
+    async def _start(self, spec: ContainerSpec, on_output: OutputCallback, on_exit: ExitCallback,
+                     cgroup: Cgroup | None) -> int:
         if spec.template is not None and self._scratch:
             try:
-                return await self._fork(spec, dict(spec.env), on_output, on_exit)
+                return await self._fork(spec, dict(spec.env), on_output, on_exit, cgroup)
             except TemplateUnavailable as exc:
                 self._without_template(spec, str(exc), on_output)
-        return await self._spawn(spec, on_output, on_exit)
+        return await self._spawn(spec, on_output, on_exit, cgroup)
 
     def _without_template(self, spec: ContainerSpec, reason: str, on_output: OutputCallback) -> None:
         """Say why this container starts as a fresh process: in the server log always, to the app's log
@@ -141,7 +148,8 @@ class LocalBackend(Backend):
         assert self._bwrap_problem is not False
         return self._bwrap_problem
 
-    async def _spawn(self, spec: ContainerSpec, on_output: OutputCallback, on_exit: ExitCallback) -> int:
+    async def _spawn(self, spec: ContainerSpec, on_output: OutputCallback, on_exit: ExitCallback,
+                     cgroup: Cgroup | None = None) -> int:
         env = dict(spec.env)
         tmp = self._tmpdir(spec)
         if tmp is not None:
@@ -160,6 +168,8 @@ class LocalBackend(Backend):
             on_output(spec.container_id, 2, note.encode())
         if problem is not None:
             self._visible(spec, problem, on_output)
+        if cgroup is not None:  # a shell that joins the cgroup, then execs the sandbox and the runtime
+            argv = cgroup.joining(argv)
         process = await asyncio.create_subprocess_exec(
             *argv,
             stdin=asyncio.subprocess.DEVNULL,
@@ -172,6 +182,7 @@ class LocalBackend(Backend):
         )
         proc = _Proc(spec, process.pid, on_exit)
         proc.process = process
+        proc.cgroup = cgroup
         proc.scratch = tmp
         proc.sandboxed = _sandbox.sandboxed(spec, hide)
         self._procs[spec.container_id] = proc
@@ -200,7 +211,7 @@ class LocalBackend(Backend):
             log.warning("template %s not prepared: %s", tag, exc)
 
     async def _fork(self, spec: ContainerSpec, env: dict[str, str], on_output: OutputCallback,
-                    on_exit: ExitCallback) -> int:
+                    on_exit: ExitCallback, cgroup: Cgroup | None = None) -> int:
         assert spec.template is not None
         templates = self._ensure_templates()
         cid = spec.container_id
@@ -222,8 +233,16 @@ class LocalBackend(Backend):
             r, w = os.pipe()
             readers.append(r)
             writers.append(w)
+        place = None
+        if cgroup is not None:
+            def place(pid: int) -> None:  # the copy waits for this before it runs anything
+                try:
+                    cgroup.add(pid)
+                except OSError as exc:
+                    self._unlimited(spec, f"it could not join its cgroup ({exc})", on_output)
+
         try:
-            forked = await templates.fork(spec.template, cid, env, cwd, *writers, sink=sink)
+            forked = await templates.fork(spec.template, cid, env, cwd, *writers, sink=sink, place=place)
         except BaseException:
             for fd in readers:
                 os.close(fd)
@@ -236,6 +255,7 @@ class LocalBackend(Backend):
         pid = forked.pid
         proc = _Proc(spec, pid, on_exit)
         proc.scratch = forked.scratch
+        proc.cgroup = cgroup
         self._procs[spec.container_id] = proc
         for fd, r in zip((1, 2), readers):
             reader = asyncio.StreamReader(limit=1 << 20)

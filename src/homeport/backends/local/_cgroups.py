@@ -1,7 +1,9 @@
 """Kernel-enforced cpu and memory limits for local containers (cgroup v1 or v2).
 
 Each limited container gets its own cgroup, created under the control plane's own cgroup (so whatever
-limits the control plane lives under still apply). After a container exits, its cgroup says whether
+limits the control plane lives under still apply), before the container's process exists: the process
+is in it before it runs anything (a spawned one joins it itself, `Cgroup.joining`; a forked one waits
+until the backend has put it there, see `_templates`), so no memory it uses escapes the limit. After a container exits, its cgroup says whether
 the kernel killed something in it for exceeding the memory limit.
 """
 
@@ -9,11 +11,19 @@ from __future__ import annotations
 
 import contextlib
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path("/sys/fs/cgroup")
 CPU_PERIOD_US = 100_000
+# $1: how many cgroup.procs files follow; then the command. `exec` keeps the pid that joined.
+_JOIN = (
+    'n=$1; shift; while [ "$n" -gt 0 ]; do '
+    'echo $$ 2>/dev/null > "$1" || echo "homeport: cpu and memory limits are NOT enforced for this container: '
+    'it could not join its cgroup ($1)" >&2; '
+    'shift; n=$((n - 1)); done; exec "$@"'
+)
 
 
 class CgroupsUnavailable(Exception):
@@ -38,6 +48,13 @@ class Cgroup:
     def add(self, pid: int) -> None:
         for d in self.dirs:
             (d / "cgroup.procs").write_text(str(pid))
+
+    def joining(self, argv: Sequence[str]) -> list[str]:
+        """`argv` started by a shell that first moves itself into this cgroup and then execs it, so
+        the process is limited before it runs anything (and every process it starts is too). Where
+        the move fails it says so and runs anyway, as a container whose cgroup could not be made."""
+        procs = [str(d / "cgroup.procs") for d in self.dirs]
+        return ["/bin/sh", "-c", _JOIN, "homeport-cgroup", str(len(procs)), *procs, *argv]
 
     def oom_killed(self) -> bool:
         for d in self.dirs:

@@ -128,10 +128,14 @@ class Templates:
         self._starting: dict[str, asyncio.Task] = {}
 
     async def fork(self, spec: TemplateSpec, cid: str, env: dict[str, str], cwd: str | None,
-                   out_w: int, err_w: int, sink: Sink) -> Forked:
+                   out_w: int, err_w: int, sink: Sink, place: Callable[[int], None] | None = None) -> Forked:
         """Fork container `cid` from its template, starting the template first if needed; what the
         template prints while it starts (a snapshot's imports and hooks) goes to `sink`. Its TMPDIR
-        is made here, unless it has a root file system of its own (and its own /tmp)."""
+        is made here, unless it has a root file system of its own (and its own /tmp).
+
+        With `place`, the copy is held before it runs anything until `place(pid)` has returned (the
+        backend puts it in its cgroup then): it waits on a pipe whose write end is kept here, and
+        leaves without running if the pipe closes unwritten."""
         if spec.key in self._failed:
             raise TemplateUnavailable(self._failed[spec.key])
         tpl = await self._get(spec, sink)
@@ -144,18 +148,34 @@ class Templates:
         fut = asyncio.get_running_loop().create_future()
         tpl.forks[cid] = fut
         msg = {"t": "fork", "cid": cid, "env": env, "cwd": cwd, "t0": time.time(), "private_root": bool(spec.rootfs),
-               "hide": _private.plan(self._private, [scratch] if scratch else []) if tpl.hides else None}
+               "hide": _private.plan(self._private, [scratch] if scratch else []) if tpl.hides else None,
+               "held": place is not None}
+        fds = [out_w, err_w]
+        hold_r = hold_w = -1
+        if place is not None:
+            hold_r, hold_w = os.pipe()
+            fds.append(hold_r)
         try:
             try:
-                socket.send_fds(tpl.sock, [msgpack.packb(msg, use_bin_type=True)], [out_w, err_w])
-            except OSError as exc:
-                tpl.forks.pop(cid, None)
-                raise TemplateUnavailable(f"the template process is gone ({exc})") from None
-            pid = await fut
-        except TemplateUnavailable:
-            if scratch:
-                shutil.rmtree(scratch, ignore_errors=True)
-            raise
+                try:
+                    socket.send_fds(tpl.sock, [msgpack.packb(msg, use_bin_type=True)], fds)
+                except OSError as exc:
+                    tpl.forks.pop(cid, None)
+                    raise TemplateUnavailable(f"the template process is gone ({exc})") from None
+                finally:
+                    if hold_r >= 0:
+                        os.close(hold_r)  # the copy has its own
+                pid = await fut
+            except TemplateUnavailable:
+                if scratch:
+                    shutil.rmtree(scratch, ignore_errors=True)
+                raise
+            if place is not None:
+                place(pid)
+                os.write(hold_w, b"go")
+        finally:
+            if hold_w >= 0:
+                os.close(hold_w)  # unwritten (place failed, or this was cancelled): the copy leaves
         tpl.children.add(cid)
         return Forked(pid, scratch, tpl.visible)
 
