@@ -144,6 +144,26 @@ def test_an_app_that_fails_to_start_answers_with_the_error(web):
     assert r.status_code == 503 and "the app factory failed on purpose" in r.text
 
 
+def test_an_app_factory_or_lifespan_that_fails_answers_with_why(web):
+    r = httpx.get(web.returns_none.web_url, timeout=60)
+    assert r.status_code == 503 and "'returns_none' returned NoneType (None), not an ASGI app" in r.text
+    r = httpx.get(web.lifespan_fails.web_url, timeout=60)
+    assert r.status_code == 503 and "RuntimeError('no database to connect to')" in r.text, r.text
+
+
+def test_the_client_address_is_the_clients(web):
+    # From another loopback address than the gateway's own, to tell the client from the gateway.
+    with httpx.Client(transport=httpx.HTTPTransport(local_address="127.0.0.2"), timeout=30) as c:
+        r = c.get(web.client_address.web_url)
+    assert r.status_code == 200 and r.json() == "127.0.0.2"
+
+
+def test_a_cold_start_longer_than_the_timeout_is_not_a_timeout(web):
+    assert not _containers("SlowStart")  # the first request starts the first container
+    r = httpx.get(web.SlowStart().ready.web_url, timeout=60)
+    assert r.status_code == 200 and r.json().startswith("ta-")
+
+
 def test_class_web_endpoints_share_the_container_state(web):
     url = web.Greeter().greet.web_url
     assert url and httpx.get(url, params={"name": "bo"}, timeout=30).json() == "hi bo"
@@ -255,3 +275,4 @@ def test_serve_children_end_with_it(platform, tmp_path):
         proc.kill()  # `homeport serve` dies without a chance to stop its child: the child stops itself
         proc.wait(30)
         assert wait_for(lambda: httpx.get(url, timeout=30).status_code == 404, timeout=60)
+
