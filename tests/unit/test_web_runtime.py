@@ -1,10 +1,11 @@
 """A container's web servers (`runtime/_web.py`) in this process: real uvicorn on Unix sockets, with
-no control plane."""
+no control plane, and the check that a `web_server` port is the container's own."""
 
 from __future__ import annotations
 
 import contextlib
 import os
+import socket
 import tempfile
 from collections.abc import Iterator
 
@@ -15,8 +16,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from homeport import _protocol as P
 from homeport.runtime import _web
-from homeport.runtime._web import WebServers, WebStartError
+from homeport.runtime._web import WebServers, WebStartError, claim_ports
 
 
 class Service:
@@ -92,3 +94,58 @@ def test_an_app_without_lifespan_support_still_starts():
 
     with serving(lambda: app, "asgi_app") as c:
         assert c.get("/").text == "ok"
+
+
+# --- a web_server port without a network of its own --------------------------------------------------
+@pytest.fixture
+def shared_network(monkeypatch):
+    """A container whose backend could not give it a network of its own; its holds are let go after."""
+    monkeypatch.delenv(P.ENV_PRIVATE_NETWORK, raising=False)
+    yield
+    while _web._claims:
+        _web._claims.popitem()[1].close()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _server(port: int) -> list[dict]:
+    return [{"type": "fastapi_endpoint"}, {"type": "web_server", "port": port}]
+
+
+def test_a_port_another_program_listens_on_fails_the_start(shared_network):
+    with socket.socket() as other:
+        other.bind(("127.0.0.1", 0))
+        other.listen()
+        port = other.getsockname()[1]
+        with pytest.raises(WebStartError, match=rf"port {port} is not free: another program .* Install bubblewrap"):
+            claim_ports(_server(port))
+        assert not _web._claims
+        claim_ports(_server(port), server_started=True)  # a server class's own server, started by its hooks
+        assert port in _web._claims
+
+
+def test_a_replica_of_the_same_port_fails_its_start_while_the_first_lives(shared_network):
+    port = _free_port()
+    claim_ports(_server(port))
+    claim_ports(_server(port))  # the same container asking again (its start, then its server's)
+    first = _web._claims.pop(port)  # as if it were another container's
+    try:
+        with pytest.raises(WebStartError, match=rf"port {port} is not free: another container on this machine"):
+            claim_ports(_server(port), server_started=True)
+    finally:
+        first.close()
+    claim_ports(_server(port))  # free again once that container is gone
+    assert port in _web._claims
+
+
+def test_a_container_with_its_own_network_claims_nothing(shared_network, monkeypatch):
+    monkeypatch.setenv(P.ENV_PRIVATE_NETWORK, "1")
+    with socket.socket() as other:
+        other.bind(("127.0.0.1", 0))
+        other.listen()
+        claim_ports(_server(other.getsockname()[1]))  # on the host: not the container's network
+    assert not _web._claims

@@ -7,7 +7,9 @@ the gateway needs no routing inside the container and every app keeps its own li
   policy, and `/docs` when asked for), served by uvicorn;
 - `asgi_app` / `wsgi_app`: the app the user's function returns (WSGI through a2wsgi), served by uvicorn;
 - `web_server` / server classes: the user's own server on a TCP port of the container's private
-  network; a byte bridge carries each gateway connection to it.
+  network; a byte bridge carries each gateway connection to it. Where the machine cannot give the
+  container a network of its own, the port is the machine's, and `claim_ports` makes sure it is this
+  container's alone rather than letting replicas share one server unseen.
 
 The servers run on an event loop in a thread of their own, so the main thread keeps the usual input
 loop (a class may have `@modal.method`s next to its web endpoints) and its signal handling.
@@ -62,14 +64,21 @@ def fastapi_app(fn: Any, config: dict[str, Any]) -> Any:
     return app
 
 
+def _accepts(port: int) -> bool:
+    """Whether something accepts connections on the port (in this container's network)."""
+    for host in ("127.0.0.1", "::1"):
+        with contextlib.suppress(OSError):
+            socket.create_connection((host, port), timeout=0.5).close()
+            return True
+    return False
+
+
 def _wait_for_port(port: int, timeout: float, what: str) -> None:
     """Until something accepts connections on the port (in this container's network)."""
     deadline = time.monotonic() + timeout
     while True:
-        for host in ("127.0.0.1", "::1"):
-            with contextlib.suppress(OSError):
-                socket.create_connection((host, port), timeout=0.5).close()
-                return
+        if _accepts(port):
+            return
         if time.monotonic() >= deadline:
             raise WebStartError(
                 f"{what} did not start listening on port {port} within {timeout:g}s (startup_timeout="
@@ -77,6 +86,48 @@ def _wait_for_port(port: int, timeout: float, what: str) -> None:
                 "`startup_timeout`."
             )
         time.sleep(PORT_POLL_SECONDS)
+
+
+_claims: dict[int, socket.socket] = {}  # port -> this container's hold on it, for its whole life
+
+
+def claim_ports(endpoints: list[dict[str, Any]], server_started: bool = False) -> None:
+    """Make sure that the ports of this container's own servers (`web_server`, server classes) are its
+    alone, where it has no network of its own (the backend sets `ENV_PRIVATE_NETWORK` only when it gave
+    it one); raise `WebStartError` saying what to change if one is not.
+
+    Without this a replica would take another container's server, listening on the machine's port,
+    for its own: all of them would report ready, and one container's server would answer for all.
+    To be run before the user's server starts. A replica starting at the same moment is told apart
+    by a hold, an abstract Unix socket named after the port: its names are per network namespace,
+    like the port, and it goes with the process. `server_started`: the server already runs (started
+    by the enter hooks), so only the hold is taken."""
+    if os.environ.get(P.ENV_PRIVATE_NETWORK) == "1":
+        return
+    for endpoint in endpoints:
+        if endpoint["type"] not in P.WEB_PROXIED or int(endpoint["port"]) in _claims:
+            continue
+        port = int(endpoint["port"])
+        hold = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            hold.bind(f"\0homeport-web-port-{port}")
+        except OSError:
+            hold.close()
+            raise WebStartError(_port_taken(port, "another container on this machine serves it")) from None
+        if not server_started and _accepts(port):
+            hold.close()
+            raise WebStartError(_port_taken(port, "another program on this machine already listens on it"))
+        _claims[port] = hold
+
+
+def _port_taken(port: int, why: str) -> str:
+    return (
+        f"The web server's port {port} is not free: {why}. This container has no network of its own "
+        "(bubblewrap is not installed, or cannot create namespaces here), so it shares the machine's "
+        "network with every other container and program. Install bubblewrap (Debian/Ubuntu: "
+        "`apt-get install bubblewrap`) so that each container gets its own network, or run one "
+        f"container of this function at a time (`max_containers=1`) with port {port} free."
+    )
 
 
 def _bind(path: str) -> socket.socket:
@@ -156,6 +207,7 @@ class WebServers:
 
                 app = WSGIMiddleware(_factory_app(target(), kind, qualname), workers=WSGI_WORKERS)
             else:
+                claim_ports([endpoint], server_started=target is None)
                 if target is not None:
                     target()
                 _wait_for_port(endpoint["port"], float(endpoint.get("startup_timeout") or 5.0), what)
