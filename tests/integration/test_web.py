@@ -276,3 +276,36 @@ def test_serve_children_end_with_it(platform, tmp_path):
         proc.wait(30)
         assert wait_for(lambda: httpx.get(url, timeout=30).status_code == 404, timeout=60)
 
+
+@pytest.mark.xfail(strict=True, reason="needs services.lookup_function to reply with `web_urls` by Class.method")
+def test_a_deployed_classes_web_method_is_found_by_name(platform, tmp_path):
+    program = tmp_path / "webcls.py"
+    program.write_text(textwrap.dedent("""
+        import homeport as modal
+        app = modal.App("webcls")
+
+        @app.cls()
+        class C:
+            @modal.fastapi_endpoint()
+            def web(self):
+                return "from the class"
+
+            @modal.method()
+            def plain(self):
+                return 1
+    """))
+    out = homeport_cli("deploy", str(program))
+    assert out.returncode == 0, out.stderr
+    try:
+        url = re.search(r"C\.web => (http://\S+)", out.stdout + out.stderr).group(1)
+        import homeport as modal
+        from homeport.exception import InvalidError
+
+        obj = modal.Cls.from_name("webcls", "C")()
+        assert obj.plain.remote() == 1
+        with pytest.raises(InvalidError, match="webhook function cannot be invoked"):
+            obj.web.remote()
+        assert obj.web.get_web_url() == obj.web.web_url == url
+        assert httpx.get(url, timeout=60).json() == "from the class"
+    finally:
+        assert homeport_cli("app", "stop", "webcls").returncode == 0
