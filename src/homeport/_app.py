@@ -490,7 +490,8 @@ async def _with_images(client: Any, regs: list[_Registered], show_logs: bool = F
 
 
 def _lookup_info(obj: Any) -> dict[str, Any]:
-    """What `Cls.from_name` needs to know about a deployed class: its methods and parameters."""
+    """What `Cls.from_name` needs to know about a deployed class: its methods (and which of them are
+    web endpoints, called over HTTP only) and parameters."""
     methods = getattr(obj, "_methods", None)
     if methods is None or not hasattr(obj, "_params"):
         return {}
@@ -499,6 +500,7 @@ def _lookup_info(obj: Any) -> dict[str, Any]:
         params[pname] = {"type": typ.__name__, "has_default": default is not _no_default(), "default": None if default is _no_default() else default}
     return {"methods": {m: {"is_generator": bool(info.get("is_generator")), "batched": info.get("batched")}
                         for m, info in methods.items()},
+            "web_methods": sorted(m for m in getattr(obj, "_web_methods", {}) if m is not None),
             "params": params,
             "options": {"startup_timeout_set": obj._options.startup_timeout is not None}}
 

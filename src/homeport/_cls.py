@@ -674,8 +674,12 @@ class _WebMethod:
     def __init__(self, obj: Obj, name: str) -> None:
         self._obj, self._name = obj, name
 
+    @property
+    def _qualname(self) -> str:
+        return f"{self._obj._cls._tag}.{self._name}"
+
     def __repr__(self) -> str:
-        return f"WebMethod({self._obj._cls._tag}.{self._name})"
+        return f"WebMethod({self._qualname})"
 
     @property
     def web_url(self) -> str | None:
@@ -689,7 +693,7 @@ class _WebMethod:
 
     def __getattr__(self, how: str) -> Any:
         if how in ("remote", "map", "starmap", "spawn", "remote_gen", "for_each"):
-            tag = f"{self._obj._cls._tag}.{self._name}"
+            tag = self._qualname
             where = f"its web url '{self.web_url}'" if self.web_url else "its web url (printed when the app runs)"
             raise InvalidError(
                 f"A webhook function cannot be invoked for remote execution with `.{how}`. Invoke this "
@@ -778,7 +782,7 @@ class _DeployedObj:
     def __init__(self, cls: _DeployedCls, params: dict[str, Any]) -> None:
         self._cls = cls
         self._params = params
-        self._methods: dict[str, Function] = {}
+        self._methods: dict[str, Function | _DeployedWebMethod] = {}
         self._fid: str | None = None
 
     def __getattr__(self, name: str) -> Any:
@@ -786,7 +790,15 @@ class _DeployedObj:
             raise AttributeError(name)
         m = self._methods.get(name)
         if m is None:
-            m = self._methods[name] = _DeployedMethod(self, name)
+            # Which kind of method it is is the deployment's to say: looked up now (once per class).
+            found = run_sync(self._cls._lookup())
+            info = found.get("info") or {}
+            if name in (info.get("web_methods") or ()):
+                key = f"{found.get('tag') or self._cls._name}.{name}"
+                m = _DeployedWebMethod(self, name, (found.get("web_urls") or {}).get(key))
+            else:
+                m = _DeployedMethod(self, name)
+            self._methods[name] = m
         return m
 
     async def _resolve(self, method: str) -> tuple[str, bool]:
@@ -819,6 +831,29 @@ class _DeployedObj:
                 self._fid = await client.request({"t": P.FUNCTION_BIND, "fid": found["fid"], "params": values,
                                                   "config": config, "definition": definition})
         return self._fid, bool(methods[method].get("is_generator"))
+
+
+class _DeployedWebMethod(_WebMethod):
+    """A web endpoint method of a deployed class: called over HTTP at its URL, never with `.remote()`."""
+
+    def __init__(self, obj: _DeployedObj, name: str, url: str | None) -> None:
+        self._obj, self._name, self._url = obj, name, url  # type: ignore[assignment]
+
+    @property
+    def _qualname(self) -> str:
+        return f"{self._obj._cls._name}.{self._name}"
+
+    @property
+    def web_url(self) -> str | None:
+        return self._url
+
+    def local(self, *args: Any, **kwargs: Any) -> Any:
+        from .exception import ExecutionError
+
+        raise ExecutionError(
+            f"{self._qualname} belongs to a deployed class, whose definition is not in this program: it cannot "
+            "run locally. Call it over HTTP at its web url."
+        )
 
 
 class _DeployedMethod(Function):

@@ -159,6 +159,26 @@ def test_an_app_that_fails_to_start_answers_with_the_error(web):
     assert r.status_code == 503 and "cannot start" in r.text and "failed on purpose" in r.text
 
 
+def test_an_app_factory_or_lifespan_that_fails_answers_with_why(web):
+    r = httpx.get(web.returns_none.web_url, timeout=60)
+    assert r.status_code == 503 and "'returns_none' returned NoneType (None), not an ASGI app" in r.text
+    r = httpx.get(web.lifespan_fails.web_url, timeout=60)
+    assert r.status_code == 503 and "RuntimeError('no database to connect to')" in r.text, r.text
+
+
+def test_the_client_address_is_the_clients(web):
+    # From another loopback address than the gateway's own, to tell the client from the gateway.
+    with httpx.Client(transport=httpx.HTTPTransport(local_address="127.0.0.2"), timeout=30) as c:
+        r = c.get(web.client_address.web_url)
+    assert r.status_code == 200 and r.json() == "127.0.0.2"
+
+
+def test_a_cold_start_longer_than_the_timeout_is_not_a_timeout(web):
+    assert not _containers("SlowStart")  # the first request starts the first container
+    r = httpx.get(web.SlowStart().ready.web_url, timeout=60)
+    assert r.status_code == 200 and r.json().startswith("ta-")
+
+
 def test_class_web_endpoints_share_the_container_state(web):
     url = web.Greeter().greet.web_url
     assert url and httpx.get(url, params={"name": "bo"}, timeout=30).json() == "hi bo"
@@ -344,3 +364,36 @@ def test_url_labels_belong_to_one_app(platform, tmp_path):
     out = homeport_cli("deploy", str(twice))
     assert out.returncode != 0 and "would share the URL label 'same'" in out.stderr + out.stdout
     assert homeport_cli("app", "stop", "owner").returncode == 0
+
+
+def test_a_deployed_classes_web_method_is_found_by_name(platform, tmp_path):
+    program = tmp_path / "webcls.py"
+    program.write_text(textwrap.dedent("""
+        import homeport as modal
+        app = modal.App("webcls")
+
+        @app.cls()
+        class C:
+            @modal.fastapi_endpoint()
+            def web(self):
+                return "from the class"
+
+            @modal.method()
+            def plain(self):
+                return 1
+    """))
+    out = homeport_cli("deploy", str(program))
+    assert out.returncode == 0, out.stderr
+    try:
+        url = re.search(r"C\.web => (http://\S+)", out.stdout + out.stderr).group(1)
+        import homeport as modal
+        from homeport.exception import InvalidError
+
+        obj = modal.Cls.from_name("webcls", "C")()
+        assert obj.plain.remote() == 1
+        with pytest.raises(InvalidError, match="webhook function cannot be invoked"):
+            obj.web.remote()
+        assert obj.web.get_web_url() == obj.web.web_url == url
+        assert httpx.get(url, timeout=60).json() == "from the class"
+    finally:
+        assert homeport_cli("app", "stop", "webcls").returncode == 0

@@ -207,6 +207,40 @@ def test_method_twice():
                 pass
 
 
+def test_a_deployed_classes_web_methods_have_their_urls_and_are_not_called_with_remote(app):
+    from homeport._app import _lookup_info
+    from homeport._function import Function
+
+    @app.cls(serialized=True)
+    class C:
+        @modal.fastapi_endpoint()
+        def web(self):
+            return "hi"
+
+        @modal.method()
+        def plain(self):
+            return 1
+
+    info = _lookup_info(C)
+    assert info["web_methods"] == ["web"] and set(info["methods"]) == {"plain"}
+    url = "http://127.0.0.1:20001"
+    deployed = modal.Cls.from_name("defs", "C")
+    # The control plane's FUNCTION_LOOKUP reply, as `Cls.from_name` caches it: the deployment's info and
+    # the URL of each of the class's endpoints, by `Class.method`.
+    deployed._found = {"fid": "fu-1", "tag": "C", "is_generator": False, "info": info, "web": True,
+                       "web_url": None, "web_urls": {"C.web": url}}
+    obj = deployed()
+    assert obj.web.get_web_url() == obj.web.web_url == url
+    for how in ("remote", "spawn", "map", "remote_gen"):
+        with _raises(InvalidError, f"cannot be invoked for remote execution with `.{how}`. Invoke this function "
+                                   f"via its web url '{url}'"):
+            getattr(obj.web, how)()
+    with _raises(modal.exception.ExecutionError, "C.web belongs to a deployed class"):
+        obj.web.local()
+    assert isinstance(obj.plain, Function) and obj.plain is obj.plain
+    assert repr(obj.web) == "WebMethod(C.web)"
+
+
 def test_web_endpoints_on_classes_and_functions_are_defined(app):
     @app.cls(serialized=True)
     class C:

@@ -673,6 +673,28 @@ def test_authorize_false_answers_401_and_sees_the_client_headers(sock_dir):
     run(body)
 
 
+def test_the_proxy_credentials_are_not_forwarded_upstream(sock_dir):
+    path = os.path.join(sock_dir, "s")
+    slots = Slots(path)
+    creds = {"Modal-Key": "wk-1", "Modal-Secret": "ws-1"}
+
+    async def body():
+        authorized = Endpoint(NAME, slots.acquire, authorize=lambda headers: True)
+        async with uvicorn_upstream(path), gateway(authorized) as (gw, port), client(port) as c:
+            r = await c.get("/echo", headers={**creds, "MODAL-SECRET": "ws-again", "X-Kept": "yes"})
+            assert r.status_code == 200
+            headers = echoed(r)
+            assert "modal-key" not in headers and "modal-secret" not in headers
+            assert headers["x-kept"] == ["yes"]
+            # A public endpoint checks nothing, so it has nothing to keep from its code.
+            gw.route(port, Endpoint(NAME, slots.acquire))
+            r = await c.get("/echo", headers=creds)
+            assert echoed(r)["modal-key"] == ["wk-1"]
+        assert slots.acquired == 2 and slots.balanced()
+
+    run(body)
+
+
 def test_an_upload_refused_early_gets_its_answer_not_a_reset(sock_dir):
     # The gateway answers before the body; the client keeps sending 30 MB it must be allowed to finish.
     slots = Slots(os.path.join(sock_dir, "s"))
@@ -747,6 +769,28 @@ def test_timeout_answers_504_before_the_head_and_cuts_the_client_off_after_it(so
                 assert r.status_code == 200
                 with pytest.raises(httpx.RemoteProtocolError):
                     await r.aread()
+        assert slots.acquired == 2 and slots.balanced()
+
+    run(body)
+
+
+def test_the_timeout_counts_from_the_slot_not_from_the_wait_for_it(sock_dir):
+    # A cold start (or a queue) longer than the function's timeout is not the function running.
+    path = os.path.join(sock_dir, "s")
+    slots = Slots(path)
+    timeout = 0.5
+
+    async def cold_start() -> Upstream:
+        await asyncio.sleep(2 * timeout)
+        return await slots.acquire()
+
+    async def body():
+        ep = Endpoint(NAME, cold_start, timeout=timeout)
+        async with uvicorn_upstream(path), gateway(ep) as (_gw, port), client(port) as c:
+            r = await c.get("/echo")
+            assert r.status_code == 200 and r.json()["target"] == "/echo"
+            r = await c.get("/slow")  # and once it has its slot, the exchange is bounded all the same
+            assert r.status_code == 504 and "0.5 s" in r.text
         assert slots.acquired == 2 and slots.balanced()
 
     run(body)

@@ -64,6 +64,8 @@ class ContainerSpec:
     # step of an image without its own root file system, which must not write to the host).
     host_read_only: bool = False
     # Its own network namespace (only loopback): a `web_server` listens on its port in every replica.
+    # The backend sets `ENV_PRIVATE_NETWORK=1` in the container's environment only when it gave it one;
+    # where it cannot, it says why to the container's output and starts it in the machine's network.
     private_network: bool = False
 
 

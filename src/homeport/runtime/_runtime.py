@@ -227,6 +227,10 @@ class Runtime:
         signal.setitimer(signal.ITIMER_REAL, startup_timeout)
         hook = "import"
         try:
+            if self.defn.get("web"):  # before the enter hooks: a server class's hooks start its server
+                from ._web import claim_ports
+
+                claim_ports(self.defn["web"])
             if self.preloaded is not None:  # a copy of a snapshot: imports and snap hooks already ran
                 self.service = self.preloaded
             else:

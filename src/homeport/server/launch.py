@@ -131,13 +131,12 @@ class Launcher:
         )
         web = fn.definition.get("web")
         # Each replica of a user's own web server needs a network of its own: those are not forked
-        # from a template (whose copies would share the template's network).
+        # from a template (whose copies would share the template's network). The backend says whether
+        # it gave it one (`ENV_PRIVATE_NETWORK`).
         private_network = bool(web) and any(e["type"] in P.WEB_PROXIED for e in web)
         if web:
             env[P.ENV_WEB_SOCKET] = os.path.join(self.web_dir, cid)
             env[P.ENV_RUNTIME_PATH] = self.images.runtime_path(web=True)
-            if private_network:
-                env[P.ENV_PRIVATE_NETWORK] = "1"
         argv = image.argv()
         cwd, mounts, rootfs = self.view(fn, image, env[P.ENV_RUNTIME_PATH])
         template = None

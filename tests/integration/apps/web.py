@@ -140,3 +140,52 @@ class Greeter:
     @modal.method()
     def plain(self):
         return self.greeting
+
+
+@app.function()
+@modal.asgi_app()
+def client_address():
+    from fastapi import FastAPI, Request
+
+    web = FastAPI()
+
+    @web.get("/")
+    def root(request: Request):
+        return request.client.host
+
+    return web
+
+
+@app.function()
+@modal.asgi_app()
+def returns_none():
+    return None
+
+
+@app.function()
+@modal.asgi_app()
+def lifespan_fails():
+    import contextlib
+
+    from fastapi import FastAPI
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app):
+        raise RuntimeError("no database to connect to")
+        yield
+
+    return FastAPI(lifespan=lifespan)
+
+
+@app.cls(timeout=2, startup_timeout=30)
+class SlowStart:
+    """Its start-up takes longer than its `timeout`: only the request itself is bounded by that."""
+
+    @modal.enter()
+    def load(self):
+        time.sleep(3)
+        self.loaded = os.environ["HOMEPORT_CONTAINER_ID"]
+
+    @modal.fastapi_endpoint()
+    def ready(self):
+        return self.loaded

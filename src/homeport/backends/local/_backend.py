@@ -15,12 +15,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import shutil
 import signal
 import time
 
+from ... import _protocol as P
 from .._base import Backend, ContainerSpec, ExitCallback, ExitInfo, OutputCallback, PrivateDir, TemplateSpec
 from . import _private, _rootfs, _sandbox
 from ._cgroups import Cgroup, Cgroups, CgroupsUnavailable
@@ -53,6 +55,7 @@ class LocalBackend(Backend):
         self._scratch = scratch_dir
         self._private = private
         self._bwrap_problem: str | bool | None = False  # why bubblewrap cannot hide it here; False: not tried
+        self._network_problem: str | bool | None = False  # why no container gets its own network; False: not tried
         self._told_visible: set[str] = set()  # apps told that the state directory is visible to their containers
         self._templates: Templates | None = None
         self._sweeper: asyncio.TimerHandle | None = None
@@ -135,18 +138,21 @@ class LocalBackend(Backend):
         """None, or why bubblewrap cannot hide the state directory on this machine (asked once)."""
         if self._bwrap_problem is False:
             assert self._private is not None
-            try:
-                argv = _sandbox.wrap(["true"], (), None, None, hide=_private.plan(self._private))
-                probe = await asyncio.create_subprocess_exec(
-                    *argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
-                    stderr=asyncio.subprocess.PIPE)
-                _out, err = await probe.communicate()
-                self._bwrap_problem = None if probe.returncode == 0 else (
-                    f"bubblewrap fails here: {err.decode(errors='replace').strip() or f'exit code {probe.returncode}'}")
-            except (OSError, _sandbox.SandboxUnavailable) as exc:
-                self._bwrap_problem = str(exc)
+            self._bwrap_problem = await _bwrap_fails(hide=_private.plan(self._private))
         assert self._bwrap_problem is not False
         return self._bwrap_problem
+
+    async def _private_network(self, spec: ContainerSpec) -> str | None:
+        """None when the container gets the network of its own it asks for, else why not (asked once):
+        bubblewrap may be missing, or installed on a kernel that does not let it make namespaces, where
+        every such container would fail to start."""
+        if not spec.private_network or spec.rootfs:  # a root file system's `unshare --net` needs no bubblewrap
+            return None
+        if self._network_problem is False:
+            self._network_problem = ("bubblewrap is not installed" if shutil.which("bwrap") is None
+                                     else await _bwrap_fails(private_network=True))
+        assert self._network_problem is not False
+        return self._network_problem
 
     async def _spawn(self, spec: ContainerSpec, on_output: OutputCallback, on_exit: ExitCallback,
                      cgroup: Cgroup | None = None) -> int:
@@ -159,12 +165,21 @@ class LocalBackend(Backend):
         problem = None if hide is None else await self._bwrap_hides()
         if problem is not None:  # it still runs, as it would without a state directory to hide
             hide = None
+        network_problem = await self._private_network(spec)
+        if network_problem is not None:  # it still runs, in the machine's network (the runtime checks its port)
+            spec = dataclasses.replace(spec, private_network=False)
+        # Set here, where it is known to be true: a web server without it makes sure its port is its own.
+        if spec.private_network:
+            env[P.ENV_PRIVATE_NETWORK] = "1"
+        else:
+            env.pop(P.ENV_PRIVATE_NETWORK, None)
         try:
             argv = _sandbox.command(spec, hide)
         except _sandbox.SandboxUnavailable as exc:
             raise RuntimeError(str(exc)) from None
-        note = _sandbox.network_note(spec)
-        if note is not None:
+        if network_problem is not None:
+            note = _sandbox.network_note(network_problem)
+            log.warning("container %s: %s", spec.container_id, note.strip())
             on_output(spec.container_id, 2, note.encode())
         if problem is not None:
             self._visible(spec, problem, on_output)
@@ -348,3 +363,17 @@ class LocalBackend(Backend):
 
     def describe(self) -> dict[str, object]:
         return {"name": self.name, "templates": self._templates is not None}
+
+
+async def _bwrap_fails(**wrap: object) -> str | None:
+    """None if bubblewrap runs a command with these `_sandbox.wrap` options on this machine, else why not."""
+    try:
+        argv = _sandbox.wrap(["true"], (), None, None, **wrap)  # type: ignore[arg-type]
+        probe = await asyncio.create_subprocess_exec(
+            *argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
+        _out, err = await probe.communicate()
+    except (OSError, _sandbox.SandboxUnavailable) as exc:
+        return str(exc)
+    if probe.returncode == 0:
+        return None
+    return f"bubblewrap fails here: {err.decode(errors='replace').strip() or f'exit code {probe.returncode}'}"

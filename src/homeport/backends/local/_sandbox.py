@@ -39,13 +39,13 @@ def sandboxed(spec: ContainerSpec, hide: Plan | None = None) -> bool:
     return needs_sandbox(spec) or hide is not None or bool(spec.private_network and shutil.which("bwrap"))
 
 
-def network_note(spec: ContainerSpec) -> str | None:
-    """What the user should know when a container cannot get the private network it asked for."""
-    if spec.private_network and not spec.rootfs and shutil.which("bwrap") is None:
-        return ("homeport: bubblewrap is not installed, so this web server shares the machine's network and "
-                "its replicas cannot all listen on the same port; install it (`apt-get install bubblewrap`) "
-                "to give every container its own network\n")
-    return None
+def network_note(reason: str) -> str:
+    """What the user should know when a container cannot get the network of its own it asked for."""
+    return (f"homeport: this container has no network of its own ({reason}), so its web server shares the "
+            "machine's network: one container at a time can serve its port, and the server can be reached "
+            "on this machine without the gateway (and its proxy auth); install bubblewrap "
+            "(`apt-get install bubblewrap`) on a machine that allows user namespaces to give every container "
+            "its own network\n")
 
 
 def command(spec: ContainerSpec, hide: Plan | None = None) -> list[str]:
@@ -68,7 +68,7 @@ def wrap(argv: Sequence[str], mounts: Sequence[Mount], rootfs: str | None, cwd: 
         return list(argv)
     bwrap = shutil.which("bwrap")
     if bwrap is None and not mounts and not host_read_only and hide is None:
-        return list(argv)  # only the network was asked for: `network_note` tells the user
+        return list(argv)  # only the network was asked for: the backend tells the user (`network_note`)
     if bwrap is None:
         what = ("volumes are mounted with" if mounts else "Image.run_function() steps run under" if host_read_only
                 else "the control plane's state directory is hidden from containers with")

@@ -59,7 +59,7 @@ class _Exchange:
         self.head = b""  # the request head as sent upstream
         self.endpoint: Endpoint | None = None
         self.task: asyncio.Task | None = None
-        self.deadline = 0.0  # loop time by which the exchange must end (0: never)
+        self.deadline = 0.0  # loop time by which the exchange must end, from its slot's acquisition (0: never)
         self.release: Callable[[], None] | None = None
         self.conn: _Upstream | None = None
         self.head_sent = False  # a final (or 101) response head went to the client
@@ -89,10 +89,7 @@ class _Exchange:
                 return
         if not self._build_head(route):
             return
-        loop = client.gw._loop
-        if endpoint.timeout and endpoint.timeout > 0:
-            self.deadline = loop.time() + endpoint.timeout
-        self.task = loop.create_task(self._open())
+        self.task = client.gw._loop.create_task(self._open())
 
     def _build_head(self, route: _Route) -> bool:
         drop = route.drop
@@ -159,6 +156,10 @@ class _Exchange:
             upstream.release()
             return
         self.release = upstream.release
+        # The function's `timeout` counts from here, as Modal counts it: the time queued for a slot and a
+        # cold start (bounded by `startup_timeout` in the container) are not the function running.
+        if endpoint.timeout and endpoint.timeout > 0:
+            self.deadline = self.client.gw._loop.time() + endpoint.timeout
         await self._connect(upstream.socket_path, pooled=True)
 
     async def _connect(self, path: str, pooled: bool) -> None:

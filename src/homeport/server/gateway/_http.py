@@ -24,6 +24,8 @@ _HOP = frozenset(
 )
 # The gateway is the edge, so what a client claims about forwarding is replaced, not trusted.
 _REQUEST_DROP = _HOP | {b"expect", b"x-forwarded-for", b"x-forwarded-proto"}
+# The proxy-auth credentials, checked by `Endpoint.authorize` and never sent on.
+_AUTH_HEADERS = frozenset({b"modal-key", b"modal-secret"})
 _RESPONSE_SPECIAL = _HOP | {b"content-length"}
 # Connection tokens that name no other header (or one dropped anyway).
 _PLAIN_TOKENS = frozenset({b"close", b"keep-alive", b"upgrade", b""})
@@ -56,10 +58,14 @@ class HTTPError(Exception):
 @dataclass
 class Endpoint:
     name: str  # for messages, e.g. "app 'shop' function 'api'"
-    # A container slot; may wait (queued). Cancelled if the client leaves: it must then hold no slot.
+    # A container slot; may wait (queued, or while a container starts). Cancelled if the client leaves:
+    # it must then hold no slot. The gateway puts no deadline on the wait: the control plane fails it
+    # (HTTPError) when no container can start, within the function's `startup_timeout`.
     acquire: Callable[[], Awaitable[Upstream]]
-    timeout: float = 300.0  # seconds for one whole exchange, from its request head to its response's end
-    authorize: Callable[[list[tuple[bytes, bytes]]], bool] | None = None  # None: no auth; False -> 401
+    timeout: float = 300.0  # seconds for the rest of the exchange once `acquire` gave it a slot
+    # None: no auth. Else False answers 401; True forwards the request without the credentials, so that
+    # the endpoint's code (or anyone it logs headers to) cannot replay them against other endpoints.
+    authorize: Callable[[list[tuple[bytes, bytes]]], bool] | None = None
     extra_headers: tuple[tuple[bytes, bytes], ...] = ()  # added to the request sent upstream
 
 
@@ -72,9 +78,9 @@ class _Route:
         extra = endpoint.extra_headers if endpoint is not None else ()
         # Clients must not be able to forge what the gateway adds.
         self.drop = _REQUEST_DROP | {name.lower() for name, _ in extra}
+        if endpoint is not None and endpoint.authorize is not None:
+            self.drop |= _AUTH_HEADERS
         self.extra = b"".join(name + b": " + value + _CRLF for name, value in extra)
-
-
 
 
 def _reason(status: int) -> bytes:
