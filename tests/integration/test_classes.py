@@ -20,7 +20,7 @@ from homeport.exception import (
     NotFoundError,
     UnimplementedError,
 )
-from homeport.testing import wait_for
+from homeport.testing import Logs, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -33,21 +33,6 @@ def classes(platform, apps_path):
         yield classes
 
 
-class _Logs:
-    """Collect the container log lines the control plane streams to this client."""
-
-    def __enter__(self):
-        self.client = run_sync(get_client())
-        self.saved = self.client.log_handler
-        self.lines = []
-        self.client.log_handler = lambda msg: self.lines.append((msg["fn"], msg["data"]))
-        return self
-
-    def __exit__(self, *exc):
-        self.client.log_handler = self.saved
-
-    def text(self, fn=None):
-        return "".join(data for f, data in list(self.lines) if fn is None or f == fn)
 
 
 def _alive(pid):
@@ -166,7 +151,7 @@ def test_startup_timeout_names_the_slow_enter_hook(classes):
 
 def test_exit_hooks_run_on_scale_down_and_a_failing_one_is_logged(classes, tmp_path):
     log = tmp_path / "exit.log"
-    with _Logs() as logs:
+    with Logs() as logs:
         pid = classes.Exits(log=str(log)).pid.remote()  # scaledown_window=2
         assert _lines(log) == [f"enter {pid}"]
         assert wait_for(lambda: len(_lines(log)) == 3, timeout=20), _lines(log)
@@ -179,7 +164,7 @@ def test_exit_hooks_run_on_scale_down_and_a_failing_one_is_logged(classes, tmp_p
 
 def test_an_exit_hook_longer_than_the_grace_period_is_cut_short_and_the_user_told(classes, tmp_path):
     log = tmp_path / "exit.log"
-    with _Logs() as logs:
+    with Logs() as logs:
         pid = classes.SlowExit(log=str(log)).pid.remote()  # scaledown_window=2, then 10 s of grace
         assert wait_for(lambda: _lines(log) == ["exit-start"], timeout=30)
         assert wait_for(lambda: not _alive(pid), timeout=60)

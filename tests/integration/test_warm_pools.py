@@ -11,7 +11,7 @@ import pytest
 from homeport import _protocol as P
 from homeport._bridge import run_sync
 from homeport._client import get_client
-from homeport.testing import homeport_cli, wait_for
+from homeport.testing import Logs, homeport_cli, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -27,21 +27,6 @@ def server_log(platform) -> str:
     return (platform.state_dir / "server.log").read_text()
 
 
-class _Logs:
-    """Collect the container log lines the control plane streams to this client."""
-
-    def __enter__(self):
-        self.client = run_sync(get_client())
-        self.saved = self.client.log_handler
-        self.lines = []
-        self.client.log_handler = lambda msg: self.lines.append((msg["fn"], msg["data"]))
-        return self
-
-    def __exit__(self, *exc):
-        self.client.log_handler = self.saved
-
-    def text(self, fn):
-        return "".join(data for f, data in list(self.lines) if f == fn)
 
 
 @pytest.fixture(scope="module")
@@ -94,7 +79,7 @@ def test_a_min_container_takes_no_input_before_its_enter_hook_finished(warm):
 def test_a_crash_looping_pool_backs_off_and_shows_the_failure_once(platform, apps_path):
     import crashloop
 
-    with _Logs() as logs, crashloop.app.run(show_logs=False):
+    with Logs() as logs, crashloop.app.run(show_logs=False):
         def failures():
             return re.findall(r"container \S+ of CrashingEnter failed during start-up \((\d+) in a row\).*"
                               r"next start in (\S+)s", server_log(platform))

@@ -113,3 +113,32 @@ def wait_for(predicate, timeout: float = 10.0, interval: float = 0.02) -> bool:
             return True
         time.sleep(interval)
     return predicate()
+
+
+class Logs:
+    """Collect the container output the control plane streams to this client, for assertions.
+
+    ```python
+    with app.run(show_logs=False), Logs() as logs:
+        f.remote()
+    assert "hello" in logs.text("f")
+    ```
+    """
+
+    def __enter__(self) -> Logs:
+        from .._bridge import run_sync
+        from .._client import get_client
+
+        self.client = run_sync(get_client())
+        self.saved = self.client.log_handler
+        self.lines: list[tuple[str, str]] = []
+        self.client.log_handler = lambda msg: self.lines.append((msg["fn"], msg["data"]))
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.client.log_handler = self.saved
+
+    def text(self, fn: str | None = None) -> str:
+        """What the containers of function `fn` (all functions: None) printed so far."""
+        return "".join(data for f, data in list(self.lines) if fn is None or f == fn)
+
