@@ -173,6 +173,7 @@ class WebServers:
         self.prefix = prefix
         self.max_inputs = max_inputs
         self._servers: list[Any] = []  # uvicorn servers
+        self._tasks: list[asyncio.Future] = []  # their `serve()` tasks
         self._bridges: list[asyncio.AbstractServer] = []
         self._sockets: list[socket.socket] = []  # the listening sockets, closed when the loop ends
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -233,6 +234,9 @@ class WebServers:
         try:
             loop.run_until_complete(self._serve(apps))
         except BaseException as exc:  # a lifespan start-up failure exits uvicorn with SystemExit(3)
+            for task in self._tasks:  # retrieved here, so that nothing is reported as never retrieved
+                if task.done() and not task.cancelled():
+                    task.exception()
             if not self._ready.is_set():
                 self._error = self._start_error(apps, exc)
                 self._ready.set()
@@ -261,7 +265,7 @@ class WebServers:
         import uvicorn
 
         self._done = asyncio.get_running_loop().create_future()
-        tasks = []
+        tasks = self._tasks
         for path, app in apps:
             sock = _bind(path)
             self._sockets.append(sock)
