@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
+import itertools
 import json
 import os
 import statistics
@@ -175,18 +176,25 @@ def map_throughput(ctx: Context) -> list[dict]:
     return out
 
 
-@figure("cold_start")
-def cold_start(ctx: Context) -> list[dict]:
-    """A new app run to the first result of a trivial function (a new container, cached image)."""
+def _median_cold_start(ctx: Context, fn) -> float:
+    """Median ms from a new run of the bench app to the first result of `fn` (a new container)."""
     import bench_app
 
     samples = []
     for _ in range(5 if ctx.quick else 15):
         t = time.perf_counter()
         with bench_app.app.run(show_logs=False):
-            bench_app.trivial.remote(1)
+            fn.remote(1)
             samples.append(time.perf_counter() - t)
-    hp = statistics.median(samples) * 1e3
+    return statistics.median(samples) * 1e3
+
+
+@figure("cold_start")
+def cold_start(ctx: Context) -> list[dict]:
+    """A new app run to the first result of a trivial function (a new container, cached image)."""
+    import bench_app
+
+    hp = _median_cold_start(ctx, bench_app.trivial)
     out = [row("cold_start", hp, "ms", target="<= 150 ms (issue 2), <= 100 ms (issue 6)")]
     ray = ctx.ray()
     if ray is not None:
@@ -212,13 +220,7 @@ def volume_cold_start(ctx: Context) -> list[dict]:
     """Like cold_start, for a function that mounts a volume (its containers run in their own view)."""
     import bench_app
 
-    samples = []
-    for _ in range(5 if ctx.quick else 15):
-        t = time.perf_counter()
-        with bench_app.app.run(show_logs=False):
-            bench_app.with_volume.remote(1)
-            samples.append(time.perf_counter() - t)
-    return [row("volume_cold_start", statistics.median(samples) * 1e3, "ms", target="close to cold_start")]
+    return [row("volume_cold_start", _median_cold_start(ctx, bench_app.with_volume), "ms", target="close to cold_start")]
 
 
 # --- issue 6 --------------------------------------------------------------------------------------
@@ -487,7 +489,7 @@ def schedule_precision(ctx: Context) -> list[dict]:
     times = [float(x) for x in ticks_file.read_text().split()] if ticks_file.exists() else []
     times = [t for t in times if t <= times[0] + window] if times else []
     # Jitter: how far each interval between ticks is from the 1 s period.
-    jitter = [abs((b - a) - 1.0) * 1e3 for a, b in zip(times, times[1:])]
+    jitter = [abs((b - a) - 1.0) * 1e3 for a, b in itertools.pairwise(times)]
     nan = float("nan")
     return [
         row("schedule_ticks", len(times), f"in {window} s", target=f"{window} or {window + 1}"),
