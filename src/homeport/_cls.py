@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 from . import _protocol as P
 from ._bridge import run_sync
 from ._client import get_client
-from ._function import Function
+from ._function import Function, webhook_call_error
 from ._options import FunctionOptions, function_options, merged_env, unsupported_features
 from ._partial import PartialFunction
 from .exception import InvalidError, UnimplementedError
@@ -693,12 +693,7 @@ class _WebMethod:
 
     def __getattr__(self, how: str) -> Any:
         if how in ("remote", "map", "starmap", "spawn", "remote_gen", "for_each"):
-            tag = self._qualname
-            where = f"its web url '{self.web_url}'" if self.web_url else "its web url (printed when the app runs)"
-            raise InvalidError(
-                f"A webhook function cannot be invoked for remote execution with `.{how}`. Invoke this "
-                f"function via {where} or call it locally: {tag}.local()"
-            )
+            raise webhook_call_error(how, self._qualname, self.web_url)
         raise AttributeError(how)
 
 

@@ -101,6 +101,15 @@ class _MapMethod:
         return self._fn._map_async(iterables, kwargs or {}, self._star, order_outputs, return_exceptions)
 
 
+def webhook_call_error(how: str, tag: str, url: str | None) -> InvalidError:
+    """Modal's error for `.remote()` (or `.map`, `.spawn` ...) of a web endpoint."""
+    where = f"its web url '{url}'" if url else "its web url (printed when the app runs)"
+    return InvalidError(
+        f"A webhook function cannot be invoked for remote execution with `.{how}`. Invoke this function "
+        f"via {where} or call it locally: {tag}.local()"
+    )
+
+
 class Function:
     """A function that runs in containers. Made by `@app.function()`.
 
@@ -227,11 +236,7 @@ class Function:
 
     def _check_not_web(self, how: str) -> None:
         if self._web is not None:
-            where = f"its web url '{self._web_url}'" if self._web_url else "its web url (printed when the app runs)"
-            raise InvalidError(
-                f"A webhook function cannot be invoked for remote execution with `.{how}`. Invoke this function "
-                f"via {where} or call it locally: {self._tag}.local()"
-            )
+            raise webhook_call_error(how, self._tag, self._web_url)
 
     def _check_not_generator(self, how: str) -> None:
         self._check_not_web(how)
