@@ -142,7 +142,7 @@ def test_a_snapshot_that_cannot_be_taken_falls_back_to_a_cold_start(platform, tm
         sys.path.remove(str(tmp_path))
     with mod.app.run(show_logs=False):
         info = mod.Model().info.remote()
-        timelines = _timelines("Model")
+        timelines = _timelines("Model", mod.app)
     assert info["n"] == 100_000  # it still works, from a normal cold start
     assert info["loaded_in"] == info["pid"]
     assert timelines and all("process" in t and "import" in t for t in timelines)  # a fresh process, timed
@@ -227,13 +227,15 @@ VOLUME_APP = textwrap.dedent('''
 ''')
 
 
-def _timelines(function):
+def _timelines(function, app):
+    """The start-up timelines of `app`'s containers of `function` (not those of other apps' functions
+    of the same name, which may still be exiting)."""
     import json
 
     from homeport.testing import homeport_cli
 
     out = homeport_cli("container", "list", "--json")
-    return [r["timeline"] for r in json.loads(out.stdout) if r["function"] == function]
+    return [r["timeline"] for r in json.loads(out.stdout) if r["function"] == function and r["app_id"] == app.app_id]
 
 
 @pytest.mark.skipif(shutil.which("bwrap") is None, reason="volumes need bubblewrap (apt-get install bubblewrap)")
@@ -259,7 +261,7 @@ def test_containers_with_a_volume_start_from_the_snapshot_and_the_template(platf
             for info in mod.Model().info.map([0.3] * 4):
                 seen[info["pid"]] = info
         assert mod.listing.remote() == ["w.txt"]
-        plain = _timelines("listing")
+        plain = _timelines("listing", mod.app)
     infos = list(seen.values())
     assert len(infos) == 2
     assert len(_lines(log, "snap")) == 1  # one snapshot, taken with the volume mounted
