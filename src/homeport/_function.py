@@ -24,8 +24,21 @@ if TYPE_CHECKING:
 MAP_BATCH = 1024  # inputs per message
 MAP_WINDOW = 65536  # inputs in flight before the caller waits for outputs
 
-_call_prefix = f"fc-{os.urandom(6).hex()}"
+_call_prefix = ""
 _call_counter = itertools.count(1)
+
+
+def _new_call_prefix() -> None:
+    """Call ids are this process's random prefix and a counter. A container forked from a template
+    that imported this module must not reuse the template's (its calls would collide with its
+    siblings'), so every forked child makes its own."""
+    global _call_prefix, _call_counter
+    _call_prefix = f"fc-{os.urandom(6).hex()}"
+    _call_counter = itertools.count(1)
+
+
+_new_call_prefix()
+os.register_at_fork(after_in_child=_new_call_prefix)
 
 
 def _new_call_id() -> str:
