@@ -215,6 +215,10 @@ def main(fd: int) -> None:
     if defn is not None:
         from ._runtime import load_service, run_snap_hooks
 
+        if os.environ.get(P.ENV_MODAL_ALIAS, "1") == "1":  # as every container: `import modal` is Homeport
+            from .. import _modal_alias
+
+            _modal_alias.install()
         try:
             preloaded = load_service(defn)
             timeline = {"import": time.monotonic() - t0}
