@@ -216,9 +216,9 @@ def main(fd: int) -> None:
         from ._runtime import load_service, run_snap_hooks
 
         if os.environ.get(P.ENV_MODAL_ALIAS, "1") == "1":  # as every container: `import modal` is Homeport
-            from .. import _modal_alias
+            from .._modal_alias import install as install_modal_alias
 
-            _modal_alias.install()
+            install_modal_alias()
         try:
             preloaded = load_service(defn)
             timeline = {"import": time.monotonic() - t0}

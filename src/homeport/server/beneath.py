@@ -74,6 +74,13 @@ def split(path: str) -> list[str]:
     return parts
 
 
+def _is_link(dir_fd: int, name: str) -> bool:
+    try:
+        return stat.S_ISLNK(os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mode)
+    except OSError:
+        return False
+
+
 def _error(exc: OSError, path: str, where: str) -> Exception:
     if exc.errno in (errno.ELOOP, errno.EXDEV):
         return InvalidError(f"{path}: the path goes through a symbolic link in {where}; volume operations "
@@ -105,7 +112,9 @@ class Root:
             try:
                 fd = _openat2(self.fd, "/".join(parts), _DIR_FLAGS)
             except OSError as exc:
-                raise _error(exc, path, self.where) from None
+                if exc.errno != errno.ENOTDIR:  # a link as the last component: the walk says so exactly
+                    raise _error(exc, path, self.where) from None
+                fd = None
             if fd is not None:
                 return fd
         fd = os.dup(self.fd)
@@ -114,7 +123,12 @@ class Root:
                 if create:
                     with contextlib.suppress(FileExistsError):
                         os.mkdir(part, 0o755, dir_fd=fd)
-                nxt = os.open(part, _DIR_FLAGS, dir_fd=fd)
+                try:
+                    nxt = os.open(part, _DIR_FLAGS, dir_fd=fd)
+                except OSError as exc:
+                    if exc.errno == errno.ENOTDIR and _is_link(fd, part):  # O_NOFOLLOW|O_DIRECTORY on a link
+                        raise OSError(errno.ELOOP, os.strerror(errno.ELOOP), part) from None
+                    raise
                 os.close(fd)
                 fd = nxt
         except OSError as exc:
