@@ -25,7 +25,7 @@ class FramedProtocol(asyncio.Protocol):
     connection is closed; nothing after it is read.
     """
 
-    max_frame = P.MAX_MESSAGE_BYTES
+    max_frame = 0xFFFFFFFF  # no limit (all a header can say); the control plane sets its own
     on_oversize: Callable[[int], None] | None = None
 
     def __init__(

@@ -327,3 +327,14 @@ class _Raw:
                 raise EOFError("the control plane closed the connection")
             buf += chunk
         return buf
+
+
+def test_a_map_with_big_arguments_travels_in_pieces_and_too_big_is_said(escape, monkeypatch):
+    import homeport._function as F
+    from homeport.exception import SerializationError
+
+    monkeypatch.setattr(F, "MAP_MESSAGE_BYTES", 1 << 20)  # pieces of at most ~1 MiB of arguments
+    assert list(escape.size.map([b"x" * (300 << 10)] * 10)) == [300 << 10] * 10
+    monkeypatch.setattr(P, "MAX_PAYLOAD_BYTES", 1 << 20)
+    with pytest.raises(SerializationError, match="over the limit"):
+        escape.size.remote(b"x" * (2 << 20))
