@@ -420,6 +420,9 @@ class App:
         name = name or self._name
         if not name:
             raise InvalidError("You need to either supply a deployment name or have a name set on the app.")
+        from ._secret import check_object_name
+
+        check_object_name(name, "App")  # the control plane checks it too
         self._check_supported()
         run_sync(self._deploy(name))
         return self

@@ -194,6 +194,14 @@ def test_the_server_checks_every_name(platform):
         assert c.request({"t": P.VOLUME, "op": "delete", "name": ".."})["ok"]
 
 
+def test_an_app_named_like_a_path_does_not_deploy(platform):
+    import homeport
+
+    with pytest.raises(InvalidError, match="Invalid App name"):
+        homeport.App("../../weird name/..").deploy()
+    assert "../../weird name/.." not in homeport_cli("app", "list").stdout
+
+
 def _rss(platform) -> int:
     return psutil.Process(platform.pid).memory_info().rss
 
