@@ -191,6 +191,8 @@ class App:
         self._volumes = dict(volumes or {})
         self._tags = dict(tags or {})
         self._registered: dict[str, _Registered] = {}
+        # Objects whose name a later registration took (Modal: "the later one wins"): they stand for it.
+        self._displaced: dict[str, list[Callable[..., None]]] = {}
         self._local_entrypoints: dict[str, Callable] = {}
         self._app_id: str | None = None
         self._running = False
@@ -317,8 +319,11 @@ class App:
         return cls_decorator(self, self._merge_app_defaults(kwargs), server=server)
 
     def _register(self, reg: _Registered) -> None:
-        if reg.tag in self._registered:
-            warnings.warn(f"Warning: function name '{reg.tag}' collision!", stacklevel=3)
+        old = self._registered.get(reg.tag)
+        if old is not None:
+            warnings.warn(f"Warning: function name '{reg.tag}' collision! Overriding existing function.", stacklevel=3)
+            if old.obj is not reg.obj:
+                self._displaced.setdefault(reg.tag, []).append(old.hydrate)
         self._registered[reg.tag] = reg
 
     def local_entrypoint(self, _warn_parentheses_missing: Any = None, *, name: str | None = None) -> Callable:
@@ -393,6 +398,9 @@ class App:
         self._running = False
         for reg in self._registered.values():
             reg.hydrate(None)
+        for hooks in self._displaced.values():
+            for hydrate in hooks:
+                hydrate(None)
         from ._client import Client
 
         current = Client._instance
@@ -412,6 +420,9 @@ class App:
         name = name or self._name
         if not name:
             raise InvalidError("You need to either supply a deployment name or have a name set on the app.")
+        from ._secret import check_object_name
+
+        check_object_name(name, "App")  # the control plane checks it too
         self._check_supported()
         run_sync(self._deploy(name))
         return self
@@ -435,6 +446,9 @@ class App:
         self._web_urls = dict(reply.get("web_urls") or {})
         for tag, reg in self._registered.items():
             reg.hydrate(reply["ids"][tag], self._web_urls)
+        for tag, hooks in self._displaced.items():
+            for hydrate in hooks:
+                hydrate(reply["ids"][tag], self._web_urls)
 
     @property
     def web_urls(self) -> dict[str, str]:

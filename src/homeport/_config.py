@@ -42,8 +42,13 @@ def token_path() -> Path:
 
 
 def ensure_state_dir() -> Path:
+    """The state directory, made if needed, and readable by its owner only: it holds the token, the
+    secrets' key and the database (a directory that existed with wider permissions is tightened)."""
     d = state_dir()
     d.mkdir(parents=True, exist_ok=True, mode=0o700)
+    st = d.stat()
+    if st.st_mode & 0o077 and st.st_uid == os.getuid():
+        os.chmod(d, 0o700)
     return d
 
 

@@ -22,10 +22,24 @@ if TYPE_CHECKING:
     from ._options import FunctionOptions
 
 MAP_BATCH = 1024  # inputs per message
+MAP_MESSAGE_BYTES = 64 << 20  # pickled arguments per message, at most (one bigger argument goes alone)
 MAP_WINDOW = 65536  # inputs in flight before the caller waits for outputs
 
-_call_prefix = f"fc-{os.urandom(6).hex()}"
+_call_prefix = ""
 _call_counter = itertools.count(1)
+
+
+def _new_call_prefix() -> None:
+    """Call ids are this process's random prefix and a counter. A container forked from a template
+    that imported this module must not reuse the template's (its calls would collide with its
+    siblings'), so every forked child makes its own."""
+    global _call_prefix, _call_counter
+    _call_prefix = f"fc-{os.urandom(6).hex()}"
+    _call_counter = itertools.count(1)
+
+
+_new_call_prefix()
+os.register_at_fork(after_in_child=_new_call_prefix)
 
 
 def _new_call_id() -> str:
@@ -493,6 +507,19 @@ class _MapRun:
         client.watch_call(self.call_id, handler)
 
     def _send(self, batch: list, last: bool) -> None:
+        # A message stays far under the control plane's frame limit however big the arguments are.
+        pieces: list[list] = [[]]
+        size = 0
+        for item in batch:
+            if pieces[-1] and size + len(item[1]) > MAP_MESSAGE_BYTES:
+                pieces.append([])
+                size = 0
+            pieces[-1].append(item)
+            size += len(item[1])
+        for n, piece in enumerate(pieces, 1):
+            self._send_piece(piece, last and n == len(pieces))
+
+    def _send_piece(self, batch: list, last: bool) -> None:
         msg: dict[str, Any] = {"call": self.call_id, "inputs": batch, "last": last}
         if self.first:
             msg.update(t=P.CALL, fid=self.fid, kind=P.KIND_MAP)

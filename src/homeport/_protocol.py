@@ -102,7 +102,9 @@ GENERATOR_DONE = 6  # data is the number of items yielded
 
 # --- encoding --------------------------------------------------------------------------------------
 HEADER = struct.Struct("!I")
-MAX_MESSAGE_BYTES = 1 << 30
+MAX_MESSAGE_BYTES = 1 << 30  # the control plane closes a connection that sends a bigger frame
+# The most one pickled argument tuple or result may take: a message holds it and a little more.
+MAX_PAYLOAD_BYTES = MAX_MESSAGE_BYTES - (64 << 10)
 
 
 def encode(message: dict[str, Any]) -> bytes:

@@ -13,24 +13,20 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from ._names import object_name_problem
 from ._protocol import ENV_IS_REMOTE
 from .exception import InvalidError
 
 __all__ = ["Secret", "check_object_name", "find_dotenv", "parse_dotenv"]
 
-_OBJECT_NAME = re.compile(r"^[a-zA-Z0-9\-_.]+$")
-_APP_ID = re.compile(r"^ap-[a-zA-Z0-9]{22}$")
 _ENV_DICT_WRONG_TYPE = "the env_dict argument to Secret has to be a dict[str, Union[str, None]]"
 
 
 def check_object_name(name: Any, object_type: str) -> str:
     """Modal's rule for names of Apps, Secrets, Volumes, Dicts and Queues."""
-    if not isinstance(name, str) or len(name) > 64 or not _OBJECT_NAME.match(name) or _APP_ID.match(name):
-        raise InvalidError(
-            f"Invalid {object_type} name: '{name}'. Names may contain only alphanumeric characters, dashes, "
-            "periods, and underscores, must be shorter than 64 characters, and cannot conflict with App ID "
-            "strings."
-        )
+    why = object_name_problem(name, object_type)
+    if why is not None:
+        raise InvalidError(why)
     return name
 
 

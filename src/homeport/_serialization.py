@@ -31,7 +31,7 @@ def _unpicklable_part(args: tuple, kwargs: dict) -> Any:
 
 def serialize_args(tag: str, args: tuple, kwargs: dict) -> bytes:
     try:
-        return _pickle.dumps((args, kwargs))
+        data = _pickle.dumps((args, kwargs))
     except Exception as exc:
         bad = _unpicklable_part(args, kwargs)
         what = type(bad).__qualname__ if bad is not None else "an argument"
@@ -39,6 +39,12 @@ def serialize_args(tag: str, args: tuple, kwargs: dict) -> bytes:
             f"Could not serialize the arguments of '{tag}': a value of type {what} cannot be pickled "
             f"({type(exc).__name__}: {exc}). Pass plain data, or create the object inside the function."
         ) from None
+    if len(data) > P.MAX_PAYLOAD_BYTES:
+        raise SerializationError(
+            f"The arguments of '{tag}' take {len(data)} bytes pickled, over the limit of {P.MAX_PAYLOAD_BYTES} "
+            "bytes per call. Put big data in a Volume and pass its path."
+        )
+    return data
 
 
 def deserialize(tag: str, data: bytes) -> Any:

@@ -7,6 +7,7 @@ backend mounts them at the paths the user gave (see `homeport.server.volumes` fo
 from __future__ import annotations
 
 import contextlib
+import enum
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -16,7 +17,7 @@ from typing import Any
 from ._secret import _in_container, check_object_name
 from .exception import InvalidError
 
-__all__ = ["FileEntry", "Volume"]
+__all__ = ["FileEntry", "FileEntryType", "Volume"]
 
 
 @contextlib.contextmanager
@@ -230,12 +231,35 @@ class Volume:
 _CHUNK = 1 << 20
 
 
+class FileEntryType(str, enum.Enum):
+    """What a volume entry is (Modal's names). A symbolic link is listed as SYMLINK and never followed
+    by any volume operation. Values are strings, so `entry.type == "file"` holds too."""
+
+    UNSPECIFIED = "unspecified"
+    FILE = "file"
+    DIRECTORY = "directory"
+    SYMLINK = "symlink"
+    FIFO = "fifo"
+    SOCKET = "socket"
+
+    def __str__(self) -> str:
+        return self.value
+
+
 @dataclass(frozen=True)
 class FileEntry:
     path: str
-    type: str  # "file" | "directory"
+    type: FileEntryType
     size: int
     mtime: float
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.type, FileEntryType):
+            try:
+                kind = FileEntryType(self.type)
+            except ValueError:
+                kind = FileEntryType.UNSPECIFIED
+            object.__setattr__(self, "type", kind)
 
 
 class _BatchUpload:

@@ -18,7 +18,15 @@ _unpack_header = P.HEADER.unpack_from
 
 
 class FramedProtocol(asyncio.Protocol):
-    """Calls `on_message(message)` for each frame and `on_close(exc)` once when the peer goes away."""
+    """Calls `on_message(message)` for each frame and `on_close(exc)` once when the peer goes away.
+
+    A frame whose header announces more than `max_frame` bytes is refused before anything is read
+    into memory for it: `on_oversize(length)` is called (it may send a last message) and the
+    connection is closed; nothing after it is read.
+    """
+
+    max_frame = 0xFFFFFFFF  # no limit (all a header can say); the control plane sets its own
+    on_oversize: Callable[[int], None] | None = None
 
     def __init__(
         self,
@@ -31,6 +39,7 @@ class FramedProtocol(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.closed = asyncio.get_running_loop().create_future()
         self._paused = False
+        self._refused = False
         self._drain_waiters: list[asyncio.Future[None]] = []
 
     # --- asyncio.Protocol --------------------------------------------------------------------------
@@ -38,12 +47,17 @@ class FramedProtocol(asyncio.Protocol):
         self.transport = transport
 
     def data_received(self, data: bytes) -> None:
+        if self._refused:
+            return
         buf = self._buf
         buf += data
         pos = 0
         end = len(buf)
         while end - pos >= _HEADER_SIZE:
             (n,) = _unpack_header(buf, pos)
+            if n > self.max_frame:
+                self._refuse_frame(n)
+                return
             if end - pos - _HEADER_SIZE < n:
                 break
             start = pos + _HEADER_SIZE
@@ -52,6 +66,14 @@ class FramedProtocol(asyncio.Protocol):
             self._on_message(message)
         if pos:
             del buf[:pos]
+
+    def _refuse_frame(self, n: int) -> None:
+        self._refused = True
+        self._buf = bytearray()
+        if self.on_oversize is not None:
+            self.on_oversize(n)
+        if self.transport is not None:
+            self.transport.close()
 
     def connection_lost(self, exc: Exception | None) -> None:
         if not self.closed.done():

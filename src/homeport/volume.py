@@ -1,5 +1,5 @@
 """Public module path `modal.volume` (Modal programs import from here)."""
 
-from ._volume import Volume
+from ._volume import FileEntry, FileEntryType, Volume
 
-__all__ = ["Volume"]
+__all__ = ["FileEntry", "FileEntryType", "Volume"]

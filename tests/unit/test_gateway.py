@@ -1028,3 +1028,27 @@ def test_close_leaves_no_task_socket_or_server(sock_dir):
             await until(lambda: open_fds() == before)
 
     run(body)
+
+
+def test_a_request_head_sent_slowly_is_cut_off(sock_dir):
+    """Slowloris: a client that keeps a head coming one byte at a time (so never idle) is answered 408
+    and its connection closed once the head has taken longer than `head_timeout`."""
+
+    async def body():
+        async with gateway(None) as (gw, port):
+            gw.head_timeout = 0.5
+            gw.idle_timeout = 60.0
+            async with raw_client(port) as (reader, writer):
+                head = b"GET / HTTP/1.1\r\nhost: x\r\n" + b"x-slow: " + b"a" * 1000
+                got = b""
+                for byte in head:
+                    writer.write(bytes([byte]))
+                    try:
+                        got = await asyncio.wait_for(reader.read(), 0.05)
+                    except asyncio.TimeoutError:
+                        continue
+                    break
+                assert got.startswith(b"HTTP/1.1 408"), got
+                assert b"request head not received within 0.5 s" in got
+
+    run(body)

@@ -45,7 +45,13 @@ def plan(entries: list[FileEntry], remote_path: str, local: Path) -> Plan:
 
 def download(vol: Volume, remote_path: str, local_path: str, force: bool) -> tuple[int, int, str]:
     """Download `remote_path` to `local_path` ("-": its files' bytes to stdout); (files, bytes, where)."""
-    entries = vol.listdir(remote_path, recursive=True)
+    # Only files and directories are downloaded: a link in a volume was made by a container and is
+    # neither followed by the server nor recreated here.
+    listed = vol.listdir(remote_path, recursive=True)
+    entries = [e for e in listed if e.type in ("file", "directory")]
+    if listed and not entries and len(listed) == 1:
+        raise DownloadError(f"{remote_path} is a {listed[0].type.value} in the volume, not a file or directory; "
+                            "it is not downloaded")
     if local_path == "-":
         files = [e for e in entries if e.type == "file"]
         total = sum(_write(vol, e.path, sys.stdout.buffer) for e in files)

@@ -504,7 +504,7 @@ class Runtime:
 
     def _dumps_result(self, result: Any) -> bytes:
         try:
-            return _pickle.dumps(result)
+            data = _pickle.dumps(result)
         except Exception as exc:
             from homeport.exception import SerializationError
 
@@ -512,6 +512,14 @@ class Runtime:
                 f"Function '{self.tag}' returned a value of type {type(result).__qualname__} that cannot "
                 f"be serialized: {exc}. Return plain data (or an object that pickles) instead."
             ) from None
+        if len(data) > P.MAX_PAYLOAD_BYTES:  # the control plane would close this container's connection
+            from homeport.exception import SerializationError
+
+            raise SerializationError(
+                f"Function '{self.tag}' returned {len(data)} bytes pickled, over the limit of "
+                f"{P.MAX_PAYLOAD_BYTES} bytes per result. Write big data to a Volume and return its path."
+            )
+        return data
 
     def _stream(self, iid: int, gen) -> int:
         count = 0

@@ -215,6 +215,10 @@ def main(fd: int) -> None:
     if defn is not None:
         from ._runtime import load_service, run_snap_hooks
 
+        if os.environ.get(P.ENV_MODAL_ALIAS, "1") == "1":  # as every container: `import modal` is Homeport
+            from .._modal_alias import install as install_modal_alias
+
+            install_modal_alias()
         try:
             preloaded = load_service(defn)
             timeline = {"import": time.monotonic() - t0}

@@ -14,8 +14,13 @@ from .access import container_refusal
 from .images import ImageBuildFailed, ImageUnsupported
 from .records import ERROR, STOP_GRACE_SECONDS, Peer
 from .services import ControlPlane
+from .validate import problem
 
 log = logging.getLogger("homeport.server.api")
+
+# The largest frame accepted before a connection has authenticated (a hello is a few hundred bytes):
+# anyone who can reach the socket, a container included, must not make the control plane allocate.
+PRE_AUTH_MAX_FRAME = 64 << 10
 
 
 _LOOKUPS = {
@@ -57,21 +62,52 @@ class Connection:
     def __init__(self, cp: ControlPlane) -> None:
         self.cp = cp
         self.proto = FramedProtocol(self.on_message, self.on_close)
+        self.proto.max_frame = PRE_AUTH_MAX_FRAME
+        self.proto.on_oversize = self._oversize
         self.peer: Peer | None = None
         self.container_id: str | None = None
+
+    def _oversize(self, n: int) -> None:
+        limit = self.proto.max_frame
+        when = "after authentication" if limit > PRE_AUTH_MAX_FRAME else "before authentication"
+        log.warning("closing a connection that announced a frame of %d bytes (the limit %s is %d)", n, when, limit)
+        self.proto.send({"t": P.RESULT, "id": None, "ok": False, "code": "invalid",
+                         "msg": f"a message of {n} bytes is larger than the {limit} bytes allowed {when}; "
+                                "the control plane closes this connection"})
 
     def reply(self, msg: dict[str, Any], value: Any = None) -> None:
         self.proto.send({"t": P.RESULT, "id": msg["id"], "ok": True, "v": value})
 
     def reply_error(self, msg: dict[str, Any], code: str, text: str) -> None:
-        self.proto.send({"t": P.RESULT, "id": msg.get("id"), "ok": False, "code": code, "msg": text})
+        rid = msg.get("id") if isinstance(msg, dict) else None
+        self.proto.send({"t": P.RESULT, "id": rid if isinstance(rid, (int, str)) else None, "ok": False,
+                         "code": code, "msg": text})
 
     def on_message(self, msg: dict[str, Any]) -> None:
+        if not isinstance(msg, dict):
+            self.reply_error({}, "invalid", problem(msg) or "malformed message")
+            self.proto.close()
+            return
         if self.container_id is not None:
-            self.cp.container_message(self.container_id, msg)
+            try:
+                self.cp.container_message(self.container_id, msg)
+            except Exception:  # the runtime's connection carries user code's writes too: never fatal
+                log.warning("container %s sent a malformed %r message", self.container_id, msg.get("t"),
+                            exc_info=True)
             return
         if self.peer is None:
-            self._hello(msg)
+            try:
+                self._hello(msg)
+            except Exception:
+                log.warning("refused a malformed hello", exc_info=True)
+                self.reply_error(msg, "auth", "malformed hello")
+                self.proto.close()
+            return
+        why = problem(msg)
+        if why is not None:
+            log.warning("refused a malformed message: %s", why)
+            if "id" in msg:
+                self.reply_error(msg, "invalid", why)
             return
         try:
             if self.peer.container_id is not None:
@@ -97,6 +133,7 @@ class Connection:
                 self.proto.close()
                 return
             self.container_id = msg["cid"]
+            self.proto.max_frame = P.MAX_MESSAGE_BYTES
             self.reply(msg, definition)
             return
         container_id = None
@@ -113,6 +150,7 @@ class Connection:
             self.proto.close()
             return
         self.peer = Peer(self.proto, container_id=container_id)
+        self.proto.max_frame = P.MAX_MESSAGE_BYTES
         self.reply(msg, {"version": P.PROTOCOL_VERSION})
 
     def _refuse(self, msg: dict[str, Any], why: str) -> None:
@@ -138,6 +176,13 @@ class Connection:
                 else:
                     self.reply(msg, msg["call"])
         elif t == P.MAP_PUT:
+            if msg["call"] not in cp.calls:
+                text = f"no map call {msg['call']} is running (it finished, was cancelled, or never started)"
+                if "id" in msg:
+                    self.reply_error(msg, "not_found", text)
+                else:
+                    cp._refuse(self.peer, msg["call"], msg["inputs"], "not_found", text)
+                return
             cp.put_inputs(self.peer, msg)
         elif t == P.APP_CREATE:
             self.reply(msg, cp.create_app(self.peer, msg))

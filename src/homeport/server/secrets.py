@@ -14,6 +14,7 @@ from typing import Any
 
 import msgpack
 
+from .._names import object_name_problem
 from ..exception import InvalidError, NotFoundError
 
 _SCHEMA = """
@@ -60,6 +61,9 @@ class SecretStore:
         db.executescript(_SCHEMA)
 
     def create(self, name: str, values: dict[str, str], overwrite: bool) -> None:
+        why = object_name_problem(name, "Secret")
+        if why is not None:
+            raise InvalidError(why)
         if not values:
             raise InvalidError(f"Secret '{name}' needs at least one KEY=VALUE.")
         for k, v in values.items():

@@ -18,8 +18,10 @@ from typing import Any
 
 from .. import _protocol as P
 from .._backoff import retry_delay
+from .._names import object_name_problem
 from .._wire import FramedProtocol
 from ..backends import Backend, ExitInfo
+from ..exception import InvalidError
 from .core.scheduler import (
     Assign,
     Capacity,
@@ -94,6 +96,13 @@ def _web_inputs(fn: FunctionRecord, inputs: list) -> list:
         return []
     names = {e.get("name") for e in web}
     return [i for i in inputs if i[2] in names]
+
+
+def _check_name(name: Any, object_type: str) -> None:
+    """Modal's name rule, on the server, for every named object (a name is a key, never a path)."""
+    why = object_name_problem(name, object_type)
+    if why is not None:
+        raise InvalidError(why)
 
 
 def new_id(prefix: str) -> str:
@@ -577,6 +586,7 @@ class ControlPlane:
         moment this returns, while the old version's pools finish the inputs they already have.
         """
         name = msg["name"]
+        _check_name(name, "App")
         for f in msg["functions"]:
             self._function_env(f["config"])  # a missing secret fails the deploy before anything changes
             self._function_mounts(f["config"])
@@ -651,6 +661,7 @@ class ControlPlane:
         if app_id is None:
             if not msg.get("create_if_missing"):
                 raise LookupError(f"App '{msg['name']}' is not deployed.")
+            _check_name(msg["name"], "App")
             app_id = new_id("ap")
             self.state.create_app(app_id, msg["name"], msg["name"], "deployed")
             self.state.add_deployment(app_id, [])

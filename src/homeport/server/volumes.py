@@ -1,4 +1,4 @@
-"""Volumes: named directories under the state directory, mounted into containers by the backend.
+"""Volumes: directories under the state directory, named in the database, mounted into containers by the backend.
 
 Consistency (a choice, stronger than Modal's): a volume is one directory on this machine shared by
 every container that mounts it, so a write is visible to the others at once. `commit()` makes what a
@@ -10,14 +10,17 @@ files never interfere.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
-import shutil
+import stat
 import time
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 
+from .._names import object_name_problem
 from ..exception import InvalidError, NotFoundError
+from .beneath import Root, entry_type, rmtree_at, split
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS volumes (
@@ -28,32 +31,68 @@ CREATE TABLE IF NOT EXISTS volumes (
 """
 
 
+def _new_volume_id() -> str:
+    return f"vo-{secrets.token_hex(11)}"
+
+
 class VolumeStore:
+    """Volumes by name in the database; each one's files in `root/<volume id>`: a name never becomes a
+    path (`..` and `.` are valid names, as in Modal, and name nothing but themselves)."""
+
     def __init__(self, db: Any, root: Path) -> None:
         self._db = db
         self.root = root
         root.mkdir(parents=True, exist_ok=True)
         db.executescript(_SCHEMA)
+        self._migrate()
         # Ephemeral volumes of a previous control plane belonged to clients that are gone.
         for (name,) in db.execute("SELECT name FROM volumes WHERE ephemeral = 1").fetchall():
             self.delete(name)
 
+    def _migrate(self) -> None:
+        """Volumes stored under their names (before ids): each gets an id and its directory is renamed
+        to it, once. A name that is not one plain path component ("..", ".") had no directory of its
+        own (it was the state directory, or the volumes directory): it starts empty."""
+        columns = [r[1] for r in self._db.execute("PRAGMA table_info(volumes)").fetchall()]
+        if "volume_id" not in columns:
+            self._db.execute("ALTER TABLE volumes ADD COLUMN volume_id TEXT")
+        for (name,) in self._db.execute("SELECT name FROM volumes WHERE volume_id IS NULL").fetchall():
+            vid = _new_volume_id()
+            old = self.root / name
+            if name not in (".", "..") and "/" not in name and old.is_dir() and not old.is_symlink():
+                os.rename(old, self.root / vid)
+            else:
+                (self.root / vid).mkdir(mode=0o755)
+            self._db.execute("UPDATE volumes SET volume_id = ? WHERE name = ?", (vid, name))
+
     # --- volumes -----------------------------------------------------------------------------------
+    def _id(self, name: str) -> str:
+        row = self._db.execute("SELECT volume_id FROM volumes WHERE name = ?", (name,)).fetchone()
+        if row is None:
+            raise NotFoundError(f"Volume '{name}' not found.")
+        return row[0]
+
     def _dir(self, name: str) -> Path:
-        return self.root / name
+        return self.root / self._id(name)
 
     def exists(self, name: str) -> bool:
         return self._db.execute("SELECT 1 FROM volumes WHERE name = ?", (name,)).fetchone() is not None
 
     def create(self, name: str | None = None, *, exist_ok: bool = False, ephemeral: bool = False) -> str:
-        name = name or f"ephemeral-{secrets.token_hex(8)}"
+        if name is None:
+            name = f"ephemeral-{secrets.token_hex(8)}"
+        else:
+            problem = object_name_problem(name, "Volume")
+            if problem:
+                raise InvalidError(problem)
         if self.exists(name):
             if exist_ok:
                 return name
             raise InvalidError(f"Volume '{name}' already exists.")
-        self._dir(name).mkdir(parents=True, exist_ok=True)
-        self._db.execute("INSERT INTO volumes(name, created_at, ephemeral) VALUES (?, ?, ?)",
-                         (name, time.time(), int(ephemeral)))
+        vid = _new_volume_id()
+        (self.root / vid).mkdir(mode=0o755)
+        self._db.execute("INSERT INTO volumes(name, created_at, ephemeral, volume_id) VALUES (?, ?, ?, ?)",
+                         (name, time.time(), int(ephemeral), vid))
         return name
 
     def resolve(self, name: str, create_if_missing: bool) -> Path:
@@ -72,90 +111,77 @@ class VolumeStore:
         return [{"name": n, "created_at": c} for n, c in rows]
 
     def delete(self, name: str) -> None:
-        if not self.exists(name):
-            raise NotFoundError(f"Volume '{name}' not found.")
+        vid = self._id(name)
         self._db.execute("DELETE FROM volumes WHERE name = ?", (name,))
-        shutil.rmtree(self._dir(name), ignore_errors=True)
+        fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            with contextlib.suppress(OSError):  # what a container made unremovable stays, unnamed
+                rmtree_at(fd, vid)
+        finally:
+            os.close(fd)
 
-    # --- files -------------------------------------------------------------------------------------
-    def _path(self, name: str, path: str) -> Path:
-        if not self.exists(name):
-            raise NotFoundError(f"Volume '{name}' not found.")
-        rel = PurePosixPath("/" + path.lstrip("/"))
-        parts = [p for p in rel.parts[1:] if p not in ("", ".")]
-        if ".." in parts:
-            raise InvalidError(f"Volume paths may not contain '..': {path!r}")
-        return self._dir(name).joinpath(*parts)
+    # --- files: every path resolved beneath the volume's directory, never through a link -------------
+    def _root(self, name: str) -> Root:
+        return Root(str(self._dir(name)), f"volume '{name}'")
 
     def listdir(self, name: str, path: str, recursive: bool) -> list[dict[str, Any]]:
-        base = self._dir(name)
-        target = self._path(name, path)
-        if not target.exists():
-            raise NotFoundError(f"No such file or directory in volume '{name}': {path}")
-        if target.is_file():
-            entries = [target]
-        elif recursive:
-            entries = sorted(target.rglob("*"))
-        else:
-            entries = sorted(target.iterdir())
-        out = []
-        for p in entries:
-            st = p.stat()
-            out.append({"path": str(p.relative_to(base)), "type": "directory" if p.is_dir() else "file",
-                        "size": st.st_size if p.is_file() else 0, "mtime": st.st_mtime})
-        return out
+        with self._root(name) as root:
+            parts = split(path)
+            st = root.lstat(path)
+            rel = "/".join(parts)
+            if not stat.S_ISDIR(st.st_mode):
+                found = [(rel, st)]
+            else:
+                fd = root.open_dir(parts, path)
+                try:
+                    found = list(root.scan(fd, rel, recursive))
+                finally:
+                    os.close(fd)
+        return [{"path": p, "type": entry_type(s.st_mode), "size": s.st_size if stat.S_ISREG(s.st_mode) else 0,
+                 "mtime": s.st_mtime} for p, s in found]
 
     def read(self, name: str, path: str, offset: int = 0, length: int | None = None) -> bytes:
         """The file's bytes from `offset`, at most `length` of them (all when None): clients read big
         files in chunks, so that neither side holds a whole file in memory."""
-        p = self._path(name, path)
-        if not p.is_file():
-            raise NotFoundError(f"No such file in volume '{name}': {path}")
-        with p.open("rb") as f:
-            f.seek(offset)
-            return f.read(-1 if length is None else length)
+        with self._root(name) as root:
+            return root.read(path, offset, length)
 
     def put(self, name: str, files: list[tuple[str, bytes]], force: bool) -> int:
-        for path, _ in files:
-            p = self._path(name, path)
-            if p.exists() and not force:
-                raise InvalidError(f"{path} already exists in volume '{name}'; pass force=True (or --force) to overwrite.")
-        for path, data in files:
-            p = self._path(name, path)
-            p.parent.mkdir(parents=True, exist_ok=True)
-            tmp = p.with_name(f".{p.name}.{secrets.token_hex(4)}.tmp")
-            tmp.write_bytes(data)
-            os.replace(tmp, p)
+        with self._root(name) as root:
+            for path, _ in files:
+                split(path)
+                if not force and root.exists(path):
+                    raise InvalidError(f"{path} already exists in volume '{name}'; pass force=True (or --force) to overwrite.")
+            for path, data in files:
+                root.write(path, data)
         return len(files)
 
     def remove(self, name: str, path: str, recursive: bool) -> None:
-        p = self._path(name, path)
-        if not p.exists():
-            raise NotFoundError(f"No such file or directory in volume '{name}': {path}")
-        if p.is_dir():
-            if not recursive:
-                raise InvalidError(f"{path} is a directory; pass recursive=True (or -r) to remove it.")
-            shutil.rmtree(p)
-        else:
-            p.unlink()
+        with self._root(name) as root:
+            if not split(path):
+                raise InvalidError(f"{path!r} is the volume's root; delete the volume instead.")
+            root.remove(path, recursive)
 
     def copy(self, name: str, sources: list[str], dest: str, recursive: bool = False) -> None:
         """`cp` within the volume: into `dest` when it is a directory (or ends with "/", or there are
         several sources), else to `dest` itself. A directory is copied only with `recursive`; every
-        source is checked before anything is copied."""
-        d = self._path(name, dest)
-        resolved = []
-        for src in sources:
-            s = self._path(name, src)
-            if not s.exists():
-                raise NotFoundError(f"No such file or directory in volume '{name}': {src}")
-            if s.is_dir() and not recursive:
-                raise InvalidError(f"{src} is a directory; pass recursive=True (or -r) to copy it.")
-            resolved.append(s)
-        for s in resolved:
-            target = d / s.name if (d.is_dir() or dest.endswith("/") or len(sources) > 1) else d
-            target.parent.mkdir(parents=True, exist_ok=True)
-            if s.is_dir():
-                shutil.copytree(s, target, dirs_exist_ok=True)
-            else:
-                shutil.copy2(s, target)
+        source is checked before anything is copied. Links are copied as links, never followed."""
+        with self._root(name) as root:
+            dparts = split(dest)
+            resolved = []
+            for src in sources:
+                st = root.lstat(src)
+                if stat.S_ISDIR(st.st_mode) and not recursive:
+                    raise InvalidError(f"{src} is a directory; pass recursive=True (or -r) to copy it.")
+                resolved.append(src)
+            try:
+                dest_is_dir = stat.S_ISDIR(root.lstat(dest).st_mode)
+            except NotFoundError:
+                dest_is_dir = False
+            into = dest_is_dir or dest.endswith("/") or len(sources) > 1 or not dparts
+            for src in resolved:
+                sparts = split(src)
+                if into:
+                    root.copy(src, dparts, sparts[-1] if sparts else "root")
+                else:
+                    root.copy(src, dparts[:-1], dparts[-1])

@@ -27,6 +27,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from .._names import object_name_problem
 from ..exception import InvalidError
 from .core.scheduler import Phase
 from .gateway import Endpoint, Gateway, HTTPError, Upstream
@@ -135,6 +136,8 @@ class WebEndpoints:
             for index, ep in enumerate(definition.get("web") or ()):
                 method = ep.get("name")
                 key = tag if method is None else f"{tag}.{method}"
+                if ep.get("label") is not None and (why := object_name_problem(ep["label"], "web endpoint label")):
+                    raise InvalidError(why)
                 label = endpoint_label(app.get("name") or _module_stem(definition), tag, method, ep.get("label"),
                                        ephemeral)
                 if label in seen:

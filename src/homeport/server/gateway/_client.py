@@ -46,6 +46,7 @@ class _Client(asyncio.Protocol):
         self.error: tuple[int, str] | None = None  # a malformed request, answered in its turn
         self.head_fed = 0
         self.seen = 0.0
+        self.head_since = 0.0  # loop time of the first byte of a request head still being read (0: none)
         self.lingering = 0.0  # loop time until which a closing connection is drained
 
     # --- asyncio.Protocol ------------------------------------------------------------------------
@@ -118,6 +119,7 @@ class _Client(asyncio.Protocol):
     def on_message_begin(self) -> None:
         self.cur = _Exchange(self)
         self.head_fed = 0
+        self.head_since = self.seen
 
     def on_url(self, url: bytes) -> None:
         ex = self.cur
@@ -143,6 +145,7 @@ class _Client(asyncio.Protocol):
         ex.keep_alive = parser.should_keep_alive()
         ex.http10 = parser.get_http_version() == "1.0"
         ex.upgrade = parser.should_upgrade()
+        self.head_since = 0.0
         # Started after this read is parsed, so that its body bytes go upstream with the head.
         self.queue.append(ex)
 
@@ -224,6 +227,12 @@ class _Client(asyncio.Protocol):
             transport.write_eof()
         else:
             transport.close()
+
+    def head_timed_out(self) -> None:
+        """The request head did not arrive within `head_timeout` of its first byte (a slowloris)."""
+        self.head_since = 0.0
+        self.transport.write(_plain(408, f"request head not received within {self.gw.head_timeout:g} s", close=True))
+        self._close(drain=False)
 
     def _malformed(self) -> None:
         """The parser failed on the request it was filling: that request is answered, the rest dropped."""

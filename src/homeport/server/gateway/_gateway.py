@@ -8,6 +8,7 @@ import contextlib
 from ._client import _Client
 from ._http import (
     CLIENT_IDLE_SECONDS,
+    HEAD_SECONDS,
     POOL_MAX_IDLE,
     Endpoint,
     _Route,
@@ -30,6 +31,7 @@ class Gateway:
     """Listens on one TCP port per web endpoint and proxies each request to a container's Unix socket."""
 
     idle_timeout = CLIENT_IDLE_SECONDS
+    head_timeout = HEAD_SECONDS
 
     def __init__(self, host: str = "127.0.0.1") -> None:
         self.host = host
@@ -143,11 +145,17 @@ class Gateway:
         2 µs, a noticeable share of what the gateway itself spends on a request. Deadlines are met to
         within a tick, a tenth of the shortest timeout served (at most a second)."""
         while True:
-            await asyncio.sleep(max(0.01, min(1.0, self.idle_timeout / 4, self._shortest_timeout / 10)))
+            await asyncio.sleep(max(0.01, min(1.0, self.idle_timeout / 4, self.head_timeout / 4,
+                                              self._shortest_timeout / 10)))
             now = self._loop.time()
             idle_since = now - self.idle_timeout
+            head_since = now - self.head_timeout
             for listener in list(self._listeners.values()):
                 for client in list(listener.clients):
+                    if client.head_since and client.head_since < head_since and client.active is None \
+                            and not client.closed:
+                        client.head_timed_out()
+                        continue
                     ex = client.active
                     if ex is not None:
                         if ex.deadline and now >= ex.deadline:

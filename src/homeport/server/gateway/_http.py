@@ -13,6 +13,9 @@ MAX_HEAD = 64 * 1024  # request line and headers; more is answered 431
 HOLD_LIMIT = 64 * 1024  # request bytes held while no upstream can take them yet
 POOL_MAX_IDLE = 128  # idle upstream connections kept per socket path
 CLIENT_IDLE_SECONDS = 75.0  # a client connection between requests is closed after this long
+# A request head (line and headers) must arrive within this long of its first byte, however slowly
+# its bytes trickle in (slowloris): past it the client is answered 408 and its connection closed.
+HEAD_SECONDS = 10.0
 LINGER_SECONDS = 5.0  # how long the rest of a request answered early is read (and dropped) before closing
 
 AUTH_MESSAGE = "missing or invalid proxy auth credentials: send the Modal-Key and Modal-Secret headers"
