@@ -68,6 +68,7 @@ SERVER_STATUS = "status"
 SERVER_SHUTDOWN = "shutdown"
 CONTAINER_LIST = "container_list"
 CONTAINER_STOP = "container_stop"
+DASHBOARD = "dashboard"  # -> {"url", "login_url"}: where the control plane serves its dashboard
 # {"images": [{"steps": [...]}, ...]} -> ["im-...", ...]; builds what is not cached, streaming LOG
 # messages ({"fn": "image", "cid": image id}) to the caller; a failed step answers code "image_build".
 IMAGE_BUILD = "image_build"

@@ -6,6 +6,7 @@ import os
 import signal
 import sys
 import time
+import webbrowser
 
 import rich_click as click
 from rich.console import Console
@@ -201,6 +202,21 @@ def server_status() -> None:
     cap = st.get("capacity")
     if cap:
         console.print(f"Capacity for containers: {cap['cpu']:g} cores, {cap['memory_mib']} MiB")
+
+
+# --- dashboard -------------------------------------------------------------------------------------
+@cli.command()
+@click.option("--no-browser", is_flag=True, help="Only print the login link.")
+def dashboard(no_browser: bool) -> None:
+    """Print the dashboard's login link (and open it where there is a browser).
+
+    The link signs the browser in; keep it to yourself, like the installation's token. `/metrics`
+    beside it serves Prometheus metrics to `Authorization: Bearer <token>` (the token in the link).
+    """
+    info = _server_or_start({"t": P.DASHBOARD})
+    console.print(f"Dashboard: {info['url']}\nSign in with: {info['login_url']}", soft_wrap=True)
+    if not no_browser and sys.stdout.isatty() and os.environ.get("DISPLAY"):
+        webbrowser.open(info["login_url"])
 
 
 # --- apps ------------------------------------------------------------------------------------------

@@ -17,6 +17,7 @@ from .. import _protocol as P
 from .._wire import new_event_loop
 from ..backends import Mount, PrivateDir, create_backend
 from .api import serve
+from .dashboard import Dashboard
 from .secrets import Cipher, SecretStore, load_or_create_key
 from .services import ControlPlane
 from .state import State
@@ -70,6 +71,8 @@ async def run(state_dir: Path, backend_name: str) -> None:
     # installation is as it was; their containers start once the socket they connect to exists.
     await cp.restore_deployed()
     server = await serve(cp, str(address))
+    cp.dashboard = Dashboard(cp, state_dir)
+    await cp.dashboard.start()
     cp.serving.set()
     os.chmod(address, 0o600)
     _config.pid_path().write_text(str(os.getpid()))
@@ -86,6 +89,7 @@ async def run(state_dir: Path, backend_name: str) -> None:
         log.info("shutting down")
         server.close()
         ticker.cancel()
+        await cp.dashboard.close()
         await cp.close()
         state.close()
         with contextlib.suppress(FileNotFoundError):

@@ -217,6 +217,11 @@ class Connection:
             self.reply(msg, cp.status())
         elif t == P.CONTAINER_LIST:
             self.reply(msg, cp.container_list())
+        elif t == P.DASHBOARD:
+            if cp.dashboard is None:
+                self.reply_error(msg, "not_found", "this control plane serves no dashboard")
+            else:
+                self.reply(msg, cp.dashboard.info())
         elif t == P.CONTAINER_STOP:
             ins = cp.scheduler.stop_container(msg["container_id"], "stopped by the user")
             if not ins:

@@ -60,6 +60,7 @@ class InputRecord:
     args: bytes
     method: str | None
     attempt: int = 0
+    seconds: float = 0.0  # how long its last run took in the container
 
 
 @dataclass

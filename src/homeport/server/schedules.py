@@ -25,6 +25,7 @@ class ScheduleRunner:
         self._fire = fire
         self._timers: dict[tuple[str, str], asyncio.TimerHandle] = {}
         self._specs: dict[tuple[str, str], tuple[dict[str, Any], float, bool]] = {}
+        self._next: dict[tuple[str, str], float] = {}  # when each schedule fires next (wall clock)
 
     def start(self, app_id: str, tag: str, schedule: dict[str, Any], anchor: float, durable: bool) -> None:
         key = (app_id, tag)
@@ -39,6 +40,7 @@ class ScheduleRunner:
 
     def _arm(self, key: tuple[str, str], at: float) -> None:
         loop = asyncio.get_running_loop()
+        self._next[key] = at
         self._timers[key] = loop.call_later(max(0.0, at - time.time()), self._tick, key, at)
 
     def _tick(self, key: tuple[str, str], due: float) -> None:
@@ -58,7 +60,11 @@ class ScheduleRunner:
         except Exception:
             log.exception("scheduled run of %s in %s failed to start", tag, app_id)
 
+    def next_runs(self) -> dict[tuple[str, str], float]:
+        return dict(self._next)
+
     def _cancel(self, key: tuple[str, str]) -> None:
+        self._next.pop(key, None)
         timer = self._timers.pop(key, None)
         if timer is not None:
             timer.cancel()

@@ -37,7 +37,10 @@ from .core.scheduler import (
     StopContainer,
 )
 from .images import ImageBuilder
+from .dashboard import Dashboard
+from .dashboard.views import gauges
 from .launch import Launcher
+from .observe import Observer
 from .records import ERROR, STOP_GRACE_SECONDS, CallRecord, ContainerRecord, FunctionRecord, InputRecord, Peer
 from .schedules import ScheduleRunner
 from .secrets import SecretStore
@@ -156,6 +159,7 @@ class ControlPlane:
         self.secrets: SecretStore | None = None  # set by the server's main once the key is loaded
         self.volumes: VolumeStore | None = None
         self.web: WebEndpoints | None = None  # web endpoints and the HTTP gateway (set by the server's main)
+        self.dashboard: Dashboard | None = None  # the dashboard and /metrics (set by the server's main)
         self.web_dir = _web_socket_dir(os.path.dirname(scratch))
         self.launcher = Launcher(self.images, backend, address, self.web_dir, self.spawn)
         self._app_stop_waiters: dict[str, list[asyncio.Future]] = {}
@@ -166,6 +170,7 @@ class ControlPlane:
         self.serving = asyncio.Event()  # set once containers can connect to the control plane's socket
         self.started_at = time.time()
         self.supervisor = Supervisor(self)
+        self.observer = Observer(state.db, gauges=lambda: gauges(self))
 
     def _new_container_id(self) -> str:
         return f"ta-{next(self._cid_counter):04d}{secrets.token_hex(4)}"
@@ -302,12 +307,23 @@ class ControlPlane:
         rec = self.containers.get(cid)
         if rec is None:
             return
+        self.observer.log_line(rec.fn.app_id, rec.fn.tag, cid, fd, line.decode("utf-8", "replace"),
+                               self._running_call(cid))
         subs = self.log_subscribers.get(rec.fn.app_id)
         if subs:
             msg = {"t": P.LOG, "app": rec.fn.app_id, "fn": rec.fn.tag, "cid": cid, "fd": fd,
                    "data": line.decode("utf-8", "replace")}
             for peer in subs:
                 peer.proto.send(msg)
+
+    def _running_call(self, cid: str) -> str | None:
+        """The call whose input container `cid` is running, when it runs exactly one (what its output
+        lines are attributed to)."""
+        c = self.scheduler.containers.get(cid)
+        if c is None or len(c.assigned) != 1:
+            return None
+        inp = self.inputs.get(next(iter(c.assigned)))
+        return inp.call.call_id if inp is not None else None
 
     def _on_container_exit(self, cid: str, info: ExitInfo) -> None:
         """The container's process exited. What it sent just before (outputs, released inputs) may
@@ -401,6 +417,8 @@ class ControlPlane:
             rec.timeline = msg.get("timeline", {})
             rec.timeline["ready"] = rec.ready_at - rec.started_at
             log.info("container %s ready in %.1f ms %s", cid, 1000 * (rec.ready_at - rec.started_at), rec.timeline)
+            self.observer.container_ready(rec.fn.function_id, rec.fn.app_id, rec.fn.tag, cid,
+                                          rec.ready_at - rec.started_at)
             rec.fn.start_failure_key = None  # a later start-up failure is news again
             self.execute(self.scheduler.container_ready(cid, now))
         elif t == P.INIT_FAILURE:
@@ -425,6 +443,7 @@ class ControlPlane:
             inp = self.inputs.get(iid)
             if inp is None:
                 continue
+            inp.seconds = secs
             if status in (P.FAILURE, P.TIMEOUT) and self.retry_later(inp):
                 continue
             deliver.append((inp, status, data))
@@ -454,9 +473,13 @@ class ControlPlane:
     # --- outputs -----------------------------------------------------------------------------------
     def deliver(self, items: list[tuple[InputRecord, int, Any]]) -> None:
         by_call: dict[str, list] = {}
+        finished = self.observer.input_finished
         for inp, status, data in items:
             self.inputs.pop(inp.input_id, None)
             call = inp.call
+            fn = call.fn
+            finished(fn.function_id, fn.app_id, fn.tag, call.call_id, call.kind, inp.idx, status, inp.seconds,
+                     inp.attempt, data)
             call.outstanding -= 1
             by_call.setdefault(call.call_id, []).append([inp.idx, status, data])
             if call.kind == P.KIND_SPAWN:
@@ -473,6 +496,7 @@ class ControlPlane:
                 call.subscriber.proto.send({"t": P.OUTPUTS, "call": call_id, "items": outs})
             if call.outstanding <= 0 and call.inputs_closed and call.kind != P.KIND_SPAWN:
                 del self.calls[call_id]
+                self.observer.call_closed(call_id)
 
     # --- apps --------------------------------------------------------------------------------------
     def create_app(self, peer: Peer, msg: dict[str, Any]) -> str:

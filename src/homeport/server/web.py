@@ -239,6 +239,7 @@ class WebEndpoints:
             acquire=lambda: self._acquire(route),
             timeout=route.timeout,
             authorize=self.authorize if route.requires_auth else None,
+            on_status=lambda code, name=route.label: self.cp.observer.gateway_request(name, code),
         )
 
     async def _acquire(self, route: Route) -> Upstream:

@@ -246,8 +246,14 @@ class _Exchange:
         keep = self.keep_alive and self.complete and not self.close_after
         self._finish(reusable and self.complete, keep)
 
+    def told_status(self, status: int) -> None:
+        endpoint = self.endpoint
+        if endpoint is not None and endpoint.on_status is not None:
+            endpoint.on_status(status)
+
     def reply(self, status: int, message: str) -> None:
         """Answer the client with the gateway's own response, then end the exchange."""
+        self.told_status(status)
         client = self.client
         close = not (self.keep_alive and self.complete) or self.close_after or client.parser is None
         client.transport.write(_plain(status, message, close, head=self.method == b"HEAD"))

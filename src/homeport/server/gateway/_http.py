@@ -70,6 +70,7 @@ class Endpoint:
     # the endpoint's code (or anyone it logs headers to) cannot replay them against other endpoints.
     authorize: Callable[[list[tuple[bytes, bytes]]], bool] | None = None
     extra_headers: tuple[tuple[bytes, bytes], ...] = ()  # added to the request sent upstream
+    on_status: Callable[[int], None] | None = None  # told each response's status (metrics)
 
 
 class _Route:

@@ -163,6 +163,7 @@ class _Upstream(asyncio.Protocol):
             if status == 101:
                 if not ex.websocket:
                     raise _BadResponse("101 Switching Protocols to a request that asked for no upgrade")
+                ex.told_status(status)
                 self.state = _TUNNEL
                 ex.head_sent = True
                 self.out.append(self._head(status, upgrade=True))
@@ -174,6 +175,7 @@ class _Upstream(asyncio.Protocol):
             return
         self.out.append(self._head(status))
         ex.head_sent = True
+        ex.told_status(status)
         self.state = _DONE if self.head_request else _BODY
 
     def _head(self, status: int, upgrade: bool = False) -> bytes:

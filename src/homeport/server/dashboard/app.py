@@ -1,0 +1,136 @@
+"""The dashboard's HTTP routes: login, pages, JSON reads, the live event stream and `/metrics`."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import secrets
+from importlib import resources
+from typing import TYPE_CHECKING, Any
+
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response, StreamingResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from . import views
+
+if TYPE_CHECKING:
+    from . import Dashboard
+
+COOKIE = "homeport_dashboard"
+_STATIC = {"app.js": "text/javascript", "style.css": "text/css"}
+_NOT_LOGGED_IN = (
+    "<!doctype html><title>Homeport</title><body style='font-family:sans-serif'>"
+    "<h1>Not signed in</h1><p>Run <code>homeport dashboard</code> on the machine that runs Homeport: "
+    "it prints a login link for this page.</p></body>"
+)
+
+
+def _asset(name: str) -> bytes:
+    return resources.files(__package__).joinpath("static", name).read_bytes()
+
+
+def build_app(dash: Dashboard) -> FastAPI:
+    cp = dash.cp
+    obs = dash.observer
+    app = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
+
+    def signed_in(request: Request) -> bool:
+        given = request.cookies.get(COOKIE, "")
+        auth = request.headers.get("authorization", "")
+        if auth.lower().startswith("bearer "):
+            given = auth[7:].strip()
+        return bool(given) and secrets.compare_digest(given.encode(), dash.token.encode())
+
+    @app.middleware("http")
+    async def require_login(request: Request, call_next):
+        if request.url.path == "/login" or signed_in(request):
+            response = await call_next(request)
+            response.headers["cache-control"] = "no-store"
+            response.headers["x-frame-options"] = "DENY"
+            response.headers["content-security-policy"] = (
+                "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'")
+            return response
+        if request.url.path.startswith(("/api/", "/metrics")):
+            return JSONResponse({"error": "not signed in: run `homeport dashboard` for a login link"}, 401)
+        return HTMLResponse(_NOT_LOGGED_IN, 401)
+
+    @app.get("/login")
+    async def login(token: str = "") -> Response:
+        if not token or not secrets.compare_digest(token.encode(), dash.token.encode()):
+            return HTMLResponse(_NOT_LOGGED_IN, 401)
+        response = RedirectResponse("/", status_code=303)
+        response.set_cookie(COOKIE, dash.token, httponly=True, samesite="strict", path="/")
+        return response
+
+    @app.get("/")
+    async def index() -> Response:
+        return HTMLResponse(_asset("index.html"))
+
+    @app.get("/static/{name}")
+    async def static(name: str) -> Response:
+        if name not in _STATIC:
+            raise HTTPException(404)
+        return Response(_asset(name), media_type=_STATIC[name])
+
+    @app.get("/api/snapshot")
+    async def snapshot() -> Any:
+        return views.snapshot(cp)
+
+    @app.get("/api/functions/{fid}")
+    async def function(fid: str) -> Any:
+        data = views.function(cp, fid)
+        if data is None:
+            raise HTTPException(404, f"no function {fid}")
+        return data
+
+    @app.get("/api/calls")
+    async def calls(q: str = "", status: str = "", function: str = "", limit: int = 200) -> Any:
+        return obs.calls(q, status, function, min(max(limit, 1), 1000))
+
+    @app.get("/api/calls/{call_id}")
+    async def call(call_id: str) -> Any:
+        rows = obs.call(call_id)
+        if not rows:
+            raise HTTPException(404, f"no finished call {call_id} in the history")
+        return rows
+
+    @app.get("/api/logs")
+    async def logs(app_id: str = "", function: str = "", container: str = "", call: str = "", q: str = "") -> Any:
+        return obs.log_history(app_id, function, container, call, q)
+
+    @app.get("/api/storage")
+    async def storage() -> Any:
+        return views.storage(cp)
+
+    @app.get("/api/events")
+    async def events(request: Request) -> StreamingResponse:
+        queue = obs.subscribe()
+
+        async def stream():
+            try:
+                yield _event("snapshot", json.dumps(views.snapshot(cp), default=str))
+                while True:
+                    try:
+                        kind, text = await asyncio.wait_for(queue.get(), 1.0)
+                        yield _event(kind, text)
+                    except asyncio.TimeoutError:
+                        if await request.is_disconnected():
+                            return
+                        yield _event("snapshot", json.dumps(views.snapshot(cp), default=str))
+            finally:
+                obs.unsubscribe(queue)
+
+        return StreamingResponse(stream(), media_type="text/event-stream",
+                                 headers={"cache-control": "no-store", "x-accel-buffering": "no"})
+
+    @app.get("/metrics")
+    async def metrics() -> Response:
+        obs.flush()
+        return Response(generate_latest(obs.registry), media_type=CONTENT_TYPE_LATEST)
+
+    return app
+
+
+def _event(kind: str, data: str) -> bytes:
+    return f"event: {kind}\ndata: {data}\n\n".encode()

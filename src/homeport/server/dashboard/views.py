@@ -1,0 +1,137 @@
+"""What the dashboard shows, read from the control plane's records: plain dicts, JSON-ready.
+
+Nothing here changes the control plane. Secrets appear by name, key names and dates only: their values
+are never read here, so no page can show one.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any
+
+import psutil
+
+if TYPE_CHECKING:
+    from ..services import ControlPlane
+
+def gauges(cp: ControlPlane) -> dict[str, Any]:
+    """Read at scrape time by `/metrics`: containers by state and queue depth per function."""
+    by_state: dict[str, int] = {}
+    for rec in cp.containers.values():
+        by_state[rec.state] = by_state.get(rec.state, 0) + 1
+    depth = {}
+    for fid, pool in cp.scheduler.pools.items():
+        fn = cp.functions.get(fid)
+        if fn is not None:
+            depth[(fn.app_id, fn.tag)] = len(pool.queue)
+    return {"containers_by_state": by_state, "queue_depth": depth}
+
+
+def pool_sizes(cp: ControlPlane) -> dict[str, tuple[int, int]]:
+    """function id -> (containers, queued inputs), sampled once a second for the function charts."""
+    return {fid: (len(pool.containers), len(pool.queue)) for fid, pool in cp.scheduler.pools.items()}
+
+
+def apps(cp: ControlPlane) -> list[dict[str, Any]]:
+    out = []
+    for row in cp.list_apps():
+        live = cp.apps.get(row["app_id"])
+        functions = []
+        if live:
+            for tag, fid in sorted(live.get("by_tag", {}).items()):
+                functions.append({"function_id": fid, "tag": tag})
+        row = {**row, "functions": functions, "schedules": schedules(cp, row["app_id"]),
+               "versions": versions(cp, row)}
+        out.append(row)
+    return out
+
+
+def versions(cp: ControlPlane, row: dict[str, Any]) -> list[dict[str, Any]]:
+    if row.get("state") != "deployed" and not cp.state.deployments(row["app_id"]):
+        return []
+    return [{"version": d["version"], "created_at": d["created_at"], "functions": [f["tag"] for f in d["functions"]]}
+            for d in reversed(cp.state.deployments(row["app_id"]))]
+
+
+def schedules(cp: ControlPlane, app_id: str) -> list[dict[str, Any]]:
+    return [{"function": tag, "next_run": at} for (aid, tag), at in sorted(cp.schedules.next_runs().items())
+            if aid == app_id]
+
+
+def function(cp: ControlPlane, fid: str) -> dict[str, Any] | None:
+    fn = cp.functions.get(fid)
+    if fn is None:
+        return None
+    pool = cp.scheduler.pools.get(fid)
+    cfg = fn.config
+    settings = {k: getattr(cfg, k) for k in ("min_containers", "max_containers", "buffer_containers",
+                                              "scaledown_window", "max_inputs", "target_inputs", "timeout",
+                                              "startup_timeout", "cpu", "memory_mib") if hasattr(cfg, k)}
+    fig = cp.observer.functions.get(fid)
+    figures = fig.summary(time.time()) if fig is not None else None
+    return {
+        "function_id": fid, "app_id": fn.app_id, "tag": fn.tag,
+        "app_name": (cp.apps.get(fn.app_id) or {}).get("name"),
+        "settings": settings, "retries": fn.retries,
+        "queued": len(pool.queue) if pool is not None else 0,
+        "containers": len(pool.containers) if pool is not None else 0,
+        "start_failures": pool.start_failures if pool is not None else 0,
+        "figures": figures,
+    }
+
+
+def containers(cp: ControlPlane) -> list[dict[str, Any]]:
+    out = []
+    for row in cp.container_list():
+        rec = cp.containers.get(row["container_id"])
+        row = {**row, "function_id": rec.fn.function_id if rec else None, "node": "local",
+               **usage(rec.pid if rec else None)}
+        out.append(row)
+    return out
+
+
+def usage(pid: int | None) -> dict[str, Any]:
+    """CPU and memory of a container's process tree (psutil reads the kernel's accounting; the same
+    numbers its cgroup adds up, also where the container has no cgroup)."""
+    if not pid:
+        return {"memory_bytes": None, "cpu_seconds": None}
+    try:
+        root = psutil.Process(pid)
+        procs = [root, *root.children(recursive=True)]
+    except psutil.Error:
+        return {"memory_bytes": None, "cpu_seconds": None}
+    memory = cpu = 0.0
+    for p in procs:
+        try:
+            memory += p.memory_info().rss
+            t = p.cpu_times()
+            cpu += t.user + t.system
+        except psutil.Error:
+            continue
+    return {"memory_bytes": int(memory), "cpu_seconds": round(cpu, 3)}
+
+
+def storage(cp: ControlPlane) -> dict[str, Any]:
+    secrets = cp.secrets.list() if cp.secrets is not None else []
+    return {
+        "volumes": cp.volumes.list() if cp.volumes is not None else [],
+        # Names, key names and dates: `SecretStore.list` never decrypts a value.
+        "secrets": [{"name": s["name"], "created_at": s["created_at"], "updated_at": s["updated_at"],
+                     "keys": s["keys"]} for s in secrets],
+    }
+
+
+def endpoints(cp: ControlPlane) -> list[dict[str, Any]]:
+    web = cp.web
+    if web is None:
+        return []
+    return [{"label": label, "url": web.url(route.port), "app_id": route.app_id, "app_name": route.app_name,
+             "function": route.key, "requires_auth": route.requires_auth}
+            for label, route in sorted(web.routes.items())]
+
+
+def snapshot(cp: ControlPlane) -> dict[str, Any]:
+    """What every page is redrawn from, pushed once a second."""
+    return {"at": time.time(), "apps": apps(cp), "containers": containers(cp), "endpoints": endpoints(cp),
+            "status": {"pid": cp.status()["pid"], "queued": cp.status()["queued"],
+                       "containers": len(cp.containers), "started_at": cp.started_at}}
