@@ -13,9 +13,9 @@ from rich.table import Table
 
 from .. import __version__, _config, _launcher
 from .. import _protocol as P
-from .._protocol import ENV_RAY_ADDRESS
 from .._bridge import run_sync
 from .._client import get_client
+from .._protocol import ENV_RAY_ADDRESS
 from ..backends import registered_backends
 from ..exception import Error
 
