@@ -71,6 +71,8 @@ def build_definition(
         "timeout": options.timeout,
         "startup_timeout": options.startup_timeout or options.timeout,
         "snapshot": options.enable_memory_snapshot,
+        # Where it may run (a cluster backend places it on a node of one of these regions).
+        "region": list(options.region) if options.region else None,
         # The caller's own source (the module's directory, the working directory), never its packages.
         "sys_path": code_dirs(module_name, module_file),
         "cwd": os.getcwd(),

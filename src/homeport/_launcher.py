@@ -9,6 +9,7 @@ import sys
 import time
 
 from . import _config
+from . import _protocol as P
 from .exception import ConnectionError
 
 START_TIMEOUT_SECONDS = 20.0
@@ -46,7 +47,9 @@ def start_server(quiet: bool = False) -> int | None:
             ],
             setsid=True,
         )
-        deadline = time.monotonic() + START_TIMEOUT_SECONDS
+        # Joining a Ray cluster takes seconds more than opening a socket.
+        ray = os.environ.get(P.ENV_BACKEND) == "ray"
+        deadline = time.monotonic() + START_TIMEOUT_SECONDS * (4 if ray else 1)
         exit_status = None
         while time.monotonic() < deadline:
             if is_listening():

@@ -527,10 +527,6 @@ def unsupported_features(options: FunctionOptions) -> list[str]:
         out.append(_not_built("gpu=...", "GPU assignment is not built", "remove it to run on the CPU"))
     if options.ephemeral_disk:
         out.append(_not_built("ephemeral_disk=...", "disk quotas are not built", "remove it"))
-    if options.region:
-        out.append(
-            _not_built("region=...", "placement by region is not built", "remove it to run on this machine")
-        )
     if options.cloud:
         out.append(
             _not_built(

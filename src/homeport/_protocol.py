@@ -20,7 +20,8 @@ PROTOCOL_VERSION = 1
 # --- environment variables -------------------------------------------------------------------------
 ENV_SERVER_ADDRESS = "HOMEPORT_SERVER_ADDRESS"  # path of the control plane's Unix socket
 ENV_STATE_DIR = "HOMEPORT_STATE_DIR"  # where state, logs, the token and the socket live
-ENV_BACKEND = "HOMEPORT_BACKEND"  # name of the container backend ("local")
+ENV_BACKEND = "HOMEPORT_BACKEND"  # name of the container backend ("local", "ray")
+ENV_RAY_ADDRESS = "HOMEPORT_RAY_ADDRESS"  # the Ray cluster the ray backend joins ("auto": this machine's)
 ENV_CONTAINER_ID = "HOMEPORT_CONTAINER_ID"
 ENV_CONTAINER_TOKEN = "HOMEPORT_CONTAINER_TOKEN"
 ENV_IS_REMOTE = "HOMEPORT_IS_REMOTE"  # "1" inside a container

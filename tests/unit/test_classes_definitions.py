@@ -525,7 +525,6 @@ _BUILT = {
 _NOT_BUILT = {
     "gpu": "A100",
     "ephemeral_disk": 1024,
-    "region": "us-east",
     "cloud": "aws",
     "block_network": True,
     "nonpreemptible": True,

@@ -1304,7 +1304,6 @@ def test_gpu_sentence():
     ("kwargs", "mentions"),
     [
         ({"ephemeral_disk": 1024}, "`ephemeral_disk=...`"),
-        ({"region": "us-east"}, "`region=...`"),
         ({"cloud": "aws"}, "`cloud=...`"),
         ({"image": Image.from_registry("ubuntu:24.04")}, "Image.from_registry('ubuntu:24.04')"),
         ({"block_network": True}, "`block_network=True`"),

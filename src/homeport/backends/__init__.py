@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import importlib
 
-from ._base import Backend, ContainerSpec, ExitInfo, Mount, PrivateDir, TemplateSpec
+from ._base import Backend, ContainerSpec, ExitInfo, Mount, Placement, PrivateDir, TemplateSpec
 
-__all__ = ["Backend", "ContainerSpec", "ExitInfo", "Mount", "PrivateDir", "TemplateSpec", "create_backend", "registered_backends"]
+__all__ = ["Backend", "ContainerSpec", "ExitInfo", "Mount", "Placement", "PrivateDir", "TemplateSpec", "create_backend",
+           "registered_backends"]
 
 # name -> "module:Class"; only the chosen backend's module is imported (the Ray one imports ray).
 _REGISTRY = {
     "local": "homeport.backends.local:LocalBackend",
+    "ray": "homeport.backends.ray:RayBackend",
 }
 
 

@@ -48,6 +48,17 @@ class TemplateSpec:
 
 
 @dataclass(frozen=True)
+class Placement:
+    """What a container asks of the machine it runs on. The local backend admits by `cpu`/`memory_mib`
+    in the scheduler; a cluster backend (Ray) places the container on a node that offers them."""
+
+    cpu: float = 0.125
+    memory_mib: int = 128
+    gpu: object = None  # the function's `gpu=` as given: "H100", "A100-40GB:2", or a fallback list
+    regions: tuple[str, ...] = ()  # any of these regions (a broad name covers narrow ones: us -> us-east-1)
+
+
+@dataclass(frozen=True)
 class ContainerSpec:
     container_id: str
     app_id: str
@@ -67,6 +78,7 @@ class ContainerSpec:
     # The backend sets `ENV_PRIVATE_NETWORK=1` in the container's environment only when it gave it one;
     # where it cannot, it says why to the container's output and starts it in the machine's network.
     private_network: bool = False
+    placement: Placement = field(default_factory=Placement)
 
 
 @dataclass(frozen=True)
@@ -123,6 +135,13 @@ class Backend(abc.ABC):
 
     async def prepare(self, template: TemplateSpec) -> None:  # noqa: B027 - optional for backends
         """Get a template ready ahead of the first container that uses it (optional)."""
+
+    def where(self, container_id: str) -> str | None:
+        """The node a container runs on, for a backend of more than one machine."""
+        return None
+
+    # Whether `region=` means something here: a backend of one machine has no regions to choose from.
+    places_by_region: bool = False
 
     def describe(self) -> dict[str, object]:
         return {"name": self.name}

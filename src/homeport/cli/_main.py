@@ -16,6 +16,8 @@ from .. import __version__, _config, _launcher
 from .. import _protocol as P
 from .._bridge import run_sync
 from .._client import get_client
+from .._protocol import ENV_RAY_ADDRESS
+from ..backends import registered_backends
 from ..exception import Error
 
 console = Console(stderr=False)
@@ -150,8 +152,15 @@ def server() -> None:
 
 
 @server.command("start")
-def server_start() -> None:
+@click.option("--backend", type=click.Choice(registered_backends()), default=None,
+              help="Where containers run: this machine (local, the default) or a Ray cluster (ray).")
+@click.option("--ray-address", default=None, help="The Ray cluster to join (default: the one on this machine).")
+def server_start(backend: str | None, ray_address: str | None) -> None:
     """Start the control plane in the background."""
+    if backend:
+        os.environ[P.ENV_BACKEND] = backend
+    if ray_address:
+        os.environ[ENV_RAY_ADDRESS] = ray_address
     if _launcher.is_listening():
         console.print(f"Already running on {_config.server_address()}")
         return

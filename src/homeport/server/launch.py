@@ -16,7 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .. import _protocol as P
-from ..backends import Backend, ContainerSpec, ExitInfo, Mount
+from ..backends import Backend, ContainerSpec, ExitInfo, Mount, Placement
 from .images import BuiltImage, ImageBuilder
 from .records import FunctionRecord
 from .templates import container_template
@@ -156,6 +156,8 @@ class Launcher:
             rootfs=rootfs,
             template=template,
             private_network=private_network,
+            placement=Placement(cpu=fn.config.cpu, memory_mib=fn.config.memory_mib, gpu=fn.definition.get("gpu"),
+                                regions=tuple(fn.definition.get("region") or ())),
         )
 
     def view(self, fn: FunctionRecord, image: BuiltImage,

@@ -21,7 +21,7 @@ from .._backoff import retry_delay
 from .._names import object_name_problem
 from .._wire import FramedProtocol
 from ..backends import Backend, ExitInfo
-from ..exception import InvalidError
+from ..exception import InvalidError, UnimplementedError
 from .core.scheduler import (
     Assign,
     Capacity,
@@ -536,6 +536,7 @@ class ControlPlane:
         ids = {}
         now = time.monotonic()
         # Named secrets are resolved before anything starts: a missing one fails the whole app.
+        self._check_placeable(functions)
         envs = [self._function_env(f["config"]) for f in functions]
         mounts = [self._function_mounts(f["config"]) for f in functions]
         for f, env, mnt in zip(functions, envs, mounts):
@@ -559,6 +560,16 @@ class ControlPlane:
             if cfg.get("schedule"):
                 self.schedules.start(app_id, f["tag"], cfg["schedule"], anchor, durable=app["state"] == "deployed")
         return ids
+
+    def _check_placeable(self, functions: list[dict[str, Any]]) -> None:
+        regional = [f["tag"] for f in functions if f["definition"].get("region")]
+        if regional and not self.backend.places_by_region:
+            raise UnimplementedError(
+                f"`region=` of {', '.join(regional)}: this control plane runs containers on one machine "
+                f"(the {self.backend.name} backend), which has no regions. Remove `region=`, or run the "
+                "control plane on a Ray cluster (`homeport server start --backend ray`), whose nodes are "
+                "labelled with their regions."
+            )
 
     def _function_env(self, cfg: dict[str, Any]) -> dict[str, str]:
         """A function's environment: its named secrets (decrypted), then its local secrets and `env=`."""
@@ -950,6 +961,7 @@ class ControlPlane:
                     "start_failures": pool.start_failures if pool is not None else 0,
                     "state": rec.state,
                     "pid": rec.pid,
+                    "node": self.backend.where(cid) or "local",
                     "uptime": now - rec.started_at,
                     "inputs_served": c.served if c else 0,
                     "running": len(c.assigned) if c else 0,

@@ -1,0 +1,139 @@
+"""The Ray backend: every container is a Ray actor, placed by Ray across the cluster's nodes.
+
+The control plane, its state and the gateway stay where they run; each actor runs its container on its
+node with the local backend (same sandbox, cgroup and cleanup) and reports output and exit back. Ray
+places the actor by the container's requests (`cpu`, `memory`, `gpu`, `region`; see `_placement`).
+
+What this backend needs from the cluster today (and says so when it is missing):
+- every node sees the control plane's state directory at the same path (one machine, or a shared file
+  system): containers connect to the control plane's Unix socket and run the image environments built
+  there. Containers reaching the control plane over TCP from other machines is not built yet.
+- containers start as fresh interpreters: the fork-from-template fast path and memory snapshots work
+  within one machine's process tree, so on Ray they degrade to a plain start (logged once per app).
+
+A node that dies takes its containers with it: each is reported as killed, and the control plane
+reschedules their inputs as for any crashed container.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+from typing import Any
+
+import ray
+from ray.exceptions import RayError
+
+from ..._protocol import ENV_RAY_ADDRESS
+from .._base import Backend, ContainerSpec, ExitCallback, ExitInfo, OutputCallback, PrivateDir
+from ._actor import ContainerHost
+from ._placement import Unplaceable, actor_options
+
+log = logging.getLogger("homeport.backend.ray")
+
+NAMESPACE = "homeport"
+
+
+class PlacementError(RuntimeError):
+    """Raised by `start` when no node of the cluster can ever run the container."""
+
+
+class _Actor:
+    def __init__(self, handle: Any) -> None:
+        self.handle = handle
+        self.node: str | None = None
+        self.pump: asyncio.Task | None = None
+        self.exited = asyncio.Event()
+
+
+class RayBackend(Backend):
+    name = "ray"
+    places_by_region = True
+
+    def __init__(self, scratch_dir: str | None = None, private: PrivateDir | None = None,
+                 address: str | None = None) -> None:
+        self._scratch = scratch_dir
+        self._private = private
+        self.address = address or os.environ.get(ENV_RAY_ADDRESS) or "auto"
+        if not ray.is_initialized():
+            ray.init(address=self.address, namespace=NAMESPACE, log_to_driver=False, logging_level="ERROR")
+        self._actors: dict[str, _Actor] = {}
+        self._told: set[str] = set()
+
+    def _nodes(self) -> list[dict[str, Any]]:
+        return ray.nodes()
+
+    async def start(self, spec: ContainerSpec, on_output: OutputCallback, on_exit: ExitCallback) -> int:
+        try:
+            options = actor_options(spec.placement, self._nodes())
+        except Unplaceable as exc:
+            raise PlacementError(f"'{spec.function_tag}' cannot run on this Ray cluster: {exc}") from None
+        if spec.template is not None and spec.app_id not in self._told:
+            self._told.add(spec.app_id)
+            on_output(spec.container_id, 2, b"homeport: on the Ray backend containers start as fresh "
+                      b"interpreters (templates and memory snapshots are per machine)\n")
+        handle = ContainerHost.options(name=spec.container_id, **options).remote(self._scratch, self._private)
+        actor = self._actors[spec.container_id] = _Actor(handle)
+        try:
+            pid, actor.node = await handle.start.remote(spec)
+        except BaseException:
+            self._actors.pop(spec.container_id, None)
+            with contextlib.suppress(Exception):
+                ray.kill(handle)
+            raise
+        actor.pump = asyncio.get_running_loop().create_task(self._pump(spec.container_id, actor, on_output, on_exit))
+        return pid
+
+    async def _pump(self, cid: str, actor: _Actor, on_output: OutputCallback, on_exit: ExitCallback) -> None:
+        info: ExitInfo | None = None
+        try:
+            while info is None:
+                for event in await actor.handle.next_events.remote():
+                    if event[0] == "out":
+                        on_output(cid, event[1], event[2])
+                    else:
+                        info = ExitInfo(event[1], event[2], event[3])
+        except RayError as exc:  # its actor, or the node it ran on, is gone
+            log.warning("container %s lost with its Ray actor on node %s: %s", cid, actor.node, type(exc).__name__)
+            on_output(cid, 2, f"homeport: the Ray node {actor.node} running this container was lost\n".encode())
+            info = ExitInfo(None, signal.SIGKILL)
+        finally:
+            self._actors.pop(cid, None)
+            actor.exited.set()
+            with contextlib.suppress(Exception):
+                ray.kill(actor.handle)
+        on_exit(cid, info)
+
+    def where(self, container_id: str) -> str | None:
+        actor = self._actors.get(container_id)
+        return actor.node if actor is not None else None
+
+    async def stop(self, container_id: str, grace: float) -> None:
+        actor = self._actors.get(container_id)
+        if actor is not None:
+            with contextlib.suppress(RayError):
+                await actor.handle.stop.remote(grace)
+
+    async def kill(self, container_id: str) -> None:
+        actor = self._actors.get(container_id)
+        if actor is not None:
+            with contextlib.suppress(RayError):
+                await actor.handle.kill.remote()
+
+    async def close(self, grace: float) -> None:
+        actors = list(self._actors.values())
+        for actor in actors:
+            with contextlib.suppress(RayError):
+                await actor.handle.stop.remote(grace)
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(asyncio.gather(*(a.exited.wait() for a in actors)), grace + 5)
+        for actor in actors:
+            with contextlib.suppress(Exception):
+                ray.kill(actor.handle)
+
+    def describe(self) -> dict[str, object]:
+        nodes = [n for n in self._nodes() if n.get("Alive")]
+        return {"name": self.name, "address": self.address, "nodes": len(nodes)}

@@ -1,0 +1,63 @@
+"""The Ray actor that is one container: placed by Ray, it runs the container on its node with the local
+backend (the same sandbox, cgroup and cleanup as on one machine) and hands its output and exit to the
+control plane, which long-polls `events`."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import os
+
+import ray
+
+from .._base import ContainerSpec, ExitInfo, PrivateDir
+from ..local import LocalBackend
+
+ENV_NODE_ID = "HOMEPORT_NODE_ID"  # in a container on Ray: the Ray node it runs on
+EVENT_BATCH = 1000
+
+
+@ray.remote(max_restarts=0, max_task_retries=0)
+class ContainerHost:
+    def __init__(self, scratch_dir: str | None, private: PrivateDir | None) -> None:
+        if scratch_dir:
+            os.makedirs(scratch_dir, exist_ok=True)
+        self.backend = LocalBackend(scratch_dir, private)
+        self.events: asyncio.Queue | None = None
+        self.container_id: str | None = None
+
+    async def start(self, spec: ContainerSpec) -> tuple[int, str]:
+        self.events = asyncio.Queue()
+        self.container_id = spec.container_id
+        node = ray.get_runtime_context().get_node_id()
+        events = self.events
+
+        def on_output(_cid: str, fd: int, line: bytes) -> None:
+            events.put_nowait(("out", fd, line))
+
+        def on_exit(_cid: str, info: ExitInfo) -> None:
+            events.put_nowait(("exit", info.returncode, info.signal, info.oom_limit_mib))
+
+        # Templates are per machine: a container alone on its actor starts as a fresh interpreter.
+        spec = dataclasses.replace(spec, template=None, env={**spec.env, ENV_NODE_ID: node})
+        pid = await self.backend.start(spec, on_output, on_exit)
+        return pid, node
+
+    async def next_events(self) -> list[tuple]:
+        """What happened since the last call, waiting for at least one event."""
+        assert self.events is not None
+        out = [await self.events.get()]
+        while len(out) < EVENT_BATCH and not self.events.empty():
+            out.append(self.events.get_nowait())
+        return out
+
+    async def stop(self, grace: float) -> None:
+        if self.container_id is not None:
+            await self.backend.stop(self.container_id, grace)
+
+    async def kill(self) -> None:
+        if self.container_id is not None:
+            await self.backend.kill(self.container_id)
+
+    async def close(self, grace: float) -> None:
+        await self.backend.close(grace)

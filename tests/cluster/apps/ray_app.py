@@ -1,0 +1,54 @@
+"""An app whose functions ask for regions; run on a Ray cluster whose nodes carry region labels."""
+
+import os
+import time
+
+import modal
+
+app = modal.App("on-ray")
+
+
+def node() -> str:
+    return os.environ.get("HOMEPORT_NODE_ID", "")
+
+
+@app.function(region="eu")
+def in_europe() -> str:
+    return node()
+
+
+@app.function(region=["us-east-1", "ap-south-1"])
+def in_us_east() -> str:
+    return node()
+
+
+@app.function(region="ap-south")
+def nowhere() -> str:
+    return node()
+
+
+@app.function()
+def square(x: int) -> int:
+    return x * x
+
+
+@app.function()
+def countdown(n: int):
+    yield from range(n, 0, -1)
+
+
+@app.function(retries=3)
+def slow_square(x: int) -> tuple[int, str]:
+    time.sleep(0.05)
+    return x * x, node()
+
+
+@app.cls()
+class Greeter:
+    @modal.enter()
+    def load(self):
+        self.greeting = "hello from " + node()[:8]
+
+    @modal.method()
+    def greet(self, name: str) -> str:
+        return f"{self.greeting}, {name}"

@@ -1,0 +1,81 @@
+"""A Ray cluster of three nodes on this machine (loopback only), and a control plane that runs its
+containers on it. Every Ray process the cluster started is stopped with it."""
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+# Keep every Ray address on loopback: without this Ray swaps 127.0.0.1 for the machine's own address
+# (read when ray is imported, so set before).
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+ray = pytest.importorskip("ray", reason="the Ray backend's tests need ray (pip install -e '.[test]')")
+
+APPS = Path(__file__).parent / "apps"
+NODE = {"object_store_memory": 78 * 2**20, "node_ip_address": "127.0.0.1"}
+
+
+@pytest.fixture(scope="module")
+def ray_cluster():
+    from ray.cluster_utils import Cluster
+
+    cluster = Cluster(initialize_head=True, head_node_args={
+        "num_cpus": 1, "labels": {"homeport.io/region": "us-east-1"}, "include_dashboard": False, **NODE})
+    try:
+        nodes = {
+            "us-east-1": cluster.head_node,
+            "eu-west-1": cluster.add_node(num_cpus=1, labels={"homeport.io/region": "eu-west-1"}, **NODE),
+            "spare": cluster.add_node(num_cpus=1, **NODE),
+        }
+        cluster.wait_for_nodes()
+        ray.init(address=cluster.address, namespace="homeport-tests", log_to_driver=False, logging_level="ERROR")
+        cluster.nodes_by_name = nodes
+        yield cluster
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
+
+
+@pytest.fixture(scope="module")
+def ray_platform(ray_cluster):
+    from homeport import _protocol as P
+    from homeport.testing import Platform
+
+    saved = {k: os.environ.get(k) for k in (P.ENV_BACKEND, P.ENV_RAY_ADDRESS)}
+    os.environ[P.ENV_BACKEND] = "ray"
+    os.environ[P.ENV_RAY_ADDRESS] = ray_cluster.address
+    try:
+        with Platform() as platform:
+            yield platform
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+@pytest.fixture(scope="module")
+def ray_app(ray_platform):
+    from homeport import _modal_alias
+
+    _modal_alias.install()  # the app says `import modal`, as a user's does
+    sys.path.insert(0, str(APPS))
+    import ray_app
+
+    with ray_app.app.run(show_logs=False):
+        yield ray_app
+
+
+@pytest.fixture
+def region_of(ray_cluster):
+    """The region label of a node, by id."""
+
+    def region(node_id: str) -> str | None:
+        for node in ray.nodes():
+            if node["NodeID"] == node_id:
+                return (node.get("Labels") or {}).get("homeport.io/region")
+        raise AssertionError(f"no Ray node {node_id}")
+
+    return region

@@ -1,0 +1,44 @@
+"""The Ray backend on a three-node Ray cluster on this machine: containers are Ray actors placed by region
+labels, and calls, maps, generators and classes work as on the local backend."""
+
+import json
+
+import pytest
+
+from homeport.testing import homeport_cli
+
+# Starting three Ray nodes takes tens of seconds on a loaded 2-core machine: the first test pays it.
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
+
+
+def test_region_picks_a_node_of_that_region(ray_app, region_of):
+    assert region_of(ray_app.in_europe.remote()) == "eu-west-1"  # "eu" covers eu-west-1
+    assert region_of(ray_app.in_us_east.remote()) == "us-east-1"  # one of a set; ap-south-1 has no node
+
+
+def test_container_list_shows_each_containers_node(ray_app):
+    node = ray_app.in_europe.remote()
+    rows = json.loads(homeport_cli("container", "list", "--json").stdout)
+    nodes = {r["node"] for r in rows if r["function"] == "in_europe"}
+    assert nodes == {node}
+
+
+def test_a_region_no_node_has_fails_with_what_the_cluster_has(ray_app):
+    with pytest.raises(Exception) as info:
+        ray_app.nowhere.remote()
+    message = str(info.value)
+    assert "ap-south" in message and "matches no node" in message
+    assert "eu-west-1" in message and "us-east-1" in message
+
+
+def test_calls_maps_generators_and_classes_run_on_ray(ray_app):
+    assert ray_app.square.remote(7) == 49
+    assert sum(ray_app.square.map(range(50))) == sum(x * x for x in range(50))
+    assert list(ray_app.countdown.remote_gen(3)) == [3, 2, 1]
+    greeting = ray_app.Greeter().greet.remote("ray")
+    assert greeting.startswith("hello from ") and greeting.endswith(", ray")
+
+
+def test_server_status_names_the_ray_backend(ray_app):
+    out = homeport_cli("server", "status")
+    assert out.returncode == 0 and "backend ray" in out.stdout
