@@ -36,9 +36,9 @@ from .core.scheduler import (
     StartupTimedOut,
     StopContainer,
 )
-from .images import ImageBuilder
 from .dashboard import Dashboard
 from .dashboard.views import gauges
+from .images import ImageBuilder
 from .launch import Launcher
 from .observe import Observer
 from .records import ERROR, STOP_GRACE_SECONDS, CallRecord, ContainerRecord, FunctionRecord, InputRecord, Peer
