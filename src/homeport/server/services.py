@@ -14,6 +14,7 @@ import secrets
 import time
 import uuid
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 from .. import _protocol as P
@@ -282,8 +283,8 @@ class ControlPlane:
             status, data = ERROR, {"code": "execution", "msg": ins.reason}
             if init_failure is not None:
                 status, data = P.INIT_FAILURE_STATUS, init_failure
-            if ins.lost and self.retry_later(inp):
-                continue
+            # Lost inputs (their containers crashed) were already re-run up to the scheduler's crash limit,
+            # which does not use up `retries=` (see core.scheduler): they fail now.
             by_call.setdefault(inp.call.call_id, []).append((inp, status, data))
         for items in by_call.values():
             self.deliver(items)
@@ -329,8 +330,10 @@ class ControlPlane:
                 with contextlib.suppress(OSError):
                     os.unlink(f"{rec.web_prefix}-{index}")
         was_stopping = rec.state == "stopping"
+        # Died unasked, without reporting a failure: a crash (the scheduler reruns what it held).
+        crashed = rec.init_failure is None and not was_stopping and not rec.killed_because
         self.supervisor.died_starting(rec, info)
-        if rec.init_failure is not None:
+        if rec.init_failure is not None and not crashed:
             reason = "container failed during start-up"
         elif was_stopping:
             reason = f"container {cid} of '{rec.fn.tag}' was stopped while running this input"
@@ -346,7 +349,7 @@ class ControlPlane:
             if not stopping:
                 self._app_stopped(rec.fn.app_id)
         instructions = self.scheduler.container_exited(
-            cid, time.monotonic(), reason, init_failed=rec.init_failure is not None
+            cid, time.monotonic(), reason, init_failed=rec.init_failure is not None and not crashed, crashed=crashed
         )
         for ins in instructions:
             if isinstance(ins, FailInputs) and rec.init_failure is not None:
@@ -509,6 +512,8 @@ class ControlPlane:
             fid = new_id("fu")
             cfg = f["config"]
             config = pool_config(cfg, f["definition"])
+            if app["state"] == "deployed":  # crash loops back off; the queue never fails for crashes
+                config = replace(config, fail_on_crashes=False)
             definition = dict(f["definition"], app_id=app_id, function_id=fid, mounts=mnt,
                               cpu_limit=cfg.get("cpu_limit"), memory_limit_mib=cfg.get("memory_limit_mib"))
             rec = FunctionRecord(
