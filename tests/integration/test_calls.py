@@ -232,7 +232,7 @@ def test_sigkilled_container_reruns_its_input_and_an_input_that_kills_every_cont
     # the signal.
     killed = None
     for _ in range(min(POOL_CRASH_LIMIT, INPUT_CRASH_LIMIT + 1)):
-        assert wait_for(lambda: slow_container(killed) is not None, timeout=30)
+        assert wait_for(lambda k=killed: slow_container(k) is not None, timeout=30)
         killed = slow_container(killed)["pid"]
         os.kill(killed, signal.SIGKILL)
     with pytest.raises(ExecutionError, match="SIGKILL"):
