@@ -131,6 +131,8 @@ def test_spawned_calls_of_a_deployed_app_survive_kill_9_of_the_control_plane(tmp
         assert out.returncode == 0, out.stderr
         f = modal.Function.from_name("faults-dep", "slow_square")
         calls = [f.spawn(i, 1.0) for i in range(12)]
+        scaled = modal.Cls.from_name("faults-dep", "Scaled")(factor=3)  # a variant: bound again after the restart
+        variant_calls = [scaled.times.spawn(i, 5.0) for i in range(3)]  # still running at the kill
         done = modal.Function.from_name("faults-dep", "square").spawn(7)
         assert done.get(timeout=60) == 49  # finished before the kill: kept
         assert wait_for(lambda: any(c["running"] for c in containers("slow_square")), timeout=30)
@@ -138,6 +140,7 @@ def test_spawned_calls_of_a_deployed_app_survive_kill_9_of_the_control_plane(tmp
         p.start()
         results = [modal.FunctionCall.from_id(c.object_id).get(timeout=120) for c in calls]
         assert results == [i * i for i in range(12)]
+        assert [modal.FunctionCall.from_id(c.object_id).get(timeout=120) for c in variant_calls] == [0, 3, 6]
         assert modal.FunctionCall.from_id(done.object_id).get(timeout=10) == 49
         log = (p.state_dir / "server.log").read_text()
         assert "accepted by a previous control plane runs again" in log

@@ -755,7 +755,7 @@ class ControlPlane:
         call_id = new_id("fc")
         log.info("schedule fired: %s of app %s (%s)", tag, app.get("name") or app_id, call_id)
         self.create_call(None, {"fid": fid, "call": call_id, "kind": P.KIND_SPAWN, "last": True,
-                                "inputs": [[0, pickle.dumps(((), {}), protocol=5), None]]})
+                                "inputs": [[0, pickle.dumps(((), {}), protocol=5), None]]}, scheduled=True)
 
     def bind_function(self, msg: dict[str, Any]) -> str:
         """A variant of a function: a class with parameter values, or `with_options` overrides."""
@@ -854,11 +854,12 @@ class ControlPlane:
         return fid
 
     def create_call(self, peer: Peer | None, msg: dict[str, Any], answer: bool = True,
-                    restored: bool = False) -> str | None:
+                    restored: bool = False, scheduled: bool = False) -> str | None:
         """Start a call; if it may not run, say why (and, with `answer`, send its inputs error outputs).
 
         A spawned call of a deployed app is durable: its inputs are committed before the call is
-        accepted (see `State`), and `restore_calls` runs them again after a restart (`restored`)."""
+        accepted (see `State`), and `restore_calls` runs them again after a restart (`restored`). A
+        schedule's run is not: the schedule itself catches up on a missed run after a restart (once)."""
         fid = msg["fid"] = self._current(msg["fid"])
         fn = self.functions.get(fid)
         call_id = msg["call"]
@@ -877,7 +878,7 @@ class ControlPlane:
         call.inputs_closed = msg.get("last", True)
         self.calls[call_id] = call
         if kind == P.KIND_SPAWN and not restored:
-            durable = (self.apps.get(fn.app_id) or {}).get("state") == "deployed"
+            durable = not scheduled and (self.apps.get(fn.app_id) or {}).get("state") == "deployed"
             self.state.add_call(call_id, fid, msg["inputs"] if durable else None)
         self._add_inputs(call, msg["inputs"])
         return None

@@ -37,6 +37,16 @@ def slow_square(i: int, seconds: float) -> int:
     return i * i
 
 
+@app.cls()
+class Scaled:
+    factor: int = modal.parameter(default=1)
+
+    @modal.method()
+    def times(self, i: int, seconds: float) -> int:
+        time.sleep(seconds)
+        return i * self.factor
+
+
 def _count(results: list, expected: list) -> dict:
     errors = [r for r in results if isinstance(r, BaseException)]
     ok = [r for r in results if not isinstance(r, BaseException)]
