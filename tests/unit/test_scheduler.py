@@ -257,6 +257,21 @@ def test_a_reported_start_up_failure_still_fails_the_queue_in_a_deployed_pool():
     assert of(FailInputs, out) == [FailInputs((1,), "ImportError")]
 
 
+def test_a_container_that_leaves_after_a_timeout_is_no_crash():
+    s, _ = make(PoolConfig(max_containers=1))
+    s.submit("p", range(10), 0)
+    now = 0.0
+    for k in range(POOL_CRASH_LIMIT + 1):
+        cid = f"c{k + 1}"
+        s.container_ready(cid, now)
+        held = list(s.containers[cid].assigned)
+        s.release(cid, held[1:], now, leaving=True)  # it timed out its first input and leaves
+        out = s.container_exited(cid, now + 0.1, "exited with code 0", crashed=True)
+        assert not of(FailInputs, out)
+        now += 1
+    assert s.pools["p"].crashes == 0
+
+
 def test_a_stopped_app_fails_what_its_dead_containers_held():
     s, _ = make()
     s.submit("p", [1], 0)

@@ -444,6 +444,8 @@ class Scheduler:
             if not pool.containers:
                 del self.pools[pool.id]
             return out + self._admit_waiting(now)
+        # One that was stopping was asked to (or left by itself after timing out an input): no crash.
+        crashed = crashed and c.phase is not Phase.STOPPING
         if crashed:
             pool.crashes += 1
         lost, again = [], []
