@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import sys
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -14,6 +15,7 @@ from ._bridge import bridge_loop
 from ._wire import FramedProtocol
 from .exception import AuthError, ConnectionError, ExecutionError, error_from_code
 
+_monotonic = time.monotonic
 OutputHandler = Callable[[str, list], None]  # (message type, items)
 
 
@@ -44,6 +46,9 @@ class Client:
         self.log_handler: Callable[[dict[str, Any]], None] | None = None
         self.closed = False
         self.address = str(_config.server_address())
+        self.last_heard = time.monotonic()  # any message from the control plane (see `_watchdog`)
+        self._watchdog_task: asyncio.Task | None = None
+        self._failed = False  # what waited was failed (the connection closed or went silent)
 
     # --- connecting --------------------------------------------------------------------------------
     @classmethod
@@ -91,6 +96,7 @@ class Client:
             raise ConnectionError(f"Could not connect to the Homeport control plane at {address}: {exc}") from None
         client = cls(proto_ref[0])
         holder.append(client)
+        client._watchdog_task = loop.create_task(client._watchdog())
         try:
             await client.request(hello_message(token), timeout=10)
         except AuthError as exc:
@@ -102,6 +108,7 @@ class Client:
 
     # --- messages ----------------------------------------------------------------------------------
     def _on_message(self, msg: dict[str, Any]) -> None:
+        self.last_heard = _monotonic()
         t = msg["t"]
         if t == P.OUTPUTS or t == P.GEN_ITEMS:
             handler = self._calls.get(msg["call"])
@@ -117,10 +124,59 @@ class Client:
         elif t == P.LOG:
             if self.log_handler is not None:
                 self.log_handler(msg)
+        elif t == P.PING:
+            self.proto.send({"t": P.PONG})
+
+    # --- liveness -----------------------------------------------------------------------------------
+    async def _watchdog(self) -> None:
+        """While something waits on the control plane, make sure it still answers: after a quiet
+        HEARTBEAT_SECONDS send a PING (a busy connection needs none), say so on stderr once it has been
+        silent for SILENCE_WARN_SECONDS (a SIGSTOPped or wedged control plane), and, when
+        HOMEPORT_CONTROL_PLANE_TIMEOUT is set, give up after that many seconds with ConnectionError.
+        Without it the client keeps waiting (the control plane may be resumed)."""
+        import os
+
+        limit = float(os.environ.get(P.ENV_CONTROL_PLANE_TIMEOUT) or 0) or None
+        warned = False
+        last = _monotonic()
+        while not self.closed:
+            await asyncio.sleep(P.HEARTBEAT_SECONDS / 2)
+            now = _monotonic()
+            if not (self._pending or self._calls) or now - last > 2 * P.HEARTBEAT_SECONDS:
+                # idle: nothing to wait for, silence is normal; or this process did not run (stopped,
+                # suspended) and the control plane's answers are still unread
+                self.last_heard = max(self.last_heard, now - P.HEARTBEAT_SECONDS)
+                last = now
+                continue
+            last = now
+            silent = _monotonic() - self.last_heard
+            if silent >= P.HEARTBEAT_SECONDS:
+                self.proto.send({"t": P.PING})
+            if silent >= P.SILENCE_WARN_SECONDS and not warned:
+                warned = True
+                sys.stderr.write(f"homeport: the control plane at {self.address} has not answered for "
+                                 f"{P.SILENCE_WARN_SECONDS:g} s (is it stopped?); "
+                                 + (f"giving up after {limit:g} s ({P.ENV_CONTROL_PLANE_TIMEOUT})\n" if limit
+                                    else f"still waiting (set {P.ENV_CONTROL_PLANE_TIMEOUT} to give up)\n"))
+                sys.stderr.flush()
+            elif warned and silent < P.HEARTBEAT_SECONDS:
+                warned = False
+                sys.stderr.write("homeport: the control plane answers again\n")
+                sys.stderr.flush()
+            if limit is not None and silent >= limit:
+                self.proto.close()
+                self._fail_all(ConnectionError(f"The Homeport control plane at {self.address} has not answered for "
+                                               f"{silent:.0f} s ({P.ENV_CONTROL_PLANE_TIMEOUT}={limit:g})."))
+                return
 
     def _on_close(self) -> None:
+        self._fail_all(ConnectionError("The connection to the Homeport control plane was lost."))
+
+    def _fail_all(self, err: Exception) -> None:
         self.closed = True
-        err = ConnectionError("The connection to the Homeport control plane was lost.")
+        if self._failed:
+            return
+        self._failed = True
         for fut in self._pending.values():
             if not fut.done():
                 fut.set_exception(err)

@@ -138,3 +138,16 @@ ENV_WEB_SOCKET = "HOMEPORT_WEB_SOCKET"  # in a web container: its endpoints list
 ENV_PRIVATE_NETWORK = "HOMEPORT_PRIVATE_NETWORK"  # "1": the container has a network namespace of its own
 WEB_TYPES = ("fastapi_endpoint", "asgi_app", "wsgi_app", "web_server", "server")
 WEB_PROXIED = ("web_server", "server")  # the user's own server on a port: bridged, in its own network
+
+# --- liveness --------------------------------------------------------------------------------------
+# Either side of a connection may send PING when it has heard nothing for HEARTBEAT_SECONDS while it
+# waits for something; the other answers PONG at once. Nothing is sent on a connection that is busy
+# (any message counts as a sign of life), so calls pay no extra round trip. A peer silent for
+# SILENCE_WARN_SECONDS is reported ("has not answered for 10 s"): a stopped (SIGSTOP) or wedged process.
+PING = "ping"
+PONG = "pong"
+HEARTBEAT_SECONDS = 2.0
+SILENCE_WARN_SECONDS = 10.0
+# Client side: after this many seconds of silence (unset: never) the client gives up on the control
+# plane and fails what waits on it with ConnectionError; by default it warns and keeps waiting.
+ENV_CONTROL_PLANE_TIMEOUT = "HOMEPORT_CONTROL_PLANE_TIMEOUT"

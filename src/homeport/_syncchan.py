@@ -40,7 +40,7 @@ class SyncChannel:
         except OSError as exc:
             self.sock.close()
             raise ConnectionError(f"Could not connect to the Homeport control plane at {self.address}: {exc}") from None
-        self._rfile = self.sock.makefile("rb", buffering=1 << 16)
+        self._buf = bytearray()  # bytes read off the socket, not yet a whole frame
         _open.add(self)
         from ._client import hello_message
 
@@ -63,7 +63,9 @@ class SyncChannel:
         """Whether the control plane closed this connection (it restarted) while it sat idle."""
         try:
             readable, _, _ = select.select([self.sock], [], [], 0)
-            return bool(readable) and not self._rfile.peek(1)
+            return bool(readable) and not self.sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+        except BlockingIOError:
+            return False
         except (OSError, ValueError):
             return True
 
@@ -72,7 +74,6 @@ class SyncChannel:
 
     def close(self) -> None:
         try:
-            self._rfile.close()
             self.sock.close()
         except OSError:
             pass
@@ -80,14 +81,70 @@ class SyncChannel:
             _local.channel = None
 
     def _recv(self) -> dict[str, Any]:
-        header = self._rfile.read(P.HEADER.size)
-        if len(header) < P.HEADER.size:
-            raise EOFError
-        (n,) = P.HEADER.unpack(header)
-        body = self._rfile.read(n)
-        if len(body) < n:
-            raise EOFError
+        """The next frame. Waits for the socket with `select`, so that a control plane that stopped
+        answering is noticed (`_quiet`) rather than waited on silently; a frame already buffered costs
+        no system call."""
+        buf = self._buf
+        size = P.HEADER.size
+        while len(buf) < size:
+            self._read_some(buf)
+        (n,) = P.HEADER.unpack_from(buf)
+        if len(buf) < size + n and n > 1 << 20:  # a big frame: read it into place, not chunk by chunk
+            body = bytearray(n)
+            got = len(buf) - size
+            body[:got] = buf[size:]
+            buf.clear()
+            view = memoryview(body)
+            while got < n:
+                self._wait()
+                k = self.sock.recv_into(view[got:])
+                if not k:
+                    raise EOFError
+                got += k
+            return P.decode(bytes(body))
+        while len(buf) < size + n:
+            self._read_some(buf)
+        body = bytes(buf[size : size + n])
+        del buf[: size + n]
         return P.decode(body)
+
+    def _read_some(self, buf: bytearray) -> None:
+        self._wait()
+        chunk = self.sock.recv(1 << 16)
+        if not chunk:
+            raise EOFError
+        buf += chunk
+
+    def _wait(self) -> None:
+        """Until the socket has data. Every quiet HEARTBEAT_SECONDS the control plane is pinged (it
+        answers PONG at once when it runs); silent for SILENCE_WARN_SECONDS, the caller is told on
+        stderr and the wait goes on, or ends with ConnectionError past HOMEPORT_CONTROL_PLANE_TIMEOUT."""
+        if select.select([self.sock], [], [], P.HEARTBEAT_SECONDS)[0]:
+            return
+        import sys
+        import time
+
+        limit = float(os.environ.get(P.ENV_CONTROL_PLANE_TIMEOUT) or 0) or None
+        since = time.monotonic() - P.HEARTBEAT_SECONDS
+        warned = False
+        while True:
+            silent = time.monotonic() - since
+            if silent >= P.SILENCE_WARN_SECONDS and not warned:
+                warned = True
+                sys.stderr.write(f"homeport: the control plane at {self.address} has not answered for "
+                                 f"{P.SILENCE_WARN_SECONDS:g} s (is it stopped?); "
+                                 + (f"giving up after {limit:g} s ({P.ENV_CONTROL_PLANE_TIMEOUT})\n" if limit
+                                    else f"still waiting (set {P.ENV_CONTROL_PLANE_TIMEOUT} to give up)\n"))
+                sys.stderr.flush()
+            if limit is not None and silent >= limit:
+                raise ConnectionError(f"The Homeport control plane at {self.address} has not answered for "
+                                      f"{silent:.0f} s ({P.ENV_CONTROL_PLANE_TIMEOUT}={limit:g}).")
+            self.sock.sendall(P.encode({"t": P.PING}))
+            if select.select([self.sock], [], [], P.HEARTBEAT_SECONDS)[0]:
+                if warned:
+                    sys.stderr.write("homeport: the control plane answers again\n")
+                    sys.stderr.flush()
+                return
 
     def _request(self, msg: dict[str, Any]) -> dict[str, Any]:
         self.sock.sendall(P.encode(msg))
@@ -117,3 +174,6 @@ class SyncChannel:
         except (OSError, EOFError):
             self.close()
             raise ConnectionError("The connection to the Homeport control plane was lost during a call.") from None
+        except ConnectionError:  # it stopped answering (HOMEPORT_CONTROL_PLANE_TIMEOUT)
+            self.close()
+            raise

@@ -216,18 +216,25 @@ def test_local_secret_is_injected(basic):
     assert basic.env_var.remote("HP_SECRET") is None  # only where requested
 
 
-def test_sigkilled_container_fails_clearly_and_next_call_gets_a_fresh_one(basic):
-    victim = basic.pid.remote()
-    call = basic.slow.spawn(30)
-    # find the container running `slow` and kill it
+def test_sigkilled_container_reruns_its_input_and_an_input_that_kills_every_container_fails_clearly(basic):
+    from homeport.server.core.scheduler import INPUT_CRASH_LIMIT, POOL_CRASH_LIMIT
     from homeport.testing import wait_for
 
-    def slow_container():
-        rows = [c for c in _containers() if c["function"] == "slow" and c["running"]]
+    victim = basic.pid.remote()
+    call = basic.slow.spawn(30)
+
+    def slow_container(not_pid=None):
+        rows = [c for c in _containers() if c["function"] == "slow" and c["running"] and c["pid"] != not_pid]
         return rows[0] if rows else None
 
-    assert wait_for(lambda: slow_container() is not None, timeout=30)
-    os.kill(slow_container()["pid"], signal.SIGKILL)
+    # A crash re-runs the input on a fresh container (without using up `retries=`, which it has none
+    # of); crashes in a row with nothing completing fail it (and this ephemeral app's queue), naming
+    # the signal.
+    killed = None
+    for _ in range(min(POOL_CRASH_LIMIT, INPUT_CRASH_LIMIT + 1)):
+        assert wait_for(lambda k=killed: slow_container(k) is not None, timeout=30)
+        killed = slow_container(killed)["pid"]
+        os.kill(killed, signal.SIGKILL)
     with pytest.raises(ExecutionError, match="SIGKILL"):
         call.get(timeout=30)
     assert basic.slow.remote(0) == 0

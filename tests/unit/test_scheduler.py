@@ -6,7 +6,9 @@ import pytest
 
 from homeport.server.core.scheduler import (
     DEADLINE_GRACE_SECONDS,
+    INPUT_CRASH_LIMIT,
     MAX_BLIND_STARTS,
+    POOL_CRASH_LIMIT,
     Assign,
     FailInputs,
     InputsTimedOut,
@@ -146,19 +148,137 @@ def test_busy_container_is_not_scaled_down():
     assert not of(StopContainer, s.tick(100))
 
 
-def test_dead_container_fails_running_inputs_and_requeues_prefetched_ones():
+def test_crashed_container_reruns_running_and_prefetched_inputs_on_a_fresh_one():
     s, _ = make()
     s.submit("p", [0], 0)
     s.container_ready("c1", 0)
     s.inputs_done("c1", [0], seconds=0.00001, now=0.1)
     s.submit("p", [1, 2, 3], 0.2)  # short inputs: all three go to c1 (one running, two prefetched)
     assert s.holder_of(3) == "c1"
-    out = s.container_exited("c1", 0.3, "killed by signal SIGKILL")
-    assert of(FailInputs, out) == [FailInputs((1,), "killed by signal SIGKILL", lost=True)]
-    assert of(RequeueInputs, out) == [RequeueInputs((2, 3))]
+    out = s.container_exited("c1", 0.3, "killed by signal SIGKILL", crashed=True)
+    assert not of(FailInputs, out)
+    assert of(RequeueInputs, out) == [RequeueInputs((1, 2, 3))]
+    assert not of(RestartBackoff, out)  # it was ready: no start-up backoff
     assert started(out) == ["c2"]  # the requeued inputs get a fresh container
     out = s.container_ready("c2", 0.5)
-    assert of(Assign, out)[0].inputs[0] == 2  # in their original order
+    assert of(Assign, out)[0].inputs[:3] == (1, 2, 3)  # in their original order, first in line
+
+
+def test_an_input_that_crashes_every_container_fails_past_the_crash_limit():
+    s, _ = make(PoolConfig(fail_on_crashes=False))
+    s.submit("p", [1], 0)
+    now = 0.0
+    for k in range(INPUT_CRASH_LIMIT + 1):
+        cid = f"c{k + 1}"
+        assert s.holder_of(1) is None
+        s.container_ready(cid, now)
+        assert s.holder_of(1) == cid
+        now += 1
+        out = s.container_exited(cid, now, "killed by signal SIGSEGV", crashed=True)
+        if k < INPUT_CRASH_LIMIT:
+            assert not of(FailInputs, out) and of(RequeueInputs, out) == [RequeueInputs((1,))]
+        else:
+            [fail] = of(FailInputs, out)
+            assert fail.inputs == (1,) and fail.lost and "SIGSEGV" in fail.reason
+            assert not of(RequeueInputs, out)
+    assert 1 not in s.pools["p"].input_crashes
+
+
+def test_a_crash_at_start_up_fails_nothing_while_others_start():
+    # The found bug: 1,000 queued inputs, 3 containers starting, one SIGKILLed: every input failed.
+    s, out = make(PoolConfig(max_containers=3))
+    out = s.submit("p", range(1000), 0)
+    assert started(out) == ["c1", "c2", "c3"]
+    out = s.container_exited("c2", 0.5, "killed by signal SIGKILL", crashed=True)
+    assert not of(FailInputs, out)
+    assert of(RestartBackoff, out) == [RestartBackoff("p", "c2", 1, 1.0)]  # a start-up crash backs off
+    assert len(s.pools["p"].queue) == 1000
+    assert started(s.tick(1.5)) == ["c4"]  # replaced after the backoff
+    for cid in ("c1", "c3", "c4"):
+        s.container_ready(cid, 2.0)
+        assert s.containers[cid].assigned
+
+
+def _crash(s, cid, now):
+    return s.container_exited(cid, now, "killed by signal SIGKILL", crashed=True)
+
+
+def test_an_ephemeral_pool_fails_its_queue_after_crashes_in_a_row():
+    s, _ = make(PoolConfig(max_containers=1))
+    s.submit("p", [1, 2], 0)
+    fails = []
+    now = 0.0
+    for k in range(POOL_CRASH_LIMIT):
+        out = _crash(s, f"c{k + 1}", now)
+        fails += of(FailInputs, out)
+        now = s.next_deadline() or now + 100
+        s.tick(now)
+    assert [f.inputs for f in fails] == [(1, 2)]  # only the last crash failed the queue
+    assert f"{POOL_CRASH_LIMIT} containers crashed in a row" in fails[0].reason
+
+
+def test_crashes_separated_by_completed_inputs_never_fail_the_queue():
+    s, _ = make(PoolConfig(max_containers=1))
+    s.submit("p", range(100), 0)
+    now = 0.0
+    for k in range(1, 3 * POOL_CRASH_LIMIT):
+        cid = f"c{k}"
+        s.container_ready(cid, now)
+        first = next(iter(s.containers[cid].assigned))
+        s.inputs_done(cid, [first], seconds=0.1, now=now + 0.1)  # one input completes ...
+        out = _crash(s, cid, now + 0.2)  # ... then the container crashes
+        assert not of(FailInputs, out)
+        assert started(out) == [f"c{k + 1}"]  # replaced at once: it had started fine
+        now += 1
+    assert len(s.pools["p"].queue) == 100 - (3 * POOL_CRASH_LIMIT - 1)
+
+
+def test_a_deployed_pool_never_fails_its_queue_for_crashes_and_backs_off():
+    s, _ = make(PoolConfig(fail_on_crashes=False, max_containers=1))
+    s.submit("p", [1, 2], 0)
+    now = 0.0
+    delays = []
+    for k in range(10):
+        out = _crash(s, f"c{k + 1}", now)
+        assert not of(FailInputs, out)
+        delays += [b.delay for b in of(RestartBackoff, out)]
+        now = s.next_deadline()
+        assert started(s.tick(now)) == [f"c{k + 2}"]
+    assert delays == [restart_backoff(n) for n in range(1, 11)]
+    assert list(s.pools["p"].queue) == [1, 2]
+    s.container_ready("c11", now)  # it finally starts: the queue runs
+    assert s.holder_of(1) == "c11"
+
+
+def test_a_reported_start_up_failure_still_fails_the_queue_in_a_deployed_pool():
+    s, _ = make(PoolConfig(fail_on_crashes=False))
+    s.submit("p", [1], 0)
+    out = s.container_exited("c1", 0.1, "ImportError", init_failed=True)
+    assert of(FailInputs, out) == [FailInputs((1,), "ImportError")]
+
+
+def test_a_container_that_leaves_after_a_timeout_is_no_crash():
+    s, _ = make(PoolConfig(max_containers=1))
+    s.submit("p", range(10), 0)
+    now = 0.0
+    for k in range(POOL_CRASH_LIMIT + 1):
+        cid = f"c{k + 1}"
+        s.container_ready(cid, now)
+        held = list(s.containers[cid].assigned)
+        s.release(cid, held[1:], now, leaving=True)  # it timed out its first input and leaves
+        out = s.container_exited(cid, now + 0.1, "exited with code 0", crashed=True)
+        assert not of(FailInputs, out)
+        now += 1
+    assert s.pools["p"].crashes == 0
+
+
+def test_a_stopped_app_fails_what_its_dead_containers_held():
+    s, _ = make()
+    s.submit("p", [1], 0)
+    s.container_ready("c1", 0)
+    s.remove_pool("p", "app stopped")
+    out = s.container_exited("c1", 1, "stopped")
+    assert of(FailInputs, out) == [FailInputs((1,), "stopped", lost=True)]
 
 
 def test_init_failure_fails_the_queue_instead_of_restarting_forever():

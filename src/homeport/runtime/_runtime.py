@@ -53,6 +53,7 @@ class Connection:
         self.sock.connect(address)
         self._send_lock = threading.Lock()
         self._rfile = self.sock.makefile("rb", buffering=1 << 16)
+        self.last_heard = time.monotonic()  # the control plane's last message (see `Runtime._watchdog`)
 
     def send(self, message: dict[str, Any]) -> None:
         data = P.encode(message)
@@ -67,6 +68,7 @@ class Connection:
         body = self._rfile.read(n)
         if len(body) < n:
             return None
+        self.last_heard = time.monotonic()
         return P.decode(body)
 
 
@@ -301,7 +303,36 @@ class Runtime:
         raise _Shutdown()
 
     # --- the input loop ----------------------------------------------------------------------------
+    def _watchdog(self) -> None:
+        """Notice a control plane that stopped answering (SIGSTOPped, wedged): after a quiet
+        HEARTBEAT_SECONDS ping it; once silent for SILENCE_WARN_SECONDS say so on stderr (the container's
+        log), and again when it answers. The container keeps what it holds and goes on (a control plane
+        that died closes the socket instead, and the reader ends the container)."""
+        conn, warned = self.conn, False
+        last = time.monotonic()
+        while True:
+            time.sleep(P.HEARTBEAT_SECONDS / 2)
+            now = time.monotonic()
+            if now - last > 2 * P.HEARTBEAT_SECONDS:  # this container did not run (stopped): not the plane's fault
+                conn.last_heard = max(conn.last_heard, now - P.HEARTBEAT_SECONDS)
+            last = now
+            silent = now - conn.last_heard
+            try:
+                if silent >= P.HEARTBEAT_SECONDS:
+                    conn.send({"t": P.PING})
+            except OSError:
+                return
+            if silent >= P.SILENCE_WARN_SECONDS and not warned:
+                warned = True
+                print(f"homeport: container {self.container_id}: the control plane has not answered for "
+                      f"{P.SILENCE_WARN_SECONDS:g} s (is it stopped?); waiting for it", file=sys.stderr, flush=True)
+            elif warned and silent < P.HEARTBEAT_SECONDS:
+                warned = False
+                print(f"homeport: container {self.container_id}: the control plane answers again",
+                      file=sys.stderr, flush=True)
+
     def reader(self) -> None:
+        threading.Thread(target=self._watchdog, name="homeport-watchdog", daemon=True).start()
         while True:
             try:
                 msg = self.conn.recv()
@@ -313,6 +344,9 @@ class Runtime:
                 self.inbox.put(None)
                 return
             t = msg["t"]
+            if t == P.PING:  # liveness: answered here, whatever the user code is doing
+                self.conn.send({"t": P.PONG})
+                continue
             sink = self._async_sink
             if sink is not None:
                 sink(msg)

@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 
 CONTAINER_MESSAGES = frozenset(
     {P.FUNCTION_LOOKUP, P.FUNCTION_BIND, P.CALL, P.MAP_PUT, P.CALL_GET, P.CALL_CANCEL, P.VOLUME}
-)
+) | {P.PING, P.PONG}  # liveness: a client waiting on a call checks that the control plane answers
 _VOLUME_OPS = frozenset({"exists", "ls", "read", "put", "rm", "cp", "create"})
 
 

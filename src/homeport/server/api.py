@@ -232,6 +232,10 @@ class Connection:
         elif t == P.SERVER_SHUTDOWN:
             self.reply(msg)
             cp.shutdown_requested.set()
+        elif t == P.PING:  # the client checks that the control plane still answers (liveness)
+            self.proto.send({"t": P.PONG})
+        elif t == P.PONG:
+            pass
         else:
             self.reply_error(msg, "invalid", f"unknown message type {t!r}")
 

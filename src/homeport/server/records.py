@@ -79,3 +79,5 @@ class ContainerRecord:
     web_prefix: str | None = None  # its web endpoints listen on "<prefix>-<index>" (Unix sockets)
     stop_requested_at: float | None = None  # asked to stop gracefully (SIGTERM, then SIGKILL after the grace)
     killed_because: str | None = None  # the control plane killed it at once (a deadline), and why
+    last_heard: float = 0.0  # monotonic time of its last message (see `liveness`)
+    silent_since: float | None = None  # reported as not answering (see `liveness`)

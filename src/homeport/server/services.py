@@ -14,6 +14,7 @@ import secrets
 import time
 import uuid
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 from .. import _protocol as P
@@ -188,6 +189,9 @@ class ControlPlane:
             log.error("background task failed", exc_info=task.exception())
 
     async def run_ticker(self) -> None:
+        from .liveness import watch_containers
+
+        self.spawn(watch_containers(self))  # containers that stop answering are reported
         while True:
             deadline = self.scheduler.next_deadline()
             delay = 1.0 if deadline is None else min(1.0, max(0.05, deadline - time.monotonic()))
@@ -296,8 +300,8 @@ class ControlPlane:
             status, data = ERROR, {"code": "execution", "msg": ins.reason}
             if init_failure is not None:
                 status, data = P.INIT_FAILURE_STATUS, init_failure
-            if ins.lost and self.retry_later(inp):
-                continue
+            # Lost inputs (their containers crashed) were already re-run up to the scheduler's crash limit,
+            # which does not use up `retries=` (see core.scheduler): they fail now.
             by_call.setdefault(inp.call.call_id, []).append((inp, status, data))
         for items in by_call.values():
             self.deliver(items)
@@ -354,8 +358,10 @@ class ControlPlane:
                 with contextlib.suppress(OSError):
                     os.unlink(f"{rec.web_prefix}-{index}")
         was_stopping = rec.state == "stopping"
+        # Died unasked, without reporting a failure: a crash (the scheduler reruns what it held).
+        crashed = rec.init_failure is None and not was_stopping and not rec.killed_because
         self.supervisor.died_starting(rec, info)
-        if rec.init_failure is not None:
+        if rec.init_failure is not None and not crashed:
             reason = "container failed during start-up"
         elif was_stopping:
             reason = f"container {cid} of '{rec.fn.tag}' was stopped while running this input"
@@ -371,7 +377,7 @@ class ControlPlane:
             if not stopping:
                 self._app_stopped(rec.fn.app_id)
         instructions = self.scheduler.container_exited(
-            cid, time.monotonic(), reason, init_failed=rec.init_failure is not None
+            cid, time.monotonic(), reason, init_failed=rec.init_failure is not None and not crashed, crashed=crashed
         )
         for ins in instructions:
             if isinstance(ins, FailInputs) and rec.init_failure is not None:
@@ -401,6 +407,7 @@ class ControlPlane:
         rec = self.containers.get(cid)
         if rec is None:
             return
+        rec.last_heard = now  # any message is a sign of life (see `liveness`)
         if t == P.CONTAINER_OUTPUTS:
             self._container_outputs(rec, msg["items"], now)
         elif t == P.CONTAINER_GEN:
@@ -425,6 +432,9 @@ class ControlPlane:
             rec.init_failure = msg["failure"]
         elif t == P.CONTAINER_RELEASE:
             self.execute(self.scheduler.release(cid, msg["ids"], now, leaving=msg.get("leaving", False)))
+        elif t == P.PING:  # the container checks that the control plane still answers
+            if rec.proto is not None:
+                rec.proto.send({"t": P.PONG})
 
     def _container_outputs(self, rec: ContainerRecord, items: list, now: float) -> None:
         done: list[int] = []
@@ -543,6 +553,8 @@ class ControlPlane:
             fid = new_id("fu")
             cfg = f["config"]
             config = pool_config(cfg, f["definition"])
+            if app["state"] == "deployed":  # crash loops back off; the queue never fails for crashes
+                config = replace(config, fail_on_crashes=False)
             definition = dict(f["definition"], app_id=app_id, function_id=fid, mounts=mnt,
                               cpu_limit=cfg.get("cpu_limit"), memory_limit_mib=cfg.get("memory_limit_mib"))
             rec = FunctionRecord(
@@ -666,6 +678,45 @@ class ControlPlane:
                 log.info("restored deployed app %s (%s) version %d", dep["name"], app_id, dep["version"])
             except Exception:
                 log.exception("could not restore deployed app %s", dep["name"])
+        self.restore_calls()
+
+    def restore_calls(self) -> None:
+        """On start-up, after `restore_deployed`: the durable calls a previous control plane accepted and
+        did not finish run again (at least once: one that was running when it died runs twice), on the
+        current version of their function; their results reach `FunctionCall.from_id(...).get()`."""
+        for call in self.state.unfinished_calls():
+            call_id = call["call_id"]
+            try:
+                fid = self._restored_fid(call["function_id"])
+            except Exception as exc:  # e.g. a variant whose secret was deleted meanwhile
+                log.warning("could not bind the function of call %s again: %s", call_id, exc)
+                fid = None
+            why = None
+            if fid is None:
+                why = (f"call {call_id} could not run again after the control plane restarted: its function's app "
+                       "is no longer deployed")
+            else:
+                why = self.create_call(None, {"fid": fid, "call": call_id, "kind": P.KIND_SPAWN, "last": True,
+                                              "inputs": call["inputs"]}, answer=False, restored=True)
+            if why is not None:
+                self.state.finish_call(call_id, ERROR, {"code": "execution", "msg": why})
+            else:
+                log.info("call %s accepted by a previous control plane runs again", call_id)
+
+    def _restored_fid(self, old_fid: str) -> str | None:
+        """The function a durable call of `old_fid` (a function id of a previous control plane) runs on now."""
+        variant = self.state.variant(old_fid)
+        if variant is not None:
+            base_old, request = variant
+            base = self._restored_fid(base_old)
+            return None if base is None else self.bind_function({**request, "fid": base})
+        tagged = self.state.function_tag(old_fid)
+        if tagged is None:
+            return None
+        app = self.apps.get(tagged[0])
+        if app is None or app.get("state") != "deployed":
+            return None
+        return app.get("by_tag", {}).get(tagged[1])
 
     def _deployed_by_name(self, name: str) -> str | None:
         for app in self.apps.values():
@@ -750,7 +801,7 @@ class ControlPlane:
         call_id = new_id("fc")
         log.info("schedule fired: %s of app %s (%s)", tag, app.get("name") or app_id, call_id)
         self.create_call(None, {"fid": fid, "call": call_id, "kind": P.KIND_SPAWN, "last": True,
-                                "inputs": [[0, pickle.dumps(((), {}), protocol=5), None]]})
+                                "inputs": [[0, pickle.dumps(((), {}), protocol=5), None]]}, scheduled=True)
 
     def bind_function(self, msg: dict[str, Any]) -> str:
         """A variant of a function: a class with parameter values, or `with_options` overrides."""
@@ -783,6 +834,8 @@ class ControlPlane:
         self.functions[fid] = rec
         self.apps[base.app_id]["functions"].append(fid)
         variants[(base.function_id, key)] = fid
+        if self.apps[base.app_id].get("state") == "deployed":  # its durable calls bind it again after a restart
+            self.state.add_variant(fid, base.function_id, {k: msg.get(k) for k in ("params", "config", "definition")})
         self.execute(self.scheduler.add_pool(fid, config, time.monotonic()))
         return fid
 
@@ -846,8 +899,13 @@ class ControlPlane:
                 return current
         return fid
 
-    def create_call(self, peer: Peer | None, msg: dict[str, Any], answer: bool = True) -> str | None:
-        """Start a call; if it may not run, say why (and, with `answer`, send its inputs error outputs)."""
+    def create_call(self, peer: Peer | None, msg: dict[str, Any], answer: bool = True,
+                    restored: bool = False, scheduled: bool = False) -> str | None:
+        """Start a call; if it may not run, say why (and, with `answer`, send its inputs error outputs).
+
+        A spawned call of a deployed app is durable: its inputs are committed before the call is
+        accepted (see `State`), and `restore_calls` runs them again after a restart (`restored`). A
+        schedule's run is not: the schedule itself catches up on a missed run after a restart (once)."""
         fid = msg["fid"] = self._current(msg["fid"])
         fn = self.functions.get(fid)
         call_id = msg["call"]
@@ -865,8 +923,9 @@ class ControlPlane:
         call = CallRecord(call_id, fn, kind, None if kind == P.KIND_SPAWN else peer)
         call.inputs_closed = msg.get("last", True)
         self.calls[call_id] = call
-        if kind == P.KIND_SPAWN:
-            self.state.add_call(call_id, fid)
+        if kind == P.KIND_SPAWN and not restored:
+            durable = not scheduled and (self.apps.get(fn.app_id) or {}).get("state") == "deployed"
+            self.state.add_call(call_id, fid, msg["inputs"] if durable else None)
         self._add_inputs(call, msg["inputs"])
         return None
 

@@ -1,7 +1,20 @@
-"""Durable state in SQLite (WAL): apps, their functions, and spawned calls with their results."""
+"""Durable state in SQLite (WAL): apps, their functions, and spawned calls with their results.
+
+Durability of inputs: a spawned call of a deployed app (or a schedule's run) is accepted only once its
+inputs are committed here (`add_call`), and they stay until its result is (`finish_call`, one
+transaction); after a control-plane restart, `unfinished_calls` runs them again (at least once).
+
+fsync policy: WAL with `synchronous=NORMAL` by default. A commit is in the WAL file when the statement
+returns, so it survives the control plane's own death (kill -9, OOM, a crash): what was accepted runs
+after a restart. The WAL is fsynced at checkpoints, not at each commit, so a power loss or a kernel
+crash may lose the last commits (SQLite's documented trade-off; the database itself stays consistent).
+`HOMEPORT_DB_SYNC=FULL` fsyncs every commit (durable across power loss, at a few ms per accepted call
+on ordinary disks).
+"""
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import time
 from pathlib import Path
@@ -40,6 +53,18 @@ CREATE TABLE IF NOT EXISTS deployments (
     functions BLOB NOT NULL,
     PRIMARY KEY (app_id, version)
 );
+CREATE TABLE IF NOT EXISTS call_inputs (
+    call_id TEXT NOT NULL,
+    idx INTEGER NOT NULL,
+    args BLOB NOT NULL,
+    method TEXT,
+    PRIMARY KEY (call_id, idx)
+);
+CREATE TABLE IF NOT EXISTS variants (
+    function_id TEXT PRIMARY KEY,
+    base_id TEXT NOT NULL,
+    request BLOB NOT NULL
+);
 CREATE TABLE IF NOT EXISTS schedule_runs (
     app_id TEXT NOT NULL,
     tag TEXT NOT NULL,
@@ -54,7 +79,8 @@ class State:
         self.path = path
         self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=NORMAL")
+        sync = os.environ.get("HOMEPORT_DB_SYNC", "NORMAL").upper()
+        self.db.execute(f"PRAGMA synchronous={'FULL' if sync == 'FULL' else 'NORMAL'}")  # see the docstring
         self.db.executescript(_SCHEMA)
         self.cipher: Any = None  # seals deployment payloads when set (see server.secrets.Cipher)
 
@@ -152,17 +178,57 @@ class State:
         )
 
     # --- spawned calls -----------------------------------------------------------------------------
-    def add_call(self, call_id: str, function_id: str) -> None:
-        self.db.execute(
-            "INSERT INTO calls(call_id, function_id, created_at) VALUES (?, ?, ?)",
-            (call_id, function_id, time.time()),
-        )
+    def add_call(self, call_id: str, function_id: str, inputs: list | None = None) -> None:
+        """Record a spawned call; with `inputs` ([idx, args, method] each) it is durable: its inputs are
+        committed with it, and run again after a restart until a result is recorded."""
+        with self.db:
+            self.db.execute("BEGIN")
+            self.db.execute(
+                "INSERT INTO calls(call_id, function_id, created_at) VALUES (?, ?, ?)",
+                (call_id, function_id, time.time()),
+            )
+            if inputs:
+                self.db.executemany(
+                    "INSERT INTO call_inputs(call_id, idx, args, method) VALUES (?, ?, ?, ?)",
+                    [(call_id, idx, args, method) for idx, args, method in inputs],
+                )
 
     def finish_call(self, call_id: str, status: int, result: Any) -> None:
-        self.db.execute(
-            "UPDATE calls SET status = ?, result = ?, finished_at = ? WHERE call_id = ?",
-            (status, msgpack.packb(result, use_bin_type=True), time.time(), call_id),
-        )
+        with self.db:
+            self.db.execute("BEGIN")
+            self.db.execute(
+                "UPDATE calls SET status = ?, result = ?, finished_at = ? WHERE call_id = ?",
+                (status, msgpack.packb(result, use_bin_type=True), time.time(), call_id),
+            )
+            self.db.execute("DELETE FROM call_inputs WHERE call_id = ?", (call_id,))
+
+    def unfinished_calls(self) -> list[dict[str, Any]]:
+        """Durable calls with no result yet: {"call_id", "function_id", "inputs"}, oldest first."""
+        rows = self.db.execute(
+            "SELECT c.call_id, c.function_id, i.idx, i.args, i.method FROM calls c "
+            "JOIN call_inputs i ON i.call_id = c.call_id WHERE c.status IS NULL ORDER BY c.created_at, i.idx"
+        ).fetchall()
+        out: dict[str, dict[str, Any]] = {}
+        for call_id, fid, idx, args, method in rows:
+            out.setdefault(call_id, {"call_id": call_id, "function_id": fid, "inputs": []})["inputs"].append(
+                [idx, bytes(args), method])
+        return list(out.values())
+
+    def function_tag(self, function_id: str) -> tuple[str, str] | None:
+        """(app id, tag) of a function of any version that ran here."""
+        row = self.db.execute("SELECT app_id, tag FROM functions WHERE function_id = ?", (function_id,)).fetchone()
+        return (row[0], row[1]) if row else None
+
+    # --- variants (a class's parameter values, `with_options`) of deployed functions ----------------
+    def add_variant(self, function_id: str, base_id: str, request: dict[str, Any]) -> None:
+        """How a variant was bound, so that its durable calls can be bound again after a restart
+        (sealed: `with_options(env=...)` may hold secret values)."""
+        self.db.execute("INSERT OR REPLACE INTO variants(function_id, base_id, request) VALUES (?, ?, ?)",
+                        (function_id, base_id, self._seal(request)))
+
+    def variant(self, function_id: str) -> tuple[str, dict[str, Any]] | None:
+        row = self.db.execute("SELECT base_id, request FROM variants WHERE function_id = ?", (function_id,)).fetchone()
+        return (row[0], self._open(row[1])) if row else None
 
     def call_app_id(self, call_id: str) -> str | None:
         """The app of a spawned call's function (None if there is no such call)."""

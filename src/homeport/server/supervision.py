@@ -97,9 +97,10 @@ class Supervisor:
 
     def died_starting(self, rec: ContainerRecord, info: ExitInfo) -> None:
         """A container that exited before it was ready, unasked and without reporting a failure (the
-        kernel killed it for memory, a signal, `os._exit` in the module), failed its start-up like
-        one whose import raised: its pool backs off and the inputs waiting for it fail with what
-        happened, rather than a new container every few milliseconds that nobody hears of."""
+        kernel killed it for memory, a signal, `os._exit` in the module), crashed during start-up:
+        its pool backs off (no new container every few milliseconds that nobody hears of) and, should
+        the crashes go on past the scheduler's limit in an ephemeral app, the inputs waiting fail with
+        what happened (see `core.scheduler`)."""
         if rec.init_failure is not None or rec.ready_at is not None or rec.state == "stopping" or rec.killed_because:
             return
         hint = f" {info.hint()}" if info.hint() else ""

@@ -12,6 +12,24 @@ Deadlines are data here too: the scheduler knows since when each input has been 
 each container has been starting, and `tick` answers with `InputsTimedOut` / `StartupTimedOut` once
 one runs past its limit (plus a grace: the container's own timer should fire first). A pool whose
 containers fail during start-up restarts with an exponential backoff (`RestartBackoff`).
+
+Crashes (see `container_exited`), as Modal handles them: a container that dies unasked (a signal, the
+kernel's OOM killer, an exit) at start-up or while running inputs is replaced, and every input it held
+goes back to the front of the queue. Crash re-runs do NOT count against the function's `retries=`:
+those are the user's policy for exceptions their code raises, while a crash is the platform losing the
+input (often not the input's fault: a neighbour's OOM, an operator's kill); Modal likewise retries lost
+inputs (INTERNAL_FAILURE) at once without using up the retry policy. Two bounds keep a crash loop from
+running forever:
+
+- an input that was running in `INPUT_CRASH_LIMIT` + 1 containers that crashed fails (a poison input);
+- an ephemeral app's pool (`PoolConfig.fail_on_crashes`) fails its queued inputs once
+  `POOL_CRASH_LIMIT` containers crashed in a row with no input completing in between (past that
+  failure rate starting more containers is assumed to crash the same way). A deployed app's pool never
+  fails its queue for crashes: it keeps restarting with the start-up backoff (crash-loop back-off).
+
+A container that *reports* a start-up failure (an exception in the import or an enter hook, or a
+start-up past `startup_timeout`) is different: the same code fails the same way, so the queue fails at
+once with that error (`init_failed`).
 """
 
 from __future__ import annotations
@@ -48,6 +66,10 @@ DEADLINE_GRACE_SECONDS = 1.5
 RESTART_BACKOFF_INITIAL = 1.0
 RESTART_BACKOFF_FACTOR = 2.0
 RESTART_BACKOFF_MAX = 60.0
+# Crash policy (see the module's docstring): re-runs of one input after crashes, and crashes in a row
+# (no input completing in between) after which an ephemeral pool fails what it has queued.
+INPUT_CRASH_LIMIT = 3
+POOL_CRASH_LIMIT = 3
 
 
 def restart_backoff(failures: int) -> float:
@@ -76,6 +98,9 @@ class PoolConfig:
     # Hand a container more inputs than it runs at once when inputs are short. Not for web requests:
     # an assigned request goes to its container at once, so a container may hold only what it can run.
     prefetch: bool = True
+    # An ephemeral app's pool fails its queue after `POOL_CRASH_LIMIT` crashes in a row; a deployed
+    # app's never does (it backs off and keeps restarting).
+    fail_on_crashes: bool = True
 
 
 @dataclass(frozen=True)
@@ -123,6 +148,8 @@ class Pool:
     retired: bool = False  # an old version: drains, then goes
     start_failures: int = 0  # containers that failed during start-up in a row
     restart_at: float = 0.0  # no container starts before this (the restart backoff)
+    crashes: int = 0  # containers that crashed in a row, with no input completing in between
+    input_crashes: dict[int, int] = field(default_factory=dict)  # input id -> crashed containers it ran in
 
 
 # --- instructions ----------------------------------------------------------------------------------
@@ -321,6 +348,8 @@ class Scheduler:
         pool = self.pools.get(pool_id)
         if pool is None:
             return False
+        for i in inputs:
+            pool.input_crashes.pop(i, None)
         before = len(pool.queue)
         pool.queue = deque(i for i in pool.queue if i not in inputs)
         return before - len(pool.queue) == len(inputs)
@@ -366,9 +395,12 @@ class Scheduler:
                 del c.assigned[i]
                 c.running.pop(i, None)
                 n += 1
+                self.pools[c.pool].input_crashes.pop(i, None)
         c.served += n
         c.last_active = now
         pool = self.pools[c.pool]
+        if n:
+            pool.crashes = 0  # inputs complete: the crashes before were not a loop
         self._mark_running(c, pool.config.max_inputs, now)
         if n:
             per_input = seconds / n
@@ -382,13 +414,18 @@ class Scheduler:
                 pool.cpu_share = share if pool.cpu_share is None else (1 - EWMA_WEIGHT) * pool.cpu_share + EWMA_WEIGHT * share
         return self._reconcile(pool, now)
 
-    def container_exited(self, cid: str, now: float, reason: str, init_failed: bool = False) -> list[Instruction]:
-        """A container is gone. What it held is failed (running) or requeued (not started).
+    def container_exited(self, cid: str, now: float, reason: str, init_failed: bool = False,
+                         crashed: bool = False) -> list[Instruction]:
+        """A container is gone: `init_failed` if it reported a start-up failure (an exception in the
+        import or an enter hook, a start-up past its deadline), `crashed` if it died unasked without
+        reporting one (a signal, the OOM killer, an exit), neither if it was stopped.
 
-        A container runs its assigned inputs in order, so the first `max_inputs` of them were running
-        and the rest were only prefetched. When a container fails before it is ready, the pool's queue
-        is failed too (starting another container would fail the same way), and the pool backs off
-        before its next start.
+        What it held and had not finished runs again, from the front of the queue: inputs it had not
+        started simply go back; inputs it was running (a container runs what it holds in order, the
+        first `max_inputs`) count one crash each and fail past `INPUT_CRASH_LIMIT` re-runs. After a
+        reported start-up failure the queue fails (the next container would fail the same way); after
+        crashes it fails only in an ephemeral pool past `POOL_CRASH_LIMIT` crashes in a row. A failure
+        at start-up, reported or a crash, backs the pool off before its next start.
         """
         c = self.containers.pop(cid, None)
         if c is None:
@@ -399,20 +436,42 @@ class Scheduler:
         held = list(c.assigned)
         cut = 0 if c.leaving else pool.config.max_inputs
         running, waiting = held[:cut], held[cut:]
-        if c.phase is not Phase.STOPPING or held:
-            if running:
-                out.append(FailInputs(tuple(running), reason, lost=True))
-            if waiting:
-                pool.queue.extendleft(reversed(waiting))
-                out.append(RequeueInputs(tuple(waiting)))
-        if init_failed and pool.queue:
-            out.append(FailInputs(tuple(pool.queue), reason))
-            pool.queue.clear()
         if not pool.active:
+            if held:
+                out.append(FailInputs(tuple(held), reason, lost=bool(running)))
+            for i in held:
+                pool.input_crashes.pop(i, None)
             if not pool.containers:
                 del self.pools[pool.id]
             return out + self._admit_waiting(now)
-        if init_failed and not c.start_failed:
+        # One that was stopping was asked to (or left by itself after timing out an input): no crash.
+        crashed = crashed and c.phase is not Phase.STOPPING
+        if crashed:
+            pool.crashes += 1
+        lost, again = [], []
+        for i in running:
+            k = pool.input_crashes.get(i, 0) + 1
+            if k > INPUT_CRASH_LIMIT:
+                pool.input_crashes.pop(i, None)
+                lost.append(i)
+            else:
+                pool.input_crashes[i] = k
+                again.append(i)
+        if lost:
+            out.append(FailInputs(tuple(lost), f"{reason} (it crashed {INPUT_CRASH_LIMIT + 1} containers)", lost=True))
+        back = again + waiting
+        if back:
+            pool.queue.extendleft(reversed(back))
+            out.append(RequeueInputs(tuple(back)))
+        fail_queue = init_failed or (crashed and pool.config.fail_on_crashes and pool.crashes >= POOL_CRASH_LIMIT)
+        if fail_queue and pool.queue:
+            if not init_failed:
+                reason = f"{reason} ({pool.crashes} containers crashed in a row; pending inputs fail)"
+            for i in pool.queue:
+                pool.input_crashes.pop(i, None)
+            out.append(FailInputs(tuple(pool.queue), reason))
+            pool.queue.clear()
+        if (init_failed or (crashed and c.phase is Phase.STARTING)) and not c.start_failed:
             out.append(self._start_failed(pool, cid, now))
         return out + self._reconcile(pool, now) + self._admit_waiting(now, pool.id)
 
