@@ -17,7 +17,10 @@ timeout passes): nothing polls. Limits are Modal's (`homeport.server.dictqueue`)
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import queue
+import secrets
 import time
 import warnings
 from collections.abc import AsyncIterator
@@ -74,6 +77,27 @@ class Queue(StoredObject):
             return key
         return b""
 
+    async def _wait_op(self, op: str, wait: float, partition: bytes, **fields: Any) -> Any:
+        """A request that may wait on the control plane. If it is cancelled here (`asyncio` cancellation,
+        Ctrl-C), the control plane is told, so that it does not take items for nobody (or put later)."""
+        wait_id = secrets.token_hex(12)
+        try:
+            return await self._op(op, timeout=wait + 30, partition=partition, wait=wait, wait_id=wait_id, **fields)
+        except asyncio.CancelledError:
+            self._send_cancel(wait_id, partition)
+            raise
+
+    def _send_cancel(self, wait_id: str, partition: bytes) -> None:
+        # Sent at once, not from a task of its own: it must reach the control plane before whatever
+        # this process sends next (a put the cancelled get must not take). Its answer is not awaited.
+        from ._client import Client
+
+        client = Client._instance
+        if client is not None and not client.closed:
+            with contextlib.suppress(Exception):
+                client.send({"t": self._kind, "op": "cancel_wait", "id": next(client._ids), "oid": self._object_id,
+                             "partition": partition, "wait_id": wait_id})
+
     # --- getting -----------------------------------------------------------------------------------
     async def _get(self, n: int, block: bool, timeout: float | None, partition: str | None) -> list[Any]:
         key = self.validate_partition_key(partition)
@@ -84,7 +108,7 @@ class Queue(StoredObject):
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             wait = _REQUEST_WAIT if deadline is None else max(0.0, min(_REQUEST_WAIT, deadline - time.monotonic()))
-            values = await self._op("get", timeout=wait + 30, partition=key, n=n, wait=wait)
+            values = await self._wait_op("get", wait, key, n=n)
             if values:
                 return [_loads(v) for v in values]
             if deadline is not None and time.monotonic() >= deadline:
@@ -123,8 +147,7 @@ class Queue(StoredObject):
         while True:
             wait = _REQUEST_WAIT if deadline is None else max(0.0, min(_REQUEST_WAIT, deadline - time.monotonic()))
             try:
-                await self._op("put", timeout=wait + 30, partition=key, values=blobs, partition_ttl=partition_ttl,
-                               wait=wait)
+                await self._wait_op("put", wait, key, values=blobs, partition_ttl=partition_ttl)
                 return
             except ResourceExhaustedError as exc:
                 if deadline is not None and time.monotonic() >= deadline:

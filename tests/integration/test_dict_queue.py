@@ -103,6 +103,21 @@ def test_blocking_get_is_answered_by_a_put_from_another_client(platform, tmp_pat
     modal.Queue.objects.delete("dq-wake")
 
 
+def test_a_cancelled_get_does_not_swallow_the_next_item(platform):
+    """`asyncio.wait_for(q.get.aio(), ...)` gives up; the item put afterwards goes to the next get."""
+    import asyncio
+
+    with modal.Queue.ephemeral() as q:
+
+        async def give_up() -> None:
+            with pytest.raises(asyncio.TimeoutError):
+                await asyncio.wait_for(q.get.aio(), 0.3)
+
+        asyncio.run(give_up())
+        q.put("kept")
+        assert q.get(timeout=30) == "kept"
+
+
 def test_dict_semantics(platform):
     with modal.Dict.ephemeral() as d:
         assert d.get("missing") is None and d.get("missing", 3) == 3

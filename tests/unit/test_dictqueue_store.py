@@ -306,3 +306,40 @@ def test_waits_are_bounded():
     assert dq._wait_seconds(-3) == 0
     with pytest.raises(InvalidError):
         dq._wait_seconds("forever")
+
+
+def test_a_cancelled_blocking_get_takes_nothing(store):
+    """A client that gave up on a get (cancelled, interrupted) says so; the item stays for the next one."""
+    oid = _queue(store)
+
+    async def main():
+        getter = asyncio.ensure_future(
+            store.queue_op("get", {"oid": oid, "wait": 30, "wait_id": "w1"}, lambda: True))
+        await asyncio.sleep(0.05)
+        await store.queue_op("cancel_wait", {"oid": oid, "wait_id": "w1"}, lambda: True)
+        assert await asyncio.wait_for(getter, 5) == []
+        store.queue_put(oid, b"", [b"kept"], 60)
+        # A cancel for a wait that is over is forgotten (nothing is remembered for later).
+        await store.queue_op("cancel_wait", {"oid": oid, "wait_id": "w1"}, lambda: True)
+        assert not store._cancelled_waits and not store._active_waits
+        return await store.queue_op("get", {"oid": oid, "wait_id": "w1"}, lambda: True)
+
+    assert asyncio.run(main()) == [b"kept"]
+
+
+def test_a_cancelled_blocking_put_does_not_happen_later(store, monkeypatch):
+    monkeypatch.setattr(dq, "PARTITION_MAX_ITEMS", 1)
+    oid = _queue(store)
+    store.queue_put(oid, b"", [b"1"], 60)
+
+    async def main():
+        putter = asyncio.ensure_future(
+            store.queue_op("put", {"oid": oid, "values": [b"late"], "wait": 30, "wait_id": "p"}, lambda: True))
+        await asyncio.sleep(0.05)
+        await store.queue_op("cancel_wait", {"oid": oid, "wait_id": "p"}, lambda: True)
+        with pytest.raises(ResourceExhaustedError):
+            await asyncio.wait_for(putter, 5)
+
+    asyncio.run(main())
+    assert store.queue_take(oid, b"", 5) == [b"1"]
+    assert store.queue_take(oid, b"", 5) == []

@@ -169,6 +169,8 @@ class DictQueueStore:
         self._items_added = _Waiters()  # blocking gets and iterators
         self._space_freed = _Waiters()  # blocking puts on a full partition
         self._owners: dict[int, set[str]] = {}  # id(connection) -> its ephemeral objects
+        self._active_waits: set[str] = set()  # wait ids of blocking gets and puts in progress
+        self._cancelled_waits: set[str] = set()
         self._last_sweep = 0.0
         # Ephemeral objects of a previous control plane belonged to clients that are gone.
         for (oid,) in db.execute("SELECT object_id FROM dq_objects WHERE ephemeral = 1").fetchall():
@@ -420,6 +422,31 @@ class DictQueueStore:
         oid = self.by_id("queue", msg.get("oid"))["object_id"]
         self._maybe_sweep()
         part = check_partition(msg.get("partition"))
+        if op == "cancel_wait":  # the client gave up on a blocking get or put (cancelled, interrupted)
+            wait_id = msg.get("wait_id")
+            if wait_id in self._active_waits:
+                self._cancelled_waits.add(wait_id)
+                self._items_added.wake((oid, part))
+                self._space_freed.wake((oid, part))
+            return None
+        wait_id = msg.get("wait_id")
+        if wait_id is None:
+            return await self._queue_op(op, msg, oid, part, connection_open)
+        if not isinstance(wait_id, str) or wait_id in self._active_waits:
+            raise InvalidError("wait_id must be a new string")
+        self._active_waits.add(wait_id)
+        try:
+            return await self._queue_op(
+                op, msg, oid, part, lambda: connection_open() and wait_id not in self._cancelled_waits
+            )
+        finally:
+            self._active_waits.discard(wait_id)
+            self._cancelled_waits.discard(wait_id)
+
+    async def _queue_op(
+        self, op: str, msg: dict[str, Any], oid: str, part: bytes, connection_open: Callable[[], bool]
+    ) -> Any:
+        """`connection_open()` is False once nobody waits for the answer any more."""
         wait = _wait_seconds(msg.get("wait"))
         deadline = time.monotonic() + wait
         if op == "put":
@@ -435,6 +462,8 @@ class DictQueueStore:
                         raise
                     await self._space_freed.wait((oid, part), left)
                     self.by_id("queue", oid)  # deleted meanwhile: not found
+                    if not connection_open():  # a put nobody waits for any more must not happen later
+                        raise ResourceExhaustedError("the put was cancelled by its client") from None
         if op == "get":
             n = int(msg.get("n") or 1)
             if n < 1:
