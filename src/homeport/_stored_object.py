@@ -198,6 +198,18 @@ class StoredObject:
         _no_client(client)
         return _Ephemeral(cls)
 
+    @classmethod
+    def delete(cls, name: str, *, environment_name: str | None = None, client: Any = None) -> None:
+        """Deprecated in Modal 1.1: `objects.delete(name)`."""
+        import warnings
+
+        from .exception import DeprecationError
+
+        warnings.warn(
+            f"{cls._label}.delete is deprecated; use {cls._label}.objects.delete instead.", DeprecationError, stacklevel=2
+        )
+        cls.objects.delete(name, environment_name=environment_name, client=client)
+
     # --- identity ----------------------------------------------------------------------------------
     @property
     def name(self) -> str | None:

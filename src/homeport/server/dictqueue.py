@@ -82,6 +82,7 @@ CREATE TABLE IF NOT EXISTS queue_items (
     value BLOB NOT NULL
 );
 CREATE INDEX IF NOT EXISTS queue_items_by_partition ON queue_items(object_id, partition, seq);
+CREATE INDEX IF NOT EXISTS dict_entries_by_touch ON dict_entries(touched_at);
 """
 
 # The object-name rule (Modal's `check_object_name`); the one place this module checks it.
