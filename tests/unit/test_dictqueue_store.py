@@ -343,3 +343,33 @@ def test_a_cancelled_blocking_put_does_not_happen_later(store, monkeypatch):
     asyncio.run(main())
     assert store.queue_take(oid, b"", 5) == [b"1"]
     assert store.queue_take(oid, b"", 5) == []
+
+
+@pytest.mark.parametrize("op, msg", [
+    ("update", {"items": [[b"k"]]}),
+    ("update", {"items": ["kv"]}),
+    ("page", {"after": "0; DROP TABLE dict_entries"}),
+    ("get", {"key": {"not": "bytes"}}),
+])
+def test_malformed_dict_messages_are_invalid(store, op, msg):
+    oid = _dict(store)
+    with pytest.raises(InvalidError):
+        store.dict_op(op, {"oid": oid, **msg})
+    assert store.dict_op("len", {"oid": oid}) == 0
+
+
+@pytest.mark.parametrize("op, msg", [
+    ("get", {"n": "5"}),
+    ("get", {"n": 0}),
+    ("next", {"after": 1.5}),
+    ("put", {"values": [b"x"], "partition_ttl": True}),
+    ("put", {"values": [b"x"], "partition_ttl": -1}),
+    ("put", {"values": [b"x"], "partition": "p" * 65}),
+    ("get", {"wait": "forever"}),
+    ("frobnicate", {}),
+])
+def test_malformed_queue_messages_are_invalid(store, op, msg):
+    oid = _queue(store)
+    with pytest.raises(InvalidError):
+        asyncio.run(store.queue_op(op, {"oid": oid, **msg}, lambda: True))
+    assert store.queue_len(oid, b"", True) == 0

@@ -113,10 +113,10 @@ def check_partition(partition: Any) -> bytes:
     return partition
 
 
-def check_ttl(ttl: Any) -> int:
-    if isinstance(ttl, bool) or not isinstance(ttl, int) or ttl <= 0:
+def check_ttl(ttl: Any) -> float:
+    if isinstance(ttl, bool) or not isinstance(ttl, (int, float)) or not ttl > 0:
         raise InvalidError(f"`partition_ttl` must be a positive number of seconds, not {ttl!r}")
-    return ttl
+    return float(ttl)
 
 
 def check_put(current_items: int, current_bytes: int, sizes: list[int], new_partition: bool, partitions: int) -> None:
@@ -304,7 +304,7 @@ class DictQueueStore:
             self._upsert(oid, [(key, value)], now)
             return True
         if op == "update":
-            pairs = [(_blob(k), _blob(v)) for k, v in msg.get("items") or ()]
+            pairs = [_pair(p) for p in msg.get("items") or ()]
             self._upsert(oid, pairs, now)
             return None
         if op == "len":
@@ -316,7 +316,7 @@ class DictQueueStore:
             db.execute("DELETE FROM dict_entries WHERE object_id = ?", (oid,))
             return None
         if op == "page":  # entries after a cursor, in no promised order: [[seq, key, value], ...]
-            after = int(msg.get("after") or 0)
+            after = _int(msg.get("after", 0), "after")
             rows = db.execute(
                 "SELECT seq, key, value FROM dict_entries WHERE object_id = ? AND seq > ? AND touched_at >= ? "
                 "ORDER BY seq LIMIT ?",
@@ -351,7 +351,7 @@ class DictQueueStore:
         self._db.execute("DELETE FROM queue_partitions WHERE object_id = ? AND partition = ?", (oid, part))
         self._space_freed.wake((oid, part))
 
-    def queue_put(self, oid: str, part: bytes, values: list[bytes], ttl: int) -> None:
+    def queue_put(self, oid: str, part: bytes, values: list[bytes], ttl: float) -> None:
         """Append `values`, or raise what Modal raises when they do not fit."""
         current = self._partition(oid, part)
         partitions = 0
@@ -466,7 +466,7 @@ class DictQueueStore:
                     if not connection_open():  # a put nobody waits for any more must not happen later
                         raise ResourceExhaustedError("the put was cancelled by its client") from None
         if op == "get":
-            n = int(msg.get("n") or 1)
+            n = _int(msg.get("n", 1), "n_values")
             if n < 1:
                 raise InvalidError("n_values must be at least 1")
             while True:
@@ -480,7 +480,7 @@ class DictQueueStore:
                 await self._items_added.wait((oid, part), left)
                 self.by_id("queue", oid)
         if op == "next":  # items after seq `after`, without removing them: [[seq, value], ...]
-            after = int(msg.get("after") or 0)
+            after = _int(msg.get("after", 0), "after")
             while True:
                 got = self.queue_after(oid, part, after)
                 left = deadline - time.monotonic()
@@ -549,6 +549,18 @@ def _transaction(db: Any) -> Iterator[None]:
 def _blob(value: Any) -> bytes:
     if not isinstance(value, bytes):
         raise InvalidError("Dict and Queue keys and values must be sent pickled (bytes)")
+    return value
+
+
+def _pair(item: Any) -> tuple[bytes, bytes]:
+    if not isinstance(item, (list, tuple)) or len(item) != 2:
+        raise InvalidError("Dict.update items must be [key, value] pairs")
+    return _blob(item[0]), _blob(item[1])
+
+
+def _int(value: Any, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidError(f"{what} must be an integer, not {value!r}")
     return value
 
 
