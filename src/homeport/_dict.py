@@ -18,8 +18,7 @@ from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 from . import _pickle
-from ._bridge import aio_method
-from ._stored_object import KIND_DICT, StoredObject, aio_generator, register
+from ._stored_object import KIND_DICT, StoredObject, aio_generator, blocking_method, register
 from .exception import DeserializationError, SerializationError
 
 __all__ = ["Dict"]
@@ -52,28 +51,28 @@ class Dict(StoredObject):
     _label = "Dict"
     __slots__ = ()
 
-    @aio_method
+    @blocking_method
     async def get(self, key: Any, default: Any = None) -> Any:
         """The value for `key`, or `default` when there is none."""
         found, value = await self._op("get", key=_dumps(key, "key"))
         return _loads(value) if found else default
 
-    @aio_method
+    @blocking_method
     async def contains(self, key: Any) -> bool:
         return bool(await self._op("contains", key=_dumps(key, "key")))
 
-    @aio_method
+    @blocking_method
     async def len(self) -> int:
         """The number of entries (it counts the whole Dict: use it sparingly on big ones)."""
         return int(await self._op("len"))
 
-    @aio_method
+    @blocking_method
     async def put(self, key: Any, value: Any, *, skip_if_exists: bool = False) -> bool:
         """Set `key` to `value`; with `skip_if_exists=True` only when `key` has no value. Whether it was set."""
         return bool(await self._op("put", key=_dumps(key, "key"), value=_dumps(value, "value"),
                                    skip_if_exists=bool(skip_if_exists)))
 
-    @aio_method
+    @blocking_method
     async def update(self, other: Mapping[Any, Any] | None = None, /, **kwargs: Any) -> None:
         """Like `dict.update`."""
         items = dict(other or {})
@@ -81,7 +80,7 @@ class Dict(StoredObject):
         if items:
             await self._op("update", items=[[_dumps(k, "key"), _dumps(v, "value")] for k, v in items.items()])
 
-    @aio_method
+    @blocking_method
     async def pop(self, key: Any, default: Any = _MISSING) -> Any:
         """Remove `key` and return its value; `KeyError` when it has none and no `default` is given."""
         found, value = await self._op("pop", key=_dumps(key, "key"))
@@ -91,7 +90,7 @@ class Dict(StoredObject):
             raise KeyError(f"{key} not in dict {self._object_id}")
         return default
 
-    @aio_method
+    @blocking_method
     async def clear(self) -> None:
         """Remove every entry."""
         await self._op("clear")

@@ -27,8 +27,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from . import _pickle
-from ._bridge import aio_method
-from ._stored_object import KIND_QUEUE, StoredObject, aio_generator, register
+from ._stored_object import KIND_QUEUE, StoredObject, aio_generator, blocking_method, register
 from .exception import (
     DeserializationError,
     InvalidError,
@@ -114,14 +113,14 @@ class Queue(StoredObject):
             if deadline is not None and time.monotonic() >= deadline:
                 raise queue.Empty()
 
-    @aio_method
+    @blocking_method
     async def get(self, block: bool = True, timeout: float | None = None, *, partition: str | None = None) -> Any:
         """Remove and return the next item. Blocking (the default), wait for one — up to `timeout`
         seconds, then raise `queue.Empty`; with `block=False`, return None when the queue is empty."""
         values = await self._get(1, block, timeout, partition)
         return values[0] if values else None
 
-    @aio_method
+    @blocking_method
     async def get_many(
         self, n_values: int, block: bool = True, timeout: float | None = None, *, partition: str | None = None
     ) -> list[Any]:
@@ -153,7 +152,7 @@ class Queue(StoredObject):
                 if deadline is not None and time.monotonic() >= deadline:
                     raise queue.Full(str(exc)) from None
 
-    @aio_method
+    @blocking_method
     async def put(
         self, v: Any, block: bool = True, timeout: float | None = None, *, partition: str | None = None,
         partition_ttl: int = 24 * 3600,
@@ -162,7 +161,7 @@ class Queue(StoredObject):
         seconds) and then raise `queue.Full`; with `block=False`, raise `queue.Full` at once."""
         await self._put([v], block, timeout, partition, partition_ttl, "put")
 
-    @aio_method
+    @blocking_method
     async def put_many(
         self, vs: list[Any], block: bool = True, timeout: float | None = None, *, partition: str | None = None,
         partition_ttl: int = 24 * 3600,
@@ -171,14 +170,14 @@ class Queue(StoredObject):
         await self._put(list(vs), block, timeout, partition, partition_ttl, "put_many")
 
     # --- the rest ----------------------------------------------------------------------------------
-    @aio_method
+    @blocking_method
     async def len(self, *, partition: str | None = None, total: bool = False) -> int:
         """The number of items in a partition, or in all of them with `total=True`."""
         if partition and total:
             raise InvalidError("Partition must be null when requesting total length.")
         return int(await self._op("len", partition=self.validate_partition_key(partition), total=bool(total)))
 
-    @aio_method
+    @blocking_method
     async def clear(self, *, partition: str | None = None, all: bool = False) -> None:
         """Remove every item of a partition, or of all of them with `all=True`."""
         if partition and all:

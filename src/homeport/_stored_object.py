@@ -8,16 +8,19 @@ its id, or its name while it is not hydrated, and it is hydrated where it is use
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import itertools
+import threading
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, ClassVar
 
 from . import _protocol as P
-from ._bridge import MethodWithAio, aio_method, in_bridge_thread, run_async, run_sync
+from ._bridge import MethodWithAio, in_bridge_thread, run_async, run_sync
 from ._secret import check_object_name
-from .exception import InvalidError, UnimplementedError
+from .exception import ConnectionError, InvalidError, UnimplementedError, error_from_code
 
 
 @dataclass(frozen=True)
@@ -34,11 +37,82 @@ def _no_client(client: Any) -> None:
         raise UnimplementedError("Passing `client=` is not supported by Homeport: objects use the process's connection.")
 
 
+# Ephemeral objects belong to the connection that made them: the process's long-lived client's.
+_OWNED_OPS = frozenset({"ephemeral", "release"})
+_blocking = threading.local()  # `on`: this thread runs a blocking method (see `blocking_method`)
+_sync_ids = itertools.count(1)
+
+
 async def _request(kind: str, op: str, timeout: float | None = 60, **fields: Any) -> Any:
+    if getattr(_blocking, "on", False) and op not in _OWNED_OPS:
+        return _sync_request({"t": kind, "op": op, **fields})
     from ._client import get_client
 
     client = await get_client()
     return await client.request({"t": kind, "op": op, **fields}, timeout=timeout)
+
+
+def _sync_request(msg: dict[str, Any]) -> Any:
+    """One request over the calling thread's own blocking connection (`_syncchan`): no thread hop."""
+    from . import _launcher
+    from ._syncchan import SyncChannel
+
+    try:
+        ch = SyncChannel.get()
+    except ConnectionError:  # the first call of this process may start the control plane, as the client does
+        _launcher.ensure_server()
+        ch = SyncChannel.get()
+    msg["id"] = next(_sync_ids)
+    try:
+        reply = ch._request(msg)
+    except KeyboardInterrupt:
+        # Interrupted while the control plane may still be waiting (a blocking get): say so, and drop
+        # the connection (a control plane takes no item for a connection that is gone).
+        if "wait_id" in msg:
+            with contextlib.suppress(OSError):
+                ch.sock.sendall(P.encode({**msg, "op": "cancel_wait", "id": 0}))
+        ch.close()
+        raise
+    except (OSError, EOFError):
+        ch.close()
+        raise ConnectionError("The connection to the Homeport control plane was lost.") from None
+    if not reply.get("ok"):
+        raise error_from_code(reply.get("code", "internal"), reply.get("msg", ""))
+    return reply.get("v")
+
+
+class _BlockingFirst(MethodWithAio):
+    """`obj.m(...)` runs the method's coroutine on the calling thread, its requests over the thread's
+    blocking connection (about 3x faster than a hop to the bridge loop); `.aio` is unchanged."""
+
+    __slots__ = ()
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        if getattr(_blocking, "on", False) or in_bridge_thread():
+            return super().__call__(*args, **kwargs)
+        coro = self._impl(*args, **kwargs)
+        _blocking.on = True
+        try:
+            coro.send(None)
+        except StopIteration as stop:
+            return stop.value
+        finally:
+            _blocking.on = False
+        coro.close()
+        raise RuntimeError(f"{self.__name__}() waited on an event loop in blocking mode")  # a bug of ours
+
+
+def blocking_method(impl: Callable[..., Any]) -> Any:
+    """Like `_bridge.aio_method`, with the blocking form on the calling thread (see `_BlockingFirst`).
+    The coroutine must await nothing but `_request` (which then does not suspend)."""
+
+    class _Descriptor:
+        def __get__(self, obj: Any, objtype: Any = None) -> Any:
+            if obj is None:
+                return self
+            return _BlockingFirst(functools.partial(impl, obj), impl.__name__)
+
+    return _Descriptor()
 
 
 class _Manager:
@@ -257,13 +331,13 @@ class StoredObject:
         oid = self._object_id if self._object_id is not None and self._created_at is not None else await self._oid()
         return await _request(self._kind, op, timeout=timeout, oid=oid, **fields)
 
-    @aio_method
+    @blocking_method
     async def hydrate(self, client: Any = None) -> Any:
         _no_client(client)
         await self._oid()
         return self
 
-    @aio_method
+    @blocking_method
     async def info(self) -> ObjectInfo:
         """The object's name (None for an ephemeral one) and when it was created."""
         await self._oid()

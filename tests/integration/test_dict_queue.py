@@ -118,6 +118,43 @@ def test_a_cancelled_get_does_not_swallow_the_next_item(platform):
         assert q.get(timeout=30) == "kept"
 
 
+def test_an_interrupted_blocking_get_does_not_swallow_the_next_item(platform, tmp_path):
+    """Ctrl-C in a blocking `q.get()`: the process goes on, and the item put afterwards is still there."""
+    import signal
+    import time
+
+    q = modal.Queue.from_name("dq-sigint", create_if_missing=True)
+    q.clear()
+    script = tmp_path / "interrupted.py"
+    script.write_text(textwrap.dedent("""
+        import sys, homeport as modal
+        q = modal.Queue.from_name("dq-sigint")
+        q.len()
+        print("ready", flush=True)
+        try:
+            q.get()
+        except KeyboardInterrupt:
+            print("interrupted", flush=True)
+        sys.stdin.readline()
+        print("got", q.get(timeout=30), flush=True)
+    """))
+    with subprocess.Popen([sys.executable, str(script)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                          text=True) as proc:
+        try:
+            assert proc.stdout.readline().strip() == "ready"
+            time.sleep(0.5)  # let the get reach the control plane and wait there
+            proc.send_signal(signal.SIGINT)
+            assert proc.stdout.readline().strip() == "interrupted"
+            q.put("kept")
+            assert q.len() == 1
+            proc.stdin.write("\n")
+            proc.stdin.flush()
+            assert proc.stdout.readline().strip() == "got kept"
+        finally:
+            proc.kill()
+    modal.Queue.objects.delete("dq-sigint")
+
+
 def test_dict_semantics(platform):
     with modal.Dict.ephemeral() as d:
         assert d.get("missing") is None and d.get("missing", 3) == 3
