@@ -22,6 +22,7 @@ import os as _os
 from . import exception
 from ._app import App, Stub
 from ._cls import Cls, Obj, parameter
+from ._dict import Dict
 from ._function import Function, FunctionCall
 from ._image import Image
 from ._partial import (
@@ -36,6 +37,7 @@ from ._partial import (
     web_server,
     wsgi_app,
 )
+from ._queue import Queue
 from ._retries import Retries
 from ._schedule import Cron, Period
 from ._secret import Secret
@@ -48,12 +50,14 @@ __all__ = [
     "App",
     "Cls",
     "Cron",
+    "Dict",
     "Error",
     "Function",
     "FunctionCall",
     "Image",
     "Obj",
     "Period",
+    "Queue",
     "Retries",
     "Secret",
     "Stub",

@@ -59,6 +59,9 @@ SECRET_CREATE = "secret_create"  # {"name", "values", "overwrite"}
 SECRET_LIST = "secret_list"  # -> [{"name", "created_at", "updated_at", "keys"}] (never values)
 SECRET_DELETE = "secret_delete"  # {"name"}
 VOLUME = "volume"  # {"op": create|list|delete|ls|read|put|rm|cp, "name", ...}
+# {"op", "oid" (the object's id), ...}: see homeport.server.dictqueue; keys and values travel pickled
+DICT = "dict"
+QUEUE = "queue"
 PROXY_TOKEN = "proxy_token"  # {"op": create|list|delete, "token_id"}: credentials for requires_proxy_auth
 FUNCTION_LOOKUP = "function_lookup"  # {"app", "name"} -> {"fid", "tag", "is_generator", "info"}
 CALL = "call"  # create a function call with its first inputs

@@ -186,6 +186,7 @@ ERROR_TYPES: dict[str, type[Error]] = {
     "timeout": FunctionTimeoutError,
     "serialization": SerializationError,
     "image_build": ImageBuildError,
+    "request_size": RequestSizeError,
 }
 
 

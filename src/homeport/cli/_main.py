@@ -531,6 +531,17 @@ def container_stop(container_id: str) -> None:
     console.print(f"Stopping {container_id}")
 
 
+# --- dicts and queues (Modal's `dict` and `queue` groups) -------------------------------------------
+def _add_dict_queue_groups() -> None:
+    from ._dictqueue import dict_group, queue_group
+
+    cli.add_command(dict_group, "dict")
+    cli.add_command(queue_group, "queue")
+
+
+_add_dict_queue_groups()
+
+
 def main() -> None:
     try:
         cli(standalone_mode=True)

@@ -18,6 +18,7 @@ from .._wire import new_event_loop
 from ..backends import Mount, PrivateDir, create_backend
 from .api import serve
 from .dashboard import Dashboard
+from .dictqueue import DictQueueStore
 from .secrets import Cipher, SecretStore, load_or_create_key
 from .services import ControlPlane
 from .state import State
@@ -66,6 +67,7 @@ async def run(state_dir: Path, backend_name: str) -> None:
     cp = ControlPlane(state, backend, token, str(address), str(scratch))
     cp.secrets = SecretStore(state.db, cipher)
     cp.volumes = VolumeStore(state.db, state_dir / "volumes")
+    cp.dictqueue = DictQueueStore(state.db)
     cp.web = WebEndpoints(cp, state.db)
     # Deployed apps first (their web endpoints listen again), so that once clients can connect the
     # installation is as it was; their containers start once the socket they connect to exists.

@@ -7,7 +7,10 @@ gets only what running its function needs:
 - look up, bind and call the functions and classes of its own app, and of deployed apps
   (`Function.from_name`, `Cls.from_name`): FUNCTION_LOOKUP, FUNCTION_BIND, CALL, MAP_PUT;
 - wait for and cancel calls of those apps: CALL_GET, CALL_CANCEL;
-- read and write the volumes its function mounts: VOLUME (not list, delete or create others).
+- read and write the volumes its function mounts: VOLUME (not list, delete or create others);
+- use Dicts and Queues: DICT, QUEUE. Named ones are workspace-global in Modal, so a container may look
+  up (and create, with `create_if_missing`) any named Dict or Queue and read and write it, and use an
+  ephemeral one whose id it was given (ids are unguessable); it may not list or delete them.
 
 Everything else (stopping the server, containers or apps, secrets, deploys, image builds, logs of
 other apps ...) is refused with an `auth` error, so code running in one app cannot reach the rest of
@@ -24,8 +27,9 @@ if TYPE_CHECKING:
     from .services import ControlPlane
 
 CONTAINER_MESSAGES = frozenset(
-    {P.FUNCTION_LOOKUP, P.FUNCTION_BIND, P.CALL, P.MAP_PUT, P.CALL_GET, P.CALL_CANCEL, P.VOLUME}
+    {P.FUNCTION_LOOKUP, P.FUNCTION_BIND, P.CALL, P.MAP_PUT, P.CALL_GET, P.CALL_CANCEL, P.VOLUME, P.DICT, P.QUEUE}
 ) | {P.PING, P.PONG}  # liveness: a client waiting on a call checks that the control plane answers
+_DICT_QUEUE_REFUSED = frozenset({"list", "delete"})
 _VOLUME_OPS = frozenset({"exists", "ls", "read", "put", "rm", "cp", "create"})
 
 
@@ -59,6 +63,8 @@ def container_refusal(cp: ControlPlane, container_id: str, msg: dict[str, Any]) 
         return None if app_id is None else _foreign(cp, own, app_id, "use a call of")
     if t == P.VOLUME:
         return _volume_refusal(cp, rec.fn.definition, msg)
+    if t in (P.DICT, P.QUEUE) and msg.get("op") in _DICT_QUEUE_REFUSED:
+        return f"{t} operation `{msg.get('op')}` is not allowed from code running inside a container"
     return None
 
 

@@ -10,6 +10,7 @@ from typing import Any
 from .. import _protocol as P
 from .._wire import FramedProtocol
 from ..exception import Error, code_of
+from . import dictqueue
 from .access import container_refusal
 from .images import ImageBuildFailed, ImageUnsupported
 from .records import ERROR, STOP_GRACE_SECONDS, Peer
@@ -39,6 +40,9 @@ _LOOKUPS = {
 _ASYNC = {
     P.APP_PUBLISH: lambda cp, peer, msg: cp.publish_app(msg),
     P.APP_DEPLOY: lambda cp, peer, msg: cp.deploy_app_web(peer, msg),
+    # Dicts and Queues (a blocking get waits on the control plane for a put)
+    P.DICT: lambda cp, peer, msg: dictqueue.handle(cp.dictqueue, peer, msg),
+    P.QUEUE: lambda cp, peer, msg: dictqueue.handle(cp.dictqueue, peer, msg),
 }
 
 

@@ -159,6 +159,7 @@ class ControlPlane:
         self.schedules = ScheduleRunner(state, self.run_scheduled)
         self.secrets: SecretStore | None = None  # set by the server's main once the key is loaded
         self.volumes: VolumeStore | None = None
+        self.dictqueue: Any = None  # DictQueueStore, set by the server's main
         self.web: WebEndpoints | None = None  # web endpoints and the HTTP gateway (set by the server's main)
         self.dashboard: Dashboard | None = None  # the dashboard and /metrics (set by the server's main)
         self.web_dir = _web_socket_dir(os.path.dirname(scratch))
@@ -879,6 +880,8 @@ class ControlPlane:
             return False
 
     def peer_closed(self, peer: Peer) -> None:
+        if self.dictqueue is not None:  # its ephemeral Dicts and Queues go with it
+            self.dictqueue.owner_closed(peer)
         for app_id in list(peer.apps):
             self.stop_app(app_id, "its client disconnected")
         for subs in self.log_subscribers.values():

@@ -1,0 +1,566 @@
+"""Dicts and Queues: Modal's distributed key-value store and FIFO queues, kept in the state database.
+
+Both are rows in SQLite (tables below, in the control plane's `state.db`); a name is only ever a
+column value, never a path. Keys and values arrive already pickled by the SDK and are stored and
+compared as bytes: the control plane never unpickles what a client or a container sent.
+
+Semantics (Modal's, `modal/dict.py` and `modal/queue.py`):
+
+- a Dict entry expires `DICT_ENTRY_TTL` (7 days) after its last read or write;
+- a Queue has partitions (the default one has the empty key); each is a FIFO of at most
+  `PARTITION_MAX_ITEMS` items and `PARTITION_MAX_BYTES` bytes, an item is at most `ITEM_MAX_BYTES`,
+  a queue has at most `MAX_PARTITIONS` partitions, and a partition is cleared `partition_ttl` seconds
+  (24 h by default) after its last put;
+- a blocking get (or a blocking put on a full partition) waits here, on the control plane, for a
+  put (or a get) to wake it, up to its timeout: clients never poll.
+
+Ephemeral objects belong to the connection that created them and are deleted when it closes (and
+at start-up: the clients of a previous control plane are gone). The clock is injectable for tests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import secrets
+import string
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from .._names import object_name_problem
+from ..exception import (
+    AlreadyExistsError,
+    InvalidError,
+    NotFoundError,
+    RequestSizeError,
+    ResourceExhaustedError,
+)
+
+DICT_ENTRY_TTL = 7 * 24 * 3600.0
+DEFAULT_PARTITION_TTL = 24 * 3600
+MAX_PARTITIONS = 100_000
+PARTITION_MAX_ITEMS = 5_000
+PARTITION_MAX_BYTES = 64 << 20
+ITEM_MAX_BYTES = 1 << 20
+PARTITION_KEY_MAX_BYTES = 64
+MAX_WAIT_SECONDS = 60.0  # one request waits at most this long; the SDK asks again (as Modal's does)
+_SWEEP_EVERY = 60.0
+_PAGE = 1000
+
+KINDS = {"dict": ("Dict", "di-"), "queue": ("Queue", "qu-")}
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS dq_objects (
+    object_id TEXT PRIMARY KEY,
+    kind TEXT NOT NULL,
+    name TEXT,
+    created_at REAL NOT NULL,
+    ephemeral INTEGER NOT NULL DEFAULT 0,
+    UNIQUE (kind, name)
+);
+CREATE TABLE IF NOT EXISTS dict_entries (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    object_id TEXT NOT NULL,
+    key BLOB NOT NULL,
+    value BLOB NOT NULL,
+    touched_at REAL NOT NULL,
+    UNIQUE (object_id, key)
+);
+CREATE TABLE IF NOT EXISTS queue_partitions (
+    object_id TEXT NOT NULL,
+    partition BLOB NOT NULL,
+    items INTEGER NOT NULL DEFAULT 0,
+    bytes INTEGER NOT NULL DEFAULT 0,
+    expires_at REAL NOT NULL,
+    PRIMARY KEY (object_id, partition)
+);
+CREATE TABLE IF NOT EXISTS queue_items (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    object_id TEXT NOT NULL,
+    partition BLOB NOT NULL,
+    value BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS queue_items_by_partition ON queue_items(object_id, partition, seq);
+CREATE INDEX IF NOT EXISTS dict_entries_by_touch ON dict_entries(touched_at);
+"""
+
+_ID_CHARS = string.ascii_letters + string.digits
+
+
+def check_name(name: Any, kind: str) -> str:
+    """Modal's object-name rule, checked where every Dict and Queue name arrives."""
+    problem = object_name_problem(name, KINDS[kind][0])
+    if problem is not None:
+        raise InvalidError(problem)
+    return name
+
+
+def check_partition(partition: Any) -> bytes:
+    """The stored key of a partition: b"" for the default one, else 1 to 64 bytes."""
+    if partition is None or partition == b"":
+        return b""
+    if isinstance(partition, str):
+        partition = partition.encode("utf-8")
+    if not isinstance(partition, bytes) or len(partition) > PARTITION_KEY_MAX_BYTES:
+        raise InvalidError("Queue partition key must be between 1 and 64 characters.")
+    return partition
+
+
+def check_ttl(ttl: Any) -> float:
+    if isinstance(ttl, bool) or not isinstance(ttl, (int, float)) or not ttl > 0:
+        raise InvalidError(f"`partition_ttl` must be a positive number of seconds, not {ttl!r}")
+    return float(ttl)
+
+
+def check_put(current_items: int, current_bytes: int, sizes: list[int], new_partition: bool, partitions: int) -> None:
+    """Raise what Modal raises when `sizes` more items do not fit the partition (pure: unit tested)."""
+    for n in sizes:
+        if n > ITEM_MAX_BYTES:
+            raise RequestSizeError(f"Queue item of {n} bytes is larger than the limit of {ITEM_MAX_BYTES} bytes (1 MiB)")
+    if new_partition and partitions >= MAX_PARTITIONS:
+        raise ResourceExhaustedError(f"Queue has reached its limit of {MAX_PARTITIONS} partitions")
+    if current_items + len(sizes) > PARTITION_MAX_ITEMS:
+        raise ResourceExhaustedError(f"Queue partition is full: it holds at most {PARTITION_MAX_ITEMS} items")
+    if current_bytes + sum(sizes) > PARTITION_MAX_BYTES:
+        raise ResourceExhaustedError("Queue partition is full: it holds at most 64 MiB")
+
+
+class _Waiters:
+    """Futures waiting for a change of one (object, partition); woken all at once, they look again."""
+
+    def __init__(self) -> None:
+        self._by_key: dict[tuple[str, bytes | None], set[asyncio.Future]] = {}
+
+    async def wait(self, key: tuple[str, bytes | None], timeout: float) -> None:
+        fut = asyncio.get_running_loop().create_future()
+        self._by_key.setdefault(key, set()).add(fut)
+        try:
+            await asyncio.wait_for(fut, timeout)
+        except asyncio.TimeoutError:
+            pass
+        finally:
+            waiting = self._by_key.get(key)
+            if waiting is not None:
+                waiting.discard(fut)
+                if not waiting:
+                    del self._by_key[key]
+
+    def wake(self, key: tuple[str, bytes | None]) -> None:
+        for fut in self._by_key.pop(key, ()):
+            if not fut.done():
+                fut.set_result(None)
+
+    def wake_object(self, object_id: str) -> None:
+        for key in [k for k in self._by_key if k[0] == object_id]:
+            self.wake(key)
+
+
+class DictQueueStore:
+    def __init__(self, db: Any, clock: Callable[[], float] = time.time) -> None:
+        self._db = db
+        self.clock = clock
+        db.executescript(_SCHEMA)
+        self._items_added = _Waiters()  # blocking gets and iterators
+        self._space_freed = _Waiters()  # blocking puts on a full partition
+        self._owners: dict[int, set[str]] = {}  # id(connection) -> its ephemeral objects
+        self._active_waits: set[str] = set()  # wait ids of blocking gets and puts in progress
+        self._cancelled_waits: set[str] = set()
+        self._last_sweep = 0.0
+        # Ephemeral objects of a previous control plane belonged to clients that are gone.
+        for (oid,) in db.execute("SELECT object_id FROM dq_objects WHERE ephemeral = 1").fetchall():
+            self._delete(oid)
+        self.sweep()
+
+    # --- objects -----------------------------------------------------------------------------------
+    def _meta(self, row: tuple) -> dict[str, Any]:
+        oid, kind, name, created_at = row[:4]
+        return {"object_id": oid, "kind": kind, "name": name, "created_at": created_at}
+
+    def _row(self, kind: str, *, name: str | None = None, oid: str | None = None) -> tuple | None:
+        if oid is not None:
+            return self._db.execute(
+                "SELECT object_id, kind, name, created_at FROM dq_objects WHERE object_id = ? AND kind = ?", (oid, kind)
+            ).fetchone()
+        return self._db.execute(
+            "SELECT object_id, kind, name, created_at FROM dq_objects WHERE name = ? AND kind = ?", (name, kind)
+        ).fetchone()
+
+    def _insert(self, kind: str, name: str | None, ephemeral: bool) -> dict[str, Any]:
+        oid = KINDS[kind][1] + "".join(secrets.choice(_ID_CHARS) for _ in range(22))
+        now = self.clock()
+        self._db.execute(
+            "INSERT INTO dq_objects(object_id, kind, name, created_at, ephemeral) VALUES (?, ?, ?, ?, ?)",
+            (oid, kind, name, now, int(ephemeral)),
+        )
+        return {"object_id": oid, "kind": kind, "name": name, "created_at": now}
+
+    def lookup(self, kind: str, name: str, create_if_missing: bool = False) -> dict[str, Any]:
+        check_name(name, kind)
+        row = self._row(kind, name=name)
+        if row is not None:
+            return self._meta(row)
+        if not create_if_missing:
+            raise NotFoundError(f"{KINDS[kind][0]} '{name}' not found")
+        return self._insert(kind, name, False)
+
+    def create(self, kind: str, name: str, allow_existing: bool = False) -> dict[str, Any]:
+        check_name(name, kind)
+        row = self._row(kind, name=name)
+        if row is not None:
+            if allow_existing:
+                return self._meta(row)
+            raise AlreadyExistsError(f"{KINDS[kind][0]} '{name}' already exists")
+        return self._insert(kind, name, False)
+
+    def create_ephemeral(self, kind: str, owner: object) -> dict[str, Any]:
+        meta = self._insert(kind, None, True)
+        self._owners.setdefault(id(owner), set()).add(meta["object_id"])
+        return meta
+
+    def by_id(self, kind: str, oid: Any) -> dict[str, Any]:
+        row = self._row(kind, oid=str(oid)) if isinstance(oid, str) else None
+        if row is None:
+            raise NotFoundError(f"{KINDS[kind][0]} with id '{oid}' not found")
+        return self._meta(row)
+
+    def list(self, kind: str) -> list[dict[str, Any]]:
+        rows = self._db.execute(
+            "SELECT object_id, kind, name, created_at FROM dq_objects WHERE kind = ? AND ephemeral = 0 "
+            "ORDER BY created_at DESC",
+            (kind,),
+        ).fetchall()
+        return [self._meta(r) for r in rows]
+
+    def delete(self, kind: str, oid: str, owner: object | None = None) -> None:
+        self.by_id(kind, oid)
+        self._delete(oid)
+        if owner is not None:
+            self._owners.get(id(owner), set()).discard(oid)
+
+    def _delete(self, oid: str) -> None:
+        self._db.execute("DELETE FROM dict_entries WHERE object_id = ?", (oid,))
+        self._db.execute("DELETE FROM queue_items WHERE object_id = ?", (oid,))
+        self._db.execute("DELETE FROM queue_partitions WHERE object_id = ?", (oid,))
+        self._db.execute("DELETE FROM dq_objects WHERE object_id = ?", (oid,))
+        self._items_added.wake_object(oid)
+        self._space_freed.wake_object(oid)
+
+    def owner_closed(self, owner: object) -> None:
+        """The connection that created ephemeral objects closed: they go with it."""
+        for oid in self._owners.pop(id(owner), ()):
+            self._delete(oid)
+
+    def sweep(self) -> None:
+        """Forget expired dict entries and queue partitions."""
+        now = self.clock()
+        self._last_sweep = now
+        self._db.execute("DELETE FROM dict_entries WHERE touched_at < ?", (now - DICT_ENTRY_TTL,))
+        for oid, part in self._db.execute(
+            "SELECT object_id, partition FROM queue_partitions WHERE expires_at <= ?", (now,)
+        ).fetchall():
+            self._drop_partition(oid, part)
+
+    def _maybe_sweep(self) -> None:
+        if self.clock() - self._last_sweep >= _SWEEP_EVERY:
+            self.sweep()
+
+    # --- dicts -------------------------------------------------------------------------------------
+    def dict_op(self, op: str, msg: dict[str, Any]) -> Any:
+        oid = self.by_id("dict", msg.get("oid"))["object_id"]
+        self._maybe_sweep()
+        now = self.clock()
+        live = now - DICT_ENTRY_TTL
+        db = self._db
+        if op in ("get", "contains", "pop"):
+            key = _blob(msg.get("key"))
+            row = db.execute(
+                "SELECT seq, value FROM dict_entries WHERE object_id = ? AND key = ? AND touched_at >= ?",
+                (oid, key, live),
+            ).fetchone()
+            if row is None:
+                return [False, None] if op != "contains" else False
+            if op == "pop":
+                db.execute("DELETE FROM dict_entries WHERE seq = ?", (row[0],))
+                return [True, row[1]]
+            db.execute("UPDATE dict_entries SET touched_at = ? WHERE seq = ?", (now, row[0]))
+            return True if op == "contains" else [True, row[1]]
+        if op == "put":
+            key, value = _blob(msg.get("key")), _blob(msg.get("value"))
+            if msg.get("skip_if_exists"):
+                db.execute("DELETE FROM dict_entries WHERE object_id = ? AND key = ? AND touched_at < ?",
+                           (oid, key, live))
+                cur = db.execute(
+                    "INSERT OR IGNORE INTO dict_entries(object_id, key, value, touched_at) VALUES (?, ?, ?, ?)",
+                    (oid, key, value, now),
+                )
+                return cur.rowcount == 1
+            self._upsert(oid, [(key, value)], now)
+            return True
+        if op == "update":
+            pairs = [_pair(p) for p in msg.get("items") or ()]
+            self._upsert(oid, pairs, now)
+            return None
+        if op == "len":
+            (n,) = db.execute(
+                "SELECT COUNT(*) FROM dict_entries WHERE object_id = ? AND touched_at >= ?", (oid, live)
+            ).fetchone()
+            return n
+        if op == "clear":
+            db.execute("DELETE FROM dict_entries WHERE object_id = ?", (oid,))
+            return None
+        if op == "page":  # entries after a cursor, in no promised order: [[seq, key, value], ...]
+            after = _int(msg.get("after", 0), "after")
+            rows = db.execute(
+                "SELECT seq, key, value FROM dict_entries WHERE object_id = ? AND seq > ? AND touched_at >= ? "
+                "ORDER BY seq LIMIT ?",
+                (oid, after, live, _PAGE),
+            ).fetchall()
+            return [list(r) for r in rows]
+        raise InvalidError(f"unknown Dict operation {op!r}")
+
+    def _upsert(self, oid: str, pairs: list[tuple[bytes, bytes]], now: float) -> None:
+        with _transaction(self._db):
+            self._db.executemany(
+                "INSERT INTO dict_entries(object_id, key, value, touched_at) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT(object_id, key) DO UPDATE SET value = excluded.value, touched_at = excluded.touched_at",
+                [(oid, k, v, now) for k, v in pairs],
+            )
+
+    # --- queues ------------------------------------------------------------------------------------
+    def _partition(self, oid: str, part: bytes) -> tuple[int, int] | None:
+        """(items, bytes) of a live partition, None if it has none (dropping it if it expired)."""
+        row = self._db.execute(
+            "SELECT items, bytes, expires_at FROM queue_partitions WHERE object_id = ? AND partition = ?", (oid, part)
+        ).fetchone()
+        if row is None:
+            return None
+        if row[2] <= self.clock():
+            self._drop_partition(oid, part)
+            return None
+        return row[0], row[1]
+
+    def _drop_partition(self, oid: str, part: bytes) -> None:
+        self._db.execute("DELETE FROM queue_items WHERE object_id = ? AND partition = ?", (oid, part))
+        self._db.execute("DELETE FROM queue_partitions WHERE object_id = ? AND partition = ?", (oid, part))
+        self._space_freed.wake((oid, part))
+
+    def queue_put(self, oid: str, part: bytes, values: list[bytes], ttl: float) -> None:
+        """Append `values`, or raise what Modal raises when they do not fit."""
+        current = self._partition(oid, part)
+        partitions = 0
+        if current is None:
+            (partitions,) = self._db.execute(
+                "SELECT COUNT(*) FROM queue_partitions WHERE object_id = ?", (oid,)
+            ).fetchone()
+        items, size = current or (0, 0)
+        check_put(items, size, [len(v) for v in values], current is None, partitions)
+        now = self.clock()
+        with _transaction(self._db):
+            self._db.execute(
+                "INSERT INTO queue_partitions(object_id, partition, items, bytes, expires_at) VALUES (?, ?, ?, ?, ?) "
+                "ON CONFLICT(object_id, partition) DO UPDATE SET items = excluded.items, bytes = excluded.bytes, "
+                "expires_at = excluded.expires_at",
+                (oid, part, items + len(values), size + sum(len(v) for v in values), now + ttl),
+            )
+            self._db.executemany(
+                "INSERT INTO queue_items(object_id, partition, value) VALUES (?, ?, ?)", [(oid, part, v) for v in values]
+            )
+        self._items_added.wake((oid, part))
+
+    def queue_take(self, oid: str, part: bytes, n: int) -> list[bytes]:
+        if self._partition(oid, part) is None:
+            return []
+        rows = self._db.execute(
+            "SELECT seq, value FROM queue_items WHERE object_id = ? AND partition = ? ORDER BY seq LIMIT ?",
+            (oid, part, n),
+        ).fetchall()
+        if rows:
+            with _transaction(self._db):
+                self._db.executemany("DELETE FROM queue_items WHERE seq = ?", [(r[0],) for r in rows])
+                self._db.execute(
+                    "UPDATE queue_partitions SET items = items - ?, bytes = bytes - ? WHERE object_id = ? AND partition = ?",
+                    (len(rows), sum(len(r[1]) for r in rows), oid, part),
+                )
+            self._space_freed.wake((oid, part))
+        return [r[1] for r in rows]
+
+    def queue_len(self, oid: str, part: bytes, total: bool) -> int:
+        if total:
+            self.sweep()
+            (n,) = self._db.execute(
+                "SELECT COALESCE(SUM(items), 0) FROM queue_partitions WHERE object_id = ?", (oid,)
+            ).fetchone()
+            return n
+        current = self._partition(oid, part)
+        return 0 if current is None else current[0]
+
+    def queue_clear(self, oid: str, part: bytes, everything: bool) -> None:
+        if everything:
+            parts = [p for (p,) in self._db.execute(
+                "SELECT partition FROM queue_partitions WHERE object_id = ?", (oid,)).fetchall()]
+        else:
+            parts = [part]
+        for p in parts:
+            self._drop_partition(oid, p)
+
+    def queue_after(self, oid: str, part: bytes, after: int) -> list[list[Any]]:
+        if self._partition(oid, part) is None:
+            return []
+        rows = self._db.execute(
+            "SELECT seq, value FROM queue_items WHERE object_id = ? AND partition = ? AND seq > ? ORDER BY seq LIMIT ?",
+            (oid, part, after, _PAGE),
+        ).fetchall()
+        return [list(r) for r in rows]
+
+    async def queue_op(self, op: str, msg: dict[str, Any], connection_open: Callable[[], bool]) -> Any:
+        oid = self.by_id("queue", msg.get("oid"))["object_id"]
+        self._maybe_sweep()
+        part = check_partition(msg.get("partition"))
+        if op == "cancel_wait":  # the client gave up on a blocking get or put (cancelled, interrupted)
+            wait_id = msg.get("wait_id")
+            if wait_id in self._active_waits:
+                self._cancelled_waits.add(wait_id)
+                self._items_added.wake((oid, part))
+                self._space_freed.wake((oid, part))
+            return None
+        wait_id = msg.get("wait_id")
+        if wait_id is None:
+            return await self._queue_op(op, msg, oid, part, connection_open)
+        if not isinstance(wait_id, str) or wait_id in self._active_waits:
+            raise InvalidError("wait_id must be a new string")
+        self._active_waits.add(wait_id)
+        try:
+            return await self._queue_op(
+                op, msg, oid, part, lambda: connection_open() and wait_id not in self._cancelled_waits
+            )
+        finally:
+            self._active_waits.discard(wait_id)
+            self._cancelled_waits.discard(wait_id)
+
+    async def _queue_op(
+        self, op: str, msg: dict[str, Any], oid: str, part: bytes, connection_open: Callable[[], bool]
+    ) -> Any:
+        """`connection_open()` is False once nobody waits for the answer any more."""
+        wait = _wait_seconds(msg.get("wait"))
+        deadline = time.monotonic() + wait
+        if op == "put":
+            values = [_blob(v) for v in msg.get("values") or ()]
+            ttl = check_ttl(msg.get("partition_ttl", DEFAULT_PARTITION_TTL))
+            while True:
+                try:
+                    self.queue_put(oid, part, values, ttl)
+                    return None
+                except ResourceExhaustedError:
+                    left = deadline - time.monotonic()
+                    if left <= 0 or not connection_open():
+                        raise
+                    await self._space_freed.wait((oid, part), left)
+                    self.by_id("queue", oid)  # deleted meanwhile: not found
+                    if not connection_open():  # a put nobody waits for any more must not happen later
+                        raise ResourceExhaustedError("the put was cancelled by its client") from None
+        if op == "get":
+            n = _int(msg.get("n", 1), "n_values")
+            if n < 1:
+                raise InvalidError("n_values must be at least 1")
+            while True:
+                # Never take items for a client that left: they would be lost.
+                if not connection_open():
+                    return []
+                got = self.queue_take(oid, part, n)
+                left = deadline - time.monotonic()
+                if got or left <= 0:
+                    return got
+                await self._items_added.wait((oid, part), left)
+                self.by_id("queue", oid)
+        if op == "next":  # items after seq `after`, without removing them: [[seq, value], ...]
+            after = _int(msg.get("after", 0), "after")
+            while True:
+                got = self.queue_after(oid, part, after)
+                left = deadline - time.monotonic()
+                if got or left <= 0 or not connection_open():
+                    return got
+                await self._items_added.wait((oid, part), left)
+                self.by_id("queue", oid)
+        if op == "len":
+            return self.queue_len(oid, part, bool(msg.get("total")))
+        if op == "clear":
+            self.queue_clear(oid, part, bool(msg.get("all")))
+            return None
+        raise InvalidError(f"unknown Queue operation {op!r}")
+
+    # --- messages ----------------------------------------------------------------------------------
+    def object_op(self, kind: str, msg: dict[str, Any], owner: object) -> Any:
+        """Operations on the objects themselves (not their contents)."""
+        op = msg.get("op")
+        if op == "lookup":
+            return self.lookup(kind, msg.get("name"), bool(msg.get("create_if_missing")))
+        if op == "create":
+            return self.create(kind, msg.get("name"), bool(msg.get("allow_existing")))
+        if op == "ephemeral":
+            return self.create_ephemeral(kind, owner)
+        if op == "by_id":
+            return self.by_id(kind, msg.get("oid"))
+        if op == "list":
+            return self.list(kind)
+        if op == "delete":
+            return self.delete(kind, str(msg.get("oid")), owner)
+        if op == "release":  # the end of an ephemeral object's `with` block: only its creator's
+            oid = msg.get("oid")
+            if oid in self._owners.get(id(owner), ()):
+                self.delete(kind, oid, owner)
+            return None
+        raise InvalidError(f"unknown {KINDS[kind][0]} operation {op!r}")
+
+
+OBJECT_OPS = frozenset({"lookup", "create", "ephemeral", "release", "by_id", "list", "delete"})
+
+
+async def handle(store: DictQueueStore | None, peer: Any, msg: dict[str, Any]) -> Any:
+    """One DICT or QUEUE message of a connection (`peer.proto`)."""
+    if store is None:
+        raise LookupError("Dicts and Queues are not available on this control plane")
+    kind = "dict" if msg.get("t") == "dict" else "queue"
+    op = msg.get("op")
+    if op in OBJECT_OPS:
+        return store.object_op(kind, msg, peer)
+    if kind == "dict":
+        return store.dict_op(op, msg)
+    return await store.queue_op(op, msg, lambda: not peer.proto.is_closing)
+
+
+@contextlib.contextmanager
+def _transaction(db: Any) -> Iterator[None]:
+    db.execute("BEGIN")
+    try:
+        yield
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    db.execute("COMMIT")
+
+
+def _blob(value: Any) -> bytes:
+    if not isinstance(value, bytes):
+        raise InvalidError("Dict and Queue keys and values must be sent pickled (bytes)")
+    return value
+
+
+def _pair(item: Any) -> tuple[bytes, bytes]:
+    if not isinstance(item, (list, tuple)) or len(item) != 2:
+        raise InvalidError("Dict.update items must be [key, value] pairs")
+    return _blob(item[0]), _blob(item[1])
+
+
+def _int(value: Any, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidError(f"{what} must be an integer, not {value!r}")
+    return value
+
+
+def _wait_seconds(timeout: Any) -> float:
+    if timeout is None:
+        return 0.0
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout != timeout:
+        raise InvalidError(f"timeout must be a number of seconds, not {timeout!r}")
+    return max(0.0, min(float(timeout), MAX_WAIT_SECONDS))
