@@ -45,6 +45,9 @@ class TemplateSpec:
     cwd: str | None = None  # where the template runs (a snapshot's imports may read relative paths)
     mounts: tuple[Mount, ...] = ()
     rootfs: str | None = None
+    # GPU device numbers (/dev/nvidiaN) its containers may be given: their nodes are in its view, but
+    # CUDA sees none of them until a container is forked with its own `CUDA_VISIBLE_DEVICES`.
+    gpus: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -67,6 +70,9 @@ class ContainerSpec:
     # The backend sets `ENV_PRIVATE_NETWORK=1` in the container's environment only when it gave it one;
     # where it cannot, it says why to the container's output and starts it in the machine's network.
     private_network: bool = False
+    # The GPUs it holds, by device number (/dev/nvidiaN): its view has their nodes and the driver's
+    # control nodes and libraries, and no other GPU's node (the control plane sets CUDA_VISIBLE_DEVICES).
+    gpus: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
