@@ -49,8 +49,12 @@ def test_gpu_containers_get_their_device_and_wait_while_it_is_held(tmp_path, mon
     with Platform(str(tmp_path / "p")):
         status = homeport_cli("server", "status")
         assert "NVIDIA H100 80GB HBM3 (H100, 81559 MiB)" in status.stdout, status.stdout + status.stderr
-        out = homeport_cli("run", f"{PROGRAM}::main", timeout=180)
+        out = homeport_cli("run", f"{PROGRAM}::main", "--snapshot", timeout=180)
         assert out.returncode == 0, out.stdout + out.stderr
+        # Snap hooks run with no GPU visible; the container's own is attached after the fork.
+        snap = ast.literal_eval(_lines(out.stdout, "snapshot:")[0])
+        assert snap["snap"] == {"CUDA_VISIBLE_DEVICES": "", "NVIDIA_VISIBLE_DEVICES": "void"}
+        assert snap["enter"] == {"CUDA_VISIBLE_DEVICES": FAKE_H100["uuid"], "NVIDIA_VISIBLE_DEVICES": FAKE_H100["uuid"]}
         cpu = ast.literal_eval(_lines(out.stdout, "cpu:")[0])
         # A CPU container on a GPU machine sees none of its GPUs.
         assert cpu["CUDA_VISIBLE_DEVICES"] == "" and cpu["NVIDIA_VISIBLE_DEVICES"] == "void"

@@ -102,13 +102,9 @@ def snapshot_problems() -> list[str]:
             f"network sockets open before the snapshot ({where}) would be shared by every container; open "
             "connections in an `@modal.enter()` hook without `snap=True`"
         )
-    cuda = _cuda_loaded()
+    cuda = cuda_problem()
     if cuda:
-        problems.append(
-            "the CUDA driver (libcuda) was loaded before the snapshot (cuInit, torch.cuda, cupy ...), and GPU "
-            "state cannot be forked (snap=True hooks run with no GPU visible); move GPU work to an "
-            "`@modal.enter()` hook without `snap=True`"
-        )
+        problems.append(cuda)
     torch = sys.modules.get("torch")
     if torch is not None and not cuda:
         try:
@@ -120,6 +116,15 @@ def snapshot_problems() -> list[str]:
         except Exception:
             pass
     return problems
+
+
+def cuda_problem() -> str | None:
+    """Why this process cannot be a snapshot, if it loaded the CUDA driver."""
+    if not _cuda_loaded():
+        return None
+    return ("the CUDA driver (libcuda) was loaded before the snapshot (cuInit, torch.cuda, cupy ...), and GPU "
+            "state cannot be forked (snap=True hooks run with no GPU visible); move GPU work to an "
+            "`@modal.enter()` hook without `snap=True`")
 
 
 def _cuda_loaded() -> bool:
@@ -231,6 +236,10 @@ def main(fd: int) -> None:
     if defn is not None:
         from ._runtime import load_service, run_snap_hooks
 
+        if os.environ.get(P.ENV_MODAL_ALIAS, "1") == "1":  # the user's `import modal`, as in a container
+            from .._modal_alias import install as install_modal_alias
+
+            install_modal_alias()
         try:
             preloaded = load_service(defn)
             timeline = {"import": time.monotonic() - t0}

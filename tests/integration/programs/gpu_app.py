@@ -42,8 +42,25 @@ def hold_b(seconds: float) -> dict:
     return {"start": start, "end": time.time(), **_gpu_env()}
 
 
+@app.cls(gpu="any", enable_memory_snapshot=True)
+class Snapshotted:
+    @modal.enter(snap=True)
+    def before_snapshot(self):
+        self.at_snapshot = _gpu_env()
+
+    @modal.enter()
+    def after_fork(self):
+        self.at_enter = _gpu_env()
+
+    @modal.method()
+    def seen(self) -> dict:
+        return {"snap": self.at_snapshot, "enter": self.at_enter}
+
+
 @app.local_entrypoint()
-def main():
+def main(snapshot: bool = False):
+    if snapshot:
+        print("snapshot:", Snapshotted().seen.remote())
     print("cpu:", on_cpu.remote(21))
     for fn in (on_h100, on_b200):
         try:
