@@ -115,8 +115,17 @@ def host_driver_files() -> list[tuple[str, str]]:
         path = path.strip()
         if lib.startswith(DRIVER_LIBRARIES) and os.path.exists(path):
             out.append((path, os.path.realpath(path)))
+    # A driver installed outside the linker's cache (/usr/local/nvidia, as some GPU hosts mount it).
+    seen = {path for path, _ in out}
+    for d in [*(os.environ.get("LD_LIBRARY_PATH") or "").split(":"), "/usr/local/nvidia/lib64"]:
+        if not d or not os.path.isdir(d):
+            continue
+        for name in sorted(os.listdir(d)):
+            path = os.path.join(d, name)
+            if name.startswith(DRIVER_LIBRARIES) and path not in seen and os.path.exists(path):
+                out.append((path, os.path.realpath(path)))
     for tool in DRIVER_TOOLS:
-        for d in ("/usr/bin", "/usr/local/bin", "/usr/sbin"):
+        for d in ("/usr/bin", "/usr/local/bin", "/usr/sbin", "/usr/local/nvidia/bin"):
             path = os.path.join(d, tool)
             if os.path.exists(path):
                 out.append((path, os.path.realpath(path)))
