@@ -109,3 +109,10 @@ def test_the_snapshot_refuses_a_process_that_loaded_the_cuda_driver(monkeypatch)
     assert any("CUDA driver (libcuda) was loaded before the snapshot" in p for p in problems)
     monkeypatch.setattr(_template, "_cuda_loaded", lambda: False)
     assert not any("libcuda" in p for p in _template.snapshot_problems())
+
+
+def test_driver_libraries_outside_the_linker_cache_reach_gpu_containers_only(monkeypatch):
+    monkeypatch.setattr(_gpu, "_driver_files", [("/usr/local/nvidia/lib64/libcuda.so.1", "/x")])
+    monkeypatch.setattr(_gpu, "_extra_dirs", ["/usr/local/nvidia/lib64"])
+    assert _gpu.library_env({"A": "1"}, []) == {"A": "1"}
+    assert _gpu.library_env({"LD_LIBRARY_PATH": "/opt/lib"}, [0])["LD_LIBRARY_PATH"] == "/opt/lib:/usr/local/nvidia/lib64"

@@ -174,6 +174,7 @@ class LocalBackend(Backend):
         else:
             env.pop(P.ENV_PRIVATE_NETWORK, None)
         dev = _gpu.container_dev(spec.gpus)  # None: no GPU node on this host to keep from it
+        env = _gpu.library_env(env, spec.gpus)
         spec = dataclasses.replace(spec, mounts=_gpu.with_driver(spec.mounts, spec.rootfs, spec.gpus))
         try:
             argv = _sandbox.command(spec, hide, dev)

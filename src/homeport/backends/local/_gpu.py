@@ -117,6 +117,7 @@ def host_driver_files() -> list[tuple[str, str]]:
             out.append((path, os.path.realpath(path)))
     # A driver installed outside the linker's cache (/usr/local/nvidia, as some GPU hosts mount it).
     seen = {path for path, _ in out}
+    cached = len(out)
     for d in [*(os.environ.get("LD_LIBRARY_PATH") or "").split(":"), "/usr/local/nvidia/lib64"]:
         if not d or not os.path.isdir(d):
             continue
@@ -131,7 +132,24 @@ def host_driver_files() -> list[tuple[str, str]]:
                 out.append((path, os.path.realpath(path)))
                 break
     _driver_files = out
+    global _extra_dirs
+    _extra_dirs = sorted({os.path.dirname(path) for path, _ in out[cached:] if ".so" in path})
     return out
+
+
+_extra_dirs: list[str] = []
+
+
+def library_env(env: dict[str, str], gpus: Sequence[int]) -> dict[str, str]:
+    """`env` with the driver's library directories that the linker's cache lacks on LD_LIBRARY_PATH
+    (a container keeps none of the host's variables), for a container (or template) given GPUs."""
+    if not gpus:
+        return env
+    host_driver_files()
+    if not _extra_dirs:
+        return env
+    paths = [p for p in (env.get("LD_LIBRARY_PATH") or "").split(":") if p]
+    return {**env, "LD_LIBRARY_PATH": ":".join(paths + [d for d in _extra_dirs if d not in paths])}
 
 
 def container_dev(gpus: Sequence[int]) -> list[DevEntry] | None:

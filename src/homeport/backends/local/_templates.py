@@ -222,7 +222,7 @@ class Templates:
             command, cwd = _command(spec, child.fileno())
             process = await asyncio.create_subprocess_exec(
                 *command, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.PIPE, env=spec.env, pass_fds=(child.fileno(),), start_new_session=True,
+                stderr=asyncio.subprocess.PIPE, env=_gpu.library_env(spec.env, spec.gpus), pass_fds=(child.fileno(),), start_new_session=True,
                 cwd=cwd,
             )
         except (OSError, _sandbox.SandboxUnavailable) as exc:
