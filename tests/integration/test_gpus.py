@@ -38,10 +38,11 @@ def test_an_app_with_gpu_functions_runs_its_cpu_functions_on_a_machine_without_g
     (cpu,) = _lines(out.stdout, "cpu:")
     assert ast.literal_eval(cpu)["double"] == 42
     errors = _lines(out.stdout, "error:")
-    assert len(errors) == 2, out.stdout + out.stderr
+    assert len(errors) == 3, out.stdout + out.stderr
     # What was asked, and what the machine has: never an endless wait.
     assert 'gpu="H100"' in errors[0] and "no GPUs" in errors[0]
     assert 'gpu=["B200", "A100-80GB:2"]' in errors[1] and "no GPUs" in errors[1]
+    assert 'gpu="B200:2"' in errors[2]  # a class variant's own request (`with_options`)
 
 
 def test_gpu_containers_get_their_device_and_wait_while_it_is_held(tmp_path, monkeypatch):
@@ -60,8 +61,9 @@ def test_gpu_containers_get_their_device_and_wait_while_it_is_held(tmp_path, mon
         assert cpu["CUDA_VISIBLE_DEVICES"] == "" and cpu["NVIDIA_VISIBLE_DEVICES"] == "void"
         gpu = ast.literal_eval(_lines(out.stdout, "gpu:")[0])
         assert gpu["CUDA_VISIBLE_DEVICES"] == gpu["NVIDIA_VISIBLE_DEVICES"] == FAKE_H100["uuid"]
-        (b200,) = _lines(out.stdout, "error:")
+        b200, variant = _lines(out.stdout, "error:")
         assert 'gpu=["B200", "A100-80GB:2"]' in b200 and "NVIDIA H100 80GB HBM3" in b200
+        assert 'gpu="B200:2"' in variant and "NVIDIA H100 80GB HBM3" in variant
 
         proc = subprocess.Popen([sys.executable, "-m", "homeport.cli", "run", f"{PROGRAM}::contention",
                                  "--seconds", "4"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

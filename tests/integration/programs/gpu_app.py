@@ -62,7 +62,7 @@ def main(snapshot: bool = False):
     if snapshot:
         print("snapshot:", Snapshotted().seen.remote())
     print("cpu:", on_cpu.remote(21))
-    for fn in (on_h100, on_b200):
+    for fn in (on_h100, on_b200, Snapshotted.with_options(gpu="b200:2")().seen):
         try:
             print("gpu:", fn.remote())
         except Exception as exc:
