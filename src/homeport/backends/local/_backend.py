@@ -174,6 +174,14 @@ class LocalBackend(Backend):
         else:
             env.pop(P.ENV_PRIVATE_NETWORK, None)
         dev = _gpu.container_dev(spec.gpus)  # None: no GPU node on this host to keep from it
+        if dev is not None and not spec.rootfs and shutil.which("bwrap"):
+            if getattr(self, "_dev_problem", False) is False:  # asked once: can bubblewrap build a /dev here?
+                self._dev_problem = await _bwrap_fails(dev=dev)
+                if self._dev_problem is not None:
+                    log.warning("containers see every GPU node of this machine (only CUDA_VISIBLE_DEVICES keeps "
+                                "them to their own): %s", self._dev_problem)
+            if self._dev_problem is not None:
+                dev = None
         env = _gpu.library_env(env, spec.gpus)
         spec = dataclasses.replace(spec, mounts=_gpu.with_driver(spec.mounts, spec.rootfs, spec.gpus))
         try:
