@@ -133,6 +133,7 @@ def pool_config(options: FunctionOptions, max_inputs: int = 1, target_inputs: in
         "max_containers": options.max_containers,
         "buffer_containers": options.buffer_containers,
         "scaledown_window": options.scaledown_window,
+        "gpu": list(options.gpu) if options.gpu else None,  # "TYPE:COUNT", in order of preference
         "max_inputs": max_inputs,
         "target_inputs": target_inputs,
         **resource_config(options),

@@ -364,6 +364,9 @@ def check_with_options(tag: str, options: dict[str, Any]) -> dict[str, Any]:
     if unknown:
         raise TypeError(f"with_options() got unexpected keyword arguments: {', '.join(sorted(unknown))}")
     given = {k: v for k, v in options.items() if v is not None}
+    if isinstance(given.get("gpu"), (list, tuple)):  # as in Modal: a fallback list is the decorator's
+        raise InvalidError("`with_options(gpu=...)` takes one GPU type string like 'A100' or 'H100:2', not a "
+                           "list; give a fallback list to the class decorator instead")
     function_options(tag=tag, raw_f=None, **given)
     return {_LEGACY.get(k, k): v for k, v in given.items()}
 
@@ -387,6 +390,8 @@ def variant_payload(tag: str, base: FunctionOptions | None, over: dict[str, Any]
         for key in _POOL_KEYS:
             if key in over:
                 config[key] = getattr(opts, key)
+        if "gpu" in over:
+            config["gpu"] = list(opts.gpu or ())
         if "secrets" in over or "env" in over:
             from ._options import secret_refs
 
@@ -402,6 +407,8 @@ def variant_payload(tag: str, base: FunctionOptions | None, over: dict[str, Any]
                 definition["startup_timeout"] = opts.timeout
         if "startup_timeout" in over:
             definition["startup_timeout"] = opts.startup_timeout
+        if "region" in over:
+            definition["region"] = list(opts.region) if opts.region else None
         if "volumes" in over:
             from ._options import volume_refs
 

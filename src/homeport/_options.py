@@ -493,7 +493,12 @@ def _not_built_params(kwargs: dict[str, Any]) -> tuple[str, ...]:
         if value is False or (isinstance(value, Mapping) and not value):
             continue  # the default, spelled out
         given.append(key)
+        if key == "experimental_options" and str(value.get("enable_gpu_snapshot", "")).lower() in ("true", "1"):
+            given.append(_GPU_SNAPSHOT)  # Modal's alpha GPU snapshots: named in the refusal
     return tuple(given)
+
+
+_GPU_SNAPSHOT = "experimental_options.enable_gpu_snapshot"
 
 
 def _default(kwargs: dict[str, Any], key: str, default: Any) -> Any:
@@ -522,9 +527,13 @@ def _not_built(param: str, why: str, what_to_do: str) -> str:
 
 def unsupported_features(options: FunctionOptions) -> list[str]:
     """One sentence per option whose effect Homeport does not build yet, saying what to do instead."""
-    out: list[str] = [f"`{key}=` is not supported by Homeport yet ({_NOT_BUILT_PARAMS[key]})." for key in options.not_built]
-    if options.gpu:
-        out.append(_not_built("gpu=...", "GPU assignment is not built", "remove it to run on the CPU"))
+    out: list[str] = [f"`{key}=` is not supported by Homeport yet ({_NOT_BUILT_PARAMS[key]})." for key in options.not_built
+                      if key in _NOT_BUILT_PARAMS]
+    if _GPU_SNAPSHOT in options.not_built:
+        out.append(_not_built("experimental_options={'enable_gpu_snapshot': True}",
+                              "GPU memory snapshots are not built, and a snapshot never silently drops GPU state",
+                              "remove it; with `enable_memory_snapshot=True` put GPU work in an `@modal.enter()` "
+                              "hook without `snap=True`"))
     if options.ephemeral_disk:
         out.append(_not_built("ephemeral_disk=...", "disk quotas are not built", "remove it"))
     if options.cloud:

@@ -313,8 +313,12 @@ def test_with_options_scaledown_window(classes):
 
 
 def test_with_options_of_unbuilt_features_fails_clearly(classes):
-    with pytest.raises(UnimplementedError, match=r"gpu=.*not supported by Homeport yet"):
-        classes.Options.with_options(gpu="A100")().pid.remote()
+    with pytest.raises(UnimplementedError, match=r"region=.*not supported by Homeport yet"):
+        classes.Options.with_options(region="us-east")().pid.remote()
+    with pytest.raises(InvalidError, match=r"with_options\(gpu=...\)` takes one GPU type string"):
+        classes.Options.with_options(gpu=["H100", "A100"])
+    with pytest.raises(InvalidError, match="Invalid GPU type"):
+        classes.Options.with_options(gpu="V100")
     assert classes.Options.with_options(cpu=0.5)().pid.remote() != classes.Options().pid.remote()
     with pytest.raises(TypeError, match="unexpected keyword"):
         classes.Options.with_options(image=None, bogus=1)

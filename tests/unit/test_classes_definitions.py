@@ -521,9 +521,9 @@ _BUILT = {
     "name": "Renamed",
     "cpu": 2.0,
     "memory": 1024,
+    "gpu": "A100",
 }
 _NOT_BUILT = {
-    "gpu": "A100",
     "ephemeral_disk": 1024,
     "cloud": "aws",
     "block_network": True,
@@ -724,7 +724,11 @@ def test_with_options_validates_and_chains(app):
     assert definition == {"timeout": 10, "startup_timeout": 10}
     assert P._variant_payload() == ({}, {})
     with _raises(UnimplementedError, "with_options(...) uses parameters Homeport does not build yet"):
-        P.with_options(gpu="A100")._variant_payload()
+        P.with_options(cloud="aws")._variant_payload()
+    assert P.with_options(region="us-east")._variant_payload()[1] == {"region": ["us-east"]}
+    assert P.with_options(gpu="a100:2")._variant_payload()[0] == {"gpu": ["A100:2"]}
+    with _raises(InvalidError, "`with_options(gpu=...)` takes one GPU type string"):
+        P.with_options(gpu=["H100", "A100"])
 
 
 # --- order of hooks and inheritance ---------------------------------------------------------------

@@ -1294,10 +1294,14 @@ def test_built_options_are_not_reported(tmp_path, monkeypatch):
     assert unsupported_features(opts()) == []
 
 
-def test_gpu_sentence():
-    assert unsupported_features(opts(gpu="T4")) == [
-        "`gpu=...` is not supported by Homeport yet (GPU assignment is not built); remove it to run on the CPU."
-    ]
+def test_gpu_is_built_but_gpu_snapshots_are_refused_by_name():
+    assert unsupported_features(opts(gpu="T4")) == []
+    assert unsupported_features(opts(gpu=["H100", "A100-40GB:2"], enable_memory_snapshot=True)) == []
+    sentences = unsupported_features(opts(gpu="H100", enable_memory_snapshot=True,
+                                          experimental_options={"enable_gpu_snapshot": True}))
+    assert any("enable_gpu_snapshot" in s and "GPU memory snapshots are not built" in s for s in sentences)
+    other = unsupported_features(opts(experimental_options={"input_plane_region": "x"}))
+    assert other and not any("enable_gpu_snapshot" in s for s in other)
 
 
 @pytest.mark.parametrize(
@@ -1328,7 +1332,7 @@ def test_max_inputs_is_reported():
 
 def test_several_unbuilt_options():
     o = opts(gpu="A100", cpu=4, memory=4096, image=Image.from_registry("ubuntu:24.04"))
-    assert len(unsupported_features(o)) == 2  # gpu and the registry image; cpu and memory are built
+    assert len(unsupported_features(o)) == 1  # the registry image; gpu, cpu and memory are built
 
 
 def test_image_build_steps_and_python_versions_are_built():

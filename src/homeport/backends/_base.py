@@ -45,6 +45,9 @@ class TemplateSpec:
     cwd: str | None = None  # where the template runs (a snapshot's imports may read relative paths)
     mounts: tuple[Mount, ...] = ()
     rootfs: str | None = None
+    # GPU device numbers (/dev/nvidiaN) its containers may be given: their nodes are in its view, but
+    # CUDA sees none of them until a container is forked with its own `CUDA_VISIBLE_DEVICES`.
+    gpus: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -54,7 +57,7 @@ class Placement:
 
     cpu: float = 0.125
     memory_mib: int = 128
-    gpu: object = None  # the function's `gpu=` as given: "H100", "A100-40GB:2", or a fallback list
+    gpu: tuple[tuple[str, int], ...] = ()  # the function's `gpu=`: (TYPE, count) options in fallback order
     regions: tuple[str, ...] = ()  # any of these regions (a broad name covers narrow ones: us -> us-east-1)
 
 
@@ -78,6 +81,9 @@ class ContainerSpec:
     # The backend sets `ENV_PRIVATE_NETWORK=1` in the container's environment only when it gave it one;
     # where it cannot, it says why to the container's output and starts it in the machine's network.
     private_network: bool = False
+    # The GPUs it holds, by device number (/dev/nvidiaN): its view has their nodes and the driver's
+    # control nodes and libraries, and no other GPU's node (the control plane sets CUDA_VISIBLE_DEVICES).
+    gpus: tuple[int, ...] = ()
     placement: Placement = field(default_factory=Placement)
 
 

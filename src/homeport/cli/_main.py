@@ -211,6 +211,12 @@ def server_status() -> None:
     cap = st.get("capacity")
     if cap:
         console.print(f"Capacity for containers: {cap['cpu']:g} cores, {cap['memory_mib']} MiB")
+    gpus = st.get("gpus") or []
+    console.print(f"GPUs: {len(gpus)}" + ("" if gpus else " (NVML found none)"))
+    for g in gpus:
+        held = f"held by {g['container_id']}" if g.get("container_id") else "free"
+        model = g.get("model") or "no Modal type: only gpu='any' runs on it"
+        console.print(f"  {g['index']}: {g['name']} ({model}, {g['memory_mib']} MiB) {g['uuid']} - {held}")
 
 
 # --- dashboard -------------------------------------------------------------------------------------
@@ -501,9 +507,21 @@ def container_list(as_json: bool) -> None:
         state = r["state"]
         if r.get("start_failures", 0) >= 2 and state == "starting":
             state = f"starting (crash-looping: {r['start_failures']} failed starts)"
+        if r.get("gpus"):
+            state += "\nGPU " + ", ".join(_gpu_cell(g) for g in r["gpus"])
         table.add_row(r["container_id"], app, r["function"], state, f"{r['uptime']:.1f}s",
                       str(r["inputs_served"]), format_startup(r["timeline"]))
     console.print(table)
+
+
+def _gpu_cell(g: dict) -> str:
+    """`0 H100 3120/81559 MiB 45%`: a GPU a container holds, with its use where NVML tells."""
+    out = f"{g['index']} {g['model']}"
+    if "memory_used_mib" in g:
+        out += f" {g['memory_used_mib']}/{g['memory_total_mib']} MiB"
+    if "utilization_pct" in g:
+        out += f" {g['utilization_pct']}%"
+    return out
 
 
 def _ms(seconds: float) -> str:

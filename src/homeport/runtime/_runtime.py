@@ -190,6 +190,15 @@ def set_input_context(item: list[Any]) -> None:
     _context.function_call_id.set(item[3] if len(item) > 3 else None)
 
 
+def _hide_gpus() -> dict[str, str]:
+    """Hide the container's GPUs from CUDA (as in a snapshot template); returns what to restore."""
+    keys = ("CUDA_VISIBLE_DEVICES", "NVIDIA_VISIBLE_DEVICES")
+    saved = {k: os.environ[k] for k in keys if k in os.environ}
+    if saved:
+        os.environ.update({"CUDA_VISIBLE_DEVICES": "", "NVIDIA_VISIBLE_DEVICES": "void"})
+    return saved
+
+
 def run_snap_hooks(service: Service, timeline: dict[str, float]) -> None:
     """Run the `snap=True` enter hooks (in a snapshot template, or in a container without one)."""
     for name, fn in service.snap_hooks:
@@ -236,6 +245,8 @@ class Runtime:
             if self.preloaded is not None:  # a copy of a snapshot: imports and snap hooks already ran
                 self.service = self.preloaded
             else:
+                # Started without its snapshot: what would have run before it still sees no GPU.
+                gpus = _hide_gpus() if self.defn.get("snapshot") else None
                 self.service = load_service(self.defn)
                 timeline["import"] = time.monotonic() - t
                 for name, fn in self.service.snap_hooks:
@@ -243,6 +254,12 @@ class Runtime:
                     t = time.monotonic()
                     fn()
                     timeline[f"enter:{name}"] = time.monotonic() - t
+                if gpus is not None:
+                    os.environ.update(gpus)
+                    from ._template import cuda_problem
+
+                    if cuda_problem():
+                        raise RuntimeError(cuda_problem())
             for name, fn in self.service.enter_hooks:
                 hook = name
                 t = time.monotonic()

@@ -102,8 +102,11 @@ def snapshot_problems() -> list[str]:
             f"network sockets open before the snapshot ({where}) would be shared by every container; open "
             "connections in an `@modal.enter()` hook without `snap=True`"
         )
+    cuda = cuda_problem()
+    if cuda:
+        problems.append(cuda)
     torch = sys.modules.get("torch")
-    if torch is not None:
+    if torch is not None and not cuda:
         try:
             if torch.cuda.is_initialized():
                 problems.append(
@@ -113,6 +116,24 @@ def snapshot_problems() -> list[str]:
         except Exception:
             pass
     return problems
+
+
+def cuda_problem() -> str | None:
+    """Why this process cannot be a snapshot, if it loaded the CUDA driver."""
+    if not _cuda_loaded():
+        return None
+    return ("the CUDA driver (libcuda) was loaded before the snapshot (cuInit, torch.cuda, cupy ...), and GPU "
+            "state cannot be forked (snap=True hooks run with no GPU visible); move GPU work to an "
+            "`@modal.enter()` hook without `snap=True`")
+
+
+def _cuda_loaded() -> bool:
+    """Whether this process has mapped the CUDA driver library (it initialised CUDA, or is about to)."""
+    try:
+        with open("/proc/self/maps") as f:
+            return any("libcuda.so" in line for line in f)
+    except OSError:
+        return False
 
 
 # The directory `python -m` put first on sys.path when this template started (its working directory).

@@ -25,6 +25,8 @@ log = logging.getLogger("homeport.server")
 
 
 class Launcher:
+    gpus: tuple = ()  # the machine's GPUs (`core.gpus.GpuDevice`), set by the control plane
+
     def __init__(self, images: ImageBuilder, backend: Backend, address: str, web_dir: str,
                  spawn: Callable[[Any], asyncio.Task]) -> None:
         self.images = images
@@ -111,7 +113,7 @@ class Launcher:
             ids.append(image_id)
         return ids
 
-    async def spec(self, fn: FunctionRecord, cid: str, token: str) -> ContainerSpec:
+    async def spec(self, fn: FunctionRecord, cid: str, token: str, gpus: tuple[str, ...] = ()) -> ContainerSpec:
         image = await self.function_image(fn.definition)
         base_env = self.image_environ(image)
         env = dict(base_env)
@@ -139,10 +141,13 @@ class Launcher:
             env[P.ENV_RUNTIME_PATH] = self.images.runtime_path(web=True)
         argv = image.argv()
         cwd, mounts, rootfs = self.view(fn, image, env[P.ENV_RUNTIME_PATH])
+        devices, template_gpus = self._gpu_view(fn, gpus, env)
         template = None
-        if self.use_templates and not private_network:
+        # A GPU container starts afresh, its devices in its own view, unless it is forked from a memory
+        # snapshot: that one's view holds the nodes of the GPUs its containers may get, none visible to CUDA.
+        if self.use_templates and not private_network and (not gpus or fn.definition.get("snapshot")):
             template = container_template(fn.definition, argv, env, base_env, salt=self.template_salt, cwd=cwd,
-                                          mounts=mounts, rootfs=rootfs)
+                                          mounts=mounts, rootfs=rootfs, gpus=template_gpus)
         return ContainerSpec(
             container_id=cid,
             app_id=fn.app_id,
@@ -156,9 +161,27 @@ class Launcher:
             rootfs=rootfs,
             template=template,
             private_network=private_network,
-            placement=Placement(cpu=fn.config.cpu, memory_mib=fn.config.memory_mib, gpu=fn.definition.get("gpu"),
+            gpus=devices,
+            placement=Placement(cpu=fn.config.cpu, memory_mib=fn.config.memory_mib,
+                                gpu=tuple((kind, count) for kind, count in fn.config.gpu),
                                 regions=tuple(fn.definition.get("region") or ())),
         )
+
+    def _gpu_view(self, fn: FunctionRecord, gpus: tuple[str, ...], env: dict[str, str]) -> tuple[tuple[int, ...],
+                                                                                               tuple[int, ...]]:
+        """On a machine with GPUs, a container sees its own (by UUID) and no other: sets its
+        `CUDA_VISIBLE_DEVICES` / `NVIDIA_VISIBLE_DEVICES`; returns its device numbers, and those of
+        every GPU its function's request could get (a snapshot template's view holds their nodes)."""
+        if not self.gpus:
+            return (), ()
+        from .core.gpus import matching
+
+        env["CUDA_VISIBLE_DEVICES"] = ",".join(gpus)
+        env["NVIDIA_VISIBLE_DEVICES"] = ",".join(gpus) or "void"
+        by_uuid = {d.uuid: d for d in self.gpus}
+        mine = tuple(by_uuid[u].index for u in gpus if u in by_uuid)
+        could = tuple(sorted({d.index for kind, _ in fn.config.gpu for d in matching(kind, self.gpus)}))
+        return mine, could if fn.definition.get("snapshot") else ()
 
     def view(self, fn: FunctionRecord, image: BuiltImage,
                         runtime_path: str | None = None) -> tuple[str | None, list[Mount], str | None]:

@@ -81,3 +81,4 @@ class ContainerRecord:
     killed_because: str | None = None  # the control plane killed it at once (a deadline), and why
     last_heard: float = 0.0  # monotonic time of its last message (see `liveness`)
     silent_since: float | None = None  # reported as not answering (see `liveness`)
+    gpus: tuple[str, ...] = ()  # UUIDs of the GPUs it holds

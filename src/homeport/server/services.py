@@ -23,6 +23,7 @@ from .._names import object_name_problem
 from .._wire import FramedProtocol
 from ..backends import Backend, ExitInfo
 from ..exception import InvalidError, UnimplementedError
+from .core.gpus import parse_request as parse_gpu_request
 from .core.scheduler import (
     Assign,
     Capacity,
@@ -132,13 +133,14 @@ def pool_config(cfg: dict[str, Any], definition: dict[str, Any]) -> PoolConfig:
         batch_wait=batch_wait,
         unbound=bool(cfg.get("unbound")),
         prefetch=not definition.get("web"),
+        gpu=parse_gpu_request(cfg.get("gpu")),
         **{k: cfg[k] for k in ("cpu", "memory_mib") if cfg.get(k) is not None},
     )
 
 
 class ControlPlane:
     def __init__(self, state: State, backend: Backend, token: str, address: str, scratch: str,
-                 images: ImageBuilder | None = None) -> None:
+                 images: ImageBuilder | None = None, gpus: tuple | None = None) -> None:
         self.state = state
         self.images = images or ImageBuilder(os.path.join(os.path.dirname(scratch), "images"))
         self.backend = backend
@@ -146,7 +148,11 @@ class ControlPlane:
         self.address = address
         self.scratch = scratch
         self._cid_counter = itertools.count(1)
-        self.scheduler = Scheduler(self._new_container_id, machine_capacity())
+        from . import gpus as _gpus
+
+        # The machine's GPUs (NVML; `gpus` is a test's fake inventory): an empty one is no error.
+        self.gpus = _gpus.discover() if gpus is None else tuple(gpus)
+        self.scheduler = Scheduler(self._new_container_id, machine_capacity(), gpus=self.gpus)
         self.apps: dict[str, dict[str, Any]] = {}
         self.functions: dict[str, FunctionRecord] = {}
         self.calls: dict[str, CallRecord] = {}
@@ -164,6 +170,7 @@ class ControlPlane:
         self.dashboard: Dashboard | None = None  # the dashboard and /metrics (set by the server's main)
         self.web_dir = _web_socket_dir(os.path.dirname(scratch))
         self.launcher = Launcher(self.images, backend, address, self.web_dir, self.spawn)
+        self.launcher.gpus = self.gpus
         self._app_stop_waiters: dict[str, list[asyncio.Future]] = {}
         self._input_ids = itertools.count(1)
         self._tasks: set[asyncio.Task] = set()
@@ -269,13 +276,13 @@ class ControlPlane:
     def _start_container(self, ins: StartContainer) -> None:
         fn = self.functions[ins.pool]
         log.info("starting container %s for %s: %s", ins.container, fn.tag, ins.reason)
-        rec = ContainerRecord(ins.container, fn, secrets.token_urlsafe(16), time.time())
+        rec = ContainerRecord(ins.container, fn, secrets.token_urlsafe(16), time.time(), gpus=ins.gpus)
         self.containers[ins.container] = rec
 
         async def start() -> None:
             await self.serving.wait()
             try:
-                spec = await self.launcher.spec(fn, ins.container, rec.token)
+                spec = await self.launcher.spec(fn, ins.container, rec.token, gpus=ins.gpus)
                 rec.web_prefix = spec.env.get(P.ENV_WEB_SOCKET)
                 rec.pid = await self.backend.start(spec, self._on_container_output, self._on_container_exit)
             except Exception as exc:  # the backend could not even create the process
@@ -823,9 +830,12 @@ class ControlPlane:
         if "volumes" in cfg:
             limits["mounts"] = self._function_mounts({"volumes": cfg.pop("volumes")})
         retries = cfg.pop("retries", base.retries) if "retries" in cfg else base.retries
+        if "gpu" in cfg:  # `with_options(gpu=...)`
+            cfg["gpu"] = parse_gpu_request(cfg["gpu"])
         fid = new_id("fu")
         definition = dict(base.definition, **(msg.get("definition") or {}), **limits,
                           params=msg.get("params") or {}, function_id=fid, variant_of=base.function_id)
+        self._check_placeable([{"tag": base.tag, "definition": definition}])
         # A variant has values for the class's parameters: it may start containers (and keeps the class's
         # `min_containers` warm for this parameter set) even when the base pool cannot.
         deadlines = pool_config({}, definition)
@@ -1028,9 +1038,26 @@ class ControlPlane:
                     "inputs_served": c.served if c else 0,
                     "running": len(c.assigned) if c else 0,
                     "timeline": rec.timeline,
+                    "gpus": self._gpu_rows(rec.gpus),
                 }
             )
+        for pool in self.scheduler.pools.values():  # containers the plan wants that wait for a GPU
+            fn = self.functions.get(pool.id)
+            for _ in range(pool.waiting_for_gpu if fn is not None else 0):
+                out.append({"container_id": "-", "app_id": fn.app_id,
+                            "app_name": (self.apps.get(fn.app_id) or {}).get("name"), "function": fn.tag,
+                            "start_failures": 0, "state": "waiting for a GPU", "pid": None, "uptime": 0.0,
+                            "inputs_served": 0, "running": 0, "timeline": {}, "gpus": []})
         return out
+
+    def _gpu_rows(self, uuids: tuple[str, ...]) -> list[dict[str, Any]]:
+        """The GPUs a container holds: index, UUID, model, and memory/utilisation where NVML tells."""
+        from .gpus import usage
+
+        by_uuid = {d.uuid: d for d in self.gpus}
+        use = usage(list(uuids))
+        return [{"index": by_uuid[u].index, "uuid": u, "model": by_uuid[u].model or by_uuid[u].name,
+                 **use.get(u, {})} for u in uuids if u in by_uuid]
 
     def status(self) -> dict[str, Any]:
         return {
@@ -1046,4 +1073,11 @@ class ControlPlane:
             "queued": sum(len(p.queue) for p in self.scheduler.pools.values()),
             "pending": sum(p.pending for p in self.scheduler.pools.values()),
             "capacity": {"cpu": self.scheduler.capacity.cpu, "memory_mib": self.scheduler.capacity.memory_mib},
+            "gpus": self._gpu_status(),
         }
+
+    def _gpu_status(self) -> list[dict[str, Any]]:
+        from .gpus import as_rows
+
+        holder = {u: cid for cid, c in self.scheduler.containers.items() for u in c.gpus}
+        return [{**row, "container_id": holder.get(row["uuid"])} for row in as_rows(self.gpus)]

@@ -28,7 +28,10 @@ from .. import _protocol as P
 from ..backends import Mount, TemplateSpec
 
 # A container's own variables: never part of what it shares with the other copies of a template.
-CONTAINER_VARS = (P.ENV_CONTAINER_ID, P.ENV_CONTAINER_TOKEN, P.ENV_STARTED_AT)
+CONTAINER_VARS = (P.ENV_CONTAINER_ID, P.ENV_CONTAINER_TOKEN, P.ENV_STARTED_AT, "CUDA_VISIBLE_DEVICES",
+                  "NVIDIA_VISIBLE_DEVICES")
+# A snapshot's `snap=True` hooks run with no GPU visible; a container gets its own after the fork.
+NO_GPU_ENV = {"CUDA_VISIBLE_DEVICES": "", "NVIDIA_VISIBLE_DEVICES": "void"}
 # Ids that name this run of the app, new each time it runs: a snapshot of the same code, image and
 # parameters is the same snapshot in the next run (a class's parameter set is a variant of its function).
 RUN_IDS = ("app_id", "function_id", "variant_of")
@@ -36,14 +39,19 @@ RUN_IDS = ("app_id", "function_id", "variant_of")
 
 def container_template(definition: dict[str, Any], argv: tuple[str, ...], env: dict[str, str],
                        base_env: dict[str, str], *, salt: bytes, cwd: str | None = None,
-                       mounts: Sequence[Mount] = (), rootfs: str | None = None) -> TemplateSpec:
+                       mounts: Sequence[Mount] = (), rootfs: str | None = None,
+                       gpus: Sequence[int] = ()) -> TemplateSpec:
     """The template a container of this function is forked from (`base_env`: the image's environment,
-    before any function's own; `env`: the container's)."""
-    view = {"mounts": [[m.source, m.target, m.read_only] for m in mounts], "rootfs": rootfs}
+    before any function's own; `env`: the container's; `gpus`: the device numbers its containers may
+    be given, whose nodes the template's view holds while CUDA sees none)."""
+    view = {"mounts": [[m.source, m.target, m.read_only] for m in mounts], "rootfs": rootfs,
+            **({"gpus": list(gpus)} if gpus else {})}
     if not definition.get("snapshot"):
         key = _keyed(salt, {"argv": list(argv), "env": base_env, **view})
         return TemplateSpec(key=f"rt-{key.hexdigest()}", argv=argv, env=base_env, mounts=tuple(mounts), rootfs=rootfs)
     template_env = {k: v for k, v in env.items() if k not in CONTAINER_VARS}
+    if gpus:
+        template_env.update(NO_GPU_ENV)
     stable = {k: v for k, v in definition.items() if k not in RUN_IDS}
     h = _keyed(salt, {"argv": list(argv), "env": template_env, "definition": stable, "cwd": cwd, **view})
     path = definition.get("module_file")
@@ -55,7 +63,7 @@ def container_template(definition: dict[str, Any], argv: tuple[str, ...], env: d
             pass
     return TemplateSpec(key=f"snap-{h.hexdigest()}", argv=argv, env=template_env,
                         definition=msgpack.packb(definition, use_bin_type=True), cwd=cwd, mounts=tuple(mounts),
-                        rootfs=rootfs)
+                        rootfs=rootfs, gpus=tuple(gpus))
 
 
 def _keyed(salt: bytes, value: dict[str, Any]) -> hmac.HMAC:

@@ -24,7 +24,7 @@ import time
 
 from ... import _protocol as P
 from .._base import Backend, ContainerSpec, ExitCallback, ExitInfo, OutputCallback, PrivateDir, TemplateSpec
-from . import _private, _rootfs, _sandbox
+from . import _gpu, _private, _rootfs, _sandbox
 from ._cgroups import Cgroup, Cgroups, CgroupsUnavailable
 from ._templates import Templates, TemplateUnavailable
 
@@ -173,8 +173,19 @@ class LocalBackend(Backend):
             env[P.ENV_PRIVATE_NETWORK] = "1"
         else:
             env.pop(P.ENV_PRIVATE_NETWORK, None)
+        dev = _gpu.container_dev(spec.gpus)  # None: no GPU node on this host to keep from it
+        if dev is not None and not spec.rootfs and shutil.which("bwrap"):
+            if getattr(self, "_dev_problem", False) is False:  # asked once: can bubblewrap build a /dev here?
+                self._dev_problem = await _bwrap_fails(dev=dev)
+                if self._dev_problem is not None:
+                    log.warning("containers see every GPU node of this machine (only CUDA_VISIBLE_DEVICES keeps "
+                                "them to their own): %s", self._dev_problem)
+            if self._dev_problem is not None:
+                dev = None
+        env = _gpu.library_env(env, spec.gpus)
+        spec = dataclasses.replace(spec, mounts=_gpu.with_driver(spec.mounts, spec.rootfs, spec.gpus))
         try:
-            argv = _sandbox.command(spec, hide)
+            argv = _sandbox.command(spec, hide, dev)
         except _sandbox.SandboxUnavailable as exc:
             raise RuntimeError(str(exc)) from None
         if network_problem is not None:
@@ -192,14 +203,14 @@ class LocalBackend(Backend):
             stderr=asyncio.subprocess.PIPE,
             env=env,
             # A sandbox changes to `spec.cwd` inside its own view, where it may exist only (an image's workdir).
-            cwd=None if _sandbox.sandboxed(spec, hide) else spec.cwd,
+            cwd=None if _sandbox.sandboxed(spec, hide, dev) else spec.cwd,
             start_new_session=True,  # its own process group, so stop() reaches its children too
         )
         proc = _Proc(spec, process.pid, on_exit)
         proc.process = process
         proc.cgroup = cgroup
         proc.scratch = tmp
-        proc.sandboxed = _sandbox.sandboxed(spec, hide)
+        proc.sandboxed = _sandbox.sandboxed(spec, hide, dev)
         self._procs[spec.container_id] = proc
         for fd, stream in ((1, process.stdout), (2, process.stderr)):
             proc.pumps.append(asyncio.create_task(self._pump(spec.container_id, fd, stream, on_output)))

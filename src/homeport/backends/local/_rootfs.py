@@ -21,11 +21,14 @@ import os
 from collections.abc import Sequence
 
 from .._base import ContainerSpec, Mount
+from . import _gpu
+from ._gpu import DevEntry
 
-# Positional arguments: lower upper work scratch cwd, then (ro|rw) src dst triples, "--", command.
+# Positional arguments: lower upper work scratch cwd dev, then (ro|rw) src dst triples, "--", command.
+# `dev`: "-" binds the host's /dev; else '/'-separated entries of a /dev of its own (`_gpu.rootfs_dev_spec`).
 SCRIPT = r"""
 set -eu
-lower=$1; upper=$2; work=$3; scratch=$4; cwd=$5; shift 5
+lower=$1; upper=$2; work=$3; scratch=$4; cwd=$5; dev=$6; shift 6
 if [ -z "$upper" ]; then
     mount -t tmpfs -o mode=0755 homeport-ephemeral "$scratch"
     mkdir "$scratch/upper" "$scratch/work"
@@ -35,7 +38,18 @@ root=$scratch/root
 mkdir -p "$root"
 mount -t overlay homeport-root -o "lowerdir=$lower,upperdir=$upper,workdir=$work" "$root"
 mkdir -p "$root/dev" "$root/proc" "$root/sys" "$root/tmp"
-mount --rbind /dev "$root/dev"
+if [ "$dev" = "-" ]; then
+    mount --rbind /dev "$root/dev"
+else
+    mount -t tmpfs -o mode=0755,nosuid homeport-dev "$root/dev"
+    IFS=/; for e in $dev; do
+        case "$e" in
+            *">"*) ln -s "${e#*>}" "$root/dev/${e%%>*}" ;;
+            *) if [ -d "/dev/$e" ]; then mkdir -p "$root/dev/$e"; else : > "$root/dev/$e"; fi
+               mount --rbind "/dev/$e" "$root/dev/$e" ;;
+        esac
+    done; unset IFS
+fi
 mount -t proc proc "$root/proc" 2>/dev/null || mount --rbind /proc "$root/proc"
 mount --rbind /sys "$root/sys" 2>/dev/null || :
 for f in /etc/resolv.conf /etc/hosts; do
@@ -64,12 +78,14 @@ def command(spec: ContainerSpec) -> list[str]:
     return wrap(spec.argv, spec.rootfs, spec.mounts, spec.private_network)
 
 
-def wrap(argv: Sequence[str], rootfs: str, mounts: Sequence[Mount], private_network: bool = False) -> list[str]:
+def wrap(argv: Sequence[str], rootfs: str, mounts: Sequence[Mount], private_network: bool = False,
+         dev: Sequence[DevEntry] | None = None) -> list[str]:
     fs = json.loads(rootfs)
     unshare = ["unshare", "--mount", "--propagation", "private", *(["--net"] if private_network else [])]
     if os.geteuid() != 0:
         unshare += ["--user", "--map-root-user"]
-    args = [":".join(fs["lower"]), fs.get("upper") or "", fs.get("work") or "", fs["scratch"], fs.get("cwd") or "/"]
+    args = [":".join(fs["lower"]), fs.get("upper") or "", fs.get("work") or "", fs["scratch"], fs.get("cwd") or "/",
+            "-" if dev is None else _gpu.rootfs_dev_spec(dev)]
     for m in mounts:
         args += ["ro" if m.read_only else "rw", m.source, m.target]
     return [*unshare, "--", "/bin/sh", "-c", SCRIPT, "homeport-rootfs", *args, "--", *argv]

@@ -20,7 +20,8 @@ import shutil
 from collections.abc import Sequence
 
 from .._base import ContainerSpec, Mount
-from . import _private, _rootfs
+from . import _gpu, _private, _rootfs
+from ._gpu import DevEntry
 from ._private import Plan
 
 _SPECIAL = {"proc", "dev", "sys", "tmp"}
@@ -35,8 +36,9 @@ def needs_sandbox(spec: ContainerSpec) -> bool:
     return bool(spec.mounts or spec.rootfs or spec.host_read_only)
 
 
-def sandboxed(spec: ContainerSpec, hide: Plan | None = None) -> bool:
-    return needs_sandbox(spec) or hide is not None or bool(spec.private_network and shutil.which("bwrap"))
+def sandboxed(spec: ContainerSpec, hide: Plan | None = None, dev: Sequence[DevEntry] | None = None) -> bool:
+    return (needs_sandbox(spec) or hide is not None
+            or bool((spec.private_network or dev is not None) and shutil.which("bwrap")))
 
 
 def network_note(reason: str) -> str:
@@ -48,27 +50,32 @@ def network_note(reason: str) -> str:
             "its own network\n")
 
 
-def command(spec: ContainerSpec, hide: Plan | None = None) -> list[str]:
+def command(spec: ContainerSpec, hide: Plan | None = None, dev: Sequence[DevEntry] | None = None) -> list[str]:
     return wrap(spec.argv, spec.mounts, spec.rootfs, spec.cwd, host_read_only=spec.host_read_only, hide=hide,
-                private_network=spec.private_network)
+                private_network=spec.private_network, dev=dev)
 
 
 def wrap(argv: Sequence[str], mounts: Sequence[Mount], rootfs: str | None, cwd: str | None,
-         host_read_only: bool = False, hide: Plan | None = None, private_network: bool = False) -> list[str]:
+         host_read_only: bool = False, hide: Plan | None = None, private_network: bool = False,
+         dev: Sequence[DevEntry] | None = None) -> list[str]:
     """The argv that runs `argv` in the view of a container (or template) with these mounts and root.
 
     `host_read_only`: the host's directories are read-only and /tmp is private (an image build step
     that must not write to the host); only `mounts` that are not read-only can be written.
     `hide`: a directory covered by an empty one but for the paths it keeps (`_private.plan`).
     `private_network`: a network namespace of its own, with only loopback.
+    `dev`: /dev built from these entries (`_gpu.dev_entries`: no GPU node it was not given) rather than
+    the host's; None where the host has no GPU nodes to keep from it.
     """
     if rootfs:  # the image's own root file system, mounts bound into it
-        return _rootfs.wrap(argv, rootfs, mounts, private_network)
-    if not mounts and not host_read_only and hide is None and not private_network:
+        return _rootfs.wrap(argv, rootfs, mounts, private_network, dev=dev)
+    if not mounts and not host_read_only and hide is None and not private_network and dev is None:
         return list(argv)
     bwrap = shutil.which("bwrap")
     if bwrap is None and not mounts and not host_read_only and hide is None:
-        return list(argv)  # only the network was asked for: the backend tells the user (`network_note`)
+        # only the network or the GPU nodes were asked for: the backend tells the user (`network_note`);
+        # CUDA_VISIBLE_DEVICES alone keeps a container to its GPUs then
+        return list(argv)
     if bwrap is None:
         what = ("volumes are mounted with" if mounts else "Image.run_function() steps run under" if host_read_only
                 else "the control plane's state directory is hidden from containers with")
@@ -77,7 +84,7 @@ def wrap(argv: Sequence[str], mounts: Sequence[Mount], rootfs: str | None, cwd: 
             "install it (Debian/Ubuntu: `apt-get install bubblewrap`) and try again"
         )
     net = ["--unshare-net"] if private_network else []
-    if not mounts and not host_read_only and hide is None:  # only a network of its own: the host's files as they are
+    if not mounts and not host_read_only and hide is None and dev is None:  # only a network of its own: the host's files as they are
         chdir = ["--chdir", cwd] if cwd else []
         return ["sh", "-c", 'trap "" TERM; exec "$@"', "sh", bwrap, "--dev-bind", "/", "/", *net, *chdir, "--", *argv]
     host = "--ro-bind" if host_read_only else "--dev-bind"
@@ -93,7 +100,8 @@ def wrap(argv: Sequence[str], mounts: Sequence[Mount], rootfs: str | None, cwd: 
     if host_read_only:
         args += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp", "--setenv", "TMPDIR", "/tmp"]
     else:
-        args += ["--proc", "/proc", "--dev-bind", "/dev", "/dev", "--bind", "/tmp", "/tmp"]
+        devs = ["--dev-bind", "/dev", "/dev"] if dev is None else _gpu.bwrap_dev_args(dev)
+        args += ["--proc", "/proc", *devs, "--bind", "/tmp", "/tmp"]
     if os.path.isdir("/sys"):
         args += ["--ro-bind", "/sys", "/sys"]
     if hide is not None:  # before the mounts: some have their targets under it (an image build's own directory)

@@ -35,7 +35,7 @@ from typing import NamedTuple
 import msgpack
 
 from .._base import PrivateDir, TemplateSpec
-from . import _private, _sandbox
+from . import _gpu, _private, _sandbox
 
 log = logging.getLogger("homeport.backend.local")
 
@@ -109,8 +109,11 @@ def _identities(spec: TemplateSpec) -> list[tuple[str, tuple[int, int]]]:
 def _command(spec: TemplateSpec, fd: int) -> tuple[list[str], str | None]:
     """The template's command line, in its containers' sandbox, and the directory to start it in."""
     argv = [*spec.argv, "--template", str(fd)]
-    if spec.mounts or spec.rootfs:  # the sandbox changes to the working directory inside its own view
-        return _sandbox.wrap(argv, spec.mounts, spec.rootfs, spec.cwd), None
+    dev = _gpu.container_dev(spec.gpus)  # on a GPU host: only the GPU nodes its containers may be given
+    if spec.mounts or spec.rootfs or (dev is not None and shutil.which("bwrap")):
+        # the sandbox changes to the working directory inside its own view
+        mounts = _gpu.with_driver(spec.mounts, spec.rootfs, spec.gpus)
+        return _sandbox.wrap(argv, mounts, spec.rootfs, spec.cwd, dev=dev), None
     return argv, spec.cwd if spec.cwd and os.path.isdir(spec.cwd) else None
 
 
@@ -219,7 +222,7 @@ class Templates:
             command, cwd = _command(spec, child.fileno())
             process = await asyncio.create_subprocess_exec(
                 *command, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.PIPE, env=spec.env, pass_fds=(child.fileno(),), start_new_session=True,
+                stderr=asyncio.subprocess.PIPE, env=_gpu.library_env(spec.env, spec.gpus), pass_fds=(child.fileno(),), start_new_session=True,
                 cwd=cwd,
             )
         except (OSError, _sandbox.SandboxUnavailable) as exc:

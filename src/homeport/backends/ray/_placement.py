@@ -59,6 +59,9 @@ def gpu_options(gpu: Any) -> list[tuple[str, int]]:
     items = [gpu] if isinstance(gpu, str) else list(gpu)
     out = []
     for item in items:
+        if isinstance(item, (tuple, list)):  # parsed by the control plane: (TYPE, count)
+            out.append((str(item[0]).upper(), int(item[1])))
+            continue
         if isinstance(item, dict):
             out.append((str(item["type"]).upper(), int(item.get("count", 1))))
             continue

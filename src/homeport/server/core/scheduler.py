@@ -42,6 +42,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 
 from ..._backoff import exponential_delay
+from . import gpus as _gpus
 
 # Inputs handed to a container beyond what it can run at once. Only short inputs are prefetched, so
 # that a long input never waits behind another while a container sits idle (see `_window`).
@@ -101,6 +102,9 @@ class PoolConfig:
     # An ephemeral app's pool fails its queue after `POOL_CRASH_LIMIT` crashes in a row; a deployed
     # app's never does (it backs off and keeps restarting).
     fail_on_crashes: bool = True
+    # `gpu=`: ((type, count), ...) in order of preference (see `core.gpus`); each container holds its
+    # devices whole until it exits.
+    gpu: tuple[tuple[str, int], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -133,6 +137,7 @@ class Container:
     start_failed: bool = False  # timed out in start-up: the pool's backoff already counts it
     served: int = 0
     leaving: bool = False  # it said it will exit: nothing it still holds was started
+    gpus: tuple[str, ...] = ()  # UUIDs of the GPUs it holds (until it exits)
 
 
 @dataclass
@@ -150,6 +155,7 @@ class Pool:
     restart_at: float = 0.0  # no container starts before this (the restart backoff)
     crashes: int = 0  # containers that crashed in a row, with no input completing in between
     input_crashes: dict[int, int] = field(default_factory=dict)  # input id -> crashed containers it ran in
+    waiting_for_gpu: int = 0  # of `pending`: containers that wait for a matching GPU to be free
 
 
 # --- instructions ----------------------------------------------------------------------------------
@@ -158,6 +164,7 @@ class StartContainer:
     pool: str
     container: str
     reason: str
+    gpus: tuple[str, ...] = ()  # UUIDs of the GPUs it gets
 
 
 @dataclass(frozen=True)
@@ -224,9 +231,11 @@ Instruction = (StartContainer | StopContainer | Assign | FailInputs | RequeueInp
 
 
 class Scheduler:
-    def __init__(self, new_container_id, capacity: Capacity | None = None) -> None:
+    def __init__(self, new_container_id, capacity: Capacity | None = None,
+                 gpus: tuple[_gpus.GpuDevice, ...] = ()) -> None:
         self._new_id = new_container_id
         self.capacity = capacity
+        self.gpus = tuple(gpus)  # the machine's GPU inventory
         self.pools: dict[str, Pool] = {}
         self.containers: dict[str, Container] = {}
 
@@ -285,8 +294,41 @@ class Scheduler:
             out.append(StopContainer(c.id, f"idle; stopped to make room for a container of {pool.id}"))
         return out
 
+    def gpus_busy(self) -> set[str]:
+        """UUIDs of the GPUs held by a container (one that is stopping holds them until it exits)."""
+        return {u for c in self.containers.values() for u in c.gpus}
+
+    def _make_room_gpu(self, pool: Pool) -> list[Instruction]:
+        """Stop idle containers of other pools (never below their `min_containers`) that hold GPUs
+        this pool's request could use, until one container of it would get its devices."""
+        request = pool.config.gpu
+        busy = self.gpus_busy()
+        held = {u for c in self.containers.values() if c.phase is Phase.STOPPING for u in c.gpus}
+        if _gpus.choose(request, self.gpus, busy - held) is not None:
+            return []  # what is already stopping will free them
+        usable = {d.uuid for kind, _ in request for d in _gpus.matching(kind, self.gpus)}
+        live = {p.id: sum(1 for c in p.containers.values() if c.phase is not Phase.STOPPING) for p in self.pools.values()}
+        out: list[Instruction] = []
+        idle = sorted((c for c in self.containers.values() if c.pool != pool.id and c.phase is Phase.READY
+                       and not c.assigned and usable.intersection(c.gpus)), key=lambda c: c.last_active)
+        for c in idle:
+            other = self.pools[c.pool]
+            if live[other.id] <= other.config.min_containers:
+                continue
+            live[other.id] -= 1
+            c.phase = Phase.STOPPING
+            held.update(c.gpus)
+            out.append(StopContainer(c.id, f"idle; stopped to free its GPU for a container of {pool.id}"))
+            if _gpus.choose(request, self.gpus, busy - held) is not None:
+                break
+        return out
+
     def too_big(self, cfg: PoolConfig) -> str | None:
         """Why a container of this pool can never start on this machine, if it cannot."""
+        if cfg.gpu:
+            why = _gpus.infeasible(cfg.gpu, self.gpus)
+            if why is not None:
+                return why
         cap = self.capacity
         if cap is None:
             return None
@@ -588,6 +630,8 @@ class Scheduler:
         want = max(want, cfg.min_containers)
         if cfg.max_containers is not None:
             want = min(want, cfg.max_containers)
+        if cfg.gpu:  # never more containers than the machine has devices for
+            want = min(want, _gpus.max_containers(cfg.gpu, self.gpus))
         return want
 
     def _window(self, pool: Pool) -> int:
@@ -620,6 +664,7 @@ class Scheduler:
         # Scale: start what the plan lacks, stop idle containers past the scale-down window.
         want = self.plan(pool)
         pool.pending = 0
+        pool.waiting_for_gpu = 0
         if now < pool.restart_at:
             allow_start = False  # backing off after start-up failures
         if allow_start and len(live) < want and self.too_big(pool.config) is None:
@@ -628,15 +673,23 @@ class Scheduler:
                     pool.pending = want - len(live) - k
                     out += self._make_room(pool)
                     break
+                devices: tuple[str, ...] = ()
+                if pool.config.gpu:
+                    picked = _gpus.choose(pool.config.gpu, self.gpus, self.gpus_busy())
+                    if picked is None:  # every matching device is held: wait for one to be free
+                        pool.pending = pool.waiting_for_gpu = want - len(live) - k
+                        out += self._make_room_gpu(pool)
+                        break
+                    devices = picked
                 cid = self._new_id()
-                c = Container(cid, pool.id, Phase.STARTING, now, now)
+                c = Container(cid, pool.id, Phase.STARTING, now, now, gpus=devices)
                 pool.containers[cid] = c
                 self.containers[cid] = c
                 why = f"plan {want} > {len(live)} live ({len(pool.queue)} queued)"
                 if pool.start_failures:
                     why += f"; restart after {pool.start_failures} start-up failure(s) in a row"
                 pool.restart_at = 0.0  # the wait is over; the next failure sets it again
-                out.append(StartContainer(pool.id, cid, why))
+                out.append(StartContainer(pool.id, cid, why, gpus=devices))
             live = [c for c in pool.containers.values() if c.phase is not Phase.STOPPING]
         if pool.retired and not pool.queue and not pool.containers:
             del self.pools[pool.id]
