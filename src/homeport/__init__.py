@@ -37,8 +37,10 @@ from ._partial import (
     wsgi_app,
 )
 from ._retries import Retries
+from ._sandbox import Probe, Sandbox
 from ._schedule import Cron, Period
 from ._secret import Secret
+from ._tunnel import Tunnel
 from ._volume import Volume
 from .exception import Error
 
@@ -54,9 +56,12 @@ __all__ = [
     "Image",
     "Obj",
     "Period",
+    "Probe",
     "Retries",
+    "Sandbox",
     "Secret",
     "Stub",
+    "Tunnel",
     "Volume",
     "__version__",
     "asgi_app",

@@ -134,3 +134,15 @@ ENV_WEB_SOCKET = "HOMEPORT_WEB_SOCKET"  # in a web container: its endpoints list
 ENV_PRIVATE_NETWORK = "HOMEPORT_PRIVATE_NETWORK"  # "1": the container has a network namespace of its own
 WEB_TYPES = ("fastapi_endpoint", "asgi_app", "wsgi_app", "web_server", "server")
 WEB_PROXIED = ("web_server", "server")  # the user's own server on a port: bridged, in its own network
+
+# --- sandboxes -------------------------------------------------------------------------------------
+# client -> control plane: {"op": create|get|wait|terminate|list|from_name|set_tags|exec|stdin|main_read|
+# fs|tunnels|ready, "sandbox": id, ...}; exec output comes back pushed as SANDBOX_OUT / SANDBOX_EXIT.
+SANDBOX = "sandbox"
+SANDBOX_OUT = "sbout"  # {"exec": id, "fd": 1|2, "data": bytes}: output of an exec, as it arrives
+SANDBOX_EXIT = "sbexit"  # {"exec": id, "code": int}: the exec exited (after its last output)
+# control plane <-> a sandbox's agent (`python -m homeport.runtime._sandbox_agent`, hello role "sandbox"):
+# requests {"t": SANDBOX_AGENT, "id", "op": exec|stdin|kill|fs|probe, ...}; the agent pushes SANDBOX_OUT/EXIT.
+SANDBOX_AGENT = "sbagent"
+ENV_SANDBOX = "HOMEPORT_SANDBOX"  # in a sandbox: its agent's configuration (JSON)
+SANDBOX_MAIN = "main"  # the exec id of a sandbox's own command (`Sandbox.create(*args)`)

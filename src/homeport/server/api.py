@@ -34,6 +34,7 @@ _LOOKUPS = {
 _ASYNC = {
     P.APP_PUBLISH: lambda cp, peer, msg: cp.publish_app(msg),
     P.APP_DEPLOY: lambda cp, peer, msg: cp.deploy_app_web(peer, msg),
+    P.SANDBOX: lambda cp, peer, msg: cp.sandboxes.op(peer, msg),
 }
 
 
@@ -59,6 +60,7 @@ class Connection:
         self.proto = FramedProtocol(self.on_message, self.on_close)
         self.peer: Peer | None = None
         self.container_id: str | None = None
+        self.sandbox_id: str | None = None  # a sandbox's agent
 
     def reply(self, msg: dict[str, Any], value: Any = None) -> None:
         self.proto.send({"t": P.RESULT, "id": msg["id"], "ok": True, "v": value})
@@ -69,6 +71,9 @@ class Connection:
     def on_message(self, msg: dict[str, Any]) -> None:
         if self.container_id is not None:
             self.cp.container_message(self.container_id, msg)
+            return
+        if self.sandbox_id is not None:
+            self.cp.sandboxes.agent_message(self.sandbox_id, msg)
             return
         if self.peer is None:
             self._hello(msg)
@@ -89,6 +94,14 @@ class Connection:
         if msg.get("t") != P.HELLO:
             self.reply_error(msg, "auth", "the first message must be a hello")
             self.proto.close()
+            return
+        if msg.get("role") == "sandbox":
+            if not self.cp.sandboxes.agent_hello(self.proto, msg):
+                self.reply_error(msg, "auth", "unknown sandbox or wrong token")
+                self.proto.close()
+                return
+            self.sandbox_id = msg["cid"]
+            self.reply(msg, None)
             return
         if msg.get("role") == "container":
             definition = self.cp.container_hello(self.proto, msg)
@@ -139,6 +152,8 @@ class Connection:
                     self.reply(msg, msg["call"])
         elif t == P.MAP_PUT:
             cp.put_inputs(self.peer, msg)
+        elif t == P.SANDBOX and msg.get("op") == "stdin":
+            cp.sandboxes.stdin(msg)
         elif t == P.APP_CREATE:
             self.reply(msg, cp.create_app(self.peer, msg))
         elif t in _ASYNC:
@@ -172,6 +187,9 @@ class Connection:
             self.reply(msg, cp.status())
         elif t == P.CONTAINER_LIST:
             self.reply(msg, cp.container_list())
+        elif t == P.CONTAINER_STOP and msg["container_id"] in cp.sandboxes.by_id:
+            cp.sandboxes.end(cp.sandboxes.by_id[msg["container_id"]], "terminated")
+            self.reply(msg)
         elif t == P.CONTAINER_STOP:
             ins = cp.scheduler.stop_container(msg["container_id"], "stopped by the user")
             if not ins:
@@ -237,6 +255,8 @@ class Connection:
             self.cp.peer_closed(self.peer)
         if self.container_id is not None:
             self.cp.container_closed(self.container_id)
+        if self.sandbox_id is not None:
+            self.cp.sandboxes.agent_closed(self.sandbox_id)
 
 
 async def serve(cp: ControlPlane, path: str) -> asyncio.AbstractServer:

@@ -157,6 +157,9 @@ class ControlPlane:
         self.serving = asyncio.Event()  # set once containers can connect to the control plane's socket
         self.started_at = time.time()
         self.supervisor = Supervisor(self)
+        from .sandboxes import Sandboxes
+
+        self.sandboxes = Sandboxes(self)
 
     def _new_container_id(self) -> str:
         return f"ta-{next(self._cid_counter):04d}{secrets.token_hex(4)}"
@@ -746,6 +749,7 @@ class ControlPlane:
             return
         log.info("stopping app %s: %s", app_id, reason)
         self.schedules.stop_app(app_id)
+        self.sandboxes.app_stopped(app_id)
         if self.web is not None:
             self.web.stop_app(app_id, reason)
         for fid in app["functions"]:
@@ -921,7 +925,7 @@ class ControlPlane:
                     "timeline": rec.timeline,
                 }
             )
-        return out
+        return out + self.sandboxes.container_list()
 
     def status(self) -> dict[str, Any]:
         return {
