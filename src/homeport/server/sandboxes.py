@@ -231,7 +231,13 @@ class Sandboxes:
         else:
             cwd = image.cwd(None) or "/"
             exists = os.path.isdir(workdir) if workdir else True  # noqa: ASYNC240 - one stat
-            if workdir and not exists and not any(m.target == workdir for m in mounts):
+            top = "/" + workdir.strip("/").split("/")[0] if workdir else "/"
+            if workdir and not exists and top != "/tmp" and os.path.exists(top):  # noqa: ASYNC240
+                raise InvalidError(
+                    f"workdir {workdir} cannot be made: {top} is this machine's directory, read-only in a sandbox "
+                    "whose image has no root file system of its own; use a new top-level directory (/app), one "
+                    "under /tmp, or an image with its own root file system (apt_install, run_commands)")
+            if workdir and not exists and top != "/tmp" and not any(m.target == workdir for m in mounts):
                 # The host is read-only inside: a working directory of its own, gone with the sandbox.
                 rec.scratch = os.path.join(cp.scratch, f"{rec.sandbox_id}-workdir")
                 os.makedirs(rec.scratch, mode=0o700)
@@ -382,7 +388,7 @@ class Sandboxes:
         """The agent's own output (not its commands'): the app's log, and the server's."""
         log.info("sandbox %s: %s", sid, line.decode(errors="replace").rstrip())
         rec = self.by_id.get(sid)
-        if rec is not None and not rec.startup_error and fd == 2 and line.startswith(b"homeport"):
+        if rec is not None and not rec.startup_error and fd == 2:
             rec.startup_error = line.decode(errors="replace").strip()
 
     def _on_exit(self, sid: str, info: ExitInfo) -> None:
