@@ -167,6 +167,16 @@ def test_filesystem(platform):
     assert not os.path.exists("/etc/hp-should-not-exist")
 
 
+def test_a_function_creates_a_sandbox_of_its_own_app(platform):
+    out = run("from_function")
+    assert out["inside"] == "inner <id>\n"
+    assert out["foreign"] == "AuthError"  # another app's sandbox (not deployed) is out of its reach
+
+
+def test_the_async_forms(platform):
+    assert run("aio") == {"out": "one\ntwo\n", "code": 0, "listed": True, "text": "async", "rc": 137}
+
+
 def test_stopping_the_app_stops_its_sandboxes(platform):
     out = run("app_stop")
     listed = json.loads(homeport_cli("container", "list", "--json").stdout)

@@ -7,7 +7,8 @@ gets only what running its function needs:
 - look up, bind and call the functions and classes of its own app, and of deployed apps
   (`Function.from_name`, `Cls.from_name`): FUNCTION_LOOKUP, FUNCTION_BIND, CALL, MAP_PUT;
 - wait for and cancel calls of those apps: CALL_GET, CALL_CANCEL;
-- read and write the volumes its function mounts: VOLUME (not list, delete or create others).
+- read and write the volumes its function mounts: VOLUME (not list, delete or create others);
+- create and drive sandboxes of its own app (and of deployed apps): SANDBOX.
 
 Everything else (stopping the server, containers or apps, secrets, deploys, image builds, logs of
 other apps ...) is refused with an `auth` error, so code running in one app cannot reach the rest of
@@ -24,7 +25,7 @@ if TYPE_CHECKING:
     from .services import ControlPlane
 
 CONTAINER_MESSAGES = frozenset(
-    {P.FUNCTION_LOOKUP, P.FUNCTION_BIND, P.CALL, P.MAP_PUT, P.CALL_GET, P.CALL_CANCEL, P.VOLUME}
+    {P.FUNCTION_LOOKUP, P.FUNCTION_BIND, P.CALL, P.MAP_PUT, P.CALL_GET, P.CALL_CANCEL, P.VOLUME, P.SANDBOX}
 )
 _VOLUME_OPS = frozenset({"exists", "ls", "read", "put", "rm", "cp", "create"})
 
@@ -59,7 +60,21 @@ def container_refusal(cp: ControlPlane, container_id: str, msg: dict[str, Any]) 
         return None if app_id is None else _foreign(cp, own, app_id, "use a call of")
     if t == P.VOLUME:
         return _volume_refusal(cp, rec.fn.definition, msg)
+    if t == P.SANDBOX:
+        return _sandbox_refusal(cp, own, msg)
     return None
+
+
+def _sandbox_refusal(cp: ControlPlane, own: str, msg: dict[str, Any]) -> str | None:
+    op = msg.get("op")
+    if op in ("create", "list"):
+        if not msg.get("app_id"):
+            msg["app_id"] = own  # its own app's sandboxes (`Sandbox.create()` without `app=` in a container)
+        return _foreign(cp, own, msg["app_id"], "use the sandboxes of")
+    if op == "from_name":
+        return None  # a deployed app's, by name
+    sandbox = cp.sandboxes.by_id.get(str(msg.get("sandbox", "")))
+    return None if sandbox is None else _foreign(cp, own, sandbox.app_id, "use a sandbox of")
 
 
 def _foreign(cp: ControlPlane, own: str, app_id: str, what: str) -> str | None:

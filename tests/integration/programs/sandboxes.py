@@ -267,6 +267,49 @@ def two_users(volume: str = "sb-users"):
     sb.terminate()
 
 
+@app.function()
+def inside() -> str:
+    """A function that starts a sandbox of its own app (no `app=` inside a container)."""
+    sb = modal.Sandbox.create()
+    out = sb.exec("sh", "-c", "echo inner $MODAL_SANDBOX_ID").stdout.read()
+    sb.terminate()
+    return out.replace(sb.object_id, "<id>")
+
+
+@app.function()
+def touch_foreign(sandbox_id: str) -> str:
+    """Code in a container reaching for a sandbox of another app, which is not deployed."""
+    try:
+        modal.Sandbox.from_id(sandbox_id).exec("echo", "reached")
+    except modal.exception.Error as exc:
+        return type(exc).__name__
+    return "reached"
+
+
+@app.local_entrypoint()
+def from_function():
+    other = modal.App("sandboxes-other")
+    with other.run(show_logs=False):
+        foreign = modal.Sandbox.create(app=other)
+        refused = touch_foreign.remote(foreign.object_id)
+        foreign.terminate()
+    result({"inside": inside.remote(), "foreign": refused})
+
+
+@app.local_entrypoint()
+async def aio():
+    """The same API from async code: `.aio` forms and `async for`."""
+    sb = await modal.Sandbox.create.aio(app=app)
+    p = await sb.exec.aio("sh", "-c", "echo one; sleep 0.2; echo two")
+    chunks = [chunk async for chunk in p.stdout]
+    listed = [s.object_id async for s in modal.Sandbox.list.aio(app_id=app.app_id)]
+    await sb.filesystem.write_text.aio("async", "/tmp/a")
+    text = await sb.filesystem.read_text.aio("/tmp/a")
+    code = await p.wait.aio()
+    rc = await sb.terminate.aio(wait=True)
+    result({"out": "".join(chunks), "code": code, "listed": sb.object_id in listed, "text": text, "rc": rc})
+
+
 @app.local_entrypoint()
 def app_stop():
     """Sandboxes of an ephemeral app end with it: print the ids, the test checks after the run."""
