@@ -43,7 +43,7 @@ def test_create_checks_its_arguments_first(kwargs, error, match):
 
 def test_create_needs_an_app_outside_a_container(monkeypatch):
     monkeypatch.delenv("HOMEPORT_IS_REMOTE", raising=False)
-    with pytest.raises(InvalidError, match="App.lookup"):
+    with pytest.raises(InvalidError, match=r"App\.lookup"):
         modal.Sandbox.create()
 
 
