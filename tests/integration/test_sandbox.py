@@ -76,6 +76,15 @@ def test_output_arrives_while_the_command_runs(platform):
     assert out["code"] == 0
     assert out["lines"] == ["a\n", "bc\n", "d\n"]  # bufsize=1: whole lines, across chunk boundaries
     assert out["raw"] == [255, *b"bytes"] and out["raw_is_bytes"] is True  # text=False: bytes
+    assert out["tty"].startswith("/dev/pts/") and "to-stderr" in out["tty"]  # pty=True: one terminal
+    assert out["merged"] == ["err", "out"] and out["quiet"] == ""  # StreamType.STDOUT, StreamType.DEVNULL
+
+
+def test_environment_stdin_workdir_and_idle_timeout(platform):
+    out = run("environment")
+    assert out["main"] == "from stdin\nA=1 B=2\n" and out["rc"] == 0
+    assert out["exec"] == "A=1 C=3 D=4 /work-here\n" and out["workdir_exec"] == "/tmp\n"
+    assert out["idle"] == 124  # ended after 2 s without an exec
 
 
 def test_timeout_and_terminate_return_124_and_137_and_leave_nothing_behind(platform):

@@ -73,6 +73,7 @@ class SandboxRecord:
     tunnels: dict[int, tuple[asyncio.AbstractServer, int]] = field(default_factory=dict)
     scratch: str | None = None  # a writable directory bound at `workdir`, removed at exit
     startup_error: str | None = None
+    stdin_backlog: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def running(self) -> bool:
@@ -151,11 +152,15 @@ class Sandboxes:
     def stdin(self, msg: dict[str, Any]) -> None:
         """Input for an exec (no reply: the order of the connection is the order of the bytes)."""
         rec = self.by_id.get(msg.get("sandbox", ""))
-        if rec is None or rec.proto is None:
+        if rec is None or not rec.running:
             return
         rec.last_active = time.monotonic()
-        rec.proto.send({"t": P.SANDBOX_AGENT, "op": "stdin", "exec": msg["exec"], "data": msg.get("data") or b"",
-                        "eof": bool(msg.get("eof"))})
+        frame = {"t": P.SANDBOX_AGENT, "op": "stdin", "exec": msg["exec"], "data": msg.get("data") or b"",
+                 "eof": bool(msg.get("eof"))}
+        if rec.proto is None or rec.connected is None or not rec.connected.done():
+            rec.stdin_backlog.append(frame)  # for the command, before its agent is ready: sent once it is
+            return
+        rec.proto.send(frame)
 
     def describe(self, rec: SandboxRecord) -> dict[str, Any]:
         return {"sandbox_id": rec.sandbox_id, "app_id": rec.app_id, "name": rec.name, "tags": rec.tags,
@@ -334,6 +339,10 @@ class Sandboxes:
         elif t == "ready":
             if rec.connected is not None and not rec.connected.done():
                 rec.connected.set_result(None)
+            backlog, rec.stdin_backlog = rec.stdin_backlog, []
+            for frame in backlog:
+                if rec.proto is not None:
+                    rec.proto.send(frame)
         elif t == "startup_error":
             rec.startup_error = msg.get("msg")
         elif t in (P.SANDBOX_OUT, P.SANDBOX_EXIT):

@@ -79,9 +79,35 @@ def live():
     b = sb.exec("sh", "-c", "printf 'a\\nb'; sleep 0.2; printf 'c\\nd\\n'", bufsize=1)
     lines = list(b.stdout)
     raw = sb.exec("printf", "\\377bytes", text=False)
+    tty = sb.exec("sh", "-c", "tty; echo to-stderr >&2", pty=True)
+    merged = sb.exec("sh", "-c", "echo out; echo err >&2", stderr=modal.stream_type.StreamType.STDOUT)
+    quiet = sb.exec("sh", "-c", "echo out", stdout=modal.stream_type.StreamType.DEVNULL)
     result({"chunks": chunks, "running_at_first": running_at_first, "code": p.wait(), "lines": lines,
-            "raw": list(raw.stdout.read()), "raw_is_bytes": isinstance(b"", type(raw.stdout.read()))})
+            "raw": list(raw.stdout.read()), "raw_is_bytes": isinstance(b"", type(raw.stdout.read())),
+            "tty": tty.stdout.read(), "merged": sorted(merged.stdout.read().split()), "quiet": quiet.stdout.read()})
     sb.terminate()
+
+
+@app.local_entrypoint()
+def environment():
+    """env= and secrets= of the sandbox and of one exec; the command's own stdin and stdout; idle_timeout."""
+    sb = modal.Sandbox.create("sh", "-c", "cat; echo A=$A B=$B", app=app, env={"A": "1"},
+                              secrets=[modal.Secret.from_dict({"B": "2"})], workdir="/work-here")
+    sb.stdin.write("from stdin\n")
+    sb.stdin.write_eof()
+    sb.stdin.drain()
+    sb.wait()
+    out = {"main": sb.stdout.read(), "rc": sb.returncode}
+    sb2 = modal.Sandbox.create(app=app, env={"A": "1"}, idle_timeout=2, workdir="/work-here")
+    p = sb2.exec("sh", "-c", "echo A=$A C=$C D=$D $(pwd)", env={"C": "3"},
+                 secrets=[modal.Secret.from_dict({"D": "4"})])
+    out["exec"] = p.stdout.read()
+    out["workdir_exec"] = sb2.exec("pwd", workdir="/tmp").stdout.read()
+    try:
+        sb2.wait()
+    except modal.exception.SandboxTimeoutError:
+        out["idle"] = sb2.returncode
+    result(out)
 
 
 @app.local_entrypoint()
