@@ -343,6 +343,10 @@ async def amain() -> int:
         print("homeport: block_network=True needs a network namespace, which this machine cannot make "
               "(install bubblewrap on a kernel that allows user namespaces)", file=sys.stderr, flush=True)
         return 1
+    if config.get("block_network"):
+        from ._web import loopback_up
+
+        loopback_up()  # `unshare --net` (an image's own root file system) leaves it down
     workdir = config.get("workdir")
     if workdir:
         try:
