@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import posixpath
 import secrets as _tokens
 import time
 from collections.abc import AsyncIterator, Iterator, Sequence
@@ -208,8 +209,10 @@ class Sandbox:
             raise InvalidError(f"`timeout` must be a number of seconds between 1 and {MAX_TIMEOUT} (24 hours), got {timeout!r}")
         if idle_timeout is not None and (not isinstance(idle_timeout, (int, float)) or idle_timeout <= 0):
             raise InvalidError(f"`idle_timeout` must be a positive number of seconds, got {idle_timeout!r}")
-        if workdir is not None and not workdir.startswith("/"):
+        if workdir is not None and (not isinstance(workdir, str) or not workdir.startswith("/")):
             raise InvalidError(f"workdir must be an absolute path, got: {workdir}")
+        if workdir is not None and posixpath.normpath(workdir) != workdir:
+            raise InvalidError(f"workdir must be a canonical path (no '..', '.' or '//'), got: {workdir}")
         if isinstance(gpu, (list, tuple)):
             raise InvalidError("Sandboxes do not support configuring a list of GPUs.")
         if gpu is not None:
@@ -253,12 +256,12 @@ class Sandbox:
                                "or look up a deployed app with `modal.App.lookup(name, create_if_missing=True)`")
         secret_env, secret_refs = _secrets(secrets)
         env_values = {**secret_env, **{k: v for k, v in (env or {}).items() if v is not None}}
+        from ._options import _parse_volumes
+
         volume_refs = []
-        for path, vol in (volumes or {}).items():
-            if not isinstance(path, str) or not path.startswith("/"):
-                raise InvalidError(f"Volume mount paths must be absolute, got {path!r}")
-            if getattr(vol, "name", None) is None:
-                raise InvalidError(f"The volume for {path} must be a modal.Volume (from_name, or an open ephemeral one)")
+        for path, vol in _parse_volumes(volumes).items():  # canonical absolute paths, as for functions
+            if vol.name is None:
+                raise InvalidError(f"The ephemeral volume for {path} is used outside its `with modal.Volume.ephemeral()` block.")
             volume_refs.append({"path": path, "name": vol.name, "create_if_missing": vol.create_if_missing})
         msg = {"op": "create", "app_id": app_id, "argv": list(args), "name": name, "tags": tags or {},
                "timeout": timeout, "idle_timeout": idle_timeout, "workdir": workdir, "env": env_values,

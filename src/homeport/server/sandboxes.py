@@ -21,6 +21,7 @@ import itertools
 import json
 import logging
 import os
+import posixpath
 import secrets
 import shutil
 import time
@@ -227,6 +228,9 @@ class Sandboxes:
         mounts = image.container_mounts()
         mounts += [Mount(host, target) for host, target in cp._function_mounts({"volumes": msg.get("volumes")})]
         workdir = msg.get("workdir")
+        if workdir is not None and (not isinstance(workdir, str) or not workdir.startswith("/")
+                                    or posixpath.normpath(workdir) != workdir):
+            raise InvalidError(f"workdir must be a canonical absolute path, got: {workdir!r}")
         rootfs = image.rootfs(workdir or image.cwd(None))
         cwd = None
         if rootfs is not None:
