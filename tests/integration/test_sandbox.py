@@ -164,6 +164,7 @@ def test_from_id_from_name_list_and_tags_from_a_second_program(platform):
     assert second["same"] is True and second["state"] == "from-first\n"
     assert first["id"] in second["tagged"] and first["id"] not in second["retagged"]  # set_tags replaced them
     assert second["rc"] == 137 and first["id"] not in second["listed_after"]  # list: running ones only
+    assert second["unknown"] == "NotFoundError"
 
 
 def test_filesystem(platform):
@@ -180,6 +181,12 @@ def test_a_function_creates_a_sandbox_of_its_own_app(platform):
     out = run("from_function")
     assert out["inside"] == "inner <id>\n"
     assert out["foreign"] == "AuthError"  # another app's sandbox (not deployed) is out of its reach
+
+
+def test_code_in_a_sandbox_cannot_pose_as_its_agent_or_a_client(platform):
+    out = run("impersonate")
+    assert out["out"] == "{'sandbox': False, 'client': False}\n", out["err"]  # it read the token, and was refused
+    assert out["still_works"] == "ok\n"
 
 
 def test_the_async_forms(platform):

@@ -75,6 +75,7 @@ class SandboxRecord:
     scratch: str | None = None  # a writable directory bound at `workdir`, removed at exit
     startup_error: str | None = None
     stdin_backlog: list[dict[str, Any]] = field(default_factory=list)
+    greeted: bool = False  # its agent said hello (accepted once)
 
     @property
     def running(self) -> bool:
@@ -320,9 +321,12 @@ class Sandboxes:
 
     def agent_hello(self, proto: FramedProtocol, msg: dict[str, Any]) -> bool:
         rec = self.by_id.get(msg.get("cid", ""))
-        if rec is None or not rec.running or rec.proto is not None \
+        # Once only: a process in the sandbox that read the token from the agent's environment cannot
+        # take its place later, even after the agent's connection is gone.
+        if rec is None or not rec.running or rec.greeted \
                 or not secrets.compare_digest(rec.token, str(msg.get("token", ""))):
             return False
+        rec.greeted = True
         rec.proto = proto
         return True
 

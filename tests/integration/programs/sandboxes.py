@@ -235,8 +235,13 @@ def use_detached(sandbox_id: str = "", name: str = "kept", app_id: str = ""):
     sb.terminate()
     sb.wait(raise_on_termination=False)
     listed_after = [s.object_id for s in modal.Sandbox.list(app_id=app_id)]
+    try:
+        modal.Sandbox.from_id("sb-0000000000000000")
+        unknown = None
+    except modal.exception.NotFoundError:
+        unknown = "NotFoundError"
     result({"same": by_name.object_id == sb.object_id, "tagged": tagged, "retagged": retagged, "state": state,
-            "rc": sb.returncode, "listed_after": listed_after})
+            "rc": sb.returncode, "listed_after": listed_after, "unknown": unknown})
 
 
 @app.local_entrypoint()
@@ -334,6 +339,32 @@ async def aio():
     code = await p.wait.aio()
     rc = await sb.terminate.aio(wait=True)
     result({"out": "".join(chunks), "code": code, "listed": sb.object_id in listed, "text": text, "rc": rc})
+
+
+IMPERSONATE = r"""
+import os, socket, struct, msgpack
+env = dict(kv.split("=", 1) for kv in open(f"/proc/{os.getppid()}/environ").read().split("\0") if "=" in kv)
+answers = {}
+for role in ("sandbox", "client"):
+    s = socket.socket(socket.AF_UNIX)
+    s.connect(env["HOMEPORT_SERVER_ADDRESS"])
+    hello = {"t": "hello", "role": role, "cid": env["HOMEPORT_CONTAINER_ID"], "token": env["HOMEPORT_CONTAINER_TOKEN"],
+             "ctoken": env["HOMEPORT_CONTAINER_TOKEN"], "v": 1, "id": 1}
+    body = msgpack.packb(hello, use_bin_type=True)
+    s.sendall(struct.pack("!I", len(body)) + body)
+    n = struct.unpack("!I", s.recv(4))[0]
+    answers[role] = msgpack.unpackb(s.recv(n), raw=False).get("ok")
+print(answers)
+"""
+
+
+@app.local_entrypoint()
+def impersonate():
+    """Code in a sandbox takes the agent's token from /proc and says hello as the agent, then as a client."""
+    sb = modal.Sandbox.create(app=app)
+    p = sb.exec("python", "-c", IMPERSONATE)
+    result({"out": p.stdout.read(), "err": p.stderr.read()[-500:], "still_works": sb.exec("echo", "ok").stdout.read()})
+    sb.terminate()
 
 
 @app.local_entrypoint()
