@@ -24,7 +24,7 @@ from .. import _protocol as P
 from .._wire import FramedProtocol
 
 PR_SET_CHILD_SUBREAPER = 36
-CHUNK = 1 << 16
+CHUNK = 1 << 20  # what one read returns: all that is there, up to this
 
 
 def _subreaper() -> None:
