@@ -101,7 +101,7 @@ class Sandboxes:
         if op == "from_name":
             app_id = self.cp._deployed_by_name(msg["app_name"])
             for r in self.by_id.values():
-                if r.running and r.name == msg["name"] and (app_id is None or r.app_id == app_id):
+                if app_id is not None and r.running and r.name == msg["name"] and r.app_id == app_id:
                     return self.describe(r)
             raise NotFoundError(f"Sandbox with name '{msg['name']}' not found in app '{msg['app_name']}'")
         rec = self.by_id.get(msg.get("sandbox", ""))
