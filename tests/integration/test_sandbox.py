@@ -180,7 +180,8 @@ def test_filesystem(platform):
 def test_a_function_creates_a_sandbox_of_its_own_app(platform):
     out = run("from_function")
     assert out["inside"] == "inner <id>\n"
-    assert out["foreign"] == "AuthError"  # another app's sandbox (not deployed) is out of its reach
+    # Another app's sandbox (not deployed), a named secret, a volume its function does not mount: refused.
+    assert out["foreign"] == "AuthError AuthError AuthError"
 
 
 def test_code_in_a_sandbox_cannot_pose_as_its_agent_or_a_client(platform):

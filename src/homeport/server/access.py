@@ -61,12 +61,21 @@ def container_refusal(cp: ControlPlane, container_id: str, msg: dict[str, Any]) 
     if t == P.VOLUME:
         return _volume_refusal(cp, rec.fn.definition, msg)
     if t == P.SANDBOX:
-        return _sandbox_refusal(cp, own, msg)
+        return _sandbox_refusal(cp, own, rec.fn.definition, msg)
     return None
 
 
-def _sandbox_refusal(cp: ControlPlane, own: str, msg: dict[str, Any]) -> str | None:
+def _sandbox_refusal(cp: ControlPlane, own: str, definition: dict[str, Any], msg: dict[str, Any]) -> str | None:
+    """Its own app's sandboxes (and deployed apps'), with no more than its function has: no named
+    secrets (their values are the function's to pass, `Secret.from_dict`), only the volumes it mounts."""
     op = msg.get("op")
+    if msg.get("secret_refs"):
+        return ("a container may not give a sandbox named secrets (`Secret.from_name`); pass the values its "
+                "function has with `modal.Secret.from_dict(...)`")
+    for ref in msg.get("volumes") or () if op == "create" else ():
+        why = _volume_refusal(cp, definition, {"op": "ls", "name": ref.get("name")})
+        if why is not None:
+            return why
     if op in ("create", "list"):
         if not msg.get("app_id"):
             msg["app_id"] = own  # its own app's sandboxes (`Sandbox.create()` without `app=` in a container)

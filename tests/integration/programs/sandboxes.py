@@ -310,11 +310,17 @@ def inside() -> str:
 @app.function()
 def touch_foreign(sandbox_id: str) -> str:
     """Code in a container reaching for a sandbox of another app, which is not deployed."""
-    try:
-        modal.Sandbox.from_id(sandbox_id).exec("echo", "reached")
-    except modal.exception.Error as exc:
-        return type(exc).__name__
-    return "reached"
+    out = []
+    for attempt in (lambda: modal.Sandbox.from_id(sandbox_id).exec("echo", "reached"),
+                    lambda: modal.Sandbox.create(secrets=[modal.Secret.from_name("sandboxes-secret")]),
+                    lambda: modal.Sandbox.create(volumes={"/v": modal.Volume.from_name("sandboxes-not-mine",
+                                                                                       create_if_missing=True)})):
+        try:
+            attempt()
+            out.append("reached")
+        except modal.exception.Error as exc:
+            out.append(type(exc).__name__)
+    return " ".join(out)
 
 
 @app.local_entrypoint()
