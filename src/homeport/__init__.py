@@ -39,8 +39,10 @@ from ._partial import (
 )
 from ._queue import Queue
 from ._retries import Retries
+from ._sandbox import Probe, Sandbox
 from ._schedule import Cron, Period
 from ._secret import Secret
+from ._tunnel import Tunnel
 from ._volume import Volume
 from .exception import Error
 
@@ -57,10 +59,13 @@ __all__ = [
     "Image",
     "Obj",
     "Period",
+    "Probe",
     "Queue",
     "Retries",
+    "Sandbox",
     "Secret",
     "Stub",
+    "Tunnel",
     "Volume",
     "__version__",
     "asgi_app",

@@ -124,6 +124,10 @@ class Client:
         elif t == P.LOG:
             if self.log_handler is not None:
                 self.log_handler(msg)
+        elif t == P.SANDBOX_OUT or t == P.SANDBOX_EXIT:  # a sandbox exec's output (watched by its exec id)
+            handler = self._calls.get(msg["exec"])
+            if handler is not None:
+                handler(t, [msg])
         elif t == P.PING:
             self.proto.send({"t": P.PONG})
 

@@ -154,3 +154,14 @@ SILENCE_WARN_SECONDS = 10.0
 # Client side: after this many seconds of silence (unset: never) the client gives up on the control
 # plane and fails what waits on it with ConnectionError; by default it warns and keeps waiting.
 ENV_CONTROL_PLANE_TIMEOUT = "HOMEPORT_CONTROL_PLANE_TIMEOUT"
+# --- sandboxes -------------------------------------------------------------------------------------
+# client -> control plane: {"op": create|get|wait|terminate|list|from_name|set_tags|exec|stdin|main_read|
+# fs|tunnels|ready, "sandbox": id, ...}; exec output comes back pushed as SANDBOX_OUT / SANDBOX_EXIT.
+SANDBOX = "sandbox"
+SANDBOX_OUT = "sbout"  # {"exec": id, "fd": 1|2, "data": bytes}: output of an exec, as it arrives
+SANDBOX_EXIT = "sbexit"  # {"exec": id, "code": int}: the exec exited (after its last output)
+# control plane <-> a sandbox's agent (`python -m homeport.runtime._sandbox_agent`, hello role "sandbox"):
+# requests {"t": SANDBOX_AGENT, "id", "op": exec|stdin|kill|fs|probe, ...}; the agent pushes SANDBOX_OUT/EXIT.
+SANDBOX_AGENT = "sbagent"
+ENV_SANDBOX = "HOMEPORT_SANDBOX"  # in a sandbox: its agent's configuration (JSON)
+SANDBOX_MAIN = "main"  # the exec id of a sandbox's own command (`Sandbox.create(*args)`)

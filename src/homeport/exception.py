@@ -41,6 +41,7 @@ __all__ = [
     "DeprecationError",
     "DeserializationError",
     "Error",
+    "ExecTimeoutError",
     "ExecutionError",
     "FunctionTimeoutError",
     "ImageBuildError",
@@ -55,6 +56,13 @@ __all__ = [
     "RemoteError",
     "RequestSizeError",
     "ResourceExhaustedError",
+    "SandboxFilesystemDirectoryNotEmptyError",
+    "SandboxFilesystemError",
+    "SandboxFilesystemIsADirectoryError",
+    "SandboxFilesystemNotADirectoryError",
+    "SandboxFilesystemNotFoundError",
+    "SandboxFilesystemPermissionError",
+    "SandboxTerminatedError",
     "SandboxTimeoutError",
     "SerializationError",
     "ServiceError",
@@ -164,6 +172,38 @@ class SandboxTimeoutError(TimeoutError):
     pass
 
 
+class SandboxTerminatedError(Error):
+    """The sandbox was terminated (`Sandbox.wait()` with `raise_on_termination=True`)."""
+
+
+class ExecTimeoutError(TimeoutError):
+    pass
+
+
+class SandboxFilesystemError(Error):
+    """A file operation of `Sandbox.filesystem` failed inside the sandbox."""
+
+
+class SandboxFilesystemNotFoundError(SandboxFilesystemError):
+    pass
+
+
+class SandboxFilesystemIsADirectoryError(SandboxFilesystemError):
+    pass
+
+
+class SandboxFilesystemNotADirectoryError(SandboxFilesystemError):
+    pass
+
+
+class SandboxFilesystemPermissionError(SandboxFilesystemError):
+    pass
+
+
+class SandboxFilesystemDirectoryNotEmptyError(SandboxFilesystemError):
+    pass
+
+
 class InputCancellation(BaseException):
     """Raised inside user code when the input it is running is cancelled."""
 
@@ -187,6 +227,13 @@ ERROR_TYPES: dict[str, type[Error]] = {
     "serialization": SerializationError,
     "image_build": ImageBuildError,
     "request_size": RequestSizeError,
+    "fs": SandboxFilesystemError,
+    "fs_not_found": SandboxFilesystemNotFoundError,
+    "fs_is_a_directory": SandboxFilesystemIsADirectoryError,
+    "fs_not_a_directory": SandboxFilesystemNotADirectoryError,
+    "fs_permission": SandboxFilesystemPermissionError,
+    "fs_directory_not_empty": SandboxFilesystemDirectoryNotEmptyError,
+    "fs_exists": SandboxFilesystemError,
 }
 
 

@@ -11,6 +11,7 @@ gets only what running its function needs:
 - use Dicts and Queues: DICT, QUEUE. Named ones are workspace-global in Modal, so a container may look
   up (and create, with `create_if_missing`) any named Dict or Queue and read and write it, and use an
   ephemeral one whose id it was given (ids are unguessable); it may not list or delete them.
+- create and drive sandboxes of its own app (and of deployed apps): SANDBOX.
 
 Everything else (stopping the server, containers or apps, secrets, deploys, image builds, logs of
 other apps ...) is refused with an `auth` error, so code running in one app cannot reach the rest of
@@ -27,7 +28,8 @@ if TYPE_CHECKING:
     from .services import ControlPlane
 
 CONTAINER_MESSAGES = frozenset(
-    {P.FUNCTION_LOOKUP, P.FUNCTION_BIND, P.CALL, P.MAP_PUT, P.CALL_GET, P.CALL_CANCEL, P.VOLUME, P.DICT, P.QUEUE}
+    {P.FUNCTION_LOOKUP, P.FUNCTION_BIND, P.CALL, P.MAP_PUT, P.CALL_GET, P.CALL_CANCEL, P.VOLUME, P.DICT, P.QUEUE,
+     P.SANDBOX}
 ) | {P.PING, P.PONG}  # liveness: a client waiting on a call checks that the control plane answers
 _DICT_QUEUE_REFUSED = frozenset({"list", "delete"})
 _VOLUME_OPS = frozenset({"exists", "ls", "read", "put", "rm", "cp", "create"})
@@ -65,7 +67,30 @@ def container_refusal(cp: ControlPlane, container_id: str, msg: dict[str, Any]) 
         return _volume_refusal(cp, rec.fn.definition, msg)
     if t in (P.DICT, P.QUEUE) and msg.get("op") in _DICT_QUEUE_REFUSED:
         return f"{t} operation `{msg.get('op')}` is not allowed from code running inside a container"
+    if t == P.SANDBOX:
+        return _sandbox_refusal(cp, own, rec.fn.definition, msg)
     return None
+
+
+def _sandbox_refusal(cp: ControlPlane, own: str, definition: dict[str, Any], msg: dict[str, Any]) -> str | None:
+    """Its own app's sandboxes (and deployed apps'), with no more than its function has: no named
+    secrets (their values are the function's to pass, `Secret.from_dict`), only the volumes it mounts."""
+    op = msg.get("op")
+    if msg.get("secret_refs"):
+        return ("a container may not give a sandbox named secrets (`Secret.from_name`); pass the values its "
+                "function has with `modal.Secret.from_dict(...)`")
+    for ref in msg.get("volumes") or () if op == "create" else ():
+        why = _volume_refusal(cp, definition, {"op": "ls", "name": ref.get("name")})
+        if why is not None:
+            return why
+    if op in ("create", "list"):
+        if not msg.get("app_id"):
+            msg["app_id"] = own  # its own app's sandboxes (`Sandbox.create()` without `app=` in a container)
+        return _foreign(cp, own, msg["app_id"], "use the sandboxes of")
+    if op == "from_name":
+        return None  # a deployed app's, by name
+    sandbox = cp.sandboxes.by_id.get(str(msg.get("sandbox", "")))
+    return None if sandbox is None else _foreign(cp, own, sandbox.app_id, "use a sandbox of")
 
 
 def _foreign(cp: ControlPlane, own: str, app_id: str, what: str) -> str | None:

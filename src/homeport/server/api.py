@@ -43,6 +43,7 @@ _ASYNC = {
     # Dicts and Queues (a blocking get waits on the control plane for a put)
     P.DICT: lambda cp, peer, msg: dictqueue.handle(cp.dictqueue, peer, msg),
     P.QUEUE: lambda cp, peer, msg: dictqueue.handle(cp.dictqueue, peer, msg),
+    P.SANDBOX: lambda cp, peer, msg: cp.sandboxes.op(peer, msg),
 }
 
 
@@ -70,6 +71,7 @@ class Connection:
         self.proto.on_oversize = self._oversize
         self.peer: Peer | None = None
         self.container_id: str | None = None
+        self.sandbox_id: str | None = None  # a sandbox's agent
 
     def _oversize(self, n: int) -> None:
         limit = self.proto.max_frame
@@ -98,6 +100,9 @@ class Connection:
             except Exception:  # the runtime's connection carries user code's writes too: never fatal
                 log.warning("container %s sent a malformed %r message", self.container_id, msg.get("t"),
                             exc_info=True)
+            return
+        if self.sandbox_id is not None:
+            self.cp.sandboxes.agent_message(self.sandbox_id, msg)
             return
         if self.peer is None:
             try:
@@ -129,6 +134,14 @@ class Connection:
         if msg.get("t") != P.HELLO:
             self.reply_error(msg, "auth", "the first message must be a hello")
             self.proto.close()
+            return
+        if msg.get("role") == "sandbox":
+            if not self.cp.sandboxes.agent_hello(self.proto, msg):
+                self.reply_error(msg, "auth", "unknown sandbox or wrong token")
+                self.proto.close()
+                return
+            self.sandbox_id = msg["cid"]
+            self.reply(msg, None)
             return
         if msg.get("role") == "container":
             definition = self.cp.container_hello(self.proto, msg)
@@ -188,6 +201,8 @@ class Connection:
                     cp._refuse(self.peer, msg["call"], msg["inputs"], "not_found", text)
                 return
             cp.put_inputs(self.peer, msg)
+        elif t == P.SANDBOX and msg.get("op") == "stdin":
+            cp.sandboxes.stdin(msg)
         elif t == P.APP_CREATE:
             self.reply(msg, cp.create_app(self.peer, msg))
         elif t in _ASYNC:
@@ -226,6 +241,9 @@ class Connection:
                 self.reply_error(msg, "not_found", "this control plane serves no dashboard")
             else:
                 self.reply(msg, cp.dashboard.info())
+        elif t == P.CONTAINER_STOP and msg["container_id"] in cp.sandboxes.by_id:
+            cp.sandboxes.end(cp.sandboxes.by_id[msg["container_id"]], "terminated")
+            self.reply(msg)
         elif t == P.CONTAINER_STOP:
             ins = cp.scheduler.stop_container(msg["container_id"], "stopped by the user")
             if not ins:
@@ -295,6 +313,8 @@ class Connection:
             self.cp.peer_closed(self.peer)
         if self.container_id is not None:
             self.cp.container_closed(self.container_id)
+        if self.sandbox_id is not None:
+            self.cp.sandboxes.agent_closed(self.sandbox_id)
 
 
 async def serve(cp: ControlPlane, path: str) -> asyncio.AbstractServer:

@@ -180,6 +180,9 @@ class ControlPlane:
         self.started_at = time.time()
         self.supervisor = Supervisor(self)
         self.observer = Observer(state.db, gauges=lambda: gauges(self))
+        from .sandboxes import Sandboxes
+
+        self.sandboxes = Sandboxes(self)
 
     def _new_container_id(self) -> str:
         return f"ta-{next(self._cid_counter):04d}{secrets.token_hex(4)}"
@@ -856,6 +859,7 @@ class ControlPlane:
             return
         log.info("stopping app %s: %s", app_id, reason)
         self.schedules.stop_app(app_id)
+        self.sandboxes.app_stopped(app_id)
         if self.web is not None:
             self.web.stop_app(app_id, reason)
         for fid in app["functions"]:
@@ -1048,7 +1052,7 @@ class ControlPlane:
                             "app_name": (self.apps.get(fn.app_id) or {}).get("name"), "function": fn.tag,
                             "start_failures": 0, "state": "waiting for a GPU", "pid": None, "uptime": 0.0,
                             "inputs_served": 0, "running": 0, "timeline": {}, "gpus": []})
-        return out
+        return out + self.sandboxes.container_list()
 
     def _gpu_rows(self, uuids: tuple[str, ...]) -> list[dict[str, Any]]:
         """The GPUs a container holds: index, UUID, model, and memory/utilisation where NVML tells."""

@@ -1,0 +1,536 @@
+"""`modal.Sandbox`: a container you drive from your program — run commands in it, read and write its
+files, reach its ports — for code you did not write (agents' code, submissions, code interpreters).
+
+```python
+app = modal.App.lookup("sandboxes", create_if_missing=True)
+sb = modal.Sandbox.create(app=app, timeout=600)
+p = sb.exec("python", "-c", "print(6 * 7)")
+print(p.stdout.read(), p.wait())
+sb.terminate()
+```
+
+A sandbox is a container of the backend like a function's, from the same images, with volumes and
+secrets; its process is an agent (`homeport.runtime._sandbox_agent`) that runs its command and execs.
+On the local backend the host's directories are read-only inside and /tmp is its own (a root file
+system image, `apt_install` ..., is writable: a fresh layer per sandbox), so what it writes does not
+reach the host; `block_network=True` gives it a network namespace with only loopback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import posixpath
+import secrets as _tokens
+import time
+from collections.abc import AsyncIterator, Iterator, Sequence
+from typing import Any
+
+from . import _protocol as P
+from ._bridge import MethodWithAio, aio_method, run_async, run_sync
+from ._client import get_client
+from ._tunnel import Tunnel
+from .container_process import ContainerProcess, watch_exec
+from .exception import (
+    InvalidError,
+    SandboxTerminatedError,
+    SandboxTimeoutError,
+    TimeoutError,
+    UnimplementedError,
+)
+from .io_streams import StreamReader, StreamWriter
+from .stream_type import StreamType
+
+__all__ = ["Probe", "Sandbox", "SandboxFilesystem"]
+
+MAX_TIMEOUT = 24 * 60 * 60
+
+
+class Probe:
+    """A readiness probe for `Sandbox.create(readiness_probe=...)` and `Sandbox.wait_until_ready()`."""
+
+    def __init__(self, *, tcp_port: int | None = None, exec_argv: tuple[str, ...] | None = None,
+                 interval_ms: int = 100) -> None:
+        self.tcp_port = tcp_port
+        self.exec_argv = exec_argv
+        self.interval_ms = interval_ms
+
+    @classmethod
+    def with_tcp(cls, port: int, *, interval_ms: int = 100) -> Probe:
+        """Ready once a TCP connection to `port` inside the sandbox succeeds."""
+        if not isinstance(port, int) or not 1 <= port <= 65535:
+            raise InvalidError(f"Probe port must be between 1 and 65535, got {port!r}")
+        if interval_ms <= 0:
+            raise InvalidError("interval_ms must be greater than 0")
+        return cls(tcp_port=port, interval_ms=interval_ms)
+
+    @classmethod
+    def with_exec(cls, *argv: str, interval_ms: int = 100) -> Probe:
+        """Ready once this command exits with 0 inside the sandbox."""
+        if not argv or not all(isinstance(a, str) for a in argv):
+            raise InvalidError("Probe.with_exec needs a command: strings, at least one")
+        if interval_ms <= 0:
+            raise InvalidError("interval_ms must be greater than 0")
+        return cls(exec_argv=tuple(argv), interval_ms=interval_ms)
+
+
+def _unimplemented(what: str, why: str = "") -> UnimplementedError:
+    return UnimplementedError(f"{what} is not built in Homeport yet" + (f": {why}" if why else ""))
+
+
+def _in_container() -> bool:
+    return os.environ.get(P.ENV_IS_REMOTE) == "1"
+
+
+async def _request(msg: dict[str, Any], timeout: float | None = 120) -> Any:
+    client = await get_client()
+    return await client.request({"t": P.SANDBOX, **msg}, timeout=timeout)
+
+
+async def _build_image(image: Any) -> str:
+    from ._image_request import build_request
+
+    client = await get_client()
+    ids = await client.request({"t": P.IMAGE_BUILD, "images": [build_request(image)]}, timeout=None)
+    return ids[0]
+
+
+def _secrets(secrets: Sequence[Any] | None) -> tuple[dict[str, str], list[dict[str, Any]]]:
+    env: dict[str, str] = {}
+    refs = []
+    for s in secrets or ():
+        values = s.local_values
+        if values is not None:
+            env.update(values)
+        else:
+            refs.append({"name": s.name, "required_keys": list(s.required_keys)})
+    return env, refs
+
+
+def _limit(value: Any, what: str) -> Any:
+    """A (request, limit) tuple's limit, enforced; a single number is a request, which one machine
+    does not reserve for a sandbox."""
+    if value is None:
+        return None
+    if isinstance(value, (tuple, list)):
+        if len(value) != 2:
+            raise InvalidError(f"`{what}` must be a number or a (request, limit) tuple, got {value!r}")
+        return value[1]
+    if not isinstance(value, (int, float)) or value <= 0:
+        raise InvalidError(f"`{what}` must be a positive number or a (request, limit) tuple, got {value!r}")
+    return None
+
+
+class _ClassMethodWithAio:
+    def __init__(self, impl: Any) -> None:
+        self._impl = impl
+
+    def __get__(self, obj: Any, cls: Any) -> MethodWithAio:
+        import functools
+
+        return MethodWithAio(functools.partial(self._impl, cls), self._impl.__name__)
+
+
+class _ListMethod:
+    """`Sandbox.list(...)` iterates; `Sandbox.list.aio(...)` is an async iterator."""
+
+    def __get__(self, obj: Any, cls: Any) -> _ListMethod:
+        self._cls = cls
+        return self
+
+    def __call__(self, *, app_id: str | None = None, tags: dict[str, str] | None = None,
+                 client: Any = None, environment_name: str | None = None) -> Iterator[Sandbox]:
+        found = run_sync(_request({"op": "list", "app_id": app_id, "tags": tags or {}}))
+        return iter([self._cls._from_info(info) for info in found])
+
+    async def aio(self, *, app_id: str | None = None, tags: dict[str, str] | None = None,
+                  client: Any = None, environment_name: str | None = None) -> AsyncIterator[Sandbox]:
+        found = await run_async(_request({"op": "list", "app_id": app_id, "tags": tags or {}}))
+        for info in found:
+            yield self._cls._from_info(info)
+
+
+class Sandbox:
+    """A running container you drive from your program (see the module's docstring)."""
+
+    def __init__(self) -> None:
+        raise InvalidError("Sandbox cannot be constructed directly; use Sandbox.create, from_id or from_name.")
+
+    @classmethod
+    def _from_info(cls, info: dict[str, Any], probe: Probe | None = None) -> Sandbox:
+        obj = object.__new__(cls)
+        obj._id = info["sandbox_id"]
+        obj._info = info
+        obj._returncode = info.get("returncode")
+        obj._reason = info.get("reason")
+        obj._probe = probe
+        obj._detached = False
+        obj._main_offsets = {1: 0, 2: 0}
+        obj.stdout = StreamReader(obj._main_source(1))
+        obj.stderr = StreamReader(obj._main_source(2))
+        obj.stdin = StreamWriter(obj._main_stdin)
+        obj.filesystem = SandboxFilesystem(obj)
+        return obj
+
+    def __repr__(self) -> str:
+        return f"Sandbox({self._id})"
+
+    @property
+    def object_id(self) -> str:
+        return self._id
+
+    def _check(self) -> None:
+        if self._detached:
+            raise InvalidError("This Sandbox object was detached (`detach()`); get it again with Sandbox.from_id.")
+
+    # --- creating and finding ------------------------------------------------------------------------
+    @_ClassMethodWithAio
+    async def create(cls, *args: str, app: Any = None, name: str | None = None, tags: dict[str, str] | None = None,
+                     image: Any = None, env: dict[str, str | None] | None = None, secrets: Sequence[Any] | None = None,
+                     network_file_systems: dict | None = None, timeout: int | None = 300,
+                     idle_timeout: int | None = None, workdir: str | None = None, gpu: Any = None,
+                     cloud: str | None = None, region: str | Sequence[str] | None = None, cpu: Any = None,
+                     memory: Any = None, runtime: str | None = None, block_network: bool = False,
+                     outbound_cidr_allowlist: Sequence[str] | None = None,
+                     outbound_domain_allowlist: Sequence[str] | None = None,
+                     inbound_cidr_allowlist: Sequence[str] | None = None, volumes: dict[str, Any] | None = None,
+                     pty: bool = False, encrypted_ports: Sequence[int] = (), h2_ports: Sequence[int] = (),
+                     unencrypted_ports: Sequence[int] = (), custom_domain: str | None = None, proxy: Any = None,
+                     include_oidc_identity_token: bool = False, readiness_probe: Probe | None = None,
+                     verbose: bool = False, experimental_options: dict | None = None, client: Any = None,
+                     environment_name: str | None = None, pty_info: Any = None,
+                     _experimental_enable_snapshot: bool = False) -> Sandbox:
+        """Start a sandbox running `args` (or nothing: it sleeps until its `timeout` or `terminate()`)."""
+        if not all(isinstance(a, str) for a in args):
+            raise InvalidError("Sandbox.create: the command's arguments must be strings")
+        if timeout is None:
+            raise InvalidError("`timeout=None` is only supported for experimental persistent Sandboxes.")
+        if not isinstance(timeout, (int, float)) or timeout <= 0 or timeout > MAX_TIMEOUT:
+            raise InvalidError(f"`timeout` must be a number of seconds between 1 and {MAX_TIMEOUT} (24 hours), got {timeout!r}")
+        if idle_timeout is not None and (not isinstance(idle_timeout, (int, float)) or idle_timeout <= 0):
+            raise InvalidError(f"`idle_timeout` must be a positive number of seconds, got {idle_timeout!r}")
+        if workdir is not None and (not isinstance(workdir, str) or not workdir.startswith("/")):
+            raise InvalidError(f"workdir must be an absolute path, got: {workdir}")
+        if workdir is not None and posixpath.normpath(workdir) != workdir:
+            raise InvalidError(f"workdir must be a canonical path (no '..', '.' or '//'), got: {workdir}")
+        if isinstance(gpu, (list, tuple)):
+            raise InvalidError("Sandboxes do not support configuring a list of GPUs.")
+        if gpu is not None:
+            raise _unimplemented(f"Sandbox.create(gpu={gpu!r})", "GPUs are not available to sandboxes on this backend")
+        ports = [*encrypted_ports, *h2_ports, *unencrypted_ports]
+        if block_network and ports:
+            raise InvalidError("Cannot open ports (`encrypted_ports`, `h2_ports`, `unencrypted_ports`) on a "
+                               "Sandbox with `block_network=True`")
+        if not all(isinstance(p, int) and 1 <= p <= 65535 for p in ports):
+            raise InvalidError(f"Sandbox ports must be integers between 1 and 65535, got {ports!r}")
+        for what, value in (("outbound_cidr_allowlist", outbound_cidr_allowlist),
+                            ("outbound_domain_allowlist", outbound_domain_allowlist),
+                            ("inbound_cidr_allowlist", inbound_cidr_allowlist)):
+            if value is not None:
+                raise _unimplemented(f"Sandbox.create({what}=...)", "network allowlists are not enforced on the local "
+                                     "backend; use block_network=True for no network at all")
+        for what, value in (("region", region), ("cloud", cloud), ("runtime", runtime), ("proxy", proxy),
+                            ("custom_domain", custom_domain), ("network_file_systems", network_file_systems or None),
+                            ("experimental_options", experimental_options or None), ("pty_info", pty_info),
+                            ("include_oidc_identity_token", include_oidc_identity_token or None),
+                            ("_experimental_enable_snapshot", _experimental_enable_snapshot or None)):
+            if value is not None:
+                raise _unimplemented(f"Sandbox.create({what}=...)")
+        if name is not None:
+            from ._secret import check_object_name
+
+            check_object_name(name, "Sandbox")
+        if tags is not None and not all(isinstance(k, str) and isinstance(v, str) for k, v in tags.items()):
+            raise InvalidError("Sandbox tags must be a dict of strings to strings")
+        if readiness_probe is not None and not isinstance(readiness_probe, Probe):
+            raise InvalidError("readiness_probe must be a modal.Probe (Probe.with_tcp or Probe.with_exec)")
+        app_id = getattr(app, "app_id", None) if app is not None else None
+        if app is None and not _in_container():
+            raise InvalidError(
+                "Sandboxes require an App when created outside of a Modal container.\n\n"
+                "Run an ephemeral App (`with app.run(): ...`), or reference a deployed App using `App.lookup`:\n\n"
+                "```\napp = modal.App.lookup('sandbox-app', create_if_missing=True)\n"
+                "sb = modal.Sandbox.create(..., app=app)\n```")
+        if app is not None and app_id is None:
+            raise InvalidError(f"App '{getattr(app, 'name', app)}' is not running: use it inside `with app.run():`, "
+                               "or look up a deployed app with `modal.App.lookup(name, create_if_missing=True)`")
+        secret_env, secret_refs = _secrets(secrets)
+        env_values = {**secret_env, **{k: v for k, v in (env or {}).items() if v is not None}}
+        from ._options import _parse_volumes
+
+        volume_refs = []
+        for path, vol in _parse_volumes(volumes).items():  # canonical absolute paths, as for functions
+            if vol.name is None:
+                raise InvalidError(f"The ephemeral volume for {path} is used outside its `with modal.Volume.ephemeral()` block.")
+            volume_refs.append({"path": path, "name": vol.name, "create_if_missing": vol.create_if_missing})
+        msg = {"op": "create", "app_id": app_id, "argv": list(args), "name": name, "tags": tags or {},
+               "timeout": timeout, "idle_timeout": idle_timeout, "workdir": workdir, "env": env_values,
+               "secret_refs": secret_refs, "volumes": volume_refs, "pty": pty, "block_network": block_network,
+               "ports": ports, "cpu_limit": _limit(cpu, "cpu"), "memory_limit_mib": _limit(memory, "memory")}
+        if image is not None:
+            msg["image_id"] = await _build_image(image)
+        info = await _request(msg, timeout=None)
+        sb = cls._from_info(info, readiness_probe)
+        sb._unencrypted = set(unencrypted_ports)
+        return sb
+
+    @_ClassMethodWithAio
+    async def from_id(cls, sandbox_id: str, client: Any = None) -> Sandbox:
+        """The sandbox with this id (`sb.object_id`), from any process."""
+        return cls._from_info(await _request({"op": "get", "sandbox": sandbox_id}))
+
+    @_ClassMethodWithAio
+    async def from_name(cls, app_name: str, name: str, *, environment_name: str | None = None,
+                        client: Any = None) -> Sandbox:
+        """The running sandbox created with `name=` in the deployed app `app_name`."""
+        return cls._from_info(await _request({"op": "from_name", "app_name": app_name, "name": name}))
+
+    list = _ListMethod()
+
+    # --- state ---------------------------------------------------------------------------------------
+    def _update(self, info: dict[str, Any]) -> None:
+        self._info = info
+        self._returncode = info.get("returncode")
+        self._reason = info.get("reason")
+
+    @property
+    def returncode(self) -> int | None:
+        """The exit code once `wait()`/`poll()` saw the sandbox finish (124: timed out, 137: terminated);
+        None while it runs."""
+        return self._returncode
+
+    @aio_method
+    async def poll(self) -> int | None:
+        self._check()
+        self._update(await _request({"op": "get", "sandbox": self._id}))
+        return self._returncode
+
+    @aio_method
+    async def wait(self, raise_on_termination: bool = True) -> None:
+        """Wait for the sandbox to finish; raises SandboxTimeoutError past its timeout, and
+        SandboxTerminatedError if it was terminated (unless `raise_on_termination=False`)."""
+        self._check()
+        while True:
+            info = await _request({"op": "wait", "sandbox": self._id, "timeout": 50}, timeout=None)
+            self._update(info)
+            if info["returncode"] is not None:
+                break
+        if self._reason in ("timeout", "idle"):
+            raise SandboxTimeoutError(f"Sandbox {self._id} timed out")
+        if self._reason == "terminated" and raise_on_termination:
+            raise SandboxTerminatedError(f"Sandbox {self._id} was terminated")
+
+    @aio_method
+    async def terminate(self, *, wait: bool = False) -> int | None:
+        """Stop the sandbox and everything it started; with `wait=True`, return its exit code (137)."""
+        self._check()
+        info = await _request({"op": "terminate", "sandbox": self._id, "wait": wait}, timeout=None)
+        self._update(info)
+        return self._returncode if wait else None
+
+    @aio_method
+    async def wait_until_ready(self, *, timeout: float = 300) -> None:
+        """Wait until the sandbox's readiness probe passes."""
+        self._check()
+        probe = self._probe
+        if probe is None:
+            raise InvalidError("Sandbox has no readiness probe: create it with `readiness_probe=modal.Probe...`")
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                ok = await _request({"op": "probe", "sandbox": self._id, "port": probe.tcp_port,
+                                     "argv": list(probe.exec_argv or ())}, timeout=max(5.0, timeout))
+            except InvalidError:
+                info = await _request({"op": "get", "sandbox": self._id})
+                self._update(info)
+                if info["returncode"] is not None:
+                    raise SandboxTerminatedError(f"Sandbox {self._id} finished before it was ready "
+                                                 f"(return code {info['returncode']})") from None
+                raise
+            if ok:
+                return
+            if time.monotonic() >= deadline:
+                raise TimeoutError(f"Sandbox {self._id} was not ready within {timeout} s")
+            await asyncio.sleep(probe.interval_ms / 1000)
+
+    @aio_method
+    async def tunnels(self, timeout: int = 50) -> dict[int, Tunnel]:
+        """Where each port the sandbox opened (`encrypted_ports`, `unencrypted_ports` ...) can be reached:
+        on this machine's loopback, forwarded by the control plane."""
+        self._check()
+        found = await _request({"op": "tunnels", "sandbox": self._id}, timeout=timeout)
+        unencrypted = getattr(self, "_unencrypted", set())
+        out = {}
+        for port, host_port in found.items():
+            plain = int(port) in unencrypted
+            out[int(port)] = Tunnel("127.0.0.1", host_port, "127.0.0.1" if plain else None, host_port if plain else None)
+        return out
+
+    @aio_method
+    async def set_tags(self, tags: dict[str, str], *, client: Any = None) -> None:
+        """Replace the sandbox's tags (used by `Sandbox.list(tags=...)`)."""
+        self._check()
+        if not all(isinstance(k, str) and isinstance(v, str) for k, v in tags.items()):
+            raise InvalidError("Sandbox tags must be a dict of strings to strings")
+        await _request({"op": "set_tags", "sandbox": self._id, "tags": dict(tags)})
+
+    @aio_method
+    async def get_tags(self) -> dict[str, str]:
+        self._check()
+        return dict((await _request({"op": "get", "sandbox": self._id}))["tags"])
+
+    def detach(self) -> None:
+        """Let go of this sandbox object; the sandbox keeps running until its timeout or terminate."""
+        self._detached = True
+
+    @aio_method
+    async def reload_volumes(self) -> None:
+        """Volumes are the same directory inside as outside on this backend: always current."""
+        self._check()
+
+    # --- commands ------------------------------------------------------------------------------------
+    @aio_method
+    async def exec(self, *cmd: str, stdout: StreamType = StreamType.PIPE, stderr: StreamType = StreamType.PIPE,
+                   timeout: int | None = None, workdir: str | None = None, env: dict[str, str | None] | None = None,
+                   secrets: Sequence[Any] | None = None, text: bool = True, bufsize: int = -1, pty: bool = False,
+                   pty_info: Any = None, _pty_info: Any = None) -> ContainerProcess:
+        """Run a command in the sandbox; read its output as it arrives from the returned process."""
+        self._check()
+        if not cmd or not all(isinstance(c, str) for c in cmd):
+            raise InvalidError("Sandbox.exec needs a command, as strings: sb.exec('python', '-c', '...')")
+        if workdir is not None and not workdir.startswith("/"):
+            raise InvalidError(f"workdir must be an absolute path, got: {workdir}")
+        if bufsize not in (-1, 1):
+            raise InvalidError("bufsize must be -1 (chunks as they arrive) or 1 (lines)")
+        if bufsize == 1 and not text:
+            raise InvalidError("bufsize=1 (line buffering) is only supported with text=True")
+        if timeout is not None and (not isinstance(timeout, (int, float)) or timeout <= 0):
+            raise InvalidError(f"timeout must be a positive number of seconds, got {timeout!r}")
+        if pty_info is not None or _pty_info is not None:
+            raise _unimplemented("Sandbox.exec(pty_info=...)")
+        modes = {StreamType.PIPE: "pipe", StreamType.DEVNULL: "devnull", StreamType.STDOUT: "stdout"}
+        if stdout not in (StreamType.PIPE, StreamType.DEVNULL) or stderr not in modes:
+            raise InvalidError("stdout must be StreamType.PIPE or DEVNULL; stderr PIPE, DEVNULL or STDOUT")
+        secret_env, secret_refs = _secrets(secrets)
+        env_values = {**secret_env, **{k: v for k, v in (env or {}).items() if v is not None}}
+        client = await get_client()
+        exec_id = f"ex-{_tokens.token_hex(8)}"
+        queues, exited = watch_exec(client, exec_id)
+        try:
+            await client.request({"t": P.SANDBOX, "op": "exec", "sandbox": self._id, "exec": exec_id,
+                                  "argv": list(cmd), "env": env_values, "secret_refs": secret_refs,
+                                  "workdir": workdir, "pty": pty, "stdout": modes[stdout], "stderr": modes[stderr],
+                                  "timeout": timeout}, timeout=None)
+        except BaseException:
+            client.unwatch_call(exec_id)
+            raise
+        piped = {1: stdout == StreamType.PIPE, 2: stderr == StreamType.PIPE and not pty}
+        return ContainerProcess(client, self._id, exec_id, queues, exited, text, bufsize == 1, piped)
+
+    def _main_source(self, fd: int) -> Any:
+        async def source() -> bytes | None:
+            while True:
+                got = await _request({"op": "main_read", "sandbox": self._id, "fd": fd,
+                                      "offset": self._main_offsets[fd]}, timeout=None)
+                self._main_offsets[fd] = got["offset"]
+                if got["data"]:
+                    return got["data"]
+                if got["eof"]:
+                    return None
+
+        return source
+
+    async def _main_stdin(self, data: bytes, eof: bool) -> None:
+        client = await get_client()
+        client.send({"t": P.SANDBOX, "op": "stdin", "sandbox": self._id, "exec": P.SANDBOX_MAIN,
+                     "data": data, "eof": eof})
+        await client.proto.drain()
+
+    # --- not built -----------------------------------------------------------------------------------
+    def snapshot_filesystem(self, *args: Any, **kwargs: Any) -> Any:
+        raise _unimplemented("Sandbox.snapshot_filesystem")
+
+    def snapshot_directory(self, *args: Any, **kwargs: Any) -> Any:
+        raise _unimplemented("Sandbox.snapshot_directory")
+
+    def mount_image(self, *args: Any, **kwargs: Any) -> Any:
+        raise _unimplemented("Sandbox.mount_image")
+
+    def unmount_image(self, *args: Any, **kwargs: Any) -> Any:
+        raise _unimplemented("Sandbox.unmount_image")
+
+    def create_connect_token(self, *args: Any, **kwargs: Any) -> Any:
+        raise _unimplemented("Sandbox.create_connect_token")
+
+    def open(self, *args: Any, **kwargs: Any) -> Any:
+        raise _unimplemented("Sandbox.open", "it was removed in Modal 1.6; use `sb.filesystem` "
+                             "(read_text, write_text, read_bytes, write_bytes ...)")
+
+    def ls(self, *args: Any, **kwargs: Any) -> Any:
+        raise _unimplemented("Sandbox.ls", "removed in Modal 1.6; use `sb.filesystem.list_files`")
+
+    def mkdir(self, *args: Any, **kwargs: Any) -> Any:
+        raise _unimplemented("Sandbox.mkdir", "removed in Modal 1.6; use `sb.filesystem.make_directory`")
+
+    def rm(self, *args: Any, **kwargs: Any) -> Any:
+        raise _unimplemented("Sandbox.rm", "removed in Modal 1.6; use `sb.filesystem.remove`")
+
+
+class SandboxFilesystem:
+    """The sandbox's files, as the sandbox sees them (`sb.filesystem`)."""
+
+    def __init__(self, sandbox: Sandbox) -> None:
+        self._sb = sandbox
+
+    async def _fs(self, action: str, path: str, **extra: Any) -> Any:
+        self._sb._check()
+        if not isinstance(path, str) or not path.startswith("/"):
+            raise InvalidError(f"Sandbox file paths must be absolute, got {path!r}")
+        return await _request({"op": "fs", "sandbox": self._sb._id, "action": action, "path": path, **extra})
+
+    @aio_method
+    async def read_bytes(self, path: str) -> bytes:
+        return await self._fs("read", path)
+
+    @aio_method
+    async def read_text(self, path: str, encoding: str = "utf-8") -> str:
+        return (await self._fs("read", path)).decode(encoding)
+
+    @aio_method
+    async def write_bytes(self, data: bytes, path: str) -> None:
+        await self._fs("write", path, data=bytes(data))
+
+    @aio_method
+    async def write_text(self, data: str, path: str, encoding: str = "utf-8") -> None:
+        await self._fs("write", path, data=data.encode(encoding))
+
+    @aio_method
+    async def copy_from_local(self, local_path: str | os.PathLike, remote_path: str) -> None:
+        with open(local_path, "rb") as f:  # noqa: ASYNC230 - the caller's own local file
+            data = f.read()
+        await self._fs("write", remote_path, data=data)
+
+    @aio_method
+    async def copy_to_local(self, remote_path: str, local_path: str | os.PathLike) -> None:
+        data = await self._fs("read", remote_path)
+        with open(local_path, "wb") as f:  # noqa: ASYNC230 - the caller's own local file
+            f.write(data)
+
+    @aio_method
+    async def list_files(self, path: str) -> list[dict[str, Any]]:
+        return await self._fs("list", path)
+
+    @aio_method
+    async def make_directory(self, path: str, *, create_parents: bool = True) -> None:
+        await self._fs("mkdir", path, parents=create_parents)
+
+    @aio_method
+    async def remove(self, path: str, *, recursive: bool = False) -> None:
+        await self._fs("remove", path, recursive=recursive)
+
+    @aio_method
+    async def stat(self, path: str) -> dict[str, Any]:
+        return await self._fs("stat", path)
+
+    def watch(self, *args: Any, **kwargs: Any) -> Any:
+        raise _unimplemented("Sandbox.filesystem.watch")

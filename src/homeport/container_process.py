@@ -1,0 +1,90 @@
+"""`modal.container_process.ContainerProcess`: a command running in a sandbox (`Sandbox.exec`)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from . import _protocol as P
+from ._bridge import MethodWithAio
+from .exception import ConnectionError, InvalidError, UnimplementedError
+from .io_streams import StreamReader, StreamWriter, queue_source
+
+__all__ = ["ContainerProcess"]
+
+
+class ContainerProcess:
+    """`stdout`, `stderr` (`StreamReader`), `stdin` (`StreamWriter`), `wait()`, `poll()`, `returncode`.
+
+    `returncode` is known once `wait()` or `poll()` has seen the exit: a process killed by a signal
+    returns 128 + the signal's number, one that ran past its `timeout` -1.
+    """
+
+    def __init__(self, client: Any, sandbox_id: str, exec_id: str, queues: dict[int, asyncio.Queue],
+                 exited: asyncio.Future, text: bool, by_line: bool, piped: dict[int, bool]) -> None:
+        self._client = client
+        self._sandbox_id = sandbox_id
+        self._exec_id = exec_id
+        self._exited = exited
+        self._returncode: int | None = None
+        self.stdout = StreamReader(queue_source(queues[1]) if piped[1] else None, text, by_line)
+        self.stderr = StreamReader(queue_source(queues[2]) if piped[2] else None, text, by_line)
+        self.stdin = StreamWriter(self._send_stdin)
+        self.wait = MethodWithAio(self._wait, "wait")
+        self.poll = MethodWithAio(self._poll, "poll")
+
+    @property
+    def object_id(self) -> str:
+        return self._exec_id
+
+    async def _send_stdin(self, data: bytes, eof: bool) -> None:
+        self._client.send({"t": P.SANDBOX, "op": "stdin", "sandbox": self._sandbox_id, "exec": self._exec_id,
+                           "data": data, "eof": eof})
+        await self._client.proto.drain()
+
+    async def _wait(self) -> int:
+        code = await asyncio.shield(self._exited)
+        self._returncode = code
+        return code
+
+    async def _poll(self) -> int | None:
+        if self._exited.done():
+            return await self._wait()
+        return None
+
+    @property
+    def returncode(self) -> int:
+        if self._returncode is None:
+            raise InvalidError("You must call wait() before accessing the returncode. "
+                               "To poll for the status of a running process, use poll() instead.")
+        return self._returncode
+
+    def attach(self, *args: Any, **kwargs: Any) -> None:
+        raise UnimplementedError("ContainerProcess.attach (an interactive terminal) is not built in Homeport")
+
+
+def watch_exec(client: Any, exec_id: str) -> tuple[dict[int, asyncio.Queue], asyncio.Future]:
+    """Queues that receive the exec's output as it arrives (None at the end) and a future of its exit
+    code; call on the bridge loop, before the exec starts."""
+    queues = {1: asyncio.Queue(), 2: asyncio.Queue()}
+    exited = asyncio.get_running_loop().create_future()
+
+    def handler(kind: str, items: list) -> None:
+        if kind == "closed":
+            for q in queues.values():
+                q.put_nowait(None)
+            if not exited.done():
+                exited.set_exception(ConnectionError("The connection to the Homeport control plane was lost."))
+            return
+        for msg in items:
+            if kind == P.SANDBOX_OUT:
+                queues[msg["fd"]].put_nowait(msg["data"])
+            else:
+                for q in queues.values():
+                    q.put_nowait(None)
+                if not exited.done():
+                    exited.set_result(msg["code"])
+                client.unwatch_call(exec_id)
+
+    client.watch_call(exec_id, handler)
+    return queues, exited

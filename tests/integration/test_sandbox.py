@@ -1,0 +1,234 @@
+"""`modal.Sandbox` end to end: programs that say `import modal`, run with `homeport run`, real containers."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+from pathlib import Path
+
+import psutil
+import pytest
+
+from homeport.testing import homeport_cli, wait_for
+
+PROGRAM = str(Path(__file__).parent / "programs" / "sandboxes.py")
+
+pytestmark = pytest.mark.timeout(300)
+
+
+def run(entry: str, *args: str, timeout: float = 180) -> dict:
+    out = homeport_cli("run", f"{PROGRAM}::{entry}", *args, timeout=timeout)
+    lines = [line for line in out.stdout.splitlines() if line.startswith("RESULT ")]
+    assert out.returncode == 0 and lines, f"{entry} failed:\n{out.stdout}\n{out.stderr}"
+    return json.loads(lines[-1][len("RESULT "):])
+
+
+def _rootfs_missing():
+    from homeport.server.rootfs import DebianBase, missing
+
+    return None if DebianBase().ready and missing() is None else missing() or "the Debian base is not built yet"
+
+
+def _processes_named(token: str) -> list[psutil.Process]:
+    found = []
+    for p in psutil.process_iter(["cmdline"]):
+        if any(token in part for part in p.info["cmdline"] or ()):
+            found.append(p)
+    return found
+
+
+def test_code_interpreter_loop_over_stdin_and_stdout(platform):
+    out = run("interpreter")
+    answers = out["answers"]
+    assert answers[0] == {"stdout": ""}
+    assert answers[1] == {"stdout": "42\n"}  # the state of one command is there for the next
+    assert answers[2] == {"stdout": "True 43\n"}
+    assert answers[3]["error"].startswith("ZeroDivisionError")
+    assert out["code"] == 0 and out["rest"] == ""  # the loop ended at stdin's end
+
+
+def test_concurrent_execs_each_with_their_own_streams(platform):
+    out = run("concurrent")
+    assert out["python"] == ["py to-python\n", "", 0]
+    assert out["sh"] == ["sh to-sh\n", "err-sh\n", 0]
+
+
+@pytest.mark.timeout(900)
+@pytest.mark.skipif(_rootfs_missing() is not None, reason=f"no root file system images here: {_rootfs_missing()}")
+def test_concurrent_execs_in_an_image_with_its_own_root(platform):
+    out = run("concurrent", "--rootfs", timeout=800)
+    assert out["python"][0] == "py to-python\n" and out["sh"][:2] == ["sh to-sh\n", "err-sh\n"]
+    assert out["perl"] == ["perl to-perl\n", "", 0]
+    assert out["cat"] == ["built\n", "", 0]  # written by the image's build step
+
+
+def test_output_arrives_while_the_command_runs(platform):
+    out = run("live")
+    assert "".join(out["chunks"]) == "".join(f"line {i}\n" for i in range(1, 7))
+    assert len(out["chunks"]) > 1  # chunks as they were printed, not all at the exit
+    assert out["running_at_first"] is True  # the first chunk arrived before the process exited
+    assert out["code"] == 0
+    assert out["lines"] == ["a\n", "bc\n", "d\n"]  # bufsize=1: whole lines, across chunk boundaries
+    assert out["raw"] == [255, *b"bytes"] and out["raw_is_bytes"] is True  # text=False: bytes
+    assert out["tty"].startswith("/dev/pts/") and "to-stderr" in out["tty"]  # pty=True: one terminal
+    assert out["merged"] == ["err", "out"] and out["quiet"] == ""  # StreamType.STDOUT, StreamType.DEVNULL
+
+
+def test_environment_stdin_workdir_and_idle_timeout(platform):
+    out = run("environment")
+    assert out["main"] == "from stdin\nA=1 B=2\n" and out["rc"] == 0
+    assert out["exec"] == "A=1 C=3 D=4 /work-here\n" and out["workdir_exec"] == "/tmp\n"
+    assert out["idle"] == 124  # ended after 2 s without an exec
+
+
+def test_timeout_and_terminate_return_124_and_137_and_leave_nothing_behind(platform):
+    token = f"hp-sbx-{secrets.token_hex(4)}"
+    proc = subprocess.Popen([sys.executable, "-m", "homeport.cli", "run", f"{PROGRAM}::lifecycle", "--token", token],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True)
+    reader.start()
+    try:
+        assert wait_for(lambda: any("PIDS-READY" in line for line in lines), timeout=120), "".join(lines)
+        # The second sandbox's own command and what its exec left running (nohup, in the background).
+        assert wait_for(lambda: len(_processes_named(f"{token}-x")) == 1 and _processes_named(f"{token}-main"))
+        proc.wait(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    reader.join(5)
+    proc.stdout.close()
+    result = json.loads(next(line for line in lines if line.startswith("RESULT "))[len("RESULT "):])
+    assert result["poll_running"] is None and result["returncode_running"] is None
+    assert result["timeout_raised"] == "SandboxTimeoutError" and result["timeout_rc"] == 124
+    assert result["terminated_raised"] == "SandboxTerminatedError" and result["terminate_rc"] == 137
+    assert result["long_code"] == 137  # an exec running when its sandbox ends
+    assert result["exit_rc"] == 7 and result["exit_stdout"] == "bye\n"  # the command's own exit code and output
+    assert result["killed"] == 128 + 9 and result["timed"] == -1
+    assert result["returncode_before_wait"] == "InvalidError"
+    assert result["rc_after_terminate_wait"] == 137
+    # Nothing the sandboxes started outlives them: the setsid'd sleep (timeout), the nohup one (terminate).
+    assert wait_for(lambda: not _processes_named(token), timeout=15), [p.info for p in _processes_named(token)]
+
+
+def test_rm_rf_inside_a_sandbox_leaves_the_host_and_other_containers_alone(platform):
+    marker_dir = tempfile.mkdtemp(prefix="hp-sbx-marker-", dir="/var/tmp")
+    marker = os.path.join(marker_dir, "keep")
+    Path(marker).write_text("host file\n")
+    try:
+        out = run("rm_rf", "--marker", marker)
+        assert out["rm"] == "done\n/bin/sh\n"  # the host's directories are read-only in it
+        assert out["marker_inside"] == "host file\n"  # it could see the host's file, read-only
+        assert Path(marker).read_text() == "host file\n"
+        assert out["other_file"] == "keep\n" and out["other_python"] == "2\n"
+        # The control plane still runs its containers.
+        assert run("concurrent")["python"][2] == 0
+    finally:
+        Path(marker).unlink(missing_ok=True)
+        os.rmdir(marker_dir)
+
+
+def test_block_network_has_no_network(platform):
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(16)
+    port = server.getsockname()[1]
+    try:
+        out = run("network", "--port", str(port))
+    finally:
+        server.close()
+    assert out["False"] == "connected"  # the same program reaches the host without block_network
+    assert out["True"].startswith("failed")
+
+
+def test_http_server_through_its_tunnel_after_wait_until_ready(platform):
+    out = run("tunnel")
+    assert out["url"].startswith("http://127.0.0.1:") and out["ports"] == [8000]
+    assert out["body"] == "hello from the sandbox\n"
+    assert out["exec_probe"] == "ready"
+
+
+def test_from_id_from_name_list_and_tags_from_a_second_program(platform):
+    name = f"kept-{secrets.token_hex(3)}"
+    first = run("create_detached", "--name", name)
+    assert first["dup"] == "AlreadyExistsError"
+    listed = json.loads(homeport_cli("container", "list", "--json").stdout)
+    assert any(c["container_id"] == first["id"] and c["function"] == "sandbox" for c in listed)
+    second = run("use_detached", "--sandbox-id", first["id"], "--name", name, "--app-id", first["app_id"])
+    assert second["same"] is True and second["state"] == "from-first\n"
+    assert first["id"] in second["tagged"] and first["id"] not in second["retagged"]  # set_tags replaced them
+    assert second["rc"] == 137 and first["id"] not in second["listed_after"]  # list: running ones only
+    assert second["unknown"] == "NotFoundError"
+
+
+def test_filesystem(platform):
+    out = run("files")
+    assert out["text"] == "text" and out["bytes"] == [0, 1] and out["back"] == "text"
+    assert out["listed"] == ["b", "bin", "copied"] and out["stat"] == len("local file")
+    assert out["seen_by_exec"] == "local file"
+    assert out["missing"] == "SandboxFilesystemNotFoundError"
+    assert out["host_write"].startswith("SandboxFilesystem")  # the host's /etc is read-only inside
+    assert not os.path.exists("/etc/hp-should-not-exist")
+
+
+def test_a_function_creates_a_sandbox_of_its_own_app(platform):
+    out = run("from_function")
+    assert out["inside"] == "inner <id>\n"
+    # Another app's sandbox (not deployed), a named secret, a volume its function does not mount: refused.
+    assert out["foreign"] == "AuthError AuthError AuthError"
+
+
+def test_code_in_a_sandbox_cannot_pose_as_its_agent_or_a_client(platform):
+    out = run("impersonate")
+    assert out["out"] == "{'sandbox': False, 'client': False}\n", out["err"]  # it read the token, and was refused
+    assert out["still_works"] == "ok\n"
+
+
+def test_the_async_forms(platform):
+    assert run("aio") == {"out": "one\ntwo\n", "code": 0, "listed": True, "text": "async", "rc": 137}
+
+
+def test_stopping_the_app_stops_its_sandboxes(platform):
+    out = run("app_stop")
+    listed = json.loads(homeport_cli("container", "list", "--json").stdout)
+    assert wait_for(lambda: not any(c["container_id"] == out["id"]
+                                    for c in json.loads(homeport_cli("container", "list", "--json").stdout)), 20), listed
+
+
+@pytest.mark.timeout(900)
+@pytest.mark.skipif(_rootfs_missing() is not None, reason=f"no root file system images here: {_rootfs_missing()}")
+def test_a_volume_shared_by_two_users_keeps_their_permissions(platform):
+    out = run("two_users", "--volume", f"sb-users-{secrets.token_hex(3)}", timeout=800)
+    assert out["setup"] == 0 and out["alice_write"] == 0
+    assert out["bob_read_private"][0] != 0 and "Permission denied" in out["bob_read_private"][1]
+    assert out["bob_read_shared_600"] != 0
+    assert out["bob_delete_sticky"] != 0  # /data/shared is sticky: bob cannot delete alice's file
+    assert out["alice_read"] == "secret\n"
+
+
+def test_sandbox_processes_are_children_of_the_control_plane(platform):
+    """While a sandbox runs, its processes are in the control plane's tree (stopped with it)."""
+    token = f"hp-sbx-tree-{secrets.token_hex(4)}"
+    code = ("import modal, time\napp = modal.App.lookup('sandbox-tree', create_if_missing=True)\n"
+            f"sb = modal.Sandbox.create('python', '-c', 'import time; time.sleep(60)', '{token}', app=app)\n"
+            "print(sb.object_id, flush=True)\n")
+    script = Path(tempfile.mkdtemp()) / "tree.py"
+    script.write_text(code + "@app.local_entrypoint()\ndef main():\n    pass\n")
+    try:
+        out = homeport_cli("run", str(script))
+        assert out.returncode == 0, out.stderr
+        sandbox_id = out.stdout.split()[0]
+        assert wait_for(lambda: _processes_named(token), timeout=30)
+        tree = {p.pid for p in platform.server_processes()}
+        assert all(p.pid in tree for p in _processes_named(token))
+        assert homeport_cli("container", "stop", sandbox_id).returncode == 0
+        assert wait_for(lambda: not _processes_named(token), timeout=15)
+    finally:
+        for p in _processes_named(token):
+            p.kill()
