@@ -405,14 +405,20 @@ class App:
         await client.request({"t": P.APP_STOP, "app_id": self._app_id})
 
     def deploy(self, *, name: str | None = None, environment_name: str | None = None, tag: str = "",
-               client: Any = None) -> App:
+               client: Any = None, strategy: str = "rolling") -> App:
         """Deploy the app: its functions run, are scheduled and can be looked up by name until it is
         stopped (`homeport app stop NAME`), across client exits and control-plane restarts.
-        Deploying again replaces the version atomically."""
+        Deploying again replaces the version atomically (`strategy="rolling"` and `"recreate"` both do:
+        the old version's containers finish the inputs they have). `tag` is shown by `modal app history`."""
         name = name or self._name
         if not name:
             raise InvalidError("You need to either supply a deployment name or have a name set on the app.")
+        if strategy not in ("rolling", "recreate"):
+            raise InvalidError(f"`strategy` must be 'rolling' or 'recreate', got {strategy!r}.")
+        if environment_name not in (None, "", "main"):
+            raise UnimplementedError("Homeport has one environment ('main'); `environment_name=` cannot name another.")
         self._check_supported()
+        self._deploy_meta = _deploy_meta(tag)
         run_sync(self._deploy(name))
         return self
 
@@ -425,7 +431,8 @@ class App:
              "info": _lookup_info(r.obj)}
             for r, d in zip(regs, definitions)
         ]
-        reply = await client.request({"t": P.APP_DEPLOY, "name": name, "description": name, "functions": functions})
+        reply = await client.request({"t": P.APP_DEPLOY, "name": name, "description": name, "functions": functions,
+                                      "meta": getattr(self, "_deploy_meta", None) or _deploy_meta("")})
         self._app_id = reply["app_id"]
         self._deployed_version = reply["version"]
         self._hydrate_all(reply)
@@ -454,6 +461,32 @@ class App:
         app = cls(name)
         app._app_id = found["app_id"]
         return app
+
+
+def _deploy_meta(tag: str) -> dict[str, str]:
+    """What `modal app history` shows of a version: its tag, the client, who deployed it and the git commit
+    of the working directory (when it is a git checkout)."""
+    import getpass
+    import subprocess
+
+    from . import __version__
+
+    commit = ""
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short=7", "HEAD"], capture_output=True, text=True, timeout=5)
+        if out.returncode == 0:
+            commit = out.stdout.strip()
+            dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
+                                   text=True, timeout=5)
+            if dirty.returncode == 0 and dirty.stdout.strip():
+                commit += "-dirty"
+    except (OSError, subprocess.SubprocessError):
+        pass
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = ""
+    return {"tag": tag or "", "client": f"homeport {__version__}", "deployed_by": user, "commit": commit}
 
 
 async def _with_images(client: Any, regs: list[_Registered], show_logs: bool = False) -> list[dict[str, Any]]:

@@ -587,6 +587,8 @@ class ControlPlane:
         else:
             self.state.set_app_state(app_id, "deployed")
         version, created = self.state.add_deployment(app_id, msg["functions"])
+        if msg.get("meta"):
+            self.state.set_deployment_meta(app_id, version, {k: str(v) for k, v in msg["meta"].items() if v})
         old = self.apps.get(app_id)
         if old is None:
             self.apps[app_id] = {"app_id": app_id, "name": name, "state": "deployed", "functions": []}
@@ -685,8 +687,10 @@ class ControlPlane:
         app_id = self._deployed_by_name(name) or self.state.deployed_app_id(name)
         if app_id is None:
             raise LookupError(f"No deployed app named '{name}'.")
+        meta = self.state.deployment_meta(app_id)
         return [
-            {"version": d["version"], "created_at": d["created_at"], "functions": [f["tag"] for f in d["functions"]]}
+            {"version": d["version"], "created_at": d["created_at"], "functions": [f["tag"] for f in d["functions"]],
+             **meta.get(d["version"], {})}
             for d in self.state.deployments(app_id)
         ]
 
