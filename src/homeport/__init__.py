@@ -17,11 +17,9 @@ if __name__ == "__main__":
 
 from __future__ import annotations
 
-import os as _os
-
 from . import exception
 from ._app import App, Stub
-from ._cls import Cls, Obj, parameter
+from ._cls import Cls, Obj, Server, parameter
 from ._function import Function, FunctionCall
 from ._image import Image
 from ._partial import (
@@ -39,6 +37,7 @@ from ._partial import (
 from ._retries import Retries
 from ._schedule import Cron, Period
 from ._secret import Secret
+from ._tunnel import Tunnel, forward
 from ._volume import Volume
 from .exception import Error
 
@@ -56,7 +55,9 @@ __all__ = [
     "Period",
     "Retries",
     "Secret",
+    "Server",
     "Stub",
+    "Tunnel",
     "Volume",
     "__version__",
     "asgi_app",
@@ -69,6 +70,7 @@ __all__ = [
     "exception",
     "exit",
     "fastapi_endpoint",
+    "forward",
     "is_local",
     "method",
     "parameter",
@@ -79,8 +81,11 @@ __all__ = [
 
 
 def is_local() -> bool:
-    """False inside a Homeport container, True everywhere else."""
-    return _os.environ.get("HOMEPORT_IS_REMOTE") != "1"
+    """False in a Homeport container's process (module import, hooks, inputs; forks of it too), True
+    everywhere else, a function's subprocesses included (as Modal's)."""
+    from . import _context
+
+    return not _context.runtime_process
 
 
 def current_input_id() -> str | None:
@@ -105,3 +110,10 @@ class enable_output:
 
     def __exit__(self, *exc: object) -> None:
         return None
+
+
+# Modal's other public names: placeholders that raise UnimplementedError naming themselves when used
+# (a name defined above, or by a module imported above, is kept).
+from . import _placeholders  # noqa: E402
+
+__all__ += _placeholders.install(globals())

@@ -208,6 +208,17 @@ class App:
         return self._app_id
 
     @property
+    def image(self) -> Image | None:
+        """The app's default image (`App(image=...)`), used by functions that name none."""
+        return self._image
+
+    @image.setter
+    def image(self, value: Image) -> None:
+        if not isinstance(value, Image):
+            raise InvalidError("`image=` has to be a `modal.Image` object")
+        self._image = value
+
+    @property
     def registered_functions(self) -> dict[str, Any]:
         return {tag: r.obj for tag, r in self._registered.items()}
 
@@ -316,6 +327,72 @@ class App:
         _check_web_config("server", server)
         return cls_decorator(self, self._merge_app_defaults(kwargs), server=server)
 
+    def server(self, _warn_parentheses_missing: Any = None, *, port: int = 8000, name: str | None = None,
+               unauthenticated: bool = False, startup_timeout: float = 30, exit_grace_period: float = 0,
+               routing_region: str = "us-east", target_concurrency: float | None = None,
+               max_concurrency: int | None = None, scaleup_window: float | None = None, h2_enabled: bool = False,
+               **kwargs: Any) -> Callable[[type], Any]:
+        """Modal's `@app.server(port=8000)`: a class whose `@modal.enter()` starts an HTTP server on `port`;
+        `Server.get_url()` reaches it in every container. Authenticated by default (proxy-auth tokens,
+        `homeport proxy-token create`); `unauthenticated=True` opens it. `routing_region` is accepted (all
+        requests are served on this machine; `exit_grace_period` is checked and the exit hooks run as for any
+        class); `max_concurrency` bounds the requests a container takes at once and the autoscaler aims for
+        `target_concurrency` (without them, one request at a time per container).
+
+        ```python
+        @app.server(port=8000, unauthenticated=True)
+        class Files:
+            @modal.enter()
+            def start(self):
+                self.proc = subprocess.Popen(["python3", "-m", "http.server", "8000"])
+        ```
+        """
+        if _warn_parentheses_missing is not None:
+            raise InvalidError("Did you forget parentheses? Suggestion: `@app.server()`.")
+        if not routing_region:
+            raise InvalidError("The `routing_region` argument must be passed.")
+        if isinstance(exit_grace_period, bool) or not isinstance(exit_grace_period, (int, float)) \
+                or not 0 <= exit_grace_period <= 3600:
+            raise InvalidError("The `exit_grace_period` argument must be between 0 and 3600 seconds.")
+        if max_concurrency is not None and (isinstance(max_concurrency, bool) or not isinstance(max_concurrency, int)
+                                            or max_concurrency < 0):
+            raise InvalidError("The `max_concurrency` argument must be a non-negative integer.")
+        if target_concurrency is not None:
+            if isinstance(target_concurrency, bool) or not isinstance(target_concurrency, (int, float)) \
+                    or target_concurrency <= 0:
+                raise InvalidError("The `target_concurrency` argument must be positive.")
+            target_concurrency = round(max(1.0, float(target_concurrency)), 2)
+            if max_concurrency is not None and target_concurrency > max_concurrency:
+                raise InvalidError("The `target_concurrency` argument cannot be greater than `max_concurrency`.")
+        if scaleup_window is not None and scaleup_window <= 0:
+            raise InvalidError("The `scaleup_window` argument must be positive.")
+        if h2_enabled:
+            raise UnimplementedError("`@app.server(h2_enabled=True)`: HTTP/2 to the server is not built in Homeport yet.")
+        if name is not None:
+            kwargs["name"] = name
+        make = self._experimental_server(port=port, startup_timeout=startup_timeout,
+                                         requires_proxy_auth=not unauthenticated, **kwargs)
+
+        def decorator(user_cls: type) -> Any:
+            if not inspect.isclass(user_cls):
+                raise InvalidError(f"`@app.server` must decorate a class, got {type(user_cls).__name__}")
+            if "__init__" in vars(user_cls):
+                raise InvalidError(f"Server class {user_cls.__name__} cannot have an `__init__`: set up the "
+                                   "server in a `@modal.enter()` method.")
+            if getattr(user_cls, P.CONCURRENT_ATTR, None) is not None:
+                raise InvalidError(f"Server class {user_cls.__name__} cannot use `@modal.concurrent`: use "
+                                   "`target_concurrency`/`max_concurrency` on `@app.server`.")
+            if max_concurrency or target_concurrency:
+                import math
+
+                from ._partial import concurrency_settings
+
+                target = math.ceil(target_concurrency) if target_concurrency else None
+                setattr(user_cls, P.CONCURRENT_ATTR, concurrency_settings(max_concurrency or target, target))
+            return make(user_cls)
+
+        return decorator
+
     def _register(self, reg: _Registered) -> None:
         if reg.tag in self._registered:
             warnings.warn(f"Warning: function name '{reg.tag}' collision!", stacklevel=3)
@@ -347,10 +424,14 @@ class App:
         """Run the app's functions for the duration of a `with` (or `async with`) block."""
         return _RunContext(self, show_logs, detach)
 
-    def _check_supported(self) -> None:
+    def _check_supported(self, deploy: bool = False) -> None:
         problems = []
         for reg in self._registered.values():
             for p in unsupported_features(reg.options):
+                if p.startswith("`gpu=") and not deploy:
+                    # Only this function fails, when it is called: the rest of the app runs.
+                    reg.obj._call_problem = f"{reg.tag}: {p}"
+                    continue
                 problems.append(f"  - {reg.tag}: {p}")
         if problems:
             raise UnimplementedError(
@@ -417,7 +498,7 @@ class App:
             raise InvalidError(f"`strategy` must be 'rolling' or 'recreate', got {strategy!r}.")
         if environment_name not in (None, "", "main"):
             raise UnimplementedError("Homeport has one environment ('main'); `environment_name=` cannot name another.")
-        self._check_supported()
+        self._check_supported(deploy=True)
         self._deploy_meta = _deploy_meta(tag)
         run_sync(self._deploy(name))
         return self

@@ -179,6 +179,9 @@ class Function:
         return self._web_url
 
     def get_web_url(self) -> str | None:
+        """The URL of this web endpoint (also inside a container of its app); None for other functions."""
+        if self._web_url is None and self._web is not None and in_container() and self._function_id is None:
+            self._web_url = run_sync(_own_web_url(self._tag))
         return self._web_url
 
     def _hydrate(self, function_id: str | None, web_urls: dict[str, str] | None = None) -> None:
@@ -230,6 +233,7 @@ class Function:
 
     async def _resolve_fid(self) -> str:
         check_not_importing(self._tag)
+        check_callable(self)
         if self._function_id is None and in_container():
             self._function_id = await lookup_in_own_app(self._tag)
         return self._require_hydrated()
@@ -402,6 +406,15 @@ def in_container() -> bool:
     return _context.container is not None
 
 
+def check_callable(obj: Any) -> None:
+    """A function the app runs without (its `gpu=` cannot be served here) fails when it is called."""
+    problem = getattr(obj, "_call_problem", None)
+    if problem:
+        from .exception import UnimplementedError
+
+        raise UnimplementedError(problem)
+
+
 def check_not_importing(tag: str) -> None:
     """Refuse a call made while a container imports the user's module: that code runs in every
     container of the app, so each new container would call again while starting and none would ever
@@ -421,6 +434,13 @@ async def lookup_in_own_app(tag: str) -> str:
     client = await get_client()
     found = await client.request({"t": P.FUNCTION_LOOKUP, "app": "", "app_id": _context.container[2], "name": tag})
     return found["fid"]
+
+
+async def _own_web_url(tag: str) -> str | None:
+    assert _context.container is not None
+    client = await get_client()
+    found = await client.request({"t": P.FUNCTION_LOOKUP, "app": "", "app_id": _context.container[2], "name": tag})
+    return found.get("web_url")
 
 
 class _DeployedFunction(Function):

@@ -213,6 +213,9 @@ def main(fd: int) -> None:
     if first.get("hide") is not None:
         visible = _prepare_hiding(first["hide"], snapshot=defn is not None)
     if defn is not None:
+        from .. import _context
+
+        _context.runtime_process = True  # the snapshot's module-level code sees modal.is_local() False
         if os.environ.get(P.ENV_MODAL_ALIAS, "1") == "1":  # the snapshot imports the user's `import modal` too
             from .. import _modal_alias
 
