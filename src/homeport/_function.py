@@ -61,6 +61,7 @@ class _RemoteMethod(MethodWithAio):
         plain = type(fn)._resolve_fid is Function._resolve_fid or isinstance(fn, _DeployedFunction)
         if fid is None or not plain:
             return super().__call__(*args, **kwargs)
+        check_callable(fn)
         fn._check_not_generator("remote")
         from ._syncchan import SyncChannel
 
@@ -189,7 +190,8 @@ class Function:
         self._web_url = (web_urls or {}).get(self._tag) if function_id is not None else None
 
     @classmethod
-    def from_name(cls, app_name: str, name: str, *, environment_name: str | None = None) -> Function:
+    def from_name(cls, app_name: str, name: str, *, environment_name: str | None = None,
+                  version: int | str | None = None) -> Function:
         """A function of a deployed app, looked up by name when it is first used.
 
         ```python
@@ -202,7 +204,14 @@ class Function:
                 f"Function.from_name('{app_name}', '{name}'): to call a method of a deployed class, use "
                 f"`modal.Cls.from_name('{app_name}', '{name.split('.')[0]}')`."
             )
-        return _DeployedFunction(app_name, name)
+        fn = _DeployedFunction(app_name, name)
+        if version is not None:
+            # Modal's versions read "v3" in `modal app history`; 3 and "v3" both name it.
+            text = str(version).lower().removeprefix("v")
+            if not text.isdigit():
+                raise InvalidError(f"Invalid version {version!r}: give a number like 3 or 'v3'.")
+            fn._version = int(text)
+        return fn
 
     def hydrate(self) -> Function:
         """Resolve now what is otherwise resolved on first use (the lookup of a deployed function)."""
@@ -463,7 +472,8 @@ class _DeployedFunction(Function):
 
             client = await get_client()
             try:
-                found = await client.request({"t": P.FUNCTION_LOOKUP, "app": self._app_name, "name": self._lookup_name})
+                found = await client.request({"t": P.FUNCTION_LOOKUP, "app": self._app_name, "name": self._lookup_name,
+                                              "version": getattr(self, "_version", None)})
             except NotFoundError:
                 raise
             self._function_id = found["fid"]

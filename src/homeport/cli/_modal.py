@@ -8,6 +8,7 @@ choose Homeport, this command hands over to Modal's (`python -m modal`).
 
 from __future__ import annotations
 
+import datetime
 import os
 import sys
 
@@ -94,7 +95,8 @@ def history_rows(name: str) -> list[dict]:
     rows = H._server_request({"t": P.APP_HISTORY, "name": name})
     out = []
     for r in sorted(rows, key=lambda r: r["version"], reverse=True):
-        row = {"version": f"v{r['version']}", "time_deployed": H._when(r["created_at"], seconds=True),
+        when = datetime.datetime.fromtimestamp(r["created_at"]).astimezone().isoformat(timespec="seconds")
+        row = {"version": f"v{r['version']}", "time_deployed": when,
                "client": r.get("client", ""), "deployed_by": r.get("deployed_by", ""),
                "commit": r.get("commit", "")}
         if r.get("tag"):
@@ -203,3 +205,7 @@ def main() -> None:
 
         H.err_console.print(f"[bold red]{type(exc).__name__}:[/] {escape(str(exc))}", soft_wrap=True)
         sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -637,6 +637,14 @@ class ControlPlane:
                 f"App '{msg['app']}' is not deployed. Deploy it with `homeport deploy` (or `app.deploy()`) first."
             )
         app = self.apps[app_id]
+        if msg.get("version") is not None and msg["version"] != app.get("version"):
+            # Only the current version of a deployed app runs; an older one would need its own pools.
+            from ..exception import UnimplementedError
+
+            raise UnimplementedError(
+                f"App '{msg['app']}' runs version v{app.get('version')}; serving an older version "
+                f"(v{msg['version']}) is not built in Homeport yet."
+            )
         fid = app["by_tag"].get(msg["name"])
         if fid is None:
             names = ", ".join(sorted(app["by_tag"])) or "none"

@@ -25,6 +25,8 @@ def choice() -> str:
         return "homeport"
     if raw in ("0", "false", "no", "off", "modal"):
         return "modal"
+    if os.environ.get("HOMEPORT_MODAL_ALIAS") == "0":  # a function whose container turned the alias off
+        return "modal"
     return "auto"
 
 
