@@ -63,7 +63,6 @@ PYTHON_PROGRAMS = {
     "gpu_partial": "gpu_partial",
     "subprocesses": "subprocesses",
     "snapshots": "snapshots",
-    "tunnels": "tunnels",
 }
 
 
@@ -115,6 +114,8 @@ def test_modal_serve_serves_the_web_endpoints_until_stopped(platform):
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+        if proc.stdout is not None:
+            proc.stdout.close()
 
 
 def test_modal_deploy_history_and_lookups_by_name(platform):

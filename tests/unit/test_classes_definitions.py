@@ -550,12 +550,19 @@ def test_cls_accepts_function_options(app, key):
     app._check_supported()  # nothing to complain about
 
 
-@pytest.mark.parametrize("key", sorted(_NOT_BUILT))
+@pytest.mark.parametrize("key", sorted(set(_NOT_BUILT) - {"gpu"}))
 def test_cls_options_not_built_fail_when_the_app_runs(app, key):
     _svc(app, **{key: _NOT_BUILT[key]})  # accepted at definition ...
     with pytest.raises(UnimplementedError, match="not supported by Homeport yet"):
         with app.run():  # ... and refused, saying why, before anything starts
             pass
+
+
+def test_cls_gpu_not_built_fails_when_called_not_when_the_app_runs(app):
+    svc = _svc(app, gpu=_NOT_BUILT["gpu"])
+    app._check_supported()  # the rest of the app runs
+    with pytest.raises(UnimplementedError, match="`gpu=...` is not supported by Homeport yet"):
+        svc().f.remote()
 
 
 @pytest.mark.parametrize(("old", "value"), [("keep_warm", 1), ("concurrency_limit", 2), ("container_idle_timeout", 5)])

@@ -10,6 +10,7 @@ app = modal.App("compat-generators")
 @app.function()
 def countdown(n: int):
     for i in range(n, 0, -1):
+        print(f"counting {i}")
         yield i
 
 
