@@ -1,19 +1,27 @@
-"""`modal.forward(port)` and `modal.Tunnel`.
+"""`modal.forward(port)` and `modal.Tunnel`: reach a port of a container from the user's machine.
 
-The checks Modal makes are built (outside a container, and a port forwarded twice, raise `InvalidError`);
-the tunnel itself (a gateway port on the user's machine relaying to the container's port) is not built
-yet, and raises `UnimplementedError` naming it.
+Inside a container, `forward` starts a relay (a Unix socket that pipes each connection to
+`127.0.0.1:port` in the container) and asks the control plane for a gateway port in front of it. The
+URL is a loopback one (`http://127.0.0.1:<port>`, or the host of `HOMEPORT_WEB_HOST`): the gateway
+carries HTTP (and WebSocket upgrades) to the port, not TLS nor raw TCP.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
+import secrets
+import socket
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
+from . import _protocol as P
 from .exception import InvalidError, UnimplementedError
 
 _forwarded: set[int] = set()
+_lock = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -27,36 +35,128 @@ class Tunnel:
 
     @property
     def url(self) -> str:
-        return f"http://{self.host}:{self.port}" if self.port not in (80, 443) else f"https://{self.host}"
+        return f"http://{self.host}:{self.port}"
 
     @property
     def tls_socket(self) -> tuple[str, int]:
+        """(host, port) of the tunnel; on one machine the gateway speaks plain HTTP on loopback, not TLS."""
         return (self.host, self.port)
 
     @property
     def tcp_socket(self) -> tuple[str, int]:
-        if not self.unencrypted_port:
-            raise InvalidError("This tunnel has no unencrypted socket: use `modal.forward(port, unencrypted=True)`.")
-        return (self.unencrypted_host, self.unencrypted_port)
+        raise UnimplementedError(
+            "`Tunnel.tcp_socket`: raw TCP tunnels are not built in Homeport yet; the tunnel carries HTTP "
+            "(use `Tunnel.url`)."
+        )
+
+
+class _Relay:
+    """Accepts on a Unix socket the control plane can reach and pipes each connection to 127.0.0.1:port."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        token = secrets.token_hex(16)
+        prefix = os.environ.get(P.ENV_WEB_SOCKET)
+        # A web container shares a directory of sockets with the control plane (and may have a network of
+        # its own, where abstract names are not shared); others share the host's network namespace.
+        self.path = f"{prefix}-fwd-{token}" if prefix else f"{P.TUNNEL_ABSTRACT_PREFIX}{token}"
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.bind(self.path)
+        self.sock.listen(64)
+        self.closed = False
+        self.conns: set[socket.socket] = set()
+        threading.Thread(target=self._accept, name=f"modal.forward:{port}", daemon=True).start()
+
+    def _accept(self) -> None:
+        while not self.closed:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn: socket.socket) -> None:
+        try:
+            upstream = socket.create_connection(("127.0.0.1", self.port), timeout=30)
+        except OSError:
+            conn.close()
+            return
+        upstream.settimeout(None)
+        self.conns.update((conn, upstream))
+        t = threading.Thread(target=_pipe, args=(upstream, conn), daemon=True)
+        t.start()
+        _pipe(conn, upstream)
+        t.join()
+        for s in (conn, upstream):
+            self.conns.discard(s)
+            s.close()
+
+    def close(self) -> None:
+        self.closed = True
+        with contextlib.suppress(OSError):
+            self.sock.shutdown(socket.SHUT_RDWR)
+        self.sock.close()
+        for s in list(self.conns):
+            with contextlib.suppress(OSError):
+                s.shutdown(socket.SHUT_RDWR)
+        if not self.path.startswith("\0"):
+            with contextlib.suppress(OSError):
+                os.unlink(self.path)
+
+
+def _pipe(src: socket.socket, dst: socket.socket) -> None:
+    try:
+        while data := src.recv(65536):
+            dst.sendall(data)
+    except OSError:
+        pass
+    with contextlib.suppress(OSError):
+        dst.shutdown(socket.SHUT_WR)
+
+
+async def _request(msg: dict) -> dict:
+    from ._client import get_client
+
+    return await (await get_client()).request(msg)
 
 
 @contextlib.contextmanager
 def forward(port: int, *, unencrypted: bool = False, h2_enabled: bool = False) -> Iterator[Tunnel]:
-    """Expose `port` of this container while the `with` block lasts (only inside a container)."""
+    """Expose `port` of this container while the `with` block lasts (only inside a container).
+
+    ```python
+    with modal.forward(8000) as tunnel:
+        print(tunnel.url)
+    ```
+    """
+    from ._bridge import run_sync
     from ._function import in_container
 
     if not isinstance(port, int) or isinstance(port, bool) or not 0 < port < 65536:
         raise InvalidError(f"Invalid port number {port!r}.")
     if not in_container():
         raise InvalidError("Forwarding ports only works inside a Modal container")
-    if port in _forwarded:
-        raise InvalidError(f"Port {port} is already forwarded")
-    _forwarded.add(port)
+    if unencrypted:
+        raise UnimplementedError("`modal.forward(unencrypted=True)`: raw TCP tunnels are not built in Homeport yet.")
+    if h2_enabled:
+        raise UnimplementedError("`modal.forward(h2_enabled=True)`: HTTP/2 tunnels are not built in Homeport yet.")
+    with _lock:
+        if port in _forwarded:
+            raise InvalidError(f"Port {port} is already forwarded")
+        _forwarded.add(port)
+    relay = None
+    gateway_port = None
     try:
-        raise UnimplementedError(
-            "`modal.forward` is not built in Homeport yet: the tunnel from the gateway to a container's port "
-            "does not exist. Serve the port with `@app.server(port=...)` or `@modal.web_server(port)` instead."
-        )
-        yield  # pragma: no cover
+        relay = _Relay(port)
+        reply = run_sync(_request({"t": P.TUNNEL, "op": "open", "path": relay.path, "port": port}))
+        gateway_port = reply["port"]
+        host = urlsplit(reply["url"]).hostname or "127.0.0.1"
+        yield Tunnel(host, gateway_port)
     finally:
-        _forwarded.discard(port)
+        if gateway_port is not None:
+            with contextlib.suppress(Exception):
+                run_sync(_request({"t": P.TUNNEL, "op": "close", "port": gateway_port}))
+        if relay is not None:
+            relay.close()
+        with _lock:
+            _forwarded.discard(port)

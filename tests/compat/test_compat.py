@@ -63,6 +63,8 @@ PYTHON_PROGRAMS = {
     "gpu_partial": "gpu_partial",
     "subprocesses": "subprocesses",
     "snapshots": "snapshots",
+    "tunnels": "tunnels",
+    "tunnel_abuse": "tunnel_abuse",
 }
 
 

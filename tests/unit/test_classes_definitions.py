@@ -561,7 +561,7 @@ def test_cls_options_not_built_fail_when_the_app_runs(app, key):
 def test_cls_gpu_not_built_fails_when_called_not_when_the_app_runs(app):
     svc = _svc(app, gpu=_NOT_BUILT["gpu"])
     app._check_supported()  # the rest of the app runs
-    with pytest.raises(UnimplementedError, match="`gpu=...` is not supported by Homeport yet"):
+    with pytest.raises(UnimplementedError, match=r"`gpu=\.\.\.` is not supported by Homeport yet"):
         svc().f.remote()
 
 

@@ -24,7 +24,8 @@ if TYPE_CHECKING:
     from .services import ControlPlane
 
 CONTAINER_MESSAGES = frozenset(
-    {P.FUNCTION_LOOKUP, P.FUNCTION_BIND, P.CALL, P.MAP_PUT, P.CALL_GET, P.CALL_CANCEL, P.VOLUME}
+    {P.FUNCTION_LOOKUP, P.FUNCTION_BIND, P.CALL, P.MAP_PUT, P.CALL_GET, P.CALL_CANCEL, P.VOLUME,
+     P.TUNNEL}  # a tunnel reaches only the container's own relay (checked in WebEndpoints.tunnel)
 )
 _VOLUME_OPS = frozenset({"exists", "ls", "read", "put", "rm", "cp", "create"})
 

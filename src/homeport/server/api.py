@@ -34,6 +34,7 @@ _LOOKUPS = {
 _ASYNC = {
     P.APP_PUBLISH: lambda cp, peer, msg: cp.publish_app(msg),
     P.APP_DEPLOY: lambda cp, peer, msg: cp.deploy_app_web(peer, msg),
+    P.TUNNEL: lambda cp, peer, msg: cp.tunnel_op(peer, msg),
 }
 
 

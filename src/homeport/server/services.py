@@ -324,6 +324,8 @@ class ControlPlane:
         rec = self.containers.pop(cid, None)
         if rec is None:
             return
+        if self.web is not None and cid in self.web.tunnels:
+            self.spawn(self.web.close_tunnels(cid))
         if rec.web_prefix is not None:
             for index in range(len(rec.fn.definition.get("web") or ())):
                 with contextlib.suppress(OSError):
@@ -610,6 +612,17 @@ class ControlPlane:
         reply = self.deploy_app(peer, msg)
         reply["web_urls"] = await self._publish_web(reply["app_id"], reply["ids"])
         return reply
+
+    async def tunnel_op(self, peer: Peer, msg: dict[str, Any]) -> Any:
+        """`modal.forward` in a container: a gateway port relaying to that container's own relay socket."""
+        rec = self.containers.get(peer.container_id or "")
+        if rec is None:
+            from ..exception import InvalidError
+
+            raise InvalidError("Forwarding ports only works inside a Modal container")
+        if self.web is None:
+            raise LookupError("web endpoints are not available on this control plane")
+        return await self.web.tunnel(rec.container_id, rec.web_prefix, msg)
 
     async def restore_deployed(self) -> None:
         """On start-up: every app still deployed runs again, at its latest version."""

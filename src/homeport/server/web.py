@@ -35,6 +35,8 @@ if TYPE_CHECKING:
     from .services import ControlPlane, FunctionRecord
 
 log = logging.getLogger("homeport.server.web")
+_TUNNEL_ABSTRACT = re.compile("\0homeport-fwd-[0-9a-f]{32}")
+_MAX_TUNNELS = 16
 
 DEFAULT_PORTS = (20000, 29999)
 _SCHEMA = """
@@ -117,6 +119,7 @@ class WebEndpoints:
         self.waiters: dict[int, tuple[asyncio.Future, str]] = {}  # web input id -> (future of the container id, pool)
         self._opened: dict[int, str] = {}  # gateway ports this control plane listens on -> their label
         self._start_failure: dict[str, str] = {}  # pool -> why its last container failed to start
+        self.tunnels: dict[str, dict[int, str]] = {}  # container -> gateway port -> its relay socket
         self._tokens: dict[str, str] = dict(db.execute("SELECT token_id, secret_sha256 FROM proxy_tokens").fetchall())
 
     def url(self, port: int) -> str:
@@ -228,6 +231,47 @@ class WebEndpoints:
 
     async def close(self) -> None:
         await self.gateway.close()
+
+    # --- tunnels (`modal.forward`) -----------------------------------------------------------------
+    async def tunnel(self, cid: str, web_prefix: str | None, msg: dict[str, Any]) -> Any:
+        """Open (or close) a gateway port that relays HTTP to a relay socket of container `cid`.
+
+        The container names the socket; it must be the container's own: an abstract name with a random
+        part (`\\0homeport-fwd-<hex>`), or a path next to its web sockets. Nothing else on this machine
+        (the control plane's socket, another container's endpoints) can be put behind a URL this way."""
+        mine = self.tunnels.setdefault(cid, {})
+        op = msg.get("op")
+        if op == "close":
+            port = msg.get("port")
+            if mine.pop(port, None) is not None:
+                await self.gateway.close_port(port)
+            return None
+        if op != "open":
+            raise InvalidError(f"unknown tunnel operation {op!r}")
+        path = msg.get("path")
+        own = isinstance(path, str) and (
+            _TUNNEL_ABSTRACT.fullmatch(path) is not None
+            or (web_prefix is not None and path.startswith(web_prefix + "-fwd-")
+                and re.fullmatch(r"[0-9a-f]{32}", path[len(web_prefix) + 5:]) is not None)
+        )
+        if not own:
+            raise InvalidError("A tunnel relays only to the container's own relay socket (opened by modal.forward).")
+        if len(mine) >= _MAX_TUNNELS:
+            raise InvalidError(f"A container may have at most {_MAX_TUNNELS} tunnels open.")
+        port = await self.gateway.open(0)
+        name = f"tunnel to port {msg.get('port')} of container {cid}"
+
+        async def acquire() -> Upstream:
+            return Upstream(socket_path=path, release=lambda: None)
+
+        self.gateway.route(port, Endpoint(name=name, acquire=acquire, timeout=24 * 3600.0))
+        mine[port] = path
+        log.info("opened %s on %s", name, self.url(port))
+        return {"url": self.url(port), "port": port}
+
+    async def close_tunnels(self, cid: str) -> None:
+        for port in list(self.tunnels.pop(cid, {})):
+            await self.gateway.close_port(port)
 
     # --- admission ---------------------------------------------------------------------------------
     def _endpoint(self, route: Route) -> Endpoint:
