@@ -65,6 +65,7 @@ PYTHON_PROGRAMS = {
     "snapshots": "snapshots",
     "tunnels": "tunnels",
     "tunnel_abuse": "tunnel_abuse",
+    "sessions": "sessions",
 }
 
 

@@ -27,6 +27,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from .. import _protocol as P
 from ..exception import InvalidError
 from .core.scheduler import Phase
 from .gateway import Endpoint, Gateway, HTTPError, Upstream
@@ -275,14 +276,26 @@ class WebEndpoints:
 
     # --- admission ---------------------------------------------------------------------------------
     def _endpoint(self, route: Route) -> Endpoint:
+        fn = self.cp.functions.get(route.fid)
+        web = (fn.definition.get("web") or ()) if fn is not None else ()
+        proxied = route.index < len(web) and web[route.index].get("type") in P.WEB_PROXIED
         return Endpoint(
             name=route.name,
             acquire=lambda: self._acquire(route),
             timeout=route.timeout,
             authorize=self.authorize if route.requires_auth else None,
+            acquire_session=(lambda session: self._acquire(route, session)) if proxied else None,
         )
 
-    async def _acquire(self, route: Route) -> Upstream:
+    def _session_container(self, fid: str, session: bytes) -> str | None:
+        """The container a session goes to: rendezvous hashing over the pool's ready containers, so that
+        a session stays on its container while it lives and moves only when it goes."""
+        live = self.cp.scheduler.ready_containers(fid)
+        if not live:
+            return None
+        return max(live, key=lambda cid: hashlib.blake2b(session + b"/" + cid.encode(), digest_size=8).digest())
+
+    async def _acquire(self, route: Route, session: bytes | None = None) -> Upstream:
         cp = self.cp
         fid = route.fid
         pool = cp.scheduler.pools.get(fid)
@@ -295,7 +308,10 @@ class WebEndpoints:
         iid = next(cp._input_ids)
         fut = asyncio.get_running_loop().create_future()
         self.waiters[iid] = (fut, fid)
-        cp.execute(cp.scheduler.submit(fid, [iid], time.monotonic()))
+        now = time.monotonic()
+        preferred = self._session_container(fid, session) if session else None
+        direct = cp.scheduler.submit_to(fid, preferred, iid, now) if preferred else None
+        cp.execute(direct if direct is not None else cp.scheduler.submit(fid, [iid], now))
         try:
             cid = await fut
         except asyncio.CancelledError:  # the client left while its request waited

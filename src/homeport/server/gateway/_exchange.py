@@ -143,7 +143,11 @@ class _Exchange:
         endpoint = self.endpoint
         assert endpoint is not None
         try:
-            upstream = await endpoint.acquire()
+            session = _session_id(self.headers) if endpoint.acquire_session is not None else None
+            if session:
+                upstream = await endpoint.acquire_session(session)  # type: ignore[misc]
+            else:
+                upstream = await endpoint.acquire()
         except HTTPError as e:
             self.task = None
             self.fail(e.status, e.message)
@@ -320,3 +324,10 @@ def _abstract_socket(name: str) -> socket.socket:
         sock.close()
         raise
     return sock
+
+
+def _session_id(headers: list[tuple[bytes, bytes]]) -> bytes | None:
+    for name, value in headers:
+        if len(name) == 16 and name.lower() == b"modal-session-id":
+            return value.strip()[:256] or None
+    return None

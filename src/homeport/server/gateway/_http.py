@@ -67,6 +67,9 @@ class Endpoint:
     # the endpoint's code (or anyone it logs headers to) cannot replay them against other endpoints.
     authorize: Callable[[list[tuple[bytes, bytes]]], bool] | None = None
     extra_headers: tuple[tuple[bytes, bytes], ...] = ()  # added to the request sent upstream
+    # When set: called instead of `acquire` for a request with a `Modal-Session-ID` header (its value),
+    # to prefer the container that served the session before (best-effort affinity).
+    acquire_session: Callable[[bytes], Awaitable[Upstream]] | None = None
 
 
 class _Route:
