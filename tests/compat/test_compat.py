@@ -156,3 +156,17 @@ def test_modal_help_lists_modal_groups():
     out = run([*modal_command(), "app", "--help"])
     for sub in ("list", "stop", "history", "logs"):
         assert re.search(rf"^\W*{sub}\s", out.stdout, re.M), (sub, out.stdout)
+
+
+def test_modal_volume_commands(platform, tmp_path):
+    modal = modal_command()
+    src = tmp_path / "a.txt"
+    src.write_text("volume data")
+    for args in (["create", "compat-cli-vol"], ["put", "compat-cli-vol", str(src), "/a.txt"],
+                 ["cp", "compat-cli-vol", "/a.txt", "/b.txt"]):
+        out = run([*modal, "volume", *args])
+        assert out.returncode == 0, (args, out.stderr)
+    out = run([*modal, "volume", "get", "compat-cli-vol", "/b.txt", "-"])
+    assert out.returncode == 0 and out.stdout == "volume data", out.stderr
+    out = run([*modal, "volume", "delete", "compat-cli-vol", "--yes"])
+    assert out.returncode == 0, out.stderr

@@ -122,7 +122,28 @@ def app_history(app_name: str, as_json: bool, env: str | None) -> None:
 
 
 # --- storage, secrets, containers ------------------------------------------------------------------
-modal_cli.add_command(H.volume, "volume")
+@modal_cli.group()
+def volume() -> None:
+    """Create, inspect and change volumes (persistent directories mounted into containers)."""
+
+
+for _name, _cmd in H.volume.commands.items():
+    volume.add_command(_cmd, _name)
+
+
+@volume.command("cp")
+@click.argument("volume_name")
+@click.argument("paths", nargs=-1, required=True)
+@click.option("-r", "--recursive", is_flag=True)
+def volume_cp(volume_name: str, paths: tuple[str, ...], recursive: bool) -> None:
+    """Copy files within a volume: `modal volume cp VOL SRC... DST`."""
+    if len(paths) < 2:
+        raise click.UsageError("give at least one source and a destination")
+    H._vol({"op": "cp", "name": volume_name, "sources": list(paths[:-1]), "dest": paths[-1],
+            "recursive": recursive})
+    H.console.print(f"Copied {', '.join(paths[:-1])} to {volume_name}:{paths[-1]}")
+
+
 modal_cli.add_command(H.secret, "secret")
 modal_cli.add_command(H.container, "container")
 
