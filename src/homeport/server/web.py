@@ -290,10 +290,7 @@ class WebEndpoints:
     def _session_container(self, fid: str, session: bytes) -> str | None:
         """The container a session goes to: rendezvous hashing over the pool's ready containers, so that
         a session stays on its container while it lives and moves only when it goes."""
-        live = self.cp.scheduler.ready_containers(fid)
-        if not live:
-            return None
-        return max(live, key=lambda cid: hashlib.blake2b(session + b"/" + cid.encode(), digest_size=8).digest())
+        return rendezvous(session, self.cp.scheduler.ready_containers(fid))
 
     async def _acquire(self, route: Route, session: bytes | None = None) -> Upstream:
         cp = self.cp
@@ -393,6 +390,14 @@ class WebEndpoints:
         if self.db.execute("DELETE FROM proxy_tokens WHERE token_id = ?", (token_id,)).rowcount == 0:
             raise LookupError(f"no proxy token {token_id}")
         self._tokens.pop(token_id, None)
+
+
+def rendezvous(session: bytes, containers: list[str]) -> str | None:
+    """The container with the highest hash of (session, container): the same while it lives, and
+    only the sessions of a container that goes (or a share of them, for one that comes) move."""
+    if not containers:
+        return None
+    return max(containers, key=lambda cid: hashlib.blake2b(session + b"/" + cid.encode(), digest_size=8).digest())
 
 
 def _sha256(text: str) -> str:
