@@ -428,8 +428,10 @@ class App:
         problems = []
         for reg in self._registered.values():
             for p in unsupported_features(reg.options):
-                if p.startswith("`gpu=") and not deploy:
-                    # Only this function fails, when it is called: the rest of the app runs.
+                called_only = not deploy and not reg.definition.get("web") and reg.options.schedule is None
+                if p.startswith("`gpu=") and called_only:
+                    # Only this function fails, when it is called: the rest of the app runs. (A web
+                    # endpoint or a schedule would run without anyone calling it: those still refuse.)
                     reg.obj._call_problem = f"{reg.tag}: {p}"
                     continue
                 problems.append(f"  - {reg.tag}: {p}")

@@ -139,3 +139,23 @@ def test_gpu_function_fails_when_called_and_not_the_app():
         gpu.remote()
     with pytest.raises(UnimplementedError, match="gpu"):
         gpu.spawn()
+
+
+def test_gpu_on_a_web_endpoint_or_a_schedule_still_stops_the_app():
+    app = modal.App("gpu-web")
+
+    @app.function(gpu="H100", serialized=True)
+    @modal.fastapi_endpoint()
+    def web():
+        return 1
+
+    with pytest.raises(UnimplementedError, match="gpu"):
+        app._check_supported()
+    app = modal.App("gpu-schedule")
+
+    @app.function(gpu="H100", schedule=modal.Period(hours=1), serialized=True)
+    def nightly():
+        return 1
+
+    with pytest.raises(UnimplementedError, match="gpu"):
+        app._check_supported()
