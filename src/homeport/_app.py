@@ -428,10 +428,12 @@ class App:
         problems = []
         for reg in self._registered.values():
             for p in unsupported_features(reg.options):
-                called_only = not deploy and not reg.definition.get("web") and reg.options.schedule is None
+                o = reg.options
+                called_only = not (deploy or reg.definition.get("web") or o.schedule is not None
+                                   or o.min_containers or o.buffer_containers)
                 if p.startswith("`gpu=") and called_only:
                     # Only this function fails, when it is called: the rest of the app runs. (A web
-                    # endpoint or a schedule would run without anyone calling it: those still refuse.)
+                    # endpoint, a schedule or warm containers would run without a call: those still refuse.)
                     reg.obj._call_problem = f"{reg.tag}: {p}"
                     continue
                 problems.append(f"  - {reg.tag}: {p}")
