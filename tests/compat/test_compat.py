@@ -79,7 +79,7 @@ def test_secrets_with_plain_python(platform, compat_secret):
     assert_ok(run([sys.executable, "secrets_app.py"]), "secrets")
 
 
-@pytest.mark.parametrize("program", ["getting_started", "async_functions", "batching", "web_endpoints"])
+@pytest.mark.parametrize("program", ["getting_started", "async_functions", "batching", "servers"])
 def test_modal_run(platform, program):
     """`modal run prog.py`: the local entrypoint runs here, inside the running app."""
     assert_ok(run([*modal_command(), "run", f"{program}.py"]), PYTHON_PROGRAMS[program])

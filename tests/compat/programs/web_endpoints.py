@@ -7,8 +7,9 @@ import urllib.request
 
 import modal
 
-image = modal.Image.debian_slim().pip_install("fastapi[standard]")
-app = modal.App("compat-web", image=image)
+# Modal's docs add `.pip_install("fastapi[standard]")`; Homeport serves web endpoints with its own FastAPI,
+# and the image build (a download) is covered by images.py.
+app = modal.App("compat-web")
 
 
 @app.function()
