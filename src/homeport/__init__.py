@@ -17,11 +17,9 @@ if __name__ == "__main__":
 
 from __future__ import annotations
 
-import os as _os
-
 from . import exception
 from ._app import App, Stub
-from ._cls import Cls, Obj, parameter
+from ._cls import Cls, Obj, Server, parameter
 from ._dict import Dict
 from ._function import Function, FunctionCall
 from ._image import Image
@@ -42,7 +40,7 @@ from ._retries import Retries
 from ._sandbox import Probe, Sandbox
 from ._schedule import Cron, Period
 from ._secret import Secret
-from ._tunnel import Tunnel
+from ._tunnel import Tunnel, forward
 from ._volume import Volume
 from .exception import Error
 
@@ -64,6 +62,7 @@ __all__ = [
     "Retries",
     "Sandbox",
     "Secret",
+    "Server",
     "Stub",
     "Tunnel",
     "Volume",
@@ -78,6 +77,7 @@ __all__ = [
     "exception",
     "exit",
     "fastapi_endpoint",
+    "forward",
     "is_local",
     "method",
     "parameter",
@@ -88,8 +88,11 @@ __all__ = [
 
 
 def is_local() -> bool:
-    """False inside a Homeport container, True everywhere else."""
-    return _os.environ.get("HOMEPORT_IS_REMOTE") != "1"
+    """False in a Homeport container's process (module import, hooks, inputs; forks of it too), True
+    everywhere else, a function's subprocesses included (as Modal's)."""
+    from . import _context
+
+    return not _context.runtime_process
 
 
 def current_input_id() -> str | None:
@@ -114,3 +117,10 @@ class enable_output:
 
     def __exit__(self, *exc: object) -> None:
         return None
+
+
+# Modal's other public names: placeholders that raise UnimplementedError naming themselves when used
+# (a name defined above, or by a module imported above, is kept).
+from . import _placeholders  # noqa: E402
+
+__all__ += _placeholders.install(globals())

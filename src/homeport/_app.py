@@ -213,6 +213,17 @@ class App:
         return self._app_id
 
     @property
+    def image(self) -> Image | None:
+        """The app's default image (`App(image=...)`), used by functions that name none."""
+        return self._image
+
+    @image.setter
+    def image(self, value: Image) -> None:
+        if not isinstance(value, Image):
+            raise InvalidError("`image=` has to be a `modal.Image` object")
+        self._image = value
+
+    @property
     def registered_functions(self) -> dict[str, Any]:
         return {tag: r.obj for tag, r in self._registered.items()}
 
@@ -321,6 +332,72 @@ class App:
         _check_web_config("server", server)
         return cls_decorator(self, self._merge_app_defaults(kwargs), server=server)
 
+    def server(self, _warn_parentheses_missing: Any = None, *, port: int = 8000, name: str | None = None,
+               unauthenticated: bool = False, startup_timeout: float = 30, exit_grace_period: float = 0,
+               routing_region: str = "us-east", target_concurrency: float | None = None,
+               max_concurrency: int | None = None, scaleup_window: float | None = None, h2_enabled: bool = False,
+               **kwargs: Any) -> Callable[[type], Any]:
+        """Modal's `@app.server(port=8000)`: a class whose `@modal.enter()` starts an HTTP server on `port`;
+        `Server.get_url()` reaches it in every container. Authenticated by default (proxy-auth tokens,
+        `homeport proxy-token create`); `unauthenticated=True` opens it. `routing_region` is accepted (all
+        requests are served on this machine; `exit_grace_period` is checked and the exit hooks run as for any
+        class); `max_concurrency` bounds the requests a container takes at once and the autoscaler aims for
+        `target_concurrency` (without them, one request at a time per container).
+
+        ```python
+        @app.server(port=8000, unauthenticated=True)
+        class Files:
+            @modal.enter()
+            def start(self):
+                self.proc = subprocess.Popen(["python3", "-m", "http.server", "8000"])
+        ```
+        """
+        if _warn_parentheses_missing is not None:
+            raise InvalidError("Did you forget parentheses? Suggestion: `@app.server()`.")
+        if not routing_region:
+            raise InvalidError("The `routing_region` argument must be passed.")
+        if isinstance(exit_grace_period, bool) or not isinstance(exit_grace_period, (int, float)) \
+                or not 0 <= exit_grace_period <= 3600:
+            raise InvalidError("The `exit_grace_period` argument must be between 0 and 3600 seconds.")
+        if max_concurrency is not None and (isinstance(max_concurrency, bool) or not isinstance(max_concurrency, int)
+                                            or max_concurrency < 0):
+            raise InvalidError("The `max_concurrency` argument must be a non-negative integer.")
+        if target_concurrency is not None:
+            if isinstance(target_concurrency, bool) or not isinstance(target_concurrency, (int, float)) \
+                    or target_concurrency <= 0:
+                raise InvalidError("The `target_concurrency` argument must be positive.")
+            target_concurrency = round(max(1.0, float(target_concurrency)), 2)
+            if max_concurrency is not None and target_concurrency > max_concurrency:
+                raise InvalidError("The `target_concurrency` argument cannot be greater than `max_concurrency`.")
+        if scaleup_window is not None and scaleup_window <= 0:
+            raise InvalidError("The `scaleup_window` argument must be positive.")
+        if h2_enabled:
+            raise UnimplementedError("`@app.server(h2_enabled=True)`: HTTP/2 to the server is not built in Homeport yet.")
+        if name is not None:
+            kwargs["name"] = name
+        make = self._experimental_server(port=port, startup_timeout=startup_timeout,
+                                         requires_proxy_auth=not unauthenticated, **kwargs)
+
+        def decorator(user_cls: type) -> Any:
+            if not inspect.isclass(user_cls):
+                raise InvalidError(f"`@app.server` must decorate a class, got {type(user_cls).__name__}")
+            if "__init__" in vars(user_cls):
+                raise InvalidError(f"Server class {user_cls.__name__} cannot have an `__init__`: set up the "
+                                   "server in a `@modal.enter()` method.")
+            if getattr(user_cls, P.CONCURRENT_ATTR, None) is not None:
+                raise InvalidError(f"Server class {user_cls.__name__} cannot use `@modal.concurrent`: use "
+                                   "`target_concurrency`/`max_concurrency` on `@app.server`.")
+            if max_concurrency or target_concurrency:
+                import math
+
+                from ._partial import concurrency_settings
+
+                target = math.ceil(target_concurrency) if target_concurrency else None
+                setattr(user_cls, P.CONCURRENT_ATTR, concurrency_settings(max_concurrency or target, target))
+            return make(user_cls)
+
+        return decorator
+
     def _register(self, reg: _Registered) -> None:
         old = self._registered.get(reg.tag)
         if old is not None:
@@ -416,17 +493,23 @@ class App:
         await client.request({"t": P.APP_STOP, "app_id": self._app_id})
 
     def deploy(self, *, name: str | None = None, environment_name: str | None = None, tag: str = "",
-               client: Any = None) -> App:
+               client: Any = None, strategy: str = "rolling") -> App:
         """Deploy the app: its functions run, are scheduled and can be looked up by name until it is
         stopped (`homeport app stop NAME`), across client exits and control-plane restarts.
-        Deploying again replaces the version atomically."""
+        Deploying again replaces the version atomically (`strategy="rolling"` and `"recreate"` both do:
+        the old version's containers finish the inputs they have). `tag` is shown by `modal app history`."""
         name = name or self._name
         if not name:
             raise InvalidError("You need to either supply a deployment name or have a name set on the app.")
+        if strategy not in ("rolling", "recreate"):
+            raise InvalidError(f"`strategy` must be 'rolling' or 'recreate', got {strategy!r}.")
+        if environment_name not in (None, "", "main"):
+            raise UnimplementedError("Homeport has one environment ('main'); `environment_name=` cannot name another.")
         from ._secret import check_object_name
 
         check_object_name(name, "App")  # the control plane checks it too
         self._check_supported()
+        self._deploy_meta = _deploy_meta(tag)
         run_sync(self._deploy(name))
         return self
 
@@ -439,7 +522,8 @@ class App:
              "info": _lookup_info(r.obj)}
             for r, d in zip(regs, definitions)
         ]
-        reply = await client.request({"t": P.APP_DEPLOY, "name": name, "description": name, "functions": functions})
+        reply = await client.request({"t": P.APP_DEPLOY, "name": name, "description": name, "functions": functions,
+                                      "meta": getattr(self, "_deploy_meta", None) or _deploy_meta("")})
         self._app_id = reply["app_id"]
         self._deployed_version = reply["version"]
         self._hydrate_all(reply)
@@ -471,6 +555,32 @@ class App:
         app = cls(name)
         app._app_id = found["app_id"]
         return app
+
+
+def _deploy_meta(tag: str) -> dict[str, str]:
+    """What `modal app history` shows of a version: its tag, the client, who deployed it and the git commit
+    of the working directory (when it is a git checkout)."""
+    import getpass
+    import subprocess
+
+    from . import __version__
+
+    commit = ""
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short=7", "HEAD"], capture_output=True, text=True, timeout=5)
+        if out.returncode == 0:
+            commit = out.stdout.strip()
+            dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
+                                   text=True, timeout=5)
+            if dirty.returncode == 0 and dirty.stdout.strip():
+                commit += "-dirty"
+    except (OSError, subprocess.SubprocessError):
+        pass
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = ""
+    return {"tag": tag or "", "client": f"homeport {__version__}", "deployed_by": user, "commit": commit}
 
 
 async def _with_images(client: Any, regs: list[_Registered], show_logs: bool = False) -> list[dict[str, Any]]:

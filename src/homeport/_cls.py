@@ -719,6 +719,36 @@ class Server(Cls):
     def get_web_url(self) -> str | None:
         return self.get_url()
 
+    @staticmethod
+    def from_name(app_name: str, name: str, *, environment_name: str | None = None, **kwargs: Any) -> Any:
+        """The `@app.server` class `name` of deployed app `app_name`; `.get_url()` looks it up."""
+        return _DeployedServer(app_name, name)
+
+
+class _DeployedServer:
+    def __init__(self, app_name: str, name: str) -> None:
+        self._app_name, self._name = app_name, name
+        self._url: str | None = None
+
+    def __repr__(self) -> str:
+        return f"Server.from_name({self._app_name!r}, {self._name!r})"
+
+    def hydrate(self) -> _DeployedServer:
+        async def go() -> dict[str, Any]:
+            client = await get_client()
+            return await client.request({"t": P.FUNCTION_LOOKUP, "app": self._app_name, "name": self._name})
+
+        found = run_sync(go())
+        if not found.get("web"):
+            raise InvalidError(f"'{self._name}' of app '{self._app_name}' is not a server.")
+        self._url = found.get("web_url")
+        return self
+
+    def get_url(self) -> str | None:
+        if self._url is None:
+            self.hydrate()
+        return self._url
+
 
 class _DeployedCls:
     """`Cls.from_name(app, name)`: instances call the deployed class's methods; parameters are checked

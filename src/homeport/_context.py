@@ -16,6 +16,10 @@ function_call_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("h
 # that user code can call other functions of its app through the control plane as this container.
 container: tuple[str, str, str | None] | None = None
 
+# True in a container's runtime process (and processes forked from it), as Modal's task lifecycle
+# singleton: `modal.is_local()` is False there, True in other processes (a function's subprocesses too).
+runtime_process: bool = False
+
 # True while a container's runtime imports the user's module (or unpickles a serialized function).
 # Module-level code runs in every container of the app, so a function call made from it would have
 # each new container call again while starting, and none would ever serve: the SDK refuses it.

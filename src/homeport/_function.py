@@ -193,6 +193,9 @@ class Function:
         return self._web_url
 
     def get_web_url(self) -> str | None:
+        """The URL of this web endpoint (also inside a container of its app); None for other functions."""
+        if self._web_url is None and self._web is not None and in_container() and self._function_id is None:
+            self._web_url = run_sync(_own_web_url(self._tag))
         return self._web_url
 
     def _hydrate(self, function_id: str | None, web_urls: dict[str, str] | None = None) -> None:
@@ -200,7 +203,8 @@ class Function:
         self._web_url = (web_urls or {}).get(self._tag) if function_id is not None else None
 
     @classmethod
-    def from_name(cls, app_name: str, name: str, *, environment_name: str | None = None) -> Function:
+    def from_name(cls, app_name: str, name: str, *, environment_name: str | None = None,
+                  version: int | str | None = None) -> Function:
         """A function of a deployed app, looked up by name when it is first used.
 
         ```python
@@ -213,7 +217,14 @@ class Function:
                 f"Function.from_name('{app_name}', '{name}'): to call a method of a deployed class, use "
                 f"`modal.Cls.from_name('{app_name}', '{name.split('.')[0]}')`."
             )
-        return _DeployedFunction(app_name, name)
+        fn = _DeployedFunction(app_name, name)
+        if version is not None:
+            # Modal's versions read "v3" in `modal app history`; 3 and "v3" both name it.
+            text = str(version).lower().removeprefix("v")
+            if not text.isdigit():
+                raise InvalidError(f"Invalid version {version!r}: give a number like 3 or 'v3'.")
+            fn._version = int(text)
+        return fn
 
     def hydrate(self) -> Function:
         """Resolve now what is otherwise resolved on first use (the lookup of a deployed function)."""
@@ -437,6 +448,13 @@ async def lookup_in_own_app(tag: str) -> str:
     return found["fid"]
 
 
+async def _own_web_url(tag: str) -> str | None:
+    assert _context.container is not None
+    client = await get_client()
+    found = await client.request({"t": P.FUNCTION_LOOKUP, "app": "", "app_id": _context.container[2], "name": tag})
+    return found.get("web_url")
+
+
 class _DeployedFunction(Function):
     """`Function.from_name(app, name)`: resolved against the control plane on first use, and again
     after a redeploy replaced the version it knew."""
@@ -457,7 +475,8 @@ class _DeployedFunction(Function):
 
             client = await get_client()
             try:
-                found = await client.request({"t": P.FUNCTION_LOOKUP, "app": self._app_name, "name": self._lookup_name})
+                found = await client.request({"t": P.FUNCTION_LOOKUP, "app": self._app_name, "name": self._lookup_name,
+                                              "version": getattr(self, "_version", None)})
             except NotFoundError:
                 raise
             self._function_id = found["fid"]

@@ -62,6 +62,10 @@ VOLUME = "volume"  # {"op": create|list|delete|ls|read|put|rm|cp, "name", ...}
 # {"op", "oid" (the object's id), ...}: see homeport.server.dictqueue; keys and values travel pickled
 DICT = "dict"
 QUEUE = "queue"
+# From a container (`modal.forward`): {"op": "open", "path": its relay's Unix socket, "port"} -> {"url", "port"};
+# {"op": "close", "port": the gateway port}.
+TUNNEL = "tunnel"
+TUNNEL_ABSTRACT_PREFIX = "\0homeport-fwd-"  # a relay's abstract socket name (containers on the host network)
 PROXY_TOKEN = "proxy_token"  # {"op": create|list|delete, "token_id"}: credentials for requires_proxy_auth
 FUNCTION_LOOKUP = "function_lookup"  # {"app", "name"} -> {"fid", "tag", "is_generator", "info"}
 CALL = "call"  # create a function call with its first inputs

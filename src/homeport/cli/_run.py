@@ -26,6 +26,8 @@ def import_program(ref: str, module_mode: bool = False) -> tuple[Any, str | None
     _modal_alias.install()
     path_part, _, name = ref.partition("::")
     if module_mode:
+        if os.getcwd() not in sys.path:  # as `python -m`: modules under the working directory (a console script's
+            sys.path.insert(0, os.getcwd())  # own sys.path[0] is its bin/ directory)
         module = importlib.import_module(path_part)
         return module, name or None
     path = Path(path_part).resolve()

@@ -23,6 +23,9 @@ def main(spec_path: str) -> None:
         from .. import _modal_alias
 
         _modal_alias.install()
+    from .. import _context
+
+    _context.runtime_process = True  # a build step runs in a container: modal.is_local() is False
     from ._runtime import _import_user_module, _resolve
 
     if spec.get("serialized") is not None:

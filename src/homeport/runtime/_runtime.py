@@ -691,6 +691,7 @@ def main(preloaded: Service | None = None, started_at: float | None = None) -> N
         from .. import _modal_alias
 
         _modal_alias.install()
+    _context.runtime_process = True  # modal.is_local() is False here (and in forks), True in subprocesses
     conn = Connection(address)
     conn.send({"t": P.HELLO, "id": 0, "role": "container", "cid": cid, "token": token, "v": P.PROTOCOL_VERSION})
     reply = conn.recv()

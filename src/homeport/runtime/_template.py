@@ -234,6 +234,13 @@ def main(fd: int) -> None:
     if first.get("hide") is not None:
         visible = _prepare_hiding(first["hide"], snapshot=defn is not None)
     if defn is not None:
+        from .. import _context
+
+        _context.runtime_process = True  # the snapshot's module-level code sees modal.is_local() False
+        if os.environ.get(P.ENV_MODAL_ALIAS, "1") == "1":  # the snapshot imports the user's `import modal` too
+            from .. import _modal_alias
+
+            _modal_alias.install()
         from ._runtime import load_service, run_snap_hooks
 
         if os.environ.get(P.ENV_MODAL_ALIAS, "1") == "1":  # as every container: `import modal` is Homeport
@@ -254,7 +261,7 @@ def main(fd: int) -> None:
         preloaded.snapshot_timeline = timeline
         _send_sources(sock, user_sources(defn))
     else:
-        from .. import _modal_alias  # noqa: F401 - every container installs it (it imports importlib.abc: ~4 ms)
+        from .. import _modal_alias  # every container installs it (it imports importlib.abc: ~4 ms)
         from . import _runtime  # noqa: F401 - what every container needs, imported once here
 
         preloaded = None

@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 
 CONTAINER_MESSAGES = frozenset(
     {P.FUNCTION_LOOKUP, P.FUNCTION_BIND, P.CALL, P.MAP_PUT, P.CALL_GET, P.CALL_CANCEL, P.VOLUME, P.DICT, P.QUEUE,
-     P.SANDBOX}
+     P.SANDBOX, P.TUNNEL}  # a tunnel reaches only the container's own relay (checked in WebEndpoints.tunnel)
 ) | {P.PING, P.PONG}  # liveness: a client waiting on a call checks that the control plane answers
 _DICT_QUEUE_REFUSED = frozenset({"list", "delete"})
 _VOLUME_OPS = frozenset({"exists", "ls", "read", "put", "rm", "cp", "create"})

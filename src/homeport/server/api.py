@@ -44,6 +44,7 @@ _ASYNC = {
     P.DICT: lambda cp, peer, msg: dictqueue.handle(cp.dictqueue, peer, msg),
     P.QUEUE: lambda cp, peer, msg: dictqueue.handle(cp.dictqueue, peer, msg),
     P.SANDBOX: lambda cp, peer, msg: cp.sandboxes.op(peer, msg),
+    P.TUNNEL: lambda cp, peer, msg: cp.tunnel_op(peer, msg),
 }
 
 

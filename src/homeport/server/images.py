@@ -58,14 +58,17 @@ RunContainer = Callable[[list[str], dict[str, str], str | None, list[Mount], Log
                         Awaitable[int | None]]
 TAIL_LINES = 40
 INSTALL_TIMEOUT = 3600.0
-RUNTIME_PACKAGES = ("homeport", "cloudpickle", "msgpack")
+RUNTIME_PACKAGES = ("homeport", "cloudpickle", "msgpack", "_homeport_modal")
 # What a web container's HTTP server runs on, with everything these require: an image that installs
 # its own versions (of FastAPI, say) gets those first.
 WEB_DISTRIBUTIONS = ("fastapi", "uvicorn", "httptools", "uvloop", "a2wsgi", "websockets")
 PTH_NAME = "_homeport_runtime.pth"
 PTH_LINE = (
     f"import os, sys; sys.path.extend(p for p in os.environ.get({P.ENV_RUNTIME_PATH!r}, '').split(os.pathsep) "
-    "if p and p not in sys.path)\n"
+    "if p and p not in sys.path); "
+    # `import modal` in every process of a container, its subprocesses too (see `_homeport_modal`).
+    f"[__import__('_homeport_modal') for p in os.environ.get({P.ENV_RUNTIME_PATH!r}, '').split(os.pathsep)[:1] "
+    "if p and os.path.isdir(os.path.join(p, '_homeport_modal'))]\n"
 )
 # Interpreter settings of the control plane's own environment that must not reach the build tools.
 _INTERPRETER_VARS = frozenset({

@@ -364,6 +364,8 @@ class ControlPlane:
         rec = self.containers.pop(cid, None)
         if rec is None:
             return
+        if self.web is not None and cid in self.web.tunnels:
+            self.spawn(self.web.close_tunnels(cid))
         if rec.web_prefix is not None:
             for index in range(len(rec.fn.definition.get("web") or ())):
                 with contextlib.suppress(OSError):
@@ -655,6 +657,8 @@ class ControlPlane:
         else:
             self.state.set_app_state(app_id, "deployed")
         version, created = self.state.add_deployment(app_id, msg["functions"])
+        if msg.get("meta"):
+            self.state.set_deployment_meta(app_id, version, {k: str(v) for k, v in msg["meta"].items() if v})
         old = self.apps.get(app_id)
         if old is None:
             self.apps[app_id] = {"app_id": app_id, "name": name, "state": "deployed", "functions": []}
@@ -676,6 +680,17 @@ class ControlPlane:
         reply = self.deploy_app(peer, msg)
         reply["web_urls"] = await self._publish_web(reply["app_id"], reply["ids"])
         return reply
+
+    async def tunnel_op(self, peer: Peer, msg: dict[str, Any]) -> Any:
+        """`modal.forward` in a container: a gateway port relaying to that container's own relay socket."""
+        rec = self.containers.get(peer.container_id or "")
+        if rec is None:
+            from ..exception import InvalidError
+
+            raise InvalidError("Forwarding ports only works inside a Modal container")
+        if self.web is None:
+            raise LookupError("web endpoints are not available on this control plane")
+        return await self.web.tunnel(rec.container_id, rec.web_prefix, msg)
 
     async def restore_deployed(self) -> None:
         """On start-up: every app still deployed runs again, at its latest version."""
@@ -742,6 +757,14 @@ class ControlPlane:
                 f"App '{msg['app']}' is not deployed. Deploy it with `homeport deploy` (or `app.deploy()`) first."
             )
         app = self.apps[app_id]
+        if msg.get("version") is not None and msg["version"] != app.get("version"):
+            # Only the current version of a deployed app runs; an older one would need its own pools.
+            from ..exception import UnimplementedError
+
+            raise UnimplementedError(
+                f"App '{msg['app']}' runs version v{app.get('version')}; serving an older version "
+                f"(v{msg['version']}) is not built in Homeport yet."
+            )
         fid = app["by_tag"].get(msg["name"])
         if fid is None:
             names = ", ".join(sorted(app["by_tag"])) or "none"
@@ -793,8 +816,10 @@ class ControlPlane:
         app_id = self._deployed_by_name(name) or self.state.deployed_app_id(name)
         if app_id is None:
             raise LookupError(f"No deployed app named '{name}'.")
+        meta = self.state.deployment_meta(app_id)
         return [
-            {"version": d["version"], "created_at": d["created_at"], "functions": [f["tag"] for f in d["functions"]]}
+            {"version": d["version"], "created_at": d["created_at"], "functions": [f["tag"] for f in d["functions"]],
+             **meta.get(d["version"], {})}
             for d in self.state.deployments(app_id)
         ]
 

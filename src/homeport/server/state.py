@@ -65,6 +65,13 @@ CREATE TABLE IF NOT EXISTS variants (
     base_id TEXT NOT NULL,
     request BLOB NOT NULL
 );
+-- Who deployed a version, from where (`modal app history`): tag, client, deployed_by, commit.
+CREATE TABLE IF NOT EXISTS deployment_meta (
+    app_id TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    meta BLOB NOT NULL,
+    PRIMARY KEY (app_id, version)
+);
 CREATE TABLE IF NOT EXISTS schedule_runs (
     app_id TEXT NOT NULL,
     tag TEXT NOT NULL,
@@ -142,6 +149,14 @@ class State:
             (app_id, version, now, self._seal(functions)),
         )
         return version, now
+
+    def set_deployment_meta(self, app_id: str, version: int, meta: dict[str, Any]) -> None:
+        self.db.execute("INSERT OR REPLACE INTO deployment_meta(app_id, version, meta) VALUES (?, ?, ?)",
+                        (app_id, version, msgpack.packb(meta, use_bin_type=True)))
+
+    def deployment_meta(self, app_id: str) -> dict[int, dict[str, Any]]:
+        rows = self.db.execute("SELECT version, meta FROM deployment_meta WHERE app_id = ?", (app_id,)).fetchall()
+        return {v: msgpack.unpackb(m, raw=False) for v, m in rows}
 
     def deployments(self, app_id: str) -> list[dict[str, Any]]:
         rows = self.db.execute(

@@ -27,6 +27,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from .. import _protocol as P
 from .._names import object_name_problem
 from ..exception import InvalidError
 from .core.scheduler import Phase
@@ -36,6 +37,8 @@ if TYPE_CHECKING:
     from .services import ControlPlane, FunctionRecord
 
 log = logging.getLogger("homeport.server.web")
+_TUNNEL_ABSTRACT = re.compile("\0homeport-fwd-[0-9a-f]{32}")
+_MAX_TUNNELS = 16
 
 DEFAULT_PORTS = (20000, 29999)
 _SCHEMA = """
@@ -118,6 +121,7 @@ class WebEndpoints:
         self.waiters: dict[int, tuple[asyncio.Future, str]] = {}  # web input id -> (future of the container id, pool)
         self._opened: dict[int, str] = {}  # gateway ports this control plane listens on -> their label
         self._start_failure: dict[str, str] = {}  # pool -> why its last container failed to start
+        self.tunnels: dict[str, dict[int, str]] = {}  # container -> gateway port -> its relay socket
         self._tokens: dict[str, str] = dict(db.execute("SELECT token_id, secret_sha256 FROM proxy_tokens").fetchall())
 
     def url(self, port: int) -> str:
@@ -232,17 +236,67 @@ class WebEndpoints:
     async def close(self) -> None:
         await self.gateway.close()
 
+    # --- tunnels (`modal.forward`) -----------------------------------------------------------------
+    async def tunnel(self, cid: str, web_prefix: str | None, msg: dict[str, Any]) -> Any:
+        """Open (or close) a gateway port that relays HTTP to a relay socket of container `cid`.
+
+        The container names the socket; it must be the container's own: an abstract name with a random
+        part (`\\0homeport-fwd-<hex>`), or a path next to its web sockets. Nothing else on this machine
+        (the control plane's socket, another container's endpoints) can be put behind a URL this way."""
+        mine = self.tunnels.setdefault(cid, {})
+        op = msg.get("op")
+        if op == "close":
+            port = msg.get("port")
+            if mine.pop(port, None) is not None:
+                await self.gateway.close_port(port)
+            return None
+        if op != "open":
+            raise InvalidError(f"unknown tunnel operation {op!r}")
+        path = msg.get("path")
+        own = isinstance(path, str) and (
+            _TUNNEL_ABSTRACT.fullmatch(path) is not None
+            or (web_prefix is not None and path.startswith(web_prefix + "-fwd-")
+                and re.fullmatch(r"[0-9a-f]{32}", path[len(web_prefix) + 5:]) is not None)
+        )
+        if not own:
+            raise InvalidError("A tunnel relays only to the container's own relay socket (opened by modal.forward).")
+        if len(mine) >= _MAX_TUNNELS:
+            raise InvalidError(f"A container may have at most {_MAX_TUNNELS} tunnels open.")
+        port = await self.gateway.open(0)
+        name = f"tunnel to port {msg.get('port')} of container {cid}"
+
+        async def acquire() -> Upstream:
+            return Upstream(socket_path=path, release=lambda: None)
+
+        self.gateway.route(port, Endpoint(name=name, acquire=acquire, timeout=24 * 3600.0))
+        mine[port] = path
+        log.info("opened %s on %s", name, self.url(port))
+        return {"url": self.url(port), "port": port}
+
+    async def close_tunnels(self, cid: str) -> None:
+        for port in list(self.tunnels.pop(cid, {})):
+            await self.gateway.close_port(port)
+
     # --- admission ---------------------------------------------------------------------------------
     def _endpoint(self, route: Route) -> Endpoint:
+        fn = self.cp.functions.get(route.fid)
+        web = (fn.definition.get("web") or ()) if fn is not None else ()
+        proxied = route.index < len(web) and web[route.index].get("type") in P.WEB_PROXIED
         return Endpoint(
             name=route.name,
             acquire=lambda: self._acquire(route),
             timeout=route.timeout,
             authorize=self.authorize if route.requires_auth else None,
             on_status=lambda code, name=route.label: self.cp.observer.gateway_request(name, code),
+            acquire_session=(lambda session: self._acquire(route, session)) if proxied else None,
         )
 
-    async def _acquire(self, route: Route) -> Upstream:
+    def _session_container(self, fid: str, session: bytes) -> str | None:
+        """The container a session goes to: rendezvous hashing over the pool's ready containers, so that
+        a session stays on its container while it lives and moves only when it goes."""
+        return rendezvous(session, self.cp.scheduler.ready_containers(fid))
+
+    async def _acquire(self, route: Route, session: bytes | None = None) -> Upstream:
         cp = self.cp
         fid = route.fid
         pool = cp.scheduler.pools.get(fid)
@@ -255,7 +309,10 @@ class WebEndpoints:
         iid = next(cp._input_ids)
         fut = asyncio.get_running_loop().create_future()
         self.waiters[iid] = (fut, fid)
-        cp.execute(cp.scheduler.submit(fid, [iid], time.monotonic()))
+        now = time.monotonic()
+        preferred = self._session_container(fid, session) if session else None
+        direct = cp.scheduler.submit_to(fid, preferred, iid, now) if preferred else None
+        cp.execute(direct if direct is not None else cp.scheduler.submit(fid, [iid], now))
         try:
             cid = await fut
         except asyncio.CancelledError:  # the client left while its request waited
@@ -337,6 +394,14 @@ class WebEndpoints:
         if self.db.execute("DELETE FROM proxy_tokens WHERE token_id = ?", (token_id,)).rowcount == 0:
             raise LookupError(f"no proxy token {token_id}")
         self._tokens.pop(token_id, None)
+
+
+def rendezvous(session: bytes, containers: list[str]) -> str | None:
+    """The container with the highest hash of (session, container): the same while it lives, and
+    only the sessions of a container that goes (or a share of them, for one that comes) move."""
+    if not containers:
+        return None
+    return max(containers, key=lambda cid: hashlib.blake2b(session + b"/" + cid.encode(), digest_size=8).digest())
 
 
 def _sha256(text: str) -> str:

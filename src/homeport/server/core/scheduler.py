@@ -385,6 +385,26 @@ class Scheduler:
             pool.queue.extend(inputs)
         return self._reconcile(pool, now)
 
+    def submit_to(self, pool_id: str, cid: str, input_id: int, now: float) -> list[Instruction] | None:
+        """Give `input_id` straight to container `cid` of the pool if it is ready and has a free slot
+        (session affinity); None when it cannot take it now (then `submit` it as usual)."""
+        pool = self.pools.get(pool_id)
+        c = pool.containers.get(cid) if pool is not None else None
+        if c is None or c.phase is not Phase.READY or c.leaving or pool.queue:
+            return None  # no jumping the queue: queued inputs came first
+        if len(c.assigned) >= pool.config.max_inputs:
+            return None
+        c.assigned[input_id] = None
+        c.last_active = now
+        self._mark_running(c, pool.config.max_inputs, now)
+        return [Assign(c.id, (input_id,))]
+
+    def ready_containers(self, pool_id: str) -> list[str]:
+        pool = self.pools.get(pool_id)
+        if pool is None:
+            return []
+        return [c.id for c in pool.containers.values() if c.phase is Phase.READY and not c.leaving]
+
     def cancel(self, pool_id: str, inputs: set[int]) -> bool:
         """Drop queued inputs; True if all of them were still queued (none assigned)."""
         pool = self.pools.get(pool_id)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -142,7 +143,11 @@ class _Exchange:
         endpoint = self.endpoint
         assert endpoint is not None
         try:
-            upstream = await endpoint.acquire()
+            session = _session_id(self.headers) if endpoint.acquire_session is not None else None
+            if session:
+                upstream = await endpoint.acquire_session(session)  # type: ignore[misc]
+            else:
+                upstream = await endpoint.acquire()
         except HTTPError as e:
             self.task = None
             self.fail(e.status, e.message)
@@ -168,7 +173,11 @@ class _Exchange:
         reused = conn is not None
         if conn is None:
             try:
-                _, conn = await gw._loop.create_unix_connection(lambda: _Upstream(gw, path), path)
+                if path.startswith("\0"):  # an abstract name (a `modal.forward` relay): uvloop takes only a socket
+                    sock = _abstract_socket(path)
+                    _, conn = await gw._loop.create_unix_connection(lambda: _Upstream(gw, path), sock=sock)
+                else:
+                    _, conn = await gw._loop.create_unix_connection(lambda: _Upstream(gw, path), path)
             except OSError as e:
                 self.task = None
                 self.fail(502, f"could not connect to {self.endpoint.name}: {e.strerror or e}")  # type: ignore[union-attr]
@@ -309,3 +318,22 @@ class _Exchange:
             except Exception:
                 log.exception("release for %s failed", self.endpoint.name if self.endpoint else "?")
         self.client._exchange_done(self, keep)
+
+
+def _abstract_socket(name: str) -> socket.socket:
+    """A connected Unix socket to an abstract name (connecting to a listening Unix socket does not block)."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.setblocking(False)
+        sock.connect(name)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+def _session_id(headers: list[tuple[bytes, bytes]]) -> bytes | None:
+    for name, value in headers:
+        if len(name) == 16 and name.lower() == b"modal-session-id":
+            return value.strip()[:256] or None
+    return None

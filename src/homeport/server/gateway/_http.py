@@ -71,6 +71,9 @@ class Endpoint:
     authorize: Callable[[list[tuple[bytes, bytes]]], bool] | None = None
     extra_headers: tuple[tuple[bytes, bytes], ...] = ()  # added to the request sent upstream
     on_status: Callable[[int], None] | None = None  # told each response's status (metrics)
+    # When set: called instead of `acquire` for a request with a `Modal-Session-ID` header (its value),
+    # to prefer the container that served the session before (best-effort affinity).
+    acquire_session: Callable[[bytes], Awaitable[Upstream]] | None = None
 
 
 class _Route:
