@@ -1,0 +1,80 @@
+"""Issue 16: what a user sees of their containers: live output, short errors, logs, detach."""
+
+import os
+import select
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from homeport.testing import Logs, wait_for
+
+pytestmark = pytest.mark.integration
+
+PROGRAMS = Path(__file__).parent / "programs"
+
+
+def _cli(*args: str, **kw) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "homeport.cli", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, **kw)
+
+
+def _read_until(proc: subprocess.Popen, wanted: list[str], seen: list[str], limit: float = 60) -> None:
+    """Read the process's stdout and stderr lines (into `seen`) until every string of `wanted` is in one."""
+    deadline = time.monotonic() + limit
+    streams = [proc.stdout, proc.stderr]
+    while streams and time.monotonic() < deadline:
+        if all(any(w in line for line in seen) for w in wanted):
+            return
+        ready, _, _ = select.select(streams, [], [], 1)
+        for s in ready:
+            line = s.readline()
+            if not line:
+                streams.remove(s)
+            else:
+                seen.append(line)
+    assert all(any(w in line for line in seen) for w in wanted), (wanted, seen)
+
+
+def test_container_output_streams_live_without_flush(platform, tmp_path):
+    # The function prints (no flush=True) and then waits for a gate that only this test opens, once it
+    # has seen the line: the line must arrive while the function still runs, stdout and stderr alike.
+    proc = _cli("run", str(PROGRAMS / "output_app.py"), "--gate-dir", str(tmp_path), "--n", "3")
+    seen: list[str] = []
+    try:
+        for i in range(3):
+            _read_until(proc, [f"] out line {i}", f"] err line {i}"], seen)
+            assert not any("result" in line for line in seen), seen
+            (tmp_path / f"gate-{i}").touch()
+        rest, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 0, err
+    assert "result done" in rest
+    tagged = [line for line in seen if line.startswith("[talk ")]
+    # stdout lines in the order written, stderr lines too
+    assert [line.split("] ", 1)[1] for line in tagged if "out line" in line] == [f"out line {i}\n" for i in range(3)]
+    assert [line.split("] ", 1)[1] for line in tagged if "err line" in line] == [f"err line {i}\n" for i in range(3)]
+
+
+def test_a_web_handlers_print_arrives_from_a_forked_container(platform):
+    # Web containers are forked from a template by default: a copy's output must not wait in the
+    # template's buffers (it used to appear never, or when the container exited).
+    from homeport import _modal_alias
+
+    _modal_alias.install()  # the program says `import modal`, as a user's does
+    sys.path.insert(0, str(PROGRAMS))
+    try:
+        import output_app
+    finally:
+        sys.path.remove(str(PROGRAMS))
+    with output_app.app.run(show_logs=False), Logs() as logs:
+        r = httpx.get(output_app.handler.web_url, params={"word": "xyzzy"}, timeout=60)
+        assert r.status_code == 200 and r.json() == {"word": "xyzzy"}
+        # The container keeps running (it is warm): the line arrives anyway.
+        assert wait_for(lambda: "web handler says xyzzy" in logs.text("handler"), timeout=30), logs.lines
