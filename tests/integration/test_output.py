@@ -1,6 +1,6 @@
 """Issue 16: what a user sees of their containers: live output, short errors, logs, detach."""
 
-import os
+import re
 import select
 import subprocess
 import sys
@@ -78,3 +78,24 @@ def test_a_web_handlers_print_arrives_from_a_forked_container(platform):
         assert r.status_code == 200 and r.json() == {"word": "xyzzy"}
         # The container keeps running (it is warm): the line arrives anyway.
         assert wait_for(lambda: "web handler says xyzzy" in logs.text("handler"), timeout=30), logs.lines
+
+
+def test_a_cold_map_cancels_the_containers_it_no_longer_needs(platform):
+    # Scale-out containers told to stop before they are ready are cancelled at once (no exit hook
+    # is owed), not sent SIGTERM and killed after the grace period with "exit hooks were cut short".
+    log = platform.state_dir / "server.log"
+    start = log.stat().st_size
+    out = subprocess.run([sys.executable, "-m", "homeport.cli", "run", str(PROGRAMS / "cold_map.py")],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert f"total {sum(x * x for x in range(1000))}" in out.stdout
+    assert "cut short" not in out.stdout + out.stderr
+    with open(log, errors="replace") as f:
+        f.seek(start)
+        text = f.read()
+    cancelled = re.findall(r"cancelling \(not ready\) container (\S+):", text)
+    assert cancelled, text[-3000:]  # it scaled out, and stopped the extra containers before they were ready
+    for cid in cancelled:
+        # cancelled at once: killed, not asked to stop and killed after the grace period
+        assert f"container {cid} exited (killed by signal SIGKILL)" in text, text[-3000:]
+        assert f"Container {cid} of 'square' was killed" not in text

@@ -280,7 +280,8 @@ class Runtime:
             self._init_failure(exc)
             return False
         self.started = True
-        self.conn.send({"t": P.READY, "timeline": timeline})
+        has_exit = bool(self.service is not None and self.service.exit_hooks)
+        self.conn.send({"t": P.READY, "timeline": timeline, "exit_hooks": has_exit})
         return True
 
     def _init_failure(self, exc: BaseException) -> None:

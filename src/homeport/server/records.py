@@ -78,3 +78,4 @@ class ContainerRecord:
     web_prefix: str | None = None  # its web endpoints listen on "<prefix>-<index>" (Unix sockets)
     stop_requested_at: float | None = None  # asked to stop gracefully (SIGTERM, then SIGKILL after the grace)
     killed_because: str | None = None  # the control plane killed it at once (a deadline), and why
+    exit_hooks: bool = False  # it said, once ready, that it has exit hooks to run when asked to stop

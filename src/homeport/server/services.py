@@ -218,13 +218,19 @@ class ControlPlane:
             elif isinstance(ins, StartContainer):
                 self._start_container(ins)
             elif isinstance(ins, StopContainer):
-                log.info("stopping container %s: %s", ins.container, ins.reason)
                 rec = self.containers.get(ins.container)
+                log.info("%s container %s: %s", "stopping" if rec is None or rec.ready_at is not None
+                         else "cancelling (not ready)", ins.container, ins.reason)
                 if rec is not None:
                     rec.state = "stopping"
                     if rec.stop_requested_at is None:
                         rec.stop_requested_at = time.monotonic()
-                self.spawn(self.backend.stop(ins.container, STOP_GRACE_SECONDS))
+                if rec is not None and rec.ready_at is None:
+                    # Not ready: no enter hook has finished, so no exit hook is owed: cancel it at once
+                    # (a scale-out container a short map no longer needs), rather than wait out the grace.
+                    self.spawn(self.backend.kill(ins.container))
+                else:
+                    self.spawn(self.backend.stop(ins.container, STOP_GRACE_SECONDS))
             elif isinstance(ins, FailInputs):
                 self._fail_inputs(ins)
             elif isinstance(ins, RequeueInputs):
@@ -266,8 +272,8 @@ class ControlPlane:
                 return
             if rec.state == "stopping":
                 # Stopped (app stopped, scaled down) while the backend was still creating the process,
-                # when there was nothing to signal yet: stop it now.
-                await self.backend.stop(ins.container, STOP_GRACE_SECONDS)
+                # when there was nothing to signal yet: cancel it now (it is not ready: nothing owed).
+                await self.backend.kill(ins.container)
 
         self.spawn(start())
 
@@ -390,6 +396,7 @@ class ControlPlane:
             if rec.state != "stopping":
                 rec.state = "ready"
             rec.timeline = msg.get("timeline", {})
+            rec.exit_hooks = bool(msg.get("exit_hooks"))
             rec.timeline["ready"] = rec.ready_at - rec.started_at
             log.info("container %s ready in %.1f ms %s", cid, 1000 * (rec.ready_at - rec.started_at), rec.timeline)
             rec.fn.start_failure_key = None  # a later start-up failure is news again

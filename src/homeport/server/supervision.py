@@ -113,6 +113,8 @@ class Supervisor:
         its exit hooks (or ignoring SIGTERM): tell the user that their clean-up did not finish."""
         if rec.stop_requested_at is None or rec.killed_because or info.signal != signal.SIGKILL:
             return
+        if rec.ready_at is None or not rec.exit_hooks:  # no exit hook was owed: nothing was cut short
+            return
         if info.oom_limit_mib is not None or time.monotonic() - rec.stop_requested_at < 0.9 * STOP_GRACE_SECONDS:
             return
         text = (f"Container {rec.container_id} of '{rec.fn.tag}' was killed {STOP_GRACE_SECONDS:g}s after it was "
