@@ -1,5 +1,6 @@
 """Issue 16: what a user sees of their containers: live output, short errors, logs, detach."""
 
+import os
 import re
 import select
 import subprocess
@@ -99,3 +100,40 @@ def test_a_cold_map_cancels_the_containers_it_no_longer_needs(platform):
         # cancelled at once: killed, not asked to stop and killed after the grace period
         assert f"container {cid} exited (killed by signal SIGKILL)" in text, text[-3000:]
         assert f"Container {cid} of 'square' was killed" not in text
+
+
+def _no_internal_frames(text: str) -> None:
+    import click
+
+    import homeport
+
+    for root in (os.path.dirname(homeport.__file__), os.path.dirname(click.__file__), "rich_click", "<frozen"):
+        assert root not in text, text
+    assert "/homeport/runtime/" not in text, text
+
+
+@pytest.mark.parametrize("quiet", [False, True])
+def test_a_remote_error_shows_the_users_traceback_once(platform, quiet):
+    out = subprocess.run([sys.executable, "-m", "homeport.cli", "run", *(["-q"] if quiet else []),
+                          str(PROGRAMS / "error_app.py")], capture_output=True, text=True, timeout=120)
+    text = out.stdout + out.stderr
+    assert out.returncode == 1, text
+    assert text.count('raise ValueError(f"bad value {x}")') == 1, text  # the remote frame, once
+    assert text.count("f.remote(3)") == 1, text  # the local frame of the entrypoint
+    assert "ValueError: bad value 3" in text
+    _no_internal_frames(text)
+    # with HOMEPORT_TRACEBACK=1, Homeport's own frames too
+    out = subprocess.run([sys.executable, "-m", "homeport.cli", "run", "-q", str(PROGRAMS / "error_app.py")],
+                         capture_output=True, text=True, timeout=120, env={**os.environ, "HOMEPORT_TRACEBACK": "1"})
+    assert "homeport/cli/_main.py" in out.stderr and out.returncode == 1
+
+
+def test_a_syntax_error_in_the_app_file_is_short(tmp_path):
+    bad = tmp_path / "bad_syntax.py"
+    bad.write_text("import modal\n\napp = modal.App('bad')\n\ndef f(:\n    pass\n")
+    out = subprocess.run([sys.executable, "-m", "homeport.cli", "run", str(bad)], capture_output=True, text=True,
+                         timeout=60)
+    assert out.returncode == 1
+    assert "SyntaxError" in out.stderr and f'File "{bad}", line 5' in out.stderr, out.stderr
+    _no_internal_frames(out.stderr)
+    assert len(out.stderr.splitlines()) <= 6, out.stderr

@@ -516,3 +516,10 @@ def main() -> None:
         # wrapped: the message is one line that people (and tests) search.
         err_console.print(f"[bold red]{type(exc).__name__}:[/] {escape(str(exc))}", soft_wrap=True)
         sys.exit(1)
+    except Exception as exc:  # the user's program raised: their traceback, once, without ours
+        if os.environ.get("HOMEPORT_TRACEBACK") == "1":
+            raise
+        from ._errors import report_user_error
+
+        report_user_error(exc)
+        sys.exit(1)

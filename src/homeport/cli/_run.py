@@ -180,6 +180,10 @@ def parse_cli_args(f: Any, args: list[str]) -> dict[str, Any]:
 
 def run_program(ref: str, args: list[str], *, module_mode: bool, detach: bool, quiet: bool, write_result: str | None) -> None:
     os.environ.setdefault("HOMEPORT_MODAL_ALIAS", "1")
+    if not quiet:
+        from ._lines import LineGuard
+
+        sys.stdout, sys.stderr = LineGuard(sys.stdout), LineGuard(sys.stderr)  # type: ignore[assignment]
     _progress.configure(quiet=quiet, maps=True)  # on a terminal: a bar for each big map
     module, name = import_program(ref, module_mode)
     app = find_app(module)
