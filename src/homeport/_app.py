@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import os
 import sys
@@ -386,11 +387,26 @@ class App:
             _print_web_urls(reply)
         self._running = True
         self._detached = detach
+        if detach:
+            from . import _bridge
 
-    async def _stop(self) -> None:
+            _bridge.interrupt_cancels = False
+
+    async def _stop(self, interrupted: bool = False) -> None:
         if not self._running:
             return
         self._running = False
+        if getattr(self, "_detached", False) and not interrupted:
+            from . import _bridge
+
+            _bridge.interrupt_cancels = True
+        if interrupted and getattr(self, "_detached", False):
+            # Modal's `--detach`: Ctrl-C ends the client, not the app (what it started goes on running).
+            for reg in self._registered.values():
+                reg.hydrate(None)
+            print(f"The app keeps running (detached): stop it with `homeport app stop {self._app_id}`.",
+                  file=sys.stderr, flush=True)
+            return
         for reg in self._registered.values():
             reg.hydrate(None)
         from ._client import Client
@@ -525,14 +541,15 @@ class _RunContext:
         return self.app
 
     def __exit__(self, *exc: Any) -> None:
-        run_sync(self.app._stop())
+        run_sync(self.app._stop(interrupted=exc[0] is not None and issubclass(exc[0], KeyboardInterrupt)))
 
     async def __aenter__(self) -> App:
         await run_async(self.app._start(self.show_logs, self.detach))
         return self.app
 
     async def __aexit__(self, *exc: Any) -> None:
-        await run_async(self.app._stop())
+        interrupted = exc[0] is not None and issubclass(exc[0], (KeyboardInterrupt, asyncio.CancelledError))
+        await run_async(self.app._stop(interrupted=interrupted))
 
 
 class Stub(App):

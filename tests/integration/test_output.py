@@ -137,3 +137,43 @@ def test_a_syntax_error_in_the_app_file_is_short(tmp_path):
     assert "SyntaxError" in out.stderr and f'File "{bad}", line 5' in out.stderr, out.stderr
     _no_internal_frames(out.stderr)
     assert len(out.stderr.splitlines()) <= 6, out.stderr
+
+
+def test_ctrl_c_leaves_a_detached_app_running(platform, tmp_path):
+    import json
+    import signal
+
+    import homeport
+
+    proc = _cli("run", "-d", str(PROGRAMS / "detach_app.py"))
+    seen: list[str] = []
+    try:
+        _read_until(proc, ["] work started"], seen)
+        proc.send_signal(signal.SIGINT)
+        _out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert "keeps running" in err, err
+    apps = json.loads(subprocess.run([sys.executable, "-m", "homeport.cli", "app", "list", "--json"],
+                                     capture_output=True, text=True, timeout=60).stdout)
+    mine = [a for a in apps if a["name"] == "detach-app"]
+    assert mine and mine[-1]["state"] == "detached", apps
+    try:
+        vol = homeport.Volume.from_name("detach-app-vol")
+        gate = tmp_path / "gate"
+        gate.write_text("open")
+        with vol.batch_upload() as batch:  # the call the client made goes on, and finishes
+            batch.put_file(str(gate), "/gate")
+        assert wait_for(lambda: _read(vol, "finished") == b"yes", timeout=60)
+    finally:
+        subprocess.run([sys.executable, "-m", "homeport.cli", "app", "stop", "-y", mine[-1]["app_id"]],
+                       capture_output=True, timeout=60)
+
+
+def _read(vol, path: str) -> bytes | None:
+    try:
+        return b"".join(vol.read_file(path))
+    except Exception:
+        return None

@@ -241,11 +241,14 @@ def app_list(as_json: bool, show_all: bool) -> None:
 
 @app.command("stop")
 @click.argument("name")
-def app_stop(name: str) -> None:
+@click.option("-y", "--yes", is_flag=True, help="Do not ask for confirmation.")
+def app_stop(name: str, yes: bool) -> None:
     """Stop an app (a deployed one stops being served, scheduled and restored)."""
     row = _find_app(name)
     if row["state"] == "stopped":
         raise click.ClickException(f"App {name!r} is already stopped.")
+    if not yes and sys.stdin.isatty():  # as Modal's: asks a person at a terminal, unless -y
+        click.confirm(f"Stop app {row['name'] or row['app_id']} ({row['app_id']})?", abort=True)
     _server_request({"t": P.APP_STOP, "app_id": row["app_id"]})
     console.print(f"Stopped app {row['name'] or row['app_id']} ({row['app_id']}).")
 

@@ -255,7 +255,10 @@ class _status:
         if exc_type is None:
             self.console.print("[green]✓[/green] App completed.")
         elif issubclass(exc_type, KeyboardInterrupt):
-            self.console.print("[yellow]⨯[/yellow] App stopped (interrupted).")
+            if getattr(self.app, "_detached", False):
+                self.console.print("[yellow]⨯[/yellow] Client interrupted; the detached app keeps running.")
+            else:
+                self.console.print("[yellow]⨯[/yellow] App stopped (interrupted).")
         else:
             self.console.print(f"[red]⨯[/red] App failed: {exc_type.__name__}.")
 

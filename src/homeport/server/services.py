@@ -888,6 +888,7 @@ class ControlPlane:
         call = self.calls.get(call_id)
         if call is None:
             return
+        log.info("cancelling call %s of %s", call_id, call.fn.tag)
         ids = [i for i, inp in self.inputs.items() if inp.call is call]
         queued = set(ids)
         self.scheduler.cancel(call.fn.function_id, queued)
