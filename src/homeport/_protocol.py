@@ -54,6 +54,9 @@ APP_LOOKUP = "app_lookup"  # {"name", "create_if_missing"} -> {"app_id", "name"}
 APP_LIST = "app_list"  # -> [{"app_id", "name", "state", "version", ...}]
 APP_HISTORY = "app_history"  # {"name"} -> [{"version", "created_at", "functions"}]
 APP_LOGS = "app_logs"  # {"app_id"}: stream the app's container logs to this client
+# {app_id, function_id, container_id, call_id, since, until, search, streams, after_id, limit} (server/logs.py)
+# -> {"entries": [{id, ts, app_id, function_id, function, container_id, call_id, stream, data}], "running"}
+LOG_QUERY = "log_query"
 SECRET_CREATE = "secret_create"  # {"name", "values", "overwrite"}
 SECRET_LIST = "secret_list"  # -> [{"name", "created_at", "updated_at", "keys"}] (never values)
 SECRET_DELETE = "secret_delete"  # {"name"}

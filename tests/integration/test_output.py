@@ -24,19 +24,21 @@ def _cli(*args: str, **kw) -> subprocess.Popen:
 
 
 def _read_until(proc: subprocess.Popen, wanted: list[str], seen: list[str], limit: float = 60) -> None:
-    """Read the process's stdout and stderr lines (into `seen`) until every string of `wanted` is in one."""
+    """Read the process's stdout and stderr lines (into `seen`) until every string of `wanted` is in one.
+    Raw reads: a buffered reader would keep lines that `select` no longer reports."""
     deadline = time.monotonic() + limit
-    streams = [proc.stdout, proc.stderr]
-    while streams and time.monotonic() < deadline:
+    fds = {proc.stdout.fileno(): b"", proc.stderr.fileno(): b""}
+    while fds and time.monotonic() < deadline:
         if all(any(w in line for line in seen) for w in wanted):
             return
-        ready, _, _ = select.select(streams, [], [], 1)
-        for s in ready:
-            line = s.readline()
-            if not line:
-                streams.remove(s)
-            else:
-                seen.append(line)
+        ready, _, _ = select.select(list(fds), [], [], 1)
+        for fd in ready:
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                del fds[fd]
+                continue
+            *lines, fds[fd] = (fds[fd] + chunk).split(b"\n")
+            seen.extend(line.decode() + "\n" for line in lines)
     assert all(any(w in line for line in seen) for w in wanted), (wanted, seen)
 
 
@@ -177,3 +179,57 @@ def _read(vol, path: str) -> bytes | None:
         return b"".join(vol.read_file(path))
     except Exception:
         return None
+
+
+def _hp(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "homeport.cli", *args], capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def test_app_logs_keeps_history_filters_and_follows(platform):
+    import homeport
+
+    out = _hp("deploy", str(PROGRAMS / "logs_app.py"), timeout=120)
+    assert out.returncode == 0, out.stderr
+    try:
+        speak = homeport.Function.from_name("logs-app", "speak")
+        assert speak.remote("alpha") == "alpha"
+        # History, while the (warm) container still runs: the last entries, then it exits.
+        out = _hp("app", "logs", "logs-app")
+        assert out.returncode == 0, out.stderr
+        assert "said alpha\n" in out.stdout and "complained alpha\n" in out.stdout
+        assert _hp("app", "logs", "logs-app", "-s", "stderr").stdout.strip().splitlines() == ["complained alpha"]
+        assert _hp("app", "logs", "logs-app", "--search", "said").stdout.strip().splitlines() == ["said alpha"]
+        assert len(_hp("app", "logs", "logs-app", "-n", "1").stdout.strip().splitlines()) == 1
+        # ids: of the container and of the call, usable as filters
+        shown = _hp("app", "logs", "logs-app", "--show-container-id", "--show-function-call-id", "--timestamps",
+                    "--search", "said").stdout.split()
+        _ts, call_id, cid = shown[:3]
+        assert call_id.startswith("fc-") and cid.startswith("ta-"), shown
+        assert "said alpha" in _hp("app", "logs", "logs-app", "--function-call", call_id).stdout
+        assert "said alpha" in _hp("app", "logs", "logs-app", "--container", cid).stdout
+        assert "said alpha" in _hp("app", "logs", "logs-app", "--function", "speak").stdout
+        assert _hp("app", "logs", "logs-app", "--since", "1h").stdout.count("alpha") == 2
+        assert _hp("app", "logs", "logs-app", "--until", "1h").stdout == ""
+        assert "complained alpha" in _hp("container", "logs", cid).stdout
+        bad = _hp("app", "logs", "logs-app", "--since", "yesterday-ish")
+        assert bad.returncode == 2 and "--since" in bad.stderr
+
+        # -f: what comes next, live, until the app stops
+        follower = _cli("app", "logs", "-f", "logs-app")
+        seen: list[str] = []
+        try:
+            assert speak.remote("beta") == "beta"
+            _read_until(follower, ["said beta"], seen)
+            assert _hp("app", "stop", "-y", "logs-app").returncode == 0
+            follower.communicate(timeout=60)  # it ends by itself once the app has stopped
+        finally:
+            if follower.poll() is None:
+                follower.kill()
+                follower.communicate()
+        assert follower.returncode == 0
+    finally:
+        _hp("app", "stop", "-y", "logs-app")
+    # a stopped app's logs are still there, and reading them does not wait
+    out = _hp("app", "logs", "logs-app", "-f")
+    assert out.returncode == 0 and "said beta" in out.stdout, out.stderr

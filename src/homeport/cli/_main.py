@@ -16,6 +16,7 @@ from .. import _protocol as P
 from .._bridge import run_sync
 from .._client import get_client
 from ..exception import Error
+from . import _logs
 
 console = Console(stderr=False)
 err_console = Console(stderr=True)
@@ -270,26 +271,16 @@ def app_history(name: str, as_json: bool) -> None:
 
 @app.command("logs")
 @click.argument("name")
-@click.option("--timeout", type=float, default=None, help="Stop following after this many seconds.")
-def app_logs(name: str, timeout: float | None) -> None:
-    """Follow the output of an app's containers until interrupted."""
-    from .._client import default_log_printer
-
+@click.option("--function", "function_id", help="Only this function's entries (its id fu-..., or its name).")
+@click.option("--function-call", "call_id", help="Only the entries of this function call (fc-...).")
+@click.option("--container", "container_id", help="Only this container's entries (ta-...).")
+@_logs.log_options
+def app_logs(name: str, function_id: str | None, call_id: str | None, container_id: str | None, **opts) -> None:
+    """An app's logs (what its containers printed, and the platform's messages about them): the last 100
+    entries, or with `-f` new ones as they come until the app stops."""
     row = _find_app(name)
-
-    async def follow() -> None:
-        client = await get_client()
-        client.log_handler = default_log_printer
-        await client.request({"t": P.APP_LOGS, "app_id": row["app_id"]})
-        import asyncio
-
-        await asyncio.sleep(timeout if timeout is not None else 1e9)
-
-    err_console.print(f"Following the logs of {row['name'] or row['app_id']} (Ctrl-C to stop).")
-    try:
-        run_sync(follow())
-    except KeyboardInterrupt:
-        pass
+    _logs.print_logs({"app_id": row["app_id"], "function_id": function_id, "call_id": call_id,
+                      "container_id": container_id}, opts)
 
 
 # --- secrets ---------------------------------------------------------------------------------------
@@ -507,6 +498,14 @@ def container_stop(container_id: str) -> None:
     """Stop a container (its exit hooks run; running inputs fail or are retried)."""
     _server_request({"t": P.CONTAINER_STOP, "container_id": container_id})
     console.print(f"Stopping {container_id}")
+
+
+@container.command("logs")
+@click.argument("container_id")
+@_logs.log_options
+def container_logs(container_id: str, **opts) -> None:
+    """A container's logs: the last 100 entries, or with `-f` new ones until it stops."""
+    _logs.print_logs({"container_id": container_id}, opts)
 
 
 def main() -> None:

@@ -23,6 +23,7 @@ _LOOKUPS = {
     P.APP_LIST: lambda cp, peer, msg: cp.list_apps(),
     P.APP_HISTORY: lambda cp, peer, msg: cp.app_history(msg["name"]),
     P.APP_LOGS: lambda cp, peer, msg: cp.subscribe_logs(peer, msg["app_id"]),
+    P.LOG_QUERY: lambda cp, peer, msg: cp.query_logs(msg),
     P.FUNCTION_LOOKUP: lambda cp, peer, msg: cp.lookup_function(msg),
     P.SECRET_CREATE: lambda cp, peer, msg: cp.secrets.create(msg["name"], msg["values"], bool(msg.get("overwrite"))),
     P.SECRET_LIST: lambda cp, peer, msg: cp.secrets.list(),

@@ -36,6 +36,7 @@ from .core.scheduler import (
 )
 from .images import ImageBuilder
 from .launch import Launcher
+from .logs import FLUSH_SECONDS as FLUSH_LOGS_SECONDS
 from .records import ERROR, STOP_GRACE_SECONDS, CallRecord, ContainerRecord, FunctionRecord, InputRecord, Peer
 from .schedules import ScheduleRunner
 from .secrets import SecretStore
@@ -157,6 +158,10 @@ class ControlPlane:
         self.serving = asyncio.Event()  # set once containers can connect to the control plane's socket
         self.started_at = time.time()
         self.supervisor = Supervisor(self)
+        from .logs import LogStore
+
+        self.logs = LogStore(os.path.join(os.path.dirname(scratch), "logs.db"))  # what `app logs` reads
+        self._logs_flush: asyncio.TimerHandle | None = None
 
     def _new_container_id(self) -> str:
         return f"ta-{next(self._cid_counter):04d}{secrets.token_hex(4)}"
@@ -198,6 +203,7 @@ class ControlPlane:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        self.logs.close()
 
     # --- executing decisions -----------------------------------------------------------------------
     def execute(self, instructions: list[Instruction]) -> None:
@@ -299,12 +305,50 @@ class ControlPlane:
         rec = self.containers.get(cid)
         if rec is None:
             return
+        self.record_log(rec, "stderr" if fd == 2 else "stdout", line.decode("utf-8", "replace"))
+
+    def record_log(self, rec: ContainerRecord, stream: str, data: str) -> None:
+        """A line of a container's (`stream`: stdout, stderr, or system: the platform's about it): kept in
+        the log store, and sent to the app's live log readers."""
+        running = self.scheduler.containers.get(rec.container_id)
+        call_id = None
+        if running is not None and len(running.running) == 1:
+            inp = self.inputs.get(next(iter(running.running)))
+            call_id = inp.call.call_id if inp is not None else None
+        elif running is None or not running.running:
+            call_id = rec.last_call_id
+        self.logs.add(rec.fn.app_id, stream, data, function_id=rec.fn.function_id, function=rec.fn.tag,
+                      container_id=rec.container_id, call_id=call_id)
+        if self._logs_flush is None:
+            self._logs_flush = asyncio.get_running_loop().call_later(FLUSH_LOGS_SECONDS, self._flush_logs)
         subs = self.log_subscribers.get(rec.fn.app_id)
         if subs:
-            msg = {"t": P.LOG, "app": rec.fn.app_id, "fn": rec.fn.tag, "cid": cid, "fd": fd,
-                   "data": line.decode("utf-8", "replace")}
+            msg = {"t": P.LOG, "app": rec.fn.app_id, "fn": rec.fn.tag, "cid": rec.container_id,
+                   "fd": 1 if stream == "stdout" else 2, "data": data}
             for peer in subs:
                 peer.proto.send(msg)
+
+    def _flush_logs(self) -> None:
+        self._logs_flush = None
+        self.logs.flush()
+
+    def query_logs(self, msg: dict[str, Any]) -> dict[str, Any]:
+        """Log entries (see `logs.LogQuery`), and whether the app (if one was named) still runs: a
+        follower stops once it does not and nothing more is left to read."""
+        from .logs import LogQuery
+
+        try:
+            q = LogQuery.from_message(msg)
+        except (TypeError, ValueError) as exc:
+            from ..exception import InvalidError
+
+            raise InvalidError(str(exc)) from None
+        running = None
+        if q.app_id is not None:
+            running = q.app_id in self.apps or q.app_id in self.stopping_apps
+        elif q.container_id is not None:
+            running = q.container_id in self.containers
+        return {"entries": self.logs.query(q), "running": running}
 
     def _on_container_exit(self, cid: str, info: ExitInfo) -> None:
         """The container's process exited. What it sent just before (outputs, released inputs) may
@@ -423,6 +467,7 @@ class ControlPlane:
             inp = self.inputs.get(iid)
             if inp is None:
                 continue
+            rec.last_call_id = inp.call.call_id  # its last lines may still be on their way (another pipe)
             if status in (P.FAILURE, P.TIMEOUT) and self.retry_later(inp):
                 continue
             deliver.append((inp, status, data))

@@ -133,11 +133,5 @@ class Supervisor:
 
     def publish(self, rec: ContainerRecord, text: str) -> None:
         """Tell the app's log readers something about a container, on stderr, as if it had printed it."""
-        subs = self.cp.log_subscribers.get(rec.fn.app_id)
-        if not subs:
-            return
         for line in text.splitlines():
-            msg = {"t": P.LOG, "app": rec.fn.app_id, "fn": rec.fn.tag, "cid": rec.container_id, "fd": 2,
-                   "data": line + "\n"}
-            for peer in subs:
-                peer.proto.send(msg)
+            self.cp.record_log(rec, "system", line + "\n")
