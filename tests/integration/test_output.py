@@ -233,3 +233,61 @@ def test_app_logs_keeps_history_filters_and_follows(platform):
     # a stopped app's logs are still there, and reading them does not wait
     out = _hp("app", "logs", "logs-app", "-f")
     assert out.returncode == 0 and "said beta" in out.stdout, out.stderr
+
+
+_SERVED = """
+import modal
+
+app = modal.App("served-once")
+
+
+@app.function()
+@modal.fastapi_endpoint()
+def page():
+    return "hello"
+"""
+
+
+def test_serve_refuses_a_second_serve_and_fails_loudly_when_the_control_plane_stops(platform, tmp_path):
+    program = tmp_path / "served_once.py"
+    program.write_text(_SERVED)
+    first = _cli("serve", str(program))
+    seen: list[str] = []
+    try:
+        _read_until(first, ["Serving"], seen, limit=120)
+        url = next(m.group(1) for line in seen if (m := re.search(r"page => (http://\S+)", line)))
+        assert httpx.get(url, timeout=60).json() == "hello"
+        # A second serve of the same program is refused, loudly; the first one still serves.
+        second = _hp("serve", str(program), timeout=60)
+        assert second.returncode == 1 and "already being served" in second.stderr, second.stderr
+        assert httpx.get(url, timeout=60).json() == "hello"
+        # The control plane stops: serve does not go on saying "Serving" with a dead endpoint.
+        platform.stop()
+        _out, err = first.communicate(timeout=60)
+    finally:
+        if first.poll() is None:
+            first.kill()
+            first.communicate()
+        if platform.pid is None:
+            platform.start()
+    assert first.returncode == 1
+    assert "No longer serving" in err and "control plane" in err, err
+
+
+def test_server_stop_during_a_run_says_so(platform):
+    run = _cli("run", str(PROGRAMS / "long_app.py"))
+    seen: list[str] = []
+    try:
+        _read_until(run, ["] slow started"], seen)
+        stop = _hp("server", "stop")
+        assert stop.returncode == 0
+        assert "1 app is running (long-app)" in stop.stderr, stop.stderr  # a warning first
+        _out, err = run.communicate(timeout=60)
+    finally:
+        if run.poll() is None:
+            run.kill()
+            run.communicate()
+        platform.stop()
+        platform.start()
+    assert run.returncode == 1
+    assert "the control plane was stopped" in err, err

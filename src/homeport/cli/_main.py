@@ -172,6 +172,15 @@ def server_stop(timeout: float) -> None:
     except (FileNotFoundError, ValueError):
         pass
     try:
+        running = _server_request({"t": P.SERVER_STATUS}).get("apps") or []
+    except Error:
+        running = []
+    if running:
+        names = ", ".join(str(a.get("name") or a.get("app_id")) if isinstance(a, dict) else str(a) for a in running)
+        err_console.print(f"[yellow]Warning:[/] {len(running)} app{'s are' if len(running) != 1 else ' is'} running "
+                          f"({names}): what they run now fails with 'the control plane was stopped'. Deployed "
+                          "apps come back when the control plane starts again.", soft_wrap=True)
+    try:
         _server_request({"t": P.SERVER_SHUTDOWN})
     except Error:
         if pid:

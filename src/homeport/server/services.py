@@ -193,6 +193,7 @@ class ControlPlane:
                 log.exception("executing the scheduler's tick failed")
 
     async def close(self) -> None:
+        self.closing = True  # what its containers were running fails with why: the control plane stopped
         self.schedules.close()
         for app_id in list(self.apps):
             # Deployed apps stay deployed: the next control plane restores them.
@@ -382,6 +383,8 @@ class ControlPlane:
         self.supervisor.died_starting(rec, info)
         if rec.init_failure is not None:
             reason = "container failed during start-up"
+        elif getattr(self, "closing", False):
+            reason = f"the control plane was stopped while '{rec.fn.tag}' was running this input"
         elif was_stopping:
             reason = f"container {cid} of '{rec.fn.tag}' was stopped while running this input"
         else:
