@@ -24,6 +24,7 @@ _LOOKUPS = {
     P.APP_HISTORY: lambda cp, peer, msg: cp.app_history(msg["name"]),
     P.APP_LOGS: lambda cp, peer, msg: cp.subscribe_logs(peer, msg["app_id"]),
     P.LOG_QUERY: lambda cp, peer, msg: cp.query_logs(msg),
+    P.CONTAINER_EXEC_INFO: lambda cp, peer, msg: cp.container_exec_info(msg["container_id"]),
     P.FUNCTION_LOOKUP: lambda cp, peer, msg: cp.lookup_function(msg),
     P.SECRET_CREATE: lambda cp, peer, msg: cp.secrets.create(msg["name"], msg["values"], bool(msg.get("overwrite"))),
     P.SECRET_LIST: lambda cp, peer, msg: cp.secrets.list(),
@@ -35,6 +36,7 @@ _LOOKUPS = {
 _ASYNC = {
     P.APP_PUBLISH: lambda cp, peer, msg: cp.publish_app(msg),
     P.APP_DEPLOY: lambda cp, peer, msg: cp.deploy_app_web(peer, msg),
+    P.APP_ROLLBACK: lambda cp, peer, msg: cp.rollback_app(peer, msg),
 }
 
 

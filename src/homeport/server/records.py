@@ -79,4 +79,5 @@ class ContainerRecord:
     stop_requested_at: float | None = None  # asked to stop gracefully (SIGTERM, then SIGKILL after the grace)
     killed_because: str | None = None  # the control plane killed it at once (a deadline), and why
     exit_hooks: bool = False  # it said, once ready, that it has exit hooks to run when asked to stop
+    env: dict[str, str] | None = None  # its environment, less its credentials (for `container exec`)
     last_call_id: str | None = None  # the call of the last input it finished (its late log lines are that call's)

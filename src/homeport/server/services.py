@@ -271,6 +271,7 @@ class ControlPlane:
             try:
                 spec = await self.launcher.spec(fn, ins.container, rec.token)
                 rec.web_prefix = spec.env.get(P.ENV_WEB_SOCKET)
+                rec.env = {k: v for k, v in spec.env.items() if k != P.ENV_CONTAINER_TOKEN}
                 rec.pid = await self.backend.start(spec, self._on_container_output, self._on_container_exit)
             except Exception as exc:  # the backend could not even create the process
                 log.exception("container %s failed to start", ins.container)
@@ -622,6 +623,8 @@ class ControlPlane:
             return vols.remove(name, msg["path"], bool(msg.get("recursive")))
         if op == "cp":
             return vols.copy(name, msg["sources"], msg["dest"], bool(msg.get("recursive")))
+        if op == "rename":
+            return vols.rename(name, msg["new_name"])
         raise LookupError(f"unknown volume operation {op!r}")
 
     # --- deployed apps -----------------------------------------------------------------------------
@@ -744,6 +747,33 @@ class ControlPlane:
             {"version": d["version"], "created_at": d["created_at"], "functions": [f["tag"] for f in d["functions"]]}
             for d in self.state.deployments(app_id)
         ]
+
+    def container_exec_info(self, cid: str) -> dict[str, Any]:
+        rec = self.containers.get(cid)
+        if rec is None:
+            raise LookupError(f"No running container {cid}")
+        return {"pid": rec.pid, "state": rec.state, "env": rec.env}
+
+    async def rollback_app(self, peer: Peer, msg: dict[str, Any]) -> dict[str, Any]:
+        """Deploy an earlier version's functions again, as a new version (`homeport app rollback`)."""
+        from ..exception import InvalidError
+
+        name = msg["name"]
+        app_id = self._deployed_by_name(name) or self.state.deployed_app_id(name)
+        if app_id is None:
+            raise LookupError(f"No deployed app named '{name}'.")
+        versions = self.state.deployments(app_id)
+        target = msg.get("version")
+        if target is None:
+            if len(versions) < 2:
+                raise InvalidError(f"App '{name}' has one version only: there is no earlier one to roll back to.")
+            target = versions[-2]["version"]
+        match = [d for d in versions if d["version"] == target]
+        if not match:
+            raise LookupError(f"App '{name}' has no version {target} (it has v1 to v{versions[-1]['version']}).")
+        reply = await self.deploy_app_web(peer, {"name": name, "functions": match[0]["functions"]})
+        reply["from_version"] = target
+        return reply
 
     def subscribe_logs(self, peer: Peer, app_id: str) -> None:
         self.log_subscribers.setdefault(app_id, set()).add(peer)

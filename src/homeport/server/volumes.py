@@ -11,6 +11,7 @@ files never interfere.
 from __future__ import annotations
 
 import os
+import re
 import secrets
 import shutil
 import time
@@ -70,6 +71,17 @@ class VolumeStore:
     def list(self) -> list[dict[str, Any]]:
         rows = self._db.execute("SELECT name, created_at FROM volumes WHERE ephemeral = 0 ORDER BY name").fetchall()
         return [{"name": n, "created_at": c} for n, c in rows]
+
+    def rename(self, name: str, new_name: str) -> None:
+        if not self.exists(name):
+            raise NotFoundError(f"Volume '{name}' not found.")
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}", new_name) or new_name in (".", ".."):
+            raise InvalidError(f"Invalid Volume name {new_name!r}: use letters, digits, '.', '-' and '_' (at most "
+                               "64 characters).")
+        if self.exists(new_name):
+            raise InvalidError(f"Volume '{new_name}' already exists.")
+        os.rename(self._dir(name), self._dir(new_name))
+        self._db.execute("UPDATE volumes SET name = ? WHERE name = ?", (new_name, name))
 
     def delete(self, name: str) -> None:
         if not self.exists(name):
@@ -144,10 +156,15 @@ class VolumeStore:
         several sources), else to `dest` itself. A directory is copied only with `recursive`; every
         source is checked before anything is copied."""
         d = self._path(name, dest)
+        inside = os.path.realpath(self._dir(name))
+        for p in (d, *(self._path(name, src) for src in sources)):
+            # A container may have planted a symlink in the volume: never follow one out of it.
+            if os.path.commonpath([inside, os.path.realpath(p.parent)]) != inside:
+                raise InvalidError(f"{p.relative_to(self._dir(name))} leads out of volume '{name}' (a symlink).")
         resolved = []
         for src in sources:
             s = self._path(name, src)
-            if not s.exists():
+            if not s.exists() and not s.is_symlink():
                 raise NotFoundError(f"No such file or directory in volume '{name}': {src}")
             if s.is_dir() and not recursive:
                 raise InvalidError(f"{src} is a directory; pass recursive=True (or -r) to copy it.")
@@ -155,7 +172,25 @@ class VolumeStore:
         for s in resolved:
             target = d / s.name if (d.is_dir() or dest.endswith("/") or len(sources) > 1) else d
             target.parent.mkdir(parents=True, exist_ok=True)
-            if s.is_dir():
-                shutil.copytree(s, target, dirs_exist_ok=True)
+            if os.path.commonpath([inside, os.path.realpath(target.parent)]) != inside or (
+                    s.is_dir() and not s.is_symlink() and _has_symlink(target)):
+                raise InvalidError(f"{dest} leads out of volume '{name}' (a symlink).")
+            if target.is_symlink():  # replaced, never written through
+                target.unlink()
+            if s.is_dir() and not s.is_symlink():
+                shutil.copytree(s, target, symlinks=True, dirs_exist_ok=True)  # links copied as links
             else:
-                shutil.copy2(s, target)
+                shutil.copy2(s, target, follow_symlinks=False)
+
+
+def _has_symlink(directory: Path) -> bool:
+    """Whether an existing directory holds a symlink a copy into it could write through."""
+    if directory.is_symlink():
+        return True
+    if not directory.is_dir():
+        return False
+    for root, dirs, files in os.walk(directory):
+        for n in dirs + files:
+            if os.path.islink(os.path.join(root, n)):
+                return True
+    return False
