@@ -485,19 +485,32 @@ async def _with_images(client: Any, regs: list[_Registered], show_logs: bool = F
     if show_logs and saved is None:
         printer = lambda msg: default_log_printer(msg) if msg.get("fn") == "image" else None  # noqa: E731
     status = ImageBuildStatus()  # on a terminal: a spinner naming the step being built
+    from . import _build_log, _config
+    from ._progress import interactive
+
+    summary = None
+    if _build_log.summarise_wanted(interactive()):  # on a terminal: the steps; the rest in a file
+        summary = _build_log.BuildLogSummary(os.path.join(str(_config.state_dir()), "image-logs"))
 
     def on_log(msg: dict[str, Any]) -> None:
         status.on_log(msg)
+        if summary is not None and msg.get("fn") == "image" and not summary.feed(_build_log.printable(msg)):
+            return
         if printer is not None:
             printer(msg)
 
     client.log_handler = on_log
+    failed = True
     try:
         # No deadline: a build takes as long as its steps do, each bounded by the control plane.
         ids = await client.request({"t": P.IMAGE_BUILD, "images": requests}, timeout=None)
+        failed = False
     finally:
         client.log_handler = saved
         status.close()
+        if summary is not None and printer is not None:
+            for line in summary.close(failed):
+                printer({"fn": "image", "cid": "", "fd": 2, "data": line})
     hashes = [image.content_hash() for image in unique]
     return [
         dict(r.definition, image_id=ids[unique.index(image)], image_hash=hashes[unique.index(image)])
