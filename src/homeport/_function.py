@@ -28,6 +28,18 @@ _call_prefix = f"fc-{os.urandom(6).hex()}"
 _call_counter = itertools.count(1)
 
 
+def _new_call_prefix() -> None:
+    """In a forked process (containers are copies of a template that imported this module): call ids
+    of its own. Copies that shared the template's drew the same ids, and the control plane sent one
+    container's outputs to another (streamed web responses that never ended under concurrency)."""
+    global _call_prefix, _call_counter
+    _call_prefix = f"fc-{os.urandom(6).hex()}"
+    _call_counter = itertools.count(1)
+
+
+os.register_at_fork(after_in_child=_new_call_prefix)
+
+
 def _new_call_id() -> str:
     return f"{_call_prefix}{next(_call_counter):010d}"
 

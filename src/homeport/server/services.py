@@ -901,6 +901,14 @@ class ControlPlane:
             if answer:
                 self._refuse(peer, call_id, msg["inputs"], "invalid", text)
             return text
+        if call_id in self.calls:
+            # Another caller's call: taking its id over would send its outputs here (a container
+            # posing as it, or two forked copies that drew the same ids).
+            text = f"function call id {call_id} is already in use"
+            log.warning("refused a call: %s", text)
+            if answer:
+                self._refuse(peer, call_id, msg["inputs"], "invalid", text)
+            return text
         call = CallRecord(call_id, fn, kind, None if kind == P.KIND_SPAWN else peer)
         call.inputs_closed = msg.get("last", True)
         self.calls[call_id] = call
