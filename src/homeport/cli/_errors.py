@@ -49,6 +49,9 @@ def format_user_error(exc: BaseException) -> str:
     text = "".join(te.format())
     if not te.stack:  # no frame of the user's left: no header announcing them
         text = text.replace("Traceback (most recent call last):\n", "", 1)
+        remote = any(str(n).startswith(_REMOTE_NOTE) for n in getattr(exc, "__notes__", None) or ())
+        if not isinstance(exc, SyntaxError) and not remote:
+            text += "(HOMEPORT_TRACEBACK=1 shows where in Homeport it was raised.)\n"
     return text
 
 
