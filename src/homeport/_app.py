@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import os
 import sys
@@ -471,11 +472,26 @@ class App:
             _print_web_urls(reply)
         self._running = True
         self._detached = detach
+        if detach:
+            from . import _bridge
 
-    async def _stop(self) -> None:
+            _bridge.interrupt_cancels = False
+
+    async def _stop(self, interrupted: bool = False) -> None:
         if not self._running:
             return
         self._running = False
+        if getattr(self, "_detached", False) and not interrupted:
+            from . import _bridge
+
+            _bridge.interrupt_cancels = True
+        if interrupted and getattr(self, "_detached", False):
+            # Modal's `--detach`: Ctrl-C ends the client, not the app (what it started goes on running).
+            for reg in self._registered.values():
+                reg.hydrate(None)
+            print(f"The app keeps running (detached): stop it with `homeport app stop {self._app_id}`.",
+                  file=sys.stderr, flush=True)
+            return
         for reg in self._registered.values():
             reg.hydrate(None)
         for hooks in self._displaced.values():
@@ -596,19 +612,32 @@ async def _with_images(client: Any, regs: list[_Registered], show_logs: bool = F
     if show_logs and saved is None:
         printer = lambda msg: default_log_printer(msg) if msg.get("fn") == "image" else None  # noqa: E731
     status = ImageBuildStatus()  # on a terminal: a spinner naming the step being built
+    from . import _build_log, _config
+    from ._progress import interactive
+
+    summary = None
+    if _build_log.summarise_wanted(interactive()):  # on a terminal: the steps; the rest in a file
+        summary = _build_log.BuildLogSummary(os.path.join(str(_config.state_dir()), "image-logs"))
 
     def on_log(msg: dict[str, Any]) -> None:
         status.on_log(msg)
+        if summary is not None and msg.get("fn") == "image" and not summary.feed(_build_log.printable(msg)):
+            return
         if printer is not None:
             printer(msg)
 
     client.log_handler = on_log
+    failed = True
     try:
         # No deadline: a build takes as long as its steps do, each bounded by the control plane.
         ids = await client.request({"t": P.IMAGE_BUILD, "images": requests}, timeout=None)
+        failed = False
     finally:
         client.log_handler = saved
         status.close()
+        if summary is not None and printer is not None:
+            for line in summary.close(failed):
+                printer({"fn": "image", "cid": "", "fd": 2, "data": line})
     hashes = [image.content_hash() for image in unique]
     return [
         dict(r.definition, image_id=ids[unique.index(image)], image_hash=hashes[unique.index(image)])
@@ -652,14 +681,15 @@ class _RunContext:
         return self.app
 
     def __exit__(self, *exc: Any) -> None:
-        run_sync(self.app._stop())
+        run_sync(self.app._stop(interrupted=exc[0] is not None and issubclass(exc[0], KeyboardInterrupt)))
 
     async def __aenter__(self) -> App:
         await run_async(self.app._start(self.show_logs, self.detach))
         return self.app
 
     async def __aexit__(self, *exc: Any) -> None:
-        await run_async(self.app._stop())
+        interrupted = exc[0] is not None and issubclass(exc[0], (KeyboardInterrupt, asyncio.CancelledError))
+        await run_async(self.app._stop(interrupted=interrupted))
 
 
 class Stub(App):

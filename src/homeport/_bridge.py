@@ -52,6 +52,11 @@ def submit(coro: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
     return asyncio.run_coroutine_threadsafe(coro, bridge_loop())
 
 
+# False while a detached app runs (`run --detach`): Ctrl-C leaves what the client started running, as
+# Modal's does, rather than cancel the call it was waiting for.
+interrupt_cancels = True
+
+
 def run_sync(coro: Coroutine[Any, Any, T]) -> T:
     if in_bridge_thread():
         coro.close()
@@ -60,7 +65,8 @@ def run_sync(coro: Coroutine[Any, Any, T]) -> T:
     try:
         return fut.result()
     except KeyboardInterrupt:
-        fut.cancel()
+        if interrupt_cancels:
+            fut.cancel()
         raise
 
 

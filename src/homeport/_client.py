@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import itertools
 import sys
 import time
@@ -217,12 +218,29 @@ async def get_client() -> Client:
     return await Client.get()
 
 
+_shown_stderr: collections.deque[str] = collections.deque(maxlen=4000)  # container stderr lines printed here
+
+
+def was_shown(text: str) -> bool:
+    """Whether every line of `text` (a remote traceback, say) was printed here as container stderr."""
+    shown = set(_shown_stderr)
+    lines = [line.rstrip() for line in text.splitlines() if line.strip()]
+    return bool(lines) and all(line in shown for line in lines[1:])  # the first: the note's own title
+
+
 def default_log_printer(msg: dict[str, Any]) -> None:
     stream = sys.stderr if msg.get("fd") == 2 else sys.stdout
     prefix = f"[{msg['fn']} {msg['cid'][-8:]}] " if msg.get("cid") else f"[{msg['fn']}] "
     text = msg["data"]
-    stream.write(prefix + text if text.endswith("\n") else prefix + text + "\n")
-    stream.flush()
+    if msg.get("fd") == 2:
+        _shown_stderr.append(text.rstrip())
+    line = prefix + text if text.endswith("\n") else prefix + text + "\n"
+    write_log = getattr(stream, "write_log", None)  # `homeport run`'s guard: between the program's own lines
+    if write_log is not None:
+        write_log(line)
+    else:
+        stream.write(line)
+        stream.flush()
 
 
 def ensure_bridge() -> None:

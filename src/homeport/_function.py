@@ -31,8 +31,9 @@ _call_counter = itertools.count(1)
 
 def _new_call_prefix() -> None:
     """Call ids are this process's random prefix and a counter. A container forked from a template
-    that imported this module must not reuse the template's (its calls would collide with its
-    siblings'), so every forked child makes its own."""
+    that imported this module must not reuse the template's: its calls would collide with its
+    siblings', and the control plane would send one container's outputs to another (streamed web
+    responses that never ended under concurrency). So every forked child makes its own."""
     global _call_prefix, _call_counter
     _call_prefix = f"fc-{os.urandom(6).hex()}"
     _call_counter = itertools.count(1)

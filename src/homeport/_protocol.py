@@ -54,7 +54,11 @@ APP_DEPLOY = "app_deploy"  # {"name", "functions"} -> {"app_id", "version", "ids
 APP_LOOKUP = "app_lookup"  # {"name", "create_if_missing"} -> {"app_id", "name"}
 APP_LIST = "app_list"  # -> [{"app_id", "name", "state", "version", ...}]
 APP_HISTORY = "app_history"  # {"name"} -> [{"version", "created_at", "functions"}]
+APP_ROLLBACK = "app_rollback"  # {"name", "version" (None: the previous)} -> {"app_id", "version", "from_version"}
 APP_LOGS = "app_logs"  # {"app_id"}: stream the app's container logs to this client
+# {app_id, function_id, container_id, call_id, since, until, search, streams, after_id, limit} (server/logs.py)
+# -> {"entries": [{id, ts, app_id, function_id, function, container_id, call_id, stream, data}], "running"}
+LOG_QUERY = "log_query"
 SECRET_CREATE = "secret_create"  # {"name", "values", "overwrite"}
 SECRET_LIST = "secret_list"  # -> [{"name", "created_at", "updated_at", "keys"}] (never values)
 SECRET_DELETE = "secret_delete"  # {"name"}
@@ -77,6 +81,7 @@ SERVER_SHUTDOWN = "shutdown"
 CONTAINER_LIST = "container_list"
 CONTAINER_STOP = "container_stop"
 DASHBOARD = "dashboard"  # -> {"url", "login_url"}: where the control plane serves its dashboard
+CONTAINER_EXEC_INFO = "container_exec_info"  # {"container_id"} -> {"pid", "state", "env"}: for `container exec`
 # {"images": [{"steps": [...]}, ...]} -> ["im-...", ...]; builds what is not cached, streaming LOG
 # messages ({"fn": "image", "cid": image id}) to the caller; a failed step answers code "image_build".
 IMAGE_BUILD = "image_build"

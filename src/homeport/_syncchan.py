@@ -166,10 +166,13 @@ class SyncChannel:
                 if msg.get("t") == P.RESULT and not msg.get("ok"):
                     raise error_from_code(msg.get("code", ""), msg.get("msg", ""))
         except KeyboardInterrupt:
-            try:
-                self.sock.sendall(P.encode({"t": P.CALL_CANCEL, "call": call_id, "id": 0}))
-            except OSError:
-                self.close()
+            from . import _bridge
+
+            if _bridge.interrupt_cancels:  # not under `run --detach`: the call goes on there
+                try:
+                    self.sock.sendall(P.encode({"t": P.CALL_CANCEL, "call": call_id, "id": 0}))
+                except OSError:
+                    self.close()
             raise
         except (OSError, EOFError):
             self.close()

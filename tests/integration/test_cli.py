@@ -26,14 +26,15 @@ EXAMPLES = Path(__file__).parents[2] / "examples"
 
 
 COMMANDS = {
-    "app": ("list", "stop", "history", "logs"),
+    "app": ("list", "stop", "history", "logs", "rollback"),
     "secret": ("create", "list", "delete"),
-    "volume": ("create", "list", "ls", "put", "get", "rm", "delete"),
-    "container": ("list", "stop"),
+    "volume": ("create", "list", "ls", "put", "get", "rm", "cp", "rename", "delete"),
+    "container": ("list", "stop", "logs", "exec"),
     "server": ("start", "stop", "status"),
     "run": (),
     "deploy": (),
     "serve": (),
+    "shell": (),
 }
 
 

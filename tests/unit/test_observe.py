@@ -1,5 +1,5 @@
 """What the control plane records for the dashboard: call history rows, maps folded into one row,
-retention, log filters, and metrics folded off the call path."""
+retention, live events, and metrics folded off the call path."""
 
 import sqlite3
 
@@ -62,26 +62,14 @@ def test_history_past_its_retention_is_dropped(monkeypatch):
     assert MAX_HISTORY_ROWS >= 10_000
 
 
-def test_log_lines_filter_by_app_function_container_call_and_text():
-    obs = observer()
-    obs.log_line("ap-1", "f", "ta-1", 1, "hello one\n", "fc-1")
-    obs.log_line("ap-1", "g", "ta-2", 2, "oops two\n", None)
-    obs.log_line("ap-2", "f", "ta-3", 1, "hello three\n", "fc-3")
-    assert [e["text"] for e in obs.log_history(app_id="ap-1")] == ["hello one\n", "oops two\n"]
-    assert [e["container_id"] for e in obs.log_history(function="f")] == ["ta-1", "ta-3"]
-    assert [e["stream"] for e in obs.log_history(container_id="ta-2")] == ["stderr"]
-    assert [e["call_id"] for e in obs.log_history(call_id="fc-3")] == ["fc-3"]
-    assert [e["text"] for e in obs.log_history(search="three")] == ["hello three\n"]
-
-
 def test_live_subscribers_get_calls_and_logs_and_a_slow_one_never_blocks():
     obs = observer()
     queue = obs.subscribe()
-    obs.log_line("ap-1", "f", "ta-1", 1, "x\n", None)
+    obs.log_line("ap-1", "f", "ta-1", "stdout", "x\n", None)
     obs.input_finished("fu-1", "ap-1", "f", "fc-1", P.KIND_UNARY, 0, P.SUCCESS, 0.1, 0, None)
     assert [queue.get_nowait()[0] for _ in range(2)] == ["log", "call"]
     for _ in range(5000):  # nobody reads: lines are dropped for that page, the server goes on
-        obs.log_line("ap-1", "f", "ta-1", 1, "x\n", None)
+        obs.log_line("ap-1", "f", "ta-1", "stdout", "x\n", None)
     obs.unsubscribe(queue)
 
 

@@ -19,6 +19,8 @@ from .._client import get_client
 from .._protocol import ENV_RAY_ADDRESS
 from ..backends import registered_backends
 from ..exception import Error
+from . import _logs
+from ._dictqueue import dict_group, queue_group
 
 console = Console(stderr=False)
 err_console = Console(stderr=True)
@@ -95,7 +97,23 @@ def deploy(app_ref: str, name: str | None, module_mode: bool) -> None:
     label = name or app.name
     console.print(f"[green]✓[/green] App [bold]{label}[/bold] deployed (version {app._deployed_version}, {app.app_id}).")
     console.print("\n".join(tree_lines(app)))
-    console.print(f"Call it with modal.Function.from_name({label!r}, NAME); stop it with `homeport app stop {label}`.")
+    console.print(deploy_hint(app, label), soft_wrap=True)  # one line each: people copy them
+
+
+def deploy_hint(app, label: str) -> str:
+    """How to call what was deployed: `Function.from_name` for a function, `Cls.from_name` for a class."""
+    from .._function import Function
+
+    objs = sorted(app.registered_functions.items())
+    fn = next((n for n, o in objs if isinstance(o, Function)), None)
+    cls = next((n for n, o in objs if not isinstance(o, Function)), None)
+    ways = []
+    if fn is not None:
+        ways.append(f"modal.Function.from_name({label!r}, {fn!r})")
+    if cls is not None:
+        ways.append(f"modal.Cls.from_name({label!r}, {cls!r})")
+    call = f"Call it with {' or '.join(ways)}; " if ways else ""
+    return f"{call}stop it with `homeport app stop {label}`."
 
 
 @cli.command()
@@ -181,6 +199,15 @@ def server_stop(timeout: float) -> None:
     except (FileNotFoundError, ValueError):
         pass
     try:
+        running = _server_request({"t": P.SERVER_STATUS}).get("apps") or []
+    except Error:
+        running = []
+    if running:
+        names = ", ".join(str(a.get("name") or a.get("app_id")) if isinstance(a, dict) else str(a) for a in running)
+        err_console.print(f"[yellow]Warning:[/] {len(running)} app{'s are' if len(running) != 1 else ' is'} running "
+                          f"({names}): what they run now fails with 'the control plane was stopped'. Deployed "
+                          "apps come back when the control plane starts again.", soft_wrap=True)
+    try:
         _server_request({"t": P.SERVER_SHUTDOWN})
     except Error:
         if pid:
@@ -260,7 +287,10 @@ def app_list(as_json: bool, show_all: bool) -> None:
     rows = [r for r in _app_rows() if show_all or r["state"] != "stopped"]
     if _echo_json(rows, as_json):
         return
-    table = Table("App id", "Name", "State", "Version", "Containers", "Created")
+    from rich.table import Column
+
+    # Ids are what the other commands take: never cut (a narrow terminal wraps the other columns).
+    table = Table(Column("App id", no_wrap=True, min_width=25), "Name", "State", "Version", "Containers", "Created")
     for r in rows:
         state = r["state"]
         if r.get("crash_looping"):
@@ -272,11 +302,14 @@ def app_list(as_json: bool, show_all: bool) -> None:
 
 @app.command("stop")
 @click.argument("name")
-def app_stop(name: str) -> None:
+@click.option("-y", "--yes", is_flag=True, help="Do not ask for confirmation.")
+def app_stop(name: str, yes: bool) -> None:
     """Stop an app (a deployed one stops being served, scheduled and restored)."""
     row = _find_app(name)
     if row["state"] == "stopped":
         raise click.ClickException(f"App {name!r} is already stopped.")
+    if not yes and sys.stdin.isatty():  # as Modal's: asks a person at a terminal, unless -y
+        click.confirm(f"Stop app {row['name'] or row['app_id']} ({row['app_id']})?", abort=True)
     _server_request({"t": P.APP_STOP, "app_id": row["app_id"]})
     console.print(f"Stopped app {row['name'] or row['app_id']} ({row['app_id']}).")
 
@@ -296,28 +329,35 @@ def app_history(name: str, as_json: bool) -> None:
     console.print(table)
 
 
+@app.command("rollback")
+@click.argument("name")
+@click.argument("version", required=False)
+def app_rollback(name: str, version: str | None) -> None:
+    """Deploy an earlier version of a deployed app again (the previous one, or VERSION: `v3` or `3`); it
+    becomes a new version in `homeport app history`."""
+    number = None
+    if version is not None:
+        try:
+            number = int(version[1:] if version.lower().startswith("v") else version)
+        except ValueError:
+            raise click.BadParameter(f"{version!r} is not a version (v3, or 3)", param_hint="VERSION") from None
+    reply = _server_request({"t": P.APP_ROLLBACK, "name": name, "version": number})
+    console.print(f"[green]✓[/green] App {name} rolled back to version {reply['from_version']}: it runs as "
+                  f"version {reply['version']} ({reply['app_id']}).")
+
+
 @app.command("logs")
 @click.argument("name")
-@click.option("--timeout", type=float, default=None, help="Stop following after this many seconds.")
-def app_logs(name: str, timeout: float | None) -> None:
-    """Follow the output of an app's containers until interrupted."""
-    from .._client import default_log_printer
-
+@click.option("--function", "function_id", help="Only this function's entries (its id fu-..., or its name).")
+@click.option("--function-call", "call_id", help="Only the entries of this function call (fc-...).")
+@click.option("--container", "container_id", help="Only this container's entries (ta-...).")
+@_logs.log_options
+def app_logs(name: str, function_id: str | None, call_id: str | None, container_id: str | None, **opts) -> None:
+    """An app's logs (what its containers printed, and the platform's messages about them): the last 100
+    entries, or with `-f` new ones as they come until the app stops."""
     row = _find_app(name)
-
-    async def follow() -> None:
-        client = await get_client()
-        client.log_handler = default_log_printer
-        await client.request({"t": P.APP_LOGS, "app_id": row["app_id"]})
-        import asyncio
-
-        await asyncio.sleep(timeout if timeout is not None else 1e9)
-
-    err_console.print(f"Following the logs of {row['name'] or row['app_id']} (Ctrl-C to stop).")
-    try:
-        run_sync(follow())
-    except KeyboardInterrupt:
-        pass
+    _logs.print_logs({"app_id": row["app_id"], "function_id": function_id, "call_id": call_id,
+                      "container_id": container_id}, opts)
 
 
 # --- secrets ---------------------------------------------------------------------------------------
@@ -473,6 +513,31 @@ def volume_rm(name: str, remote_path: str, recursive: bool) -> None:
     console.print(f"Removed {name}:{remote_path}")
 
 
+@volume.command("cp")
+@click.argument("name")
+@click.argument("paths", nargs=-1, required=True)
+@click.option("-r", "--recursive", is_flag=True, help="Copy directories too.")
+def volume_cp(name: str, paths: tuple[str, ...], recursive: bool) -> None:
+    """Copy files within a volume: `cp VOLUME SRC... DST` (into DST when it is a directory)."""
+    if len(paths) < 2:
+        raise click.UsageError("Give at least one source and a destination: homeport volume cp VOLUME SRC... DST")
+    *sources, dest = paths
+    _vol({"op": "cp", "name": name, "sources": sources, "dest": dest, "recursive": recursive})
+    console.print(f"Copied {', '.join(sources)} to {name}:{dest}")
+
+
+@volume.command("rename")
+@click.argument("old_name")
+@click.argument("new_name")
+@click.option("-y", "--yes", is_flag=True, help="Do not ask for confirmation.")
+def volume_rename(old_name: str, new_name: str, yes: bool) -> None:
+    """Rename a volume (functions that mount it by the old name will not find it)."""
+    if not yes and sys.stdin.isatty():
+        click.confirm(f"Rename volume {old_name!r} to {new_name!r}?", abort=True)
+    _vol({"op": "rename", "name": old_name, "new_name": new_name})
+    console.print(f"Renamed volume {old_name!r} to {new_name!r}.")
+
+
 @volume.command("delete")
 @click.argument("name")
 @click.option("-y", "--yes", is_flag=True, help="Do not ask for confirmation.")
@@ -550,14 +615,46 @@ def container_stop(container_id: str) -> None:
 
 
 # --- dicts and queues (Modal's `dict` and `queue` groups) -------------------------------------------
-def _add_dict_queue_groups() -> None:
-    from ._dictqueue import dict_group, queue_group
+cli.add_command(dict_group, "dict")
+cli.add_command(queue_group, "queue")
+@container.command("exec", context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
+@click.option("--pty/--no-pty", default=None, help="Run the command on this terminal (the default when there is one).")
+@click.argument("container_id")
+@click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
+def container_exec(pty: bool | None, container_id: str, command: tuple[str, ...]) -> None:
+    """Run COMMAND inside a running container (its namespaces, directory, environment, user and limits)."""
+    from ._exec import exec_in_container
 
-    cli.add_command(dict_group, "dict")
-    cli.add_command(queue_group, "queue")
+    sys.exit(exec_in_container(container_id, list(command), pty, _server_request))
 
 
-_add_dict_queue_groups()
+@cli.command("shell")
+@click.argument("ref", required=False)
+@click.option("-c", "--cmd", default="/bin/bash", show_default=True, help="The command to run.")
+@click.option("--pty/--no-pty", default=None, help="Run it on this terminal (the default when there is one).")
+def shell(ref: str | None, cmd: str, pty: bool | None) -> None:
+    """A shell in a running container (REF: its id, `ta-...`). A shell in a new container made from a
+    function's spec (`file.py::func`) or an image is not built yet."""
+    import shlex
+
+    if ref is not None and ref.startswith("ta-"):
+        from ._exec import exec_in_container
+
+        sys.exit(exec_in_container(ref, shlex.split(cmd), pty, _server_request))
+    from ..exception import UnimplementedError
+
+    what = f"for {ref!r}" if ref else "without a REF"
+    raise UnimplementedError(f"`homeport shell` {what} (a new container from a function's spec or an image) is not "
+                             "built yet; attach to a running container with `homeport shell ta-...` (see "
+                             "`homeport container list`), or run `homeport container exec ID CMD...`.")
+
+
+@container.command("logs")
+@click.argument("container_id")
+@_logs.log_options
+def container_logs(container_id: str, **opts) -> None:
+    """A container's logs: the last 100 entries, or with `-f` new ones until it stops."""
+    _logs.print_logs({"container_id": container_id}, opts)
 
 
 def main() -> None:
@@ -569,4 +666,11 @@ def main() -> None:
         # Escaped: a message may hold brackets (`list[int]`) that rich would take for markup. Not
         # wrapped: the message is one line that people (and tests) search.
         err_console.print(f"[bold red]{type(exc).__name__}:[/] {escape(str(exc))}", soft_wrap=True)
+        sys.exit(1)
+    except Exception as exc:  # the user's program raised: their traceback, once, without ours
+        if os.environ.get("HOMEPORT_TRACEBACK") == "1":
+            raise
+        from ._errors import report_user_error
+
+        report_user_error(exc)
         sys.exit(1)

@@ -182,6 +182,10 @@ def parse_cli_args(f: Any, args: list[str]) -> dict[str, Any]:
 
 def run_program(ref: str, args: list[str], *, module_mode: bool, detach: bool, quiet: bool, write_result: str | None) -> None:
     os.environ.setdefault("HOMEPORT_MODAL_ALIAS", "1")
+    if not quiet:
+        from ._lines import LineGuard
+
+        sys.stdout, sys.stderr = LineGuard(sys.stdout), LineGuard(sys.stderr)  # type: ignore[assignment]
     _progress.configure(quiet=quiet, maps=True)  # on a terminal: a bar for each big map
     module, name = import_program(ref, module_mode)
     app = find_app(module)
@@ -253,7 +257,10 @@ class _status:
         if exc_type is None:
             self.console.print("[green]✓[/green] App completed.")
         elif issubclass(exc_type, KeyboardInterrupt):
-            self.console.print("[yellow]⨯[/yellow] App stopped (interrupted).")
+            if getattr(self.app, "_detached", False):
+                self.console.print("[yellow]⨯[/yellow] Client interrupted; the detached app keeps running.")
+            else:
+                self.console.print("[yellow]⨯[/yellow] App stopped (interrupted).")
         else:
             self.console.print(f"[red]⨯[/red] App failed: {exc_type.__name__}.")
 

@@ -20,6 +20,34 @@ import click
 
 READY = b"ready\n"
 CHILD_START_TIMEOUT = 600.0  # image builds happen here
+LOST_CONTROL_PLANE = 75  # a child's exit code: its connection to the control plane was lost
+
+
+def _claim(ref: str, module_mode: bool):
+    """One `homeport serve` per program: a second one of the same program would take over its URLs
+    and stop them when it ends. The lock (held by this process, released when it exits) says who serves."""
+    import fcntl
+    import hashlib
+
+    from .. import _config
+
+    key = ref.partition("::")[0] if module_mode else str(Path(ref.partition("::")[0]).resolve())
+    folder = Path(_config.state_dir()) / "serve"
+    folder.mkdir(parents=True, exist_ok=True)
+    f = open(folder / (hashlib.sha256(key.encode()).hexdigest()[:16] + ".lock"), "a+")  # held while serving
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        f.seek(0)
+        who = f.read().strip() or "another process"
+        f.close()
+        raise click.ClickException(f"{key} is already being served (by {who}): stop that `homeport serve` first; "
+                                   "two would share its URLs.") from None
+    f.seek(0)
+    f.truncate()
+    f.write(f"pid {os.getpid()}")
+    f.flush()
+    return f
 
 
 def serve_app(ref: str, module_mode: bool, timeout: float | None) -> None:
@@ -27,6 +55,7 @@ def serve_app(ref: str, module_mode: bool, timeout: float | None) -> None:
     from rich.console import Console
 
     console = Console(stderr=True, highlight=False)
+    lock = _claim(ref, module_mode)  # noqa: F841 - held until this process exits
     child = _start_child(ref, module_mode, first=True)
     if child is None:
         raise click.ClickException("The app did not start; see the output above.")
@@ -36,6 +65,17 @@ def serve_app(ref: str, module_mode: bool, timeout: float | None) -> None:
     if timer is not None:
         timer.daemon = True
         timer.start()
+    current = [child]
+    lost: list[int] = []
+
+    def monitor() -> None:  # the serving child ended by itself (its control plane went away): say so
+        while not stop.wait(0.2):
+            c = current[0]
+            if c.poll() is not None and c is current[0]:
+                lost.append(c.returncode)
+                stop.set()
+
+    threading.Thread(target=monitor, name="homeport-serve-monitor", daemon=True).start()
     try:
         for changes in _watch(watch_dir, stop):
             names = sorted({os.path.relpath(p, watch_dir) for _, p in changes})
@@ -44,8 +84,8 @@ def serve_app(ref: str, module_mode: bool, timeout: float | None) -> None:
             if new is None:
                 console.print("[red]⨯[/red] The changed app did not start; still serving the previous version.")
                 continue
-            _stop_child(child)
-            child = new
+            old, current[0] = current[0], new
+            _stop_child(old)
             console.print("[green]✓[/green] Reloaded.")
     except KeyboardInterrupt:
         pass
@@ -53,7 +93,12 @@ def serve_app(ref: str, module_mode: bool, timeout: float | None) -> None:
         stop.set()
         if timer is not None:
             timer.cancel()
-        _stop_child(child)
+        _stop_child(current[0])
+    if lost:
+        why = ("the connection to the control plane was lost (it was stopped)" if lost[0] == LOST_CONTROL_PLANE
+               else f"the app's process exited (code {lost[0]})")
+        raise click.ClickException(f"No longer serving: {why}. Its endpoints do not answer; start the control "
+                                   "plane (`homeport server start`) and run `homeport serve` again.")
     console.print("[green]✓[/green] Stopped serving.")
 
 
@@ -137,8 +182,13 @@ def child_main(argv: list[str]) -> None:
         with app.run():
             ready.write(READY)
             ready.close()
-            while True:
-                time.sleep(3600)
+            from .._client import Client
+
+            while True:  # until interrupted, or the control plane goes away (then the parent says so)
+                time.sleep(0.25)
+                client = Client._instance
+                if client is None or client.closed:
+                    sys.exit(LOST_CONTROL_PLANE)
     except KeyboardInterrupt:
         pass
 

@@ -16,7 +16,6 @@ import asyncio
 import contextvars
 import inspect
 import time
-import traceback
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
@@ -166,9 +165,9 @@ class _ConcurrentServer:
         except asyncio.CancelledError:
             status, data = P.TERMINATED, None
         except Exception as exc:
-            from ._runtime import _failure
+            from ._runtime import _failure, print_failure
 
-            traceback.print_exc()
+            print_failure(exc)
             status, data = P.FAILURE, _failure(exc)
         if iid in rt.cancelled:
             status, data = P.TERMINATED, None
@@ -187,9 +186,9 @@ class _ConcurrentServer:
                 return P.GENERATOR_DONE, count
             return P.SUCCESS, rt._dumps_result(result)
         except Exception as exc:
-            from ._runtime import _failure
+            from ._runtime import _failure, print_failure
 
-            traceback.print_exc()
+            print_failure(exc)
             return P.FAILURE, _failure(exc)
 
     async def _stream_async(self, iid: int, gen: Any) -> int:

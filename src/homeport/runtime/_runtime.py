@@ -38,8 +38,26 @@ class _Shutdown(BaseException):
     pass
 
 
+_OWN_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the homeport package
+
+
+def user_traceback(exc: BaseException) -> str:
+    """The traceback of an exception raised by the user's code, from the user's first frame (the
+    runtime's own frames that called it left out, unless HOMEPORT_TRACEBACK=1)."""
+    tb = exc.__traceback__
+    if os.environ.get("HOMEPORT_TRACEBACK") != "1":
+        while tb is not None and tb.tb_next is not None and tb.tb_frame.f_code.co_filename.startswith(_OWN_DIR + os.sep):
+            tb = tb.tb_next
+    return "".join(traceback.format_exception(type(exc), exc, tb))
+
+
+def print_failure(exc: BaseException) -> None:
+    """Print a failed input's traceback to the container's stderr (its log), the user's frames only."""
+    sys.stderr.write(user_traceback(exc))
+
+
 def _failure(exc: BaseException) -> dict[str, Any]:
-    tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    tb = user_traceback(exc)
     try:
         pickled = cloudpickle.dumps(exc)
     except Exception:  # an exception that cannot be pickled still reaches the caller as text
@@ -299,7 +317,8 @@ class Runtime:
             self._init_failure(exc)
             return False
         self.started = True
-        self.conn.send({"t": P.READY, "timeline": timeline})
+        has_exit = bool(self.service is not None and self.service.exit_hooks)
+        self.conn.send({"t": P.READY, "timeline": timeline, "exit_hooks": has_exit})
         return True
 
     def _init_failure(self, exc: BaseException) -> None:
@@ -496,7 +515,7 @@ class Runtime:
                 from homeport.exception import InvalidError
 
                 exc = InvalidError(str(exc))
-            traceback.print_exc()
+            print_failure(exc)
             status, data = P.FAILURE, [_failure(exc)] * len(items)
         finally:
             signal.setitimer(signal.ITIMER_REAL, 0)
@@ -546,7 +565,7 @@ class Runtime:
             if isinstance(exc, InputCancellation):
                 status, data = P.TERMINATED, None
             else:
-                traceback.print_exc()
+                print_failure(exc)
                 status, data = P.FAILURE, _failure(exc)
         finally:
             signal.setitimer(signal.ITIMER_REAL, 0)

@@ -350,6 +350,20 @@ def _hide_state(plan: dict[str, Any]) -> None:
         raise SystemExit(1) from None
 
 
+def _unbuffered_stdio() -> None:
+    """New `sys.stdout`/`sys.stderr` on fds 1 and 2, as `PYTHONUNBUFFERED=1` makes them in a fresh
+    interpreter: every write reaches the pipe at once (a fresh interpreter's are set before it runs
+    anything; a fork keeps the template's, block-buffered, which held a copy's output until it exited)."""
+    import io
+
+    for name, fd in (("stdout", 1), ("stderr", 2)):
+        old = getattr(sys, name)
+        stream = io.TextIOWrapper(io.FileIO(fd, "w", closefd=False), encoding=getattr(old, "encoding", None) or "utf-8",
+                                  errors=getattr(old, "errors", None) or "strict", write_through=True)
+        setattr(sys, name, stream)
+        setattr(sys, f"__{name}__", stream)
+
+
 def _wait_until_placed(hold: int) -> None:
     """Wait until the backend has put this copy where it belongs (its cgroup), before it runs
     anything that could use memory beyond its limit; leave if the backend gave up instead."""
@@ -376,6 +390,7 @@ def _child(sock: socket.socket, fds: list[int], msg: dict[str, Any], preloaded: 
         os.dup2(err, 2)
         os.close(out)
         os.close(err)
+        _unbuffered_stdio()  # the template's stdio buffered for a pipe: a copy's prints must travel at once
         devnull = os.open(os.devnull, os.O_RDONLY)
         os.dup2(devnull, 0)
         os.close(devnull)

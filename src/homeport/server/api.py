@@ -29,6 +29,8 @@ _LOOKUPS = {
     P.APP_LIST: lambda cp, peer, msg: cp.list_apps(),
     P.APP_HISTORY: lambda cp, peer, msg: cp.app_history(msg["name"]),
     P.APP_LOGS: lambda cp, peer, msg: cp.subscribe_logs(peer, msg["app_id"]),
+    P.LOG_QUERY: lambda cp, peer, msg: cp.query_logs(msg),
+    P.CONTAINER_EXEC_INFO: lambda cp, peer, msg: cp.container_exec_info(msg["container_id"]),
     P.FUNCTION_LOOKUP: lambda cp, peer, msg: cp.lookup_function(msg),
     P.SECRET_CREATE: lambda cp, peer, msg: cp.secrets.create(msg["name"], msg["values"], bool(msg.get("overwrite"))),
     P.SECRET_LIST: lambda cp, peer, msg: cp.secrets.list(),
@@ -45,6 +47,7 @@ _ASYNC = {
     P.QUEUE: lambda cp, peer, msg: dictqueue.handle(cp.dictqueue, peer, msg),
     P.SANDBOX: lambda cp, peer, msg: cp.sandboxes.op(peer, msg),
     P.TUNNEL: lambda cp, peer, msg: cp.tunnel_op(peer, msg),
+    P.APP_ROLLBACK: lambda cp, peer, msg: cp.rollback_app(peer, msg),
 }
 
 

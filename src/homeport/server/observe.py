@@ -1,5 +1,6 @@
-"""What the control plane observes for people: call history, recent logs, per-function figures and
-Prometheus metrics. The dashboard and `/metrics` read it; the services feed it.
+"""What the control plane observes for people: call history, per-function figures, Prometheus metrics,
+and the live stream of calls and log lines (log history is the log store's, `server/logs.py`). The
+dashboard and `/metrics` read it; the services feed it.
 
 Cost on the hot path (a decision, measured in `bench/`): per finished input one deque append and a
 counter increment; everything else (the histogram, the history table, the figures) is folded in once a
@@ -8,7 +9,7 @@ second by `flush`, off the call path. A `.map`'s successful inputs are kept as o
 rows; single calls (`.remote`, `.spawn`, schedules, web requests) are one row each.
 
 History lives in the state database with a retention (`HOMEPORT_CALL_RETENTION_DAYS`, default 7 days,
-and at most `MAX_HISTORY_ROWS` rows); recent log lines in memory (the last `LOG_LINES`).
+and at most `MAX_HISTORY_ROWS` rows).
 """
 
 from __future__ import annotations
@@ -29,7 +30,6 @@ from prometheus_client.core import GaugeMetricFamily
 from .. import _protocol as P
 
 MAX_HISTORY_ROWS = 100_000
-LOG_LINES = 5_000
 WINDOW_SECONDS = 300.0  # per-function figures cover the last five minutes
 SERIES_POINTS = 300  # one sample a second of containers and queue depth per function
 RECENT_PER_FUNCTION = 2_048  # durations kept per function for p50/p99 between flushes
@@ -128,7 +128,6 @@ class Observer:
         self._clock = clock
         db.executescript(_SCHEMA)
         self.functions: dict[str, FunctionFigures] = {}
-        self.logs: deque[dict[str, Any]] = deque(maxlen=LOG_LINES)
         self._rows: list[tuple] = []  # history rows not yet written
         self._maps: dict[str, list] = {}  # call id -> aggregate row of a running map's successes
         self._subscribers: set[asyncio.Queue] = set()
@@ -196,11 +195,10 @@ class Observer:
         self.figures(fid, app_id, tag).cold_starts.append((self._clock(), seconds, cid))
         self._cold.labels(app_id, tag).observe(seconds)
 
-    def log_line(self, app_id: str, tag: str, cid: str, fd: int, text: str, call_id: str | None) -> None:
-        entry = {"at": self._clock(), "app_id": app_id, "function": tag, "container_id": cid,
-                 "stream": "stderr" if fd == 2 else "stdout", "call_id": call_id, "text": text}
-        self.logs.append(entry)
-        self._publish("log", entry)
+    def log_line(self, app_id: str, tag: str, cid: str, stream: str, text: str, call_id: str | None) -> None:
+        """A line the log store keeps: to the pages that tail logs live."""
+        self._publish("log", {"at": self._clock(), "app_id": app_id, "function": tag, "container_id": cid,
+                              "stream": stream, "call_id": call_id, "text": text})
 
     def gateway_request(self, endpoint: str, code: int) -> None:
         self._gateway.labels(endpoint, str(code)).inc()
@@ -256,11 +254,6 @@ class Observer:
                                 (call_id,)).fetchall()
         return [dict(zip(_COLUMNS, r)) for r in rows]
 
-    def log_history(self, app_id: str = "", function: str = "", container_id: str = "", call_id: str = "",
-                    search: str = "", limit: int = 500) -> list[dict[str, Any]]:
-        out = [e for e in self.logs if _log_matches(e, app_id, function, container_id, call_id, search)]
-        return out[-limit:]
-
     # --- live updates ----------------------------------------------------------------------------
     def subscribe(self) -> asyncio.Queue:
         queue: asyncio.Queue = asyncio.Queue(maxsize=1000)
@@ -277,10 +270,3 @@ class Observer:
         for queue in self._subscribers:
             with contextlib.suppress(asyncio.QueueFull):  # a slow page misses lines, never the server
                 queue.put_nowait((kind, text))
-
-
-def _log_matches(entry: dict[str, Any], app_id: str, function: str, container_id: str, call_id: str,
-                 search: str) -> bool:
-    return ((not app_id or entry["app_id"] == app_id) and (not function or entry["function"] == function)
-            and (not container_id or entry["container_id"] == container_id)
-            and (not call_id or entry["call_id"] == call_id) and (not search or search in entry["text"]))

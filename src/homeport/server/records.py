@@ -82,3 +82,6 @@ class ContainerRecord:
     last_heard: float = 0.0  # monotonic time of its last message (see `liveness`)
     silent_since: float | None = None  # reported as not answering (see `liveness`)
     gpus: tuple[str, ...] = ()  # UUIDs of the GPUs it holds
+    exit_hooks: bool = False  # it said, once ready, that it has exit hooks to run when asked to stop
+    env: dict[str, str] | None = None  # its environment, less its credentials (for `container exec`)
+    last_call_id: str | None = None  # the call of the last input it finished (its late log lines are that call's)

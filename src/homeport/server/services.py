@@ -42,6 +42,7 @@ from .dashboard import Dashboard
 from .dashboard.views import gauges
 from .images import ImageBuilder
 from .launch import Launcher
+from .logs import FLUSH_SECONDS as FLUSH_LOGS_SECONDS
 from .observe import Observer
 from .records import ERROR, STOP_GRACE_SECONDS, CallRecord, ContainerRecord, FunctionRecord, InputRecord, Peer
 from .schedules import ScheduleRunner
@@ -183,6 +184,10 @@ class ControlPlane:
         from .sandboxes import Sandboxes
 
         self.sandboxes = Sandboxes(self)
+        from .logs import LogStore
+
+        self.logs = LogStore(os.path.join(os.path.dirname(scratch), "logs.db"))  # what `app logs` reads
+        self._logs_flush: asyncio.TimerHandle | None = None
 
     def _new_container_id(self) -> str:
         return f"ta-{next(self._cid_counter):04d}{secrets.token_hex(4)}"
@@ -217,6 +222,7 @@ class ControlPlane:
                 log.exception("executing the scheduler's tick failed")
 
     async def close(self) -> None:
+        self.closing = True  # what its containers were running fails with why: the control plane stopped
         self.schedules.close()
         for app_id in list(self.apps):
             # Deployed apps stay deployed: the next control plane restores them.
@@ -227,6 +233,7 @@ class ControlPlane:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        self.logs.close()
 
     # --- executing decisions -----------------------------------------------------------------------
     def execute(self, instructions: list[Instruction]) -> None:
@@ -247,13 +254,19 @@ class ControlPlane:
             elif isinstance(ins, StartContainer):
                 self._start_container(ins)
             elif isinstance(ins, StopContainer):
-                log.info("stopping container %s: %s", ins.container, ins.reason)
                 rec = self.containers.get(ins.container)
+                log.info("%s container %s: %s", "stopping" if rec is None or rec.ready_at is not None
+                         else "cancelling (not ready)", ins.container, ins.reason)
                 if rec is not None:
                     rec.state = "stopping"
                     if rec.stop_requested_at is None:
                         rec.stop_requested_at = time.monotonic()
-                self.spawn(self.backend.stop(ins.container, STOP_GRACE_SECONDS))
+                if rec is not None and rec.ready_at is None:
+                    # Not ready: no enter hook has finished, so no exit hook is owed: cancel it at once
+                    # (a scale-out container a short map no longer needs), rather than wait out the grace.
+                    self.spawn(self.backend.kill(ins.container))
+                else:
+                    self.spawn(self.backend.stop(ins.container, STOP_GRACE_SECONDS))
             elif isinstance(ins, FailInputs):
                 self._fail_inputs(ins)
             elif isinstance(ins, RequeueInputs):
@@ -287,6 +300,7 @@ class ControlPlane:
             try:
                 spec = await self.launcher.spec(fn, ins.container, rec.token, gpus=ins.gpus)
                 rec.web_prefix = spec.env.get(P.ENV_WEB_SOCKET)
+                rec.env = {k: v for k, v in spec.env.items() if k != P.ENV_CONTAINER_TOKEN}
                 rec.pid = await self.backend.start(spec, self._on_container_output, self._on_container_exit)
             except Exception as exc:  # the backend could not even create the process
                 log.exception("container %s failed to start", ins.container)
@@ -295,8 +309,8 @@ class ControlPlane:
                 return
             if rec.state == "stopping":
                 # Stopped (app stopped, scaled down) while the backend was still creating the process,
-                # when there was nothing to signal yet: stop it now.
-                await self.backend.stop(ins.container, STOP_GRACE_SECONDS)
+                # when there was nothing to signal yet: cancel it now (it is not ready: nothing owed).
+                await self.backend.kill(ins.container)
 
         self.spawn(start())
 
@@ -322,23 +336,51 @@ class ControlPlane:
         rec = self.containers.get(cid)
         if rec is None:
             return
-        self.observer.log_line(rec.fn.app_id, rec.fn.tag, cid, fd, line.decode("utf-8", "replace"),
-                               self._running_call(cid))
+        self.record_log(rec, "stderr" if fd == 2 else "stdout", line.decode("utf-8", "replace"))
+
+    def record_log(self, rec: ContainerRecord, stream: str, data: str) -> None:
+        """A line of a container's (`stream`: stdout, stderr, or system: the platform's about it): kept in
+        the log store, and sent to the app's live log readers."""
+        running = self.scheduler.containers.get(rec.container_id)
+        call_id = None
+        if running is not None and len(running.running) == 1:
+            inp = self.inputs.get(next(iter(running.running)))
+            call_id = inp.call.call_id if inp is not None else None
+        elif running is None or not running.running:
+            call_id = rec.last_call_id
+        self.logs.add(rec.fn.app_id, stream, data, function_id=rec.fn.function_id, function=rec.fn.tag,
+                      container_id=rec.container_id, call_id=call_id)
+        self.observer.log_line(rec.fn.app_id, rec.fn.tag, rec.container_id, stream, data, call_id)
+        if self._logs_flush is None:
+            self._logs_flush = asyncio.get_running_loop().call_later(FLUSH_LOGS_SECONDS, self._flush_logs)
         subs = self.log_subscribers.get(rec.fn.app_id)
         if subs:
-            msg = {"t": P.LOG, "app": rec.fn.app_id, "fn": rec.fn.tag, "cid": cid, "fd": fd,
-                   "data": line.decode("utf-8", "replace")}
+            msg = {"t": P.LOG, "app": rec.fn.app_id, "fn": rec.fn.tag, "cid": rec.container_id,
+                   "fd": 1 if stream == "stdout" else 2, "data": data}
             for peer in subs:
                 peer.proto.send(msg)
 
-    def _running_call(self, cid: str) -> str | None:
-        """The call whose input container `cid` is running, when it runs exactly one (what its output
-        lines are attributed to)."""
-        c = self.scheduler.containers.get(cid)
-        if c is None or len(c.assigned) != 1:
-            return None
-        inp = self.inputs.get(next(iter(c.assigned)))
-        return inp.call.call_id if inp is not None else None
+    def _flush_logs(self) -> None:
+        self._logs_flush = None
+        self.logs.flush()
+
+    def query_logs(self, msg: dict[str, Any]) -> dict[str, Any]:
+        """Log entries (see `logs.LogQuery`), and whether the app (if one was named) still runs: a
+        follower stops once it does not and nothing more is left to read."""
+        from .logs import LogQuery
+
+        try:
+            q = LogQuery.from_message(msg)
+        except (TypeError, ValueError) as exc:
+            from ..exception import InvalidError
+
+            raise InvalidError(str(exc)) from None
+        running = None
+        if q.app_id is not None:
+            running = q.app_id in self.apps or q.app_id in self.stopping_apps
+        elif q.container_id is not None:
+            running = q.container_id in self.containers
+        return {"entries": self.logs.query(q), "running": running}
 
     def _on_container_exit(self, cid: str, info: ExitInfo) -> None:
         """The container's process exited. What it sent just before (outputs, released inputs) may
@@ -376,6 +418,8 @@ class ControlPlane:
         self.supervisor.died_starting(rec, info)
         if rec.init_failure is not None and not crashed:
             reason = "container failed during start-up"
+        elif getattr(self, "closing", False):
+            reason = f"the control plane was stopped while '{rec.fn.tag}' was running this input"
         elif was_stopping:
             reason = f"container {cid} of '{rec.fn.tag}' was stopped while running this input"
         else:
@@ -435,6 +479,7 @@ class ControlPlane:
             if rec.state != "stopping":
                 rec.state = "ready"
             rec.timeline = msg.get("timeline", {})
+            rec.exit_hooks = bool(msg.get("exit_hooks"))
             rec.timeline["ready"] = rec.ready_at - rec.started_at
             log.info("container %s ready in %.1f ms %s", cid, 1000 * (rec.ready_at - rec.started_at), rec.timeline)
             self.observer.container_ready(rec.fn.function_id, rec.fn.app_id, rec.fn.tag, cid,
@@ -467,6 +512,7 @@ class ControlPlane:
             if inp is None:
                 continue
             inp.seconds = secs
+            rec.last_call_id = inp.call.call_id  # its last lines may still be on their way (another pipe)
             if status in (P.FAILURE, P.TIMEOUT) and self.retry_later(inp):
                 continue
             deliver.append((inp, status, data))
@@ -636,6 +682,8 @@ class ControlPlane:
             return vols.remove(name, msg["path"], bool(msg.get("recursive")))
         if op == "cp":
             return vols.copy(name, msg["sources"], msg["dest"], bool(msg.get("recursive")))
+        if op == "rename":
+            return vols.rename(name, msg["new_name"])
         raise LookupError(f"unknown volume operation {op!r}")
 
     # --- deployed apps -----------------------------------------------------------------------------
@@ -823,6 +871,33 @@ class ControlPlane:
             for d in self.state.deployments(app_id)
         ]
 
+    def container_exec_info(self, cid: str) -> dict[str, Any]:
+        rec = self.containers.get(cid)
+        if rec is None:
+            raise LookupError(f"No running container {cid}")
+        return {"pid": rec.pid, "state": rec.state, "env": rec.env}
+
+    async def rollback_app(self, peer: Peer, msg: dict[str, Any]) -> dict[str, Any]:
+        """Deploy an earlier version's functions again, as a new version (`homeport app rollback`)."""
+        from ..exception import InvalidError
+
+        name = msg["name"]
+        app_id = self._deployed_by_name(name) or self.state.deployed_app_id(name)
+        if app_id is None:
+            raise LookupError(f"No deployed app named '{name}'.")
+        versions = self.state.deployments(app_id)
+        target = msg.get("version")
+        if target is None:
+            if len(versions) < 2:
+                raise InvalidError(f"App '{name}' has one version only: there is no earlier one to roll back to.")
+            target = versions[-2]["version"]
+        match = [d for d in versions if d["version"] == target]
+        if not match:
+            raise LookupError(f"App '{name}' has no version {target} (it has v1 to v{versions[-1]['version']}).")
+        reply = await self.deploy_app_web(peer, {"name": name, "functions": match[0]["functions"]})
+        reply["from_version"] = target
+        return reply
+
     def subscribe_logs(self, peer: Peer, app_id: str) -> None:
         self.log_subscribers.setdefault(app_id, set()).add(peer)
 
@@ -962,6 +1037,14 @@ class ControlPlane:
             if answer:
                 self._refuse(peer, call_id, msg["inputs"], "invalid", text)
             return text
+        if call_id in self.calls:
+            # Another caller's call: taking its id over would send its outputs here (a container
+            # posing as it, or two forked copies that drew the same ids).
+            text = f"function call id {call_id} is already in use"
+            log.warning("refused a call: %s", text)
+            if answer:
+                self._refuse(peer, call_id, msg["inputs"], "invalid", text)
+            return text
         call = CallRecord(call_id, fn, kind, None if kind == P.KIND_SPAWN else peer)
         call.inputs_closed = msg.get("last", True)
         self.calls[call_id] = call
@@ -1028,6 +1111,7 @@ class ControlPlane:
         call = self.calls.get(call_id)
         if call is None:
             return
+        log.info("cancelling call %s of %s", call_id, call.fn.tag)
         ids = [i for i, inp in self.inputs.items() if inp.call is call]
         queued = set(ids)
         self.scheduler.cancel(call.fn.function_id, queued)

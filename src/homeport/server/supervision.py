@@ -114,6 +114,8 @@ class Supervisor:
         its exit hooks (or ignoring SIGTERM): tell the user that their clean-up did not finish."""
         if rec.stop_requested_at is None or rec.killed_because or info.signal != signal.SIGKILL:
             return
+        if rec.ready_at is None or not rec.exit_hooks:  # no exit hook was owed: nothing was cut short
+            return
         if info.oom_limit_mib is not None or time.monotonic() - rec.stop_requested_at < 0.9 * STOP_GRACE_SECONDS:
             return
         text = (f"Container {rec.container_id} of '{rec.fn.tag}' was killed {STOP_GRACE_SECONDS:g}s after it was "
@@ -132,11 +134,5 @@ class Supervisor:
 
     def publish(self, rec: ContainerRecord, text: str) -> None:
         """Tell the app's log readers something about a container, on stderr, as if it had printed it."""
-        subs = self.cp.log_subscribers.get(rec.fn.app_id)
-        if not subs:
-            return
         for line in text.splitlines():
-            msg = {"t": P.LOG, "app": rec.fn.app_id, "fn": rec.fn.tag, "cid": rec.container_id, "fd": 2,
-                   "data": line + "\n"}
-            for peer in subs:
-                peer.proto.send(msg)
+            self.cp.record_log(rec, "system", line + "\n")

@@ -110,6 +110,17 @@ class VolumeStore:
         rows = self._db.execute("SELECT name, created_at FROM volumes WHERE ephemeral = 0 ORDER BY name").fetchall()
         return [{"name": n, "created_at": c} for n, c in rows]
 
+    def rename(self, name: str, new_name: str) -> None:
+        """A new name for the same volume: only its row changes (volumes are stored under their ids, so
+        containers that mount it go on using the same directory)."""
+        self._id(name)  # not found: says so
+        problem = object_name_problem(new_name, "Volume")
+        if problem:
+            raise InvalidError(problem)
+        if self.exists(new_name):
+            raise InvalidError(f"Volume '{new_name}' already exists.")
+        self._db.execute("UPDATE volumes SET name = ? WHERE name = ?", (new_name, name))
+
     def delete(self, name: str) -> None:
         vid = self._id(name)
         self._db.execute("DELETE FROM volumes WHERE name = ?", (name,))

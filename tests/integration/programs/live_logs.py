@@ -10,7 +10,7 @@ app = modal.App("live-logs")
 
 @app.function()
 def talk_then_wait(gate: str) -> str:
-    print("waiting for the gate", flush=True)
+    print("waiting for the gate")  # no flush=True: output travels at once
     deadline = time.monotonic() + 60
     while not os.path.exists(gate):
         if time.monotonic() > deadline:

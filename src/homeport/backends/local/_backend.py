@@ -342,8 +342,16 @@ class LocalBackend(Backend):
         proc.on_exit(proc.spec.container_id, info)
 
     def _kill_group(self, proc: _Proc, sig: int) -> None:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
+        try:
             os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            # No group yet: a copy forked from a template makes its own group first thing, and a signal
+            # sent before that must reach it all the same (it was lost, and the copy ran on).
+            if not proc.exited:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(proc.pid, sig)
+        except PermissionError:
+            pass
 
     async def stop(self, container_id: str, grace: float) -> None:
         proc = self._procs.get(container_id)

@@ -12,12 +12,14 @@ from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from ..logs import LogQuery
 from . import views
 
 if TYPE_CHECKING:
     from . import Dashboard
 
 COOKIE = "homeport_dashboard"
+LOG_HISTORY = 2000  # lines a page starts with; the live stream adds to them
 _STATIC = {"app.js": "text/javascript", "style.css": "text/css"}
 _NOT_LOGGED_IN = (
     "<!doctype html><title>Homeport</title><body style='font-family:sans-serif'>"
@@ -97,7 +99,10 @@ def build_app(dash: Dashboard) -> FastAPI:
 
     @app.get("/api/logs")
     async def logs(app_id: str = "", function: str = "", container: str = "", call: str = "", q: str = "") -> Any:
-        return obs.log_history(app_id, function, container, call, q)
+        query = LogQuery(app_id=app_id or None, function_id=function or None, container_id=container or None,
+                         call_id=call or None, search=q or None, limit=LOG_HISTORY)
+        return [{"at": e["ts"], "app_id": e["app_id"], "function": e["function"], "container_id": e["container_id"],
+                 "stream": e["stream"], "call_id": e["call_id"], "text": e["data"]} for e in cp.logs.query(query)]
 
     @app.get("/api/storage")
     async def storage() -> Any:
