@@ -387,7 +387,7 @@ class LocalBackend(Backend):
         """Kill what is left in a container's cgroup and wait (a little) until it is gone, so the
         cgroup can be removed."""
         deadline = time.monotonic() + timeout
-        while cgroup.kill() and cgroup.members() and time.monotonic() < deadline:
+        while cgroup.kill() and cgroup.members() and time.monotonic() < deadline:  # noqa: ASYNC110 - the kernel empties it, no event says so
             await asyncio.sleep(0.01)
 
     async def stop(self, container_id: str, grace: float) -> None:
