@@ -67,6 +67,9 @@ class ContainerSpec:
     # The backend sets `ENV_PRIVATE_NETWORK=1` in the container's environment only when it gave it one;
     # where it cannot, it says why to the container's output and starts it in the machine's network.
     private_network: bool = False
+    # Where the user's code is (its sys.path, module directory, working directory): kept in view of a
+    # container isolated from the host (read-only), although the host's other files may not be.
+    code: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

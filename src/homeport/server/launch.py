@@ -156,6 +156,7 @@ class Launcher:
             rootfs=rootfs,
             template=template,
             private_network=private_network,
+            code=_code_paths(fn.definition) if rootfs is None else (),
         )
 
     def view(self, fn: FunctionRecord, image: BuiltImage,
@@ -195,3 +196,11 @@ class Launcher:
             base_env = self.image_environ(image)
             await self.backend.prepare(container_template({}, image.argv(), base_env, base_env,
                                                           salt=self.template_salt, mounts=mounts, rootfs=rootfs))
+
+
+def _code_paths(definition: dict[str, Any]) -> tuple[str, ...]:
+    """Where the function's own code is read from: what an isolated container must keep in view."""
+    code = [*(definition.get("sys_path") or ()), definition.get("cwd") or ""]
+    if definition.get("module_file"):
+        code.append(os.path.dirname(definition["module_file"]))
+    return tuple(dict.fromkeys(p for p in code if p))

@@ -66,7 +66,8 @@ class LocalBackend(Backend):
         self._tasks: set[asyncio.Task] = set()
         self._cgroups = Cgroups(pids_max=pids_max_setting())
         self._told: set[tuple[str, str]] = set()  # (app, template key): the app was told why not forked
-        self._told_uncontained: set[str] = set()  # apps told their containers have no cgroup of their own
+        self._told_uncontained: set[str] = set()
+        self._told_isolation: set[tuple[str, str]] = set()  # (app, what of the isolation is missing)  # apps told their containers have no cgroup of their own
         self._pids_watch: asyncio.Task | None = None
 
     def _spawn_task(self, coro) -> None:
@@ -300,7 +301,8 @@ class LocalBackend(Backend):
                     self._unlimited(spec, f"it could not join its cgroup ({exc})", on_output)
 
         try:
-            forked = await templates.fork(spec.template, cid, env, cwd, *writers, sink=sink, place=place)
+            forked = await templates.fork(spec.template, cid, env, cwd, *writers, sink=sink, place=place,
+                                          code=spec.code)
         except BaseException:
             for fd in readers:
                 os.close(fd)
@@ -310,6 +312,11 @@ class LocalBackend(Backend):
                 os.close(fd)
         if forked.visible is not None:
             self._visible(spec, forked.visible, on_output)
+        for note in forked.isolation:  # what this machine does not allow: once per app
+            if (spec.app_id, note) not in self._told_isolation:
+                self._told_isolation.add((spec.app_id, note))
+                log.warning("container %s: %s", cid, note)
+                on_output(cid, 2, f"homeport: {note}\n".encode())
         pid = forked.pid
         proc = _Proc(spec, pid, on_exit, on_output)
         proc.scratch = forked.scratch
