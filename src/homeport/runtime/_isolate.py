@@ -78,17 +78,31 @@ _own_pid_ns = -1
 
 
 def pid_namespaces_work() -> str | None:
-    """None if this process can fork children into PID namespaces of their own, else why not."""
+    """None if this process can fork children into PID namespaces of their own, else why not. Tried
+    in a throw-away child: a process that made a namespace for its children and cannot leave it again
+    (setns needs privilege over its own namespace) could fork nothing more."""
     global _own_pid_ns
-    try:
-        _own_pid_ns = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
-        pid = fork_in_new_pid_namespace()
-    except OSError as exc:
-        return str(exc)
-    if pid == 0:
-        os._exit(0 if os.getpid() == 1 else 3)
-    _, status = os.waitpid(pid, 0)
-    return None if os.waitstatus_to_exitcode(status) == 0 else "a child was not process 1 of its namespace"
+    _own_pid_ns = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
+    r, w = os.pipe()
+    tester = os.fork()
+    if tester == 0:  # never returns
+        try:
+            os.close(r)
+            pid = fork_in_new_pid_namespace()
+            if pid == 0:
+                os._exit(0 if os.getpid() == 1 else 3)
+            _, status = os.waitpid(pid, 0)
+            if os.waitstatus_to_exitcode(status) != 0:
+                raise OSError("a child was not process 1 of its namespace")
+        except BaseException as exc:
+            os.write(w, f"{exc}".encode(errors="replace") or b"failed")
+        finally:
+            os._exit(0)
+    os.close(w)
+    with os.fdopen(r, "rb") as f:
+        reason = f.read().decode(errors="replace")
+    os.waitpid(tester, 0)
+    return reason or None
 
 
 def fork_in_new_pid_namespace() -> int:
@@ -205,11 +219,13 @@ def _kept_flags(path: str) -> int:
                if flags & st)
 
 
-def isolate(needed: Sequence[Sequence[Any]], hidden: str | None, uid: int | None, idmap: int) -> list[str]:
+def isolate(needed: Sequence[Sequence[Any]], hidden: str | None, uid: int | None, idmap: int,
+            pidns: bool = True) -> list[str]:
     """Make this process (process 1 of its PID namespace, privileged in its template's namespaces) a
     container (see the module docstring). `needed`: [path, writable] to keep at their paths; `hidden`:
     the control plane's state directory; `uid`: the host user to become (None: stay who it is, mapped
-    to itself); `idmap`: a user namespace descriptor (`idmap_namespace`), or -1. What it could not
+    to itself); `idmap`: a user namespace descriptor (`idmap_namespace`), or -1; `pidns`: it is in a
+    PID namespace of its own, whose /proc it mounts. What it could not
     do and went on without, in words (an empty list: everything)."""
     notes: list[str] = []
     _call(_lib().unshare(CLONE_NEWNS), "unshare(CLONE_NEWNS)")
@@ -224,15 +240,18 @@ def isolate(needed: Sequence[Sequence[Any]], hidden: str | None, uid: int | None
             blocked = _blocked(path, uid)
             if blocked:
                 covers.append((blocked, 0o755))
-    top: list[tuple[str, int]] = []
-    for path, mode in sorted(set(covers), key=lambda c: c[0].count("/")):
-        if not any(_under(path, t) for t, _ in top):
-            top.append((path, mode))
+    covers = sorted(set(covers), key=lambda c: c[0].count("/"))
+
+    def shadowed(path: str) -> bool:  # read-only, inside a writable one that is bound back as it is
+        return any(rw and path != q and _under(path, q) and
+                   not any(_under(c, q) and c != q and _under(path, c) for c, _ in covers) for q, rw in wanted)
+
+    wanted = [(p, rw) for p, rw in wanted if rw or not shadowed(p)]
     # 1. Copies of what it keeps, made before anything covers them (idmapped where it will write).
     clones: list[tuple[str, int, bool]] = []
     try:
         for path, rw in wanted:
-            covered = any(_under(path, t) for t, _ in top)
+            covered = any(_under(path, c) for c, _ in covers)
             if not covered and not (rw and idmap >= 0):
                 continue  # in view as it is (a volume: its own mount, left writable below)
             fd = _open_tree(path)
@@ -251,26 +270,33 @@ def isolate(needed: Sequence[Sequence[Any]], hidden: str | None, uid: int | None
         for point in sorted(original, key=lambda p: p.count("/")):
             if any(_under(point, d) for d in _LEFT) or point in writable:
                 continue
-            if any(_under(point, t) for t, _ in top):
+            if any(_under(point, c) for c, _ in covers):
                 continue  # covered: out of view
             try:
                 _mount(None, point, None, MS_REMOUNT | MS_BIND | MS_RDONLY | _kept_flags(point))
             except OSError as exc:
                 notes.append(f"{point} stays writable ({exc})")
-        # 3. Its own /tmp, home and shared memory; the state directory and the unreachable, empty.
-        for path, mode in top:
-            owner = f",uid={uid},gid={uid}" if uid is not None and path in ("/root", "/tmp", "/dev/shm") else ""
-            _mount("homeport-container", path, "tmpfs", MS_NOSUID | MS_NODEV, f"mode={mode:o}{owner}")
-        # 4. What it keeps, back at its paths.
-        for path, fd, directory in clones:
-            if any(_under(path, t) for t, _ in top):
-                _make_point(path, directory)
-            _move(fd, path)
+        # 3. Outermost first: its own /tmp, home and shared memory, the state directory and what it may
+        # not pass covered by empty file systems; what it keeps bound back at its path (a cover inside
+        # what is bound back, such as the state directory inside a shared directory, covers it again).
+        steps = [(c.count("/"), 0, c, mode, -1, True) for c, mode in covers]
+        steps += [(p.count("/"), 1, p, 0, fd, d) for p, fd, d in clones]
+        for _depth, kind, path, mode, fd, directory in sorted(steps, key=lambda s: s[:2]):
+            if kind == 0:
+                if not os.path.isdir(path):
+                    continue  # under a cover already, and not bound back: out of view
+                owner = f",uid={uid},gid={uid}" if uid is not None and path in dict(COVERED) else ""
+                _mount("homeport-container", path, "tmpfs", MS_NOSUID | MS_NODEV, f"mode={mode:o}{owner}")
+            else:
+                if not os.path.lexists(path):
+                    _make_point(path, directory)
+                _move(fd, path)
     finally:
         for _path, fd, _d in clones:
             os.close(fd)
     # 5. Its own processes only.
-    _mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+    if pidns:
+        _mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
     # 6. No privilege left: a user namespace of its own owns none of these mounts.
     if idmap >= 0:
         os.close(idmap)

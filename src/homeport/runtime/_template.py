@@ -198,13 +198,14 @@ def _prepare_isolation(settings: dict[str, Any], plan: dict[str, Any] | None, sn
             uid = None
     pid_problem = _isolate.pid_namespaces_work()
     if pid_problem:
-        return [*notes, f"containers are not isolated from the host: no PID namespace ({pid_problem})"]
-    candidate = {"uid": uid, "idmap": idmap, "hidden": plan["dir"] if plan else None}
+        notes.append(f"containers{' forked from a memory snapshot' if snapshot else ''} see the host's processes: "
+                     f"no PID namespace of their own ({pid_problem})")
+    candidate = {"uid": uid, "idmap": idmap, "hidden": plan["dir"] if plan else None, "pidns": not pid_problem}
     problem = _probe_isolation(candidate, plan)
     if problem is not None and uid is not None:  # try again without changing user
         os.close(idmap)
         notes.append(f"containers run as host root in their user namespace ({problem})")
-        candidate = {"uid": None, "idmap": -1, "hidden": candidate["hidden"]}
+        candidate = {**candidate, "uid": None, "idmap": -1}
         problem = _probe_isolation(candidate, plan)
     if problem is not None:
         return [*notes, f"containers are not isolated from the host ({problem})"]
@@ -219,12 +220,12 @@ def _probe_isolation(candidate: dict[str, Any], plan: dict[str, Any] | None) -> 
 
     needed = [[p, not ro] for p, ro in (plan or {}).get("keep", ())]
     r, w = os.pipe()
-    pid = _isolate.fork_in_new_pid_namespace()
+    pid = _isolate.fork_in_new_pid_namespace() if candidate["pidns"] else os.fork()
     if pid == 0:
         os.close(r)
         code = 0
         try:
-            _isolate.isolate(needed, candidate["hidden"], candidate["uid"], candidate["idmap"])
+            _isolate.isolate(needed, candidate["hidden"], candidate["uid"], candidate["idmap"], candidate["pidns"])
             if candidate["uid"] is not None and open("/proc/self/uid_map").read().split()[:2] != ["0", str(candidate["uid"])]:
                 raise OSError("the user namespace did not map root to the container's user")
         except BaseException as exc:  # reported to the parent, whatever it is
@@ -340,7 +341,7 @@ def _serve(sock: socket.socket, preloaded: Any) -> None:
                 os._exit(0)
             msg = msgpack.unpackb(data, raw=False)
             if msg["t"] == "fork":
-                if _isolation is not None:
+                if _isolation is not None and _isolation["pidns"]:
                     from ._isolate import fork_in_new_pid_namespace
 
                     pid = fork_in_new_pid_namespace()
@@ -407,10 +408,11 @@ def _isolate_child(msg: dict[str, Any]) -> None:
     assert _isolation is not None
     needed = [*msg.get("needed", ()), *[[p, False] for p in _interpreter_paths()]]
     host_pid = _isolate.host_pid()
-    if host_pid is not None:
+    if host_pid is not None and _isolation["pidns"]:
         os.environ[P.ENV_HOST_PID] = str(host_pid)
     try:
-        notes = _isolate.isolate(needed, _isolation["hidden"], _isolation["uid"], _isolation["idmap"])
+        notes = _isolate.isolate(needed, _isolation["hidden"], _isolation["uid"], _isolation["idmap"],
+                                 _isolation["pidns"])
     except OSError as exc:
         print(f"homeport: this container could not be isolated from the host ({exc}); it does not start",
               file=sys.stderr)

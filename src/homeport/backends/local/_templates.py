@@ -62,6 +62,14 @@ class Forked(NamedTuple):
 ENV_ISOLATION = "HOMEPORT_ISOLATION"
 ENV_CONTAINER_UID = "HOMEPORT_CONTAINER_UID"
 DEFAULT_CONTAINER_UID = 65534
+# Host directories every isolated container may read and write (':'-separated; none by default): an
+# operator's choice, for local development and this project's own tests, whose apps leave notes there.
+ENV_CONTAINER_SHARED = "HOMEPORT_CONTAINER_SHARED"
+
+
+def shared_dirs(environ: dict[str, str] | None = None) -> list[str]:
+    environ = os.environ if environ is None else environ
+    return [os.path.abspath(p) for p in environ.get(ENV_CONTAINER_SHARED, "").split(":") if p.strip()]
 
 
 def isolation_settings(environ: dict[str, str] | None = None) -> dict | None:
@@ -215,6 +223,7 @@ class Templates:
             needed.append([scratch, True])
         needed += [[m.target, not m.read_only] for m in spec.mounts]
         needed += [[p, False] for p in (*code, cwd) if p]
+        needed += [[p, True] for p in shared_dirs()]
         return needed
 
     async def warm(self, spec: TemplateSpec, sink: Sink) -> None:
