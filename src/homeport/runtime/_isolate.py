@@ -56,7 +56,6 @@ AT_EMPTY_PATH = 0x1000
 MOVE_MOUNT_F_EMPTY_PATH = 0x4
 MOUNT_ATTR_RDONLY = 0x1
 MOUNT_ATTR_IDMAP = 0x100000
-DEFAULT_UID = 65534  # "nobody": a host user that owns nothing the container may write
 # Covered by an empty file system of the container's own: (path, mode).
 COVERED = (("/tmp", 0o1777), ("/root", 0o700), ("/dev/shm", 0o1777))
 # Mounts left as they are (a /proc of its own is mounted over the host's; /dev holds the devices).
@@ -329,5 +328,4 @@ def host_pid() -> int | None:
     return None
 
 
-__all__ = ["MS_BIND", "fork_in_new_pid_namespace", "host_pid", "idmap_namespace", "isolate",
-           "pid_namespaces_work"]
+__all__ = ["fork_in_new_pid_namespace", "host_pid", "idmap_namespace", "isolate", "pid_namespaces_work"]

@@ -32,6 +32,14 @@ def _try_read(path: str) -> str:
         return type(exc).__name__
 
 
+def _signal(pid: int) -> str:
+    try:
+        os.kill(pid, 0)
+        return "reached"
+    except OSError as exc:
+        return type(exc).__name__
+
+
 @app.function()
 def look(targets: dict) -> dict:
     """`targets`: host paths and pids, from the test: {"write": [...], "read": [...], "pids": [...]}."""
@@ -46,6 +54,7 @@ def look(targets: dict) -> dict:
         except OSError:
             pass
     home = os.path.expanduser("~")
+    mine = f"/tmp/hp-mine-{os.environ['HOMEPORT_CONTAINER_ID']}"
     return {
         "uid_map": uid_map,
         "uid": os.getuid(),
@@ -56,19 +65,12 @@ def look(targets: dict) -> dict:
         "environ": {pid: _try_read(f"/proc/{pid}/environ") for pid in targets["pids"]},
         "signal": {pid: _signal(pid) for pid in targets["pids"]},
         "tmp": _try_write(os.path.join(os.environ.get("TMPDIR", "/tmp"), "mine")),
-        "slash_tmp": _try_write("/tmp/mine"),
+        "slash_tmp_name": mine,
+        "slash_tmp": _try_write(mine),
         "slash_tmp_listing": sorted(os.listdir("/tmp")),
         "home": home,
-        "home_write": _try_write(os.path.join(home, "mine")),
+        "home_write": _try_write(os.path.join(home, os.path.basename(mine))),
     }
-
-
-def _signal(pid: int) -> str:
-    try:
-        os.kill(pid, 0)
-        return "reached"
-    except OSError as exc:
-        return type(exc).__name__
 
 
 @app.function(volumes={"/vol": volume})
