@@ -185,17 +185,22 @@ def _move(fd: int, path: str) -> None:
         raise OSError(err, f"move_mount {path}: {os.strerror(err)}")
 
 
-def _blocked(path: str, uid: int) -> str | None:
-    """The outermost directory on the way to `path` that host user `uid` may not pass, if any."""
+def _blocked(path: str, uid: int, passable: dict[str, bool] | None = None) -> str | None:
+    """The outermost directory on the way to `path` that host user `uid` may not pass, if any
+    (`passable`: what is known of directories already, shared between calls)."""
+    known = {} if passable is None else passable
     parts = [p for p in path.split("/") if p]
     current = ""
     for part in parts[:-1] if parts else []:
         current += "/" + part
-        try:
-            st = os.stat(current)
-        except OSError:
-            return None
-        if st.st_uid != uid and not st.st_mode & stat.S_IXOTH:
+        ok = known.get(current)
+        if ok is None:
+            try:
+                st = os.stat(current)
+            except OSError:
+                return None
+            ok = known[current] = st.st_uid == uid or bool(st.st_mode & stat.S_IXOTH)
+        if not ok:
             return current
     return None
 
@@ -211,11 +216,24 @@ def _make_point(path: str, directory: bool) -> None:
         os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600))
 
 
-def _kept_flags(path: str) -> int:
-    flags = os.statvfs(path).f_flag
-    return sum(ms for st, ms in ((os.ST_NOSUID, MS_NOSUID), (os.ST_NODEV, MS_NODEV), (os.ST_NOEXEC, MS_NOEXEC),
-                                 (os.ST_NOATIME, 1 << 10), (os.ST_NODIRATIME, 1 << 11), (os.ST_RELATIME, 1 << 21))
-               if flags & st)
+_OPTION_FLAGS = {"nosuid": MS_NOSUID, "nodev": MS_NODEV, "noexec": MS_NOEXEC, "noatime": 1 << 10,
+                 "nodiratime": 1 << 11, "relatime": 1 << 21}
+
+
+def _mounts() -> dict[str, int]:
+    """Mount point -> the flags a read-only remount must restate (its per-mount options, from
+    /proc/self/mountinfo: a bind remount sets exactly the flags it is given)."""
+    with open("/proc/self/mountinfo") as f:
+        info = f.read()
+    points = mount_points(info)
+    flags = [sum(_OPTION_FLAGS.get(o, 0) for o in line.split()[5].split(","))
+             for line in info.splitlines() if line.strip()]
+    return dict(zip(points, flags))
+
+
+def warm() -> None:
+    """Do once in the template what every container would otherwise do again (compile the patterns)."""
+    _mounts()
 
 
 def isolate(needed: Sequence[Sequence[Any]], hidden: str | None, uid: int | None, idmap: int,
@@ -229,14 +247,15 @@ def isolate(needed: Sequence[Sequence[Any]], hidden: str | None, uid: int | None
     notes: list[str] = []
     _call(_lib().unshare(CLONE_NEWNS), "unshare(CLONE_NEWNS)")
     _mount(None, "/", None, MS_REC | MS_PRIVATE)
-    original = mount_points()
+    original = _mounts()
     wanted = sorted({(p.rstrip("/") or "/", bool(rw)) for p, rw in needed if p and os.path.exists(p)},
                     key=lambda k: k[0].count("/"))
     covers = [(hidden, 0o755 if uid is not None else 0o700)] if hidden else []
     covers += [(p, m) for p, m in COVERED if os.path.isdir(p) and not os.path.islink(p)]
     if uid is not None:
+        passable: dict[str, bool] = {}
         for path, _rw in wanted:
-            blocked = _blocked(path, uid)
+            blocked = _blocked(path, uid, passable)
             if blocked:
                 covers.append((blocked, 0o755))
     covers = sorted(set(covers), key=lambda c: c[0].count("/"))
@@ -272,7 +291,7 @@ def isolate(needed: Sequence[Sequence[Any]], hidden: str | None, uid: int | None
             if any(_under(point, c) for c, _ in covers):
                 continue  # covered: out of view
             try:
-                _mount(None, point, None, MS_REMOUNT | MS_BIND | MS_RDONLY | _kept_flags(point))
+                _mount(None, point, None, MS_REMOUNT | MS_BIND | MS_RDONLY | original[point])
             except OSError as exc:
                 notes.append(f"{point} stays writable ({exc})")
         # 3. Outermost first: its own /tmp, home and shared memory, the state directory and what it may

@@ -211,6 +211,7 @@ def _prepare_isolation(settings: dict[str, Any], plan: dict[str, Any] | None, sn
         return [*notes, f"containers are not isolated from the host ({problem})"]
     _isolation = candidate
     _hides = plan is not None
+    _isolate.warm()
     return notes
 
 
