@@ -87,7 +87,7 @@ def on_volume(name: str) -> dict:
 
 @app.function()
 def daemon(marker: str) -> int:
-    """Start a double-forked `setsid` daemon that would outlive the container; its host pid."""
+    """Start a double-forked `setsid` daemon that would outlive the container; its pid as seen inside."""
     code = (
         "import os, sys, time\n"
         "if os.fork(): os._exit(0)\n"
@@ -102,10 +102,8 @@ def daemon(marker: str) -> int:
         if os.path.exists(path) and open(path).read().strip():
             break
         time.sleep(0.05)
-    inner = int(open(path).read().split()[-1])
-    # The daemon's pid on the host: from its namespace's /proc status (NSpid lists it outermost first
-    # only where /proc is the host's); the container's own pid namespace hides the host's number, so
-    # the test finds it by the marker in its command line instead.
+    inner = int(open(path).read().split()[-1])  # its pid in the container's namespace (the test finds it
+    # on the host by the marker in its command line)
     return inner
 
 
