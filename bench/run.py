@@ -223,6 +223,47 @@ def volume_cold_start(ctx: Context) -> list[dict]:
     return [row("volume_cold_start", _median_cold_start(ctx, bench_app.with_volume), "ms", target="close to cold_start")]
 
 
+# --- issue 12 -------------------------------------------------------------------------------------
+@figure("isolation_cost")
+def isolation_cost(ctx: Context) -> list[dict]:
+    """Cold start and warm call with containers isolated from the host (the default: PID, mount and
+    user namespaces, a cgroup each) and without (HOMEPORT_ISOLATION=0), in this run: fresh control
+    planes, the two modes taking turns (a busy machine's load drifts), medians over every turn."""
+    import bench_app
+
+    from homeport.testing import Platform
+
+    rounds, colds, calls = (3, 3, 300) if ctx.quick else (6, 5, 1000)
+    cold: dict[str, list[float]] = {"0": [], "1": []}
+    warm: dict[str, list[float]] = {"0": [], "1": []}
+    saved = os.environ.get("HOMEPORT_ISOLATION")
+    try:
+        for _ in range(rounds):
+            for mode in ("0", "1"):
+                os.environ["HOMEPORT_ISOLATION"] = mode
+                with Platform():
+                    for _ in range(colds):
+                        t = time.perf_counter()
+                        with bench_app.app.run(show_logs=False):
+                            bench_app.trivial.remote(1)
+                            cold[mode].append((time.perf_counter() - t) * 1e3)
+                    with bench_app.app.run(show_logs=False):
+                        for _ in range(100):
+                            bench_app.trivial.remote(1)
+                        for i in range(calls):
+                            t = time.perf_counter()
+                            bench_app.trivial.remote(i)
+                            warm[mode].append((time.perf_counter() - t) * 1e3)
+    finally:
+        if saved is None:
+            os.environ.pop("HOMEPORT_ISOLATION", None)
+        else:
+            os.environ["HOMEPORT_ISOLATION"] = saved
+    peer = "isolation off (HOMEPORT_ISOLATION=0), same run"
+    return [row("isolated_cold_start", statistics.median(cold["1"]), "ms", peer, statistics.median(cold["0"])),
+            row("isolated_warm_remote_p50", pct(warm["1"], 0.5), "ms", peer, pct(warm["0"], 0.5))]
+
+
 # --- issue 6 --------------------------------------------------------------------------------------
 @figure("snapshot_cold_start")
 def snapshot_cold_start(ctx: Context) -> list[dict]:

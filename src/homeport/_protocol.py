@@ -148,6 +148,7 @@ WEB_ATTR = "__homeport_web__"  # on a method: its web endpoint config {"type": "
 # --- web endpoints ---------------------------------------------------------------------------------
 ENV_WEB_SOCKET = "HOMEPORT_WEB_SOCKET"  # in a web container: its endpoints listen on "<this>-<index>"
 ENV_PRIVATE_NETWORK = "HOMEPORT_PRIVATE_NETWORK"  # "1": the container has a network namespace of its own
+ENV_HOST_PID = "HOMEPORT_HOST_PID"  # in a container in a PID namespace of its own: its process as the host sees it
 WEB_TYPES = ("fastapi_endpoint", "asgi_app", "wsgi_app", "web_server", "server")
 WEB_PROXIED = ("web_server", "server")  # the user's own server on a port: bridged, in its own network
 

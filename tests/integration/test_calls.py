@@ -267,7 +267,7 @@ def _containers():
 
 def test_app_stop_stops_containers(platform, tmp_path):
     src = tmp_path / "tiny_app.py"
-    src.write_text("import os\nimport homeport as modal\napp = modal.App('tiny')\n\n@app.function()\ndef pid():\n    return os.getpid()\n")
+    src.write_text("import os\nimport homeport as modal\napp = modal.App('tiny')\n\n@app.function()\ndef pid():\n    return int(os.environ.get('HOMEPORT_HOST_PID') or os.getpid())\n")
     sys.path.insert(0, str(tmp_path))
     try:
         import tiny_app

@@ -25,7 +25,7 @@ APP = textwrap.dedent('''
 
     def note(what):
         with open(LOG, "a") as f:
-            f.write(f"{{what}} {{os.getpid()}}\\n")
+            f.write(f"{{what}} {{int(os.environ.get('HOMEPORT_HOST_PID') or os.getpid())}}\\n")
 
 
     note("import")
@@ -37,7 +37,7 @@ APP = textwrap.dedent('''
         def load(self):
             note("snap")
             self.weights = list(range(100_000))  # state built once, before the snapshot
-            self.loaded_in = os.getpid()
+            self.loaded_in = int(os.environ.get('HOMEPORT_HOST_PID') or os.getpid())
 
         @modal.enter()
         def connect(self):
@@ -47,7 +47,7 @@ APP = textwrap.dedent('''
         @modal.method()
         def info(self, delay=0.0):
             time.sleep(delay)
-            return {{"pid": os.getpid(), "token": self.token, "n": len(self.weights), "loaded_in": self.loaded_in}}
+            return {{"pid": int(os.environ.get('HOMEPORT_HOST_PID') or os.getpid()), "token": self.token, "n": len(self.weights), "loaded_in": self.loaded_in}}
 ''')
 
 
@@ -209,15 +209,15 @@ VOLUME_APP = textwrap.dedent('''
         @modal.enter(snap=True)
         def load(self):
             with open(LOG, "a") as f:
-                f.write(f"snap {os.getpid()}\\n")
+                f.write(f"snap {int(os.environ.get('HOMEPORT_HOST_PID') or os.getpid())}\\n")
             with open("/weights/w.txt") as f:  # read from the volume before the snapshot
                 self.weights = f.read()
-            self.loaded_in = os.getpid()
+            self.loaded_in = int(os.environ.get('HOMEPORT_HOST_PID') or os.getpid())
 
         @modal.method()
         def info(self, delay=0.0):
             time.sleep(delay)
-            return {"pid": os.getpid(), "loaded_in": self.loaded_in, "weights": self.weights,
+            return {"pid": int(os.environ.get('HOMEPORT_HOST_PID') or os.getpid()), "loaded_in": self.loaded_in, "weights": self.weights,
                     "listing": os.listdir("/weights")}
 
 
@@ -286,7 +286,7 @@ HELPER_APP = textwrap.dedent('''
         @modal.enter(snap=True)
         def load(self):
             with open(LOG, "a") as f:
-                f.write(f"snap {os.getpid()}\\n")
+                f.write(f"snap {int(os.environ.get('HOMEPORT_HOST_PID') or os.getpid())}\\n")
             self.value = snaphelper_mod.VALUE
 
         @modal.method()
@@ -399,12 +399,12 @@ PARAM_APP = textwrap.dedent('''
         @modal.enter(snap=True)
         def load(self):
             with open(LOG, "a") as f:
-                f.write(f"snap {self.size} {os.environ['SNAP_FLAVOUR']} {os.getpid()}\\n")
-            self.loaded = [self.size, os.environ["SNAP_FLAVOUR"], os.getpid()]
+                f.write(f"snap {self.size} {os.environ['SNAP_FLAVOUR']} {int(os.environ.get('HOMEPORT_HOST_PID') or os.getpid())}\\n")
+            self.loaded = [self.size, os.environ["SNAP_FLAVOUR"], int(os.environ.get('HOMEPORT_HOST_PID') or os.getpid())]
 
         @modal.method()
         def info(self):
-            return {"loaded": self.loaded, "pid": os.getpid()}
+            return {"loaded": self.loaded, "pid": int(os.environ.get('HOMEPORT_HOST_PID') or os.getpid())}
 ''')
 
 

@@ -85,6 +85,9 @@ class ContainerSpec:
     # control nodes and libraries, and no other GPU's node (the control plane sets CUDA_VISIBLE_DEVICES).
     gpus: tuple[int, ...] = ()
     placement: Placement = field(default_factory=Placement)
+    # Where the user's code is (its sys.path, module directory, working directory): kept in view of a
+    # container isolated from the host (read-only), although the host's other files may not be.
+    code: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -185,6 +185,82 @@ def _send_sources(sock: socket.socket, files: list[list[Any]]) -> None:
 
 
 _hides = False  # the containers forked from here hide the state directory from themselves (`_hide`)
+# Containers forked from here are made containers by `_isolate` (None: not, as before): {"uid": host
+# user to become or None, "idmap": user namespace descriptor or -1, "hidden": the state directory}.
+_isolation: dict[str, Any] | None = None
+
+
+def _prepare_isolation(settings: dict[str, Any], plan: dict[str, Any] | None, snapshot: bool) -> list[str]:
+    """Get ready to fork containers into namespaces of their own (`_isolate`). What this machine does
+    not allow, in words (each said once in the app's log); `_isolation` stays None where nothing works."""
+    global _isolation, _hides
+    from . import _hide, _isolate
+
+    notes: list[str] = []
+    try:
+        _hide.own_namespace()
+        if snapshot and plan is not None:  # it runs the user's code itself: hidden from itself first
+            _hide.hide(plan)
+            _hide.new_user_namespace()
+    except OSError as exc:
+        return [f"containers are not isolated from the host: no mount namespace ({exc})"]
+    uid = settings.get("uid")
+    idmap = -1
+    if uid is not None and (os.geteuid() != 0 or not _isolate.in_initial_user_namespace()):
+        if os.geteuid() == 0:  # root, but only in a user namespace (a snapshot template runs user code)
+            notes.append("containers forked from a memory snapshot keep the control plane's user (root) in "
+                         "their user namespace, since the snapshot itself runs unprivileged code")
+        uid = None
+    if uid is not None:
+        try:
+            idmap = _isolate.idmap_namespace(uid)
+        except OSError as exc:
+            notes.append(f"containers run as host root in their user namespace: no idmapped mounts here ({exc})")
+            uid = None
+    pid_problem = _isolate.pid_namespaces_work()
+    if pid_problem:
+        notes.append(f"containers{' forked from a memory snapshot' if snapshot else ''} see the host's processes: "
+                     f"no PID namespace of their own ({pid_problem})")
+    candidate = {"uid": uid, "idmap": idmap, "hidden": plan["dir"] if plan else None, "pidns": not pid_problem}
+    problem = _probe_isolation(candidate, plan)
+    if problem is not None and uid is not None:  # try again without changing user
+        os.close(idmap)
+        notes.append(f"containers run as host root in their user namespace ({problem})")
+        candidate = {**candidate, "uid": None, "idmap": -1}
+        problem = _probe_isolation(candidate, plan)
+    if problem is not None:
+        return [*notes, f"containers are not isolated from the host ({problem})"]
+    _isolation = candidate
+    _hides = plan is not None
+    _isolate.warm()
+    return notes
+
+
+def _probe_isolation(candidate: dict[str, Any], plan: dict[str, Any] | None) -> str | None:
+    """Whether a container can be isolated so: None, or why not (tried in a throw-away child)."""
+    from . import _isolate
+
+    needed = [[p, not ro] for p, ro in (plan or {}).get("keep", ())]
+    r, w = os.pipe()
+    pid = _isolate.fork_in_new_pid_namespace() if candidate["pidns"] else os.fork()
+    if pid == 0:
+        os.close(r)
+        code = 0
+        try:
+            _isolate.isolate(needed, candidate["hidden"], candidate["uid"], candidate["idmap"], candidate["pidns"])
+            if candidate["uid"] is not None and open("/proc/self/uid_map").read().split()[:2] != ["0", str(candidate["uid"])]:
+                raise OSError("the user namespace did not map root to the container's user")
+        except BaseException as exc:  # reported to the parent, whatever it is
+            os.write(w, f"{type(exc).__name__}: {exc}".encode(errors="replace"))
+            code = 1
+        os._exit(code)
+    os.close(w)
+    with os.fdopen(r, "rb") as f:
+        reason = f.read().decode(errors="replace")
+    _, status = os.waitpid(pid, 0)
+    if os.waitstatus_to_exitcode(status) != 0:
+        return reason or f"the probe exited with status {status}"
+    return None
 
 
 def _prepare_hiding(plan: dict[str, Any], snapshot: bool) -> str | None:
@@ -231,7 +307,10 @@ def main(fd: int) -> None:
         with open(first["definition_path"], "rb") as f:
             defn = msgpack.unpackb(f.read(), raw=False, strict_map_key=False)
     visible = None
-    if first.get("hide") is not None:
+    isolation: list[str] = []
+    if first.get("isolate") is not None:
+        isolation = _prepare_isolation(first["isolate"], first.get("hide"), snapshot=defn is not None)
+    if first.get("hide") is not None and _isolation is None:
         visible = _prepare_hiding(first["hide"], snapshot=defn is not None)
     if defn is not None:
         from .. import _context
@@ -265,7 +344,7 @@ def main(fd: int) -> None:
         from . import _runtime  # noqa: F401 - what every container needs, imported once here
 
         preloaded = None
-    _send(sock, {"t": "ready", "seconds": time.monotonic() - t0, "visible": visible})
+    _send(sock, {"t": "ready", "seconds": time.monotonic() - t0, "visible": visible, "isolation": isolation})
     _serve(sock, preloaded)
 
 
@@ -295,7 +374,12 @@ def _serve(sock: socket.socket, preloaded: Any) -> None:
                 os._exit(0)
             msg = msgpack.unpackb(data, raw=False)
             if msg["t"] == "fork":
-                pid = os.fork()
+                if _isolation is not None and _isolation["pidns"]:
+                    from ._isolate import fork_in_new_pid_namespace
+
+                    pid = fork_in_new_pid_namespace()
+                else:
+                    pid = os.fork()
                 if pid == 0:
                     sel.close()
                     signal.set_wakeup_fd(-1)
@@ -362,6 +446,31 @@ def _unbuffered_stdio() -> None:
                                   errors=getattr(old, "errors", None) or "strict", write_through=True)
         setattr(sys, name, stream)
         setattr(sys, f"__{name}__", stream)
+def _isolate_child(msg: dict[str, Any]) -> None:
+    """Make this copy a container of its own (`_isolate`), or leave without running the user's code."""
+    from . import _isolate
+
+    assert _isolation is not None
+    needed = [*msg.get("needed", ()), *[[p, False] for p in _interpreter_paths()]]
+    host_pid = _isolate.host_pid()
+    if host_pid is not None and _isolation["pidns"]:
+        os.environ[P.ENV_HOST_PID] = str(host_pid)
+    try:
+        notes = _isolate.isolate(needed, _isolation["hidden"], _isolation["uid"], _isolation["idmap"],
+                                 _isolation["pidns"])
+    except OSError as exc:
+        print(f"homeport: this container could not be isolated from the host ({exc}); it does not start",
+              file=sys.stderr)
+        raise SystemExit(1) from None
+    for note in notes:
+        print(f"homeport: {note}", file=sys.stderr)
+
+
+def _interpreter_paths() -> list[str]:
+    """What this interpreter reads as it goes (its standard library, its packages): kept in view."""
+    paths = {sys.prefix, sys.base_prefix, sys.exec_prefix, os.path.dirname(os.path.realpath(sys.executable))}
+    paths.update(p for p in sys.path if p and os.path.isdir(p))
+    return sorted(paths)
 
 
 def _wait_until_placed(hold: int) -> None:
@@ -397,7 +506,9 @@ def _child(sock: socket.socket, fds: list[int], msg: dict[str, Any], preloaded: 
         os.environ.clear()
         os.environ.update(msg["env"])
         cwd = msg.get("cwd")
-        if msg.get("hide") is not None and _hides:  # before any user code runs here
+        if _isolation is not None and not msg.get("private_root"):  # before any user code runs here
+            _isolate_child(msg)
+        elif msg.get("hide") is not None and _hides:
             _hide_state(msg["hide"])
         if msg.get("private_root"):  # a root file system image: a writable root of its own, first
             from ._mountns import private_root

@@ -165,6 +165,7 @@ class Launcher:
             placement=Placement(cpu=fn.config.cpu, memory_mib=fn.config.memory_mib,
                                 gpu=tuple((kind, count) for kind, count in fn.config.gpu),
                                 regions=tuple(fn.definition.get("region") or ())),
+            code=_code_paths(fn.definition) if rootfs is None else (),
         )
 
     def _gpu_view(self, fn: FunctionRecord, gpus: tuple[str, ...], env: dict[str, str]) -> tuple[tuple[int, ...],
@@ -220,3 +221,11 @@ class Launcher:
             base_env = self.image_environ(image)
             await self.backend.prepare(container_template({}, image.argv(), base_env, base_env,
                                                           salt=self.template_salt, mounts=mounts, rootfs=rootfs))
+
+
+def _code_paths(definition: dict[str, Any]) -> tuple[str, ...]:
+    """Where the function's own code is read from: what an isolated container must keep in view."""
+    code = [*(definition.get("sys_path") or ()), definition.get("cwd") or ""]
+    if definition.get("module_file"):
+        code.append(os.path.dirname(definition["module_file"]))
+    return tuple(dict.fromkeys(p for p in code if p))

@@ -8,6 +8,11 @@ import homeport as modal
 app = modal.App("basic")
 
 
+def _pid() -> int:
+    """This container's process as the host sees it (its own PID namespace numbers it 1)."""
+    return int(os.environ.get("HOMEPORT_HOST_PID") or os.getpid())
+
+
 @app.function()
 def square(x):
     return x * x
@@ -15,7 +20,7 @@ def square(x):
 
 @app.function()
 def pid():
-    return os.getpid()
+    return _pid()
 
 
 @app.function()
@@ -146,7 +151,7 @@ def ids(_=None):
 @app.function()
 def fan_out(n):
     """Calls other functions of its app from inside its container."""
-    return square.remote(n), list(square.map(range(n))), pid.remote() != os.getpid()
+    return square.remote(n), list(square.map(range(n))), pid.remote() != _pid()
 
 
 @app.cls()
@@ -191,8 +196,8 @@ def killed_once(marker):
     """The first attempt leaves its pid in `marker` and waits to be killed; a retry returns its own pid."""
     if not os.path.exists(marker):
         with open(marker + ".tmp", "w") as f:
-            f.write(str(os.getpid()))
+            f.write(str(_pid()))
         os.rename(marker + ".tmp", marker)
         time.sleep(60)
         return -1
-    return os.getpid()
+    return _pid()

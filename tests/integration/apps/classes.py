@@ -8,6 +8,11 @@ import homeport as modal
 app = modal.App("classes")
 
 
+def _pid() -> int:
+    """This container's process as the host sees it (its own PID namespace numbers it 1)."""
+    return int(os.environ.get("HOMEPORT_HOST_PID") or os.getpid())
+
+
 def _append(path: str, line: str) -> None:
     with open(path, "a") as f:
         f.write(line + "\n")
@@ -18,7 +23,7 @@ class Counter:
     @modal.enter()
     def setup(self):
         self.count = 0
-        self.enter_pid = os.getpid()
+        self.enter_pid = _pid()
 
     @modal.method()
     def incr(self, by=1):
@@ -27,7 +32,7 @@ class Counter:
 
     @modal.method()
     def where(self):
-        return os.getpid(), self.enter_pid
+        return _pid(), self.enter_pid
 
     @modal.method()
     def gen(self, n):
@@ -83,7 +88,7 @@ class Tracked:
     @modal.enter()
     def record(self):
         time.sleep(0.1)  # a slow-ish start, so inputs queue up while containers start
-        _append(self.log, str(os.getpid()))
+        _append(self.log, str(_pid()))
         self.ready = True
 
     @modal.method()
@@ -91,7 +96,7 @@ class Tracked:
         if not getattr(self, "ready", False):
             raise RuntimeError("an input ran before the enter hook finished")
         time.sleep(0.05)
-        return os.getpid()
+        return _pid()
 
 
 @app.cls(scaledown_window=2)
@@ -102,20 +107,20 @@ class Exits:
 
     @modal.enter()
     def start(self):
-        _append(self.log, f"enter {os.getpid()}")
+        _append(self.log, f"enter {_pid()}")
 
     @modal.exit()
     def broken(self):
-        _append(self.log, f"exit-broken {os.getpid()}")
+        _append(self.log, f"exit-broken {_pid()}")
         raise RuntimeError("exit hook failed on purpose")
 
     @modal.exit()
     def cleanup(self):
-        _append(self.log, f"exit-cleanup {os.getpid()}")
+        _append(self.log, f"exit-cleanup {_pid()}")
 
     @modal.method()
     def pid(self):
-        return os.getpid()
+        return _pid()
 
 
 @app.cls()
@@ -132,7 +137,7 @@ class Params:
     @modal.method()
     def values(self):
         return {"name": self.name, "n": self.n, "flag": self.flag, "blob": self.blob,
-                "greeting": self.greeting, "pid": os.getpid()}
+                "greeting": self.greeting, "pid": _pid()}
 
 
 @app.cls(timeout=30)
@@ -148,7 +153,7 @@ class Options:
 
     @modal.method()
     def pid(self):
-        return os.getpid()
+        return _pid()
 
     @modal.method()
     def memory_limit_mib(self):
@@ -191,7 +196,7 @@ class SlowExit:
 
     @modal.method()
     def pid(self):
-        return os.getpid()
+        return _pid()
 
 
 @app.cls(startup_timeout=1)
@@ -235,7 +240,7 @@ class Worker:
 
     def __call__(self, item):
         self.state["processed"] += 1
-        return item * 2, self.state["processed"], _ENTERS, os.getpid()
+        return item * 2, self.state["processed"], _ENTERS, _pid()
 
 
 class BaseService:

@@ -8,32 +8,37 @@ import homeport as modal
 app = modal.App("concurrency")
 
 
+def _pid() -> int:
+    """This container's process as the host sees it (its own PID namespace numbers it 1)."""
+    return int(os.environ.get("HOMEPORT_HOST_PID") or os.getpid())
+
+
 @app.function(max_containers=1)
 @modal.concurrent(max_inputs=20)
 async def async_sleep(seconds):
     await asyncio.sleep(seconds)
-    return os.getpid()
+    return _pid()
 
 
 @app.function(max_containers=1)
 @modal.concurrent(max_inputs=8)
 def sync_sleep(seconds):
     time.sleep(seconds)
-    return os.getpid(), threading.current_thread().name
+    return _pid(), threading.current_thread().name
 
 
 @app.function(max_containers=1, timeout=1)
 @modal.concurrent(max_inputs=4)
 def sync_maybe_hang(seconds):
     time.sleep(seconds)
-    return os.getpid()
+    return _pid()
 
 
 @app.function(max_containers=1, timeout=1)
 @modal.concurrent(max_inputs=4)
 async def async_maybe_hang(seconds):
     await asyncio.sleep(seconds)
-    return os.getpid()
+    return _pid()
 
 
 @app.function(max_containers=1)
@@ -66,7 +71,7 @@ class Counter:
     @modal.method()
     async def wait(self, seconds):
         await asyncio.sleep(seconds)
-        return os.getpid(), self.enters
+        return _pid(), self.enters
 
 
 @app.cls()

@@ -9,6 +9,11 @@ import homeport as modal
 app = modal.App("deadlines")
 
 
+def _pid() -> int:
+    """This container's process as the host sees it (its own PID namespace numbers it 1)."""
+    return int(os.environ.get("HOMEPORT_HOST_PID") or os.getpid())
+
+
 def _swallow_for(seconds):
     """User code that catches BaseException: the container's own timeout never gets through."""
     end = time.monotonic() + seconds
@@ -22,7 +27,7 @@ def _swallow_for(seconds):
 @app.function(timeout=2, max_containers=1)
 def swallow(seconds):
     _swallow_for(seconds)
-    return os.getpid()
+    return _pid()
 
 
 @app.function(timeout=2)
@@ -30,13 +35,13 @@ def blocked(seconds):
     # As if stuck in one long call into C: the timer's signal never reaches Python code.
     signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGALRM})
     time.sleep(seconds)
-    return os.getpid()
+    return _pid()
 
 
 @app.function(timeout=1, max_containers=1)
 def cooperative(seconds):
     time.sleep(seconds)  # interruptible: the container times it out itself
-    return os.getpid()
+    return _pid()
 
 
 @app.cls(startup_timeout=2)

@@ -8,18 +8,23 @@ import homeport as modal
 app = modal.App("lifecycle")
 
 
+def _pid() -> int:
+    """This container's process as the host sees it (its own PID namespace numbers it 1)."""
+    return int(os.environ.get("HOMEPORT_HOST_PID") or os.getpid())
+
+
 @app.cls()
 class Resource:
     log: str = modal.parameter()
 
     @modal.enter()
     def open(self):
-        self.handle = f"handle-{os.getpid()}"
+        self.handle = f"handle-{_pid()}"
 
     @modal.exit()
     def broken(self):
         with open(self.log, "a") as f:
-            f.write(f"exit-broken {os.getpid()}\n")
+            f.write(f"exit-broken {_pid()}\n")
         raise RuntimeError("exit hook failed on purpose")
 
     @modal.exit()
@@ -30,7 +35,7 @@ class Resource:
 
     @modal.method()
     def use(self):
-        return os.getpid(), self.handle
+        return _pid(), self.handle
 
 
 @app.function()

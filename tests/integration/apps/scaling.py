@@ -6,20 +6,25 @@ import homeport as modal
 app = modal.App("scaling")
 
 
+def _pid() -> int:
+    """This container's process as the host sees it (its own PID namespace numbers it 1)."""
+    return int(os.environ.get("HOMEPORT_HOST_PID") or os.getpid())
+
+
 @app.function(max_containers=3)
 def slow_pid(seconds):
     time.sleep(seconds)
-    return os.getpid()
+    return _pid()
 
 
 @app.function(min_containers=2)
 def warm_pid():
-    return os.getpid()
+    return _pid()
 
 
 @app.function(scaledown_window=2)
 def short_lived():
-    return os.getpid()
+    return _pid()
 
 
 @app.function(max_containers=2)
@@ -31,4 +36,4 @@ def work(i):
 @app.function(buffer_containers=2, max_containers=10)
 def buffered(seconds):
     time.sleep(seconds)
-    return os.getpid()
+    return _pid()

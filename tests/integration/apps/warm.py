@@ -8,9 +8,16 @@ import homeport as modal
 
 app = modal.App("warm")
 
+
+def _pid() -> int:
+    """This container's process as the host sees it (its own PID namespace numbers it 1)."""
+    return int(os.environ.get("HOMEPORT_HOST_PID") or os.getpid())
+
 # The file that lets `SlowWarm`'s enter hook finish. Chosen by the test process; containers read it from
 # their environment (the module is imported again there).
-GATE = os.environ.get("HP_WARM_GATE") or os.path.join(tempfile.mkdtemp(prefix="hp-gate-"), "open")
+# In a directory containers share with the host (the tests': see tests/conftest.py), since their /tmp is their own.
+GATE = os.environ.get("HP_WARM_GATE") or os.path.join(
+    tempfile.mkdtemp(prefix="hp-gate-", dir=os.environ.get("HOMEPORT_CONTAINER_SHARED") or None), "open")
 
 
 @app.cls(min_containers=1)
@@ -25,7 +32,7 @@ class DefaultsWarm:
 
     @modal.method()
     def f(self):
-        return os.getpid(), len(self.weights)
+        return _pid(), len(self.weights)
 
 
 @app.cls(min_containers=1)
@@ -40,7 +47,7 @@ class RequiredWarm:
 
     @modal.method()
     def f(self):
-        return os.getpid(), self.greeting
+        return _pid(), self.greeting
 
 
 @app.cls(min_containers=1, env={"HP_WARM_GATE": GATE})
@@ -56,4 +63,4 @@ class SlowWarm:
 
     @modal.method()
     def f(self):
-        return os.getpid(), getattr(self, "entered", False)
+        return _pid(), getattr(self, "entered", False)

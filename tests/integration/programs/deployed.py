@@ -4,6 +4,11 @@ import time
 import modal
 
 app = modal.App(os.environ.get("DEPLOY_NAME", "deployed"))
+
+
+def _pid() -> int:
+    """This container's process as the host sees it (its own PID namespace numbers it 1)."""
+    return int(os.environ.get("HOMEPORT_HOST_PID") or os.getpid())
 VERSION = os.environ.get("DEPLOY_VERSION", "1")
 TICKS = os.environ.get("TICK_LOG", "/dev/null")
 PERIOD = modal.Period(seconds=float(os.environ.get("TICK_SECONDS", "3600")))
@@ -49,7 +54,7 @@ class Greeter:
         """Which container and thread served the call, and an environment variable."""
         import threading
 
-        return os.getpid(), threading.current_thread().name, os.environ.get("HP_VARIANT")
+        return _pid(), threading.current_thread().name, os.environ.get("HP_VARIANT")
 
     @modal.method()
     def sleep(self, seconds: float) -> float:

@@ -25,17 +25,20 @@ import time
 from ... import _protocol as P
 from .._base import Backend, ContainerSpec, ExitCallback, ExitInfo, OutputCallback, PrivateDir, TemplateSpec
 from . import _gpu, _private, _rootfs, _sandbox
-from ._cgroups import Cgroup, Cgroups, CgroupsUnavailable
+from ._cgroups import ENV_PIDS_MAX, Cgroup, Cgroups, CgroupsUnavailable, pids_max_setting
 from ._templates import Templates, TemplateUnavailable
 
 log = logging.getLogger("homeport.backend.local")
 
 SWEEP_SECONDS = 30.0
+PIDS_CHECK_SECONDS = 1.0  # how often live containers' cgroups are asked whether a fork hit the process limit
 
 
 class _Proc:
-    def __init__(self, spec: ContainerSpec, pid: int, on_exit: ExitCallback) -> None:
+    def __init__(self, spec: ContainerSpec, pid: int, on_exit: ExitCallback,
+                 on_output: OutputCallback | None = None) -> None:
         self.spec = spec
+        self.on_output: OutputCallback = on_output or (lambda _cid, _fd, _line: None)
         self.pid = pid
         self.on_exit = on_exit
         self.pumps: list[asyncio.Task] = []
@@ -45,6 +48,7 @@ class _Proc:
         self.cgroup: Cgroup | None = None
         self.scratch: str | None = None  # its private TMPDIR, removed when it exits
         self.sandboxed = False  # spawned under a sandbox, which reports a killed child as 128 + signal
+        self.pids_told = 0  # how many failed forks at the process limit the app has been told of
 
 
 class LocalBackend(Backend):
@@ -60,8 +64,11 @@ class LocalBackend(Backend):
         self._templates: Templates | None = None
         self._sweeper: asyncio.TimerHandle | None = None
         self._tasks: set[asyncio.Task] = set()
-        self._cgroups = Cgroups()
+        self._cgroups = Cgroups(pids_max=pids_max_setting())
         self._told: set[tuple[str, str]] = set()  # (app, template key): the app was told why not forked
+        self._told_uncontained: set[str] = set()
+        self._told_isolation: set[tuple[str, str]] = set()  # (app, what of the isolation is missing)  # apps told their containers have no cgroup of their own
+        self._pids_watch: asyncio.Task | None = None
 
     def _spawn_task(self, coro) -> None:
         task = asyncio.create_task(coro)
@@ -87,14 +94,51 @@ class LocalBackend(Backend):
 
     def _cgroup(self, spec: ContainerSpec, on_output: OutputCallback) -> Cgroup | None:
         """The container's own cgroup, made before its process exists: the process joins it before it
-        runs anything (see `_spawn` and `_fork`), so no memory it uses escapes the limit."""
-        if spec.memory_limit_mib is None and spec.cpu_limit is None:
-            return None
+        runs anything (see `_spawn` and `_fork`), so no memory it uses escapes the limit. Every
+        container gets one, limited or not: its process limit, and stopping all it started, need it."""
         try:
-            return self._cgroups.create(f"homeport-{spec.container_id}", spec.memory_limit_mib, spec.cpu_limit)
+            cgroup = self._cgroups.create(f"homeport-{spec.container_id}", spec.memory_limit_mib, spec.cpu_limit)
         except (CgroupsUnavailable, OSError) as exc:
-            self._unlimited(spec, str(exc), on_output)
+            if spec.memory_limit_mib is not None or spec.cpu_limit is not None:
+                self._unlimited(spec, str(exc), on_output)
+            self._uncontained(spec, str(exc), on_output)
             return None
+        if getattr(cgroup, "pids", None) is not None and self._pids_watch is None:
+            self._pids_watch = asyncio.create_task(self._watch_pids())
+        return cgroup
+
+    def _uncontained(self, spec: ContainerSpec, reason: str, on_output: OutputCallback) -> None:
+        """Say, once per app, that its containers' processes are neither counted nor stopped together."""
+        note = (f"homeport: containers on this machine get no cgroup of their own ({reason}): the number of "
+                "processes they start is not limited, and a process that leaves its container's process "
+                "group (a double-forked daemon) may outlive the container\n")
+        log.warning("container %s: %s", spec.container_id, note.strip())
+        if spec.app_id not in self._told_uncontained:
+            self._told_uncontained.add(spec.app_id)
+            on_output(spec.container_id, 2, note.encode())
+
+    async def _watch_pids(self) -> None:
+        """Tell a container's app, as it happens, that forks in the container failed at its process limit."""
+        try:
+            while True:
+                await asyncio.sleep(PIDS_CHECK_SECONDS)
+                for proc in list(self._procs.values()):
+                    self._check_pids(proc)
+        except asyncio.CancelledError:
+            pass
+
+    def _check_pids(self, proc: _Proc) -> None:
+        cgroup = proc.cgroup
+        if cgroup is None or proc.pids_told:
+            return
+        hit = cgroup.pids_limit_hit()
+        if hit > proc.pids_told:
+            proc.pids_told = hit
+            note = (f"homeport: this container reached its limit of {cgroup.pids_max} processes and threads: "
+                    f"new ones fail (fork/clone: EAGAIN, 'Resource temporarily unavailable'; {hit} so far). "
+                    f"The limit is the control plane's {ENV_PIDS_MAX} setting (0: none)\n")
+            log.warning("container %s: %s", proc.spec.container_id, note.strip())
+            proc.on_output(proc.spec.container_id, 2, note.encode())
 
     @staticmethod
     def _unlimited(spec: ContainerSpec, reason: str, on_output: OutputCallback) -> None:
@@ -206,7 +250,7 @@ class LocalBackend(Backend):
             cwd=None if _sandbox.sandboxed(spec, hide, dev) else spec.cwd,
             start_new_session=True,  # its own process group, so stop() reaches its children too
         )
-        proc = _Proc(spec, process.pid, on_exit)
+        proc = _Proc(spec, process.pid, on_exit, on_output)
         proc.process = process
         proc.cgroup = cgroup
         proc.scratch = tmp
@@ -268,7 +312,8 @@ class LocalBackend(Backend):
                     self._unlimited(spec, f"it could not join its cgroup ({exc})", on_output)
 
         try:
-            forked = await templates.fork(spec.template, cid, env, cwd, *writers, sink=sink, place=place)
+            forked = await templates.fork(spec.template, cid, env, cwd, *writers, sink=sink, place=place,
+                                          code=spec.code)
         except BaseException:
             for fd in readers:
                 os.close(fd)
@@ -278,8 +323,13 @@ class LocalBackend(Backend):
                 os.close(fd)
         if forked.visible is not None:
             self._visible(spec, forked.visible, on_output)
+        for note in forked.isolation:  # what this machine does not allow: once per app
+            if (spec.app_id, note) not in self._told_isolation:
+                self._told_isolation.add((spec.app_id, note))
+                log.warning("container %s: %s", cid, note)
+                on_output(cid, 2, f"homeport: {note}\n".encode())
         pid = forked.pid
-        proc = _Proc(spec, pid, on_exit)
+        proc = _Proc(spec, pid, on_exit, on_output)
         proc.scratch = forked.scratch
         proc.cgroup = cgroup
         self._procs[spec.container_id] = proc
@@ -328,12 +378,15 @@ class LocalBackend(Backend):
         if proc.kill_timer is not None:
             proc.kill_timer.cancel()
         self._kill_group(proc, signal.SIGKILL)  # leftovers of the container's process group
+        if proc.cgroup is not None:  # and of the container, wherever they went (a setsid daemon)
+            await self._empty(proc.cgroup)
         # Drain the pipes before reporting the exit, so the last lines are not lost.
         await asyncio.wait(proc.pumps, timeout=5)
         for task in proc.pumps:
             task.cancel()
         self._procs.pop(proc.spec.container_id, None)
         if proc.cgroup is not None:
+            self._check_pids(proc)
             if info.signal == signal.SIGKILL and proc.cgroup.oom_killed():
                 info = ExitInfo(info.returncode, info.signal, oom_limit_mib=proc.spec.memory_limit_mib)
             proc.cgroup.remove()
@@ -352,6 +405,16 @@ class LocalBackend(Backend):
                     os.kill(proc.pid, sig)
         except PermissionError:
             pass
+        if sig == signal.SIGKILL and proc.cgroup is not None:
+            proc.cgroup.kill()  # everything the container started, in its process group or not
+
+    @staticmethod
+    async def _empty(cgroup: Cgroup, timeout: float = 5.0) -> None:
+        """Kill what is left in a container's cgroup and wait (a little) until it is gone, so the
+        cgroup can be removed."""
+        deadline = time.monotonic() + timeout
+        while cgroup.kill() and cgroup.members() and time.monotonic() < deadline:  # noqa: ASYNC110 - the kernel empties it, no event says so
+            await asyncio.sleep(0.01)
 
     async def stop(self, container_id: str, grace: float) -> None:
         proc = self._procs.get(container_id)
@@ -377,6 +440,8 @@ class LocalBackend(Backend):
             self._kill_group(p, signal.SIGKILL)
         if self._sweeper is not None:
             self._sweeper.cancel()
+        if self._pids_watch is not None:
+            self._pids_watch.cancel()
         if self._templates is not None:
             await self._templates.close()
 

@@ -1,6 +1,10 @@
-"""Kernel-enforced cpu and memory limits for local containers (cgroup v1 or v2).
+"""Kernel-enforced limits for local containers, and a handle on every process they start (cgroup v1 or v2).
 
-Each limited container gets its own cgroup, created under the control plane's own cgroup (so whatever
+Every container gets its own cgroup (limited in cpu and memory when it asks, and always in how many
+processes it may hold: `pids_max`, `DEFAULT_PIDS_MAX` unless `HOMEPORT_CONTAINER_PIDS_MAX` says otherwise,
+0 for no limit), so that stopping it stops everything it started (`Cgroup.kill`: `cgroup.kill` on v2,
+freeze, SIGKILL every member and thaw where that is missing, or on v1 with the freezer controller),
+even a double-forked `setsid` daemon that left its process group. Each cgroup is made created under the control plane's own cgroup (so whatever
 limits the control plane lives under still apply), before the container's process exists: the process
 is in it before it runs anything (a spawned one joins it itself, `Cgroup.joining`; a forked one waits
 until the backend has put it there, see `_templates`), so no memory it uses escapes the limit. After a container exits, its cgroup says whether
@@ -11,12 +15,18 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path("/sys/fs/cgroup")
 CPU_PERIOD_US = 100_000
+# How many processes (and threads: each counts) one container may hold unless it is configured otherwise:
+# ample for a runtime, its thread pools and a data loader's workers, and it stops a fork bomb.
+DEFAULT_PIDS_MAX = 4096
+ENV_PIDS_MAX = "HOMEPORT_CONTAINER_PIDS_MAX"
 # $1: how many cgroup.procs files follow; then the command. `exec` keeps the pid that joined.
 _JOIN = (
     'n=$1; shift; while [ "$n" -gt 0 ]; do '
@@ -40,10 +50,74 @@ def _own_paths() -> dict[str, str]:
     return out
 
 
+def pids_max_setting(environ: dict[str, str] | None = None) -> int | None:
+    """The per-container process limit this control plane applies (None: no limit)."""
+    raw = (environ if environ is not None else os.environ).get(ENV_PIDS_MAX, "").strip()
+    if not raw:
+        return DEFAULT_PIDS_MAX
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ValueError(f"{ENV_PIDS_MAX} must be a whole number of processes (0: no limit), not {raw!r}") from None
+    if value < 0:
+        raise ValueError(f"{ENV_PIDS_MAX} must be 0 (no limit) or more, not {value}")
+    return value or None
+
+
 @dataclass
 class Cgroup:
     dirs: list[Path]
     version: int
+    pids: Path | None = None  # the directory with pids.max / pids.events (None: no process limit)
+    freezer: Path | None = None  # v1: the freezer directory; v2: the cgroup itself (cgroup.freeze)
+    pids_max: int | None = None
+
+    def pids_limit_hit(self) -> int:
+        """How many times a fork in this cgroup failed at its process limit."""
+        if self.pids is None:
+            return 0
+        with contextlib.suppress(OSError, ValueError):
+            for line in (self.pids / "pids.events").read_text().splitlines():
+                key, _, value = line.partition(" ")
+                if key == "max":
+                    return int(value)
+        return 0
+
+    def members(self) -> list[int]:
+        out: set[int] = set()
+        for d in {*self.dirs, *([self.freezer] if self.freezer else [])}:
+            with contextlib.suppress(OSError, ValueError):
+                out.update(int(x) for x in (d / "cgroup.procs").read_text().split())
+        return sorted(out)
+
+    def kill(self) -> bool:
+        """SIGKILL every process in the cgroup, forked daemons included; False where it cannot."""
+        if self.freezer is None:
+            return False
+        if self.version == 2 and (self.freezer / "cgroup.kill").exists():
+            with contextlib.suppress(OSError):
+                (self.freezer / "cgroup.kill").write_text("1")
+                return True
+        # Frozen, nothing in it can fork while its members are killed one by one.
+        state, frozen, thawed = (("cgroup.freeze", "1", "0") if self.version == 2
+                                 else ("freezer.state", "FROZEN", "THAWED"))
+        try:
+            (self.freezer / state).write_text(frozen)
+        except OSError:
+            return False
+        try:
+            for _ in range(3):
+                pids = self.members()
+                if not pids:
+                    break
+                for pid in pids:
+                    with contextlib.suppress(ProcessLookupError, PermissionError):
+                        os.kill(pid, signal.SIGKILL)
+                time.sleep(0.001)
+        finally:
+            with contextlib.suppress(OSError):
+                (self.freezer / state).write_text(thawed)
+        return True
 
     def add(self, pid: int) -> None:
         for d in self.dirs:
@@ -73,12 +147,14 @@ class Cgroup:
 
 
 class Cgroups:
-    def __init__(self, root: Path = ROOT) -> None:
+    def __init__(self, root: Path = ROOT, pids_max: int | None = DEFAULT_PIDS_MAX) -> None:
         self.root = root
         self.version = 2 if (root / "cgroup.controllers").exists() else 1
+        self.pids_max = pids_max
         self._problem: str | None = None
 
     def create(self, name: str, memory_limit_mib: int | None, cpu_limit: float | None) -> Cgroup:
+        """A cgroup of its own for a container: with these limits, the process limit, and a way to kill it all."""
         if self._problem is not None:
             raise CgroupsUnavailable(self._problem)
         try:
@@ -106,11 +182,24 @@ class Cgroups:
             dirs.append(d)
             (d / "cpu.cfs_period_us").write_text(str(CPU_PERIOD_US))
             (d / "cpu.cfs_quota_us").write_text(str(max(1000, int(cpu_limit * CPU_PERIOD_US))))
-        return Cgroup(dirs, 1)
+        pids = freezer = None
+        if (self.root / "pids").is_dir():
+            pids = self.root / "pids" / own.get("pids", "/").lstrip("/") / name
+            pids.mkdir(exist_ok=True)
+            dirs.append(pids)
+            (pids / "pids.max").write_text(str(self.pids_max) if self.pids_max else "max")
+        if (self.root / "freezer").is_dir():
+            freezer = self.root / "freezer" / own.get("freezer", "/").lstrip("/") / name
+            freezer.mkdir(exist_ok=True)
+            dirs.append(freezer)
+        if not dirs:
+            raise OSError(f"none of the memory, cpu, pids and freezer controllers is mounted under {self.root}")
+        return Cgroup(dirs, 1, pids=pids, freezer=freezer, pids_max=self.pids_max if pids else None)
 
     def _create_v2(self, name: str, memory_limit_mib: int | None, cpu_limit: float | None) -> Cgroup:
         parent = self.root / _own_paths().get("", "/").lstrip("/")
-        wanted = [c for c, on in (("memory", memory_limit_mib), ("cpu", cpu_limit)) if on is not None]
+        wanted = [c for c, on in (("memory", memory_limit_mib), ("cpu", cpu_limit), ("pids", self.pids_max))
+                  if on is not None]
         enabled = (parent / "cgroup.subtree_control").read_text().split()
         missing = [c for c in wanted if c not in enabled]
         if missing:
@@ -123,7 +212,11 @@ class Cgroups:
                 (d / "memory.swap.max").write_text("0")
         if cpu_limit is not None:
             (d / "cpu.max").write_text(f"{max(1000, int(cpu_limit * CPU_PERIOD_US))} {CPU_PERIOD_US}")
-        return Cgroup([d], 2)
+        pids = None
+        if self.pids_max is not None and (d / "pids.max").exists():
+            (d / "pids.max").write_text(str(self.pids_max))
+            pids = d
+        return Cgroup([d], 2, pids=pids, freezer=d, pids_max=self.pids_max if pids else None)
 
 
 def available() -> str | None:

@@ -51,13 +51,17 @@ def network_note(reason: str) -> str:
 
 
 def command(spec: ContainerSpec, hide: Plan | None = None, dev: Sequence[DevEntry] | None = None) -> list[str]:
+    # A container (not an image build step) under bubblewrap gets a PID namespace of its own too, and
+    # the host's directories read-only but for /tmp and its volumes, unless isolation is turned off
+    # (HOMEPORT_ISOLATION=0).
+    isolated = not spec.host_read_only and os.environ.get("HOMEPORT_ISOLATION", "1") != "0"
     return wrap(spec.argv, spec.mounts, spec.rootfs, spec.cwd, host_read_only=spec.host_read_only, hide=hide,
-                private_network=spec.private_network, dev=dev)
+                private_network=spec.private_network, dev=dev, isolated=isolated)
 
 
 def wrap(argv: Sequence[str], mounts: Sequence[Mount], rootfs: str | None, cwd: str | None,
          host_read_only: bool = False, hide: Plan | None = None, private_network: bool = False,
-         dev: Sequence[DevEntry] | None = None) -> list[str]:
+         dev: Sequence[DevEntry] | None = None, isolated: bool = False) -> list[str]:
     """The argv that runs `argv` in the view of a container (or template) with these mounts and root.
 
     `host_read_only`: the host's directories are read-only and /tmp is private (an image build step
@@ -84,11 +88,14 @@ def wrap(argv: Sequence[str], mounts: Sequence[Mount], rootfs: str | None, cwd: 
             "install it (Debian/Ubuntu: `apt-get install bubblewrap`) and try again"
         )
     net = ["--unshare-net"] if private_network else []
+    pids = ["--unshare-pid"] if isolated else []
     if not mounts and not host_read_only and hide is None and dev is None:  # only a network of its own: the host's files as they are
         chdir = ["--chdir", cwd] if cwd else []
-        return ["sh", "-c", 'trap "" TERM; exec "$@"', "sh", bwrap, "--dev-bind", "/", "/", *net, *chdir, "--", *argv]
-    host = "--ro-bind" if host_read_only else "--dev-bind"
-    args = [bwrap, *net, "--tmpfs", "/"]
+        view = (["--ro-bind", "/", "/", "--dev-bind", "/dev", "/dev", "--proc", "/proc", "--bind", "/tmp", "/tmp"]
+                if isolated else ["--dev-bind", "/", "/"])
+        return ["sh", "-c", 'trap "" TERM; exec "$@"', "sh", bwrap, *view, *net, *pids, *chdir, "--", *argv]
+    host = "--ro-bind" if host_read_only or isolated else "--dev-bind"
+    args = [bwrap, *net, *pids, "--tmpfs", "/"]
     for entry in sorted(os.listdir("/")):
         path = "/" + entry
         if entry in _SPECIAL:

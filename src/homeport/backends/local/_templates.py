@@ -53,6 +53,38 @@ class Forked(NamedTuple):
     pid: int
     scratch: str | None  # the container's private temporary directory, removed when it exits
     visible: str | None  # why the state directory is not hidden from it (None: it is, or nothing is hidden)
+    isolation: tuple[str, ...] = ()  # what of its isolation from the host this machine does not allow
+
+
+# Containers forked from templates run in namespaces of their own (`homeport.runtime._isolate`):
+# HOMEPORT_ISOLATION=0 turns that off (as before: a comparison in bench/, or a machine that cannot);
+# HOMEPORT_CONTAINER_UID is the host user they become when the control plane runs as root.
+ENV_ISOLATION = "HOMEPORT_ISOLATION"
+ENV_CONTAINER_UID = "HOMEPORT_CONTAINER_UID"
+DEFAULT_CONTAINER_UID = 65534
+# Host directories every isolated container may read and write (':'-separated; none by default): an
+# operator's choice, for local development and this project's own tests, whose apps leave notes there.
+ENV_CONTAINER_SHARED = "HOMEPORT_CONTAINER_SHARED"
+
+
+def shared_dirs(environ: dict[str, str] | None = None) -> list[str]:
+    environ = os.environ if environ is None else environ
+    return [os.path.abspath(p) for p in environ.get(ENV_CONTAINER_SHARED, "").split(":") if p.strip()]
+
+
+def isolation_settings(environ: dict[str, str] | None = None) -> dict | None:
+    """What the template is told about isolating its containers (None: not to)."""
+    environ = os.environ if environ is None else environ
+    if environ.get(ENV_ISOLATION, "1") == "0":
+        return None
+    raw = environ.get(ENV_CONTAINER_UID, "").strip()
+    try:
+        uid = int(raw) if raw else DEFAULT_CONTAINER_UID
+    except ValueError:
+        raise ValueError(f"{ENV_CONTAINER_UID} must be a host user id, not {raw!r}") from None
+    if uid < 0:
+        raise ValueError(f"{ENV_CONTAINER_UID} must be a host user id, not {uid}")
+    return {"uid": uid or None}  # 0: containers keep the control plane's user (root, mapped in their namespace)
 
 
 @dataclass(eq=False)  # one per process: compared and hashed by identity
@@ -75,6 +107,7 @@ class _Template:
     scratch: str = ""  # the template's own directory, where its containers' temporary directories are
     hides: bool = False  # its containers hide the state directory from themselves
     visible: str | None = None  # why they cannot, where it was asked
+    isolation: tuple[str, ...] = ()  # what of its containers' isolation this machine does not allow
 
     def changed(self) -> str | None:
         """What changed since the template started, so that its copies would not match a fresh start."""
@@ -131,7 +164,8 @@ class Templates:
         self._starting: dict[str, asyncio.Task] = {}
 
     async def fork(self, spec: TemplateSpec, cid: str, env: dict[str, str], cwd: str | None,
-                   out_w: int, err_w: int, sink: Sink, place: Callable[[int], None] | None = None) -> Forked:
+                   out_w: int, err_w: int, sink: Sink, place: Callable[[int], None] | None = None,
+                   code: tuple[str, ...] = ()) -> Forked:
         """Fork container `cid` from its template, starting the template first if needed; what the
         template prints while it starts (a snapshot's imports and hooks) goes to `sink`. Its TMPDIR
         is made here, unless it has a root file system of its own (and its own /tmp).
@@ -152,7 +186,7 @@ class Templates:
         tpl.forks[cid] = fut
         msg = {"t": "fork", "cid": cid, "env": env, "cwd": cwd, "t0": time.time(), "private_root": bool(spec.rootfs),
                "hide": _private.plan(self._private, [scratch] if scratch else []) if tpl.hides else None,
-               "held": place is not None}
+               "held": place is not None, "needed": self._needed(spec, scratch, cwd, code)}
         fds = [out_w, err_w]
         hold_r = hold_w = -1
         if place is not None:
@@ -180,7 +214,20 @@ class Templates:
             if hold_w >= 0:
                 os.close(hold_w)  # unwritten (place failed, or this was cancelled): the copy leaves
         tpl.children.add(cid)
-        return Forked(pid, scratch, tpl.visible)
+        return Forked(pid, scratch, tpl.visible, tpl.isolation)
+
+    def _needed(self, spec: TemplateSpec, scratch: str | None, cwd: str | None,
+                code: tuple[str, ...]) -> list[list]:
+        """[path, writable] an isolated container keeps in view: what it keeps of the state directory,
+        its scratch directory, its volumes and files, its working directory and the user's code."""
+        plan = _private.plan(self._private, [scratch] if scratch else [])
+        needed = [[p, not ro] for p, ro in plan["keep"]] if plan else []
+        if scratch:
+            needed.append([scratch, True])
+        needed += [[m.target, not m.read_only] for m in spec.mounts]
+        needed += [[p, False] for p in (*code, cwd) if p]
+        needed += [[p, True] for p in shared_dirs()]
+        return needed
 
     async def warm(self, spec: TemplateSpec, sink: Sink) -> None:
         tpl = await self._get(spec, sink)
@@ -218,6 +265,9 @@ class Templates:
         hide = None if spec.rootfs else _private.plan(self._private, [own])
         if hide is not None:
             first["hide"] = hide
+        isolate = None if spec.rootfs else isolation_settings()
+        if isolate is not None:
+            first["isolate"] = isolate
         try:
             command, cwd = _command(spec, child.fileno())
             process = await asyncio.create_subprocess_exec(
@@ -280,6 +330,7 @@ class Templates:
             if t == "sources":
                 tpl.sources += [(path, (mtime, size, ino)) for path, mtime, size, ino in msg["files"]]
             elif t == "ready":
+                tpl.isolation = tuple(msg.get("isolation") or ())
                 tpl.visible = msg.get("visible") if tpl.hides else None
                 tpl.hides = tpl.hides and tpl.visible is None
                 tpl.ready.set_result(None)
