@@ -106,7 +106,23 @@ def test_a_container_shows_its_memory_and_start_up(page):
         assert page.locator(".chart svg").count() == 3
         assert '"min_containers": 1' in page.inner_text("pre")
     finally:
-        assert homeport_cli("app", "stop", "dash-warm").returncode == 0
+        assert homeport_cli("app", "stop", "dash-warm", "-y").returncode == 0
+
+
+def test_a_deployed_app_rolls_back_from_the_apps_page(page):
+    for _ in range(2):
+        out = homeport_cli("deploy", str(PROGRAMS / "dashboard_warm.py"))
+        assert out.returncode == 0, out.stderr
+    try:
+        versions = len(json.loads(homeport_cli("app", "history", "dash-warm", "--json").stdout))
+        page.on("dialog", lambda dialog: dialog.accept())
+        page.click("nav >> text=Apps")
+        page.click(f"tr:has-text('dash-warm') button.rollback[data-version='{versions - 1}']")
+        page.wait_for_selector(f"tr:has-text('dash-warm') >> text=v{versions + 1}")
+        history = json.loads(homeport_cli("app", "history", "dash-warm", "--json").stdout)
+        assert len(history) == versions + 1  # a rollback is a new version
+    finally:
+        assert homeport_cli("app", "stop", "dash-warm", "-y").returncode == 0
 
 
 def test_no_secret_value_on_any_page(page):

@@ -687,7 +687,7 @@ class ControlPlane:
         raise LookupError(f"unknown volume operation {op!r}")
 
     # --- deployed apps -----------------------------------------------------------------------------
-    def deploy_app(self, peer: Peer, msg: dict[str, Any]) -> dict[str, Any]:
+    def deploy_app(self, peer: Peer | None, msg: dict[str, Any]) -> dict[str, Any]:
         """Register (or replace) a named app that outlives its client.
 
         A redeploy swaps the version atomically: lookups by name see only the new functions from the
@@ -717,12 +717,13 @@ class ControlPlane:
                 self.execute(self.scheduler.retire_pool(fid, time.monotonic()))
             old["by_tag"], old["info"] = {}, {}
         self.apps[app_id]["version"] = version
-        self.log_subscribers.setdefault(app_id, set()).add(peer)
+        if peer is not None:  # None: from the dashboard, which reads logs from the store
+            self.log_subscribers.setdefault(app_id, set()).add(peer)
         ids = self._add_functions(app_id, msg["functions"], anchor=created)
         log.info("deployed app %s (%s) version %d", name, app_id, version)
         return {"app_id": app_id, "version": version, "ids": ids}
 
-    async def deploy_app_web(self, peer: Peer, msg: dict[str, Any]) -> dict[str, Any]:
+    async def deploy_app_web(self, peer: Peer | None, msg: dict[str, Any]) -> dict[str, Any]:
         name = msg["name"]
         self._plan_web({"app_id": self._deployed_by_name(name), "name": name, "state": "deployed"}, msg["functions"])
         reply = self.deploy_app(peer, msg)
@@ -877,7 +878,7 @@ class ControlPlane:
             raise LookupError(f"No running container {cid}")
         return {"pid": rec.pid, "state": rec.state, "env": rec.env}
 
-    async def rollback_app(self, peer: Peer, msg: dict[str, Any]) -> dict[str, Any]:
+    async def rollback_app(self, peer: Peer | None, msg: dict[str, Any]) -> dict[str, Any]:
         """Deploy an earlier version's functions again, as a new version (`homeport app rollback`)."""
         from ..exception import InvalidError
 

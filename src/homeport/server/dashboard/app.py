@@ -12,6 +12,7 @@ from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from ...exception import Error
 from ..logs import LogQuery
 from . import views
 
@@ -103,6 +104,18 @@ def build_app(dash: Dashboard) -> FastAPI:
                          call_id=call or None, search=q or None, limit=LOG_HISTORY)
         return [{"at": e["ts"], "app_id": e["app_id"], "function": e["function"], "container_id": e["container_id"],
                  "stream": e["stream"], "call_id": e["call_id"], "text": e["data"]} for e in cp.logs.query(query)]
+
+    @app.post("/api/apps/{name}/rollback")
+    async def rollback(name: str, version: int | None = None) -> Any:
+        """Deploy an earlier version of a deployed app again, as a new version (`homeport app rollback`).
+        A POST with the SameSite=Strict cookie: another site cannot make a browser send it."""
+        try:
+            reply = await cp.rollback_app(None, {"name": name, "version": version})
+        except LookupError as exc:
+            raise HTTPException(404, str(exc)) from None
+        except Error as exc:
+            raise HTTPException(400, str(exc)) from None
+        return {"version": reply.get("version"), "from_version": reply.get("from_version")}
 
     @app.get("/api/storage")
     async def storage() -> Any:

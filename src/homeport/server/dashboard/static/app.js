@@ -42,7 +42,8 @@ function appsPage() {
       h("td", {}, a.containers),
       h("td", {}, a.functions.map((f) => h("div", {}, h("a", { href: "#/function/" + encodeURIComponent(f.function_id) }, f.tag)))),
       h("td", {}, a.schedules.length ? a.schedules.map((s) => h("div", {}, s.function + ": next " + fmtTime(s.next_run))) : "—"),
-      h("td", {}, a.versions.length ? a.versions.slice(0, 5).map((v) => h("div", {}, "v" + v.version + " · " + fmtTime(v.created_at) + " · " + v.functions.join(", "))) : "—"),
+      h("td", {}, a.versions.length ? a.versions.slice(0, 5).map((v) => h("div", {}, "v" + v.version + " · " + fmtTime(v.created_at) + " · " + v.functions.join(", "),
+        a.state === "deployed" && v.version !== a.version ? h("button", { class: "rollback", "data-version": v.version, onclick: () => rollback(a.name, v.version) }, "roll back to v" + v.version) : null)) : "—"),
       h("td", {}, fmtTime(a.created_at))));
   return [h("h1", {}, "Apps"), table(["App", "State", "Version", "Containers", "Functions", "Schedules", "Versions", "Created"], rows)];
 }
@@ -190,6 +191,13 @@ async function get(path) {
   if (!r.ok) throw new Error(`${path}: ${r.status}`);
   return r.json();
 }
+async function rollback(name, version) {
+  if (!confirm(`Deploy version ${version} of ${name} again, as a new version?`)) return;
+  const r = await fetch(`/api/apps/${encodeURIComponent(name)}/rollback?version=${version}`, { method: "POST", credentials: "same-origin" });
+  const body = await r.json();
+  if (!r.ok) alert(body.detail || r.status);
+}
+
 async function loadCalls() {
   const f = S.filters;
   S.calls = await get(`/api/calls?q=${encodeURIComponent(f.q || "")}&status=${encodeURIComponent(f.status || "")}`);
