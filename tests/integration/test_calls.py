@@ -9,10 +9,10 @@ import subprocess
 import sys
 import textwrap
 
+import modal
 import psutil
 import pytest
 
-import homeport as modal
 from homeport.exception import ExecutionError, FunctionTimeoutError, SerializationError
 from homeport.testing import wait_for
 
@@ -120,7 +120,7 @@ def test_spawn_get_and_from_id_in_another_process(basic):
     assert call.get(timeout=30) == 0.2
     call2 = basic.square.spawn(12)
     code = textwrap.dedent(f"""
-        import homeport as modal
+        import modal
         print(modal.FunctionCall.from_id({call2.object_id!r}).get(timeout=30))
     """)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
@@ -267,7 +267,7 @@ def _containers():
 
 def test_app_stop_stops_containers(platform, tmp_path):
     src = tmp_path / "tiny_app.py"
-    src.write_text("import os\nimport homeport as modal\napp = modal.App('tiny')\n\n@app.function()\ndef pid():\n    return int(os.environ.get('HOMEPORT_HOST_PID') or os.getpid())\n")
+    src.write_text("import os\nimport modal\napp = modal.App('tiny')\n\n@app.function()\ndef pid():\n    return int(os.environ.get('HOMEPORT_HOST_PID') or os.getpid())\n")
     sys.path.insert(0, str(tmp_path))
     try:
         import tiny_app

@@ -7,10 +7,10 @@ import sys
 import textwrap
 import time
 
+import modal
 import psutil
 import pytest
 
-import homeport as modal
 from homeport._bridge import run_sync
 from homeport._client import get_client
 from homeport.exception import (
@@ -313,7 +313,7 @@ def test_with_options_scaledown_window(classes):
 
 
 def test_with_options_of_unbuilt_features_fails_clearly(classes):
-    with pytest.raises(UnimplementedError, match=r"region=.*not supported by Homeport yet"):
+    with pytest.raises(UnimplementedError, match=r"region=.*runs containers on one machine"):
         classes.Options.with_options(region="us-east")().pid.remote()
     with pytest.raises(InvalidError, match=r"with_options\(gpu=...\)` takes one GPU type string"):
         classes.Options.with_options(gpu=["H100", "A100"])

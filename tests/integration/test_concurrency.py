@@ -4,9 +4,9 @@ import asyncio
 import time
 import warnings
 
+import modal
 import pytest
 
-import homeport as modal
 from homeport.exception import FunctionTimeoutError, InvalidError
 
 pytestmark = pytest.mark.integration

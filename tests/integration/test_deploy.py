@@ -9,9 +9,9 @@ import textwrap
 import time
 from pathlib import Path
 
+import modal
 import pytest
 
-import homeport as modal
 from homeport.exception import NotFoundError
 from homeport.testing import Platform, homeport_cli, wait_for
 
@@ -37,7 +37,7 @@ def test_deployed_functions_are_called_by_name_from_other_programs(platform):
     assert "deployed (version 1" in out.stdout
     # the deploying command has exited; another program finds the functions by name
     assert _in_another_process("""
-        import homeport as modal
+        import modal
         sq = modal.Function.from_name("dep-a", "square")
         g = modal.Cls.from_name("dep-a", "Greeter")
         print(sq.remote(7), list(modal.Function.from_name("dep-a", "count").remote_gen(3)),
@@ -52,7 +52,7 @@ def test_deployed_functions_are_called_by_name_from_other_programs(platform):
 def test_a_deployed_class_has_variants_like_a_local_one(platform):
     _deploy("dep-variants")
     out = _in_another_process("""
-        import homeport as modal
+        import modal
         from homeport.exception import FunctionTimeoutError, InvalidError
 
         G = modal.Cls.from_name("dep-variants", "Greeter")
@@ -106,7 +106,7 @@ def test_app_stop_ends_a_deployed_app(platform):
 
 def test_app_deploy_from_python_and_lookup(platform, tmp_path):
     src = tmp_path / "pyapp.py"
-    src.write_text("import homeport as modal\napp = modal.App('dep-py')\n\n@app.function()\ndef hello():\n    return 'hi'\n")
+    src.write_text("import modal\napp = modal.App('dep-py')\n\n@app.function()\ndef hello():\n    return 'hi'\n")
     sys.path.insert(0, str(tmp_path))
     try:
         import pyapp
@@ -156,7 +156,7 @@ def test_schedules_also_fire_in_an_ephemeral_app_run(platform, tmp_path):
     ticks = tmp_path / "ticks"
     src = tmp_path / "eph_sched.py"
     src.write_text(textwrap.dedent(f"""
-        import homeport as modal
+        import modal
         app = modal.App("eph-sched")
 
         @app.function(schedule=modal.Period(seconds=0.5))

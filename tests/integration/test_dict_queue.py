@@ -7,9 +7,9 @@ import sys
 import textwrap
 from pathlib import Path
 
+import modal
 import pytest
 
-import homeport as modal
 from homeport import _pickle
 from homeport import _protocol as P
 from homeport.exception import DeserializationError, InvalidError, NotFoundError, RequestSizeError

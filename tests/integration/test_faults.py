@@ -15,10 +15,10 @@ import threading
 import time
 from pathlib import Path
 
+import modal
 import psutil
 import pytest
 
-import homeport as modal
 from homeport import _protocol as P
 from homeport._bridge import run_sync
 from homeport._client import get_client

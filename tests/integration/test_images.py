@@ -14,9 +14,9 @@ import sys
 import time
 import uuid
 
+import modal
 import pytest
 
-import homeport as modal
 from homeport._image_request import build_request
 from homeport.exception import ImageBuildError, NotFoundError
 from homeport.testing import homeport_cli
@@ -67,7 +67,7 @@ LEAK_APP = """
 import importlib.util
 import sys
 
-import homeport as modal
+import modal
 
 from hp_leak_pkg import helper  # the app's own package: it comes along, like Modal mounts it
 

@@ -36,7 +36,7 @@ def test_secret_cli_and_injection_only_where_requested(platform, tmp_path):
 
     mod = _app(tmp_path, "secret_app", """
         import os
-        import homeport as modal
+        import modal
         app = modal.App("secret-app")
 
         @app.function(secrets=[modal.Secret.from_name("db-creds", required_keys=["DB_PASSWORD"])])
@@ -70,7 +70,7 @@ def test_secret_cli_and_injection_only_where_requested(platform, tmp_path):
 def test_missing_secret_or_key_fails_before_any_container_starts(platform, tmp_path):
     homeport_cli("secret", "create", "partial", "A=1", "--force")
     mod = _app(tmp_path, "missing_secret_app", """
-        import homeport as modal
+        import modal
         app = modal.App("missing-secret")
         other = modal.App("missing-key")
 
@@ -117,7 +117,7 @@ def test_the_control_planes_own_environment_stays_out_of_containers(tmp_path, mo
     monkeypatch.setenv("LC_HP_TEST", "a locale setting")
     mod = _app(tmp_path, "shell_env_app", """
         import os
-        import homeport as modal
+        import modal
         app = modal.App("shell-env")
 
         @app.function(env={"GIVEN": "by env="})

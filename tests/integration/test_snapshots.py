@@ -17,7 +17,7 @@ APP = textwrap.dedent('''
     import random
     import time
 
-    import homeport as modal
+    import modal
 
     app = modal.App("snapshots-{suffix}")
     LOG = os.environ["SNAP_TEST_LOG"]
@@ -196,7 +196,7 @@ VOLUME_APP = textwrap.dedent('''
     import os
     import time
 
-    import homeport as modal
+    import modal
 
     app = modal.App("snap-volume")
     vol = modal.Volume.from_name("snap-volume-weights", create_if_missing=True)
@@ -244,7 +244,7 @@ def test_containers_with_a_volume_start_from_the_snapshot_and_the_template(platf
     monkeypatch.setenv("SNAP_TEST_LOG", str(log))
     weights = tmp_path / "w.txt"
     weights.write_text("weights on the volume")
-    import homeport as modal
+    import modal
 
     with modal.Volume.from_name("snap-volume-weights", create_if_missing=True).batch_upload(force=True) as batch:
         batch.put_file(weights, "/w.txt")
@@ -273,7 +273,7 @@ def test_containers_with_a_volume_start_from_the_snapshot_and_the_template(platf
 HELPER_APP = textwrap.dedent('''
     import os
 
-    import homeport as modal
+    import modal
 
     import snaphelper_mod
 
@@ -322,7 +322,7 @@ PRINT_APP = textwrap.dedent('''
     import threading
     import time
 
-    import homeport as modal
+    import modal
 
     app = modal.App("snap-print-{suffix}")
 
@@ -385,7 +385,7 @@ def test_a_failed_snapshot_shows_its_traceback_and_why_once(platform, tmp_path, 
 PARAM_APP = textwrap.dedent('''
     import os
 
-    import homeport as modal
+    import modal
 
     app = modal.App("snap-inputs")
     LOG = os.environ["SNAP_TEST_LOG"]

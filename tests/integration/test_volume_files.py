@@ -2,9 +2,9 @@
 
 import os
 
+import modal
 import pytest
 
-import homeport as modal
 from homeport.exception import InvalidError
 from homeport.testing import homeport_cli
 

@@ -4,9 +4,9 @@ import shutil
 import sys
 import textwrap
 
+import modal
 import pytest
 
-import homeport as modal
 from homeport.exception import NotFoundError
 from homeport.testing import Platform, homeport_cli
 
@@ -17,7 +17,7 @@ pytestmark = [
 
 APP = textwrap.dedent("""
     import os
-    import homeport as modal
+    import modal
 
     app = modal.App("volumes-{suffix}")
     vol = modal.Volume.from_name("{volume}", create_if_missing=True)
@@ -101,7 +101,7 @@ def test_client_operations_and_cli(platform, tmp_path):
 def test_ephemeral_volume_lives_as_long_as_its_block(platform, tmp_path):
     src = tmp_path / "ephvol.py"
     src.write_text(textwrap.dedent("""
-        import homeport as modal
+        import modal
         app = modal.App("ephvol")
 
         def run():
@@ -127,7 +127,7 @@ def test_ephemeral_volume_lives_as_long_as_its_block(platform, tmp_path):
 
 def test_missing_volume_fails_before_any_container_starts(platform, tmp_path):
     src = tmp_path / "missvol.py"
-    src.write_text("import homeport as modal\napp = modal.App('missvol')\n\n"
+    src.write_text("import modal\napp = modal.App('missvol')\n\n"
                    "@app.function(volumes={'/d': modal.Volume.from_name('no-such-volume')})\ndef f():\n    return 1\n")
     sys.path.insert(0, str(tmp_path))
     try:

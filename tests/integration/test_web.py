@@ -206,7 +206,7 @@ def test_deployed_endpoints_survive_a_control_plane_restart(platform, tmp_path):
     program = tmp_path / "webdep.py"
     source = textwrap.dedent("""
         import time
-        import homeport as modal
+        import modal
         app = modal.App("webdep")
 
         @app.function()
@@ -221,7 +221,7 @@ def test_deployed_endpoints_survive_a_control_plane_restart(platform, tmp_path):
     assert out.returncode == 0, out.stderr
     url = re.search(r"ping => (http://\S+)", out.stdout).group(1)
     assert httpx.get(url, timeout=60).json() == "version 1"
-    import homeport as modal
+    import modal
 
     assert modal.Function.from_name("webdep", "ping").get_web_url() == url
     # A redeploy takes over the same URL; a request in flight finishes on the old version.
@@ -262,7 +262,7 @@ def _serving(program: Path, *args: str):
 
 
 _PAGE = textwrap.dedent("""
-    import homeport as modal
+    import modal
     app = modal.App("served")
 
     @app.function()
@@ -303,7 +303,7 @@ def _deploy_source(tmp_path, name: str, body: str) -> tuple[Path, str]:
 def test_a_deployed_app_runs_the_code_it_was_deployed_with(platform, tmp_path):
     program, url = _deploy_source(tmp_path, "pinned", """
         import os
-        import homeport as modal
+        import modal
         app = modal.App("pinned")
 
         @app.function()
@@ -325,7 +325,7 @@ def test_a_deployed_app_runs_the_code_it_was_deployed_with(platform, tmp_path):
 
 def test_url_labels_belong_to_one_app(platform, tmp_path):
     _program, url = _deploy_source(tmp_path, "owner", """
-        import homeport as modal
+        import modal
         app = modal.App("owner")
 
         @app.function()
@@ -335,7 +335,7 @@ def test_url_labels_belong_to_one_app(platform, tmp_path):
     """)
     thief = tmp_path / "thief.py"
     thief.write_text(textwrap.dedent("""
-        import homeport as modal
+        import modal
         app = modal.App("thief")
 
         @app.function()
@@ -348,7 +348,7 @@ def test_url_labels_belong_to_one_app(platform, tmp_path):
     assert httpx.get(url, timeout=60).json() == "owner"  # untouched
     twice = tmp_path / "twice.py"
     twice.write_text(textwrap.dedent("""
-        import homeport as modal
+        import modal
         app = modal.App("twice")
 
         @app.function()
@@ -369,7 +369,7 @@ def test_url_labels_belong_to_one_app(platform, tmp_path):
 def test_a_deployed_classes_web_method_is_found_by_name(platform, tmp_path):
     program = tmp_path / "webcls.py"
     program.write_text(textwrap.dedent("""
-        import homeport as modal
+        import modal
         app = modal.App("webcls")
 
         @app.cls()
@@ -386,7 +386,8 @@ def test_a_deployed_classes_web_method_is_found_by_name(platform, tmp_path):
     assert out.returncode == 0, out.stderr
     try:
         url = re.search(r"C\.web => (http://\S+)", out.stdout + out.stderr).group(1)
-        import homeport as modal
+        import modal
+
         from homeport.exception import InvalidError
 
         obj = modal.Cls.from_name("webcls", "C")()

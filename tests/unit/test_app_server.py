@@ -3,9 +3,9 @@ fails only the function that asks for it, when it is called."""
 
 import re
 
+import modal
 import pytest
 
-import homeport as modal
 from homeport.exception import InvalidError
 
 

@@ -8,9 +8,9 @@ import sys
 import textwrap
 import warnings
 
+import modal
 import pytest
 
-import homeport as modal
 from homeport._cls import ordered_hooks
 from homeport.exception import DeprecationError, InvalidError, UnimplementedError
 
@@ -414,7 +414,7 @@ def test_method_decorator_on_a_nested_plain_function():
 
 def test_class_with_methods_but_no_app_cls_fails_when_the_app_runs(tmp_path, monkeypatch):
     (tmp_path / "forgot_cls.py").write_text(textwrap.dedent("""
-        import homeport as modal
+        import modal
 
         app = modal.App("forgot")
 

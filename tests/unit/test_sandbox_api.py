@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import modal
 import pytest
 
-import homeport as modal
 from homeport.exception import InvalidError, UnimplementedError
 
 

@@ -3,7 +3,7 @@
 import os
 import time
 
-import homeport as modal
+import modal
 
 app = modal.App("classes")
 

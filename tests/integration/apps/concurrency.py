@@ -3,7 +3,7 @@ import os
 import threading
 import time
 
-import homeport as modal
+import modal
 
 app = modal.App("concurrency")
 

@@ -1,6 +1,6 @@
 """A warm pool whose enter hook always fails: it must back off, and say why once."""
 
-import homeport as modal
+import modal
 
 app = modal.App("crashloop")
 

@@ -7,7 +7,7 @@ module is imported by the test, passed to the containers through `env=`.
 import os
 import sys
 
-import homeport as modal
+import modal
 
 STATE = os.environ.get("HIDE_TEST_STATE") or os.environ["HOMEPORT_STATE_DIR"]
 ENV = {"HIDE_TEST_STATE": STATE}

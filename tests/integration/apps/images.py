@@ -4,7 +4,7 @@ import importlib.util
 import os
 import sys
 
-import homeport as modal
+import modal
 
 PINNED = "tabulate==0.9.0"  # small, pure Python, and not installed where the tests run
 

@@ -3,7 +3,7 @@
 import os
 import sys
 
-import homeport as modal
+import modal
 
 app = modal.App("images-python")
 image = modal.Image.debian_slim(python_version=os.environ.get("HP_TEST_OTHER_PYTHON", "3.12"))

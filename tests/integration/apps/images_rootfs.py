@@ -4,7 +4,7 @@ import os
 import shutil
 import subprocess
 
-import homeport as modal
+import modal
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 

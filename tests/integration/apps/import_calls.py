@@ -1,6 +1,6 @@
 """An app whose module calls one of its functions at import, unguarded, inside containers."""
 
-import homeport as modal
+import modal
 
 app = modal.App("import-calls")
 

@@ -3,7 +3,7 @@
 import os
 import sys
 
-import homeport as modal
+import modal
 
 app = modal.App("lifecycle")
 

@@ -1,7 +1,7 @@
 import os
 import time
 
-import homeport as modal
+import modal
 
 app = modal.App("resources")
 

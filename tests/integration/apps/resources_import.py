@@ -2,7 +2,7 @@
 
 import os
 
-import homeport as modal
+import modal
 
 app = modal.App("resources-import")
 

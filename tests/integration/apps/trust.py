@@ -5,7 +5,8 @@ import os
 import pickle
 import time
 
-import homeport as modal
+import modal
+
 from homeport import _context
 from homeport import _protocol as P
 

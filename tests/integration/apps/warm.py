@@ -4,7 +4,7 @@ import os
 import tempfile
 import time
 
-import homeport as modal
+import modal
 
 app = modal.App("warm")
 

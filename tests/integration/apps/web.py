@@ -7,7 +7,7 @@ import subprocess
 import sys
 import time
 
-import homeport as modal
+import modal
 
 app = modal.App("webt")
 

@@ -3,7 +3,7 @@
 import os
 import subprocess
 
-import homeport as modal
+import modal
 
 app = modal.App("seedsrv")
 MARKER = os.environ.get("WEB_SEED_MARKER", "/tmp/homeport-web-seed-marker")
