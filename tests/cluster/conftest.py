@@ -16,17 +16,35 @@ APPS = Path(__file__).parent / "apps"
 NODE = {"object_store_memory": 78 * 2**20, "node_ip_address": "127.0.0.1"}
 
 
+def _ports() -> dict[str, int]:
+    """Fixed ports for a node's agents. Left to Ray (0), the raylet waits 15 s for each agent to write its
+    port to a file, and on a loaded 2-core machine the Python agents start slower than that: the node
+    dies at start-up ("Timed out waiting for file .../metrics_agent_port_...")."""
+    import socket
+
+    names = ("metrics_agent_port", "metrics_export_port", "dashboard_agent_listen_port", "runtime_env_agent_port")
+    socks = [socket.socket() for _ in names]
+    try:
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return {name: s.getsockname()[1] for name, s in zip(names, socks)}
+    finally:
+        for s in socks:
+            s.close()
+
+
 @pytest.fixture(scope="module")
 def ray_cluster():
     from ray.cluster_utils import Cluster
 
     cluster = Cluster(initialize_head=True, head_node_args={
-        "num_cpus": 1, "labels": {"homeport.io/region": "us-east-1"}, "include_dashboard": False, **NODE})
+        "num_cpus": 1, "labels": {"homeport.io/region": "us-east-1"}, "include_dashboard": False, **NODE, **_ports()})
     try:
         nodes = {
             "us-east-1": cluster.head_node,
-            "eu-west-1": cluster.add_node(num_cpus=1, labels={"homeport.io/region": "eu-west-1"}, **NODE),
-            "spare": cluster.add_node(num_cpus=1, **NODE),
+            "eu-west-1": cluster.add_node(num_cpus=1, labels={"homeport.io/region": "eu-west-1"}, **NODE,
+                                          **_ports()),
+            "spare": cluster.add_node(num_cpus=1, **NODE, **_ports()),
         }
         cluster.wait_for_nodes()
         ray.init(address=cluster.address, namespace="homeport-tests", log_to_driver=False, logging_level="ERROR")
@@ -42,9 +60,10 @@ def ray_platform(ray_cluster):
     from homeport import _protocol as P
     from homeport.testing import Platform
 
-    saved = {k: os.environ.get(k) for k in (P.ENV_BACKEND, P.ENV_RAY_ADDRESS)}
+    saved = {k: os.environ.get(k) for k in (P.ENV_BACKEND, P.ENV_RAY_ADDRESS, P.ENV_LISTEN)}
     os.environ[P.ENV_BACKEND] = "ray"
     os.environ[P.ENV_RAY_ADDRESS] = ray_cluster.address
+    os.environ[P.ENV_LISTEN] = "127.0.0.1:0"  # containers connect over TCP, on loopback only
     try:
         with Platform() as platform:
             yield platform

@@ -42,3 +42,8 @@ def test_calls_maps_generators_and_classes_run_on_ray(ray_app):
 def test_server_status_names_the_ray_backend(ray_app):
     out = homeport_cli("server", "status")
     assert out.returncode == 0 and "backend ray" in out.stdout
+
+
+def test_containers_reach_the_control_plane_over_tcp_and_call_other_functions(ray_app):
+    assert ray_app.address.remote().startswith("tcp://127.0.0.1:")
+    assert ray_app.calls_another.remote(4) == (16, [0, 1, 4, 9])

@@ -143,5 +143,10 @@ class Backend(abc.ABC):
     # Whether `region=` means something here: a backend of one machine has no regions to choose from.
     places_by_region: bool = False
 
+    def listen_default(self) -> str | None:
+        """`HOST:PORT` where the control plane listens on TCP for this backend's containers unless told
+        (`HOMEPORT_LISTEN`); None: they all run on this machine and use its Unix socket."""
+        return None
+
     def describe(self) -> dict[str, object]:
         return {"name": self.name}

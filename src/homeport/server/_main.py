@@ -12,11 +12,11 @@ import socket
 import sys
 from pathlib import Path
 
-from .. import _config
+from .. import _address, _config
 from .. import _protocol as P
 from .._wire import new_event_loop
 from ..backends import Mount, PrivateDir, create_backend
-from .api import serve
+from .api import serve, serve_tcp
 from .dashboard import Dashboard
 from .secrets import Cipher, SecretStore, load_or_create_key
 from .services import ControlPlane
@@ -67,6 +67,7 @@ async def run(state_dir: Path, backend_name: str) -> None:
     cp.secrets = SecretStore(state.db, cipher)
     cp.volumes = VolumeStore(state.db, state_dir / "volumes")
     cp.web = WebEndpoints(cp, state.db)
+    tcp_server = await _listen_tcp(cp, backend)
     # Deployed apps first (their web endpoints listen again), so that once clients can connect the
     # installation is as it was; their containers start once the socket they connect to exists.
     await cp.restore_deployed()
@@ -88,6 +89,8 @@ async def run(state_dir: Path, backend_name: str) -> None:
     finally:
         log.info("shutting down")
         server.close()
+        if tcp_server is not None:
+            tcp_server.close()
         ticker.cancel()
         await cp.dashboard.close()
         await cp.close()
@@ -99,10 +102,33 @@ async def run(state_dir: Path, backend_name: str) -> None:
         log.info("stopped")
 
 
+async def _listen_tcp(cp: ControlPlane, backend) -> asyncio.AbstractServer | None:
+    """Listen on TCP too when told (`HOMEPORT_LISTEN`) or when the backend runs containers on other
+    machines; its containers are then told `tcp://HOST:PORT`."""
+    listen = os.environ.get(P.ENV_LISTEN) or backend.listen_default()
+    if not listen:
+        return None
+    try:
+        host, port = _address.split_host_port(listen, default_port=0)
+    except ValueError as exc:
+        raise SystemExit(f"{P.ENV_LISTEN}: {exc}") from None
+    server = await serve_tcp(cp, host, port)
+    port = server.sockets[0].getsockname()[1]
+    if host in ("0.0.0.0", "::"):  # every interface: containers are told the one the backend's nodes reach
+        host = _address.split_host_port(backend.listen_default() or "127.0.0.1", default_port=0)[0]
+    cp.launcher.address = _address.tcp(host, port)
+    log.info("containers connect over TCP to %s", cp.launcher.address)
+    return server
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m homeport.server")
     parser.add_argument("--backend", default=os.environ.get(P.ENV_BACKEND, "local"))
+    parser.add_argument("--listen", default=None, metavar="HOST:PORT",
+                        help="also listen on TCP for containers on other machines (HOMEPORT_LISTEN)")
     args = parser.parse_args(argv)
+    if args.listen:
+        os.environ[P.ENV_LISTEN] = args.listen
     state_dir = _config.ensure_state_dir()
     logging.basicConfig(
         level=logging.INFO,

@@ -29,7 +29,8 @@ class Launcher:
                  spawn: Callable[[Any], asyncio.Task]) -> None:
         self.images = images
         self.backend = backend
-        self.address = address
+        self.address = address  # what containers connect to: the Unix socket, or tcp://HOST:PORT
+        self.socket_path = address  # the Unix socket (containers in a network namespace of their own)
         self.web_dir = web_dir
         self.spawn = spawn
         images._run_container = self.run_build_container
@@ -134,6 +135,8 @@ class Launcher:
         # from a template (whose copies would share the template's network). The backend says whether
         # it gave it one (`ENV_PRIVATE_NETWORK`).
         private_network = bool(web) and any(e["type"] in P.WEB_PROXIED for e in web)
+        if private_network:  # TCP to this machine is out of reach from its own network: the socket is not
+            env[P.ENV_SERVER_ADDRESS] = self.socket_path
         if web:
             env[P.ENV_WEB_SOCKET] = os.path.join(self.web_dir, cid)
             env[P.ENV_RUNTIME_PATH] = self.images.runtime_path(web=True)
@@ -173,7 +176,7 @@ class Launcher:
             code = [*(definition.get("sys_path") or ()), definition.get("cwd") or ""]
             if definition.get("module_file"):
                 code.append(os.path.dirname(definition["module_file"]))
-            mounts += image.rootfs_mounts(code, self.address, runtime_path or self.images.runtime_path())
+            mounts += image.rootfs_mounts(code, self.socket_path, runtime_path or self.images.runtime_path())
             if definition.get("web"):
                 mounts.append(Mount(self.web_dir, self.web_dir))
             cwd = None

@@ -1033,6 +1033,7 @@ class ControlPlane:
         return {
             "pid": os.getpid(),
             "address": self.address,
+            "listen": self.launcher.address if self.launcher.address != self.address else None,
             "backend": self.backend.describe(),
             "started_at": self.started_at,
             "apps": [

@@ -52,3 +52,14 @@ class Greeter:
     @modal.method()
     def greet(self, name: str) -> str:
         return f"{self.greeting}, {name}"
+
+
+@app.function()
+def address() -> str:
+    return os.environ["HOMEPORT_SERVER_ADDRESS"]
+
+
+@app.function()
+def calls_another(x: int) -> tuple[int, list[int]]:
+    """A function calling another from inside its container: `.remote()` and `.map()` over TCP."""
+    return square.remote(x), list(square.map(range(x)))

@@ -107,6 +107,12 @@ class RayBackend(Backend):
                 ray.kill(actor.handle)
         on_exit(cid, info)
 
+    def listen_default(self) -> str:
+        """This node's address in the Ray cluster (the one the other nodes reach it by), a free port."""
+        from ray._private.worker import global_worker
+
+        return f"{global_worker.node_ip_address}:0"
+
     def where(self, container_id: str) -> str | None:
         actor = self._actors.get(container_id)
         return actor.node if actor is not None else None
