@@ -4,9 +4,8 @@ import os
 import socket
 import struct
 
-import msgpack
-
 import modal
+import msgpack
 
 app = modal.App("over-tcp")
 
