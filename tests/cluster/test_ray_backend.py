@@ -47,3 +47,35 @@ def test_server_status_names_the_ray_backend(ray_app):
 def test_containers_reach_the_control_plane_over_tcp_and_call_other_functions(ray_app):
     assert ray_app.address.remote().startswith("tcp://127.0.0.1:")
     assert ray_app.calls_another.remote(4) == (16, [0, 1, 4, 9])
+
+
+def test_a_node_lost_during_a_map_loses_no_input(ray_app, ray_cluster, add_node):
+    """Runs last: it adds a second node in us-west-2 and removes it while a map runs on both."""
+    import threading
+
+    import psutil
+    import ray
+
+    from homeport.testing import wait_for
+
+    keeper = ray_cluster.nodes_by_name["us-west-2"]
+    doomed = add_node(region="us-west-2")
+    results: list = []
+    mapped = threading.Thread(target=lambda: results.extend(ray_app.survivor.map(range(150))))
+    mapped.start()
+
+    def survivors() -> dict[str, int]:
+        rows = json.loads(homeport_cli("container", "list", "--json").stdout)
+        return {r["node"]: r["pid"] for r in rows if r["function"] == "survivor" and r.get("state") == "ready"}
+
+    assert wait_for(lambda: {doomed.node_id, keeper.node_id} <= set(survivors()), timeout=120), survivors()
+    lost_pid = survivors()[doomed.node_id]
+    ray_cluster.remove_node(doomed)
+    mapped.join(timeout=180)
+    assert not mapped.is_alive()
+    assert [r[0] for r in results] == [x * x for x in range(150)]  # every input, in order: 0 lost
+    nodes = {r[1] for r in results}
+    assert doomed.node_id in nodes and keeper.node_id in nodes  # both ran inputs; the lost one's were rerun
+    # The container process the lost node left behind (its actor died, it did not) is disconnected, and ends.
+    assert wait_for(lambda: not psutil.pid_exists(lost_pid), timeout=30), f"container {lost_pid} outlived its node"
+    assert all(n["Alive"] for n in ray.nodes() if n["NodeID"] == keeper.node_id)

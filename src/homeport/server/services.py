@@ -353,6 +353,8 @@ class ControlPlane:
         rec = self.containers.pop(cid, None)
         if rec is None:
             return
+        if rec.proto is not None:  # a connection left behind (its machine was lost, not its process): closed,
+            rec.proto.close()  # so a process that outlived its node's loss stops too
         if rec.web_prefix is not None:
             for index in range(len(rec.fn.definition.get("web") or ())):
                 with contextlib.suppress(OSError):

@@ -63,3 +63,11 @@ def address() -> str:
 def calls_another(x: int) -> tuple[int, list[int]]:
     """A function calling another from inside its container: `.remote()` and `.map()` over TCP."""
     return square.remote(x), list(square.map(range(x)))
+
+
+@app.function(region="us-west", cpu=0.5, max_containers=2)
+def survivor(x: int) -> tuple[int, str, int]:
+    """One container per us-west node (each has one core, some of it maybe taken by other functions'
+    containers): a map keeps both busy."""
+    time.sleep(0.1)
+    return x * x, node(), os.getpid()
