@@ -2,7 +2,9 @@
 containers on it. Every Ray process the cluster started is stopped with it."""
 
 import os
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -80,14 +82,20 @@ def ray_platform(ray_cluster):
     from homeport import _protocol as P
     from homeport.testing import Platform
 
-    saved = {k: os.environ.get(k) for k in (P.ENV_BACKEND, P.ENV_RAY_ADDRESS, P.ENV_LISTEN)}
+    saved = {k: os.environ.get(k) for k in (P.ENV_BACKEND, P.ENV_RAY_ADDRESS, P.ENV_LISTEN, P.ENV_SHARED_ROOT)}
     os.environ[P.ENV_BACKEND] = "ray"
     os.environ[P.ENV_RAY_ADDRESS] = ray_cluster.address
     os.environ[P.ENV_LISTEN] = "127.0.0.1:0"  # containers connect over TCP, on loopback only
+    # Volumes on a cluster live where every node sees them: here, a directory in the state directory
+    # (what an operator mounts a shared file system on).
+    state = Path(tempfile.mkdtemp(prefix="hp-", dir="/tmp"))
+    (state / "shared").mkdir()
+    os.environ[P.ENV_SHARED_ROOT] = str(state / "shared")
     try:
-        with Platform() as platform:
+        with Platform(str(state)) as platform:
             yield platform
     finally:
+        shutil.rmtree(state, ignore_errors=True)
         for key, value in saved.items():
             if value is None:
                 os.environ.pop(key, None)

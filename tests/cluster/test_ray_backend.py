@@ -49,6 +49,14 @@ def test_containers_reach_the_control_plane_over_tcp_and_call_other_functions(ra
     assert ray_app.calls_another.remote(4) == (16, [0, 1, 4, 9])
 
 
+def test_volumes_live_under_the_shared_root_and_containers_see_only_their_own(ray_app, ray_platform):
+    ray_app.write.remote("greeting", "hello across nodes")
+    assert ray_app.read.remote("greeting") == "hello across nodes"  # written in eu-west-1, read in us-east-1
+    shared = ray_platform.state_dir / "shared" / "volumes"
+    assert [p.read_text() for p in shared.glob("*/greeting")] == ["hello across nodes"]
+    assert ray_app.peek.remote(str(shared)) in ([], "FileNotFoundError", "PermissionError")  # not other volumes
+
+
 def test_a_node_lost_during_a_map_loses_no_input(ray_app, ray_cluster, add_node):
     """Runs last: it adds a second node in us-west-2 and removes it while a map runs on both."""
     import threading

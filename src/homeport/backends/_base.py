@@ -143,6 +143,10 @@ class Backend(abc.ABC):
     # Whether `region=` means something here: a backend of one machine has no regions to choose from.
     places_by_region: bool = False
 
+    # Whether containers may run on other machines than the control plane's (what they need from its
+    # disk must then be on storage every node sees: volumes under HOMEPORT_SHARED_ROOT).
+    spans_machines: bool = False
+
     def listen_default(self) -> str | None:
         """`HOST:PORT` where the control plane listens on TCP for this backend's containers unless told
         (`HOMEPORT_LISTEN`); None: they all run on this machine and use its Unix socket."""

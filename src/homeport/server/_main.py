@@ -65,7 +65,8 @@ async def run(state_dir: Path, backend_name: str) -> None:
     state.cipher = cipher  # deployments hold function environments (secret values): encrypted at rest
     cp = ControlPlane(state, backend, token, str(address), str(scratch))
     cp.secrets = SecretStore(state.db, cipher)
-    cp.volumes = VolumeStore(state.db, state_dir / "volumes")
+    volumes, cp.volumes_unshared = volume_root(state_dir, backend)
+    cp.volumes = VolumeStore(state.db, volumes)
     cp.web = WebEndpoints(cp, state.db)
     tcp_server = await _listen_tcp(cp, backend)
     # Deployed apps first (their web endpoints listen again), so that once clients can connect the
@@ -100,6 +101,29 @@ async def run(state_dir: Path, backend_name: str) -> None:
         with contextlib.suppress(FileNotFoundError):
             _config.pid_path().unlink()
         log.info("stopped")
+
+
+def volume_root(state_dir: Path, backend) -> tuple[Path, str | None]:
+    """Where volumes live, and why they cannot be used (None: they can). On one machine: the state
+    directory. With containers on other machines too, a directory every node sees at the same path
+    (HOMEPORT_SHARED_ROOT); without one, volumes are refused, saying so. The shared directory must be
+    inside the state directory, which containers see empty: a container sees only its own volumes."""
+    shared = os.environ.get(P.ENV_SHARED_ROOT)
+    if shared:
+        root = Path(shared).expanduser().resolve()
+        if not root.is_dir():
+            raise SystemExit(f"{P.ENV_SHARED_ROOT}={shared} is not a directory")
+        if not root.is_relative_to(state_dir.resolve()) or root == state_dir.resolve():
+            raise SystemExit(f"{P.ENV_SHARED_ROOT}={shared} must be a directory inside the state directory "
+                             f"{state_dir} (mount the shared file system there on every node): containers see "
+                             "the state directory empty but for their own volumes, and must not see other apps'")
+        return root / "volumes", None
+    if backend.spans_machines:
+        return state_dir / "volumes", (
+            f"volumes need storage every node sees: the {backend.name} backend runs containers on other machines, "
+            f"so start the control plane with {P.ENV_SHARED_ROOT} set to a directory every node mounts at the "
+            f"same path (a shared file system)")
+    return state_dir / "volumes", None
 
 
 async def _listen_tcp(cp: ControlPlane, backend) -> asyncio.AbstractServer | None:

@@ -145,6 +145,7 @@ class ControlPlane:
         self.token = token
         self.address = address
         self.scratch = scratch
+        self.volumes_unshared: str | None = None  # why volumes cannot be used (see volume_root)
         self._cid_counter = itertools.count(1)
         self.scheduler = Scheduler(self._new_container_id, machine_capacity())
         self.apps: dict[str, dict[str, Any]] = {}
@@ -601,6 +602,8 @@ class ControlPlane:
         for v in cfg.get("volumes") or ():
             if self.volumes is None:
                 raise LookupError("volumes are not available on this control plane")
+            if self.volumes_unshared:
+                raise InvalidError(self.volumes_unshared)
             out.append([str(self.volumes.resolve(v["name"], bool(v.get("create_if_missing")))), v["path"]])
         return out
 

@@ -71,3 +71,30 @@ def survivor(x: int) -> tuple[int, str, int]:
     containers): a map keeps both busy."""
     time.sleep(0.1)
     return x * x, node(), os.getpid()
+
+
+vol = modal.Volume.from_name("ray-shared", create_if_missing=True)
+other = modal.Volume.from_name("ray-other", create_if_missing=True)
+
+
+@app.function(volumes={"/data": vol}, region="eu")
+def write(name: str, text: str) -> None:
+    with open(f"/data/{name}", "w") as f:
+        f.write(text)
+    vol.commit()
+
+
+@app.function(volumes={"/data": vol}, region="us-east-1")
+def read(name: str) -> str:
+    vol.reload()
+    with open(f"/data/{name}") as f:
+        return f.read()
+
+
+@app.function(volumes={"/data": vol})
+def peek(path: str) -> list[str] | str:
+    """Hostile: what a container sees of the shared root on the host (other volumes live there)."""
+    try:
+        return sorted(os.listdir(path))
+    except OSError as exc:
+        return type(exc).__name__

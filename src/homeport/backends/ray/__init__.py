@@ -29,7 +29,7 @@ from ray.exceptions import RayError
 
 from ..._protocol import ENV_RAY_ADDRESS
 from .._base import Backend, ContainerSpec, ExitCallback, ExitInfo, OutputCallback, PrivateDir
-from ._actor import ContainerHost
+from ._actor import ContainerHost, NodeLacksPath
 from ._placement import Unplaceable, actor_options
 
 log = logging.getLogger("homeport.backend.ray")
@@ -54,6 +54,7 @@ class _Actor:
 class RayBackend(Backend):
     name = "ray"
     places_by_region = True
+    spans_machines = True
 
     def __init__(self, scratch_dir: str | None = None, private: PrivateDir | None = None,
                  address: str | None = None) -> None:
@@ -81,13 +82,16 @@ class RayBackend(Backend):
         actor = self._actors[spec.container_id] = _Actor(handle)
         try:
             pid, actor.node = await handle.start.remote(spec)
-        except BaseException:
+        except BaseException as exc:
             self._actors.pop(spec.container_id, None)
             with contextlib.suppress(Exception):
                 ray.kill(handle)
             if actor.cancelled:  # stopped while Ray had no node with room for it: it exits, stopped
                 asyncio.get_running_loop().call_soon(on_exit, spec.container_id, ExitInfo(None, signal.SIGTERM))
                 return 0
+            cause = getattr(exc, "cause", None)  # a RayTaskError carries the actor's own exception
+            if isinstance(cause, NodeLacksPath):
+                raise NodeLacksPath(str(cause)) from None
             raise
         actor.started = True
         actor.pump = asyncio.get_running_loop().create_task(self._pump(spec.container_id, actor, on_output, on_exit))

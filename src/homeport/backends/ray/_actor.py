@@ -12,9 +12,14 @@ import ray
 
 from .._base import ContainerSpec, ExitInfo, PrivateDir
 from ..local import LocalBackend
+from ._paths import missing_on_node
 
 ENV_NODE_ID = "HOMEPORT_NODE_ID"  # in a container on Ray: the Ray node it runs on
 EVENT_BATCH = 1000
+
+
+class NodeLacksPath(RuntimeError):
+    """The node does not see a path of the control plane's machine the container needs."""
 
 
 @ray.remote(max_restarts=0, max_task_retries=0)
@@ -30,6 +35,9 @@ class ContainerHost:
         self.events = asyncio.Queue()
         self.container_id = spec.container_id
         node = ray.get_runtime_context().get_node_id()
+        problem = missing_on_node(spec, node)
+        if problem is not None:
+            raise NodeLacksPath(problem)
         events = self.events
 
         def on_output(_cid: str, fd: int, line: bytes) -> None:
