@@ -380,6 +380,8 @@ def variant_payload(tag: str, base: FunctionOptions | None, over: dict[str, Any]
     if over:
         opts = function_options(tag=tag, raw_f=None, **{**({"timeout": base.timeout} if base else {}), **over})
         problems = unsupported_features(opts)
+        if opts.gpu:  # a variant's definition does not carry `gpu=` to the control plane yet
+            problems.append("`gpu=...` is not supported by Homeport yet in with_options (give it to @app.cls)")
         if problems:
             raise UnimplementedError(
                 f"{tag}.with_options(...) uses parameters Homeport does not build yet: " + "; ".join(problems)

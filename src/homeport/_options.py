@@ -523,8 +523,7 @@ def _not_built(param: str, why: str, what_to_do: str) -> str:
 def unsupported_features(options: FunctionOptions) -> list[str]:
     """One sentence per option whose effect Homeport does not build yet, saying what to do instead."""
     out: list[str] = [f"`{key}=` is not supported by Homeport yet ({_NOT_BUILT_PARAMS[key]})." for key in options.not_built]
-    if options.gpu:
-        out.append(_not_built("gpu=...", "GPU assignment is not built", "remove it to run on the CPU"))
+    # `gpu=` is the control plane's to refuse: its backend may place GPUs (Ray) or not.
     if options.ephemeral_disk:
         out.append(_not_built("ephemeral_disk=...", "disk quotas are not built", "remove it"))
     if options.cloud:

@@ -132,8 +132,8 @@ def region_of(ray_cluster):
 def add_node(ray_cluster):
     """Add a node of one core (in `region`) to the module's cluster; it stops with the cluster."""
 
-    def add(region: str | None = None, **kwargs):
-        labels = {"homeport.io/region": region} if region else {}
+    def add(region: str | None = None, labels: dict[str, str] | None = None, **kwargs):
+        labels = {**(labels or {}), **({"homeport.io/region": region} if region else {})}
         node = _add_node(ray_cluster, num_cpus=1, labels=labels, **kwargs)
         ray_cluster.wait_for_nodes()
         return node

@@ -57,6 +57,15 @@ def test_volumes_live_under_the_shared_root_and_containers_see_only_their_own(ra
     assert ray_app.peek.remote(str(shared)) in ([], "FileNotFoundError", "PermissionError")  # not other volumes
 
 
+def test_a_gpu_request_runs_on_the_node_with_that_accelerator_and_sees_its_gpu(ray_app, add_node):
+    gpu_node = add_node(num_gpus=1, labels={"ray.io/accelerator-type": "H100"})
+    where, visible = ray_app.on_gpu.remote()
+    assert where == gpu_node.node_id and visible == "0"
+    with pytest.raises(Exception) as info:  # no A100 anywhere: refused at once, saying what there is
+        ray_app.on_a100.remote()
+    assert "A100" in str(info.value) and "H100" in str(info.value)
+
+
 def test_a_node_lost_during_a_map_loses_no_input(ray_app, ray_cluster, add_node):
     """Runs last: it adds a second node in us-west-2 and removes it while a map runs on both."""
     import threading

@@ -522,8 +522,7 @@ _BUILT = {
     "cpu": 2.0,
     "memory": 1024,
 }
-_NOT_BUILT = {
-    "gpu": "A100",
+_NOT_BUILT = {  # (gpu= is refused by the control plane when its backend cannot place GPUs)
     "ephemeral_disk": 1024,
     "cloud": "aws",
     "block_network": True,

@@ -577,6 +577,13 @@ class ControlPlane:
         return ids
 
     def _check_placeable(self, functions: list[dict[str, Any]]) -> None:
+        gpus = [f["tag"] for f in functions if f["definition"].get("gpu")]
+        if gpus and not self.backend.places_gpus:
+            raise UnimplementedError(
+                f"`gpu=...` of {', '.join(gpus)} is not supported by Homeport yet on the {self.backend.name} "
+                "backend (GPU assignment on one machine is not built); remove it to run on the CPU, or run the "
+                "control plane on a Ray cluster (`homeport server start --backend ray`), which places GPUs."
+            )
         regional = [f["tag"] for f in functions if f["definition"].get("region")]
         if regional and not self.backend.places_by_region:
             raise UnimplementedError(

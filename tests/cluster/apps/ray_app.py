@@ -98,3 +98,13 @@ def peek(path: str) -> list[str] | str:
         return sorted(os.listdir(path))
     except OSError as exc:
         return type(exc).__name__
+
+
+@app.function(gpu="H100")
+def on_gpu() -> tuple[str, str]:
+    return node(), os.environ.get("CUDA_VISIBLE_DEVICES", "")
+
+
+@app.function(gpu="A100")
+def on_a100() -> str:
+    return node()

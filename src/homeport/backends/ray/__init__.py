@@ -55,6 +55,7 @@ class RayBackend(Backend):
     name = "ray"
     places_by_region = True
     spans_machines = True
+    places_gpus = True  # Ray assigns them to the actor; the container sees them (CUDA_VISIBLE_DEVICES)
 
     def __init__(self, scratch_dir: str | None = None, private: PrivateDir | None = None,
                  address: str | None = None) -> None:

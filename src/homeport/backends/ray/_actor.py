@@ -47,7 +47,11 @@ class ContainerHost:
             events.put_nowait(("exit", info.returncode, info.signal, info.oom_limit_mib))
 
         # Templates are per machine: a container alone on its actor starts as a fresh interpreter.
-        spec = dataclasses.replace(spec, template=None, env={**spec.env, ENV_NODE_ID: node})
+        env = {**spec.env, ENV_NODE_ID: node}
+        gpus = ray.get_runtime_context().get_accelerator_ids().get("GPU") or []
+        if gpus:  # the GPUs Ray gave this actor, and only those
+            env["CUDA_VISIBLE_DEVICES"] = ",".join(str(g) for g in gpus)
+        spec = dataclasses.replace(spec, template=None, env=env)
         pid = await self.backend.start(spec, on_output, on_exit)
         return pid, node
 
