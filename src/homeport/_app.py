@@ -74,6 +74,8 @@ def build_definition(
         "snapshot": options.enable_memory_snapshot,
         # Where it may run (a cluster backend places it on a node of one of these regions).
         "region": list(options.region) if options.region else None,
+        # GPUs it needs ("TYPE:COUNT", in order of preference): a backend that cannot give them refuses it.
+        "gpu": list(options.gpu) if options.gpu else None,
         # The caller's own source (the module's directory, the working directory), never its packages.
         "sys_path": code_dirs(module_name, module_file),
         "cwd": os.getcwd(),

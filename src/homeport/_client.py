@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from . import _config, _launcher
+from . import _address, _config, _launcher
 from . import _protocol as P
 from ._bridge import bridge_loop
 from ._wire import FramedProtocol
@@ -46,7 +46,7 @@ class Client:
         self._calls: dict[str, OutputHandler] = {}
         self.log_handler: Callable[[dict[str, Any]], None] | None = None
         self.closed = False
-        self.address = str(_config.server_address())
+        self.address = _config.client_address()
         self.last_heard = time.monotonic()  # any message from the control plane (see `_watchdog`)
         self._watchdog_task: asyncio.Task | None = None
         self._failed = False  # what waited was failed (the connection closed or went silent)
@@ -56,13 +56,13 @@ class Client:
     async def get(cls) -> Client:
         """The process's client, connecting (and starting the embedded control plane) on first use."""
         inst = cls._instance
-        if inst is not None and not inst.closed and inst.address == str(_config.server_address()):
+        if inst is not None and not inst.closed and inst.address == _config.client_address():
             return inst
         if cls._connect_lock is None:
             cls._connect_lock = asyncio.Lock()
         async with cls._connect_lock:
             inst = cls._instance
-            if inst is not None and not inst.closed and inst.address != str(_config.server_address()):
+            if inst is not None and not inst.closed and inst.address != _config.client_address():
                 # The configured control plane changed (another state directory): use that one.
                 inst.proto.close()
                 inst.closed = True
@@ -90,9 +90,9 @@ class Client:
             proto_ref.append(FramedProtocol(on_message, on_close))
             return proto_ref[0]
 
-        address = str(_config.server_address())
+        address = _config.client_address()
         try:
-            await asyncio.wait_for(loop.create_unix_connection(factory, address), 10)
+            await asyncio.wait_for(_address.open_connection(factory, address), 10)
         except (OSError, asyncio.TimeoutError) as exc:
             raise ConnectionError(f"Could not connect to the Homeport control plane at {address}: {exc}") from None
         client = cls(proto_ref[0])

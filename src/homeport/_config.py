@@ -23,10 +23,17 @@ def state_dir() -> Path:
 
 
 def server_address() -> Path:
+    """The control plane's Unix socket (where admin clients connect)."""
     env = os.environ.get(P.ENV_SERVER_ADDRESS)
-    if env:
+    if env and not env.startswith("tcp://"):
         return Path(env)
     return state_dir() / "server.sock"
+
+
+def client_address() -> str:
+    """Where this process connects: `$HOMEPORT_SERVER_ADDRESS` as given (a socket path, or
+    `tcp://HOST:PORT` in a container on another machine), else the Unix socket."""
+    return os.environ.get(P.ENV_SERVER_ADDRESS) or str(server_address())
 
 
 def log_path() -> Path:

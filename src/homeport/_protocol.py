@@ -18,7 +18,13 @@ import msgpack
 PROTOCOL_VERSION = 1
 
 # --- environment variables -------------------------------------------------------------------------
-ENV_SERVER_ADDRESS = "HOMEPORT_SERVER_ADDRESS"  # path of the control plane's Unix socket
+ENV_SERVER_ADDRESS = "HOMEPORT_SERVER_ADDRESS"  # the control plane's Unix socket path, or tcp://HOST:PORT
+# HOST:PORT where the control plane also listens on TCP, for containers on other machines (per-container
+# credentials only; admin clients use the Unix socket). The Ray backend listens by default.
+ENV_LISTEN = "HOMEPORT_LISTEN"
+# A directory every node of a cluster sees at the same path (a shared file system): volumes live there
+# when containers run on more than one machine (the Ray backend refuses volumes without it).
+ENV_SHARED_ROOT = "HOMEPORT_SHARED_ROOT"
 ENV_STATE_DIR = "HOMEPORT_STATE_DIR"  # where state, logs, the token and the socket live
 ENV_BACKEND = "HOMEPORT_BACKEND"  # name of the container backend ("local", "ray")
 ENV_RAY_ADDRESS = "HOMEPORT_RAY_ADDRESS"  # the Ray cluster the ray backend joins ("auto": this machine's)

@@ -16,7 +16,7 @@ import threading
 import weakref
 from typing import Any
 
-from . import _config
+from . import _address, _config
 from . import _protocol as P
 from .exception import AuthError, ConnectionError, error_from_code
 
@@ -32,13 +32,11 @@ def _close_all() -> None:
 
 class SyncChannel:
     def __init__(self) -> None:
-        self.address = str(_config.server_address())
+        self.address = _config.client_address()
         self.pid = os.getpid()
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
-            self.sock.connect(self.address)
+            self.sock = _address.connect(self.address)
         except OSError as exc:
-            self.sock.close()
             raise ConnectionError(f"Could not connect to the Homeport control plane at {self.address}: {exc}") from None
         self._buf = bytearray()  # bytes read off the socket, not yet a whole frame
         _open.add(self)
@@ -53,7 +51,7 @@ class SyncChannel:
     @classmethod
     def get(cls) -> SyncChannel:
         ch: SyncChannel | None = getattr(_local, "channel", None)
-        if ch is None or ch.pid != os.getpid() or ch.address != str(_config.server_address()) or ch._dead():
+        if ch is None or ch.pid != os.getpid() or ch.address != _config.client_address() or ch._dead():
             if ch is not None:
                 ch.close()
             ch = _local.channel = cls()

@@ -2,7 +2,9 @@
 containers on it. Every Ray process the cluster started is stopped with it."""
 
 import os
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -10,23 +12,59 @@ import pytest
 # Keep every Ray address on loopback: without this Ray swaps 127.0.0.1 for the machine's own address
 # (read when ray is imported, so set before).
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+# A raylet waits this long for its agents to start (they are slow to on a loaded 2-core machine).
+os.environ.setdefault("RAY_agent_register_timeout_ms", "120000")
 ray = pytest.importorskip("ray", reason="the Ray backend's tests need ray (pip install -e '.[test]')")
 
 APPS = Path(__file__).parent / "apps"
 NODE = {"object_store_memory": 78 * 2**20, "node_ip_address": "127.0.0.1"}
 
 
+def _ports() -> dict[str, int]:
+    """Fixed ports for a node's agents. Left to Ray (0), the raylet waits 15 s for each agent to write its
+    port to a file, and on a loaded 2-core machine the Python agents start slower than that: the node
+    dies at start-up ("Timed out waiting for file .../metrics_agent_port_...")."""
+    import socket
+
+    names = ("metrics_agent_port", "metrics_export_port", "dashboard_agent_listen_port", "runtime_env_agent_port")
+    socks = [socket.socket() for _ in names]
+    try:
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return {name: s.getsockname()[1] for name, s in zip(names, socks)}
+    finally:
+        for s in socks:
+            s.close()
+
+
+def _add_node(cluster, **kwargs):
+    """`cluster.add_node`, tried again when the node dies starting: on a loaded machine its raylet may
+    give up on its agents (a Ray start-up wait of fixed length); a node that failed stops at exit."""
+    for attempt in range(3):
+        try:
+            return cluster.add_node(**NODE, **_ports(), **kwargs)
+        except Exception:
+            if attempt == 2:
+                raise
+
+
 @pytest.fixture(scope="module")
 def ray_cluster():
     from ray.cluster_utils import Cluster
 
-    cluster = Cluster(initialize_head=True, head_node_args={
-        "num_cpus": 1, "labels": {"homeport.io/region": "us-east-1"}, "include_dashboard": False, **NODE})
+    # Ray starts a dozen Python processes per node, which must import ray's modules in time (a raylet gives
+    # its agents 15 s): let them cache bytecode where the environment says not to (PYTHONDONTWRITEBYTECODE).
+    no_bytecode = os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
+    cluster = Cluster()
     try:
         nodes = {
-            "us-east-1": cluster.head_node,
-            "eu-west-1": cluster.add_node(num_cpus=1, labels={"homeport.io/region": "eu-west-1"}, **NODE),
-            "spare": cluster.add_node(num_cpus=1, **NODE),
+            "us-east-1": _add_node(cluster, num_cpus=1, labels={"homeport.io/region": "us-east-1"},
+                                   include_dashboard=False,
+                                   # A lost node is noticed within seconds, not the default half minute.
+                                   _system_config={"health_check_period_ms": 1000,
+                                                   "health_check_failure_threshold": 5}),
+            "eu-west-1": _add_node(cluster, num_cpus=1, labels={"homeport.io/region": "eu-west-1"}),
+            "us-west-2": _add_node(cluster, num_cpus=1, labels={"homeport.io/region": "us-west-2"}),
         }
         cluster.wait_for_nodes()
         ray.init(address=cluster.address, namespace="homeport-tests", log_to_driver=False, logging_level="ERROR")
@@ -35,6 +73,8 @@ def ray_cluster():
     finally:
         ray.shutdown()
         cluster.shutdown()
+        if no_bytecode is not None:
+            os.environ["PYTHONDONTWRITEBYTECODE"] = no_bytecode
 
 
 @pytest.fixture(scope="module")
@@ -42,13 +82,20 @@ def ray_platform(ray_cluster):
     from homeport import _protocol as P
     from homeport.testing import Platform
 
-    saved = {k: os.environ.get(k) for k in (P.ENV_BACKEND, P.ENV_RAY_ADDRESS)}
+    saved = {k: os.environ.get(k) for k in (P.ENV_BACKEND, P.ENV_RAY_ADDRESS, P.ENV_LISTEN, P.ENV_SHARED_ROOT)}
     os.environ[P.ENV_BACKEND] = "ray"
     os.environ[P.ENV_RAY_ADDRESS] = ray_cluster.address
+    os.environ[P.ENV_LISTEN] = "127.0.0.1:0"  # containers connect over TCP, on loopback only
+    # Volumes on a cluster live where every node sees them: here, a directory in the state directory
+    # (what an operator mounts a shared file system on).
+    state = Path(tempfile.mkdtemp(prefix="hp-", dir="/tmp"))
+    (state / "shared").mkdir()
+    os.environ[P.ENV_SHARED_ROOT] = str(state / "shared")
     try:
-        with Platform() as platform:
+        with Platform(str(state)) as platform:
             yield platform
     finally:
+        shutil.rmtree(state, ignore_errors=True)
         for key, value in saved.items():
             if value is None:
                 os.environ.pop(key, None)
@@ -79,3 +126,16 @@ def region_of(ray_cluster):
         raise AssertionError(f"no Ray node {node_id}")
 
     return region
+
+
+@pytest.fixture
+def add_node(ray_cluster):
+    """Add a node of one core (in `region`) to the module's cluster; it stops with the cluster."""
+
+    def add(region: str | None = None, labels: dict[str, str] | None = None, **kwargs):
+        labels = {**(labels or {}), **({"homeport.io/region": region} if region else {})}
+        node = _add_node(ray_cluster, num_cpus=1, labels=labels, **kwargs)
+        ray_cluster.wait_for_nodes()
+        return node
+
+    return add

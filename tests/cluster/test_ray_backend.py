@@ -42,3 +42,57 @@ def test_calls_maps_generators_and_classes_run_on_ray(ray_app):
 def test_server_status_names_the_ray_backend(ray_app):
     out = homeport_cli("server", "status")
     assert out.returncode == 0 and "backend ray" in out.stdout
+
+
+def test_containers_reach_the_control_plane_over_tcp_and_call_other_functions(ray_app):
+    assert ray_app.address.remote().startswith("tcp://127.0.0.1:")
+    assert ray_app.calls_another.remote(4) == (16, [0, 1, 4, 9])
+
+
+def test_volumes_live_under_the_shared_root_and_containers_see_only_their_own(ray_app, ray_platform):
+    ray_app.write.remote("greeting", "hello across nodes")
+    assert ray_app.read.remote("greeting") == "hello across nodes"  # written in eu-west-1, read in us-east-1
+    shared = ray_platform.state_dir / "shared" / "volumes"
+    assert [p.read_text() for p in shared.glob("*/greeting")] == ["hello across nodes"]
+    assert ray_app.peek.remote(str(shared)) in ([], "FileNotFoundError", "PermissionError")  # not other volumes
+
+
+def test_a_gpu_request_runs_on_the_node_with_that_accelerator_and_sees_its_gpu(ray_app, add_node):
+    gpu_node = add_node(num_gpus=1, labels={"ray.io/accelerator-type": "H100"})
+    where, visible = ray_app.on_gpu.remote()
+    assert where == gpu_node.node_id and visible == "0"
+    with pytest.raises(Exception) as info:  # no A100 anywhere: refused at once, saying what there is
+        ray_app.on_a100.remote()
+    assert "A100" in str(info.value) and "H100" in str(info.value)
+
+
+def test_a_node_lost_during_a_map_loses_no_input(ray_app, ray_cluster, add_node):
+    """Runs last: it adds a second node in us-west-2 and removes it while a map runs on both."""
+    import threading
+
+    import psutil
+    import ray
+
+    from homeport.testing import wait_for
+
+    keeper = ray_cluster.nodes_by_name["us-west-2"]
+    doomed = add_node(region="us-west-2")
+    results: list = []
+    mapped = threading.Thread(target=lambda: results.extend(ray_app.survivor.map(range(150))))
+    mapped.start()
+
+    def survivors() -> dict[str, int]:
+        rows = json.loads(homeport_cli("container", "list", "--json").stdout)
+        return {r["node"]: r["pid"] for r in rows if r["function"] == "survivor" and r.get("state") == "ready"}
+
+    assert wait_for(lambda: {doomed.node_id, keeper.node_id} <= set(survivors()), timeout=120), survivors()
+    lost_pid = survivors()[doomed.node_id]
+    ray_cluster.remove_node(doomed)
+    mapped.join(timeout=180)
+    assert not mapped.is_alive()
+    assert [r[0] for r in results] == [x * x for x in range(150)]  # every input, in order: 0 lost
+    nodes = {r[1] for r in results}
+    assert doomed.node_id in nodes and keeper.node_id in nodes  # both ran inputs; the lost one's were rerun
+    # The container process the lost node left behind (its actor died, it did not) is disconnected, and ends.
+    assert wait_for(lambda: not psutil.pid_exists(lost_pid), timeout=30), f"container {lost_pid} outlived its node"
+    assert all(n["Alive"] for n in ray.nodes() if n["NodeID"] == keeper.node_id)

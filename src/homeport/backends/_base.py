@@ -152,5 +152,16 @@ class Backend(abc.ABC):
     # Whether `region=` means something here: a backend of one machine has no regions to choose from.
     places_by_region: bool = False
 
+    # Whether containers may run on other machines than the control plane's (what they need from its
+    # disk must then be on storage every node sees: volumes under HOMEPORT_SHARED_ROOT).
+    spans_machines: bool = False
+    # Whether it gives containers the GPUs they ask for (`ContainerSpec.placement.gpu`) itself.
+    places_gpus: bool = False
+
+    def listen_default(self) -> str | None:
+        """`HOST:PORT` where the control plane listens on TCP for this backend's containers unless told
+        (`HOMEPORT_LISTEN`); None: they all run on this machine and use its Unix socket."""
+        return None
+
     def describe(self) -> dict[str, object]:
         return {"name": self.name}

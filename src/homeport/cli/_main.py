@@ -173,12 +173,17 @@ def server() -> None:
 @click.option("--backend", type=click.Choice(registered_backends()), default=None,
               help="Where containers run: this machine (local, the default) or a Ray cluster (ray).")
 @click.option("--ray-address", default=None, help="The Ray cluster to join (default: the one on this machine).")
-def server_start(backend: str | None, ray_address: str | None) -> None:
+@click.option("--listen", default=None, metavar="HOST:PORT",
+              help="Also listen on TCP for containers on other machines (the ray backend's default: this "
+                   "node's Ray address, a free port).")
+def server_start(backend: str | None, ray_address: str | None, listen: str | None) -> None:
     """Start the control plane in the background."""
     if backend:
         os.environ[P.ENV_BACKEND] = backend
     if ray_address:
         os.environ[ENV_RAY_ADDRESS] = ray_address
+    if listen:
+        os.environ[P.ENV_LISTEN] = listen
     if _launcher.is_listening():
         console.print(f"Already running on {_config.server_address()}")
         return
@@ -232,6 +237,8 @@ def server_status() -> None:
         sys.exit(1)
     st = _server_request({"t": P.SERVER_STATUS})
     console.print(f"Running: pid {st['pid']} on {st['address']} (backend {st['backend']['name']})")
+    if st.get("listen"):
+        console.print(f"Containers connect to {st['listen']}")
     console.print(f"Log: {_config.log_path()}")
     console.print(f"Apps running: {len(st['apps'])}; containers: {st['containers']} "
                   f"(+{st.get('pending', 0)} waiting for cpu or memory); inputs queued: {st['queued']}")

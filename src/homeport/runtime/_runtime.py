@@ -15,7 +15,6 @@ import inspect
 import os
 import queue
 import signal
-import socket
 import sys
 import threading
 import time
@@ -24,7 +23,7 @@ from typing import Any
 
 import cloudpickle
 
-from .. import _context, _pickle
+from .. import _address, _context, _pickle
 from .. import _protocol as P
 
 FLUSH_AFTER_SECONDS = 0.002
@@ -67,8 +66,7 @@ def _failure(exc: BaseException) -> dict[str, Any]:
 
 class Connection:
     def __init__(self, address: str) -> None:
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.connect(address)
+        self.sock = _address.connect(address)  # a Unix socket, or tcp://HOST:PORT on another machine
         self._send_lock = threading.Lock()
         self._rfile = self.sock.makefile("rb", buffering=1 << 16)
         self.last_heard = time.monotonic()  # the control plane's last message (see `Runtime._watchdog`)

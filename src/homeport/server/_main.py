@@ -12,11 +12,11 @@ import socket
 import sys
 from pathlib import Path
 
-from .. import _config
+from .. import _address, _config
 from .. import _protocol as P
 from .._wire import new_event_loop
 from ..backends import Mount, PrivateDir, create_backend
-from .api import serve
+from .api import serve, serve_tcp
 from .dashboard import Dashboard
 from .dictqueue import DictQueueStore
 from .secrets import Cipher, SecretStore, load_or_create_key
@@ -66,9 +66,11 @@ async def run(state_dir: Path, backend_name: str) -> None:
     state.cipher = cipher  # deployments hold function environments (secret values): encrypted at rest
     cp = ControlPlane(state, backend, token, str(address), str(scratch))
     cp.secrets = SecretStore(state.db, cipher)
-    cp.volumes = VolumeStore(state.db, state_dir / "volumes")
+    volumes, cp.volumes_unshared = volume_root(state_dir, backend)
+    cp.volumes = VolumeStore(state.db, volumes)
     cp.dictqueue = DictQueueStore(state.db)
     cp.web = WebEndpoints(cp, state.db)
+    tcp_server = await _listen_tcp(cp, backend)
     # Deployed apps first (their web endpoints listen again), so that once clients can connect the
     # installation is as it was; their containers start once the socket they connect to exists.
     await cp.restore_deployed()
@@ -90,6 +92,8 @@ async def run(state_dir: Path, backend_name: str) -> None:
     finally:
         log.info("shutting down")
         server.close()
+        if tcp_server is not None:
+            tcp_server.close()
         ticker.cancel()
         await cp.dashboard.close()
         await cp.close()
@@ -101,10 +105,56 @@ async def run(state_dir: Path, backend_name: str) -> None:
         log.info("stopped")
 
 
+def volume_root(state_dir: Path, backend) -> tuple[Path, str | None]:
+    """Where volumes live, and why they cannot be used (None: they can). On one machine: the state
+    directory. With containers on other machines too, a directory every node sees at the same path
+    (HOMEPORT_SHARED_ROOT); without one, volumes are refused, saying so. The shared directory must be
+    inside the state directory, which containers see empty: a container sees only its own volumes."""
+    shared = os.environ.get(P.ENV_SHARED_ROOT)
+    if shared:
+        root = Path(shared).expanduser().resolve()
+        if not root.is_dir():
+            raise SystemExit(f"{P.ENV_SHARED_ROOT}={shared} is not a directory")
+        if not root.is_relative_to(state_dir.resolve()) or root == state_dir.resolve():
+            raise SystemExit(f"{P.ENV_SHARED_ROOT}={shared} must be a directory inside the state directory "
+                             f"{state_dir} (mount the shared file system there on every node): containers see "
+                             "the state directory empty but for their own volumes, and must not see other apps'")
+        return root / "volumes", None
+    if backend.spans_machines:
+        return state_dir / "volumes", (
+            f"volumes need storage every node sees: the {backend.name} backend runs containers on other machines, "
+            f"so start the control plane with {P.ENV_SHARED_ROOT} set to a directory every node mounts at the "
+            f"same path (a shared file system)")
+    return state_dir / "volumes", None
+
+
+async def _listen_tcp(cp: ControlPlane, backend) -> asyncio.AbstractServer | None:
+    """Listen on TCP too when told (`HOMEPORT_LISTEN`) or when the backend runs containers on other
+    machines; its containers are then told `tcp://HOST:PORT`."""
+    listen = os.environ.get(P.ENV_LISTEN) or backend.listen_default()
+    if not listen:
+        return None
+    try:
+        host, port = _address.split_host_port(listen, default_port=0)
+    except ValueError as exc:
+        raise SystemExit(f"{P.ENV_LISTEN}: {exc}") from None
+    server = await serve_tcp(cp, host, port)
+    port = server.sockets[0].getsockname()[1]
+    if host in ("0.0.0.0", "::"):  # every interface: containers are told the one the backend's nodes reach
+        host = _address.split_host_port(backend.listen_default() or "127.0.0.1", default_port=0)[0]
+    cp.launcher.address = _address.tcp(host, port)
+    log.info("containers connect over TCP to %s", cp.launcher.address)
+    return server
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m homeport.server")
     parser.add_argument("--backend", default=os.environ.get(P.ENV_BACKEND, "local"))
+    parser.add_argument("--listen", default=None, metavar="HOST:PORT",
+                        help="also listen on TCP for containers on other machines (HOMEPORT_LISTEN)")
     args = parser.parse_args(argv)
+    if args.listen:
+        os.environ[P.ENV_LISTEN] = args.listen
     state_dir = _config.ensure_state_dir()
     logging.basicConfig(
         level=logging.INFO,

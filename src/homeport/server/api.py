@@ -68,8 +68,9 @@ def _proxy_token(cp: ControlPlane, msg: dict[str, Any]) -> Any:
 class Connection:
     """One accepted connection: an SDK client or a container, known after its hello."""
 
-    def __init__(self, cp: ControlPlane) -> None:
+    def __init__(self, cp: ControlPlane, network: bool = False) -> None:
         self.cp = cp
+        self.network = network  # accepted on the TCP listener: containers' credentials only
         self.proto = FramedProtocol(self.on_message, self.on_close)
         self.proto.max_frame = PRE_AUTH_MAX_FRAME
         self.proto.on_oversize = self._oversize
@@ -164,6 +165,11 @@ class Connection:
                 self.proto.close()
                 return
             container_id = msg["cid"]
+        elif self.network:  # the installation token never travels over the network
+            self.reply_error(msg, "auth", "over TCP the control plane accepts containers' credentials only; "
+                                          "admin clients connect to its Unix socket")
+            self.proto.close()
+            return
         elif not secrets.compare_digest(str(msg.get("token", "")), self.cp.token):
             self.reply_error(
                 msg, "auth", "the control plane refused the token; the client must read it from the same state directory"
@@ -324,3 +330,10 @@ class Connection:
 async def serve(cp: ControlPlane, path: str) -> asyncio.AbstractServer:
     loop = asyncio.get_running_loop()
     return await loop.create_unix_server(lambda: Connection(cp).proto, path)
+
+
+async def serve_tcp(cp: ControlPlane, host: str, port: int) -> asyncio.AbstractServer:
+    """The same protocol on TCP, for containers on other machines: only their own credentials are
+    accepted there (a container's hello, or user code's with its container's token)."""
+    loop = asyncio.get_running_loop()
+    return await loop.create_server(lambda: Connection(cp, network=True).proto, host, port)

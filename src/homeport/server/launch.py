@@ -17,6 +17,7 @@ from typing import Any
 
 from .. import _protocol as P
 from ..backends import Backend, ContainerSpec, ExitInfo, Mount, Placement
+from .core.gpus import parse_request as parse_gpu_request
 from .images import BuiltImage, ImageBuilder
 from .records import FunctionRecord
 from .templates import container_template
@@ -31,7 +32,8 @@ class Launcher:
                  spawn: Callable[[Any], asyncio.Task]) -> None:
         self.images = images
         self.backend = backend
-        self.address = address
+        self.address = address  # what containers connect to: the Unix socket, or tcp://HOST:PORT
+        self.socket_path = address  # the Unix socket (containers in a network namespace of their own)
         self.web_dir = web_dir
         self.spawn = spawn
         images._run_container = self.run_build_container
@@ -136,12 +138,15 @@ class Launcher:
         # from a template (whose copies would share the template's network). The backend says whether
         # it gave it one (`ENV_PRIVATE_NETWORK`).
         private_network = bool(web) and any(e["type"] in P.WEB_PROXIED for e in web)
+        if private_network:  # TCP to this machine is out of reach from its own network: the socket is not
+            env[P.ENV_SERVER_ADDRESS] = self.socket_path
         if web:
             env[P.ENV_WEB_SOCKET] = os.path.join(self.web_dir, cid)
             env[P.ENV_RUNTIME_PATH] = self.images.runtime_path(web=True)
         argv = image.argv()
         cwd, mounts, rootfs = self.view(fn, image, env[P.ENV_RUNTIME_PATH])
-        devices, template_gpus = self._gpu_view(fn, gpus, env)
+        # A backend that places GPUs itself (Ray) tells the container which it got; this machine's are not its.
+        devices, template_gpus = ((), ()) if self.backend.places_gpus else self._gpu_view(fn, gpus, env)
         template = None
         # A GPU container starts afresh, its devices in its own view, unless it is forked from a memory
         # snapshot: that one's view holds the nodes of the GPUs its containers may get, none visible to CUDA.
@@ -163,7 +168,8 @@ class Launcher:
             private_network=private_network,
             gpus=devices,
             placement=Placement(cpu=fn.config.cpu, memory_mib=fn.config.memory_mib,
-                                gpu=tuple((kind, count) for kind, count in fn.config.gpu),
+                                # On a backend that places GPUs itself (Ray) the pool reserves none.
+                                gpu=tuple(fn.config.gpu) or parse_gpu_request(fn.definition.get("gpu")),
                                 regions=tuple(fn.definition.get("region") or ())),
             code=_code_paths(fn.definition) if rootfs is None else (),
         )
@@ -197,7 +203,7 @@ class Launcher:
             code = [*(definition.get("sys_path") or ()), definition.get("cwd") or ""]
             if definition.get("module_file"):
                 code.append(os.path.dirname(definition["module_file"]))
-            mounts += image.rootfs_mounts(code, self.address, runtime_path or self.images.runtime_path())
+            mounts += image.rootfs_mounts(code, self.socket_path, runtime_path or self.images.runtime_path())
             if definition.get("web"):
                 mounts.append(Mount(self.web_dir, self.web_dir))
             cwd = None

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import itertools
 import logging
 import os
@@ -148,6 +149,7 @@ class ControlPlane:
         self.token = token
         self.address = address
         self.scratch = scratch
+        self.volumes_unshared: str | None = None  # why volumes cannot be used (see volume_root)
         self._cid_counter = itertools.count(1)
         from . import gpus as _gpus
 
@@ -408,6 +410,8 @@ class ControlPlane:
             return
         if self.web is not None and cid in self.web.tunnels:
             self.spawn(self.web.close_tunnels(cid))
+        if rec.proto is not None:  # a connection left behind (its machine was lost, not its process): closed,
+            rec.proto.close()  # so a process that outlived its node's loss stops too
         if rec.web_prefix is not None:
             for index in range(len(rec.fn.definition.get("web") or ())):
                 with contextlib.suppress(OSError):
@@ -612,6 +616,8 @@ class ControlPlane:
             fid = new_id("fu")
             cfg = f["config"]
             config = pool_config(cfg, f["definition"])
+            if self.backend.places_gpus:  # Ray assigns GPUs with the node: this machine's are not reserved
+                config = dataclasses.replace(config, gpu=())
             if app["state"] == "deployed":  # crash loops back off; the queue never fails for crashes
                 config = replace(config, fail_on_crashes=False)
             definition = dict(f["definition"], app_id=app_id, function_id=fid, mounts=mnt,
@@ -658,6 +664,8 @@ class ControlPlane:
         for v in cfg.get("volumes") or ():
             if self.volumes is None:
                 raise LookupError("volumes are not available on this control plane")
+            if self.volumes_unshared:
+                raise InvalidError(self.volumes_unshared)
             out.append([str(self.volumes.resolve(v["name"], bool(v.get("create_if_missing")))), v["path"]])
         return out
 
@@ -1177,6 +1185,7 @@ class ControlPlane:
         return {
             "pid": os.getpid(),
             "address": self.address,
+            "listen": self.launcher.address if self.launcher.address != self.address else None,
             "backend": self.backend.describe(),
             "started_at": self.started_at,
             "apps": [

@@ -52,3 +52,59 @@ class Greeter:
     @modal.method()
     def greet(self, name: str) -> str:
         return f"{self.greeting}, {name}"
+
+
+@app.function()
+def address() -> str:
+    return os.environ["HOMEPORT_SERVER_ADDRESS"]
+
+
+@app.function()
+def calls_another(x: int) -> tuple[int, list[int]]:
+    """A function calling another from inside its container: `.remote()` and `.map()` over TCP."""
+    return square.remote(x), list(square.map(range(x)))
+
+
+@app.function(region="us-west", cpu=0.5, max_containers=2)
+def survivor(x: int) -> tuple[int, str, int]:
+    """One container per us-west node (each has one core, some of it maybe taken by other functions'
+    containers): a map keeps both busy."""
+    time.sleep(0.1)
+    return x * x, node(), os.getpid()
+
+
+vol = modal.Volume.from_name("ray-shared", create_if_missing=True)
+other = modal.Volume.from_name("ray-other", create_if_missing=True)
+
+
+@app.function(volumes={"/data": vol}, region="eu")
+def write(name: str, text: str) -> None:
+    with open(f"/data/{name}", "w") as f:
+        f.write(text)
+    vol.commit()
+
+
+@app.function(volumes={"/data": vol}, region="us-east-1")
+def read(name: str) -> str:
+    vol.reload()
+    with open(f"/data/{name}") as f:
+        return f.read()
+
+
+@app.function(volumes={"/data": vol})
+def peek(path: str) -> list[str] | str:
+    """Hostile: what a container sees of the shared root on the host (other volumes live there)."""
+    try:
+        return sorted(os.listdir(path))
+    except OSError as exc:
+        return type(exc).__name__
+
+
+@app.function(gpu="H100")
+def on_gpu() -> tuple[str, str]:
+    return node(), os.environ.get("CUDA_VISIBLE_DEVICES", "")
+
+
+@app.function(gpu="A100")
+def on_a100() -> str:
+    return node()

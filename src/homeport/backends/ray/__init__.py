@@ -29,7 +29,7 @@ from ray.exceptions import RayError
 
 from ..._protocol import ENV_RAY_ADDRESS
 from .._base import Backend, ContainerSpec, ExitCallback, ExitInfo, OutputCallback, PrivateDir
-from ._actor import ContainerHost
+from ._actor import ContainerHost, NodeLacksPath
 from ._placement import Unplaceable, actor_options
 
 log = logging.getLogger("homeport.backend.ray")
@@ -44,6 +44,8 @@ class PlacementError(RuntimeError):
 class _Actor:
     def __init__(self, handle: Any) -> None:
         self.handle = handle
+        self.started = False  # its container runs (until then the actor may wait for a node with room)
+        self.cancelled = False  # stopped while it waited: it was killed before it ran anything
         self.node: str | None = None
         self.pump: asyncio.Task | None = None
         self.exited = asyncio.Event()
@@ -52,6 +54,8 @@ class _Actor:
 class RayBackend(Backend):
     name = "ray"
     places_by_region = True
+    spans_machines = True
+    places_gpus = True  # Ray assigns them to the actor; the container sees them (CUDA_VISIBLE_DEVICES)
 
     def __init__(self, scratch_dir: str | None = None, private: PrivateDir | None = None,
                  address: str | None = None) -> None:
@@ -79,11 +83,18 @@ class RayBackend(Backend):
         actor = self._actors[spec.container_id] = _Actor(handle)
         try:
             pid, actor.node = await handle.start.remote(spec)
-        except BaseException:
+        except BaseException as exc:
             self._actors.pop(spec.container_id, None)
             with contextlib.suppress(Exception):
                 ray.kill(handle)
+            if actor.cancelled:  # stopped while Ray had no node with room for it: it exits, stopped
+                asyncio.get_running_loop().call_soon(on_exit, spec.container_id, ExitInfo(None, signal.SIGTERM))
+                return 0
+            cause = getattr(exc, "cause", None)  # a RayTaskError carries the actor's own exception
+            if isinstance(cause, NodeLacksPath):
+                raise NodeLacksPath(str(cause)) from None
             raise
+        actor.started = True
         actor.pump = asyncio.get_running_loop().create_task(self._pump(spec.container_id, actor, on_output, on_exit))
         return pid
 
@@ -107,29 +118,46 @@ class RayBackend(Backend):
                 ray.kill(actor.handle)
         on_exit(cid, info)
 
+    def listen_default(self) -> str:
+        """This node's address in the Ray cluster (the one the other nodes reach it by), a free port."""
+        from ray._private.worker import global_worker
+
+        return f"{global_worker.node_ip_address}:0"
+
     def where(self, container_id: str) -> str | None:
         actor = self._actors.get(container_id)
         return actor.node if actor is not None else None
 
+    def _cancel_pending(self, actor: _Actor) -> bool:
+        """An actor still waiting for a node runs nothing to stop: it is killed (its method calls would
+        wait as long as it does)."""
+        if actor.started:
+            return False
+        actor.cancelled = True
+        with contextlib.suppress(Exception):
+            ray.kill(actor.handle)
+        return True
+
     async def stop(self, container_id: str, grace: float) -> None:
         actor = self._actors.get(container_id)
-        if actor is not None:
+        if actor is not None and not self._cancel_pending(actor):
             with contextlib.suppress(RayError):
                 await actor.handle.stop.remote(grace)
 
     async def kill(self, container_id: str) -> None:
         actor = self._actors.get(container_id)
-        if actor is not None:
+        if actor is not None and not self._cancel_pending(actor):
             with contextlib.suppress(RayError):
                 await actor.handle.kill.remote()
 
     async def close(self, grace: float) -> None:
         actors = list(self._actors.values())
         for actor in actors:
-            with contextlib.suppress(RayError):
-                await actor.handle.stop.remote(grace)
+            if not self._cancel_pending(actor):
+                with contextlib.suppress(RayError):
+                    await actor.handle.stop.remote(grace)
         with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(asyncio.gather(*(a.exited.wait() for a in actors)), grace + 5)
+            await asyncio.wait_for(asyncio.gather(*(a.exited.wait() for a in actors if a.started)), grace + 5)
         for actor in actors:
             with contextlib.suppress(Exception):
                 ray.kill(actor.handle)

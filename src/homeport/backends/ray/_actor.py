@@ -12,9 +12,14 @@ import ray
 
 from .._base import ContainerSpec, ExitInfo, PrivateDir
 from ..local import LocalBackend
+from ._paths import missing_on_node
 
 ENV_NODE_ID = "HOMEPORT_NODE_ID"  # in a container on Ray: the Ray node it runs on
 EVENT_BATCH = 1000
+
+
+class NodeLacksPath(RuntimeError):
+    """The node does not see a path of the control plane's machine the container needs."""
 
 
 @ray.remote(max_restarts=0, max_task_retries=0)
@@ -30,6 +35,9 @@ class ContainerHost:
         self.events = asyncio.Queue()
         self.container_id = spec.container_id
         node = ray.get_runtime_context().get_node_id()
+        problem = missing_on_node(spec, node)
+        if problem is not None:
+            raise NodeLacksPath(problem)
         events = self.events
 
         def on_output(_cid: str, fd: int, line: bytes) -> None:
@@ -39,7 +47,11 @@ class ContainerHost:
             events.put_nowait(("exit", info.returncode, info.signal, info.oom_limit_mib))
 
         # Templates are per machine: a container alone on its actor starts as a fresh interpreter.
-        spec = dataclasses.replace(spec, template=None, env={**spec.env, ENV_NODE_ID: node})
+        env = {**spec.env, ENV_NODE_ID: node}
+        gpus = ray.get_runtime_context().get_accelerator_ids().get("GPU") or []
+        if gpus:  # the GPUs Ray gave this actor, and only those
+            env["CUDA_VISIBLE_DEVICES"] = ",".join(str(g) for g in gpus)
+        spec = dataclasses.replace(spec, template=None, env=env)
         pid = await self.backend.start(spec, on_output, on_exit)
         return pid, node
 
