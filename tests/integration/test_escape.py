@@ -124,7 +124,7 @@ def test_a_fork_bomb_stops_at_the_process_limit(tmp_path, apps_path, monkeypatch
     with Platform(str(tmp_path / "p")) as p:
         _modal_alias.install()
         # A copy of the app module of its own: the session's copy is bound to the session's control plane.
-        spec = importlib.util.spec_from_file_location("escape_bomb", os.path.join(apps_path, "escape.py"))
+        spec = importlib.util.spec_from_file_location("escape_bomb", os.path.join(apps_path, "escape_host.py"))
         escape = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(escape)
         with Logs() as logs, escape.app.run(show_logs=False):
@@ -142,7 +142,7 @@ def test_a_spawned_container_sees_no_host_process_either(tmp_path, apps_path, mo
     monkeypatch.setenv("HOMEPORT_TEMPLATES", "0")
     with Platform(str(tmp_path / "p")) as p:
         _modal_alias.install()
-        spec = importlib.util.spec_from_file_location("escape_spawned", os.path.join(apps_path, "escape.py"))
+        spec = importlib.util.spec_from_file_location("escape_spawned", os.path.join(apps_path, "escape_host.py"))
         escape = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(escape)
         with escape.app.run(show_logs=False):

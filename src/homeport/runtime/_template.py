@@ -188,6 +188,7 @@ _hides = False  # the containers forked from here hide the state directory from 
 # Containers forked from here are made containers by `_isolate` (None: not, as before): {"uid": host
 # user to become or None, "idmap": user namespace descriptor or -1, "hidden": the state directory}.
 _isolation: dict[str, Any] | None = None
+_snapshot_template = False  # this template ran the user's imports and snap hooks (a memory snapshot)
 
 
 def _prepare_isolation(settings: dict[str, Any], plan: dict[str, Any] | None, snapshot: bool) -> list[str]:
@@ -308,6 +309,8 @@ def main(fd: int) -> None:
             defn = msgpack.unpackb(f.read(), raw=False, strict_map_key=False)
     visible = None
     isolation: list[str] = []
+    global _snapshot_template
+    _snapshot_template = defn is not None
     if first.get("isolate") is not None:
         isolation = _prepare_isolation(first["isolate"], first.get("hide"), snapshot=defn is not None)
     if first.get("hide") is not None and _isolation is None:
@@ -459,9 +462,13 @@ def _isolate_child(msg: dict[str, Any]) -> None:
         notes = _isolate.isolate(needed, _isolation["hidden"], _isolation["uid"], _isolation["idmap"],
                                  _isolation["pidns"])
     except OSError as exc:
-        print(f"homeport: this container could not be isolated from the host ({exc}); it does not start",
-              file=sys.stderr)
-        raise SystemExit(1) from None
+        if not _snapshot_template:
+            print(f"homeport: this container could not be isolated from the host ({exc}); it does not start",
+                  file=sys.stderr)
+            raise SystemExit(1) from None
+        # A memory snapshot hid the control plane's state from itself before it ran user code (its
+        # copies inherit that); what fails here is the rest of the isolation, said in the app's log.
+        notes = [f"this container, forked from a memory snapshot, shares the snapshot's view of the host ({exc})"]
     for note in notes:
         print(f"homeport: {note}", file=sys.stderr)
 

@@ -74,9 +74,11 @@ async def run(state_dir: Path, backend_name: str) -> None:
     # Deployed apps first (their web endpoints listen again), so that once clients can connect the
     # installation is as it was; their containers start once the socket they connect to exists.
     await cp.restore_deployed()
-    server = await serve(cp, str(address))
+    # The dashboard first: from the moment the socket listens, clients find the pid file and the dashboard
+    # (nothing awaits between `serve` and writing the pid).
     cp.dashboard = Dashboard(cp, state_dir)
     await cp.dashboard.start()
+    server = await serve(cp, str(address))
     cp.serving.set()
     os.chmod(address, 0o600)
     _config.pid_path().write_text(str(os.getpid()))
