@@ -505,6 +505,7 @@ def spawn_submit(ctx: Context) -> list[dict]:
     """10,000 `.spawn()` calls submitted, then gathered; the peer submits the same calls to a
     ProcessPoolExecutor (2 workers) and waits for them."""
     import bench_app
+
     import homeport as modal
 
     n = 2000 if ctx.quick else 10_000

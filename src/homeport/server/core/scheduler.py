@@ -150,6 +150,8 @@ class Pool:
     restart_at: float = 0.0  # no container starts before this (the restart backoff)
     crashes: int = 0  # containers that crashed in a row, with no input completing in between
     input_crashes: dict[int, int] = field(default_factory=dict)  # input id -> crashed containers it ran in
+    # Nothing of the pool can pass a deadline before this (see `_expire`): a tick skips the scan.
+    expire_after: float = -math.inf
 
 
 # --- instructions ----------------------------------------------------------------------------------
@@ -532,9 +534,19 @@ class Scheduler:
         running longer than `timeout`. Both are killed (the service does it) and replaced."""
         cfg = pool.config
         out: list[Instruction] = []
+        if (cfg.startup_timeout is None and cfg.timeout is None) or now < pool.expire_after:
+            return out
+        # While scanning, note the earliest deadline: no tick before it needs to scan again. An input
+        # that starts (or a container that connects) later gets a deadline no earlier than now plus
+        # its limit, so that bounds what is not here yet.
+        start_limit = math.inf if cfg.startup_timeout is None else cfg.startup_timeout + DEADLINE_GRACE_SECONDS
+        run_limit = math.inf if cfg.timeout is None else cfg.timeout + cfg.batch_wait + DEADLINE_GRACE_SECONDS
+        earliest = now + min(start_limit, run_limit)
         for c in list(pool.containers.values()):
             if c.phase is Phase.STARTING:
-                if (cfg.startup_timeout is not None and c.connected_at is not None
+                if c.connected_at is not None and c.connected_at + start_limit > now:
+                    earliest = min(earliest, c.connected_at + start_limit)
+                elif (cfg.startup_timeout is not None and c.connected_at is not None
                         and now >= c.connected_at + cfg.startup_timeout + DEADLINE_GRACE_SECONDS):
                     c.phase = Phase.STOPPING
                     c.start_failed = True  # back off now, not when it exits: no replacement meanwhile
@@ -542,6 +554,10 @@ class Scheduler:
                     out.append(self._start_failed(pool, c.id, now))
             elif c.phase is Phase.READY and c.running and cfg.timeout is not None:
                 limit = cfg.timeout + cfg.batch_wait + DEADLINE_GRACE_SECONDS
+                first = min(c.running.values()) + limit
+                if now < first:
+                    earliest = min(earliest, first)
+                    continue
                 late = tuple(i for i, since in c.running.items() if now >= since + limit)
                 if not late:
                     continue
@@ -555,22 +571,28 @@ class Scheduler:
                     # Other inputs it was running or held run again elsewhere: at least once, not lost.
                     pool.queue.extendleft(reversed(rest))
                     out.append(RequeueInputs(tuple(rest)))
+        pool.expire_after = earliest
         return out
 
     # --- decisions ---------------------------------------------------------------------------------
-    def plan(self, pool: Pool) -> int:
+    def plan(self, pool: Pool, held: int | None = None, ready: int | None = None) -> int:
         """How many containers the pool should have now.
 
         Enough to run every queued and assigned input at `target_inputs` per container, but no more
         than the backlog needs to drain within `DRAIN_TARGET_SECONDS` at the observed time per input
         (so a map of a million 1 µs inputs does not start a container per input), plus
         `buffer_containers` while busy, at least `min_containers`, at most `max_containers`.
+
+        `held` (inputs the pool's containers hold) and `ready` (its ready containers) are counted here
+        unless the caller counted them already.
         """
         cfg = pool.config
         if cfg.unbound:
             return 0
         per_container = cfg.target_inputs or cfg.max_inputs
-        busy = len(pool.queue) + sum(len(c.assigned) for c in pool.containers.values())
+        if held is None:
+            held = sum(len(c.assigned) for c in pool.containers.values())
+        busy = len(pool.queue) + held
         want = math.ceil(busy / per_container)
         if busy and pool.ewma_seconds is not None:
             by_time = math.ceil(busy * pool.ewma_seconds / (DRAIN_TARGET_SECONDS * per_container))
@@ -581,7 +603,8 @@ class Scheduler:
                 # would otherwise feed back into an ever larger plan.
                 want = min(want, max(1, math.floor(self.capacity.cpu)))
         elif busy:
-            ready = sum(1 for c in pool.containers.values() if c.phase is Phase.READY)
+            if ready is None:
+                ready = sum(1 for c in pool.containers.values() if c.phase is Phase.READY)
             want = min(want, ready + MAX_BLIND_STARTS)
         if busy:
             want += cfg.buffer_containers
@@ -600,13 +623,24 @@ class Scheduler:
 
     def _reconcile(self, pool: Pool, now: float, allow_start: bool = True) -> list[Instruction]:
         out: list[Instruction] = []
-        live = [c for c in pool.containers.values() if c.phase is not Phase.STOPPING]
+        # One pass over the pool's containers (a pool may have thousands; this runs on every event).
+        live: list[Container] = []
+        ready: list[Container] = []
+        held = 0
+        for c in pool.containers.values():
+            held += len(c.assigned)
+            if c.phase is not Phase.STOPPING:
+                live.append(c)
+                if c.phase is Phase.READY:
+                    ready.append(c)
         # Assign queued inputs to ready containers, spreading the backlog evenly between them.
-        ready = [c for c in live if c.phase is Phase.READY]
         if pool.queue and ready:
             window = self._window(pool)
-            ready.sort(key=lambda c: len(c.assigned))
-            for k, c in enumerate(ready):
+            # Only containers with room take inputs; sorted by what they hold they come first, so the
+            # share of each is still the backlog over the ready containers from it on.
+            open_ = [c for c in ready if len(c.assigned) < window]
+            open_.sort(key=lambda c: len(c.assigned))
+            for k, c in enumerate(open_):
                 room = window - len(c.assigned)
                 if room <= 0 or not pool.queue:
                     continue
@@ -618,7 +652,7 @@ class Scheduler:
                 self._mark_running(c, pool.config.max_inputs, now)
                 out.append(Assign(c.id, batch))
         # Scale: start what the plan lacks, stop idle containers past the scale-down window.
-        want = self.plan(pool)
+        want = self.plan(pool, held, len(ready))
         pool.pending = 0
         if now < pool.restart_at:
             allow_start = False  # backing off after start-up failures
@@ -637,7 +671,7 @@ class Scheduler:
                     why += f"; restart after {pool.start_failures} start-up failure(s) in a row"
                 pool.restart_at = 0.0  # the wait is over; the next failure sets it again
                 out.append(StartContainer(pool.id, cid, why))
-            live = [c for c in pool.containers.values() if c.phase is not Phase.STOPPING]
+                live.append(c)
         if pool.retired and not pool.queue and not pool.containers:
             del self.pools[pool.id]
             return out
