@@ -165,6 +165,7 @@ class ControlPlane:
         self.launcher = Launcher(self.images, backend, address, self.web_dir, self.spawn)
         self._app_stop_waiters: dict[str, list[asyncio.Future]] = {}
         self._input_ids = itertools.count(1)
+        self._calls_flush_due = False  # `state.flush_calls` is scheduled for this event-loop turn
         self._tasks: set[asyncio.Task] = set()
         self._wake = asyncio.Event()
         self.shutdown_requested = asyncio.Event()
@@ -462,6 +463,15 @@ class ControlPlane:
             self.deliver(deliver)
         self.execute(instructions)
 
+    def _flush_calls_soon(self) -> None:
+        if not self._calls_flush_due:
+            self._calls_flush_due = True
+            asyncio.get_running_loop().call_soon(self._flush_calls)
+
+    def _flush_calls(self) -> None:
+        self._calls_flush_due = False
+        self.state.flush_calls()
+
     # --- retries -----------------------------------------------------------------------------------
     def retry_later(self, inp: InputRecord) -> bool:
         policy = inp.call.fn.retries
@@ -494,7 +504,11 @@ class ControlPlane:
             by_call.setdefault(call.call_id, []).append([inp.idx, status, data])
             if call.kind == P.KIND_SPAWN:
                 call.result = (status, data)
-                self.state.finish_call(call.call_id, status, data)
+                if call.durable:
+                    self.state.finish_call(call.call_id, status, data)
+                else:
+                    self.state.finish_call_later(call.call_id, status, data)
+                    self._flush_calls_soon()
                 for w in call.waiters:
                     if not w.done():
                         w.set_result(None)
@@ -925,7 +939,14 @@ class ControlPlane:
         self.calls[call_id] = call
         if kind == P.KIND_SPAWN and not restored:
             durable = not scheduled and (self.apps.get(fn.app_id) or {}).get("state") == "deployed"
-            self.state.add_call(call_id, fid, msg["inputs"] if durable else None)
+            call.durable = durable
+            if durable:
+                self.state.add_call(call_id, fid, msg["inputs"])
+            else:  # written with the other spawns of this event-loop turn, in one transaction
+                self.state.add_call_later(call_id, fid)
+                self._flush_calls_soon()
+        elif restored:
+            call.durable = True
         self._add_inputs(call, msg["inputs"])
         return None
 
