@@ -166,6 +166,9 @@ class ControlPlane:
         self._app_stop_waiters: dict[str, list[asyncio.Future]] = {}
         self._input_ids = itertools.count(1)
         self._calls_flush_due = False  # `state.flush_calls` is scheduled for this event-loop turn
+        # Container id -> inputs assigned to it in this event-loop turn, sent as one INPUTS message at
+        # its end (`_send_assigned`): many callers' calls travel to a container in one frame.
+        self._assigned_out: dict[str, list] = {}
         self._tasks: set[asyncio.Task] = set()
         self._wake = asyncio.Event()
         self.shutdown_requested = asyncio.Event()
@@ -233,7 +236,18 @@ class ControlPlane:
                         continue
                     items.append([iid, inp.args, inp.method, inp.call.call_id])
                 if items and rec is not None and rec.proto is not None:
-                    rec.proto.send({"t": P.INPUTS, "items": items})
+                    held = self._assigned_out.get(ins.container)
+                    if held is not None:
+                        held.extend(items)
+                        continue
+                    try:
+                        loop = asyncio.get_running_loop()
+                    except RuntimeError:  # not on the event loop: nothing to gather with
+                        rec.proto.send({"t": P.INPUTS, "items": items})
+                        continue
+                    if not self._assigned_out:
+                        loop.call_soon(self._send_assigned)
+                    self._assigned_out[ins.container] = items
             elif isinstance(ins, StartContainer):
                 self._start_container(ins)
             elif isinstance(ins, StopContainer):
@@ -462,6 +476,14 @@ class ControlPlane:
         if deliver:
             self.deliver(deliver)
         self.execute(instructions)
+
+    def _send_assigned(self) -> None:
+        """Send each container the inputs assigned to it since the last call, in one message."""
+        out, self._assigned_out = self._assigned_out, {}
+        for cid, items in out.items():
+            rec = self.containers.get(cid)
+            if rec is not None and rec.proto is not None:
+                rec.proto.send({"t": P.INPUTS, "items": items})
 
     def _flush_calls_soon(self) -> None:
         if not self._calls_flush_due:
@@ -1007,6 +1029,7 @@ class ControlPlane:
         call = self.calls.get(call_id)
         if call is None:
             return
+        self._send_assigned()  # a container hears of inputs before it is told to cancel them
         ids = [i for i, inp in self.inputs.items() if inp.call is call]
         queued = set(ids)
         self.scheduler.cancel(call.fn.function_id, queued)
