@@ -541,13 +541,15 @@ class Scheduler:
         # its limit, so that bounds what is not here yet.
         start_limit = math.inf if cfg.startup_timeout is None else cfg.startup_timeout + DEADLINE_GRACE_SECONDS
         run_limit = math.inf if cfg.timeout is None else cfg.timeout + cfg.batch_wait + DEADLINE_GRACE_SECONDS
-        earliest = now + min(start_limit, run_limit)
+        earliest = now + min(start_limit, run_limit) - 1e-6  # (a hair early: never past a deadline by rounding)
         for c in list(pool.containers.values()):
             if c.phase is Phase.STARTING:
-                if c.connected_at is not None and c.connected_at + start_limit > now:
-                    earliest = min(earliest, c.connected_at + start_limit)
-                elif (cfg.startup_timeout is not None and c.connected_at is not None
-                        and now >= c.connected_at + cfg.startup_timeout + DEADLINE_GRACE_SECONDS):
+                if cfg.startup_timeout is None or c.connected_at is None:
+                    continue
+                due = c.connected_at + cfg.startup_timeout + DEADLINE_GRACE_SECONDS
+                if now < due:
+                    earliest = min(earliest, due)
+                else:
                     c.phase = Phase.STOPPING
                     c.start_failed = True  # back off now, not when it exits: no replacement meanwhile
                     out.append(StartupTimedOut(c.id, cfg.startup_timeout))
@@ -703,18 +705,31 @@ class Scheduler:
     def next_deadline(self) -> float | None:
         """The earliest time at which `tick` may have something to do: stop an idle container, start one
         after a restart backoff, or kill one past its start-up or input deadline."""
-        times: list[float] = []
+        best = math.inf
         for pool in self.pools.values():
             cfg = pool.config
             if pool.restart_at and (pool.queue or cfg.min_containers):
-                times.append(pool.restart_at)
-            live = sum(1 for c in pool.containers.values() if c.phase is not Phase.STOPPING)
+                best = min(best, pool.restart_at)
+            # One pass per pool (it may have thousands of containers).
+            live = 0
+            idle_since = math.inf  # the longest idle ready container's last activity
             for c in pool.containers.values():
-                if c.phase is Phase.READY and not c.assigned:
-                    if live > cfg.min_containers:  # else it is kept warm: no scale-down to wake for
-                        times.append(c.last_active + cfg.scaledown_window)
-                elif c.phase is Phase.READY and c.running and cfg.timeout is not None:
-                    times.append(min(c.running.values()) + cfg.timeout + cfg.batch_wait + DEADLINE_GRACE_SECONDS)
-                elif c.phase is Phase.STARTING and c.connected_at is not None and cfg.startup_timeout is not None:
-                    times.append(c.connected_at + cfg.startup_timeout + DEADLINE_GRACE_SECONDS)
-        return min(times, default=None)
+                phase = c.phase
+                if phase is Phase.STOPPING:
+                    continue
+                live += 1
+                if phase is Phase.READY:
+                    if not c.assigned:
+                        if c.last_active < idle_since:
+                            idle_since = c.last_active
+                    elif c.running and cfg.timeout is not None:
+                        due = min(c.running.values()) + cfg.timeout + cfg.batch_wait + DEADLINE_GRACE_SECONDS
+                        if due < best:
+                            best = due
+                elif c.connected_at is not None and cfg.startup_timeout is not None:
+                    due = c.connected_at + cfg.startup_timeout + DEADLINE_GRACE_SECONDS
+                    if due < best:
+                        best = due
+            if idle_since < math.inf and live > cfg.min_containers:  # else kept warm: no scale-down to wake for
+                best = min(best, idle_since + cfg.scaledown_window)
+        return None if best == math.inf else best
