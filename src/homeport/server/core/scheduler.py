@@ -625,28 +625,34 @@ class Scheduler:
 
     def _reconcile(self, pool: Pool, now: float, allow_start: bool = True) -> list[Instruction]:
         out: list[Instruction] = []
-        # One pass over the pool's containers (a pool may have thousands; this runs on every event).
+        # One pass over the pool's containers (a pool may have thousands; this runs on every event):
+        # what they hold, the live and ready ones, those with room for more inputs, the idle ones.
         live: list[Container] = []
-        ready: list[Container] = []
-        held = 0
+        open_: list[Container] = []
+        idle: list[Container] = []
+        ready = held = 0
+        window = self._window(pool) if pool.queue else 0
         for c in pool.containers.values():
-            held += len(c.assigned)
+            n = len(c.assigned)
+            held += n
             if c.phase is not Phase.STOPPING:
                 live.append(c)
                 if c.phase is Phase.READY:
-                    ready.append(c)
+                    ready += 1
+                    if n < window:
+                        open_.append(c)
+                    if not n:
+                        idle.append(c)
         # Assign queued inputs to ready containers, spreading the backlog evenly between them.
-        if pool.queue and ready:
-            window = self._window(pool)
+        if open_:
             # Only containers with room take inputs; sorted by what they hold they come first, so the
             # share of each is still the backlog over the ready containers from it on.
-            open_ = [c for c in ready if len(c.assigned) < window]
             open_.sort(key=lambda c: len(c.assigned))
             for k, c in enumerate(open_):
                 room = window - len(c.assigned)
                 if room <= 0 or not pool.queue:
                     continue
-                share = math.ceil(len(pool.queue) / (len(ready) - k))
+                share = math.ceil(len(pool.queue) / (ready - k))
                 take = min(room, share)
                 batch = tuple(pool.queue.popleft() for _ in range(take))
                 c.assigned.update(dict.fromkeys(batch))
@@ -654,11 +660,12 @@ class Scheduler:
                 self._mark_running(c, pool.config.max_inputs, now)
                 out.append(Assign(c.id, batch))
         # Scale: start what the plan lacks, stop idle containers past the scale-down window.
-        want = self.plan(pool, held, len(ready))
+        want = self.plan(pool, held, ready)
         pool.pending = 0
         if now < pool.restart_at:
             allow_start = False  # backing off after start-up failures
         if allow_start and len(live) < want and self.too_big(pool.config) is None:
+            new: list[Container] = []
             for k in range(want - len(live)):
                 if not self._fits(pool.config):
                     pool.pending = want - len(live) - k
@@ -673,16 +680,14 @@ class Scheduler:
                     why += f"; restart after {pool.start_failures} start-up failure(s) in a row"
                 pool.restart_at = 0.0  # the wait is over; the next failure sets it again
                 out.append(StartContainer(pool.id, cid, why))
-                live.append(c)
+                new.append(c)
+            live += new
         if pool.retired and not pool.queue and not pool.containers:
             del self.pools[pool.id]
             return out
         excess = len(live) - max(want, pool.config.min_containers)
         if excess > 0:
-            idle = sorted(
-                (c for c in live if c.phase is Phase.READY and not c.assigned),
-                key=lambda c: c.last_active,
-            )
+            idle = sorted((c for c in idle if not c.assigned), key=lambda c: c.last_active)  # still idle
             for c in idle:
                 if excess <= 0:
                     break
