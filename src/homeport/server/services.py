@@ -166,8 +166,8 @@ class ControlPlane:
         self._app_stop_waiters: dict[str, list[asyncio.Future]] = {}
         self._input_ids = itertools.count(1)
         self._calls_flush_due = False  # `state.flush_calls` is scheduled for this event-loop turn
-        # Container id -> inputs assigned to it in this event-loop turn, sent as one INPUTS message at
-        # its end (`_send_assigned`): many callers' calls travel to a container in one frame.
+        # Container id -> inputs assigned in this event-loop turn to a container that was busy, sent as
+        # one INPUTS message at its end (`_send_assigned`): many callers' calls travel in one frame.
         self._assigned_out: dict[str, list] = {}
         self._tasks: set[asyncio.Task] = set()
         self._wake = asyncio.Event()
@@ -239,6 +239,11 @@ class ControlPlane:
                     held = self._assigned_out.get(ins.container)
                     if held is not None:
                         held.extend(items)
+                        continue
+                    c = self.scheduler.containers.get(ins.container)
+                    if c is None or len(c.assigned) <= len(ins.inputs):
+                        # It held nothing else (a warm call): no reason to wait for the turn's end.
+                        rec.proto.send({"t": P.INPUTS, "items": items})
                         continue
                     try:
                         loop = asyncio.get_running_loop()
