@@ -41,6 +41,7 @@ class Context:
         self.quick = quick
         self.use_ray = use_ray
         self._ray = None
+        self.platform = None  # the private control plane (homeport.testing.Platform), set by main
 
     def ray(self):
         """Ray, started once (2 CPUs, no dashboard), or None when not installed / disabled."""
@@ -539,6 +540,185 @@ def schedule_precision(ctx: Context) -> list[dict]:
     ]
 
 
+# --- issue 20 -------------------------------------------------------------------------------------
+@figure("spawn_submit")
+def spawn_submit(ctx: Context) -> list[dict]:
+    """10,000 `.spawn()` calls submitted, then gathered; the peer submits the same calls to a
+    ProcessPoolExecutor (2 workers) and waits for them."""
+    import bench_app
+
+    import homeport as modal
+
+    n = 2000 if ctx.quick else 10_000
+    with bench_app.app.run(show_logs=False):
+        bench_app.trivial.remote(0)
+        t = time.perf_counter()
+        calls = [bench_app.trivial.spawn(i) for i in range(n)]
+        submitted = time.perf_counter() - t
+        results = modal.FunctionCall.gather(*calls)
+        total = time.perf_counter() - t
+        assert results == list(range(n))
+    with concurrent.futures.ProcessPoolExecutor(2) as ex:
+        ex.submit(_local_trivial, 0).result()
+        t = time.perf_counter()
+        futs = [ex.submit(_local_trivial, i) for i in range(n)]
+        ppe_submitted = time.perf_counter() - t
+        [f.result() for f in futs]
+        ppe_total = time.perf_counter() - t
+    return [row("spawn_submitted", n / submitted, "calls/s", "ProcessPoolExecutor.submit", n / ppe_submitted,
+                ">= 20,000/s"),
+            row("spawn_gathered", n / total, "calls/s", "ProcessPoolExecutor (submit + result)", n / ppe_total)]
+
+
+def _threads_calling(call, threads: int, seconds: float) -> tuple[int, list[float]]:
+    """`threads` threads each calling `call(i)` in a loop for `seconds`: (calls made, latencies)."""
+    lat: list[list[float]] = [[] for _ in range(threads)]
+    start = threading.Barrier(threads + 1)
+    stop = time.perf_counter() + seconds + 1e9  # set for real once all threads are up
+
+    def work(k: int) -> None:
+        mine = lat[k]
+        start.wait()
+        i = 0
+        while time.perf_counter() < stop:
+            t = time.perf_counter()
+            call(i)
+            mine.append(time.perf_counter() - t)
+            i += 1
+
+    pool = [threading.Thread(target=work, args=(k,), daemon=True) for k in range(threads)]
+    for th in pool:
+        th.start()
+    stop = time.perf_counter() + seconds
+    start.wait()
+    for th in pool:
+        th.join(seconds + 60)
+    flat = [x for xs in lat for x in xs]
+    return len(flat), flat
+
+
+@figure("many_callers")
+def many_callers(ctx: Context) -> list[dict]:
+    """200 client threads calling `.remote()` of a trivial function for 30 s (5 s with --quick), and
+    the same threads each submitting to a ProcessPoolExecutor (2 workers) and waiting for the result."""
+    import bench_app
+
+    threads, seconds = 200, (5.0 if ctx.quick else 30.0)
+    with bench_app.app.run(show_logs=False):
+        bench_app.trivial.remote(0)
+        most = [0]
+        watching = threading.Event()
+
+        def watch() -> None:
+            while not watching.is_set():
+                most[0] = max(most[0], sum(c["state"] == "ready" for c in _containers("trivial")))
+                time.sleep(0.25)
+
+        watcher = threading.Thread(target=watch, daemon=True)
+        watcher.start()
+        n, lat = _threads_calling(bench_app.trivial.remote, threads, seconds)
+        watching.set()
+        watcher.join(10)
+    with concurrent.futures.ProcessPoolExecutor(2) as ex:
+        ex.submit(_local_trivial, 0).result()
+        pn, plat = _threads_calling(lambda i: ex.submit(_local_trivial, i).result(), threads, seconds)
+    return [
+        row("callers_200_throughput", n / seconds, "calls/s", "ProcessPoolExecutor (2 workers)", pn / seconds,
+            ">= peer"),
+        row("callers_200_p50", pct(lat, 0.5) * 1e3, "ms", "ProcessPoolExecutor (2 workers)", pct(plat, 0.5) * 1e3),
+        row("callers_200_p99", pct(lat, 0.99) * 1e3, "ms", "ProcessPoolExecutor (2 workers)", pct(plat, 0.99) * 1e3),
+        row("callers_200_containers", most[0], "ready (most)", target="scales out for concurrent callers"),
+    ]
+
+
+@figure("map_1m")
+def map_1m(ctx: Context) -> list[dict]:
+    """A 1,000,000-input `.map` (200,000 with --quick) against a 100,000-input one in the same run, and
+    the control plane's memory (RSS) before and after."""
+    import bench_app
+    import psutil
+
+    big = 200_000 if ctx.quick else 1_000_000
+    cp = psutil.Process(ctx.platform.pid)
+    with bench_app.app.run(show_logs=False):
+        bench_app.trivial.remote(0)
+        t = time.perf_counter()
+        small = sum(1 for _ in bench_app.trivial.map(range(100_000))) / (time.perf_counter() - t)
+        rss0 = cp.memory_info().rss
+        peak = [rss0]
+        done = threading.Event()
+
+        def watch() -> None:
+            while not done.wait(0.2):
+                peak[0] = max(peak[0], cp.memory_info().rss)
+
+        watcher = threading.Thread(target=watch, daemon=True)
+        watcher.start()
+        t = time.perf_counter()
+        total = sum(1 for _ in bench_app.trivial.map(range(big)))
+        rate = total / (time.perf_counter() - t)
+        done.set()
+        watcher.join(5)
+        rss1 = cp.memory_info().rss
+    mb = 1 << 20
+    return [
+        row(f"map_{big // 1000}k_rate", rate, "inputs/s", "the same map of 100k", small, "same per-input rate"),
+        row("map_big_control_plane_rss", rss1 / mb, "MB", "before the big map", rss0 / mb, "flat"),
+        row("map_big_control_plane_peak", peak[0] / mb, "MB", "before the big map", rss0 / mb, "flat"),
+    ]
+
+
+@figure("scheduler_sim")
+def scheduler_sim(ctx: Context) -> list[dict]:
+    """The pure scheduler alone (no processes): one pool with 10,000 ready containers, each holding
+    its window of short inputs, and 1,000,000 queued inputs. Timed: a periodic pass (`tick`), the
+    pass after one container's output (`inputs_done`, which assigns it more), and one `submit`."""
+    from homeport.server.core.scheduler import Capacity, Container, Phase, PoolConfig, Scheduler
+
+    n_containers, n_queued = 10_000, 1_000_000
+    ids = itertools.count()
+    sched = Scheduler(lambda: f"c{next(ids)}", Capacity(cpu=4096.0, memory_mib=1 << 30))
+    now = 1000.0
+    sched.add_pool("p", PoolConfig(max_containers=n_containers, timeout=60.0), now)
+    pool = sched.pools["p"]
+    pool.ewma_seconds = 1e-3  # known short inputs: each container prefetches a few
+    window = sched._window(pool)
+    next_input = itertools.count(1)
+    for k in range(n_containers):
+        c = Container(f"w{k}", "p", Phase.READY, now, now)
+        c.assigned.update(dict.fromkeys(next(next_input) for _ in range(window)))
+        sched._mark_running(c, pool.config.max_inputs, now)
+        pool.containers[c.id] = c
+        sched.containers[c.id] = c
+    pool.queue.extend(next(next_input) for _ in range(n_queued))
+
+    def timed(fn, reps: int) -> float:
+        samples = []
+        for _ in range(reps):
+            t = time.perf_counter()
+            fn()
+            samples.append(time.perf_counter() - t)
+        return statistics.median(samples) * 1e3
+
+    reps = 5 if ctx.quick else 20
+    tick = timed(lambda: sched.tick(now + 1.0), reps)
+    names = itertools.cycle(list(pool.containers))
+
+    def output() -> None:
+        c = pool.containers[next(names)]
+        sched.inputs_done(c.id, [next(iter(c.assigned))], 1e-3, now + 1.0)
+
+    done = timed(output, reps * 10)
+    submit = timed(lambda: sched.submit("p", [next(next_input)], now + 1.0), reps * 10)
+    deadline = timed(sched.next_deadline, reps)
+    return [
+        row("scheduler_tick", tick, "ms", target="<= 10 ms (10k containers, 1M queued)"),
+        row("scheduler_output_pass", done, "ms", target="<= 10 ms"),
+        row("scheduler_submit_pass", submit, "ms", target="<= 10 ms"),
+        row("scheduler_next_deadline", deadline, "ms", target="<= 10 ms"),
+    ]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="fewer iterations (about a minute)")
@@ -560,7 +740,8 @@ def main(argv: list[str] | None = None) -> int:
     ctx = Context(args.quick, not args.no_ray)
     rows: list[dict] = []
     try:
-        with Platform():
+        with Platform() as platform:
+            ctx.platform = platform
             for name in names:
                 console.print(f"[dim]running {name} ...[/dim]")
                 try:

@@ -84,6 +84,31 @@ class _RemoteMethod(MethodWithAio):
         return decode_output(fn._tag, status, out)
 
 
+class _SpawnMethod(MethodWithAio):
+    """`f.spawn(...)` from synchronous code: like `.remote()`, over the calling thread's own blocking
+    connection (no hop to the event-loop thread and back per call)."""
+
+    __slots__ = ("_fn",)
+
+    def __init__(self, fn: Function) -> None:
+        super().__init__(fn._spawn, "spawn")
+        self._fn = fn
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        fn = self._fn
+        fid = fn._function_id
+        plain = type(fn)._resolve_fid is Function._resolve_fid or isinstance(fn, _DeployedFunction)
+        if fid is None or not plain:
+            return super().__call__(*args, **kwargs)
+        fn._check_not_generator("spawn")
+        from ._syncchan import SyncChannel
+
+        data = serialize_args(fn._tag, args, kwargs)
+        call_id = _new_call_id()
+        SyncChannel.get().spawn(fid, call_id, data, fn._method)
+        return FunctionCall(call_id, fn._tag)
+
+
 class _MapMethod:
     def __init__(self, fn: Function, star: bool = False, for_each: bool = False) -> None:
         self._fn, self._star, self._for_each = fn, star, for_each
@@ -168,7 +193,7 @@ class Function:
             self.__qualname__ = getattr(raw_f, "__qualname__", tag)
             self.__module__ = getattr(raw_f, "__module__", None)
         self.remote = _RemoteMethod(self)
-        self.spawn = MethodWithAio(self._spawn, "spawn")
+        self.spawn = _SpawnMethod(self)
         self.remote_gen = _GenMethod(self)
         self.map = _MapMethod(self)
         self.starmap = _MapMethod(self, star=True)

@@ -22,6 +22,19 @@ from .exception import AuthError, ConnectionError, error_from_code
 
 _local = threading.local()
 _open: weakref.WeakSet[SyncChannel] = weakref.WeakSet()
+# (environment that names the control plane, its address): `_config.client_address()` resolves paths
+# (system calls), too slow to run on every call.
+_cached_address: tuple[tuple, str] = ((), "")
+
+
+def _server_address() -> str:
+    global _cached_address
+    env = os.environ
+    key = (env.get(P.ENV_SERVER_ADDRESS), env.get(P.ENV_STATE_DIR), env.get("XDG_STATE_HOME"), env.get("HOME"))
+    cached = _cached_address
+    if cached[0] != key:
+        cached = _cached_address = (key, _config.client_address())
+    return cached[1]
 
 
 @atexit.register
@@ -32,8 +45,9 @@ def _close_all() -> None:
 
 class SyncChannel:
     def __init__(self) -> None:
-        self.address = _config.client_address()
+        self.address = _server_address()
         self.pid = os.getpid()
+        self._ids = 0  # request ids of this channel's requests
         try:
             self.sock = _address.connect(self.address)
         except OSError as exc:
@@ -51,7 +65,7 @@ class SyncChannel:
     @classmethod
     def get(cls) -> SyncChannel:
         ch: SyncChannel | None = getattr(_local, "channel", None)
-        if ch is None or ch.pid != os.getpid() or ch.address != _config.client_address() or ch._dead():
+        if ch is None or ch.pid != os.getpid() or ch.address != _server_address() or ch._dead():
             if ch is not None:
                 ch.close()
             ch = _local.channel = cls()
@@ -150,6 +164,22 @@ class SyncChannel:
             reply = self._recv()
             if reply.get("t") == P.RESULT and reply.get("id") == msg["id"]:
                 return reply
+
+    def spawn(self, fid: str, call_id: str, data: bytes, method: str | None) -> None:
+        """Start a spawned call (the control plane accepted it when this returns)."""
+        self._ids += 1
+        msg = {"t": P.CALL, "call": call_id, "fid": fid, "kind": P.KIND_SPAWN, "inputs": [[0, data, method]],
+               "id": self._ids}
+        try:
+            reply = self._request(msg)
+        except (OSError, EOFError):
+            self.close()
+            raise ConnectionError("The connection to the Homeport control plane was lost during a spawn.") from None
+        except ConnectionError:
+            self.close()
+            raise
+        if not reply.get("ok"):
+            raise error_from_code(reply.get("code", ""), reply.get("msg", ""))
 
     def call(self, fid: str, call_id: str, data: bytes, method: str | None) -> tuple[int, Any]:
         """One unary call: (status, data) of its output."""

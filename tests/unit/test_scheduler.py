@@ -544,3 +544,29 @@ def test_an_idle_min_container_sets_no_scale_down_deadline():
     s, _ = make(PoolConfig(min_containers=1, scaledown_window=2))
     s.container_ready("c1", 0)
     assert s.next_deadline() is None  # it is kept: nothing to wake the ticker for
+
+
+def test_a_tick_that_skips_the_deadline_scan_still_times_out_inputs_that_started_after_it():
+    # A tick notes the earliest deadline and does not scan again before it (issue 20: thousands of
+    # containers); inputs that start later must still be timed out on time.
+    s, _ = make(PoolConfig(timeout=10, max_containers=1))
+    s.submit("p", [1], 0)
+    s.container_ready("c1", 0)
+    assert s.tick(1) == []  # scans: input 1 is due at 11.5
+    s.inputs_done("c1", [1], seconds=1, now=2)
+    s.submit("p", [2], 5)  # runs from 5: due at 16.5
+    assert s.tick(11.6) == []  # past the noted deadline: scans again, nothing late
+    assert s.tick(16.4) == []
+    assert of(InputsTimedOut, s.tick(5 + 10 + DEADLINE_GRACE_SECONDS)) == [InputsTimedOut("c1", (2,), 10)]
+
+
+def test_only_containers_with_room_take_inputs_and_the_backlog_is_spread_as_before():
+    s, _ = make(PoolConfig(max_containers=3))
+    s.submit("p", [1, 2, 3], 0)
+    for c in ("c1", "c2", "c3"):
+        s.container_ready(c, 0)
+    s.inputs_done("c1", [1], seconds=0.001, now=0.1)  # short inputs: a window of 3 per container
+    s.submit("p", list(range(10, 16)), 0.2)
+    # c1 (empty) takes its share of the backlog over the three ready containers, c2 and c3 the rest
+    holders = [s.holder_of(i) for i in range(10, 16)]
+    assert holders.count("c1") == 2 and holders.count("c2") == holders.count("c3") == 2

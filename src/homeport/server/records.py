@@ -50,6 +50,7 @@ class CallRecord:
     result: tuple[int, Any] | None = None  # spawned calls keep their output
     waiters: list[asyncio.Future] = field(default_factory=list)
     input_ids: list[int] = field(default_factory=list)
+    durable: bool = False  # a spawned call whose inputs are stored (it runs again after a restart)
 
 
 @dataclass

@@ -176,6 +176,10 @@ class ControlPlane:
         self.launcher.gpus = self.gpus
         self._app_stop_waiters: dict[str, list[asyncio.Future]] = {}
         self._input_ids = itertools.count(1)
+        self._calls_flush_due = False  # `state.flush_calls` is scheduled for this event-loop turn
+        # Container id -> inputs assigned in this event-loop turn to a container that was busy, sent as
+        # one INPUTS message at its end (`_send_assigned`): many callers' calls travel in one frame.
+        self._assigned_out: dict[str, list] = {}
         self._tasks: set[asyncio.Task] = set()
         self._wake = asyncio.Event()
         self.shutdown_requested = asyncio.Event()
@@ -252,7 +256,23 @@ class ControlPlane:
                         continue
                     items.append([iid, inp.args, inp.method, inp.call.call_id])
                 if items and rec is not None and rec.proto is not None:
-                    rec.proto.send({"t": P.INPUTS, "items": items})
+                    held = self._assigned_out.get(ins.container)
+                    if held is not None:
+                        held.extend(items)
+                        continue
+                    c = self.scheduler.containers.get(ins.container)
+                    if c is None or len(c.assigned) <= len(ins.inputs):
+                        # It held nothing else (a warm call): no reason to wait for the turn's end.
+                        rec.proto.send({"t": P.INPUTS, "items": items})
+                        continue
+                    try:
+                        loop = asyncio.get_running_loop()
+                    except RuntimeError:  # not on the event loop: nothing to gather with
+                        rec.proto.send({"t": P.INPUTS, "items": items})
+                        continue
+                    if not self._assigned_out:
+                        loop.call_soon(self._send_assigned)
+                    self._assigned_out[ins.container] = items
             elif isinstance(ins, StartContainer):
                 self._start_container(ins)
             elif isinstance(ins, StopContainer):
@@ -525,6 +545,23 @@ class ControlPlane:
             self.deliver(deliver)
         self.execute(instructions)
 
+    def _send_assigned(self) -> None:
+        """Send each container the inputs assigned to it since the last call, in one message."""
+        out, self._assigned_out = self._assigned_out, {}
+        for cid, items in out.items():
+            rec = self.containers.get(cid)
+            if rec is not None and rec.proto is not None:
+                rec.proto.send({"t": P.INPUTS, "items": items})
+
+    def _flush_calls_soon(self) -> None:
+        if not self._calls_flush_due:
+            self._calls_flush_due = True
+            asyncio.get_running_loop().call_soon(self._flush_calls)
+
+    def _flush_calls(self) -> None:
+        self._calls_flush_due = False
+        self.state.flush_calls()
+
     # --- retries -----------------------------------------------------------------------------------
     def retry_later(self, inp: InputRecord) -> bool:
         policy = inp.call.fn.retries
@@ -557,7 +594,11 @@ class ControlPlane:
             by_call.setdefault(call.call_id, []).append([inp.idx, status, data])
             if call.kind == P.KIND_SPAWN:
                 call.result = (status, data)
-                self.state.finish_call(call.call_id, status, data)
+                if call.durable:
+                    self.state.finish_call(call.call_id, status, data)
+                else:
+                    self.state.finish_call_later(call.call_id, status, data)
+                    self._flush_calls_soon()
                 for w in call.waiters:
                     if not w.done():
                         w.set_result(None)
@@ -1059,7 +1100,14 @@ class ControlPlane:
         self.calls[call_id] = call
         if kind == P.KIND_SPAWN and not restored:
             durable = not scheduled and (self.apps.get(fn.app_id) or {}).get("state") == "deployed"
-            self.state.add_call(call_id, fid, msg["inputs"] if durable else None)
+            call.durable = durable
+            if durable:
+                self.state.add_call(call_id, fid, msg["inputs"])
+            else:  # written with the other spawns of this event-loop turn, in one transaction
+                self.state.add_call_later(call_id, fid)
+                self._flush_calls_soon()
+        elif restored:
+            call.durable = True
         self._add_inputs(call, msg["inputs"])
         return None
 
@@ -1120,6 +1168,7 @@ class ControlPlane:
         call = self.calls.get(call_id)
         if call is None:
             return
+        self._send_assigned()  # a container hears of inputs before it is told to cancel them
         log.info("cancelling call %s of %s", call_id, call.fn.tag)
         ids = [i for i, inp in self.inputs.items() if inp.call is call]
         queued = set(ids)

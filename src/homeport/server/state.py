@@ -90,6 +90,9 @@ class State:
         self.db.execute(f"PRAGMA synchronous={'FULL' if sync == 'FULL' else 'NORMAL'}")  # see the docstring
         self.db.executescript(_SCHEMA)
         self.cipher: Any = None  # seals deployment payloads when set (see server.secrets.Cipher)
+        # Rows of calls that are not durable (spawned in an ephemeral app), written by `flush_calls` in
+        # one transaction for many (the control plane runs it once per event-loop turn): (sql, params).
+        self._later: list[tuple[str, tuple]] = []
 
     def _seal(self, value: Any) -> bytes:
         return self.cipher.seal(value) if self.cipher is not None else msgpack.packb(value, use_bin_type=True)
@@ -100,6 +103,7 @@ class State:
         return msgpack.unpackb(blob, raw=False, strict_map_key=False)
 
     def close(self) -> None:
+        self.flush_calls()
         self.db.close()
 
     # --- apps --------------------------------------------------------------------------------------
@@ -196,6 +200,7 @@ class State:
     def add_call(self, call_id: str, function_id: str, inputs: list | None = None) -> None:
         """Record a spawned call; with `inputs` ([idx, args, method] each) it is durable: its inputs are
         committed with it, and run again after a restart until a result is recorded."""
+        self.flush_calls()
         with self.db:
             self.db.execute("BEGIN")
             self.db.execute(
@@ -208,7 +213,27 @@ class State:
                     [(call_id, idx, args, method) for idx, args, method in inputs],
                 )
 
+    def add_call_later(self, call_id: str, function_id: str) -> None:
+        """`add_call` of a call that is not durable, written at the next `flush_calls`."""
+        self._later.append(("INSERT INTO calls(call_id, function_id, created_at) VALUES (?, ?, ?)",
+                            (call_id, function_id, time.time())))
+
+    def finish_call_later(self, call_id: str, status: int, result: Any) -> None:
+        """`finish_call` of a call that is not durable (it has no inputs stored), at the next `flush_calls`."""
+        self._later.append(("UPDATE calls SET status = ?, result = ?, finished_at = ? WHERE call_id = ?",
+                            (status, msgpack.packb(result, use_bin_type=True), time.time(), call_id)))
+
+    def flush_calls(self) -> None:
+        if not self._later:
+            return
+        later, self._later = self._later, []
+        with self.db:
+            self.db.execute("BEGIN")
+            for sql, params in later:
+                self.db.execute(sql, params)
+
     def finish_call(self, call_id: str, status: int, result: Any) -> None:
+        self.flush_calls()
         with self.db:
             self.db.execute("BEGIN")
             self.db.execute(
@@ -219,6 +244,7 @@ class State:
 
     def unfinished_calls(self) -> list[dict[str, Any]]:
         """Durable calls with no result yet: {"call_id", "function_id", "inputs"}, oldest first."""
+        self.flush_calls()
         rows = self.db.execute(
             "SELECT c.call_id, c.function_id, i.idx, i.args, i.method FROM calls c "
             "JOIN call_inputs i ON i.call_id = c.call_id WHERE c.status IS NULL ORDER BY c.created_at, i.idx"
@@ -254,6 +280,7 @@ class State:
         return row[0] if row else None
 
     def get_call(self, call_id: str) -> tuple[int | None, Any] | None:
+        self.flush_calls()
         row = self.db.execute("SELECT status, result FROM calls WHERE call_id = ?", (call_id,)).fetchone()
         if row is None:
             return None

@@ -156,6 +156,8 @@ class Pool:
     crashes: int = 0  # containers that crashed in a row, with no input completing in between
     input_crashes: dict[int, int] = field(default_factory=dict)  # input id -> crashed containers it ran in
     waiting_for_gpu: int = 0  # of `pending`: containers that wait for a matching GPU to be free
+    # Nothing of the pool can pass a deadline before this (see `_expire`): a tick skips the scan.
+    expire_after: float = -math.inf
 
 
 # --- instructions ----------------------------------------------------------------------------------
@@ -594,16 +596,32 @@ class Scheduler:
         running longer than `timeout`. Both are killed (the service does it) and replaced."""
         cfg = pool.config
         out: list[Instruction] = []
+        if (cfg.startup_timeout is None and cfg.timeout is None) or now < pool.expire_after:
+            return out
+        # While scanning, note the earliest deadline: no tick before it needs to scan again. An input
+        # that starts (or a container that connects) later gets a deadline no earlier than now plus
+        # its limit, so that bounds what is not here yet.
+        start_limit = math.inf if cfg.startup_timeout is None else cfg.startup_timeout + DEADLINE_GRACE_SECONDS
+        run_limit = math.inf if cfg.timeout is None else cfg.timeout + cfg.batch_wait + DEADLINE_GRACE_SECONDS
+        earliest = now + min(start_limit, run_limit) - 1e-6  # (a hair early: never past a deadline by rounding)
         for c in list(pool.containers.values()):
             if c.phase is Phase.STARTING:
-                if (cfg.startup_timeout is not None and c.connected_at is not None
-                        and now >= c.connected_at + cfg.startup_timeout + DEADLINE_GRACE_SECONDS):
+                if cfg.startup_timeout is None or c.connected_at is None:
+                    continue
+                due = c.connected_at + cfg.startup_timeout + DEADLINE_GRACE_SECONDS
+                if now < due:
+                    earliest = min(earliest, due)
+                else:
                     c.phase = Phase.STOPPING
                     c.start_failed = True  # back off now, not when it exits: no replacement meanwhile
                     out.append(StartupTimedOut(c.id, cfg.startup_timeout))
                     out.append(self._start_failed(pool, c.id, now))
             elif c.phase is Phase.READY and c.running and cfg.timeout is not None:
                 limit = cfg.timeout + cfg.batch_wait + DEADLINE_GRACE_SECONDS
+                first = min(c.running.values()) + limit
+                if now < first:
+                    earliest = min(earliest, first)
+                    continue
                 late = tuple(i for i, since in c.running.items() if now >= since + limit)
                 if not late:
                     continue
@@ -617,22 +635,28 @@ class Scheduler:
                     # Other inputs it was running or held run again elsewhere: at least once, not lost.
                     pool.queue.extendleft(reversed(rest))
                     out.append(RequeueInputs(tuple(rest)))
+        pool.expire_after = earliest
         return out
 
     # --- decisions ---------------------------------------------------------------------------------
-    def plan(self, pool: Pool) -> int:
+    def plan(self, pool: Pool, held: int | None = None, ready: int | None = None) -> int:
         """How many containers the pool should have now.
 
         Enough to run every queued and assigned input at `target_inputs` per container, but no more
         than the backlog needs to drain within `DRAIN_TARGET_SECONDS` at the observed time per input
         (so a map of a million 1 µs inputs does not start a container per input), plus
         `buffer_containers` while busy, at least `min_containers`, at most `max_containers`.
+
+        `held` (inputs the pool's containers hold) and `ready` (its ready containers) are counted here
+        unless the caller counted them already.
         """
         cfg = pool.config
         if cfg.unbound:
             return 0
         per_container = cfg.target_inputs or cfg.max_inputs
-        busy = len(pool.queue) + sum(len(c.assigned) for c in pool.containers.values())
+        if held is None:
+            held = sum(len(c.assigned) for c in pool.containers.values())
+        busy = len(pool.queue) + held
         want = math.ceil(busy / per_container)
         if busy and pool.ewma_seconds is not None:
             by_time = math.ceil(busy * pool.ewma_seconds / (DRAIN_TARGET_SECONDS * per_container))
@@ -643,7 +667,8 @@ class Scheduler:
                 # would otherwise feed back into an ever larger plan.
                 want = min(want, max(1, math.floor(self.capacity.cpu)))
         elif busy:
-            ready = sum(1 for c in pool.containers.values() if c.phase is Phase.READY)
+            if ready is None:
+                ready = sum(1 for c in pool.containers.values() if c.phase is Phase.READY)
             want = min(want, ready + MAX_BLIND_STARTS)
         if busy:
             want += cfg.buffer_containers
@@ -664,17 +689,34 @@ class Scheduler:
 
     def _reconcile(self, pool: Pool, now: float, allow_start: bool = True) -> list[Instruction]:
         out: list[Instruction] = []
-        live = [c for c in pool.containers.values() if c.phase is not Phase.STOPPING]
+        # One pass over the pool's containers (a pool may have thousands; this runs on every event):
+        # what they hold, the live and ready ones, those with room for more inputs, the idle ones.
+        live: list[Container] = []
+        open_: list[Container] = []
+        idle: list[Container] = []
+        ready = held = 0
+        window = self._window(pool) if pool.queue else 0
+        for c in pool.containers.values():
+            n = len(c.assigned)
+            held += n
+            if c.phase is not Phase.STOPPING:
+                live.append(c)
+                if c.phase is Phase.READY:
+                    ready += 1
+                    if n < window:
+                        open_.append(c)
+                    if not n:
+                        idle.append(c)
         # Assign queued inputs to ready containers, spreading the backlog evenly between them.
-        ready = [c for c in live if c.phase is Phase.READY]
-        if pool.queue and ready:
-            window = self._window(pool)
-            ready.sort(key=lambda c: len(c.assigned))
-            for k, c in enumerate(ready):
+        if open_:
+            # Only containers with room take inputs; sorted by what they hold they come first, so the
+            # share of each is still the backlog over the ready containers from it on.
+            open_.sort(key=lambda c: len(c.assigned))
+            for k, c in enumerate(open_):
                 room = window - len(c.assigned)
                 if room <= 0 or not pool.queue:
                     continue
-                share = math.ceil(len(pool.queue) / (len(ready) - k))
+                share = math.ceil(len(pool.queue) / (ready - k))
                 take = min(room, share)
                 batch = tuple(pool.queue.popleft() for _ in range(take))
                 c.assigned.update(dict.fromkeys(batch))
@@ -682,12 +724,13 @@ class Scheduler:
                 self._mark_running(c, pool.config.max_inputs, now)
                 out.append(Assign(c.id, batch))
         # Scale: start what the plan lacks, stop idle containers past the scale-down window.
-        want = self.plan(pool)
+        want = self.plan(pool, held, ready)
         pool.pending = 0
         pool.waiting_for_gpu = 0
         if now < pool.restart_at:
             allow_start = False  # backing off after start-up failures
         if allow_start and len(live) < want and self.too_big(pool.config) is None:
+            new: list[Container] = []
             for k in range(want - len(live)):
                 if not self._fits(pool.config):
                     pool.pending = want - len(live) - k
@@ -710,16 +753,14 @@ class Scheduler:
                     why += f"; restart after {pool.start_failures} start-up failure(s) in a row"
                 pool.restart_at = 0.0  # the wait is over; the next failure sets it again
                 out.append(StartContainer(pool.id, cid, why, gpus=devices))
-            live = [c for c in pool.containers.values() if c.phase is not Phase.STOPPING]
+                new.append(c)
+            live += new
         if pool.retired and not pool.queue and not pool.containers:
             del self.pools[pool.id]
             return out
         excess = len(live) - max(want, pool.config.min_containers)
         if excess > 0:
-            idle = sorted(
-                (c for c in live if c.phase is Phase.READY and not c.assigned),
-                key=lambda c: c.last_active,
-            )
+            idle = sorted((c for c in idle if not c.assigned), key=lambda c: c.last_active)  # still idle
             for c in idle:
                 if excess <= 0:
                     break
@@ -742,18 +783,31 @@ class Scheduler:
     def next_deadline(self) -> float | None:
         """The earliest time at which `tick` may have something to do: stop an idle container, start one
         after a restart backoff, or kill one past its start-up or input deadline."""
-        times: list[float] = []
+        best = math.inf
         for pool in self.pools.values():
             cfg = pool.config
             if pool.restart_at and (pool.queue or cfg.min_containers):
-                times.append(pool.restart_at)
-            live = sum(1 for c in pool.containers.values() if c.phase is not Phase.STOPPING)
+                best = min(best, pool.restart_at)
+            # One pass per pool (it may have thousands of containers).
+            live = 0
+            idle_since = math.inf  # the longest idle ready container's last activity
             for c in pool.containers.values():
-                if c.phase is Phase.READY and not c.assigned:
-                    if live > cfg.min_containers:  # else it is kept warm: no scale-down to wake for
-                        times.append(c.last_active + cfg.scaledown_window)
-                elif c.phase is Phase.READY and c.running and cfg.timeout is not None:
-                    times.append(min(c.running.values()) + cfg.timeout + cfg.batch_wait + DEADLINE_GRACE_SECONDS)
-                elif c.phase is Phase.STARTING and c.connected_at is not None and cfg.startup_timeout is not None:
-                    times.append(c.connected_at + cfg.startup_timeout + DEADLINE_GRACE_SECONDS)
-        return min(times, default=None)
+                phase = c.phase
+                if phase is Phase.STOPPING:
+                    continue
+                live += 1
+                if phase is Phase.READY:
+                    if not c.assigned:
+                        if c.last_active < idle_since:
+                            idle_since = c.last_active
+                    elif c.running and cfg.timeout is not None:
+                        due = min(c.running.values()) + cfg.timeout + cfg.batch_wait + DEADLINE_GRACE_SECONDS
+                        if due < best:
+                            best = due
+                elif c.connected_at is not None and cfg.startup_timeout is not None:
+                    due = c.connected_at + cfg.startup_timeout + DEADLINE_GRACE_SECONDS
+                    if due < best:
+                        best = due
+            if idle_since < math.inf and live > cfg.min_containers:  # else kept warm: no scale-down to wake for
+                best = min(best, idle_since + cfg.scaledown_window)
+        return None if best == math.inf else best
