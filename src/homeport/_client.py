@@ -13,6 +13,7 @@ from typing import Any
 from . import _address, _config, _launcher
 from . import _protocol as P
 from ._bridge import bridge_loop
+from ._liveness import gave_up, say_answers_again, say_silent
 from ._wire import FramedProtocol
 from .exception import AuthError, ConnectionError, ExecutionError, error_from_code
 
@@ -159,19 +160,13 @@ class Client:
                 self.proto.send({"t": P.PING})
             if silent >= P.SILENCE_WARN_SECONDS and not warned:
                 warned = True
-                sys.stderr.write(f"homeport: the control plane at {self.address} has not answered for "
-                                 f"{P.SILENCE_WARN_SECONDS:g} s (is it stopped?); "
-                                 + (f"giving up after {limit:g} s ({P.ENV_CONTROL_PLANE_TIMEOUT})\n" if limit
-                                    else f"still waiting (set {P.ENV_CONTROL_PLANE_TIMEOUT} to give up)\n"))
-                sys.stderr.flush()
+                say_silent(self.address, limit)
             elif warned and silent < P.HEARTBEAT_SECONDS:
                 warned = False
-                sys.stderr.write("homeport: the control plane answers again\n")
-                sys.stderr.flush()
+                say_answers_again()
             if limit is not None and silent >= limit:
                 self.proto.close()
-                self._fail_all(ConnectionError(f"The Homeport control plane at {self.address} has not answered for "
-                                               f"{silent:.0f} s ({P.ENV_CONTROL_PLANE_TIMEOUT}={limit:g})."))
+                self._fail_all(gave_up(self.address, silent, limit))
                 return
 
     def _on_close(self) -> None:

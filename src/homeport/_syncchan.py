@@ -18,6 +18,7 @@ from typing import Any
 
 from . import _address, _config
 from . import _protocol as P
+from ._liveness import gave_up, say_answers_again, say_silent
 from .exception import AuthError, ConnectionError, error_from_code
 
 _local = threading.local()
@@ -133,7 +134,6 @@ class SyncChannel:
         stderr and the wait goes on, or ends with ConnectionError past HOMEPORT_CONTROL_PLANE_TIMEOUT."""
         if select.select([self.sock], [], [], P.HEARTBEAT_SECONDS)[0]:
             return
-        import sys
         import time
 
         limit = float(os.environ.get(P.ENV_CONTROL_PLANE_TIMEOUT) or 0) or None
@@ -143,19 +143,13 @@ class SyncChannel:
             silent = time.monotonic() - since
             if silent >= P.SILENCE_WARN_SECONDS and not warned:
                 warned = True
-                sys.stderr.write(f"homeport: the control plane at {self.address} has not answered for "
-                                 f"{P.SILENCE_WARN_SECONDS:g} s (is it stopped?); "
-                                 + (f"giving up after {limit:g} s ({P.ENV_CONTROL_PLANE_TIMEOUT})\n" if limit
-                                    else f"still waiting (set {P.ENV_CONTROL_PLANE_TIMEOUT} to give up)\n"))
-                sys.stderr.flush()
+                say_silent(self.address, limit)
             if limit is not None and silent >= limit:
-                raise ConnectionError(f"The Homeport control plane at {self.address} has not answered for "
-                                      f"{silent:.0f} s ({P.ENV_CONTROL_PLANE_TIMEOUT}={limit:g}).")
+                raise gave_up(self.address, silent, limit)
             self.sock.sendall(P.encode({"t": P.PING}))
             if select.select([self.sock], [], [], P.HEARTBEAT_SECONDS)[0]:
                 if warned:
-                    sys.stderr.write("homeport: the control plane answers again\n")
-                    sys.stderr.flush()
+                    say_answers_again()
                 return
 
     def _request(self, msg: dict[str, Any]) -> dict[str, Any]:
