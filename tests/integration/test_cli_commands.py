@@ -111,3 +111,6 @@ def test_container_exec_runs_in_the_container(deployed):
 def test_shell_of_a_function_ref_says_what_is_not_built(tmp_path):
     out = _hp("shell", "app.py::f")
     assert out.returncode == 1 and "UnimplementedError" in out.stderr and "homeport shell ta-" in out.stderr
+    modal = subprocess.run([sys.executable, "-m", "homeport.cli._modal", "shell", "app.py::f"],
+                           capture_output=True, text=True, timeout=60)
+    assert modal.returncode == 1 and "homeport shell ta-" in modal.stderr  # `modal shell` is the same command

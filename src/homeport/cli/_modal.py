@@ -73,12 +73,7 @@ def deploy(app_ref: str, name: str | None, tag: str, strategy: str, module_mode:
 modal_cli.add_command(H.serve, "serve")
 
 
-@modal_cli.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
-def shell() -> None:
-    """Not built in Homeport yet (raises UnimplementedError)."""
-    from ..exception import UnimplementedError
-
-    raise UnimplementedError("`modal shell` is not built in Homeport yet; run code with `modal run` instead.")
+modal_cli.add_command(H.shell, "shell")  # a shell in a running container (`ta-...`); a new one is not built
 
 
 # --- app -------------------------------------------------------------------------------------------
