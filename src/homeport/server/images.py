@@ -339,6 +339,18 @@ class ImageBuilder:
             self._web_runtime_path = self._link_dir("runtime-web", sources)
         return self._runtime_path + os.pathsep + self._web_runtime_path
 
+    @staticmethod
+    def runtime_sources(runtime_path: str) -> tuple[str, ...]:
+        """Where the packages of a runtime path (`runtime_path()`) really are: its entries link to the
+        control plane's own, which an isolated container must keep in view (read-only) wherever they
+        live (a virtual environment under /tmp, say)."""
+        out = []
+        for d in runtime_path.split(os.pathsep):
+            with contextlib.suppress(OSError):
+                for name in os.listdir(d):
+                    out.append(os.path.realpath(os.path.join(d, name)))
+        return tuple(dict.fromkeys(out))
+
     def _link_dir(self, kind: str, sources: dict[str, str]) -> str:
         key = hashlib.sha256(json.dumps(sources, sort_keys=True).encode()).hexdigest()[:16]
         target = self.root / kind / key

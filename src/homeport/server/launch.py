@@ -171,7 +171,8 @@ class Launcher:
                                 # On a backend that places GPUs itself (Ray) the pool reserves none.
                                 gpu=tuple(fn.config.gpu) or parse_gpu_request(fn.definition.get("gpu")),
                                 regions=tuple(fn.definition.get("region") or ())),
-            code=_code_paths(fn.definition) if rootfs is None else (),
+            code=(*_code_paths(fn.definition), *self.images.runtime_sources(env[P.ENV_RUNTIME_PATH]))
+            if rootfs is None else (),
         )
 
     def _gpu_view(self, fn: FunctionRecord, gpus: tuple[str, ...], env: dict[str, str]) -> tuple[tuple[int, ...],

@@ -258,8 +258,10 @@ class Sandboxes:
             argv=(python, "-m", "homeport.runtime._sandbox_agent"), env=env, cwd=cwd,
             memory_limit_mib=msg.get("memory_limit_mib"), cpu_limit=msg.get("cpu_limit"),
             mounts=tuple(mounts), rootfs=rootfs,
-            # What the sandbox writes stays in it: the host's directories are read-only, /tmp its own.
+            # What the sandbox writes stays in it: the host's directories are read-only, /tmp its own
+            # (but for the runtime's packages, which may be under the host's /tmp).
             host_read_only=rootfs is None,
+            code=launcher.images.runtime_sources(env.get(P.ENV_RUNTIME_PATH, "")) if rootfs is None else (),
             private_network=bool(msg.get("block_network")),
         )
 

@@ -56,12 +56,12 @@ def command(spec: ContainerSpec, hide: Plan | None = None, dev: Sequence[DevEntr
     # (HOMEPORT_ISOLATION=0).
     isolated = not spec.host_read_only and os.environ.get("HOMEPORT_ISOLATION", "1") != "0"
     return wrap(spec.argv, spec.mounts, spec.rootfs, spec.cwd, host_read_only=spec.host_read_only, hide=hide,
-                private_network=spec.private_network, dev=dev, isolated=isolated)
+                private_network=spec.private_network, dev=dev, isolated=isolated, code=spec.code)
 
 
 def wrap(argv: Sequence[str], mounts: Sequence[Mount], rootfs: str | None, cwd: str | None,
          host_read_only: bool = False, hide: Plan | None = None, private_network: bool = False,
-         dev: Sequence[DevEntry] | None = None, isolated: bool = False) -> list[str]:
+         dev: Sequence[DevEntry] | None = None, isolated: bool = False, code: Sequence[str] = ()) -> list[str]:
     """The argv that runs `argv` in the view of a container (or template) with these mounts and root.
 
     `host_read_only`: the host's directories are read-only and /tmp is private (an image build step
@@ -106,6 +106,11 @@ def wrap(argv: Sequence[str], mounts: Sequence[Mount], rootfs: str | None, cwd: 
             args += [host, path, path]
     if host_read_only:
         args += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp", "--setenv", "TMPDIR", "/tmp"]
+        # What the container runs from (the runtime's packages, the user's code) may live under the
+        # host's /tmp, which it does not see: those stay in view, read-only.
+        for path in code:
+            if os.path.exists(path) and (path == "/tmp" or path.startswith("/tmp/")):
+                args += ["--ro-bind", path, path]
     else:
         devs = ["--dev-bind", "/dev", "/dev"] if dev is None else _gpu.bwrap_dev_args(dev)
         args += ["--proc", "/proc", *devs, "--bind", "/tmp", "/tmp"]
