@@ -60,53 +60,64 @@ class _GenMethod:
         return self._fn._remote_gen_async(args, kwargs)
 
 
-class _RemoteMethod(MethodWithAio):
-    """`f.remote(...)`: from synchronous code, a hydrated function is called over the calling thread's
-    own blocking connection (see `_syncchan`); `.aio` and everything else use the event-loop client."""
+class _DirectMethod(MethodWithAio):
+    """A call method that, from synchronous code, calls a hydrated function over the calling thread's
+    own blocking connection (see `_syncchan`: no hop to the event-loop thread and back per call);
+    `.aio` and everything else use the event-loop client."""
 
     __slots__ = ("_fn",)
 
-    def __init__(self, fn: Function) -> None:
-        super().__init__(fn._remote, "remote")
+    def __init__(self, fn: Function, impl: Any, name: str) -> None:
+        super().__init__(impl, name)
         self._fn = fn
 
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+    def _direct(self, args: tuple, kwargs: dict) -> tuple[str, bytes] | None:
+        """(function id, pickled arguments) when this call can go over the thread's own connection."""
         fn = self._fn
         fid = fn._function_id
         plain = type(fn)._resolve_fid is Function._resolve_fid or isinstance(fn, _DeployedFunction)
         if fid is None or not plain:
+            return None
+        fn._check_not_generator(self.__name__)
+        return fid, serialize_args(fn._tag, args, kwargs)
+
+
+class _RemoteMethod(_DirectMethod):
+    """`f.remote(...)`."""
+
+    __slots__ = ()
+
+    def __init__(self, fn: Function) -> None:
+        super().__init__(fn, fn._remote, "remote")
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        direct = self._direct(args, kwargs)
+        if direct is None:
             return super().__call__(*args, **kwargs)
-        fn._check_not_generator("remote")
         from ._syncchan import SyncChannel
 
-        data = serialize_args(fn._tag, args, kwargs)
-        status, out = SyncChannel.get().call(fid, _new_call_id(), data, fn._method)
+        fn = self._fn
+        status, out = SyncChannel.get().call(direct[0], _new_call_id(), direct[1], fn._method)
         return decode_output(fn._tag, status, out)
 
 
-class _SpawnMethod(MethodWithAio):
-    """`f.spawn(...)` from synchronous code: like `.remote()`, over the calling thread's own blocking
-    connection (no hop to the event-loop thread and back per call)."""
+class _SpawnMethod(_DirectMethod):
+    """`f.spawn(...)`."""
 
-    __slots__ = ("_fn",)
+    __slots__ = ()
 
     def __init__(self, fn: Function) -> None:
-        super().__init__(fn._spawn, "spawn")
-        self._fn = fn
+        super().__init__(fn, fn._spawn, "spawn")
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        fn = self._fn
-        fid = fn._function_id
-        plain = type(fn)._resolve_fid is Function._resolve_fid or isinstance(fn, _DeployedFunction)
-        if fid is None or not plain:
+        direct = self._direct(args, kwargs)
+        if direct is None:
             return super().__call__(*args, **kwargs)
-        fn._check_not_generator("spawn")
         from ._syncchan import SyncChannel
 
-        data = serialize_args(fn._tag, args, kwargs)
         call_id = _new_call_id()
-        SyncChannel.get().spawn(fid, call_id, data, fn._method)
-        return FunctionCall(call_id, fn._tag)
+        SyncChannel.get().spawn(direct[0], call_id, direct[1], self._fn._method)
+        return FunctionCall(call_id, self._fn._tag)
 
 
 class _MapMethod:
