@@ -8,7 +8,7 @@ cost ~150 µs per round trip on the default loop, a protocol under uvloop well u
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from . import _protocol as P
@@ -122,3 +122,35 @@ def new_event_loop() -> asyncio.AbstractEventLoop:
     except ImportError:  # pragma: no cover - uvloop is a dependency on Linux and macOS
         return asyncio.new_event_loop()
     return uvloop.new_event_loop()
+
+
+# --- byte relays (tunnels, a web_server's port, a sandbox's ports) ---------------------------------
+Connect = Callable[[], Awaitable[tuple[asyncio.StreamReader, asyncio.StreamWriter]]]
+
+
+async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, chunk: int = 1 << 16) -> None:
+    """Copy `reader` to `writer` until EOF, then pass the EOF on; a peer that went away ends it."""
+    try:
+        while data := await reader.read(chunk):
+            writer.write(data)
+            await writer.drain()
+        if writer.can_write_eof():
+            writer.write_eof()
+    except (ConnectionError, OSError):
+        pass
+
+
+async def relay(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, connect: Connect,
+                chunk: int = 1 << 16) -> None:
+    """Connect upstream and copy both ways until both sides are done; a client whose upstream cannot
+    be reached is closed."""
+    try:
+        up_reader, up_writer = await connect()
+    except OSError:
+        writer.close()
+        return
+    try:
+        await asyncio.gather(pipe(reader, up_writer, chunk), pipe(up_reader, writer, chunk))
+    finally:
+        for w in (writer, up_writer):
+            w.close()

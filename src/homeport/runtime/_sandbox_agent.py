@@ -21,7 +21,7 @@ import sys
 from typing import Any
 
 from .. import _protocol as P
-from .._wire import FramedProtocol
+from .._wire import FramedProtocol, relay
 
 PR_SET_CHILD_SUBREAPER = 36
 CHUNK = 1 << 20  # what one read returns: all that is there, up to this
@@ -307,31 +307,13 @@ async def probe(msg: dict[str, Any]) -> bool:
 # --- tunnels ---------------------------------------------------------------------------------------
 async def _serve_tunnel(port: int, path: str) -> asyncio.AbstractServer:
     async def bridge(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", port)
-        except OSError:
-            writer.close()
-            return
-        try:
-            await asyncio.gather(_pipe(reader, up_writer), _pipe(up_reader, writer))
-        finally:
-            for w in (writer, up_writer):
-                w.close()
+        await relay(reader, writer, lambda: asyncio.open_connection("127.0.0.1", port), CHUNK)
 
     with contextlib.suppress(FileNotFoundError):
         os.unlink(path)
     return await asyncio.start_unix_server(bridge, path)
 
 
-async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    try:
-        while data := await reader.read(CHUNK):
-            writer.write(data)
-            await writer.drain()
-        if writer.can_write_eof():
-            writer.write_eof()
-    except (ConnectionError, OSError):
-        pass
 
 
 async def amain() -> int:

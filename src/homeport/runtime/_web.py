@@ -27,6 +27,7 @@ import time
 from typing import Any
 
 from .. import _protocol as P
+from .._wire import relay
 
 PORT_POLL_SECONDS = 0.01
 STOP_GRACE_SECONDS = 5.0
@@ -140,28 +141,8 @@ def _bind(path: str) -> socket.socket:
     return sock
 
 
-async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    try:
-        while data := await reader.read(1 << 16):
-            writer.write(data)
-            await writer.drain()
-        if writer.can_write_eof():
-            writer.write_eof()
-    except (ConnectionError, OSError):
-        pass
-
-
 async def _bridge(port: int, client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter) -> None:
-    try:
-        server_reader, server_writer = await asyncio.open_connection("127.0.0.1", port)
-    except OSError:
-        client_writer.close()
-        return
-    try:
-        await asyncio.gather(_pipe(client_reader, server_writer), _pipe(server_reader, client_writer))
-    finally:
-        for w in (server_writer, client_writer):
-            w.close()
+    await relay(client_reader, client_writer, lambda: asyncio.open_connection("127.0.0.1", port))
 
 
 class WebServers:

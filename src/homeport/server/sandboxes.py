@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from .. import _protocol as P
+from .._wire import relay
 from ..backends import ContainerSpec, ExitInfo, Mount
 from ..exception import AlreadyExistsError, InvalidError, NotFoundError
 
@@ -272,16 +273,7 @@ class Sandboxes:
         path = self._socket(rec, port)
 
         async def forward(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            try:
-                up_reader, up_writer = await asyncio.open_unix_connection(path)
-            except OSError:
-                writer.close()
-                return
-            try:
-                await asyncio.gather(_pipe(reader, up_writer), _pipe(up_reader, writer))
-            finally:
-                for w in (writer, up_writer):
-                    w.close()
+            await relay(reader, writer, lambda: asyncio.open_unix_connection(path))
 
         server = await asyncio.start_server(forward, "127.0.0.1", 0)
         rec.tunnels[port] = (server, server.sockets[0].getsockname()[1])
@@ -457,12 +449,3 @@ class Sandboxes:
                 for r in self.by_id.values() if r.running]
 
 
-async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    try:
-        while data := await reader.read(1 << 16):
-            writer.write(data)
-            await writer.drain()
-        if writer.can_write_eof():
-            writer.write_eof()
-    except (ConnectionError, OSError):
-        pass
