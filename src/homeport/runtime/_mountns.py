@@ -93,10 +93,11 @@ def private_root() -> None:
     os.chdir("/")
 
 
-def probe(attempt: Callable[[], object] | None = None) -> str | None:
-    """Whether `attempt` (`private_root`) works here: None, or why not (tried in a child that then exits)."""
+def probe(attempt: Callable[[], object] | None = None, fork: Callable[[], int] = os.fork) -> str | None:
+    """Whether `attempt` (`private_root`) works here: None, or why not (tried in a child made by `fork`,
+    which then exits)."""
     r, w = os.pipe()
-    pid = os.fork()
+    pid = fork()
     if pid == 0:
         os.close(r)
         code = 0

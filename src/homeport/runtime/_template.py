@@ -239,29 +239,16 @@ def _prepare_isolation(settings: dict[str, Any], plan: dict[str, Any] | None, sn
 
 def _probe_isolation(candidate: dict[str, Any], plan: dict[str, Any] | None) -> str | None:
     """Whether a container can be isolated so: None, or why not (tried in a throw-away child)."""
-    from . import _isolate
+    from . import _isolate, _mountns
 
     needed = [[p, not ro] for p, ro in (plan or {}).get("keep", ())]
-    r, w = os.pipe()
-    pid = _isolate.fork_in_new_pid_namespace() if candidate["pidns"] else os.fork()
-    if pid == 0:
-        os.close(r)
-        code = 0
-        try:
-            _isolate.isolate(needed, candidate["hidden"], candidate["uid"], candidate["idmap"], candidate["pidns"])
-            if candidate["uid"] is not None and open("/proc/self/uid_map").read().split()[:2] != ["0", str(candidate["uid"])]:
-                raise OSError("the user namespace did not map root to the container's user")
-        except BaseException as exc:  # reported to the parent, whatever it is
-            os.write(w, f"{type(exc).__name__}: {exc}".encode(errors="replace"))
-            code = 1
-        os._exit(code)
-    os.close(w)
-    with os.fdopen(r, "rb") as f:
-        reason = f.read().decode(errors="replace")
-    _, status = os.waitpid(pid, 0)
-    if os.waitstatus_to_exitcode(status) != 0:
-        return reason or f"the probe exited with status {status}"
-    return None
+
+    def attempt() -> None:
+        _isolate.isolate(needed, candidate["hidden"], candidate["uid"], candidate["idmap"], candidate["pidns"])
+        if candidate["uid"] is not None and open("/proc/self/uid_map").read().split()[:2] != ["0", str(candidate["uid"])]:
+            raise OSError("the user namespace did not map root to the container's user")
+
+    return _mountns.probe(attempt, _isolate.fork_in_new_pid_namespace if candidate["pidns"] else os.fork)
 
 
 def _prepare_hiding(plan: dict[str, Any], snapshot: bool) -> str | None:
