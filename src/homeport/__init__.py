@@ -41,10 +41,9 @@ from ._sandbox import Probe, Sandbox
 from ._schedule import Cron, Period
 from ._secret import Secret
 from ._tunnel import Tunnel, forward
+from ._version import __version__
 from ._volume import Volume
 from .exception import Error
-
-__version__ = "0.1.0"
 
 __all__ = [
     "App",

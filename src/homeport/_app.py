@@ -4,157 +4,38 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import math
 import os
 import sys
 import warnings
 from collections.abc import Callable
 from typing import Any
 
-import cloudpickle
+import msgspec
 
+from . import _bridge, _build_log, _config
 from . import _protocol as P
 from ._bridge import run_async, run_sync
-from ._client import default_log_printer, get_client
+from ._client import Client, default_log_printer, get_client
+from ._cls import _NO_DEFAULT, check_unregistered_classes, cls_decorator, function_class
+from ._definition import (
+    Registered,
+    batch_definition,
+    build_definition,
+    input_settings,
+    pool_config,
+    web_definition,
+)
 from ._function import Function, is_generator_function
 from ._image import Image
-from ._image_request import build_request, code_dirs, distinct
-from ._options import (
-    FunctionOptions,
-    function_options,
-    merged_env,
-    secret_refs,
-    unsupported_features,
-    volume_refs,
-)
-from ._progress import ImageBuildStatus
-from ._secret import Secret
+from ._image_request import build_request, distinct
+from ._options import function_options, unsupported_features, volume_refs
+from ._partial import PartialFunction, _check_web_config, concurrency_settings
+from ._progress import ImageBuildStatus, interactive
+from ._protocol_definition import FunctionDefinition, to_wire
+from ._secret import Secret, check_object_name
+from ._version import __version__
 from .exception import DeprecationError, InvalidError, UnimplementedError
-
-
-def _module_location(obj: Any) -> tuple[str, str | None]:
-    module_name = getattr(obj, "__module__", None) or "__main__"
-    module = sys.modules.get(module_name)
-    path = getattr(module, "__file__", None)
-    if module_name == "__main__" and path and module is not None:
-        # Containers import this script as `P.SCRIPT_MODULE`, so the exceptions and values they send
-        # back refer to classes by that name: here it must resolve to this very script, so that
-        # `except MyError:` and `isinstance(result, MyClass)` hold in the caller.
-        sys.modules.setdefault(P.SCRIPT_MODULE, module)
-    return module_name, os.path.abspath(path) if path else None
-
-
-def _read_source(path: str | None) -> bytes | None:
-    try:
-        with open(path, "rb") as f:  # type: ignore[arg-type]
-            return f.read()
-    except (OSError, TypeError):
-        return None
-
-
-def build_definition(
-    tag: str, target: Any, qualname: str, options: FunctionOptions, is_generator: bool, **extra: Any
-) -> dict[str, Any]:
-    """What a container needs to find and run the user's code (sent to the runtime at hello)."""
-    module_name, module_file = _module_location(target)
-    serialized = None
-    if options.serialized or module_file is None:
-        serialized = cloudpickle.dumps(target)
-    return {
-        "tag": tag,
-        "module_name": module_name,
-        "module_file": module_file,
-        # The app's own file as it was when the app started or was deployed: its containers run that
-        # code even after the file is edited (or removed), as Modal runs what it mounted at deploy time.
-        "module_source": _read_source(module_file) if serialized is None else None,
-        "qualname": qualname,
-        "serialized": serialized,
-        "is_generator": is_generator,
-        "timeout": options.timeout,
-        "startup_timeout": options.startup_timeout or options.timeout,
-        "snapshot": options.enable_memory_snapshot,
-        # Where it may run (a cluster backend places it on a node of one of these regions).
-        "region": list(options.region) if options.region else None,
-        # GPUs it needs ("TYPE:COUNT", in order of preference): a backend that cannot give them refuses it.
-        "gpu": list(options.gpu) if options.gpu else None,
-        # The caller's own source (the module's directory, the working directory), never its packages.
-        "sys_path": code_dirs(module_name, module_file),
-        "cwd": os.getcwd(),
-        **extra,
-    }
-
-
-def input_settings(target: Any, options: FunctionOptions, batch: dict[str, int] | None = None) -> dict[str, Any]:
-    """How many inputs a container takes at once: `@modal.concurrent` (or the legacy
-    `allow_concurrent_inputs`) on the function or class, or a `@modal.batched` batch."""
-    conc = getattr(target, P.CONCURRENT_ATTR, None)
-    if conc is None and options.allow_concurrent_inputs:
-        conc = {"max_inputs": options.allow_concurrent_inputs, "target_inputs": None}
-    if batch is not None:
-        if conc is not None and conc["max_inputs"] > 1:
-            raise UnimplementedError(
-                "`@modal.batched` together with `@modal.concurrent` is not supported by Homeport yet; "
-                "batches run one at a time per container. Remove one of the two decorators."
-            )
-        return {"max_inputs": batch["max_batch_size"], "target_inputs": None, "batch": batch}
-    conc = conc or {"max_inputs": 1, "target_inputs": None}
-    return {"max_inputs": conc["max_inputs"], "target_inputs": conc["target_inputs"], "batch": None}
-
-
-def web_definition(endpoints: dict[str | None, dict[str, Any] | None]) -> list[dict[str, Any]] | None:
-    """The web endpoints a container serves, by method name (None: the function itself); None if none.
-
-    A function or class has either endpoints the gateway reaches over the container's own HTTP server
-    (`fastapi_endpoint`, `asgi_app`, `wsgi_app`, any number of them) or one user server on a port
-    (`web_server`, or a server class).
-    """
-    out = [{"name": name, **config} for name, config in endpoints.items() if config is not None]
-    if not out:
-        return None
-    proxied = [e for e in out if e["type"] in P.WEB_PROXIED]
-    if proxied and len(out) > 1:
-        names = ", ".join(e["name"] or "?" for e in out)
-        raise InvalidError(
-            f"A class with a `@modal.web_server` method cannot serve other web endpoints too ({names}): a "
-            "container forwards its requests to that one server. Put the others on another class."
-        )
-    return out
-
-
-def resource_config(options: FunctionOptions) -> dict[str, Any]:
-    """Requests (admission) and limits (enforced by the kernel) from `cpu=` and `memory=`."""
-    out: dict[str, Any] = {}
-    if options.cpu is not None:
-        out["cpu"], out["cpu_limit"] = options.cpu
-    if options.memory is not None:
-        out["memory_mib"], out["memory_limit_mib"] = options.memory
-    return out
-
-
-def pool_config(options: FunctionOptions, max_inputs: int = 1, target_inputs: int | None = None) -> dict[str, Any]:
-    return {
-        "min_containers": options.min_containers,
-        "max_containers": options.max_containers,
-        "buffer_containers": options.buffer_containers,
-        "scaledown_window": options.scaledown_window,
-        "gpu": list(options.gpu) if options.gpu else None,  # "TYPE:COUNT", in order of preference
-        "max_inputs": max_inputs,
-        "target_inputs": target_inputs,
-        **resource_config(options),
-        "schedule": options.schedule.to_dict() if options.schedule is not None else None,
-        "env": merged_env(options),
-        "secret_refs": secret_refs(options),
-        "volumes": None,  # resolved when the app runs (ephemeral volumes get their name then)
-        "retries": options.retries.to_dict() if options.retries is not None else None,
-    }
-
-
-class _Registered:
-    """A function or class of an app, as it will be published to the control plane."""
-
-    def __init__(self, tag: str, obj: Any, options: FunctionOptions, definition: dict[str, Any],
-                 config: dict[str, Any], hydrate: Callable[..., None]) -> None:
-        self.tag, self.obj, self.options = tag, obj, options
-        self.definition, self.config, self.hydrate = definition, config, hydrate
 
 
 class App:
@@ -196,7 +77,7 @@ class App:
         self._secrets = tuple(secrets)
         self._volumes = dict(volumes or {})
         self._tags = dict(tags or {})
-        self._registered: dict[str, _Registered] = {}
+        self._registered: dict[str, Registered] = {}
         # Objects whose name a later registration took (Modal: "the later one wins"): they stand for it.
         self._displaced: dict[str, list[Callable[..., None]]] = {}
         self._local_entrypoints: dict[str, Callable] = {}
@@ -253,13 +134,9 @@ class App:
             if isinstance(f, Function):
                 raise InvalidError(f"`@app.function` was applied twice to '{f.tag}'.")
             if inspect.isclass(f):
-                from ._cls import function_class
-
                 return function_class(self, f, kwargs)
             if not callable(f):
                 raise InvalidError(f"`@app.function` must decorate a function, got {type(f).__name__}")
-            from ._partial import PartialFunction
-
             web = None
             if isinstance(f, PartialFunction):
                 web = f.web
@@ -285,17 +162,15 @@ class App:
             if web is not None and inputs["batch"] is not None:
                 raise InvalidError(f"Web endpoint '{tag}' cannot be `@modal.batched`: HTTP requests are not batched.")
             definition = build_definition(tag, f, qualname, options, is_gen, max_inputs=inputs["max_inputs"],
-                                          batch=inputs["batch"], web=web_definition({None: web}))
+                                          batch=batch_definition(inputs["batch"]), web=web_definition({None: web}))
             config = pool_config(options, inputs["max_inputs"], inputs["target_inputs"])
-            self._register(_Registered(tag, fn, options, definition, config, fn._hydrate))
+            self._register(Registered(tag, fn, options, definition, config, fn._hydrate))
             return fn
 
         return decorator
 
     def cls(self, _warn_parentheses_missing: Any = None, **kwargs: Any) -> Callable[[type], Any]:
         """Turn a class into a service whose methods run in containers (see `modal.Cls`)."""
-        from ._cls import cls_decorator
-
         if _warn_parentheses_missing is not None:
             raise InvalidError("Did you forget parentheses? Suggestion: `@app.cls()`.")
 
@@ -321,9 +196,6 @@ class App:
 
         `proxy_regions` is accepted and has no effect: every request is served on this machine.
         """
-        from ._cls import cls_decorator
-        from ._partial import _check_web_config
-
         if not isinstance(port, int) or isinstance(port, bool) or not 0 < port < 65536:
             raise InvalidError(f"`port` must be a local port between 1 and 65535, got {port!r}.")
         if isinstance(startup_timeout, bool) or not isinstance(startup_timeout, (int, float)) or startup_timeout <= 0:
@@ -391,17 +263,13 @@ class App:
                 raise InvalidError(f"Server class {user_cls.__name__} cannot use `@modal.concurrent`: use "
                                    "`target_concurrency`/`max_concurrency` on `@app.server`.")
             if max_concurrency or target_concurrency:
-                import math
-
-                from ._partial import concurrency_settings
-
                 target = math.ceil(target_concurrency) if target_concurrency else None
                 setattr(user_cls, P.CONCURRENT_ATTR, concurrency_settings(max_concurrency or target, target))
             return make(user_cls)
 
         return decorator
 
-    def _register(self, reg: _Registered) -> None:
+    def _register(self, reg: Registered) -> None:
         old = self._registered.get(reg.tag)
         if old is not None:
             warnings.warn(f"Warning: function name '{reg.tag}' collision! Overriding existing function.", stacklevel=3)
@@ -444,9 +312,7 @@ class App:
             raise UnimplementedError(
                 "This app uses parameters whose effect Homeport does not build yet:\n" + "\n".join(problems)
             )
-        from ._cls import check_unregistered_classes
-
-        check_unregistered_classes({r.definition["module_name"] for r in self._registered.values()})
+        check_unregistered_classes({r.definition.module_name for r in self._registered.values()})
 
     async def _start(self, show_logs: bool, detach: bool) -> None:
         if self._running:
@@ -461,7 +327,7 @@ class App:
             {"t": P.APP_CREATE, "name": self._name, "description": self._name, "detach": detach}
         )
         functions = [
-            {"tag": r.tag, "definition": d, "config": {**r.config, "volumes": volume_refs(r.options)}}
+            {"tag": r.tag, "definition": to_wire(d), "config": _wire_config(r)}
             for r, d in zip(self._registered.values(), definitions)
         ]
         try:
@@ -475,8 +341,6 @@ class App:
         self._running = True
         self._detached = detach
         if detach:
-            from . import _bridge
-
             _bridge.interrupt_cancels = False
 
     async def _stop(self, interrupted: bool = False) -> None:
@@ -484,8 +348,6 @@ class App:
             return
         self._running = False
         if getattr(self, "_detached", False) and not interrupted:
-            from . import _bridge
-
             _bridge.interrupt_cancels = True
         if interrupted and getattr(self, "_detached", False):
             # Modal's `--detach`: Ctrl-C ends the client, not the app (what it started goes on running).
@@ -499,8 +361,6 @@ class App:
         for hooks in self._displaced.values():
             for hydrate in hooks:
                 hydrate(None)
-        from ._client import Client
-
         current = Client._instance
         if not getattr(self, "_detached", False) and (current is None or current.closed):
             # The connection the app ran on is gone, and an ephemeral app ends with it (the control
@@ -523,8 +383,6 @@ class App:
             raise InvalidError(f"`strategy` must be 'rolling' or 'recreate', got {strategy!r}.")
         if environment_name not in (None, "", "main"):
             raise UnimplementedError("Homeport has one environment ('main'); `environment_name=` cannot name another.")
-        from ._secret import check_object_name
-
         check_object_name(name, "App")  # the control plane checks it too
         self._check_supported()
         self._deploy_meta = _deploy_meta(tag)
@@ -536,7 +394,7 @@ class App:
         regs = list(self._registered.values())
         definitions = await _with_images(client, regs, show_logs=True)
         functions = [
-            {"tag": r.tag, "definition": d, "config": {**r.config, "volumes": volume_refs(r.options)},
+            {"tag": r.tag, "definition": to_wire(d), "config": _wire_config(r),
              "info": _lookup_info(r.obj)}
             for r, d in zip(regs, definitions)
         ]
@@ -581,8 +439,6 @@ def _deploy_meta(tag: str) -> dict[str, str]:
     import getpass
     import subprocess
 
-    from . import __version__
-
     commit = ""
     try:
         out = subprocess.run(["git", "rev-parse", "--short=7", "HEAD"], capture_output=True, text=True, timeout=5)
@@ -601,7 +457,7 @@ def _deploy_meta(tag: str) -> dict[str, str]:
     return {"tag": tag or "", "client": f"homeport {__version__}", "deployed_by": user, "commit": commit}
 
 
-async def _with_images(client: Any, regs: list[_Registered], show_logs: bool = False) -> list[dict[str, Any]]:
+async def _with_images(client: Any, regs: list[Registered], show_logs: bool = False) -> list[FunctionDefinition]:
     """Have the control plane build (or find cached) the image of each function; return the functions'
     definitions naming their image. A function without `image=` runs in `Image.debian_slim()`."""
     images = [r.options.image or Image.debian_slim() for r in regs]
@@ -614,9 +470,6 @@ async def _with_images(client: Any, regs: list[_Registered], show_logs: bool = F
     if show_logs and saved is None:
         printer = lambda msg: default_log_printer(msg) if msg.get("fn") == "image" else None  # noqa: E731
     status = ImageBuildStatus()  # on a terminal: a spinner naming the step being built
-    from . import _build_log, _config
-    from ._progress import interactive
-
     summary = None
     if _build_log.summarise_wanted(interactive()):  # on a terminal: the steps; the rest in a file
         summary = _build_log.BuildLogSummary(os.path.join(str(_config.state_dir()), "image-logs"))
@@ -642,7 +495,7 @@ async def _with_images(client: Any, regs: list[_Registered], show_logs: bool = F
                 printer({"fn": "image", "cid": "", "fd": 2, "data": line})
     hashes = [image.content_hash() for image in unique]
     return [
-        dict(r.definition, image_id=ids[unique.index(image)], image_hash=hashes[unique.index(image)])
+        msgspec.structs.replace(r.definition, image_id=ids[unique.index(image)], image_hash=hashes[unique.index(image)])
         for r, image in zip(regs, images)
     ]
 
@@ -655,7 +508,7 @@ def _lookup_info(obj: Any) -> dict[str, Any]:
         return {}
     params = {}
     for pname, (typ, default, *_) in obj._params.items():
-        params[pname] = {"type": typ.__name__, "has_default": default is not _no_default(), "default": None if default is _no_default() else default}
+        params[pname] = {"type": typ.__name__, "has_default": default is not _NO_DEFAULT, "default": None if default is _NO_DEFAULT else default}
     return {"methods": {m: {"is_generator": bool(info.get("is_generator")), "batched": info.get("batched")}
                         for m, info in methods.items()},
             "web_methods": sorted(m for m in getattr(obj, "_web_methods", {}) if m is not None),
@@ -663,10 +516,9 @@ def _lookup_info(obj: Any) -> dict[str, Any]:
             "options": {"startup_timeout_set": obj._options.startup_timeout is not None}}
 
 
-def _no_default() -> Any:
-    from ._cls import _NO_DEFAULT
-
-    return _NO_DEFAULT
+def _wire_config(reg: Registered) -> dict[str, Any]:
+    """A function's pool settings as published: with its volumes, which have their names once the app runs."""
+    return to_wire(msgspec.structs.replace(reg.config, volumes=volume_refs(reg.options)))
 
 
 def _print_web_urls(reply: dict[str, Any]) -> None:

@@ -5,18 +5,38 @@ from __future__ import annotations
 import inspect
 import json
 import sys
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from . import _protocol as P
 from ._bridge import run_sync
 from ._client import get_client
-from ._function import Function, webhook_call_error
-from ._options import FunctionOptions, function_options, merged_env, unsupported_features
-from ._partial import PartialFunction
+from ._definition import (
+    Registered,
+    Registry,
+    batch_definition,
+    build_definition,
+    input_settings,
+    pool_config,
+    resource_config,
+    web_definition,
+)
+from ._function import (
+    Function,
+    check_not_importing,
+    in_container,
+    lookup_in_own_app,
+    webhook_call_error,
+)
+from ._options import (
+    FunctionOptions,
+    function_options,
+    merged_env,
+    secret_refs,
+    unsupported_features,
+    volume_refs,
+)
+from ._partial import PartialFunction, batch_settings, concurrency_settings
 from .exception import InvalidError, UnimplementedError
-
-if TYPE_CHECKING:
-    from ._app import App
 
 _NO_DEFAULT = object()
 _PARAM_TYPES = (str, int, bool, bytes)
@@ -178,7 +198,7 @@ def _check_class_kwargs(kwargs: dict[str, Any], user_cls: type) -> None:
         )
 
 
-def cls_decorator(app: App, kwargs: dict[str, Any], server: dict[str, Any] | None = None):
+def cls_decorator(app: Registry, kwargs: dict[str, Any], server: dict[str, Any] | None = None):
     """`@app.cls(...)`; with `server` (`{"type": "server", "port": ...}`), the seed's
     `@app._experimental_server(port=...)`: a class whose enter hooks start an HTTP server on the port."""
 
@@ -203,21 +223,19 @@ def cls_decorator(app: App, kwargs: dict[str, Any], server: dict[str, Any] | Non
             )
         cls = (Server if server else Cls)(app, user_cls, tag, options, info.methods, info.params)
         cls._web_methods = {None: server} if server else dict(info.web)
-        from ._app import _Registered, build_definition, input_settings, pool_config, web_definition
-
         inputs = input_settings(user_cls, options, _class_batch(user_cls, info.methods))
         if info.web and inputs["batch"] is not None:
             raise InvalidError(f"{where} has a `@modal.batched` method and web endpoints; serve them from another class.")
         defaults = cls._default_params
         definition = build_definition(tag, user_cls, user_cls.__qualname__, options, False, params=defaults or {},
-                                      max_inputs=inputs["max_inputs"], batch=inputs["batch"],
+                                      max_inputs=inputs["max_inputs"], batch=batch_definition(inputs["batch"]),
                                       web=web_definition(cls._web_methods))
         config = pool_config(options, inputs["max_inputs"], inputs["target_inputs"])
         if defaults is None:
             # No values to run the enter hooks with: only the variants bound with values start containers,
             # each keeping `min_containers` warm for its parameter set.
-            config["unbound"] = True
-        app._register(_Registered(tag, cls, options, definition, config, cls._hydrate))
+            config.unbound = True
+        app._register(Registered(tag, cls, options, definition, config, cls._hydrate))
         return cls
 
     return decorator
@@ -256,7 +274,7 @@ def _has_call(user_cls: type) -> bool:
     return any("__call__" in vars(k) for k in user_cls.__mro__ if k is not object)
 
 
-def function_class(app: App, user_cls: type, kwargs: dict[str, Any]) -> Function:
+def function_class(app: Registry, user_cls: type, kwargs: dict[str, Any]) -> Function:
     """The seed's function-level class form: `@app.function()` on a class with `__call__` and hooks."""
     if not _has_call(user_cls):
         raise InvalidError(
@@ -297,13 +315,11 @@ def function_class(app: App, user_cls: type, kwargs: dict[str, Any]) -> Function
 
     fn = Function(app, local_call, tag, options, is_generator=bool(is_gen))
     setattr(fn, P.USER_CLASS_ATTR, user_cls)
-    from ._app import _Registered, build_definition, input_settings, pool_config
-
     inputs = input_settings(user_cls, options)
     definition = build_definition(tag, user_cls, user_cls.__qualname__, options, bool(is_gen), params={},
                                   max_inputs=inputs["max_inputs"], batch=None)
     config = pool_config(options, inputs["max_inputs"], inputs["target_inputs"])
-    app._register(_Registered(tag, fn, options, definition, config, fn._hydrate))
+    app._register(Registered(tag, fn, options, definition, config, fn._hydrate))
     return fn
 
 
@@ -393,8 +409,6 @@ def variant_payload(tag: str, base: FunctionOptions | None, over: dict[str, Any]
         if "gpu" in over:
             config["gpu"] = list(opts.gpu or ())
         if "secrets" in over or "env" in over:
-            from ._options import secret_refs
-
             config["env"] = {**(merged_env(base) if base else {}), **merged_env(opts)}
             refs = (secret_refs(base) if base else []) + secret_refs(opts)
             if refs:
@@ -410,12 +424,8 @@ def variant_payload(tag: str, base: FunctionOptions | None, over: dict[str, Any]
         if "region" in over:
             definition["region"] = list(opts.region) if opts.region else None
         if "volumes" in over:
-            from ._options import volume_refs
-
             config["volumes"] = volume_refs(opts)
         if "cpu" in over or "memory" in over:
-            from ._app import resource_config
-
             config.update(resource_config(opts))
     if inputs:
         config.update(max_inputs=inputs["max_inputs"], target_inputs=inputs["target_inputs"])
@@ -424,15 +434,11 @@ def variant_payload(tag: str, base: FunctionOptions | None, over: dict[str, Any]
 
 
 def concurrency_inputs(max_inputs: int, target_inputs: int | None) -> dict[str, Any]:
-    from ._partial import concurrency_settings
-
     settings = concurrency_settings(max_inputs, target_inputs)
     return {"max_inputs": settings["max_inputs"], "target_inputs": settings["target_inputs"], "batch": None}
 
 
 def batching_inputs(max_batch_size: int, wait_ms: int) -> dict[str, Any]:
-    from ._partial import batch_settings
-
     return {"max_inputs": max_batch_size, "target_inputs": None, "batch": batch_settings(max_batch_size, wait_ms)}
 
 
@@ -475,7 +481,7 @@ class Cls:
     ```
     """
 
-    def __init__(self, app: App | None, user_cls: type, tag: str, options: Any, methods: dict[str, dict],
+    def __init__(self, app: Registry | None, user_cls: type, tag: str, options: Any, methods: dict[str, dict],
                  params: dict[str, tuple[type, Any, bool]], overrides: dict[str, Any] | None = None,
                  base: Cls | None = None) -> None:
         self._app = app
@@ -590,8 +596,6 @@ class Cls:
     async def _bind(self, params: dict[str, Any]) -> str:
         root = self._base or self
         if root._function_id is None:
-            from ._function import check_not_importing, in_container, lookup_in_own_app
-
             check_not_importing(root._tag)
             if in_container():
                 root._function_id = await lookup_in_own_app(root._tag)
@@ -768,8 +772,6 @@ class _DeployedCls:
         return f"Cls.from_name({self._app_name!r}, {self._name!r})"
 
     async def _lookup(self) -> dict[str, Any]:
-        from ._function import check_not_importing
-
         check_not_importing(self._name)
         root = self._root
         if root._found is None:

@@ -18,7 +18,7 @@ from ._serialization import decode_output, output_error, serialize_args
 from .exception import ConnectionError, ExecutionError, InvalidError
 
 if TYPE_CHECKING:
-    from ._app import App
+    from ._definition import Registry
     from ._options import FunctionOptions
 
 MAP_BATCH = 1024  # inputs per message
@@ -177,7 +177,7 @@ class Function:
 
     def __init__(
         self,
-        app: App | None,
+        app: Registry | None,
         raw_f: Any,
         tag: str,
         options: FunctionOptions | None,

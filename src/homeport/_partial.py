@@ -14,6 +14,7 @@ import warnings
 from typing import Any
 
 from . import _protocol as P
+from ._function import Function
 from .exception import DeprecationError, InvalidError, UnimplementedError
 
 
@@ -88,8 +89,6 @@ def _lifecycle_combined(raw: Any, hook: str, other: str) -> InvalidError:
 def _check_target(f: Any, decorator: str) -> None:
     if inspect.isclass(f):
         raise InvalidError(f"Cannot apply `@modal.{decorator}` to a class. Hint: consider applying to a method instead.")
-    from ._function import Function
-
     if isinstance(f, Function):
         raise InvalidError(
             f"Cannot stack `@modal.{decorator}` on top of `@app.function`. Hint: swap the order of the decorators."
@@ -374,8 +373,6 @@ def concurrent(_warn_parentheses_missing: Any = None, *, max_inputs: int | None 
                 setattr(f.raw_f, P.CONCURRENT_ATTR, settings)
                 return f
             raise InvalidError("The `@modal.concurrent` decorator cannot be used on methods; decorate the class instead.")
-        from ._function import Function
-
         if isinstance(f, Function) or type(f).__name__ == "Cls":
             raise InvalidError(
                 "Cannot stack `@modal.concurrent` on top of `@app.function` or `@app.cls`. "

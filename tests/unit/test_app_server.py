@@ -26,11 +26,11 @@ def test_server_defaults_are_modal_ones():
     server = _server(app)
     assert isinstance(server, modal.Server)
     assert server.get_url() is None  # not running
-    web = app._registered["S"].definition["web"][0]
+    web = app._registered["S"].definition.web[0]
     assert web["port"] == 8000 and web["startup_timeout"] == 30.0
     assert web["requires_proxy_auth"] is True  # authenticated unless `unauthenticated=True`
     _server(app, "T", port=9000, unauthenticated=True, name="open")
-    web = app._registered["open"].definition["web"][0]
+    web = app._registered["open"].definition.web[0]
     assert web["port"] == 9000 and web["requires_proxy_auth"] is False
 
 
@@ -98,7 +98,7 @@ def test_server_concurrency_becomes_the_container_limit():
     app = modal.App("srv")
     _server(app, max_concurrency=8, target_concurrency=2.5)
     config = app._registered["S"].config
-    assert config["max_inputs"] == 8 and config["target_inputs"] == 3, config
+    assert config.max_inputs == 8 and config.target_inputs == 3, config
 
 
 def test_app_image_property():

@@ -256,7 +256,7 @@ def test_web_endpoints_on_classes_and_functions_are_defined(app):
         def plain(self):
             return 1
 
-    web = app._registered["C"].definition["web"]
+    web = app._registered["C"].definition.web
     assert web == [{"name": "web", "type": "fastapi_endpoint", "method": "POST", "label": None, "docs": True,
                     "requires_proxy_auth": False}]
     assert C().web.local(3) == {"x": 3}
@@ -268,7 +268,7 @@ def test_web_endpoints_on_classes_and_functions_are_defined(app):
     def asgi():
         return "the app"
 
-    assert app._registered[asgi.tag].definition["web"] == [
+    assert app._registered[asgi.tag].definition.web == [
         {"name": None, "type": "asgi_app", "label": "my-api", "requires_proxy_auth": False}]
     assert asgi.local() == "the app"
     with _raises(InvalidError, "A webhook function cannot be invoked for remote execution with `.spawn`"):
@@ -345,7 +345,7 @@ def test_experimental_server_class(app):
         def stop(self):
             pass
 
-    assert app._registered["Files"].definition["web"] == [
+    assert app._registered["Files"].definition.web == [
         {"name": None, "type": "server", "port": 8000, "startup_timeout": 30.0, "label": None,
          "requires_proxy_auth": False}]
     assert Files.get_url() is None  # not running
@@ -638,11 +638,11 @@ def test_a_class_whose_parameters_all_have_defaults_runs_its_base_pool_with_them
             pass
 
     defaults, required = app._registered["Defaults"], app._registered["Required"]
-    assert defaults.definition["params"] == {"size": 3, "name": "a"} == Defaults()._params == Defaults(size=3)._params
-    assert not defaults.config.get("unbound") and defaults.config["min_containers"] == 1
-    assert required.definition["params"] == {}
-    assert required.config["unbound"] is True
-    assert required.config["min_containers"] == 1  # kept for the variants bound with values
+    assert defaults.definition.params == {"size": 3, "name": "a"} == Defaults()._params == Defaults(size=3)._params
+    assert not defaults.config.unbound and defaults.config.min_containers == 1
+    assert required.definition.params == {}
+    assert required.config.unbound is True
+    assert required.config.min_containers == 1  # kept for the variants bound with values
 
 
 def test_parameter_annotations_are_checked(app):

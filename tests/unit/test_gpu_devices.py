@@ -102,13 +102,13 @@ def test_a_snapshot_template_of_a_gpu_function_holds_the_nodes_but_cuda_sees_no_
 
 
 def test_the_snapshot_refuses_a_process_that_loaded_the_cuda_driver(monkeypatch):
-    from homeport.runtime import _template
+    from homeport.runtime import _cuda, _template
 
     monkeypatch.setattr(_template, "_inet_sockets", lambda: [])  # this test process's own sockets aside
-    monkeypatch.setattr(_template, "_cuda_loaded", lambda: True)
+    monkeypatch.setattr(_cuda, "_cuda_loaded", lambda: True)
     assert "CUDA driver (libcuda) was loaded before the snapshot" in _template.cuda_problem()
     assert _template.cuda_problem() in _template.snapshot_problems()
-    monkeypatch.setattr(_template, "_cuda_loaded", lambda: False)
+    monkeypatch.setattr(_cuda, "_cuda_loaded", lambda: False)
     assert _template.cuda_problem() is None
     assert not any("libcuda" in p for p in _template.snapshot_problems())
 

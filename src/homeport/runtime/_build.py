@@ -26,12 +26,13 @@ def main(spec_path: str) -> None:
     from .. import _context
 
     _context.runtime_process = True  # a build step runs in a container: modal.is_local() is False
-    from ._runtime import _import_user_module, _resolve
+    from ._runtime import _resolve, import_user_module
 
     if spec.get("serialized") is not None:
         fn = cloudpickle.loads(spec["serialized"])
     else:
-        fn = _resolve(_import_user_module(spec), spec["qualname"])
+        module = import_user_module(spec["module_name"], spec.get("module_file"), spec.get("sys_path") or [])
+        fn = _resolve(module, spec["qualname"])
     fn = getattr(fn, P.USER_CALLABLE_ATTR, fn)
     args, kwargs = cloudpickle.loads(spec["args"])
     result = fn(*args, **kwargs)

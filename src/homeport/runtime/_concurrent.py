@@ -15,25 +15,33 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import inspect
-import time
+import threading
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING, Any
-
-import cloudpickle
+from typing import Any, Protocol
 
 from .. import _protocol as P
+from ._run import Host, Run, Shutdown, call_input, dumps_result, output_row, run_one, send_item
 
-if TYPE_CHECKING:
-    from ._runtime import Runtime
+
+class Container(Host, Protocol):
+    """What the concurrent loop needs of the container (`_runtime.Runtime`)."""
+
+    max_inputs: int
+    cancelled: set[int]
+    _loop: asyncio.AbstractEventLoop | None
+    _async_sink: Callable[[dict[str, Any] | None], None] | None
+
+    def reader(self) -> None: ...
+
+    def _flush(self, outputs: list, release: list[int] | None = None, leaving: bool = False) -> None: ...
 
 
 class _Replace(Exception):
     """A sync input timed out: leave after handing back what this container still holds."""
 
 
-def serve_concurrent(rt: Runtime) -> None:
-    import threading
-
+def serve_concurrent(rt: Container) -> None:
     loop = rt._loop or asyncio.new_event_loop()
     rt._loop = loop
     asyncio.set_event_loop(loop)
@@ -47,7 +55,7 @@ def serve_concurrent(rt: Runtime) -> None:
 
 
 class _ConcurrentServer:
-    def __init__(self, rt: Runtime, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, rt: Container, loop: asyncio.AbstractEventLoop) -> None:
         self.rt = rt
         self.loop = loop
         self.queue: asyncio.Queue = asyncio.Queue()
@@ -85,7 +93,7 @@ class _ConcurrentServer:
                     break
                 if iid in self.rt.cancelled:
                     self.waiting.pop(iid, None)
-                    self.output([iid, P.TERMINATED, None, 0.0])
+                    self.output(output_row(iid, P.TERMINATED, None))
                     continue
                 await self.slots.acquire()
                 if self.replace:
@@ -103,9 +111,7 @@ class _ConcurrentServer:
                 back += [it[0] for it in more or ()]
             self._flush()
             self.rt._flush([], release=sorted(set(back)), leaving=True)
-            from ._runtime import _Shutdown
-
-            raise _Shutdown()
+            raise Shutdown()
         if self.tasks:
             await asyncio.gather(*self.tasks.values(), return_exceptions=True)
         self._flush()
@@ -127,73 +133,50 @@ class _ConcurrentServer:
             self.rt._flush(outputs)
 
     async def run_input(self, item: list[Any]) -> None:
+        """Run one input: an async function as a task of this loop, a sync one in a worker thread (which
+        runs it as the plain loop does); past `timeout` either fails with `FunctionTimeoutError`."""
         rt = self.rt
-        iid, args_data, method = item[0], item[1], item[2]
-        t0 = time.monotonic()
-        from ._runtime import set_input_context
-
-        set_input_context(item)  # this task's own context; copied into its worker thread below
-        status: int
-        data: Any
-        try:
-            fn = rt.service.callables[method]
-            args, kwargs = cloudpickle.loads(args_data)
+        iid = item[0]
+        # This task's own input context (`Run` sets it), copied into its worker thread below.
+        with Run(rt, [item], cpu=False, timed_out=asyncio.TimeoutError, cancelled=asyncio.CancelledError) as run:
+            fn = run.function()
             if inspect.iscoroutinefunction(fn) or inspect.isasyncgenfunction(fn):
+                args, kwargs = run.args()
                 result = fn(*args, **kwargs)
                 if inspect.isasyncgen(result):
-                    status, data = P.GENERATOR_DONE, await asyncio.wait_for(self._stream_async(iid, result), rt.timeout)
+                    run.done(P.GENERATOR_DONE, await asyncio.wait_for(self._stream_async(iid, result), rt.timeout))
                 else:
-                    status, data = P.SUCCESS, rt._dumps_result(await asyncio.wait_for(result, rt.timeout))
+                    run.done(P.SUCCESS, dumps_result(rt.tag, await asyncio.wait_for(result, rt.timeout)))
             else:
                 ctx = contextvars.copy_context()
-                fut = self.loop.run_in_executor(self.executor, ctx.run, self._call_sync, fn, iid, args, kwargs)
+                fut = self.loop.run_in_executor(self.executor, ctx.run, run_one, rt, [item], self._call_sync)
                 try:
-                    status, data = await asyncio.wait_for(asyncio.shield(fut), rt.timeout)
+                    row = (await asyncio.wait_for(asyncio.shield(fut), rt.timeout))[0]
                 except asyncio.TimeoutError:
                     self.replace = True  # the thread cannot be stopped: this container must go
                     self.slots.release()  # wake the intake loop, wherever it waits, so that it notices
                     self.queue.put_nowait(())
                     raise
-        except asyncio.TimeoutError:
-            from homeport.exception import FunctionTimeoutError
-
-            exc = FunctionTimeoutError(
-                f"Function '{rt.tag}' timed out after {rt.timeout:g}s (timeout={rt.timeout:g}). "
-                "Raise `timeout` in the decorator if the input needs longer."
-            )
-            status, data = P.TIMEOUT, P.failure(cloudpickle.dumps(exc), repr(exc), "")
-        except asyncio.CancelledError:
-            status, data = P.TERMINATED, None
-        except Exception as exc:
-            from ._runtime import _failure, print_failure
-
-            print_failure(exc)
-            status, data = P.FAILURE, _failure(exc)
+                run.done(row[1], row[2])
         if iid in rt.cancelled:
-            status, data = P.TERMINATED, None
-        self.output([iid, status, data, time.monotonic() - t0])
+            run.done(P.TERMINATED, None)
+        self.output(run.rows()[0])
 
-    def _call_sync(self, fn: Any, iid: int, args: tuple, kwargs: dict) -> tuple[int, Any]:
-        """In a worker thread: run a sync function (or drain a sync generator)."""
-        rt = self.rt
-        try:
-            result = fn(*args, **kwargs)
-            if inspect.isgenerator(result):
-                count = 0
-                for value in result:
-                    rt.conn.send({"t": P.CONTAINER_GEN, "input": iid, "items": [rt._dumps_result(value)]})
-                    count += 1
-                return P.GENERATOR_DONE, count
-            return P.SUCCESS, rt._dumps_result(result)
-        except Exception as exc:
-            from ._runtime import _failure, print_failure
+    def _call_sync(self, run: Run) -> None:
+        """In a worker thread: run a sync function (or drain a sync generator); an awaitable it returns
+        runs on the loop, the thread waiting for it."""
+        call_input(self.rt, run, self._await_on_loop)
 
-            print_failure(exc)
-            return P.FAILURE, _failure(exc)
+    def _await_on_loop(self, awaitable: Any) -> Any:
+        async def wait() -> Any:
+            return await awaitable
+
+        return asyncio.run_coroutine_threadsafe(wait(), self.loop).result()
 
     async def _stream_async(self, iid: int, gen: Any) -> int:
         count = 0
         async for value in gen:
-            self.rt.conn.send({"t": P.CONTAINER_GEN, "input": iid, "items": [self.rt._dumps_result(value)]})
+            send_item(self.rt, iid, value)
             count += 1
         return count
+

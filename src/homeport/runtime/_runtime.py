@@ -23,45 +23,27 @@ from typing import Any
 
 import cloudpickle
 
-from .. import _address, _context, _pickle
+from .. import _address, _context
 from .. import _protocol as P
+from .._protocol_definition import Batch, FunctionDefinition, definition_from_wire
+from ..exception import ExecutionError, InputCancellation, InvalidError
+from ._batch import BatchError, check_outputs, zip_inputs
+from ._concurrent import serve_concurrent
+from ._cuda import cuda_problem
+from ._run import (
+    InputTimeout,
+    Run,
+    Service,
+    Shutdown,
+    call_input,
+    dumps_result,
+    failure_of,
+    output_row,
+    run_one,
+)
+from ._web import WebServers, claim_ports, prefix_from_env
 
 FLUSH_AFTER_SECONDS = 0.002
-
-
-class _InputTimeout(BaseException):
-    pass
-
-
-class _Shutdown(BaseException):
-    pass
-
-
-_OWN_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the homeport package
-
-
-def user_traceback(exc: BaseException) -> str:
-    """The traceback of an exception raised by the user's code, from the user's first frame (the
-    runtime's own frames that called it left out, unless HOMEPORT_TRACEBACK=1)."""
-    tb = exc.__traceback__
-    if os.environ.get("HOMEPORT_TRACEBACK") != "1":
-        while tb is not None and tb.tb_next is not None and tb.tb_frame.f_code.co_filename.startswith(_OWN_DIR + os.sep):
-            tb = tb.tb_next
-    return "".join(traceback.format_exception(type(exc), exc, tb))
-
-
-def print_failure(exc: BaseException) -> None:
-    """Print a failed input's traceback to the container's stderr (its log), the user's frames only."""
-    sys.stderr.write(user_traceback(exc))
-
-
-def _failure(exc: BaseException) -> dict[str, Any]:
-    tb = user_traceback(exc)
-    try:
-        pickled = cloudpickle.dumps(exc)
-    except Exception:  # an exception that cannot be pickled still reaches the caller as text
-        pickled = None
-    return P.failure(pickled, repr(exc), tb)
 
 
 class Connection:
@@ -110,12 +92,11 @@ class _SourceLoader(importlib.machinery.SourceFileLoader):
         return super().get_data(path)
 
 
-def _import_user_module(defn: dict[str, Any]):
-    for p in reversed(defn.get("sys_path") or []):
+def import_user_module(name: str, path: str | None, sys_path: list[str], source: bytes | None = None):
+    """The user's module `name` (from its file `path`, as `source` when given), `sys_path` first on the path."""
+    for p in reversed(sys_path):
         if p not in sys.path:
             sys.path.insert(0, p)
-    name = defn["module_name"]
-    path = defn.get("module_file")
     if name == "__main__" and path is not None:
         # A script run as `python app.py`: import its file under another name, so that its
         # `if __name__ == "__main__":` block never runs inside a container.
@@ -124,7 +105,7 @@ def _import_user_module(defn: dict[str, Any]):
         return sys.modules[name]
     if path is None:
         return importlib.import_module(name)
-    spec = importlib.util.spec_from_file_location(name, path, loader=_SourceLoader(name, path, defn.get("module_source")))
+    spec = importlib.util.spec_from_file_location(name, path, loader=_SourceLoader(name, path, source))
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module
     spec.loader.exec_module(module)
@@ -138,24 +119,14 @@ def _resolve(module, qualname: str):
     return obj
 
 
-class Service:
-    """The user's code as the container runs it: callables by method name, and lifecycle hooks."""
-
-    def __init__(self, callables: dict[str | None, Any], instance: Any = None) -> None:
-        self.callables = callables
-        self.instance = instance
-        self.snap_hooks: list[tuple[str, Any]] = []  # `@enter(snap=True)`: once per snapshot
-        self.enter_hooks: list[tuple[str, Any]] = []
-        self.exit_hooks: list[tuple[str, Any]] = []
-
-
-def load_service(defn: dict[str, Any]) -> Service:
+def load_service(defn: FunctionDefinition) -> Service:
     _context.loading_user_code = True
     try:
-        if defn.get("serialized") is not None:
-            target = cloudpickle.loads(defn["serialized"])
+        if defn.serialized is not None:
+            target = cloudpickle.loads(defn.serialized)
         else:
-            target = _resolve(_import_user_module(defn), defn["qualname"])
+            module = import_user_module(defn.module_name, defn.module_file, defn.sys_path, defn.module_source)
+            target = _resolve(module, defn.qualname)
     finally:
         _context.loading_user_code = False
     user_cls = getattr(target, P.USER_CLASS_ATTR, None)
@@ -167,11 +138,11 @@ def load_service(defn: dict[str, Any]) -> Service:
     return Service({None: fn})
 
 
-def _class_service(user_cls: type, defn: dict[str, Any]) -> Service:
+def _class_service(user_cls: type, defn: FunctionDefinition) -> Service:
     instance = user_cls.__new__(user_cls)
-    for k, v in (defn.get("params") or {}).items():
+    for k, v in defn.params.items():
         setattr(instance, k, v)
-    if user_cls.__init__ is not object.__init__ and not defn.get("params_via_init", False):
+    if user_cls.__init__ is not object.__init__ and not defn.params_via_init:
         instance.__init__()
     # Attributes in definition order, base classes first; a subclass's attribute replaces its base's.
     markers: dict[str, tuple[Any, Any]] = {}
@@ -200,12 +171,6 @@ def _class_service(user_cls: type, defn: dict[str, Any]) -> Service:
     return service
 
 
-def set_input_context(item: list[Any]) -> None:
-    """`modal.current_input_id()` / `current_function_call_id()` for the input about to run."""
-    _context.input_id.set(f"in-{item[0]}")
-    _context.function_call_id.set(item[3] if len(item) > 3 else None)
-
-
 def _hide_gpus() -> dict[str, str]:
     """Hide the container's GPUs from CUDA (as in a snapshot template); returns what to restore."""
     keys = ("CUDA_VISIBLE_DEVICES", "NVIDIA_VISIBLE_DEVICES")
@@ -224,16 +189,16 @@ def run_snap_hooks(service: Service, timeline: dict[str, float]) -> None:
 
 
 class Runtime:
-    def __init__(self, conn: Connection, defn: dict[str, Any], container_id: str,
+    def __init__(self, conn: Connection, defn: FunctionDefinition, container_id: str,
                  preloaded: Service | None = None) -> None:
         self.conn = conn
         self.preloaded = preloaded
         self.defn = defn
         self.container_id = container_id
-        self.tag = defn["tag"]
-        self.timeout = float(defn.get("timeout") or 300)
-        self.max_inputs = int(defn.get("max_inputs") or 1)
-        self.batch: dict[str, int] | None = defn.get("batch")
+        self.tag = defn.tag
+        self.timeout = float(defn.timeout)
+        self.max_inputs = defn.max_inputs
+        self.batch: Batch | None = defn.batch
         self._async_sink = None  # set in concurrent mode: hands reader-thread messages to the event loop
         self.inbox: queue.SimpleQueue = queue.SimpleQueue()
         self.current: int | None = None
@@ -249,20 +214,18 @@ class Runtime:
     def start(self, timeline: dict[str, float] | None = None) -> bool:
         timeline = dict(timeline or {})
         t = time.monotonic()
-        startup_timeout = float(self.defn.get("startup_timeout") or self.timeout)
+        startup_timeout = float(self.defn.startup_limit)
         signal.signal(signal.SIGALRM, self._on_alarm)
         signal.setitimer(signal.ITIMER_REAL, startup_timeout)
         hook = "import"
         try:
-            if self.defn.get("web"):  # before the enter hooks: a server class's hooks start its server
-                from ._web import claim_ports
-
-                claim_ports(self.defn["web"])
+            if self.defn.web:  # before the enter hooks: a server class's hooks start its server
+                claim_ports(self.defn.web)
             if self.preloaded is not None:  # a copy of a snapshot: imports and snap hooks already ran
                 self.service = self.preloaded
             else:
                 # Started without its snapshot: what would have run before it still sees no GPU.
-                gpus = _hide_gpus() if self.defn.get("snapshot") else None
+                gpus = _hide_gpus() if self.defn.snapshot else None
                 self.service = load_service(self.defn)
                 timeline["import"] = time.monotonic() - t
                 for name, fn in self.service.snap_hooks:
@@ -272,8 +235,6 @@ class Runtime:
                     timeline[f"enter:{name}"] = time.monotonic() - t
                 if gpus is not None:
                     os.environ.update(gpus)
-                    from ._template import cuda_problem
-
                     if cuda_problem():
                         raise RuntimeError(cuda_problem())
             for name, fn in self.service.enter_hooks:
@@ -283,17 +244,15 @@ class Runtime:
                 if inspect.isawaitable(result):
                     self._run_async(result)
                 timeline[f"enter:{name}"] = time.monotonic() - t
-            if self.defn.get("web"):
+            if self.defn.web:
                 hook = "web server"
-                from ._web import WebServers, prefix_from_env
-
-                self.web = WebServers(self.tag, self.defn["web"], prefix_from_env(), self.max_inputs)
+                self.web = WebServers(self.tag, self.defn.web, prefix_from_env(), self.max_inputs)
                 self.web.start(self.service, timeline)
             signal.setitimer(signal.ITIMER_REAL, 0)
-        except _Shutdown:
+        except Shutdown:
             signal.setitimer(signal.ITIMER_REAL, 0)
             raise
-        except _InputTimeout:
+        except InputTimeout:
             if hook == "import":
                 what = "importing the module"
             elif hook == "web server":
@@ -304,8 +263,6 @@ class Runtime:
                 f"Container for '{self.tag}' did not start: {what} did not finish within {startup_timeout:g}s "
                 f"(startup_timeout={startup_timeout:g}). Make start-up faster or raise `startup_timeout`."
             )
-            from homeport.exception import ExecutionError
-
             self._init_failure(ExecutionError(msg))
             return False
         except BaseException as exc:
@@ -320,21 +277,19 @@ class Runtime:
         return True
 
     def _init_failure(self, exc: BaseException) -> None:
-        self.conn.send({"t": P.INIT_FAILURE, "failure": _failure(exc)})
+        self.conn.send({"t": P.INIT_FAILURE, "failure": failure_of(exc)})
 
     def _on_alarm(self, signum, frame) -> None:
-        raise _InputTimeout()
+        raise InputTimeout()
 
     def _on_cancel_signal(self, signum, frame) -> None:
         if self.current is not None and self.current in self.cancelled:
-            from homeport.exception import InputCancellation
-
             raise InputCancellation("Input was cancelled by user")
 
     def _on_term(self, signum, frame) -> None:
         # Once: a second SIGTERM must not interrupt the way out before the exit hooks run.
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        raise _Shutdown()
+        raise Shutdown()
 
     # --- the input loop ----------------------------------------------------------------------------
     def _watchdog(self) -> None:
@@ -398,8 +353,6 @@ class Runtime:
         if self.batch is not None:
             return self._serve_batched()
         if self.max_inputs > 1:
-            from ._concurrent import serve_concurrent
-
             return serve_concurrent(self)
         signal.signal(signal.SIGUSR1, self._on_cancel_signal)
         threading.Thread(target=self.reader, name="homeport-reader", daemon=True).start()
@@ -426,7 +379,7 @@ class Runtime:
             item = pending.popleft()
             iid = item[0]
             if iid in self.cancelled:
-                outbox.add([iid, P.TERMINATED, None, 0.0])
+                outbox.add(output_row(iid, P.TERMINATED, None))
                 continue
             result = self.run_input(item)
             if not pending and result[1] != P.TIMEOUT:
@@ -438,14 +391,14 @@ class Runtime:
                 # hands back what it has not started and leaves (the control plane replaces it).
                 outbox.flush(release=[it[0] for it in pending], leaving=True)
                 pending.clear()
-                raise _Shutdown()
+                raise Shutdown()
             if not pending or outbox.held_for() > FLUSH_AFTER_SECONDS:
                 outbox.flush()
 
     def _serve_batched(self) -> None:
         """`@modal.batched`: gather up to `max_batch_size` inputs for at most `wait_ms`, run them as one call."""
         threading.Thread(target=self.reader, name="homeport-reader", daemon=True).start()
-        max_size, wait = self.batch["max_batch_size"], self.batch["wait_ms"] / 1000
+        max_size, wait = self.batch.max_batch_size, self.batch.wait_ms / 1000
         pending = self.pending
         while True:
             if not pending:
@@ -470,7 +423,7 @@ class Runtime:
             while pending and len(batch) < max_size:
                 item = pending.popleft()
                 if item[0] in self.cancelled:
-                    outputs.append([item[0], P.TERMINATED, None, 0.0])
+                    outputs.append(output_row(item[0], P.TERMINATED, None))
                 else:
                     batch.append(item)
             if batch:
@@ -482,43 +435,27 @@ class Runtime:
                 self._flush(outputs)
             if timed_out:
                 pending.clear()
-                raise _Shutdown()
+                raise Shutdown()
 
     def run_batch(self, items: list[list[Any]]) -> list[list[Any]]:
-        from ._batch import BatchError, check_outputs, zip_inputs
+        return run_one(self, items, self._call_batch)
 
-        t0 = time.monotonic()
-        ids = [it[0] for it in items]
-        set_input_context(items[0])  # Modal: a batch reports its first input's ids
+    def _call_batch(self, run: Run) -> None:
+        """One call for the batch: a list per parameter in, a list of results (one per input) out."""
         signal.setitimer(signal.ITIMER_REAL, self.timeout)
         try:
-            fn = self.service.callables[items[0][2]]
-            calls = [cloudpickle.loads(it[1]) for it in items]
-            columns = zip_inputs(fn, self.tag, calls)
-            result = fn(*columns)
-            if inspect.isawaitable(result):
-                result = self._run_async(result)
-            results = check_outputs(self.tag, result, len(items))
-            data = [self._dumps_result(r) for r in results]
-            status = P.SUCCESS
-        except _InputTimeout:
-            from homeport.exception import FunctionTimeoutError
-
-            exc = FunctionTimeoutError(f"Function '{self.tag}' timed out after {self.timeout:g}s (timeout={self.timeout:g}).")
-            status, data = P.TIMEOUT, [P.failure(cloudpickle.dumps(exc), repr(exc), "")] * len(items)
-        except BaseException as exc:
-            if isinstance(exc, _Shutdown):
-                raise
-            if isinstance(exc, BatchError):
-                from homeport.exception import InvalidError
-
-                exc = InvalidError(str(exc))
-            print_failure(exc)
-            status, data = P.FAILURE, [_failure(exc)] * len(items)
+            fn = run.function()
+            try:
+                columns = zip_inputs(fn, self.tag, run.batch_args())
+                result = fn(*columns)
+                if inspect.isawaitable(result):
+                    result = self._run_async(result)
+                results = check_outputs(self.tag, result, len(run.items))
+            except BatchError as exc:  # the inputs or outputs do not fit the function: the user's mistake
+                return run.fail(InvalidError(str(exc)))
+            run.done(P.SUCCESS, [dumps_result(self.tag, r) for r in results])
         finally:
             signal.setitimer(signal.ITIMER_REAL, 0)
-        seconds = (time.monotonic() - t0) / len(items)
-        return [[iid, status, d, seconds] for iid, d in zip(ids, data)]
 
     def _flush(self, outputs: list, release: list[int] | None = None, leaving: bool = False) -> None:
         """Send outputs; hand back inputs not started. `leaving`: this container takes no more inputs
@@ -529,80 +466,18 @@ class Runtime:
             self.conn.send({"t": P.CONTAINER_RELEASE, "ids": release or [], "leaving": leaving})
 
     def run_input(self, item: list[Any]) -> list[Any]:
-        iid, args_data, method = item[0], item[1], item[2]
-        t0 = time.monotonic()
-        c0 = time.thread_time()
-        self.current = iid
-        set_input_context(item)
+        self.current = item[0]
+        try:
+            return run_one(self, [item], self._call)[0]
+        finally:
+            self.current = None
+
+    def _call(self, run: Run) -> None:
         signal.setitimer(signal.ITIMER_REAL, self.timeout)
         try:
-            fn = self.service.callables[method]
-            args, kwargs = cloudpickle.loads(args_data)
-            result = fn(*args, **kwargs)
-            if inspect.isgenerator(result) or inspect.isasyncgen(result):
-                count = self._stream(iid, result)
-                status, data = P.GENERATOR_DONE, count
-            else:
-                if inspect.isawaitable(result):
-                    result = self._run_async(result)
-                status, data = P.SUCCESS, self._dumps_result(result)
-        except _InputTimeout:
-            from homeport.exception import FunctionTimeoutError
-
-            name = self.tag if method is None else f"{self.tag}.{method}"
-            exc = FunctionTimeoutError(
-                f"Function '{name}' timed out after {self.timeout:g}s (timeout={self.timeout:g}). "
-                "Raise `timeout` in the decorator if the input needs longer."
-            )
-            status, data = P.TIMEOUT, P.failure(cloudpickle.dumps(exc), repr(exc), "")
-        except BaseException as exc:
-            if isinstance(exc, _Shutdown):
-                raise
-            from homeport.exception import InputCancellation
-
-            if isinstance(exc, InputCancellation):
-                status, data = P.TERMINATED, None
-            else:
-                print_failure(exc)
-                status, data = P.FAILURE, _failure(exc)
+            call_input(self, run, self._run_async)
         finally:
             signal.setitimer(signal.ITIMER_REAL, 0)
-            self.current = None
-        return [iid, status, data, time.monotonic() - t0, time.thread_time() - c0]
-
-    def _dumps_result(self, result: Any) -> bytes:
-        try:
-            data = _pickle.dumps(result)
-        except Exception as exc:
-            from homeport.exception import SerializationError
-
-            raise SerializationError(
-                f"Function '{self.tag}' returned a value of type {type(result).__qualname__} that cannot "
-                f"be serialized: {exc}. Return plain data (or an object that pickles) instead."
-            ) from None
-        if len(data) > P.MAX_PAYLOAD_BYTES:  # the control plane would close this container's connection
-            from homeport.exception import SerializationError
-
-            raise SerializationError(
-                f"Function '{self.tag}' returned {len(data)} bytes pickled, over the limit of "
-                f"{P.MAX_PAYLOAD_BYTES} bytes per result. Write big data to a Volume and return its path."
-            )
-        return data
-
-    def _stream(self, iid: int, gen) -> int:
-        count = 0
-        if inspect.isasyncgen(gen):
-            while True:
-                try:
-                    value = self._run_async(gen.__anext__())
-                except StopAsyncIteration:
-                    return count
-                self.conn.send({"t": P.CONTAINER_GEN, "input": iid, "items": [self._dumps_result(value)]})
-                count += 1
-        for value in gen:
-            self.conn.send({"t": P.CONTAINER_GEN, "input": iid, "items": [self._dumps_result(value)]})
-            count += 1
-        return count
 
     def _run_async(self, awaitable):
         if self._loop is None:
@@ -715,14 +590,15 @@ def main(preloaded: Service | None = None, started_at: float | None = None) -> N
     if reply is None or not reply.get("ok"):
         print(f"homeport runtime: control plane refused container {cid}: {reply}", file=sys.stderr)
         sys.exit(3)
-    _context.container = (cid, token, reply["v"].get("app_id"))
-    runtime = Runtime(conn, reply["v"], cid, preloaded)
+    defn = definition_from_wire(reply["v"])
+    _context.container = (cid, token, defn.app_id)
+    runtime = Runtime(conn, defn, cid, preloaded)
     signal.signal(signal.SIGTERM, runtime._on_term)
     try:
         if not runtime.start(timeline):
             sys.exit(1)
         runtime.serve()
-    except _Shutdown:
+    except Shutdown:
         pass
     finally:
         runtime.shutdown()

@@ -36,6 +36,8 @@ from typing import Any
 import msgpack
 
 from .. import _protocol as P
+from .._protocol_definition import FunctionDefinition, definition_from_wire
+from ._cuda import cuda_problem
 
 PACKET = 1 << 16
 
@@ -118,35 +120,17 @@ def snapshot_problems() -> list[str]:
     return problems
 
 
-def cuda_problem() -> str | None:
-    """Why this process cannot be a snapshot, if it loaded the CUDA driver."""
-    if not _cuda_loaded():
-        return None
-    return ("the CUDA driver (libcuda) was loaded before the snapshot (cuInit, torch.cuda, cupy ...), and GPU "
-            "state cannot be forked (snap=True hooks run with no GPU visible); move GPU work to an "
-            "`@modal.enter()` hook without `snap=True`")
-
-
-def _cuda_loaded() -> bool:
-    """Whether this process has mapped the CUDA driver library (it initialised CUDA, or is about to)."""
-    try:
-        with open("/proc/self/maps") as f:
-            return any("libcuda.so" in line for line in f)
-    except OSError:
-        return False
-
-
 # The directory `python -m` put first on sys.path when this template started (its working directory).
 _start_dir: str | None = None
 
 
-def user_sources(defn: dict[str, Any]) -> list[list[Any]]:
+def user_sources(defn: FunctionDefinition) -> list[list[Any]]:
     """[path, mtime_ns, size, inode] of every module this process imported from the user's own code
     directories (not from the image's environment nor the runtime): a snapshot taken with them is stale
     once one changes."""
-    dirs = [os.path.realpath(d) for d in defn.get("sys_path") or () if d]
-    if defn.get("module_file"):
-        dirs.append(os.path.dirname(os.path.realpath(defn["module_file"])))
+    dirs = [os.path.realpath(d) for d in defn.sys_path if d]
+    if defn.module_file:
+        dirs.append(os.path.dirname(os.path.realpath(defn.module_file)))
     runtime = [os.path.realpath(os.path.join(p, e)) for p in os.environ.get(P.ENV_RUNTIME_PATH, "").split(os.pathsep)
                if p and os.path.isdir(p) for e in os.listdir(p)]
     installed = [os.path.realpath(p) for p in {sys.prefix, sys.base_prefix, sys.exec_prefix}] + runtime
@@ -293,7 +277,7 @@ def main(fd: int) -> None:
     defn = None
     if first.get("definition_path"):  # read before the state directory (where it is) is hidden
         with open(first["definition_path"], "rb") as f:
-            defn = msgpack.unpackb(f.read(), raw=False, strict_map_key=False)
+            defn = definition_from_wire(msgpack.unpackb(f.read(), raw=False, strict_map_key=False))
     visible = None
     isolation: list[str] = []
     global _snapshot_template

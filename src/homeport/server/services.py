@@ -21,6 +21,7 @@ from typing import Any
 from .. import _protocol as P
 from .._backoff import retry_delay
 from .._names import object_name_problem
+from .._protocol_definition import definition_from_wire, settings_from_wire
 from .._wire import FramedProtocol
 from ..backends import Backend, ExitInfo
 from ..exception import InvalidError, UnimplementedError
@@ -118,25 +119,26 @@ def new_id(prefix: str) -> str:
 
 def pool_config(cfg: dict[str, Any], definition: dict[str, Any]) -> PoolConfig:
     """A pool's scaling settings from a function's config, and its deadlines from its definition."""
-    batch = definition.get("batch")
+    settings, defn = settings_from_wire(cfg), definition_from_wire(definition)
+    batch = defn.batch
     # A batch starts once it is full or `wait_ms` passed, and may also wait for the batch before it
     # (up to `timeout`): the control plane cannot see which inputs a batched container has started.
-    batch_wait = batch["wait_ms"] / 1000 + (definition.get("timeout") or 0) if batch else 0.0
+    batch_wait = batch.wait_ms / 1000 + defn.timeout if batch else 0.0
     return PoolConfig(
-        min_containers=cfg.get("min_containers", 0),
-        max_containers=cfg.get("max_containers"),
-        buffer_containers=cfg.get("buffer_containers", 0),
-        scaledown_window=cfg.get("scaledown_window", 60),
-        max_inputs=cfg.get("max_inputs", 1),
-        target_inputs=cfg.get("target_inputs"),
+        min_containers=settings.min_containers,
+        max_containers=settings.max_containers,
+        buffer_containers=settings.buffer_containers,
+        scaledown_window=settings.scaledown_window,
+        max_inputs=settings.max_inputs,
+        target_inputs=settings.target_inputs,
         # A web request's time is bounded by the gateway (504), which cannot hand it to another container.
-        timeout=None if definition.get("web") else definition.get("timeout"),
-        startup_timeout=definition.get("startup_timeout") or definition.get("timeout"),
+        timeout=None if defn.web else defn.timeout,
+        startup_timeout=defn.startup_limit,
         batch_wait=batch_wait,
-        unbound=bool(cfg.get("unbound")),
-        prefetch=not definition.get("web"),
-        gpu=parse_gpu_request(cfg.get("gpu")),
-        **{k: cfg[k] for k in ("cpu", "memory_mib") if cfg.get(k) is not None},
+        unbound=settings.unbound,
+        prefetch=not defn.web,
+        gpu=parse_gpu_request(settings.gpu),
+        **{k: getattr(settings, k) for k in ("cpu", "memory_mib") if getattr(settings, k) is not None},
     )
 
 
