@@ -13,27 +13,13 @@ from typing import Any
 from . import _address, _config, _launcher
 from . import _protocol as P
 from ._bridge import bridge_loop
-from ._liveness import gave_up, say_answers_again, say_silent
+from ._liveness import SilenceWatch
+from ._session import connection_lost, could_not_connect, hello_message, hello_refused
 from ._wire import FramedProtocol
-from .exception import AuthError, ConnectionError, ExecutionError, error_from_code
+from .exception import AuthError, ConnectionError, error_from_code
 
 _monotonic = time.monotonic
 OutputHandler = Callable[[str, list], None]  # (message type, items)
-
-
-def hello_message(token: str) -> dict[str, Any]:
-    """A client's hello: with the installation token, or, from user code inside a container, with that
-    container's own credentials (it may then call the functions of its app)."""
-    import os
-
-    from . import _context
-
-    if os.environ.get(P.ENV_IS_REMOTE) == "1":
-        if _context.container is None:
-            raise ExecutionError("This process runs inside a container but is not its runtime's; it cannot call functions.")
-        cid, ctoken, _ = _context.container
-        return {"t": P.HELLO, "role": "client", "cid": cid, "ctoken": ctoken, "v": P.PROTOCOL_VERSION}
-    return {"t": P.HELLO, "role": "client", "token": token, "v": P.PROTOCOL_VERSION}
 
 
 class Client:
@@ -95,7 +81,7 @@ class Client:
         try:
             await asyncio.wait_for(_address.open_connection(factory, address), 10)
         except (OSError, asyncio.TimeoutError) as exc:
-            raise ConnectionError(f"Could not connect to the Homeport control plane at {address}: {exc}") from None
+            raise could_not_connect(address, exc) from None
         client = cls(proto_ref[0])
         holder.append(client)
         client._watchdog_task = loop.create_task(client._watchdog())
@@ -103,9 +89,7 @@ class Client:
             await client.request(hello_message(token), timeout=10)
         except AuthError as exc:
             client.proto.close()
-            raise AuthError(
-                f"{exc}. The token in {_config.token_path()} does not match the running control plane's."
-            ) from None
+            raise hello_refused(exc) from None
         return client
 
     # --- messages ----------------------------------------------------------------------------------
@@ -140,10 +124,7 @@ class Client:
         silent for SILENCE_WARN_SECONDS (a SIGSTOPped or wedged control plane), and, when
         HOMEPORT_CONTROL_PLANE_TIMEOUT is set, give up after that many seconds with ConnectionError.
         Without it the client keeps waiting (the control plane may be resumed)."""
-        import os
-
-        limit = float(os.environ.get(P.ENV_CONTROL_PLANE_TIMEOUT) or 0) or None
-        warned = False
+        watch = SilenceWatch(self.address)
         last = _monotonic()
         while not self.closed:
             await asyncio.sleep(P.HEARTBEAT_SECONDS / 2)
@@ -155,22 +136,17 @@ class Client:
                 last = now
                 continue
             last = now
-            silent = _monotonic() - self.last_heard
-            if silent >= P.HEARTBEAT_SECONDS:
-                self.proto.send({"t": P.PING})
-            if silent >= P.SILENCE_WARN_SECONDS and not warned:
-                warned = True
-                say_silent(self.address, limit)
-            elif warned and silent < P.HEARTBEAT_SECONDS:
-                warned = False
-                say_answers_again()
-            if limit is not None and silent >= limit:
+            try:
+                ping = watch.check(_monotonic() - self.last_heard)
+            except ConnectionError as err:  # silent past HOMEPORT_CONTROL_PLANE_TIMEOUT
                 self.proto.close()
-                self._fail_all(gave_up(self.address, silent, limit))
+                self._fail_all(err)
                 return
+            if ping:
+                self.proto.send({"t": P.PING})
 
     def _on_close(self) -> None:
-        self._fail_all(ConnectionError("The connection to the Homeport control plane was lost."))
+        self._fail_all(connection_lost())
 
     def _fail_all(self, err: Exception) -> None:
         self.closed = True
@@ -186,7 +162,7 @@ class Client:
 
     async def request(self, msg: dict[str, Any], timeout: float | None = 60) -> Any:
         if self.closed:
-            raise ConnectionError("The connection to the Homeport control plane was lost.")
+            raise connection_lost()
         rid = next(self._ids)
         msg["id"] = rid
         fut = asyncio.get_running_loop().create_future()
@@ -199,7 +175,7 @@ class Client:
 
     def send(self, msg: dict[str, Any]) -> None:
         if self.closed:
-            raise ConnectionError("The connection to the Homeport control plane was lost.")
+            raise connection_lost()
         self.proto.send(msg)
 
     def watch_call(self, call_id: str, handler: OutputHandler) -> None:

@@ -15,7 +15,8 @@ from . import _protocol as P
 from ._bridge import MethodWithAio, bridge_loop, run_async, run_sync
 from ._client import Client, get_client
 from ._serialization import decode_output, output_error, serialize_args
-from .exception import ConnectionError, ExecutionError, InvalidError
+from ._session import connection_lost
+from .exception import ExecutionError, InvalidError
 
 if TYPE_CHECKING:
     from ._definition import Registry
@@ -323,7 +324,7 @@ class Function:
             if fut.done():
                 return
             if kind == "closed":
-                fut.set_exception(ConnectionError("The connection to the Homeport control plane was lost."))
+                fut.set_exception(connection_lost())
             else:
                 fut.set_result(items[0])
 
@@ -369,7 +370,7 @@ class Function:
     def _gen_events(self, kind: str, items: list) -> Iterator[tuple[bool, Any]]:
         """(done, value) pairs from one message of a generator call."""
         if kind == "closed":
-            raise ConnectionError("The connection to the Homeport control plane was lost.")
+            raise connection_lost()
         if kind == P.GEN_ITEMS:
             for data in items:
                 yield False, decode_output(self._tag, P.SUCCESS, data)
@@ -596,7 +597,7 @@ class _MapRun:
 
     def _outputs(self, kind: str, items: list) -> Iterator[Any]:
         if kind == "closed":
-            raise ConnectionError("The connection to the Homeport control plane was lost during a map.")
+            raise connection_lost("a map")
         ready: list[tuple[int, Any]]
         if self.order:
             for idx, status, data in items:

@@ -3,6 +3,7 @@ channel both wait on it; see `_protocol`'s liveness constants)."""
 
 from __future__ import annotations
 
+import os
 import sys
 
 from . import _protocol as P
@@ -25,3 +26,31 @@ def say_answers_again() -> None:
 def gave_up(address: str, silent: float, limit: float) -> ConnectionError:
     return ConnectionError(f"The Homeport control plane at {address} has not answered for {silent:.0f} s "
                            f"({P.ENV_CONTROL_PLANE_TIMEOUT}={limit:g}).")
+
+
+class SilenceWatch:
+    """While a client waits on the control plane: told how long it has been silent, says whether to ping
+    it (quiet for HEARTBEAT_SECONDS), warns on stderr once past SILENCE_WARN_SECONDS and says when it
+    answers again, and past HOMEPORT_CONTROL_PLANE_TIMEOUT (when set) raises ConnectionError."""
+
+    def __init__(self, address: str) -> None:
+        self.address = address
+        self.limit = float(os.environ.get(P.ENV_CONTROL_PLANE_TIMEOUT) or 0) or None
+        self.warned = False
+
+    def check(self, silent: float) -> bool:
+        """Whether to ping the control plane, silent for `silent` seconds (raises past the limit)."""
+        if silent >= P.SILENCE_WARN_SECONDS and not self.warned:
+            self.warned = True
+            say_silent(self.address, self.limit)
+        elif self.warned and silent < P.HEARTBEAT_SECONDS:
+            self.heard()
+        if self.limit is not None and silent >= self.limit:
+            raise gave_up(self.address, silent, self.limit)
+        return silent >= P.HEARTBEAT_SECONDS
+
+    def heard(self) -> None:
+        """The control plane answered."""
+        if self.warned:
+            self.warned = False
+            say_answers_again()

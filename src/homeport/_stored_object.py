@@ -20,6 +20,7 @@ from typing import Any, ClassVar
 from . import _protocol as P
 from ._bridge import MethodWithAio, in_bridge_thread, run_async, run_sync
 from ._secret import check_object_name
+from ._session import connection_lost
 from .exception import ConnectionError, InvalidError, UnimplementedError, error_from_code
 
 
@@ -75,7 +76,7 @@ def _sync_request(msg: dict[str, Any]) -> Any:
         raise
     except (OSError, EOFError):
         ch.close()
-        raise ConnectionError("The connection to the Homeport control plane was lost.") from None
+        raise connection_lost() from None
     if not reply.get("ok"):
         raise error_from_code(reply.get("code", "internal"), reply.get("msg", ""))
     return reply.get("v")

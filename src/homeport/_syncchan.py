@@ -13,13 +13,15 @@ import os
 import select
 import socket
 import threading
+import time
 import weakref
 from typing import Any
 
 from . import _address, _config
 from . import _protocol as P
-from ._liveness import gave_up, say_answers_again, say_silent
-from .exception import AuthError, ConnectionError, error_from_code
+from ._liveness import SilenceWatch
+from ._session import connection_lost, could_not_connect, hello_message, hello_refused
+from .exception import ConnectionError, error_from_code
 
 _local = threading.local()
 _open: weakref.WeakSet[SyncChannel] = weakref.WeakSet()
@@ -52,16 +54,13 @@ class SyncChannel:
         try:
             self.sock = _address.connect(self.address)
         except OSError as exc:
-            raise ConnectionError(f"Could not connect to the Homeport control plane at {self.address}: {exc}") from None
+            raise could_not_connect(self.address, exc) from None
         self._buf = bytearray()  # bytes read off the socket, not yet a whole frame
         _open.add(self)
-        from ._client import hello_message
-
         reply = self._request({**hello_message(_config.read_token() or ""), "id": 0})
         if not reply.get("ok"):
             self.close()
-            raise AuthError(f"{reply.get('msg')}. The token in {_config.token_path()} does not match the running "
-                            "control plane's.")
+            raise hello_refused(reply.get("msg"))
 
     @classmethod
     def get(cls) -> SyncChannel:
@@ -134,22 +133,13 @@ class SyncChannel:
         stderr and the wait goes on, or ends with ConnectionError past HOMEPORT_CONTROL_PLANE_TIMEOUT."""
         if select.select([self.sock], [], [], P.HEARTBEAT_SECONDS)[0]:
             return
-        import time
-
-        limit = float(os.environ.get(P.ENV_CONTROL_PLANE_TIMEOUT) or 0) or None
+        watch = SilenceWatch(self.address)
         since = time.monotonic() - P.HEARTBEAT_SECONDS
-        warned = False
         while True:
-            silent = time.monotonic() - since
-            if silent >= P.SILENCE_WARN_SECONDS and not warned:
-                warned = True
-                say_silent(self.address, limit)
-            if limit is not None and silent >= limit:
-                raise gave_up(self.address, silent, limit)
+            watch.check(time.monotonic() - since)  # past the limit: raises
             self.sock.sendall(P.encode({"t": P.PING}))
             if select.select([self.sock], [], [], P.HEARTBEAT_SECONDS)[0]:
-                if warned:
-                    say_answers_again()
+                watch.heard()
                 return
 
     def _request(self, msg: dict[str, Any]) -> dict[str, Any]:
@@ -168,7 +158,7 @@ class SyncChannel:
             reply = self._request(msg)
         except (OSError, EOFError):
             self.close()
-            raise ConnectionError("The connection to the Homeport control plane was lost during a spawn.") from None
+            raise connection_lost("a spawn") from None
         except ConnectionError:
             self.close()
             raise
@@ -198,7 +188,7 @@ class SyncChannel:
             raise
         except (OSError, EOFError):
             self.close()
-            raise ConnectionError("The connection to the Homeport control plane was lost during a call.") from None
+            raise connection_lost("a call") from None
         except ConnectionError:  # it stopped answering (HOMEPORT_CONTROL_PLANE_TIMEOUT)
             self.close()
             raise

@@ -7,7 +7,8 @@ from typing import Any
 
 from . import _protocol as P
 from ._bridge import MethodWithAio
-from .exception import ConnectionError, InvalidError, UnimplementedError
+from ._session import connection_lost
+from .exception import InvalidError, UnimplementedError
 from .io_streams import StreamReader, StreamWriter, queue_source
 
 __all__ = ["ContainerProcess"]
@@ -74,7 +75,7 @@ def watch_exec(client: Any, exec_id: str) -> tuple[dict[int, asyncio.Queue], asy
             for q in queues.values():
                 q.put_nowait(None)
             if not exited.done():
-                exited.set_exception(ConnectionError("The connection to the Homeport control plane was lost."))
+                exited.set_exception(connection_lost())
             return
         for msg in items:
             if kind == P.SANDBOX_OUT:

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .. import _protocol as P
+from .._protocol_definition import FunctionDefinition
 from ..backends import Backend, ContainerSpec, ExitInfo, Mount, Placement
 from .core.gpus import parse_request as parse_gpu_request
 from .images import BuiltImage, ImageBuilder
@@ -41,9 +42,9 @@ class Launcher:
         self.use_templates = os.environ.get(P.ENV_TEMPLATES, "1") != "0"
         self.template_salt = secrets.token_bytes(32)  # template keys are keyed hashes (see .templates)
 
-    async def function_image(self, definition: dict[str, Any]) -> BuiltImage:
+    async def function_image(self, definition: FunctionDefinition) -> BuiltImage:
         """The built image a function's containers run in (the default image when it names none)."""
-        image_id = definition.get("image_id")
+        image_id = definition.image_id
         if image_id is None:
             return await self.images.default_image()
         return self.images.get(image_id)
@@ -116,7 +117,7 @@ class Launcher:
         return ids
 
     async def spec(self, fn: FunctionRecord, cid: str, token: str, gpus: tuple[str, ...] = ()) -> ContainerSpec:
-        image = await self.function_image(fn.definition)
+        image = await self.function_image(fn.defn)
         base_env = self.image_environ(image)
         env = dict(base_env)
         env.update(fn.env)
@@ -129,11 +130,11 @@ class Launcher:
                 P.ENV_IS_REMOTE: "1",
                 P.ENV_MODAL_IS_REMOTE: "1",
                 P.ENV_MODAL_IMAGE_ID: image.image_id,
-                P.ENV_IMAGE_HASH: fn.definition.get("image_hash") or "",
+                P.ENV_IMAGE_HASH: fn.defn.image_hash or "",
                 P.ENV_STARTED_AT: repr(time.time()),
             }
         )
-        web = fn.definition.get("web")
+        web = fn.defn.web
         # Each replica of a user's own web server needs a network of its own: those are not forked
         # from a template (whose copies would share the template's network). The backend says whether
         # it gave it one (`ENV_PRIVATE_NETWORK`).
@@ -150,7 +151,7 @@ class Launcher:
         template = None
         # A GPU container starts afresh, its devices in its own view, unless it is forked from a memory
         # snapshot: that one's view holds the nodes of the GPUs its containers may get, none visible to CUDA.
-        if self.use_templates and not private_network and (not gpus or fn.definition.get("snapshot")):
+        if self.use_templates and not private_network and (not gpus or fn.defn.snapshot):
             template = container_template(fn.definition, argv, env, base_env, salt=self.template_salt, cwd=cwd,
                                           mounts=mounts, rootfs=rootfs, gpus=template_gpus)
         return ContainerSpec(
@@ -160,8 +161,8 @@ class Launcher:
             argv=argv,
             env=env,
             cwd=cwd,
-            memory_limit_mib=fn.definition.get("memory_limit_mib"),
-            cpu_limit=fn.definition.get("cpu_limit"),
+            memory_limit_mib=fn.defn.memory_limit_mib,
+            cpu_limit=fn.defn.cpu_limit,
             mounts=tuple(mounts),
             rootfs=rootfs,
             template=template,
@@ -169,9 +170,9 @@ class Launcher:
             gpus=devices,
             placement=Placement(cpu=fn.config.cpu, memory_mib=fn.config.memory_mib,
                                 # On a backend that places GPUs itself (Ray) the pool reserves none.
-                                gpu=tuple(fn.config.gpu) or parse_gpu_request(fn.definition.get("gpu")),
-                                regions=tuple(fn.definition.get("region") or ())),
-            code=(*_code_paths(fn.definition), *self.images.runtime_sources(env[P.ENV_RUNTIME_PATH]))
+                                gpu=tuple(fn.config.gpu) or parse_gpu_request(fn.defn.gpu),
+                                regions=tuple(fn.defn.region or ())),
+            code=(*_code_paths(fn.defn), *self.images.runtime_sources(env[P.ENV_RUNTIME_PATH]))
             if rootfs is None else (),
         )
 
@@ -189,23 +190,23 @@ class Launcher:
         by_uuid = {d.uuid: d for d in self.gpus}
         mine = tuple(by_uuid[u].index for u in gpus if u in by_uuid)
         could = tuple(sorted({d.index for kind, _ in fn.config.gpu for d in matching(kind, self.gpus)}))
-        return mine, could if fn.definition.get("snapshot") else ()
+        return mine, could if fn.defn.snapshot else ()
 
     def view(self, fn: FunctionRecord, image: BuiltImage,
                         runtime_path: str | None = None) -> tuple[str | None, list[Mount], str | None]:
         """The working directory, mounts and root file system of the function's containers."""
-        definition = fn.definition
-        cwd = image.cwd(definition.get("cwd") or None)
+        definition = fn.defn
+        cwd = image.cwd(definition.cwd or None)
         # The image's files first, then the function's volumes (which win on a shared path).
         mounts = image.container_mounts()
-        mounts += [Mount(host, target) for host, target in definition.get("mounts") or ()]
+        mounts += [Mount(host, target) for host, target in definition.mounts]
         rootfs = image.rootfs(cwd)
         if rootfs is not None:  # the image has its own root file system: cwd is inside it
-            code = [*(definition.get("sys_path") or ()), definition.get("cwd") or ""]
-            if definition.get("module_file"):
-                code.append(os.path.dirname(definition["module_file"]))
+            code = [*definition.sys_path, definition.cwd]
+            if definition.module_file:
+                code.append(os.path.dirname(definition.module_file))
             mounts += image.rootfs_mounts(code, self.socket_path, runtime_path or self.images.runtime_path())
-            if definition.get("web"):
+            if definition.web:
                 mounts.append(Mount(self.web_dir, self.web_dir))
             cwd = None
         return cwd, mounts, rootfs
@@ -213,14 +214,14 @@ class Launcher:
     async def prepare_function_template(self, fn: FunctionRecord) -> None:
         """Start the runtime template of a function whose containers see their own file system
         (volumes, local files, a root file system), so that its first container is already a fork."""
-        if not self.use_templates or fn.definition.get("snapshot"):
+        if not self.use_templates or fn.defn.snapshot:
             return  # a snapshot runs the user's code: it is taken when a container first needs it
-        if any(e["type"] in P.WEB_PROXIED for e in fn.definition.get("web") or ()):
+        if any(e["type"] in P.WEB_PROXIED for e in fn.defn.web or ()):
             return  # started afresh, each in a network of its own
         try:
-            image = await self.function_image(fn.definition)
+            image = await self.function_image(fn.defn)
             _cwd, mounts, rootfs = self.view(
-                fn, image, self.images.runtime_path(web=True) if fn.definition.get("web") else None)
+                fn, image, self.images.runtime_path(web=True) if fn.defn.web else None)
         except Exception as exc:  # the container's own start reports it
             log.info("no template prepared for %s: %s", fn.tag, exc)
             return
@@ -230,9 +231,9 @@ class Launcher:
                                                           salt=self.template_salt, mounts=mounts, rootfs=rootfs))
 
 
-def _code_paths(definition: dict[str, Any]) -> tuple[str, ...]:
+def _code_paths(definition: FunctionDefinition) -> tuple[str, ...]:
     """Where the function's own code is read from: what an isolated container must keep in view."""
-    code = [*(definition.get("sys_path") or ()), definition.get("cwd") or ""]
-    if definition.get("module_file"):
-        code.append(os.path.dirname(definition["module_file"]))
+    code = [*definition.sys_path, definition.cwd]
+    if definition.module_file:
+        code.append(os.path.dirname(definition.module_file))
     return tuple(dict.fromkeys(p for p in code if p))

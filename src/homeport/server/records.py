@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 from dataclasses import dataclass, field
 from typing import Any
 
+from .._protocol_definition import FunctionDefinition, definition_from_wire
 from .._wire import FramedProtocol
 from ..backends import ExitInfo
 from .core.scheduler import PoolConfig
@@ -37,6 +39,12 @@ class FunctionRecord:
     retries: dict[str, Any] | None
     is_generator: bool
     start_failure_key: str | None = None  # the last start-up failure shown to the app's log readers
+
+    @functools.cached_property
+    def defn(self) -> FunctionDefinition:
+        """The definition typed, its defaults filled in: what readers use (`definition` is the map as it
+        is kept and sent to the function's containers)."""
+        return definition_from_wire(self.definition)
 
 
 @dataclass

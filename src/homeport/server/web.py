@@ -170,7 +170,7 @@ class WebEndpoints:
             fn = by_tag[key.split(".", 1)[0]]
             port = await self._open(label)
             route = Route(label, port, app["app_id"], app.get("name"), key, index, fn.function_id,
-                          float(fn.definition.get("timeout") or 300), bool(ep.get("requires_proxy_auth")))
+                          float(fn.defn.timeout), bool(ep.get("requires_proxy_auth")))
             if app["app_id"] not in self.cp.apps:  # stopped while the port opened
                 self.gateway.route(port, None, gone=f"{route.name} was stopped.")
                 continue
