@@ -1,8 +1,10 @@
 """One bridge between the blocking and the async API (the role `synchronicity` plays in modal-client).
 
 Every SDK operation is written once as a coroutine that runs on a private event loop in a daemon
-thread. `run_sync` blocks on it; `run_async` awaits it from any other event loop. Users' iterators and
-callbacks never run on the bridge thread.
+thread. `run_sync` blocks on it; `run_async` awaits it from any other event loop. A streaming operation
+is written once as an async generator on that loop: `iterate_sync` / `iterate_async` carry its items to
+the caller (`GeneratorWithAio`: `obj.m(...)` iterates, `obj.m.aio(...)` is an async iterator). Users'
+iterators and callbacks never run on the bridge thread.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import asyncio
 import concurrent.futures
 import functools
 import threading
-from collections.abc import Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from typing import Any, TypeVar
 
 from ._wire import new_event_loop
@@ -105,3 +107,50 @@ def aio_method(impl: Callable[..., Coroutine[Any, Any, Any]]) -> Any:
             return MethodWithAio(functools.partial(impl, obj), impl.__name__)
 
     return _Descriptor()
+
+
+async def _anext(agen: AsyncIterator[T]) -> T:
+    return await agen.__anext__()
+
+
+def iterate_sync(agen: Any) -> Iterator[Any]:
+    """The items of an async generator that runs on the bridge loop, to a blocking caller (one hop each);
+    closing this iterator closes the generator there."""
+    try:
+        while True:
+            try:
+                item = run_sync(_anext(agen))
+            except StopAsyncIteration:
+                return
+            yield item
+    finally:
+        run_sync(agen.aclose())
+
+
+async def iterate_async(agen: Any) -> AsyncIterator[Any]:
+    """The items of an async generator that runs on the bridge loop, to a caller on another event loop."""
+    try:
+        while True:
+            try:
+                item = await run_async(_anext(agen))
+            except StopAsyncIteration:
+                return
+            yield item
+    finally:
+        await run_async(agen.aclose())
+
+
+class GeneratorWithAio:
+    """`obj.m(...)` iterates; `obj.m.aio(...)` is an async iterator. Both carry one async generator."""
+
+    __slots__ = ("__name__", "_impl")
+
+    def __init__(self, impl: Callable[..., Any], name: str) -> None:
+        self._impl = impl
+        self.__name__ = name
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Iterator[Any]:
+        return iterate_sync(self._impl(*args, **kwargs))
+
+    def aio(self, *args: Any, **kwargs: Any) -> AsyncIterator[Any]:
+        return iterate_async(self._impl(*args, **kwargs))

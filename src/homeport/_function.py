@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import _context, _progress
 from . import _protocol as P
-from ._bridge import MethodWithAio, bridge_loop, run_async, run_sync
+from ._bridge import GeneratorWithAio, MethodWithAio, bridge_loop, run_async, run_sync
 from ._client import Client, get_client
 from ._serialization import decode_output, output_error, serialize_args
 from ._session import connection_lost
@@ -46,19 +46,6 @@ os.register_at_fork(after_in_child=_new_call_prefix)
 
 def _new_call_id() -> str:
     return f"{_call_prefix}{next(_call_counter):010d}"
-
-
-class _GenMethod:
-    """`f.remote_gen(...)` is an iterator; `f.remote_gen.aio(...)` an async iterator."""
-
-    def __init__(self, fn: Function) -> None:
-        self._fn = fn
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Iterator[Any]:
-        return self._fn._remote_gen_sync(args, kwargs)
-
-    def aio(self, *args: Any, **kwargs: Any) -> AsyncIterator[Any]:
-        return self._fn._remote_gen_async(args, kwargs)
 
 
 class _DirectMethod(MethodWithAio):
@@ -206,7 +193,7 @@ class Function:
             self.__module__ = getattr(raw_f, "__module__", None)
         self.remote = _RemoteMethod(self)
         self.spawn = _SpawnMethod(self)
-        self.remote_gen = _GenMethod(self)
+        self.remote_gen = GeneratorWithAio(self._remote_gen, "remote_gen")
         self.map = _MapMethod(self)
         self.starmap = _MapMethod(self, star=True)
         self.for_each = _MapMethod(self, for_each=True)
@@ -380,28 +367,10 @@ class Function:
                 raise output_error(self._tag, status, data)
             yield True, None
 
-    def _remote_gen_sync(self, args: tuple, kwargs: dict) -> Iterator[Any]:
-        q: queue.SimpleQueue = queue.SimpleQueue()
-        client, call_id = run_sync(self._gen_start(args, kwargs, lambda k, items: q.put((k, items))))
-        finished = False
-        try:
-            while True:
-                kind, items = q.get()
-                for done, value in self._gen_events(kind, items):
-                    if done:
-                        finished = True
-                        return
-                    yield value
-        finally:
-            client.unwatch_call(call_id)
-            if not finished:
-                bridge_loop().call_soon_threadsafe(client.send, {"t": P.CALL_CANCEL, "call": call_id, "id": 0})
-
-    async def _remote_gen_async(self, args: tuple, kwargs: dict) -> AsyncIterator[Any]:
-        loop = asyncio.get_running_loop()
+    async def _remote_gen(self, *args: Any, **kwargs: Any) -> AsyncIterator[Any]:
+        """`f.remote_gen(...)`: the items of a generator call, as they come (on the bridge loop)."""
         q: asyncio.Queue = asyncio.Queue()
-        put = lambda k, items: loop.call_soon_threadsafe(q.put_nowait, (k, items))  # noqa: E731
-        client, call_id = await run_async(self._gen_start(args, kwargs, put))
+        client, call_id = await self._gen_start(args, kwargs, lambda k, items: q.put_nowait((k, items)))
         finished = False
         try:
             while True:

@@ -12,13 +12,13 @@ import contextlib
 import functools
 import itertools
 import threading
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, ClassVar
 
 from . import _protocol as P
-from ._bridge import MethodWithAio, in_bridge_thread, run_async, run_sync
+from ._bridge import GeneratorWithAio, MethodWithAio, in_bridge_thread, run_async, run_sync
 from ._secret import check_object_name
 from ._session import connection_lost
 from .exception import ConnectionError, InvalidError, UnimplementedError, error_from_code
@@ -353,49 +353,6 @@ def register(cls: type[StoredObject]) -> type[StoredObject]:
     return cls
 
 
-# --- methods that are generators: `obj.m(...)` iterates, `obj.m.aio(...)` is an async iterator ---------
-async def _anext(agen: Any) -> Any:
-    return await agen.__anext__()
-
-
-def _iterate_sync(agen: Any) -> Iterator[Any]:
-    try:
-        while True:
-            try:
-                item = run_sync(_anext(agen))
-            except StopAsyncIteration:
-                return
-            yield item
-    finally:
-        run_sync(agen.aclose())
-
-
-async def _iterate_async(agen: Any) -> AsyncIterator[Any]:
-    try:
-        while True:
-            try:
-                item = await run_async(_anext(agen))
-            except StopAsyncIteration:
-                return
-            yield item
-    finally:
-        await run_async(agen.aclose())
-
-
-class _GenMethod:
-    __slots__ = ("__name__", "_impl")
-
-    def __init__(self, impl: Callable[..., Any], name: str) -> None:
-        self._impl = impl
-        self.__name__ = name
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Iterator[Any]:
-        return _iterate_sync(self._impl(*args, **kwargs))
-
-    def aio(self, *args: Any, **kwargs: Any) -> AsyncIterator[Any]:
-        return _iterate_async(self._impl(*args, **kwargs))
-
-
 def aio_generator(impl: Callable[..., Any]) -> Any:
     """Decorator for an async generator method: a blocking iterator with an `.aio` async iterator."""
 
@@ -403,7 +360,7 @@ def aio_generator(impl: Callable[..., Any]) -> Any:
         def __get__(self, obj: Any, objtype: Any = None) -> Any:
             if obj is None:
                 return self
-            return _GenMethod(functools.partial(impl, obj), impl.__name__)
+            return GeneratorWithAio(functools.partial(impl, obj), impl.__name__)
 
     return _Descriptor()
 
