@@ -129,21 +129,24 @@ class Run:
     """One call of the user's code for `items` (one input, or a batch run as one call): sets the input
     context, times it and, on leaving the `with` block, turns what it raised into an output status.
     The block deserializes with `args()` / `batch_args()` and reports what the call returned with
-    `done(status, data)` (for a batch, `data` has one entry per input); `rows()` are its outputs.
+    `done(status, data)` (for a `batch`, `data` has one entry per input); `rows()` are its outputs.
 
     `cpu`: measure this thread's CPU time (not where the thread also runs other inputs). `timed_out` and
     `cancelled`: the exceptions that mean the loop's deadline passed or the input was cancelled."""
 
-    def __init__(self, host: Host, items: list[list[Any]], *, cpu: bool = True,
+    __slots__ = ("batch", "c0", "cancelled", "cpu", "cpu_seconds", "data", "host", "items", "method", "seconds",
+                 "status", "t0", "timed_out")
+
+    def __init__(self, host: Host, items: list[list[Any]], *, batch: bool = False, cpu: bool = True,
                  timed_out: type[BaseException] = InputTimeout,
                  cancelled: type[BaseException] = InputCancellation) -> None:
-        self.host, self.items, self.cpu = host, items, cpu
+        self.host, self.items, self.batch, self.cpu = host, items, batch, cpu
         self.timed_out, self.cancelled = timed_out, cancelled
         self.method: str | None = items[0][2]
         self.status = P.INTERNAL
         self.data: Any = None
-        self.batch = False
-        self.seconds, self.cpu_seconds = 0.0, None
+        self.seconds = 0.0
+        self.cpu_seconds: float | None = None
 
     def __enter__(self) -> Run:
         set_input_context(self.items[0])  # a batch reports its first input's ids (as Modal does)
@@ -160,8 +163,7 @@ class Run:
         return cloudpickle.loads(self.items[0][1])
 
     def batch_args(self) -> list[tuple[tuple, dict]]:
-        """Each input's (args, kwargs), for a batch: its outputs then come one per input."""
-        self.batch = True
+        """Each input's (args, kwargs), for a batch."""
         return [cloudpickle.loads(it[1]) for it in self.items]
 
     def done(self, status: int, data: Any) -> None:
@@ -188,16 +190,17 @@ class Run:
         return True
 
     def rows(self) -> list[list[Any]]:
+        if not self.batch:  # the hot path: one input
+            return [output_row(self.items[0][0], self.status, self.data, self.seconds, self.cpu_seconds)]
         n = len(self.items)
-        data = self.data if self.batch else [self.data]
         cpu = self.cpu_seconds / n if self.cpu_seconds is not None else None
-        return [output_row(it[0], self.status, d, self.seconds / n, cpu) for it, d in zip(self.items, data)]
+        return [output_row(it[0], self.status, d, self.seconds / n, cpu) for it, d in zip(self.items, self.data)]
 
 
-def run_one(host: Host, items: list[list[Any]], call: Callable[[Run], None]) -> list[list[Any]]:
-    """Run `items` (one input, or a batch) as one call: `call(run)` calls the user's function and reports
+def run_one(host: Host, items: list[list[Any]], call: Callable[[Run], None], batch: bool = False) -> list[list[Any]]:
+    """Run `items` (one input, or a `batch`) as one call: `call(run)` calls the user's function and reports
     with `run.done(...)`; the output rows come back, whatever the call raised (but `Shutdown`)."""
-    with Run(host, items) as run:
+    with Run(host, items, batch=batch) as run:
         call(run)
     return run.rows()
 
@@ -205,10 +208,11 @@ def run_one(host: Host, items: list[list[Any]], call: Callable[[Run], None]) -> 
 def call_input(host: Host, run: Run, run_async: Callable[[Any], Any]) -> None:
     """Call the function with the one input's arguments, in this thread: a generator's items are sent as
     they come (its data is how many), a coroutine runs to its end on `run_async`."""
-    fn = run.function()
-    args, kwargs = run.args()
+    item = run.items[0]
+    fn = host.service.callables[item[2]]  # type: ignore[union-attr]  # (run.function(), inlined: hot path)
+    args, kwargs = cloudpickle.loads(item[1])
     result = fn(*args, **kwargs)
-    iid = run.items[0][0]
+    iid = item[0]
     if inspect.isasyncgen(result):
         count = 0
         while True:
@@ -226,4 +230,4 @@ def call_input(host: Host, run: Run, run_async: Callable[[Any], Any]) -> None:
         return run.done(P.GENERATOR_DONE, count)
     if inspect.isawaitable(result):
         result = run_async(result)
-    run.done(P.SUCCESS, dumps_result(host.tag, result))
+    run.status, run.data = P.SUCCESS, dumps_result(host.tag, result)

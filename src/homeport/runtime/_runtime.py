@@ -438,7 +438,7 @@ class Runtime:
                 raise Shutdown()
 
     def run_batch(self, items: list[list[Any]]) -> list[list[Any]]:
-        return run_one(self, items, self._call_batch)
+        return run_one(self, items, self._call_batch, batch=True)
 
     def _call_batch(self, run: Run) -> None:
         """One call for the batch: a list per parameter in, a list of results (one per input) out."""
