@@ -73,7 +73,7 @@ def build_definition(
         serialized=serialized,
         is_generator=is_generator,
         timeout=options.timeout,
-        startup_timeout=options.startup_timeout or options.timeout,
+        startup_timeout=options.startup_timeout,  # None: as `timeout` (`startup_limit`)
         snapshot=options.enable_memory_snapshot,
         region=list(options.region) if options.region else None,
         gpu=list(options.gpu) if options.gpu else None,

@@ -93,8 +93,21 @@ class PoolSettings(msgspec.Struct, omit_defaults=True):
 
 
 def to_wire(value: FunctionDefinition | PoolSettings) -> dict[str, Any]:
-    """The map that travels: the fields that differ from their defaults."""
-    return msgspec.to_builtins(value)
+    """The map that travels: the fields that differ from their defaults. (msgspec's own `omit_defaults`
+    compares most values by identity, so an equal number made elsewhere, `timeout=300`, would travel.)"""
+    raw = msgspec.to_builtins(value)
+    for f in msgspec.structs.fields(value):
+        if f.encode_name not in raw:
+            continue
+        if f.default is not msgspec.NODEFAULT:
+            default = f.default
+        elif f.default_factory is not msgspec.NODEFAULT:
+            default = f.default_factory()
+        else:
+            continue
+        if raw[f.encode_name] == default:
+            del raw[f.encode_name]
+    return raw
 
 
 def definition_from_wire(raw: dict[str, Any]) -> FunctionDefinition:
