@@ -17,12 +17,12 @@ from .. import _protocol as P
 from .._names import object_name_problem
 from ..backends import Backend
 from ..exception import InvalidError
-from .calls import CallService, new_id
+from .calls import CallService
 from .core.policy import pool_config
 from .executor import Executor
 from .functions import FunctionSetup
 from .launch import Launcher
-from .records import ERROR, FunctionRecord, Peer, Registry
+from .records import ERROR, FunctionRecord, Peer, Registry, new_id
 from .schedules import ScheduleRunner
 from .state import State
 

@@ -18,7 +18,7 @@ from .core.policy import retry_after
 from .core.scheduler import FailInputs
 from .executor import Executor
 from .observe import Observer
-from .records import ERROR, CallRecord, FunctionRecord, InputRecord, Peer, Registry
+from .records import ERROR, CallRecord, FunctionRecord, InputRecord, Peer, Registry, new_id
 from .state import State
 
 if TYPE_CHECKING:
@@ -38,12 +38,6 @@ def _web_inputs(fn: FunctionRecord, inputs: list) -> list:
         return []
     names = {e.get("name") for e in web}
     return [i for i in inputs if i[2] in names]
-
-
-def new_id(prefix: str) -> str:
-    import uuid
-
-    return f"{prefix}-{uuid.uuid4().hex[:22]}"
 
 
 class CallService:

@@ -5,26 +5,22 @@ built on, whether this control plane can place it, and its variants (a class wit
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from ..backends import Backend
 from ..exception import InvalidError, UnimplementedError
-from .calls import CallService, new_id
+from .calls import CallService
 from .core.gpus import parse_request as parse_gpu_request
 from .core.policy import variant_key, variant_pool_config
 from .executor import Executor
 from .launch import Launcher
-from .records import FunctionRecord, Registry
+from .records import FunctionRecord, Registry, new_id
 from .state import State
 
 if TYPE_CHECKING:
     from .secrets import SecretStore
     from .volumes import VolumeStore
-
-log = logging.getLogger("homeport.server")
-
 
 class FunctionSetup:
     def __init__(self, registry: Registry, executor: Executor, state: State, backend: Backend, launcher: Launcher,

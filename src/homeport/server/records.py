@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -13,6 +14,11 @@ from .core.scheduler import PoolConfig
 # How long a container asked to stop may run its exit hooks before it is killed.
 STOP_GRACE_SECONDS = 10.0
 ERROR = 7  # output status for a platform error: data is {"code": ..., "msg": ...}
+
+
+def new_id(prefix: str) -> str:
+    """An id of a control-plane object: "ap-…" (app), "fu-…" (function), "fc-…" (function call)."""
+    return f"{prefix}-{uuid.uuid4().hex[:22]}"
 
 
 @dataclass(eq=False)

@@ -28,7 +28,7 @@ from typing import Any
 from .._wire import FramedProtocol
 from ..backends import Backend
 from .apps import AppService
-from .calls import CallService, new_id
+from .calls import CallService
 from .containers import ContainerService
 from .core.policy import pool_config
 from .core.scheduler import Capacity, FailInputs, Scheduler, StartContainer
@@ -41,7 +41,7 @@ from .launch import BuildContainers, Launcher
 from .logfeed import LogFeed
 from .logs import LogStore
 from .observe import Observer
-from .records import STOP_GRACE_SECONDS, ContainerRecord, FunctionRecord, InputRecord, Peer, Registry
+from .records import STOP_GRACE_SECONDS, ContainerRecord, FunctionRecord, InputRecord, Peer, Registry, new_id
 from .sandboxes import Sandboxes
 from .schedules import ScheduleRunner
 from .secrets import SecretStore
