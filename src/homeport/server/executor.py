@@ -61,7 +61,7 @@ class Effects(Protocol):
 class Executor:
     def __init__(self, scheduler: Scheduler, registry: Registry, backend: Backend,
                  spawn: Callable[[Any], asyncio.Task], effects: Effects) -> None:
-        self.scheduler = scheduler
+        self._scheduler = scheduler
         self.registry = registry
         self.backend = backend
         self.spawn = spawn
@@ -95,7 +95,7 @@ class Executor:
                     if held is not None:
                         held.extend(items)
                         continue
-                    c = self.scheduler.containers.get(ins.container)
+                    c = self._scheduler.containers.get(ins.container)
                     if c is None or len(c.assigned) <= len(ins.inputs):
                         # It held nothing else (a warm call): no reason to wait for the turn's end.
                         rec.proto.send({"t": P.INPUTS, "items": items})
@@ -145,85 +145,85 @@ class Executor:
 
     # --- time --------------------------------------------------------------------------------------
     def next_deadline(self) -> float | None:
-        return self.scheduler.next_deadline()
+        return self._scheduler.next_deadline()
 
     def tick(self) -> None:
-        self.execute(self.scheduler.tick(time.monotonic()))
+        self.execute(self._scheduler.tick(time.monotonic()))
 
     # --- pools -------------------------------------------------------------------------------------
     def pool(self, pool_id: str) -> Pool | None:
         """What the scheduler knows of a pool (read only)."""
-        return self.scheduler.pools.get(pool_id)
+        return self._scheduler.pools.get(pool_id)
 
     def pools(self) -> list[Pool]:
-        return list(self.scheduler.pools.values())
+        return list(self._scheduler.pools.values())
 
     @property
     def capacity(self) -> Capacity | None:
-        return self.scheduler.capacity
+        return self._scheduler.capacity
 
     def gpu_holders(self) -> dict[str, str]:
         """GPU UUID -> the container that holds it."""
-        return {u: cid for cid, c in self.scheduler.containers.items() for u in c.gpus}
+        return {u: cid for cid, c in self._scheduler.containers.items() for u in c.gpus}
 
     def add_pool(self, pool_id: str, config: PoolConfig, now: float | None = None) -> None:
-        self.execute(self.scheduler.add_pool(pool_id, config, time.monotonic() if now is None else now))
+        self.execute(self._scheduler.add_pool(pool_id, config, time.monotonic() if now is None else now))
 
     def remove_pool(self, pool_id: str, reason: str) -> None:
-        self.execute(self.scheduler.remove_pool(pool_id, reason))
+        self.execute(self._scheduler.remove_pool(pool_id, reason))
 
     def retire_pool(self, pool_id: str) -> None:
-        self.execute(self.scheduler.retire_pool(pool_id, time.monotonic()))
+        self.execute(self._scheduler.retire_pool(pool_id, time.monotonic()))
 
     # --- inputs ------------------------------------------------------------------------------------
     def submit(self, pool_id: str, input_ids: list[int]) -> None:
-        self.execute(self.scheduler.submit(pool_id, input_ids, time.monotonic()))
+        self.execute(self._scheduler.submit(pool_id, input_ids, time.monotonic()))
 
     def submit_web_request(self, pool_id: str, iid: int, preferred: str | None) -> None:
         """Queue web request `iid` (from `input_ids.web_request()`) for a container of the pool (`preferred`,
         its session's, when it has a free slot); `web_request_done` or `cancel` end it."""
         now = time.monotonic()
-        direct = self.scheduler.submit_to(pool_id, preferred, iid, now) if preferred else None
-        self.execute(direct if direct is not None else self.scheduler.submit(pool_id, [iid], now))
+        direct = self._scheduler.submit_to(pool_id, preferred, iid, now) if preferred else None
+        self.execute(direct if direct is not None else self._scheduler.submit(pool_id, [iid], now))
 
     def web_request_done(self, cid: str, iid: int, t0: float) -> None:
         now = time.monotonic()
-        self.execute(self.scheduler.inputs_done(cid, [iid], now - t0, now))
+        self.execute(self._scheduler.inputs_done(cid, [iid], now - t0, now))
 
     def cancel(self, pool_id: str, input_ids: set[int]) -> bool:
-        return self.scheduler.cancel(pool_id, input_ids)
+        return self._scheduler.cancel(pool_id, input_ids)
 
     def holds(self, cid: str, input_id: int) -> bool:
-        return self.scheduler.holds(cid, input_id)
+        return self._scheduler.holds(cid, input_id)
 
     def holder_of(self, input_id: int) -> str | None:
-        return self.scheduler.holder_of(input_id)
+        return self._scheduler.holder_of(input_id)
 
     def ready_containers(self, pool_id: str) -> list[str]:
-        return self.scheduler.ready_containers(pool_id)
+        return self._scheduler.ready_containers(pool_id)
 
     def inputs_done(self, cid: str, input_ids: Iterable[int], seconds: float, now: float,
                     cpu_seconds: float | None) -> list[Instruction]:
         """Tell the scheduler; what it answers is for the caller to `execute` once it delivered the outputs."""
-        return self.scheduler.inputs_done(cid, input_ids, seconds, now, cpu_seconds=cpu_seconds)
+        return self._scheduler.inputs_done(cid, input_ids, seconds, now, cpu_seconds=cpu_seconds)
 
     # --- containers --------------------------------------------------------------------------------
     def container_connected(self, cid: str) -> None:
-        self.scheduler.container_connected(cid, time.monotonic())
+        self._scheduler.container_connected(cid, time.monotonic())
 
     def container_ready(self, cid: str, now: float) -> None:
-        self.execute(self.scheduler.container_ready(cid, now))
+        self.execute(self._scheduler.container_ready(cid, now))
 
     def release(self, cid: str, input_ids: Iterable[int], now: float, leaving: bool) -> None:
-        self.execute(self.scheduler.release(cid, input_ids, now, leaving=leaving))
+        self.execute(self._scheduler.release(cid, input_ids, now, leaving=leaving))
 
     def container(self, cid: str) -> Container | None:
         """What the scheduler knows of a container (read only: its inputs, what it served)."""
-        return self.scheduler.containers.get(cid)
+        return self._scheduler.containers.get(cid)
 
     def stop_container(self, cid: str, reason: str) -> bool:
         """Stop a container the user named; False when there is no such container."""
-        ins = self.scheduler.stop_container(cid, reason)
+        ins = self._scheduler.stop_container(cid, reason)
         if not ins:
             return False
         self.execute(ins)
@@ -232,4 +232,4 @@ class Executor:
     def container_exited(self, cid: str, reason: str, init_failed: bool, crashed: bool) -> list[Instruction]:
         """Tell the scheduler; the caller executes what it answers (failing inputs with the container's
         start-up failure where it reported one)."""
-        return self.scheduler.container_exited(cid, time.monotonic(), reason, init_failed=init_failed, crashed=crashed)
+        return self._scheduler.container_exited(cid, time.monotonic(), reason, init_failed=init_failed, crashed=crashed)

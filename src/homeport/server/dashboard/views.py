@@ -20,8 +20,8 @@ def gauges(cp: ControlPlane) -> dict[str, Any]:
     for rec in cp.containers.values():
         by_state[rec.state] = by_state.get(rec.state, 0) + 1
     depth = {}
-    for fid, pool in ((p.id, p) for p in cp.executor.pools()):
-        fn = cp.functions.get(fid)
+    for pool in cp.executor.pools():
+        fn = cp.functions.get(pool.id)
         if fn is not None:
             depth[(fn.app_id, fn.tag)] = len(pool.queue)
     return {"containers_by_state": by_state, "queue_depth": depth}
@@ -29,7 +29,7 @@ def gauges(cp: ControlPlane) -> dict[str, Any]:
 
 def pool_sizes(cp: ControlPlane) -> dict[str, tuple[int, int]]:
     """function id -> (containers, queued inputs), sampled once a second for the function charts."""
-    return {fid: (len(pool.containers), len(pool.queue)) for fid, pool in ((p.id, p) for p in cp.executor.pools())}
+    return {pool.id: (len(pool.containers), len(pool.queue)) for pool in cp.executor.pools()}
 
 
 def apps(cp: ControlPlane) -> list[dict[str, Any]]:
