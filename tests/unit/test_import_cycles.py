@@ -20,12 +20,15 @@ ALLOWED: dict[frozenset[str], str] = {
         "_upstream). Going needs a Protocol per role (about 20 attributes of `_Exchange` alone)."
     ),
     frozenset({
-        "homeport.server.dashboard", "homeport.server.dashboard.app", "homeport.server.dashboard.views",
-        "homeport.server.liveness", "homeport.server.sandboxes", "homeport.server.services",
-        "homeport.server.supervision", "homeport.server.web",
+        "homeport.server.apps", "homeport.server.calls", "homeport.server.containers", "homeport.server.dashboard",
+        "homeport.server.dashboard.app", "homeport.server.dashboard.views", "homeport.server.executor",
+        "homeport.server.functions", "homeport.server.liveness", "homeport.server.logfeed",
+        "homeport.server.sandboxes", "homeport.server.services", "homeport.server.supervision",
+        "homeport.server.web",
     }): (
-        "the control plane's `ControlPlane` (server/services.py) is the god object the collaborators call "
-        "back into, and it builds them: goes with its split by responsibility (collaborators passed in)."
+        "type annotations only (`TYPE_CHECKING`): the dashboard, liveness, sandboxes, supervision and web "
+        "collaborators still take the whole `ControlPlane` (services.py, which builds them), and the dashboard "
+        "package and its app name each other. Goes when each takes the narrower services it uses."
     ),
 }
 
