@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import functools
 import hashlib
 import logging
 import os
@@ -287,7 +288,7 @@ class WebEndpoints:
             acquire=lambda: self._acquire(route),
             timeout=route.timeout,
             authorize=self.authorize if route.requires_auth else None,
-            on_status=lambda code, name=route.label: self.cp.observer.gateway_request(name, code),
+            on_status=functools.partial(self.cp.observer.gateway_request, route.label),
             acquire_session=(lambda session: self._acquire(route, session)) if proxied else None,
         )
 
