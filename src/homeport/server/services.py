@@ -603,9 +603,10 @@ class ControlPlane:
                     if not w.done():
                         w.set_result(None)
         for call_id, outs in by_call.items():
-            call = self.calls.get(call_id)
-            if call is None:
+            live = self.calls.get(call_id)
+            if live is None:
                 continue
+            call = live
             if call.subscriber is not None:
                 call.subscriber.proto.send({"t": P.OUTPUTS, "call": call_id, "items": outs})
             if call.outstanding <= 0 and call.inputs_closed and call.kind != P.KIND_SPAWN:
@@ -712,13 +713,17 @@ class ControlPlane:
 
     def volume_op(self, peer: Peer, msg: dict[str, Any]) -> Any:
         vols = self.volumes
+        if vols is None:  # (was an AttributeError, answered as an internal error)
+            raise LookupError("volumes are not available on this control plane")
         op, name = msg["op"], msg.get("name")
         if op == "create":
             return vols.create(name, exist_ok=bool(msg.get("exist_ok")), ephemeral=bool(msg.get("ephemeral")))
-        if op == "exists":
-            return vols.exists(name)
         if op == "list":
             return vols.list()
+        if not isinstance(name, str):
+            raise InvalidError(f"the volume operation {op!r} needs a volume name")
+        if op == "exists":
+            return vols.exists(name)
         if op == "delete":
             return vols.delete(name)
         if op == "ls":
@@ -955,7 +960,7 @@ class ControlPlane:
         """A schedule fired: one call of the function with no arguments, kept like a spawned call."""
         app = self.apps.get(app_id)
         fid = app and app.get("by_tag", {}).get(tag)
-        if not fid:
+        if app is None or not fid:
             return
         import pickle
 
@@ -1161,6 +1166,7 @@ class ControlPlane:
             finally:
                 if fut in call.waiters:
                     call.waiters.remove(fut)
+        assert call.result is not None  # its waiters are woken only once the result is set
         status, data = call.result
         return {"status": status, "data": data}
 
@@ -1214,7 +1220,9 @@ class ControlPlane:
             )
         for pool in self.scheduler.pools.values():  # containers the plan wants that wait for a GPU
             fn = self.functions.get(pool.id)
-            for _ in range(pool.waiting_for_gpu if fn is not None else 0):
+            if fn is None:
+                continue
+            for _ in range(pool.waiting_for_gpu):
                 out.append({"container_id": "-", "app_id": fn.app_id,
                             "app_name": (self.apps.get(fn.app_id) or {}).get("name"), "function": fn.tag,
                             "start_failures": 0, "state": "waiting for a GPU", "pid": None, "uptime": 0.0,
@@ -1244,7 +1252,7 @@ class ControlPlane:
             "containers": len(self.containers),
             "queued": sum(len(p.queue) for p in self.scheduler.pools.values()),
             "pending": sum(p.pending for p in self.scheduler.pools.values()),
-            "capacity": {"cpu": self.scheduler.capacity.cpu, "memory_mib": self.scheduler.capacity.memory_mib},
+            "capacity": None if (cap := self.scheduler.capacity) is None else {"cpu": cap.cpu, "memory_mib": cap.memory_mib},
             "gpus": self._gpu_status(),
         }
 
