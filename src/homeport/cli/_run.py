@@ -187,7 +187,7 @@ def run_program(ref: str, args: list[str], *, module_mode: bool, detach: bool, q
     if not quiet:
         from ._lines import LineGuard
 
-        sys.stdout, sys.stderr = LineGuard(sys.stdout), LineGuard(sys.stderr)  # type: ignore[assignment]
+        sys.stdout, sys.stderr = LineGuard(sys.stdout), LineGuard(sys.stderr)
     _progress.configure(quiet=quiet, maps=True)  # on a terminal: a bar for each big map
     module, name = import_program(ref, module_mode)
     app = find_app(module)

@@ -134,7 +134,7 @@ class Launcher:
                 P.ENV_STARTED_AT: repr(time.time()),
             }
         )
-        web = fn.definition.get("web")
+        web = fn.definition.get("web") or []
         # Each replica of a user's own web server needs a network of its own: those are not forked
         # from a template (whose copies would share the template's network). The backend says whether
         # it gave it one (`ENV_PRIVATE_NETWORK`).
