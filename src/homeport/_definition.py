@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
 import cloudpickle
@@ -104,7 +104,7 @@ def batch_definition(batch: dict[str, int] | None) -> Batch | None:
     return Batch(batch["max_batch_size"], batch["wait_ms"]) if batch is not None else None
 
 
-def web_definition(endpoints: dict[str | None, dict[str, Any] | None]) -> list[dict[str, Any]] | None:
+def web_definition(endpoints: Mapping[str | None, dict[str, Any] | None]) -> list[dict[str, Any]] | None:
     """The web endpoints a container serves, by method name (None: the function itself); None if none.
 
     A function or class has either endpoints the gateway reaches over the container's own HTTP server

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import functools
 import inspect
 import threading
 from collections.abc import Callable
@@ -30,7 +31,7 @@ class Container(Host, Protocol):
     max_inputs: int
     cancelled: set[int]
     _loop: asyncio.AbstractEventLoop | None
-    _async_sink: Callable[[dict[str, Any] | None], None] | None
+    _async_sink: Callable[[Any], object] | None
 
     def reader(self) -> None: ...
 
@@ -102,7 +103,7 @@ class _ConcurrentServer:
                 self.waiting.pop(iid, None)
                 task = self.loop.create_task(self.run_input(item))
                 self.tasks[iid] = task
-                task.add_done_callback(lambda _t, iid=iid: self._done(iid))
+                task.add_done_callback(functools.partial(self._done, iid))
         if self.replace:
             # Hand back what has not finished, including inputs running in other threads, then leave.
             back = list(self.waiting) + [iid for iid, t in self.tasks.items() if not t.done()]
@@ -116,7 +117,7 @@ class _ConcurrentServer:
             await asyncio.gather(*self.tasks.values(), return_exceptions=True)
         self._flush()
 
-    def _done(self, iid: int) -> None:
+    def _done(self, iid: int, _task: object = None) -> None:
         self.tasks.pop(iid, None)
         self.slots.release()
 

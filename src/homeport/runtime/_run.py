@@ -43,6 +43,7 @@ class Service:
         self.snap_hooks: list[tuple[str, Any]] = []  # `@enter(snap=True)`: once per snapshot
         self.enter_hooks: list[tuple[str, Any]] = []
         self.exit_hooks: list[tuple[str, Any]] = []
+        self.snapshot_timeline: dict[str, float] = {}  # a snapshot template's: how long its import and snap hooks took
 
 
 class Sender(Protocol):
@@ -54,7 +55,9 @@ class Host(Protocol):
 
     tag: str
     timeout: float
-    conn: Sender
+
+    @property
+    def conn(self) -> Sender: ...
 
     @property
     def service(self) -> Service | None: ...

@@ -19,7 +19,8 @@ import sys
 import threading
 import time
 import traceback
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import cloudpickle
 
@@ -42,6 +43,11 @@ from ._run import (
     run_one,
 )
 from ._web import WebServers, claim_ports, prefix_from_env
+
+if TYPE_CHECKING:
+    import asyncio
+
+    from ._web import WebServers
 
 FLUSH_AFTER_SECONDS = 0.002
 
@@ -106,6 +112,7 @@ def import_user_module(name: str, path: str | None, sys_path: list[str], source:
     if path is None:
         return importlib.import_module(name)
     spec = importlib.util.spec_from_file_location(name, path, loader=_SourceLoader(name, path, source))
+    assert spec is not None and spec.loader is not None  # a file location with a loader always has a spec
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module
     spec.loader.exec_module(module)
@@ -138,8 +145,8 @@ def load_service(defn: FunctionDefinition) -> Service:
     return Service({None: fn})
 
 
-def _class_service(user_cls: type, defn: FunctionDefinition) -> Service:
-    instance = user_cls.__new__(user_cls)
+def _class_service(user_cls: type[Any], defn: FunctionDefinition) -> Service:
+    instance = user_cls.__new__(user_cls)  # type: ignore[call-overload]  # mypy looks up type.__new__ here
     for k, v in defn.params.items():
         setattr(instance, k, v)
     if user_cls.__init__ is not object.__init__ and not defn.params_via_init:
@@ -154,7 +161,9 @@ def _class_service(user_cls: type, defn: FunctionDefinition) -> Service:
             else:
                 markers[name] = (None, None)
     callables: dict[str | None, Any] = {}
-    snap, enter, exit_ = [], [], []
+    snap: list[tuple[str, Any]] = []
+    enter: list[tuple[str, Any]] = []
+    exit_: list[tuple[str, Any]] = []
     for name, (method, lifecycle) in markers.items():
         if lifecycle is not None:
             kind, is_snap = lifecycle
@@ -199,16 +208,16 @@ class Runtime:
         self.timeout = float(defn.timeout)
         self.max_inputs = defn.max_inputs
         self.batch: Batch | None = defn.batch
-        self._async_sink = None  # set in concurrent mode: hands reader-thread messages to the event loop
+        self._async_sink: Callable[[Any], object] | None = None  # set in concurrent mode: hands reader-thread messages to the event loop
         self.inbox: queue.SimpleQueue = queue.SimpleQueue()
         self.current: int | None = None
         self.cancelled: set[int] = set()
         self.pending: collections.deque = collections.deque()
         self.service: Service | None = None
-        self._loop = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._main_thread = threading.main_thread()
         self.started = False  # enter hooks all ran: exit hooks are owed
-        self.web = None  # the container's web endpoints (`_web.WebServers`), when it has any
+        self.web: WebServers | None = None  # the container's web endpoints (`_web.WebServers`), when it has any
 
     # --- start-up ----------------------------------------------------------------------------------
     def start(self, timeline: dict[str, float] | None = None) -> bool:
@@ -246,8 +255,8 @@ class Runtime:
                 timeline[f"enter:{name}"] = time.monotonic() - t
             if self.defn.web:
                 hook = "web server"
-                self.web = WebServers(self.tag, self.defn.web, prefix_from_env(), self.max_inputs)
-                self.web.start(self.service, timeline)
+                self.web = web = WebServers(self.tag, self.defn.web, prefix_from_env(), self.max_inputs)
+                web.start(self.service, timeline)
             signal.setitimer(signal.ITIMER_REAL, 0)
         except Shutdown:
             signal.setitimer(signal.ITIMER_REAL, 0)
@@ -347,6 +356,7 @@ class Runtime:
                 self.cancelled |= ids
                 self.inbox.put(())  # wake the main loop so it drops cancelled inputs it holds
                 if self.current in ids:
+                    assert self._main_thread.ident is not None  # the main thread is running
                     signal.pthread_kill(self._main_thread.ident, signal.SIGUSR1)
 
     def serve(self) -> None:
@@ -398,6 +408,7 @@ class Runtime:
     def _serve_batched(self) -> None:
         """`@modal.batched`: gather up to `max_batch_size` inputs for at most `wait_ms`, run them as one call."""
         threading.Thread(target=self.reader, name="homeport-reader", daemon=True).start()
+        assert self.batch is not None  # serve() chose this loop for a batched function
         max_size, wait = self.batch.max_batch_size, self.batch.wait_ms / 1000
         pending = self.pending
         while True:
@@ -419,7 +430,8 @@ class Runtime:
                     self.inbox.put(None)
                     break
                 pending.extend(items)
-            batch, outputs = [], []
+            batch: list[list[Any]] = []
+            outputs: list[list[Any]] = []
             while pending and len(batch) < max_size:
                 item = pending.popleft()
                 if item[0] in self.cancelled:
