@@ -314,18 +314,35 @@ async def _serve_tunnel(port: int, path: str) -> asyncio.AbstractServer:
     return await asyncio.start_unix_server(bridge, path)
 
 
+async def _serve_egress(egress: dict[str, Any]) -> asyncio.AbstractServer:
+    """The sandbox's end of its egress proxy (`homeport.server.egress`): a port on its own loopback,
+    each connection relayed to the control plane's proxy after the sandbox's token."""
+    token = egress["token"].encode() + b"\n"
+
+    async def connect() -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        reader, writer = await asyncio.open_unix_connection(egress["socket"])
+        writer.write(token)
+        return reader, writer
+
+    async def bridge(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await relay(reader, writer, connect, CHUNK)
+
+    return await asyncio.start_server(bridge, "127.0.0.1", int(egress["port"]))
+
 
 
 async def amain() -> int:
     config = json.loads(os.environ[P.ENV_SANDBOX])
     loop = asyncio.get_running_loop()
     agent = Agent(config)
-    if config.get("block_network") and os.environ.get(P.ENV_PRIVATE_NETWORK) != "1":
+    private = os.environ.get(P.ENV_PRIVATE_NETWORK) == "1"
+    if config.get("network_required") and not private:
         # The backend could not give it a network of its own: never run it with the machine's network.
-        print("homeport: block_network=True needs a network namespace, which this machine cannot make "
-              "(install bubblewrap on a kernel that allows user namespaces)", file=sys.stderr, flush=True)
+        print("homeport: block_network=True and the outbound allowlists need a network namespace, which this "
+              "machine cannot make (install bubblewrap on a kernel that allows user namespaces)",
+              file=sys.stderr, flush=True)
         return 1
-    if config.get("block_network"):
+    if private:
         from ._web import loopback_up
 
         loopback_up()  # `unshare --net` (an image's own root file system) leaves it down
@@ -367,6 +384,9 @@ async def amain() -> int:
     for key in (P.ENV_CONTAINER_TOKEN, P.ENV_SANDBOX):
         os.environ.pop(key, None)
     servers = [await _serve_tunnel(int(port), path) for port, path in (config.get("tunnels") or {}).items()]
+    if private and config.get("egress"):  # without a network of its own it has the machine's, no proxy
+        servers.append(await _serve_egress(config["egress"]))
+        os.environ.update(config["egress"]["env"])
     if config.get("argv"):
         await agent.start_exec({"exec": P.SANDBOX_MAIN, "argv": config["argv"], "pty": config.get("pty")})
     proto.send({"t": "ready"})

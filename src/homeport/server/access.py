@@ -11,7 +11,9 @@ gets only what running its function needs:
 - use Dicts and Queues: DICT, QUEUE. Named ones are workspace-global in Modal, so a container may look
   up (and create, with `create_if_missing`) any named Dict or Queue and read and write it, and use an
   ephemeral one whose id it was given (ids are unguessable); it may not list or delete them.
-- create and drive sandboxes of its own app (and of deployed apps): SANDBOX.
+- create and drive sandboxes of its own app (and of deployed apps): SANDBOX. A sandbox's image comes
+  as build steps, built confined, never steps that read the requester's local files
+  (`sandboxes.container_image_refusal`), and never as an image id (another app's image, with its files).
 
 Everything else (stopping the server, containers or apps, secrets, deploys, image builds, logs of
 other apps ...) is refused with an `auth` error, so code running in one app cannot reach the rest of
@@ -23,6 +25,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from .. import _protocol as P
+from .sandboxes import container_image_refusal
 
 if TYPE_CHECKING:
     from .services import ControlPlane
@@ -81,6 +84,12 @@ def _sandbox_refusal(cp: ControlPlane, own: str, definition: dict[str, Any], msg
                 "function has with `modal.Secret.from_dict(...)`")
     for ref in msg.get("volumes") or () if op == "create" else ():
         why = _volume_refusal(cp, definition, {"op": "ls", "name": ref.get("name")})
+        if why is not None:
+            return why
+    if op == "create" and msg.get("image_id") is not None:
+        return "a container gives its sandbox an image by its build steps (`image=`), not by an image id"
+    if op == "create" and msg.get("image") is not None:
+        why = container_image_refusal(msg["image"])  # its steps, marked to be built confined
         if why is not None:
             return why
     if op in ("create", "list"):
