@@ -433,7 +433,7 @@ class Sandbox:
         env_values = {**secret_env, **{k: v for k, v in (env or {}).items() if v is not None}}
         client = await get_client()
         exec_id = f"ex-{_tokens.token_hex(8)}"
-        queues, exited = watch_exec(client, exec_id)
+        queues, exited, flow = watch_exec(client, self._id, exec_id)
         try:
             await client.request({"t": P.SANDBOX, "op": "exec", "sandbox": self._id, "exec": exec_id,
                                   "argv": list(cmd), "env": env_values, "secret_refs": secret_refs,
@@ -443,7 +443,7 @@ class Sandbox:
             client.unwatch_call(exec_id)
             raise
         piped = {1: stdout == StreamType.PIPE, 2: stderr == StreamType.PIPE and not pty}
-        return ContainerProcess(client, self._id, exec_id, queues, exited, text, bufsize == 1, piped)
+        return ContainerProcess(client, self._id, exec_id, queues, exited, text, bufsize == 1, piped, flow)
 
     def _main_source(self, fd: int) -> Any:
         async def source() -> bytes | None:

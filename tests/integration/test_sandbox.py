@@ -194,6 +194,52 @@ def test_two_sandboxes_listen_on_one_port_each_behind_its_own_tunnel(platform):
     assert out["rcs"] == [None, None, None]
 
 
+def test_a_slow_reader_keeps_the_control_plane_and_the_agent_small(platform):
+    """200 MiB written by an exec whose reader takes 10 s to start keeping up: the output waits in the
+    command (its pipe), not in the control plane, the agent or the reader's process."""
+    def rss(procs: list[psutil.Process]) -> int:
+        total = 0
+        for p in procs:
+            try:
+                total += p.memory_info().rss
+            except psutil.NoSuchProcess:
+                pass
+        return total
+
+    control_plane = psutil.Process(platform.pid)
+    base = control_plane.memory_info().rss
+    peaks = {"control_plane": 0, "agent": 0}
+    done = threading.Event()
+
+    def sample() -> None:
+        while not done.is_set():
+            peaks["control_plane"] = max(peaks["control_plane"], control_plane.memory_info().rss - base)
+            agents = [p for p in platform.server_processes()
+                      if "homeport.runtime._sandbox_agent" in " ".join(_cmdline(p))]
+            peaks["agent"] = max(peaks["agent"], rss(agents))
+            done.wait(0.1)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    try:
+        out = run("flood", "--mb", "200")
+    finally:
+        done.set()
+        sampler.join(5)
+    assert out["total"] == 200 << 20 and out["code"] == 0
+    limit = 100 << 20  # generous: the window is 8 MiB a stream
+    assert peaks["control_plane"] < limit, peaks
+    assert 0 < peaks["agent"] < limit, peaks  # the agent's whole process (a Python interpreter)
+    assert out["client_growth_mib"] < 100, out
+
+
+def _cmdline(p: psutil.Process) -> list[str]:
+    try:
+        return p.cmdline()
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return []
+
+
 def test_from_id_from_name_list_and_tags_from_a_second_program(platform):
     name = f"kept-{secrets.token_hex(3)}"
     first = run("create_detached", "--name", name)

@@ -205,10 +205,18 @@ class Sandboxes:
             return await self._ask(rec, {**msg, "t": P.SANDBOX_AGENT, "op": op}, timeout=msg.get("timeout") or 120)
         raise InvalidError(f"unknown sandbox operation {op!r}")
 
-    def stdin(self, msg: dict[str, Any]) -> None:
-        """Input for an exec (no reply: the order of the connection is the order of the bytes)."""
+    def notify(self, peer: Peer, msg: dict[str, Any]) -> None:
+        """What a client sends without a reply: input for an exec (`stdin`: the order of the connection
+        is the order of the bytes), or how much of an exec's output its reader consumed (`ack`: the
+        agent reads on, see `_sandbox_agent.WINDOW`)."""
         rec = self.by_id.get(msg.get("sandbox", ""))
         if rec is None or not rec.running:
+            return
+        if msg.get("op") == "ack":
+            # Only the client reading the exec: another cannot make its output pile up there.
+            if rec.execs.get(str(msg.get("exec"))) is peer and rec.proto is not None and isinstance(msg.get("n"), int):
+                rec.proto.send({"t": P.SANDBOX_AGENT, "op": "ack", "exec": msg["exec"], "fd": msg.get("fd"),
+                                "n": msg["n"]})
             return
         rec.last_active = time.monotonic()
         frame = {"t": P.SANDBOX_AGENT, "op": "stdin", "exec": msg["exec"], "data": msg.get("data") or b"",
@@ -462,8 +470,11 @@ class Sandboxes:
                 return
             rec.last_active = time.monotonic()
             peer = rec.execs.get(exec_id) if t == P.SANDBOX_OUT else rec.execs.pop(exec_id, None)
-            if peer is not None:
+            if peer is not None and not peer.proto.is_closing:
                 peer.proto.send(msg)
+            elif t == P.SANDBOX_OUT and rec.proto is not None:  # nobody reads it any more: let it run on
+                rec.proto.send({"t": P.SANDBOX_AGENT, "op": "ack", "exec": exec_id, "fd": msg.get("fd"),
+                                "n": len(msg.get("data") or b"")})
 
     def _main_output(self, rec: SandboxRecord, msg: dict[str, Any]) -> None:
         if msg["t"] == P.SANDBOX_EXIT:

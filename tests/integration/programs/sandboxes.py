@@ -270,6 +270,26 @@ def same_port():
 
 
 @app.local_entrypoint()
+def flood(mb: int = 200):
+    """An exec writes far more than its reader takes for a while: the reader's memory stays small."""
+    import psutil
+
+    me = psutil.Process()
+    sb = modal.Sandbox.create(app=app)
+    base = me.memory_info().rss
+    p = sb.exec("head", "-c", str(mb << 20), "/dev/zero", text=False)
+    print("FLOOD-STARTED", flush=True)
+    total, peak, slow_until = 0, 0, time.monotonic() + 10
+    for chunk in p.stdout:
+        total += len(chunk)
+        if time.monotonic() < slow_until:
+            time.sleep(0.2)  # a reader far behind the writer
+        peak = max(peak, me.memory_info().rss - base)
+    result({"total": total, "client_growth_mib": peak >> 20, "code": p.wait()})
+    sb.terminate()
+
+
+@app.local_entrypoint()
 def create_detached(name: str = "kept"):
     """The first of two programs: a sandbox of a deployed app, left running."""
     lookup = modal.App.lookup("sandboxes-deployed", create_if_missing=True)
