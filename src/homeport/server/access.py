@@ -76,8 +76,9 @@ def container_refusal(cp: ControlPlane, container_id: str, msg: dict[str, Any]) 
 
 
 def _sandbox_refusal(cp: ControlPlane, own: str, definition: dict[str, Any], msg: dict[str, Any]) -> str | None:
-    """Its own app's sandboxes (and deployed apps'), with no more than its function has: no named
-    secrets (their values are the function's to pass, `Secret.from_dict`), only the volumes it mounts."""
+    """Its own app's sandboxes (and deployed apps', as its calls may reach theirs), with no more than its
+    function has: no named secrets (their values are the function's to pass, `Secret.from_dict`), only
+    the volumes it mounts, an image only as build steps that read nothing of the host."""
     op = msg.get("op")
     if msg.get("secret_refs"):
         return ("a container may not give a sandbox named secrets (`Secret.from_name`); pass the values its "

@@ -15,7 +15,8 @@ which pip, uv, curl, requests, urllib and most HTTP clients follow. So a sandbox
 - with `outbound_domain_allowlist` / `outbound_cidr_allowlist`, only those domains (a `*.` prefix
   allows subdomains) / networks, checked on the address actually connected to;
 - no other outbound traffic: no route but loopback, so no UDP, no DNS of its own, no raw TCP to a
-  program that ignores the proxy variables.
+  program that ignores the proxy variables;
+- at most `MAX_CONNECTIONS` through it at once.
 """
 
 from __future__ import annotations
@@ -36,6 +37,8 @@ log = logging.getLogger("homeport.server.egress")
 
 EGRESS_PORT = 41080  # inside the sandbox's own network: the proxy's end there
 MAX_HEAD = 64 << 10
+MAX_CONNECTIONS = 256  # open at once per sandbox: its code cannot use up the control plane's descriptors
+HEAD_TIMEOUT = 30.0  # to say its token and its request
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -92,6 +95,7 @@ class EgressProxy:
         self.policy = policy
         self.token = token.encode()
         self.server: asyncio.AbstractServer | None = None
+        self.open = 0
 
     async def start(self) -> None:
         with contextlib.suppress(FileNotFoundError):
@@ -105,13 +109,24 @@ class EgressProxy:
             os.unlink(self.path)
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self.open >= MAX_CONNECTIONS:
+            writer.close()
+            return
+        self.open += 1
         try:
-            said = (await reader.readline()).rstrip(b"\n")
+            await self._proxy(reader, writer)
+        finally:
+            self.open -= 1
+
+    async def _proxy(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            said = (await asyncio.wait_for(reader.readline(), HEAD_TIMEOUT)).rstrip(b"\n")
             if not hmac.compare_digest(said, self.token):
                 writer.close()
                 return
-            head = await reader.readuntil(b"\r\n\r\n")
-        except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError):
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), HEAD_TIMEOUT)
+        except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError, ValueError,
+                asyncio.TimeoutError):
             writer.close()
             return
         if len(head) > MAX_HEAD:
