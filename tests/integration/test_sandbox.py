@@ -375,6 +375,7 @@ def test_a_function_keeps_a_pool_of_sandboxes_with_their_own_image(platform):
     assert out["outs"] == ["warm\nfrom-the-wheel\n"] * 2
     assert out["statuses"] == [200, 200] and out["distinct"] == 2
     assert out["terminated"] == 2 and out["codes"] == [137, 137]
+    assert len(out["apps"]) == 1 and out["apps"] != [out["pool_app"]]  # in the app App.lookup made for them
 
 
 def test_a_container_cannot_have_a_sandbox_image_read_the_hosts_files(platform):

@@ -11,6 +11,8 @@ gets only what running its function needs:
 - use Dicts and Queues: DICT, QUEUE. Named ones are workspace-global in Modal, so a container may look
   up (and create, with `create_if_missing`) any named Dict or Queue and read and write it, and use an
   ephemeral one whose id it was given (ids are unguessable); it may not list or delete them.
+- look up a deployed app by name, or create an empty one (`App.lookup(name, create_if_missing=True)`,
+  where Modal's sandbox pools keep their sandboxes): APP_LOOKUP;
 - create and drive sandboxes of its own app (and of deployed apps): SANDBOX. A sandbox's image comes
   as build steps, built confined, never steps that read the requester's local files
   (`sandboxes.container_image_refusal`), and never as an image id (another app's image, with its files).
@@ -32,7 +34,8 @@ if TYPE_CHECKING:
 
 CONTAINER_MESSAGES = frozenset(
     {P.FUNCTION_LOOKUP, P.FUNCTION_BIND, P.CALL, P.MAP_PUT, P.CALL_GET, P.CALL_CANCEL, P.VOLUME, P.DICT, P.QUEUE,
-     P.SANDBOX, P.TUNNEL}  # a tunnel reaches only the container's own relay (checked in WebEndpoints.tunnel)
+     P.SANDBOX, P.TUNNEL,  # a tunnel reaches only the container's own relay (checked in WebEndpoints.tunnel)
+     P.APP_LOOKUP}  # a deployed app by name, made empty with create_if_missing (a home for sandboxes)
 ) | {P.PING, P.PONG}  # liveness: a client waiting on a call checks that the control plane answers
 _DICT_QUEUE_REFUSED = frozenset({"list", "delete"})
 _VOLUME_OPS = frozenset({"exists", "ls", "read", "put", "rm", "cp", "create"})

@@ -11,6 +11,13 @@ Lifecycle: a sandbox ends when its command exits (its exit code), at its `timeou
 terminated or its app stops (137), or after `idle_timeout` seconds without an exec or input (124).
 Tunnels: a TCP port on 127.0.0.1 of this machine per port the sandbox opens, forwarded to a Unix socket
 the agent serves and bridges to the port inside the container.
+
+Network: a namespace of its own per sandbox where the backend can make one, so its ports are its own
+and the machine's services out of its reach; what it reaches outside goes through its egress proxy
+(`egress`: HTTP and HTTPS, the allowlists). `block_network` leaves only loopback.
+
+Output: an exec's streams are flow-controlled end to end (`_sandbox_agent.WINDOW`, acknowledged by
+the reading client through `notify`), so what the control plane holds of them is bounded.
 """
 
 from __future__ import annotations
@@ -29,6 +36,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from .. import _protocol as P
+from .._address import is_tcp
 from .._wire import relay
 from ..backends import ContainerSpec, ExitInfo, Mount
 from ..exception import AlreadyExistsError, AuthError, ImageBuildError, InvalidError, NotFoundError
@@ -289,12 +297,17 @@ class Sandboxes:
         domains = msg.get("outbound_domain_allowlist")
         if domains is not None and not all(isinstance(d, str) and d for d in domains):
             raise InvalidError("outbound_domain_allowlist must be a list of domain names")
-        if msg.get("block_network"):
+        if msg.get("block_network") or not self._own_networks():
             return
         path = os.path.join(self.cp.web_dir, f"{rec.sandbox_id}-egress")
         rec.egress = EgressProxy(path, Policy(list(domains) if domains is not None else None, cidrs),
                                  secrets.token_urlsafe(16))
         await rec.egress.start()
+
+    def _own_networks(self) -> bool:
+        """Whether sandboxes get a network of their own: not where containers reach the control plane
+        over TCP (on other machines, e.g. a Ray cluster), since from one only its Unix socket is reached."""
+        return not is_tcp(self.cp.address)
 
     async def _build_image(self, peer: Peer, request: dict[str, Any]) -> str:
         """Build the image a container asked for (refused in `access` if it names local files; every step
@@ -321,7 +334,8 @@ class Sandboxes:
         env = dict(launcher.image_environ(image))
         env.update(cp._function_env({"secret_refs": msg.get("secret_refs"), "env": msg.get("env")}))
         # Every sandbox has a network of its own where the machine allows (its ports its own, the
-        # machine's services out of reach); outbound it has the egress proxy, none with block_network.
+        # machine's services out of reach; not with containers over TCP, see `_own_networks`); outbound
+        # it has the egress proxy, none with block_network.
         # Where it does not, it shares the machine's network, but for what needs its own to be real
         # (`network_required`: block_network, the allowlists), which it refuses to run without.
         allowlists = any(msg.get(k) is not None for k in ("outbound_cidr_allowlist", "outbound_domain_allowlist"))
@@ -334,7 +348,8 @@ class Sandboxes:
                                       "token": rec.egress.token.decode(), "env": proxy_environ()}
         env.update({
             "PYTHONUNBUFFERED": "1",
-            P.ENV_SERVER_ADDRESS: launcher.socket_path,  # a network of its own reaches no TCP address
+            # A network of its own reaches no TCP address: the Unix socket, on this machine.
+            P.ENV_SERVER_ADDRESS: launcher.socket_path if self._own_networks() else cp.address,
             P.ENV_CONTAINER_ID: rec.sandbox_id,
             P.ENV_CONTAINER_TOKEN: rec.token,
             P.ENV_MODAL_IMAGE_ID: image.image_id,
@@ -376,7 +391,7 @@ class Sandboxes:
             # (but for the runtime's packages, which may be under the host's /tmp).
             host_read_only=rootfs is None,
             code=launcher.images.runtime_sources(env.get(P.ENV_RUNTIME_PATH, "")) if rootfs is None else (),
-            private_network=True,
+            private_network=self._own_networks() or bool(msg.get("block_network")),
         )
 
     def _socket(self, rec: SandboxRecord, port: int) -> str:

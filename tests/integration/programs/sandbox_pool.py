@@ -22,8 +22,11 @@ def sandbox_image(wheels: str) -> modal.Image:
 
 @app.function()
 def add_sandbox(wheels: str = "") -> dict:
+    # The sandboxes live in an app of their own, apart from the pool's logic (as in Modal's example).
+    sandbox_app = modal.App.lookup("sandbox-pool-sandboxes", create_if_missing=True)
     sb = modal.Sandbox.create(
         "python", "-m", "http.server", str(SERVER_PORT),
+        app=sandbox_app,
         image=sandbox_image(wheels),
         encrypted_ports=[SERVER_PORT],
         timeout=300,
@@ -37,7 +40,7 @@ def add_sandbox(wheels: str = "") -> dict:
     out = sb.exec("python", "-c", code).stdout.read()
     url = sb.tunnels()[SERVER_PORT].url
     sb.detach()
-    return {"id": sb.object_id, "url": url, "out": out}
+    return {"id": sb.object_id, "url": url, "out": out, "app_id": sandbox_app.app_id}
 
 
 @app.function()
@@ -64,7 +67,8 @@ def pool(wheels: str = ""):
         sb.wait(raise_on_termination=False)
         codes.append(sb.returncode)
     print("RESULT " + json.dumps({"outs": [r["out"] for r in refs], "statuses": bodies, "distinct": len(set(ids)),
-                                  "terminated": terminated, "codes": codes}), flush=True)
+                                  "terminated": terminated, "codes": codes, "apps": sorted({r["app_id"] for r in refs}),
+                                  "pool_app": app.app_id}), flush=True)
 
 
 @app.function()
