@@ -248,6 +248,12 @@ def test_a_slow_reader_keeps_the_control_plane_and_the_agent_small(platform):
     assert out["client_growth_mib"] < 100, out
 
 
+def test_an_exec_whose_reader_left_runs_to_its_end(platform):
+    first = run("unwatched_start")
+    assert first["first"] is True
+    assert run("unwatched_check", "--sandbox-id", first["id"])["finished"] is True
+
+
 def _cmdline(p: psutil.Process) -> list[str]:
     try:
         return p.cmdline()

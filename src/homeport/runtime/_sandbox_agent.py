@@ -83,7 +83,7 @@ class _Exec:
         if not self.flow:
             return
         self.unacked[fd] += n
-        while self.unacked[fd] >= WINDOW:
+        while self.flow and self.unacked[fd] >= WINDOW:
             self.acked.clear()
             await self.acked.wait()
 
@@ -121,6 +121,12 @@ class Agent:
             ex = self.execs.get(msg["exec"])
             if ex is not None and msg.get("fd") in (1, 2):
                 ex.ack(int(msg["fd"]), int(msg.get("n") or 0))
+            return
+        if op == "unwatched":  # its reader is gone: it runs on, its output dropped by the control plane
+            ex = self.execs.get(msg["exec"])
+            if ex is not None:
+                ex.flow = False
+                ex.acked.set()
             return
         self.spawn(self._answer(msg))
 

@@ -322,6 +322,7 @@ class Connection:
     def on_close(self, exc: Exception | None) -> None:
         if self.peer is not None:
             self.cp.peer_closed(self.peer)
+            self.cp.sandboxes.peer_closed(self.peer)
         if self.container_id is not None:
             self.cp.container_closed(self.container_id)
         if self.sandbox_id is not None:

@@ -234,6 +234,14 @@ class Sandboxes:
             return
         rec.proto.send(frame)
 
+    def peer_closed(self, peer: Peer) -> None:
+        """A client left: the execs it was reading run on unwatched (no window to wait for)."""
+        for rec in self.by_id.values():
+            if rec.running and rec.proto is not None:
+                for exec_id, reader in rec.execs.items():
+                    if reader is peer:
+                        rec.proto.send({"t": P.SANDBOX_AGENT, "op": "unwatched", "exec": exec_id})
+
     def describe(self, rec: SandboxRecord) -> dict[str, Any]:
         return {"sandbox_id": rec.sandbox_id, "app_id": rec.app_id, "name": rec.name, "tags": rec.tags,
                 "returncode": rec.returncode, "reason": rec.reason, "created_at": rec.created_at,

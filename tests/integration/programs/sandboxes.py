@@ -321,6 +321,28 @@ def flood(mb: int = 200):
 
 
 @app.local_entrypoint()
+def unwatched_start():
+    """A reader that reads one chunk of 50 MiB and leaves: its exec must run on without it."""
+    kept = modal.App.lookup("sandboxes-kept", create_if_missing=True)
+    sb = modal.Sandbox.create(app=kept, timeout=120)
+    p = sb.exec("sh", "-c", "head -c 52428800 /dev/zero; touch /tmp/finished", text=False)
+    first = next(iter(p.stdout))
+    result({"id": sb.object_id, "first": len(first) > 0})
+
+
+@app.local_entrypoint()
+def unwatched_check(sandbox_id: str = ""):
+    sb = modal.Sandbox.from_id(sandbox_id)
+    deadline = time.monotonic() + 90
+    finished = False
+    while not finished and time.monotonic() < deadline:
+        finished = sb.exec("test", "-f", "/tmp/finished").wait() == 0
+        time.sleep(0.5)
+    sb.terminate()
+    result({"finished": finished})
+
+
+@app.local_entrypoint()
 def create_detached(name: str = "kept"):
     """The first of two programs: a sandbox of a deployed app, left running."""
     lookup = modal.App.lookup("sandboxes-deployed", create_if_missing=True)
