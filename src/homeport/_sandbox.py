@@ -466,7 +466,8 @@ class Sandbox:
 
     # --- not built -----------------------------------------------------------------------------------
     def snapshot_filesystem(self, *args: Any, **kwargs: Any) -> Any:
-        raise _unimplemented("Sandbox.snapshot_filesystem")
+        raise _unimplemented("Sandbox.snapshot_filesystem", "what a sandbox writes lives in a layer of its own that "
+                             "is gone with it, and an image cannot yet be made from one (nor named by id)")
 
     def snapshot_directory(self, *args: Any, **kwargs: Any) -> Any:
         raise _unimplemented("Sandbox.snapshot_directory")

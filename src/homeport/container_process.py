@@ -122,7 +122,7 @@ class ContainerProcess:
 def watch_exec(client: Any, sandbox_id: str, exec_id: str) -> tuple[dict[int, asyncio.Queue], asyncio.Future, _Flow]:
     """Queues that receive the exec's output as it arrives (None at the end), a future of its exit code
     and what acknowledges the output read; call on the bridge loop, before the exec starts."""
-    queues = {1: asyncio.Queue(), 2: asyncio.Queue()}
+    queues: dict[int, asyncio.Queue[bytes | None]] = {1: asyncio.Queue(), 2: asyncio.Queue()}
     exited = asyncio.get_running_loop().create_future()
     flow = _Flow(client, sandbox_id, exec_id)
 

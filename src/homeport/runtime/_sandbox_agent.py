@@ -224,10 +224,15 @@ class Agent:
     async def _pump_fd(self, ex: _Exec, fd: int, master: int) -> None:
         """A pty's output: read only when there is room (its reader is within the window)."""
         loop = asyncio.get_running_loop()
+
+        def wake(fut: asyncio.Future[None]) -> None:
+            if not fut.done():
+                fut.set_result(None)
+
         try:
             while True:
-                ready = loop.create_future()
-                loop.add_reader(master, lambda f=ready: f.done() or f.set_result(None))
+                ready: asyncio.Future[None] = loop.create_future()
+                loop.add_reader(master, wake, ready)
                 try:
                     await ready
                 finally:
