@@ -143,7 +143,9 @@ def _machine_address() -> str | None:
     return None
 
 
-def test_a_sandboxs_network_is_its_own_with_http_out_through_the_proxy(platform):
+@pytest.mark.parametrize("rootfs", [False, pytest.param(True, marks=[pytest.mark.timeout(900), pytest.mark.skipif(
+    _rootfs_missing() is not None, reason=f"no root file system images here: {_rootfs_missing()}")])])
+def test_a_sandboxs_network_is_its_own_with_http_out_through_the_proxy(platform, rootfs):
     import http.server
 
     host = _machine_address()
@@ -164,7 +166,8 @@ def test_a_sandboxs_network_is_its_own_with_http_out_through_the_proxy(platform)
     server = http.server.ThreadingHTTPServer((host, 0), Hello)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
-        out = run("network", "--host", host, "--port", str(server.server_address[1]))
+        out = run("network", "--host", host, "--port", str(server.server_address[1]),
+                  *(["--rootfs"] if rootfs else []), timeout=800)
     finally:
         server.shutdown()
         server.server_close()

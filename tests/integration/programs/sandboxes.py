@@ -209,15 +209,16 @@ print(json.dumps(out))
 
 
 @app.local_entrypoint()
-def network(host: str = "", port: int = 0):
+def network(host: str = "", port: int = 0, rootfs: bool = False):
     """A sandbox's network: its own, with HTTP(S) out through the proxy; none with block_network=True;
-    only what the allowlists name with them."""
+    only what the allowlists name with them. `rootfs`: in an image with a root file system of its own."""
+    image = modal.Image.debian_slim().run_commands("true") if rootfs else None
     out = {}
     for what, options in (("open", {}), ("blocked", {"block_network": True}),
                           ("cidr_refused", {"outbound_cidr_allowlist": ["10.0.0.0/8"]}),
                           ("cidr_allowed", {"outbound_cidr_allowlist": [f"{host}/32"]}),
                           ("domain_refused", {"outbound_domain_allowlist": ["example.com"]})):
-        sb = modal.Sandbox.create(app=app, **options)
+        sb = modal.Sandbox.create(app=app, image=image, **options)
         p = sb.exec("python", "-c", NET_PROBE, host, str(port))
         text, err = p.stdout.read(), p.stderr.read()
         out[what] = json.loads(text) if text.strip() else {"error": err[-500:]}
