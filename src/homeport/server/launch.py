@@ -8,6 +8,7 @@ the image build steps that run as backend containers too.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import secrets
@@ -25,32 +26,15 @@ from .templates import container_template
 log = logging.getLogger("homeport.server")
 
 
-class Launcher:
-    gpus: tuple = ()  # the machine's GPUs (`core.gpus.GpuDevice`), set by the control plane
+class BuildContainers:
+    """Image build steps run as containers of the backend: the `run_container` an `ImageBuilder` is given."""
 
-    def __init__(self, images: ImageBuilder, backend: Backend, address: str, web_dir: str,
-                 spawn: Callable[[Any], asyncio.Task]) -> None:
-        self.images = images
+    def __init__(self, backend: Backend) -> None:
         self.backend = backend
-        self.address = address  # what containers connect to: the Unix socket, or tcp://HOST:PORT
-        self.socket_path = address  # the Unix socket (containers in a network namespace of their own)
-        self.web_dir = web_dir
-        self.spawn = spawn
-        images._run_container = self.run_build_container
-        # Fork containers from template processes (HOMEPORT_TEMPLATES=0 starts fresh interpreters).
-        self.use_templates = os.environ.get(P.ENV_TEMPLATES, "1") != "0"
-        self.template_salt = secrets.token_bytes(32)  # template keys are keyed hashes (see .templates)
 
-    async def function_image(self, definition: dict[str, Any]) -> BuiltImage:
-        """The built image a function's containers run in (the default image when it names none)."""
-        image_id = definition.get("image_id")
-        if image_id is None:
-            return await self.images.default_image()
-        return self.images.get(image_id)
-
-    async def run_build_container(self, argv: list[str], env: dict[str, str], rootfs: str | None,
-                                  mounts: list[Mount], out: Callable[[str, int], None], timeout: float,
-                                  cwd: str | None = None) -> int | None:
+    async def __call__(self, argv: list[str], env: dict[str, str], rootfs: str | None,
+                       mounts: list[Mount], out: Callable[[str, int], None], timeout: float,
+                       cwd: str | None = None) -> int | None:
         """Run an image build step as a container of the backend; its exit code, None on timeout.
         Without `rootfs` it runs with the host read-only: only `mounts` can be written."""
         cid = f"build-{secrets.token_hex(6)}"
@@ -78,6 +62,30 @@ class Launcher:
         if info.signal is not None:
             return 128 + info.signal
         return info.returncode
+
+
+class Launcher:
+    gpus: tuple = ()  # the machine's GPUs (`core.gpus.GpuDevice`), set by the control plane
+
+    def __init__(self, images: ImageBuilder, backend: Backend, address: str, web_dir: str,
+                 spawn: Callable[[Any], asyncio.Task]) -> None:
+        self.images = images
+        self.backend = backend
+        self.address = address  # what containers connect to: the Unix socket, or tcp://HOST:PORT
+        self.socket_path = address  # the Unix socket (containers in a network namespace of their own)
+        self.web_dir = web_dir
+        self.spawn = spawn
+        # Fork containers from template processes (HOMEPORT_TEMPLATES=0 starts fresh interpreters).
+        self.use_templates = os.environ.get(P.ENV_TEMPLATES, "1") != "0"
+        self.template_salt = secrets.token_bytes(32)  # template keys are keyed hashes (see .templates)
+
+    async def function_image(self, definition: dict[str, Any]) -> BuiltImage:
+        """The built image a function's containers run in (the default image when it names none)."""
+        image_id = definition.get("image_id")
+        if image_id is None:
+            return await self.images.default_image()
+        return self.images.get(image_id)
+
 
     def image_environ(self, image: BuiltImage) -> dict[str, str]:
         return image.environ(os.environ, self.images.runtime_path())
@@ -110,7 +118,7 @@ class Launcher:
         ids = []
         for i, plan in enumerate(plans):
             label = f"{i + 1}/{len(requests)}" if len(requests) > 1 else ""
-            image_id = await self.images.build(plan, lambda line, fd, label=label: on_log(label, line, fd))
+            image_id = await self.images.build(plan, functools.partial(on_log, label))
             self.spawn(self.prepare_template(self.images.get(image_id)))
             ids.append(image_id)
         return ids
@@ -133,7 +141,7 @@ class Launcher:
                 P.ENV_STARTED_AT: repr(time.time()),
             }
         )
-        web = fn.definition.get("web")
+        web = fn.definition.get("web") or []
         # Each replica of a user's own web server needs a network of its own: those are not forked
         # from a template (whose copies would share the template's network). The backend says whether
         # it gave it one (`ENV_PRIVATE_NETWORK`).

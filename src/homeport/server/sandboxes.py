@@ -83,7 +83,7 @@ def container_image_refusal(request: Any) -> str | None:
                     "local files, and the control plane building the image would read them from its own machine's "
                     "disk, not from this container's. Put the files in the sandbox with "
                     "`sb.filesystem.write_bytes`/`copy_from_local`, or in a Volume both mount.")
-        allowed = _CONTAINER_IMAGE_STEPS.get(kind)  # type: ignore[arg-type]
+        allowed = _CONTAINER_IMAGE_STEPS.get(kind)
         if allowed is None:
             return f"Image step {kind!r} (step {i}) cannot be built for a sandbox created inside a container"
         extra = sorted(k for k in step if k not in ("kind", "_confined") and k not in allowed)
@@ -469,7 +469,8 @@ class Sandboxes:
             return
         t = msg.get("t")
         if t == P.RESULT:
-            fut = rec.pending.pop(msg.get("id"), None)
+            rid = msg.get("id")  # from the sandbox: anything
+            fut = rec.pending.pop(rid, None) if isinstance(rid, int) else None
             if fut is not None and not fut.done():
                 if msg.get("ok"):
                     fut.set_result(msg.get("v"))

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import functools
 import hashlib
 import logging
 import os
@@ -247,7 +248,7 @@ class WebEndpoints:
         op = msg.get("op")
         if op == "close":
             port = msg.get("port")
-            if mine.pop(port, None) is not None:
+            if isinstance(port, int) and mine.pop(port, None) is not None:
                 await self.gateway.close_port(port)
             return None
         if op != "open":
@@ -258,7 +259,7 @@ class WebEndpoints:
             or (web_prefix is not None and path.startswith(web_prefix + "-fwd-")
                 and re.fullmatch(r"[0-9a-f]{32}", path[len(web_prefix) + 5:]) is not None)
         )
-        if not own:
+        if not own or not isinstance(path, str):  # (`own` already says it is a str; mypy cannot see that)
             raise InvalidError("A tunnel relays only to the container's own relay socket (opened by modal.forward).")
         if len(mine) >= _MAX_TUNNELS:
             raise InvalidError(f"A container may have at most {_MAX_TUNNELS} tunnels open.")
@@ -287,32 +288,30 @@ class WebEndpoints:
             acquire=lambda: self._acquire(route),
             timeout=route.timeout,
             authorize=self.authorize if route.requires_auth else None,
-            on_status=lambda code, name=route.label: self.cp.observer.gateway_request(name, code),
+            on_status=functools.partial(self.cp.observer.gateway_request, route.label),
             acquire_session=(lambda session: self._acquire(route, session)) if proxied else None,
         )
 
     def _session_container(self, fid: str, session: bytes) -> str | None:
         """The container a session goes to: rendezvous hashing over the pool's ready containers, so that
         a session stays on its container while it lives and moves only when it goes."""
-        return rendezvous(session, self.cp.scheduler.ready_containers(fid))
+        return rendezvous(session, self.cp.executor.ready_containers(fid))
 
     async def _acquire(self, route: Route, session: bytes | None = None) -> Upstream:
         cp = self.cp
         fid = route.fid
-        pool = cp.scheduler.pools.get(fid)
+        pool = cp.executor.pool(fid)
         if pool is None:
             raise HTTPError(404, f"{route.name} is not running.")
         failure = self._start_failure.get(fid)
         if failure and pool.start_failures >= 2 and not any(c.phase is Phase.READY for c in pool.containers.values()):
             # Crash-looping: answer now with why, rather than wait out the restart back-off.
             raise HTTPError(503, f"{route.name} cannot start: {failure}")
-        iid = next(cp._input_ids)
+        iid = cp.executor.input_ids.web_request()
         fut = asyncio.get_running_loop().create_future()
         self.waiters[iid] = (fut, fid)
-        now = time.monotonic()
         preferred = self._session_container(fid, session) if session else None
-        direct = cp.scheduler.submit_to(fid, preferred, iid, now) if preferred else None
-        cp.execute(direct if direct is not None else cp.scheduler.submit(fid, [iid], now))
+        cp.executor.submit_web_request(fid, iid, preferred)
         try:
             cid = await fut
         except asyncio.CancelledError:  # the client left while its request waited
@@ -320,7 +319,7 @@ class WebEndpoints:
             if fut.done() and not fut.cancelled() and fut.exception() is None:
                 self._done(fut.result(), iid, time.monotonic())
             else:
-                cp.scheduler.cancel(fid, {iid})
+                cp.executor.cancel(fid, {iid})
             raise
         rec = cp.containers.get(cid)
         if rec is None or rec.web_prefix is None:
@@ -338,14 +337,13 @@ class WebEndpoints:
         return Upstream(socket_path=f"{rec.web_prefix}-{route.index}", release=release)
 
     def _done(self, cid: str, iid: int, t0: float) -> None:
-        now = time.monotonic()
-        self.cp.execute(self.cp.scheduler.inputs_done(cid, [iid], now - t0, now))
+        self.cp.executor.web_request_done(cid, iid, t0)
 
     def assigned(self, cid: str, iid: int) -> None:
         """The scheduler gave input `iid`, which is no function input, to container `cid`: a web request
         goes through now; anything else (a request already answered, handed back to the queue when its
         container left) must not keep the container's slot."""
-        fut, _fid = self.waiters.pop(iid, (None, None))
+        fut, _fid = self.waiters.pop(iid, (None, ""))
         if fut is not None and not fut.done():
             fut.set_result(cid)
             self._start_failure.pop(_fid, None)
@@ -355,7 +353,7 @@ class WebEndpoints:
     def failed(self, iid: int, reason: str, start_failure: str | None = None) -> None:
         """A web request that can no longer be served (its app stopped, its container failed to start:
         `start_failure` says how; the traceback is in the app's log, not in an HTTP answer)."""
-        fut, fid = self.waiters.pop(iid, (None, None))
+        fut, fid = self.waiters.pop(iid, (None, ""))
         if fut is None:
             return
         if start_failure is not None:
@@ -378,7 +376,7 @@ class WebEndpoints:
         expected = self._tokens.get(key)
         return expected is not None and secrets.compare_digest(expected, _sha256(secret))
 
-    def create_token(self) -> dict[str, str]:
+    def create_token(self) -> dict[str, Any]:
         token_id, secret = f"wk-{secrets.token_urlsafe(12)}", f"ws-{secrets.token_urlsafe(24)}"
         now = time.time()
         self.db.execute("INSERT INTO proxy_tokens(token_id, secret_sha256, created_at) VALUES (?, ?, ?)",
