@@ -56,15 +56,22 @@ def ray_cluster():
     # its agents 15 s): let them cache bytecode where the environment says not to (PYTHONDONTWRITEBYTECODE).
     no_bytecode = os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
     cluster = Cluster()
+    # Each node builds images in a cache of its own, as on separate machines: none is served by another's.
+    caches = Path(tempfile.mkdtemp(prefix="hp-node-images-", dir="/tmp"))
+    cluster.image_caches = {}
+
+    def node(name: str, **kwargs):
+        cache = cluster.image_caches[name] = caches / name
+        return _add_node(cluster, num_cpus=1, labels={"homeport.io/region": name},
+                         env_vars={"HOMEPORT_NODE_IMAGES": str(cache)}, **kwargs)
+
     try:
         nodes = {
-            "us-east-1": _add_node(cluster, num_cpus=1, labels={"homeport.io/region": "us-east-1"},
-                                   include_dashboard=False,
-                                   # A lost node is noticed within seconds, not the default half minute.
-                                   _system_config={"health_check_period_ms": 1000,
-                                                   "health_check_failure_threshold": 5}),
-            "eu-west-1": _add_node(cluster, num_cpus=1, labels={"homeport.io/region": "eu-west-1"}),
-            "us-west-2": _add_node(cluster, num_cpus=1, labels={"homeport.io/region": "us-west-2"}),
+            "us-east-1": node("us-east-1", include_dashboard=False,
+                              # A lost node is noticed within seconds, not the default half minute.
+                              _system_config={"health_check_period_ms": 1000, "health_check_failure_threshold": 5}),
+            "eu-west-1": node("eu-west-1"),
+            "us-west-2": node("us-west-2"),
         }
         cluster.wait_for_nodes()
         ray.init(address=cluster.address, namespace="homeport-tests", log_to_driver=False, logging_level="ERROR")
@@ -73,6 +80,7 @@ def ray_cluster():
     finally:
         ray.shutdown()
         cluster.shutdown()
+        shutil.rmtree(caches, ignore_errors=True)
         if no_bytecode is not None:
             os.environ["PYTHONDONTWRITEBYTECODE"] = no_bytecode
 
@@ -129,12 +137,14 @@ def region_of(ray_cluster):
 
 
 @pytest.fixture
-def add_node(ray_cluster):
+def add_node(ray_cluster, request):
     """Add a node of one core (in `region`) to the module's cluster; it stops with the cluster."""
 
     def add(region: str | None = None, labels: dict[str, str] | None = None, **kwargs):
         labels = {**(labels or {}), **({"homeport.io/region": region} if region else {})}
-        node = _add_node(ray_cluster, num_cpus=1, labels=labels, **kwargs)
+        cache = tempfile.mkdtemp(prefix="hp-node-images-", dir="/tmp")
+        request.addfinalizer(lambda: shutil.rmtree(cache, ignore_errors=True))
+        node = _add_node(ray_cluster, num_cpus=1, labels=labels, env_vars={"HOMEPORT_NODE_IMAGES": cache}, **kwargs)
         ray_cluster.wait_for_nodes()
         return node
 

@@ -100,3 +100,10 @@ def test_what_no_node_can_hold_fails_naming_what_the_cluster_has():
 def test_any_gpu_needs_only_a_count():
     assert actor_options(Placement(gpu="any:2"), CLUSTER) == {
         "num_cpus": 0.125, "memory": 128 * 2**20, "num_gpus": 2}
+
+
+def test_the_clusters_capacity_is_the_sum_of_its_nodes_resources():
+    from homeport.backends.ray._placement import cluster_capacity
+
+    assert cluster_capacity({"CPU": 7.0, "memory": 3 * 2**30, "GPU": 1.0}) == (7.0, 3072)
+    assert cluster_capacity({}) == (0.0, 0)

@@ -1,6 +1,7 @@
 """An app whose functions ask for regions; run on a Ray cluster whose nodes carry region labels."""
 
 import os
+import sys
 import time
 
 import modal
@@ -108,3 +109,12 @@ def on_gpu() -> tuple[str, str]:
 @app.function(gpu="A100")
 def on_a100() -> str:
     return node()
+
+
+marked = modal.Image.debian_slim().env({"HOMEPORT_IMAGE_MARK": "built on its node"})
+
+
+@app.function(image=marked, region="eu")
+def image_home() -> tuple[str, str, str, str]:
+    """Where this container's image environment is: its node builds it in its own cache."""
+    return node(), os.environ.get("VIRTUAL_ENV", ""), sys.executable, os.environ.get("HOMEPORT_IMAGE_MARK", "")

@@ -22,19 +22,24 @@ import contextlib
 import logging
 import os
 import signal
+import threading
+import time
 from typing import Any
 
 import ray
 from ray.exceptions import RayError
 
 from ..._protocol import ENV_RAY_ADDRESS
+from ...server.images import ImageBuildFailed, ImageUnsupported
 from .._base import Backend, ContainerSpec, ExitCallback, ExitInfo, OutputCallback, PrivateDir
 from ._actor import ContainerHost, NodeLacksPath
-from ._placement import Unplaceable, actor_options
+from ._images import NodeImageUnbuildable
+from ._placement import Unplaceable, actor_options, cluster_capacity
 
 log = logging.getLogger("homeport.backend.ray")
 
 NAMESPACE = "homeport"
+CAPACITY_REFRESH_SECONDS = 2.0  # how stale the cluster's capacity may be (nodes join and leave)
 
 
 class PlacementError(RuntimeError):
@@ -66,6 +71,9 @@ class RayBackend(Backend):
             ray.init(address=self.address, namespace=NAMESPACE, log_to_driver=False, logging_level="ERROR")
         self._actors: dict[str, _Actor] = {}
         self._told: set[str] = set()
+        self._capacity = cluster_capacity(ray.cluster_resources())
+        self._capacity_at = time.monotonic()
+        self._refreshing = False
 
     def _nodes(self) -> list[dict[str, Any]]:
         return ray.nodes()
@@ -91,8 +99,8 @@ class RayBackend(Backend):
                 asyncio.get_running_loop().call_soon(on_exit, spec.container_id, ExitInfo(None, signal.SIGTERM))
                 return 0
             cause = getattr(exc, "cause", None)  # a RayTaskError carries the actor's own exception
-            if isinstance(cause, NodeLacksPath):
-                raise NodeLacksPath(str(cause)) from None
+            if isinstance(cause, (NodeLacksPath, NodeImageUnbuildable, ImageBuildFailed, ImageUnsupported)):
+                raise type(cause)(str(cause)) from None
             raise
         actor.started = True
         actor.pump = asyncio.get_running_loop().create_task(self._pump(spec.container_id, actor, on_output, on_exit))
@@ -117,6 +125,23 @@ class RayBackend(Backend):
             with contextlib.suppress(Exception):
                 ray.kill(actor.handle)
         on_exit(cid, info)
+
+    def capacity(self) -> tuple[float, int]:
+        """The cluster's cores and memory (all its live nodes'), refreshed in the background: asked on
+        every scheduler tick, it answers with what it last read."""
+        if not self._refreshing and time.monotonic() - self._capacity_at > CAPACITY_REFRESH_SECONDS:
+            self._refreshing = True
+            threading.Thread(target=self._refresh_capacity, name="homeport-ray-capacity", daemon=True).start()
+        return self._capacity
+
+    def _refresh_capacity(self) -> None:
+        try:
+            self._capacity = cluster_capacity(ray.cluster_resources())
+        except Exception as exc:  # the cluster is unreachable for now: the last figure stands
+            log.warning("could not read the Ray cluster's resources: %s", exc)
+        finally:
+            self._capacity_at = time.monotonic()
+            self._refreshing = False
 
     def listen_default(self) -> str:
         """This node's address in the Ray cluster (the one the other nodes reach it by), a free port."""

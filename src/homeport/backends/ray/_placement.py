@@ -162,3 +162,8 @@ def _describe(nodes: list[dict[str, Any]]) -> str:
             desc += f" in {labels[REGION_LABEL]}"
         out.append(f"[{desc}]")
     return "; ".join(out) or "no live nodes"
+
+
+def cluster_capacity(resources: dict[str, float]) -> tuple[float, int]:
+    """(cores, MiB) of a cluster, from `ray.cluster_resources()`: what containers may request in all."""
+    return float(resources.get("CPU", 0.0)), int(resources.get("memory", 0.0) // 2**20)
