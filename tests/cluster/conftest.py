@@ -90,8 +90,11 @@ def ray_platform(ray_cluster):
     from homeport import _protocol as P
     from homeport.testing import Platform
 
-    saved = {k: os.environ.get(k) for k in (P.ENV_BACKEND, P.ENV_RAY_ADDRESS, P.ENV_LISTEN, P.ENV_SHARED_ROOT)}
+    saved = {k: os.environ.get(k) for k in (P.ENV_BACKEND, P.ENV_RAY_ADDRESS, P.ENV_LISTEN, P.ENV_SHARED_ROOT,
+                                            "HOMEPORT_CPU")}
     os.environ[P.ENV_BACKEND] = "ray"
+    # The control plane's own machine offers containers one core: on Ray the cluster's count instead.
+    os.environ["HOMEPORT_CPU"] = "1"
     os.environ[P.ENV_RAY_ADDRESS] = ray_cluster.address
     os.environ[P.ENV_LISTEN] = "127.0.0.1:0"  # containers connect over TCP, on loopback only
     # Volumes on a cluster live where every node sees them: here, a directory in the state directory
@@ -138,13 +141,13 @@ def region_of(ray_cluster):
 
 @pytest.fixture
 def add_node(ray_cluster, request):
-    """Add a node of one core (in `region`) to the module's cluster; it stops with the cluster."""
+    """Add a node of `num_cpus` cores (in `region`) to the module's cluster; it stops with the cluster."""
 
-    def add(region: str | None = None, labels: dict[str, str] | None = None, **kwargs):
+    def add(region: str | None = None, labels: dict[str, str] | None = None, num_cpus: int = 1, **kwargs):
         labels = {**(labels or {}), **({"homeport.io/region": region} if region else {})}
         cache = tempfile.mkdtemp(prefix="hp-node-images-", dir="/tmp")
         request.addfinalizer(lambda: shutil.rmtree(cache, ignore_errors=True))
-        node = _add_node(ray_cluster, num_cpus=1, labels=labels, env_vars={"HOMEPORT_NODE_IMAGES": cache}, **kwargs)
+        node = _add_node(ray_cluster, num_cpus=num_cpus, labels=labels, env_vars={"HOMEPORT_NODE_IMAGES": cache}, **kwargs)
         ray_cluster.wait_for_nodes()
         return node
 

@@ -86,6 +86,41 @@ def test_a_node_builds_the_image_in_its_own_cache_and_the_container_runs_that_bu
     assert f"[node {where[:8]}] Building image" in logs, logs[-2000:]
 
 
+def test_a_map_runs_as_many_containers_at_once_as_the_cluster_has_cores_not_this_machine(ray_app, add_node):
+    """The control plane's machine offers one core (HOMEPORT_CPU=1); a node of four joins the cluster."""
+    add_node(region="sa-east-1", num_cpus=4)
+    assert list(ray_app.together.map(range(3), kwargs={"k": 3})) == [3, 3, 3]  # three cores' worth at once
+    import ray
+
+    from homeport.testing import wait_for
+
+    def capacity() -> str:
+        return homeport_cli("server", "status").stdout
+
+    cores = f"Capacity for containers: {ray.cluster_resources()['CPU']:g} cores"  # every node's, 7 or more
+    assert wait_for(lambda: cores in capacity(), timeout=30), capacity()
+
+
+def test_web_endpoints_and_sandboxes_run_on_the_control_planes_node(ray_app):
+    import re
+
+    import modal
+
+    from homeport.testing import wait_for
+
+    status = homeport_cli("server", "status").stdout
+    home = re.search(r"the control plane's node\s+(\w+)", status).group(1)
+
+    def web_nodes() -> set[str]:
+        rows = json.loads(homeport_cli("container", "list", "--json").stdout)
+        return {r["node"] for r in rows if r["function"] == "web_where" and r.get("node")}
+
+    assert wait_for(lambda: web_nodes() == {home}, timeout=120), (web_nodes(), home)
+    sb = modal.Sandbox.create("sh", "-c", "echo $HOMEPORT_NODE_ID", app=ray_app.app)
+    sb.wait()
+    assert sb.stdout.read().strip() == home
+
+
 def test_a_node_lost_during_a_map_loses_no_input(ray_app, ray_cluster, add_node):
     """Runs last: it adds a second node in us-west-2 and removes it while a map runs on both."""
     import threading

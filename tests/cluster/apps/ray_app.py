@@ -118,3 +118,24 @@ marked = modal.Image.debian_slim().env({"HOMEPORT_IMAGE_MARK": "built on its nod
 def image_home() -> tuple[str, str, str, str]:
     """Where this container's image environment is: its node builds it in its own cache."""
     return node(), os.environ.get("VIRTUAL_ENV", ""), sys.executable, os.environ.get("HOMEPORT_IMAGE_MARK", "")
+
+
+together_seen = modal.Dict.from_name("ray-together", create_if_missing=True)
+
+
+@app.function(region="sa-east", cpu=1.0)
+def together(x: int, k: int) -> int:
+    """Each input (one per container, a core each) waits until `k` of them run at once (or a minute
+    passed): how many did."""
+    together_seen.put(x, os.getpid())
+    deadline = time.monotonic() + 60
+    while together_seen.len() < k and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return together_seen.len()
+
+
+@app.function(min_containers=1)
+@modal.fastapi_endpoint()
+def web_where() -> dict:
+    """A web endpoint: served through the gateway's Unix socket, so on the control plane's node."""
+    return {"node": node()}
