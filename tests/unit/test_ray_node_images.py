@@ -9,7 +9,13 @@ import pytest
 
 from homeport import _protocol as P
 from homeport.backends import ContainerSpec, ImageSource, Mount
-from homeport.backends.ray._images import NodeImages, NodeImageUnbuildable, relocate, unbuildable
+from homeport.backends.ray._images import (
+    NodeImages,
+    NodeImageUnbuildable,
+    missing_files,
+    relocate,
+    unbuildable,
+)
 from homeport.server.images import ImageBuilder, node_steps
 
 
@@ -45,6 +51,13 @@ def test_steps_only_the_control_plane_builds_are_refused_by_name_and_secrets_nev
     with pytest.raises(NodeImageUnbuildable, match="run_function"):
         asyncio.run(NodeImages("/nonexistent").ensure(spec("/cp", node_steps([{"kind": "run_function", "f": b"x"}])),
                                                       lambda line, fd: None))
+
+
+def test_files_copied_into_an_image_must_be_seen_by_the_node():
+    source = ImageSource("im-1", "/cp", ({"kind": "add_local_dir", "_files": [["/app/a.py", "/home/u/a.py"]]},))
+    assert missing_files(source, exists=lambda p: True) is None
+    why = missing_files(source, exists=lambda p: False)
+    assert why.startswith("UnimplementedError") and "/home/u/a.py" in why and "add_local_dir" in why
 
 
 def test_containers_starting_at_once_on_a_node_build_its_image_once_under_the_same_layer_names(tmp_path):

@@ -50,6 +50,17 @@ def unbuildable(source: ImageSource) -> str | None:
     return None
 
 
+def missing_files(source: ImageSource, exists: Callable[[str], bool] = os.path.exists) -> str | None:
+    """Why this node cannot copy an image's local files (`copy=True`) into its layers (None: it can)."""
+    for step in source.steps:
+        for _target, path in step.get("_files") or ():
+            if not exists(path):
+                return (f"UnimplementedError: {step['kind']}(copy=True) of image {source.image_id} reads {path} on "
+                        "the control plane's machine, which this Ray node does not see; sending local files to "
+                        "the nodes is not built yet (put them on storage every node sees at the same path)")
+    return None
+
+
 def relocate(spec: ContainerSpec, node_root: str, runtime_path: str, runtime_sources: tuple[str, ...]) -> ContainerSpec:
     """The spec with the image's paths (the control plane's `layers/`, its runtime links and empty working
     directories) moved to the node's cache; files staged at container start (`mounts/`) stay where they are."""
@@ -108,7 +119,7 @@ class NodeImages:
         source = spec.image
         if source is None:
             return spec
-        why = unbuildable(source)
+        why = unbuildable(source) or await asyncio.to_thread(missing_files, source)
         if why is not None:
             raise NodeImageUnbuildable(why)
         builder = self.builder
