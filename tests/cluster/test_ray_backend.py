@@ -81,6 +81,9 @@ def test_a_node_builds_the_image_in_its_own_cache_and_the_container_runs_that_bu
     # ... and no other node has the image's last layer: nothing was served by another cache.
     assert len(marked(cache)) == 1
     assert all(not marked(c) for name, c in ray_cluster.image_caches.items() if name != "eu-west-1")
+    # A container cannot change the environment the node's other containers run.
+    assert ray_app.poison_image.remote() in ("OSError", "PermissionError")
+    assert not (Path(venv) / "poisoned").exists()
     # Its build log reached the app's logs, saying which node built it.
     logs = homeport_cli("app", "logs", "on-ray").stdout
     assert f"[node {where[:8]}] Building image" in logs, logs[-2000:]

@@ -81,6 +81,7 @@ def test_containers_starting_at_once_on_a_node_build_its_image_once_under_the_sa
     image, a, b, logs = asyncio.run(scenario())
     assert sum(line.startswith("Building image") for line in logs) == 1  # the other found it built
     assert a.argv == b.argv and a.env == b.env
+    assert Mount(str(tmp_path / "node"), str(tmp_path / "node"), read_only=True) in a.mounts  # not theirs to change
     node_venv = Path(a.env["VIRTUAL_ENV"])
     assert node_venv.is_relative_to(tmp_path / "node") and node_venv.name == "venv"
     # The same layer names as the control plane's, each built on the node (its own uv venv).

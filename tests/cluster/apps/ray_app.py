@@ -139,3 +139,14 @@ def together(x: int, k: int) -> int:
 def web_where() -> dict:
     """A web endpoint: served through the gateway's Unix socket, so on the control plane's node."""
     return {"node": node()}
+
+
+@app.function(image=marked, region="eu")
+def poison_image() -> str:
+    """Hostile: change the image environment that the node's other containers run."""
+    try:
+        with open(os.path.join(os.environ["VIRTUAL_ENV"], "poisoned"), "w") as f:
+            f.write("x")
+    except OSError as exc:
+        return type(exc).__name__
+    return "written"

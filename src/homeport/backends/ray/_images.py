@@ -133,4 +133,6 @@ class NodeImages:
         runtime = builder.runtime_path(web=web)
         relocated = relocate(spec, self.root, runtime, builder.runtime_sources(runtime))
         _workdirs(relocated.mounts, self.root)
-        return relocated
+        # Read-only inside (as the control plane's image directory is): a container must not change the
+        # packages of the other containers of its node.
+        return dataclasses.replace(relocated, mounts=(Mount(self.root, self.root, read_only=True), *relocated.mounts))
