@@ -21,6 +21,7 @@ import os
 from collections.abc import Callable
 
 from ..._protocol import ENV_RUNTIME_PATH
+from ...server.images import ImageBuilder
 from .._base import ContainerSpec, ImageSource, Mount
 
 ENV_NODE_IMAGES = "HOMEPORT_NODE_IMAGES"  # a node's own image cache directory (in its raylet's environment)
@@ -104,13 +105,11 @@ class NodeImages:
 
     def __init__(self, root: str | None = None) -> None:
         self.root = root or node_image_root()
-        self._builder = None
+        self._builder: ImageBuilder | None = None
 
     @property
-    def builder(self):
+    def builder(self) -> ImageBuilder:
         if self._builder is None:
-            from ...server.images import ImageBuilder
-
             self._builder = ImageBuilder(self.root)  # no backend to run sandboxed steps with: refused above
         return self._builder
 
