@@ -8,6 +8,7 @@ the image build steps that run as backend containers too.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import secrets
@@ -16,7 +17,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .. import _protocol as P
-from ..backends import Backend, ContainerSpec, ExitInfo, Mount, Placement
+from ..backends import Backend, ContainerSpec, ExitInfo, ImageSource, Mount, Placement
 from .core.gpus import parse_request as parse_gpu_request
 from .images import BuiltImage, ImageBuilder
 from .records import FunctionRecord
@@ -117,7 +118,7 @@ class Launcher:
         ids = []
         for i, plan in enumerate(plans):
             label = f"{i + 1}/{len(requests)}" if len(requests) > 1 else ""
-            image_id = await self.images.build(plan, lambda line, fd, label=label: on_log(label, line, fd))
+            image_id = await self.images.build(plan, functools.partial(on_log, label))
             self.spawn(self.prepare_template(self.images.get(image_id)))
             ids.append(image_id)
         return ids
@@ -140,7 +141,7 @@ class Launcher:
                 P.ENV_STARTED_AT: repr(time.time()),
             }
         )
-        web = fn.definition.get("web")
+        web = fn.definition.get("web") or []
         # Each replica of a user's own web server needs a network of its own: those are not forked
         # from a template (whose copies would share the template's network). The backend says whether
         # it gave it one (`ENV_PRIVATE_NETWORK`).
@@ -180,6 +181,9 @@ class Launcher:
                                 regions=tuple(fn.definition.get("region") or ())),
             code=(*_code_paths(fn.definition), *self.images.runtime_sources(env[P.ENV_RUNTIME_PATH]))
             if rootfs is None else (),
+            # Nodes of a cluster build the image themselves (in their own caches, by the same hashes).
+            image=ImageSource(image.image_id, str(self.images.root), tuple(image.steps))
+            if self.backend.spans_machines and image.steps is not None else None,
         )
 
     def _gpu_view(self, fn: FunctionRecord, gpus: tuple[str, ...], env: dict[str, str]) -> tuple[tuple[int, ...],
