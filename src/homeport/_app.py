@@ -458,16 +458,16 @@ class App:
         # Images first: a failed build leaves no app behind.
         definitions = await _with_images(client, list(self._registered.values()))
         self._app_id = await client.request(
-            {"t": P.APP_CREATE, "name": self._name, "description": self._name, "detach": detach}
+            P.AppCreate(name=self._name, description=self._name, detach=detach)
         )
         functions = [
             {"tag": r.tag, "definition": d, "config": {**r.config, "volumes": volume_refs(r.options)}}
             for r, d in zip(self._registered.values(), definitions)
         ]
         try:
-            reply = await client.request({"t": P.APP_PUBLISH, "app_id": self._app_id, "functions": functions})
+            reply = await client.request(P.AppPublish(app_id=self._app_id, functions=functions))
         except BaseException:
-            await client.request({"t": P.APP_STOP, "app_id": self._app_id})  # nothing of it runs
+            await client.request(P.AppStop(app_id=self._app_id))  # nothing of it runs
             raise
         self._hydrate_all(reply)
         if show_logs and self._print_urls:
@@ -508,7 +508,7 @@ class App:
             # just to stop an app it never knew.
             return
         client = await get_client()
-        await client.request({"t": P.APP_STOP, "app_id": self._app_id})
+        await client.request(P.AppStop(app_id=self._app_id))
 
     def deploy(self, *, name: str | None = None, environment_name: str | None = None, tag: str = "",
                client: Any = None, strategy: str = "rolling") -> App:
@@ -540,8 +540,8 @@ class App:
              "info": _lookup_info(r.obj)}
             for r, d in zip(regs, definitions)
         ]
-        reply = await client.request({"t": P.APP_DEPLOY, "name": name, "description": name, "functions": functions,
-                                      "meta": getattr(self, "_deploy_meta", None) or _deploy_meta("")})
+        reply = await client.request(P.AppDeploy(name=name, description=name, functions=functions,
+                                                 meta=getattr(self, "_deploy_meta", None) or _deploy_meta("")))
         self._app_id = reply["app_id"]
         self._deployed_version = reply["version"]
         self._hydrate_all(reply)
@@ -566,7 +566,7 @@ class App:
         """The deployed app called `name` (created empty if missing and asked to)."""
         async def go() -> dict[str, Any]:
             return await (await get_client()).request(
-                {"t": P.APP_LOOKUP, "name": name, "create_if_missing": create_if_missing}
+                P.AppLookup(name=name, create_if_missing=create_if_missing)
             )
 
         found = run_sync(go())
@@ -632,7 +632,7 @@ async def _with_images(client: Any, regs: list[_Registered], show_logs: bool = F
     failed = True
     try:
         # No deadline: a build takes as long as its steps do, each bounded by the control plane.
-        ids = await client.request({"t": P.IMAGE_BUILD, "images": requests}, timeout=None)
+        ids = await client.request(P.ImageBuild(images=requests), timeout=None)
         failed = False
     finally:
         client.log_handler = saved

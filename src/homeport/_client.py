@@ -18,10 +18,11 @@ from ._wire import FramedProtocol
 from .exception import AuthError, ConnectionError, ExecutionError, error_from_code
 
 _monotonic = time.monotonic
+_PING, _PONG = P.Ping(), P.Pong()
 OutputHandler = Callable[[str, list], None]  # (message type, items)
 
 
-def hello_message(token: str) -> dict[str, Any]:
+def hello_message(token: str) -> P.Hello:
     """A client's hello: with the installation token, or, from user code inside a container, with that
     container's own credentials (it may then call the functions of its app)."""
     import os
@@ -32,8 +33,8 @@ def hello_message(token: str) -> dict[str, Any]:
         if _context.container is None:
             raise ExecutionError("This process runs inside a container but is not its runtime's; it cannot call functions.")
         cid, ctoken, _ = _context.container
-        return {"t": P.HELLO, "role": "client", "cid": cid, "ctoken": ctoken, "v": P.PROTOCOL_VERSION}
-    return {"t": P.HELLO, "role": "client", "token": token, "v": P.PROTOCOL_VERSION}
+        return P.Hello(role="client", cid=cid, ctoken=ctoken, v=P.PROTOCOL_VERSION)
+    return P.Hello(role="client", token=token, v=P.PROTOCOL_VERSION)
 
 
 class Client:
@@ -80,7 +81,7 @@ class Client:
         holder: list[Client] = []
         proto_ref: list[FramedProtocol] = []
 
-        def on_message(msg: dict[str, Any]) -> None:
+        def on_message(msg: Any) -> None:
             holder[0]._on_message(msg)
 
         def on_close(exc: Exception | None) -> None:
@@ -88,7 +89,7 @@ class Client:
                 holder[0]._on_close()
 
         def factory() -> FramedProtocol:
-            proto_ref.append(FramedProtocol(on_message, on_close))
+            proto_ref.append(FramedProtocol(on_message, on_close, P.decode_to_client))
             return proto_ref[0]
 
         address = _config.client_address()
@@ -109,29 +110,29 @@ class Client:
         return client
 
     # --- messages ----------------------------------------------------------------------------------
-    def _on_message(self, msg: dict[str, Any]) -> None:
+    def _on_message(self, msg: P.ToClient) -> None:
         self.last_heard = _monotonic()
-        t = msg["t"]
-        if t == P.OUTPUTS or t == P.GEN_ITEMS:
-            handler = self._calls.get(msg["call"])
+        cls = type(msg)
+        if cls is P.Outputs or cls is P.GenItems:
+            handler = self._calls.get(msg.call)
             if handler is not None:
-                handler(t, msg["items"])
-        elif t == P.RESULT:
-            fut = self._pending.pop(msg["id"], None)
+                handler(msg.t, msg.items)
+        elif cls is P.Result:
+            fut = self._pending.pop(msg.id, None)
             if fut is not None and not fut.done():
-                if msg["ok"]:
-                    fut.set_result(msg.get("v"))
+                if msg.ok:
+                    fut.set_result(msg.v)
                 else:
-                    fut.set_exception(error_from_code(msg.get("code", "internal"), msg.get("msg", "")))
-        elif t == P.LOG:
+                    fut.set_exception(error_from_code(msg.code or P.errors.INTERNAL, msg.msg or ""))
+        elif cls is P.Log:
             if self.log_handler is not None:
-                self.log_handler(msg)
-        elif t == P.SANDBOX_OUT or t == P.SANDBOX_EXIT:  # a sandbox exec's output (watched by its exec id)
-            handler = self._calls.get(msg["exec"])
+                self.log_handler(P.as_dict(msg))  # handlers read a log line as a map
+        elif cls is P.SandboxOut or cls is P.SandboxExit:  # a sandbox exec's output (watched by its exec id)
+            handler = self._calls.get(msg.exec)
             if handler is not None:
-                handler(t, [msg])
-        elif t == P.PING:
-            self.proto.send({"t": P.PONG})
+                handler(msg.t, [msg])
+        elif cls is P.Ping:
+            self.proto.send(_PONG)
 
     # --- liveness -----------------------------------------------------------------------------------
     async def _watchdog(self) -> None:
@@ -157,7 +158,7 @@ class Client:
             last = now
             silent = _monotonic() - self.last_heard
             if silent >= P.HEARTBEAT_SECONDS:
-                self.proto.send({"t": P.PING})
+                self.proto.send(_PING)
             if silent >= P.SILENCE_WARN_SECONDS and not warned:
                 warned = True
                 say_silent(self.address, limit)
@@ -184,11 +185,16 @@ class Client:
         for handler in list(self._calls.values()):
             handler("closed", [])
 
-    async def request(self, msg: dict[str, Any], timeout: float | None = 60) -> Any:
+    async def request(self, msg: P.Request | dict[str, Any], timeout: float | None = 60) -> Any:
+        """Send a request and wait for its RESULT's value. A plain map is still accepted for the
+        messages not typed yet (a sandbox's operations)."""
         if self.closed:
             raise ConnectionError("The connection to the Homeport control plane was lost.")
         rid = next(self._ids)
-        msg["id"] = rid
+        if type(msg) is dict:
+            msg["id"] = rid
+        else:
+            msg.id = rid  # type: ignore[union-attr]
         fut = asyncio.get_running_loop().create_future()
         self._pending[rid] = fut
         self.proto.send(msg)
@@ -197,7 +203,7 @@ class Client:
         finally:
             self._pending.pop(rid, None)
 
-    def send(self, msg: dict[str, Any]) -> None:
+    def send(self, msg: P.Message | dict[str, Any]) -> None:
         if self.closed:
             raise ConnectionError("The connection to the Homeport control plane was lost.")
         self.proto.send(msg)

@@ -78,12 +78,12 @@ def watch_exec(client: Any, exec_id: str) -> tuple[dict[int, asyncio.Queue], asy
             return
         for msg in items:
             if kind == P.SANDBOX_OUT:
-                queues[msg["fd"]].put_nowait(msg["data"])
+                queues[msg.fd].put_nowait(msg.data)
             else:
                 for q in queues.values():
                     q.put_nowait(None)
                 if not exited.done():
-                    exited.set_result(msg["code"])
+                    exited.set_result(msg.code)
                 client.unwatch_call(exec_id)
 
     client.watch_call(exec_id, handler)

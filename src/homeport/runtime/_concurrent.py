@@ -54,20 +54,20 @@ class _ConcurrentServer:
         self.slots = asyncio.Semaphore(rt.max_inputs)
         self.executor = ThreadPoolExecutor(rt.max_inputs, thread_name_prefix="homeport-input")
         self.tasks: dict[int, asyncio.Task] = {}
-        self.waiting: dict[int, list[Any]] = {}  # received, not started yet (waiting for a slot)
-        self.outputs: list[list[Any]] = []
+        self.waiting: dict[int, P.InputRow] = {}  # received, not started yet (waiting for a slot)
+        self.outputs: list[P.OutputRow] = []
         self.flush_scheduled = False
         self.replace = False
 
-    def on_message(self, msg: dict[str, Any] | None) -> None:
+    def on_message(self, msg: P.ToContainer | None) -> None:
         if msg is None:
             self.queue.put_nowait(None)
-        elif msg["t"] == P.INPUTS:
-            for item in msg["items"]:
-                self.waiting[item[0]] = item
-            self.queue.put_nowait(msg["items"])
-        elif msg["t"] == P.CANCEL:
-            ids = set(msg["ids"])
+        elif type(msg) is P.Inputs:
+            for item in msg.items:
+                self.waiting[item.iid] = item
+            self.queue.put_nowait(msg.items)
+        elif type(msg) is P.Cancel:
+            ids = set(msg.ids)
             self.rt.cancelled |= ids
             for iid in ids:
                 task = self.tasks.get(iid)
@@ -80,12 +80,12 @@ class _ConcurrentServer:
             if items is None or self.replace:
                 break
             for item in items:
-                iid = item[0]
+                iid = item.iid
                 if self.replace:
                     break
                 if iid in self.rt.cancelled:
                     self.waiting.pop(iid, None)
-                    self.output([iid, P.TERMINATED, None, 0.0])
+                    self.output(P.OutputRow(iid, P.TERMINATED, None))
                     continue
                 await self.slots.acquire()
                 if self.replace:
@@ -100,7 +100,7 @@ class _ConcurrentServer:
             back = list(self.waiting) + [iid for iid, t in self.tasks.items() if not t.done()]
             while not self.queue.empty():
                 more = self.queue.get_nowait()
-                back += [it[0] for it in more or ()]
+                back += [it.iid for it in more or ()]
             self._flush()
             self.rt._flush([], release=sorted(set(back)), leaving=True)
             from ._runtime import _Shutdown
@@ -114,7 +114,7 @@ class _ConcurrentServer:
         self.tasks.pop(iid, None)
         self.slots.release()
 
-    def output(self, out: list[Any]) -> None:
+    def output(self, out: P.OutputRow) -> None:
         self.outputs.append(out)
         if not self.flush_scheduled:
             self.flush_scheduled = True
@@ -126,9 +126,9 @@ class _ConcurrentServer:
             outputs, self.outputs = self.outputs, []
             self.rt._flush(outputs)
 
-    async def run_input(self, item: list[Any]) -> None:
+    async def run_input(self, item: P.InputRow) -> None:
         rt = self.rt
-        iid, args_data, method = item[0], item[1], item[2]
+        iid, args_data, method = item.iid, item.args, item.method
         t0 = time.monotonic()
         from ._runtime import set_input_context
 
@@ -171,7 +171,7 @@ class _ConcurrentServer:
             status, data = P.FAILURE, _failure(exc)
         if iid in rt.cancelled:
             status, data = P.TERMINATED, None
-        self.output([iid, status, data, time.monotonic() - t0])
+        self.output(P.OutputRow(iid, status, data, time.monotonic() - t0))
 
     def _call_sync(self, fn: Any, iid: int, args: tuple, kwargs: dict) -> tuple[int, Any]:
         """In a worker thread: run a sync function (or drain a sync generator)."""
@@ -181,7 +181,7 @@ class _ConcurrentServer:
             if inspect.isgenerator(result):
                 count = 0
                 for value in result:
-                    rt.conn.send({"t": P.CONTAINER_GEN, "input": iid, "items": [rt._dumps_result(value)]})
+                    rt.conn.send(P.ContainerGen(input=iid, items=[rt._dumps_result(value)]))
                     count += 1
                 return P.GENERATOR_DONE, count
             return P.SUCCESS, rt._dumps_result(result)
@@ -194,6 +194,6 @@ class _ConcurrentServer:
     async def _stream_async(self, iid: int, gen: Any) -> int:
         count = 0
         async for value in gen:
-            self.rt.conn.send({"t": P.CONTAINER_GEN, "input": iid, "items": [self.rt._dumps_result(value)]})
+            self.rt.conn.send(P.ContainerGen(input=iid, items=[self.rt._dumps_result(value)]))
             count += 1
         return count

@@ -27,6 +27,7 @@ from .. import _address, _context, _pickle
 from .. import _protocol as P
 
 FLUSH_AFTER_SECONDS = 0.002
+_PING, _PONG = P.Ping(), P.Pong()
 
 
 class _InputTimeout(BaseException):
@@ -68,24 +69,31 @@ class Connection:
     def __init__(self, address: str) -> None:
         self.sock = _address.connect(address)  # a Unix socket, or tcp://HOST:PORT on another machine
         self._send_lock = threading.Lock()
-        self._rfile = self.sock.makefile("rb", buffering=1 << 16)
+        self._frames = P.FrameReader()
         self.last_heard = time.monotonic()  # the control plane's last message (see `Runtime._watchdog`)
 
-    def send(self, message: dict[str, Any]) -> None:
+    def send(self, message: P.Message) -> None:
         data = P.encode(message)
         with self._send_lock:
             self.sock.sendall(data)
 
-    def recv(self) -> dict[str, Any] | None:
-        header = self._rfile.read(P.HEADER.size)
-        if len(header) < P.HEADER.size:
-            return None
-        (n,) = P.HEADER.unpack(header)
-        body = self._rfile.read(n)
-        if len(body) < n:
-            return None
-        self.last_heard = time.monotonic()
-        return P.decode(body)
+    def recv(self) -> P.ToContainer | None:
+        """The control plane's next message; None once the connection is closed. A message that does
+        not decode (a control plane of another version) is dropped with a line on stderr."""
+        frames = self._frames
+        while True:
+            body = frames.next()
+            if body is None:
+                chunk = self.sock.recv(max(1 << 16, frames.missing()))
+                if not chunk:
+                    return None
+                frames.feed(chunk)
+                continue
+            self.last_heard = time.monotonic()
+            try:
+                return P.decode_to_container(body)
+            except P.MalformedMessage as exc:
+                print(f"homeport runtime: dropped a message from the control plane: {exc}", file=sys.stderr)
 
 
 class _SourceLoader(importlib.machinery.SourceFileLoader):
@@ -200,10 +208,10 @@ def _class_service(user_cls: type, defn: dict[str, Any]) -> Service:
     return service
 
 
-def set_input_context(item: list[Any]) -> None:
+def set_input_context(item: P.InputRow) -> None:
     """`modal.current_input_id()` / `current_function_call_id()` for the input about to run."""
-    _context.input_id.set(f"in-{item[0]}")
-    _context.function_call_id.set(item[3] if len(item) > 3 else None)
+    _context.input_id.set(f"in-{item.iid}")
+    _context.function_call_id.set(item.call_id)
 
 
 def _hide_gpus() -> dict[str, str]:
@@ -316,11 +324,11 @@ class Runtime:
             return False
         self.started = True
         has_exit = bool(self.service is not None and self.service.exit_hooks)
-        self.conn.send({"t": P.READY, "timeline": timeline, "exit_hooks": has_exit})
+        self.conn.send(P.Ready(timeline=timeline, exit_hooks=has_exit))
         return True
 
     def _init_failure(self, exc: BaseException) -> None:
-        self.conn.send({"t": P.INIT_FAILURE, "failure": _failure(exc)})
+        self.conn.send(P.InitFailure(failure=_failure(exc)))
 
     def _on_alarm(self, signum, frame) -> None:
         raise _InputTimeout()
@@ -353,7 +361,7 @@ class Runtime:
             silent = now - conn.last_heard
             try:
                 if silent >= P.HEARTBEAT_SECONDS:
-                    conn.send({"t": P.PING})
+                    conn.send(_PING)
             except OSError:
                 return
             if silent >= P.SILENCE_WARN_SECONDS and not warned:
@@ -377,18 +385,18 @@ class Runtime:
                     self._async_sink(None)
                 self.inbox.put(None)
                 return
-            t = msg["t"]
-            if t == P.PING:  # liveness: answered here, whatever the user code is doing
-                self.conn.send({"t": P.PONG})
+            cls = type(msg)
+            if cls is P.Ping:  # liveness: answered here, whatever the user code is doing
+                self.conn.send(_PONG)
                 continue
             sink = self._async_sink
             if sink is not None:
                 sink(msg)
                 continue
-            if t == P.INPUTS:
-                self.inbox.put(msg["items"])
-            elif t == P.CANCEL:
-                ids = set(msg["ids"])
+            if cls is P.Inputs:
+                self.inbox.put(msg.items)
+            elif cls is P.Cancel:
+                ids = set(msg.ids)
                 self.cancelled |= ids
                 self.inbox.put(())  # wake the main loop so it drops cancelled inputs it holds
                 if self.current in ids:
@@ -424,19 +432,19 @@ class Runtime:
             if not pending:
                 continue
             item = pending.popleft()
-            iid = item[0]
+            iid = item.iid
             if iid in self.cancelled:
-                outbox.add([iid, P.TERMINATED, None, 0.0])
+                outbox.add(P.OutputRow(iid, P.TERMINATED, None))
                 continue
             result = self.run_input(item)
-            if not pending and result[1] != P.TIMEOUT:
+            if not pending and result.status != P.TIMEOUT:
                 outbox.send(result)  # nothing else to run: out now, without waking the flusher thread
                 continue
             outbox.add(result)
-            if result[1] == P.TIMEOUT:
+            if result.status == P.TIMEOUT:
                 # The user code was interrupted mid-flight; its state is suspect, so this container
                 # hands back what it has not started and leaves (the control plane replaces it).
-                outbox.flush(release=[it[0] for it in pending], leaving=True)
+                outbox.flush(release=[it.iid for it in pending], leaving=True)
                 pending.clear()
                 raise _Shutdown()
             if not pending or outbox.held_for() > FLUSH_AFTER_SECONDS:
@@ -469,31 +477,31 @@ class Runtime:
             batch, outputs = [], []
             while pending and len(batch) < max_size:
                 item = pending.popleft()
-                if item[0] in self.cancelled:
-                    outputs.append([item[0], P.TERMINATED, None, 0.0])
+                if item.iid in self.cancelled:
+                    outputs.append(P.OutputRow(item.iid, P.TERMINATED, None))
                 else:
                     batch.append(item)
             if batch:
                 outputs += self.run_batch(batch)
-            timed_out = any(o[1] == P.TIMEOUT for o in outputs)
+            timed_out = any(o.status == P.TIMEOUT for o in outputs)
             if timed_out:
-                self._flush(outputs, release=[it[0] for it in pending], leaving=True)
+                self._flush(outputs, release=[it.iid for it in pending], leaving=True)
             else:
                 self._flush(outputs)
             if timed_out:
                 pending.clear()
                 raise _Shutdown()
 
-    def run_batch(self, items: list[list[Any]]) -> list[list[Any]]:
+    def run_batch(self, items: list[P.InputRow]) -> list[P.OutputRow]:
         from ._batch import BatchError, check_outputs, zip_inputs
 
         t0 = time.monotonic()
-        ids = [it[0] for it in items]
+        ids = [it.iid for it in items]
         set_input_context(items[0])  # Modal: a batch reports its first input's ids
         signal.setitimer(signal.ITIMER_REAL, self.timeout)
         try:
-            fn = self.service.callables[items[0][2]]
-            calls = [cloudpickle.loads(it[1]) for it in items]
+            fn = self.service.callables[items[0].method]
+            calls = [cloudpickle.loads(it.args) for it in items]
             columns = zip_inputs(fn, self.tag, calls)
             result = fn(*columns)
             if inspect.isawaitable(result):
@@ -518,18 +526,18 @@ class Runtime:
         finally:
             signal.setitimer(signal.ITIMER_REAL, 0)
         seconds = (time.monotonic() - t0) / len(items)
-        return [[iid, status, d, seconds] for iid, d in zip(ids, data)]
+        return [P.OutputRow(iid, status, d, seconds) for iid, d in zip(ids, data)]
 
-    def _flush(self, outputs: list, release: list[int] | None = None, leaving: bool = False) -> None:
+    def _flush(self, outputs: list[P.OutputRow], release: list[int] | None = None, leaving: bool = False) -> None:
         """Send outputs; hand back inputs not started. `leaving`: this container takes no more inputs
         and exits, so whatever else the control plane already sent it goes back to the queue too."""
         if outputs:
-            self.conn.send({"t": P.CONTAINER_OUTPUTS, "items": outputs})
+            self.conn.send(P.ContainerOutputs(items=outputs))
         if release or leaving:
-            self.conn.send({"t": P.CONTAINER_RELEASE, "ids": release or [], "leaving": leaving})
+            self.conn.send(P.ContainerRelease(ids=release or [], leaving=leaving))
 
-    def run_input(self, item: list[Any]) -> list[Any]:
-        iid, args_data, method = item[0], item[1], item[2]
+    def run_input(self, item: P.InputRow) -> P.OutputRow:
+        iid, args_data, method = item.iid, item.args, item.method
         t0 = time.monotonic()
         c0 = time.thread_time()
         self.current = iid
@@ -568,7 +576,7 @@ class Runtime:
         finally:
             signal.setitimer(signal.ITIMER_REAL, 0)
             self.current = None
-        return [iid, status, data, time.monotonic() - t0, time.thread_time() - c0]
+        return P.OutputRow(iid, status, data, time.monotonic() - t0, time.thread_time() - c0)
 
     def _dumps_result(self, result: Any) -> bytes:
         try:
@@ -597,10 +605,10 @@ class Runtime:
                     value = self._run_async(gen.__anext__())
                 except StopAsyncIteration:
                     return count
-                self.conn.send({"t": P.CONTAINER_GEN, "input": iid, "items": [self._dumps_result(value)]})
+                self.conn.send(P.ContainerGen(input=iid, items=[self._dumps_result(value)]))
                 count += 1
         for value in gen:
-            self.conn.send({"t": P.CONTAINER_GEN, "input": iid, "items": [self._dumps_result(value)]})
+            self.conn.send(P.ContainerGen(input=iid, items=[self._dumps_result(value)]))
             count += 1
         return count
 
@@ -642,18 +650,18 @@ class _Outbox:
     def __init__(self, rt: Runtime) -> None:
         self._rt = rt
         self._cond = threading.Condition()
-        self._items: list[list[Any]] = []
+        self._items: list[P.OutputRow] = []
         self._since = 0.0
         threading.Thread(target=self._watch, name="homeport-flusher", daemon=True).start()
 
-    def add(self, output: list[Any]) -> None:
+    def add(self, output: P.OutputRow) -> None:
         with self._cond:
             if not self._items:
                 self._since = time.monotonic()
                 self._cond.notify()
             self._items.append(output)
 
-    def send(self, output: list[Any]) -> None:
+    def send(self, output: P.OutputRow) -> None:
         """Send `output` now, with whatever is held before it."""
         with self._cond:
             items, self._items = self._items, []
@@ -710,13 +718,13 @@ def main(preloaded: Service | None = None, started_at: float | None = None) -> N
         _modal_alias.install()
     _context.runtime_process = True  # modal.is_local() is False here (and in forks), True in subprocesses
     conn = Connection(address)
-    conn.send({"t": P.HELLO, "id": 0, "role": "container", "cid": cid, "token": token, "v": P.PROTOCOL_VERSION})
+    conn.send(P.Hello(id=0, role="container", cid=cid, token=token, v=P.PROTOCOL_VERSION))
     reply = conn.recv()
-    if reply is None or not reply.get("ok"):
+    if type(reply) is not P.Result or not reply.ok:
         print(f"homeport runtime: control plane refused container {cid}: {reply}", file=sys.stderr)
         sys.exit(3)
-    _context.container = (cid, token, reply["v"].get("app_id"))
-    runtime = Runtime(conn, reply["v"], cid, preloaded)
+    _context.container = (cid, token, reply.v.get("app_id"))
+    runtime = Runtime(conn, reply.v, cid, preloaded)
     signal.signal(signal.SIGTERM, runtime._on_term)
     try:
         if not runtime.start(timeline):
