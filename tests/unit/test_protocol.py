@@ -130,3 +130,14 @@ def test_without_msgspec_the_same_messages_travel():
     """)
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
     assert done.stdout.strip() == "ok", done.stderr
+
+
+def test_a_map_already_decoded_is_checked_as_its_type():
+    call = P.check_request({"t": P.CALL, "fid": "f", "call": "c", "kind": "unary", "inputs": [[0, b"a", None]], "id": 1})
+    assert call == P.Call(call="c", fid="f", kind="unary", inputs=[P.CallInput(0, b"a", None)], id=1)
+    outs = P.check_from_container({"t": P.CONTAINER_OUTPUTS, "items": [[1, P.SUCCESS, b"r", 0.5, 0.1]]})
+    assert outs.items[0].cpu == 0.1
+    for bad, expected in [({"t": "nope"}, "unknown message type 'nope'"), ([1], "must be a map"),
+                          ({"x": 1}, "'t'"), ({"t": P.CALL_GET}, "the field 'call' is missing")]:
+        with pytest.raises(P.MalformedMessage, match=expected):
+            P.check_request(bad)

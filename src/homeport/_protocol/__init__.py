@@ -21,6 +21,8 @@ from .codec import (
     MalformedMessage,
     TypedDecoder,
     as_dict,
+    check_from_container,
+    check_request,
     decode,
     decode_from_container,
     decode_request,

@@ -213,6 +213,11 @@ class _Decoder:
         return _convert(value, self._type, "$")
 
 
+def convert(obj: Any, type: Any) -> Any:
+    """Plain data (maps, lists) as `type`."""
+    return _convert(obj, type, "$")
+
+
 msgpack_ns = types.SimpleNamespace(Encoder=_Encoder, Decoder=_Decoder)
 
 

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import re
+import typing
 from typing import Any
 
 from . import messages as m
-from ._msgspec import DecodeError, Decoder, Encoder, Struct, ValidationError, structs
+from ._msgspec import DecodeError, Decoder, Encoder, Struct, ValidationError, convert, structs
 from .frames import HEADER
 
 _HEADER_SIZE = HEADER.size
@@ -75,6 +76,42 @@ class TypedDecoder:
             raise MalformedMessage(why(exc)) from None
         except DecodeError as exc:
             raise MalformedMessage(f"malformed message: not msgpack ({exc})") from None
+
+
+def _by_tag(union: Any) -> dict[str, type]:
+    return {cls.t: cls for cls in typing.get_args(union)}
+
+
+_REQUESTS = _by_tag(m.ClientRequest)
+_FROM_CONTAINER = _by_tag(m.FromContainer)
+
+
+def check(message: Any, types: dict[str, type]) -> Any:
+    """Plain data already decoded (a map) as the message type its tag names, raising MalformedMessage
+    (for an unknown tag too). By the tag first: converting to the one type is ~100x faster than to a
+    union of them."""
+    if not isinstance(message, dict):
+        raise MalformedMessage(f"malformed message: a message must be a map, not {type(message).__name__}")
+    tag = message.get("t")
+    cls = types.get(tag) if isinstance(tag, str) else None
+    if cls is None:
+        if "t" not in message:
+            raise MalformedMessage("malformed message: the field 't' (the message type) is missing")
+        raise MalformedMessage(f"unknown message type {tag!r}")
+    try:
+        return convert(message, cls)
+    except ValidationError as exc:
+        raise MalformedMessage(why(exc)) from None
+
+
+def check_request(message: Any) -> m.ClientRequest:
+    """A client's request, decoded as plain data, as its message type (MalformedMessage if it is not)."""
+    return check(message, _REQUESTS)
+
+
+def check_from_container(message: Any) -> m.FromContainer:
+    """What a container's runtime sent, decoded as plain data, as its message type."""
+    return check(message, _FROM_CONTAINER)
 
 
 decode_to_client = TypedDecoder(m.ToClient, "client")
