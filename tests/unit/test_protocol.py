@@ -141,3 +141,11 @@ def test_a_map_already_decoded_is_checked_as_its_type():
                           ({"x": 1}, "'t'"), ({"t": P.CALL_GET}, "the field 'call' is missing")]:
         with pytest.raises(P.MalformedMessage, match=expected):
             P.check_request(bad)
+
+
+def test_a_field_left_out_means_what_the_control_plane_reads_for_it():
+    """Defaults are not sent: each must be what the reader assumes for a missing field."""
+    assert "last" not in P.decode(_body(P.Call(call="c", fid="f", kind=P.KIND_UNARY, inputs=[])))  # closed
+    assert P.decode(_body(P.Call(call="c", fid="f", kind=P.KIND_MAP, inputs=[], last=False)))["last"] is False
+    assert "last" not in P.decode(_body(P.MapPut(call="c", inputs=[])))  # more to come
+    assert P.decode(_body(P.MapPut(call="c", inputs=[], last=True)))["last"] is True

@@ -162,7 +162,7 @@ class Call(Request, tag="call", kw_only=True):
     fid: str
     kind: str  # KIND_UNARY, KIND_GENERATOR, KIND_MAP, KIND_SPAWN
     inputs: list[CallInput]
-    last: bool = False  # a map: no more inputs follow
+    last: bool = True  # no more inputs follow (a map sends False until its last piece)
 
 
 @_message("map_put")
@@ -233,10 +233,10 @@ class _StoredObjectOp(Request, kw_only=True):
     skip_if_exists: bool = False
     partition: bytes | None = None
     partition_ttl: float | None = None
-    n: int | None = None
+    n: int = 1
     all: bool = False
     total: bool = False
-    after: Any = None
+    after: int = 0
     wait: float | None = None
     wait_id: str | None = None
 
