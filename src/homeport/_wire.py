@@ -38,7 +38,7 @@ class FramedProtocol(asyncio.Protocol):
     ) -> None:
         self._on_message = on_message
         self._on_close = on_close
-        self._decode = decode
+        self.decode = decode  # may change with what the peer turns out to be (after its hello)
         self._frames = P.FrameReader()
         self.transport: asyncio.Transport | None = None
         self.closed = asyncio.get_running_loop().create_future()
@@ -64,7 +64,7 @@ class FramedProtocol(asyncio.Protocol):
             return
         frames = self._frames
         frames.feed(data)
-        decode, on_message = self._decode, self._on_message
+        on_message = self._on_message
         while True:
             try:
                 body = frames.next()
@@ -74,7 +74,7 @@ class FramedProtocol(asyncio.Protocol):
             if body is None:
                 return
             try:
-                message = decode(body)
+                message = self.decode(body)
             except P.MalformedMessage as exc:
                 self.on_malformed(body, exc)
                 continue

@@ -368,6 +368,15 @@ class ContainerRelease(Message, tag="crel", kw_only=True):
 
 
 # --- sandboxes (their sub-operations are the sandbox service's) --------------------------------------
+@_message("sandbox")
+class Sandbox(Request, tag="sandbox", kw_only=True):
+    """A sandbox operation: only its outer shape is typed here; the sandbox service reads the rest
+    (create|get|wait|terminate|list|from_name|set_tags|exec|stdin|main_read|fs|tunnels|ready)."""
+
+    op: str
+    sandbox: str | None = None  # the sandbox's id
+
+
 @_message("sbout")
 class SandboxOut(Message, tag="sbout", kw_only=True):
     exec: str
@@ -389,5 +398,5 @@ ClientRequest = Union[  # noqa: UP007
     AppCreate, AppPublish, AppStop, AppDeploy, AppLookup, AppList, AppHistory, AppRollback, AppLogs, LogQuery,
     FunctionLookup, FunctionBind, Call, MapPut, CallGet, CallCancel, SecretCreate, SecretList, SecretDelete,
     Volume, DictOp, QueueOp, Tunnel, ProxyToken, ImageBuild, ServerStatus, ServerShutdown, ContainerList,
-    ContainerStop, ContainerExecInfo, Dashboard, Ping, Pong,
+    ContainerStop, ContainerExecInfo, Dashboard, Sandbox, Ping, Pong,
 ]
