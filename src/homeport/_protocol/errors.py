@@ -17,6 +17,14 @@ TIMEOUT = "timeout"
 SERIALIZATION = "serialization"
 IMAGE_BUILD = "image_build"
 REQUEST_SIZE = "request_size"
+# A sandbox's file system operations (`Sandbox.filesystem`, `Sandbox.open`)
+FS = "fs"
+FS_NOT_FOUND = "fs_not_found"
+FS_IS_A_DIRECTORY = "fs_is_a_directory"
+FS_NOT_A_DIRECTORY = "fs_not_a_directory"
+FS_PERMISSION = "fs_permission"
+FS_DIRECTORY_NOT_EMPTY = "fs_directory_not_empty"
+FS_EXISTS = "fs_exists"
 
 # An output row's status for a platform error (no container ran the input): data is {"code", "msg"}.
 ERROR = 7
