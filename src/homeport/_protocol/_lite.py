@@ -41,7 +41,7 @@ class Struct:
     __struct_fields__: ClassVar[tuple[str, ...]] = ()
     __struct_defaults__: ClassVar[dict[str, Any]] = {}
     __struct_config__: ClassVar[_Config] = _Config()
-    __lite_hints__: ClassVar[dict[str, Any] | None] = None
+    __lite_hints__: ClassVar[list[tuple[str, Any]] | None] = None
 
     def __init_subclass__(cls, tag: str | None = None, tag_field: str | None = None, array_like: bool | None = None,
                           omit_defaults: bool | None = None, kw_only: bool | None = None,
@@ -96,12 +96,13 @@ class Struct:
         return f"{type(self).__name__}({', '.join(f'{f}={getattr(self, f)!r}' for f in self.__struct_fields__)})"
 
 
-def _hints(cls: type[Struct]) -> dict[str, Any]:
-    hints = cls.__lite_hints__
-    if hints is None:
+def _plan(cls: type[Struct]) -> list[tuple[str, Any]]:
+    """(field, converter or None) per field, worked out once per class: most fields need none."""
+    plan = cls.__lite_hints__
+    if plan is None:
         hints = typing.get_type_hints(cls)  # each class's annotations in its own module's names
-        cls.__lite_hints__ = hints
-    return hints
+        plan = cls.__lite_hints__ = [(f, _converter(hints[f])) for f in cls.__struct_fields__]
+    return plan
 
 
 def _builtin(obj: Any) -> Any:
@@ -134,61 +135,85 @@ def _struct_types(tp: Any) -> list[type[Struct]]:
     return [a for a in args if isinstance(a, type) and issubclass(a, Struct)]
 
 
-def _convert(value: Any, tp: Any, path: str) -> Any:
-    if tp is Any or value is None:
-        return value
-    origin = typing.get_origin(tp)
-    if origin in (typing.Union, types.UnionType):
-        structs = _struct_types(tp)
-        if not structs:
-            return value
-        if len(structs) == 1 and not structs[0].__struct_config__.tag:
-            return _to_struct(value, structs[0], path)
+def _converter(tp: Any) -> Any:
+    """A function (value, path) -> value for a type that holds structs; None for plain data."""
+    if typing.get_origin(tp) is list:
+        (item,) = typing.get_args(tp) or (Any,)
+        each = _converter(item)
+        if each is None:
+            return None
+        return lambda value, path: (
+            [each(v, (path, i)) for i, v in enumerate(value)] if isinstance(value, list) else value
+        )
+    structs = _struct_types(tp)
+    if not structs:
+        return None
+    if len(structs) == 1 and not structs[0].__struct_config__.tag:
+        cls = structs[0]
+        return lambda value, path: None if value is None else _to_struct(value, cls, path)
+    field = structs[0].__struct_config__.tag_field
+    by_tag = {cls.__struct_config__.tag: cls for cls in structs}
+
+    def tagged(value: Any, path: Any) -> Any:
+        if value is None:
+            return None
         if not isinstance(value, dict):
             raise ValidationError(f"Expected `object`, got `{type(value).__name__}`" + _at(path))
-        field = structs[0].__struct_config__.tag_field
-        tag = value.get(field)
-        for cls in structs:
-            if cls.__struct_config__.tag == tag:
-                return _to_struct(value, cls, path)
-        if field not in value:
-            raise ValidationError(f"Object missing required field `{field}`" + _at(path))
-        raise ValidationError(f"Invalid value {tag!r}" + _at(f"{path}.{field}"))
-    if origin is list:
-        (item,) = typing.get_args(tp) or (Any,)
-        if item is Any or not _struct_types(item) or not isinstance(value, list):
-            return value
-        return [_convert(v, item, f"{path}[{i}]") for i, v in enumerate(value)]
-    if isinstance(tp, type) and issubclass(tp, Struct):
-        return _to_struct(value, tp, path)
-    return value
+        cls = by_tag.get(value.get(field))
+        if cls is None:
+            if field not in value:
+                raise ValidationError(f"Object missing required field `{field}`" + _at(path))
+            raise ValidationError(f"Invalid value {value.get(field)!r}" + _at((path, field)))
+        return _to_struct(value, cls, path)
+
+    return tagged
 
 
-def _at(path: str) -> str:
-    return f" - at `{path}`" if path != "$" else ""
+def _convert(value: Any, tp: Any, path: Any) -> Any:
+    conv = _converter(tp)
+    return value if conv is None else conv(value, path)
 
 
-def _to_struct(value: Any, cls: type[Struct], path: str) -> Struct:
-    config = cls.__struct_config__
-    fields = cls.__struct_fields__
-    if config.array_like:
+def _at(path: Any) -> str:
+    """A path kept as nested (parent, key) pairs while decoding, written out only for an error."""
+    parts: list[str] = []
+    while isinstance(path, tuple):
+        path, key = path
+        parts.append(f"[{key}]" if isinstance(key, int) else f".{key}")
+    return f" - at `${''.join(reversed(parts))}`" if parts else ""
+
+
+def _to_struct(value: Any, cls: type[Struct], path: Any) -> Struct:
+    plan = _plan(cls)
+    defaults = cls.__struct_defaults__
+    fields: dict[str, Any] = {}
+    if cls.__struct_config__.array_like:
         if not isinstance(value, list):
             raise ValidationError(f"Expected `array`, got `{type(value).__name__}`" + _at(path))
-        values = dict(zip(fields, value))
+        n = len(value)
+        for i, (f, conv) in enumerate(plan):
+            if i < n:
+                v = value[i]
+                fields[f] = v if conv is None else conv(v, (path, i))
+            elif f in defaults:
+                default = defaults[f]
+                fields[f] = default.copy() if isinstance(default, (list, dict)) else default
+            else:
+                raise ValidationError(f"Expected `array` of at least length {i + 1}, got {n}" + _at(path))
     elif isinstance(value, dict):
-        values = value
+        for f, conv in plan:
+            if f in value:
+                v = value[f]
+                fields[f] = v if conv is None else conv(v, (path, f))
+            elif f in defaults:
+                default = defaults[f]
+                fields[f] = default.copy() if isinstance(default, (list, dict)) else default
+            else:
+                raise ValidationError(f"Object missing required field `{f}`" + _at(path))
     else:
         raise ValidationError(f"Expected `object`, got `{type(value).__name__}`" + _at(path))
-    hints = _hints(cls)
     obj = cls.__new__(cls)
-    for f in fields:
-        if f in values:
-            setattr(obj, f, _convert(values[f], hints[f], f"{path}.{f}"))
-        elif f in cls.__struct_defaults__:
-            default = cls.__struct_defaults__[f]
-            setattr(obj, f, default.copy() if isinstance(default, (list, dict)) else default)
-        else:
-            raise ValidationError(f"Object missing required field `{f}`" + _at(path))
+    obj.__dict__.update(fields)
     return obj
 
 
@@ -203,19 +228,20 @@ class _Encoder:
 
 class _Decoder:
     def __init__(self, type: Any = Any) -> None:
-        self._type = type
+        conv = _converter(type)
+        self._convert = conv if conv is not None else (lambda value, path: value)
 
     def decode(self, data: bytes) -> Any:
         try:
             value = msgpack.unpackb(data, raw=False, strict_map_key=False)
         except Exception as exc:
             raise DecodeError(str(exc)) from None
-        return _convert(value, self._type, "$")
+        return self._convert(value, None)
 
 
 def convert(obj: Any, type: Any) -> Any:
     """Plain data (maps, lists) as `type`."""
-    return _convert(obj, type, "$")
+    return _convert(obj, type, None)
 
 
 msgpack_ns = types.SimpleNamespace(Encoder=_Encoder, Decoder=_Decoder)
