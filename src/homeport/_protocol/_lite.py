@@ -29,6 +29,12 @@ class DecodeError(ValueError):
 
 class _Config:
     __slots__ = ("array_like", "forbid_unknown_fields", "kw_only", "omit_defaults", "tag", "tag_field")
+    array_like: bool | None
+    forbid_unknown_fields: bool | None
+    kw_only: bool | None
+    omit_defaults: bool | None
+    tag: str | None
+    tag_field: str | None
 
     def __init__(self, **kw: Any) -> None:
         for name in self.__slots__:
@@ -117,7 +123,7 @@ def _builtin(obj: Any) -> Any:
                     out.pop()
             return out
         result: dict[str, Any] = {}
-        if config.tag is not None:
+        if config.tag is not None and config.tag_field is not None:
             result[config.tag_field] = config.tag
         for f in fields:
             value = getattr(obj, f)

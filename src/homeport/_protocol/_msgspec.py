@@ -9,7 +9,7 @@ try:
 
     NATIVE = True
 except ImportError:  # pragma: no cover - exercised by tests that force the stand-in
-    from ._lite import DecodeError, Struct, ValidationError, convert, structs  # type: ignore[assignment]
+    from ._lite import DecodeError, Struct, ValidationError, convert, structs  # type: ignore[assignment,no-redef]
     from ._lite import msgpack_ns as _ns
 
     Decoder, Encoder = _ns.Decoder, _ns.Encoder  # type: ignore[assignment,misc]
