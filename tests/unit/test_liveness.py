@@ -114,7 +114,7 @@ def test_the_control_plane_pings_quiet_ready_containers_and_reports_silent_ones_
     check_containers(cp, 100.01)
     assert rec.proto.sent == [] and not published  # heard from lately: no ping
     check_containers(cp, 100.1)
-    assert rec.proto.sent == [{"t": P.PING}] and not published
+    assert rec.proto.sent == [P.Ping()] and not published
     check_containers(cp, 100.5)
     check_containers(cp, 100.6)
     assert [p for p in published if "has not answered the control plane for 0.3 s" in p] == [published[0]]

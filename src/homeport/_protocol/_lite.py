@@ -245,7 +245,7 @@ class _Decoder:
         return self._convert(value, None)
 
 
-def convert(obj: Any, type: Any) -> Any:
+def convert(obj: Any, type: Any, builtin_types: Any = ()) -> Any:
     """Plain data (maps, lists) as `type`."""
     return _convert(obj, type, None)
 

@@ -83,6 +83,7 @@ def _by_tag(union: Any) -> dict[str, type]:
 
 
 _REQUESTS = _by_tag(m.ClientRequest)
+_BYTES = (bytes, bytearray, memoryview)
 _FROM_CONTAINER = _by_tag(m.FromContainer)
 
 
@@ -98,8 +99,8 @@ def check(message: Any, types: dict[str, type]) -> Any:
         if "t" not in message:
             raise MalformedMessage("malformed message: the field 't' (the message type) is missing")
         raise MalformedMessage(f"unknown message type {tag!r}")
-    try:
-        return convert(message, cls)
+    try:  # bytes stay bytes: a string where bytes belong is refused (not read as base64)
+        return convert(message, cls, builtin_types=_BYTES)
     except ValidationError as exc:
         raise MalformedMessage(why(exc)) from None
 

@@ -58,7 +58,7 @@ RunContainer = Callable[[list[str], dict[str, str], str | None, list[Mount], Log
                         Awaitable[int | None]]
 TAIL_LINES = 40
 INSTALL_TIMEOUT = 3600.0
-RUNTIME_PACKAGES = ("homeport", "cloudpickle", "msgpack", "_homeport_modal")
+RUNTIME_PACKAGES = ("homeport", "cloudpickle", "msgpack", "msgspec", "_homeport_modal")
 # What a web container's HTTP server runs on, with everything these require: an image that installs
 # its own versions (of FastAPI, say) gets those first.
 WEB_DISTRIBUTIONS = ("fastapi", "uvicorn", "httptools", "uvloop", "a2wsgi", "websockets")
