@@ -44,7 +44,7 @@ class Client:
     def __init__(self, proto: FramedProtocol) -> None:
         self.proto = proto
         self._ids = itertools.count(1)
-        self._pending: dict[int, asyncio.Future] = {}
+        self._pending: dict[P.RequestId, asyncio.Future] = {}
         self._calls: dict[str, OutputHandler] = {}
         self.log_handler: Callable[[dict[str, Any]], None] | None = None
         self.closed = False
@@ -112,26 +112,25 @@ class Client:
     # --- messages ----------------------------------------------------------------------------------
     def _on_message(self, msg: P.ToClient) -> None:
         self.last_heard = _monotonic()
-        cls = type(msg)
-        if cls is P.Outputs or cls is P.GenItems:
-            handler = self._calls.get(msg.call)
+        if isinstance(msg, (P.Outputs, P.GenItems)):
+            handler = self._calls.get(msg.call or "")
             if handler is not None:
                 handler(msg.t, msg.items)
-        elif cls is P.Result:
+        elif isinstance(msg, P.Result):
             fut = self._pending.pop(msg.id, None)
             if fut is not None and not fut.done():
                 if msg.ok:
                     fut.set_result(msg.v)
                 else:
                     fut.set_exception(error_from_code(msg.code or P.errors.INTERNAL, msg.msg or ""))
-        elif cls is P.Log:
+        elif isinstance(msg, P.Log):
             if self.log_handler is not None:
                 self.log_handler(P.as_dict(msg))  # handlers read a log line as a map
-        elif cls is P.SandboxOut or cls is P.SandboxExit:  # a sandbox exec's output (watched by its exec id)
+        elif isinstance(msg, (P.SandboxOut, P.SandboxExit)):  # a sandbox exec's output (watched by its exec id)
             handler = self._calls.get(msg.exec)
             if handler is not None:
                 handler(msg.t, [msg])
-        elif cls is P.Ping:
+        elif isinstance(msg, P.Ping):
             self.proto.send(_PONG)
 
     # --- liveness -----------------------------------------------------------------------------------

@@ -153,6 +153,19 @@ class _ListMethod:
 class Sandbox:
     """A running container you drive from your program (see the module's docstring)."""
 
+    _id: str
+    _info: dict[str, Any]
+    _returncode: int | None
+    _reason: str | None
+    _probe: Probe | None
+    _detached: bool
+    _main_offsets: dict[int, int]
+    _unencrypted: set[int]
+    stdout: StreamReader
+    stderr: StreamReader
+    stdin: StreamWriter
+    filesystem: SandboxFilesystem
+
     def __init__(self) -> None:
         raise InvalidError("Sandbox cannot be constructed directly; use Sandbox.create, from_id or from_name.")
 
@@ -223,6 +236,7 @@ class Sandbox:
                                "Sandbox with `block_network=True`")
         if not all(isinstance(p, int) and 1 <= p <= 65535 for p in ports):
             raise InvalidError(f"Sandbox ports must be integers between 1 and 65535, got {ports!r}")
+        value: object  # the options checked below have different types
         for what, value in (("outbound_cidr_allowlist", outbound_cidr_allowlist),
                             ("outbound_domain_allowlist", outbound_domain_allowlist),
                             ("inbound_cidr_allowlist", inbound_cidr_allowlist)):
@@ -359,7 +373,7 @@ class Sandbox:
         on this machine's loopback, forwarded by the control plane."""
         self._check()
         found = await _request({"op": "tunnels", "sandbox": self._id}, timeout=timeout)
-        unencrypted = getattr(self, "_unencrypted", set())
+        unencrypted: set[int] = getattr(self, "_unencrypted", set())
         out = {}
         for port, host_port in found.items():
             plain = int(port) in unencrypted

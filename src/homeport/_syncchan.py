@@ -141,7 +141,7 @@ class SyncChannel:
         rid = msg["id"] if type(msg) is dict else msg.id  # type: ignore[union-attr]
         while True:
             reply = self._recv()
-            if type(reply) is P.Result and reply.id == rid:
+            if isinstance(reply, P.Result) and reply.id == rid:
                 return reply
 
     def spawn(self, fid: str, call_id: str, data: bytes, method: str | None) -> None:
@@ -166,11 +166,10 @@ class SyncChannel:
                                               inputs=[P.CallInput(0, data, method)])))
             while True:
                 msg = self._recv()
-                cls = type(msg)
-                if cls is P.Outputs and msg.call == call_id:
+                if isinstance(msg, P.Outputs) and msg.call == call_id:
                     out = msg.items[0]
                     return out.status, out.data
-                if cls is P.Result and not msg.ok:
+                if isinstance(msg, P.Result) and not msg.ok:
                     raise error_from_code(msg.code or "", msg.msg or "")
         except KeyboardInterrupt:
             from . import _bridge

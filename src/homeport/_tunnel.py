@@ -114,7 +114,7 @@ def _pipe(src: socket.socket, dst: socket.socket) -> None:
         dst.shutdown(socket.SHUT_WR)
 
 
-async def _request(msg: dict) -> dict:
+async def _request(msg: P.Tunnel) -> dict:
     from ._client import get_client
 
     return await (await get_client()).request(msg)

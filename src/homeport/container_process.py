@@ -66,7 +66,7 @@ class ContainerProcess:
 def watch_exec(client: Any, exec_id: str) -> tuple[dict[int, asyncio.Queue], asyncio.Future]:
     """Queues that receive the exec's output as it arrives (None at the end) and a future of its exit
     code; call on the bridge loop, before the exec starts."""
-    queues = {1: asyncio.Queue(), 2: asyncio.Queue()}
+    queues: dict[int, asyncio.Queue] = {1: asyncio.Queue(), 2: asyncio.Queue()}
     exited = asyncio.get_running_loop().create_future()
 
     def handler(kind: str, items: list) -> None:

@@ -12,7 +12,7 @@ except ImportError:  # pragma: no cover - exercised by tests that force the stan
     from ._lite import DecodeError, Struct, ValidationError, convert, structs  # type: ignore[assignment,no-redef]
     from ._lite import msgpack_ns as _ns
 
-    Decoder, Encoder = _ns.Decoder, _ns.Encoder  # type: ignore[assignment,misc]
+    Decoder, Encoder = _ns.Decoder, _ns.Encoder  # type: ignore[misc]
     NATIVE = False
 
 __all__ = ["NATIVE", "DecodeError", "Decoder", "Encoder", "Struct", "ValidationError", "convert", "structs"]

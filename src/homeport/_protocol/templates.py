@@ -45,7 +45,7 @@ class TemplateStop(_TemplateMessage, tag="stop", kw_only=True):
 
 
 class Sources(_TemplateMessage, tag="sources", kw_only=True):
-    files: list[tuple[str, int, int, int]]  # (path, mtime in ns, size, inode) of what the snapshot imported
+    files: list[list[Any]]  # [path, mtime in ns, size, inode] of each file the snapshot imported
 
 
 class TemplateReady(_TemplateMessage, tag="ready", kw_only=True):

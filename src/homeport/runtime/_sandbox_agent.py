@@ -102,7 +102,8 @@ class Agent:
     async def _answer(self, msg: dict[str, Any]) -> None:
         try:
             if msg["op"] == "exec":
-                value = await self.start_exec(msg)
+                await self.start_exec(msg)
+                value: Any = None
             elif msg["op"] == "fs":
                 value = filesystem(msg)
             elif msg["op"] == "probe":
@@ -371,7 +372,7 @@ async def amain() -> int:
         await agent.start_exec({"exec": P.SANDBOX_MAIN, "argv": config["argv"], "pty": config.get("pty")})
     proto.send({"t": "ready"})
     stop = loop.create_future()
-    loop.add_signal_handler(signal.SIGTERM, lambda: stop.done() or stop.set_result(None))
+    loop.add_signal_handler(signal.SIGTERM, lambda: None if stop.done() else stop.set_result(None))
     await asyncio.wait([agent.done, stop, closed], return_when=asyncio.FIRST_COMPLETED)
     for server in servers:
         server.close()

@@ -181,6 +181,7 @@ class Connection:
         self.reply(msg, {"version": P.PROTOCOL_VERSION})
 
     def _refuse(self, msg: dict[str, Any], why: str) -> None:
+        assert self.peer is not None  # called only after the hello
         log.warning("refused %s from the user code of container %s: %s", msg.get("t"), self.peer.container_id, why)
         if "id" in msg:
             self.reply_error(msg, P.errors.AUTH, why)
@@ -190,6 +191,7 @@ class Connection:
             self.proto.send(P.Outputs(call=msg.get("call"), items=items))
 
     def _client_message(self, msg: dict[str, Any]) -> None:
+        assert self.peer is not None  # called only after the hello
         t = msg["t"]
         cp = self.cp
         if t == P.CALL:
@@ -330,7 +332,7 @@ async def serve(cp: ControlPlane, path: str) -> asyncio.AbstractServer:
     return await loop.create_unix_server(lambda: Connection(cp).proto, path)
 
 
-async def serve_tcp(cp: ControlPlane, host: str, port: int) -> asyncio.AbstractServer:
+async def serve_tcp(cp: ControlPlane, host: str, port: int) -> asyncio.Server:
     """The same protocol on TCP, for containers on other machines: only their own credentials are
     accepted there (a container's hello, or user code's with its container's token)."""
     loop = asyncio.get_running_loop()

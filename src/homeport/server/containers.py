@@ -179,22 +179,21 @@ class ContainerService:
 
     def container_message(self, cid: str, msg: P.FromContainer) -> None:
         """A message of a container's runtime, decoded as its type (`P.decode_from_container`)."""
-        t = type(msg)
         now = time.monotonic()
         rec = self.containers.get(cid)
         if rec is None:
             return
         rec.last_heard = now  # any message is a sign of life (see `liveness`)
-        if t is P.ContainerOutputs:
+        if isinstance(msg, P.ContainerOutputs):
             self._container_outputs(rec, msg.items, now)
-        elif t is P.ContainerGen:
+        elif isinstance(msg, P.ContainerGen):
             if not self.executor.holds(cid, msg.input):
                 log.warning("container %s sent generator items for input %s, which it does not hold", cid, msg.input)
                 return
             inp = self.inputs.get(msg.input)
             if inp is not None and inp.call.subscriber is not None:
                 inp.call.subscriber.proto.send(P.GenItems(call=inp.call.call_id, items=msg.items))
-        elif t is P.Ready:
+        elif isinstance(msg, P.Ready):
             rec.ready_at = time.time()
             if rec.state != "stopping":
                 rec.state = "ready"
@@ -206,11 +205,11 @@ class ContainerService:
                                           rec.ready_at - rec.started_at)
             rec.fn.start_failure_key = None  # a later start-up failure is news again
             self.executor.container_ready(cid, now)
-        elif t is P.InitFailure:
+        elif isinstance(msg, P.InitFailure):
             rec.init_failure = msg.failure
-        elif t is P.ContainerRelease:
+        elif isinstance(msg, P.ContainerRelease):
             self.executor.release(cid, msg.ids, now, leaving=msg.leaving)
-        elif t is P.Ping:  # the container checks that the control plane still answers
+        elif isinstance(msg, P.Ping):  # the container checks that the control plane still answers
             if rec.proto is not None:
                 rec.proto.send(_PONG)
 
@@ -284,7 +283,9 @@ class ContainerService:
             )
         for pool in self.executor.pools():  # containers the plan wants that wait for a GPU
             fn = self.functions.get(pool.id)
-            for _ in range(pool.waiting_for_gpu if fn is not None else 0):
+            if fn is None:
+                continue
+            for _ in range(pool.waiting_for_gpu):
                 out.append({"container_id": "-", "app_id": fn.app_id,
                             "app_name": (self.apps.get(fn.app_id) or {}).get("name"), "function": fn.tag,
                             "start_failures": 0, "state": "waiting for a GPU", "pid": None, "uptime": 0.0,

@@ -232,7 +232,7 @@ def _distribution_sources(roots: tuple[str, ...]) -> dict[str, str]:
                 continue
             if len(f.parts) == 1 and not top.endswith((".py", ".so", ".pyd")):
                 continue
-            path = os.path.realpath(dist.locate_file(top))
+            path = os.path.realpath(str(dist.locate_file(top)))
             if os.path.exists(path):
                 sources.setdefault(top, path)
     return sources

@@ -330,7 +330,8 @@ class Sandboxes:
             return
         t = msg.get("t")
         if t == P.RESULT:
-            fut = rec.pending.pop(msg.get("id"), None)
+            rid = msg.get("id")  # from the sandbox: anything
+            fut = rec.pending.pop(rid, None) if isinstance(rid, int) else None
             if fut is not None and not fut.done():
                 if msg.get("ok"):
                     fut.set_result(msg.get("v"))
