@@ -145,6 +145,7 @@ class Connection:
                 self.proto.close()
                 return
             self.sandbox_id = msg["cid"]
+            self.proto.max_frame = P.MAX_MESSAGE_BYTES  # its output comes in chunks of up to 1 MiB, files whole
             self.reply(msg, None)
             return
         if msg.get("role") == "container":
@@ -213,8 +214,8 @@ class Connection:
                     cp._refuse(self.peer, msg["call"], msg["inputs"], P.errors.NOT_FOUND, text)
                 return
             cp.put_inputs(self.peer, msg)
-        elif t == P.SANDBOX and msg.get("op") == "stdin":
-            cp.sandboxes.stdin(msg)
+        elif t == P.SANDBOX and msg.get("op") in ("stdin", "ack"):
+            cp.sandboxes.notify(self.peer, msg)
         elif t == P.APP_CREATE:
             self.reply(msg, cp.create_app(self.peer, msg))
         elif t in _ASYNC:
@@ -321,6 +322,7 @@ class Connection:
     def on_close(self, exc: Exception | None) -> None:
         if self.peer is not None:
             self.cp.peer_closed(self.peer)
+            self.cp.sandboxes.peer_closed(self.peer)
         if self.container_id is not None:
             self.cp.container_closed(self.container_id)
         if self.sandbox_id is not None:
