@@ -11,8 +11,6 @@ import warnings
 from collections.abc import Callable
 from typing import Any
 
-import msgspec
-
 from . import _bridge, _build_log, _config
 from . import _protocol as P
 from ._bridge import run_async, run_sync
@@ -32,7 +30,7 @@ from ._image_request import build_request, distinct
 from ._options import function_options, unsupported_features, volume_refs
 from ._partial import PartialFunction, _check_web_config, concurrency_settings
 from ._progress import ImageBuildStatus, interactive
-from ._protocol_definition import FunctionDefinition, to_wire
+from ._protocol.definition import FunctionDefinition, to_wire
 from ._secret import Secret, check_object_name
 from ._version import __version__
 from .exception import DeprecationError, InvalidError, UnimplementedError
@@ -324,16 +322,16 @@ class App:
         # Images first: a failed build leaves no app behind.
         definitions = await _with_images(client, list(self._registered.values()))
         self._app_id = await client.request(
-            {"t": P.APP_CREATE, "name": self._name, "description": self._name, "detach": detach}
+            P.AppCreate(name=self._name, description=self._name, detach=detach)
         )
         functions = [
             {"tag": r.tag, "definition": to_wire(d), "config": _wire_config(r)}
             for r, d in zip(self._registered.values(), definitions)
         ]
         try:
-            reply = await client.request({"t": P.APP_PUBLISH, "app_id": self._app_id, "functions": functions})
+            reply = await client.request(P.AppPublish(app_id=self._app_id, functions=functions))
         except BaseException:
-            await client.request({"t": P.APP_STOP, "app_id": self._app_id})  # nothing of it runs
+            await client.request(P.AppStop(app_id=self._app_id))  # nothing of it runs
             raise
         self._hydrate_all(reply)
         if show_logs and self._print_urls:
@@ -368,7 +366,7 @@ class App:
             # just to stop an app it never knew.
             return
         client = await get_client()
-        await client.request({"t": P.APP_STOP, "app_id": self._app_id})
+        await client.request(P.AppStop(app_id=self._app_id or ""))
 
     def deploy(self, *, name: str | None = None, environment_name: str | None = None, tag: str = "",
                client: Any = None, strategy: str = "rolling") -> App:
@@ -398,8 +396,8 @@ class App:
              "info": _lookup_info(r.obj)}
             for r, d in zip(regs, definitions)
         ]
-        reply = await client.request({"t": P.APP_DEPLOY, "name": name, "description": name, "functions": functions,
-                                      "meta": getattr(self, "_deploy_meta", None) or _deploy_meta("")})
+        reply = await client.request(P.AppDeploy(name=name, description=name, functions=functions,
+                                                 meta=getattr(self, "_deploy_meta", None) or _deploy_meta("")))
         self._app_id = reply["app_id"]
         self._deployed_version = reply["version"]
         self._hydrate_all(reply)
@@ -424,7 +422,7 @@ class App:
         """The deployed app called `name` (created empty if missing and asked to)."""
         async def go() -> dict[str, Any]:
             return await (await get_client()).request(
-                {"t": P.APP_LOOKUP, "name": name, "create_if_missing": create_if_missing}
+                P.AppLookup(name=name, create_if_missing=create_if_missing)
             )
 
         found = run_sync(go())
@@ -485,7 +483,7 @@ async def _with_images(client: Any, regs: list[Registered], show_logs: bool = Fa
     failed = True
     try:
         # No deadline: a build takes as long as its steps do, each bounded by the control plane.
-        ids = await client.request({"t": P.IMAGE_BUILD, "images": requests}, timeout=None)
+        ids = await client.request(P.ImageBuild(images=requests), timeout=None)
         failed = False
     finally:
         client.log_handler = saved
@@ -495,7 +493,7 @@ async def _with_images(client: Any, regs: list[Registered], show_logs: bool = Fa
                 printer({"fn": "image", "cid": "", "fd": 2, "data": line})
     hashes = [image.content_hash() for image in unique]
     return [
-        msgspec.structs.replace(r.definition, image_id=ids[unique.index(image)], image_hash=hashes[unique.index(image)])
+        P.replace(r.definition, image_id=ids[unique.index(image)], image_hash=hashes[unique.index(image)])
         for r, image in zip(regs, images)
     ]
 
@@ -518,7 +516,7 @@ def _lookup_info(obj: Any) -> dict[str, Any]:
 
 def _wire_config(reg: Registered) -> dict[str, Any]:
     """A function's pool settings as published: with its volumes, which have their names once the app runs."""
-    return to_wire(msgspec.structs.replace(reg.config, volumes=volume_refs(reg.options)))
+    return to_wire(P.replace(reg.config, volumes=volume_refs(reg.options)))
 
 
 def _print_web_urls(reply: dict[str, Any]) -> None:

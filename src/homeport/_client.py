@@ -19,6 +19,7 @@ from ._wire import FramedProtocol
 from .exception import AuthError, ConnectionError, error_from_code
 
 _monotonic = time.monotonic
+_PING, _PONG = P.Ping(), P.Pong()
 OutputHandler = Callable[[str, list], None]  # (message type, items)
 
 
@@ -29,7 +30,7 @@ class Client:
     def __init__(self, proto: FramedProtocol) -> None:
         self.proto = proto
         self._ids = itertools.count(1)
-        self._pending: dict[int, asyncio.Future] = {}
+        self._pending: dict[P.RequestId, asyncio.Future] = {}
         self._calls: dict[str, OutputHandler] = {}
         self.log_handler: Callable[[dict[str, Any]], None] | None = None
         self.closed = False
@@ -66,7 +67,7 @@ class Client:
         holder: list[Client] = []
         proto_ref: list[FramedProtocol] = []
 
-        def on_message(msg: dict[str, Any]) -> None:
+        def on_message(msg: Any) -> None:
             holder[0]._on_message(msg)
 
         def on_close(exc: Exception | None) -> None:
@@ -74,7 +75,7 @@ class Client:
                 holder[0]._on_close()
 
         def factory() -> FramedProtocol:
-            proto_ref.append(FramedProtocol(on_message, on_close))
+            proto_ref.append(FramedProtocol(on_message, on_close, P.decode_to_client))
             return proto_ref[0]
 
         address = _config.client_address()
@@ -93,29 +94,28 @@ class Client:
         return client
 
     # --- messages ----------------------------------------------------------------------------------
-    def _on_message(self, msg: dict[str, Any]) -> None:
+    def _on_message(self, msg: P.ToClient) -> None:
         self.last_heard = _monotonic()
-        t = msg["t"]
-        if t == P.OUTPUTS or t == P.GEN_ITEMS:
-            handler = self._calls.get(msg["call"])
+        if isinstance(msg, (P.Outputs, P.GenItems)):
+            handler = self._calls.get(msg.call or "")
             if handler is not None:
-                handler(t, msg["items"])
-        elif t == P.RESULT:
-            fut = self._pending.pop(msg["id"], None)
+                handler(msg.t, msg.items)
+        elif isinstance(msg, P.Result):
+            fut = self._pending.pop(msg.id, None)
             if fut is not None and not fut.done():
-                if msg["ok"]:
-                    fut.set_result(msg.get("v"))
+                if msg.ok:
+                    fut.set_result(msg.v)
                 else:
-                    fut.set_exception(error_from_code(msg.get("code", "internal"), msg.get("msg", "")))
-        elif t == P.LOG:
+                    fut.set_exception(error_from_code(msg.code or P.errors.INTERNAL, msg.msg or ""))
+        elif isinstance(msg, P.Log):
             if self.log_handler is not None:
-                self.log_handler(msg)
-        elif t == P.SANDBOX_OUT or t == P.SANDBOX_EXIT:  # a sandbox exec's output (watched by its exec id)
-            handler = self._calls.get(msg["exec"])
+                self.log_handler(P.as_dict(msg))  # handlers read a log line as a map
+        elif isinstance(msg, (P.SandboxOut, P.SandboxExit)):  # a sandbox exec's output (watched by its exec id)
+            handler = self._calls.get(msg.exec)
             if handler is not None:
-                handler(t, [msg])
-        elif t == P.PING:
-            self.proto.send({"t": P.PONG})
+                handler(msg.t, [msg])
+        elif isinstance(msg, P.Ping):
+            self.proto.send(_PONG)
 
     # --- liveness -----------------------------------------------------------------------------------
     async def _watchdog(self) -> None:
@@ -143,7 +143,7 @@ class Client:
                 self._fail_all(err)
                 return
             if ping:
-                self.proto.send({"t": P.PING})
+                self.proto.send(_PING)
 
     def _on_close(self) -> None:
         self._fail_all(connection_lost())
@@ -160,11 +160,16 @@ class Client:
         for handler in list(self._calls.values()):
             handler("closed", [])
 
-    async def request(self, msg: dict[str, Any], timeout: float | None = 60) -> Any:
+    async def request(self, msg: P.Request | dict[str, Any], timeout: float | None = 60) -> Any:
+        """Send a request and wait for its RESULT's value. A plain map is still accepted for the
+        messages not typed yet (a sandbox's operations)."""
         if self.closed:
             raise connection_lost()
         rid = next(self._ids)
-        msg["id"] = rid
+        if type(msg) is dict:
+            msg["id"] = rid
+        else:
+            msg.id = rid  # type: ignore[union-attr]
         fut = asyncio.get_running_loop().create_future()
         self._pending[rid] = fut
         self.proto.send(msg)
@@ -173,7 +178,7 @@ class Client:
         finally:
             self._pending.pop(rid, None)
 
-    def send(self, msg: dict[str, Any]) -> None:
+    def send(self, msg: P.Message | dict[str, Any]) -> None:
         if self.closed:
             raise connection_lost()
         self.proto.send(msg)

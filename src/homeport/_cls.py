@@ -612,8 +612,8 @@ class Cls:
         if fid is not None:
             return fid
         client = await get_client()
-        fid = await client.request({"t": P.FUNCTION_BIND, "fid": root._function_id, "params": params,
-                                    "config": config, "definition": definition})
+        fid = await client.request(P.FunctionBind(fid=root._function_id, params=params, config=config,
+                                                   definition=definition))
         root._bound[key] = fid
         return fid
 
@@ -741,7 +741,7 @@ class _DeployedServer:
     def hydrate(self) -> _DeployedServer:
         async def go() -> dict[str, Any]:
             client = await get_client()
-            return await client.request({"t": P.FUNCTION_LOOKUP, "app": self._app_name, "name": self._name})
+            return await client.request(P.FunctionLookup(app=self._app_name, name=self._name))
 
         found = run_sync(go())
         if not found.get("web"):
@@ -777,7 +777,7 @@ class _DeployedCls:
         root = self._root
         if root._found is None:
             client = await get_client()
-            root._found = await client.request({"t": P.FUNCTION_LOOKUP, "app": self._app_name, "name": self._name})
+            root._found = await client.request(P.FunctionLookup(app=self._app_name, name=self._name))
         return root._found
 
     def hydrate(self) -> _DeployedCls:
@@ -863,8 +863,8 @@ class _DeployedObj:
                 self._fid = found["fid"]  # the default instance: the deployed class's own (warm) pool
             else:
                 client = await get_client()
-                self._fid = await client.request({"t": P.FUNCTION_BIND, "fid": found["fid"], "params": values,
-                                                  "config": config, "definition": definition})
+                self._fid = await client.request(P.FunctionBind(fid=found["fid"], params=values, config=config,
+                                                                 definition=definition))
         return self._fid, bool(methods[method].get("is_generator"))
 
 

@@ -2,7 +2,7 @@
 runs the user's code) and its pool settings (how its containers scale), from the validated options.
 
 `@app.function` (`_app`) and `@app.cls` (`_cls`) both build through here; the types and their defaults
-are the contract's (`_protocol_definition`).
+are the contract's (`_protocol.definition`).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import cloudpickle
 from . import _protocol as P
 from ._image_request import code_dirs
 from ._options import FunctionOptions, merged_env, secret_refs
-from ._protocol_definition import Batch, FunctionDefinition, PoolSettings
+from ._protocol.definition import Batch, FunctionDefinition, PoolSettings
 from .exception import InvalidError, UnimplementedError
 
 

@@ -317,11 +317,11 @@ class Function:
 
         client.watch_call(call_id, on_output)
         try:
-            client.send({"t": P.CALL, "call": call_id, "fid": fid, "kind": P.KIND_UNARY,
-                         "inputs": [[0, data, self._method]]})
-            _, status, out = await fut
+            client.send(P.Call(call=call_id, fid=fid, kind=P.KIND_UNARY, inputs=[P.CallInput(0, data, self._method)]))
+            output = await fut
+            status, out = output.status, output.data
         except asyncio.CancelledError:
-            client.send({"t": P.CALL_CANCEL, "call": call_id, "id": 0})
+            client.send(P.CallCancel(call=call_id, id=0))
             raise
         finally:
             client.unwatch_call(call_id)
@@ -334,8 +334,7 @@ class Function:
         data = serialize_args(self._tag, args, kwargs)
         client = await get_client()
         call_id = _new_call_id()
-        await client.request({"t": P.CALL, "call": call_id, "fid": fid, "kind": P.KIND_SPAWN,
-                              "inputs": [[0, data, self._method]]})
+        await client.request(P.Call(call=call_id, fid=fid, kind=P.KIND_SPAWN, inputs=[P.CallInput(0, data, self._method)]))
         return FunctionCall(call_id, self._tag)
 
     # --- generators --------------------------------------------------------------------------------
@@ -350,8 +349,7 @@ class Function:
         client = await get_client()
         call_id = _new_call_id()
         client.watch_call(call_id, put)
-        client.send({"t": P.CALL, "call": call_id, "fid": fid, "kind": P.KIND_GENERATOR,
-                     "inputs": [[0, data, self._method]]})
+        client.send(P.Call(call=call_id, fid=fid, kind=P.KIND_GENERATOR, inputs=[P.CallInput(0, data, self._method)]))
         return client, call_id
 
     def _gen_events(self, kind: str, items: list) -> Iterator[tuple[bool, Any]]:
@@ -362,9 +360,9 @@ class Function:
             for data in items:
                 yield False, decode_output(self._tag, P.SUCCESS, data)
             return
-        for _, status, data in items:
-            if status != P.GENERATOR_DONE:
-                raise output_error(self._tag, status, data)
+        for out in items:
+            if out.status != P.GENERATOR_DONE:
+                raise output_error(self._tag, out.status, out.data)
             yield True, None
 
     async def _remote_gen(self, *args: Any, **kwargs: Any) -> AsyncIterator[Any]:
@@ -383,7 +381,7 @@ class Function:
         finally:
             client.unwatch_call(call_id)
             if not finished:
-                bridge_loop().call_soon_threadsafe(client.send, {"t": P.CALL_CANCEL, "call": call_id, "id": 0})
+                bridge_loop().call_soon_threadsafe(client.send, P.CallCancel(call=call_id, id=0))
 
     # --- map ---------------------------------------------------------------------------------------
     def _map_sync(self, inputs: Iterable[tuple[tuple, dict]], order: bool, return_exceptions: bool) -> Iterator[Any]:
@@ -451,14 +449,14 @@ async def lookup_in_own_app(tag: str) -> str:
     """Inside a container: the id of another function (or class) of the app this container serves."""
     assert _context.container is not None
     client = await get_client()
-    found = await client.request({"t": P.FUNCTION_LOOKUP, "app": "", "app_id": _context.container[2], "name": tag})
+    found = await client.request(P.FunctionLookup(app="", app_id=_context.container[2], name=tag))
     return found["fid"]
 
 
 async def _own_web_url(tag: str) -> str | None:
     assert _context.container is not None
     client = await get_client()
-    found = await client.request({"t": P.FUNCTION_LOOKUP, "app": "", "app_id": _context.container[2], "name": tag})
+    found = await client.request(P.FunctionLookup(app="", app_id=_context.container[2], name=tag))
     return found.get("web_url")
 
 
@@ -483,8 +481,8 @@ class _DeployedFunction(Function):
 
             client = await get_client()
             try:
-                found = await client.request({"t": P.FUNCTION_LOOKUP, "app": self._app_name, "name": self._lookup_name,
-                                              "version": getattr(self, "_version", None)})
+                found = await client.request(P.FunctionLookup(app=self._app_name, name=self._lookup_name,
+                                                              version=getattr(self, "_version", None)))
             except NotFoundError:
                 raise
             self._function_id = found["fid"]
@@ -538,21 +536,21 @@ class _MapRun:
         pieces: list[list] = [[]]
         size = 0
         for item in batch:
-            if pieces[-1] and size + len(item[1]) > MAP_MESSAGE_BYTES:
+            if pieces[-1] and size + len(item.args) > MAP_MESSAGE_BYTES:
                 pieces.append([])
                 size = 0
             pieces[-1].append(item)
-            size += len(item[1])
+            size += len(item.args)
         for n, piece in enumerate(pieces, 1):
             self._send_piece(piece, last and n == len(pieces))
 
     def _send_piece(self, batch: list, last: bool) -> None:
-        msg: dict[str, Any] = {"call": self.call_id, "inputs": batch, "last": last}
+        msg: P.Call | P.MapPut
         if self.first:
-            msg.update(t=P.CALL, fid=self.fid, kind=P.KIND_MAP)
+            msg = P.Call(call=self.call_id, fid=self.fid, kind=P.KIND_MAP, inputs=batch, last=last)
             self.first = False
         else:
-            msg["t"] = P.MAP_PUT
+            msg = P.MapPut(call=self.call_id, inputs=batch, last=last)
         data = P.encode(msg)
         client = self.client
         assert client is not None and client.proto.transport is not None  # started, on a made connection
@@ -562,7 +560,7 @@ class _MapRun:
         tag, method = self.fn._tag, self.fn._method
         batch = []
         for args, kwargs in rows:
-            batch.append([self.sent, serialize_args(tag, args, kwargs), method])
+            batch.append(P.CallInput(self.sent, serialize_args(tag, args, kwargs), method))
             self.sent += 1
         return batch
 
@@ -571,14 +569,14 @@ class _MapRun:
             raise connection_lost("a map")
         ready: list[tuple[int, Any]]
         if self.order:
-            for idx, status, data in items:
-                self.buffer[idx] = (status, data)
+            for out in items:
+                self.buffer[out.idx] = (out.status, out.data)
             ready = []
             while self.next_idx in self.buffer:
                 ready.append(self.buffer.pop(self.next_idx))
                 self.next_idx += 1
         else:
-            ready = [(status, data) for _, status, data in items]
+            ready = [(out.status, out.data) for out in items]
         self.received += len(items)
         if self.want_bar:
             self._show_progress()
@@ -605,7 +603,7 @@ class _MapRun:
         assert self.client is not None  # the map started before it could finish
         self.client.unwatch_call(self.call_id)
         if self.received < self.sent and not self.first:
-            bridge_loop().call_soon_threadsafe(self.client.send, {"t": P.CALL_CANCEL, "call": self.call_id, "id": 0})
+            bridge_loop().call_soon_threadsafe(self.client.send, P.CallCancel(call=self.call_id, id=0))
 
     def iterate_sync(self, rows: Iterator[tuple[tuple, dict]]) -> Iterator[Any]:
         try:
@@ -669,7 +667,7 @@ class FunctionCall:
     async def _get(self, timeout: float | None = None, *, index: int = 0) -> Any:
         client = await get_client()
         reply = await client.request(
-            {"t": P.CALL_GET, "call": self.object_id, "timeout": timeout},
+            P.CallGet(call=self.object_id, timeout=timeout),
             timeout=None if timeout is None else timeout + 30,
         )
         if reply is None:
@@ -678,7 +676,7 @@ class FunctionCall:
 
     async def _cancel(self, terminate_containers: bool = False) -> None:
         client = await get_client()
-        await client.request({"t": P.CALL_CANCEL, "call": self.object_id})
+        await client.request(P.CallCancel(call=self.object_id))
 
     @staticmethod
     def gather(*calls: FunctionCall) -> list[Any]:

@@ -72,7 +72,7 @@ def start_server(quiet: bool = False) -> int | None:
 
 
 def ensure_server() -> None:
-    if os.environ.get("HOMEPORT_IS_REMOTE") == "1":
+    if os.environ.get(P.ENV_IS_REMOTE) == "1":
         return
     if not is_listening():
         if os.environ.get(_config.P.ENV_SERVER_ADDRESS):

@@ -27,6 +27,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from . import _pickle
+from . import _protocol as P
 from ._stored_object import KIND_QUEUE, StoredObject, aio_generator, blocking_method, register
 from .exception import (
     DeserializationError,
@@ -94,8 +95,8 @@ class Queue(StoredObject):
         client = Client._instance
         if client is not None and not client.closed:
             with contextlib.suppress(Exception):
-                client.send({"t": self._kind, "op": "cancel_wait", "id": next(client._ids), "oid": self._object_id,
-                             "partition": partition, "wait_id": wait_id})
+                client.send(P.QueueOp(op="cancel_wait", id=next(client._ids), oid=self._object_id,
+                                      partition=partition, wait_id=wait_id))
 
     # --- getting -----------------------------------------------------------------------------------
     async def _get(self, n: int, block: bool, timeout: float | None, partition: str | None) -> list[Any]:

@@ -94,7 +94,7 @@ async def _build_image(image: Any) -> str:
     from ._image_request import build_request
 
     client = await get_client()
-    ids = await client.request({"t": P.IMAGE_BUILD, "images": [build_request(image)]}, timeout=None)
+    ids = await client.request(P.ImageBuild(images=[build_request(image)]), timeout=None)
     return ids[0]
 
 

@@ -17,7 +17,7 @@ from .exception import (
     error_from_code,
 )
 
-ERROR = 7  # platform error status, mirrors the control plane
+ERROR = P.ERROR  # an output row of a platform error: data is {"code", "msg"}
 
 
 def _unpicklable_part(args: tuple, kwargs: dict) -> Any:

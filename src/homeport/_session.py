@@ -6,22 +6,21 @@ with `_liveness.SilenceWatch`.)"""
 from __future__ import annotations
 
 import os
-from typing import Any
 
 from . import _config, _context
 from . import _protocol as P
 from .exception import AuthError, ConnectionError, ExecutionError
 
 
-def hello_message(token: str) -> dict[str, Any]:
+def hello_message(token: str) -> P.Hello:
     """A client's hello: with the installation token, or, from user code inside a container, with that
     container's own credentials (it may then call the functions of its app)."""
     if os.environ.get(P.ENV_IS_REMOTE) == "1":
         if _context.container is None:
             raise ExecutionError("This process runs inside a container but is not its runtime's; it cannot call functions.")
         cid, ctoken, _ = _context.container
-        return {"t": P.HELLO, "role": "client", "cid": cid, "ctoken": ctoken, "v": P.PROTOCOL_VERSION}
-    return {"t": P.HELLO, "role": "client", "token": token, "v": P.PROTOCOL_VERSION}
+        return P.Hello(role="client", cid=cid, ctoken=ctoken, v=P.PROTOCOL_VERSION)
+    return P.Hello(role="client", token=token, v=P.PROTOCOL_VERSION)
 
 
 def hello_refused(why: object) -> AuthError:

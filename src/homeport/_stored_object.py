@@ -44,16 +44,20 @@ _blocking = threading.local()  # `on`: this thread runs a blocking method (see `
 _sync_ids = itertools.count(1)
 
 
+_OPS: dict[str, type[P.DictOp] | type[P.QueueOp]] = {P.DICT: P.DictOp, P.QUEUE: P.QueueOp}
+
+
 async def _request(kind: str, op: str, timeout: float | None = 60, **fields: Any) -> Any:
+    msg = _OPS[kind](op=op, **fields)
     if getattr(_blocking, "on", False) and op not in _OWNED_OPS:
-        return _sync_request({"t": kind, "op": op, **fields})
+        return _sync_request(msg)
     from ._client import get_client
 
     client = await get_client()
-    return await client.request({"t": kind, "op": op, **fields}, timeout=timeout)
+    return await client.request(msg, timeout=timeout)
 
 
-def _sync_request(msg: dict[str, Any]) -> Any:
+def _sync_request(msg: P.DictOp | P.QueueOp) -> Any:
     """One request over the calling thread's own blocking connection (`_syncchan`): no thread hop."""
     from . import _launcher
     from ._syncchan import SyncChannel
@@ -63,23 +67,23 @@ def _sync_request(msg: dict[str, Any]) -> Any:
     except ConnectionError:  # the first call of this process may start the control plane, as the client does
         _launcher.ensure_server()
         ch = SyncChannel.get()
-    msg["id"] = next(_sync_ids)
+    msg.id = next(_sync_ids)
     try:
         reply = ch._request(msg)
     except KeyboardInterrupt:
         # Interrupted while the control plane may still be waiting (a blocking get): say so, and drop
         # the connection (a control plane takes no item for a connection that is gone).
-        if "wait_id" in msg:
+        if msg.wait_id is not None:
             with contextlib.suppress(OSError):
-                ch.sock.sendall(P.encode({**msg, "op": "cancel_wait", "id": 0}))
+                ch.sock.sendall(P.encode(P.replace(msg, op="cancel_wait", id=0)))
         ch.close()
         raise
     except (OSError, EOFError):
         ch.close()
         raise connection_lost() from None
-    if not reply.get("ok"):
-        raise error_from_code(reply.get("code", "internal"), reply.get("msg", ""))
-    return reply.get("v")
+    if not reply.ok:
+        raise error_from_code(reply.code or P.errors.INTERNAL, reply.msg or "")
+    return reply.v
 
 
 class _BlockingFirst(MethodWithAio):

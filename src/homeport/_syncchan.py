@@ -24,6 +24,7 @@ from ._session import connection_lost, could_not_connect, hello_message, hello_r
 from .exception import ConnectionError, error_from_code
 
 _local = threading.local()
+_PING = P.encode(P.Ping())
 _open: weakref.WeakSet[SyncChannel] = weakref.WeakSet()
 # (environment that names the control plane, its address): `_config.client_address()` resolves paths
 # (system calls), too slow to run on every call.
@@ -55,12 +56,14 @@ class SyncChannel:
             self.sock = _address.connect(self.address)
         except OSError as exc:
             raise could_not_connect(self.address, exc) from None
-        self._buf = bytearray()  # bytes read off the socket, not yet a whole frame
+        self._frames = P.FrameReader()  # bytes read off the socket, not yet a whole frame
         _open.add(self)
-        reply = self._request({**hello_message(_config.read_token() or ""), "id": 0})
-        if not reply.get("ok"):
+        hello = hello_message(_config.read_token() or "")
+        hello.id = 0
+        reply = self._request(hello)
+        if not reply.ok:
             self.close()
-            raise hello_refused(reply.get("msg"))
+            raise hello_refused(reply.msg)
 
     @classmethod
     def get(cls) -> SyncChannel:
@@ -92,40 +95,20 @@ class SyncChannel:
         if getattr(_local, "channel", None) is self:
             _local.channel = None
 
-    def _recv(self) -> dict[str, Any]:
-        """The next frame. Waits for the socket with `select`, so that a control plane that stopped
-        answering is noticed (`_quiet`) rather than waited on silently; a frame already buffered costs
-        no system call."""
-        buf = self._buf
-        size = P.HEADER.size
-        while len(buf) < size:
-            self._read_some(buf)
-        (n,) = P.HEADER.unpack_from(buf)
-        if len(buf) < size + n and n > 1 << 20:  # a big frame: read it into place, not chunk by chunk
-            body = bytearray(n)
-            got = len(buf) - size
-            body[:got] = buf[size:]
-            buf.clear()
-            view = memoryview(body)
-            while got < n:
-                self._wait()
-                k = self.sock.recv_into(view[got:])
-                if not k:
-                    raise EOFError
-                got += k
-            return P.decode(bytes(body))
-        while len(buf) < size + n:
-            self._read_some(buf)
-        frame = bytes(buf[size : size + n])
-        del buf[: size + n]
-        return P.decode(frame)
-
-    def _read_some(self, buf: bytearray) -> None:
-        self._wait()
-        chunk = self.sock.recv(1 << 16)
-        if not chunk:
-            raise EOFError
-        buf += chunk
+    def _recv(self) -> P.ToClient:
+        """The next message. Waits for the socket with `select`, so that a control plane that stopped
+        answering is noticed (`_wait`) rather than waited on silently; a frame already buffered costs
+        no system call. A big frame is read in one piece, not 64 KiB at a time."""
+        frames = self._frames
+        while True:
+            body = frames.next()
+            if body is not None:
+                return P.decode_to_client(body)
+            self._wait()
+            chunk = self.sock.recv(max(1 << 16, frames.missing()))
+            if not chunk:
+                raise EOFError
+            frames.feed(chunk)
 
     def _wait(self) -> None:
         """Until the socket has data. Every quiet HEARTBEAT_SECONDS the control plane is pinged (it
@@ -137,23 +120,24 @@ class SyncChannel:
         since = time.monotonic() - P.HEARTBEAT_SECONDS
         while True:
             watch.check(time.monotonic() - since)  # past the limit: raises
-            self.sock.sendall(P.encode({"t": P.PING}))
+            self.sock.sendall(_PING)
             if select.select([self.sock], [], [], P.HEARTBEAT_SECONDS)[0]:
                 watch.heard()
                 return
 
-    def _request(self, msg: dict[str, Any]) -> dict[str, Any]:
+    def _request(self, msg: P.Request | dict[str, Any]) -> P.Result:
+        """Send a request (its id set) and read until its result."""
         self.sock.sendall(P.encode(msg))
+        rid = msg["id"] if type(msg) is dict else msg.id  # type: ignore[union-attr]
         while True:
             reply = self._recv()
-            if reply.get("t") == P.RESULT and reply.get("id") == msg["id"]:
+            if isinstance(reply, P.Result) and reply.id == rid:
                 return reply
 
     def spawn(self, fid: str, call_id: str, data: bytes, method: str | None) -> None:
         """Start a spawned call (the control plane accepted it when this returns)."""
         self._ids += 1
-        msg = {"t": P.CALL, "call": call_id, "fid": fid, "kind": P.KIND_SPAWN, "inputs": [[0, data, method]],
-               "id": self._ids}
+        msg = P.Call(call=call_id, fid=fid, kind=P.KIND_SPAWN, inputs=[P.CallInput(0, data, method)], id=self._ids)
         try:
             reply = self._request(msg)
         except (OSError, EOFError):
@@ -162,27 +146,27 @@ class SyncChannel:
         except ConnectionError:
             self.close()
             raise
-        if not reply.get("ok"):
-            raise error_from_code(reply.get("code", ""), reply.get("msg", ""))
+        if not reply.ok:
+            raise error_from_code(reply.code or "", reply.msg or "")
 
     def call(self, fid: str, call_id: str, data: bytes, method: str | None) -> tuple[int, Any]:
         """One unary call: (status, data) of its output."""
         try:
-            self.sock.sendall(P.encode({"t": P.CALL, "call": call_id, "fid": fid, "kind": P.KIND_UNARY,
-                                        "inputs": [[0, data, method]]}))
+            self.sock.sendall(P.encode(P.Call(call=call_id, fid=fid, kind=P.KIND_UNARY,
+                                              inputs=[P.CallInput(0, data, method)])))
             while True:
                 msg = self._recv()
-                if msg.get("t") == P.OUTPUTS and msg.get("call") == call_id:
-                    _, status, out = msg["items"][0]
-                    return status, out
-                if msg.get("t") == P.RESULT and not msg.get("ok"):
-                    raise error_from_code(msg.get("code", ""), msg.get("msg", ""))
+                if isinstance(msg, P.Outputs) and msg.call == call_id:
+                    out = msg.items[0]
+                    return out.status, out.data
+                if isinstance(msg, P.Result) and not msg.ok:
+                    raise error_from_code(msg.code or "", msg.msg or "")
         except KeyboardInterrupt:
             from . import _bridge
 
             if _bridge.interrupt_cancels:  # not under `run --detach`: the call goes on there
                 try:
-                    self.sock.sendall(P.encode({"t": P.CALL_CANCEL, "call": call_id, "id": 0}))
+                    self.sock.sendall(P.encode(P.CallCancel(call=call_id, id=0)))
                 except OSError:
                     self.close()
             raise

@@ -114,7 +114,7 @@ def _pipe(src: socket.socket, dst: socket.socket) -> None:
         dst.shutdown(socket.SHUT_WR)
 
 
-async def _request(msg: dict) -> dict:
+async def _request(msg: P.Tunnel) -> dict:
     from ._client import get_client
 
     return await (await get_client()).request(msg)
@@ -148,14 +148,14 @@ def forward(port: int, *, unencrypted: bool = False, h2_enabled: bool = False) -
     gateway_port = None
     try:
         relay = _Relay(port)
-        reply = run_sync(_request({"t": P.TUNNEL, "op": "open", "path": relay.path, "port": port}))
+        reply = run_sync(_request(P.Tunnel(op="open", path=relay.path, port=port)))
         gateway_port = reply["port"]
         host = urlsplit(reply["url"]).hostname or "127.0.0.1"
         yield Tunnel(host, gateway_port)
     finally:
         if gateway_port is not None:
             with contextlib.suppress(Exception):
-                run_sync(_request({"t": P.TUNNEL, "op": "close", "port": gateway_port}))
+                run_sync(_request(P.Tunnel(op="close", port=gateway_port)))
         if relay is not None:
             relay.close()
         with _lock:

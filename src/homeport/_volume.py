@@ -160,7 +160,7 @@ class Volume:
 
         async def go() -> Any:
             client = await get_client()
-            return await client.request({"t": P.VOLUME, "op": op, "name": self._name, **fields})
+            return await client.request(P.Volume(op=op, name=self._name, **fields))
 
         if self._name is not None and self._create_if_missing and op != "create":
             self._create_if_missing = False

@@ -8,13 +8,13 @@ cost ~150 µs per round trip on the default loop, a protocol under uvloop well u
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from . import _protocol as P
 
-_HEADER_SIZE = P.HEADER.size
-_unpack_header = P.HEADER.unpack_from
+log = logging.getLogger("homeport.wire")
 
 
 class FramedProtocol(asyncio.Protocol):
@@ -23,19 +23,23 @@ class FramedProtocol(asyncio.Protocol):
     A frame whose header announces more than `max_frame` bytes is refused before anything is read
     into memory for it: `on_oversize(length)` is called (it may send a last message) and the
     connection is closed; nothing after it is read.
+
+    `decode` turns a frame's body into a message: by default plain data; a peer that knows what it
+    receives passes one of `homeport._protocol`'s typed decoders.
     """
 
-    max_frame = 0xFFFFFFFF  # no limit (all a header can say); the control plane sets its own
     on_oversize: Callable[[int], None] | None = None
 
     def __init__(
         self,
-        on_message: Callable[[dict[str, Any]], None],
+        on_message: Callable[[Any], None],
         on_close: Callable[[Exception | None], None] | None = None,
+        decode: Callable[[bytes], Any] = P.decode,
     ) -> None:
         self._on_message = on_message
         self._on_close = on_close
-        self._buf = bytearray()
+        self.decode = decode  # may change with what the peer turns out to be (after its hello)
+        self._frames = P.FrameReader()
         self.transport: asyncio.Transport | None = None
         self.closed = asyncio.get_running_loop().create_future()
         self._paused = False
@@ -46,30 +50,47 @@ class FramedProtocol(asyncio.Protocol):
     def connection_made(self, transport) -> None:
         self.transport = transport
 
+    @property
+    def max_frame(self) -> int:
+        """The largest frame accepted: no limit (all a header can say) unless set (the control plane)."""
+        return self._frames.max_frame
+
+    @max_frame.setter
+    def max_frame(self, n: int) -> None:
+        self._frames.max_frame = n
+
     def data_received(self, data: bytes) -> None:
         if self._refused:
             return
-        buf = self._buf
-        buf += data
-        pos = 0
-        end = len(buf)
-        while end - pos >= _HEADER_SIZE:
-            (n,) = _unpack_header(buf, pos)
-            if n > self.max_frame:
-                self._refuse_frame(n)
+        frames = self._frames
+        frames.feed(data)
+        on_message = self._on_message
+        while True:
+            try:
+                body = frames.next()
+            except P.FrameTooLarge as exc:
+                self._refuse_frame(exc.size)
                 return
-            if end - pos - _HEADER_SIZE < n:
-                break
-            start = pos + _HEADER_SIZE
-            message = P.decode(bytes(buf[start : start + n]))
-            pos = start + n
-            self._on_message(message)
-        if pos:
-            del buf[:pos]
+            if body is None:
+                return
+            try:
+                message = self.decode(body)
+            except P.MalformedMessage as exc:
+                self.on_malformed(body, exc)
+                continue
+            on_message(message)
+
+    def on_malformed(self, body: bytes, exc: P.MalformedMessage) -> None:
+        """A frame that `decode` refused: dropped, with a warning (the control plane answers it)."""
+        log.warning("dropped a message that does not decode: %s", exc)
+
+    @property
+    def _buf(self) -> P.FrameReader:  # what is buffered, not yet a whole frame (for tests)
+        return self._frames
 
     def _refuse_frame(self, n: int) -> None:
         self._refused = True
-        self._buf = bytearray()
+        self._frames.clear()
         if self.on_oversize is not None:
             self.on_oversize(n)
         if self.transport is not None:
@@ -99,7 +120,8 @@ class FramedProtocol(asyncio.Protocol):
     def is_closing(self) -> bool:
         return self.transport is None or self.transport.is_closing()
 
-    def send(self, message: dict[str, Any]) -> None:
+    def send(self, message: Any) -> None:
+        """Send a message: a typed message of `homeport._protocol` or a plain map."""
         if self.transport is not None and not self.transport.is_closing():
             self.transport.write(P.encode(message))
 

@@ -136,13 +136,13 @@ def watch_exec(client: Any, sandbox_id: str, exec_id: str) -> tuple[dict[int, as
             return
         for msg in items:
             if kind == P.SANDBOX_OUT:
-                queues[msg["fd"]].put_nowait(msg["data"])
-                flow.received(msg["fd"], len(msg["data"]))
+                queues[msg.fd].put_nowait(msg.data)
+                flow.received(msg.fd, len(msg.data))
             else:
                 for q in queues.values():
                     q.put_nowait(None)
                 if not exited.done():
-                    exited.set_result(msg["code"])
+                    exited.set_result(msg.code)
                 client.unwatch_call(exec_id)
 
     client.watch_call(exec_id, handler)

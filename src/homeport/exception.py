@@ -33,6 +33,8 @@
 
 from __future__ import annotations
 
+from ._protocol import errors as E
+
 __all__ = [
     "AlreadyExistsError",
     "AuthError",
@@ -213,27 +215,27 @@ class DeprecationError(UserWarning):
 
 
 ERROR_TYPES: dict[str, type[Error]] = {
-    "invalid": InvalidError,
-    "not_found": NotFoundError,
-    "already_exists": AlreadyExistsError,
-    "auth": AuthError,
-    "permission_denied": PermissionDeniedError,
-    "resource_exhausted": ResourceExhaustedError,
-    "internal": InternalError,
-    "unimplemented": UnimplementedError,
-    "version": VersionError,
-    "execution": ExecutionError,
-    "timeout": FunctionTimeoutError,
-    "serialization": SerializationError,
-    "image_build": ImageBuildError,
-    "request_size": RequestSizeError,
-    "fs": SandboxFilesystemError,
-    "fs_not_found": SandboxFilesystemNotFoundError,
-    "fs_is_a_directory": SandboxFilesystemIsADirectoryError,
-    "fs_not_a_directory": SandboxFilesystemNotADirectoryError,
-    "fs_permission": SandboxFilesystemPermissionError,
-    "fs_directory_not_empty": SandboxFilesystemDirectoryNotEmptyError,
-    "fs_exists": SandboxFilesystemError,
+    E.INVALID: InvalidError,
+    E.NOT_FOUND: NotFoundError,
+    E.ALREADY_EXISTS: AlreadyExistsError,
+    E.AUTH: AuthError,
+    E.PERMISSION_DENIED: PermissionDeniedError,
+    E.RESOURCE_EXHAUSTED: ResourceExhaustedError,
+    E.INTERNAL: InternalError,
+    E.UNIMPLEMENTED: UnimplementedError,
+    E.VERSION: VersionError,
+    E.EXECUTION: ExecutionError,
+    E.TIMEOUT: FunctionTimeoutError,
+    E.SERIALIZATION: SerializationError,
+    E.IMAGE_BUILD: ImageBuildError,
+    E.REQUEST_SIZE: RequestSizeError,
+    E.FS: SandboxFilesystemError,
+    E.FS_NOT_FOUND: SandboxFilesystemNotFoundError,
+    E.FS_IS_A_DIRECTORY: SandboxFilesystemIsADirectoryError,
+    E.FS_NOT_A_DIRECTORY: SandboxFilesystemNotADirectoryError,
+    E.FS_PERMISSION: SandboxFilesystemPermissionError,
+    E.FS_DIRECTORY_NOT_EMPTY: SandboxFilesystemDirectoryNotEmptyError,
+    E.FS_EXISTS: SandboxFilesystemError,
 }
 
 

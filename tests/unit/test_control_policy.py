@@ -62,7 +62,7 @@ def test_web_requests_are_known_by_their_id():
 
 # --- pools ----------------------------------------------------------------------------------------
 def _definition(**fields) -> dict:
-    """A function's definition as the SDK sends it (`_protocol_definition.FunctionDefinition`)."""
+    """A function's definition as the SDK sends it (`_protocol.definition.FunctionDefinition`)."""
     return {"tag": "f", "module_name": "app", **fields}
 
 
@@ -129,7 +129,7 @@ def test_assignments_route_web_requests_to_the_gateway_and_inputs_to_the_contain
     registry.containers[start.container] = rec
     ex.container_connected(start.container)
     ex.container_ready(start.container, now=1.0)
-    assert rec.proto.sent == [{"t": P.INPUTS, "items": [[iid, b"args", None, "fc-1"]]}]
+    assert rec.proto.sent == [P.Inputs(items=[P.InputRow(iid, b"args", None, "fc-1")])]
     ex.execute([Assign(start.container, [web_iid])])
     assert effects.web.assigned_ids == [(start.container, web_iid)]
     assert len(rec.proto.sent) == 1  # the web request is not sent to the container as an input

@@ -23,7 +23,7 @@ def fast(monkeypatch):
 def _channel():
     ours, theirs = socket.socketpair()
     ch = SyncChannel.__new__(SyncChannel)
-    ch.sock, ch._buf, ch.address, ch.pid = ours, bytearray(), "/test.sock", 0
+    ch.sock, ch._frames, ch.address, ch.pid = ours, P.FrameReader(), "/test.sock", 0
     return ch, theirs
 
 
@@ -65,7 +65,7 @@ def test_a_control_plane_that_answers_again_is_waited_for(fast, monkeypatch, cap
 
     t = threading.Thread(target=resume)
     t.start()
-    assert ch._recv()["t"] == P.OUTPUTS
+    assert type(ch._recv()) is P.Outputs
     t.join()
     err = capsys.readouterr().err
     assert "still waiting" in err and "the control plane answers again" in err
@@ -75,10 +75,10 @@ def test_a_control_plane_that_answers_again_is_waited_for(fast, monkeypatch, cap
 
 def test_a_buffered_frame_needs_no_wait(fast):
     ch, plane = _channel()
-    plane.sendall(P.encode({"t": "a"}) + P.encode({"t": "b"}))
-    assert ch._recv() == {"t": "a"}
+    plane.sendall(P.encode(P.Ping()) + P.encode(P.Pong()))
+    assert ch._recv() == P.Ping()
     plane.close()  # nothing more will come: the second frame is already here
-    assert ch._recv() == {"t": "b"}
+    assert ch._recv() == P.Pong()
     with pytest.raises(EOFError):
         ch._recv()
     ch.close()
@@ -86,7 +86,7 @@ def test_a_buffered_frame_needs_no_wait(fast):
 
 def test_a_big_frame_is_read_whole(fast):
     ch, plane = _channel()
-    big = {"t": "big", "data": b"x" * (3 << 20)}
+    big = P.GenItems(call="fc-1", items=[b"x" * (3 << 20)])
     t = threading.Thread(target=plane.sendall, args=(P.encode(big),))
     t.start()
     assert ch._recv() == big
@@ -114,7 +114,7 @@ def test_the_control_plane_pings_quiet_ready_containers_and_reports_silent_ones_
     check_containers(cp, 100.01)
     assert rec.proto.sent == [] and not published  # heard from lately: no ping
     check_containers(cp, 100.1)
-    assert rec.proto.sent == [{"t": P.PING}] and not published
+    assert rec.proto.sent == [P.Ping()] and not published
     check_containers(cp, 100.5)
     check_containers(cp, 100.6)
     assert [p for p in published if "has not answered the control plane for 0.3 s" in p] == [published[0]]

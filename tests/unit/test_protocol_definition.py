@@ -8,7 +8,7 @@ import msgspec
 import pytest
 
 import homeport as modal
-from homeport._protocol_definition import (
+from homeport._protocol.definition import (
     Batch,
     FunctionDefinition,
     PoolSettings,

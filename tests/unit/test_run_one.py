@@ -15,9 +15,9 @@ from homeport.runtime._run import InputTimeout, Run, Service, Shutdown, call_inp
 
 class _Conn:
     def __init__(self) -> None:
-        self.sent: list[dict] = []
+        self.sent: list = []
 
-    def send(self, message: dict) -> None:
+    def send(self, message) -> None:
         self.sent.append(message)
 
 
@@ -29,8 +29,12 @@ class _Host:
         self.service = Service({None if k == "call" else k: v for k, v in callables.items()})
 
 
-def _item(iid: int, *args, method: str | None = None) -> list:
-    return [iid, cloudpickle.dumps((args, {})), method, "fc-1"]
+def _item(iid: int, *args, method: str | None = None) -> P.InputRow:
+    return P.InputRow(iid, cloudpickle.dumps((args, {})), method, "fc-1")
+
+
+def _fields(row: P.OutputRow) -> list:
+    return [row.iid, row.status, row.data, row.seconds, row.cpu]
 
 
 def _plain(host: _Host):
@@ -40,7 +44,7 @@ def _plain(host: _Host):
 def test_a_result_becomes_one_row_with_its_time_and_cpu():
     host = _Host(call=lambda x: x * 2)
     [row] = run_one(host, [_item(7, 21)], _plain(host))
-    iid, status, data, seconds, cpu = row
+    iid, status, data, seconds, cpu = _fields(row)
     assert (iid, status, pickle.loads(data)) == (7, P.SUCCESS, 42)
     assert seconds >= 0 and cpu is not None
 
@@ -51,8 +55,8 @@ def test_an_exception_is_a_failure_row_the_caller_can_raise(capsys):
 
     host = _Host(call=boom)
     [row] = run_one(host, [_item(1, "input")], _plain(host))
-    assert row[1] == P.FAILURE
-    assert isinstance(pickle.loads(row[2]["exc"]), ValueError) and "bad input" in row[2]["repr"]
+    assert row.status == P.FAILURE
+    assert isinstance(pickle.loads(row.data["exc"]), ValueError) and "bad input" in row.data["repr"]
     assert "ValueError: bad input" in capsys.readouterr().err  # the container's log shows it
 
 
@@ -62,8 +66,8 @@ def test_a_timeout_names_the_method_and_the_limit():
 
     host = _Host(m=slow)
     [row] = run_one(host, [_item(1, 0, method="m")], _plain(host))
-    assert row[1] == P.TIMEOUT
-    assert "Function 'f.m' timed out after 5s (timeout=5)" in row[2]["repr"]
+    assert row.status == P.TIMEOUT
+    assert "Function 'f.m' timed out after 5s (timeout=5)" in row.data["repr"]
 
 
 def test_a_generator_sends_its_items_then_their_count():
@@ -72,9 +76,9 @@ def test_a_generator_sends_its_items_then_their_count():
 
     host = _Host(call=count)
     [row] = run_one(host, [_item(3, 2)], _plain(host))
-    assert row[1:3] == [P.GENERATOR_DONE, 2]
-    assert [pickle.loads(m["items"][0]) for m in host.conn.sent] == [0, 1]
-    assert all(m["input"] == 3 for m in host.conn.sent)
+    assert _fields(row)[1:3] == [P.GENERATOR_DONE, 2]
+    assert [pickle.loads(m.items[0]) for m in host.conn.sent] == [0, 1]
+    assert all(m.input == 3 for m in host.conn.sent)
 
 
 def test_shutdown_is_not_an_input_failure():
@@ -92,15 +96,15 @@ def test_a_batch_gives_one_row_per_input_even_when_it_fails_before_the_call(caps
         run.done(P.SUCCESS, [b"x", b"y"])
 
     rows = run_one(_Host(), [_item(1, 0, method="gone"), _item(2, 0, method="gone")], call, batch=True)
-    assert [r[0] for r in rows] == [1, 2]
-    assert [r[1] for r in rows] == [P.FAILURE, P.FAILURE]
+    assert [r.iid for r in rows] == [1, 2]
+    assert [r.status for r in rows] == [P.FAILURE, P.FAILURE]
 
 
 def test_a_batch_shares_its_time_among_its_inputs():
     host = _Host(call=lambda xs: xs)
     rows = run_one(host, [_item(1, 0), _item(2, 0)], lambda run: run.done(P.SUCCESS, [b"a", b"b"]), batch=True)
-    assert [(r[0], r[1], r[2]) for r in rows] == [(1, P.SUCCESS, b"a"), (2, P.SUCCESS, b"b")]
-    assert rows[0][3] == rows[1][3]
+    assert [(r.iid, r.status, r.data) for r in rows] == [(1, P.SUCCESS, b"a"), (2, P.SUCCESS, b"b")]
+    assert rows[0].seconds == rows[1].seconds
 
 
 def test_the_concurrent_loop_maps_its_own_timeout_and_cancellation():
@@ -113,5 +117,5 @@ def test_the_concurrent_loop_maps_its_own_timeout_and_cancellation():
         return run.rows()[0]
 
     timed_out = asyncio.run(one(asyncio.TimeoutError()))
-    assert timed_out[1] == P.TIMEOUT and timed_out[4] is None  # CPU time of a shared thread is not told
-    assert asyncio.run(one(asyncio.CancelledError()))[1:3] == [P.TERMINATED, None]
+    assert timed_out.status == P.TIMEOUT and timed_out.cpu is None  # CPU time of a shared thread is not told
+    assert _fields(asyncio.run(one(asyncio.CancelledError())))[1:3] == [P.TERMINATED, None]

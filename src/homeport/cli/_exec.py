@@ -94,7 +94,7 @@ def command_for(pid: int, command: list[str], env: dict[str, str] | None = None)
 def exec_in_container(container_id: str, command: list[str], pty: bool | None, request) -> int:
     if not command:
         raise click.UsageError("Give the command to run: homeport container exec ID CMD...")
-    row = request({"t": P.CONTAINER_EXEC_INFO, "container_id": container_id})
+    row = request(P.ContainerExecInfo(container_id=container_id))
     if row.get("pid") is None or row["state"] == "stopping":
         raise click.ClickException(f"Container {container_id} is {row['state']}: it cannot run a command.")
     pid = _runtime_process(row["pid"])

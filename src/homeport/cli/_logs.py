@@ -87,7 +87,7 @@ def print_logs(filters: dict[str, Any], opts: dict[str, Any]) -> None:
         import asyncio
 
         client = await get_client()
-        reply = await client.request({"t": P.LOG_QUERY, **query, "limit": tail})
+        reply = await client.request(P.LogQuery(**query, limit=tail))
         out = sys.stdout
         last = 0
         for e in reply["entries"]:
@@ -99,7 +99,7 @@ def print_logs(filters: dict[str, Any], opts: dict[str, Any]) -> None:
         deadline = None if timeout is None else time.monotonic() + timeout
         running = reply["running"]
         while deadline is None or time.monotonic() < deadline:
-            reply = await client.request({"t": P.LOG_QUERY, **query, "after_id": last, "limit": 1000})
+            reply = await client.request(P.LogQuery(**query, after_id=last, limit=1000))
             for e in reply["entries"]:
                 out.write(_format(e, opts))
                 last = e["id"]

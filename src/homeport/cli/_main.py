@@ -40,12 +40,12 @@ def _echo_json(rows: object, as_json: bool) -> bool:
     return as_json
 
 
-async def _request(msg: dict) -> Any:
+async def _request(msg: P.Request) -> Any:
     client = await get_client()
     return await client.request(msg)
 
 
-def _server_request(msg: dict) -> Any:
+def _server_request(msg: P.Request) -> Any:
     if not _launcher.is_listening():
         raise click.ClickException("The Homeport control plane is not running; start it with `homeport server start`.")
     return run_sync(_request(msg))
@@ -138,7 +138,7 @@ def proxy_token() -> None:
 @proxy_token.command("create")
 def proxy_token_create() -> None:
     """Create a token; its secret is shown once."""
-    tok = _server_or_start({"t": P.PROXY_TOKEN, "op": "create"})
+    tok = _server_or_start(P.ProxyToken(op="create"))
     console.print(f"Token id:     {tok['token_id']}\nToken secret: {tok['token_secret']}")
     console.print("Send them with each request, e.g. curl -H 'Modal-Key: <id>' -H 'Modal-Secret: <secret>' URL. "
                   "The secret is not stored in clear and cannot be shown again.")
@@ -148,7 +148,7 @@ def proxy_token_create() -> None:
 @click.option("--json", "as_json", is_flag=True)
 def proxy_token_list(as_json: bool) -> None:
     """Token ids and when they were made (never their secrets)."""
-    rows = _server_or_start({"t": P.PROXY_TOKEN, "op": "list"})
+    rows = _server_or_start(P.ProxyToken(op="list"))
     if _echo_json(rows, as_json):
         return
     table = Table("Token id", "Created")
@@ -161,7 +161,7 @@ def proxy_token_list(as_json: bool) -> None:
 @click.argument("token_id")
 def proxy_token_delete(token_id: str) -> None:
     """Delete a token: requests that send it are refused from now on."""
-    _server_or_start({"t": P.PROXY_TOKEN, "op": "delete", "token_id": token_id})
+    _server_or_start(P.ProxyToken(op="delete", token_id=token_id))
     console.print(f"Deleted proxy token {token_id}.")
 
 
@@ -206,7 +206,7 @@ def server_stop(timeout: float) -> None:
     except (FileNotFoundError, ValueError):
         pass
     try:
-        running = _server_request({"t": P.SERVER_STATUS}).get("apps") or []
+        running = _server_request(P.ServerStatus()).get("apps") or []
     except Error:
         running = []
     if running:
@@ -215,7 +215,7 @@ def server_stop(timeout: float) -> None:
                           f"({names}): what they run now fails with 'the control plane was stopped'. Deployed "
                           "apps come back when the control plane starts again.", soft_wrap=True)
     try:
-        _server_request({"t": P.SERVER_SHUTDOWN})
+        _server_request(P.ServerShutdown())
     except Error:
         if pid:
             os.kill(pid, signal.SIGTERM)
@@ -237,7 +237,7 @@ def server_status() -> None:
     if not _launcher.is_listening():
         console.print(f"Not running (state directory {_config.state_dir()}).")
         sys.exit(1)
-    st = _server_request({"t": P.SERVER_STATUS})
+    st = _server_request(P.ServerStatus())
     console.print(f"Running: pid {st['pid']} on {st['address']} (backend {st['backend']['name']})")
     if st.get("listen"):
         console.print(f"Containers connect to {st['listen']}")
@@ -266,7 +266,7 @@ def dashboard(no_browser: bool) -> None:
     The link signs the browser in; keep it to yourself, like the installation's token. `/metrics`
     beside it serves Prometheus metrics to `Authorization: Bearer <token>` (the token in the link).
     """
-    info = _server_or_start({"t": P.DASHBOARD})
+    info = _server_or_start(P.Dashboard())
     console.print(f"Dashboard: {info['url']}\nSign in with: {info['login_url']}", soft_wrap=True)
     if not no_browser and sys.stdout.isatty() and os.environ.get("DISPLAY"):
         webbrowser.open(info["login_url"])
@@ -279,7 +279,7 @@ def app() -> None:
 
 
 def _app_rows() -> list[dict]:
-    return _server_request({"t": P.APP_LIST})
+    return _server_request(P.AppList())
 
 
 def _find_app(name_or_id: str) -> dict:
@@ -321,7 +321,7 @@ def app_stop(name: str, yes: bool) -> None:
         raise click.ClickException(f"App {name!r} is already stopped.")
     if not yes and sys.stdin.isatty():  # as Modal's: asks a person at a terminal, unless -y
         click.confirm(f"Stop app {row['name'] or row['app_id']} ({row['app_id']})?", abort=True)
-    _server_request({"t": P.APP_STOP, "app_id": row["app_id"]})
+    _server_request(P.AppStop(app_id=row["app_id"]))
     console.print(f"Stopped app {row['name'] or row['app_id']} ({row['app_id']}).")
 
 
@@ -330,7 +330,7 @@ def app_stop(name: str, yes: bool) -> None:
 @click.option("--json", "as_json", is_flag=True)
 def app_history(name: str, as_json: bool) -> None:
     """The versions a deployed app has had."""
-    rows = _server_request({"t": P.APP_HISTORY, "name": name})
+    rows = _server_request(P.AppHistory(name=name))
     if _echo_json(rows, as_json):
         return
     table = Table("Version", "Deployed", "Functions")
@@ -352,7 +352,7 @@ def app_rollback(name: str, version: str | None) -> None:
             number = int(version[1:] if version.lower().startswith("v") else version)
         except ValueError:
             raise click.BadParameter(f"{version!r} is not a version (v3, or 3)", param_hint="VERSION") from None
-    reply = _server_request({"t": P.APP_ROLLBACK, "name": name, "version": number})
+    reply = _server_request(P.AppRollback(name=name, version=number))
     console.print(f"[green]✓[/green] App {name} rolled back to version {reply['from_version']}: it runs as "
                   f"version {reply['version']} ({reply['app_id']}).")
 
@@ -398,7 +398,7 @@ def secret_create(name: str, pairs: tuple[str, ...], dotenv: str | None, force: 
         values[key] = value
     if not values:
         raise click.ClickException("Give at least one KEY=VALUE (or --from-dotenv PATH).")
-    _server_or_start({"t": P.SECRET_CREATE, "name": name, "values": values, "overwrite": force})
+    _server_or_start(P.SecretCreate(name=name, values=values, overwrite=force))
     console.print(f"Created secret {name!r} with keys: {', '.join(sorted(values))}.")
     console.print(f"Use it with modal.Secret.from_name({name!r}).")
 
@@ -407,7 +407,7 @@ def secret_create(name: str, pairs: tuple[str, ...], dotenv: str | None, force: 
 @click.option("--json", "as_json", is_flag=True)
 def secret_list(as_json: bool) -> None:
     """Secret names and their keys (never their values)."""
-    rows = _server_or_start({"t": P.SECRET_LIST})
+    rows = _server_or_start(P.SecretList())
     if _echo_json(rows, as_json):
         return
     table = Table("Name", "Keys", "Created", "Updated")
@@ -421,11 +421,11 @@ def secret_list(as_json: bool) -> None:
 @click.argument("name")
 def secret_delete(name: str) -> None:
     """Delete a secret."""
-    _server_or_start({"t": P.SECRET_DELETE, "name": name})
+    _server_or_start(P.SecretDelete(name=name))
     console.print(f"Deleted secret {name!r}.")
 
 
-def _server_or_start(msg: dict) -> Any:
+def _server_or_start(msg: P.Request) -> Any:
     """A request to the control plane, starting it if needed (secrets live there)."""
     return run_sync(_request(msg))
 
@@ -437,7 +437,7 @@ def volume() -> None:
 
 
 def _vol(msg: dict) -> Any:
-    return _server_or_start({"t": P.VOLUME, **msg})
+    return _server_or_start(P.Volume(**msg))
 
 
 @volume.command("create")
@@ -570,7 +570,7 @@ def container() -> None:
 @click.option("--json", "as_json", is_flag=True)
 def container_list(as_json: bool) -> None:
     """Containers with their app, function, state, uptime and inputs served."""
-    rows = _server_request({"t": P.CONTAINER_LIST})
+    rows = _server_request(P.ContainerList())
     if _echo_json(rows, as_json):
         return
     from rich.table import Column
@@ -621,7 +621,7 @@ def format_startup(timeline: dict[str, float]) -> str:
 @click.argument("container_id")
 def container_stop(container_id: str) -> None:
     """Stop a container (its exit hooks run; running inputs fail or are retried)."""
-    _server_request({"t": P.CONTAINER_STOP, "container_id": container_id})
+    _server_request(P.ContainerStop(container_id=container_id))
     console.print(f"Stopping {container_id}")
 
 

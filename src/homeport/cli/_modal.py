@@ -88,7 +88,7 @@ for _name in ("list", "stop", "logs"):
 
 def history_rows(name: str) -> list[dict]:
     """Modal's `app history --json`: newest first, `version` as "vN"."""
-    rows = H._server_request({"t": P.APP_HISTORY, "name": name})
+    rows = H._server_request(P.AppHistory(name=name))
     out = []
     for r in sorted(rows, key=lambda r: r["version"], reverse=True):
         when = datetime.datetime.fromtimestamp(r["created_at"]).astimezone().isoformat(timespec="seconds")

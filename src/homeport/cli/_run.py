@@ -16,6 +16,7 @@ from typing import Any
 import rich_click as click
 
 from .. import _modal_alias, _progress
+from .. import _protocol as P
 from .._app import App
 from .._function import Function
 from ..exception import InvalidError
@@ -183,7 +184,7 @@ def parse_cli_args(f: Any, args: list[str]) -> dict[str, Any]:
 
 
 def run_program(ref: str, args: list[str], *, module_mode: bool, detach: bool, quiet: bool, write_result: str | None) -> None:
-    os.environ.setdefault("HOMEPORT_MODAL_ALIAS", "1")
+    os.environ.setdefault(P.ENV_MODAL_ALIAS, "1")
     if not quiet:
         from ._lines import LineGuard
 

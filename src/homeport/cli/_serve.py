@@ -170,9 +170,10 @@ def child_main(argv: list[str]) -> None:
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, _interrupt)
     _end_with_parent()
+    from .. import _protocol as P
     from ._run import find_app, import_program
 
-    os.environ.setdefault("HOMEPORT_MODAL_ALIAS", "1")
+    os.environ.setdefault(P.ENV_MODAL_ALIAS, "1")
     ready = os.fdopen(fd, "wb", buffering=0)
     module, _ = import_program(ref, module_mode)
     app = find_app(module)

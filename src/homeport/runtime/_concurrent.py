@@ -22,7 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol
 
 from .. import _protocol as P
-from ._run import Host, Run, Shutdown, call_input, dumps_result, output_row, run_one, send_item
+from ._run import Host, Run, Shutdown, call_input, dumps_result, run_one, send_item
 
 
 class Container(Host, Protocol):
@@ -63,20 +63,20 @@ class _ConcurrentServer:
         self.slots = asyncio.Semaphore(rt.max_inputs)
         self.executor = ThreadPoolExecutor(rt.max_inputs, thread_name_prefix="homeport-input")
         self.tasks: dict[int, asyncio.Task] = {}
-        self.waiting: dict[int, list[Any]] = {}  # received, not started yet (waiting for a slot)
-        self.outputs: list[list[Any]] = []
+        self.waiting: dict[int, P.InputRow] = {}  # received, not started yet (waiting for a slot)
+        self.outputs: list[P.OutputRow] = []
         self.flush_scheduled = False
         self.replace = False
 
-    def on_message(self, msg: dict[str, Any] | None) -> None:
+    def on_message(self, msg: P.ToContainer | None) -> None:
         if msg is None:
             self.queue.put_nowait(None)
-        elif msg["t"] == P.INPUTS:
-            for item in msg["items"]:
-                self.waiting[item[0]] = item
-            self.queue.put_nowait(msg["items"])
-        elif msg["t"] == P.CANCEL:
-            ids = set(msg["ids"])
+        elif type(msg) is P.Inputs:
+            for item in msg.items:
+                self.waiting[item.iid] = item
+            self.queue.put_nowait(msg.items)
+        elif type(msg) is P.Cancel:
+            ids = set(msg.ids)
             self.rt.cancelled |= ids
             for iid in ids:
                 task = self.tasks.get(iid)
@@ -89,12 +89,12 @@ class _ConcurrentServer:
             if items is None or self.replace:
                 break
             for item in items:
-                iid = item[0]
+                iid = item.iid
                 if self.replace:
                     break
                 if iid in self.rt.cancelled:
                     self.waiting.pop(iid, None)
-                    self.output(output_row(iid, P.TERMINATED, None))
+                    self.output(P.OutputRow(iid, P.TERMINATED, None))
                     continue
                 await self.slots.acquire()
                 if self.replace:
@@ -109,7 +109,7 @@ class _ConcurrentServer:
             back = list(self.waiting) + [iid for iid, t in self.tasks.items() if not t.done()]
             while not self.queue.empty():
                 more = self.queue.get_nowait()
-                back += [it[0] for it in more or ()]
+                back += [it.iid for it in more or ()]
             self._flush()
             self.rt._flush([], release=sorted(set(back)), leaving=True)
             raise Shutdown()
@@ -121,7 +121,7 @@ class _ConcurrentServer:
         self.tasks.pop(iid, None)
         self.slots.release()
 
-    def output(self, out: list[Any]) -> None:
+    def output(self, out: P.OutputRow) -> None:
         self.outputs.append(out)
         if not self.flush_scheduled:
             self.flush_scheduled = True
@@ -133,11 +133,11 @@ class _ConcurrentServer:
             outputs, self.outputs = self.outputs, []
             self.rt._flush(outputs)
 
-    async def run_input(self, item: list[Any]) -> None:
+    async def run_input(self, item: P.InputRow) -> None:
         """Run one input: an async function as a task of this loop, a sync one in a worker thread (which
         runs it as the plain loop does); past `timeout` either fails with `FunctionTimeoutError`."""
         rt = self.rt
-        iid = item[0]
+        iid = item.iid
         # This task's own input context (`Run` sets it), copied into its worker thread below.
         with Run(rt, [item], cpu=False, timed_out=asyncio.TimeoutError, cancelled=asyncio.CancelledError) as run:
             fn = run.function()
@@ -158,7 +158,7 @@ class _ConcurrentServer:
                     self.slots.release()  # wake the intake loop, wherever it waits, so that it notices
                     self.queue.put_nowait(())
                     raise
-                run.done(row[1], row[2])
+                run.done(row.status, row.data)
         if iid in rt.cancelled:
             run.done(P.TERMINATED, None)
         self.output(run.rows()[0])

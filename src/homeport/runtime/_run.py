@@ -2,7 +2,7 @@
 
 `run_one` takes the input's row as the control plane sent it, deserializes the arguments, calls the
 user's code (through the loop's own `call`), times it, turns whatever it raised into an output status
-and serializes the output rows: `[input_id, status, data, seconds, cpu_seconds | None]`. A concurrent
+and serializes the output rows (`P.OutputRow`: input id, status, data, seconds, CPU seconds or None). A concurrent
 loop's async inputs await in between: `run_one` is a `with Run(...)` block, which such a loop writes itself.
 """
 
@@ -47,7 +47,7 @@ class Service:
 
 
 class Sender(Protocol):
-    def send(self, message: dict[str, Any]) -> None: ...
+    def send(self, message: P.Message) -> None: ...
 
 
 class Host(Protocol):
@@ -87,15 +87,10 @@ def failure_of(exc: BaseException) -> dict[str, Any]:
     return P.failure(pickled, repr(exc), tb)
 
 
-def set_input_context(item: list[Any]) -> None:
+def set_input_context(item: P.InputRow) -> None:
     """`modal.current_input_id()` / `current_function_call_id()` for the input about to run."""
-    _context.input_id.set(f"in-{item[0]}")
-    _context.function_call_id.set(item[3] if len(item) > 3 else None)
-
-
-def output_row(iid: int, status: int, data: Any, seconds: float = 0.0, cpu: float | None = None) -> list[Any]:
-    """One output as the container sends it (CONTAINER_OUTPUTS): cpu None where it cannot be told apart."""
-    return [iid, status, data, seconds, cpu]
+    _context.input_id.set(f"in-{item.iid}")
+    _context.function_call_id.set(item.call_id)
 
 
 def dumps_result(tag: str, result: Any) -> bytes:
@@ -116,7 +111,7 @@ def dumps_result(tag: str, result: Any) -> bytes:
 
 def send_item(host: Host, iid: int, value: Any) -> None:
     """One item a generator input yielded, sent as it comes."""
-    host.conn.send({"t": P.CONTAINER_GEN, "input": iid, "items": [dumps_result(host.tag, value)]})
+    host.conn.send(P.ContainerGen(input=iid, items=[dumps_result(host.tag, value)]))
 
 
 def timeout_failure(host: Host, method: str | None) -> dict[str, Any]:
@@ -140,12 +135,12 @@ class Run:
     __slots__ = ("batch", "c0", "cancelled", "cpu", "cpu_seconds", "data", "host", "items", "method", "seconds",
                  "status", "t0", "timed_out")
 
-    def __init__(self, host: Host, items: list[list[Any]], *, batch: bool = False, cpu: bool = True,
+    def __init__(self, host: Host, items: list[P.InputRow], *, batch: bool = False, cpu: bool = True,
                  timed_out: type[BaseException] = InputTimeout,
                  cancelled: type[BaseException] = InputCancellation) -> None:
         self.host, self.items, self.batch, self.cpu = host, items, batch, cpu
         self.timed_out, self.cancelled = timed_out, cancelled
-        self.method: str | None = items[0][2]
+        self.method: str | None = items[0].method
         self.status = P.INTERNAL
         self.data: Any = None
         self.seconds = 0.0
@@ -163,11 +158,11 @@ class Run:
 
     def args(self) -> tuple[tuple, dict]:
         """The one input's (args, kwargs)."""
-        return cloudpickle.loads(self.items[0][1])
+        return cloudpickle.loads(self.items[0].args)
 
     def batch_args(self) -> list[tuple[tuple, dict]]:
         """Each input's (args, kwargs), for a batch."""
-        return [cloudpickle.loads(it[1]) for it in self.items]
+        return [cloudpickle.loads(it.args) for it in self.items]
 
     def done(self, status: int, data: Any) -> None:
         self.status, self.data = status, data
@@ -192,15 +187,15 @@ class Run:
             self.fail(exc)
         return True
 
-    def rows(self) -> list[list[Any]]:
+    def rows(self) -> list[P.OutputRow]:
         if not self.batch:  # the hot path: one input
-            return [output_row(self.items[0][0], self.status, self.data, self.seconds, self.cpu_seconds)]
+            return [P.OutputRow(self.items[0].iid, self.status, self.data, self.seconds, self.cpu_seconds)]
         n = len(self.items)
         cpu = self.cpu_seconds / n if self.cpu_seconds is not None else None
-        return [output_row(it[0], self.status, d, self.seconds / n, cpu) for it, d in zip(self.items, self.data)]
+        return [P.OutputRow(it.iid, self.status, d, self.seconds / n, cpu) for it, d in zip(self.items, self.data)]
 
 
-def run_one(host: Host, items: list[list[Any]], call: Callable[[Run], None], batch: bool = False) -> list[list[Any]]:
+def run_one(host: Host, items: list[P.InputRow], call: Callable[[Run], None], batch: bool = False) -> list[P.OutputRow]:
     """Run `items` (one input, or a `batch`) as one call: `call(run)` calls the user's function and reports
     with `run.done(...)`; the output rows come back, whatever the call raised (but `Shutdown`)."""
     with Run(host, items, batch=batch) as run:
@@ -212,10 +207,10 @@ def call_input(host: Host, run: Run, run_async: Callable[[Any], Any]) -> None:
     """Call the function with the one input's arguments, in this thread: a generator's items are sent as
     they come (its data is how many), a coroutine runs to its end on `run_async`."""
     item = run.items[0]
-    fn = host.service.callables[item[2]]  # type: ignore[union-attr]  # (run.function(), inlined: hot path)
-    args, kwargs = cloudpickle.loads(item[1])
+    fn = host.service.callables[item.method]  # type: ignore[union-attr]  # (run.function(), inlined: hot path)
+    args, kwargs = cloudpickle.loads(item.args)
     result = fn(*args, **kwargs)
-    iid = item[0]
+    iid = item.iid
     if inspect.isasyncgen(result):
         count = 0
         while True:

@@ -26,7 +26,7 @@ import cloudpickle
 
 from .. import _address, _context
 from .. import _protocol as P
-from .._protocol_definition import Batch, FunctionDefinition, definition_from_wire
+from .._protocol.definition import Batch, FunctionDefinition, definition_from_wire
 from ..exception import ExecutionError, InputCancellation, InvalidError
 from ._batch import BatchError, check_outputs, zip_inputs
 from ._concurrent import serve_concurrent
@@ -39,7 +39,6 @@ from ._run import (
     call_input,
     dumps_result,
     failure_of,
-    output_row,
     run_one,
 )
 from ._web import WebServers, claim_ports, prefix_from_env
@@ -50,30 +49,38 @@ if TYPE_CHECKING:
     from ._web import WebServers
 
 FLUSH_AFTER_SECONDS = 0.002
+_PING, _PONG = P.Ping(), P.Pong()
 
 
 class Connection:
     def __init__(self, address: str) -> None:
         self.sock = _address.connect(address)  # a Unix socket, or tcp://HOST:PORT on another machine
         self._send_lock = threading.Lock()
-        self._rfile = self.sock.makefile("rb", buffering=1 << 16)
+        self._frames = P.FrameReader()
         self.last_heard = time.monotonic()  # the control plane's last message (see `Runtime._watchdog`)
 
-    def send(self, message: dict[str, Any]) -> None:
+    def send(self, message: P.Message) -> None:
         data = P.encode(message)
         with self._send_lock:
             self.sock.sendall(data)
 
-    def recv(self) -> dict[str, Any] | None:
-        header = self._rfile.read(P.HEADER.size)
-        if len(header) < P.HEADER.size:
-            return None
-        (n,) = P.HEADER.unpack(header)
-        body = self._rfile.read(n)
-        if len(body) < n:
-            return None
-        self.last_heard = time.monotonic()
-        return P.decode(body)
+    def recv(self) -> P.ToContainer | None:
+        """The control plane's next message; None once the connection is closed. A message that does
+        not decode (a control plane of another version) is dropped with a line on stderr."""
+        frames = self._frames
+        while True:
+            body = frames.next()
+            if body is None:
+                chunk = self.sock.recv(max(1 << 16, frames.missing()))
+                if not chunk:
+                    return None
+                frames.feed(chunk)
+                continue
+            self.last_heard = time.monotonic()
+            try:
+                return P.decode_to_container(body)
+            except P.MalformedMessage as exc:
+                print(f"homeport runtime: dropped a message from the control plane: {exc}", file=sys.stderr)
 
 
 class _SourceLoader(importlib.machinery.SourceFileLoader):
@@ -282,11 +289,11 @@ class Runtime:
             return False
         self.started = True
         has_exit = bool(self.service is not None and self.service.exit_hooks)
-        self.conn.send({"t": P.READY, "timeline": timeline, "exit_hooks": has_exit})
+        self.conn.send(P.Ready(timeline=timeline, exit_hooks=has_exit))
         return True
 
     def _init_failure(self, exc: BaseException) -> None:
-        self.conn.send({"t": P.INIT_FAILURE, "failure": failure_of(exc)})
+        self.conn.send(P.InitFailure(failure=failure_of(exc)))
 
     def _on_alarm(self, signum, frame) -> None:
         raise InputTimeout()
@@ -317,7 +324,7 @@ class Runtime:
             silent = now - conn.last_heard
             try:
                 if silent >= P.HEARTBEAT_SECONDS:
-                    conn.send({"t": P.PING})
+                    conn.send(_PING)
             except OSError:
                 return
             if silent >= P.SILENCE_WARN_SECONDS and not warned:
@@ -341,18 +348,17 @@ class Runtime:
                     self._async_sink(None)
                 self.inbox.put(None)
                 return
-            t = msg["t"]
-            if t == P.PING:  # liveness: answered here, whatever the user code is doing
-                self.conn.send({"t": P.PONG})
+            if isinstance(msg, P.Ping):  # liveness: answered here, whatever the user code is doing
+                self.conn.send(_PONG)
                 continue
             sink = self._async_sink
             if sink is not None:
                 sink(msg)
                 continue
-            if t == P.INPUTS:
-                self.inbox.put(msg["items"])
-            elif t == P.CANCEL:
-                ids = set(msg["ids"])
+            if isinstance(msg, P.Inputs):
+                self.inbox.put(msg.items)
+            elif isinstance(msg, P.Cancel):
+                ids = set(msg.ids)
                 self.cancelled |= ids
                 self.inbox.put(())  # wake the main loop so it drops cancelled inputs it holds
                 if self.current in ids:
@@ -387,19 +393,19 @@ class Runtime:
             if not pending:
                 continue
             item = pending.popleft()
-            iid = item[0]
+            iid = item.iid
             if iid in self.cancelled:
-                outbox.add(output_row(iid, P.TERMINATED, None))
+                outbox.add(P.OutputRow(iid, P.TERMINATED, None))
                 continue
             result = self.run_input(item)
-            if not pending and result[1] != P.TIMEOUT:
+            if not pending and result.status != P.TIMEOUT:
                 outbox.send(result)  # nothing else to run: out now, without waking the flusher thread
                 continue
             outbox.add(result)
-            if result[1] == P.TIMEOUT:
+            if result.status == P.TIMEOUT:
                 # The user code was interrupted mid-flight; its state is suspect, so this container
                 # hands back what it has not started and leaves (the control plane replaces it).
-                outbox.flush(release=[it[0] for it in pending], leaving=True)
+                outbox.flush(release=[it.iid for it in pending], leaving=True)
                 pending.clear()
                 raise Shutdown()
             if not pending or outbox.held_for() > FLUSH_AFTER_SECONDS:
@@ -430,26 +436,26 @@ class Runtime:
                     self.inbox.put(None)
                     break
                 pending.extend(items)
-            batch: list[list[Any]] = []
-            outputs: list[list[Any]] = []
+            batch: list[P.InputRow] = []
+            outputs: list[P.OutputRow] = []
             while pending and len(batch) < max_size:
                 item = pending.popleft()
-                if item[0] in self.cancelled:
-                    outputs.append(output_row(item[0], P.TERMINATED, None))
+                if item.iid in self.cancelled:
+                    outputs.append(P.OutputRow(item.iid, P.TERMINATED, None))
                 else:
                     batch.append(item)
             if batch:
                 outputs += self.run_batch(batch)
-            timed_out = any(o[1] == P.TIMEOUT for o in outputs)
+            timed_out = any(o.status == P.TIMEOUT for o in outputs)
             if timed_out:
-                self._flush(outputs, release=[it[0] for it in pending], leaving=True)
+                self._flush(outputs, release=[it.iid for it in pending], leaving=True)
             else:
                 self._flush(outputs)
             if timed_out:
                 pending.clear()
                 raise Shutdown()
 
-    def run_batch(self, items: list[list[Any]]) -> list[list[Any]]:
+    def run_batch(self, items: list[P.InputRow]) -> list[P.OutputRow]:
         return run_one(self, items, self._call_batch, batch=True)
 
     def _call_batch(self, run: Run) -> None:
@@ -469,16 +475,16 @@ class Runtime:
         finally:
             signal.setitimer(signal.ITIMER_REAL, 0)
 
-    def _flush(self, outputs: list, release: list[int] | None = None, leaving: bool = False) -> None:
+    def _flush(self, outputs: list[P.OutputRow], release: list[int] | None = None, leaving: bool = False) -> None:
         """Send outputs; hand back inputs not started. `leaving`: this container takes no more inputs
         and exits, so whatever else the control plane already sent it goes back to the queue too."""
         if outputs:
-            self.conn.send({"t": P.CONTAINER_OUTPUTS, "items": outputs})
+            self.conn.send(P.ContainerOutputs(items=outputs))
         if release or leaving:
-            self.conn.send({"t": P.CONTAINER_RELEASE, "ids": release or [], "leaving": leaving})
+            self.conn.send(P.ContainerRelease(ids=release or [], leaving=leaving))
 
-    def run_input(self, item: list[Any]) -> list[Any]:
-        self.current = item[0]
+    def run_input(self, item: P.InputRow) -> P.OutputRow:
+        self.current = item.iid
         try:
             return run_one(self, [item], self._call)[0]
         finally:
@@ -529,18 +535,18 @@ class _Outbox:
     def __init__(self, rt: Runtime) -> None:
         self._rt = rt
         self._cond = threading.Condition()
-        self._items: list[list[Any]] = []
+        self._items: list[P.OutputRow] = []
         self._since = 0.0
         threading.Thread(target=self._watch, name="homeport-flusher", daemon=True).start()
 
-    def add(self, output: list[Any]) -> None:
+    def add(self, output: P.OutputRow) -> None:
         with self._cond:
             if not self._items:
                 self._since = time.monotonic()
                 self._cond.notify()
             self._items.append(output)
 
-    def send(self, output: list[Any]) -> None:
+    def send(self, output: P.OutputRow) -> None:
         """Send `output` now, with whatever is held before it."""
         with self._cond:
             items, self._items = self._items, []
@@ -597,12 +603,12 @@ def main(preloaded: Service | None = None, started_at: float | None = None) -> N
         _modal_alias.install()
     _context.runtime_process = True  # modal.is_local() is False here (and in forks), True in subprocesses
     conn = Connection(address)
-    conn.send({"t": P.HELLO, "id": 0, "role": "container", "cid": cid, "token": token, "v": P.PROTOCOL_VERSION})
+    conn.send(P.Hello(id=0, role="container", cid=cid, token=token, v=P.PROTOCOL_VERSION))
     reply = conn.recv()
-    if reply is None or not reply.get("ok"):
+    if not isinstance(reply, P.Result) or not reply.ok:
         print(f"homeport runtime: control plane refused container {cid}: {reply}", file=sys.stderr)
         sys.exit(3)
-    defn = definition_from_wire(reply["v"])
+    defn = definition_from_wire(reply.v)
     _context.container = (cid, token, defn.app_id)
     runtime = Runtime(conn, defn, cid, preloaded)
     signal.signal(signal.SIGTERM, runtime._on_term)

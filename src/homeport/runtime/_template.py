@@ -33,17 +33,16 @@ import time
 import traceback
 from typing import Any
 
-import msgpack
-
 from .. import _protocol as P
-from .._protocol_definition import FunctionDefinition, definition_from_wire
+from .._protocol import templates as T
+from .._protocol.definition import FunctionDefinition, definition_from_wire
 from ._cuda import cuda_problem
 
-PACKET = 1 << 16
+PACKET = T.PACKET
 
 
-def _send(sock: socket.socket, msg: dict[str, Any]) -> None:
-    sock.send(msgpack.packb(msg, use_bin_type=True))
+def _send(sock: socket.socket, msg: T.Sources | T.TemplateReady | T.TemplateFailed | T.Forked | T.Exited) -> None:
+    sock.send(T.encode_packet(msg))
 
 
 def _inet_sockets() -> list[str]:
@@ -160,12 +159,12 @@ def _send_sources(sock: socket.socket, files: list[list[Any]]) -> None:
     for entry in files:  # in packets well under PACKET, however long the paths
         n = len(entry[0].encode(errors="replace")) + 32
         if batch and size + n > PACKET // 2:
-            _send(sock, {"t": "sources", "files": batch})
+            _send(sock, T.Sources(files=batch))
             batch, size = [], 0
         batch.append(entry)
         size += n
     if batch:
-        _send(sock, {"t": "sources", "files": batch})
+        _send(sock, T.Sources(files=batch))
 
 
 _hides = False  # the containers forked from here hide the state directory from themselves (`_hide`)
@@ -263,29 +262,29 @@ def main(fd: int) -> None:
     global _start_dir
     _start_dir = os.getcwd()
     sock = socket.socket(fileno=fd)
-    first = msgpack.unpackb(sock.recv(PACKET), raw=False)
+    first = T.decode_start(sock.recv(PACKET))
     preloaded = None
     t0 = time.monotonic()
-    if first.get("private_root"):
+    if first.private_root:
         from ._mountns import probe
 
         problem = probe()
         if problem:
-            _send(sock, {"t": "failed", "error": "a container forked from it could not get a root file system of "
-                                                 f"its own ({problem})"})
+            _send(sock, T.TemplateFailed(error="a container forked from it could not get a root file system of "
+                                               f"its own ({problem})"))
             return
     defn = None
-    if first.get("definition_path"):  # read before the state directory (where it is) is hidden
-        with open(first["definition_path"], "rb") as f:
-            defn = definition_from_wire(msgpack.unpackb(f.read(), raw=False, strict_map_key=False))
+    if first.definition_path:  # read before the state directory (where it is) is hidden
+        with open(first.definition_path, "rb") as f:
+            defn = definition_from_wire(P.decode(f.read()))
     visible = None
     isolation: list[str] = []
     global _snapshot_template
     _snapshot_template = defn is not None
-    if first.get("isolate") is not None:
-        isolation = _prepare_isolation(first["isolate"], first.get("hide"), snapshot=defn is not None)
-    if first.get("hide") is not None and _isolation is None:
-        visible = _prepare_hiding(first["hide"], snapshot=defn is not None)
+    if first.isolate is not None:
+        isolation = _prepare_isolation(first.isolate, first.hide, snapshot=defn is not None)
+    if first.hide is not None and _isolation is None:
+        visible = _prepare_hiding(first.hide, snapshot=defn is not None)
     if defn is not None:
         from .. import _context
 
@@ -309,7 +308,7 @@ def main(fd: int) -> None:
                 raise RuntimeError("; ".join(problems))
         except BaseException as exc:
             traceback.print_exc()
-            _send(sock, {"t": "failed", "error": f"taking the snapshot failed: {type(exc).__name__}: {exc}"})
+            _send(sock, T.TemplateFailed(error=f"taking the snapshot failed: {type(exc).__name__}: {exc}"))
             return
         preloaded.snapshot_timeline = timeline
         _send_sources(sock, user_sources(defn))
@@ -318,7 +317,7 @@ def main(fd: int) -> None:
         from . import _runtime  # noqa: F401 - what every container needs, imported once here
 
         preloaded = None
-    _send(sock, {"t": "ready", "seconds": time.monotonic() - t0, "visible": visible, "isolation": isolation})
+    _send(sock, T.TemplateReady(seconds=time.monotonic() - t0, visible=visible, isolation=isolation))
     _serve(sock, preloaded)
 
 
@@ -346,8 +345,8 @@ def _serve(sock: socket.socket, preloaded: Any) -> None:
                 data = b""
             if not data:  # the backend is gone: so are we (our children were sent SIGTERM by it)
                 os._exit(0)
-            msg = msgpack.unpackb(data, raw=False)
-            if msg["t"] == "fork":
+            msg = T.decode_to_template(data)
+            if type(msg) is T.Fork:
                 if _isolation is not None and _isolation["pidns"]:
                     from ._isolate import fork_in_new_pid_namespace
 
@@ -363,13 +362,13 @@ def _serve(sock: socket.socket, preloaded: Any) -> None:
                     _child(sock, fds, msg, preloaded)  # never returns
                 for fd in fds:
                     os.close(fd)
-                children[pid] = msg["cid"]
-                _send(sock, {"t": "forked", "cid": msg["cid"], "pid": pid})
-            elif msg["t"] == "retire":
+                children[pid] = msg.cid
+                _send(sock, T.Forked(cid=msg.cid, pid=pid))
+            elif type(msg) is T.Retire:
                 retiring = True
                 if not children:
                     os._exit(0)
-            elif msg["t"] == "stop":
+            elif type(msg) is T.TemplateStop:
                 for pid in children:
                     _kill(pid, signal.SIGTERM)
                 os._exit(0)
@@ -386,7 +385,7 @@ def _reap(sock: socket.socket, children: dict[int, str]) -> None:
         cid = children.pop(pid, None)
         if cid is not None:
             code = os.waitstatus_to_exitcode(status)
-            _send(sock, {"t": "exit", "cid": cid, "code": code})
+            _send(sock, T.Exited(cid=cid, code=code))
 
 
 def _kill(pid: int, sig: int) -> None:
@@ -420,12 +419,12 @@ def _unbuffered_stdio() -> None:
                                   errors=getattr(old, "errors", None) or "strict", write_through=True)
         setattr(sys, name, stream)
         setattr(sys, f"__{name}__", stream)
-def _isolate_child(msg: dict[str, Any]) -> None:
+def _isolate_child(msg: T.Fork) -> None:
     """Make this copy a container of its own (`_isolate`), or leave without running the user's code."""
     from . import _isolate
 
     assert _isolation is not None
-    needed = [*msg.get("needed", ()), *[[p, False] for p in _interpreter_paths()]]
+    needed = [*msg.needed, *[[p, False] for p in _interpreter_paths()]]
     host_pid = _isolate.host_pid()
     if host_pid is not None and _isolation["pidns"]:
         os.environ[P.ENV_HOST_PID] = str(host_pid)
@@ -463,9 +462,9 @@ def _wait_until_placed(hold: int) -> None:
         os._exit(1)
 
 
-def _child(sock: socket.socket, fds: list[int], msg: dict[str, Any], preloaded: Any) -> None:
+def _child(sock: socket.socket, fds: list[int], msg: T.Fork, preloaded: Any) -> None:
     sock.close()  # first: a copy that still held the template's socket would hide the template's exit
-    if msg.get("held"):
+    if msg.held:
         _wait_until_placed(fds.pop())
     code = 1
     try:
@@ -482,13 +481,13 @@ def _child(sock: socket.socket, fds: list[int], msg: dict[str, Any], preloaded: 
         os.dup2(devnull, 0)
         os.close(devnull)
         os.environ.clear()
-        os.environ.update(msg["env"])
-        cwd = msg.get("cwd")
-        if _isolation is not None and not msg.get("private_root"):  # before any user code runs here
+        os.environ.update(msg.env)
+        cwd = msg.cwd
+        if _isolation is not None and not msg.private_root:  # before any user code runs here
             _isolate_child(msg)
-        elif msg.get("hide") is not None and _hides:
-            _hide_state(msg["hide"])
-        if msg.get("private_root"):  # a root file system image: a writable root of its own, first
+        elif msg.hide is not None and _hides:
+            _hide_state(msg.hide)
+        if msg.private_root:  # a root file system image: a writable root of its own, first
             from ._mountns import private_root
 
             private_root()
@@ -508,7 +507,7 @@ def _child(sock: socket.socket, fds: list[int], msg: dict[str, Any], preloaded: 
                 pass
         from ._runtime import main as container_main
 
-        container_main(preloaded=preloaded, started_at=msg.get("t0"))
+        container_main(preloaded=preloaded, started_at=msg.t0)
         code = 0
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else 1

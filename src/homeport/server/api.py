@@ -15,13 +15,13 @@ from .access import container_refusal
 from .images import ImageBuildFailed, ImageUnsupported
 from .records import ERROR, STOP_GRACE_SECONDS, Peer
 from .services import ControlPlane
-from .validate import problem
 
 log = logging.getLogger("homeport.server.api")
 
 # The largest frame accepted before a connection has authenticated (a hello is a few hundred bytes):
 # anyone who can reach the socket, a container included, must not make the control plane allocate.
 PRE_AUTH_MAX_FRAME = 64 << 10
+_PONG = P.Pong()
 
 
 _LOOKUPS = {
@@ -82,29 +82,27 @@ class Connection:
         limit = self.proto.max_frame
         when = "after authentication" if limit > PRE_AUTH_MAX_FRAME else "before authentication"
         log.warning("closing a connection that announced a frame of %d bytes (the limit %s is %d)", n, when, limit)
-        self.proto.send({"t": P.RESULT, "id": None, "ok": False, "code": "invalid",
-                         "msg": f"a message of {n} bytes is larger than the {limit} bytes allowed {when}; "
-                                "the control plane closes this connection"})
+        self.proto.send(P.Result(ok=False, code=P.errors.INVALID,
+                                 msg=f"a message of {n} bytes is larger than the {limit} bytes allowed {when}; "
+                                     "the control plane closes this connection"))
 
     def reply(self, msg: dict[str, Any], value: Any = None) -> None:
-        self.proto.send({"t": P.RESULT, "id": msg["id"], "ok": True, "v": value})
+        self.proto.send(P.Result(id=msg["id"], ok=True, v=value))
 
     def reply_error(self, msg: dict[str, Any], code: str, text: str) -> None:
         rid = msg.get("id") if isinstance(msg, dict) else None
-        self.proto.send({"t": P.RESULT, "id": rid if isinstance(rid, (int, str)) else None, "ok": False,
-                         "code": code, "msg": text})
+        self.proto.send(P.Result(id=rid if isinstance(rid, (int, str)) else None, ok=False, code=code, msg=text))
 
-    def on_message(self, msg: dict[str, Any]) -> None:
-        if not isinstance(msg, dict):
-            self.reply_error({}, "invalid", problem(msg) or "malformed message")
-            self.proto.close()
-            return
-        if self.container_id is not None:
+    def on_message(self, msg: Any) -> None:
+        if self.container_id is not None:  # decoded as its type (`P.decode_from_container`)
             try:
                 self.cp.container_message(self.container_id, msg)
             except Exception:  # the runtime's connection carries user code's writes too: never fatal
-                log.warning("container %s sent a malformed %r message", self.container_id, msg.get("t"),
-                            exc_info=True)
+                log.warning("container %s sent a malformed %r message", self.container_id, msg.t, exc_info=True)
+            return
+        if not isinstance(msg, dict):
+            self.reply_error({}, P.errors.INVALID, f"malformed message: a message must be a map, not {type(msg).__name__}")
+            self.proto.close()
             return
         if self.sandbox_id is not None:
             self.cp.sandboxes.agent_message(self.sandbox_id, msg)
@@ -114,14 +112,15 @@ class Connection:
                 self._hello(msg)
             except Exception:
                 log.warning("refused a malformed hello", exc_info=True)
-                self.reply_error(msg, "auth", "malformed hello")
+                self.reply_error(msg, P.errors.AUTH, "malformed hello")
                 self.proto.close()
             return
-        why = problem(msg)
-        if why is not None:
-            log.warning("refused a malformed message: %s", why)
+        try:  # its shape: a message that does not decode as its type is answered, naming the field
+            P.check_request(msg)
+        except P.MalformedMessage as exc:
+            log.warning("refused a malformed message: %s", exc)
             if "id" in msg:
-                self.reply_error(msg, "invalid", why)
+                self.reply_error(msg, P.errors.INVALID, str(exc))
             return
         try:
             if self.peer.container_id is not None:
@@ -133,16 +132,16 @@ class Connection:
         except Exception as exc:
             log.exception("error handling %s", msg.get("t"))
             if "id" in msg:
-                self.reply_error(msg, "internal", f"{type(exc).__name__}: {exc}")
+                self.reply_error(msg, P.errors.INTERNAL, f"{type(exc).__name__}: {exc}")
 
     def _hello(self, msg: dict[str, Any]) -> None:
         if msg.get("t") != P.HELLO:
-            self.reply_error(msg, "auth", "the first message must be a hello")
+            self.reply_error(msg, P.errors.AUTH, "the first message must be a hello")
             self.proto.close()
             return
         if msg.get("role") == "sandbox":
             if not self.cp.sandboxes.agent_hello(self.proto, msg):
-                self.reply_error(msg, "auth", "unknown sandbox or wrong token")
+                self.reply_error(msg, P.errors.AUTH, "unknown sandbox or wrong token")
                 self.proto.close()
                 return
             self.sandbox_id = msg["cid"]
@@ -152,28 +151,29 @@ class Connection:
         if msg.get("role") == "container":
             definition = self.cp.container_hello(self.proto, msg)
             if definition is None:
-                self.reply_error(msg, "auth", "unknown container or wrong container token")
+                self.reply_error(msg, P.errors.AUTH, "unknown container or wrong container token")
                 self.proto.close()
                 return
             self.container_id = msg["cid"]
+            self.proto.decode = P.decode_from_container  # what follows is typed, checked as it decodes
             self.proto.max_frame = P.MAX_MESSAGE_BYTES
             self.reply(msg, definition)
             return
         container_id = None
         if msg.get("cid"):  # user code inside a container, calling its app's functions
             if not self.cp.container_credentials_ok(msg["cid"], str(msg.get("ctoken", ""))):
-                self.reply_error(msg, "auth", "unknown container or wrong container token")
+                self.reply_error(msg, P.errors.AUTH, "unknown container or wrong container token")
                 self.proto.close()
                 return
             container_id = msg["cid"]
         elif self.network:  # the installation token never travels over the network
-            self.reply_error(msg, "auth", "over TCP the control plane accepts containers' credentials only; "
+            self.reply_error(msg, P.errors.AUTH, "over TCP the control plane accepts containers' credentials only; "
                                           "admin clients connect to its Unix socket")
             self.proto.close()
             return
         elif not secrets.compare_digest(str(msg.get("token", "")), self.cp.token):
             self.reply_error(
-                msg, "auth", "the control plane refused the token; the client must read it from the same state directory"
+                msg, P.errors.AUTH, "the control plane refused the token; the client must read it from the same state directory"
             )
             self.proto.close()
             return
@@ -185,11 +185,11 @@ class Connection:
         assert self.peer is not None  # called only after the hello
         log.warning("refused %s from the user code of container %s: %s", msg.get("t"), self.peer.container_id, why)
         if "id" in msg:
-            self.reply_error(msg, "auth", why)
+            self.reply_error(msg, P.errors.AUTH, why)
         elif msg.get("t") == P.CALL:  # a call sent without a request id waits for its outputs instead
-            err = {"code": "auth", "msg": why}
-            items = [[i[0], ERROR, err] for i in msg.get("inputs") or ()] or [[0, ERROR, err]]
-            self.proto.send({"t": P.OUTPUTS, "call": msg.get("call"), "items": items})
+            err = {"code": P.errors.AUTH, "msg": why}
+            items = [P.CallOutput(i[0], ERROR, err) for i in msg.get("inputs") or ()] or [P.CallOutput(0, ERROR, err)]
+            self.proto.send(P.Outputs(call=msg.get("call"), items=items))
 
     def _client_message(self, msg: dict[str, Any]) -> None:
         assert self.peer is not None  # called only after the hello
@@ -197,21 +197,21 @@ class Connection:
         cp = self.cp
         if t == P.CALL:
             if msg["fid"] not in cp.functions and "id" in msg:
-                self.reply_error(msg, "not_found", f"function {msg['fid']} is not running (its app was stopped)")
+                self.reply_error(msg, P.errors.NOT_FOUND, f"function {msg['fid']} is not running (its app was stopped)")
                 return
             refused = cp.create_call(self.peer, msg, answer="id" not in msg)
             if "id" in msg:
                 if refused:
-                    self.reply_error(msg, "invalid", refused)
+                    self.reply_error(msg, P.errors.INVALID, refused)
                 else:
                     self.reply(msg, msg["call"])
         elif t == P.MAP_PUT:
             if msg["call"] not in cp.calls:
                 text = f"no map call {msg['call']} is running (it finished, was cancelled, or never started)"
                 if "id" in msg:
-                    self.reply_error(msg, "not_found", text)
+                    self.reply_error(msg, P.errors.NOT_FOUND, text)
                 else:
-                    cp._refuse(self.peer, msg["call"], msg["inputs"], "not_found", text)
+                    cp._refuse(self.peer, msg["call"], msg["inputs"], P.errors.NOT_FOUND, text)
                 return
             cp.put_inputs(self.peer, msg)
         elif t == P.SANDBOX and msg.get("op") in ("stdin", "ack"):
@@ -224,14 +224,14 @@ class Connection:
             try:
                 self.reply(msg, _LOOKUPS[t](cp, self.peer, msg))
             except LookupError as exc:
-                self.reply_error(msg, "not_found", str(exc))
+                self.reply_error(msg, P.errors.NOT_FOUND, str(exc))
             except Error as exc:
                 self.reply_error(msg, code_of(exc), str(exc))
         elif t == P.FUNCTION_BIND:
             try:
                 self.reply(msg, cp.bind_function(msg))
             except LookupError as exc:
-                self.reply_error(msg, "not_found", str(exc))
+                self.reply_error(msg, P.errors.NOT_FOUND, str(exc))
             except Error as exc:
                 self.reply_error(msg, code_of(exc), str(exc))
         elif t == P.APP_STOP:
@@ -251,7 +251,7 @@ class Connection:
             self.reply(msg, cp.container_list())
         elif t == P.DASHBOARD:
             if cp.dashboard is None:
-                self.reply_error(msg, "not_found", "this control plane serves no dashboard")
+                self.reply_error(msg, P.errors.NOT_FOUND, "this control plane serves no dashboard")
             else:
                 self.reply(msg, cp.dashboard.info())
         elif t == P.CONTAINER_STOP and msg["container_id"] in cp.sandboxes.by_id:
@@ -259,29 +259,29 @@ class Connection:
             self.reply(msg)
         elif t == P.CONTAINER_STOP:
             if not cp.stop_container(msg["container_id"], "stopped by the user"):
-                self.reply_error(msg, "not_found", f"no running container {msg['container_id']}")
+                self.reply_error(msg, P.errors.NOT_FOUND, f"no running container {msg['container_id']}")
             else:
                 self.reply(msg)
         elif t == P.SERVER_SHUTDOWN:
             self.reply(msg)
             cp.shutdown_requested.set()
         elif t == P.PING:  # the client checks that the control plane still answers (liveness)
-            self.proto.send({"t": P.PONG})
+            self.proto.send(_PONG)
         elif t == P.PONG:
             pass
         else:
-            self.reply_error(msg, "invalid", f"unknown message type {t!r}")
+            self.reply_error(msg, P.errors.INVALID, f"unknown message type {t!r}")
 
     async def _answer(self, msg: dict[str, Any], work: Any) -> None:
         try:
             value = await work
         except LookupError as exc:
-            self.reply_error(msg, "not_found", str(exc))
+            self.reply_error(msg, P.errors.NOT_FOUND, str(exc))
         except Error as exc:
             self.reply_error(msg, code_of(exc), str(exc))
         except Exception as exc:
             log.exception("error handling %s", msg.get("t"))
-            self.reply_error(msg, "internal", f"{type(exc).__name__}: {exc}")
+            self.reply_error(msg, P.errors.INTERNAL, f"{type(exc).__name__}: {exc}")
         else:
             self.reply(msg, value)
 
@@ -295,7 +295,7 @@ class Connection:
         proto = self.proto
 
         def on_log(image: str, line: str, fd: int) -> None:
-            proto.send({"t": P.LOG, "app": None, "fn": "image", "cid": image, "fd": fd, "data": line})
+            proto.send(P.Log(fn="image", cid=image, fd=fd, data=line))
 
         try:
             ids = await self.cp.build_images(msg["images"], on_log)
@@ -304,10 +304,10 @@ class Connection:
         except Error as exc:  # a named secret of a build step that does not exist
             self.reply_error(msg, code_of(exc), str(exc))
         except LookupError as exc:
-            self.reply_error(msg, "not_found", str(exc))
+            self.reply_error(msg, P.errors.NOT_FOUND, str(exc))
         except Exception as exc:
             log.exception("image build failed")
-            self.reply_error(msg, "image_build", f"Image build failed: {type(exc).__name__}: {exc}")
+            self.reply_error(msg, P.errors.IMAGE_BUILD, f"Image build failed: {type(exc).__name__}: {exc}")
         else:
             self.reply(msg, ids)
 
@@ -315,7 +315,7 @@ class Connection:
         try:
             result = await self.cp.get_call(msg["call"], msg.get("timeout"))
         except KeyError:
-            self.reply_error(msg, "not_found", f"no function call with id {msg['call']}")
+            self.reply_error(msg, P.errors.NOT_FOUND, f"no function call with id {msg['call']}")
             return
         self.reply(msg, result)
 

@@ -119,7 +119,8 @@ class CallService:
         """Answer inputs that will not run with an error output each (so that nothing waits for them)."""
         if peer is not None:
             out = {"code": code, "msg": text}
-            peer.proto.send({"t": P.OUTPUTS, "call": call_id, "items": [[i[0], ERROR, out] for i in inputs] or [[0, ERROR, out]]})
+            items = [P.CallOutput(i[0], ERROR, out) for i in inputs] or [P.CallOutput(0, ERROR, out)]
+            peer.proto.send(P.Outputs(call=call_id, items=items))
 
     def put_inputs(self, peer: Peer, msg: dict[str, Any]) -> None:
         call = self.calls.get(msg["call"])
@@ -189,7 +190,7 @@ class CallService:
         for cid, cids in by_container.items():
             rec = self.containers.get(cid)
             if rec is not None and rec.proto is not None:
-                rec.proto.send({"t": P.CANCEL, "ids": cids})
+                rec.proto.send(P.Cancel(ids=cids))
         if still_queued:
             self.deliver([(self.inputs[i], P.TERMINATED, None) for i in still_queued])
 
@@ -247,7 +248,7 @@ class CallService:
             finished(fn.function_id, fn.app_id, fn.tag, call.call_id, call.kind, inp.idx, status, inp.seconds,
                      inp.attempt, data)
             call.outstanding -= 1
-            by_call.setdefault(call.call_id, []).append([inp.idx, status, data])
+            by_call.setdefault(call.call_id, []).append(P.CallOutput(inp.idx, status, data))
             if call.kind == P.KIND_SPAWN:
                 call.result = (status, data)
                 if call.durable:
@@ -264,7 +265,7 @@ class CallService:
                 continue
             call = live
             if call.subscriber is not None:
-                call.subscriber.proto.send({"t": P.OUTPUTS, "call": call_id, "items": outs})
+                call.subscriber.proto.send(P.Outputs(call=call_id, items=outs))
             if call.outstanding <= 0 and call.inputs_closed and call.kind != P.KIND_SPAWN:
                 del self.calls[call_id]
                 self.observer.call_closed(call_id)

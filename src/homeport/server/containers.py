@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from .web import WebEndpoints
 
 log = logging.getLogger("homeport.server")
+_PONG = P.Pong()
 
 # After a container process exits, how long to wait for its connection to deliver what it sent last.
 CONNECTION_DRAIN_SECONDS = 2.0
@@ -176,43 +177,43 @@ class ContainerService:
         rec = self.containers.get(cid)
         return rec is not None and secrets.compare_digest(rec.token, token)
 
-    def container_message(self, cid: str, msg: dict[str, Any]) -> None:
-        t = msg["t"]
+    def container_message(self, cid: str, msg: P.FromContainer) -> None:
+        """A message of a container's runtime, decoded as its type (`P.decode_from_container`)."""
         now = time.monotonic()
         rec = self.containers.get(cid)
         if rec is None:
             return
         rec.last_heard = now  # any message is a sign of life (see `liveness`)
-        if t == P.CONTAINER_OUTPUTS:
-            self._container_outputs(rec, msg["items"], now)
-        elif t == P.CONTAINER_GEN:
-            if not self.executor.holds(cid, msg["input"]):
-                log.warning("container %s sent generator items for input %s, which it does not hold", cid, msg["input"])
+        if isinstance(msg, P.ContainerOutputs):
+            self._container_outputs(rec, msg.items, now)
+        elif isinstance(msg, P.ContainerGen):
+            if not self.executor.holds(cid, msg.input):
+                log.warning("container %s sent generator items for input %s, which it does not hold", cid, msg.input)
                 return
-            inp = self.inputs.get(msg["input"])
+            inp = self.inputs.get(msg.input)
             if inp is not None and inp.call.subscriber is not None:
-                inp.call.subscriber.proto.send({"t": P.GEN_ITEMS, "call": inp.call.call_id, "items": msg["items"]})
-        elif t == P.READY:
+                inp.call.subscriber.proto.send(P.GenItems(call=inp.call.call_id, items=msg.items))
+        elif isinstance(msg, P.Ready):
             rec.ready_at = time.time()
             if rec.state != "stopping":
                 rec.state = "ready"
-            rec.timeline = msg.get("timeline", {})
-            rec.exit_hooks = bool(msg.get("exit_hooks"))
+            rec.timeline = msg.timeline
+            rec.exit_hooks = msg.exit_hooks
             rec.timeline["ready"] = rec.ready_at - rec.started_at
             log.info("container %s ready in %.1f ms %s", cid, 1000 * (rec.ready_at - rec.started_at), rec.timeline)
             self.observer.container_ready(rec.fn.function_id, rec.fn.app_id, rec.fn.tag, cid,
                                           rec.ready_at - rec.started_at)
             rec.fn.start_failure_key = None  # a later start-up failure is news again
             self.executor.container_ready(cid, now)
-        elif t == P.INIT_FAILURE:
-            rec.init_failure = msg["failure"]
-        elif t == P.CONTAINER_RELEASE:
-            self.executor.release(cid, msg["ids"], now, leaving=msg.get("leaving", False))
-        elif t == P.PING:  # the container checks that the control plane still answers
+        elif isinstance(msg, P.InitFailure):
+            rec.init_failure = msg.failure
+        elif isinstance(msg, P.ContainerRelease):
+            self.executor.release(cid, msg.ids, now, leaving=msg.leaving)
+        elif isinstance(msg, P.Ping):  # the container checks that the control plane still answers
             if rec.proto is not None:
-                rec.proto.send({"t": P.PONG})
+                rec.proto.send(_PONG)
 
-    def _container_outputs(self, rec: ContainerRecord, items: list, now: float) -> None:
+    def _container_outputs(self, rec: ContainerRecord, items: list[P.OutputRow], now: float) -> None:
         done: list[int] = []
         seconds = 0.0
         cpu: float | None = 0.0
@@ -220,12 +221,12 @@ class ContainerService:
         holds = self.executor.holds
         cid = rec.container_id
         for item in items:
-            iid, status, data, secs = item[:4]
+            iid, status, data, secs = item.iid, item.status, item.data, item.seconds
             if not holds(cid, iid):
                 continue  # it timed out here (the control plane answered for it) or went back to the queue
             done.append(iid)
             seconds += secs
-            cpu = cpu + item[4] if cpu is not None and len(item) > 4 and item[4] is not None else None
+            cpu = cpu + item.cpu if cpu is not None and item.cpu is not None else None
             inp = self.inputs.get(iid)
             if inp is None:
                 continue

@@ -90,7 +90,7 @@ class Executor:
                             # the gateway frees the slot of what it is not waiting for.
                             web.assigned(ins.container, iid)
                         continue
-                    items.append([iid, inp.args, inp.method, inp.call.call_id])
+                    items.append(P.InputRow(iid, inp.args, inp.method, inp.call.call_id))
                 if items and rec is not None and rec.proto is not None:
                     held = self._assigned_out.get(ins.container)
                     if held is not None:
@@ -99,12 +99,12 @@ class Executor:
                     c = self._scheduler.containers.get(ins.container)
                     if c is None or len(c.assigned) <= len(ins.inputs):
                         # It held nothing else (a warm call): no reason to wait for the turn's end.
-                        rec.proto.send({"t": P.INPUTS, "items": items})
+                        rec.proto.send(P.Inputs(items=items))
                         continue
                     try:
                         loop = asyncio.get_running_loop()
                     except RuntimeError:  # not on the event loop: nothing to gather with
-                        rec.proto.send({"t": P.INPUTS, "items": items})
+                        rec.proto.send(P.Inputs(items=items))
                         continue
                     if not self._assigned_out:
                         loop.call_soon(self.send_assigned)
@@ -142,7 +142,7 @@ class Executor:
         for cid, items in out.items():
             rec = self.registry.containers.get(cid)
             if rec is not None and rec.proto is not None:
-                rec.proto.send({"t": P.INPUTS, "items": items})
+                rec.proto.send(P.Inputs(items=items))
 
     # --- time --------------------------------------------------------------------------------------
     def next_deadline(self) -> float | None:

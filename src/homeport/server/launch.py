@@ -17,7 +17,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .. import _protocol as P
-from .._protocol_definition import FunctionDefinition
+from .._protocol.definition import FunctionDefinition
 from ..backends import Backend, ContainerSpec, ExitInfo, ImageSource, Mount, Placement
 from .core.gpus import parse_request as parse_gpu_request
 from .images import BuiltImage, ImageBuilder

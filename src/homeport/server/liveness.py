@@ -46,7 +46,7 @@ async def watch_containers(cp: ControlPlane) -> None:
 
 
 def check_containers(cp: ControlPlane, now: float) -> None:
-    ping = {"t": P.PING}
+    ping = P.Ping()
     for rec in list(cp.containers.values()):
         if rec.proto is None or rec.ready_at is None or rec.state == "stopping":
             continue  # before ready its runtime reads nothing (it imports and runs enter hooks)

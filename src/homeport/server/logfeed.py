@@ -44,8 +44,8 @@ class LogFeed:
             self._logs_flush = asyncio.get_running_loop().call_later(FLUSH_LOGS_SECONDS, self._flush_logs)
         subs = self.log_subscribers.get(rec.fn.app_id)
         if subs:
-            msg = {"t": P.LOG, "app": rec.fn.app_id, "fn": rec.fn.tag, "cid": rec.container_id,
-                   "fd": 1 if stream == "stdout" else 2, "data": data}
+            msg = P.Log(app=rec.fn.app_id, fn=rec.fn.tag, cid=rec.container_id, fd=1 if stream == "stdout" else 2,
+                        data=data)
             for peer in subs:
                 peer.proto.send(msg)
 

@@ -8,14 +8,15 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from .._protocol_definition import FunctionDefinition, definition_from_wire
+from .. import _protocol as P
+from .._protocol.definition import FunctionDefinition, definition_from_wire
 from .._wire import FramedProtocol
 from ..backends import ExitInfo
 from .core.scheduler import PoolConfig
 
 # How long a container asked to stop may run its exit hooks before it is killed.
 STOP_GRACE_SECONDS = 10.0
-ERROR = 7  # output status for a platform error: data is {"code": ..., "msg": ...}
+ERROR = P.ERROR  # output status for a platform error: data is {"code": ..., "msg": ...}
 
 
 def new_id(prefix: str) -> str:

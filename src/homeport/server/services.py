@@ -25,6 +25,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from .. import _protocol as P
 from .._wire import FramedProtocol
 from ..backends import Backend
 from .apps import AppService
@@ -228,7 +229,7 @@ class ControlPlane:
     def container_credentials_ok(self, cid: str, token: str) -> bool:
         return self.container_service.container_credentials_ok(cid, token)
 
-    def container_message(self, cid: str, msg: dict[str, Any]) -> None:
+    def container_message(self, cid: str, msg: P.FromContainer) -> None:
         self.container_service.container_message(cid, msg)
 
     def container_closed(self, cid: str) -> None:

@@ -32,14 +32,13 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
-import msgpack
-
+from ..._protocol import templates as T
 from .._base import PrivateDir, TemplateSpec
 from . import _gpu, _private, _sandbox
 
 log = logging.getLogger("homeport.backend.local")
 
-PACKET = 1 << 16
+PACKET = T.PACKET
 START_TIMEOUT = 120.0  # a snapshot template runs the user's imports and snap hooks
 
 Sink = Callable[[int, bytes], None]  # (fd, line): where a template's own output goes
@@ -184,9 +183,9 @@ class Templates:
             env = {**env, "TMPDIR": scratch}
         fut = asyncio.get_running_loop().create_future()
         tpl.forks[cid] = fut
-        msg = {"t": "fork", "cid": cid, "env": env, "cwd": cwd, "t0": time.time(), "private_root": bool(spec.rootfs),
-               "hide": _private.plan(self._private, [scratch] if scratch else []) if tpl.hides else None,
-               "held": place is not None, "needed": self._needed(spec, scratch, cwd, code)}
+        msg = T.Fork(cid=cid, env=env, cwd=cwd, t0=time.time(), private_root=bool(spec.rootfs),
+                     hide=_private.plan(self._private, [scratch] if scratch else []) if tpl.hides else None,
+                     held=place is not None, needed=self._needed(spec, scratch, cwd, code))
         fds = [out_w, err_w]
         hold_r = hold_w = -1
         if place is not None:
@@ -195,7 +194,7 @@ class Templates:
         try:
             try:
                 try:
-                    socket.send_fds(tpl.sock, [msgpack.packb(msg, use_bin_type=True)], fds)
+                    socket.send_fds(tpl.sock, [T.encode_packet(msg)], fds)
                 except OSError as exc:
                     tpl.forks.pop(cid, None)
                     raise TemplateUnavailable(f"the template process is gone ({exc})") from None
@@ -252,22 +251,22 @@ class Templates:
 
     async def _start(self, spec: TemplateSpec, sink: Sink) -> _Template:
         parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        first: dict = {"private_root": bool(spec.rootfs)}
+        first = T.TemplateStart(private_root=bool(spec.rootfs))
         if spec.definition is not None:
             path = os.path.join(self._scratch, f"template-{spec.key[:32]}.defn")
             with open(path, "wb") as f:  # noqa: ASYNC230 - a small local file
                 f.write(spec.definition)
-            first["definition_path"] = path
+            first.definition_path = path
         sandboxed = bool(spec.mounts or spec.rootfs)
         mounted = _identities(spec)  # before the template binds them
         own = tempfile.mkdtemp(prefix=f"tpl-{spec.key[:12]}-", dir=self._scratch)
         # A root file system holds only what is bound into it: nothing of the state directory to hide.
         hide = None if spec.rootfs else _private.plan(self._private, [own])
         if hide is not None:
-            first["hide"] = hide
+            first.hide = hide
         isolate = None if spec.rootfs else isolation_settings()
         if isolate is not None:
-            first["isolate"] = isolate
+            first.isolate = isolate
         try:
             command, cwd = _command(spec, child.fileno())
             process = await asyncio.create_subprocess_exec(
@@ -292,7 +291,7 @@ class Templates:
         tpl.reader = asyncio.create_task(self._read(tpl))
         tpl.waiter = asyncio.create_task(self._wait(tpl))
         self._live.add(tpl)
-        parent.send(msgpack.packb(first, use_bin_type=True))
+        parent.send(T.encode_packet(first))
         try:
             await asyncio.wait_for(asyncio.shield(tpl.ready), START_TIMEOUT)
         except asyncio.TimeoutError:
@@ -326,26 +325,25 @@ class Templates:
             if not data:
                 self._fail(tpl, "the template process exited")
                 return
-            msg = msgpack.unpackb(data, raw=False)
-            t = msg["t"]
-            if t == "sources":
-                tpl.sources += [(path, (mtime, size, ino)) for path, mtime, size, ino in msg["files"]]
-            elif t == "ready":
-                tpl.isolation = tuple(msg.get("isolation") or ())
-                tpl.visible = msg.get("visible") if tpl.hides else None
+            msg = T.decode_from_template(data)
+            if type(msg) is T.Sources:
+                tpl.sources += [(path, (mtime, size, ino)) for path, mtime, size, ino in msg.files]
+            elif type(msg) is T.TemplateReady:
+                tpl.isolation = tuple(msg.isolation)
+                tpl.visible = msg.visible if tpl.hides else None
                 tpl.hides = tpl.hides and tpl.visible is None
                 tpl.ready.set_result(None)
-            elif t == "failed":
-                self._fail(tpl, msg["error"])
+            elif type(msg) is T.TemplateFailed:
+                self._fail(tpl, msg.error)
                 return
-            elif t == "forked":
-                fut = tpl.forks.pop(msg["cid"], None)
+            elif type(msg) is T.Forked:
+                fut = tpl.forks.pop(msg.cid, None)
                 if fut is not None and not fut.done():
-                    fut.set_result(msg["pid"])
-            elif t == "exit":
-                tpl.children.discard(msg["cid"])
+                    fut.set_result(msg.pid)
+            elif type(msg) is T.Exited:
+                tpl.children.discard(msg.cid)
                 tpl.last_used = time.monotonic()
-                self._on_child_exit(msg["cid"], msg["code"])
+                self._on_child_exit(msg.cid, msg.code)
 
     def _fail(self, tpl: _Template, reason: str) -> None:
         if self._templates.get(tpl.spec.key) is tpl:
@@ -386,7 +384,7 @@ class Templates:
             del self._templates[tpl.spec.key]
         if tpl.children or tpl.forks:
             with contextlib.suppress(OSError):
-                tpl.sock.send(msgpack.packb({"t": "retire"}))
+                tpl.sock.send(T.encode_packet(T.Retire()))
             return
         self._close(tpl)
 
@@ -395,7 +393,7 @@ class Templates:
         if tpl.reader is not None:
             tpl.reader.cancel()
         with contextlib.suppress(OSError):
-            tpl.sock.send(msgpack.packb({"t": "stop"}))
+            tpl.sock.send(T.encode_packet(T.TemplateStop()))
         with contextlib.suppress(OSError):
             tpl.sock.close()
 

@@ -12,7 +12,7 @@ from typing import Any
 
 from ... import _protocol as P
 from ..._backoff import retry_delay
-from ..._protocol_definition import definition_from_wire, settings_from_wire
+from ..._protocol.definition import definition_from_wire, settings_from_wire
 from .gpus import parse_request as parse_gpu_request
 from .scheduler import PoolConfig
 

@@ -4,7 +4,8 @@ schedules by, and a container runs from. Their defaults live here and nowhere el
 Typed msgspec `Struct`s. On the wire (inside APP_PUBLISH / APP_DEPLOY, and the container's hello reply)
 each is a msgpack map of the fields that differ from their defaults (`to_wire`); a reader turns such a
 map back with `definition_from_wire` / `settings_from_wire`, which fills in the defaults and rejects a
-malformed one with `msgspec.ValidationError` naming the field. Data only: no I/O, nothing of ours imported.
+malformed one with `ValidationError` naming the field. Data only: no I/O. On msgspec, or on the contract's
+pure-Python stand-in where msgspec cannot load (a container on another Python version).
 
 Seconds are typed `float` (a reader may send either) with `int` defaults: the SDK's validated options are
 whole seconds, and a value equal to its default is left off the wire whatever its type.
@@ -14,20 +15,20 @@ from __future__ import annotations
 
 from typing import Any
 
-import msgspec
+from ._msgspec import Struct, convert, defaults_of, structs
 
 DEFAULT_TIMEOUT = 300  # seconds an input may run (Modal's default `timeout=`)
 DEFAULT_SCALEDOWN_WINDOW = 60  # seconds an idle container stays
 
 
-class Batch(msgspec.Struct):
+class Batch(Struct):
     """`@modal.batched`: up to `max_batch_size` inputs, gathered for at most `wait_ms`, run as one call."""
 
     max_batch_size: int
     wait_ms: int
 
 
-class FunctionDefinition(msgspec.Struct, omit_defaults=True):
+class FunctionDefinition(Struct, omit_defaults=True):
     """What a container needs to find and run the user's code (sent to the runtime at hello)."""
 
     tag: str
@@ -45,13 +46,13 @@ class FunctionDefinition(msgspec.Struct, omit_defaults=True):
     region: list[str] | None = None  # where it may run (a cluster backend places it on one of these)
     gpu: list[str] | None = None  # "TYPE:COUNT", in order of preference; a backend that cannot give them refuses
     # The caller's own source (the module's directory, the working directory), never its packages.
-    sys_path: list[str] = msgspec.field(default_factory=list)
+    sys_path: list[str] = []
     cwd: str = ""
     max_inputs: int = 1  # inputs a container runs at once (`@modal.concurrent`), or a batch's size
     batch: Batch | None = None
     # Web endpoints by method name (None: the function itself), each its decorator's config.
     web: list[dict[str, Any]] | None = None
-    params: dict[str, Any] = msgspec.field(default_factory=dict)  # a class's parameter values
+    params: dict[str, Any] = {}  # a class's parameter values
     params_via_init: bool = False
     image_id: str | None = None
     image_hash: str | None = None
@@ -59,7 +60,7 @@ class FunctionDefinition(msgspec.Struct, omit_defaults=True):
     app_id: str | None = None
     function_id: str | None = None
     variant_of: str | None = None  # a class variant: the function it was bound from
-    mounts: list[list[str]] = msgspec.field(default_factory=list)  # [host path, container path]
+    mounts: list[list[str]] = []  # [host path, container path]
     cpu_limit: float | None = None
     memory_limit_mib: int | None = None
 
@@ -69,7 +70,7 @@ class FunctionDefinition(msgspec.Struct, omit_defaults=True):
         return self.startup_timeout or self.timeout
 
 
-class PoolSettings(msgspec.Struct, omit_defaults=True):
+class PoolSettings(Struct, omit_defaults=True):
     """How a function's containers scale and what they get: the pool's config as the SDK publishes it."""
 
     min_containers: int = 0
@@ -84,8 +85,8 @@ class PoolSettings(msgspec.Struct, omit_defaults=True):
     memory_mib: int | None = None
     memory_limit_mib: int | None = None
     schedule: dict[str, Any] | None = None  # `Period.to_dict()` / `Cron.to_dict()`
-    env: dict[str, str] = msgspec.field(default_factory=dict)  # local secrets and `env=`
-    secret_refs: list[dict[str, Any]] = msgspec.field(default_factory=list)  # named secrets, resolved at start
+    env: dict[str, str] = {}  # local secrets and `env=`
+    secret_refs: list[dict[str, Any]] = []  # named secrets, resolved at start
     volumes: list[dict[str, Any]] | None = None  # resolved when the app runs (ephemeral ones get their name then)
     retries: dict[str, Any] | None = None  # `Retries.to_dict()`
     # A class without parameter values: only the variants bound with values start containers.
@@ -95,24 +96,20 @@ class PoolSettings(msgspec.Struct, omit_defaults=True):
 def to_wire(value: FunctionDefinition | PoolSettings) -> dict[str, Any]:
     """The map that travels: the fields that differ from their defaults. (msgspec's own `omit_defaults`
     compares most values by identity, so an equal number made elsewhere, `timeout=300`, would travel.)"""
-    raw = msgspec.to_builtins(value)
-    for f in msgspec.structs.fields(value):
-        if f.encode_name not in raw:
-            continue
-        if f.default is not msgspec.NODEFAULT:
-            default = f.default
-        elif f.default_factory is not msgspec.NODEFAULT:
-            default = f.default_factory()
-        else:
-            continue
-        if raw[f.encode_name] == default:
-            del raw[f.encode_name]
-    return raw
+    defaults = defaults_of(type(value))
+    return {name: _plain(v) for name, v in structs.asdict(value).items()
+            if name not in defaults or v != defaults[name]}
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, Struct):
+        return structs.asdict(value)
+    return value
 
 
 def definition_from_wire(raw: dict[str, Any]) -> FunctionDefinition:
-    return msgspec.convert(raw, FunctionDefinition)
+    return convert(raw, FunctionDefinition)
 
 
 def settings_from_wire(raw: dict[str, Any]) -> PoolSettings:
-    return msgspec.convert(raw, PoolSettings)
+    return convert(raw, PoolSettings)

@@ -1,19 +1,41 @@
-"""The one contract between Homeport's processes: message names, status codes, environment variables.
+"""The one contract between Homeport's processes: message types, rows, status and error codes, the
+template messages, the frame reader, environment variables.
 
-Data and pure encoding only; this module imports nothing of ours and does no I/O, so the SDK, the
-control plane, the backends and the container runtime can all depend on it.
+Data and pure encoding only; this package imports nothing of Homeport's outside itself and does no
+I/O, so the SDK, the control plane, the backends and the container runtime can all depend on it.
+The message types are in `messages` (re-exported here), the rows in `rows`, the error codes in
+`errors`, the backend <-> template messages in `templates`, the frame reader in `frames`.
 
 Every message is a msgpack map framed by a 4-byte big-endian length. Requests carry `id`; the reply
 is `{"t": RESULT, "id": ..., "ok": bool, "v": value}` or `{..., "ok": False, "code": ..., "msg": ...}`.
 Pushed messages (outputs, generator items, logs, inputs to a container) carry no `id`.
 """
 
+# ruff: noqa: F401 - this module re-exports the contract's parts
 from __future__ import annotations
 
-import struct
 from typing import Any
 
-import msgpack
+from . import errors, messages, rows, templates
+from .codec import (
+    MalformedMessage,
+    TypedDecoder,
+    as_dict,
+    check_from_container,
+    check_request,
+    decode,
+    decode_from_container,
+    decode_request,
+    decode_to_client,
+    decode_to_container,
+    encode,
+    encode_body,
+    replace,
+)
+from .errors import ERROR
+from .frames import HEADER, FrameReader, FrameTooLarge
+from .messages import *  # noqa: F403 - every message type, as P.Call, P.Result, ...
+from .rows import CallInput, CallOutput, InputRow, OutputRow, VolumeFile
 
 PROTOCOL_VERSION = 1
 
@@ -121,23 +143,15 @@ INTERNAL = 5  # the platform lost the input (container died); data is a failure 
 GENERATOR_DONE = 6  # data is the number of items yielded
 
 # --- encoding --------------------------------------------------------------------------------------
-HEADER = struct.Struct("!I")
 MAX_MESSAGE_BYTES = 1 << 30  # the control plane closes a connection that sends a bigger frame
 # The most one pickled argument tuple or result may take: a message holds it and a little more.
 MAX_PAYLOAD_BYTES = MAX_MESSAGE_BYTES - (64 << 10)
 
 
-def encode(message: dict[str, Any]) -> bytes:
-    body = msgpack.packb(message, use_bin_type=True)
-    return HEADER.pack(len(body)) + body
-
-
-def decode(body: bytes) -> dict[str, Any]:
-    return msgpack.unpackb(body, raw=False, strict_map_key=False)
-
-
 def failure(exc_pickled: bytes | None, exc_repr: str, traceback: str) -> dict[str, Any]:
+    """An output's data when its input failed (FAILURE, TIMEOUT, INTERNAL)."""
     return {"exc": exc_pickled, "repr": exc_repr, "tb": traceback}
+
 
 # --- markers the SDK's decorators leave on user objects; the runtime reads them, never SDK internals --
 USER_CALLABLE_ATTR = "__homeport_user_callable__"  # on a Function: the raw Python callable

@@ -1,0 +1,131 @@
+"""Encoding and decoding of framed messages: msgspec's msgpack, one reused encoder and decoder each."""
+
+from __future__ import annotations
+
+import re
+import typing
+from typing import Any
+
+from . import messages as m
+from ._msgspec import DecodeError, Decoder, Encoder, Struct, ValidationError, convert, structs
+from .frames import HEADER
+
+_HEADER_SIZE = HEADER.size
+_pack_header = HEADER.pack_into
+_encoder = Encoder()
+_encode_into = _encoder.encode_into
+_any = Decoder()
+
+
+class MalformedMessage(ValueError):
+    """A message that does not decode as its type: its text names the field and what is wrong."""
+
+
+def encode(message: Struct | dict[str, Any]) -> bytes:
+    """A message (a typed message or a plain map) as a frame: length header, then msgpack."""
+    buf = bytearray(_HEADER_SIZE)
+    _encode_into(message, buf, _HEADER_SIZE)
+    _pack_header(buf, 0, len(buf) - _HEADER_SIZE)
+    return bytes(buf)  # bytes, not the bytearray: callers hash it (a canonical key) or keep it
+
+
+def encode_body(message: Any) -> bytes:
+    """msgpack without the frame (a definition stored on disk, a canonical key)."""
+    return _encoder.encode(message)
+
+
+def decode(body: bytes) -> Any:
+    """A frame's body as plain data (maps, lists): for peers not yet typed and for tests."""
+    return _any.decode(body)
+
+
+_AT = re.compile(r"^(?P<what>.*) - at `\$\.?(?P<path>.*)`$")
+_MISSING = re.compile(r"^Object missing required field `(?P<field>.*)`$")
+
+
+def why(exc: ValidationError) -> str:
+    """msgspec's complaint, naming the field as a person reads it: "the field 'fid' is missing",
+    "the field 'inputs[0]': expected `bytes`, got `str`"."""
+    text, path = str(exc), ""
+    at = _AT.match(text)
+    if at is not None:
+        text, path = at["what"], at["path"]
+    missing = _MISSING.match(text)
+    if missing is not None:
+        field = f"{path}.{missing['field']}" if path else missing["field"]
+        return f"malformed message: the field '{field}' is missing"
+    text = text[:1].lower() + text[1:]
+    if path:
+        return f"malformed message: the field '{path}': {text}"
+    return f"malformed message: {text}"
+
+
+class TypedDecoder:
+    """Decodes frame bodies into one of a union's message types, raising MalformedMessage."""
+
+    __slots__ = ("_decode", "name")
+
+    def __init__(self, union: Any, name: str) -> None:
+        self._decode = Decoder(union).decode
+        self.name = name
+
+    def __call__(self, body: bytes) -> Any:
+        try:
+            return self._decode(body)
+        except ValidationError as exc:
+            raise MalformedMessage(why(exc)) from None
+        except DecodeError as exc:
+            raise MalformedMessage(f"malformed message: not msgpack ({exc})") from None
+
+
+def _by_tag(union: Any) -> dict[str, type]:
+    return {cls.t: cls for cls in typing.get_args(union)}
+
+
+_REQUESTS = _by_tag(m.ClientRequest)
+_BYTES = (bytes, bytearray, memoryview)
+_FROM_CONTAINER = _by_tag(m.FromContainer)
+
+
+def check(message: Any, types: dict[str, type]) -> Any:
+    """Plain data already decoded (a map) as the message type its tag names, raising MalformedMessage
+    (for an unknown tag too). By the tag first: converting to the one type is ~100x faster than to a
+    union of them."""
+    if not isinstance(message, dict):
+        raise MalformedMessage(f"malformed message: a message must be a map, not {type(message).__name__}")
+    tag = message.get("t")
+    cls = types.get(tag) if isinstance(tag, str) else None
+    if cls is None:
+        if "t" not in message:
+            raise MalformedMessage("malformed message: the field 't' (the message type) is missing")
+        raise MalformedMessage(f"unknown message type {tag!r}")
+    try:  # bytes stay bytes: a string where bytes belong is refused (not read as base64)
+        return convert(message, cls, builtin_types=_BYTES)
+    except ValidationError as exc:
+        raise MalformedMessage(why(exc)) from None
+
+
+def check_request(message: Any) -> m.ClientRequest:
+    """A client's request, decoded as plain data, as its message type (MalformedMessage if it is not)."""
+    return check(message, _REQUESTS)
+
+
+def check_from_container(message: Any) -> m.FromContainer:
+    """What a container's runtime sent, decoded as plain data, as its message type."""
+    return check(message, _FROM_CONTAINER)
+
+
+decode_to_client = TypedDecoder(m.ToClient, "client")
+decode_to_container = TypedDecoder(m.ToContainer, "container")
+decode_from_container = TypedDecoder(m.FromContainer, "container's")
+decode_request = TypedDecoder(m.ClientRequest, "request")
+
+
+def as_dict(message: Struct) -> dict[str, Any]:
+    """A message's fields as a map (for callbacks that read a log line, say, as one)."""
+    return structs.asdict(message)
+
+
+def replace(message: Any, **changes: Any) -> Any:
+    """A copy of a message with some fields changed."""
+    return structs.replace(message, **changes)

@@ -1,0 +1,93 @@
+"""The messages between the local backend and a template process (`homeport.runtime._template`).
+
+They travel one msgpack map per SOCK_SEQPACKET packet (no length frame), file descriptors alongside
+`Fork`. Backend -> template: `TemplateStart` (first, untagged), then `Fork`, `Retire`, `TemplateStop`.
+Template -> backend: `Sources`, `TemplateReady` or `TemplateFailed`, then `Forked` and `Exited`.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Union
+
+from ._msgspec import Decoder, Encoder, Struct
+
+PACKET = 1 << 16  # the largest packet either side reads
+
+
+class TemplateStart(Struct, omit_defaults=True, kw_only=True):
+    private_root: bool = False  # its containers get a root file system image of their own
+    definition_path: str | None = None  # a memory snapshot's definition (msgpack), to import ahead
+    hide: Any = None  # the private state's plan (`backends.local._private`)
+    isolate: dict[str, Any] | None = None  # isolation settings (`runtime._isolate`)
+
+
+class _TemplateMessage(Struct, tag_field="t", omit_defaults=True, kw_only=True):
+    pass
+
+
+class Fork(_TemplateMessage, tag="fork", kw_only=True):
+    cid: str
+    env: dict[str, str]
+    cwd: str | None = None
+    t0: float | None = None  # when the control plane asked for the container (time.time())
+    private_root: bool = False
+    hide: Any = None
+    held: bool = False  # a third descriptor: a pipe the child waits on before it runs
+    needed: list[Any] = []  # noqa: RUF012 - copied per instance; [[path, read_only], ...] it needs to see
+
+
+class Retire(_TemplateMessage, tag="retire", kw_only=True):
+    pass
+
+
+class TemplateStop(_TemplateMessage, tag="stop", kw_only=True):
+    pass
+
+
+class Sources(_TemplateMessage, tag="sources", kw_only=True):
+    files: list[list[Any]]  # [path, mtime in ns, size, inode] of each file the snapshot imported
+
+
+class TemplateReady(_TemplateMessage, tag="ready", kw_only=True):
+    seconds: float
+    visible: Any = None
+    isolation: list[str] = []  # noqa: RUF012 - a struct copies an empty default per instance
+
+
+class TemplateFailed(_TemplateMessage, tag="failed", kw_only=True):
+    error: str
+
+
+class Forked(_TemplateMessage, tag="forked", kw_only=True):
+    cid: str
+    pid: int
+
+
+class Exited(_TemplateMessage, tag="exit", kw_only=True):
+    cid: str
+    code: int
+
+
+ToTemplate = Union[Fork, Retire, TemplateStop]  # noqa: UP007
+FromTemplate = Union[Sources, TemplateReady, TemplateFailed, Forked, Exited]  # noqa: UP007
+
+_encoder = Encoder()
+_to_template = Decoder(ToTemplate)
+_from_template = Decoder(FromTemplate)
+_start = Decoder(TemplateStart)
+
+
+def encode_packet(message: Struct) -> bytes:
+    return _encoder.encode(message)
+
+
+def decode_start(packet: bytes) -> TemplateStart:
+    return _start.decode(packet)
+
+
+def decode_to_template(packet: bytes) -> Fork | Retire | TemplateStop:
+    return _to_template.decode(packet)
+
+
+def decode_from_template(packet: bytes) -> Sources | TemplateReady | TemplateFailed | Forked | Exited:
+    return _from_template.decode(packet)
