@@ -235,10 +235,12 @@ class Sandboxes:
             raise InvalidError(f"workdir must be a canonical absolute path, got: {workdir!r}")
         rootfs = image.rootfs(workdir or image.cwd(None))
         cwd = None
+        if rec.ports:  # its own directory of the shared one, where its tunnels' sockets are (`_socket`)
+            os.makedirs(os.path.join(cp.web_dir, rec.sandbox_id), mode=0o700, exist_ok=True)
         if rootfs is not None:
             mounts += image.rootfs_mounts([], cp.address, launcher.images.runtime_path())
             if rec.ports:
-                mounts.append(Mount(cp.web_dir, cp.web_dir))
+                mounts.append(Mount(os.path.join(cp.web_dir, rec.sandbox_id), os.path.join(cp.web_dir, rec.sandbox_id)))
         else:
             cwd = image.cwd(None) or "/"
             exists = os.path.isdir(workdir) if workdir else True  # noqa: ASYNC240 - one stat
@@ -267,7 +269,7 @@ class Sandboxes:
         )
 
     def _socket(self, rec: SandboxRecord, port: int) -> str:
-        return os.path.join(self.cp.web_dir, f"{rec.sandbox_id}-p{port}")
+        return os.path.join(self.cp.web_dir, rec.sandbox_id, f"p{port}")  # in its own directory (`_spec`)
 
     async def _open_tunnel(self, rec: SandboxRecord, port: int) -> None:
         path = self._socket(rec, port)

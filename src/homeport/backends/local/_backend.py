@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import json
 import logging
 import os
 import shutil
@@ -26,7 +27,7 @@ from ... import _protocol as P
 from .._base import Backend, ContainerSpec, ExitCallback, ExitInfo, OutputCallback, PrivateDir, TemplateSpec
 from . import _gpu, _private, _rootfs, _sandbox
 from ._cgroups import ENV_PIDS_MAX, Cgroup, Cgroups, CgroupsUnavailable, pids_max_setting
-from ._templates import Templates, TemplateUnavailable
+from ._templates import Templates, TemplateUnavailable, isolation_settings, needed_paths
 
 log = logging.getLogger("homeport.backend.local")
 
@@ -205,7 +206,8 @@ class LocalBackend(Backend):
         if tmp is not None:
             env["TMPDIR"] = tmp
         # A root file system holds only what is bound into it: nothing of the state directory to hide.
-        hide = None if spec.rootfs else _private.plan(self._private, [tmp] if tmp else [])
+        own = () if spec.rootfs else tuple(_private.own_entries(self._private, spec.container_id))
+        hide = None if spec.rootfs else _private.plan(self._private, [*([tmp] if tmp else []), *own], container=True)
         problem = None if hide is None else await self._bwrap_hides()
         if problem is not None:  # it still runs, as it would without a state directory to hide
             hide = None
@@ -228,8 +230,11 @@ class LocalBackend(Backend):
                 dev = None
         env = _gpu.library_env(env, spec.gpus)
         spec = dataclasses.replace(spec, mounts=_gpu.with_driver(spec.mounts, spec.rootfs, spec.gpus))
+        isolate = self._spawn_isolation(spec, hide, tmp, own)
+        if isolate is not None:
+            env[P.ENV_ISOLATE] = json.dumps(isolate)
         try:
-            argv = _sandbox.command(spec, hide, dev)
+            argv = _sandbox.command(spec, hide, dev, isolates_itself=isolate is not None)
         except _sandbox.SandboxUnavailable as exc:
             raise RuntimeError(str(exc)) from None
         if network_problem is not None:
@@ -260,6 +265,19 @@ class LocalBackend(Backend):
             proc.pumps.append(asyncio.create_task(self._pump(spec.container_id, fd, stream, on_output)))
         self._spawn_task(self._wait_spawned(proc))
         return process.pid
+
+    def _spawn_isolation(self, spec: ContainerSpec, hide: _private.Plan | None, tmp: str | None,
+                         own: tuple[str, ...]) -> dict | None:
+        """What a spawned container's runtime is told to do to isolate itself as a forked container
+        does (`homeport.runtime._spawned`), or None: only under bubblewrap (which hides the state
+        directory and gives it its PID namespace), when the control plane is root and isolation is on;
+        not for an image build step nor a root file system image (whose root is mapped by `unshare`)."""
+        settings = isolation_settings()
+        if (hide is None or settings is None or settings["uid"] is None or os.geteuid() != 0
+                or spec.rootfs or spec.host_read_only):
+            return None
+        return {"uid": settings["uid"], "hidden": hide["dir"],
+                "needed": needed_paths(self._private, spec.mounts, tmp, spec.cwd, spec.code, own)}
 
     def _ensure_templates(self) -> Templates:
         if self._templates is None:
@@ -392,6 +410,10 @@ class LocalBackend(Backend):
             proc.cgroup.remove()
         if proc.scratch:
             shutil.rmtree(proc.scratch, ignore_errors=True)
+        _private.remove_own_entries(self._private, proc.spec.container_id)
+        web = os.path.dirname(proc.spec.env.get(P.ENV_WEB_SOCKET) or "")
+        if os.path.basename(web) == proc.spec.container_id:  # its web sockets' own directory, wherever it is
+            shutil.rmtree(web, ignore_errors=True)
         proc.on_exit(proc.spec.container_id, info)
 
     def _kill_group(self, proc: _Proc, sig: int) -> None:
