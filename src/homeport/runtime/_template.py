@@ -197,14 +197,14 @@ _own_pids = False
 _placed_pid: int | None = None  # this container's pid as the host sees it, from the backend
 
 
-def _isolate_itself(settings: dict[str, Any], plan: dict[str, Any] | None, code: Sequence[str]) -> list[str] | None:
+def _isolate_itself(settings: dict[str, Any], plan: dict[str, Any] | None, code: Sequence[str]) -> list[str]:
     """A snapshot template started as host root becomes, before the user's code runs in it, what its
     containers are: an unprivileged host user (`uid`) that is root in a user namespace of its own, with
     the host read-only, the state directory hidden, a private /tmp and home (`_isolate.isolate`), and
     process 1 of a PID namespace of its own (`_isolate.enter_own_pid_namespace`). Every container
-    forked from it inherits all that, and is then forked into namespaces of its own inside it. None
-    where this machine does not allow it (tried first in a throw-away child), else what it went on
-    without (notes)."""
+    forked from it inherits all that, and is then forked into namespaces of its own inside it. What it
+    went on without (notes); OSError where this machine does not allow it (tried first in a throw-away
+    child, so that nothing of it is done then)."""
     from . import _isolate, _mountns
 
     uid = settings["uid"]
@@ -219,11 +219,10 @@ def _isolate_itself(settings: dict[str, Any], plan: dict[str, Any] | None, code:
             os.environ[P.ENV_HOST_PID] = str(host_pid)
         return notes
 
-    if _mountns.probe(attempt) is not None:
-        return None
+    problem = _mountns.probe(attempt)
+    if problem is not None:
+        raise OSError(problem)
     return attempt()
-
-
 
 
 def _prepare_isolation(settings: dict[str, Any], plan: dict[str, Any] | None, snapshot: bool,
@@ -236,7 +235,11 @@ def _prepare_isolation(settings: dict[str, Any], plan: dict[str, Any] | None, sn
     notes: list[str] = []
     uid = settings.get("uid")
     if snapshot and uid is not None and os.geteuid() == 0 and _isolate.in_initial_user_namespace():
-        own = _isolate_itself(settings, plan, code)
+        try:
+            own: list[str] | None = _isolate_itself(settings, plan, code)
+        except OSError as exc:  # as before: the snapshot hides the state directory from itself (below)
+            own = None
+            notes.append(f"the memory snapshot could not isolate itself before running your code ({exc})")
         if own is not None:
             _own_pids = True
             notes = own
