@@ -255,11 +255,9 @@ class Connection:
             cp.sandboxes.end(cp.sandboxes.by_id[msg["container_id"]], "terminated")
             self.reply(msg)
         elif t == P.CONTAINER_STOP:
-            ins = cp.scheduler.stop_container(msg["container_id"], "stopped by the user")
-            if not ins:
+            if not cp.stop_container(msg["container_id"], "stopped by the user"):
                 self.reply_error(msg, "not_found", f"no running container {msg['container_id']}")
             else:
-                cp.execute(ins)
                 self.reply(msg)
         elif t == P.SERVER_SHUTDOWN:
             self.reply(msg)

@@ -25,32 +25,15 @@ from .templates import container_template
 log = logging.getLogger("homeport.server")
 
 
-class Launcher:
-    gpus: tuple = ()  # the machine's GPUs (`core.gpus.GpuDevice`), set by the control plane
+class BuildContainers:
+    """Image build steps run as containers of the backend: the `run_container` an `ImageBuilder` is given."""
 
-    def __init__(self, images: ImageBuilder, backend: Backend, address: str, web_dir: str,
-                 spawn: Callable[[Any], asyncio.Task]) -> None:
-        self.images = images
+    def __init__(self, backend: Backend) -> None:
         self.backend = backend
-        self.address = address  # what containers connect to: the Unix socket, or tcp://HOST:PORT
-        self.socket_path = address  # the Unix socket (containers in a network namespace of their own)
-        self.web_dir = web_dir
-        self.spawn = spawn
-        images._run_container = self.run_build_container
-        # Fork containers from template processes (HOMEPORT_TEMPLATES=0 starts fresh interpreters).
-        self.use_templates = os.environ.get(P.ENV_TEMPLATES, "1") != "0"
-        self.template_salt = secrets.token_bytes(32)  # template keys are keyed hashes (see .templates)
 
-    async def function_image(self, definition: dict[str, Any]) -> BuiltImage:
-        """The built image a function's containers run in (the default image when it names none)."""
-        image_id = definition.get("image_id")
-        if image_id is None:
-            return await self.images.default_image()
-        return self.images.get(image_id)
-
-    async def run_build_container(self, argv: list[str], env: dict[str, str], rootfs: str | None,
-                                  mounts: list[Mount], out: Callable[[str, int], None], timeout: float,
-                                  cwd: str | None = None) -> int | None:
+    async def __call__(self, argv: list[str], env: dict[str, str], rootfs: str | None,
+                       mounts: list[Mount], out: Callable[[str, int], None], timeout: float,
+                       cwd: str | None = None) -> int | None:
         """Run an image build step as a container of the backend; its exit code, None on timeout.
         Without `rootfs` it runs with the host read-only: only `mounts` can be written."""
         cid = f"build-{secrets.token_hex(6)}"
@@ -78,6 +61,30 @@ class Launcher:
         if info.signal is not None:
             return 128 + info.signal
         return info.returncode
+
+
+class Launcher:
+    gpus: tuple = ()  # the machine's GPUs (`core.gpus.GpuDevice`), set by the control plane
+
+    def __init__(self, images: ImageBuilder, backend: Backend, address: str, web_dir: str,
+                 spawn: Callable[[Any], asyncio.Task]) -> None:
+        self.images = images
+        self.backend = backend
+        self.address = address  # what containers connect to: the Unix socket, or tcp://HOST:PORT
+        self.socket_path = address  # the Unix socket (containers in a network namespace of their own)
+        self.web_dir = web_dir
+        self.spawn = spawn
+        # Fork containers from template processes (HOMEPORT_TEMPLATES=0 starts fresh interpreters).
+        self.use_templates = os.environ.get(P.ENV_TEMPLATES, "1") != "0"
+        self.template_salt = secrets.token_bytes(32)  # template keys are keyed hashes (see .templates)
+
+    async def function_image(self, definition: dict[str, Any]) -> BuiltImage:
+        """The built image a function's containers run in (the default image when it names none)."""
+        image_id = definition.get("image_id")
+        if image_id is None:
+            return await self.images.default_image()
+        return self.images.get(image_id)
+
 
     def image_environ(self, image: BuiltImage) -> dict[str, str]:
         return image.environ(os.environ, self.images.runtime_path())

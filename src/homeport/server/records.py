@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -13,6 +14,11 @@ from .core.scheduler import PoolConfig
 # How long a container asked to stop may run its exit hooks before it is killed.
 STOP_GRACE_SECONDS = 10.0
 ERROR = 7  # output status for a platform error: data is {"code": ..., "msg": ...}
+
+
+def new_id(prefix: str) -> str:
+    """An id of a control-plane object: "ap-…" (app), "fu-…" (function), "fc-…" (function call)."""
+    return f"{prefix}-{uuid.uuid4().hex[:22]}"
 
 
 @dataclass(eq=False)
@@ -86,3 +92,19 @@ class ContainerRecord:
     exit_hooks: bool = False  # it said, once ready, that it has exit hooks to run when asked to stop
     env: dict[str, str] | None = None  # its environment, less its credentials (for `container exec`)
     last_call_id: str | None = None  # the call of the last input it finished (its late log lines are that call's)
+
+
+@dataclass(eq=False)
+class Registry:
+    """What the control plane's services share: the live apps, functions, calls, inputs and containers,
+    and who reads each app's logs. Each service owns its changes to these; the tables are plain data."""
+
+    apps: dict[str, dict[str, Any]] = field(default_factory=dict)
+    functions: dict[str, FunctionRecord] = field(default_factory=dict)
+    calls: dict[str, CallRecord] = field(default_factory=dict)
+    inputs: dict[int, InputRecord] = field(default_factory=dict)
+    containers: dict[str, ContainerRecord] = field(default_factory=dict)
+    log_subscribers: dict[str, set[Peer]] = field(default_factory=dict)
+    # Stopped apps whose containers are still running their exit hooks: app id -> container ids.
+    # Their logs keep flowing to the client until the last one exits.
+    stopping_apps: dict[str, set[str]] = field(default_factory=dict)

@@ -196,3 +196,29 @@ class VolumeStore:
                     root.copy(src, dparts, sparts[-1] if sparts else "root")
                 else:
                     root.copy(src, dparts[:-1], dparts[-1])
+
+
+def volume_op(vols: VolumeStore, msg: dict[str, Any]) -> Any:
+    """A client's volume operation (`msg["op"]`) on the store."""
+    op, name = msg["op"], msg.get("name")
+    if op == "create":
+        return vols.create(name, exist_ok=bool(msg.get("exist_ok")), ephemeral=bool(msg.get("ephemeral")))
+    if op == "exists":
+        return vols.exists(name)
+    if op == "list":
+        return vols.list()
+    if op == "delete":
+        return vols.delete(name)
+    if op == "ls":
+        return vols.listdir(name, msg.get("path") or "/", bool(msg.get("recursive")))
+    if op == "read":
+        return vols.read(name, msg["path"], int(msg.get("offset") or 0), msg.get("length"))
+    if op == "put":
+        return vols.put(name, [(p, d) for p, d in msg["files"]], bool(msg.get("force")))
+    if op == "rm":
+        return vols.remove(name, msg["path"], bool(msg.get("recursive")))
+    if op == "cp":
+        return vols.copy(name, msg["sources"], msg["dest"], bool(msg.get("recursive")))
+    if op == "rename":
+        return vols.rename(name, msg["new_name"])
+    raise LookupError(f"unknown volume operation {op!r}")

@@ -294,25 +294,23 @@ class WebEndpoints:
     def _session_container(self, fid: str, session: bytes) -> str | None:
         """The container a session goes to: rendezvous hashing over the pool's ready containers, so that
         a session stays on its container while it lives and moves only when it goes."""
-        return rendezvous(session, self.cp.scheduler.ready_containers(fid))
+        return rendezvous(session, self.cp.executor.ready_containers(fid))
 
     async def _acquire(self, route: Route, session: bytes | None = None) -> Upstream:
         cp = self.cp
         fid = route.fid
-        pool = cp.scheduler.pools.get(fid)
+        pool = cp.executor.pool(fid)
         if pool is None:
             raise HTTPError(404, f"{route.name} is not running.")
         failure = self._start_failure.get(fid)
         if failure and pool.start_failures >= 2 and not any(c.phase is Phase.READY for c in pool.containers.values()):
             # Crash-looping: answer now with why, rather than wait out the restart back-off.
             raise HTTPError(503, f"{route.name} cannot start: {failure}")
-        iid = next(cp._input_ids)
+        iid = cp.executor.input_ids.web_request()
         fut = asyncio.get_running_loop().create_future()
         self.waiters[iid] = (fut, fid)
-        now = time.monotonic()
         preferred = self._session_container(fid, session) if session else None
-        direct = cp.scheduler.submit_to(fid, preferred, iid, now) if preferred else None
-        cp.execute(direct if direct is not None else cp.scheduler.submit(fid, [iid], now))
+        cp.executor.submit_web_request(fid, iid, preferred)
         try:
             cid = await fut
         except asyncio.CancelledError:  # the client left while its request waited
@@ -320,7 +318,7 @@ class WebEndpoints:
             if fut.done() and not fut.cancelled() and fut.exception() is None:
                 self._done(fut.result(), iid, time.monotonic())
             else:
-                cp.scheduler.cancel(fid, {iid})
+                cp.executor.cancel(fid, {iid})
             raise
         rec = cp.containers.get(cid)
         if rec is None or rec.web_prefix is None:
@@ -338,8 +336,7 @@ class WebEndpoints:
         return Upstream(socket_path=f"{rec.web_prefix}-{route.index}", release=release)
 
     def _done(self, cid: str, iid: int, t0: float) -> None:
-        now = time.monotonic()
-        self.cp.execute(self.cp.scheduler.inputs_done(cid, [iid], now - t0, now))
+        self.cp.executor.web_request_done(cid, iid, t0)
 
     def assigned(self, cid: str, iid: int) -> None:
         """The scheduler gave input `iid`, which is no function input, to container `cid`: a web request

@@ -20,8 +20,8 @@ def gauges(cp: ControlPlane) -> dict[str, Any]:
     for rec in cp.containers.values():
         by_state[rec.state] = by_state.get(rec.state, 0) + 1
     depth = {}
-    for fid, pool in cp.scheduler.pools.items():
-        fn = cp.functions.get(fid)
+    for pool in cp.executor.pools():
+        fn = cp.functions.get(pool.id)
         if fn is not None:
             depth[(fn.app_id, fn.tag)] = len(pool.queue)
     return {"containers_by_state": by_state, "queue_depth": depth}
@@ -29,7 +29,7 @@ def gauges(cp: ControlPlane) -> dict[str, Any]:
 
 def pool_sizes(cp: ControlPlane) -> dict[str, tuple[int, int]]:
     """function id -> (containers, queued inputs), sampled once a second for the function charts."""
-    return {fid: (len(pool.containers), len(pool.queue)) for fid, pool in cp.scheduler.pools.items()}
+    return {pool.id: (len(pool.containers), len(pool.queue)) for pool in cp.executor.pools()}
 
 
 def apps(cp: ControlPlane) -> list[dict[str, Any]]:
@@ -62,7 +62,7 @@ def function(cp: ControlPlane, fid: str) -> dict[str, Any] | None:
     fn = cp.functions.get(fid)
     if fn is None:
         return None
-    pool = cp.scheduler.pools.get(fid)
+    pool = cp.executor.pool(fid)
     cfg = fn.config
     settings = {k: getattr(cfg, k) for k in ("min_containers", "max_containers", "buffer_containers",
                                               "scaledown_window", "max_inputs", "target_inputs", "timeout",
