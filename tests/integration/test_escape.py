@@ -166,6 +166,18 @@ def test_a_spawned_container_sees_no_host_process_either(tmp_path, apps_path, mo
         assert seen["environ"][pid] != "read" and seen["signal"][pid] != "reached"
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="containers keep the control plane's user when it is not root")
+def test_containers_are_host_users_of_their_own(platform, escape):
+    """Two containers at once are two host users: neither can signal, trace or read the other's
+    private files as the same user."""
+    with escape.app.run(show_logs=False):
+        calls = [escape.whoami.spawn(3), escape.whoami.spawn(3)]
+        seen = [c.get(timeout=120) for c in calls]
+    assert seen[0]["cid"] != seen[1]["cid"], seen  # two containers
+    users = {s["uid_map"][1] for s in seen}
+    assert len(users) == 2 and "0" not in users, seen
+
+
 def _container_process(cid: str) -> psutil.Process:
     """The runtime process of container `cid`, as the host sees it."""
     for proc in psutil.process_iter(["cmdline"]):

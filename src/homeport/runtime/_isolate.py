@@ -174,21 +174,22 @@ def idmap_namespace(uid: int) -> int:
         try:
             os.close(r)
             ok = _lib().unshare(CLONE_NEWUSER) == 0
-            os.write(w, b"1" if ok else b"0")
+            # its pid in /proc (a container's own /proc is not mounted yet: the host's numbers, not fork's)
+            os.write(w, os.readlink("/proc/self").encode() if ok else b"0")
             while True:  # until killed
                 signal.pause()
         finally:
             os._exit(1)
     os.close(w)
     try:
-        ok = os.read(r, 1) == b"1"
+        seen = os.read(r, 32)
         os.close(r)
-        if not ok:
+        if not seen.isdigit() or seen == b"0":
             raise OSError("unshare(CLONE_NEWUSER) failed in the helper")
         for name in ("uid_map", "gid_map"):
-            with open(f"/proc/{pid}/{name}", "w") as f:
+            with open(f"/proc/{int(seen)}/{name}", "w") as f:
                 f.write(f"0 {uid} 1\n")
-        return os.open(f"/proc/{pid}/ns/user", os.O_RDONLY | os.O_CLOEXEC)
+        return os.open(f"/proc/{int(seen)}/ns/user", os.O_RDONLY | os.O_CLOEXEC)
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, 9)

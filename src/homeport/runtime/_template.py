@@ -503,9 +503,13 @@ def _isolate_child(msg: dict[str, Any]) -> None:
     host_pid = _placed_pid if _own_pids else _isolate.host_pid()
     if host_pid is not None and _isolation["pidns"]:
         os.environ[P.ENV_HOST_PID] = str(host_pid)
+    uid, idmap = _isolation["uid"], _isolation["idmap"]
     try:
-        notes = _isolate.isolate(needed, _isolation["hidden"], _isolation["uid"], _isolation["idmap"],
-                                 _isolation["pidns"])
+        if uid is not None and msg.get("uid") not in (None, uid):  # a host user of its own
+            uid = msg["uid"]
+            os.close(idmap)
+            idmap = _isolate.idmap_namespace(uid)  # host root's files it may write look like its own
+        notes = _isolate.isolate(needed, _isolation["hidden"], uid, idmap, _isolation["pidns"])
     except OSError as exc:
         if not _snapshot_template or _own_pids:
             print(f"homeport: this container could not be isolated from the host ({exc}); it does not start",

@@ -152,3 +152,12 @@ def fork_bomb(n: int) -> dict:
     for pid in children:
         os.waitpid(pid, 0)
     return {"started": len(children), "error": error}
+
+
+@app.function()
+def whoami(delay: float) -> dict:
+    """Its user as the host sees it (the second field of its uid_map), held for `delay` seconds so
+    that two calls at once run in two containers."""
+    time.sleep(delay)
+    with open("/proc/self/uid_map") as f:
+        return {"cid": os.environ["HOMEPORT_CONTAINER_ID"], "uid_map": f.read().split()}

@@ -27,7 +27,7 @@ from ... import _protocol as P
 from .._base import Backend, ContainerSpec, ExitCallback, ExitInfo, OutputCallback, PrivateDir, TemplateSpec
 from . import _gpu, _private, _rootfs, _sandbox
 from ._cgroups import ENV_PIDS_MAX, Cgroup, Cgroups, CgroupsUnavailable, pids_max_setting
-from ._templates import Templates, TemplateUnavailable, isolation_settings, needed_paths
+from ._templates import Templates, TemplateUnavailable, container_uid, isolation_settings, needed_paths
 
 log = logging.getLogger("homeport.backend.local")
 
@@ -70,6 +70,7 @@ class LocalBackend(Backend):
         self._told_uncontained: set[str] = set()
         self._told_isolation: set[tuple[str, str]] = set()  # (app, what of the isolation is missing)  # apps told their containers have no cgroup of their own
         self._pids_watch: asyncio.Task | None = None
+        self._uids: dict[str, int] = {}  # container id -> its own host user, while it runs
 
     def _spawn_task(self, coro) -> None:
         task = asyncio.create_task(coro)
@@ -91,7 +92,18 @@ class LocalBackend(Backend):
         except BaseException:
             if cgroup is not None:
                 cgroup.remove()
+            self._uids.pop(spec.container_id, None)
             raise
+
+    def _uid(self, cid: str) -> int | None:
+        """Container `cid`'s own host user (`container_uids`), taken until it exits; None where every
+        container gets the one `HOMEPORT_CONTAINER_UID` names."""
+        if cid not in self._uids:
+            uid = container_uid(set(self._uids.values()))
+            if uid is None:
+                return None
+            self._uids[cid] = uid
+        return self._uids[cid]
 
     def _cgroup(self, spec: ContainerSpec, on_output: OutputCallback) -> Cgroup | None:
         """The container's own cgroup, made before its process exists: the process joins it before it
@@ -276,7 +288,7 @@ class LocalBackend(Backend):
         if (hide is None or settings is None or settings["uid"] is None or os.geteuid() != 0
                 or spec.rootfs or spec.host_read_only):
             return None
-        return {"uid": settings["uid"], "hidden": hide["dir"],
+        return {"uid": self._uid(spec.container_id) or settings["uid"], "hidden": hide["dir"],
                 "needed": needed_paths(self._private, spec.mounts, tmp, spec.cwd, spec.code, own)}
 
     def _ensure_templates(self) -> Templates:
@@ -331,7 +343,7 @@ class LocalBackend(Backend):
 
         try:
             forked = await templates.fork(spec.template, cid, env, cwd, *writers, sink=sink, place=place,
-                                          code=spec.code)
+                                          code=spec.code, uid=self._uid(cid))
         except BaseException:
             for fd in readers:
                 os.close(fd)
@@ -411,6 +423,7 @@ class LocalBackend(Backend):
         if proc.scratch:
             shutil.rmtree(proc.scratch, ignore_errors=True)
         _private.remove_own_entries(self._private, proc.spec.container_id)
+        self._uids.pop(proc.spec.container_id, None)
         web = os.path.dirname(proc.spec.env.get(P.ENV_WEB_SOCKET) or "")
         if os.path.basename(web) == proc.spec.container_id:  # its web sockets' own directory, wherever it is
             shutil.rmtree(web, ignore_errors=True)

@@ -63,6 +63,10 @@ class Forked(NamedTuple):
 ENV_ISOLATION = "HOMEPORT_ISOLATION"
 ENV_CONTAINER_UID = "HOMEPORT_CONTAINER_UID"
 DEFAULT_CONTAINER_UID = 65534
+# Unless HOMEPORT_CONTAINER_UID says otherwise, each container (but those forked from a memory snapshot,
+# which are its snapshot's user, DEFAULT_CONTAINER_UID) is a host user of its own from this range.
+CONTAINER_UIDS = 165536
+CONTAINER_UID_COUNT = 65536
 # Host directories every isolated container may read and write (':'-separated; none by default): an
 # operator's choice, for local development and this project's own tests, whose apps leave notes there.
 ENV_CONTAINER_SHARED = "HOMEPORT_CONTAINER_SHARED"
@@ -71,6 +75,21 @@ ENV_CONTAINER_SHARED = "HOMEPORT_CONTAINER_SHARED"
 def shared_dirs(environ: dict[str, str] | None = None) -> list[str]:
     environ = os.environ if environ is None else environ
     return [os.path.abspath(p) for p in environ.get(ENV_CONTAINER_SHARED, "").split(":") if p.strip()]
+
+
+def container_uid(taken: set[int], environ: dict[str, str] | None = None) -> int | None:
+    """A host user of its own for a new container, not in `taken` (those of the containers running):
+    CONTAINER_UIDS + n, the lowest n free, so that containers cannot signal, trace or read the private
+    files of one another as the same user. None where `HOMEPORT_CONTAINER_UID` names the one user
+    every container gets (or isolation is off), and for a container forked from a memory snapshot,
+    which keeps the snapshot's user (see `homeport.runtime._template`)."""
+    environ = os.environ if environ is None else environ
+    if environ.get(ENV_ISOLATION, "1") == "0" or environ.get(ENV_CONTAINER_UID, "").strip():
+        return None
+    for n in range(CONTAINER_UID_COUNT):
+        if CONTAINER_UIDS + n not in taken:
+            return CONTAINER_UIDS + n
+    return None  # every one taken: the shared default
 
 
 def isolation_settings(environ: dict[str, str] | None = None) -> dict | None:
@@ -205,14 +224,15 @@ class Templates:
 
     async def fork(self, spec: TemplateSpec, cid: str, env: dict[str, str], cwd: str | None,
                    out_w: int, err_w: int, sink: Sink, place: Callable[[int], None] | None = None,
-                   code: tuple[str, ...] = ()) -> Forked:
+                   code: tuple[str, ...] = (), uid: int | None = None) -> Forked:
         """Fork container `cid` from its template, starting the template first if needed; what the
         template prints while it starts (a snapshot's imports and hooks) goes to `sink`. Its TMPDIR
         is made here, unless it has a root file system of its own (and its own /tmp).
 
         With `place`, the copy is held before it runs anything until `place(pid)` has returned (the
         backend puts it in its cgroup then): it waits on a pipe whose write end is kept here, and
-        leaves without running if the pipe closes unwritten."""
+        leaves without running if the pipe closes unwritten. `uid`: the host user it becomes, where
+        its template's containers each become their own (`container_uid`)."""
         if spec.key in self._failed:
             raise TemplateUnavailable(self._failed[spec.key])
         tpl = await self._get(spec, sink)
@@ -229,7 +249,8 @@ class Templates:
         msg = {"t": "fork", "cid": cid, "env": env, "cwd": cwd, "t0": time.time(), "private_root": bool(spec.rootfs),
                "hide": _private.plan(self._private, [scratch, *own] if scratch else [], container=True)
                if tpl.hides else None,
-               "held": place is not None or tpl.own_pids, "needed": self._needed(spec, scratch, cwd, code, own)}
+               "held": place is not None or tpl.own_pids, "needed": self._needed(spec, scratch, cwd, code, own),
+               "uid": uid}
         fds = [out_w, err_w]
         hold_r = hold_w = -1
         if msg["held"]:
