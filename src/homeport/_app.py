@@ -7,7 +7,7 @@ import inspect
 import os
 import sys
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import cloudpickle
@@ -100,7 +100,7 @@ def input_settings(target: Any, options: FunctionOptions, batch: dict[str, int] 
     return {"max_inputs": conc["max_inputs"], "target_inputs": conc["target_inputs"], "batch": None}
 
 
-def web_definition(endpoints: dict[str | None, dict[str, Any] | None]) -> list[dict[str, Any]] | None:
+def web_definition(endpoints: Mapping[str | None, dict[str, Any] | None]) -> list[dict[str, Any]] | None:
     """The web endpoints a container serves, by method name (None: the function itself); None if none.
 
     A function or class has either endpoints the gateway reaches over the container's own HTTP server

@@ -58,7 +58,7 @@ def _markers(attr: Any) -> tuple[dict | None, tuple | None]:
     return getattr(raw, P.METHOD_ATTR, None), getattr(raw, P.LIFECYCLE_ATTR, None)
 
 
-def _finalize_class(user_cls: type, where: str) -> _ClassInfo:
+def _finalize_class(user_cls: type[Any], where: str) -> _ClassInfo:
     """Put raw functions (with runtime markers) back on the class and its bases; say what it has.
 
     Walks the MRO from `object` down, like attribute lookup in reverse, so that methods and hooks
@@ -202,7 +202,7 @@ def cls_decorator(app: App, kwargs: dict[str, Any], server: dict[str, Any] | Non
                 "nothing to call. Mark the methods to call remotely with `@modal.method()`."
             )
         cls = (Server if server else Cls)(app, user_cls, tag, options, info.methods, info.params)
-        cls._web_methods = {None: server} if server else dict(info.web)
+        cls._web_methods = {None: server} if server else {name: web for name, web in info.web.items()}
         from ._app import _Registered, build_definition, input_settings, pool_config, web_definition
 
         inputs = input_settings(user_cls, options, _class_batch(user_cls, info.methods))
@@ -323,9 +323,9 @@ def ordered_hooks(user_cls: type) -> tuple[list[str], list[str]]:
     return snap + post, exits
 
 
-def _local_instance(user_cls: type, params: dict[str, Any]) -> Any:
+def _local_instance(user_cls: type[Any], params: dict[str, Any]) -> Any:
     """An instance for `.local()`: parameters set and enter hooks run, as in a container."""
-    obj = user_cls.__new__(user_cls)
+    obj = user_cls.__new__(user_cls)  # type: ignore[call-overload]  # mypy looks up type.__new__ here
     for k, v in params.items():
         setattr(obj, k, v)
     if user_cls.__init__ is not object.__init__:
@@ -666,6 +666,7 @@ class _BoundMethod(Function):
         self._obj = obj
 
     def local(self, *args: Any, **kwargs: Any) -> Any:
+        assert self._method is not None  # a bound method always names its method
         return getattr(self._obj._local_instance(), self._method)(*args, **kwargs)
 
     async def _resolve_fid(self) -> str:
@@ -852,7 +853,7 @@ class _DeployedObj:
                     values[pname] = spec.get("default")
                 else:
                     raise InvalidError(f"Missing required parameter `{pname}` for {self._cls._name}.")
-            defaults = {p: spec.get("default") for p, spec in declared.items()}
+            defaults: dict[str, Any] | None = {p: spec.get("default") for p, spec in declared.items()}
             if not all(spec.get("has_default") for spec in declared.values()):
                 defaults = None
             config, definition = self._cls._variant_payload(info)
@@ -894,5 +895,6 @@ class _DeployedMethod(Function):
         self._obj = obj
 
     async def _resolve_fid(self) -> str:
+        assert self._method is not None  # a deployed method always names its method
         fid, self._is_generator = await self._obj._resolve(self._method)
         return fid

@@ -202,7 +202,7 @@ class Function:
             self.__doc__ = getattr(raw_f, "__doc__", None)
             self.__name__ = getattr(raw_f, "__name__", tag)
             self.__qualname__ = getattr(raw_f, "__qualname__", tag)
-            self.__module__ = getattr(raw_f, "__module__", None)
+            self.__module__ = getattr(raw_f, "__module__", None)  # type: ignore[assignment]  # typeshed says str; a callable's may be None
         self.remote = _RemoteMethod(self)
         self.spawn = _SpawnMethod(self)
         self.remote_gen = _GenMethod(self)
@@ -501,6 +501,7 @@ class _DeployedFunction(Function):
         self._app_name = app_name
         self._lookup_name = lookup_name or name
         self._info: dict[str, Any] = {}
+        self._version: int | None = None  # `from_name(..., version=)`: that deployed version, else the latest
 
     def __repr__(self) -> str:
         return f"Function.from_name({self._app_name!r}, {self._lookup_name!r})"
@@ -584,6 +585,7 @@ class _MapRun:
             msg["t"] = P.MAP_PUT
         data = P.encode(msg)
         client = self.client
+        assert client is not None and client.proto.transport is not None  # started, on a made connection
         bridge_loop().call_soon_threadsafe(client.proto.transport.write, data)
 
     def _batch(self, rows) -> list:
@@ -630,6 +632,7 @@ class _MapRun:
         if self.bar is not None:
             self.bar.close()
             self.bar = None
+        assert self.client is not None  # the map started before it could finish
         self.client.unwatch_call(self.call_id)
         if self.received < self.sent and not self.first:
             bridge_loop().call_soon_threadsafe(self.client.send, {"t": P.CALL_CANCEL, "call": self.call_id, "id": 0})

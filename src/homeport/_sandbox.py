@@ -13,7 +13,10 @@ A sandbox is a container of the backend like a function's, from the same images,
 secrets; its process is an agent (`homeport.runtime._sandbox_agent`) that runs its command and execs.
 On the local backend the host's directories are read-only inside and /tmp is its own (a root file
 system image, `apt_install` ..., is writable: a fresh layer per sandbox), so what it writes does not
-reach the host; `block_network=True` gives it a network namespace with only loopback.
+reach the host. Its network is its own where the machine allows (a network namespace: two sandboxes
+listen on one port; the machine's own services are out of reach), with HTTP and HTTPS out through the
+control plane's proxy, which enforces `outbound_domain_allowlist` / `outbound_cidr_allowlist`
+(`homeport.server.egress` says exactly what gets out); `block_network=True` leaves only loopback.
 """
 
 from __future__ import annotations
@@ -107,6 +110,10 @@ def _secrets(secrets: Sequence[Any] | None) -> tuple[dict[str, str], list[dict[s
     return env, refs
 
 
+def _listed(value: Sequence[str] | None) -> list[str] | None:
+    return None if value is None else list(value)
+
+
 def _limit(value: Any, what: str) -> Any:
     """A (request, limit) tuple's limit, enforced; a single number is a request, which one machine
     does not reserve for a sandbox."""
@@ -152,6 +159,19 @@ class _ListMethod:
 
 class Sandbox:
     """A running container you drive from your program (see the module's docstring)."""
+
+    _id: str
+    _info: dict[str, Any]
+    _returncode: int | None
+    _reason: str | None
+    _probe: Probe | None
+    _detached: bool
+    _main_offsets: dict[int, int]
+    _unencrypted: set[int]
+    stdout: StreamReader
+    stderr: StreamReader
+    stdin: StreamWriter
+    filesystem: SandboxFilesystem
 
     def __init__(self) -> None:
         raise InvalidError("Sandbox cannot be constructed directly; use Sandbox.create, from_id or from_name.")
@@ -223,12 +243,15 @@ class Sandbox:
                                "Sandbox with `block_network=True`")
         if not all(isinstance(p, int) and 1 <= p <= 65535 for p in ports):
             raise InvalidError(f"Sandbox ports must be integers between 1 and 65535, got {ports!r}")
+        value: object  # the options checked below have different types
         for what, value in (("outbound_cidr_allowlist", outbound_cidr_allowlist),
                             ("outbound_domain_allowlist", outbound_domain_allowlist),
                             ("inbound_cidr_allowlist", inbound_cidr_allowlist)):
-            if value is not None:
-                raise _unimplemented(f"Sandbox.create({what}=...)", "network allowlists are not enforced on the local "
-                                     "backend; use block_network=True for no network at all")
+            if value is not None and (isinstance(value, str) or not all(isinstance(v, str) for v in value)):
+                raise InvalidError(f"`{what}` must be a list of strings, got {value!r}")
+        if block_network and (outbound_cidr_allowlist is not None or outbound_domain_allowlist is not None):
+            raise InvalidError("`block_network=True` blocks all outbound traffic: it cannot be combined with "
+                               "`outbound_cidr_allowlist` or `outbound_domain_allowlist`")
         for what, value in (("region", region), ("cloud", cloud), ("runtime", runtime), ("proxy", proxy),
                             ("custom_domain", custom_domain), ("network_file_systems", network_file_systems or None),
                             ("experimental_options", experimental_options or None), ("pty_info", pty_info),
@@ -266,8 +289,17 @@ class Sandbox:
         msg = {"op": "create", "app_id": app_id, "argv": list(args), "name": name, "tags": tags or {},
                "timeout": timeout, "idle_timeout": idle_timeout, "workdir": workdir, "env": env_values,
                "secret_refs": secret_refs, "volumes": volume_refs, "pty": pty, "block_network": block_network,
-               "ports": ports, "cpu_limit": _limit(cpu, "cpu"), "memory_limit_mib": _limit(memory, "memory")}
-        if image is not None:
+               "ports": ports, "cpu_limit": _limit(cpu, "cpu"), "memory_limit_mib": _limit(memory, "memory"),
+               "outbound_cidr_allowlist": _listed(outbound_cidr_allowlist),
+               "outbound_domain_allowlist": _listed(outbound_domain_allowlist),
+               "inbound_cidr_allowlist": _listed(inbound_cidr_allowlist)}
+        if image is not None and _in_container():
+            # Built by the control plane with the sandbox: steps that read local files are refused there,
+            # since it would read its own machine's files, not this container's.
+            from ._image_request import build_request
+
+            msg["image"] = build_request(image)
+        elif image is not None:
             msg["image_id"] = await _build_image(image)
         info = await _request(msg, timeout=None)
         sb = cls._from_info(info, readiness_probe)
@@ -359,7 +391,7 @@ class Sandbox:
         on this machine's loopback, forwarded by the control plane."""
         self._check()
         found = await _request({"op": "tunnels", "sandbox": self._id}, timeout=timeout)
-        unencrypted = getattr(self, "_unencrypted", set())
+        unencrypted: set[int] = getattr(self, "_unencrypted", set())
         out = {}
         for port, host_port in found.items():
             plain = int(port) in unencrypted
@@ -415,7 +447,7 @@ class Sandbox:
         env_values = {**secret_env, **{k: v for k, v in (env or {}).items() if v is not None}}
         client = await get_client()
         exec_id = f"ex-{_tokens.token_hex(8)}"
-        queues, exited = watch_exec(client, exec_id)
+        queues, exited, flow = watch_exec(client, self._id, exec_id)
         try:
             await client.request({"t": P.SANDBOX, "op": "exec", "sandbox": self._id, "exec": exec_id,
                                   "argv": list(cmd), "env": env_values, "secret_refs": secret_refs,
@@ -425,7 +457,7 @@ class Sandbox:
             client.unwatch_call(exec_id)
             raise
         piped = {1: stdout == StreamType.PIPE, 2: stderr == StreamType.PIPE and not pty}
-        return ContainerProcess(client, self._id, exec_id, queues, exited, text, bufsize == 1, piped)
+        return ContainerProcess(client, self._id, exec_id, queues, exited, text, bufsize == 1, piped, flow)
 
     def _main_source(self, fd: int) -> Any:
         async def source() -> bytes | None:
@@ -448,7 +480,8 @@ class Sandbox:
 
     # --- not built -----------------------------------------------------------------------------------
     def snapshot_filesystem(self, *args: Any, **kwargs: Any) -> Any:
-        raise _unimplemented("Sandbox.snapshot_filesystem")
+        raise _unimplemented("Sandbox.snapshot_filesystem", "what a sandbox writes lives in a layer of its own that "
+                             "is gone with it, and an image cannot yet be made from one (nor named by id)")
 
     def snapshot_directory(self, *args: Any, **kwargs: Any) -> Any:
         raise _unimplemented("Sandbox.snapshot_directory")

@@ -50,6 +50,11 @@ class Secret:
     """
 
     __slots__ = ("_environment_name", "_name", "_origin", "_required_keys", "_values")
+    _origin: str
+    _values: dict[str, str] | None
+    _name: str | None
+    _environment_name: str | None
+    _required_keys: tuple[str, ...]
 
     def __init__(self) -> None:
         raise InvalidError(

@@ -213,6 +213,12 @@ class StoredObject:
     _label: ClassVar[str]
 
     __slots__ = ("_create_if_missing", "_created_at", "_environment_name", "_is_ephemeral", "_name", "_object_id")
+    _name: str | None
+    _object_id: str | None
+    _create_if_missing: bool
+    _environment_name: str | None
+    _is_ephemeral: bool
+    _created_at: float | None
 
     objects = _ObjectsProperty()
 

@@ -117,9 +117,9 @@ class SyncChannel:
             return P.decode(bytes(body))
         while len(buf) < size + n:
             self._read_some(buf)
-        body = bytes(buf[size : size + n])
+        frame = bytes(buf[size : size + n])
         del buf[: size + n]
-        return P.decode(body)
+        return P.decode(frame)
 
     def _read_some(self, buf: bytearray) -> None:
         self._wait()

@@ -48,6 +48,11 @@ class Volume:
     """
 
     __slots__ = ("_create_if_missing", "_environment_name", "_is_ephemeral", "_name", "_version")
+    _name: str | None
+    _create_if_missing: bool
+    _environment_name: str | None
+    _version: int | None
+    _is_ephemeral: bool
 
     def __init__(self) -> None:
         raise InvalidError("Volume cannot be created directly; use Volume.from_name or Volume.ephemeral.")

@@ -43,7 +43,7 @@ class FramedProtocol(asyncio.Protocol):
         self._drain_waiters: list[asyncio.Future[None]] = []
 
     # --- asyncio.Protocol --------------------------------------------------------------------------
-    def connection_made(self, transport) -> None:  # type: ignore[override]
+    def connection_made(self, transport) -> None:
         self.transport = transport
 
     def data_received(self, data: bytes) -> None:

@@ -8,7 +8,6 @@ what you `write()` until `drain()` sends it; `write_eof()` closes the stream onc
 
 from __future__ import annotations
 
-import asyncio
 import codecs
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
@@ -113,10 +112,3 @@ class StreamWriter:
             await self._send(data, self._eof)
         if self._eof:
             self._closed = True
-
-
-def queue_source(queue: asyncio.Queue) -> Callable[[], Awaitable[bytes | None]]:
-    async def source() -> bytes | None:
-        return await queue.get()
-
-    return source

@@ -134,17 +134,70 @@ def test_rm_rf_inside_a_sandbox_leaves_the_host_and_other_containers_alone(platf
         os.rmdir(marker_dir)
 
 
-def test_block_network_has_no_network(platform):
-    server = socket.socket()
-    server.bind(("127.0.0.1", 0))
-    server.listen(16)
-    port = server.getsockname()[1]
+def _machine_address() -> str | None:
+    """This machine's own address on a network interface other than loopback (traffic to it stays here)."""
+    for addrs in psutil.net_if_addrs().values():
+        for a in addrs:
+            if a.family == socket.AF_INET and not a.address.startswith("127."):
+                return a.address
+    return None
+
+
+@pytest.mark.parametrize("rootfs", [False, pytest.param(True, marks=[pytest.mark.timeout(900), pytest.mark.skipif(
+    _rootfs_missing() is not None, reason=f"no root file system images here: {_rootfs_missing()}")])])
+def test_a_sandboxs_network_is_its_own_with_http_out_through_the_proxy(platform, rootfs):
+    import http.server
+
+    host = _machine_address()
+    if host is None:
+        pytest.skip("this machine has no address but loopback")
+
+    class Hello(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            body = b"hello from the host\n"
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer((host, 0), Hello)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
-        out = run("network", "--port", str(port))
+        out = run("network", "--host", host, "--port", str(server.server_address[1]),
+                  *(["--rootfs"] if rootfs else []), timeout=800)
+    finally:
+        server.shutdown()
+        server.server_close()
+    opened = out["open"]
+    assert opened["http"] == "200 hello from the host"  # HTTP out, through the proxy
+    assert opened["connect"] == ["HTTP/1.1 200 Connection established", "hello from the host"]
+    assert opened["raw"].startswith("failed")  # no route but the proxy: its network is its own
+    assert opened["loopback"][0].startswith("HTTP/1.1 403") and "loopback" in opened["loopback"][1]  # not the machine's
+    blocked = out["blocked"]
+    assert blocked["http"].startswith("failed") and blocked["raw"].startswith("failed") and "loopback" not in blocked
+    assert out["cidr_refused"]["http"].startswith("403") and "outbound_cidr_allowlist" in out["cidr_refused"]["http"]
+    assert out["cidr_allowed"]["http"] == "200 hello from the host"
+    assert out["domain_refused"]["http"].startswith("403") and "outbound_domain_allowlist" in out["domain_refused"]["http"]
+
+
+def test_a_sandbox_cannot_use_another_sandboxs_way_out(platform):
+    host = _machine_address()
+    if host is None:
+        pytest.skip("this machine has no address but loopback")
+    server = socket.socket()
+    server.bind((host, 0))
+    server.listen(16)
+    try:
+        out = run("egress_abuse", "--host", host, "--port", str(server.getsockname()[1]))
     finally:
         server.close()
-    assert out["False"] == "connected"  # the same program reaches the host without block_network
-    assert out["True"].startswith("failed")
+    assert out.get("own", "").startswith("HTTP/1.1 403"), out  # its own proxy: its own allowlist
+    # Another's proxy: out of its view (each sandbox sees only its own directory of sockets), and would
+    # not take its token anyway.
+    assert out.get("other") in ("closed", "FileNotFoundError", "PermissionError"), out
 
 
 def test_http_server_through_its_tunnel_after_wait_until_ready(platform):
@@ -152,6 +205,65 @@ def test_http_server_through_its_tunnel_after_wait_until_ready(platform):
     assert out["url"].startswith("http://127.0.0.1:") and out["ports"] == [8000]
     assert out["body"] == "hello from the sandbox\n"
     assert out["exec_probe"] == "ready"
+
+
+def test_two_sandboxes_listen_on_one_port_each_behind_its_own_tunnel(platform):
+    out = run("same_port")
+    assert out["bodies"][:2] == ["first\n", "second\n"]  # each its own server, on the same port
+    assert out["bodies"][2].startswith("failed")  # inbound_cidr_allowlist: its tunnel's clients are not in it
+    assert out["rcs"] == [None, None, None]
+
+
+def test_a_slow_reader_keeps_the_control_plane_and_the_agent_small(platform):
+    """200 MiB written by an exec whose reader takes 10 s to start keeping up: the output waits in the
+    command (its pipe), not in the control plane, the agent or the reader's process."""
+    def rss(procs: list[psutil.Process]) -> int:
+        total = 0
+        for p in procs:
+            try:
+                total += p.memory_info().rss
+            except psutil.NoSuchProcess:
+                pass
+        return total
+
+    control_plane = psutil.Process(platform.pid)
+    base = control_plane.memory_info().rss
+    peaks = {"control_plane": 0, "agent": 0}
+    done = threading.Event()
+
+    def sample() -> None:
+        while not done.is_set():
+            peaks["control_plane"] = max(peaks["control_plane"], control_plane.memory_info().rss - base)
+            agents = [p for p in platform.server_processes()
+                      if "homeport.runtime._sandbox_agent" in " ".join(_cmdline(p))]
+            peaks["agent"] = max(peaks["agent"], rss(agents))
+            done.wait(0.1)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    try:
+        out = run("flood", "--mb", "200")
+    finally:
+        done.set()
+        sampler.join(5)
+    assert out["total"] == 200 << 20 and out["code"] == 0
+    limit = 100 << 20  # generous: the window is 8 MiB a stream
+    assert peaks["control_plane"] < limit, peaks
+    assert 0 < peaks["agent"] < limit, peaks  # the agent's whole process (a Python interpreter)
+    assert out["client_growth_mib"] < 100, out
+
+
+def test_an_exec_whose_reader_left_runs_to_its_end(platform):
+    first = run("unwatched_start")
+    assert first["first"] is True
+    assert run("unwatched_check", "--sandbox-id", first["id"])["finished"] is True
+
+
+def _cmdline(p: psutil.Process) -> list[str]:
+    try:
+        return p.cmdline()
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return []
 
 
 def test_from_id_from_name_list_and_tags_from_a_second_program(platform):
@@ -232,3 +344,56 @@ def test_sandbox_processes_are_children_of_the_control_plane(platform):
     finally:
         for p in _processes_named(token):
             p.kill()
+
+
+POOL = str(Path(__file__).parent / "programs" / "sandbox_pool.py")
+
+
+def _pool(entry: str, *args: str, timeout: float = 400) -> dict:
+    out = homeport_cli("run", f"{POOL}::{entry}", *args, timeout=timeout)
+    lines = [line for line in out.stdout.splitlines() if line.startswith("RESULT ")]
+    assert out.returncode == 0 and lines, f"{entry} failed:\n{out.stdout}\n{out.stderr}"
+    return json.loads(lines[-1][len("RESULT "):])
+
+
+def _probe_wheel(directory: Path) -> None:
+    """A one-module wheel (`hp_pool_probe`), so that a pip install needs no package index."""
+    import zipfile
+
+    files = {"hp_pool_probe.py": "VALUE = 'from-the-wheel'\n",
+             "hp_pool_probe-0.1.dist-info/METADATA": "Metadata-Version: 2.1\nName: hp-pool-probe\nVersion: 0.1\n",
+             "hp_pool_probe-0.1.dist-info/WHEEL": "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\n"
+                                                 "Tag: py3-none-any\n"}
+    files["hp_pool_probe-0.1.dist-info/RECORD"] = "".join(f"{name},,\n" for name in files) \
+        + "hp_pool_probe-0.1.dist-info/RECORD,,\n"
+    with zipfile.ZipFile(directory / "hp_pool_probe-0.1-py3-none-any.whl", "w") as whl:
+        for name, text in files.items():
+            whl.writestr(name, text)
+
+
+@pytest.mark.timeout(600)
+def test_a_function_keeps_a_pool_of_sandboxes_with_their_own_image(platform):
+    """Modal's sandbox_pool: functions create sandboxes from an image of their own (env, a pip install
+    confined to a build container), wait until they are ready, hand out tunnel URLs, terminate them."""
+    wheels = Path(tempfile.mkdtemp(prefix="hp-pool-wheels-", dir="/var/tmp"))
+    try:
+        _probe_wheel(wheels)
+        out = _pool("pool", "--wheels", str(wheels))
+    finally:
+        for f in wheels.iterdir():
+            f.unlink()
+        wheels.rmdir()
+    assert out["outs"] == ["warm\nfrom-the-wheel\n"] * 2
+    assert out["statuses"] == [200, 200] and out["distinct"] == 2
+    assert out["terminated"] == 2 and out["codes"] == [137, 137]
+    assert len(out["apps"]) == 1 and out["apps"] != [out["pool_app"]]  # in the app App.lookup made for them
+
+
+def test_a_container_cannot_have_a_sandbox_image_read_the_hosts_files(platform):
+    out = _pool("abuse", "--state-dir", str(platform.state_dir))
+    for what in ("shadow", "state_dir", "raw_files", "requirements", "run_function"):
+        assert out[what].startswith("AuthError") and "control plane" in out[what], (what, out[what])
+        assert "own machine's disk" in out[what] or "its own disk" in out[what], (what, out[what])
+    assert out["smuggled"].startswith("AuthError") and "files" in out["smuggled"]  # a key of another kind's
+    assert out["image_id"].startswith("AuthError") and "image id" in out["image_id"]
+    assert out["image_build"].startswith("AuthError")  # no image builds of its own either

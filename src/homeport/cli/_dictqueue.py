@@ -113,7 +113,7 @@ def dict_get(name: str, key: str, env: str | None) -> None:
 @_ENV
 def dict_items(name: str, n: int, show_all: bool, use_repr: bool, as_json: bool, env: str | None) -> None:
     """Show N items of a Dict (in no particular order)."""
-    items = []
+    items: list[tuple[Any, Any]] = []
     for key, value in Dict.from_name(name).items():
         if not show_all and len(items) >= n:
             break

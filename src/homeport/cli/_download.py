@@ -53,10 +53,10 @@ def download(vol: Volume, remote_path: str, local_path: str, force: bool) -> tup
         raise DownloadError(f"{remote_path} is a {listed[0].type.value} in the volume, not a file or directory; "
                             "it is not downloaded")
     if local_path == "-":
-        files = [e for e in entries if e.type == "file"]
-        total = sum(_write(vol, e.path, sys.stdout.buffer) for e in files)
+        wanted = [e for e in entries if e.type == "file"]
+        total = sum(_write(vol, e.path, sys.stdout.buffer) for e in wanted)
         sys.stdout.buffer.flush()
-        return len(files), total, "stdout"
+        return len(wanted), total, "stdout"
     todo = plan(entries, remote_path, Path(local_path))
     clash = next((dest for e, dest in todo.items if dest.exists() and not (e.type == "directory" and dest.is_dir())),
                  None)

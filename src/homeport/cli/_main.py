@@ -7,6 +7,7 @@ import signal
 import sys
 import time
 import webbrowser
+from typing import Any
 
 import rich_click as click
 from rich.console import Console
@@ -39,12 +40,12 @@ def _echo_json(rows: object, as_json: bool) -> bool:
     return as_json
 
 
-async def _request(msg: dict) -> object:
+async def _request(msg: dict) -> Any:
     client = await get_client()
     return await client.request(msg)
 
 
-def _server_request(msg: dict) -> object:
+def _server_request(msg: dict) -> Any:
     if not _launcher.is_listening():
         raise click.ClickException("The Homeport control plane is not running; start it with `homeport server start`.")
     return run_sync(_request(msg))
@@ -95,6 +96,7 @@ def deploy(app_ref: str, name: str | None, module_mode: bool) -> None:
     from ._run import tree_lines
 
     label = name or app.name
+    assert label is not None  # deploy() refuses an app without a name
     console.print(f"[green]✓[/green] App [bold]{label}[/bold] deployed (version {app._deployed_version}, {app.app_id}).")
     console.print("\n".join(tree_lines(app)))
     console.print(deploy_hint(app, label), soft_wrap=True)  # one line each: people copy them
@@ -421,7 +423,7 @@ def secret_delete(name: str) -> None:
     console.print(f"Deleted secret {name!r}.")
 
 
-def _server_or_start(msg: dict) -> object:
+def _server_or_start(msg: dict) -> Any:
     """A request to the control plane, starting it if needed (secrets live there)."""
     return run_sync(_request(msg))
 
@@ -432,7 +434,7 @@ def volume() -> None:
     """Create, inspect and delete volumes (persistent directories mounted into containers)."""
 
 
-def _vol(msg: dict) -> object:
+def _vol(msg: dict) -> Any:
     return _server_or_start({"t": P.VOLUME, **msg})
 
 

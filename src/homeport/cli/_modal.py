@@ -158,9 +158,11 @@ def server_group() -> None:
 @click.argument("server_name")
 def server_info(app_name: str, server_name: str) -> None:
     """The URL of a deployed `@app.server`."""
-    from .._server import Server
+    from ..exception import UnimplementedError
 
-    H.console.print(Server.from_name(app_name, server_name).get_url())
+    # There is no `Server.from_name` yet (this imported a module `homeport._server` that does not exist).
+    raise UnimplementedError(f"`modal server info {app_name} {server_name}`: looking up a deployed "
+                             "`@app.server` by name is not built yet")
 
 
 # --- token (no account on a self-hosted control plane) ----------------------------------------------

@@ -36,6 +36,8 @@ def import_program(ref: str, module_mode: bool = False) -> tuple[Any, str | None
     sys.path.insert(0, str(path.parent))
     module_name = path.stem
     spec = importlib.util.spec_from_file_location(module_name, path)
+    if spec is None or spec.loader is None:  # not a file Python imports (e.g. `app.txt`)
+        raise click.ClickException(f"Not a Python file: {path_part}")
     module = importlib.util.module_from_spec(spec)
     sys.modules[module_name] = module
     spec.loader.exec_module(module)
@@ -167,9 +169,9 @@ def parse_cli_args(f: Any, args: list[str]) -> dict[str, Any]:
         if is_flag:
             params.append(click.Option([f"{opt}/--no-{p.name.replace('_', '-')}", p.name], default=bool(default), show_default=True))
         else:
-            extra = {} if required else {"default": default, "show_default": True}  # click 8.2+: None is a default
+            extra: dict[str, Any] = {} if required else {"default": default, "show_default": True}  # click 8.2+: None is a default
             params.append(click.Option([opt, p.name], type=typ, required=required, **extra))
-    cmd = click.RichCommand(fn_name, params=params, callback=lambda **kw: kw, help=inspect.getdoc(f))
+    cmd = click.RichCommand(name=fn_name, params=params, callback=lambda **kw: kw, help=inspect.getdoc(f))
     result = cmd.main(args=args, prog_name=f"homeport run ...::{fn_name}", standalone_mode=False)
     if isinstance(result, int):  # --help was shown
         raise SystemExit(result)
@@ -185,7 +187,7 @@ def run_program(ref: str, args: list[str], *, module_mode: bool, detach: bool, q
     if not quiet:
         from ._lines import LineGuard
 
-        sys.stdout, sys.stderr = LineGuard(sys.stdout), LineGuard(sys.stderr)  # type: ignore[assignment]
+        sys.stdout, sys.stderr = LineGuard(sys.stdout), LineGuard(sys.stderr)
     _progress.configure(quiet=quiet, maps=True)  # on a terminal: a bar for each big map
     module, name = import_program(ref, module_mode)
     app = find_app(module)

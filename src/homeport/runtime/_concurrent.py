@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import functools
 import inspect
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -94,7 +95,7 @@ class _ConcurrentServer:
                 self.waiting.pop(iid, None)
                 task = self.loop.create_task(self.run_input(item))
                 self.tasks[iid] = task
-                task.add_done_callback(lambda _t, iid=iid: self._done(iid))
+                task.add_done_callback(functools.partial(self._done, iid))
         if self.replace:
             # Hand back what has not finished, including inputs running in other threads, then leave.
             back = list(self.waiting) + [iid for iid, t in self.tasks.items() if not t.done()]
@@ -110,7 +111,7 @@ class _ConcurrentServer:
             await asyncio.gather(*self.tasks.values(), return_exceptions=True)
         self._flush()
 
-    def _done(self, iid: int) -> None:
+    def _done(self, iid: int, _task: object = None) -> None:
         self.tasks.pop(iid, None)
         self.slots.release()
 
@@ -135,6 +136,7 @@ class _ConcurrentServer:
         set_input_context(item)  # this task's own context; copied into its worker thread below
         status: int
         data: Any
+        assert rt.service is not None  # inputs arrive only after start() loaded it
         try:
             fn = rt.service.callables[method]
             args, kwargs = cloudpickle.loads(args_data)

@@ -19,12 +19,18 @@ import sys
 import threading
 import time
 import traceback
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import cloudpickle
 
 from .. import _address, _context, _pickle
 from .. import _protocol as P
+
+if TYPE_CHECKING:
+    import asyncio
+
+    from ._web import WebServers
 
 FLUSH_AFTER_SECONDS = 0.002
 
@@ -125,6 +131,7 @@ def _import_user_module(defn: dict[str, Any]):
     if path is None:
         return importlib.import_module(name)
     spec = importlib.util.spec_from_file_location(name, path, loader=_SourceLoader(name, path, defn.get("module_source")))
+    assert spec is not None and spec.loader is not None  # a file location with a loader always has a spec
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module
     spec.loader.exec_module(module)
@@ -147,6 +154,7 @@ class Service:
         self.snap_hooks: list[tuple[str, Any]] = []  # `@enter(snap=True)`: once per snapshot
         self.enter_hooks: list[tuple[str, Any]] = []
         self.exit_hooks: list[tuple[str, Any]] = []
+        self.snapshot_timeline: dict[str, float] = {}  # a snapshot template's: how long its import and snap hooks took
 
 
 def load_service(defn: dict[str, Any]) -> Service:
@@ -167,8 +175,8 @@ def load_service(defn: dict[str, Any]) -> Service:
     return Service({None: fn})
 
 
-def _class_service(user_cls: type, defn: dict[str, Any]) -> Service:
-    instance = user_cls.__new__(user_cls)
+def _class_service(user_cls: type[Any], defn: dict[str, Any]) -> Service:
+    instance = user_cls.__new__(user_cls)  # type: ignore[call-overload]  # mypy looks up type.__new__ here
     for k, v in (defn.get("params") or {}).items():
         setattr(instance, k, v)
     if user_cls.__init__ is not object.__init__ and not defn.get("params_via_init", False):
@@ -183,7 +191,9 @@ def _class_service(user_cls: type, defn: dict[str, Any]) -> Service:
             else:
                 markers[name] = (None, None)
     callables: dict[str | None, Any] = {}
-    snap, enter, exit_ = [], [], []
+    snap: list[tuple[str, Any]] = []
+    enter: list[tuple[str, Any]] = []
+    exit_: list[tuple[str, Any]] = []
     for name, (method, lifecycle) in markers.items():
         if lifecycle is not None:
             kind, is_snap = lifecycle
@@ -234,16 +244,16 @@ class Runtime:
         self.timeout = float(defn.get("timeout") or 300)
         self.max_inputs = int(defn.get("max_inputs") or 1)
         self.batch: dict[str, int] | None = defn.get("batch")
-        self._async_sink = None  # set in concurrent mode: hands reader-thread messages to the event loop
+        self._async_sink: Callable[[Any], object] | None = None  # set in concurrent mode: hands reader-thread messages to the event loop
         self.inbox: queue.SimpleQueue = queue.SimpleQueue()
         self.current: int | None = None
         self.cancelled: set[int] = set()
         self.pending: collections.deque = collections.deque()
         self.service: Service | None = None
-        self._loop = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._main_thread = threading.main_thread()
         self.started = False  # enter hooks all ran: exit hooks are owed
-        self.web = None  # the container's web endpoints (`_web.WebServers`), when it has any
+        self.web: WebServers | None = None  # the container's web endpoints (`_web.WebServers`), when it has any
 
     # --- start-up ----------------------------------------------------------------------------------
     def start(self, timeline: dict[str, float] | None = None) -> bool:
@@ -287,8 +297,8 @@ class Runtime:
                 hook = "web server"
                 from ._web import WebServers, prefix_from_env
 
-                self.web = WebServers(self.tag, self.defn["web"], prefix_from_env(), self.max_inputs)
-                self.web.start(self.service, timeline)
+                self.web = web = WebServers(self.tag, self.defn["web"], prefix_from_env(), self.max_inputs)
+                web.start(self.service, timeline)
             signal.setitimer(signal.ITIMER_REAL, 0)
         except _Shutdown:
             signal.setitimer(signal.ITIMER_REAL, 0)
@@ -392,6 +402,7 @@ class Runtime:
                 self.cancelled |= ids
                 self.inbox.put(())  # wake the main loop so it drops cancelled inputs it holds
                 if self.current in ids:
+                    assert self._main_thread.ident is not None  # the main thread is running
                     signal.pthread_kill(self._main_thread.ident, signal.SIGUSR1)
 
     def serve(self) -> None:
@@ -445,6 +456,7 @@ class Runtime:
     def _serve_batched(self) -> None:
         """`@modal.batched`: gather up to `max_batch_size` inputs for at most `wait_ms`, run them as one call."""
         threading.Thread(target=self.reader, name="homeport-reader", daemon=True).start()
+        assert self.batch is not None  # serve() chose this loop for a batched function
         max_size, wait = self.batch["max_batch_size"], self.batch["wait_ms"] / 1000
         pending = self.pending
         while True:
@@ -466,7 +478,8 @@ class Runtime:
                     self.inbox.put(None)
                     break
                 pending.extend(items)
-            batch, outputs = [], []
+            batch: list[list[Any]] = []
+            outputs: list[list[Any]] = []
             while pending and len(batch) < max_size:
                 item = pending.popleft()
                 if item[0] in self.cancelled:
@@ -491,6 +504,7 @@ class Runtime:
         ids = [it[0] for it in items]
         set_input_context(items[0])  # Modal: a batch reports its first input's ids
         signal.setitimer(signal.ITIMER_REAL, self.timeout)
+        assert self.service is not None  # inputs arrive only after start() loaded it
         try:
             fn = self.service.callables[items[0][2]]
             calls = [cloudpickle.loads(it[1]) for it in items]
@@ -499,7 +513,7 @@ class Runtime:
             if inspect.isawaitable(result):
                 result = self._run_async(result)
             results = check_outputs(self.tag, result, len(items))
-            data = [self._dumps_result(r) for r in results]
+            data: list[Any] = [self._dumps_result(r) for r in results]
             status = P.SUCCESS
         except _InputTimeout:
             from homeport.exception import FunctionTimeoutError
@@ -535,6 +549,8 @@ class Runtime:
         self.current = iid
         set_input_context(item)
         signal.setitimer(signal.ITIMER_REAL, self.timeout)
+        assert self.service is not None  # inputs arrive only after start() loaded it
+        data: Any
         try:
             fn = self.service.callables[method]
             args, kwargs = cloudpickle.loads(args_data)

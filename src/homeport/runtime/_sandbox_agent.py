@@ -25,6 +25,10 @@ from .._wire import FramedProtocol, relay
 
 PR_SET_CHILD_SUBREAPER = 36
 CHUNK = 1 << 20  # what one read returns: all that is there, up to this
+# Of an exec's stream, sent and not yet acknowledged by its reader: past it the agent stops reading the
+# pipe (and the process blocks writing to it) until the client says it consumed some. So a reader that
+# falls behind holds no more than this in the agent, the control plane and its own queue.
+WINDOW = 8 << 20
 
 
 def _subreaper() -> None:
@@ -70,6 +74,22 @@ class _Exec:
         self.process: asyncio.subprocess.Process | None = None
         self.master: int | None = None  # the pty's master side
         self.timed_out = False
+        self.unacked = {1: 0, 2: 0}  # bytes sent per stream and not yet acknowledged
+        self.acked = asyncio.Event()
+        self.flow = exec_id != P.SANDBOX_MAIN  # the command's own output is kept by the control plane
+
+    async def sent(self, fd: int, n: int) -> None:
+        """Count what was sent; wait while the stream's reader is a window behind."""
+        if not self.flow:
+            return
+        self.unacked[fd] += n
+        while self.flow and self.unacked[fd] >= WINDOW:
+            self.acked.clear()
+            await self.acked.wait()
+
+    def ack(self, fd: int, n: int) -> None:
+        self.unacked[fd] = max(0, self.unacked[fd] - n)
+        self.acked.set()
 
 
 class Agent:
@@ -97,12 +117,24 @@ class Agent:
             if ex is not None:
                 self._stdin(ex, msg.get("data") or b"", bool(msg.get("eof")))
             return
+        if op == "ack":
+            ex = self.execs.get(msg["exec"])
+            if ex is not None and msg.get("fd") in (1, 2):
+                ex.ack(int(msg["fd"]), int(msg.get("n") or 0))
+            return
+        if op == "unwatched":  # its reader is gone: it runs on, its output dropped by the control plane
+            ex = self.execs.get(msg["exec"])
+            if ex is not None:
+                ex.flow = False
+                ex.acked.set()
+            return
         self.spawn(self._answer(msg))
 
     async def _answer(self, msg: dict[str, Any]) -> None:
         try:
             if msg["op"] == "exec":
-                value = await self.start_exec(msg)
+                await self.start_exec(msg)
+                value: Any = None
             elif msg["op"] == "fs":
                 value = filesystem(msg)
             elif msg["op"] == "probe":
@@ -183,29 +215,45 @@ class Agent:
                 stdin.close()
 
     async def _pump(self, ex: _Exec, fd: int, stream: asyncio.StreamReader) -> None:
+        # asyncio's pipe reader stops reading the pipe while its buffer (64 KiB) is full: nothing
+        # more is read while this waits for the window or for the connection to drain.
         while data := await stream.read(CHUNK):
             self.send({"t": P.SANDBOX_OUT, "exec": ex.id, "fd": fd, "data": data})
+            await self._drained()
+            await ex.sent(fd, len(data))
 
     async def _pump_fd(self, ex: _Exec, fd: int, master: int) -> None:
+        """A pty's output: read only when there is room (its reader is within the window)."""
         loop = asyncio.get_running_loop()
-        queue: asyncio.Queue[bytes] = asyncio.Queue()
 
-        def readable() -> None:
-            try:
-                data = os.read(master, CHUNK)
-            except OSError:
-                data = b""
-            queue.put_nowait(data)
-            if not data:
-                loop.remove_reader(master)
+        def wake(fut: asyncio.Future[None]) -> None:
+            if not fut.done():
+                fut.set_result(None)
 
-        loop.add_reader(master, readable)
         try:
-            while data := await queue.get():
+            while True:
+                ready: asyncio.Future[None] = loop.create_future()
+                loop.add_reader(master, wake, ready)
+                try:
+                    await ready
+                finally:
+                    loop.remove_reader(master)
+                try:
+                    data = os.read(master, CHUNK)
+                except OSError:
+                    data = b""
+                if not data:
+                    return
                 self.send({"t": P.SANDBOX_OUT, "exec": ex.id, "fd": fd, "data": data})
+                await self._drained()
+                await ex.sent(fd, len(data))
         finally:
-            loop.remove_reader(master)
             os.close(master)
+
+    async def _drained(self) -> None:
+        """Wait while the connection to the control plane has more queued than it takes."""
+        if self.proto is not None:
+            await self.proto.drain()
 
     async def _run(self, ex: _Exec, pumps: list, timeout: float | None) -> None:
         assert ex.process is not None
@@ -314,18 +362,35 @@ async def _serve_tunnel(port: int, path: str) -> asyncio.AbstractServer:
     return await asyncio.start_unix_server(bridge, path)
 
 
+async def _serve_egress(egress: dict[str, Any]) -> asyncio.AbstractServer:
+    """The sandbox's end of its egress proxy (`homeport.server.egress`): a port on its own loopback,
+    each connection relayed to the control plane's proxy after the sandbox's token."""
+    token = egress["token"].encode() + b"\n"
+
+    async def connect() -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        reader, writer = await asyncio.open_unix_connection(egress["socket"])
+        writer.write(token)
+        return reader, writer
+
+    async def bridge(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await relay(reader, writer, connect, CHUNK)
+
+    return await asyncio.start_server(bridge, "127.0.0.1", int(egress["port"]))
+
 
 
 async def amain() -> int:
     config = json.loads(os.environ[P.ENV_SANDBOX])
     loop = asyncio.get_running_loop()
     agent = Agent(config)
-    if config.get("block_network") and os.environ.get(P.ENV_PRIVATE_NETWORK) != "1":
+    private = os.environ.get(P.ENV_PRIVATE_NETWORK) == "1"
+    if config.get("network_required") and not private:
         # The backend could not give it a network of its own: never run it with the machine's network.
-        print("homeport: block_network=True needs a network namespace, which this machine cannot make "
-              "(install bubblewrap on a kernel that allows user namespaces)", file=sys.stderr, flush=True)
+        print("homeport: block_network=True and the outbound allowlists need a network namespace, which this "
+              "machine cannot make (install bubblewrap on a kernel that allows user namespaces)",
+              file=sys.stderr, flush=True)
         return 1
-    if config.get("block_network"):
+    if private:
         from ._web import loopback_up
 
         loopback_up()  # `unshare --net` (an image's own root file system) leaves it down
@@ -367,11 +432,14 @@ async def amain() -> int:
     for key in (P.ENV_CONTAINER_TOKEN, P.ENV_SANDBOX):
         os.environ.pop(key, None)
     servers = [await _serve_tunnel(int(port), path) for port, path in (config.get("tunnels") or {}).items()]
+    if private and config.get("egress"):  # without a network of its own it has the machine's, no proxy
+        servers.append(await _serve_egress(config["egress"]))
+        os.environ.update(config["egress"]["env"])
     if config.get("argv"):
         await agent.start_exec({"exec": P.SANDBOX_MAIN, "argv": config["argv"], "pty": config.get("pty")})
     proto.send({"t": "ready"})
     stop = loop.create_future()
-    loop.add_signal_handler(signal.SIGTERM, lambda: stop.done() or stop.set_result(None))
+    loop.add_signal_handler(signal.SIGTERM, lambda: None if stop.done() else stop.set_result(None))
     await asyncio.wait([agent.done, stop, closed], return_when=asyncio.FIRST_COMPLETED)
     for server in servers:
         server.close()

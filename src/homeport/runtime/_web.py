@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import inspect
 import os
 import socket
@@ -155,7 +156,7 @@ class WebServers:
         self.max_inputs = max_inputs
         self._servers: list[Any] = []  # uvicorn servers
         self._tasks: list[asyncio.Future] = []  # their `serve()` tasks
-        self._bridges: list[asyncio.AbstractServer] = []
+        self._bridges: list[asyncio.Server] = []
         self._sockets: list[socket.socket] = []  # the listening sockets, closed when the loop ends
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -175,7 +176,7 @@ class WebServers:
             qualname = self.tag if name is None else f"{self.tag}.{name}"
             what = f"The web server of '{qualname}'"
             if kind == "server":
-                target = None  # the enter hooks started it
+                target: Any = None  # the enter hooks started it
             elif name is None:
                 target = service.callables[None]
             else:
@@ -207,7 +208,7 @@ class WebServers:
         try:
             import uvloop
 
-            loop = uvloop.new_event_loop()
+            loop: asyncio.AbstractEventLoop = uvloop.new_event_loop()
         except ImportError:
             loop = asyncio.new_event_loop()
         self._loop = loop
@@ -252,14 +253,14 @@ class WebServers:
             self._sockets.append(sock)
             if isinstance(app, tuple):
                 port = app[1]
-                bridge = await asyncio.start_unix_server(lambda r, w, port=port: _bridge(port, r, w), sock=sock)
+                bridge = await asyncio.start_unix_server(functools.partial(_bridge, port), sock=sock)
                 self._bridges.append(bridge)
                 continue
             config = uvicorn.Config(
                 app, log_config=None, access_log=False, lifespan="off" if isinstance(app, _wsgi()) else "auto",
                 http="httptools" if _has("httptools") else "h11", ws="auto",
                 # The gateway is the only client and pools its connections: keep them open.
-                timeout_keep_alive=3600, timeout_graceful_shutdown=STOP_GRACE_SECONDS,
+                timeout_keep_alive=3600, timeout_graceful_shutdown=STOP_GRACE_SECONDS,  # type: ignore[arg-type]  # uvicorn annotates int; it is a float timeout
                 # The gateway is the edge and replaces X-Forwarded-For/-Proto with what it saw, so they are
                 # trusted: `request.client.host` is the real client's address (a Unix socket has none).
                 proxy_headers=True, forwarded_allow_ips="*",
@@ -288,7 +289,7 @@ class WebServers:
         if loop is None or done is None or self._thread is None:
             return
         with contextlib.suppress(RuntimeError):  # the loop already closed
-            loop.call_soon_threadsafe(lambda: done.done() or done.set_result(None))
+            loop.call_soon_threadsafe(lambda: None if done.done() else done.set_result(None))
         self._thread.join(STOP_GRACE_SECONDS + 2)
 
 

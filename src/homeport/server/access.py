@@ -11,7 +11,11 @@ gets only what running its function needs:
 - use Dicts and Queues: DICT, QUEUE. Named ones are workspace-global in Modal, so a container may look
   up (and create, with `create_if_missing`) any named Dict or Queue and read and write it, and use an
   ephemeral one whose id it was given (ids are unguessable); it may not list or delete them.
-- create and drive sandboxes of its own app (and of deployed apps): SANDBOX.
+- look up a deployed app by name, or create an empty one (`App.lookup(name, create_if_missing=True)`,
+  where Modal's sandbox pools keep their sandboxes): APP_LOOKUP;
+- create and drive sandboxes of its own app (and of deployed apps): SANDBOX. A sandbox's image comes
+  as build steps, built confined, never steps that read the requester's local files
+  (`sandboxes.container_image_refusal`), and never as an image id (another app's image, with its files).
 
 Everything else (stopping the server, containers or apps, secrets, deploys, image builds, logs of
 other apps ...) is refused with an `auth` error, so code running in one app cannot reach the rest of
@@ -23,13 +27,15 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from .. import _protocol as P
+from .sandboxes import container_image_refusal
 
 if TYPE_CHECKING:
     from .services import ControlPlane
 
 CONTAINER_MESSAGES = frozenset(
     {P.FUNCTION_LOOKUP, P.FUNCTION_BIND, P.CALL, P.MAP_PUT, P.CALL_GET, P.CALL_CANCEL, P.VOLUME, P.DICT, P.QUEUE,
-     P.SANDBOX, P.TUNNEL}  # a tunnel reaches only the container's own relay (checked in WebEndpoints.tunnel)
+     P.SANDBOX, P.TUNNEL,  # a tunnel reaches only the container's own relay (checked in WebEndpoints.tunnel)
+     P.APP_LOOKUP}  # a deployed app by name, made empty with create_if_missing (a home for sandboxes)
 ) | {P.PING, P.PONG}  # liveness: a client waiting on a call checks that the control plane answers
 _DICT_QUEUE_REFUSED = frozenset({"list", "delete"})
 _VOLUME_OPS = frozenset({"exists", "ls", "read", "put", "rm", "cp", "create"})
@@ -73,14 +79,21 @@ def container_refusal(cp: ControlPlane, container_id: str, msg: dict[str, Any]) 
 
 
 def _sandbox_refusal(cp: ControlPlane, own: str, definition: dict[str, Any], msg: dict[str, Any]) -> str | None:
-    """Its own app's sandboxes (and deployed apps'), with no more than its function has: no named
-    secrets (their values are the function's to pass, `Secret.from_dict`), only the volumes it mounts."""
+    """Its own app's sandboxes (and deployed apps', as its calls may reach theirs), with no more than its
+    function has: no named secrets (their values are the function's to pass, `Secret.from_dict`), only
+    the volumes it mounts, an image only as build steps that read nothing of the host."""
     op = msg.get("op")
     if msg.get("secret_refs"):
         return ("a container may not give a sandbox named secrets (`Secret.from_name`); pass the values its "
                 "function has with `modal.Secret.from_dict(...)`")
     for ref in msg.get("volumes") or () if op == "create" else ():
         why = _volume_refusal(cp, definition, {"op": "ls", "name": ref.get("name")})
+        if why is not None:
+            return why
+    if op == "create" and msg.get("image_id") is not None:
+        return "a container gives its sandbox an image by its build steps (`image=`), not by an image id"
+    if op == "create" and msg.get("image") is not None:
+        why = container_image_refusal(msg["image"])  # its steps, marked to be built confined
         if why is not None:
             return why
     if op in ("create", "list"):

@@ -146,6 +146,7 @@ class Connection:
                 self.proto.close()
                 return
             self.sandbox_id = msg["cid"]
+            self.proto.max_frame = P.MAX_MESSAGE_BYTES  # its output comes in chunks of up to 1 MiB, files whole
             self.reply(msg, None)
             return
         if msg.get("role") == "container":
@@ -181,6 +182,7 @@ class Connection:
         self.reply(msg, {"version": P.PROTOCOL_VERSION})
 
     def _refuse(self, msg: dict[str, Any], why: str) -> None:
+        assert self.peer is not None  # called only after the hello
         log.warning("refused %s from the user code of container %s: %s", msg.get("t"), self.peer.container_id, why)
         if "id" in msg:
             self.reply_error(msg, "auth", why)
@@ -190,6 +192,7 @@ class Connection:
             self.proto.send({"t": P.OUTPUTS, "call": msg.get("call"), "items": items})
 
     def _client_message(self, msg: dict[str, Any]) -> None:
+        assert self.peer is not None  # called only after the hello
         t = msg["t"]
         cp = self.cp
         if t == P.CALL:
@@ -211,8 +214,8 @@ class Connection:
                     cp._refuse(self.peer, msg["call"], msg["inputs"], "not_found", text)
                 return
             cp.put_inputs(self.peer, msg)
-        elif t == P.SANDBOX and msg.get("op") == "stdin":
-            cp.sandboxes.stdin(msg)
+        elif t == P.SANDBOX and msg.get("op") in ("stdin", "ack"):
+            cp.sandboxes.notify(self.peer, msg)
         elif t == P.APP_CREATE:
             self.reply(msg, cp.create_app(self.peer, msg))
         elif t in _ASYNC:
@@ -319,6 +322,7 @@ class Connection:
     def on_close(self, exc: Exception | None) -> None:
         if self.peer is not None:
             self.cp.peer_closed(self.peer)
+            self.cp.sandboxes.peer_closed(self.peer)
         if self.container_id is not None:
             self.cp.container_closed(self.container_id)
         if self.sandbox_id is not None:
@@ -330,7 +334,7 @@ async def serve(cp: ControlPlane, path: str) -> asyncio.AbstractServer:
     return await loop.create_unix_server(lambda: Connection(cp).proto, path)
 
 
-async def serve_tcp(cp: ControlPlane, host: str, port: int) -> asyncio.AbstractServer:
+async def serve_tcp(cp: ControlPlane, host: str, port: int) -> asyncio.Server:
     """The same protocol on TCP, for containers on other machines: only their own credentials are
     accepted there (a container's hello, or user code's with its container's token)."""
     loop = asyncio.get_running_loop()

@@ -165,6 +165,7 @@ class CallService:
             finally:
                 if fut in call.waiters:
                     call.waiters.remove(fut)
+        assert call.result is not None  # its waiters are woken only once the result is set
         status, data = call.result
         return {"status": status, "data": data}
 
@@ -258,9 +259,10 @@ class CallService:
                     if not w.done():
                         w.set_result(None)
         for call_id, outs in by_call.items():
-            call = self.calls.get(call_id)
-            if call is None:
+            live = self.calls.get(call_id)
+            if live is None:
                 continue
+            call = live
             if call.subscriber is not None:
                 call.subscriber.proto.send({"t": P.OUTPUTS, "call": call_id, "items": outs})
             if call.outstanding <= 0 and call.inputs_closed and call.kind != P.KIND_SPAWN:
@@ -272,7 +274,7 @@ class CallService:
         """A schedule fired: one call of the function with no arguments, kept like a spawned call."""
         app = self.apps.get(app_id)
         fid = app and app.get("by_tag", {}).get(tag)
-        if not fid:
+        if app is None or not fid:
             return
         call_id = new_id("fc")
         log.info("schedule fired: %s of app %s (%s)", tag, app.get("name") or app_id, call_id)

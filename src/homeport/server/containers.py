@@ -282,7 +282,9 @@ class ContainerService:
             )
         for pool in self.executor.pools():  # containers the plan wants that wait for a GPU
             fn = self.functions.get(pool.id)
-            for _ in range(pool.waiting_for_gpu if fn is not None else 0):
+            if fn is None:
+                continue
+            for _ in range(pool.waiting_for_gpu):
                 out.append({"container_id": "-", "app_id": fn.app_id,
                             "app_name": (self.apps.get(fn.app_id) or {}).get("name"), "function": fn.tag,
                             "start_failures": 0, "state": "waiting for a GPU", "pid": None, "uptime": 0.0,

@@ -21,6 +21,7 @@ at start-up: the clients of a previous control plane are gone). The clock is inj
 from __future__ import annotations
 
 import asyncio
+import builtins  # `list` is a method name of the store class below
 import contextlib
 import secrets
 import string
@@ -195,7 +196,7 @@ class DictQueueStore:
         )
         return {"object_id": oid, "kind": kind, "name": name, "created_at": now}
 
-    def lookup(self, kind: str, name: str, create_if_missing: bool = False) -> dict[str, Any]:
+    def lookup(self, kind: str, name: Any, create_if_missing: bool = False) -> dict[str, Any]:
         check_name(name, kind)
         row = self._row(kind, name=name)
         if row is not None:
@@ -204,7 +205,7 @@ class DictQueueStore:
             raise NotFoundError(f"{KINDS[kind][0]} '{name}' not found")
         return self._insert(kind, name, False)
 
-    def create(self, kind: str, name: str, allow_existing: bool = False) -> dict[str, Any]:
+    def create(self, kind: str, name: Any, allow_existing: bool = False) -> dict[str, Any]:
         check_name(name, kind)
         row = self._row(kind, name=name)
         if row is not None:
@@ -266,7 +267,7 @@ class DictQueueStore:
             self.sweep()
 
     # --- dicts -------------------------------------------------------------------------------------
-    def dict_op(self, op: str, msg: dict[str, Any]) -> Any:
+    def dict_op(self, op: object, msg: dict[str, Any]) -> Any:
         oid = self.by_id("dict", msg.get("oid"))["object_id"]
         self._maybe_sweep()
         now = self.clock()
@@ -319,7 +320,7 @@ class DictQueueStore:
             return [list(r) for r in rows]
         raise InvalidError(f"unknown Dict operation {op!r}")
 
-    def _upsert(self, oid: str, pairs: list[tuple[bytes, bytes]], now: float) -> None:
+    def _upsert(self, oid: str, pairs: builtins.list[tuple[bytes, bytes]], now: float) -> None:
         with _transaction(self._db):
             self._db.executemany(
                 "INSERT INTO dict_entries(object_id, key, value, touched_at) VALUES (?, ?, ?, ?) "
@@ -345,7 +346,7 @@ class DictQueueStore:
         self._db.execute("DELETE FROM queue_partitions WHERE object_id = ? AND partition = ?", (oid, part))
         self._space_freed.wake((oid, part))
 
-    def queue_put(self, oid: str, part: bytes, values: list[bytes], ttl: float) -> None:
+    def queue_put(self, oid: str, part: bytes, values: builtins.list[bytes], ttl: float) -> None:
         """Append `values`, or raise what Modal raises when they do not fit."""
         current = self._partition(oid, part)
         partitions = 0
@@ -368,7 +369,7 @@ class DictQueueStore:
             )
         self._items_added.wake((oid, part))
 
-    def queue_take(self, oid: str, part: bytes, n: int) -> list[bytes]:
+    def queue_take(self, oid: str, part: bytes, n: int) -> builtins.list[bytes]:
         if self._partition(oid, part) is None:
             return []
         rows = self._db.execute(
@@ -404,7 +405,7 @@ class DictQueueStore:
         for p in parts:
             self._drop_partition(oid, p)
 
-    def queue_after(self, oid: str, part: bytes, after: int) -> list[list[Any]]:
+    def queue_after(self, oid: str, part: bytes, after: int) -> builtins.list[builtins.list[Any]]:
         if self._partition(oid, part) is None:
             return []
         rows = self._db.execute(
@@ -413,7 +414,7 @@ class DictQueueStore:
         ).fetchall()
         return [list(r) for r in rows]
 
-    async def queue_op(self, op: str, msg: dict[str, Any], connection_open: Callable[[], bool]) -> Any:
+    async def queue_op(self, op: object, msg: dict[str, Any], connection_open: Callable[[], bool]) -> Any:
         oid = self.by_id("queue", msg.get("oid"))["object_id"]
         self._maybe_sweep()
         part = check_partition(msg.get("partition"))
@@ -439,7 +440,7 @@ class DictQueueStore:
             self._cancelled_waits.discard(wait_id)
 
     async def _queue_op(
-        self, op: str, msg: dict[str, Any], oid: str, part: bytes, connection_open: Callable[[], bool]
+        self, op: object, msg: dict[str, Any], oid: str, part: bytes, connection_open: Callable[[], bool]
     ) -> Any:
         """`connection_open()` is False once nobody waits for the answer any more."""
         wait = _wait_seconds(msg.get("wait"))
@@ -476,10 +477,10 @@ class DictQueueStore:
         if op == "next":  # items after seq `after`, without removing them: [[seq, value], ...]
             after = _int(msg.get("after", 0), "after")
             while True:
-                got = self.queue_after(oid, part, after)
+                after_rows = self.queue_after(oid, part, after)
                 left = deadline - time.monotonic()
-                if got or left <= 0 or not connection_open():
-                    return got
+                if after_rows or left <= 0 or not connection_open():
+                    return after_rows
                 await self._items_added.wait((oid, part), left)
                 self.by_id("queue", oid)
         if op == "len":
@@ -507,7 +508,7 @@ class DictQueueStore:
             return self.delete(kind, str(msg.get("oid")), owner)
         if op == "release":  # the end of an ephemeral object's `with` block: only its creator's
             oid = msg.get("oid")
-            if oid in self._owners.get(id(owner), ()):
+            if isinstance(oid, str) and oid in self._owners.get(id(owner), ()):
                 self.delete(kind, oid, owner)
             return None
         raise InvalidError(f"unknown {KINDS[kind][0]} operation {op!r}")

@@ -232,7 +232,7 @@ def _distribution_sources(roots: tuple[str, ...]) -> dict[str, str]:
                 continue
             if len(f.parts) == 1 and not top.endswith((".py", ".so", ".pyd")):
                 continue
-            path = os.path.realpath(dist.locate_file(top))
+            path = os.path.realpath(str(dist.locate_file(top)))
             if os.path.exists(path):
                 sources.setdefault(top, path)
     return sources
@@ -628,7 +628,9 @@ class ImageBuilder:
             elif kind == "workdir":
                 meta["workdir"] = step["path"]
             elif kind in INSTALL_KINDS:
-                await self._copy_files(parent, tmp, link=True)
+                # A confined install may run code it did not choose (a package's build): it gets a copy of
+                # the layer before it, never hard links into a layer other images share.
+                await self._copy_files(parent, tmp, link=not step.get("_confined"))
                 meta["files_from"] = key
                 await self._install(step, tmp, meta, out)
             elif kind in FILE_KINDS:
@@ -803,7 +805,45 @@ class ImageBuilder:
             args += ["-r", step["pyproject_toml"]]
             for extra in step.get("optional_dependencies") or ():
                 args += ["--extra", extra]
-        await self._run(args, out, "uv pip install", env=self._tool_env(meta, step), timeout=INSTALL_TIMEOUT)
+        if step.get("_confined"):
+            await self._install_confined(args, tmp, meta, step, out)
+        else:
+            await self._run(args, out, "uv pip install", env=self._tool_env(meta, step), timeout=INSTALL_TIMEOUT)
+
+    async def _install_confined(self, args: list[str], tmp: Path, meta: dict[str, Any], step: dict[str, Any],
+                                out: LogFn) -> None:
+        """`uv pip install` for an image that code in a container asked for (a sandbox's image): in a build
+        container of the backend, like run_function, not on this machine. A package's build, a `.pth` file
+        of an earlier step or the image's `env` then act on the layer being built and nothing else: the
+        host is read-only there and the state directory hidden. Its environment is the allowlisted base
+        one, the index settings of this machine (`UV_*`, `PIP_*`: the same packages as any build), the
+        image's and the step's; its download cache is its own, removed after."""
+        if self._run_container is None:
+            raise ImageUnsupported("a pip install asked for from inside a container runs in a build container, "
+                                   "and this control plane's backend cannot run one")
+        cache = tmp / ".uv-cache"
+        env = base_environ(os.environ)
+        env.update({k: v for k, v in os.environ.items() if k.startswith(("UV_", "PIP_"))})
+        env.update({"UV_PYTHON_DOWNLOADS": "never", "UV_NO_PROGRESS": "1", "UV_CACHE_DIR": str(cache),
+                    **(meta.get("env") or {}), **(step.get("env") or {}), **(step.get("_secret_env") or {})})
+        interpreter = os.path.dirname(os.path.dirname(os.path.realpath(meta["python"]["path"])))  # noqa: ASYNC240
+        uv = os.path.dirname(os.path.realpath(args[0]))  # noqa: ASYNC240 - two paths, no I/O worth a thread
+        mounts = [Mount(str(tmp), str(tmp), read_only=False)]
+        mounts += [Mount(p, p, read_only=True) for p in _outermost([interpreter, uv])]
+        tail: deque[str] = deque(maxlen=TAIL_LINES)
+
+        def collect(line: str, fd: int) -> None:
+            tail.append(line)
+            out(line, fd)
+
+        try:
+            code = await self._run_container(args, env, None, mounts, collect, INSTALL_TIMEOUT, None)
+        finally:
+            await asyncio.to_thread(_rmtree, cache)
+        if code is None:
+            raise ImageBuildFailed(f"uv pip install did not finish within {INSTALL_TIMEOUT:g}s{_tail(tail)}")
+        if code != 0:
+            raise ImageBuildFailed(f"uv pip install exited with code {code}{_tail(tail)}")
 
     def _write_function_spec(self, step: dict[str, Any], tmp: Path) -> Path:
         fn = step["function"]

@@ -73,7 +73,7 @@ def _candidates() -> list[str]:
 def own_interpreter() -> Interpreter:
     """The interpreter this control plane runs on (the base one, when it runs in a virtualenv)."""
     path = getattr(sys, "_base_executable", None) or sys.executable
-    return Interpreter(path, tuple(sys.version_info[:3]), sys.implementation.name)
+    return Interpreter(path, (sys.version_info.major, sys.version_info.minor, sys.version_info.micro), sys.implementation.name)
 
 
 class Interpreters:

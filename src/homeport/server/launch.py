@@ -8,6 +8,7 @@ the image build steps that run as backend containers too.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import secrets
@@ -117,7 +118,7 @@ class Launcher:
         ids = []
         for i, plan in enumerate(plans):
             label = f"{i + 1}/{len(requests)}" if len(requests) > 1 else ""
-            image_id = await self.images.build(plan, lambda line, fd, label=label: on_log(label, line, fd))
+            image_id = await self.images.build(plan, functools.partial(on_log, label))
             self.spawn(self.prepare_template(self.images.get(image_id)))
             ids.append(image_id)
         return ids
@@ -140,7 +141,7 @@ class Launcher:
                 P.ENV_STARTED_AT: repr(time.time()),
             }
         )
-        web = fn.definition.get("web")
+        web = fn.definition.get("web") or []
         # Each replica of a user's own web server needs a network of its own: those are not forked
         # from a template (whose copies would share the template's network). The backend says whether
         # it gave it one (`ENV_PRIVATE_NETWORK`).

@@ -133,7 +133,8 @@ class LogStore:
     def query(self, q: LogQuery) -> list[dict[str, Any]]:
         """The entries that match, oldest first."""
         self.flush()
-        where, args = [], []
+        where: list[str] = []
+        args: list[object] = []  # the query's parameters
         for column, value in (("app_id", q.app_id), ("container_id", q.container_id), ("call_id", q.call_id)):
             if value is not None:
                 where.append(f"{column} = ?")

@@ -144,7 +144,7 @@ class Observer:
         self._gateway = Counter("homeport_gateway_requests", "HTTP requests through the gateway",
                                 ["endpoint", "code"], registry=self.registry)
         if gauges is not None:
-            self.registry.register(_Gauges(gauges))  # type: ignore[arg-type]
+            self.registry.register(_Gauges(gauges))
 
     # --- fed by the services ---------------------------------------------------------------------
     def figures(self, fid: str, app_id: str, tag: str) -> FunctionFigures:

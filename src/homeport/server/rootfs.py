@@ -18,7 +18,7 @@ import shutil
 import subprocess
 import sys
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from .interpreters import Usable
@@ -121,7 +121,7 @@ class DebianBase:
     def ready(self) -> bool:
         return (self.path / ".homeport-base-ok").exists()
 
-    async def ensure(self, run: Callable[..., object], out: Callable[[str, int], None]) -> Path:
+    async def ensure(self, run: Callable[..., Awaitable[object]], out: Callable[[str, int], None]) -> Path:
         """The base tree, made now if it is not cached (about 30 s; one build at a time per machine).
         `run(argv, out, what, env=..., timeout=...)` runs a command streaming its output."""
         if self.ready:

@@ -11,6 +11,13 @@ Lifecycle: a sandbox ends when its command exits (its exit code), at its `timeou
 terminated or its app stops (137), or after `idle_timeout` seconds without an exec or input (124).
 Tunnels: a TCP port on 127.0.0.1 of this machine per port the sandbox opens, forwarded to a Unix socket
 the agent serves and bridges to the port inside the container.
+
+Network: a namespace of its own per sandbox where the backend can make one, so its ports are its own
+and the machine's services out of its reach; what it reaches outside goes through its egress proxy
+(`egress`: HTTP and HTTPS, the allowlists). `block_network` leaves only loopback.
+
+Output: an exec's streams are flow-controlled end to end (`_sandbox_agent.WINDOW`, acknowledged by
+the reading client through `notify`), so what the control plane holds of them is bounded.
 """
 
 from __future__ import annotations
@@ -29,9 +36,11 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from .. import _protocol as P
+from .._address import is_tcp
 from .._wire import relay
 from ..backends import ContainerSpec, ExitInfo, Mount
-from ..exception import AlreadyExistsError, InvalidError, NotFoundError
+from ..exception import AlreadyExistsError, AuthError, ImageBuildError, InvalidError, NotFoundError
+from .egress import EGRESS_PORT, EgressProxy, Network, Policy, parse_cidrs, proxy_environ
 
 if TYPE_CHECKING:
     from .._wire import FramedProtocol
@@ -39,6 +48,56 @@ if TYPE_CHECKING:
     from .services import ControlPlane
 
 log = logging.getLogger("homeport.server.sandboxes")
+
+# What a sandbox's image may ask for when code in a container asks: each build step that the control
+# plane runs like any other (`pip_install` and `uv_pip_install` confined to a build container, see
+# `ImageBuilder._install_confined`; apt and shell commands in the image's own root file system), and
+# the parameters it names. Everything else names files of the requester (`add_local_*`, requirements
+# files, `run_function`'s module), which the control plane would read from its own disk instead.
+_CONTAINER_IMAGE_STEPS: dict[str, frozenset[str]] = {
+    "debian_slim": frozenset({"python_version", "force_build"}),
+    "env": frozenset({"vars"}),
+    "workdir": frozenset({"path"}),
+    "pip_install": frozenset({"packages", "index_url", "extra_index_url", "find_links", "pre", "extra_options",
+                              "force_build", "gpu", "env", "secrets", "secret_refs", "_secret_env"}),
+    "uv_pip_install": frozenset({"packages", "requirements", "index_url", "extra_index_url", "find_links", "pre",
+                                 "extra_options", "force_build", "gpu", "env", "secrets", "secret_refs",
+                                 "_secret_env", "uv_version"}),
+    "apt_install": frozenset({"packages", "force_build", "gpu", "env", "secrets", "secret_refs", "_secret_env"}),
+    "run_commands": frozenset({"commands", "force_build", "gpu", "env", "secrets", "secret_refs", "_secret_env"}),
+}
+_LOCAL_FILE_STEPS = frozenset({"add_local_file", "add_local_dir", "add_local_python_source",
+                               "pip_install_from_requirements", "pip_install_from_pyproject", "run_function"})
+
+
+def container_image_refusal(request: Any) -> str | None:
+    """Why the image that code in a container asks for (`Sandbox.create(image=...)`) is refused, or None.
+    The request becomes one the control plane builds confined (`_confined` on each step)."""
+    steps = request.get("steps") if isinstance(request, dict) else None
+    if not isinstance(steps, list) or not steps or not all(isinstance(s, dict) for s in steps):
+        return "malformed image request: `steps` must be a list of build steps"
+    for i, step in enumerate(steps, 1):
+        kind = step.get("kind")
+        if kind in _LOCAL_FILE_STEPS:
+            return (f"Image.{kind}() cannot be built for a sandbox created inside a container (step {i}): it reads "
+                    "local files, and the control plane building the image would read them from its own machine's "
+                    "disk, not from this container's. Put the files in the sandbox with "
+                    "`sb.filesystem.write_bytes`/`copy_from_local`, or in a Volume both mount.")
+        allowed = _CONTAINER_IMAGE_STEPS.get(kind)
+        if allowed is None:
+            return f"Image step {kind!r} (step {i}) cannot be built for a sandbox created inside a container"
+        extra = sorted(k for k in step if k not in ("kind", "_confined") and k not in allowed)
+        if extra:
+            return f"Image step {kind} (step {i}) has parameters a container may not set: {', '.join(map(str, extra))}"
+        if step.get("secret_refs"):
+            return ("a container may not give a sandbox's image named secrets (`Secret.from_name`); pass the values "
+                    "its function has with `modal.Secret.from_dict(...)`")
+        if kind == "uv_pip_install" and step.get("requirements"):
+            return (f"uv_pip_install(requirements=...) (step {i}) reads local requirements files, which the control "
+                    "plane would read from its own disk: list the packages instead")
+        step["_confined"] = True
+    return None
+
 
 RC_TIMEOUT = 124
 RC_TERMINATED = 137
@@ -77,6 +136,8 @@ class SandboxRecord:
     startup_error: str | None = None
     stdin_backlog: list[dict[str, Any]] = field(default_factory=list)
     greeted: bool = False  # its agent said hello (accepted once)
+    egress: EgressProxy | None = None  # its way out of a network of its own
+    inbound: list[Network] | None = None  # inbound_cidr_allowlist: who may use its tunnels
 
     @property
     def running(self) -> bool:
@@ -152,10 +213,18 @@ class Sandboxes:
             return await self._ask(rec, {**msg, "t": P.SANDBOX_AGENT, "op": op}, timeout=msg.get("timeout") or 120)
         raise InvalidError(f"unknown sandbox operation {op!r}")
 
-    def stdin(self, msg: dict[str, Any]) -> None:
-        """Input for an exec (no reply: the order of the connection is the order of the bytes)."""
+    def notify(self, peer: Peer, msg: dict[str, Any]) -> None:
+        """What a client sends without a reply: input for an exec (`stdin`: the order of the connection
+        is the order of the bytes), or how much of an exec's output its reader consumed (`ack`: the
+        agent reads on, see `_sandbox_agent.WINDOW`)."""
         rec = self.by_id.get(msg.get("sandbox", ""))
         if rec is None or not rec.running:
+            return
+        if msg.get("op") == "ack":
+            # Only the client reading the exec: another cannot make its output pile up there.
+            if rec.execs.get(str(msg.get("exec"))) is peer and rec.proto is not None and isinstance(msg.get("n"), int):
+                rec.proto.send({"t": P.SANDBOX_AGENT, "op": "ack", "exec": msg["exec"], "fd": msg.get("fd"),
+                                "n": msg["n"]})
             return
         rec.last_active = time.monotonic()
         frame = {"t": P.SANDBOX_AGENT, "op": "stdin", "exec": msg["exec"], "data": msg.get("data") or b"",
@@ -164,6 +233,14 @@ class Sandboxes:
             rec.stdin_backlog.append(frame)  # for the command, before its agent is ready: sent once it is
             return
         rec.proto.send(frame)
+
+    def peer_closed(self, peer: Peer) -> None:
+        """A client left: the execs it was reading run on unwatched (no window to wait for)."""
+        for rec in self.by_id.values():
+            if rec.running and rec.proto is not None:
+                for exec_id, reader in rec.execs.items():
+                    if reader is peer:
+                        rec.proto.send({"t": P.SANDBOX_AGENT, "op": "unwatched", "exec": exec_id})
 
     def describe(self, rec: SandboxRecord) -> dict[str, Any]:
         return {"sandbox_id": rec.sandbox_id, "app_id": rec.app_id, "name": rec.name, "tags": rec.tags,
@@ -181,6 +258,8 @@ class Sandboxes:
         name = msg.get("name")
         if name and any(r.running and r.name == name and r.app_id == app_id for r in self.by_id.values()):
             raise AlreadyExistsError(f"Sandbox with name '{name}' already exists in this app")
+        if msg.get("image") is not None:
+            msg["image_id"] = await self._build_image(peer, msg.pop("image"))
         sid = f"sb-{secrets.token_hex(8)}"
         rec = SandboxRecord(sid, app_id, name, dict(msg.get("tags") or {}), secrets.token_urlsafe(16),
                             float(msg.get("timeout") or 300), msg.get("idle_timeout"),
@@ -190,15 +269,20 @@ class Sandboxes:
         rec.exited = loop.create_future()
         self.by_id[sid] = rec
         try:
+            await self._network(rec, msg)
             spec = await self._spec(rec, msg)
         except BaseException:
             self.by_id.pop(sid, None)
+            if rec.egress is not None:
+                rec.egress.close()
             raise
         await cp.serving.wait()
         try:
             rec.pid = await cp.backend.start(spec, self._on_output, self._on_exit)
         except Exception as exc:
             self.by_id.pop(sid, None)
+            if rec.egress is not None:
+                rec.egress.close()
             if rec.scratch:
                 shutil.rmtree(rec.scratch, ignore_errors=True)
             raise InvalidError(f"the sandbox could not start: {exc}") from None
@@ -209,18 +293,73 @@ class Sandboxes:
             await self._open_tunnel(rec, port)
         return self.describe(rec)
 
+    async def _network(self, rec: SandboxRecord, msg: dict[str, Any]) -> None:
+        """Its allowlists, and the proxy that is its way out (see `egress`) unless it has no network."""
+        try:
+            cidrs = parse_cidrs(msg["outbound_cidr_allowlist"], "outbound_cidr_allowlist") \
+                if msg.get("outbound_cidr_allowlist") is not None else None
+            if msg.get("inbound_cidr_allowlist") is not None:
+                rec.inbound = parse_cidrs(msg["inbound_cidr_allowlist"], "inbound_cidr_allowlist")
+        except ValueError as exc:
+            raise InvalidError(str(exc)) from None
+        domains = msg.get("outbound_domain_allowlist")
+        if domains is not None and not all(isinstance(d, str) and d for d in domains):
+            raise InvalidError("outbound_domain_allowlist must be a list of domain names")
+        if msg.get("block_network") or not self._own_networks():
+            return
+        # In its own directory of the shared one (the rest is read-only to it: see the local backend's `_private`)
+        os.makedirs(os.path.join(self.cp.web_dir, rec.sandbox_id), mode=0o700, exist_ok=True)
+        path = os.path.join(self.cp.web_dir, rec.sandbox_id, "egress")
+        rec.egress = EgressProxy(path, Policy(list(domains) if domains is not None else None, cidrs),
+                                 secrets.token_urlsafe(16))
+        await rec.egress.start()
+
+    def _own_networks(self) -> bool:
+        """Whether sandboxes get a network of their own: not where containers reach the control plane
+        over TCP (on other machines, e.g. a Ray cluster), since from one only its Unix socket is reached."""
+        return not is_tcp(self.cp.address)
+
+    async def _build_image(self, peer: Peer, request: dict[str, Any]) -> str:
+        """Build the image a container asked for (refused in `access` if it names local files; every step
+        confined), streaming the build's log to it as a client's image build does."""
+        from .images import ImageBuildFailed, ImageUnsupported
+
+        if peer.container_id is not None:
+            why = container_image_refusal(request)  # also checked in `access`, before any work
+            if why is not None:
+                raise AuthError(why)
+
+        def on_log(image: str, line: str, fd: int) -> None:
+            peer.proto.send({"t": P.LOG, "app": None, "fn": "image", "cid": image, "fd": fd, "data": line})
+
+        try:
+            return (await self.cp.build_images([request], on_log))[0]
+        except (ImageBuildFailed, ImageUnsupported) as exc:
+            raise ImageBuildError(str(exc)) from None
+
     async def _spec(self, rec: SandboxRecord, msg: dict[str, Any]) -> ContainerSpec:
         cp = self.cp
         launcher = cp.launcher
         image = cp.images.get(msg["image_id"]) if msg.get("image_id") else await cp.images.default_image()
         env = dict(launcher.image_environ(image))
         env.update(cp._function_env({"secret_refs": msg.get("secret_refs"), "env": msg.get("env")}))
+        # Every sandbox has a network of its own where the machine allows (its ports its own, the
+        # machine's services out of reach; not with containers over TCP, see `_own_networks`); outbound
+        # it has the egress proxy, none with block_network.
+        # Where it does not, it shares the machine's network, but for what needs its own to be real
+        # (`network_required`: block_network, the allowlists), which it refuses to run without.
+        allowlists = any(msg.get(k) is not None for k in ("outbound_cidr_allowlist", "outbound_domain_allowlist"))
         agent_config = {"argv": list(msg.get("argv") or ()), "pty": bool(msg.get("pty")),
                         "block_network": bool(msg.get("block_network")), "workdir": msg.get("workdir"),
+                        "network_required": bool(msg.get("block_network")) or allowlists,
                         "tunnels": {str(p): self._socket(rec, p) for p in rec.ports}}
+        if rec.egress is not None:
+            agent_config["egress"] = {"socket": rec.egress.path, "port": EGRESS_PORT,
+                                      "token": rec.egress.token.decode(), "env": proxy_environ()}
         env.update({
             "PYTHONUNBUFFERED": "1",
-            P.ENV_SERVER_ADDRESS: cp.address,
+            # A network of its own reaches no TCP address: the Unix socket, on this machine.
+            P.ENV_SERVER_ADDRESS: launcher.socket_path if self._own_networks() else cp.address,
             P.ENV_CONTAINER_ID: rec.sandbox_id,
             P.ENV_CONTAINER_TOKEN: rec.token,
             P.ENV_MODAL_IMAGE_ID: image.image_id,
@@ -238,9 +377,10 @@ class Sandboxes:
         if rec.ports:  # its own directory of the shared one, where its tunnels' sockets are (`_socket`)
             os.makedirs(os.path.join(cp.web_dir, rec.sandbox_id), mode=0o700, exist_ok=True)
         if rootfs is not None:
-            mounts += image.rootfs_mounts([], cp.address, launcher.images.runtime_path())
-            if rec.ports:
-                mounts.append(Mount(os.path.join(cp.web_dir, rec.sandbox_id), os.path.join(cp.web_dir, rec.sandbox_id)))
+            mounts += image.rootfs_mounts([], launcher.socket_path, launcher.images.runtime_path())
+            own = os.path.join(cp.web_dir, rec.sandbox_id)  # its tunnels' and its egress proxy's sockets
+            os.makedirs(own, mode=0o700, exist_ok=True)
+            mounts.append(Mount(own, own))
         else:
             cwd = image.cwd(None) or "/"
             exists = os.path.isdir(workdir) if workdir else True  # noqa: ASYNC240 - one stat
@@ -265,7 +405,7 @@ class Sandboxes:
             # (but for the runtime's packages, which may be under the host's /tmp).
             host_read_only=rootfs is None,
             code=launcher.images.runtime_sources(env.get(P.ENV_RUNTIME_PATH, "")) if rootfs is None else (),
-            private_network=bool(msg.get("block_network")),
+            private_network=self._own_networks() or bool(msg.get("block_network")),
         )
 
     def _socket(self, rec: SandboxRecord, port: int) -> str:
@@ -275,6 +415,9 @@ class Sandboxes:
         path = self._socket(rec, port)
 
         async def forward(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            if rec.inbound is not None and not _peer_allowed(writer, rec.inbound):
+                writer.close()
+                return
             await relay(reader, writer, lambda: asyncio.open_unix_connection(path))
 
         server = await asyncio.start_server(forward, "127.0.0.1", 0)
@@ -332,7 +475,8 @@ class Sandboxes:
             return
         t = msg.get("t")
         if t == P.RESULT:
-            fut = rec.pending.pop(msg.get("id"), None)
+            rid = msg.get("id")  # from the sandbox: anything
+            fut = rec.pending.pop(rid, None) if isinstance(rid, int) else None
             if fut is not None and not fut.done():
                 if msg.get("ok"):
                     fut.set_result(msg.get("v"))
@@ -356,8 +500,11 @@ class Sandboxes:
                 return
             rec.last_active = time.monotonic()
             peer = rec.execs.get(exec_id) if t == P.SANDBOX_OUT else rec.execs.pop(exec_id, None)
-            if peer is not None:
+            if peer is not None and not peer.proto.is_closing:
                 peer.proto.send(msg)
+            elif t == P.SANDBOX_OUT and rec.proto is not None:  # nobody reads it any more: let it run on
+                rec.proto.send({"t": P.SANDBOX_AGENT, "op": "ack", "exec": exec_id, "fd": msg.get("fd"),
+                                "n": len(msg.get("data") or b"")})
 
     def _main_output(self, rec: SandboxRecord, msg: dict[str, Any]) -> None:
         if msg["t"] == P.SANDBOX_EXIT:
@@ -423,6 +570,8 @@ class Sandboxes:
             timer.cancel()
         for server, _port in rec.tunnels.values():
             server.close()
+        if rec.egress is not None:
+            rec.egress.close()
         for port in rec.ports:
             with contextlib.suppress(OSError):
                 os.unlink(self._socket(rec, port))
@@ -451,3 +600,14 @@ class Sandboxes:
                 for r in self.by_id.values() if r.running]
 
 
+
+
+def _peer_allowed(writer: asyncio.StreamWriter, networks: list[Network]) -> bool:
+    import ipaddress
+
+    peer = writer.get_extra_info("peername")
+    try:
+        addr = ipaddress.ip_address(peer[0])
+    except (TypeError, ValueError, IndexError):
+        return False
+    return any(addr in net for net in networks)

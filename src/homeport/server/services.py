@@ -330,7 +330,7 @@ class ControlPlane:
             "containers": len(self.containers),
             "queued": sum(len(p.queue) for p in pools),
             "pending": sum(p.pending for p in pools),
-            "capacity": {"cpu": capacity.cpu, "memory_mib": capacity.memory_mib},
+            "capacity": None if capacity is None else {"cpu": capacity.cpu, "memory_mib": capacity.memory_mib},
             "gpus": self._gpu_status(),
         }
 

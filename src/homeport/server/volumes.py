@@ -10,6 +10,7 @@ files never interfere.
 
 from __future__ import annotations
 
+import builtins  # `list` is a method name of the store class below
 import contextlib
 import os
 import secrets
@@ -135,7 +136,7 @@ class VolumeStore:
     def _root(self, name: str) -> Root:
         return Root(str(self._dir(name)), f"volume '{name}'")
 
-    def listdir(self, name: str, path: str, recursive: bool) -> list[dict[str, Any]]:
+    def listdir(self, name: str, path: str, recursive: bool) -> builtins.list[dict[str, Any]]:
         with self._root(name) as root:
             parts = split(path)
             st = root.lstat(path)
@@ -157,7 +158,7 @@ class VolumeStore:
         with self._root(name) as root:
             return root.read(path, offset, length)
 
-    def put(self, name: str, files: list[tuple[str, bytes]], force: bool) -> int:
+    def put(self, name: str, files: builtins.list[tuple[str, bytes]], force: bool) -> int:
         with self._root(name) as root:
             for path, _ in files:
                 split(path)
@@ -173,7 +174,7 @@ class VolumeStore:
                 raise InvalidError(f"{path!r} is the volume's root; delete the volume instead.")
             root.remove(path, recursive)
 
-    def copy(self, name: str, sources: list[str], dest: str, recursive: bool = False) -> None:
+    def copy(self, name: str, sources: builtins.list[str], dest: str, recursive: bool = False) -> None:
         """`cp` within the volume: into `dest` when it is a directory (or ends with "/", or there are
         several sources), else to `dest` itself. A directory is copied only with `recursive`; every
         source is checked before anything is copied. Links are copied as links, never followed."""
@@ -203,10 +204,12 @@ def volume_op(vols: VolumeStore, msg: dict[str, Any]) -> Any:
     op, name = msg["op"], msg.get("name")
     if op == "create":
         return vols.create(name, exist_ok=bool(msg.get("exist_ok")), ephemeral=bool(msg.get("ephemeral")))
-    if op == "exists":
-        return vols.exists(name)
     if op == "list":
         return vols.list()
+    if not isinstance(name, str):
+        raise InvalidError(f"the volume operation {op!r} needs a volume name")
+    if op == "exists":
+        return vols.exists(name)
     if op == "delete":
         return vols.delete(name)
     if op == "ls":

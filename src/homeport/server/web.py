@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import functools
 import hashlib
 import logging
 import os
@@ -247,7 +248,7 @@ class WebEndpoints:
         op = msg.get("op")
         if op == "close":
             port = msg.get("port")
-            if mine.pop(port, None) is not None:
+            if isinstance(port, int) and mine.pop(port, None) is not None:
                 await self.gateway.close_port(port)
             return None
         if op != "open":
@@ -258,7 +259,7 @@ class WebEndpoints:
             or (web_prefix is not None and path.startswith(web_prefix + "-fwd-")
                 and re.fullmatch(r"[0-9a-f]{32}", path[len(web_prefix) + 5:]) is not None)
         )
-        if not own:
+        if not own or not isinstance(path, str):  # (`own` already says it is a str; mypy cannot see that)
             raise InvalidError("A tunnel relays only to the container's own relay socket (opened by modal.forward).")
         if len(mine) >= _MAX_TUNNELS:
             raise InvalidError(f"A container may have at most {_MAX_TUNNELS} tunnels open.")
@@ -287,7 +288,7 @@ class WebEndpoints:
             acquire=lambda: self._acquire(route),
             timeout=route.timeout,
             authorize=self.authorize if route.requires_auth else None,
-            on_status=lambda code, name=route.label: self.cp.observer.gateway_request(name, code),
+            on_status=functools.partial(self.cp.observer.gateway_request, route.label),
             acquire_session=(lambda session: self._acquire(route, session)) if proxied else None,
         )
 
@@ -342,7 +343,7 @@ class WebEndpoints:
         """The scheduler gave input `iid`, which is no function input, to container `cid`: a web request
         goes through now; anything else (a request already answered, handed back to the queue when its
         container left) must not keep the container's slot."""
-        fut, _fid = self.waiters.pop(iid, (None, None))
+        fut, _fid = self.waiters.pop(iid, (None, ""))
         if fut is not None and not fut.done():
             fut.set_result(cid)
             self._start_failure.pop(_fid, None)
@@ -352,7 +353,7 @@ class WebEndpoints:
     def failed(self, iid: int, reason: str, start_failure: str | None = None) -> None:
         """A web request that can no longer be served (its app stopped, its container failed to start:
         `start_failure` says how; the traceback is in the app's log, not in an HTTP answer)."""
-        fut, fid = self.waiters.pop(iid, (None, None))
+        fut, fid = self.waiters.pop(iid, (None, ""))
         if fut is None:
             return
         if start_failure is not None:
@@ -375,7 +376,7 @@ class WebEndpoints:
         expected = self._tokens.get(key)
         return expected is not None and secrets.compare_digest(expected, _sha256(secret))
 
-    def create_token(self) -> dict[str, str]:
+    def create_token(self) -> dict[str, Any]:
         token_id, secret = f"wk-{secrets.token_urlsafe(12)}", f"ws-{secrets.token_urlsafe(24)}"
         now = time.time()
         self.db.execute("INSERT INTO proxy_tokens(token_id, secret_sha256, created_at) VALUES (?, ?, ?)",

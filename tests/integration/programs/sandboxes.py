@@ -175,15 +175,53 @@ def rm_rf(marker: str = ""):
     other.terminate()
 
 
+NET_PROBE = r"""
+import json, os, socket, sys, urllib.error, urllib.request
+host, port = sys.argv[1], int(sys.argv[2])
+proxy = os.environ.get("HTTP_PROXY")
+def get(url, *handlers):
+    try:
+        with urllib.request.build_opener(*handlers).open(url, timeout=10) as r:
+            return f"{r.status} {r.read().decode().strip()}"
+    except urllib.error.HTTPError as e:
+        return f"{e.code} {e.read().decode().strip()[:300]}"
+    except Exception as e:
+        return f"failed {type(e).__name__}"
+out = {"http": get(f"http://{host}:{port}/")}
+try:
+    socket.create_connection((host, port), timeout=3).close()
+    out["raw"] = "connected"
+except OSError as e:
+    out["raw"] = f"failed {type(e).__name__}"
+if proxy:  # the machine's own loopback through the proxy; a TLS-style tunnel (CONNECT) to the host
+    def ask(request):
+        proxy_host, proxy_port = proxy.rsplit("/", 1)[1].split(":")
+        s = socket.create_connection((proxy_host, int(proxy_port)), timeout=10)
+        s.sendall(request.encode())
+        data = b""
+        while chunk := s.recv(65536):
+            data += chunk
+        return [data.split(b"\r\n")[0].decode(), data.rsplit(b"\r\n", 1)[-1].decode().strip()]
+    out["loopback"] = ask(f"GET http://127.0.0.1:{port}/ HTTP/1.0\r\n\r\n")
+    out["connect"] = ask(f"CONNECT {host}:{port} HTTP/1.1\r\n\r\nGET / HTTP/1.0\r\n\r\n")
+print(json.dumps(out))
+"""
+
+
 @app.local_entrypoint()
-def network(port: int = 0):
-    """block_network=True: nothing outside the sandbox can be reached (a host server on 127.0.0.1 here)."""
-    probe = ("import socket, sys\ntry:\n    socket.create_connection(('127.0.0.1', PORT), timeout=3).close(); "
-             "print('connected')\nexcept OSError as exc:\n    print('failed', type(exc).__name__)").replace("PORT", str(port))
+def network(host: str = "", port: int = 0, rootfs: bool = False):
+    """A sandbox's network: its own, with HTTP(S) out through the proxy; none with block_network=True;
+    only what the allowlists name with them. `rootfs`: in an image with a root file system of its own."""
+    image = modal.Image.debian_slim().run_commands("true") if rootfs else None
     out = {}
-    for blocked in (False, True):
-        sb = modal.Sandbox.create(app=app, block_network=blocked)
-        out[str(blocked)] = sb.exec("python", "-c", probe).stdout.read().strip()
+    for what, options in (("open", {}), ("blocked", {"block_network": True}),
+                          ("cidr_refused", {"outbound_cidr_allowlist": ["10.0.0.0/8"]}),
+                          ("cidr_allowed", {"outbound_cidr_allowlist": [f"{host}/32"]}),
+                          ("domain_refused", {"outbound_domain_allowlist": ["example.com"]})):
+        sb = modal.Sandbox.create(app=app, image=image, **options)
+        p = sb.exec("python", "-c", NET_PROBE, host, str(port))
+        text, err = p.stdout.read(), p.stderr.read()
+        out[what] = json.loads(text) if text.strip() else {"error": err[-500:]}
         sb.terminate()
     result(out)
 
@@ -206,6 +244,109 @@ def tunnel():
     result({"url": url, "body": body, "ports": sorted(tunnels), "exec_probe": "ready"})
     sb.terminate()
     probe.terminate()
+
+
+EGRESS_ABUSE = r"""
+import glob, json, os, socket, sys
+host, port, other = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+config = json.loads(open(f"/proc/{os.getppid()}/environ").read().split("HOMEPORT_SANDBOX=", 1)[1].split("\0")[0])
+mine = config["egress"]
+out = {}
+# Its own proxy's socket is <shared directory>/<its id>/egress; the other's would be next to it.
+shared = os.path.dirname(os.path.dirname(mine["socket"]))
+for path in sorted({mine["socket"], os.path.join(shared, other, "egress"), *glob.glob(os.path.join(shared, "*", "egress"))}):
+    key = "own" if path == mine["socket"] else "other"
+    try:
+        s = socket.socket(socket.AF_UNIX)
+        s.connect(path)
+        s.sendall(mine["token"].encode() + f"\nGET http://{host}:{port}/ HTTP/1.0\r\n\r\n".encode())
+        data = b""
+        while chunk := s.recv(65536):
+            data += chunk
+        out[key] = data.split(b"\r\n")[0].decode() or "closed"
+    except OSError as exc:  # out of its view, or not its to use
+        out[key] = type(exc).__name__
+print(json.dumps(out))
+"""
+
+
+@app.local_entrypoint()
+def egress_abuse(host: str = "", port: int = 0):
+    """Code in a sandbox whose allowlist refuses the host tries the egress proxy of another sandbox,
+    whose socket it can see, with the token it read from its agent."""
+    walled = modal.Sandbox.create(app=app, outbound_cidr_allowlist=["10.0.0.0/8"])
+    free = modal.Sandbox.create(app=app)
+    p = walled.exec("python", "-c", EGRESS_ABUSE, host, str(port), free.object_id)
+    text, err = p.stdout.read(), p.stderr.read()
+    result(json.loads(text) if text.strip() else {"error": err[-800:]})
+    walled.terminate()
+    free.terminate()
+
+
+@app.local_entrypoint()
+def same_port():
+    """Two sandboxes listen on one port, each reached through its own tunnel; a third takes inbound
+    connections only from a network its clients are not in."""
+    boxes = []
+    for who, inbound in (("first", ["127.0.0.0/8"]), ("second", None), ("walled", ["10.0.0.0/8"])):
+        sb = modal.Sandbox.create("python", "-m", "http.server", "8000", app=app, encrypted_ports=[8000],
+                                  workdir="/site", inbound_cidr_allowlist=inbound,
+                                  readiness_probe=modal.Probe.with_tcp(8000))
+        sb.filesystem.write_text(f"{who}\n", "/site/index.html")
+        boxes.append(sb)
+    bodies = []
+    for sb in boxes:
+        sb.wait_until_ready(timeout=60)
+        try:
+            with urllib.request.urlopen(sb.tunnels()[8000].url + "/index.html", timeout=10) as r:
+                bodies.append(r.read().decode())
+        except Exception as exc:
+            bodies.append(f"failed {type(exc).__name__}")
+    result({"bodies": bodies, "rcs": [sb.poll() for sb in boxes]})
+    for sb in boxes:
+        sb.terminate()
+
+
+@app.local_entrypoint()
+def flood(mb: int = 200):
+    """An exec writes far more than its reader takes for a while: the reader's memory stays small."""
+    import psutil
+
+    me = psutil.Process()
+    sb = modal.Sandbox.create(app=app)
+    base = me.memory_info().rss
+    p = sb.exec("head", "-c", str(mb << 20), "/dev/zero", text=False)
+    print("FLOOD-STARTED", flush=True)
+    total, peak, slow_until = 0, 0, time.monotonic() + 10
+    for chunk in p.stdout:
+        total += len(chunk)
+        if time.monotonic() < slow_until:
+            time.sleep(0.2)  # a reader far behind the writer
+        peak = max(peak, me.memory_info().rss - base)
+    result({"total": total, "client_growth_mib": peak >> 20, "code": p.wait()})
+    sb.terminate()
+
+
+@app.local_entrypoint()
+def unwatched_start():
+    """A reader that reads one chunk of 50 MiB and leaves: its exec must run on without it."""
+    kept = modal.App.lookup("sandboxes-kept", create_if_missing=True)
+    sb = modal.Sandbox.create(app=kept, timeout=120)
+    p = sb.exec("sh", "-c", "head -c 52428800 /dev/zero; touch /tmp/finished", text=False)
+    first = next(iter(p.stdout))
+    result({"id": sb.object_id, "first": len(first) > 0})
+
+
+@app.local_entrypoint()
+def unwatched_check(sandbox_id: str = ""):
+    sb = modal.Sandbox.from_id(sandbox_id)
+    deadline = time.monotonic() + 90
+    finished = False
+    while not finished and time.monotonic() < deadline:
+        finished = sb.exec("test", "-f", "/tmp/finished").wait() == 0
+        time.sleep(0.5)
+    sb.terminate()
+    result({"finished": finished})
 
 
 @app.local_entrypoint()

@@ -16,12 +16,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import json
 import logging
 import os
 import shutil
 import signal
 import time
+from typing import Literal
 
 from ... import _protocol as P
 from .._base import Backend, ContainerSpec, ExitCallback, ExitInfo, OutputCallback, PrivateDir, TemplateSpec
@@ -59,8 +61,8 @@ class LocalBackend(Backend):
         self._procs: dict[str, _Proc] = {}
         self._scratch = scratch_dir
         self._private = private
-        self._bwrap_problem: str | bool | None = False  # why bubblewrap cannot hide it here; False: not tried
-        self._network_problem: str | bool | None = False  # why no container gets its own network; False: not tried
+        self._bwrap_problem: str | Literal[False] | None = False  # why bubblewrap cannot hide it here; False: not tried
+        self._network_problem: str | Literal[False] | None = False  # why no container gets its own network; False: not tried
         self._told_visible: set[str] = set()  # apps told that the state directory is visible to their containers
         self._templates: Templates | None = None
         self._sweeper: asyncio.TimerHandle | None = None
@@ -274,6 +276,7 @@ class LocalBackend(Backend):
         proc.sandboxed = _sandbox.sandboxed(spec, hide, dev)
         self._procs[spec.container_id] = proc
         for fd, stream in ((1, process.stdout), (2, process.stderr)):
+            assert stream is not None  # both are pipes
             proc.pumps.append(asyncio.create_task(self._pump(spec.container_id, fd, stream, on_output)))
         self._spawn_task(self._wait_spawned(proc))
         return process.pid
@@ -293,6 +296,7 @@ class LocalBackend(Backend):
 
     def _ensure_templates(self) -> Templates:
         if self._templates is None:
+            assert self._scratch is not None  # its callers use templates only with a scratch directory
             self._templates = Templates(self._scratch, self._on_forked_exit, self._private)
             self._schedule_sweep()
         return self._templates
@@ -342,7 +346,7 @@ class LocalBackend(Backend):
                     self._unlimited(spec, f"it could not join its cgroup ({exc})", on_output)
 
         try:
-            forked = await templates.fork(spec.template, cid, env, cwd, *writers, sink=sink, place=place,
+            forked = await templates.fork(spec.template, cid, env, cwd, writers[0], writers[1], sink=sink, place=place,
                                           code=spec.code, uid=self._uid(cid))
         except BaseException:
             for fd in readers:
@@ -365,7 +369,7 @@ class LocalBackend(Backend):
         self._procs[spec.container_id] = proc
         for fd, r in zip((1, 2), readers):
             reader = asyncio.StreamReader(limit=1 << 20)
-            await loop.connect_read_pipe(lambda reader=reader: asyncio.StreamReaderProtocol(reader), os.fdopen(r, "rb", 0))
+            await loop.connect_read_pipe(functools.partial(asyncio.StreamReaderProtocol, reader), os.fdopen(r, "rb", 0))
             proc.pumps.append(asyncio.create_task(self._pump(spec.container_id, fd, reader, on_output)))
         return pid
 
@@ -389,6 +393,7 @@ class LocalBackend(Backend):
             on_output(cid, fd, line)
 
     async def _wait_spawned(self, proc: _Proc) -> None:
+        assert proc.process is not None  # a spawned container, not a forked one
         rc = await proc.process.wait()
         if proc.sandboxed and rc > 128:  # bubblewrap reports a killed child as 128 + signal
             rc = -(rc - 128)

@@ -29,7 +29,7 @@ import socket
 import struct
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -72,12 +72,12 @@ CONTAINER_UID_COUNT = 65536
 ENV_CONTAINER_SHARED = "HOMEPORT_CONTAINER_SHARED"
 
 
-def shared_dirs(environ: dict[str, str] | None = None) -> list[str]:
+def shared_dirs(environ: Mapping[str, str] | None = None) -> list[str]:
     environ = os.environ if environ is None else environ
     return [os.path.abspath(p) for p in environ.get(ENV_CONTAINER_SHARED, "").split(":") if p.strip()]
 
 
-def container_uid(taken: set[int], environ: dict[str, str] | None = None) -> int | None:
+def container_uid(taken: set[int], environ: Mapping[str, str] | None = None) -> int | None:
     """A host user of its own for a new container, not in `taken` (those of the containers running):
     CONTAINER_UIDS + n, the lowest n free, so that containers cannot signal, trace or read the private
     files of one another as the same user. None where `HOMEPORT_CONTAINER_UID` names the one user
@@ -92,7 +92,7 @@ def container_uid(taken: set[int], environ: dict[str, str] | None = None) -> int
     return None  # every one taken: the shared default
 
 
-def isolation_settings(environ: dict[str, str] | None = None) -> dict | None:
+def isolation_settings(environ: Mapping[str, str] | None = None) -> dict | None:
     """What the template is told about isolating its containers (None: not to)."""
     environ = os.environ if environ is None else environ
     if environ.get(ENV_ISOLATION, "1") == "0":
@@ -155,12 +155,12 @@ class _Template:
                 return f"{path} is gone"
             if (st.st_mtime_ns, st.st_size, st.st_ino) != seen:
                 return f"{path} changed"
-        for path, seen in self.mounted:
+        for path, identity in self.mounted:
             try:
                 st = os.stat(path)
             except OSError:
                 return f"{path} is gone"
-            if (st.st_dev, st.st_ino) != seen:
+            if (st.st_dev, st.st_ino) != identity:
                 return f"{path} was replaced"
         return None
 
@@ -345,6 +345,7 @@ class Templates:
         tpl = _Template(spec, process, parent, loop.create_future(), mounted=mounted, scratch=own,
                         hides=hide is not None)
         self._templates[spec.key] = tpl
+        assert process.stdout is not None and process.stderr is not None  # both are pipes
         tpl.pumps = [asyncio.create_task(self._pump(sink, fd, stream))
                      for fd, stream in ((1, process.stdout), (2, process.stderr))]
         tpl.reader = asyncio.create_task(self._read(tpl))

@@ -63,7 +63,7 @@ class RayBackend(Backend):
         self._private = private
         self.address = address or os.environ.get(ENV_RAY_ADDRESS) or "auto"
         if not ray.is_initialized():
-            ray.init(address=self.address, namespace=NAMESPACE, log_to_driver=False, logging_level="ERROR")
+            ray.init(address=self.address, namespace=NAMESPACE, log_to_driver=False, logging_level=logging.ERROR)
         self._actors: dict[str, _Actor] = {}
         self._told: set[str] = set()
 
@@ -79,7 +79,8 @@ class RayBackend(Backend):
             self._told.add(spec.app_id)
             on_output(spec.container_id, 2, b"homeport: on the Ray backend containers start as fresh "
                       b"interpreters (templates and memory snapshots are per machine)\n")
-        handle = ContainerHost.options(name=spec.container_id, **options).remote(self._scratch, self._private)
+        handle = ContainerHost.options(  # type: ignore[attr-defined]  # @ray.remote adds .options; ray's types do not
+            name=spec.container_id, **options).remote(self._scratch, self._private)
         actor = self._actors[spec.container_id] = _Actor(handle)
         try:
             pid, actor.node = await handle.start.remote(spec)

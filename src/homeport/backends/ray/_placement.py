@@ -99,7 +99,8 @@ def _fits(node: dict[str, Any], p: Placement, gpus: int, selector: dict[str, str
 def region_selector(regions: tuple[str, ...], nodes: list[dict[str, Any]]) -> dict[str, str]:
     if not regions:
         return {}
-    known = sorted({(n.get("Labels") or {}).get(REGION_LABEL) for n in nodes if n.get("Alive", True)} - {None})
+    known = sorted({n["Labels"][REGION_LABEL] for n in nodes
+                    if n.get("Alive", True) and REGION_LABEL in (n.get("Labels") or {})})
     wanted = [r for r in known if any(r == q or r.startswith(q + "-") for q in regions)]
     if not wanted:
         raise Unplaceable(

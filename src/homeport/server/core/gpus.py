@@ -105,7 +105,7 @@ def _rank(kind: str, device: GpuDevice) -> int | None:
     if accepts is None:
         return 0 if kind == "ANY" else None
     try:
-        return accepts.index(device.model)  # type: ignore[arg-type]
+        return accepts.index(device.model)
     except ValueError:
         return None
 

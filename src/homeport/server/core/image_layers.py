@@ -19,7 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 __all__ = [
     "LAYER_FORMAT",
@@ -74,7 +74,10 @@ def layer_keys(steps: Sequence[Mapping[str, Any]], salt: str = LAYER_FORMAT) -> 
     return keys
 
 
-def split_mounts(steps: Sequence[Mapping[str, Any]]) -> tuple[list[Mapping[str, Any]], list[Mapping[str, Any]]]:
+_Step = TypeVar("_Step", bound=Mapping[str, Any])
+
+
+def split_mounts(steps: Sequence[_Step]) -> tuple[list[_Step], list[_Step]]:
     """(layer steps, steps that add local files at container start). The SDK keeps the latter last."""
     layers = [s for s in steps if not (s["kind"] in LOCAL_KINDS and not s.get("copy"))]
     mounts = [s for s in steps if s["kind"] in LOCAL_KINDS and not s.get("copy")]

@@ -263,6 +263,7 @@ class Scheduler:
         scale-down window.
         """
         cap = self.capacity
+        assert cap is not None  # called only when `_fits` said no, which needs a capacity
         cfg = pool.config
         cpu_used, mem_used = self._used()
         cpu_free, mem_free = cap.cpu - cpu_used, cap.memory_mib - mem_used
@@ -391,7 +392,9 @@ class Scheduler:
         """Give `input_id` straight to container `cid` of the pool if it is ready and has a free slot
         (session affinity); None when it cannot take it now (then `submit` it as usual)."""
         pool = self.pools.get(pool_id)
-        c = pool.containers.get(cid) if pool is not None else None
+        if pool is None:
+            return None
+        c = pool.containers.get(cid)
         if c is None or c.phase is not Phase.READY or c.leaving or pool.queue:
             return None  # no jumping the queue: queued inputs came first
         if len(c.assigned) >= pool.config.max_inputs:

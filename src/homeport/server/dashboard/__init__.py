@@ -57,7 +57,7 @@ class Dashboard:
         self._port_file = state_dir / "dashboard.port"
         self.host = os.environ.get(ENV_DASHBOARD_HOST, "127.0.0.1")
         self.port: int | None = None
-        self._server = None
+        self._server: _EmbeddedServer | None = None
         self._task: asyncio.Task | None = None
 
     @property
@@ -85,8 +85,8 @@ class Dashboard:
             self._port_file.write_text(str(self.port))
         config = uvicorn.Config(build_app(self), log_config=None, access_log=False, lifespan="off",
                                 http="httptools", ws="none", timeout_graceful_shutdown=1)
-        self._server = _EmbeddedServer(config)
-        self._task = self.cp.spawn(self._server.serve(sockets=[sock]))
+        self._server = server = _EmbeddedServer(config)
+        self._task = self.cp.spawn(server.serve(sockets=[sock]))
         self.cp.spawn(self._fold())
         log.info("dashboard at %s", self.url)
 

@@ -30,7 +30,7 @@ _NOT_LOGGED_IN = (
 
 
 def _asset(name: str) -> bytes:
-    return resources.files(__package__).joinpath("static", name).read_bytes()
+    return resources.files(__package__).joinpath("static").joinpath(name).read_bytes()  # (several at once: 3.11+)
 
 
 def build_app(dash: Dashboard) -> FastAPI:

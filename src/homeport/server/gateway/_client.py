@@ -50,7 +50,7 @@ class _Client(asyncio.Protocol):
         self.lingering = 0.0  # loop time until which a closing connection is drained
 
     # --- asyncio.Protocol ------------------------------------------------------------------------
-    def connection_made(self, transport) -> None:  # type: ignore[override]
+    def connection_made(self, transport) -> None:
         self.transport = transport
         if self.listener.closed:  # accepted just before its port closed
             transport.abort()

@@ -74,7 +74,7 @@ class _Exchange:
         client = self.client
         route = client.gw._routes.get(client.listener.port)
         endpoint = route.endpoint if route is not None else None
-        if endpoint is None:
+        if route is None or endpoint is None:
             self.reply(404, route.gone if route is not None else NO_ENDPOINT)
             return
         self.endpoint = endpoint
@@ -93,6 +93,7 @@ class _Exchange:
         self.task = client.gw._loop.create_task(self._open())
 
     def _build_head(self, route: _Route) -> bool:
+        assert self.method is not None  # called once the head is complete
         drop = route.drop
         parts = [self.method, b" ", self.url, b" HTTP/1.1\r\n"]
         connection: list[bytes] | None = None
@@ -123,7 +124,7 @@ class _Exchange:
                 self.reply(405, "CONNECT is not supported by the web endpoint gateway")
                 return False
             self.websocket = upgrade is not None and upgrade.strip().lower() == b"websocket"
-            if self.websocket:
+            if self.websocket and upgrade is not None:
                 parts.append(b"connection: upgrade\r\nupgrade: " + upgrade + _CRLF)
             elif self.has_body:
                 # llhttp hands the body of an upgrade request over as raw bytes, unframed.

@@ -96,9 +96,9 @@ class Gateway:
             for conn in idle:
                 conn.transport.abort()
         self._pool.clear()
-        for conn in list(self._live):
-            if conn.transport is not None:  # type: ignore[attr-defined]
-                conn.transport.abort()  # type: ignore[attr-defined]
+        for live in list(self._live):
+            if live.transport is not None:  # type: ignore[attr-defined]
+                live.transport.abort()  # type: ignore[attr-defined]
         if self._sweeper is not None:
             self._sweeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):

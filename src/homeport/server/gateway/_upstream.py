@@ -66,7 +66,7 @@ class _Upstream(asyncio.Protocol):
             self.transport.resume_reading()
 
     # --- asyncio.Protocol ------------------------------------------------------------------------
-    def connection_made(self, transport) -> None:  # type: ignore[override]
+    def connection_made(self, transport) -> None:
         self.transport = transport
         self.gw._live.add(self)
 
