@@ -56,15 +56,22 @@ def ray_cluster():
     # its agents 15 s): let them cache bytecode where the environment says not to (PYTHONDONTWRITEBYTECODE).
     no_bytecode = os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
     cluster = Cluster()
+    # Each node builds images in a cache of its own, as on separate machines: none is served by another's.
+    caches = Path(tempfile.mkdtemp(prefix="hp-node-images-", dir="/tmp"))
+    cluster.image_caches = {}
+
+    def node(name: str, **kwargs):
+        cache = cluster.image_caches[name] = caches / name
+        return _add_node(cluster, num_cpus=1, labels={"homeport.io/region": name},
+                         env_vars={"HOMEPORT_NODE_IMAGES": str(cache)}, **kwargs)
+
     try:
         nodes = {
-            "us-east-1": _add_node(cluster, num_cpus=1, labels={"homeport.io/region": "us-east-1"},
-                                   include_dashboard=False,
-                                   # A lost node is noticed within seconds, not the default half minute.
-                                   _system_config={"health_check_period_ms": 1000,
-                                                   "health_check_failure_threshold": 5}),
-            "eu-west-1": _add_node(cluster, num_cpus=1, labels={"homeport.io/region": "eu-west-1"}),
-            "us-west-2": _add_node(cluster, num_cpus=1, labels={"homeport.io/region": "us-west-2"}),
+            "us-east-1": node("us-east-1", include_dashboard=False,
+                              # A lost node is noticed within seconds, not the default half minute.
+                              _system_config={"health_check_period_ms": 1000, "health_check_failure_threshold": 5}),
+            "eu-west-1": node("eu-west-1"),
+            "us-west-2": node("us-west-2"),
         }
         cluster.wait_for_nodes()
         ray.init(address=cluster.address, namespace="homeport-tests", log_to_driver=False, logging_level="ERROR")
@@ -73,6 +80,7 @@ def ray_cluster():
     finally:
         ray.shutdown()
         cluster.shutdown()
+        shutil.rmtree(caches, ignore_errors=True)
         if no_bytecode is not None:
             os.environ["PYTHONDONTWRITEBYTECODE"] = no_bytecode
 
@@ -82,8 +90,11 @@ def ray_platform(ray_cluster):
     from homeport import _protocol as P
     from homeport.testing import Platform
 
-    saved = {k: os.environ.get(k) for k in (P.ENV_BACKEND, P.ENV_RAY_ADDRESS, P.ENV_LISTEN, P.ENV_SHARED_ROOT)}
+    saved = {k: os.environ.get(k) for k in (P.ENV_BACKEND, P.ENV_RAY_ADDRESS, P.ENV_LISTEN, P.ENV_SHARED_ROOT,
+                                            "HOMEPORT_CPU")}
     os.environ[P.ENV_BACKEND] = "ray"
+    # The control plane's own machine offers containers one core: on Ray the cluster's count instead.
+    os.environ["HOMEPORT_CPU"] = "1"
     os.environ[P.ENV_RAY_ADDRESS] = ray_cluster.address
     os.environ[P.ENV_LISTEN] = "127.0.0.1:0"  # containers connect over TCP, on loopback only
     # Volumes on a cluster live where every node sees them: here, a directory in the state directory
@@ -129,12 +140,14 @@ def region_of(ray_cluster):
 
 
 @pytest.fixture
-def add_node(ray_cluster):
-    """Add a node of one core (in `region`) to the module's cluster; it stops with the cluster."""
+def add_node(ray_cluster, request):
+    """Add a node of `num_cpus` cores (in `region`) to the module's cluster; it stops with the cluster."""
 
-    def add(region: str | None = None, labels: dict[str, str] | None = None, **kwargs):
+    def add(region: str | None = None, labels: dict[str, str] | None = None, num_cpus: int = 1, **kwargs):
         labels = {**(labels or {}), **({"homeport.io/region": region} if region else {})}
-        node = _add_node(ray_cluster, num_cpus=1, labels=labels, **kwargs)
+        cache = tempfile.mkdtemp(prefix="hp-node-images-", dir="/tmp")
+        request.addfinalizer(lambda: shutil.rmtree(cache, ignore_errors=True))
+        node = _add_node(ray_cluster, num_cpus=num_cpus, labels=labels, env_vars={"HOMEPORT_NODE_IMAGES": cache}, **kwargs)
         ray_cluster.wait_for_nodes()
         return node
 

@@ -2,6 +2,7 @@
 labels, and calls, maps, generators and classes work as on the local backend."""
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -64,6 +65,63 @@ def test_a_gpu_request_runs_on_the_node_with_that_accelerator_and_sees_its_gpu(r
     with pytest.raises(Exception) as info:  # no A100 anywhere: refused at once, saying what there is
         ray_app.on_a100.remote()
     assert "A100" in str(info.value) and "H100" in str(info.value)
+
+
+def test_a_node_builds_the_image_in_its_own_cache_and_the_container_runs_that_build(ray_app, ray_cluster):
+    where, venv, python, mark = ray_app.image_home.remote()
+    assert where == ray_cluster.nodes_by_name["eu-west-1"].node_id and mark == "built on its node"
+    cache = ray_cluster.image_caches["eu-west-1"]
+    # The container runs the environment its node built (uv ran there: the venv is in that node's cache) ...
+    assert venv.startswith(f"{cache}/layers/") and python.startswith(venv + "/")
+    assert (Path(venv) / "pyvenv.cfg").exists() and (Path(venv).parent / "layer.json").exists()
+
+    def marked(cache: Path) -> list[Path]:
+        return [p for p in cache.glob("layers/*/layer.json") if "HOMEPORT_IMAGE_MARK" in p.read_text()]
+
+    # ... and no other node has the image's last layer: nothing was served by another cache.
+    assert len(marked(cache)) == 1
+    assert all(not marked(c) for name, c in ray_cluster.image_caches.items() if name != "eu-west-1")
+    # A container cannot change the environment the node's other containers run.
+    assert ray_app.poison_image.remote() in ("OSError", "PermissionError")
+    assert not (Path(venv) / "poisoned").exists()
+    # Its build log reached the app's logs, saying which node built it.
+    logs = homeport_cli("app", "logs", "on-ray").stdout
+    assert f"[node {where[:8]}] Building image" in logs, logs[-2000:]
+
+
+def test_a_map_runs_as_many_containers_at_once_as_the_cluster_has_cores_not_this_machine(ray_app, add_node):
+    """The control plane's machine offers one core (HOMEPORT_CPU=1); a node of four joins the cluster."""
+    add_node(region="sa-east-1", num_cpus=4)
+    assert list(ray_app.together.map(range(3), kwargs={"k": 3})) == [3, 3, 3]  # three cores' worth at once
+    import ray
+
+    from homeport.testing import wait_for
+
+    def capacity() -> str:
+        return homeport_cli("server", "status").stdout
+
+    cores = f"Capacity for containers: {ray.cluster_resources()['CPU']:g} cores"  # every node's, 7 or more
+    assert wait_for(lambda: cores in capacity(), timeout=30), capacity()
+
+
+def test_web_endpoints_and_sandboxes_run_on_the_control_planes_node(ray_app):
+    import re
+
+    import modal
+
+    from homeport.testing import wait_for
+
+    status = homeport_cli("server", "status").stdout
+    home = re.search(r"the control plane's node\s+(\w+)", status).group(1)
+
+    def web_nodes() -> set[str]:
+        rows = json.loads(homeport_cli("container", "list", "--json").stdout)
+        return {r["node"] for r in rows if r["function"] == "web_where" and r.get("node")}
+
+    assert wait_for(lambda: web_nodes() == {home}, timeout=120), (web_nodes(), home)
+    sb = modal.Sandbox.create("sh", "-c", "echo $HOMEPORT_NODE_ID", app=ray_app.app)
+    sb.wait()
+    assert sb.stdout.read().strip() == home
 
 
 def test_a_node_lost_during_a_map_loses_no_input(ray_app, ray_cluster, add_node):

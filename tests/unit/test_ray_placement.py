@@ -100,3 +100,29 @@ def test_what_no_node_can_hold_fails_naming_what_the_cluster_has():
 def test_any_gpu_needs_only_a_count():
     assert actor_options(Placement(gpu="any:2"), CLUSTER) == {
         "num_cpus": 0.125, "memory": 128 * 2**20, "num_gpus": 2}
+
+
+def test_the_clusters_capacity_is_the_sum_of_its_nodes_resources():
+    from homeport.backends.ray._placement import cluster_capacity
+
+    assert cluster_capacity({"CPU": 7.0, "memory": 3 * 2**30, "GPU": 1.0}) == (7.0, 3072)
+    assert cluster_capacity({}) == (0.0, 0)
+
+
+def test_web_endpoints_and_sandboxes_stay_on_the_control_planes_node_or_fail_naming_why():
+    from homeport import _protocol as P
+    from homeport.backends.ray._placement import home_options, pinned_home
+
+    assert pinned_home({"PATH": "/bin"}) is None
+    web = pinned_home({P.ENV_WEB_SOCKET: "/state/web/ta-1"})
+    assert "web endpoint" in web and "Unix socket" in web
+    assert "Sandbox" in pinned_home({P.ENV_SANDBOX: "{}"})
+    home = node(region="us-east-1")
+    # Its requests are checked against that node alone; no label selector sends it elsewhere.
+    assert home_options(Placement(cpu=1.0, regions=("us",)), home, web) == {"num_cpus": 1.0, "memory": 128 * 2**20}
+    with pytest.raises(Unplaceable) as info:  # a region (or a GPU) the control plane's node does not have
+        home_options(Placement(regions=("eu",)), home, web)
+    message = str(info.value)
+    assert message.startswith("UnimplementedError") and "web endpoint" in message and "eu" in message
+    with pytest.raises(Unplaceable, match=r"UnimplementedError.*Sandbox.*H100"):
+        home_options(Placement(gpu=(("H100", 1),)), home, pinned_home({P.ENV_SANDBOX: "{}"}))

@@ -570,3 +570,19 @@ def test_only_containers_with_room_take_inputs_and_the_backlog_is_spread_as_befo
     # c1 (empty) takes its share of the backlog over the three ready containers, c2 and c3 the rest
     holders = [s.holder_of(i) for i in range(10, 16)]
     assert holders.count("c1") == 2 and holders.count("c2") == holders.count("c3") == 2
+
+
+def test_capacity_that_grows_starts_the_containers_waiting_for_room():
+    """A cluster's capacity changes as nodes join (the Ray backend's `capacity()`, set by the executor)."""
+    from homeport.server.core.scheduler import Capacity
+
+    ids = (f"c{i}" for i in itertools.count(1))
+    s = Scheduler(lambda: next(ids), Capacity(cpu=2, memory_mib=100_000))
+    s.add_pool("p", PoolConfig(cpu=1.0, max_containers=10), 0)
+    out = s.submit("p", range(8), 0)
+    assert started(out) == ["c1", "c2"] and s.pools["p"].pending > 0  # this machine's two cores
+    assert s.set_capacity(Capacity(cpu=2, memory_mib=100_000), 1) == []  # unchanged: nothing new
+    out = s.set_capacity(Capacity(cpu=6, memory_mib=100_000), 1)  # four more cores joined
+    assert started(out) == ["c3", "c4", "c5", "c6"]
+    assert s.set_capacity(Capacity(cpu=3, memory_mib=100_000), 2) == []  # a node left: none is stopped
+    assert len(s.containers) == 6

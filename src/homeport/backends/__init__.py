@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import importlib
 
-from ._base import Backend, ContainerSpec, ExitInfo, Mount, Placement, PrivateDir, TemplateSpec
+from ._base import Backend, ContainerSpec, ExitInfo, ImageSource, Mount, Placement, PrivateDir, TemplateSpec
 
-__all__ = ["Backend", "ContainerSpec", "ExitInfo", "Mount", "Placement", "PrivateDir", "TemplateSpec", "create_backend",
+__all__ = ["Backend", "ContainerSpec", "ExitInfo", "ImageSource", "Mount", "Placement", "PrivateDir", "TemplateSpec", "create_backend",
            "registered_backends"]
 
 # name -> "module:Class"; only the chosen backend's module is imported (the Ray one imports ray).

@@ -62,6 +62,18 @@ class Placement:
 
 
 @dataclass(frozen=True)
+class ImageSource:
+    """How a container's image was built, for a backend whose nodes build it in their own cache rather
+    than use the control plane's: the spec's paths under `root` (the control plane's image directory)
+    are the image's, and `steps` (as the control plane planned them, JSON-able) name its layers by the
+    same content hashes on every node."""
+
+    image_id: str
+    root: str
+    steps: tuple[dict, ...]
+
+
+@dataclass(frozen=True)
 class ContainerSpec:
     container_id: str
     app_id: str
@@ -88,6 +100,8 @@ class ContainerSpec:
     # Where the user's code is (its sys.path, module directory, working directory): kept in view of a
     # container isolated from the host (read-only), although the host's other files may not be.
     code: tuple[str, ...] = ()
+    # Set for a backend that `spans_machines`: its nodes build the image where they run it.
+    image: ImageSource | None = None
 
 
 @dataclass(frozen=True)
@@ -157,6 +171,12 @@ class Backend(abc.ABC):
     spans_machines: bool = False
     # Whether it gives containers the GPUs they ask for (`ContainerSpec.placement.gpu`) itself.
     places_gpus: bool = False
+
+    def capacity(self) -> tuple[float, int] | None:
+        """(cores, MiB) that containers may request in all, where that is not this machine's (a
+        cluster's, which changes as nodes join and leave: asked again on every scheduler tick, so it
+        must answer at once); None: the control plane's machine."""
+        return None
 
     def listen_default(self) -> str | None:
         """`HOST:PORT` where the control plane listens on TCP for this backend's containers unless told

@@ -241,6 +241,8 @@ def server_status() -> None:
     console.print(f"Running: pid {st['pid']} on {st['address']} (backend {st['backend']['name']})")
     if st.get("listen"):
         console.print(f"Containers connect to {st['listen']}")
+    if st["backend"].get("node"):
+        console.print(f"Cluster: {st['backend'].get('nodes')} nodes; the control plane's node {st['backend']['node']}")
     console.print(f"Log: {_config.log_path()}")
     console.print(f"Apps running: {len(st['apps'])}; containers: {st['containers']} "
                   f"(+{st.get('pending', 0)} waiting for cpu or memory); inputs queued: {st['queued']}")

@@ -70,6 +70,7 @@ class Executor:
         # Container id -> inputs assigned in this event-loop turn to a container that was busy, sent as
         # one INPUTS message at its end (`send_assigned`): many callers' calls travel in one frame.
         self._assigned_out: dict[str, list] = {}
+        self.refresh_capacity()
 
     # --- executing decisions -----------------------------------------------------------------------
     def execute(self, instructions: list[Instruction]) -> None:
@@ -148,7 +149,20 @@ class Executor:
         return self._scheduler.next_deadline()
 
     def tick(self) -> None:
-        self.execute(self._scheduler.tick(time.monotonic()))
+        now = time.monotonic()
+        self.refresh_capacity(now)
+        self.execute(self._scheduler.tick(now))
+
+    def refresh_capacity(self, now: float | None = None) -> None:
+        """A backend of more than one machine (Ray) offers the cluster's cores and memory, not this machine's."""
+        offered = self.backend.capacity() if self.backend is not None else None
+        if offered is None:
+            return
+        capacity = Capacity(cpu=float(offered[0]), memory_mib=int(offered[1]))
+        if capacity != self._scheduler.capacity:
+            log.info("capacity for containers: %g cores, %d MiB (from the %s backend)", capacity.cpu,
+                     capacity.memory_mib, self.backend.name)
+            self.execute(self._scheduler.set_capacity(capacity, time.monotonic() if now is None else now))
 
     # --- pools -------------------------------------------------------------------------------------
     def pool(self, pool_id: str) -> Pool | None:

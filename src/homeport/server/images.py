@@ -87,6 +87,7 @@ def base_environ(server_env: Mapping[str, str]) -> dict[str, str]:
     return {k: v for k, v in server_env.items() if k in BASE_ENV_VARS or k.startswith("LC_")}
 FILE_KINDS = frozenset({"add_local_file", "add_local_dir", "add_local_python_source"})
 ROOTFS_KINDS = frozenset({"apt_install", "run_commands"})  # steps that give an image its own root file system
+NODE_UNBUILDABLE = ROOTFS_KINDS | {"run_function"}  # steps only the control plane's builder runs
 INSTALL_KINDS = frozenset({"pip_install", "uv_pip_install", "pip_install_from_requirements",
                            "pip_install_from_pyproject"})
 
@@ -133,6 +134,9 @@ class BuiltImage:
     rootfs_lower: list[str] | None = None  # overlay layers, top first: the image has its own root fs
     interpreter_prefix: str | None = None  # bound into the root fs, where the venv's interpreter lives
     rootfs_scratch: str | None = None
+    # Its layer steps as planned here (what names its layers), for a node that builds it in its own
+    # cache (`node_steps`); None for an image built before they were recorded.
+    steps: list[dict[str, Any]] | None = None
 
     @property
     def python(self) -> str:
@@ -283,6 +287,26 @@ class _FileDigests:
         return value
 
 
+def node_steps(steps: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Layer steps as another node's builder gets them (`ImageBuilder.build_steps`): what they are
+    hashed by, and the local paths they read, but no secret's value (a step that had secrets says so).
+    A step that runs in a sandbox of the control plane's backend (a root file system's, `run_function`)
+    keeps only its kind: no other node builds it."""
+    out: list[dict[str, Any]] = []
+    for step in steps:
+        portable = {k: v for k, v in step.items() if k not in ("_secret_env", "force_build")}
+        if step.get("_secret_env"):
+            portable["_had_secrets"] = True
+        try:
+            json.dumps(portable)
+        except (TypeError, ValueError):
+            portable = {}
+        if not portable or step["kind"] in NODE_UNBUILDABLE:
+            portable = {"kind": step["kind"], "_not_portable": True}
+        out.append(portable)
+    return out
+
+
 class ImageBuilder:
     def __init__(self, root: str | Path, uv_bin: str | None = None, run_container: RunContainer | None = None,
                  debian: DebianBase | None = None) -> None:
@@ -416,6 +440,7 @@ class ImageBuilder:
             python_path=[str(self.layers / meta["files_from"] / "fs" / r.lstrip("/")) for r in meta.get("python_roots", ())]
             + list(record.get("python_path", ())),
             mounts=mounts,
+            steps=record.get("node_steps"),
         )
 
     async def default_image(self) -> BuiltImage:
@@ -467,7 +492,7 @@ class ImageBuilder:
         try:
             await self._build_layers(image_id, layer_steps, keys, out, t0)
             record = {"image_id": image_id, "layer": keys[-1], "created_at": time.time(),
-                      "steps": [L.describe(s) for s in steps], **staged}
+                      "steps": [L.describe(s) for s in steps], "node_steps": node_steps(layer_steps), **staged}
             self._write_json(self.images_dir / f"{image_id}.json", record)
             self._images[image_id] = self._load(record)
             fut.set_result(None)
@@ -478,6 +503,25 @@ class ImageBuilder:
         finally:
             self._inflight.pop(image_id, None)
         return image_id
+
+    async def build_steps(self, steps: list[dict[str, Any]], log_fn: LogFn | None = None) -> str:
+        """Build an image from layer steps another builder planned (`node_steps`), named by the same
+        content hashes; return its id (that of the image without files added at container start)."""
+        steps = [dict(s) for s in steps]
+        keys = L.layer_keys(steps)
+        await asyncio.to_thread(self._local_interpreters, steps)
+        return await self.build(Plan(steps, steps, [], keys), log_fn)
+
+    def _local_interpreters(self, steps: list[dict[str, Any]]) -> None:
+        """The same Python, wherever this machine has it (the layer keeps its name)."""
+        for step in steps:
+            interp = step.get("interpreter")
+            if step["kind"] == "debian_slim" and interp and not os.path.exists(interp["path"]):
+                try:
+                    found = self.interpreters.find(interp["version"])
+                except NoInterpreter as exc:
+                    raise ImageBuildFailed(f"{L.describe(step)}: {exc}") from None
+                step["interpreter"] = {"path": found.path, "version": found.version_str}
 
     async def _build_layers(self, image_id: str, steps: list[dict[str, Any]], keys: list[str], out: LogFn,
                             t0: float) -> None:

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .. import _protocol as P
-from ..backends import Backend, ContainerSpec, ExitInfo, Mount, Placement
+from ..backends import Backend, ContainerSpec, ExitInfo, ImageSource, Mount, Placement
 from .core.gpus import parse_request as parse_gpu_request
 from .images import BuiltImage, ImageBuilder
 from .records import FunctionRecord
@@ -184,6 +184,9 @@ class Launcher:
                                 regions=tuple(fn.definition.get("region") or ())),
             code=(*_code_paths(fn.definition), *self.images.runtime_sources(env[P.ENV_RUNTIME_PATH]))
             if rootfs is None else (),
+            # Nodes of a cluster build the image themselves (in their own caches, by the same hashes).
+            image=ImageSource(image.image_id, str(self.images.root), tuple(image.steps))
+            if self.backend.spans_machines and image.steps is not None else None,
         )
 
     def _gpu_view(self, fn: FunctionRecord, gpus: tuple[str, ...], env: dict[str, str]) -> tuple[tuple[int, ...],

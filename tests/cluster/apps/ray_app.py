@@ -1,6 +1,7 @@
 """An app whose functions ask for regions; run on a Ray cluster whose nodes carry region labels."""
 
 import os
+import sys
 import time
 
 import modal
@@ -108,3 +109,44 @@ def on_gpu() -> tuple[str, str]:
 @app.function(gpu="A100")
 def on_a100() -> str:
     return node()
+
+
+marked = modal.Image.debian_slim().env({"HOMEPORT_IMAGE_MARK": "built on its node"})
+
+
+@app.function(image=marked, region="eu")
+def image_home() -> tuple[str, str, str, str]:
+    """Where this container's image environment is: its node builds it in its own cache."""
+    return node(), os.environ.get("VIRTUAL_ENV", ""), sys.executable, os.environ.get("HOMEPORT_IMAGE_MARK", "")
+
+
+together_seen = modal.Dict.from_name("ray-together", create_if_missing=True)
+
+
+@app.function(region="sa-east", cpu=1.0)
+def together(x: int, k: int) -> int:
+    """Each input (one per container, a core each) waits until `k` of them run at once (or a minute
+    passed): how many did."""
+    together_seen.put(x, os.getpid())
+    deadline = time.monotonic() + 60
+    while together_seen.len() < k and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return together_seen.len()
+
+
+@app.function(min_containers=1)
+@modal.fastapi_endpoint()
+def web_where() -> dict:
+    """A web endpoint: served through the gateway's Unix socket, so on the control plane's node."""
+    return {"node": node()}
+
+
+@app.function(image=marked, region="eu")
+def poison_image() -> str:
+    """Hostile: change the image environment that the node's other containers run."""
+    try:
+        with open(os.path.join(os.environ["VIRTUAL_ENV"], "poisoned"), "w") as f:
+            f.write("x")
+    except OSError as exc:
+        return type(exc).__name__
+    return "written"

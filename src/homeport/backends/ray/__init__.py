@@ -4,12 +4,16 @@ The control plane, its state and the gateway stay where they run; each actor run
 node with the local backend (same sandbox, cgroup and cleanup) and reports output and exit back. Ray
 places the actor by the container's requests (`cpu`, `memory`, `gpu`, `region`; see `_placement`).
 
-What this backend needs from the cluster today (and says so when it is missing):
-- every node sees the control plane's state directory at the same path (one machine, or a shared file
-  system): containers connect to the control plane's Unix socket and run the image environments built
-  there. Containers reaching the control plane over TCP from other machines is not built yet.
+What this backend needs from the cluster (and says so when it is missing):
+- images: each node builds the image environments its containers run, in its own cache
+  (`HOMEPORT_NODE_IMAGES`), by the control plane's content hashes (`_images`); apt_install, run_commands and
+  run_function steps are not built on nodes (UnimplementedError naming them). Files added at container
+  start (`copy=False`) and volumes must be on storage every node sees (HOMEPORT_SHARED_ROOT).
+- web endpoints and Sandboxes run on the control plane's own node (the gateway and the sandbox agents use
+  its Unix sockets), said once per function in the log; one whose requests that node cannot hold fails.
 - containers start as fresh interpreters: the fork-from-template fast path and memory snapshots work
   within one machine's process tree, so on Ray they degrade to a plain start (logged once per app).
+- the scheduler's capacity is the cluster's cores and memory (`capacity()`), read again as nodes join.
 
 A node that dies takes its containers with it: each is reported as killed, and the control plane
 reschedules their inputs as for any crashed container.
@@ -22,19 +26,25 @@ import contextlib
 import logging
 import os
 import signal
+import threading
+import time
 from typing import Any
 
 import ray
 from ray.exceptions import RayError
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from ..._protocol import ENV_RAY_ADDRESS
+from ...server.images import ImageBuildFailed, ImageUnsupported
 from .._base import Backend, ContainerSpec, ExitCallback, ExitInfo, OutputCallback, PrivateDir
 from ._actor import ContainerHost, NodeLacksPath
-from ._placement import Unplaceable, actor_options
+from ._images import NodeImageUnbuildable
+from ._placement import Unplaceable, actor_options, cluster_capacity, home_options, pinned_home
 
 log = logging.getLogger("homeport.backend.ray")
 
 NAMESPACE = "homeport"
+CAPACITY_REFRESH_SECONDS = 2.0  # how stale the cluster's capacity may be (nodes join and leave)
 
 
 class PlacementError(RuntimeError):
@@ -66,13 +76,33 @@ class RayBackend(Backend):
             ray.init(address=self.address, namespace=NAMESPACE, log_to_driver=False, logging_level=logging.ERROR)
         self._actors: dict[str, _Actor] = {}
         self._told: set[str] = set()
+        self._pinned: set[str] = set()  # functions whose containers were said to stay on this node
+        self.home = ray.get_runtime_context().get_node_id()  # the control plane's node
+        self._capacity = cluster_capacity(ray.cluster_resources())
+        self._capacity_at = time.monotonic()
+        self._refreshing = False
 
     def _nodes(self) -> list[dict[str, Any]]:
         return ray.nodes()
 
+    def _home_node(self) -> dict[str, Any]:
+        for node in self._nodes():
+            if node.get("NodeID") == self.home:
+                return node
+        raise Unplaceable(f"the control plane's own Ray node {self.home} is not in the cluster")
+
     async def start(self, spec: ContainerSpec, on_output: OutputCallback, on_exit: ExitCallback) -> int:
+        pinned = pinned_home(spec.env)
         try:
-            options = actor_options(spec.placement, self._nodes())
+            if pinned is None:
+                options = actor_options(spec.placement, self._nodes())
+            else:
+                options = home_options(spec.placement, self._home_node(), pinned)
+                options["scheduling_strategy"] = NodeAffinitySchedulingStrategy(self.home, soft=False)
+                if spec.function_tag not in self._pinned:
+                    self._pinned.add(spec.function_tag)
+                    log.info("'%s' runs on the control plane's Ray node %s: it is %s", spec.function_tag,
+                             self.home, pinned)
         except Unplaceable as exc:
             raise PlacementError(f"'{spec.function_tag}' cannot run on this Ray cluster: {exc}") from None
         if spec.template is not None and spec.app_id not in self._told:
@@ -92,8 +122,8 @@ class RayBackend(Backend):
                 asyncio.get_running_loop().call_soon(on_exit, spec.container_id, ExitInfo(None, signal.SIGTERM))
                 return 0
             cause = getattr(exc, "cause", None)  # a RayTaskError carries the actor's own exception
-            if isinstance(cause, NodeLacksPath):
-                raise NodeLacksPath(str(cause)) from None
+            if isinstance(cause, (NodeLacksPath, NodeImageUnbuildable, ImageBuildFailed, ImageUnsupported)):
+                raise type(cause)(str(cause)) from None
             raise
         actor.started = True
         actor.pump = asyncio.get_running_loop().create_task(self._pump(spec.container_id, actor, on_output, on_exit))
@@ -118,6 +148,23 @@ class RayBackend(Backend):
             with contextlib.suppress(Exception):
                 ray.kill(actor.handle)
         on_exit(cid, info)
+
+    def capacity(self) -> tuple[float, int]:
+        """The cluster's cores and memory (all its live nodes'), refreshed in the background: asked on
+        every scheduler tick, it answers with what it last read."""
+        if not self._refreshing and time.monotonic() - self._capacity_at > CAPACITY_REFRESH_SECONDS:
+            self._refreshing = True
+            threading.Thread(target=self._refresh_capacity, name="homeport-ray-capacity", daemon=True).start()
+        return self._capacity
+
+    def _refresh_capacity(self) -> None:
+        try:
+            self._capacity = cluster_capacity(ray.cluster_resources())
+        except Exception as exc:  # the cluster is unreachable for now: the last figure stands
+            log.warning("could not read the Ray cluster's resources: %s", exc)
+        finally:
+            self._capacity_at = time.monotonic()
+            self._refreshing = False
 
     def listen_default(self) -> str:
         """This node's address in the Ray cluster (the one the other nodes reach it by), a free port."""
@@ -165,4 +212,4 @@ class RayBackend(Backend):
 
     def describe(self) -> dict[str, object]:
         nodes = [n for n in self._nodes() if n.get("Alive")]
-        return {"name": self.name, "address": self.address, "nodes": len(nodes)}
+        return {"name": self.name, "address": self.address, "nodes": len(nodes), "node": self.home}

@@ -12,6 +12,7 @@ import ray
 
 from .._base import ContainerSpec, ExitInfo, PrivateDir
 from ..local import LocalBackend
+from ._images import NodeImages
 from ._paths import missing_on_node
 
 ENV_NODE_ID = "HOMEPORT_NODE_ID"  # in a container on Ray: the Ray node it runs on
@@ -28,6 +29,7 @@ class ContainerHost:
         if scratch_dir:
             os.makedirs(scratch_dir, exist_ok=True)
         self.backend = LocalBackend(scratch_dir, private)
+        self.images = NodeImages()
         self.events: asyncio.Queue | None = None
         self.container_id: str | None = None
 
@@ -35,10 +37,15 @@ class ContainerHost:
         self.events = asyncio.Queue()
         self.container_id = spec.container_id
         node = ray.get_runtime_context().get_node_id()
+        events = self.events
+
+        def on_build_output(line: str, fd: int) -> None:  # the image's build log, as the container's output
+            events.put_nowait(("out", fd, f"[node {node[:8]}] {line}\n".encode()))
+
+        spec = await self.images.ensure(spec, on_build_output)
         problem = missing_on_node(spec, node)
         if problem is not None:
             raise NodeLacksPath(problem)
-        events = self.events
 
         def on_output(_cid: str, fd: int, line: bytes) -> None:
             events.put_nowait(("out", fd, line))

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..._protocol import ENV_SANDBOX, ENV_WEB_SOCKET
 from .._base import Placement
 
 REGION_LABEL = "homeport.io/region"
@@ -163,3 +164,31 @@ def _describe(nodes: list[dict[str, Any]]) -> str:
             desc += f" in {labels[REGION_LABEL]}"
         out.append(f"[{desc}]")
     return "; ".join(out) or "no live nodes"
+
+
+def cluster_capacity(resources: dict[str, float]) -> tuple[float, int]:
+    """(cores, MiB) of a cluster, from `ray.cluster_resources()`: what containers may request in all."""
+    return float(resources.get("CPU", 0.0)), int(resources.get("memory", 0.0) // 2**20)
+
+
+def pinned_home(env: dict[str, str]) -> str | None:
+    """What makes a container run on the control plane's node (None: nothing, it goes anywhere)."""
+    if ENV_WEB_SOCKET in env:
+        return "a web endpoint (the gateway reaches it over a Unix socket of the control plane's machine)"
+    if ENV_SANDBOX in env:
+        return ("a Sandbox (its agent connects to the control plane's Unix socket, its port tunnels are Unix "
+                "sockets of the control plane's machine)")
+    return None
+
+
+def home_options(p: Placement, home: dict[str, Any], what: str) -> dict[str, Any]:
+    """Actor options that keep a container (`what`, from `pinned_home`) on the control plane's node `home`
+    (`ray.nodes()` row): its requests must fit there, else it fails saying so (not pending forever)."""
+    try:
+        options = actor_options(p, [home])
+    except Unplaceable as exc:
+        raise Unplaceable(f"UnimplementedError: on Ray, {what} runs on the control plane's node only, and that "
+                          f"node cannot hold it ({exc}); running it on other nodes is not built yet") from None
+    options.pop("label_selector", None)
+    options.pop("fallback_strategy", None)
+    return options

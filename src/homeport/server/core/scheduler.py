@@ -549,6 +549,14 @@ class Scheduler:
         pool.restart_at = max(pool.restart_at, now + delay)
         return RestartBackoff(pool.id, cid, pool.start_failures, delay)
 
+    def set_capacity(self, capacity: Capacity, now: float) -> list[Instruction]:
+        """What containers may request in all changed (a cluster's nodes joined or left): with more,
+        containers waiting for room start now; with less, running ones are left alone (none is stopped
+        to fit) and no new one starts until they fit again."""
+        grew = self.capacity is None or (capacity.cpu > self.capacity.cpu or capacity.memory_mib > self.capacity.memory_mib)
+        self.capacity = capacity
+        return self._admit_waiting(now) if grew else []
+
     def _admit_waiting(self, now: float, skip: str | None = None) -> list[Instruction]:
         """Capacity was freed: pools with containers waiting for it may start them now."""
         out: list[Instruction] = []
