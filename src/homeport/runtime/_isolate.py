@@ -152,9 +152,9 @@ def enter_own_pid_namespace() -> int | None:
         finally:
             os._exit(code)
     _lib().prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-    pid = host_pid()
+    seen = host_pid()
     _mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
-    return pid
+    return seen
 
 
 def in_initial_user_namespace() -> bool:

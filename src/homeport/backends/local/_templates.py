@@ -187,6 +187,11 @@ def _command(spec: TemplateSpec, fd: int) -> tuple[list[str], str | None]:
     return argv, spec.cwd if spec.cwd and os.path.isdir(spec.cwd) else None
 
 
+def _wake(ready: asyncio.Future[None]) -> None:
+    if not ready.done():
+        ready.set_result(None)
+
+
 async def _recv(loop: asyncio.AbstractEventLoop, sock: socket.socket) -> tuple[bytes, int]:
     """A packet from a template, and the pid of the process that sent it as this process sees it (the
     kernel's credentials, SO_PASSCRED): a copy of a template in a PID namespace of its own says so."""
@@ -195,9 +200,9 @@ async def _recv(loop: asyncio.AbstractEventLoop, sock: socket.socket) -> tuple[b
             data, ancillary, _flags, _addr = sock.recvmsg(PACKET, socket.CMSG_SPACE(12))
             break
         except (BlockingIOError, InterruptedError):
-            ready = loop.create_future()
+            ready: asyncio.Future[None] = loop.create_future()
             fd = sock.fileno()  # -1 once closed (while it waits)
-            loop.add_reader(fd, lambda f=ready: f.done() or f.set_result(None))
+            loop.add_reader(fd, _wake, ready)
             try:
                 await ready
             finally:
