@@ -1,9 +1,9 @@
 """A Ray cluster of three nodes on this machine (loopback only), and a control plane that runs its
 containers on it. Every Ray process the cluster started is stopped with it."""
 
+import contextlib
 import os
 import shutil
-import sys
 import tempfile
 from pathlib import Path
 
@@ -48,8 +48,21 @@ def _add_node(cluster, **kwargs):
                 raise
 
 
+def _node_processes(cluster) -> list:
+    """The processes of every node of `cluster` now (raylets, stores, agents; workers are their children)."""
+    import psutil
+
+    found = []
+    for node in cluster.list_all_nodes():
+        for infos in node.all_processes.values():
+            for info in infos:
+                with contextlib.suppress(psutil.NoSuchProcess):
+                    found.append(psutil.Process(info.process.pid))
+    return found
+
+
 @pytest.fixture(scope="module")
-def ray_cluster():
+def ray_cluster(held_processes):
     from ray.cluster_utils import Cluster
 
     # Ray starts a dozen Python processes per node, which must import ray's modules in time (a raylet gives
@@ -66,17 +79,21 @@ def ray_cluster():
                          env_vars={"HOMEPORT_NODE_IMAGES": str(cache)}, **kwargs)
 
     try:
-        nodes = {
-            "us-east-1": node("us-east-1", include_dashboard=False,
-                              # A lost node is noticed within seconds, not the default half minute.
-                              _system_config={"health_check_period_ms": 1000, "health_check_failure_threshold": 5}),
-            "eu-west-1": node("eu-west-1"),
-            "us-west-2": node("us-west-2"),
-        }
-        cluster.wait_for_nodes()
-        ray.init(address=cluster.address, namespace="homeport-tests", log_to_driver=False, logging_level="ERROR")
-        cluster.nodes_by_name = nodes
-        yield cluster
+        # Nodes a test adds stay with the cluster (`add_node`): this fixture's to stop, not the test's.
+        with held_processes.processes(lambda: _node_processes(cluster)):
+            nodes = {
+                "us-east-1": node("us-east-1", include_dashboard=False,
+                                  # A lost node is noticed within seconds, not the default half minute.
+                                  _system_config={"health_check_period_ms": 1000,
+                                                  "health_check_failure_threshold": 5}),
+                "eu-west-1": node("eu-west-1"),
+                "us-west-2": node("us-west-2"),
+            }
+            cluster.wait_for_nodes()
+            ray.init(address=cluster.address, namespace="homeport-tests", log_to_driver=False,
+                     logging_level="ERROR")
+            cluster.nodes_by_name = nodes
+            yield cluster
     finally:
         ray.shutdown()
         cluster.shutdown()
@@ -116,13 +133,9 @@ def ray_platform(ray_cluster):
 
 @pytest.fixture(scope="module")
 def ray_app(ray_platform):
-    from homeport import _modal_alias
+    from homeport.testing import running
 
-    _modal_alias.install()  # the app says `import modal`, as a user's does
-    sys.path.insert(0, str(APPS))
-    import ray_app
-
-    with ray_app.app.run(show_logs=False):
+    with running("ray_app", path=APPS) as ray_app:
         yield ray_app
 
 

@@ -13,18 +13,14 @@ import msgpack
 import pytest
 
 from homeport import _protocol as P
+from homeport.testing import app_fixture
 
 pytestmark = pytest.mark.integration
 
 ERROR = 7  # the control plane's output status for a platform error
 
 
-@pytest.fixture(scope="module")
-def trust(platform, apps_path):
-    import trust
-
-    with trust.app.run(show_logs=False), trust.other.run(show_logs=False):
-        yield trust
+trust = app_fixture("trust", "app", "other")
 
 
 def test_a_container_cannot_answer_for_inputs_it_does_not_hold(trust, tmp_path):

@@ -1,4 +1,4 @@
-"""Issue 2, end to end: calls, results, errors, generators, async, logs, containers."""
+"""Function calls end to end: calls, results, errors, generators, async, logs, containers."""
 
 import asyncio
 import itertools
@@ -14,17 +14,12 @@ import psutil
 import pytest
 
 from homeport.exception import ExecutionError, FunctionTimeoutError, SerializationError
-from homeport.testing import wait_for
+from homeport.testing import app_fixture, wait_for
 
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture(scope="module")
-def basic(platform, apps_path):
-    import basic
-
-    with basic.app.run(show_logs=False):
-        yield basic
+basic = app_fixture("basic")
 
 
 def test_remote_and_local(basic):

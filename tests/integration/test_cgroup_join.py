@@ -1,4 +1,4 @@
-"""Issue 4 (R1): a limited container is in its cgroup before it runs anything, forked or spawned.
+"""A limited container is in its cgroup before it runs anything, forked or spawned.
 
 These drive the local backend directly with a recording stand-in for the kernel's cgroups, so they
 say exactly *when* a container was placed, on any machine. The kernel's own enforcement is tested in

@@ -1,4 +1,4 @@
-"""Issue 16: commands a Modal user reaches for, in Modal's shapes."""
+"""The commands a Modal user reaches for, in Modal's shapes."""
 
 import json
 import os

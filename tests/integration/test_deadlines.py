@@ -1,4 +1,4 @@
-"""Issue 4: timeouts hold even when user code stops the container from enforcing them itself.
+"""Timeouts hold even when user code stops the container from enforcing them itself.
 
 The container times inputs out with a signal; code that catches BaseException, or sits in a long call
 that signals cannot interrupt, escapes it. The control plane then fails the input at the deadline (plus
@@ -9,17 +9,12 @@ import psutil
 import pytest
 
 from homeport.exception import ExecutionError, FunctionTimeoutError
-from homeport.testing import wait_for
+from homeport.testing import app_fixture, wait_for
 
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture(scope="module")
-def deadlines(platform, apps_path):
-    import deadlines
-
-    with deadlines.app.run(show_logs=False):
-        yield deadlines
+deadlines = app_fixture("deadlines")
 
 
 def _alive(pid):

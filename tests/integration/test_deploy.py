@@ -1,4 +1,4 @@
-"""Issue 7: deployed apps outlive their client and the control plane; schedules run on time."""
+"""Deployed apps outlive their client and the control plane; schedules run on time."""
 
 import json
 import os

@@ -1,4 +1,4 @@
-"""Issue 14 §2: `modal.Dict` and `modal.Queue` with Modal's semantics, end to end."""
+"""`modal.Dict` and `modal.Queue` with Modal's semantics, end to end."""
 
 import os
 import queue
@@ -13,7 +13,7 @@ import pytest
 from homeport import _pickle
 from homeport import _protocol as P
 from homeport.exception import DeserializationError, InvalidError, NotFoundError, RequestSizeError
-from homeport.testing import Platform, homeport_cli, wait_for
+from homeport.testing import Platform, homeport_cli, running, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -307,9 +307,7 @@ def test_undecodable_values_raise_deserialization_error(platform):
 # --- what a container's credentials reach, by crafted messages --------------------------------------
 @pytest.fixture(scope="module")
 def container_creds(platform, apps_path):
-    import trust
-
-    with trust.app.run(show_logs=False):
+    with running("trust") as trust:
         yield trust.credentials.remote()
 
 

@@ -1,4 +1,4 @@
-"""Issue 12: a container is a boundary. User code that tries to reach the host from inside its
+"""A container is a boundary. User code that tries to reach the host from inside its
 container fails: it is not host root, it cannot write the host's files, it sees no host process, a
 daemon it leaves behind dies with it, and a fork bomb stops at its process limit.
 

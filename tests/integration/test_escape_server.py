@@ -1,4 +1,4 @@
-"""Issue 12, the control plane's side: what hostile code in a container (or anything that can reach the
+"""A container is a boundary, on the control plane's side: what hostile code in a container (or anything that can reach the
 socket) gets out of volume operations, names, frames and malformed messages. Each attack must fail."""
 
 import contextlib
@@ -16,7 +16,7 @@ import pytest
 
 from homeport import _protocol as P
 from homeport.exception import InvalidError, NotFoundError
-from homeport.testing import homeport_cli
+from homeport.testing import homeport_cli, running
 
 pytestmark = pytest.mark.integration
 
@@ -37,7 +37,7 @@ def escape(platform, apps_path):
             warnings.simplefilter("always")
             import escape
         escape.import_warnings = [str(w.message) for w in caught]
-        with escape.app.run(show_logs=False):
+        with running("escape"):
             yield escape
     finally:
         sys.meta_path[:] = [f for f in sys.meta_path if type(f).__name__ != "_AliasFinder"]
@@ -81,9 +81,7 @@ def test_links_are_listed_as_symlinks_and_nothing_beneath_them(planted):
 def test_read_file_never_follows_a_link(planted, platform):
     for name in (*LINKS, *THROUGH):
         _refused(planted.read_file, name)
-    started = time.monotonic()
-    _refused(planted.read_file, "fifo")  # opened without blocking, refused as not a regular file
-    assert time.monotonic() - started < 30
+    _refused(planted.read_file, "fifo")  # opened without blocking (or this would hang), refused as not a regular file
     assert b"".join(planted.read_file("ok.txt")) == b"fine"
 
 

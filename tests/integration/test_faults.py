@@ -1,4 +1,4 @@
-"""Issue 12, the fault suite: containers and the control plane die or stop, nothing is lost.
+"""Faults: containers and the control plane die or stop, nothing is lost.
 
 Real processes: the programs say `import modal` and run under `homeport run` / `homeport deploy`, the
 test kills containers (SIGKILL) and the control plane (SIGKILL, SIGSTOP) by pid from outside. The

@@ -1,4 +1,4 @@
-"""Issue 17: GPUs on a machine without them (CI), through the test seam for the inventory.
+"""GPUs on a machine without them (CI), through the test seam for the inventory.
 
 The control plane of each test reads its GPU inventory from `HOMEPORT_TEST_GPU_INVENTORY` (a test seam,
 not a user setting): none, or one fake H100 that has no device node; placement, waiting, fallback and

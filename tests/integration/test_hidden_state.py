@@ -1,4 +1,4 @@
-"""Issues 2 and 5: a container cannot read the control plane's state directory (the installation's
+"""A container cannot read the control plane's state directory (the installation's
 token, the key to every secret and the database it decrypts, other volumes, other containers' scratch
 directories, the server's log), although it runs as the same OS user; it still reaches what it needs.
 """

@@ -1,10 +1,11 @@
-"""Issue 5, images end to end: each function sees its image's packages and nothing of the caller's.
+"""Images end to end: each function sees its image's packages and nothing of the caller's.
 
 Builds are cached in the session's state directory and packages come from uv's shared cache, so the
 images here are built once per session (about a second in all once uv's cache has the wheels).
 """
 
 import asyncio
+import contextlib
 import importlib
 import importlib.util
 import json
@@ -19,7 +20,7 @@ import pytest
 
 from homeport._image_request import build_request
 from homeport.exception import ImageBuildError, NotFoundError
-from homeport.testing import homeport_cli
+from homeport.testing import homeport_cli, running
 
 pytestmark = pytest.mark.integration
 
@@ -28,23 +29,18 @@ HELPER = "VALUE = 'from add_local_python_source'\n"
 
 @pytest.fixture(scope="module")
 def images(platform, apps_path, tmp_path_factory):
-    import images
-
     # A module the caller can import only while the image is built: the container can import it
     # only if `add_local_python_source` put it there (it is not on the function's sys.path).
     helper_dir = tmp_path_factory.mktemp("helper")
     (helper_dir / "hp_image_helper.py").write_text(HELPER)
-    sys.path.insert(0, str(helper_dir))
-    try:
-        run = images.app.run(show_logs=False)
-        run.__enter__()
-    finally:
-        sys.path.remove(str(helper_dir))
-        sys.modules.pop("hp_image_helper", None)
-    try:
-        yield images
-    finally:
-        run.__exit__(None, None, None)
+    with contextlib.ExitStack() as stack:
+        sys.path.insert(0, str(helper_dir))
+        try:
+            module = stack.enter_context(running("images"))
+        finally:
+            sys.path.remove(str(helper_dir))
+            sys.modules.pop("hp_image_helper", None)
+        yield module
 
 
 def test_a_pinned_package_only_in_its_own_image(images):
@@ -133,24 +129,31 @@ def test_local_files_copied_mounted_and_workdir(images):
 
 
 def _build(image, **kwargs):
-    """Run an app whose one function uses `image`; return the seconds `app.run()` took to start."""
+    """Start (and stop) an app whose one function uses `image`: `app.run()` builds what is not cached."""
     app = modal.App()
 
     @app.function(image=image, serialized=True, **kwargs)
     def f():
         return 1
 
-    t = time.perf_counter()
     with app.run(show_logs=False):
-        return time.perf_counter() - t
+        pass
 
 
-def test_cached_image_resolves_fast(platform):
+def _layer_manifests(platform) -> dict[str, int]:
+    """Every image layer built so far, with when its manifest was written."""
+    return {str(p): p.stat().st_mtime_ns for p in (platform.state_dir / "images" / "layers").glob("*/layer.json")}
+
+
+def test_a_cached_image_is_resolved_not_built_again(platform):
+    # (bench/run.py's image_build figure says how long each takes)
     image = modal.Image.debian_slim().env({"NONCE": str(time.time())}).pip_install("tabulate==0.9.0")
-    first = _build(image)
-    again = _build(image)
-    print(f"\nimage with one small pip package: first build {first * 1e3:.0f} ms, cached {again * 1e3:.1f} ms")
-    assert again < first
+    before = _layer_manifests(platform)
+    _build(image)
+    built = _layer_manifests(platform)
+    assert set(built) - set(before)  # the first run built the image's new layers
+    _build(image)
+    assert _layer_manifests(platform) == built  # the second built nothing, wrote nothing again
 
 
 def test_run_function_in_a_plain_image_never_writes_to_the_host(platform):

@@ -1,4 +1,4 @@
-"""Issue 16: what a user sees of their containers: live output, short errors, logs, detach."""
+"""What a user sees of their containers: live output, short errors, logs, detach."""
 
 import os
 import re
@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from homeport.testing import Logs, wait_for
+from homeport.testing import Logs, running, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -67,16 +67,8 @@ def test_container_output_streams_live_without_flush(platform, tmp_path):
 
 def test_a_web_handlers_print_arrives_from_a_forked_container(platform):
     # Web containers are forked from a template by default: a copy's output must not wait in the
-    # template's buffers (it used to appear never, or when the container exited).
-    from homeport import _modal_alias
-
-    _modal_alias.install()  # the program says `import modal`, as a user's does
-    sys.path.insert(0, str(PROGRAMS))
-    try:
-        import output_app
-    finally:
-        sys.path.remove(str(PROGRAMS))
-    with output_app.app.run(show_logs=False), Logs() as logs:
+    # template's buffers (where it would appear never, or only when the container exited).
+    with running("output_app", path=PROGRAMS) as output_app, Logs() as logs:
         r = httpx.get(output_app.handler.web_url, params={"word": "xyzzy"}, timeout=60)
         assert r.status_code == 200 and r.json() == {"word": "xyzzy"}
         # The container keeps running (it is warm): the line arrives anyway.

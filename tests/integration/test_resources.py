@@ -1,4 +1,4 @@
-"""Issue 4: cpu and memory requests (admission) and limits (enforced by the kernel)."""
+"""CPU and memory requests (admission) and limits (enforced by the kernel)."""
 
 import os
 
@@ -6,6 +6,7 @@ import pytest
 
 from homeport.backends.local._cgroups import Cgroups, CgroupsUnavailable
 from homeport.exception import ExecutionError
+from homeport.testing import app_fixture
 
 pytestmark = pytest.mark.integration
 
@@ -19,12 +20,7 @@ def _no_memory_limits() -> str | None:
     return None
 
 
-@pytest.fixture(scope="module")
-def res(platform, apps_path):
-    import resources
-
-    with resources.app.run(show_logs=False):
-        yield resources
+res = app_fixture("resources")
 
 
 def test_memory_limit_kills_with_a_clear_out_of_memory_error(res):

@@ -1,4 +1,4 @@
-"""Issue 4: the autoscaler's knobs with real containers (counts, and timings with generous bounds)."""
+"""The autoscaler's knobs with real containers: how many run, and when idle ones stop."""
 
 import os
 import re
@@ -12,17 +12,12 @@ import pytest
 from homeport import _protocol as P
 from homeport._bridge import run_sync
 from homeport._client import get_client
-from homeport.testing import wait_for
+from homeport.testing import app_fixture, wait_for
 
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture(scope="module")
-def scaling(platform, apps_path):
-    import scaling
-
-    with scaling.app.run(show_logs=False):
-        yield scaling
+scaling = app_fixture("scaling")
 
 
 def containers(function: str) -> list[dict]:
@@ -66,8 +61,7 @@ def test_idle_container_is_stopped_after_the_scaledown_window(scaling, platform)
     cid = next((c["container_id"] for c in containers("short_lived")), r"\S+")
     assert wait_for(lambda: not containers("short_lived"), timeout=60)
     waited = time.monotonic() - t0
-    assert waited >= 1.5  # not before the window (2 s) ...
-    assert waited <= 2 + 15  # ... and not long after it (slack for a loaded machine; the bench measures it)
+    assert waited >= 1.5  # not before the window (2 s); how soon after it: bench/run.py's scaledown figure
     assert wait_for(lambda: not _alive(pid), timeout=10)
     # The decision is in the control plane's log, with its reason.
     log = (platform.state_dir / "server.log").read_text()

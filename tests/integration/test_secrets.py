@@ -1,4 +1,4 @@
-"""Issue 5 (secrets): named secrets, encrypted at rest, injected only where requested."""
+"""Secrets: named secrets, encrypted at rest, injected only where requested."""
 
 import json
 import os

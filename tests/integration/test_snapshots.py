@@ -1,4 +1,4 @@
-"""Issue 6: memory snapshots and templates — containers start as copies of a prepared process."""
+"""Memory snapshots and templates — containers start as copies of a prepared process."""
 
 import importlib
 import os

@@ -10,25 +10,18 @@ import msgpack
 import pytest
 
 from homeport import _protocol as P
-from homeport.testing import homeport_cli
+from homeport.testing import Platform, homeport_cli, running
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
 def over_tcp(apps_path):
-    from homeport import _modal_alias
-    from homeport.testing import Platform
-
-    _modal_alias.install()  # the app says `import modal`, as a user's does
     saved = os.environ.get(P.ENV_LISTEN)
     os.environ[P.ENV_LISTEN] = "127.0.0.1:0"
     try:
-        with Platform() as platform:
-            import over_tcp
-
-            with over_tcp.app.run(show_logs=False):
-                yield over_tcp, platform
+        with Platform() as platform, running("over_tcp") as over_tcp:
+            yield over_tcp, platform
     finally:
         if saved is None:
             os.environ.pop(P.ENV_LISTEN, None)

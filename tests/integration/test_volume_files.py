@@ -1,4 +1,4 @@
-"""Issue 5 (volumes): files in a volume handled from the client and the CLI, no container involved."""
+"""Files in a volume handled from the client and the CLI, no container involved."""
 
 import os
 

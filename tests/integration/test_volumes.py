@@ -1,4 +1,4 @@
-"""Issue 5 (volumes): persistent directories mounted at the paths the user gives."""
+"""Volumes: persistent directories mounted at the paths the user gives."""
 
 import shutil
 import sys

@@ -1,4 +1,4 @@
-"""Issue 4 with issue 3: warm pools of classes, a slow enter hook, and a pool that crash-loops."""
+"""Warm pools of classes, a slow enter hook, and a pool that crash-loops."""
 
 import json
 import os
@@ -11,7 +11,7 @@ import pytest
 from homeport import _protocol as P
 from homeport._bridge import run_sync
 from homeport._client import get_client
-from homeport.testing import Logs, homeport_cli, wait_for
+from homeport.testing import Logs, homeport_cli, running, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -34,7 +34,7 @@ def warm(platform, apps_path):
     import warm
 
     try:
-        with warm.app.run(show_logs=False):
+        with running("warm"):
             yield warm
     finally:
         shutil.rmtree(os.path.dirname(warm.GATE), ignore_errors=True)

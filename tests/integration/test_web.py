@@ -1,4 +1,4 @@
-"""Issue 7: web endpoints through the control plane's gateway, with real HTTP clients."""
+"""Web endpoints through the control plane's gateway, with real HTTP clients."""
 
 import concurrent.futures
 import contextlib
@@ -18,17 +18,12 @@ import pytest
 from homeport import _protocol as P
 from homeport._bridge import run_sync
 from homeport._client import get_client
-from homeport.testing import homeport_cli, wait_for
+from homeport.testing import app_fixture, homeport_cli, wait_for
 
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture(scope="module")
-def web(platform, apps_path):
-    import web
-
-    with web.app.run(show_logs=False):
-        yield web
+web = app_fixture("web")
 
 
 def _containers(function: str) -> list[dict]:
@@ -185,15 +180,15 @@ def test_class_web_endpoints_share_the_container_state(web):
     assert web.Greeter().plain.remote() == "hi"
 
 
-def test_the_seed_server_class(platform, apps_path, tmp_path):
-    os.environ["WEB_SEED_MARKER"] = str(tmp_path / "marker")
+def test_a_server_class_serves_what_its_enter_hook_starts_until_its_exit_hook_stops_it(platform, apps_path, tmp_path):
+    os.environ["WEB_SERVER_MARKER"] = str(tmp_path / "marker")
     try:
-        sys.modules.pop("web_seed", None)
-        import web_seed
+        sys.modules.pop("web_server_class", None)
+        import web_server_class
     finally:
-        os.environ.pop("WEB_SEED_MARKER")
-    with web_seed.app.run(show_logs=False):
-        url = web_seed.MyServer.get_url()
+        os.environ.pop("WEB_SERVER_MARKER")
+    with web_server_class.app.run(show_logs=False):
+        url = web_server_class.MyServer.get_url()
         r = httpx.get(url, timeout=60)
         assert r.status_code == 200 and "Directory listing" in r.text
     # The exit hook stopped the server and wrote the marker when the app ended.

@@ -1,35 +1,21 @@
-"""Issue 16 item 10: streamed web responses end when their generator ends, under concurrency."""
+"""Streamed web responses end when their generator ends, under concurrency."""
 
 import concurrent.futures
-import sys
-from pathlib import Path
 
 import httpx
 import pytest
 
+from homeport.testing import app_fixture
+
 pytestmark = pytest.mark.integration
 
-PROGRAMS = Path(__file__).parent / "programs"
-
-
-@pytest.fixture(scope="module")
-def streaming(platform):
-    from homeport import _modal_alias
-
-    _modal_alias.install()  # the program says `import modal`, as a user's does
-    sys.path.insert(0, str(PROGRAMS))
-    try:
-        import streaming_app
-    finally:
-        sys.path.remove(str(PROGRAMS))
-    with streaming_app.app.run(show_logs=False):
-        yield streaming_app
+streaming = app_fixture("streaming_app", directory="programs")
 
 
 def test_concurrent_streamed_responses_each_end_with_their_generator(streaming):
     # Several web containers, forked from one template, each stream a generator call at once: each
-    # response carries all its frames and ends (it used to hang: the copies drew the same call ids,
-    # and one container's outputs went to another).
+    # response carries all its frames and ends (were the copies to draw the same call ids, one
+    # container's outputs would go to another's caller, and a response would hang).
     urls = [streaming.stream.web_url, streaming.stream2.web_url, streaming.stream3.web_url] * 2
 
     def get(i_url):

@@ -1,4 +1,4 @@
-"""Image build output on a terminal: the steps, the rest in a file (issue 16)."""
+"""Image build output on a terminal: the steps, the rest in a file."""
 
 from homeport._build_log import BuildLogSummary, summarise_wanted
 

@@ -1,4 +1,4 @@
-"""Issue 12, pieces of the control plane's hardening checked without a control plane: path resolution
+"""The control plane's hardening, checked without a control plane: path resolution
 beneath a volume's root (with openat2 and with the O_NOFOLLOW walk), the volume store's move from names
 to ids, frame limits, message validation, names, and the state directory's permissions."""
 

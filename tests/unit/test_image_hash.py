@@ -1,4 +1,4 @@
-"""Issue 5: image layers are named by their steps, each chained to the layer before (pure, no I/O)."""
+"""Image layers are named by their steps, each chained to the layer before (pure, no I/O)."""
 
 import pytest
 

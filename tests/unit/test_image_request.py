@@ -1,4 +1,4 @@
-"""Issue 5: what the SDK resolves locally before an image is built (files, modules, functions, secrets)."""
+"""What the SDK resolves locally before an image is built (files, modules, functions, secrets)."""
 
 import os
 import sys

@@ -1,4 +1,4 @@
-"""Issue 12: the settings that say how local containers are isolated, and the path rule behind it."""
+"""The settings that say how local containers are isolated, and the path rule behind it."""
 
 import os
 import shutil

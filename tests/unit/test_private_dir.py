@@ -1,4 +1,4 @@
-"""Issues 2 and 5: what a container sees of the control plane's state directory, as data and arguments."""
+"""What a container sees of the control plane's state directory, as data and arguments."""
 
 from pathlib import Path
 

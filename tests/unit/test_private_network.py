@@ -1,4 +1,4 @@
-"""Issue 7: a container that asks for a network of its own (a `web_server`) is told, through
+"""A container that asks for a network of its own (a `web_server`) is told, through
 `ENV_PRIVATE_NETWORK`, whether the local backend really gave it one, and starts either way."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Issue 5: a machine without mount namespaces is told so clearly, before any root file system step runs."""
+"""A machine without mount namespaces is told so clearly, before any root file system step runs."""
 
 import asyncio
 import os

@@ -185,7 +185,7 @@ def test_an_input_that_crashes_every_container_fails_past_the_crash_limit():
 
 
 def test_a_crash_at_start_up_fails_nothing_while_others_start():
-    # The found bug: 1,000 queued inputs, 3 containers starting, one SIGKILLed: every input failed.
+    # 1,000 queued inputs, 3 containers starting, one SIGKILLed: its crash fails none of the inputs.
     s, out = make(PoolConfig(max_containers=3))
     out = s.submit("p", range(1000), 0)
     assert started(out) == ["c1", "c2", "c3"]
@@ -547,8 +547,8 @@ def test_an_idle_min_container_sets_no_scale_down_deadline():
 
 
 def test_a_tick_that_skips_the_deadline_scan_still_times_out_inputs_that_started_after_it():
-    # A tick notes the earliest deadline and does not scan again before it (issue 20: thousands of
-    # containers); inputs that start later must still be timed out on time.
+    # A tick notes the earliest deadline and does not scan again before it (so that thousands of
+    # containers cost no scan per tick); inputs that start later must still be timed out on time.
     s, _ = make(PoolConfig(timeout=10, max_containers=1))
     s.submit("p", [1], 0)
     s.container_ready("c1", 0)

@@ -1,4 +1,4 @@
-"""Classes for the issue-3 integration tests: methods, lifecycle hooks, parameters, options."""
+"""Classes for the classes tests: methods, lifecycle hooks, parameters, options."""
 
 import os
 import time

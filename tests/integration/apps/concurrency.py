@@ -13,11 +13,22 @@ def _pid() -> int:
     return int(os.environ.get("HOMEPORT_HOST_PID") or os.getpid())
 
 
+_running = 0  # inputs of async_sleep in this container now
+_peak = 0  # and the most at once so far
+
+
 @app.function(max_containers=1)
 @modal.concurrent(max_inputs=20)
 async def async_sleep(seconds):
-    await asyncio.sleep(seconds)
-    return _pid()
+    """This container and the most inputs it has run at once, this one included."""
+    global _running, _peak
+    _running += 1
+    _peak = max(_peak, _running)
+    try:
+        await asyncio.sleep(seconds)
+    finally:
+        _running -= 1
+    return _pid(), _peak
 
 
 @app.function(max_containers=1)

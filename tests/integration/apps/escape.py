@@ -1,4 +1,4 @@
-"""User code that attacks the installation from inside its container, for the escape tests (issue 12).
+"""User code that attacks the installation from inside its container, for the escape tests.
 
 It plants links in its volume pointing at the control plane's state (token, secrets' key, database),
 at another volume and at the host's root, then leaves it to the control plane's volume operations to

@@ -1,4 +1,4 @@
-"""Functions in different images (issue 5): which packages, interpreter and files each one sees."""
+"""Functions in different images: which packages, interpreter and files each one sees."""
 
 import importlib.util
 import os

@@ -1,4 +1,4 @@
-"""A function on another Python version than the caller's (issue 5). The test picks the version."""
+"""A function on another Python version than the caller's. The test picks the version."""
 
 import os
 import sys

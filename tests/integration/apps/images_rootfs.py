@@ -1,4 +1,4 @@
-"""An image with its own Debian root file system (issue 5): apt_install, run_commands, run_function."""
+"""An image with its own Debian root file system: apt_install, run_commands, run_function."""
 
 import os
 import shutil

@@ -1,4 +1,4 @@
-"""A module that uses more memory than its function's limit while it is imported (issue 4, R1)."""
+"""A module that uses more memory than its function's limit while it is imported."""
 
 import os
 

@@ -1,4 +1,4 @@
-"""Warm pools of classes (issue 4 with issue 3): min_containers per parameter set, and a slow enter hook."""
+"""Warm pools of classes: min_containers per parameter set, and a slow enter hook."""
 
 import os
 import tempfile

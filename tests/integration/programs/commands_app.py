@@ -1,4 +1,4 @@
-"""For the CLI commands of issue 16: a function, a class, and a volume a container writes into
+"""For the CLI commands a Modal user reaches for: a function, a class, and a volume a container writes into
 (including symlinks that point out of it, as hostile code would plant)."""
 
 import os

@@ -1,4 +1,4 @@
-"""Issue 17: `gpu=` functions, run with `homeport run` on a control plane whose GPU inventory is given
+"""`gpu=` functions, run with `homeport run` on a control plane whose GPU inventory is given
 by the test (a fake one, or none)."""
 
 import os

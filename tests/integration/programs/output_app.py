@@ -1,4 +1,4 @@
-"""Issue 16: output streams live, in order, without `flush=True`, from functions and web handlers."""
+"""Output that streams live, in order, without `flush=True`, from functions and web handlers."""
 
 import os
 import sys

@@ -1,4 +1,4 @@
-"""Issue 16 item 10: `fastapi_endpoint`s that stream `.remote_gen` output (as Modal's 07_web/streaming.py)."""
+"""`fastapi_endpoint`s that stream `.remote_gen` output (as Modal's 07_web/streaming.py)."""
 
 import time
 
