@@ -5,6 +5,7 @@ daemon it leaves behind dies with it, and a fork bomb stops at its process limit
 These run real containers (forked from templates, the default path) of `apps/escape_host.py`.
 """
 
+import contextlib
 import importlib.util
 import os
 import uuid
@@ -145,13 +146,109 @@ def test_a_spawned_container_sees_no_host_process_either(tmp_path, apps_path, mo
         spec = importlib.util.spec_from_file_location("escape_spawned", os.path.join(apps_path, "escape_host.py"))
         escape = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(escape)
+        targets = {"write": ["/etc/hp-escaped", str(SOURCE_TREE / "hp-escaped.py"), str(p.state_dir / "hp-escaped")],
+                   "read": [str(p.state_dir / "token"), str(p.state_dir / "secret.key")],
+                   "pids": [os.getpid(), p.pid]}
         with escape.app.run(show_logs=False):
             server = p.pid
-            seen = escape.look.remote({"write": ["/etc/hp-escaped"], "read": [], "pids": [os.getpid(), server]})
-    if os.path.exists(seen["slash_tmp_name"]):  # its /tmp is the host's (the README says so): not asserted
-        os.unlink(seen["slash_tmp_name"])
-    assert seen["writes"]["/etc/hp-escaped"] != "written" and not os.path.exists("/etc/hp-escaped")
+            seen = escape.look.remote(targets)
+            host = _host_view(_container_process(seen["cid"]).pid) if os.geteuid() == 0 else None
+    if host is not None:  # the same user namespace as a forked container's: root in it is not host root
+        assert host["uid"] != "0" and host["uid_map"][:3] == ["0", host["uid"], "1"], host
+    for path in targets["write"]:
+        assert seen["writes"][path] != "written" and not os.path.exists(path), path
+    for path in targets["read"]:
+        assert seen["reads"][path] != "read", path
+    assert seen["slash_tmp"] == "written" and not os.path.exists(seen["slash_tmp_name"])  # a /tmp of its own
     assert len(seen["pids"]) < 10, seen["pids"]
     assert not any("-m pytest" in c or "homeport.server" in c for c in seen["cmdlines"]), seen["cmdlines"]
     for pid in (os.getpid(), server):
         assert seen["environ"][pid] != "read" and seen["signal"][pid] != "reached"
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="containers keep the control plane's user when it is not root")
+def test_containers_are_host_users_of_their_own(platform, escape):
+    """Two containers at once are two host users: neither can signal, trace or read the other's
+    private files as the same user."""
+    with escape.app.run(show_logs=False):
+        calls = [escape.whoami.spawn(3), escape.whoami.spawn(3)]
+        seen = [c.get(timeout=120) for c in calls]
+    assert seen[0]["cid"] != seen[1]["cid"], seen  # two containers
+    users = {s["uid_map"][1] for s in seen}
+    assert len(users) == 2 and "0" not in users, seen
+
+
+def _container_process(cid: str) -> psutil.Process:
+    """The runtime process of container `cid`, as the host sees it."""
+    for proc in psutil.process_iter(["cmdline"]):
+        with contextlib.suppress(psutil.Error):
+            if (proc.info["cmdline"] or [])[1:3] == ["-m", "homeport.runtime"] and \
+                    proc.environ().get("HOMEPORT_CONTAINER_ID") == cid:
+                return proc
+    raise AssertionError(f"no process of container {cid}")
+
+
+def _host_view(pid: int) -> dict[str, str]:
+    """What the host says of one of its processes: its user ids and its user namespace's map."""
+    status = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines() if ":" in line)
+    return {"uid": status["Uid"].split()[1], "uid_map": Path(f"/proc/{pid}/uid_map").read_text().split()}
+
+
+def test_a_container_forked_from_a_memory_snapshot_is_as_isolated(platform, escape, bait):
+    """The snapshot template runs the user's snap hooks: it isolates itself first (an unprivileged host
+    user, root only in a user namespace of its own; a PID namespace of its own; the host read-only and
+    the state directory hidden), and each container forked from it inherits that."""
+    targets = {
+        "write": ["/etc/hp-escaped", str(SOURCE_TREE / "hp-escaped.py"), str(platform.state_dir / "hp-escaped")],
+        "read": [bait["other_token"], str(platform.state_dir / "token"), "/root/.bash_history", "/etc/shadow"],
+        "pids": [os.getpid(), platform.pid],
+    }
+    with Logs() as logs, escape.app.run(show_logs=False):
+        seen = escape.Snapshotted().look.remote(targets)
+        assert seen["host_pid"] and 1 in seen["pids"], seen["pids"]  # process 1 of a PID namespace of its own
+        host = _host_view(seen["host_pid"]) if os.geteuid() == 0 else None  # while the container runs
+    if host is not None:  # as the host sees the container: not root, and root in its namespace is not host root
+        assert host["uid"] != "0" and host["uid_map"][1] != "0", host
+    assert "keep the control plane's user" not in logs.text()
+    for path in targets["write"][:2]:
+        assert seen["writes"][path] != "written", path
+    for path in targets["write"]:  # the state directory in its view is an empty one of its own (in its /tmp here)
+        assert not os.path.exists(path), path
+    assert seen["snap_etc"] != "written" and not os.path.exists("/etc/hp-escaped-snap")
+    for path in targets["read"]:
+        assert seen["reads"][path] != "read", (path, seen["reads"][path])
+    for pid in (os.getpid(), platform.pid):
+        assert seen["environ"][pid] != "read" and seen["signal"][pid] != "reached"
+    # No host process in view: neither the container's nor the snap hook's (which ran in the template).
+    for pids, cmdlines in ((seen["pids"], seen["cmdlines"]), (seen["snap_pids"], seen["snap_cmdlines"])):
+        assert len(pids) < 10, pids
+        assert not any("-m pytest" in c or "homeport.server" in c for c in cmdlines), cmdlines
+    assert seen["tmp"] == "written" and seen["slash_tmp"] == "written" and seen["home_write"] == "written"
+
+
+@pytest.mark.parametrize("isolation", ["1", "0"])
+def test_a_web_container_cannot_take_over_another_containers_socket(tmp_path, apps_path, monkeypatch, isolation):
+    """Web containers share a directory of sockets with the gateway: each may write only its own
+    directory there. The attacker is a `web_server` (spawned, not forked): as isolated as the rest.
+    With the namespaces off (HOMEPORT_ISOLATION=0) the state directory is still hidden, and this holds."""
+    import httpx
+
+    monkeypatch.setenv("HOMEPORT_ISOLATION", isolation)
+    with Platform(str(tmp_path / "p")):
+        _modal_alias.install()
+        spec = importlib.util.spec_from_file_location("escape_web", os.path.join(apps_path, "escape_web.py"))
+        web = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(web)
+        with web.app.run(show_logs=False):
+            assert httpx.get(web.victim.web_url, timeout=60).json() == "victim"  # its socket exists now
+            seen = httpx.get(web.attacker.web_url + "/results.json", timeout=60).json()
+            host = _host_view(_container_process(seen["cid"]).pid) if os.geteuid() == 0 else None
+            assert httpx.get(web.victim.web_url, timeout=60).json() == "victim"  # still the victim's
+    assert seen["own"] == "done", seen
+    assert seen["plant"] != "done" and seen["mkdir"] != "done", seen
+    assert seen["others"], seen  # the victim's directory was there to attack
+    for entry, tried in seen["others"].items():
+        assert all(result != "done" for result in tried.values()), (entry, tried)
+    if host is not None and isolation == "1":
+        assert host["uid"] != "0" and host["uid_map"][1] != "0", host
+        assert len(seen["pids"]) < 10, seen["pids"]

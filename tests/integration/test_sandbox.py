@@ -195,7 +195,9 @@ def test_a_sandbox_cannot_use_another_sandboxs_way_out(platform):
     finally:
         server.close()
     assert out.get("own", "").startswith("HTTP/1.1 403"), out  # its own proxy: its own allowlist
-    assert out.get("other") == "closed", out  # another's proxy does not take its token
+    # Another's proxy: out of its view (each sandbox sees only its own directory of sockets), and would
+    # not take its token anyway.
+    assert out.get("other") in ("closed", "FileNotFoundError", "PermissionError"), out
 
 
 def test_http_server_through_its_tunnel_after_wait_until_ready(platform):

@@ -7,7 +7,7 @@ import tempfile
 import pytest
 
 from homeport.backends.local._cgroups import DEFAULT_PIDS_MAX, Cgroup, pids_max_setting
-from homeport.backends.local._templates import isolation_settings, shared_dirs
+from homeport.backends.local._templates import CONTAINER_UIDS, container_uid, isolation_settings, shared_dirs
 from homeport.runtime._isolate import _blocked
 
 
@@ -30,6 +30,13 @@ def test_containers_become_an_unprivileged_user_unless_told_otherwise():
     assert isolation_settings({"HOMEPORT_ISOLATION": "0"}) is None
     with pytest.raises(ValueError, match="HOMEPORT_CONTAINER_UID"):
         isolation_settings({"HOMEPORT_CONTAINER_UID": "nobody"})
+
+
+def test_each_container_gets_a_host_user_of_its_own_unless_one_is_named():
+    assert container_uid(set(), {}) == CONTAINER_UIDS
+    assert container_uid({CONTAINER_UIDS, CONTAINER_UIDS + 2}, {}) == CONTAINER_UIDS + 1  # the lowest free
+    assert container_uid(set(), {"HOMEPORT_CONTAINER_UID": "100000"}) is None  # every container: that one
+    assert container_uid(set(), {"HOMEPORT_ISOLATION": "0"}) is None
 
 
 def test_shared_directories_are_absolute_and_none_by_default():

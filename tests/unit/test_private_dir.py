@@ -91,3 +91,24 @@ def test_a_bubblewrap_that_cannot_hide_it_is_found_out_once(tmp_path, monkeypatc
     assert asyncio.run(backend._bwrap_hides()) == "bubblewrap fails here: bwrap: No permissions to create new namespace"
     assert asyncio.run(backend._bwrap_hides()) is not None
     assert (tmp_path / "calls").read_text().count("call") == 1
+
+
+def test_a_shared_directory_is_read_only_to_a_container_but_for_its_own_entry(tmp_path):
+    """The web sockets' directory: every container may write its own `<dir>/<cid>` there, nothing else
+    (another container's socket cannot be replaced); a template's own view keeps it writable."""
+    state = tmp_path / "state"
+    (state / "web").mkdir(parents=True)
+    private = PrivateDir(str(state), (Mount(f"{state}/server.sock", f"{state}/server.sock"),
+                                      Mount(f"{state}/images", f"{state}/images", read_only=True),
+                                      Mount(f"{state}/web", f"{state}/web")))
+    own = _private.own_entries(private, "ta-1")
+    assert own == [f"{state}/web/ta-1"] and (state / "web" / "ta-1").is_dir()
+    plan = _private.plan(private, own, container=True)
+    assert plan["keep"] == [[f"{state}/server.sock", False], [f"{state}/images", True], [f"{state}/web", True],
+                            [f"{state}/web/ta-1", False]]
+    assert [f"{state}/web", False] in _private.plan(private, own)["keep"]  # not a container: as kept
+    args = _private.bwrap_args(plan)
+    assert args.index(f"{state}/web/ta-1") > args.index(f"{state}/web")  # its own bound over the read-only one
+    assert _private.bwrap_args(plan, lock=False)[:2] == ["--tmpfs", str(state)]  # the runtime drops privilege itself
+    _private.remove_own_entries(private, "ta-1")
+    assert not (state / "web" / "ta-1").exists()

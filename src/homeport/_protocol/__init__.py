@@ -169,6 +169,10 @@ WEB_ATTR = "__homeport_web__"  # on a method: its web endpoint config {"type": "
 ENV_WEB_SOCKET = "HOMEPORT_WEB_SOCKET"  # in a web container: its endpoints listen on "<this>-<index>"
 ENV_PRIVATE_NETWORK = "HOMEPORT_PRIVATE_NETWORK"  # "1": the container has a network namespace of its own
 ENV_HOST_PID = "HOMEPORT_HOST_PID"  # in a container in a PID namespace of its own: its process as the host sees it
+# A spawned container's runtime isolates itself before anything else (`runtime._spawned`): JSON
+# {"uid": host user to become, "hidden": the state directory, "needed": [[path, writable], ...]};
+# taken out of its environment.
+ENV_ISOLATE = "HOMEPORT_ISOLATE"
 WEB_TYPES = ("fastapi_endpoint", "asgi_app", "wsgi_app", "web_server", "server")
 WEB_PROXIED = ("web_server", "server")  # the user's own server on a port: bridged, in its own network
 

@@ -34,6 +34,7 @@ class Fork(_TemplateMessage, tag="fork", kw_only=True):
     hide: Any = None
     held: bool = False  # a third descriptor: a pipe the child waits on before it runs
     needed: list[Any] = []  # noqa: RUF012 - copied per instance; [[path, read_only], ...] it needs to see
+    uid: int | None = None  # the host user it runs as, where each container gets one of its own
 
 
 class Retire(_TemplateMessage, tag="retire", kw_only=True):
@@ -52,6 +53,7 @@ class TemplateReady(_TemplateMessage, tag="ready", kw_only=True):
     seconds: float
     visible: Any = None
     isolation: list[str] = []  # noqa: RUF012 - a struct copies an empty default per instance
+    own_pids: bool = False  # its copies are in PID namespaces of their own: each sends its own Forked (pid 0)
 
 
 class TemplateFailed(_TemplateMessage, tag="failed", kw_only=True):
@@ -60,7 +62,7 @@ class TemplateFailed(_TemplateMessage, tag="failed", kw_only=True):
 
 class Forked(_TemplateMessage, tag="forked", kw_only=True):
     cid: str
-    pid: int
+    pid: int  # 0: sent by the copy itself, whose host pid the backend reads from the socket's credentials
 
 
 class Exited(_TemplateMessage, tag="exit", kw_only=True):

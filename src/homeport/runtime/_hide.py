@@ -84,6 +84,9 @@ def _mount_point(path: str, directory: bool, made: set[str]) -> None:
         raise OSError(f"a path to keep is not under the hidden directory: {path}")
     if parent not in made:
         _mount_point(parent, True, made)
+    if os.path.lexists(path):  # inside a kept directory bound back already (a container's own entry there)
+        made.add(path)
+        return
     if directory:
         os.mkdir(path, 0o755)
     else:

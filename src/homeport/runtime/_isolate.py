@@ -21,6 +21,17 @@ in it (`isolate`), still privileged in its template's namespaces:
   other files are those of another user, read-only besides. When the control plane is not root the
   container keeps the control plane's unprivileged user (mapped to itself), as before.
 
+A memory snapshot's template runs the user's code (imports, `snap=True` hooks) before it forks, so
+when the control plane is root it first makes itself what its containers are (`isolate` with the
+container's user, then `enter_own_pid_namespace`: process 1 of a PID namespace of its own, with its
+own /proc): an unprivileged host user that is root only in its user namespace, the host read-only, the
+state directory hidden. Its containers inherit that, and each is then forked into a PID namespace of
+its own inside the template's and isolates itself there (`isolate` with `uid` None and no idmapped
+mount: it is root only in the template's user namespace, which owns what it mounts), ending in a user
+namespace of its own nested in the template's (its uid_map reads `0 0 1`: root of the template's
+namespace, itself the unprivileged host user). The template's pids are not the host's: see
+`_template` for how the backend learns a container's host pid.
+
 Python 3.11's `os` has no unshare(), setns(), mount() or the new mount API, so they are called
 through ctypes (syscall numbers of x86-64 and arm64, where the new mount API has the same numbers).
 """
@@ -29,6 +40,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import errno
 import os
 import signal
 import stat
@@ -45,6 +57,7 @@ MS_NOSUID = 2
 MS_NODEV = 4
 MS_NOEXEC = 8
 MS_REMOUNT = 32
+PR_SET_PDEATHSIG = 1
 PR_SET_DUMPABLE = 4
 SYS_OPEN_TREE = 428
 SYS_MOVE_MOUNT = 429
@@ -53,6 +66,7 @@ OPEN_TREE_CLONE = 1
 OPEN_TREE_CLOEXEC = os.O_CLOEXEC
 AT_FDCWD = -100
 AT_EMPTY_PATH = 0x1000
+AT_RECURSIVE = 0x8000
 MOVE_MOUNT_F_EMPTY_PATH = 0x4
 MOUNT_ATTR_RDONLY = 0x1
 MOUNT_ATTR_IDMAP = 0x100000
@@ -119,6 +133,30 @@ def fork_in_new_pid_namespace() -> int:
     return pid
 
 
+def enter_own_pid_namespace() -> int | None:
+    """Go on as process 1 of a new PID namespace and a new mount namespace, both owned by this
+    process's user namespace, with a /proc of that PID namespace: a snapshot template, which runs the
+    user's code, sees no host process, and can still fork each container into a PID namespace of its
+    own (`fork_in_new_pid_namespace` leaves one for a namespace its user namespace owns). This process
+    forks: the child returns; the parent only waits for it and leaves with its exit status (it dies
+    with the parent, which its supervisor kills). Its pid as the host sees it, if it can tell."""
+    _call(_lib().unshare(CLONE_NEWNS | CLONE_NEWPID), "unshare(CLONE_NEWNS | CLONE_NEWPID)")
+    pid = os.fork()
+    if pid != 0:  # never returns
+        code = 1
+        try:
+            os.closerange(3, os.sysconf("SC_OPEN_MAX"))  # a copy of the template's socket would hide its exit
+            _, status = os.waitpid(pid, 0)
+            code = os.waitstatus_to_exitcode(status)
+            code = 128 - code if code < 0 else code
+        finally:
+            os._exit(code)
+    _lib().prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    seen = host_pid()
+    _mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+    return seen
+
+
 def in_initial_user_namespace() -> bool:
     try:
         with open("/proc/self/uid_map") as f:
@@ -136,21 +174,22 @@ def idmap_namespace(uid: int) -> int:
         try:
             os.close(r)
             ok = _lib().unshare(CLONE_NEWUSER) == 0
-            os.write(w, b"1" if ok else b"0")
+            # its pid in /proc (a container's own /proc is not mounted yet: the host's numbers, not fork's)
+            os.write(w, os.readlink("/proc/self").encode() if ok else b"0")
             while True:  # until killed
                 signal.pause()
         finally:
             os._exit(1)
     os.close(w)
     try:
-        ok = os.read(r, 1) == b"1"
+        seen = os.read(r, 32)
         os.close(r)
-        if not ok:
+        if not seen.isdigit() or seen == b"0":
             raise OSError("unshare(CLONE_NEWUSER) failed in the helper")
         for name in ("uid_map", "gid_map"):
-            with open(f"/proc/{pid}/{name}", "w") as f:
+            with open(f"/proc/{int(seen)}/{name}", "w") as f:
                 f.write(f"0 {uid} 1\n")
-        return os.open(f"/proc/{pid}/ns/user", os.O_RDONLY | os.O_CLOEXEC)
+        return os.open(f"/proc/{int(seen)}/ns/user", os.O_RDONLY | os.O_CLOEXEC)
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, 9)
@@ -160,18 +199,25 @@ def idmap_namespace(uid: int) -> int:
 # --- the container's side --------------------------------------------------------------------------------
 
 
-def _open_tree(path: str) -> int:
-    fd = _syscall(SYS_OPEN_TREE, ctypes.c_int(AT_FDCWD), os.fsencode(path),
-                  ctypes.c_uint(OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC))
-    if fd < 0:
+def _open_tree(path: str) -> tuple[int, int]:
+    """A detached copy of the mount at `path`, and AT_RECURSIVE where it had to take the mounts below
+    with it: in a user namespace (a container of an isolated snapshot) a copy may not leave out mounts
+    that its namespace's creator locked in place (the kernel answers EINVAL)."""
+    for recursive in (0, AT_RECURSIVE):
+        fd = _syscall(SYS_OPEN_TREE, ctypes.c_int(AT_FDCWD), os.fsencode(path),
+                      ctypes.c_uint(OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | recursive))
+        if fd >= 0:
+            return fd, recursive
         err = ctypes.get_errno()
-        raise OSError(err, f"open_tree {path}: {os.strerror(err)}")
-    return fd
+        if err != errno.EINVAL or recursive:
+            break
+    raise OSError(err, f"open_tree {path}: {os.strerror(err)}")
 
 
-def _setattr(fd: int, attr_set: int, userns: int = 0) -> None:
+def _setattr(fd: int, attr_set: int, userns: int = 0, recursive: int = 0) -> None:
     attr = ctypes.create_string_buffer(struct.pack("QQQQ", attr_set, 0, 0, userns))
-    rc = _syscall(SYS_MOUNT_SETATTR, ctypes.c_int(fd), b"", ctypes.c_uint(AT_EMPTY_PATH), attr, ctypes.c_size_t(32))
+    rc = _syscall(SYS_MOUNT_SETATTR, ctypes.c_int(fd), b"", ctypes.c_uint(AT_EMPTY_PATH | recursive), attr,
+                  ctypes.c_size_t(32))
     if rc != 0:
         err = ctypes.get_errno()
         raise OSError(err, f"mount_setattr: {os.strerror(err)}")
@@ -272,7 +318,7 @@ def isolate(needed: Sequence[Sequence[Any]], hidden: str | None, uid: int | None
             covered = any(_under(path, c) for c, _ in covers)
             if not covered and not (rw and idmap >= 0):
                 continue  # in view as it is (a volume: its own mount, left writable below)
-            fd = _open_tree(path)
+            fd, recursive = _open_tree(path)
             attrs = 0 if rw else MOUNT_ATTR_RDONLY
             if idmap >= 0:
                 try:
@@ -281,7 +327,7 @@ def isolate(needed: Sequence[Sequence[Any]], hidden: str | None, uid: int | None
                 except OSError as exc:
                     notes.append(f"{path} cannot be idmapped here ({exc})")
             if attrs > 0:
-                _setattr(fd, attrs)
+                _setattr(fd, attrs, recursive=recursive)
             clones.append((path, fd, stat.S_ISDIR(os.stat(path).st_mode)))
         # 2. The host read-only: every mount it inherited, but for its devices, /proc and its volumes.
         writable = {p for p, rw in wanted if rw}
@@ -347,4 +393,4 @@ def host_pid() -> int | None:
     return None
 
 
-__all__ = ["fork_in_new_pid_namespace", "host_pid", "idmap_namespace", "isolate", "pid_namespaces_work"]
+__all__ = ["enter_own_pid_namespace", "fork_in_new_pid_namespace", "host_pid", "idmap_namespace", "isolate", "pid_namespaces_work"]

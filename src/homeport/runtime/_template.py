@@ -31,6 +31,7 @@ import sys
 import threading
 import time
 import traceback
+from collections.abc import Sequence
 from typing import Any
 
 from .. import _protocol as P
@@ -172,15 +173,69 @@ _hides = False  # the containers forked from here hide the state directory from 
 # user to become or None, "idmap": user namespace descriptor or -1, "hidden": the state directory}.
 _isolation: dict[str, Any] | None = None
 _snapshot_template = False  # this template ran the user's imports and snap hooks (a memory snapshot)
+# This template is process 1 of a PID namespace of its own (`_isolate_itself`): the pids it sees are not
+# the host's, so each container it forks tells the backend itself that it was forked (the backend reads
+# its host pid from the message's credentials) and learns its host pid when it is let go.
+_own_pids = False
+_placed_pid: int | None = None  # this container's pid as the host sees it, from the backend
 
 
-def _prepare_isolation(settings: dict[str, Any], plan: dict[str, Any] | None, snapshot: bool) -> list[str]:
+def _isolate_itself(settings: dict[str, Any], plan: dict[str, Any] | None, code: Sequence[str]) -> list[str]:
+    """A snapshot template started as host root becomes, before the user's code runs in it, what its
+    containers are: an unprivileged host user (`uid`) that is root in a user namespace of its own, with
+    the host read-only, the state directory hidden, a private /tmp and home (`_isolate.isolate`), and
+    process 1 of a PID namespace of its own (`_isolate.enter_own_pid_namespace`). Every container
+    forked from it inherits all that, and is then forked into namespaces of its own inside it. What it
+    went on without (notes); OSError where this machine does not allow it (tried first in a throw-away
+    child, so that nothing of it is done then)."""
+    from . import _isolate, _mountns
+
+    uid = settings["uid"]
+    needed = [*settings.get("needed", ()), *[[p, False] for p in (*_interpreter_paths(), *code)]]
+    hidden = plan["dir"] if plan else None
+
+    def attempt() -> list[str]:
+        idmap = _isolate.idmap_namespace(uid)
+        notes = _isolate.isolate(needed, hidden, uid, idmap, pidns=False)
+        host_pid = _isolate.enter_own_pid_namespace()
+        if host_pid is not None:  # the snap hooks' process as the host sees it, as in a container
+            os.environ[P.ENV_HOST_PID] = str(host_pid)
+        return notes
+
+    problem = _mountns.probe(attempt)
+    if problem is not None:
+        raise OSError(problem)
+    return attempt()
+
+
+def _prepare_isolation(settings: dict[str, Any], plan: dict[str, Any] | None, snapshot: bool,
+                       code: Sequence[str] = ()) -> list[str]:
     """Get ready to fork containers into namespaces of their own (`_isolate`). What this machine does
     not allow, in words (each said once in the app's log); `_isolation` stays None where nothing works."""
-    global _isolation, _hides
+    global _isolation, _hides, _own_pids
     from . import _hide, _isolate
 
     notes: list[str] = []
+    uid = settings.get("uid")
+    if snapshot and uid is not None and os.geteuid() == 0 and _isolate.in_initial_user_namespace():
+        try:
+            own: list[str] | None = _isolate_itself(settings, plan, code)
+        except OSError as exc:  # as before: the snapshot hides the state directory from itself (below)
+            own = None
+            notes.append(f"the memory snapshot could not isolate itself before running your code ({exc})")
+        if own is not None:
+            _own_pids = True
+            notes = own
+            pid_problem = _isolate.pid_namespaces_work()
+            if pid_problem:
+                notes.append(f"containers forked from a memory snapshot share its PID namespace ({pid_problem})")
+            candidate = {"uid": None, "idmap": -1, "hidden": plan["dir"] if plan else None, "pidns": not pid_problem}
+            problem = _probe_isolation(candidate, plan)
+            if problem is not None:  # they are isolated as the snapshot is, in its namespaces
+                return [*notes, f"containers forked from a memory snapshot share its namespaces ({problem})"]
+            _isolation = candidate
+            _isolate.warm()
+            return notes
     try:
         _hide.own_namespace()
         if snapshot and plan is not None:  # it runs the user's code itself: hidden from itself first
@@ -188,7 +243,6 @@ def _prepare_isolation(settings: dict[str, Any], plan: dict[str, Any] | None, sn
             _hide.new_user_namespace()
     except OSError as exc:
         return [f"containers are not isolated from the host: no mount namespace ({exc})"]
-    uid = settings.get("uid")
     idmap = -1
     if uid is not None and (os.geteuid() != 0 or not _isolate.in_initial_user_namespace()):
         if os.geteuid() == 0:  # root, but only in a user namespace (a snapshot template runs user code)
@@ -282,7 +336,9 @@ def main(fd: int) -> None:
     global _snapshot_template
     _snapshot_template = defn is not None
     if first.isolate is not None:
-        isolation = _prepare_isolation(first.isolate, first.hide, snapshot=defn is not None)
+        code = [] if defn is None else [*defn.sys_path, os.path.dirname(defn.module_file or "")]
+        isolation = _prepare_isolation(first.isolate, first.hide, snapshot=defn is not None,
+                                       code=[p for p in code if p and os.path.isdir(p)])
     if first.hide is not None and _isolation is None:
         visible = _prepare_hiding(first.hide, snapshot=defn is not None)
     if defn is not None:
@@ -317,7 +373,8 @@ def main(fd: int) -> None:
         from . import _runtime  # noqa: F401 - what every container needs, imported once here
 
         preloaded = None
-    _send(sock, T.TemplateReady(seconds=time.monotonic() - t0, visible=visible, isolation=isolation))
+    _send(sock, T.TemplateReady(seconds=time.monotonic() - t0, visible=visible, isolation=isolation,
+                                own_pids=_own_pids))
     _serve(sock, preloaded)
 
 
@@ -363,7 +420,8 @@ def _serve(sock: socket.socket, preloaded: Any) -> None:
                 for fd in fds:
                     os.close(fd)
                 children[pid] = msg.cid
-                _send(sock, T.Forked(cid=msg.cid, pid=pid))
+                if not _own_pids:  # else the copy says so itself (see `_child`)
+                    _send(sock, T.Forked(cid=msg.cid, pid=pid))
             elif type(msg) is T.Retire:
                 retiring = True
                 if not children:
@@ -425,14 +483,18 @@ def _isolate_child(msg: T.Fork) -> None:
 
     assert _isolation is not None
     needed = [*msg.needed, *[[p, False] for p in _interpreter_paths()]]
-    host_pid = _isolate.host_pid()
+    host_pid = _placed_pid if _own_pids else _isolate.host_pid()
     if host_pid is not None and _isolation["pidns"]:
         os.environ[P.ENV_HOST_PID] = str(host_pid)
+    uid, idmap = _isolation["uid"], _isolation["idmap"]
     try:
-        notes = _isolate.isolate(needed, _isolation["hidden"], _isolation["uid"], _isolation["idmap"],
-                                 _isolation["pidns"])
+        if uid is not None and msg.uid not in (None, uid):  # a host user of its own
+            uid = msg.uid
+            os.close(idmap)
+            idmap = _isolate.idmap_namespace(uid)  # host root's files it may write look like its own
+        notes = _isolate.isolate(needed, _isolation["hidden"], uid, idmap, _isolation["pidns"])
     except OSError as exc:
-        if not _snapshot_template:
+        if not _snapshot_template or _own_pids:
             print(f"homeport: this container could not be isolated from the host ({exc}); it does not start",
                   file=sys.stderr)
             raise SystemExit(1) from None
@@ -453,16 +515,21 @@ def _interpreter_paths() -> list[str]:
 def _wait_until_placed(hold: int) -> None:
     """Wait until the backend has put this copy where it belongs (its cgroup), before it runs
     anything that could use memory beyond its limit; leave if the backend gave up instead."""
+    global _placed_pid
     try:
-        go = os.read(hold, 2)
+        go = os.read(hold, 32)  # b"go", then this copy's host pid where the template's pids are its own
     except OSError:
         go = b""
     os.close(hold)
-    if go != b"go":
+    if not go.startswith(b"go"):
         os._exit(1)
+    if go[2:].isdigit():
+        _placed_pid = int(go[2:])
 
 
 def _child(sock: socket.socket, fds: list[int], msg: T.Fork, preloaded: Any) -> None:
+    if _own_pids:  # the backend reads this copy's host pid from the message's credentials (SO_PASSCRED)
+        _send(sock, T.Forked(cid=msg.cid, pid=0))
     sock.close()  # first: a copy that still held the template's socket would hide the template's exit
     if msg.held:
         _wait_until_placed(fds.pop())

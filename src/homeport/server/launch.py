@@ -149,7 +149,10 @@ class Launcher:
         if private_network:  # TCP to this machine is out of reach from its own network: the socket is not
             env[P.ENV_SERVER_ADDRESS] = self.socket_path
         if web:
-            env[P.ENV_WEB_SOCKET] = os.path.join(self.web_dir, cid)
+            # In a directory of its own, the only one of the shared socket directory it may write
+            # (the local backend's containers see the rest read-only): `<dir>/<cid>/w-<index>`.
+            os.makedirs(os.path.join(self.web_dir, cid), mode=0o700, exist_ok=True)
+            env[P.ENV_WEB_SOCKET] = os.path.join(self.web_dir, cid, "w")
             env[P.ENV_RUNTIME_PATH] = self.images.runtime_path(web=True)
         argv = image.argv()
         cwd, mounts, rootfs = self.view(fn, image, env[P.ENV_RUNTIME_PATH])

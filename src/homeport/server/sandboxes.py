@@ -307,7 +307,9 @@ class Sandboxes:
             raise InvalidError("outbound_domain_allowlist must be a list of domain names")
         if msg.get("block_network") or not self._own_networks():
             return
-        path = os.path.join(self.cp.web_dir, f"{rec.sandbox_id}-egress")
+        # In its own directory of the shared one (the rest is read-only to it: see the local backend's `_private`)
+        os.makedirs(os.path.join(self.cp.web_dir, rec.sandbox_id), mode=0o700, exist_ok=True)
+        path = os.path.join(self.cp.web_dir, rec.sandbox_id, "egress")
         rec.egress = EgressProxy(path, Policy(list(domains) if domains is not None else None, cidrs),
                                  secrets.token_urlsafe(16))
         await rec.egress.start()
@@ -372,9 +374,13 @@ class Sandboxes:
             raise InvalidError(f"workdir must be a canonical absolute path, got: {workdir!r}")
         rootfs = image.rootfs(workdir or image.cwd(None))
         cwd = None
+        if rec.ports:  # its own directory of the shared one, where its tunnels' sockets are (`_socket`)
+            os.makedirs(os.path.join(cp.web_dir, rec.sandbox_id), mode=0o700, exist_ok=True)
         if rootfs is not None:
             mounts += image.rootfs_mounts([], launcher.socket_path, launcher.images.runtime_path())
-            mounts.append(Mount(cp.web_dir, cp.web_dir))  # its tunnels' and its egress proxy's sockets
+            own = os.path.join(cp.web_dir, rec.sandbox_id)  # its tunnels' and its egress proxy's sockets
+            os.makedirs(own, mode=0o700, exist_ok=True)
+            mounts.append(Mount(own, own))
         else:
             cwd = image.cwd(None) or "/"
             exists = os.path.isdir(workdir) if workdir else True  # noqa: ASYNC240 - one stat
@@ -403,7 +409,7 @@ class Sandboxes:
         )
 
     def _socket(self, rec: SandboxRecord, port: int) -> str:
-        return os.path.join(self.cp.web_dir, f"{rec.sandbox_id}-p{port}")
+        return os.path.join(self.cp.web_dir, rec.sandbox_id, f"p{port}")  # in its own directory (`_spec`)
 
     async def _open_tunnel(self, rec: SandboxRecord, port: int) -> None:
         path = self._socket(rec, port)

@@ -69,7 +69,7 @@ def _web_socket_dir(state_dir: str) -> str:
     """Where containers put their web endpoints' Unix sockets: the state directory when its paths are
     short enough for a socket address (about 100 bytes), else a private directory under /tmp."""
     path = os.path.join(state_dir, "web")
-    if len(path) + len("/ta-0000aaaaaaaa-00") > 100:
+    if len(path) + len("/ta-0000aaaaaaaa/w-00") > 100:
         import tempfile
 
         return tempfile.mkdtemp(prefix="hp-web-")

@@ -56,13 +56,14 @@ def target(i: int) -> int:
 class Forked:
     @modal.enter(snap=True)
     def load(self):
-        self.loaded_in = os.getpid()  # the template's pid: containers are its copies
+        self.loaded_in = int(os.environ.get("HOMEPORT_HOST_PID") or os.getpid())  # the template's: containers
+        # are its copies (each in a PID namespace of its own, where it is process 1: the host's pid tells them apart)
 
     @modal.method()
     def spawn_one(self, delay: float) -> dict:
         time.sleep(delay)
         call = target.spawn(21)
-        return {"pid": os.getpid(), "loaded_in": self.loaded_in, "call_id": call.object_id, "random": random.random(),
+        return {"pid": int(os.environ.get("HOMEPORT_HOST_PID") or os.getpid()), "loaded_in": self.loaded_in, "call_id": call.object_id, "random": random.random(),
                 "result": call.get(timeout=60)}
 
 

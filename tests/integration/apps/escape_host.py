@@ -40,11 +40,7 @@ def _signal(pid: int) -> str:
         return type(exc).__name__
 
 
-@app.function()
-def look(targets: dict) -> dict:
-    """`targets`: host paths and pids, from the test: {"write": [...], "read": [...], "pids": [...]}."""
-    with open("/proc/self/uid_map") as f:
-        uid_map = f.read().split()
+def _processes() -> tuple[list[int], list[str]]:
     pids = sorted(int(p) for p in os.listdir("/proc") if p.isdigit())
     cmdlines = []
     for pid in pids:
@@ -53,9 +49,17 @@ def look(targets: dict) -> dict:
                 cmdlines.append(f.read().replace(b"\0", b" ").decode(errors="replace"))
         except OSError:
             pass
+    return pids, cmdlines
+
+
+def _look(targets: dict) -> dict:
+    with open("/proc/self/uid_map") as f:
+        uid_map = f.read().split()
+    pids, cmdlines = _processes()
     home = os.path.expanduser("~")
     mine = f"/tmp/hp-mine-{os.environ['HOMEPORT_CONTAINER_ID']}"
     return {
+        "cid": os.environ["HOMEPORT_CONTAINER_ID"],
         "uid_map": uid_map,
         "uid": os.getuid(),
         "pids": pids,
@@ -71,6 +75,27 @@ def look(targets: dict) -> dict:
         "home": home,
         "home_write": _try_write(os.path.join(home, os.path.basename(mine))),
     }
+
+
+@app.function()
+def look(targets: dict) -> dict:
+    """`targets`: host paths and pids, from the test: {"write": [...], "read": [...], "pids": [...]}."""
+    return _look(targets)
+
+
+@app.cls(enable_memory_snapshot=True)
+class Snapshotted:
+    """The same, from a container forked from a memory snapshot, whose snap hook ran user code first."""
+
+    @modal.enter(snap=True)
+    def load(self):
+        self.snap_pids, self.snap_cmdlines = _processes()
+        self.snap_etc = _try_write("/etc/hp-escaped-snap")
+
+    @modal.method()
+    def look(self, targets: dict) -> dict:
+        return {**_look(targets), "snap_pids": self.snap_pids, "snap_cmdlines": self.snap_cmdlines,
+                "snap_etc": self.snap_etc, "host_pid": int(os.environ.get("HOMEPORT_HOST_PID") or 0)}
 
 
 @app.function(volumes={"/vol": volume})
@@ -127,3 +152,12 @@ def fork_bomb(n: int) -> dict:
     for pid in children:
         os.waitpid(pid, 0)
     return {"started": len(children), "error": error}
+
+
+@app.function()
+def whoami(delay: float) -> dict:
+    """Its user as the host sees it (the second field of its uid_map), held for `delay` seconds so
+    that two calls at once run in two containers."""
+    time.sleep(delay)
+    with open("/proc/self/uid_map") as f:
+        return {"cid": os.environ["HOMEPORT_CONTAINER_ID"], "uid_map": f.read().split()}

@@ -248,18 +248,24 @@ def tunnel():
 
 EGRESS_ABUSE = r"""
 import glob, json, os, socket, sys
-host, port = sys.argv[1], int(sys.argv[2])
+host, port, other = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 config = json.loads(open(f"/proc/{os.getppid()}/environ").read().split("HOMEPORT_SANDBOX=", 1)[1].split("\0")[0])
 mine = config["egress"]
 out = {}
-for path in sorted(glob.glob(os.path.join(os.path.dirname(mine["socket"]), "*-egress"))):
-    s = socket.socket(socket.AF_UNIX)
-    s.connect(path)
-    s.sendall(mine["token"].encode() + f"\nGET http://{host}:{port}/ HTTP/1.0\r\n\r\n".encode())
-    data = b""
-    while chunk := s.recv(65536):
-        data += chunk
-    out["own" if path == mine["socket"] else "other"] = data.split(b"\r\n")[0].decode() or "closed"
+# Its own proxy's socket is <shared directory>/<its id>/egress; the other's would be next to it.
+shared = os.path.dirname(os.path.dirname(mine["socket"]))
+for path in sorted({mine["socket"], os.path.join(shared, other, "egress"), *glob.glob(os.path.join(shared, "*", "egress"))}):
+    key = "own" if path == mine["socket"] else "other"
+    try:
+        s = socket.socket(socket.AF_UNIX)
+        s.connect(path)
+        s.sendall(mine["token"].encode() + f"\nGET http://{host}:{port}/ HTTP/1.0\r\n\r\n".encode())
+        data = b""
+        while chunk := s.recv(65536):
+            data += chunk
+        out[key] = data.split(b"\r\n")[0].decode() or "closed"
+    except OSError as exc:  # out of its view, or not its to use
+        out[key] = type(exc).__name__
 print(json.dumps(out))
 """
 
@@ -270,7 +276,7 @@ def egress_abuse(host: str = "", port: int = 0):
     whose socket it can see, with the token it read from its agent."""
     walled = modal.Sandbox.create(app=app, outbound_cidr_allowlist=["10.0.0.0/8"])
     free = modal.Sandbox.create(app=app)
-    p = walled.exec("python", "-c", EGRESS_ABUSE, host, str(port))
+    p = walled.exec("python", "-c", EGRESS_ABUSE, host, str(port), free.object_id)
     text, err = p.stdout.read(), p.stderr.read()
     result(json.loads(text) if text.strip() else {"error": err[-800:]})
     walled.terminate()

@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import dataclasses
 import functools
+import json
 import logging
 import os
 import shutil
@@ -28,7 +29,7 @@ from ... import _protocol as P
 from .._base import Backend, ContainerSpec, ExitCallback, ExitInfo, OutputCallback, PrivateDir, TemplateSpec
 from . import _gpu, _private, _rootfs, _sandbox
 from ._cgroups import ENV_PIDS_MAX, Cgroup, Cgroups, CgroupsUnavailable, pids_max_setting
-from ._templates import Templates, TemplateUnavailable
+from ._templates import Templates, TemplateUnavailable, container_uid, isolation_settings, needed_paths
 
 log = logging.getLogger("homeport.backend.local")
 
@@ -71,6 +72,7 @@ class LocalBackend(Backend):
         self._told_uncontained: set[str] = set()
         self._told_isolation: set[tuple[str, str]] = set()  # (app, what of the isolation is missing)  # apps told their containers have no cgroup of their own
         self._pids_watch: asyncio.Task | None = None
+        self._uids: dict[str, int] = {}  # container id -> its own host user, while it runs
 
     def _spawn_task(self, coro) -> None:
         task = asyncio.create_task(coro)
@@ -92,7 +94,18 @@ class LocalBackend(Backend):
         except BaseException:
             if cgroup is not None:
                 cgroup.remove()
+            self._uids.pop(spec.container_id, None)
             raise
+
+    def _uid(self, cid: str) -> int | None:
+        """Container `cid`'s own host user (`container_uids`), taken until it exits; None where every
+        container gets the one `HOMEPORT_CONTAINER_UID` names."""
+        if cid not in self._uids:
+            uid = container_uid(set(self._uids.values()))
+            if uid is None:
+                return None
+            self._uids[cid] = uid
+        return self._uids[cid]
 
     def _cgroup(self, spec: ContainerSpec, on_output: OutputCallback) -> Cgroup | None:
         """The container's own cgroup, made before its process exists: the process joins it before it
@@ -207,7 +220,8 @@ class LocalBackend(Backend):
         if tmp is not None:
             env["TMPDIR"] = tmp
         # A root file system holds only what is bound into it: nothing of the state directory to hide.
-        hide = None if spec.rootfs else _private.plan(self._private, [tmp] if tmp else [])
+        own = () if spec.rootfs else tuple(_private.own_entries(self._private, spec.container_id))
+        hide = None if spec.rootfs else _private.plan(self._private, [*([tmp] if tmp else []), *own], container=True)
         problem = None if hide is None else await self._bwrap_hides()
         if problem is not None:  # it still runs, as it would without a state directory to hide
             hide = None
@@ -230,8 +244,11 @@ class LocalBackend(Backend):
                 dev = None
         env = _gpu.library_env(env, spec.gpus)
         spec = dataclasses.replace(spec, mounts=_gpu.with_driver(spec.mounts, spec.rootfs, spec.gpus))
+        isolate = self._spawn_isolation(spec, hide, tmp, own)
+        if isolate is not None:
+            env[P.ENV_ISOLATE] = json.dumps(isolate)
         try:
-            argv = _sandbox.command(spec, hide, dev)
+            argv = _sandbox.command(spec, hide, dev, isolates_itself=isolate is not None)
         except _sandbox.SandboxUnavailable as exc:
             raise RuntimeError(str(exc)) from None
         if network_problem is not None:
@@ -263,6 +280,19 @@ class LocalBackend(Backend):
             proc.pumps.append(asyncio.create_task(self._pump(spec.container_id, fd, stream, on_output)))
         self._spawn_task(self._wait_spawned(proc))
         return process.pid
+
+    def _spawn_isolation(self, spec: ContainerSpec, hide: _private.Plan | None, tmp: str | None,
+                         own: tuple[str, ...]) -> dict | None:
+        """What a spawned container's runtime is told to do to isolate itself as a forked container
+        does (`homeport.runtime._spawned`), or None: only under bubblewrap (which hides the state
+        directory and gives it its PID namespace), when the control plane is root and isolation is on;
+        not for an image build step nor a root file system image (whose root is mapped by `unshare`)."""
+        settings = isolation_settings()
+        if (hide is None or settings is None or settings["uid"] is None or os.geteuid() != 0
+                or spec.rootfs or spec.host_read_only):
+            return None
+        return {"uid": self._uid(spec.container_id) or settings["uid"], "hidden": hide["dir"],
+                "needed": needed_paths(self._private, spec.mounts, tmp, spec.cwd, spec.code, own)}
 
     def _ensure_templates(self) -> Templates:
         if self._templates is None:
@@ -317,7 +347,7 @@ class LocalBackend(Backend):
 
         try:
             forked = await templates.fork(spec.template, cid, env, cwd, writers[0], writers[1], sink=sink, place=place,
-                                          code=spec.code)
+                                          code=spec.code, uid=self._uid(cid))
         except BaseException:
             for fd in readers:
                 os.close(fd)
@@ -397,6 +427,11 @@ class LocalBackend(Backend):
             proc.cgroup.remove()
         if proc.scratch:
             shutil.rmtree(proc.scratch, ignore_errors=True)
+        _private.remove_own_entries(self._private, proc.spec.container_id)
+        self._uids.pop(proc.spec.container_id, None)
+        web = os.path.dirname(proc.spec.env.get(P.ENV_WEB_SOCKET) or "")
+        if os.path.basename(web) == proc.spec.container_id:  # its web sockets' own directory, wherever it is
+            shutil.rmtree(web, ignore_errors=True)
         proc.on_exit(proc.spec.container_id, info)
 
     def _kill_group(self, proc: _Proc, sig: int) -> None:

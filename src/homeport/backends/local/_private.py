@@ -11,6 +11,8 @@ system sees only what is bound into that root, and needs neither.
 
 from __future__ import annotations
 
+import os
+import shutil
 from collections.abc import Sequence
 from typing import Any
 
@@ -23,24 +25,51 @@ def _under(path: str, directory: str) -> bool:
     return path.startswith(directory.rstrip("/") + "/")
 
 
-def plan(private: PrivateDir | None, own: Sequence[str] = ()) -> Plan | None:
+def shared_dirs(private: PrivateDir | None) -> list[str]:
+    """The writable directories `private` keeps (the web endpoints' sockets): shared by every container,
+    each of which may write only its own entry there, `<directory>/<container id>` (`own_entries`)."""
+    if private is None:
+        return []
+    return [m.source.rstrip("/") for m in private.keep if not m.read_only and os.path.isdir(m.source)]
+
+
+def own_entries(private: PrivateDir | None, cid: str) -> list[str]:
+    """Container `cid`'s own directory in each shared directory, made here (0700) if missing."""
+    out = []
+    for d in shared_dirs(private):
+        path = os.path.join(d, cid)
+        os.makedirs(path, mode=0o700, exist_ok=True)
+        out.append(path)
+    return out
+
+
+def remove_own_entries(private: PrivateDir | None, cid: str) -> None:
+    for d in shared_dirs(private):
+        shutil.rmtree(os.path.join(d, cid), ignore_errors=True)
+
+
+def plan(private: PrivateDir | None, own: Sequence[str] = (), container: bool = False) -> Plan | None:
     """The directory to hide and the paths to keep: `private.keep` and the container's `own` (its
     scratch directory, writable), those under the directory only, the shallower first (a deeper
-    one is bound on top of it)."""
+    one is bound on top of it). For a `container` the shared directories are read-only (it writes
+    its own entries there, among `own`): it cannot replace another container's web socket."""
     if private is None:
         return None
-    keep = [(m.source, m.read_only) for m in private.keep] + [(p, False) for p in own]
+    shared = set(shared_dirs(private)) if container else set()
+    keep = [(m.source, m.read_only or m.source.rstrip("/") in shared) for m in private.keep] + [(p, False) for p in own]
     keep = [(p.rstrip("/"), ro) for p, ro in keep if _under(p, private.path)]
     keep.sort(key=lambda k: k[0].count("/"))
     return {"dir": private.path.rstrip("/"), "keep": [[p, ro] for p, ro in keep]}
 
 
-def bwrap_args(hide: Plan) -> list[str]:
+def bwrap_args(hide: Plan, lock: bool = True) -> list[str]:
     """bubblewrap arguments that do what `hide` says, to follow the binds of the host's directories.
     bubblewrap takes each source from the host's own view, so what the tmpfs covers can be bound.
     In a user namespace of its own and without capabilities the container can neither unmount the
-    tmpfs nor look into a process outside (/proc/<pid>/root of one that sees the host's view)."""
-    args = ["--unshare-user", "--cap-drop", "ALL", "--tmpfs", hide["dir"]]
+    tmpfs nor look into a process outside (/proc/<pid>/root of one that sees the host's view).
+    `lock` False: it keeps its privilege, to drop it itself (`homeport.runtime._spawned`)."""
+    args = ["--unshare-user", "--cap-drop", "ALL"] if lock else []
+    args += ["--tmpfs", hide["dir"]]
     for path, read_only in hide["keep"]:
         args += ["--ro-bind-try" if read_only else "--bind-try", path, path]
     return args

@@ -50,18 +50,21 @@ def network_note(reason: str) -> str:
             "its own network\n")
 
 
-def command(spec: ContainerSpec, hide: Plan | None = None, dev: Sequence[DevEntry] | None = None) -> list[str]:
+def command(spec: ContainerSpec, hide: Plan | None = None, dev: Sequence[DevEntry] | None = None,
+            isolates_itself: bool = False) -> list[str]:
     # A container (not an image build step) under bubblewrap gets a PID namespace of its own too, and
     # the host's directories read-only but for /tmp and its volumes, unless isolation is turned off
     # (HOMEPORT_ISOLATION=0).
     isolated = not spec.host_read_only and os.environ.get("HOMEPORT_ISOLATION", "1") != "0"
     return wrap(spec.argv, spec.mounts, spec.rootfs, spec.cwd, host_read_only=spec.host_read_only, hide=hide,
-                private_network=spec.private_network, dev=dev, isolated=isolated, code=spec.code)
+                private_network=spec.private_network, dev=dev, isolated=isolated, code=spec.code,
+                isolates_itself=isolates_itself)
 
 
 def wrap(argv: Sequence[str], mounts: Sequence[Mount], rootfs: str | None, cwd: str | None,
          host_read_only: bool = False, hide: Plan | None = None, private_network: bool = False,
-         dev: Sequence[DevEntry] | None = None, isolated: bool = False, code: Sequence[str] = ()) -> list[str]:
+         dev: Sequence[DevEntry] | None = None, isolated: bool = False, code: Sequence[str] = (),
+         isolates_itself: bool = False) -> list[str]:
     """The argv that runs `argv` in the view of a container (or template) with these mounts and root.
 
     `host_read_only`: the host's directories are read-only and /tmp is private (an image build step
@@ -70,6 +73,9 @@ def wrap(argv: Sequence[str], mounts: Sequence[Mount], rootfs: str | None, cwd: 
     `private_network`: a network namespace of its own, with only loopback.
     `dev`: /dev built from these entries (`_gpu.dev_entries`: no GPU node it was not given) rather than
     the host's; None where the host has no GPU nodes to keep from it.
+    `isolates_itself`: the runtime drops its privilege itself (`homeport.runtime._spawned`, told so in
+    its environment): bubblewrap leaves it, rather than mapping the control plane's user into a user
+    namespace of its own.
     """
     if rootfs:  # the image's own root file system, mounts bound into it
         return _rootfs.wrap(argv, rootfs, mounts, private_network, dev=dev)
@@ -117,7 +123,7 @@ def wrap(argv: Sequence[str], mounts: Sequence[Mount], rootfs: str | None, cwd: 
     if os.path.isdir("/sys"):
         args += ["--ro-bind", "/sys", "/sys"]
     if hide is not None:  # before the mounts: some have their targets under it (an image build's own directory)
-        args += _private.bwrap_args(hide)
+        args += _private.bwrap_args(hide, lock=not isolates_itself)
     for m in sorted(mounts, key=lambda m: m.target.count("/")):
         if os.path.isdir(m.source):  # a file (an image's `add_local_file`) gets a file mount point
             args += ["--dir", m.target]

@@ -26,6 +26,7 @@ import os
 import shutil
 import signal
 import socket
+import struct
 import tempfile
 import time
 from collections.abc import Callable, Mapping
@@ -33,7 +34,7 @@ from dataclasses import dataclass, field
 from typing import NamedTuple
 
 from ..._protocol import templates as T
-from .._base import PrivateDir, TemplateSpec
+from .._base import Mount, PrivateDir, TemplateSpec
 from . import _gpu, _private, _sandbox
 
 log = logging.getLogger("homeport.backend.local")
@@ -61,6 +62,10 @@ class Forked(NamedTuple):
 ENV_ISOLATION = "HOMEPORT_ISOLATION"
 ENV_CONTAINER_UID = "HOMEPORT_CONTAINER_UID"
 DEFAULT_CONTAINER_UID = 65534
+# Unless HOMEPORT_CONTAINER_UID says otherwise, each container (but those forked from a memory snapshot,
+# which are its snapshot's user, DEFAULT_CONTAINER_UID) is a host user of its own from this range.
+CONTAINER_UIDS = 165536
+CONTAINER_UID_COUNT = 65536
 # Host directories every isolated container may read and write (':'-separated; none by default): an
 # operator's choice, for local development and this project's own tests, whose apps leave notes there.
 ENV_CONTAINER_SHARED = "HOMEPORT_CONTAINER_SHARED"
@@ -69,6 +74,21 @@ ENV_CONTAINER_SHARED = "HOMEPORT_CONTAINER_SHARED"
 def shared_dirs(environ: Mapping[str, str] | None = None) -> list[str]:
     environ = os.environ if environ is None else environ
     return [os.path.abspath(p) for p in environ.get(ENV_CONTAINER_SHARED, "").split(":") if p.strip()]
+
+
+def container_uid(taken: set[int], environ: Mapping[str, str] | None = None) -> int | None:
+    """A host user of its own for a new container, not in `taken` (those of the containers running):
+    CONTAINER_UIDS + n, the lowest n free, so that containers cannot signal, trace or read the private
+    files of one another as the same user. None where `HOMEPORT_CONTAINER_UID` names the one user
+    every container gets (or isolation is off), and for a container forked from a memory snapshot,
+    which keeps the snapshot's user (see `homeport.runtime._template`)."""
+    environ = os.environ if environ is None else environ
+    if environ.get(ENV_ISOLATION, "1") == "0" or environ.get(ENV_CONTAINER_UID, "").strip():
+        return None
+    for n in range(CONTAINER_UID_COUNT):
+        if CONTAINER_UIDS + n not in taken:
+            return CONTAINER_UIDS + n
+    return None  # every one taken: the shared default
 
 
 def isolation_settings(environ: Mapping[str, str] | None = None) -> dict | None:
@@ -84,6 +104,20 @@ def isolation_settings(environ: Mapping[str, str] | None = None) -> dict | None:
     if uid < 0:
         raise ValueError(f"{ENV_CONTAINER_UID} must be a host user id, not {uid}")
     return {"uid": uid or None}  # 0: containers keep the control plane's user (root, mapped in their namespace)
+
+
+def needed_paths(private: PrivateDir | None, mounts: tuple[Mount, ...], scratch: str | None, cwd: str | None,
+                 code: tuple[str, ...], own: tuple[str, ...] = (), container: bool = True) -> list[list]:
+    """[path, writable] an isolated container keeps in view: what it keeps of the state directory (for a
+    `container`, the shared directories read-only but for its `own` entries), its scratch directory,
+    its volumes and files, its working directory and the user's code."""
+    plan = _private.plan(private, [*([scratch] if scratch else []), *own], container=container)
+    needed = [[p, not ro] for p, ro in plan["keep"]] if plan else []
+    needed += [[p, True] for p in (scratch, *own) if p]
+    needed += [[m.target, not m.read_only] for m in mounts]
+    needed += [[p, False] for p in (*code, cwd) if p]
+    needed += [[p, True] for p in shared_dirs()]
+    return needed
 
 
 @dataclass(eq=False)  # one per process: compared and hashed by identity
@@ -107,6 +141,9 @@ class _Template:
     hides: bool = False  # its containers hide the state directory from themselves
     visible: str | None = None  # why they cannot, where it was asked
     isolation: tuple[str, ...] = ()  # what of its containers' isolation this machine does not allow
+    # It is in a PID namespace of its own (an isolated snapshot): each copy says it was forked itself,
+    # and the backend tells it its host pid as it lets it go.
+    own_pids: bool = False
 
     def changed(self) -> str | None:
         """What changed since the template started, so that its copies would not match a fresh start."""
@@ -149,6 +186,33 @@ def _command(spec: TemplateSpec, fd: int) -> tuple[list[str], str | None]:
     return argv, spec.cwd if spec.cwd and os.path.isdir(spec.cwd) else None
 
 
+def _wake(ready: asyncio.Future[None]) -> None:
+    if not ready.done():
+        ready.set_result(None)
+
+
+async def _recv(loop: asyncio.AbstractEventLoop, sock: socket.socket) -> tuple[bytes, int]:
+    """A packet from a template, and the pid of the process that sent it as this process sees it (the
+    kernel's credentials, SO_PASSCRED): a copy of a template in a PID namespace of its own says so."""
+    while True:
+        try:
+            data, ancillary, _flags, _addr = sock.recvmsg(PACKET, socket.CMSG_SPACE(12))
+            break
+        except (BlockingIOError, InterruptedError):
+            ready: asyncio.Future[None] = loop.create_future()
+            fd = sock.fileno()  # -1 once closed (while it waits)
+            loop.add_reader(fd, _wake, ready)
+            try:
+                await ready
+            finally:
+                loop.remove_reader(fd)
+    sender = 0
+    for level, kind, payload in ancillary:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_CREDENTIALS and len(payload) >= 12:
+            sender = struct.unpack("iII", payload[:12])[0]
+    return data, sender
+
+
 class Templates:
     """One template process per key; forks containers from it and reports their exits."""
 
@@ -164,31 +228,36 @@ class Templates:
 
     async def fork(self, spec: TemplateSpec, cid: str, env: dict[str, str], cwd: str | None,
                    out_w: int, err_w: int, sink: Sink, place: Callable[[int], None] | None = None,
-                   code: tuple[str, ...] = ()) -> Forked:
+                   code: tuple[str, ...] = (), uid: int | None = None) -> Forked:
         """Fork container `cid` from its template, starting the template first if needed; what the
         template prints while it starts (a snapshot's imports and hooks) goes to `sink`. Its TMPDIR
         is made here, unless it has a root file system of its own (and its own /tmp).
 
         With `place`, the copy is held before it runs anything until `place(pid)` has returned (the
         backend puts it in its cgroup then): it waits on a pipe whose write end is kept here, and
-        leaves without running if the pipe closes unwritten."""
+        leaves without running if the pipe closes unwritten. `uid`: the host user it becomes, where
+        its template's containers each become their own (`container_uid`)."""
         if spec.key in self._failed:
             raise TemplateUnavailable(self._failed[spec.key])
         tpl = await self._get(spec, sink)
         tpl.last_used = time.monotonic()
         scratch = None
+        own: tuple[str, ...] = ()  # its entries in the shared directories (its web sockets' directory)
         if not spec.rootfs:
             scratch = os.path.join(tpl.scratch, cid)
             os.makedirs(scratch, mode=0o700, exist_ok=True)
             env = {**env, "TMPDIR": scratch}
+            own = tuple(_private.own_entries(self._private, cid))
         fut = asyncio.get_running_loop().create_future()
         tpl.forks[cid] = fut
         msg = T.Fork(cid=cid, env=env, cwd=cwd, t0=time.time(), private_root=bool(spec.rootfs),
-                     hide=_private.plan(self._private, [scratch] if scratch else []) if tpl.hides else None,
-                     held=place is not None, needed=self._needed(spec, scratch, cwd, code))
+                     hide=_private.plan(self._private, [scratch, *own] if scratch else [], container=True)
+                     if tpl.hides else None,
+                     held=place is not None or tpl.own_pids, needed=self._needed(spec, scratch, cwd, code, own),
+                     uid=uid)
         fds = [out_w, err_w]
         hold_r = hold_w = -1
-        if place is not None:
+        if msg.held:
             hold_r, hold_w = os.pipe()
             fds.append(hold_r)
         try:
@@ -208,7 +277,8 @@ class Templates:
                 raise
             if place is not None:
                 place(pid)
-                os.write(hold_w, b"go")
+            if hold_w >= 0:
+                os.write(hold_w, b"go" + (str(pid).encode() if tpl.own_pids else b""))
         finally:
             if hold_w >= 0:
                 os.close(hold_w)  # unwritten (place failed, or this was cancelled): the copy leaves
@@ -216,17 +286,8 @@ class Templates:
         return Forked(pid, scratch, tpl.visible, tpl.isolation)
 
     def _needed(self, spec: TemplateSpec, scratch: str | None, cwd: str | None,
-                code: tuple[str, ...]) -> list[list]:
-        """[path, writable] an isolated container keeps in view: what it keeps of the state directory,
-        its scratch directory, its volumes and files, its working directory and the user's code."""
-        plan = _private.plan(self._private, [scratch] if scratch else [])
-        needed = [[p, not ro] for p, ro in plan["keep"]] if plan else []
-        if scratch:
-            needed.append([scratch, True])
-        needed += [[m.target, not m.read_only] for m in spec.mounts]
-        needed += [[p, False] for p in (*code, cwd) if p]
-        needed += [[p, True] for p in shared_dirs()]
-        return needed
+                code: tuple[str, ...], own: tuple[str, ...] = (), container: bool = True) -> list[list]:
+        return needed_paths(self._private, spec.mounts, scratch, cwd, code, own, container)
 
     async def warm(self, spec: TemplateSpec, sink: Sink) -> None:
         tpl = await self._get(spec, sink)
@@ -265,8 +326,10 @@ class Templates:
         if hide is not None:
             first.hide = hide
         isolate = None if spec.rootfs else isolation_settings()
-        if isolate is not None:
-            first.isolate = isolate
+        if isolate is not None:  # a snapshot isolates itself as its containers: what they keep in view
+            # (a snapshot keeps the shared directories writable in its view: each of its containers
+            # sees them read-only but for its own entries, which only a view with them writable can give)
+            first.isolate = {**isolate, "needed": self._needed(spec, own, spec.cwd, (), container=False)}
         try:
             command, cwd = _command(spec, child.fileno())
             process = await asyncio.create_subprocess_exec(
@@ -281,6 +344,7 @@ class Templates:
         finally:
             child.close()
         parent.setblocking(False)
+        parent.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)  # who sent each packet (`_recv`)
         loop = asyncio.get_running_loop()
         tpl = _Template(spec, process, parent, loop.create_future(), mounted=mounted, scratch=own,
                         hides=hide is not None)
@@ -319,9 +383,9 @@ class Templates:
         loop = asyncio.get_running_loop()
         while True:
             try:
-                data = await loop.sock_recv(tpl.sock, PACKET)
+                data, sender = await _recv(loop, tpl.sock)
             except OSError:
-                data = b""
+                data, sender = b"", 0
             if not data:
                 self._fail(tpl, "the template process exited")
                 return
@@ -330,6 +394,7 @@ class Templates:
                 tpl.sources += [(path, (mtime, size, ino)) for path, mtime, size, ino in msg.files]
             elif type(msg) is T.TemplateReady:
                 tpl.isolation = tuple(msg.isolation)
+                tpl.own_pids = msg.own_pids
                 tpl.visible = msg.visible if tpl.hides else None
                 tpl.hides = tpl.hides and tpl.visible is None
                 tpl.ready.set_result(None)
@@ -339,8 +404,11 @@ class Templates:
             elif type(msg) is T.Forked:
                 fut = tpl.forks.pop(msg.cid, None)
                 if fut is not None and not fut.done():
-                    fut.set_result(msg.pid)
+                    fut.set_result(msg.pid or sender)  # 0: sent by the copy itself (`own_pids`)
             elif type(msg) is T.Exited:
+                fut = tpl.forks.pop(msg.cid, None)
+                if fut is not None and not fut.done():  # a copy that died before it could say it was forked
+                    fut.set_exception(TemplateUnavailable("the copy exited as it started"))
                 tpl.children.discard(msg.cid)
                 tpl.last_used = time.monotonic()
                 self._on_child_exit(msg.cid, msg.code)
