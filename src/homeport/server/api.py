@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from .. import _protocol as P
@@ -14,6 +15,7 @@ from . import dictqueue
 from .access import container_refusal
 from .images import ImageBuildFailed, ImageUnsupported
 from .records import ERROR, STOP_GRACE_SECONDS, Peer
+from .secrets import SecretStore
 from .services import ControlPlane
 
 log = logging.getLogger("homeport.server.api")
@@ -24,45 +26,55 @@ PRE_AUTH_MAX_FRAME = 64 << 10
 _PONG = P.Pong()
 
 
-_LOOKUPS = {
-    P.APP_LOOKUP: lambda cp, peer, msg: cp.lookup_app(msg),
-    P.APP_LIST: lambda cp, peer, msg: cp.list_apps(),
-    P.APP_HISTORY: lambda cp, peer, msg: cp.app_history(msg["name"]),
-    P.APP_LOGS: lambda cp, peer, msg: cp.subscribe_logs(peer, msg["app_id"]),
-    P.LOG_QUERY: lambda cp, peer, msg: cp.query_logs(msg),
-    P.CONTAINER_EXEC_INFO: lambda cp, peer, msg: cp.container_exec_info(msg["container_id"]),
-    P.FUNCTION_LOOKUP: lambda cp, peer, msg: cp.lookup_function(msg),
-    P.SECRET_CREATE: lambda cp, peer, msg: cp.secrets.create(msg["name"], msg["values"], bool(msg.get("overwrite"))),
-    P.SECRET_LIST: lambda cp, peer, msg: cp.secrets.list(),
-    P.SECRET_DELETE: lambda cp, peer, msg: cp.secrets.delete(msg["name"]),
-    P.VOLUME: lambda cp, peer, msg: cp.volume_op(peer, msg),
-    P.PROXY_TOKEN: lambda cp, peer, msg: _proxy_token(cp, msg),
+# Each handler takes the checked request (its message type, `homeport._protocol.messages`).
+_LOOKUPS: dict[str, Callable[[ControlPlane, Peer, Any], Any]] = {
+    P.APP_LOOKUP: lambda cp, peer, req: cp.lookup_app(req),
+    P.APP_LIST: lambda cp, peer, req: cp.list_apps(),
+    P.APP_HISTORY: lambda cp, peer, req: cp.app_history(req.name),
+    P.APP_LOGS: lambda cp, peer, req: cp.subscribe_logs(peer, req.app_id),
+    P.LOG_QUERY: lambda cp, peer, req: cp.query_logs(req),
+    P.CONTAINER_EXEC_INFO: lambda cp, peer, req: cp.container_exec_info(req.container_id),
+    P.FUNCTION_LOOKUP: lambda cp, peer, req: cp.lookup_function(req),
+    P.SECRET_CREATE: lambda cp, peer, req: _secrets(cp).create(req.name, req.values, req.overwrite),
+    P.SECRET_LIST: lambda cp, peer, req: _secrets(cp).list(),
+    P.SECRET_DELETE: lambda cp, peer, req: _secrets(cp).delete(req.name),
+    P.VOLUME: lambda cp, peer, req: cp.volume_op(peer, req),
+    P.PROXY_TOKEN: lambda cp, peer, req: _proxy_token(cp, req),
 }
 # Requests answered once their work is done (they open gateway ports).
-_ASYNC = {
-    P.APP_PUBLISH: lambda cp, peer, msg: cp.publish_app(msg),
-    P.APP_DEPLOY: lambda cp, peer, msg: cp.deploy_app_web(peer, msg),
+_ASYNC: dict[str, Callable[[ControlPlane, Peer, Any], Awaitable[Any]]] = {
+    P.APP_PUBLISH: lambda cp, peer, req: cp.publish_app(req),
+    P.APP_DEPLOY: lambda cp, peer, req: cp.deploy_app_web(peer, req),
+    P.TUNNEL: lambda cp, peer, req: cp.tunnel_op(peer, req),
+    P.APP_ROLLBACK: lambda cp, peer, req: cp.rollback_app(peer, req),
+}
+# Requests whose services read the rest of the map themselves (an operation's own fields): they get the
+# message as it came, once its outer shape is checked.
+_ASYNC_UNTYPED: dict[str, Callable[[ControlPlane, Peer, dict[str, Any]], Awaitable[Any]]] = {
     # Dicts and Queues (a blocking get waits on the control plane for a put)
     P.DICT: lambda cp, peer, msg: dictqueue.handle(cp.dictqueue, peer, msg),
     P.QUEUE: lambda cp, peer, msg: dictqueue.handle(cp.dictqueue, peer, msg),
     P.SANDBOX: lambda cp, peer, msg: cp.sandboxes.op(peer, msg),
-    P.TUNNEL: lambda cp, peer, msg: cp.tunnel_op(peer, msg),
-    P.APP_ROLLBACK: lambda cp, peer, msg: cp.rollback_app(peer, msg),
 }
 
 
-def _proxy_token(cp: ControlPlane, msg: dict[str, Any]) -> Any:
+def _secrets(cp: ControlPlane) -> SecretStore:
+    if cp.secrets is None:
+        raise LookupError("secrets are not available on this control plane")
+    return cp.secrets
+
+
+def _proxy_token(cp: ControlPlane, req: P.ProxyToken) -> Any:
     web = cp.web
     if web is None:
         raise LookupError("web endpoints are not available on this control plane")
-    op = msg["op"]
-    if op == "create":
+    if req.op == "create":
         return web.create_token()
-    if op == "list":
+    if req.op == "list":
         return web.list_tokens()
-    if op == "delete":
-        return web.delete_token(msg["token_id"])
-    raise LookupError(f"unknown proxy token operation {op!r}")
+    if req.op == "delete":
+        return web.delete_token(req.token_id or "")
+    raise LookupError(f"unknown proxy token operation {req.op!r}")
 
 
 class Connection:
@@ -86,11 +98,11 @@ class Connection:
                                  msg=f"a message of {n} bytes is larger than the {limit} bytes allowed {when}; "
                                      "the control plane closes this connection"))
 
-    def reply(self, msg: dict[str, Any], value: Any = None) -> None:
-        self.proto.send(P.Result(id=msg["id"], ok=True, v=value))
+    def reply(self, msg: dict[str, Any] | P.Request, value: Any = None) -> None:
+        self.proto.send(P.Result(id=msg.id if isinstance(msg, P.Request) else msg["id"], ok=True, v=value))
 
-    def reply_error(self, msg: dict[str, Any], code: str, text: str) -> None:
-        rid = msg.get("id") if isinstance(msg, dict) else None
+    def reply_error(self, msg: dict[str, Any] | P.Request, code: str, text: str) -> None:
+        rid = msg.id if isinstance(msg, P.Request) else msg.get("id") if isinstance(msg, dict) else None
         self.proto.send(P.Result(id=rid if isinstance(rid, (int, str)) else None, ok=False, code=code, msg=text))
 
     def on_message(self, msg: Any) -> None:
@@ -116,7 +128,7 @@ class Connection:
                 self.proto.close()
             return
         try:  # its shape: a message that does not decode as its type is answered, naming the field
-            P.check_request(msg)
+            req = P.check_request(msg)
         except P.MalformedMessage as exc:
             log.warning("refused a malformed message: %s", exc)
             if "id" in msg:
@@ -126,9 +138,9 @@ class Connection:
             if self.peer.container_id is not None:
                 why = container_refusal(self.cp, self.peer.container_id, msg)
                 if why is not None:
-                    self._refuse(msg, why)
+                    self._refuse(req, why)
                     return
-            self._client_message(msg)
+            self._client_message(msg, req)
         except Exception as exc:
             log.exception("error handling %s", msg.get("t"))
             if "id" in msg:
@@ -181,70 +193,74 @@ class Connection:
         self.proto.max_frame = P.MAX_MESSAGE_BYTES
         self.reply(msg, {"version": P.PROTOCOL_VERSION})
 
-    def _refuse(self, msg: dict[str, Any], why: str) -> None:
+    def _refuse(self, req: P.ClientRequest, why: str) -> None:
         assert self.peer is not None  # called only after the hello
-        log.warning("refused %s from the user code of container %s: %s", msg.get("t"), self.peer.container_id, why)
-        if "id" in msg:
-            self.reply_error(msg, P.errors.AUTH, why)
-        elif msg.get("t") == P.CALL:  # a call sent without a request id waits for its outputs instead
+        log.warning("refused %s from the user code of container %s: %s", req.t, self.peer.container_id, why)
+        if isinstance(req, P.Request) and req.id is not None:
+            self.reply_error(req, P.errors.AUTH, why)
+        elif isinstance(req, P.Call):  # a call sent without a request id waits for its outputs instead
             err = {"code": P.errors.AUTH, "msg": why}
-            items = [P.CallOutput(i[0], ERROR, err) for i in msg.get("inputs") or ()] or [P.CallOutput(0, ERROR, err)]
-            self.proto.send(P.Outputs(call=msg.get("call"), items=items))
+            items = [P.CallOutput(i.idx, ERROR, err) for i in req.inputs] or [P.CallOutput(0, ERROR, err)]
+            self.proto.send(P.Outputs(call=req.call, items=items))
 
-    def _client_message(self, msg: dict[str, Any]) -> None:
+    def _client_message(self, msg: dict[str, Any], req: P.ClientRequest) -> None:
+        """`req` is the request checked as its type; `msg`, the map it came as, is what the services
+        that read an operation's own fields (sandboxes, Dicts and Queues) take."""
         assert self.peer is not None  # called only after the hello
-        t = msg["t"]
+        t = req.t
         cp = self.cp
-        if t == P.CALL:
-            if msg["fid"] not in cp.functions and "id" in msg:
-                self.reply_error(msg, P.errors.NOT_FOUND, f"function {msg['fid']} is not running (its app was stopped)")
+        if isinstance(req, P.Call):
+            if req.fid not in cp.functions and req.id is not None:
+                self.reply_error(req, P.errors.NOT_FOUND, f"function {req.fid} is not running (its app was stopped)")
                 return
-            refused = cp.create_call(self.peer, msg, answer="id" not in msg)
-            if "id" in msg:
+            refused = cp.create_call(self.peer, req, answer=req.id is None)
+            if req.id is not None:
                 if refused:
-                    self.reply_error(msg, P.errors.INVALID, refused)
+                    self.reply_error(req, P.errors.INVALID, refused)
                 else:
-                    self.reply(msg, msg["call"])
-        elif t == P.MAP_PUT:
-            if msg["call"] not in cp.calls:
-                text = f"no map call {msg['call']} is running (it finished, was cancelled, or never started)"
-                if "id" in msg:
-                    self.reply_error(msg, P.errors.NOT_FOUND, text)
+                    self.reply(req, req.call)
+        elif isinstance(req, P.MapPut):
+            if req.call not in cp.calls:
+                text = f"no map call {req.call} is running (it finished, was cancelled, or never started)"
+                if req.id is not None:
+                    self.reply_error(req, P.errors.NOT_FOUND, text)
                 else:
-                    cp._refuse(self.peer, msg["call"], msg["inputs"], P.errors.NOT_FOUND, text)
+                    cp._refuse(self.peer, req.call, req.inputs, P.errors.NOT_FOUND, text)
                 return
-            cp.put_inputs(self.peer, msg)
-        elif t == P.SANDBOX and msg.get("op") in ("stdin", "ack"):
+            cp.put_inputs(self.peer, req)
+        elif isinstance(req, P.Sandbox) and req.op in ("stdin", "ack"):
             cp.sandboxes.notify(self.peer, msg)
-        elif t == P.APP_CREATE:
-            self.reply(msg, cp.create_app(self.peer, msg))
+        elif isinstance(req, P.AppCreate):
+            self.reply(req, cp.create_app(self.peer, req))
         elif t in _ASYNC:
-            cp.spawn(self._answer(msg, _ASYNC[t](cp, self.peer, msg)))
+            cp.spawn(self._answer(msg, _ASYNC[t](cp, self.peer, req)))
+        elif t in _ASYNC_UNTYPED:
+            cp.spawn(self._answer(msg, _ASYNC_UNTYPED[t](cp, self.peer, msg)))
         elif t in _LOOKUPS:
             try:
-                self.reply(msg, _LOOKUPS[t](cp, self.peer, msg))
+                self.reply(msg, _LOOKUPS[t](cp, self.peer, req))
             except LookupError as exc:
                 self.reply_error(msg, P.errors.NOT_FOUND, str(exc))
             except Error as exc:
                 self.reply_error(msg, code_of(exc), str(exc))
-        elif t == P.FUNCTION_BIND:
+        elif isinstance(req, P.FunctionBind):
             try:
-                self.reply(msg, cp.bind_function(msg))
+                self.reply(msg, cp.bind_function(req))
             except LookupError as exc:
                 self.reply_error(msg, P.errors.NOT_FOUND, str(exc))
             except Error as exc:
                 self.reply_error(msg, code_of(exc), str(exc))
-        elif t == P.APP_STOP:
-            cp.stop_app(msg["app_id"], "stopped by its client")
-            self.peer.apps.discard(msg["app_id"])
-            cp.spawn(self._app_stop(msg))
-        elif t == P.CALL_GET:
-            cp.spawn(self._call_get(msg))
-        elif t == P.CALL_CANCEL:
-            cp.cancel_call(msg["call"])
+        elif isinstance(req, P.AppStop):
+            cp.stop_app(req.app_id, "stopped by its client")
+            self.peer.apps.discard(req.app_id)
+            cp.spawn(self._app_stop(req))
+        elif isinstance(req, P.CallGet):
+            cp.spawn(self._call_get(req))
+        elif isinstance(req, P.CallCancel):
+            cp.cancel_call(req.call)
             self.reply(msg)
-        elif t == P.IMAGE_BUILD:
-            cp.spawn(self._image_build(msg))
+        elif isinstance(req, P.ImageBuild):
+            cp.spawn(self._image_build(req))
         elif t == P.SERVER_STATUS:
             self.reply(msg, cp.status())
         elif t == P.CONTAINER_LIST:
@@ -254,12 +270,12 @@ class Connection:
                 self.reply_error(msg, P.errors.NOT_FOUND, "this control plane serves no dashboard")
             else:
                 self.reply(msg, cp.dashboard.info())
-        elif t == P.CONTAINER_STOP and msg["container_id"] in cp.sandboxes.by_id:
-            cp.sandboxes.end(cp.sandboxes.by_id[msg["container_id"]], "terminated")
+        elif isinstance(req, P.ContainerStop) and req.container_id in cp.sandboxes.by_id:
+            cp.sandboxes.end(cp.sandboxes.by_id[req.container_id], "terminated")
             self.reply(msg)
-        elif t == P.CONTAINER_STOP:
-            if not cp.stop_container(msg["container_id"], "stopped by the user"):
-                self.reply_error(msg, P.errors.NOT_FOUND, f"no running container {msg['container_id']}")
+        elif isinstance(req, P.ContainerStop):
+            if not cp.stop_container(req.container_id, "stopped by the user"):
+                self.reply_error(msg, P.errors.NOT_FOUND, f"no running container {req.container_id}")
             else:
                 self.reply(msg)
         elif t == P.SERVER_SHUTDOWN:
@@ -285,20 +301,20 @@ class Connection:
         else:
             self.reply(msg, value)
 
-    async def _app_stop(self, msg: dict[str, Any]) -> None:
+    async def _app_stop(self, msg: P.AppStop) -> None:
         # Reply once the app's containers have exited, so that the client has seen what their exit
         # hooks printed (a container that ignores SIGTERM is killed after the grace period).
-        await self.cp.wait_app_stopped(msg["app_id"], STOP_GRACE_SECONDS + 5)
+        await self.cp.wait_app_stopped(msg.app_id, STOP_GRACE_SECONDS + 5)
         self.reply(msg)
 
-    async def _image_build(self, msg: dict[str, Any]) -> None:
+    async def _image_build(self, msg: P.ImageBuild) -> None:
         proto = self.proto
 
         def on_log(image: str, line: str, fd: int) -> None:
             proto.send(P.Log(fn="image", cid=image, fd=fd, data=line))
 
         try:
-            ids = await self.cp.build_images(msg["images"], on_log)
+            ids = await self.cp.build_images(msg.images, on_log)
         except (ImageBuildFailed, ImageUnsupported) as exc:
             self.reply_error(msg, exc.code, str(exc))
         except Error as exc:  # a named secret of a build step that does not exist
@@ -311,11 +327,11 @@ class Connection:
         else:
             self.reply(msg, ids)
 
-    async def _call_get(self, msg: dict[str, Any]) -> None:
+    async def _call_get(self, msg: P.CallGet) -> None:
         try:
-            result = await self.cp.get_call(msg["call"], msg.get("timeout"))
+            result = await self.cp.get_call(msg.call, msg.timeout)
         except KeyError:
-            self.reply_error(msg, P.errors.NOT_FOUND, f"no function call with id {msg['call']}")
+            self.reply_error(msg, P.errors.NOT_FOUND, f"no function call with id {msg.call}")
             return
         self.reply(msg, result)
 

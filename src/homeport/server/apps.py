@@ -68,23 +68,23 @@ class AppService:
     def web(self) -> WebEndpoints | None:
         return self._web()
 
-    def create_app(self, peer: Peer, msg: dict[str, Any]) -> str:
+    def create_app(self, peer: Peer, msg: P.AppCreate) -> str:
         app_id = new_id("ap")
-        mode = "detached" if msg.get("detach") else "ephemeral"
-        self.apps[app_id] = {"app_id": app_id, "name": msg.get("name"), "state": mode, "functions": []}
-        self.state.create_app(app_id, msg.get("name"), msg.get("description"), mode)
+        mode = "detached" if msg.detach else "ephemeral"
+        self.apps[app_id] = {"app_id": app_id, "name": msg.name, "state": mode, "functions": []}
+        self.state.create_app(app_id, msg.name, msg.description, mode)
         if mode == "ephemeral":
             peer.apps.add(app_id)
         self.log_subscribers.setdefault(app_id, set()).add(peer)
         return app_id
 
-    async def publish_app(self, msg: dict[str, Any]) -> dict[str, Any]:
+    async def publish_app(self, msg: P.AppPublish) -> dict[str, Any]:
         """Start an ephemeral app's functions: their ids by tag, and the URLs of its web endpoints."""
-        app_id = msg["app_id"]
+        app_id = msg.app_id
         if app_id not in self.apps:
             raise LookupError(f"app {app_id} is not running")
-        self._plan_web(self.apps[app_id], msg["functions"])
-        ids = self._add_functions(app_id, msg["functions"], anchor=time.time())
+        self._plan_web(self.apps[app_id], msg.functions)
+        ids = self._add_functions(app_id, msg.functions, anchor=time.time())
         return {"ids": ids, "web_urls": await self._publish_web(app_id, ids)}
 
     def _plan_web(self, app: dict[str, Any], functions: list[dict[str, Any]]) -> None:
@@ -135,26 +135,26 @@ class AppService:
         return ids
 
     # --- deployed apps -----------------------------------------------------------------------------
-    def deploy_app(self, peer: Peer | None, msg: dict[str, Any]) -> dict[str, Any]:
+    def deploy_app(self, peer: Peer | None, msg: P.AppDeploy) -> dict[str, Any]:
         """Register (or replace) a named app that outlives its client.
 
         A redeploy swaps the version atomically: lookups by name see only the new functions from the
         moment this returns, while the old version's pools finish the inputs they already have.
         """
-        name = msg["name"]
+        name = msg.name
         _check_name(name, "App")
-        for f in msg["functions"]:
+        for f in msg.functions:
             self.setup.function_env(f["config"])  # a missing secret fails the deploy before anything changes
             self.setup.function_mounts(f["config"])
         app_id = self.deployed_by_name(name) or self.state.deployed_app_id(name)
         if app_id is None:
             app_id = new_id("ap")
-            self.state.create_app(app_id, name, msg.get("description"), "deployed")
+            self.state.create_app(app_id, name, msg.description, "deployed")
         else:
             self.state.set_app_state(app_id, "deployed")
-        version, created = self.state.add_deployment(app_id, msg["functions"])
-        if msg.get("meta"):
-            self.state.set_deployment_meta(app_id, version, {k: str(v) for k, v in msg["meta"].items() if v})
+        version, created = self.state.add_deployment(app_id, msg.functions)
+        if msg.meta:
+            self.state.set_deployment_meta(app_id, version, {k: str(v) for k, v in msg.meta.items() if v})
         old = self.apps.get(app_id)
         if old is None:
             self.apps[app_id] = {"app_id": app_id, "name": name, "state": "deployed", "functions": []}
@@ -167,13 +167,13 @@ class AppService:
         self.apps[app_id]["version"] = version
         if peer is not None:  # None: from the dashboard, which reads logs from the store
             self.log_subscribers.setdefault(app_id, set()).add(peer)
-        ids = self._add_functions(app_id, msg["functions"], anchor=created)
+        ids = self._add_functions(app_id, msg.functions, anchor=created)
         log.info("deployed app %s (%s) version %d", name, app_id, version)
         return {"app_id": app_id, "version": version, "ids": ids}
 
-    async def deploy_app_web(self, peer: Peer | None, msg: dict[str, Any]) -> dict[str, Any]:
-        name = msg["name"]
-        self._plan_web({"app_id": self.deployed_by_name(name), "name": name, "state": "deployed"}, msg["functions"])
+    async def deploy_app_web(self, peer: Peer | None, msg: P.AppDeploy) -> dict[str, Any]:
+        name = msg.name
+        self._plan_web({"app_id": self.deployed_by_name(name), "name": name, "state": "deployed"}, msg.functions)
         reply = self.deploy_app(peer, msg)
         reply["web_urls"] = await self._publish_web(reply["app_id"], reply["ids"])
         return reply
@@ -208,8 +208,8 @@ class AppService:
                 why = (f"call {call_id} could not run again after the control plane restarted: its function's app "
                        "is no longer deployed")
             else:
-                why = self.calls.create_call(None, {"fid": fid, "call": call_id, "kind": P.KIND_SPAWN, "last": True,
-                                              "inputs": call["inputs"]}, answer=False, restored=True)
+                why = self.calls.create_call(None, P.Call(fid=fid, call=call_id, kind=P.KIND_SPAWN, inputs=call["inputs"]),
+                                             answer=False, restored=True)
             if why is not None:
                 self.state.finish_call(call_id, ERROR, {"code": "execution", "msg": why})
             else:
@@ -221,7 +221,7 @@ class AppService:
         if variant is not None:
             base_old, request = variant
             base = self._restored_fid(base_old)
-            return None if base is None else self.setup.bind_function({**request, "fid": base})
+            return None if base is None else self.setup.bind_function(P.FunctionBind(**request, fid=base))
         tagged = self.state.function_tag(old_fid)
         if tagged is None:
             return None
@@ -236,25 +236,25 @@ class AppService:
                 return app["app_id"]
         return None
 
-    def lookup_function(self, msg: dict[str, Any]) -> dict[str, Any]:
-        app_id = msg.get("app_id") if msg.get("app_id") in self.apps else self.deployed_by_name(msg["app"])
+    def lookup_function(self, msg: P.FunctionLookup) -> dict[str, Any]:
+        app_id = msg.app_id if msg.app_id in self.apps else self.deployed_by_name(msg.app or "")
         if app_id is None:
             raise LookupError(
-                f"App '{msg['app']}' is not deployed. Deploy it with `homeport deploy` (or `app.deploy()`) first."
+                f"App '{msg.app}' is not deployed. Deploy it with `homeport deploy` (or `app.deploy()`) first."
             )
         app = self.apps[app_id]
-        if msg.get("version") is not None and msg["version"] != app.get("version"):
+        if msg.version is not None and msg.version != app.get("version"):
             # Only the current version of a deployed app runs; an older one would need its own pools.
             from ..exception import UnimplementedError
 
             raise UnimplementedError(
-                f"App '{msg['app']}' runs version v{app.get('version')}; serving an older version "
-                f"(v{msg['version']}) is not built in Homeport yet."
+                f"App '{msg.app}' runs version v{app.get('version')}; serving an older version "
+                f"(v{msg.version}) is not built in Homeport yet."
             )
-        fid = app["by_tag"].get(msg["name"])
+        fid = app["by_tag"].get(msg.name)
         if fid is None:
             names = ", ".join(sorted(app["by_tag"])) or "none"
-            raise LookupError(f"App '{msg['app']}' has no function or class '{msg['name']}' (it has: {names}).")
+            raise LookupError(f"App '{msg.app}' has no function or class '{msg.name}' (it has: {names}).")
         fn = self.functions[fid]
         web = fn.defn.web or ()
         keys = [fn.tag if e.get("name") is None else f"{fn.tag}.{e['name']}" for e in web]
@@ -262,18 +262,19 @@ class AppService:
         return {"fid": fid, "tag": fn.tag, "is_generator": fn.is_generator, "info": app["info"].get(fn.tag, {}),
                 "web": fn.tag in keys, "web_url": web_urls.get(fn.tag), "web_urls": web_urls}
 
-    def lookup_app(self, msg: dict[str, Any]) -> dict[str, Any]:
-        app_id = self.deployed_by_name(msg["name"])
+    def lookup_app(self, msg: P.AppLookup) -> dict[str, Any]:
+        name = msg.name
+        app_id = self.deployed_by_name(name)
         if app_id is None:
-            if not msg.get("create_if_missing"):
-                raise LookupError(f"App '{msg['name']}' is not deployed.")
-            _check_name(msg["name"], "App")
+            if not msg.create_if_missing:
+                raise LookupError(f"App '{name}' is not deployed.")
+            _check_name(name, "App")
             app_id = new_id("ap")
-            self.state.create_app(app_id, msg["name"], msg["name"], "deployed")
+            self.state.create_app(app_id, name, name, "deployed")
             self.state.add_deployment(app_id, [])
-            self.apps[app_id] = {"app_id": app_id, "name": msg["name"], "state": "deployed", "functions": [],
+            self.apps[app_id] = {"app_id": app_id, "name": name, "state": "deployed", "functions": [],
                                  "version": 1, "by_tag": {}, "info": {}}
-        return {"app_id": app_id, "name": msg["name"]}
+        return {"app_id": app_id, "name": name}
 
     def list_apps(self) -> list[dict[str, Any]]:
         out = []
@@ -309,14 +310,14 @@ class AppService:
             for d in self.state.deployments(app_id)
         ]
 
-    async def rollback_app(self, peer: Peer | None, msg: dict[str, Any]) -> dict[str, Any]:
+    async def rollback_app(self, peer: Peer | None, msg: P.AppRollback) -> dict[str, Any]:
         """Deploy an earlier version's functions again, as a new version (`homeport app rollback`)."""
-        name = msg["name"]
+        name = msg.name
         app_id = self.deployed_by_name(name) or self.state.deployed_app_id(name)
         if app_id is None:
             raise LookupError(f"No deployed app named '{name}'.")
         versions = self.state.deployments(app_id)
-        target = msg.get("version")
+        target = msg.version
         if target is None:
             if len(versions) < 2:
                 raise InvalidError(f"App '{name}' has one version only: there is no earlier one to roll back to.")
@@ -324,7 +325,7 @@ class AppService:
         match = [d for d in versions if d["version"] == target]
         if not match:
             raise LookupError(f"App '{name}' has no version {target} (it has v1 to v{versions[-1]['version']}).")
-        reply = await self.deploy_app_web(peer, {"name": name, "functions": match[0]["functions"]})
+        reply = await self.deploy_app_web(peer, P.AppDeploy(name=name, functions=match[0]["functions"]))
         reply["from_version"] = target
         return reply
 

@@ -30,14 +30,14 @@ _WEB_CALL = ("A webhook function cannot be invoked for remote execution: '{tag}'
              "(its endpoint's authentication, if any, applies). Call it at its web URL.")
 
 
-def _web_inputs(fn: FunctionRecord, inputs: list) -> list:
+def _web_inputs(fn: FunctionRecord, inputs: list[P.CallInput]) -> list[P.CallInput]:
     """The inputs that name a web endpoint of the function: those are reached over HTTP only, through
     the gateway (where `requires_proxy_auth` is checked), never as calls."""
     web = fn.defn.web
     if not web:
         return []
     names = {e.get("name") for e in web}
-    return [i for i in inputs if i[2] in names]
+    return [i for i in inputs if i.method in names]
 
 
 class CallService:
@@ -70,26 +70,26 @@ class CallService:
                 return current
         return fid
 
-    def create_call(self, peer: Peer | None, msg: dict[str, Any], answer: bool = True,
+    def create_call(self, peer: Peer | None, msg: P.Call, answer: bool = True,
                     restored: bool = False, scheduled: bool = False) -> str | None:
         """Start a call; if it may not run, say why (and, with `answer`, send its inputs error outputs).
 
         A spawned call of a deployed app is durable: its inputs are committed before the call is
         accepted (see `State`), and `restore_calls` runs them again after a restart (`restored`). A
         schedule's run is not: the schedule itself catches up on a missed run after a restart (once)."""
-        fid = msg["fid"] = self.current(msg["fid"])
+        fid = self.current(msg.fid)
         fn = self.functions.get(fid)
-        call_id = msg["call"]
-        kind = msg["kind"]
+        call_id = msg.call
+        kind = msg.kind
         if fn is None:
             text = f"function {fid} is not running (its app was stopped)"
             if answer:
-                self.refuse(peer, call_id, msg["inputs"], "not_found", text)
+                self.refuse(peer, call_id, msg.inputs, "not_found", text)
             return text
-        if _web_inputs(fn, msg["inputs"]):
+        if _web_inputs(fn, msg.inputs):
             text = _WEB_CALL.format(tag=fn.tag)
             if answer:
-                self.refuse(peer, call_id, msg["inputs"], "invalid", text)
+                self.refuse(peer, call_id, msg.inputs, "invalid", text)
             return text
         if call_id in self.calls:
             # Another caller's call: taking its id over would send its outputs here (a container
@@ -97,48 +97,48 @@ class CallService:
             text = f"function call id {call_id} is already in use"
             log.warning("refused a call: %s", text)
             if answer:
-                self.refuse(peer, call_id, msg["inputs"], "invalid", text)
+                self.refuse(peer, call_id, msg.inputs, "invalid", text)
             return text
         call = CallRecord(call_id, fn, kind, None if kind == P.KIND_SPAWN else peer)
-        call.inputs_closed = msg.get("last", True)
+        call.inputs_closed = msg.last
         self.calls[call_id] = call
         if kind == P.KIND_SPAWN and not restored:
             durable = not scheduled and (self.apps.get(fn.app_id) or {}).get("state") == "deployed"
             call.durable = durable
             if durable:
-                self.state.add_call(call_id, fid, msg["inputs"])
+                self.state.add_call(call_id, fid, msg.inputs)
             else:  # written with the other spawns of this event-loop turn, in one transaction
                 self.state.add_call_later(call_id, fid)
                 self._flush_calls_soon()
         elif restored:
             call.durable = True
-        self._add_inputs(call, msg["inputs"])
+        self._add_inputs(call, msg.inputs)
         return None
 
-    def refuse(self, peer: Peer | None, call_id: str, inputs: list, code: str, text: str) -> None:
+    def refuse(self, peer: Peer | None, call_id: str, inputs: list[P.CallInput], code: str, text: str) -> None:
         """Answer inputs that will not run with an error output each (so that nothing waits for them)."""
         if peer is not None:
             out = {"code": code, "msg": text}
-            items = [P.CallOutput(i[0], ERROR, out) for i in inputs] or [P.CallOutput(0, ERROR, out)]
+            items = [P.CallOutput(i.idx, ERROR, out) for i in inputs] or [P.CallOutput(0, ERROR, out)]
             peer.proto.send(P.Outputs(call=call_id, items=items))
 
-    def put_inputs(self, peer: Peer, msg: dict[str, Any]) -> None:
-        call = self.calls.get(msg["call"])
+    def put_inputs(self, peer: Peer, msg: P.MapPut) -> None:
+        call = self.calls.get(msg.call)
         if call is None:
             return
-        call.inputs_closed = msg.get("last", False)
-        refused = _web_inputs(call.fn, msg["inputs"])
+        call.inputs_closed = msg.last
+        refused = _web_inputs(call.fn, msg.inputs)
         if refused:
             self.refuse(peer, call.call_id, refused, "invalid", _WEB_CALL.format(tag=call.fn.tag))
-        self._add_inputs(call, [i for i in msg["inputs"] if i not in refused])
+        self._add_inputs(call, [i for i in msg.inputs if i not in refused])
         if call.outstanding <= 0 and call.inputs_closed:
             self.calls.pop(call.call_id, None)
 
-    def _add_inputs(self, call: CallRecord, items: list) -> None:
+    def _add_inputs(self, call: CallRecord, items: list[P.CallInput]) -> None:
         ids = []
-        for idx, args, method in items:
+        for item in items:
             iid = self.executor.input_ids.function_input()
-            self.inputs[iid] = InputRecord(iid, call, idx, args, method)
+            self.inputs[iid] = InputRecord(iid, call, item.idx, item.args, item.method)
             ids.append(iid)
         call.outstanding += len(ids)
         if call.kind == P.KIND_SPAWN:
@@ -279,5 +279,5 @@ class CallService:
             return
         call_id = new_id("fc")
         log.info("schedule fired: %s of app %s (%s)", tag, app.get("name") or app_id, call_id)
-        self.create_call(None, {"fid": fid, "call": call_id, "kind": P.KIND_SPAWN, "last": True,
-                                "inputs": [[0, pickle.dumps(((), {}), protocol=5), None]]}, scheduled=True)
+        self.create_call(None, P.Call(fid=fid, call=call_id, kind=P.KIND_SPAWN,
+                                      inputs=[P.CallInput(0, pickle.dumps(((), {}), protocol=5), None)]), scheduled=True)

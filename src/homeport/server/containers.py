@@ -246,7 +246,7 @@ class ContainerService:
             raise LookupError(f"No running container {cid}")
         return {"pid": rec.pid, "state": rec.state, "env": rec.env}
 
-    async def tunnel_op(self, peer: Peer, msg: dict[str, Any]) -> Any:
+    async def tunnel_op(self, peer: Peer, msg: P.Tunnel) -> Any:
         """`modal.forward` in a container: a gateway port relaying to that container's own relay socket."""
         rec = self.containers.get(peer.container_id or "")
         if rec is None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from .. import _protocol as P
 from ..backends import Backend
 from ..exception import InvalidError, UnimplementedError
 from .calls import CallService
@@ -80,18 +81,19 @@ class FunctionSetup:
             out.append([str(volumes.resolve(v["name"], bool(v.get("create_if_missing")))), v["path"]])
         return out
 
-    def bind_function(self, msg: dict[str, Any]) -> str:
+    def bind_function(self, msg: P.FunctionBind) -> str:
         """A variant of a function: a class with parameter values, or `with_options` overrides."""
-        base = self.functions.get(self.calls.current(msg["fid"]))
+        base = self.functions.get(self.calls.current(msg.fid))
         if base is None:
-            raise LookupError(f"function {msg['fid']} is not running (its app was stopped)")
+            raise LookupError(f"function {msg.fid} is not running (its app was stopped)")
         # The same values give the same variant however the client ordered them.
-        key = variant_key(base.function_id, msg)
+        request = {"params": msg.params, "config": msg.config, "definition": msg.definition}
+        key = variant_key(base.function_id, request)
         variants = self.apps[base.app_id].setdefault("variants", {})
         fid = variants.get(key)
         if fid is not None and fid in self.functions:
             return fid
-        cfg = dict(msg.get("config") or {})
+        cfg = dict(msg.config or {})
         env = {**base.env, **self.function_env({"secret_refs": cfg.pop("secret_refs", None),
                                                  "env": cfg.pop("env", {})})}
         limits = {k: cfg.pop(k) for k in ("cpu_limit", "memory_limit_mib") if k in cfg}
@@ -101,8 +103,8 @@ class FunctionSetup:
         if "gpu" in cfg:  # `with_options(gpu=...)`
             cfg["gpu"] = parse_gpu_request(cfg["gpu"])
         fid = new_id("fu")
-        definition = dict(base.definition, **(msg.get("definition") or {}), **limits,
-                          params=msg.get("params") or {}, function_id=fid, variant_of=base.function_id)
+        definition = dict(base.definition, **(msg.definition or {}), **limits,
+                          params=msg.params or {}, function_id=fid, variant_of=base.function_id)
         self.check_placeable([{"tag": base.tag, "definition": definition}])
         config = variant_pool_config(base.config, cfg, definition)
         rec = FunctionRecord(fid, base.app_id, base.tag, definition, config, env, retries, base.is_generator)
@@ -110,6 +112,6 @@ class FunctionSetup:
         self.apps[base.app_id]["functions"].append(fid)
         variants[key] = fid
         if self.apps[base.app_id].get("state") == "deployed":  # its durable calls bind it again after a restart
-            self.state.add_variant(fid, base.function_id, {k: msg.get(k) for k in ("params", "config", "definition")})
+            self.state.add_variant(fid, base.function_id, request)
         self.executor.add_pool(fid, config)
         return fid

@@ -53,11 +53,11 @@ class LogFeed:
         self._logs_flush = None
         self.logs.flush()
 
-    def query_logs(self, msg: dict[str, Any]) -> dict[str, Any]:
+    def query_logs(self, msg: P.LogQuery) -> dict[str, Any]:
         """Log entries (see `logs.LogQuery`), and whether the app (if one was named) still runs: a
         follower stops once it does not and nothing more is left to read."""
         try:
-            q = LogQuery.from_message(msg)
+            q = LogQuery.from_message(P.as_dict(msg))
         except (TypeError, ValueError) as exc:
             from ..exception import InvalidError
 

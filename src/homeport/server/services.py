@@ -200,11 +200,11 @@ class ControlPlane:
         self.call_service.fail_inputs(ins)
 
     # --- entry points: calls -----------------------------------------------------------------------
-    def create_call(self, peer: Peer | None, msg: dict[str, Any], answer: bool = True,
+    def create_call(self, peer: Peer | None, msg: P.Call, answer: bool = True,
                     restored: bool = False, scheduled: bool = False) -> str | None:
         return self.call_service.create_call(peer, msg, answer, restored, scheduled)
 
-    def put_inputs(self, peer: Peer, msg: dict[str, Any]) -> None:
+    def put_inputs(self, peer: Peer, msg: P.MapPut) -> None:
         self.call_service.put_inputs(peer, msg)
 
     def _refuse(self, peer: Peer | None, call_id: str, inputs: list, code: str, text: str) -> None:
@@ -244,35 +244,35 @@ class ControlPlane:
     def stop_container(self, cid: str, reason: str) -> bool:
         return self.executor.stop_container(cid, reason)
 
-    async def tunnel_op(self, peer: Peer, msg: dict[str, Any]) -> Any:
+    async def tunnel_op(self, peer: Peer, msg: P.Tunnel) -> Any:
         return await self.container_service.tunnel_op(peer, msg)
 
     def record_log(self, rec: ContainerRecord, stream: str, data: str) -> None:
         self.log_feed.record_log(rec, stream, data)
 
     # --- entry points: apps and functions ----------------------------------------------------------
-    def create_app(self, peer: Peer, msg: dict[str, Any]) -> str:
+    def create_app(self, peer: Peer, msg: P.AppCreate) -> str:
         return self.app_service.create_app(peer, msg)
 
-    async def publish_app(self, msg: dict[str, Any]) -> dict[str, Any]:
+    async def publish_app(self, msg: P.AppPublish) -> dict[str, Any]:
         return await self.app_service.publish_app(msg)
 
-    def deploy_app(self, peer: Peer | None, msg: dict[str, Any]) -> dict[str, Any]:
+    def deploy_app(self, peer: Peer | None, msg: P.AppDeploy) -> dict[str, Any]:
         return self.app_service.deploy_app(peer, msg)
 
-    async def deploy_app_web(self, peer: Peer | None, msg: dict[str, Any]) -> dict[str, Any]:
+    async def deploy_app_web(self, peer: Peer | None, msg: P.AppDeploy) -> dict[str, Any]:
         return await self.app_service.deploy_app_web(peer, msg)
 
-    async def rollback_app(self, peer: Peer | None, msg: dict[str, Any]) -> dict[str, Any]:
+    async def rollback_app(self, peer: Peer | None, msg: P.AppRollback) -> dict[str, Any]:
         return await self.app_service.rollback_app(peer, msg)
 
     async def restore_deployed(self) -> None:
         await self.app_service.restore_deployed()
 
-    def lookup_function(self, msg: dict[str, Any]) -> dict[str, Any]:
+    def lookup_function(self, msg: P.FunctionLookup) -> dict[str, Any]:
         return self.app_service.lookup_function(msg)
 
-    def lookup_app(self, msg: dict[str, Any]) -> dict[str, Any]:
+    def lookup_app(self, msg: P.AppLookup) -> dict[str, Any]:
         return self.app_service.lookup_app(msg)
 
     def list_apps(self) -> list[dict[str, Any]]:
@@ -290,7 +290,7 @@ class ControlPlane:
     def _deployed_by_name(self, name: str) -> str | None:
         return self.app_service.deployed_by_name(name)
 
-    def bind_function(self, msg: dict[str, Any]) -> str:
+    def bind_function(self, msg: P.FunctionBind) -> str:
         return self.function_setup.bind_function(msg)
 
     async def build_images(self, requests: list[dict[str, Any]], on_log: Callable[[str, str, int], None]) -> list[str]:
@@ -303,13 +303,13 @@ class ControlPlane:
         return self.function_setup.function_mounts(cfg)
 
     # --- entry points: logs, volumes ---------------------------------------------------------------
-    def query_logs(self, msg: dict[str, Any]) -> dict[str, Any]:
+    def query_logs(self, msg: P.LogQuery) -> dict[str, Any]:
         return self.log_feed.query_logs(msg)
 
     def subscribe_logs(self, peer: Peer, app_id: str) -> None:
         self.log_feed.subscribe_logs(peer, app_id)
 
-    def volume_op(self, peer: Peer, msg: dict[str, Any]) -> Any:
+    def volume_op(self, peer: Peer, msg: P.Volume) -> Any:
         if self.volumes is None:
             raise LookupError("volumes are not available on this control plane")
         return volume_op(self.volumes, msg)

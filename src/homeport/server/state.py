@@ -22,6 +22,8 @@ from typing import Any
 
 import msgpack
 
+from .._protocol import CallInput
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS apps (
     app_id TEXT PRIMARY KEY,
@@ -197,8 +199,8 @@ class State:
         )
 
     # --- spawned calls -----------------------------------------------------------------------------
-    def add_call(self, call_id: str, function_id: str, inputs: list | None = None) -> None:
-        """Record a spawned call; with `inputs` ([idx, args, method] each) it is durable: its inputs are
+    def add_call(self, call_id: str, function_id: str, inputs: list[CallInput] | None = None) -> None:
+        """Record a spawned call; with `inputs` it is durable: its inputs are
         committed with it, and run again after a restart until a result is recorded."""
         self.flush_calls()
         with self.db:
@@ -210,7 +212,7 @@ class State:
             if inputs:
                 self.db.executemany(
                     "INSERT INTO call_inputs(call_id, idx, args, method) VALUES (?, ?, ?, ?)",
-                    [(call_id, idx, args, method) for idx, args, method in inputs],
+                    [(call_id, i.idx, i.args, i.method) for i in inputs],
                 )
 
     def add_call_later(self, call_id: str, function_id: str) -> None:
@@ -252,7 +254,7 @@ class State:
         out: dict[str, dict[str, Any]] = {}
         for call_id, fid, idx, args, method in rows:
             out.setdefault(call_id, {"call_id": call_id, "function_id": fid, "inputs": []})["inputs"].append(
-                [idx, bytes(args), method])
+                CallInput(idx, bytes(args), method))
         return list(out.values())
 
     def function_tag(self, function_id: str) -> tuple[str, str] | None:

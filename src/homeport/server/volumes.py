@@ -17,11 +17,14 @@ import secrets
 import stat
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
+from .. import _protocol as P
 from .._names import object_name_problem
 from ..exception import InvalidError, NotFoundError
 from .beneath import Root, entry_type, rmtree_at, split
+
+T = TypeVar("T")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS volumes (
@@ -199,11 +202,11 @@ class VolumeStore:
                     root.copy(src, dparts[:-1], dparts[-1])
 
 
-def volume_op(vols: VolumeStore, msg: dict[str, Any]) -> Any:
-    """A client's volume operation (`msg["op"]`) on the store."""
-    op, name = msg["op"], msg.get("name")
+def volume_op(vols: VolumeStore, msg: P.Volume) -> Any:
+    """A client's volume operation (`msg.op`) on the store."""
+    op, name = msg.op, msg.name
     if op == "create":
-        return vols.create(name, exist_ok=bool(msg.get("exist_ok")), ephemeral=bool(msg.get("ephemeral")))
+        return vols.create(name, exist_ok=msg.exist_ok, ephemeral=msg.ephemeral)
     if op == "list":
         return vols.list()
     if not isinstance(name, str):
@@ -213,15 +216,21 @@ def volume_op(vols: VolumeStore, msg: dict[str, Any]) -> Any:
     if op == "delete":
         return vols.delete(name)
     if op == "ls":
-        return vols.listdir(name, msg.get("path") or "/", bool(msg.get("recursive")))
+        return vols.listdir(name, msg.path or "/", msg.recursive)
     if op == "read":
-        return vols.read(name, msg["path"], int(msg.get("offset") or 0), msg.get("length"))
+        return vols.read(name, _needs(msg.path, op, "path"), msg.offset or 0, msg.length)
     if op == "put":
-        return vols.put(name, [(p, d) for p, d in msg["files"]], bool(msg.get("force")))
+        return vols.put(name, [(f.path, f.data) for f in _needs(msg.files, op, "files")], msg.force)
     if op == "rm":
-        return vols.remove(name, msg["path"], bool(msg.get("recursive")))
+        return vols.remove(name, _needs(msg.path, op, "path"), msg.recursive)
     if op == "cp":
-        return vols.copy(name, msg["sources"], msg["dest"], bool(msg.get("recursive")))
+        return vols.copy(name, _needs(msg.sources, op, "sources"), _needs(msg.dest, op, "dest"), msg.recursive)
     if op == "rename":
-        return vols.rename(name, msg["new_name"])
+        return vols.rename(name, _needs(msg.new_name, op, "new_name"))
     raise LookupError(f"unknown volume operation {op!r}")
+
+
+def _needs(value: T | None, op: str, field: str) -> T:
+    if value is None:
+        raise InvalidError(f"the volume operation {op!r} needs `{field}`")
+    return value

@@ -238,22 +238,22 @@ class WebEndpoints:
         await self.gateway.close()
 
     # --- tunnels (`modal.forward`) -----------------------------------------------------------------
-    async def tunnel(self, cid: str, web_prefix: str | None, msg: dict[str, Any]) -> Any:
+    async def tunnel(self, cid: str, web_prefix: str | None, msg: P.Tunnel) -> Any:
         """Open (or close) a gateway port that relays HTTP to a relay socket of container `cid`.
 
         The container names the socket; it must be the container's own: an abstract name with a random
         part (`\\0homeport-fwd-<hex>`), or a path next to its web sockets. Nothing else on this machine
         (the control plane's socket, another container's endpoints) can be put behind a URL this way."""
         mine = self.tunnels.setdefault(cid, {})
-        op = msg.get("op")
+        op = msg.op
         if op == "close":
-            port = msg.get("port")
+            port = msg.port
             if isinstance(port, int) and mine.pop(port, None) is not None:
                 await self.gateway.close_port(port)
             return None
         if op != "open":
             raise InvalidError(f"unknown tunnel operation {op!r}")
-        path = msg.get("path")
+        path = msg.path
         own = isinstance(path, str) and (
             _TUNNEL_ABSTRACT.fullmatch(path) is not None
             or (web_prefix is not None and path.startswith(web_prefix + "-fwd-")
@@ -264,7 +264,7 @@ class WebEndpoints:
         if len(mine) >= _MAX_TUNNELS:
             raise InvalidError(f"A container may have at most {_MAX_TUNNELS} tunnels open.")
         port = await self.gateway.open(0)
-        name = f"tunnel to port {msg.get('port')} of container {cid}"
+        name = f"tunnel to port {msg.port} of container {cid}"
 
         async def acquire() -> Upstream:
             return Upstream(socket_path=path, release=lambda: None)
