@@ -20,15 +20,13 @@ ALLOWED: dict[frozenset[str], str] = {
         "_upstream). Going needs a Protocol per role (about 20 attributes of `_Exchange` alone)."
     ),
     frozenset({
-        "homeport.server.apps", "homeport.server.calls", "homeport.server.containers", "homeport.server.dashboard",
-        "homeport.server.dashboard.app", "homeport.server.dashboard.views", "homeport.server.executor",
-        "homeport.server.functions", "homeport.server.liveness", "homeport.server.logfeed",
-        "homeport.server.sandboxes", "homeport.server.services", "homeport.server.supervision",
-        "homeport.server.web",
+        "homeport.server.dashboard", "homeport.server.dashboard.app", "homeport.server.dashboard.views",
+        "homeport.server.sandboxes", "homeport.server.services",
     }): (
-        "type annotations only (`TYPE_CHECKING`): the dashboard, liveness, sandboxes, supervision and web "
-        "collaborators still take the whole `ControlPlane` (services.py, which builds them), and the dashboard "
-        "package and its app name each other. Goes when each takes the narrower services it uses."
+        "type annotations only (`TYPE_CHECKING`): the dashboard reads nearly every part of the control plane "
+        "(apps, pools, containers, storage, endpoints) and the sandbox service uses several services and "
+        "settings, so both take the whole `ControlPlane` (services.py, which builds them); the dashboard "
+        "package and its app name each other. Goes when each takes a read model or the narrower services it uses."
     ),
 }
 

@@ -111,15 +111,15 @@ def test_the_control_plane_pings_quiet_ready_containers_and_reports_silent_ones_
                                state="starting", last_heard=0.0, silent_since=None)
     cp = SimpleNamespace(containers={"ta-1": rec, "ta-2": starting},
                          supervisor=SimpleNamespace(publish=lambda r, text: published.append(text)))
-    check_containers(cp, 100.01)
+    check_containers(cp.containers, cp.supervisor, 100.01)
     assert rec.proto.sent == [] and not published  # heard from lately: no ping
-    check_containers(cp, 100.1)
+    check_containers(cp.containers, cp.supervisor, 100.1)
     assert rec.proto.sent == [P.Ping()] and not published
-    check_containers(cp, 100.5)
-    check_containers(cp, 100.6)
+    check_containers(cp.containers, cp.supervisor, 100.5)
+    check_containers(cp.containers, cp.supervisor, 100.6)
     assert [p for p in published if "has not answered the control plane for 0.3 s" in p] == [published[0]]
     assert len(published) == 1
     assert starting.proto.sent == []  # a starting container reads nothing yet: not pinged, not blamed
     rec.last_heard = 100.65  # it answered
-    check_containers(cp, 100.66)
+    check_containers(cp.containers, cp.supervisor, 100.66)
     assert "answers the control plane again" in published[-1] and rec.silent_since is None

@@ -65,12 +65,14 @@ def test_a_stopped_labels_port_is_not_given_to_another_label(monkeypatch):
         def route(self, port, endpoint, gone=""):
             pass
 
-    class FakeCP:
+    class FakeRegistry:
         def __init__(self):
             self.apps = {}
+            self.functions = {}
+            self.containers = {}
 
     monkeypatch.setenv("HOMEPORT_WEB_PORTS", "21000-21003")
-    web = WebEndpoints(FakeCP(), sqlite3.connect(":memory:"))
+    web = WebEndpoints(FakeRegistry(), None, None, sqlite3.connect(":memory:"))
     web.gateway = FakeGateway()
 
     async def go():

@@ -70,11 +70,11 @@ async def run(state_dir: Path, backend_name: str) -> None:
     volumes, cp.volumes_unshared = volume_root(state_dir, backend)
     cp.volumes = VolumeStore(state.db, volumes)
     cp.dictqueue = DictQueueStore(state.db)
-    cp.web = WebEndpoints(cp, state.db)
+    cp.web = WebEndpoints(cp.registry, cp.executor, cp.observer, state.db)
     tcp_server = await _listen_tcp(cp, backend)
     # Deployed apps first (their web endpoints listen again), so that once clients can connect the
     # installation is as it was; their containers start once the socket they connect to exists.
-    await cp.restore_deployed()
+    await cp.app_service.restore_deployed()
     # The dashboard first: from the moment the socket listens, clients find the pid file and the dashboard
     # (nothing awaits between `serve` and writing the pid).
     cp.dashboard = Dashboard(cp, state_dir)

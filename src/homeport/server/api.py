@@ -17,6 +17,7 @@ from .images import ImageBuildFailed, ImageUnsupported
 from .records import ERROR, STOP_GRACE_SECONDS, Peer
 from .secrets import SecretStore
 from .services import ControlPlane
+from .volumes import VolumeStore, volume_op
 
 log = logging.getLogger("homeport.server.api")
 
@@ -28,25 +29,25 @@ _PONG = P.Pong()
 
 # Each handler takes the checked request (its message type, `homeport._protocol.messages`).
 _LOOKUPS: dict[str, Callable[[ControlPlane, Peer, Any], Any]] = {
-    P.APP_LOOKUP: lambda cp, peer, req: cp.lookup_app(req),
-    P.APP_LIST: lambda cp, peer, req: cp.list_apps(),
-    P.APP_HISTORY: lambda cp, peer, req: cp.app_history(req.name),
-    P.APP_LOGS: lambda cp, peer, req: cp.subscribe_logs(peer, req.app_id),
-    P.LOG_QUERY: lambda cp, peer, req: cp.query_logs(req),
-    P.CONTAINER_EXEC_INFO: lambda cp, peer, req: cp.container_exec_info(req.container_id),
-    P.FUNCTION_LOOKUP: lambda cp, peer, req: cp.lookup_function(req),
+    P.APP_LOOKUP: lambda cp, peer, req: cp.app_service.lookup_app(req),
+    P.APP_LIST: lambda cp, peer, req: cp.app_service.list_apps(),
+    P.APP_HISTORY: lambda cp, peer, req: cp.app_service.app_history(req.name),
+    P.APP_LOGS: lambda cp, peer, req: cp.log_feed.subscribe_logs(peer, req.app_id),
+    P.LOG_QUERY: lambda cp, peer, req: cp.log_feed.query_logs(req),
+    P.CONTAINER_EXEC_INFO: lambda cp, peer, req: cp.container_service.container_exec_info(req.container_id),
+    P.FUNCTION_LOOKUP: lambda cp, peer, req: cp.app_service.lookup_function(req),
     P.SECRET_CREATE: lambda cp, peer, req: _secrets(cp).create(req.name, req.values, req.overwrite),
     P.SECRET_LIST: lambda cp, peer, req: _secrets(cp).list(),
     P.SECRET_DELETE: lambda cp, peer, req: _secrets(cp).delete(req.name),
-    P.VOLUME: lambda cp, peer, req: cp.volume_op(peer, req),
+    P.VOLUME: lambda cp, peer, req: volume_op(_volumes(cp), req),
     P.PROXY_TOKEN: lambda cp, peer, req: _proxy_token(cp, req),
 }
 # Requests answered once their work is done (they open gateway ports).
 _ASYNC: dict[str, Callable[[ControlPlane, Peer, Any], Awaitable[Any]]] = {
-    P.APP_PUBLISH: lambda cp, peer, req: cp.publish_app(req),
-    P.APP_DEPLOY: lambda cp, peer, req: cp.deploy_app_web(peer, req),
-    P.TUNNEL: lambda cp, peer, req: cp.tunnel_op(peer, req),
-    P.APP_ROLLBACK: lambda cp, peer, req: cp.rollback_app(peer, req),
+    P.APP_PUBLISH: lambda cp, peer, req: cp.app_service.publish_app(req),
+    P.APP_DEPLOY: lambda cp, peer, req: cp.app_service.deploy_app_web(peer, req),
+    P.TUNNEL: lambda cp, peer, req: cp.container_service.tunnel_op(peer, req),
+    P.APP_ROLLBACK: lambda cp, peer, req: cp.app_service.rollback_app(peer, req),
 }
 # Requests whose services read the rest of the map themselves (an operation's own fields): they get the
 # message as it came, once its outer shape is checked.
@@ -62,6 +63,12 @@ def _secrets(cp: ControlPlane) -> SecretStore:
     if cp.secrets is None:
         raise LookupError("secrets are not available on this control plane")
     return cp.secrets
+
+
+def _volumes(cp: ControlPlane) -> VolumeStore:
+    if cp.volumes is None:
+        raise LookupError("volumes are not available on this control plane")
+    return cp.volumes
 
 
 def _proxy_token(cp: ControlPlane, req: P.ProxyToken) -> Any:
@@ -108,7 +115,7 @@ class Connection:
     def on_message(self, msg: Any) -> None:
         if self.container_id is not None:  # decoded as its type (`P.decode_from_container`)
             try:
-                self.cp.container_message(self.container_id, msg)
+                self.cp.container_service.container_message(self.container_id, msg)
             except Exception:  # the runtime's connection carries user code's writes too: never fatal
                 log.warning("container %s sent a malformed %r message", self.container_id, msg.t, exc_info=True)
             return
@@ -161,7 +168,7 @@ class Connection:
             self.reply(msg, None)
             return
         if msg.get("role") == "container":
-            definition = self.cp.container_hello(self.proto, msg)
+            definition = self.cp.container_service.container_hello(self.proto, msg)
             if definition is None:
                 self.reply_error(msg, P.errors.AUTH, "unknown container or wrong container token")
                 self.proto.close()
@@ -173,7 +180,7 @@ class Connection:
             return
         container_id = None
         if msg.get("cid"):  # user code inside a container, calling its app's functions
-            if not self.cp.container_credentials_ok(msg["cid"], str(msg.get("ctoken", ""))):
+            if not self.cp.container_service.container_credentials_ok(msg["cid"], str(msg.get("ctoken", ""))):
                 self.reply_error(msg, P.errors.AUTH, "unknown container or wrong container token")
                 self.proto.close()
                 return
@@ -213,7 +220,7 @@ class Connection:
             if req.fid not in cp.functions and req.id is not None:
                 self.reply_error(req, P.errors.NOT_FOUND, f"function {req.fid} is not running (its app was stopped)")
                 return
-            refused = cp.create_call(self.peer, req, answer=req.id is None)
+            refused = cp.call_service.create_call(self.peer, req, answer=req.id is None)
             if req.id is not None:
                 if refused:
                     self.reply_error(req, P.errors.INVALID, refused)
@@ -225,13 +232,13 @@ class Connection:
                 if req.id is not None:
                     self.reply_error(req, P.errors.NOT_FOUND, text)
                 else:
-                    cp._refuse(self.peer, req.call, req.inputs, P.errors.NOT_FOUND, text)
+                    cp.call_service.refuse(self.peer, req.call, req.inputs, P.errors.NOT_FOUND, text)
                 return
-            cp.put_inputs(self.peer, req)
+            cp.call_service.put_inputs(self.peer, req)
         elif isinstance(req, P.Sandbox) and req.op in ("stdin", "ack"):
             cp.sandboxes.notify(self.peer, msg)
         elif isinstance(req, P.AppCreate):
-            self.reply(req, cp.create_app(self.peer, req))
+            self.reply(req, cp.app_service.create_app(self.peer, req))
         elif t in _ASYNC:
             cp.spawn(self._answer(msg, _ASYNC[t](cp, self.peer, req)))
         elif t in _ASYNC_UNTYPED:
@@ -245,26 +252,26 @@ class Connection:
                 self.reply_error(msg, code_of(exc), str(exc))
         elif isinstance(req, P.FunctionBind):
             try:
-                self.reply(msg, cp.bind_function(req))
+                self.reply(msg, cp.function_setup.bind_function(req))
             except LookupError as exc:
                 self.reply_error(msg, P.errors.NOT_FOUND, str(exc))
             except Error as exc:
                 self.reply_error(msg, code_of(exc), str(exc))
         elif isinstance(req, P.AppStop):
-            cp.stop_app(req.app_id, "stopped by its client")
+            cp.app_service.stop_app(req.app_id, "stopped by its client")
             self.peer.apps.discard(req.app_id)
             cp.spawn(self._app_stop(req))
         elif isinstance(req, P.CallGet):
             cp.spawn(self._call_get(req))
         elif isinstance(req, P.CallCancel):
-            cp.cancel_call(req.call)
+            cp.call_service.cancel_call(req.call)
             self.reply(msg)
         elif isinstance(req, P.ImageBuild):
             cp.spawn(self._image_build(req))
         elif t == P.SERVER_STATUS:
             self.reply(msg, cp.status())
         elif t == P.CONTAINER_LIST:
-            self.reply(msg, cp.container_list())
+            self.reply(msg, cp.container_service.container_list())
         elif t == P.DASHBOARD:
             if cp.dashboard is None:
                 self.reply_error(msg, P.errors.NOT_FOUND, "this control plane serves no dashboard")
@@ -274,7 +281,7 @@ class Connection:
             cp.sandboxes.end(cp.sandboxes.by_id[req.container_id], "terminated")
             self.reply(msg)
         elif isinstance(req, P.ContainerStop):
-            if not cp.stop_container(req.container_id, "stopped by the user"):
+            if not cp.executor.stop_container(req.container_id, "stopped by the user"):
                 self.reply_error(msg, P.errors.NOT_FOUND, f"no running container {req.container_id}")
             else:
                 self.reply(msg)
@@ -304,7 +311,7 @@ class Connection:
     async def _app_stop(self, msg: P.AppStop) -> None:
         # Reply once the app's containers have exited, so that the client has seen what their exit
         # hooks printed (a container that ignores SIGTERM is killed after the grace period).
-        await self.cp.wait_app_stopped(msg.app_id, STOP_GRACE_SECONDS + 5)
+        await self.cp.app_service.wait_app_stopped(msg.app_id, STOP_GRACE_SECONDS + 5)
         self.reply(msg)
 
     async def _image_build(self, msg: P.ImageBuild) -> None:
@@ -314,7 +321,7 @@ class Connection:
             proto.send(P.Log(fn="image", cid=image, fd=fd, data=line))
 
         try:
-            ids = await self.cp.build_images(msg.images, on_log)
+            ids = await self.cp.function_setup.build_images(msg.images, on_log)
         except (ImageBuildFailed, ImageUnsupported) as exc:
             self.reply_error(msg, exc.code, str(exc))
         except Error as exc:  # a named secret of a build step that does not exist
@@ -329,7 +336,7 @@ class Connection:
 
     async def _call_get(self, msg: P.CallGet) -> None:
         try:
-            result = await self.cp.get_call(msg.call, msg.timeout)
+            result = await self.cp.call_service.get_call(msg.call, msg.timeout)
         except KeyError:
             self.reply_error(msg, P.errors.NOT_FOUND, f"no function call with id {msg.call}")
             return
@@ -340,7 +347,7 @@ class Connection:
             self.cp.peer_closed(self.peer)
             self.cp.sandboxes.peer_closed(self.peer)
         if self.container_id is not None:
-            self.cp.container_closed(self.container_id)
+            self.cp.container_service.container_closed(self.container_id)
         if self.sandbox_id is not None:
             self.cp.sandboxes.agent_closed(self.sandbox_id)
 

@@ -11,7 +11,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from .. import _protocol as P
 from .._names import object_name_problem
@@ -27,10 +27,15 @@ from .schedules import ScheduleRunner
 from .state import State
 
 if TYPE_CHECKING:
-    from .sandboxes import Sandboxes
     from .web import WebEndpoints
 
 log = logging.getLogger("homeport.server")
+
+
+class AppSandboxes(Protocol):
+    """What stopping an app asks of the sandbox service (`sandboxes.Sandboxes`): its sandboxes end too."""
+
+    def app_stopped(self, app_id: str) -> None: ...
 
 # Start-up failures in a row after which `app list` / `container list` call a pool crash-looping.
 CRASH_LOOP_FAILURES = 2
@@ -45,7 +50,7 @@ def _check_name(name: Any, object_type: str) -> None:
 
 class AppService:
     def __init__(self, registry: Registry, executor: Executor, state: State, backend: Backend, launcher: Launcher,
-                 functions: FunctionSetup, calls: CallService, schedules: ScheduleRunner, sandboxes: Sandboxes,
+                 functions: FunctionSetup, calls: CallService, schedules: ScheduleRunner, sandboxes: AppSandboxes,
                  web: Callable[[], WebEndpoints | None], spawn: Callable[[Any], asyncio.Task]) -> None:
         self.apps = registry.apps
         self.functions = registry.functions

@@ -13,7 +13,7 @@ import os
 import secrets
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from .. import _protocol as P
 from .._wire import FramedProtocol
@@ -28,10 +28,15 @@ from .records import ContainerRecord, Peer, Registry
 from .supervision import Supervisor
 
 if TYPE_CHECKING:
-    from .sandboxes import Sandboxes
     from .web import WebEndpoints
 
 log = logging.getLogger("homeport.server")
+
+
+class SandboxListing(Protocol):
+    """What the container list asks of the sandbox service (`sandboxes.Sandboxes`): its sandboxes' rows."""
+
+    def container_list(self) -> list[dict[str, Any]]: ...
 _PONG = P.Pong()
 
 # After a container process exits, how long to wait for its connection to deliver what it sent last.
@@ -43,7 +48,7 @@ class ContainerService:
                  calls: CallService, supervisor: Supervisor, logs: LogFeed, observer: Observer,
                  spawn: Callable[[Any], asyncio.Task], serving: asyncio.Event,
                  web: Callable[[], WebEndpoints | None], app_stopped: Callable[[str], None],
-                 sandboxes: Sandboxes, gpus: tuple) -> None:
+                 sandboxes: SandboxListing, gpus: tuple) -> None:
         self.apps = registry.apps
         self.functions = registry.functions
         self.inputs = registry.inputs

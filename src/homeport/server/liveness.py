@@ -23,12 +23,13 @@ from typing import TYPE_CHECKING
 from .. import _protocol as P
 
 if TYPE_CHECKING:
-    from .services import ControlPlane
+    from .records import ContainerRecord
+    from .supervision import Supervisor
 
 log = logging.getLogger("homeport.server")
 
 
-async def watch_containers(cp: ControlPlane) -> None:
+async def watch_containers(containers: dict[str, ContainerRecord], supervisor: Supervisor) -> None:
     last = time.monotonic()
     while True:
         await asyncio.sleep(P.HEARTBEAT_SECONDS / 2)
@@ -36,18 +37,18 @@ async def watch_containers(cp: ControlPlane) -> None:
         if now - last > 2 * P.HEARTBEAT_SECONDS:
             # The control plane itself did not run (SIGSTOP, a suspended machine): what its containers
             # sent meanwhile is still unread, so their silence is measured from now on, not blamed.
-            for rec in cp.containers.values():
+            for rec in containers.values():
                 rec.last_heard = max(rec.last_heard, now - P.HEARTBEAT_SECONDS)
         last = now
         try:
-            check_containers(cp, now)
+            check_containers(containers, supervisor, now)
         except Exception:  # liveness reports must never stop
             log.exception("checking the liveness of containers failed")
 
 
-def check_containers(cp: ControlPlane, now: float) -> None:
+def check_containers(containers: dict[str, ContainerRecord], supervisor: Supervisor, now: float) -> None:
     ping = P.Ping()
-    for rec in list(cp.containers.values()):
+    for rec in list(containers.values()):
         if rec.proto is None or rec.ready_at is None or rec.state == "stopping":
             continue  # before ready its runtime reads nothing (it imports and runs enter hooks)
         silent = now - rec.last_heard
@@ -56,7 +57,7 @@ def check_containers(cp: ControlPlane, now: float) -> None:
                 rec.silent_since = None
                 text = f"Container {rec.container_id} of '{rec.fn.tag}' answers the control plane again"
                 log.info("%s", text)
-                cp.supervisor.publish(rec, text)
+                supervisor.publish(rec, text)
             continue
         rec.proto.send(ping)
         if silent >= P.SILENCE_WARN_SECONDS and rec.silent_since is None:
@@ -64,4 +65,4 @@ def check_containers(cp: ControlPlane, now: float) -> None:
             text = (f"Container {rec.container_id} of '{rec.fn.tag}' has not answered the control plane for "
                     f"{P.SILENCE_WARN_SECONDS:g} s (stopped, or its runtime is blocked)")
             log.warning("%s", text)
-            cp.supervisor.publish(rec, text)
+            supervisor.publish(rec, text)

@@ -161,7 +161,7 @@ class Sandboxes:
                     if r.running and (not msg.get("app_id") or r.app_id == msg["app_id"])
                     and all(r.tags.get(k) == v for k, v in (msg.get("tags") or {}).items())]
         if op == "from_name":
-            app_id = self.cp._deployed_by_name(msg["app_name"])
+            app_id = self.cp.app_service.deployed_by_name(msg["app_name"])
             for r in self.by_id.values():
                 if app_id is not None and r.running and r.name == msg["name"] and r.app_id == app_id:
                     return self.describe(r)
@@ -200,7 +200,7 @@ class Sandboxes:
             rec.execs[exec_id] = peer
             try:
                 await self._ask(rec, {"op": "exec", "exec": exec_id, "argv": msg["argv"],
-                                      "env": self.cp._function_env({"secret_refs": msg.get("secret_refs"),
+                                      "env": self.cp.function_setup.function_env({"secret_refs": msg.get("secret_refs"),
                                                                     "env": msg.get("env")}),
                                       "workdir": msg.get("workdir"), "pty": bool(msg.get("pty")),
                                       "stdout": msg.get("stdout", "pipe"), "stderr": msg.get("stderr", "pipe"),
@@ -333,7 +333,7 @@ class Sandboxes:
             peer.proto.send({"t": P.LOG, "app": None, "fn": "image", "cid": image, "fd": fd, "data": line})
 
         try:
-            return (await self.cp.build_images([request], on_log))[0]
+            return (await self.cp.function_setup.build_images([request], on_log))[0]
         except (ImageBuildFailed, ImageUnsupported) as exc:
             raise ImageBuildError(str(exc)) from None
 
@@ -342,7 +342,7 @@ class Sandboxes:
         launcher = cp.launcher
         image = cp.images.get(msg["image_id"]) if msg.get("image_id") else await cp.images.default_image()
         env = dict(launcher.image_environ(image))
-        env.update(cp._function_env({"secret_refs": msg.get("secret_refs"), "env": msg.get("env")}))
+        env.update(cp.function_setup.function_env({"secret_refs": msg.get("secret_refs"), "env": msg.get("env")}))
         # Every sandbox has a network of its own where the machine allows (its ports its own, the
         # machine's services out of reach; not with containers over TCP, see `_own_networks`); outbound
         # it has the egress proxy, none with block_network.
@@ -367,7 +367,7 @@ class Sandboxes:
             P.ENV_SANDBOX: json.dumps(agent_config),
         })
         mounts = image.container_mounts()
-        mounts += [Mount(host, target) for host, target in cp._function_mounts({"volumes": msg.get("volumes")})]
+        mounts += [Mount(host, target) for host, target in cp.function_setup.function_mounts({"volumes": msg.get("volumes")})]
         workdir = msg.get("workdir")
         if workdir is not None and (not isinstance(workdir, str) or not workdir.startswith("/")
                                     or posixpath.normpath(workdir) != workdir):

@@ -21,7 +21,11 @@ from .core.scheduler import DEADLINE_GRACE_SECONDS, InputsTimedOut, RestartBacko
 from .records import STOP_GRACE_SECONDS, ContainerRecord
 
 if TYPE_CHECKING:
-    from .services import ControlPlane
+    from collections.abc import Callable, Coroutine
+
+    from ..backends import Backend
+    from .calls import CallService
+    from .records import Registry
 
 log = logging.getLogger("homeport.server")
 
@@ -41,29 +45,36 @@ def timeout_error(name: str, timeout: float) -> FunctionTimeoutError:
 
 
 class Supervisor:
-    def __init__(self, cp: ControlPlane) -> None:
-        self.cp = cp
+    def __init__(self, registry: Registry, calls: CallService,
+                 record_log: Callable[[ContainerRecord, str, str], None], backend: Backend,
+                 spawn: Callable[[Coroutine[Any, Any, Any]], Any]) -> None:
+        self.inputs = registry.inputs
+        self.containers = registry.containers
+        self.functions = registry.functions
+        self.calls = calls
+        self.record_log = record_log
+        self.backend = backend
+        self.spawn = spawn
 
     def inputs_timed_out(self, ins: InputsTimedOut) -> None:
-        cp = self.cp
         items = []
         for iid in ins.inputs:
-            inp = cp.inputs.get(iid)
+            inp = self.inputs.get(iid)
             if inp is None:
                 continue
             name = inp.call.fn.tag if inp.method is None else f"{inp.call.fn.tag}.{inp.method}"
-            if not cp.retry_later(inp):
+            if not self.calls.retry_later(inp):
                 items.append((inp, P.TIMEOUT, failure_of(timeout_error(name, ins.timeout))))
         if items:
-            cp.deliver(items)
-        rec = cp.containers.get(ins.container)
+            self.calls.deliver(items)
+        rec = self.containers.get(ins.container)
         if rec is not None:
             self._kill(rec, f"an input ran past its timeout ({ins.timeout:g}s) by {DEADLINE_GRACE_SECONDS:g}s "
                             "without stopping (the user code caught the timeout, or was in a call that signals "
                             "cannot interrupt)", " Its exit hooks did not run.")
 
     def startup_timed_out(self, ins: StartupTimedOut) -> None:
-        rec = self.cp.containers.get(ins.container)
+        rec = self.containers.get(ins.container)
         if rec is None:
             return
         st = ins.startup_timeout
@@ -77,7 +88,7 @@ class Supervisor:
     def start_failed(self, ins: RestartBackoff, rec: ContainerRecord | None) -> None:
         """Say why a pool's containers fail to start: the traceback once per distinct failure, a short
         line when it repeats (a crash loop must be visible, not a silent restart every second)."""
-        fn = self.cp.functions.get(ins.pool)
+        fn = self.functions.get(ins.pool)
         if fn is None:
             return
         failure = (rec.init_failure if rec is not None else None) or {}
@@ -130,9 +141,9 @@ class Supervisor:
         rec.killed_because = because
         log.warning("killing container %s of %s: %s", rec.container_id, rec.fn.tag, because)
         self.publish(rec, f"Container {rec.container_id} of '{rec.fn.tag}' was killed: {because}.{note}")
-        self.cp.spawn(self.cp.backend.kill(rec.container_id))
+        self.spawn(self.backend.kill(rec.container_id))
 
     def publish(self, rec: ContainerRecord, text: str) -> None:
         """Tell the app's log readers something about a container, on stderr, as if it had printed it."""
         for line in text.splitlines():
-            self.cp.record_log(rec, "system", line + "\n")
+            self.record_log(rec, "system", line + "\n")

@@ -26,16 +26,18 @@ import re
 import secrets
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from .. import _protocol as P
 from .._names import object_name_problem
 from ..exception import InvalidError
-from .core.scheduler import Phase
+from .core.policy import InputIds
+from .core.scheduler import Phase, Pool
 from .gateway import Endpoint, Gateway, HTTPError, Upstream
 
 if TYPE_CHECKING:
-    from .services import ControlPlane, FunctionRecord
+    from .observe import Observer
+    from .records import FunctionRecord, Registry
 
 log = logging.getLogger("homeport.server.web")
 _TUNNEL_ABSTRACT = re.compile("\0homeport-fwd-[0-9a-f]{32}")
@@ -110,9 +112,26 @@ class Route:
         return f"web endpoint '{self.key}' of app '{self.app_name or self.app_id}'"
 
 
+class Scheduling(Protocol):
+    """What the gateway asks of the control plane's executor (`executor.Executor`) for web requests."""
+
+    input_ids: InputIds
+
+    def pool(self, pool_id: str) -> Pool | None: ...
+    def ready_containers(self, pool_id: str) -> list[str]: ...
+    def submit_web_request(self, pool_id: str, iid: int, preferred: str | None) -> None: ...
+    def web_request_done(self, cid: str, iid: int, t0: float) -> None: ...
+    def cancel(self, pool_id: str, input_ids: set[int]) -> bool: ...
+
+
 class WebEndpoints:
-    def __init__(self, cp: ControlPlane, db: Any, host: str | None = None) -> None:
-        self.cp = cp
+    def __init__(self, registry: Registry, executor: Scheduling, observer: Observer, db: Any,
+                 host: str | None = None) -> None:
+        self.apps = registry.apps
+        self.functions = registry.functions
+        self.containers = registry.containers
+        self.executor = executor
+        self.observer = observer
         self.db = db
         db.executescript(_SCHEMA)
         self.host = host or os.environ.get("HOMEPORT_WEB_HOST") or "127.0.0.1"
@@ -154,7 +173,7 @@ class WebEndpoints:
                 other = self.routes.get(label)
                 # The same app again (a redeploy, a `homeport serve` reload) takes its URLs over; another
                 # app may not take them.
-                if other is not None and other.app_id in self.cp.apps and other.app_id != app["app_id"] \
+                if other is not None and other.app_id in self.apps and other.app_id != app["app_id"] \
                         and other.app_name != app.get("name"):
                     raise InvalidError(
                         f"The URL label '{label}' of web endpoint {key} is in use by {other.name}. Give the "
@@ -172,7 +191,7 @@ class WebEndpoints:
             port = await self._open(label)
             route = Route(label, port, app["app_id"], app.get("name"), key, index, fn.function_id,
                           float(fn.defn.timeout), bool(ep.get("requires_proxy_auth")))
-            if app["app_id"] not in self.cp.apps:  # stopped while the port opened
+            if app["app_id"] not in self.apps:  # stopped while the port opened
                 self.gateway.route(port, None, gone=f"{route.name} was stopped.")
                 continue
             self.routes[label] = route
@@ -280,7 +299,7 @@ class WebEndpoints:
 
     # --- admission ---------------------------------------------------------------------------------
     def _endpoint(self, route: Route) -> Endpoint:
-        fn = self.cp.functions.get(route.fid)
+        fn = self.functions.get(route.fid)
         web = (fn.defn.web or ()) if fn is not None else ()
         proxied = route.index < len(web) and web[route.index].get("type") in P.WEB_PROXIED
         return Endpoint(
@@ -288,30 +307,29 @@ class WebEndpoints:
             acquire=lambda: self._acquire(route),
             timeout=route.timeout,
             authorize=self.authorize if route.requires_auth else None,
-            on_status=functools.partial(self.cp.observer.gateway_request, route.label),
+            on_status=functools.partial(self.observer.gateway_request, route.label),
             acquire_session=(lambda session: self._acquire(route, session)) if proxied else None,
         )
 
     def _session_container(self, fid: str, session: bytes) -> str | None:
         """The container a session goes to: rendezvous hashing over the pool's ready containers, so that
         a session stays on its container while it lives and moves only when it goes."""
-        return rendezvous(session, self.cp.executor.ready_containers(fid))
+        return rendezvous(session, self.executor.ready_containers(fid))
 
     async def _acquire(self, route: Route, session: bytes | None = None) -> Upstream:
-        cp = self.cp
         fid = route.fid
-        pool = cp.executor.pool(fid)
+        pool = self.executor.pool(fid)
         if pool is None:
             raise HTTPError(404, f"{route.name} is not running.")
         failure = self._start_failure.get(fid)
         if failure and pool.start_failures >= 2 and not any(c.phase is Phase.READY for c in pool.containers.values()):
             # Crash-looping: answer now with why, rather than wait out the restart back-off.
             raise HTTPError(503, f"{route.name} cannot start: {failure}")
-        iid = cp.executor.input_ids.web_request()
+        iid = self.executor.input_ids.web_request()
         fut = asyncio.get_running_loop().create_future()
         self.waiters[iid] = (fut, fid)
         preferred = self._session_container(fid, session) if session else None
-        cp.executor.submit_web_request(fid, iid, preferred)
+        self.executor.submit_web_request(fid, iid, preferred)
         try:
             cid = await fut
         except asyncio.CancelledError:  # the client left while its request waited
@@ -319,9 +337,9 @@ class WebEndpoints:
             if fut.done() and not fut.cancelled() and fut.exception() is None:
                 self._done(fut.result(), iid, time.monotonic())
             else:
-                cp.executor.cancel(fid, {iid})
+                self.executor.cancel(fid, {iid})
             raise
-        rec = cp.containers.get(cid)
+        rec = self.containers.get(cid)
         if rec is None or rec.web_prefix is None:
             self._done(cid, iid, time.monotonic())
             raise HTTPError(502, f"{route.name}: its container {cid} is gone.")
@@ -337,7 +355,7 @@ class WebEndpoints:
         return Upstream(socket_path=f"{rec.web_prefix}-{route.index}", release=release)
 
     def _done(self, cid: str, iid: int, t0: float) -> None:
-        self.cp.executor.web_request_done(cid, iid, t0)
+        self.executor.web_request_done(cid, iid, t0)
 
     def assigned(self, cid: str, iid: int) -> None:
         """The scheduler gave input `iid`, which is no function input, to container `cid`: a web request

@@ -111,7 +111,7 @@ def build_app(dash: Dashboard) -> FastAPI:
         """Deploy an earlier version of a deployed app again, as a new version (`homeport app rollback`).
         A POST with the SameSite=Strict cookie: another site cannot make a browser send it."""
         try:
-            reply = await cp.rollback_app(None, P.AppRollback(name=name, version=version))
+            reply = await cp.app_service.rollback_app(None, P.AppRollback(name=name, version=version))
         except LookupError as exc:
             raise HTTPException(404, str(exc)) from None
         except Error as exc:

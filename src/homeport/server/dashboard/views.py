@@ -34,7 +34,7 @@ def pool_sizes(cp: ControlPlane) -> dict[str, tuple[int, int]]:
 
 def apps(cp: ControlPlane) -> list[dict[str, Any]]:
     out = []
-    for row in cp.list_apps():
+    for row in cp.app_service.list_apps():
         live = cp.apps.get(row["app_id"])
         functions = []
         if live:
@@ -82,7 +82,7 @@ def function(cp: ControlPlane, fid: str) -> dict[str, Any] | None:
 
 def containers(cp: ControlPlane) -> list[dict[str, Any]]:
     out = []
-    for row in cp.container_list():
+    for row in cp.container_service.container_list():
         rec = cp.containers.get(row["container_id"])
         row = {**row, "function_id": rec.fn.function_id if rec else None, "node": "local",
                **usage(rec.pid if rec else None)}
