@@ -9,8 +9,19 @@ import pickle
 import cloudpickle
 import pytest
 
+from homeport import _context
 from homeport import _protocol as P
 from homeport.runtime._run import InputTimeout, Run, Service, Shutdown, call_input, run_one
+
+
+@pytest.fixture(autouse=True)
+def _input_context_restored():
+    """`run_one` sets the input context as a container does; the test process's own is put back after
+    (`modal.current_input_id()` is None outside containers, as later tests in this process check)."""
+    tokens = (_context.input_id.set(None), _context.function_call_id.set(None))
+    yield
+    _context.input_id.reset(tokens[0])
+    _context.function_call_id.reset(tokens[1])
 
 
 class _Conn:
