@@ -5,6 +5,7 @@ from __future__ import annotations
 import modal
 import pytest
 
+from homeport import _protocol as P
 from homeport.exception import InvalidError, UnimplementedError
 
 
@@ -65,7 +66,7 @@ def test_probes():
 
 
 def test_what_is_not_built_raises_unimplemented_by_name():
-    sb = modal.Sandbox._from_info({"sandbox_id": "sb-x"})
+    sb = modal.Sandbox._from_info(P.SandboxInfo(sandbox_id="sb-x", app_id="ap-x"))
     for name in ("snapshot_filesystem", "snapshot_directory", "mount_image", "unmount_image", "create_connect_token",
                  "open", "ls", "mkdir", "rm"):
         with pytest.raises(UnimplementedError, match=name):
