@@ -177,13 +177,14 @@ def test_sandbox_operations_travel_as_their_types():
     """A client's sandbox operation is `{"t": "sandbox", "op": ...}` on the wire, checked as its op's type."""
     body = P.decode(_body(P.SandboxExec(sandbox="sb-1", exec="ex-1", argv=["echo", "hi"], id=4)))
     assert body["t"] == P.SANDBOX and body["op"] == "exec" and body["argv"] == ["echo", "hi"] and body["id"] == 4
-    assert P.check_request(body) == P.SandboxExec(sandbox="sb-1", exec="ex-1", argv=["echo", "hi"], id=4)
+    assert P.check_sandbox(body) == P.SandboxExec(sandbox="sb-1", exec="ex-1", argv=["echo", "hi"], id=4)
+    assert P.check_request(body) == P.Sandbox(op="exec", sandbox="sb-1", id=4)  # the gateway's view
     stdin = P.check_sandbox(P.decode(_body(P.SandboxStdin(sandbox="sb-1", exec="ex-1", data=b"x", eof=True))))
     assert stdin == P.SandboxStdin(sandbox="sb-1", exec="ex-1", data=b"x", eof=True)
     typed = P.SandboxGet(sandbox="sb-1")
     assert P.check_sandbox(typed) is typed
     # What a peer built as a plain map reads the same (defaults for what it left out).
-    fs = P.check_request({"t": P.SANDBOX, "op": "fs", "sandbox": "sb-1", "action": "mkdir", "path": "/a", "id": 1})
+    fs = P.check_sandbox({"t": P.SANDBOX, "op": "fs", "sandbox": "sb-1", "action": "mkdir", "path": "/a", "id": 1})
     assert fs == P.SandboxFs(sandbox="sb-1", action="mkdir", path="/a", id=1) and fs.parents is False
 
 
@@ -198,8 +199,9 @@ def test_sandbox_operations_travel_as_their_types():
     ({"t": P.SANDBOX, "op": "create", "ports": "80"}, "the field 'ports'"),
 ])
 def test_a_malformed_sandbox_operation_is_refused_naming_the_field(bad, expected):
-    with pytest.raises(P.MalformedMessage, match=re.escape(expected)):
-        P.check_request(bad)
+    for check in (P.check_request, P.check_sandbox):  # at the gateway, and by the sandbox service
+        with pytest.raises(P.MalformedMessage, match=re.escape(expected)):
+            check(bad)
 
 
 def test_what_a_sandbox_agent_sends_is_checked_as_its_type():

@@ -101,8 +101,8 @@ def check(message: Any, types: dict[str, type]) -> Any:
         if "t" not in message:
             raise MalformedMessage("malformed message: the field 't' (the message type) is missing")
         raise MalformedMessage(f"unknown message type {tag!r}")
-    if cls is m.Sandbox:  # its operation's own type
-        return _check_op(message, _SANDBOX_OPS, "sandbox")
+    if cls is m.Sandbox:  # its operation's fields are checked as its own type (`check_sandbox` gives it)
+        _check_op(message, _SANDBOX_OPS, "sandbox")
     return _convert(message, cls)
 
 
@@ -135,9 +135,10 @@ _AGENT_OPS = _by_op(sb.AGENT_OPS)
 _FROM_AGENT = _by_tag(sb.FromAgent)
 
 
-def check_request(message: Any) -> m.ClientRequest | sb.SandboxRequest:
-    """A client's request, decoded as plain data, as its message type (MalformedMessage if it is not);
-    a sandbox operation as its operation's type."""
+def check_request(message: Any) -> m.ClientRequest:
+    """A client's request, decoded as plain data, as its message type (MalformedMessage if it is not).
+    A sandbox operation is checked as its operation's type too, and answered as its outer shape
+    (`Sandbox`); the sandbox service reads it with `check_sandbox`."""
     return check(message, _REQUESTS)
 
 

@@ -371,7 +371,7 @@ class ContainerRelease(Message, tag="crel", kw_only=True):
 @_message("sandbox")
 class Sandbox(Request, tag="sandbox", kw_only=True):
     """A sandbox operation's outer shape. Each operation has its type, tagged by "op"
-    (`sandbox.SandboxRequest`): `check_request` and `check_sandbox` answer with it."""
+    (`sandbox.SandboxRequest`): `check_request` checks it, `check_sandbox` answers with it."""
 
     op: str
     sandbox: str | None = None  # the sandbox's id

@@ -154,8 +154,11 @@ class Sandboxes:
     # --- client operations ---------------------------------------------------------------------------
     async def op(self, peer: Peer, msg: Any) -> Any:
         """A client's operation (plain data or typed: checked as its operation's type, MalformedMessage
-        naming the field where it is not)."""
-        req = P.check_sandbox(msg)
+        naming the field where it is not: answered `invalid`)."""
+        try:
+            req = P.check_sandbox(msg)
+        except P.MalformedMessage as exc:
+            raise InvalidError(str(exc)) from None
         if isinstance(req, P.SandboxCreate):
             return await self.create(peer, req)
         if isinstance(req, P.SandboxList):
