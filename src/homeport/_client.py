@@ -160,9 +160,9 @@ class Client:
         for handler in list(self._calls.values()):
             handler("closed", [])
 
-    async def request(self, msg: P.Request | dict[str, Any], timeout: float | None = 60) -> Any:
-        """Send a request and wait for its RESULT's value. A plain map is still accepted for the
-        messages not typed yet (a sandbox's operations)."""
+    async def request(self, msg: P.Request | P.SandboxRequest | dict[str, Any], timeout: float | None = 60) -> Any:
+        """Send a request and wait for its RESULT's value. (A plain map is accepted too: tests send
+        malformed ones.)"""
         if self.closed:
             raise connection_lost()
         rid = next(self._ids)
@@ -178,7 +178,7 @@ class Client:
         finally:
             self._pending.pop(rid, None)
 
-    def send(self, msg: P.Message | dict[str, Any]) -> None:
+    def send(self, msg: P.Message | P.SandboxRequest | dict[str, Any]) -> None:
         if self.closed:
             raise connection_lost()
         self.proto.send(msg)

@@ -85,9 +85,18 @@ def _in_container() -> bool:
     return os.environ.get(P.ENV_IS_REMOTE) == "1"
 
 
-async def _request(msg: dict[str, Any], timeout: float | None = 120) -> Any:
+async def _request(msg: P.SandboxRequest, timeout: float | None = 120) -> Any:
     client = await get_client()
-    return await client.request({"t": P.SANDBOX, **msg}, timeout=timeout)
+    return await client.request(msg, timeout=timeout)
+
+
+async def _ask_info(msg: P.SandboxRequest, timeout: float | None = 120) -> P.SandboxInfo:
+    """What create|get|wait|terminate|from_name answer: the sandbox's state."""
+    return P.reply_as(await _request(msg, timeout), P.SandboxInfo)
+
+
+async def _infos(msg: P.SandboxList) -> list[P.SandboxInfo]:
+    return [P.reply_as(info, P.SandboxInfo) for info in await _request(msg)]
 
 
 async def _build_image(image: Any) -> str:
@@ -147,12 +156,12 @@ class _ListMethod:
 
     def __call__(self, *, app_id: str | None = None, tags: dict[str, str] | None = None,
                  client: Any = None, environment_name: str | None = None) -> Iterator[Sandbox]:
-        found = run_sync(_request({"op": "list", "app_id": app_id, "tags": tags or {}}))
+        found = run_sync(_infos(P.SandboxList(app_id=app_id, tags=tags or {})))
         return iter([self._cls._from_info(info) for info in found])
 
     async def aio(self, *, app_id: str | None = None, tags: dict[str, str] | None = None,
                   client: Any = None, environment_name: str | None = None) -> AsyncIterator[Sandbox]:
-        found = await run_async(_request({"op": "list", "app_id": app_id, "tags": tags or {}}))
+        found = await run_async(_infos(P.SandboxList(app_id=app_id, tags=tags or {})))
         for info in found:
             yield self._cls._from_info(info)
 
@@ -161,7 +170,7 @@ class Sandbox:
     """A running container you drive from your program (see the module's docstring)."""
 
     _id: str
-    _info: dict[str, Any]
+    _info: P.SandboxInfo
     _returncode: int | None
     _reason: str | None
     _probe: Probe | None
@@ -177,12 +186,12 @@ class Sandbox:
         raise InvalidError("Sandbox cannot be constructed directly; use Sandbox.create, from_id or from_name.")
 
     @classmethod
-    def _from_info(cls, info: dict[str, Any], probe: Probe | None = None) -> Sandbox:
+    def _from_info(cls, info: P.SandboxInfo, probe: Probe | None = None) -> Sandbox:
         obj = object.__new__(cls)
-        obj._id = info["sandbox_id"]
+        obj._id = info.sandbox_id
         obj._info = info
-        obj._returncode = info.get("returncode")
-        obj._reason = info.get("reason")
+        obj._returncode = info.returncode
+        obj._reason = info.reason
         obj._probe = probe
         obj._detached = False
         obj._main_offsets = {1: 0, 2: 0}
@@ -286,22 +295,22 @@ class Sandbox:
             if vol.name is None:
                 raise InvalidError(f"The ephemeral volume for {path} is used outside its `with modal.Volume.ephemeral()` block.")
             volume_refs.append({"path": path, "name": vol.name, "create_if_missing": vol.create_if_missing})
-        msg = {"op": "create", "app_id": app_id, "argv": list(args), "name": name, "tags": tags or {},
-               "timeout": timeout, "idle_timeout": idle_timeout, "workdir": workdir, "env": env_values,
-               "secret_refs": secret_refs, "volumes": volume_refs, "pty": pty, "block_network": block_network,
-               "ports": ports, "cpu_limit": _limit(cpu, "cpu"), "memory_limit_mib": _limit(memory, "memory"),
-               "outbound_cidr_allowlist": _listed(outbound_cidr_allowlist),
-               "outbound_domain_allowlist": _listed(outbound_domain_allowlist),
-               "inbound_cidr_allowlist": _listed(inbound_cidr_allowlist)}
+        msg = P.SandboxCreate(
+            app_id=app_id, argv=list(args), name=name, tags=tags or {}, timeout=timeout, idle_timeout=idle_timeout,
+            workdir=workdir, env=env_values, secret_refs=secret_refs, volumes=volume_refs, pty=pty,
+            block_network=block_network, ports=ports, cpu_limit=_limit(cpu, "cpu"),
+            memory_limit_mib=_limit(memory, "memory"), outbound_cidr_allowlist=_listed(outbound_cidr_allowlist),
+            outbound_domain_allowlist=_listed(outbound_domain_allowlist),
+            inbound_cidr_allowlist=_listed(inbound_cidr_allowlist))
         if image is not None and _in_container():
             # Built by the control plane with the sandbox: steps that read local files are refused there,
             # since it would read its own machine's files, not this container's.
             from ._image_request import build_request
 
-            msg["image"] = build_request(image)
+            msg.image = build_request(image)
         elif image is not None:
-            msg["image_id"] = await _build_image(image)
-        info = await _request(msg, timeout=None)
+            msg.image_id = await _build_image(image)
+        info = await _ask_info(msg, timeout=None)
         sb = cls._from_info(info, readiness_probe)
         sb._unencrypted = set(unencrypted_ports)
         return sb
@@ -309,21 +318,21 @@ class Sandbox:
     @_ClassMethodWithAio
     async def from_id(cls, sandbox_id: str, client: Any = None) -> Sandbox:
         """The sandbox with this id (`sb.object_id`), from any process."""
-        return cls._from_info(await _request({"op": "get", "sandbox": sandbox_id}))
+        return cls._from_info(await _ask_info(P.SandboxGet(sandbox=sandbox_id)))
 
     @_ClassMethodWithAio
     async def from_name(cls, app_name: str, name: str, *, environment_name: str | None = None,
                         client: Any = None) -> Sandbox:
         """The running sandbox created with `name=` in the deployed app `app_name`."""
-        return cls._from_info(await _request({"op": "from_name", "app_name": app_name, "name": name}))
+        return cls._from_info(await _ask_info(P.SandboxFromName(app_name=app_name, name=name)))
 
     list = _ListMethod()
 
     # --- state ---------------------------------------------------------------------------------------
-    def _update(self, info: dict[str, Any]) -> None:
+    def _update(self, info: P.SandboxInfo) -> None:
         self._info = info
-        self._returncode = info.get("returncode")
-        self._reason = info.get("reason")
+        self._returncode = info.returncode
+        self._reason = info.reason
 
     @property
     def returncode(self) -> int | None:
@@ -334,7 +343,7 @@ class Sandbox:
     @aio_method
     async def poll(self) -> int | None:
         self._check()
-        self._update(await _request({"op": "get", "sandbox": self._id}))
+        self._update(await _ask_info(P.SandboxGet(sandbox=self._id)))
         return self._returncode
 
     @aio_method
@@ -343,9 +352,9 @@ class Sandbox:
         SandboxTerminatedError if it was terminated (unless `raise_on_termination=False`)."""
         self._check()
         while True:
-            info = await _request({"op": "wait", "sandbox": self._id, "timeout": 50}, timeout=None)
+            info = await _ask_info(P.SandboxWait(sandbox=self._id, timeout=50), timeout=None)
             self._update(info)
-            if info["returncode"] is not None:
+            if info.returncode is not None:
                 break
         if self._reason in ("timeout", "idle"):
             raise SandboxTimeoutError(f"Sandbox {self._id} timed out")
@@ -356,7 +365,7 @@ class Sandbox:
     async def terminate(self, *, wait: bool = False) -> int | None:
         """Stop the sandbox and everything it started; with `wait=True`, return its exit code (137)."""
         self._check()
-        info = await _request({"op": "terminate", "sandbox": self._id, "wait": wait}, timeout=None)
+        info = await _ask_info(P.SandboxTerminate(sandbox=self._id, wait=wait), timeout=None)
         self._update(info)
         return self._returncode if wait else None
 
@@ -370,14 +379,14 @@ class Sandbox:
         deadline = time.monotonic() + timeout
         while True:
             try:
-                ok = await _request({"op": "probe", "sandbox": self._id, "port": probe.tcp_port,
-                                     "argv": list(probe.exec_argv or ())}, timeout=max(5.0, timeout))
+                ok = await _request(P.SandboxProbe(sandbox=self._id, port=probe.tcp_port,
+                                                     argv=list(probe.exec_argv or ())), timeout=max(5.0, timeout))
             except InvalidError:
-                info = await _request({"op": "get", "sandbox": self._id})
+                info = await _ask_info(P.SandboxGet(sandbox=self._id))
                 self._update(info)
-                if info["returncode"] is not None:
+                if info.returncode is not None:
                     raise SandboxTerminatedError(f"Sandbox {self._id} finished before it was ready "
-                                                 f"(return code {info['returncode']})") from None
+                                                 f"(return code {info.returncode})") from None
                 raise
             if ok:
                 return
@@ -390,7 +399,7 @@ class Sandbox:
         """Where each port the sandbox opened (`encrypted_ports`, `unencrypted_ports` ...) can be reached:
         on this machine's loopback, forwarded by the control plane."""
         self._check()
-        found = await _request({"op": "tunnels", "sandbox": self._id}, timeout=timeout)
+        found = await _request(P.SandboxTunnels(sandbox=self._id), timeout=timeout)
         unencrypted: set[int] = getattr(self, "_unencrypted", set())
         out = {}
         for port, host_port in found.items():
@@ -404,12 +413,12 @@ class Sandbox:
         self._check()
         if not all(isinstance(k, str) and isinstance(v, str) for k, v in tags.items()):
             raise InvalidError("Sandbox tags must be a dict of strings to strings")
-        await _request({"op": "set_tags", "sandbox": self._id, "tags": dict(tags)})
+        await _request(P.SandboxSetTags(sandbox=self._id, tags=dict(tags)))
 
     @aio_method
     async def get_tags(self) -> dict[str, str]:
         self._check()
-        return dict((await _request({"op": "get", "sandbox": self._id}))["tags"])
+        return dict((await _ask_info(P.SandboxGet(sandbox=self._id))).tags)
 
     def detach(self) -> None:
         """Let go of this sandbox object; the sandbox keeps running until its timeout or terminate."""
@@ -449,10 +458,10 @@ class Sandbox:
         exec_id = f"ex-{_tokens.token_hex(8)}"
         queues, exited, flow = watch_exec(client, self._id, exec_id)
         try:
-            await client.request({"t": P.SANDBOX, "op": "exec", "sandbox": self._id, "exec": exec_id,
-                                  "argv": list(cmd), "env": env_values, "secret_refs": secret_refs,
-                                  "workdir": workdir, "pty": pty, "stdout": modes[stdout], "stderr": modes[stderr],
-                                  "timeout": timeout}, timeout=None)
+            await client.request(P.SandboxExec(sandbox=self._id, exec=exec_id, argv=list(cmd), env=env_values,
+                                               secret_refs=secret_refs, workdir=workdir, pty=pty,
+                                               stdout=modes[stdout], stderr=modes[stderr],  # type: ignore[arg-type]
+                                               timeout=timeout), timeout=None)
         except BaseException:
             client.unwatch_call(exec_id)
             raise
@@ -462,20 +471,20 @@ class Sandbox:
     def _main_source(self, fd: int) -> Any:
         async def source() -> bytes | None:
             while True:
-                got = await _request({"op": "main_read", "sandbox": self._id, "fd": fd,
-                                      "offset": self._main_offsets[fd]}, timeout=None)
-                self._main_offsets[fd] = got["offset"]
-                if got["data"]:
-                    return got["data"]
-                if got["eof"]:
+                got: P.MainChunk = P.reply_as(await _request(P.SandboxMainRead(sandbox=self._id, fd=fd,  # type: ignore[arg-type]
+                                                         offset=self._main_offsets[fd]), timeout=None),
+                                              P.MainChunk)
+                self._main_offsets[fd] = got.offset
+                if got.data:
+                    return got.data
+                if got.eof:
                     return None
 
         return source
 
     async def _main_stdin(self, data: bytes, eof: bool) -> None:
         client = await get_client()
-        client.send({"t": P.SANDBOX, "op": "stdin", "sandbox": self._id, "exec": P.SANDBOX_MAIN,
-                     "data": data, "eof": eof})
+        client.send(P.SandboxStdin(sandbox=self._id, exec=P.SANDBOX_MAIN, data=data, eof=eof))
         await client.proto.drain()
 
     # --- not built -----------------------------------------------------------------------------------
@@ -515,11 +524,11 @@ class SandboxFilesystem:
     def __init__(self, sandbox: Sandbox) -> None:
         self._sb = sandbox
 
-    async def _fs(self, action: str, path: str, **extra: Any) -> Any:
+    async def _fs(self, action: P.FsAction, path: str, **extra: Any) -> Any:
         self._sb._check()
         if not isinstance(path, str) or not path.startswith("/"):
             raise InvalidError(f"Sandbox file paths must be absolute, got {path!r}")
-        return await _request({"op": "fs", "sandbox": self._sb._id, "action": action, "path": path, **extra})
+        return await _request(P.SandboxFs(sandbox=self._sb._id, action=action, path=path, **extra))
 
     @aio_method
     async def read_bytes(self, path: str) -> bytes:

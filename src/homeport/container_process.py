@@ -55,8 +55,7 @@ class _Flow:
             self.unread[fd] = self.pending[fd] = 0
 
     def _ack(self, fd: int, n: int) -> None:
-        self._client.send({"t": P.SANDBOX, "op": "ack", "sandbox": self._sandbox_id, "exec": self._exec_id,
-                           "fd": fd, "n": n})
+        self._client.send(P.SandboxAck(sandbox=self._sandbox_id, exec=self._exec_id, fd=fd, n=n))  # type: ignore[arg-type]
 
     def source(self, queue: asyncio.Queue, fd: int) -> Any:
         async def next_chunk() -> bytes | None:
@@ -94,8 +93,7 @@ class ContainerProcess:
         return self._exec_id
 
     async def _send_stdin(self, data: bytes, eof: bool) -> None:
-        self._client.send({"t": P.SANDBOX, "op": "stdin", "sandbox": self._sandbox_id, "exec": self._exec_id,
-                           "data": data, "eof": eof})
+        self._client.send(P.SandboxStdin(sandbox=self._sandbox_id, exec=self._exec_id, data=data, eof=eof))
         await self._client.proto.drain()
 
     async def _wait(self) -> int:

@@ -344,3 +344,41 @@ def test_a_map_with_big_arguments_travels_in_pieces_and_too_big_is_said(escape, 
     monkeypatch.setattr(P, "MAX_PAYLOAD_BYTES", 1 << 20)
     with pytest.raises(SerializationError, match="over the limit"):
         escape.size.remote(b"x" * (2 << 20))
+
+
+# Sandbox operations that do not decode as their operation's type: (message, a word the answer names).
+MALFORMED_SANDBOX_OPS = [
+    ({"t": P.SANDBOX}, "'op'"),
+    ({"t": P.SANDBOX, "op": "format_disk", "sandbox": "sb-x"}, "format_disk"),
+    ({"t": P.SANDBOX, "op": "exec", "sandbox": "sb-x"}, "'argv'"),
+    ({"t": P.SANDBOX, "op": "exec", "sandbox": "sb-x", "argv": "rm -rf /"}, "'argv'"),
+    ({"t": P.SANDBOX, "op": "exec", "sandbox": "sb-x", "argv": ["true"], "stdout": "/etc/passwd"}, "'stdout'"),
+    ({"t": P.SANDBOX, "op": "fs", "sandbox": "sb-x", "action": "chmod", "path": "/"}, "'action'"),
+    ({"t": P.SANDBOX, "op": "fs", "sandbox": "sb-x", "action": "read"}, "'path'"),
+    ({"t": P.SANDBOX, "op": "main_read", "sandbox": "sb-x", "fd": 0}, "'fd'"),
+    ({"t": P.SANDBOX, "op": "create", "app_id": "ap-x", "ports": ["80"]}, "'ports"),
+    ({"t": P.SANDBOX, "op": "from_name", "name": "x"}, "'app_name'"),
+    ({"t": P.SANDBOX, "op": "set_tags", "sandbox": "sb-x", "tags": {"a": 1}}, "'tags"),
+    ({"t": P.SANDBOX, "op": "wait", "sandbox": "sb-x", "timeout": "forever"}, "'timeout'"),
+]
+
+
+def test_malformed_sandbox_operations_get_a_clear_answer(platform, escape):
+    with _Raw(platform) as c:
+        for msg, named in MALFORMED_SANDBOX_OPS:
+            reply = c.request(msg)
+            assert reply["ok"] is False and reply["code"] == "invalid", (msg, reply)
+            assert reply["msg"].startswith("malformed message") and named in reply["msg"], (msg, reply)
+        # Without a request id (stdin, ack) there is nobody to answer: dropped, the connection served on.
+        c.send({"t": P.SANDBOX, "op": "stdin", "sandbox": "sb-x", "exec": "ex-1", "data": "not bytes"})
+        c.send({"t": P.SANDBOX, "op": "ack", "sandbox": "sb-x", "exec": "ex-1", "fd": 1})
+        assert c.request({"t": P.SERVER_STATUS})["ok"]
+    assert escape.target.remote(3) == 6
+
+
+def test_malformed_sandbox_operations_from_inside_a_container_get_a_clear_answer(escape):
+    replies = escape.malformed_sandbox_ops.remote([msg for msg, _named in MALFORMED_SANDBOX_OPS])
+    for (msg, named), reply in zip(MALFORMED_SANDBOX_OPS, replies):
+        assert reply["ok"] is False and reply["code"] == "invalid", (msg, reply)
+        assert named in reply["msg"], (msg, reply)
+    assert escape.target.remote(4) == 8

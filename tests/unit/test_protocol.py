@@ -3,6 +3,7 @@ from older peers, malformed messages are refused naming the field, frames are cu
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import textwrap
@@ -126,6 +127,27 @@ def test_without_msgspec_the_same_messages_travel():
             raise AssertionError("a call without fid decoded")
         fork = T.decode_to_template(T.encode_packet(T.Fork(cid="c", env={})))
         assert fork.needed == [] and fork.cid == "c"
+        # A sandbox's agent runs in the sandbox's image: its requests and what it sends back.
+        ask = P.decode(bytes(P.encode(P.AgentExec(id=3, exec="ex-1", argv=["ls"], pty=True))[4:]))
+        assert ask["t"] == "sbagent" and ask["op"] == "exec" and ask["argv"] == ["ls"], ask
+        exec_ = P.check_to_agent(ask)
+        assert exec_ == P.AgentExec(id=3, exec="ex-1", argv=["ls"], pty=True), exec_
+        assert exec_.stdout == "pipe" and exec_.env is None
+        assert P.check_to_agent({"t": "sbagent", "op": "ack", "exec": "e", "fd": 1, "n": 5}).n == 5
+        assert P.check_to_agent({"t": "res", "id": 0, "ok": True}).ok
+        for bad, named in [({"t": "sbagent", "op": "exec", "exec": "e"}, "'argv' is missing"),
+                           ({"t": "sbagent", "op": "rm"}, "unknown sandbox agent operation 'rm'")]:
+            try:
+                P.check_to_agent(bad)
+            except P.MalformedMessage as exc:
+                assert named in str(exc), exc
+            else:
+                raise AssertionError(f"{bad} decoded")
+        out = P.decode(bytes(P.encode(P.SandboxOut(exec="ex-1", fd=1, data=b"hi"))[4:]))
+        assert out == {"t": "sbout", "exec": "ex-1", "fd": 1, "data": b"hi"}, out
+        entry = P.decode(bytes(P.encode(P.Result(id=1, ok=True, v=[P.FileEntry(path="/a", type="file", size=1,
+                                                                                 mtime=0.5, mode=0o644)]))[4:]))
+        assert entry["v"] == [{"path": "/a", "type": "file", "size": 1, "mtime": 0.5, "mode": 0o644}], entry
         print("ok")
     """)
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
@@ -149,3 +171,43 @@ def test_a_field_left_out_means_what_the_control_plane_reads_for_it():
     assert P.decode(_body(P.Call(call="c", fid="f", kind=P.KIND_MAP, inputs=[], last=False)))["last"] is False
     assert "last" not in P.decode(_body(P.MapPut(call="c", inputs=[])))  # more to come
     assert P.decode(_body(P.MapPut(call="c", inputs=[], last=True)))["last"] is True
+
+
+def test_sandbox_operations_travel_as_their_types():
+    """A client's sandbox operation is `{"t": "sandbox", "op": ...}` on the wire, checked as its op's type."""
+    body = P.decode(_body(P.SandboxExec(sandbox="sb-1", exec="ex-1", argv=["echo", "hi"], id=4)))
+    assert body["t"] == P.SANDBOX and body["op"] == "exec" and body["argv"] == ["echo", "hi"] and body["id"] == 4
+    assert P.check_sandbox(body) == P.SandboxExec(sandbox="sb-1", exec="ex-1", argv=["echo", "hi"], id=4)
+    assert P.check_request(body) == P.Sandbox(op="exec", sandbox="sb-1", id=4)  # the gateway's view
+    stdin = P.check_sandbox(P.decode(_body(P.SandboxStdin(sandbox="sb-1", exec="ex-1", data=b"x", eof=True))))
+    assert stdin == P.SandboxStdin(sandbox="sb-1", exec="ex-1", data=b"x", eof=True)
+    typed = P.SandboxGet(sandbox="sb-1")
+    assert P.check_sandbox(typed) is typed
+    # What a peer built as a plain map reads the same (defaults for what it left out).
+    fs = P.check_sandbox({"t": P.SANDBOX, "op": "fs", "sandbox": "sb-1", "action": "mkdir", "path": "/a", "id": 1})
+    assert fs == P.SandboxFs(sandbox="sb-1", action="mkdir", path="/a", id=1) and fs.parents is False
+
+
+@pytest.mark.parametrize(("bad", "expected"), [
+    ({"t": P.SANDBOX}, "the field 'op' (the sandbox operation) is missing"),
+    ({"t": P.SANDBOX, "op": 5}, "unknown sandbox operation 5"),
+    ({"t": P.SANDBOX, "op": "exec", "sandbox": "sb-1"}, "the field 'argv' is missing"),
+    ({"t": P.SANDBOX, "op": "exec", "sandbox": "sb-1", "argv": [1]}, "the field 'argv[0]'"),
+    ({"t": P.SANDBOX, "op": "stdin", "sandbox": "sb-1", "exec": "e", "data": "text"}, "the field 'data'"),
+    ({"t": P.SANDBOX, "op": "ack", "sandbox": "sb-1", "exec": "e", "fd": 3, "n": 1}, "the field 'fd'"),
+    ({"t": P.SANDBOX, "op": "fs", "sandbox": "sb-1", "action": "chown", "path": "/"}, "the field 'action'"),
+    ({"t": P.SANDBOX, "op": "create", "ports": "80"}, "the field 'ports'"),
+])
+def test_a_malformed_sandbox_operation_is_refused_naming_the_field(bad, expected):
+    for check in (P.check_request, P.check_sandbox):  # at the gateway, and by the sandbox service
+        with pytest.raises(P.MalformedMessage, match=re.escape(expected)):
+            check(bad)
+
+
+def test_what_a_sandbox_agent_sends_is_checked_as_its_type():
+    assert P.check_from_agent({"t": P.SANDBOX_EXIT, "exec": "ex-1", "code": 0}) == P.SandboxExit(exec="ex-1", code=0)
+    assert isinstance(P.check_from_agent({"t": P.READY}), P.Ready)
+    for bad in ({"t": P.SANDBOX_OUT, "exec": "ex-1", "fd": 1}, {"t": P.CALL}, {"t": P.SANDBOX_OUT, "exec": 1,
+                                                                                  "fd": 1, "data": b""}):
+        with pytest.raises(P.MalformedMessage):
+            P.check_from_agent(bad)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import modal
 import pytest
 
+from homeport import _protocol as P
 from homeport.exception import InvalidError, UnimplementedError
 
 
@@ -65,7 +66,7 @@ def test_probes():
 
 
 def test_what_is_not_built_raises_unimplemented_by_name():
-    sb = modal.Sandbox._from_info({"sandbox_id": "sb-x"})
+    sb = modal.Sandbox._from_info(P.SandboxInfo(sandbox_id="sb-x", app_id="ap-x"))
     for name in ("snapshot_filesystem", "snapshot_directory", "mount_image", "unmount_image", "create_connect_token",
                  "open", "ls", "mkdir", "rm"):
         with pytest.raises(UnimplementedError, match=name):
@@ -95,3 +96,16 @@ def test_tunnel():
         _ = modal.Tunnel("127.0.0.1", 5000).tcp_socket
     with pytest.raises(UnimplementedError, match="tls_socket"):
         _ = t.tls_socket
+
+
+def test_the_sandbox_service_answers_a_malformed_operation_as_invalid_naming_the_field():
+    """Past the gateway too (an operation handed to it as it came): never a KeyError."""
+    import asyncio
+
+    from homeport.server.sandboxes import Sandboxes
+
+    service = Sandboxes(None)  # type: ignore[arg-type] - refused before it reaches the control plane
+    for msg, named in (({"t": P.SANDBOX, "op": "exec", "sandbox": "sb-1"}, "'argv' is missing"),
+                       ({"t": P.SANDBOX, "op": "main_read", "sandbox": "sb-1", "fd": "1"}, "'fd'")):
+        with pytest.raises(InvalidError, match=named):
+            asyncio.run(service.op(None, msg))  # type: ignore[arg-type]

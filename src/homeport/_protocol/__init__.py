@@ -16,13 +16,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import errors, messages, rows, templates
+from . import errors, messages, rows, sandbox, templates
 from .codec import (
     MalformedMessage,
     TypedDecoder,
     as_dict,
+    check_from_agent,
     check_from_container,
     check_request,
+    check_sandbox,
+    check_to_agent,
     decode,
     decode_from_container,
     decode_request,
@@ -31,11 +34,13 @@ from .codec import (
     encode,
     encode_body,
     replace,
+    reply_as,
 )
 from .errors import ERROR
 from .frames import HEADER, FrameReader, FrameTooLarge
 from .messages import *  # noqa: F403 - every message type, as P.Call, P.Result, ...
 from .rows import CallInput, CallOutput, InputRow, OutputRow, VolumeFile
+from .sandbox import *  # noqa: F403 - the sandbox operations, as P.SandboxExec, P.AgentExec, ...
 
 PROTOCOL_VERSION = 1
 
@@ -189,13 +194,15 @@ SILENCE_WARN_SECONDS = 10.0
 # plane and fails what waits on it with ConnectionError; by default it warns and keeps waiting.
 ENV_CONTROL_PLANE_TIMEOUT = "HOMEPORT_CONTROL_PLANE_TIMEOUT"
 # --- sandboxes -------------------------------------------------------------------------------------
-# client -> control plane: {"op": create|get|wait|terminate|list|from_name|set_tags|exec|stdin|main_read|
-# fs|tunnels|ready, "sandbox": id, ...}; exec output comes back pushed as SANDBOX_OUT / SANDBOX_EXIT.
+# client -> control plane: {"op": create|get|wait|terminate|list|from_name|set_tags|tunnels|main_read|exec|
+# stdin|ack|fs|probe, "sandbox": id, ...} (`sandbox`: one type per operation); exec output comes back
+# pushed as SANDBOX_OUT / SANDBOX_EXIT.
 SANDBOX = "sandbox"
 SANDBOX_OUT = "sbout"  # {"exec": id, "fd": 1|2, "data": bytes}: output of an exec, as it arrives
 SANDBOX_EXIT = "sbexit"  # {"exec": id, "code": int}: the exec exited (after its last output)
 # control plane <-> a sandbox's agent (`python -m homeport.runtime._sandbox_agent`, hello role "sandbox"):
-# requests {"t": SANDBOX_AGENT, "id", "op": exec|stdin|kill|fs|probe, ...}; the agent pushes SANDBOX_OUT/EXIT.
+# requests {"t": SANDBOX_AGENT, "id", "op": exec|stdin|ack|unwatched|fs|probe, ...} (`sandbox.AgentRequest`);
+# the agent answers RESULT and pushes SANDBOX_OUT/EXIT and READY (`sandbox.FromAgent`).
 SANDBOX_AGENT = "sbagent"
 ENV_SANDBOX = "HOMEPORT_SANDBOX"  # in a sandbox: its agent's configuration (JSON)
 SANDBOX_MAIN = "main"  # the exec id of a sandbox's own command (`Sandbox.create(*args)`)

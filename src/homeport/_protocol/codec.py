@@ -7,6 +7,7 @@ import typing
 from typing import Any
 
 from . import messages as m
+from . import sandbox as sb
 from ._msgspec import DecodeError, Decoder, Encoder, Struct, ValidationError, convert, structs
 from .frames import HEADER
 
@@ -85,6 +86,7 @@ def _by_tag(union: Any) -> dict[str, type]:
 _REQUESTS = _by_tag(m.ClientRequest)
 _BYTES = (bytes, bytearray, memoryview)
 _FROM_CONTAINER = _by_tag(m.FromContainer)
+_TO_AGENT: dict[str, type] = {cls.t: cls for cls in (m.Result, m.Ping, m.Pong)}
 
 
 def check(message: Any, types: dict[str, type]) -> Any:
@@ -99,15 +101,71 @@ def check(message: Any, types: dict[str, type]) -> Any:
         if "t" not in message:
             raise MalformedMessage("malformed message: the field 't' (the message type) is missing")
         raise MalformedMessage(f"unknown message type {tag!r}")
+    if cls is m.Sandbox:  # its operation's fields are checked as its own type (`check_sandbox` gives it)
+        _check_op(message, _SANDBOX_OPS, "sandbox")
+    return _convert(message, cls)
+
+
+def _convert(message: dict[str, Any], cls: type) -> Any:
     try:  # bytes stay bytes: a string where bytes belong is refused (not read as base64)
         return convert(message, cls, builtin_types=_BYTES)
     except ValidationError as exc:
         raise MalformedMessage(why(exc)) from None
 
 
+def _check_op(message: Any, types: dict[str, type], what: str) -> Any:
+    """A sandbox operation (tagged by "op") as its type."""
+    if not isinstance(message, dict):
+        raise MalformedMessage(f"malformed message: a message must be a map, not {type(message).__name__}")
+    op = message.get("op")
+    cls = types.get(op) if isinstance(op, str) else None
+    if cls is None:
+        if "op" not in message:
+            raise MalformedMessage(f"malformed message: the field 'op' (the {what} operation) is missing")
+        raise MalformedMessage(f"malformed message: the field 'op': unknown {what} operation {op!r}")
+    return _convert(message, cls)
+
+
+def _by_op(types: tuple[type, ...]) -> dict[str, type]:
+    return {cls.__struct_config__.tag: cls for cls in types}  # type: ignore[attr-defined]
+
+
+_SANDBOX_OPS = _by_op(sb.CLIENT_OPS)
+_AGENT_OPS = _by_op(sb.AGENT_OPS)
+_FROM_AGENT = _by_tag(sb.FromAgent)
+
+
 def check_request(message: Any) -> m.ClientRequest:
-    """A client's request, decoded as plain data, as its message type (MalformedMessage if it is not)."""
+    """A client's request, decoded as plain data, as its message type (MalformedMessage if it is not).
+    A sandbox operation is checked as its operation's type too, and answered as its outer shape
+    (`Sandbox`); the sandbox service reads it with `check_sandbox`."""
     return check(message, _REQUESTS)
+
+
+def reply_as(value: Any, cls: type[Any]) -> Any:
+    """A reply's value (plain data) as the shape it has (`sandbox.SandboxInfo`, ...), MalformedMessage if not."""
+    if not isinstance(value, dict) and isinstance(value, cls):
+        return value
+    return _convert(value, cls)
+
+
+def check_sandbox(message: Any) -> sb.SandboxRequest:
+    """A client's sandbox operation (plain data, or already typed) as its operation's type."""
+    if isinstance(message, sb.SandboxRequest):
+        return message
+    return _check_op(message, _SANDBOX_OPS, "sandbox")
+
+
+def check_to_agent(message: Any) -> sb.AgentRequest | m.Result | m.Ping | m.Pong:
+    """What the control plane sent a sandbox's agent, decoded as plain data, as its type."""
+    if isinstance(message, dict) and message.get("t") == "sbagent":
+        return _check_op(message, _AGENT_OPS, "sandbox agent")
+    return check(message, _TO_AGENT)
+
+
+def check_from_agent(message: Any) -> sb.FromAgent:
+    """What a sandbox's agent sent (hostile: it runs in the sandbox), decoded as plain data, as its type."""
+    return check(message, _FROM_AGENT)
 
 
 def check_from_container(message: Any) -> m.FromContainer:

@@ -367,11 +367,11 @@ class ContainerRelease(Message, tag="crel", kw_only=True):
     leaving: bool = False  # this container takes no more: what else it was sent goes back too
 
 
-# --- sandboxes (their sub-operations are the sandbox service's) --------------------------------------
+# --- sandboxes (one type per operation in `sandbox`) -------------------------------------------------
 @_message("sandbox")
 class Sandbox(Request, tag="sandbox", kw_only=True):
-    """A sandbox operation: only its outer shape is typed here; the sandbox service reads the rest
-    (create|get|wait|terminate|list|from_name|set_tags|exec|stdin|main_read|fs|tunnels|ready)."""
+    """A sandbox operation's outer shape. Each operation has its type, tagged by "op"
+    (`sandbox.SandboxRequest`): `check_request` checks it, `check_sandbox` answers with it."""
 
     op: str
     sandbox: str | None = None  # the sandbox's id

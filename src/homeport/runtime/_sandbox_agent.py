@@ -100,7 +100,7 @@ class Agent:
         self.done = asyncio.get_running_loop().create_future()
         self.tasks: set[asyncio.Task] = set()
 
-    def send(self, msg: dict[str, Any]) -> None:
+    def send(self, msg: P.Message) -> None:
         assert self.proto is not None
         self.proto.send(msg)
 
@@ -110,80 +110,83 @@ class Agent:
         task.add_done_callback(self.tasks.discard)
 
     # --- messages --------------------------------------------------------------------------------------
-    def on_message(self, msg: dict[str, Any]) -> None:
-        op = msg.get("op")
-        if op == "stdin":
-            ex = self.execs.get(msg["exec"])
+    def on_message(self, raw: Any) -> None:
+        try:
+            msg = P.check_to_agent(raw)
+        except P.MalformedMessage as exc:
+            rid = raw.get("id") if isinstance(raw, dict) else None
+            if isinstance(rid, (int, str)):
+                self.send(P.Result(id=rid, ok=False, code=P.errors.INVALID, msg=str(exc)))
+            return
+        if isinstance(msg, P.AgentStdin):
+            ex = self.execs.get(msg.exec)
             if ex is not None:
-                self._stdin(ex, msg.get("data") or b"", bool(msg.get("eof")))
-            return
-        if op == "ack":
-            ex = self.execs.get(msg["exec"])
-            if ex is not None and msg.get("fd") in (1, 2):
-                ex.ack(int(msg["fd"]), int(msg.get("n") or 0))
-            return
-        if op == "unwatched":  # its reader is gone: it runs on, its output dropped by the control plane
-            ex = self.execs.get(msg["exec"])
+                self._stdin(ex, msg.data, msg.eof)
+        elif isinstance(msg, P.AgentAck):
+            ex = self.execs.get(msg.exec)
+            if ex is not None and msg.fd in (1, 2):
+                ex.ack(msg.fd, msg.n)
+        elif isinstance(msg, P.AgentUnwatched):  # its reader is gone: it runs on, its output dropped upstream
+            ex = self.execs.get(msg.exec)
             if ex is not None:
                 ex.flow = False
                 ex.acked.set()
-            return
-        self.spawn(self._answer(msg))
+        elif isinstance(msg, (P.AgentExec, P.AgentFs, P.AgentProbe)):
+            self.spawn(self._answer(msg))
 
-    async def _answer(self, msg: dict[str, Any]) -> None:
+    async def _answer(self, msg: P.AgentExec | P.AgentFs | P.AgentProbe) -> None:
         try:
-            if msg["op"] == "exec":
+            value: Any = None
+            if isinstance(msg, P.AgentExec):
                 await self.start_exec(msg)
-                value: Any = None
-            elif msg["op"] == "fs":
+            elif isinstance(msg, P.AgentFs):
                 value = filesystem(msg)
-            elif msg["op"] == "probe":
-                value = await probe(msg)
             else:
-                raise ValueError(f"unknown operation {msg['op']!r}")
+                value = await probe(msg)
         except FsError as exc:
-            self.send({"t": P.RESULT, "id": msg.get("id"), "ok": False, "code": exc.code, "msg": str(exc)})
+            self.send(P.Result(id=msg.id, ok=False, code=exc.code, msg=str(exc)))
         except Exception as exc:
-            self.send({"t": P.RESULT, "id": msg.get("id"), "ok": False, "code": "invalid",
-                       "msg": f"{type(exc).__name__}: {exc}"})
+            self.send(P.Result(id=msg.id, ok=False, code=P.errors.INVALID, msg=f"{type(exc).__name__}: {exc}"))
         else:
-            self.send({"t": P.RESULT, "id": msg.get("id"), "ok": True, "v": value})
+            self.send(P.Result(id=msg.id, ok=True, v=value))
 
     # --- processes -----------------------------------------------------------------------------------
-    async def start_exec(self, msg: dict[str, Any]) -> None:
-        exec_id = msg["exec"]
+    async def start_exec(self, msg: P.AgentExec) -> None:
+        exec_id = msg.exec
         env = dict(os.environ)
         for key in (P.ENV_SANDBOX, P.ENV_CONTAINER_TOKEN, P.ENV_SERVER_ADDRESS):
             env.pop(key, None)
-        env.update(msg.get("env") or {})
-        workdir = msg.get("workdir") or None
+        env.update(msg.env or {})
+        workdir = msg.workdir or None
+        if not msg.argv:
+            raise ValueError("an exec needs a command (argv is empty)")
         ex = _Exec(self, exec_id)
         modes = {"pipe": asyncio.subprocess.PIPE, "devnull": asyncio.subprocess.DEVNULL,
                  "stdout": asyncio.subprocess.STDOUT}
-        if msg.get("pty"):
+        if msg.pty:
             master, slave = os.openpty()
             ex.master = master
             stdin = stdout = stderr = slave
         else:
             stdin = asyncio.subprocess.PIPE
-            stdout = modes[msg.get("stdout") or "pipe"]
-            stderr = modes[msg.get("stderr") or "pipe"]
+            stdout = modes[msg.stdout]
+            stderr = modes[msg.stderr]
             if stdout == asyncio.subprocess.STDOUT:
                 stdout = asyncio.subprocess.PIPE
         try:
             ex.process = await asyncio.create_subprocess_exec(
-                *msg["argv"], stdin=stdin, stdout=stdout, stderr=stderr, env=env, cwd=workdir,
+                *msg.argv, stdin=stdin, stdout=stdout, stderr=stderr, env=env, cwd=workdir,
                 start_new_session=True)
         except FileNotFoundError as exc:
             if ex.master is not None:
                 os.close(ex.master)
                 os.close(slave)
-            what = exc.filename if exc.filename and exc.filename != workdir else msg["argv"][0]
+            what = exc.filename if exc.filename and exc.filename != workdir else msg.argv[0]
             if workdir and not os.path.isdir(workdir):  # noqa: ASYNC240 - one stat, after a failure
                 raise ValueError(f"workdir {workdir} does not exist in the sandbox") from None
             raise ValueError(f"no such command in the sandbox: {what}") from None
         finally:
-            if msg.get("pty"):
+            if msg.pty:
                 with contextlib.suppress(OSError):
                     os.close(slave)
         self.execs[exec_id] = ex
@@ -194,7 +197,7 @@ class Agent:
             for fd, stream in ((1, ex.process.stdout), (2, ex.process.stderr)):
                 if stream is not None:
                     pumps.append(self._pump(ex, fd, stream))
-        self.spawn(self._run(ex, pumps, msg.get("timeout")))
+        self.spawn(self._run(ex, pumps, msg.timeout))
 
     def _stdin(self, ex: _Exec, data: bytes, eof: bool) -> None:
         if ex.master is not None:
@@ -218,7 +221,7 @@ class Agent:
         # asyncio's pipe reader stops reading the pipe while its buffer (64 KiB) is full: nothing
         # more is read while this waits for the window or for the connection to drain.
         while data := await stream.read(CHUNK):
-            self.send({"t": P.SANDBOX_OUT, "exec": ex.id, "fd": fd, "data": data})
+            self.send(P.SandboxOut(exec=ex.id, fd=fd, data=data))
             await self._drained()
             await ex.sent(fd, len(data))
 
@@ -244,7 +247,7 @@ class Agent:
                     data = b""
                 if not data:
                     return
-                self.send({"t": P.SANDBOX_OUT, "exec": ex.id, "fd": fd, "data": data})
+                self.send(P.SandboxOut(exec=ex.id, fd=fd, data=data))
                 await self._drained()
                 await ex.sent(fd, len(data))
         finally:
@@ -274,7 +277,7 @@ class Agent:
             for task in pending:
                 task.cancel()
         self.execs.pop(ex.id, None)
-        self.send({"t": P.SANDBOX_EXIT, "exec": ex.id, "code": code})
+        self.send(P.SandboxExit(exec=ex.id, code=code))
         if ex.id == P.SANDBOX_MAIN and not self.done.done():
             self.done.set_result(code)
 
@@ -295,33 +298,33 @@ def _fs_error(exc: OSError, path: str) -> FsError:
     return FsError(kinds.get(exc.errno or 0, "fs"), f"{path}: {exc.strerror or exc}")
 
 
-def _entry(path: str, st: os.stat_result) -> dict[str, Any]:
-    kind = "directory" if _stat.S_ISDIR(st.st_mode) else "symlink" if _stat.S_ISLNK(st.st_mode) else "file"
-    return {"path": path, "type": kind, "size": st.st_size, "mtime": st.st_mtime, "mode": st.st_mode}
+def _entry(path: str, st: os.stat_result) -> P.FileEntry:
+    kind: P.FileKind = "directory" if _stat.S_ISDIR(st.st_mode) else "symlink" if _stat.S_ISLNK(st.st_mode) else "file"
+    return P.FileEntry(path=path, type=kind, size=st.st_size, mtime=st.st_mtime, mode=st.st_mode)
 
 
-def filesystem(msg: dict[str, Any]) -> Any:
-    action, path = msg["action"], msg["path"]
+def filesystem(msg: P.AgentFs) -> Any:
+    action, path = msg.action, msg.path
     try:
         if action == "read":
             with open(path, "rb") as f:
                 return f.read()
         if action == "write":
             with open(path, "wb") as f:
-                f.write(msg["data"])
+                f.write(msg.data or b"")
             return None
         if action == "list":
             return [_entry(os.path.join(path, name), os.lstat(os.path.join(path, name)))
                     for name in sorted(os.listdir(path))]
         if action == "mkdir":
-            if msg.get("parents"):
+            if msg.parents:
                 os.makedirs(path, exist_ok=True)
             else:
                 os.mkdir(path)
             return None
         if action == "remove":
             if os.path.isdir(path) and not os.path.islink(path):
-                if msg.get("recursive"):
+                if msg.recursive:
                     import shutil
 
                     shutil.rmtree(path)
@@ -337,16 +340,18 @@ def filesystem(msg: dict[str, Any]) -> Any:
     raise ValueError(f"unknown file operation {action!r}")
 
 
-async def probe(msg: dict[str, Any]) -> bool:
+async def probe(msg: P.AgentProbe) -> bool:
     """Whether the readiness probe passes now."""
-    if msg.get("port"):
+    if msg.port:
         try:
-            _r, w = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", int(msg["port"])), 2)
+            _r, w = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", msg.port), 2)
         except (OSError, asyncio.TimeoutError):
             return False
         w.close()
         return True
-    proc = await asyncio.create_subprocess_exec(*msg["argv"], stdin=asyncio.subprocess.DEVNULL,
+    if not msg.argv:
+        raise ValueError("a readiness probe needs a TCP port or a command")
+    proc = await asyncio.create_subprocess_exec(*msg.argv, stdin=asyncio.subprocess.DEVNULL,
                                                 stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
                                                 start_new_session=True)
     return await proc.wait() == 0
@@ -412,7 +417,7 @@ async def amain() -> int:
     replies: asyncio.Queue = asyncio.Queue()
     hello_done = False
 
-    def first(msg: dict[str, Any]) -> None:
+    def first(msg: Any) -> None:
         nonlocal hello_done
         if not hello_done:
             hello_done = True
@@ -423,11 +428,17 @@ async def amain() -> int:
     proto._on_message = first
     await loop.create_unix_connection(lambda: proto, os.environ[P.ENV_SERVER_ADDRESS])
     agent.proto = proto
-    proto.send({"t": P.HELLO, "role": "sandbox", "cid": os.environ[P.ENV_CONTAINER_ID],
-                "token": os.environ[P.ENV_CONTAINER_TOKEN], "v": P.PROTOCOL_VERSION, "id": 0})
-    reply = await replies.get()
-    if not reply.get("ok"):
-        print(f"homeport: the control plane refused the sandbox agent: {reply.get('msg')}", file=sys.stderr, flush=True)
+    proto.send(P.Hello(role="sandbox", cid=os.environ[P.ENV_CONTAINER_ID], token=os.environ[P.ENV_CONTAINER_TOKEN],
+                       v=P.PROTOCOL_VERSION, id=0))
+    try:
+        reply = P.check_to_agent(await replies.get())
+    except P.MalformedMessage as exc:
+        print(f"homeport: the control plane's answer to the sandbox agent is malformed: {exc}", file=sys.stderr,
+              flush=True)
+        return 1
+    if not isinstance(reply, P.Result) or not reply.ok:
+        print(f"homeport: the control plane refused the sandbox agent: {getattr(reply, 'msg', reply)}",
+              file=sys.stderr, flush=True)
         return 1
     for key in (P.ENV_CONTAINER_TOKEN, P.ENV_SANDBOX):
         os.environ.pop(key, None)
@@ -436,8 +447,8 @@ async def amain() -> int:
         servers.append(await _serve_egress(config["egress"]))
         os.environ.update(config["egress"]["env"])
     if config.get("argv"):
-        await agent.start_exec({"exec": P.SANDBOX_MAIN, "argv": config["argv"], "pty": config.get("pty")})
-    proto.send({"t": "ready"})
+        await agent.start_exec(P.AgentExec(exec=P.SANDBOX_MAIN, argv=list(config["argv"]), pty=bool(config.get("pty"))))
+    proto.send(P.Ready())
     stop = loop.create_future()
     loop.add_signal_handler(signal.SIGTERM, lambda: None if stop.done() else stop.set_result(None))
     await asyncio.wait([agent.done, stop, closed], return_when=asyncio.FIRST_COMPLETED)

@@ -115,7 +115,7 @@ class SandboxRecord:
     timeout: float
     idle_timeout: float | None
     ports: list[int]
-    config: dict[str, Any]
+    config: P.SandboxCreate
     created_at: float = field(default_factory=time.time)
     pid: int | None = None
     proto: FramedProtocol | None = None
@@ -134,7 +134,7 @@ class SandboxRecord:
     tunnels: dict[int, tuple[asyncio.AbstractServer, int]] = field(default_factory=dict)
     scratch: str | None = None  # a writable directory bound at `workdir`, removed at exit
     startup_error: str | None = None
-    stdin_backlog: list[dict[str, Any]] = field(default_factory=list)
+    stdin_backlog: list[P.AgentStdin] = field(default_factory=list)
     greeted: bool = False  # its agent said hello (accepted once)
     egress: EgressProxy | None = None  # its way out of a network of its own
     inbound: list[Network] | None = None  # inbound_cidr_allowlist: who may use its tunnels
@@ -152,83 +152,98 @@ class Sandboxes:
         self._exec_ids = itertools.count(1)
 
     # --- client operations ---------------------------------------------------------------------------
-    async def op(self, peer: Peer, msg: dict[str, Any]) -> Any:
-        op = msg["op"]
-        if op == "create":
-            return await self.create(peer, msg)
-        if op == "list":
+    async def op(self, peer: Peer, msg: Any) -> Any:
+        """A client's operation (plain data or typed: checked as its operation's type, MalformedMessage
+        naming the field where it is not: answered `invalid`)."""
+        try:
+            req = P.check_sandbox(msg)
+        except P.MalformedMessage as exc:
+            raise InvalidError(str(exc)) from None
+        if isinstance(req, P.SandboxCreate):
+            return await self.create(peer, req)
+        if isinstance(req, P.SandboxList):
+            tags = req.tags or {}
             return [self.describe(r) for r in self.by_id.values()
-                    if r.running and (not msg.get("app_id") or r.app_id == msg["app_id"])
-                    and all(r.tags.get(k) == v for k, v in (msg.get("tags") or {}).items())]
-        if op == "from_name":
-            app_id = self.cp.app_service.deployed_by_name(msg["app_name"])
+                    if r.running and (not req.app_id or r.app_id == req.app_id)
+                    and all(r.tags.get(k) == v for k, v in tags.items())]
+        if isinstance(req, P.SandboxFromName):
+            app_id = self.cp.app_service.deployed_by_name(req.app_name)
             for r in self.by_id.values():
-                if app_id is not None and r.running and r.name == msg["name"] and r.app_id == app_id:
+                if app_id is not None and r.running and r.name == req.name and r.app_id == app_id:
                     return self.describe(r)
-            raise NotFoundError(f"Sandbox with name '{msg['name']}' not found in app '{msg['app_name']}'")
-        rec = self.by_id.get(msg.get("sandbox", ""))
+            raise NotFoundError(f"Sandbox with name '{req.name}' not found in app '{req.app_name}'")
+        rec = self.by_id.get(req.sandbox or "")
         if rec is None:
-            raise NotFoundError(f"Sandbox {msg.get('sandbox')} not found")
-        if op == "get":
+            raise NotFoundError(f"Sandbox {req.sandbox} not found")
+        if isinstance(req, P.SandboxGet):
             return self.describe(rec)
-        if op == "wait":
+        if isinstance(req, P.SandboxWait):
             if rec.running:
                 assert rec.exited is not None
                 with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(asyncio.shield(rec.exited), msg.get("timeout") or None)
+                    await asyncio.wait_for(asyncio.shield(rec.exited), req.timeout or None)
             return self.describe(rec)
-        if op == "terminate":
+        if isinstance(req, P.SandboxTerminate):
             self.end(rec, "terminated")
-            if msg.get("wait") and rec.exited is not None:
+            if req.wait and rec.exited is not None:
                 await asyncio.shield(rec.exited)
             return self.describe(rec)
-        if op == "set_tags":
-            rec.tags = dict(msg["tags"])
+        if isinstance(req, P.SandboxSetTags):
+            rec.tags = dict(req.tags)
             return None
-        if op == "main_read":
-            return await self._main_read(rec, int(msg["fd"]), int(msg["offset"]))
-        if op == "tunnels":
+        if isinstance(req, P.SandboxMainRead):
+            return await self._main_read(rec, req.fd, req.offset)
+        if isinstance(req, P.SandboxTunnels):
             return {str(port): host_port for port, (_s, host_port) in rec.tunnels.items()}
+        if isinstance(req, (P.SandboxStdin, P.SandboxAck)):
+            raise InvalidError(f"the sandbox operation {type(req).__name__} is sent without a request id")
         # Everything below talks to the agent.
         await self._agent_ready(rec)
         rec.last_active = time.monotonic()
-        if op == "exec":
+        if isinstance(req, P.SandboxExec):
             # The client names it (and watches for its output) before its output can arrive.
-            exec_id = str(msg.get("exec") or f"ex-{next(self._exec_ids)}{secrets.token_hex(3)}")
+            exec_id = req.exec or f"ex-{next(self._exec_ids)}{secrets.token_hex(3)}"
             if exec_id in rec.execs or exec_id == P.SANDBOX_MAIN:
                 raise InvalidError(f"exec id {exec_id} is in use")
             rec.execs[exec_id] = peer
             try:
-                await self._ask(rec, {"op": "exec", "exec": exec_id, "argv": msg["argv"],
-                                      "env": self.cp.function_setup.function_env({"secret_refs": msg.get("secret_refs"),
-                                                                    "env": msg.get("env")}),
-                                      "workdir": msg.get("workdir"), "pty": bool(msg.get("pty")),
-                                      "stdout": msg.get("stdout", "pipe"), "stderr": msg.get("stderr", "pipe"),
-                                      "timeout": msg.get("timeout")})
+                await self._ask(rec, P.AgentExec(
+                    exec=exec_id, argv=req.argv, workdir=req.workdir, pty=req.pty, stdout=req.stdout,
+                    stderr=req.stderr, timeout=req.timeout,
+                    env=self.cp.function_setup.function_env({"secret_refs": req.secret_refs, "env": req.env})))
             except BaseException:
                 rec.execs.pop(exec_id, None)
                 raise
             return exec_id
-        if op in ("fs", "probe"):
-            return await self._ask(rec, {**msg, "t": P.SANDBOX_AGENT, "op": op}, timeout=msg.get("timeout") or 120)
-        raise InvalidError(f"unknown sandbox operation {op!r}")
+        if isinstance(req, P.SandboxFs):
+            return await self._ask(rec, P.AgentFs(action=req.action, path=req.path, data=req.data,
+                                                  parents=req.parents, recursive=req.recursive),
+                                   timeout=req.timeout or 120)
+        if isinstance(req, P.SandboxProbe):
+            return await self._ask(rec, P.AgentProbe(port=req.port, argv=req.argv), timeout=req.timeout or 120)
+        raise InvalidError(f"unknown sandbox operation {type(req).__name__}")
 
-    def notify(self, peer: Peer, msg: dict[str, Any]) -> None:
+    def notify(self, peer: Peer, msg: Any) -> None:
         """What a client sends without a reply: input for an exec (`stdin`: the order of the connection
         is the order of the bytes), or how much of an exec's output its reader consumed (`ack`: the
-        agent reads on, see `_sandbox_agent.WINDOW`)."""
-        rec = self.by_id.get(msg.get("sandbox", ""))
+        agent reads on, see `_sandbox_agent.WINDOW`). A malformed one is dropped (nobody to answer)."""
+        try:
+            req = P.check_sandbox(msg)
+        except P.MalformedMessage as exc:
+            log.warning("dropped a malformed sandbox message: %s", exc)
+            return
+        rec = self.by_id.get(req.sandbox or "")
         if rec is None or not rec.running:
             return
-        if msg.get("op") == "ack":
+        if isinstance(req, P.SandboxAck):
             # Only the client reading the exec: another cannot make its output pile up there.
-            if rec.execs.get(str(msg.get("exec"))) is peer and rec.proto is not None and isinstance(msg.get("n"), int):
-                rec.proto.send({"t": P.SANDBOX_AGENT, "op": "ack", "exec": msg["exec"], "fd": msg.get("fd"),
-                                "n": msg["n"]})
+            if rec.execs.get(req.exec) is peer and rec.proto is not None:
+                rec.proto.send(P.AgentAck(exec=req.exec, fd=req.fd, n=req.n))
+            return
+        if not isinstance(req, P.SandboxStdin):
             return
         rec.last_active = time.monotonic()
-        frame = {"t": P.SANDBOX_AGENT, "op": "stdin", "exec": msg["exec"], "data": msg.get("data") or b"",
-                 "eof": bool(msg.get("eof"))}
+        frame = P.AgentStdin(exec=req.exec, data=req.data, eof=req.eof)
         if rec.proto is None or rec.connected is None or not rec.connected.done():
             rec.stdin_backlog.append(frame)  # for the command, before its agent is ready: sent once it is
             return
@@ -240,30 +255,29 @@ class Sandboxes:
             if rec.running and rec.proto is not None:
                 for exec_id, reader in rec.execs.items():
                     if reader is peer:
-                        rec.proto.send({"t": P.SANDBOX_AGENT, "op": "unwatched", "exec": exec_id})
+                        rec.proto.send(P.AgentUnwatched(exec=exec_id))
 
-    def describe(self, rec: SandboxRecord) -> dict[str, Any]:
-        return {"sandbox_id": rec.sandbox_id, "app_id": rec.app_id, "name": rec.name, "tags": rec.tags,
-                "returncode": rec.returncode, "reason": rec.reason, "created_at": rec.created_at,
-                "error": rec.startup_error}
+    def describe(self, rec: SandboxRecord) -> P.SandboxInfo:
+        return P.SandboxInfo(sandbox_id=rec.sandbox_id, app_id=rec.app_id, name=rec.name, tags=rec.tags,
+                             returncode=rec.returncode, reason=rec.reason, created_at=rec.created_at,
+                             error=rec.startup_error)
 
-    async def create(self, peer: Peer, msg: dict[str, Any]) -> dict[str, Any]:
+    async def create(self, peer: Peer, msg: P.SandboxCreate) -> P.SandboxInfo:
         cp = self.cp
-        app_id = msg.get("app_id")
+        app_id = msg.app_id
         if not app_id and peer.container_id is not None:
             own = cp.containers.get(peer.container_id)
             app_id = own.fn.app_id if own is not None else None
         if not app_id or app_id not in cp.apps:
             raise NotFoundError(f"App {app_id} is not running; create the Sandbox with a running app (`app=`)")
-        name = msg.get("name")
+        name = msg.name
         if name and any(r.running and r.name == name and r.app_id == app_id for r in self.by_id.values()):
             raise AlreadyExistsError(f"Sandbox with name '{name}' already exists in this app")
-        if msg.get("image") is not None:
-            msg["image_id"] = await self._build_image(peer, msg.pop("image"))
+        if msg.image is not None:
+            msg = P.replace(msg, image_id=await self._build_image(peer, msg.image), image=None)
         sid = f"sb-{secrets.token_hex(8)}"
-        rec = SandboxRecord(sid, app_id, name, dict(msg.get("tags") or {}), secrets.token_urlsafe(16),
-                            float(msg.get("timeout") or 300), msg.get("idle_timeout"),
-                            [int(p) for p in msg.get("ports") or ()], msg)
+        rec = SandboxRecord(sid, app_id, name, dict(msg.tags or {}), secrets.token_urlsafe(16),
+                            float(msg.timeout or 300), msg.idle_timeout, list(msg.ports or ()), msg)
         loop = asyncio.get_running_loop()
         rec.connected = loop.create_future()
         rec.exited = loop.create_future()
@@ -293,19 +307,19 @@ class Sandboxes:
             await self._open_tunnel(rec, port)
         return self.describe(rec)
 
-    async def _network(self, rec: SandboxRecord, msg: dict[str, Any]) -> None:
+    async def _network(self, rec: SandboxRecord, msg: P.SandboxCreate) -> None:
         """Its allowlists, and the proxy that is its way out (see `egress`) unless it has no network."""
         try:
-            cidrs = parse_cidrs(msg["outbound_cidr_allowlist"], "outbound_cidr_allowlist") \
-                if msg.get("outbound_cidr_allowlist") is not None else None
-            if msg.get("inbound_cidr_allowlist") is not None:
-                rec.inbound = parse_cidrs(msg["inbound_cidr_allowlist"], "inbound_cidr_allowlist")
+            cidrs = parse_cidrs(msg.outbound_cidr_allowlist, "outbound_cidr_allowlist") \
+                if msg.outbound_cidr_allowlist is not None else None
+            if msg.inbound_cidr_allowlist is not None:
+                rec.inbound = parse_cidrs(msg.inbound_cidr_allowlist, "inbound_cidr_allowlist")
         except ValueError as exc:
             raise InvalidError(str(exc)) from None
-        domains = msg.get("outbound_domain_allowlist")
+        domains = msg.outbound_domain_allowlist
         if domains is not None and not all(isinstance(d, str) and d for d in domains):
             raise InvalidError("outbound_domain_allowlist must be a list of domain names")
-        if msg.get("block_network") or not self._own_networks():
+        if msg.block_network or not self._own_networks():
             return
         # In its own directory of the shared one (the rest is read-only to it: see the local backend's `_private`)
         os.makedirs(os.path.join(self.cp.web_dir, rec.sandbox_id), mode=0o700, exist_ok=True)
@@ -337,21 +351,21 @@ class Sandboxes:
         except (ImageBuildFailed, ImageUnsupported) as exc:
             raise ImageBuildError(str(exc)) from None
 
-    async def _spec(self, rec: SandboxRecord, msg: dict[str, Any]) -> ContainerSpec:
+    async def _spec(self, rec: SandboxRecord, msg: P.SandboxCreate) -> ContainerSpec:
         cp = self.cp
         launcher = cp.launcher
-        image = cp.images.get(msg["image_id"]) if msg.get("image_id") else await cp.images.default_image()
+        image = cp.images.get(msg.image_id) if msg.image_id else await cp.images.default_image()
         env = dict(launcher.image_environ(image))
-        env.update(cp.function_setup.function_env({"secret_refs": msg.get("secret_refs"), "env": msg.get("env")}))
+        env.update(cp.function_setup.function_env({"secret_refs": msg.secret_refs, "env": msg.env}))
         # Every sandbox has a network of its own where the machine allows (its ports its own, the
         # machine's services out of reach; not with containers over TCP, see `_own_networks`); outbound
         # it has the egress proxy, none with block_network.
         # Where it does not, it shares the machine's network, but for what needs its own to be real
         # (`network_required`: block_network, the allowlists), which it refuses to run without.
-        allowlists = any(msg.get(k) is not None for k in ("outbound_cidr_allowlist", "outbound_domain_allowlist"))
-        agent_config = {"argv": list(msg.get("argv") or ()), "pty": bool(msg.get("pty")),
-                        "block_network": bool(msg.get("block_network")), "workdir": msg.get("workdir"),
-                        "network_required": bool(msg.get("block_network")) or allowlists,
+        allowlists = msg.outbound_cidr_allowlist is not None or msg.outbound_domain_allowlist is not None
+        agent_config = {"argv": list(msg.argv), "pty": msg.pty,
+                        "block_network": msg.block_network, "workdir": msg.workdir,
+                        "network_required": msg.block_network or allowlists,
                         "tunnels": {str(p): self._socket(rec, p) for p in rec.ports}}
         if rec.egress is not None:
             agent_config["egress"] = {"socket": rec.egress.path, "port": EGRESS_PORT,
@@ -367,8 +381,8 @@ class Sandboxes:
             P.ENV_SANDBOX: json.dumps(agent_config),
         })
         mounts = image.container_mounts()
-        mounts += [Mount(host, target) for host, target in cp.function_setup.function_mounts({"volumes": msg.get("volumes")})]
-        workdir = msg.get("workdir")
+        mounts += [Mount(host, target) for host, target in cp.function_setup.function_mounts({"volumes": msg.volumes})]
+        workdir = msg.workdir
         if workdir is not None and (not isinstance(workdir, str) or not workdir.startswith("/")
                                     or posixpath.normpath(workdir) != workdir):
             raise InvalidError(f"workdir must be a canonical absolute path, got: {workdir!r}")
@@ -399,13 +413,13 @@ class Sandboxes:
         return ContainerSpec(
             container_id=rec.sandbox_id, app_id=rec.app_id, function_tag="sandbox",
             argv=(python, "-m", "homeport.runtime._sandbox_agent"), env=env, cwd=cwd,
-            memory_limit_mib=msg.get("memory_limit_mib"), cpu_limit=msg.get("cpu_limit"),
+            memory_limit_mib=msg.memory_limit_mib, cpu_limit=msg.cpu_limit,
             mounts=tuple(mounts), rootfs=rootfs,
             # What the sandbox writes stays in it: the host's directories are read-only, /tmp its own
             # (but for the runtime's packages, which may be under the host's /tmp).
             host_read_only=rootfs is None,
             code=launcher.images.runtime_sources(env.get(P.ENV_RUNTIME_PATH, "")) if rootfs is None else (),
-            private_network=self._own_networks() or bool(msg.get("block_network")),
+            private_network=self._own_networks() or msg.block_network,
         )
 
     def _socket(self, rec: SandboxRecord, port: int) -> str:
@@ -423,7 +437,7 @@ class Sandboxes:
         server = await asyncio.start_server(forward, "127.0.0.1", 0)
         rec.tunnels[port] = (server, server.sockets[0].getsockname()[1])
 
-    async def _main_read(self, rec: SandboxRecord, fd: int, offset: int) -> dict[str, Any]:
+    async def _main_read(self, rec: SandboxRecord, fd: int, offset: int) -> P.MainChunk:
         while True:
             buf = rec.main_out[fd]
             start = offset - rec.main_dropped[fd]
@@ -431,8 +445,8 @@ class Sandboxes:
                 start = 0
             if start < len(buf) or rec.main_done:
                 data = bytes(buf[start:])
-                return {"data": data, "offset": rec.main_dropped[fd] + start + len(data),
-                        "eof": rec.main_done and start + len(data) >= len(buf)}
+                return P.MainChunk(data=data, offset=rec.main_dropped[fd] + start + len(data),
+                                   eof=rec.main_done and start + len(data) >= len(buf))
             rec.main_changed.clear()
             await rec.main_changed.wait()
 
@@ -446,13 +460,14 @@ class Sandboxes:
             raise InvalidError(f"Sandbox {rec.sandbox_id} finished before it could run this "
                                f"({rec.startup_error or 'its agent never connected'})")
 
-    async def _ask(self, rec: SandboxRecord, msg: dict[str, Any], timeout: float = 60) -> Any:
+    async def _ask(self, rec: SandboxRecord, msg: P.AgentRequest, timeout: float = 60) -> Any:
         if rec.proto is None:
             raise InvalidError(f"Sandbox {rec.sandbox_id} is not running")
         rid = next(self._request_ids)
         fut = asyncio.get_running_loop().create_future()
         rec.pending[rid] = fut
-        rec.proto.send({**msg, "t": P.SANDBOX_AGENT, "id": rid})
+        msg.id = rid
+        rec.proto.send(msg)
         try:
             return await asyncio.wait_for(fut, timeout)
         finally:
@@ -469,53 +484,58 @@ class Sandboxes:
         rec.proto = proto
         return True
 
-    def agent_message(self, sid: str, msg: dict[str, Any]) -> None:
+    def agent_message(self, sid: str, raw: Any) -> None:
+        """What a sandbox's agent sent. It runs in the sandbox, with the sandbox's code: a message that
+        does not decode as its type is dropped."""
         rec = self.by_id.get(sid)
         if rec is None:
             return
-        t = msg.get("t")
-        if t == P.RESULT:
-            rid = msg.get("id")  # from the sandbox: anything
+        try:
+            msg = P.check_from_agent(raw)
+        except P.MalformedMessage as exc:
+            log.warning("sandbox %s: dropped a malformed message from its agent: %s", sid, exc)
+            return
+        if isinstance(msg, P.Result):
+            rid = msg.id  # from the sandbox: anything
             fut = rec.pending.pop(rid, None) if isinstance(rid, int) else None
             if fut is not None and not fut.done():
-                if msg.get("ok"):
-                    fut.set_result(msg.get("v"))
+                if msg.ok:
+                    fut.set_result(msg.v)
                 else:
                     from ..exception import error_from_code
 
-                    fut.set_exception(error_from_code(msg.get("code", "internal"), msg.get("msg", "")))
-        elif t == "ready":
+                    fut.set_exception(error_from_code(msg.code or P.errors.INTERNAL, msg.msg or ""))
+        elif isinstance(msg, P.Ready):
             if rec.connected is not None and not rec.connected.done():
                 rec.connected.set_result(None)
             backlog, rec.stdin_backlog = rec.stdin_backlog, []
             for frame in backlog:
                 if rec.proto is not None:
                     rec.proto.send(frame)
-        elif t == "startup_error":
-            rec.startup_error = msg.get("msg")
-        elif t in (P.SANDBOX_OUT, P.SANDBOX_EXIT):
-            exec_id = msg["exec"]
+        elif isinstance(msg, (P.SandboxOut, P.SandboxExit)):
+            exec_id = msg.exec
             if exec_id == P.SANDBOX_MAIN:
                 self._main_output(rec, msg)
                 return
             rec.last_active = time.monotonic()
-            peer = rec.execs.get(exec_id) if t == P.SANDBOX_OUT else rec.execs.pop(exec_id, None)
+            out = isinstance(msg, P.SandboxOut)
+            peer = rec.execs.get(exec_id) if out else rec.execs.pop(exec_id, None)
             if peer is not None and not peer.proto.is_closing:
                 peer.proto.send(msg)
-            elif t == P.SANDBOX_OUT and rec.proto is not None:  # nobody reads it any more: let it run on
-                rec.proto.send({"t": P.SANDBOX_AGENT, "op": "ack", "exec": exec_id, "fd": msg.get("fd"),
-                                "n": len(msg.get("data") or b"")})
+            elif isinstance(msg, P.SandboxOut) and msg.fd in (1, 2) and rec.proto is not None:
+                # nobody reads it any more: let it run on
+                rec.proto.send(P.AgentAck(exec=exec_id, fd=msg.fd, n=len(msg.data)))  # type: ignore[arg-type]
 
-    def _main_output(self, rec: SandboxRecord, msg: dict[str, Any]) -> None:
-        if msg["t"] == P.SANDBOX_EXIT:
+    def _main_output(self, rec: SandboxRecord, msg: P.SandboxOut | P.SandboxExit) -> None:
+        if isinstance(msg, P.SandboxExit):
             rec.main_done = True
-        else:
-            buf = rec.main_out[msg["fd"]]
-            buf += msg["data"]
+        elif msg.fd in (1, 2):
+            buf = rec.main_out[msg.fd]
+            buf += msg.data
             if len(buf) > MAIN_BUFFER_BYTES:
                 drop = len(buf) - MAIN_BUFFER_BYTES
                 del buf[:drop]
-                rec.main_dropped[msg["fd"]] += drop
+                rec.main_dropped[msg.fd] += drop
         rec.main_changed.set()
 
     def agent_closed(self, sid: str) -> None:
@@ -578,7 +598,7 @@ class Sandboxes:
         if rec.scratch:
             shutil.rmtree(rec.scratch, ignore_errors=True)
         for exec_id, peer in list(rec.execs.items()):
-            peer.proto.send({"t": P.SANDBOX_EXIT, "exec": exec_id, "code": rc})
+            peer.proto.send(P.SandboxExit(exec=exec_id, code=rc))
         rec.execs.clear()
         for fut in rec.pending.values():
             if not fut.done():
