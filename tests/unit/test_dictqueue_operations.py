@@ -4,6 +4,9 @@ and a malformed operation is refused naming the field. The wire stays the map it
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
+import textwrap
 
 import pytest
 
@@ -55,3 +58,27 @@ def test_the_wire_is_the_map_it_was():
     plain = P.decode(P.encode(P.DictOp(**D.fields_of(update)))[P.HEADER.size:])
     assert plain == {"t": "dict", "op": "update", "oid": "di-1", "items": [[b"k", b"v"]]}
     assert D.check_operation("dict", plain) == update
+
+
+def test_without_msgspec_the_same_operations_travel():
+    """A container whose Python cannot load msgspec builds and checks the operations with the stand-in."""
+    script = textwrap.dedent("""
+        import sys
+        sys.modules["msgspec"] = None
+        from homeport import _protocol as P
+        from homeport._protocol import _msgspec, dictqueue as D
+        assert not _msgspec.NATIVE
+        op = D.QueuePut(oid="qu-1", values=[b"x"], wait=1.0, wait_id="w")
+        plain = P.decode(bytes(P.encode(P.QueueOp(id=3, **D.fields_of(op)))[4:]))
+        assert plain["t"] == "queue" and plain["op"] == "put" and plain["values"] == [b"x"], plain
+        assert D.check_operation("queue", plain) == op
+        try:
+            D.check_operation("dict", {"op": "put", "oid": "d", "value": b"v"})
+        except P.MalformedMessage as exc:
+            assert "'key' is missing" in str(exc), exc
+        else:
+            raise AssertionError("a put without key decoded")
+        print("ok")
+    """)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert done.stdout.strip() == "ok", done.stderr
