@@ -8,6 +8,7 @@ defaults are not sent; a reader takes the default from the type. Keys and values
 
 from __future__ import annotations
 
+import typing
 from typing import Any, Union
 
 from ._msgspec import Struct, ValidationError, convert, structs
@@ -141,8 +142,15 @@ QueueOperation = Union[  # noqa: UP007
     QueuePut, QueueGet, QueueNext, QueueLen, QueueClear, QueueCancelWait,
 ]
 OBJECT_OPERATIONS = (Lookup, Create, Ephemeral, ById, ListObjects, Delete, Release)
-_BY_KIND: dict[str, Any] = {"dict": DictOperation, "queue": QueueOperation}
 _BYTES = (bytes, bytearray, memoryview)
+
+
+def _by_name(union: Any) -> dict[str, type]:
+    return {cls.__struct_config__.tag: cls for cls in typing.get_args(union)}
+
+
+_BY_KIND = {"dict": _by_name(DictOperation), "queue": _by_name(QueueOperation)}
+_KIND_NAMES = {"dict": "Dict", "queue": "Queue"}
 
 
 def name_of(operation: Operation) -> str:
@@ -158,7 +166,13 @@ def fields_of(operation: Operation) -> dict[str, Any]:
 def check_operation(kind: str, message: dict[str, Any]) -> Any:
     """A DICT or QUEUE message (a map; its other keys, "t" and "id", are not the operation's) as the
     operation type its "op" names, raising MalformedMessage that names the field."""
+    name = message.get("op")
+    cls = _BY_KIND[kind].get(name) if isinstance(name, str) else None
+    if cls is None:  # by the name first: converting to the one type is ~15x faster than to the union
+        if "op" not in message:
+            raise MalformedMessage("malformed message: the field 'op' is missing")
+        raise MalformedMessage(f"malformed message: the field 'op': unknown {_KIND_NAMES[kind]} operation {name!r}")
     try:
-        return convert(message, _BY_KIND[kind], builtin_types=_BYTES)
+        return convert(message, cls, builtin_types=_BYTES)
     except ValidationError as exc:
         raise MalformedMessage(why(exc)) from None
