@@ -18,6 +18,7 @@ from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 from . import _pickle
+from ._protocol import dictqueue as D
 from ._stored_object import KIND_DICT, StoredObject, aio_generator, blocking_method, register
 from .exception import DeserializationError, SerializationError
 
@@ -54,22 +55,22 @@ class Dict(StoredObject):
     @blocking_method
     async def get(self, key: Any, default: Any = None) -> Any:
         """The value for `key`, or `default` when there is none."""
-        found, value = await self._op("get", key=_dumps(key, "key"))
+        found, value = await self._op(D.DictGet, key=_dumps(key, "key"))
         return _loads(value) if found else default
 
     @blocking_method
     async def contains(self, key: Any) -> bool:
-        return bool(await self._op("contains", key=_dumps(key, "key")))
+        return bool(await self._op(D.DictContains, key=_dumps(key, "key")))
 
     @blocking_method
     async def len(self) -> int:
         """The number of entries (it counts the whole Dict: use it sparingly on big ones)."""
-        return int(await self._op("len"))
+        return int(await self._op(D.DictLen))
 
     @blocking_method
     async def put(self, key: Any, value: Any, *, skip_if_exists: bool = False) -> bool:
         """Set `key` to `value`; with `skip_if_exists=True` only when `key` has no value. Whether it was set."""
-        return bool(await self._op("put", key=_dumps(key, "key"), value=_dumps(value, "value"),
+        return bool(await self._op(D.DictPut, key=_dumps(key, "key"), value=_dumps(value, "value"),
                                    skip_if_exists=bool(skip_if_exists)))
 
     @blocking_method
@@ -78,12 +79,12 @@ class Dict(StoredObject):
         items = dict(other or {})
         items.update(kwargs)
         if items:
-            await self._op("update", items=[[_dumps(k, "key"), _dumps(v, "value")] for k, v in items.items()])
+            await self._op(D.DictUpdate, items=[(_dumps(k, "key"), _dumps(v, "value")) for k, v in items.items()])
 
     @blocking_method
     async def pop(self, key: Any, default: Any = _MISSING) -> Any:
         """Remove `key` and return its value; `KeyError` when it has none and no `default` is given."""
-        found, value = await self._op("pop", key=_dumps(key, "key"))
+        found, value = await self._op(D.DictPop, key=_dumps(key, "key"))
         if found:
             return _loads(value)
         if default is _MISSING:
@@ -93,12 +94,12 @@ class Dict(StoredObject):
     @blocking_method
     async def clear(self) -> None:
         """Remove every entry."""
-        await self._op("clear")
+        await self._op(D.DictClear)
 
     async def _entries(self) -> AsyncIterator[tuple[bytes, bytes]]:
         after = 0
         while True:
-            page = await self._op("page", after=after)
+            page = await self._op(D.DictPage, after=after)
             for seq, key, value in page:
                 after = seq
                 yield key, value

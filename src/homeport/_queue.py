@@ -23,11 +23,12 @@ import queue
 import secrets
 import time
 import warnings
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from . import _pickle
 from . import _protocol as P
+from ._protocol import dictqueue as D
 from ._stored_object import KIND_QUEUE, StoredObject, aio_generator, blocking_method, register
 from .exception import (
     DeserializationError,
@@ -77,7 +78,7 @@ class Queue(StoredObject):
             return key
         return b""
 
-    async def _wait_op(self, op: str, wait: float, partition: bytes, **fields: Any) -> Any:
+    async def _wait_op(self, op: Callable[..., D.Operation], wait: float, partition: bytes, **fields: Any) -> Any:
         """A request that may wait on the control plane. If it is cancelled here (`asyncio` cancellation,
         Ctrl-C), the control plane is told, so that it does not take items for nobody (or put later)."""
         wait_id = secrets.token_hex(12)
@@ -95,8 +96,8 @@ class Queue(StoredObject):
         client = Client._instance
         if client is not None and not client.closed:
             with contextlib.suppress(Exception):
-                client.send(P.QueueOp(op="cancel_wait", id=next(client._ids), oid=self._object_id,
-                                      partition=partition, wait_id=wait_id))
+                cancel = D.QueueCancelWait(oid=self._object_id or "", partition=partition, wait_id=wait_id)
+                client.send(P.QueueOp(id=next(client._ids), **D.fields_of(cancel)))
 
     # --- getting -----------------------------------------------------------------------------------
     async def _get(self, n: int, block: bool, timeout: float | None, partition: str | None) -> list[Any]:
@@ -104,11 +105,11 @@ class Queue(StoredObject):
         if not block:
             if timeout is not None:
                 warnings.warn("Timeout is ignored for non-blocking get.", stacklevel=3)
-            return [_loads(v) for v in await self._op("get", partition=key, n=n, timeout=0)]
+            return [_loads(v) for v in await self._op(D.QueueGet, partition=key, n=n, timeout=0)]
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             wait = _REQUEST_WAIT if deadline is None else max(0.0, min(_REQUEST_WAIT, deadline - time.monotonic()))
-            values = await self._wait_op("get", wait, key, n=n)
+            values = await self._wait_op(D.QueueGet, wait, key, n=n)
             if values:
                 return [_loads(v) for v in values]
             if deadline is not None and time.monotonic() >= deadline:
@@ -147,7 +148,7 @@ class Queue(StoredObject):
         while True:
             wait = _REQUEST_WAIT if deadline is None else max(0.0, min(_REQUEST_WAIT, deadline - time.monotonic()))
             try:
-                await self._wait_op("put", wait, key, values=blobs, partition_ttl=partition_ttl)
+                await self._wait_op(D.QueuePut, wait, key, values=blobs, partition_ttl=partition_ttl)
                 return
             except ResourceExhaustedError as exc:
                 if deadline is not None and time.monotonic() >= deadline:
@@ -176,14 +177,14 @@ class Queue(StoredObject):
         """The number of items in a partition, or in all of them with `total=True`."""
         if partition and total:
             raise InvalidError("Partition must be null when requesting total length.")
-        return int(await self._op("len", partition=self.validate_partition_key(partition), total=bool(total)))
+        return int(await self._op(D.QueueLen, partition=self.validate_partition_key(partition), total=bool(total)))
 
     @blocking_method
     async def clear(self, *, partition: str | None = None, all: bool = False) -> None:
         """Remove every item of a partition, or of all of them with `all=True`."""
         if partition and all:
             raise InvalidError("Partition must be null when requesting to clear all.")
-        await self._op("clear", partition=self.validate_partition_key(partition), all=bool(all))
+        await self._op(D.QueueClear, partition=self.validate_partition_key(partition), all=bool(all))
 
     @aio_generator
     async def iterate(self, *, partition: str | None = None, item_poll_timeout: float = 0.0) -> AsyncIterator[Any]:
@@ -194,7 +195,7 @@ class Queue(StoredObject):
         deadline = time.monotonic() + item_poll_timeout
         while True:
             wait = max(0.0, min(_REQUEST_WAIT, deadline - time.monotonic()))
-            items = await self._op("next", timeout=wait + 30, partition=key, after=after, wait=wait)
+            items = await self._op(D.QueueNext, timeout=wait + 30, partition=key, after=after, wait=wait)
             if items:
                 for seq, value in items:
                     after = seq

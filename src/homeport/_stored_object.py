@@ -19,6 +19,7 @@ from typing import Any, ClassVar
 
 from . import _protocol as P
 from ._bridge import GeneratorWithAio, MethodWithAio, in_bridge_thread, run_async, run_sync
+from ._protocol import dictqueue as D
 from ._secret import check_object_name
 from ._session import connection_lost
 from .exception import ConnectionError, InvalidError, UnimplementedError, error_from_code
@@ -39,7 +40,7 @@ def _no_client(client: Any) -> None:
 
 
 # Ephemeral objects belong to the connection that made them: the process's long-lived client's.
-_OWNED_OPS = frozenset({"ephemeral", "release"})
+_OWNED_OPS = (D.Ephemeral, D.Release)
 _blocking = threading.local()  # `on`: this thread runs a blocking method (see `blocking_method`)
 _sync_ids = itertools.count(1)
 
@@ -47,9 +48,9 @@ _sync_ids = itertools.count(1)
 _OPS: dict[str, type[P.DictOp] | type[P.QueueOp]] = {P.DICT: P.DictOp, P.QUEUE: P.QueueOp}
 
 
-async def _request(kind: str, op: str, timeout: float | None = 60, **fields: Any) -> Any:
-    msg = _OPS[kind](op=op, **fields)
-    if getattr(_blocking, "on", False) and op not in _OWNED_OPS:
+async def _request(kind: str, operation: D.Operation, timeout: float | None = 60) -> Any:
+    msg = _OPS[kind](**D.fields_of(operation))
+    if getattr(_blocking, "on", False) and not isinstance(operation, _OWNED_OPS):
         return _sync_request(msg)
     from ._client import get_client
 
@@ -75,7 +76,8 @@ def _sync_request(msg: P.DictOp | P.QueueOp) -> Any:
         # the connection (a control plane takes no item for a connection that is gone).
         if msg.wait_id is not None:
             with contextlib.suppress(OSError):
-                ch.sock.sendall(P.encode(P.replace(msg, op="cancel_wait", id=0)))
+                cancel = D.QueueCancelWait(oid=msg.oid or "", partition=msg.partition, wait_id=msg.wait_id)
+                ch.sock.sendall(P.encode(P.QueueOp(id=0, **D.fields_of(cancel))))
         ch.close()
         raise
     except (OSError, EOFError):
@@ -134,7 +136,7 @@ class _Manager:
     ) -> None:
         _no_client(client)
         check_object_name(name, self._cls._label)
-        await _request(self._cls._kind, "create", name=name, allow_existing=bool(allow_existing))
+        await _request(self._cls._kind, D.Create(name=name, allow_existing=bool(allow_existing)))
 
     async def _list(
         self,
@@ -147,7 +149,7 @@ class _Manager:
         _no_client(client)
         if max_objects is not None and max_objects < 0:
             raise InvalidError("max_objects cannot be negative")
-        rows = await _request(self._cls._kind, "list")
+        rows = await _request(self._cls._kind, D.ListObjects())
         if created_before is not None:
             if isinstance(created_before, str):
                 created_before = datetime.fromisoformat(created_before)
@@ -165,8 +167,8 @@ class _Manager:
         _no_client(client)
         check_object_name(name, self._cls._label)
         try:
-            meta = await _request(self._cls._kind, "lookup", name=name)
-            await _request(self._cls._kind, "delete", oid=meta["object_id"])
+            meta = await _request(self._cls._kind, D.Lookup(name=name))
+            await _request(self._cls._kind, D.Delete(oid=meta["object_id"]))
         except NotFoundError:
             if not allow_missing:
                 raise
@@ -185,14 +187,14 @@ class _Ephemeral:
         self._obj: StoredObject | None = None
 
     async def _enter(self) -> StoredObject:
-        meta = await _request(self._cls._kind, "ephemeral")
+        meta = await _request(self._cls._kind, D.Ephemeral())
         self._obj = self._cls._hydrated(meta, ephemeral=True)
         return self._obj
 
     async def _exit(self) -> None:
         obj, self._obj = self._obj, None
-        if obj is not None:
-            await _request(self._cls._kind, "release", oid=obj._object_id)
+        if obj is not None and obj._object_id is not None:
+            await _request(self._cls._kind, D.Release(oid=obj._object_id))
 
     def __enter__(self) -> Any:
         return run_sync(self._enter())
@@ -326,11 +328,9 @@ class StoredObject:
         if self._object_id is None:
             if self._name is None:
                 raise InvalidError(f"{self._label} has neither a name nor an id")
-            meta = await _request(
-                self._kind, "lookup", name=self._name, create_if_missing=self._create_if_missing
-            )
+            meta = await _request(self._kind, D.Lookup(name=self._name, create_if_missing=self._create_if_missing))
         elif self._created_at is None:
-            meta = await _request(self._kind, "by_id", oid=self._object_id)
+            meta = await _request(self._kind, D.ById(oid=self._object_id))
         else:
             return self._object_id
         self._object_id = meta["object_id"]
@@ -338,9 +338,10 @@ class StoredObject:
         self._created_at = meta.get("created_at")
         return self._object_id
 
-    async def _op(self, op: str, timeout: float | None = 60, **fields: Any) -> Any:
+    async def _op(self, operation: Callable[..., D.Operation], timeout: float | None = 60, **fields: Any) -> Any:
+        """The operation type `operation` on this object, built with its id and `fields`."""
         oid = self._object_id if self._object_id is not None and self._created_at is not None else await self._oid()
-        return await _request(self._kind, op, timeout=timeout, oid=oid, **fields)
+        return await _request(self._kind, operation(oid=oid, **fields), timeout=timeout)
 
     @blocking_method
     async def hydrate(self, client: Any = None) -> Any:

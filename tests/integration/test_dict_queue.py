@@ -12,6 +12,7 @@ import pytest
 
 from homeport import _pickle
 from homeport import _protocol as P
+from homeport._protocol import dictqueue as D
 from homeport.exception import DeserializationError, InvalidError, NotFoundError, RequestSizeError
 from homeport.testing import Platform, homeport_cli, running, wait_for
 
@@ -299,7 +300,7 @@ def test_undecodable_values_raise_deserialization_error(platform):
         from homeport._bridge import run_sync
         from homeport._stored_object import _request
 
-        run_sync(_request(P.DICT, "put", oid=d.object_id, key=_pickle.dumps("k"), value=b"not a pickle"))
+        run_sync(_request(P.DICT, D.DictPut(oid=d.object_id, key=_pickle.dumps("k"), value=b"not a pickle")))
         with pytest.raises(DeserializationError):
             d["k"]
 

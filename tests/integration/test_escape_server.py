@@ -192,6 +192,30 @@ def test_the_server_checks_every_name(platform):
         assert c.request({"t": P.VOLUME, "op": "delete", "name": ".."})["ok"]
 
 
+def test_a_malformed_dict_or_queue_operation_is_refused_naming_its_field(platform):
+    """Each Dict and Queue operation decodes as its own type: a field it needs that is missing or of the
+    wrong type is answered `invalid`, naming the field, and nothing is stored."""
+    with _Raw(platform) as c:
+        made = c.request({"t": P.DICT, "op": "lookup", "name": "escape-dq", "create_if_missing": True})
+        assert made["ok"], made
+        oid = made["v"]["object_id"]
+        for msg, field in (
+            ({"t": P.DICT, "op": "put", "oid": oid, "value": b"v"}, "'key' is missing"),
+            ({"t": P.DICT, "op": "put", "oid": oid, "key": "not pickled", "value": b"v"}, "'key'"),
+            ({"t": P.DICT, "op": "update", "oid": oid, "items": [[b"k"]]}, "'items[0]'"),
+            ({"t": P.DICT, "op": "page", "oid": oid, "after": "0; DROP TABLE dict_entries"}, "'after'"),
+            ({"t": P.DICT, "op": "next", "oid": oid}, "'op'"),  # a Queue's operation
+            ({"t": P.DICT, "op": "get", "key": b"k"}, "'oid' is missing"),
+            ({"t": P.QUEUE, "op": "get", "oid": "qu-x", "n": "5"}, "'n'"),
+        ):
+            reply = c.request(msg)
+            assert reply["ok"] is False and reply["code"] == "invalid" and field in reply["msg"], (msg, reply)
+        # The connection still answers, and nothing was stored.
+        reply = c.request({"t": P.DICT, "op": "len", "oid": oid})
+        assert reply["ok"] and reply["v"] == 0, reply
+        assert c.request({"t": P.DICT, "op": "delete", "oid": oid})["ok"]
+
+
 def test_an_app_named_like_a_path_does_not_deploy(platform):
     import homeport
 

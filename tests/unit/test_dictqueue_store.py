@@ -7,6 +7,8 @@ import sqlite3
 
 import pytest
 
+from homeport._protocol import MalformedMessage
+from homeport._protocol import dictqueue as D
 from homeport.exception import (
     AlreadyExistsError,
     InvalidError,
@@ -16,6 +18,15 @@ from homeport.exception import (
 )
 from homeport.server import dictqueue as dq
 from homeport.server.dictqueue import DictQueueStore, check_partition, check_put
+
+
+def _dict_op(store, op, fields):
+    """A Dict operation as the control plane takes it: the map checked as the type its "op" names."""
+    return store.dict_op(D.check_operation("dict", {"op": op, **fields}))
+
+
+def _queue_op(store, op, fields, connection_open):
+    return store.queue_op(D.check_operation("queue", {"op": op, **fields}), connection_open)
 
 
 class Clock:
@@ -90,7 +101,7 @@ def test_ephemeral_objects_go_with_their_connection(store):
     assert store.list("queue") == []  # never listed
     store.queue_put(qa, b"", [b"x"], 60)
     # Another connection's release is a no-op; its owner's deletes it.
-    store.object_op("queue", {"op": "release", "oid": qa}, b)
+    store.object_op("queue", D.Release(oid=qa), b)
     assert store.by_id("queue", qa)
     store.owner_closed(a)
     with pytest.raises(NotFoundError):
@@ -112,7 +123,9 @@ def test_ephemeral_objects_of_a_previous_control_plane_are_deleted(clock):
 # --- dicts ------------------------------------------------------------------------------------------
 def test_dict_operations(store):
     oid = _dict(store)
-    op = store.dict_op
+    def op(name, fields):
+        return _dict_op(store, name, fields)
+
     assert op("get", {"oid": oid, "key": b"k"}) == [False, None]
     assert op("put", {"oid": oid, "key": b"k", "value": b"1"}) is True
     assert op("put", {"oid": oid, "key": b"k", "value": b"2", "skip_if_exists": True}) is False
@@ -124,24 +137,24 @@ def test_dict_operations(store):
     assert op("contains", {"oid": oid, "key": b"a"}) is False
     op("clear", {"oid": oid})
     assert op("len", {"oid": oid}) == 0
-    with pytest.raises(InvalidError):
+    with pytest.raises(MalformedMessage, match="'key'"):
         op("put", {"oid": oid, "key": "not bytes", "value": b""})
 
 
 def test_dict_entries_expire_after_seven_days_without_a_read_or_write(store, clock):
     oid = _dict(store)
-    store.dict_op("put", {"oid": oid, "key": b"old", "value": b"1"})
-    store.dict_op("put", {"oid": oid, "key": b"read", "value": b"2"})
+    _dict_op(store, "put", {"oid": oid, "key": b"old", "value": b"1"})
+    _dict_op(store, "put", {"oid": oid, "key": b"read", "value": b"2"})
     clock.now += 6 * 86400
-    assert store.dict_op("get", {"oid": oid, "key": b"read"}) == [True, b"2"]  # a read keeps it
+    assert _dict_op(store, "get", {"oid": oid, "key": b"read"}) == [True, b"2"]  # a read keeps it
     clock.now += 1 * 86400 + 1
-    assert store.dict_op("get", {"oid": oid, "key": b"old"}) == [False, None]
-    assert store.dict_op("get", {"oid": oid, "key": b"read"}) == [True, b"2"]
-    assert store.dict_op("len", {"oid": oid}) == 1
+    assert _dict_op(store, "get", {"oid": oid, "key": b"old"}) == [False, None]
+    assert _dict_op(store, "get", {"oid": oid, "key": b"read"}) == [True, b"2"]
+    assert _dict_op(store, "len", {"oid": oid}) == 1
     # skip_if_exists treats an expired entry as missing.
-    store.dict_op("put", {"oid": oid, "key": b"x", "value": b"1"})
+    _dict_op(store, "put", {"oid": oid, "key": b"x", "value": b"1"})
     clock.now += dq.DICT_ENTRY_TTL + 1
-    assert store.dict_op("put", {"oid": oid, "key": b"x", "value": b"2", "skip_if_exists": True}) is True
+    assert _dict_op(store, "put", {"oid": oid, "key": b"x", "value": b"2", "skip_if_exists": True}) is True
     store.sweep()
     (n,) = store._db.execute("SELECT COUNT(*) FROM dict_entries").fetchone()
     assert n == 1  # the sweep forgot the expired rows
@@ -225,7 +238,7 @@ def test_partition_ttl_counts_from_the_last_put(store, clock):
 
 def test_default_partition_ttl_is_a_day(store, clock):
     oid = _queue(store)
-    asyncio.run(store.queue_op("put", {"oid": oid, "values": [b"1"]}, lambda: True))
+    asyncio.run(_queue_op(store, "put", {"oid": oid, "values": [b"1"]}, lambda: True))
     clock.now += dq.DEFAULT_PARTITION_TTL - 1
     assert store.queue_len(oid, b"", False) == 1
     clock.now += 2
@@ -237,10 +250,10 @@ def test_blocking_get_is_woken_by_a_put(store):
     oid = _queue(store)
 
     async def main():
-        getter = asyncio.ensure_future(store.queue_op("get", {"oid": oid, "n": 3, "wait": 30}, lambda: True))
+        getter = asyncio.ensure_future(_queue_op(store, "get", {"oid": oid, "n": 3, "wait": 30}, lambda: True))
         await asyncio.sleep(0.05)
         assert not getter.done()
-        await store.queue_op("put", {"oid": oid, "values": [b"a", b"b"]}, lambda: True)
+        await _queue_op(store, "put", {"oid": oid, "values": [b"a", b"b"]}, lambda: True)
         return await asyncio.wait_for(getter, 5)
 
     assert asyncio.run(main()) == [b"a", b"b"]
@@ -248,9 +261,9 @@ def test_blocking_get_is_woken_by_a_put(store):
 
 def test_blocking_get_times_out_empty_and_a_gone_client_takes_nothing(store):
     oid = _queue(store)
-    assert asyncio.run(store.queue_op("get", {"oid": oid, "wait": 0.05}, lambda: True)) == []
+    assert asyncio.run(_queue_op(store, "get", {"oid": oid, "wait": 0.05}, lambda: True)) == []
     store.queue_put(oid, b"", [b"x"], 60)
-    assert asyncio.run(store.queue_op("get", {"oid": oid, "wait": 1}, lambda: False)) == []
+    assert asyncio.run(_queue_op(store, "get", {"oid": oid, "wait": 1}, lambda: False)) == []
     assert store.queue_len(oid, b"", False) == 1
 
 
@@ -261,11 +274,11 @@ def test_blocking_put_waits_for_room(store, monkeypatch):
 
     async def main():
         with pytest.raises(ResourceExhaustedError):
-            await store.queue_op("put", {"oid": oid, "values": [b"2"], "wait": 0.05}, lambda: True)
-        putter = asyncio.ensure_future(store.queue_op("put", {"oid": oid, "values": [b"2"], "wait": 30}, lambda: True))
+            await _queue_op(store, "put", {"oid": oid, "values": [b"2"], "wait": 0.05}, lambda: True)
+        putter = asyncio.ensure_future(_queue_op(store, "put", {"oid": oid, "values": [b"2"], "wait": 30}, lambda: True))
         await asyncio.sleep(0.05)
         assert not putter.done()
-        assert await store.queue_op("get", {"oid": oid}, lambda: True) == [b"1"]
+        assert await _queue_op(store, "get", {"oid": oid}, lambda: True) == [b"1"]
         await asyncio.wait_for(putter, 5)
 
     asyncio.run(main())
@@ -276,7 +289,7 @@ def test_a_deleted_queue_wakes_its_waiters_with_not_found(store):
     oid = _queue(store)
 
     async def main():
-        getter = asyncio.ensure_future(store.queue_op("get", {"oid": oid, "wait": 30}, lambda: True))
+        getter = asyncio.ensure_future(_queue_op(store, "get", {"oid": oid, "wait": 30}, lambda: True))
         await asyncio.sleep(0.05)
         store.delete("queue", oid)
         with pytest.raises(NotFoundError):
@@ -290,8 +303,8 @@ def test_iterate_waits_for_items_after_its_cursor(store):
     store.queue_put(oid, b"", [b"a"], 60)
 
     async def main():
-        (first,) = await store.queue_op("next", {"oid": oid, "after": 0}, lambda: True)
-        nxt = asyncio.ensure_future(store.queue_op("next", {"oid": oid, "after": first[0], "wait": 30}, lambda: True))
+        (first,) = await _queue_op(store, "next", {"oid": oid, "after": 0}, lambda: True)
+        nxt = asyncio.ensure_future(_queue_op(store, "next", {"oid": oid, "after": first[0], "wait": 30}, lambda: True))
         await asyncio.sleep(0.05)
         assert not nxt.done()
         store.queue_put(oid, b"", [b"b"], 60)
@@ -314,15 +327,15 @@ def test_a_cancelled_blocking_get_takes_nothing(store):
 
     async def main():
         getter = asyncio.ensure_future(
-            store.queue_op("get", {"oid": oid, "wait": 30, "wait_id": "w1"}, lambda: True))
+            _queue_op(store, "get", {"oid": oid, "wait": 30, "wait_id": "w1"}, lambda: True))
         await asyncio.sleep(0.05)
-        await store.queue_op("cancel_wait", {"oid": oid, "wait_id": "w1"}, lambda: True)
+        await _queue_op(store, "cancel_wait", {"oid": oid, "wait_id": "w1"}, lambda: True)
         assert await asyncio.wait_for(getter, 5) == []
         store.queue_put(oid, b"", [b"kept"], 60)
         # A cancel for a wait that is over is forgotten (nothing is remembered for later).
-        await store.queue_op("cancel_wait", {"oid": oid, "wait_id": "w1"}, lambda: True)
+        await _queue_op(store, "cancel_wait", {"oid": oid, "wait_id": "w1"}, lambda: True)
         assert not store._cancelled_waits and not store._active_waits
-        return await store.queue_op("get", {"oid": oid, "wait_id": "w1"}, lambda: True)
+        return await _queue_op(store, "get", {"oid": oid, "wait_id": "w1"}, lambda: True)
 
     assert asyncio.run(main()) == [b"kept"]
 
@@ -334,9 +347,9 @@ def test_a_cancelled_blocking_put_does_not_happen_later(store, monkeypatch):
 
     async def main():
         putter = asyncio.ensure_future(
-            store.queue_op("put", {"oid": oid, "values": [b"late"], "wait": 30, "wait_id": "p"}, lambda: True))
+            _queue_op(store, "put", {"oid": oid, "values": [b"late"], "wait": 30, "wait_id": "p"}, lambda: True))
         await asyncio.sleep(0.05)
-        await store.queue_op("cancel_wait", {"oid": oid, "wait_id": "p"}, lambda: True)
+        await _queue_op(store, "cancel_wait", {"oid": oid, "wait_id": "p"}, lambda: True)
         with pytest.raises(ResourceExhaustedError):
             await asyncio.wait_for(putter, 5)
 
@@ -353,9 +366,9 @@ def test_a_cancelled_blocking_put_does_not_happen_later(store, monkeypatch):
 ])
 def test_malformed_dict_messages_are_invalid(store, op, msg):
     oid = _dict(store)
-    with pytest.raises(InvalidError):
-        store.dict_op(op, {"oid": oid, **msg})
-    assert store.dict_op("len", {"oid": oid}) == 0
+    with pytest.raises((InvalidError, MalformedMessage)):
+        _dict_op(store, op, {"oid": oid, **msg})
+    assert _dict_op(store, "len", {"oid": oid}) == 0
 
 
 @pytest.mark.parametrize("op, msg", [
@@ -370,6 +383,6 @@ def test_malformed_dict_messages_are_invalid(store, op, msg):
 ])
 def test_malformed_queue_messages_are_invalid(store, op, msg):
     oid = _queue(store)
-    with pytest.raises(InvalidError):
-        asyncio.run(store.queue_op(op, {"oid": oid, **msg}, lambda: True))
+    with pytest.raises((InvalidError, MalformedMessage)):
+        asyncio.run(_queue_op(store, op, {"oid": oid, **msg}, lambda: True))
     assert store.queue_len(oid, b"", True) == 0

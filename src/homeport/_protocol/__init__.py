@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import errors, messages, rows, sandbox, templates
+from . import dictqueue, errors, messages, rows, sandbox, templates
 from .codec import (
     MalformedMessage,
     TypedDecoder,

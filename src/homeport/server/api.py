@@ -52,9 +52,6 @@ _ASYNC: dict[str, Callable[[ControlPlane, Peer, Any], Awaitable[Any]]] = {
 # Requests whose services read the rest of the map themselves (an operation's own fields): they get the
 # message as it came, once its outer shape is checked.
 _ASYNC_UNTYPED: dict[str, Callable[[ControlPlane, Peer, dict[str, Any]], Awaitable[Any]]] = {
-    # Dicts and Queues (a blocking get waits on the control plane for a put)
-    P.DICT: lambda cp, peer, msg: dictqueue.handle(cp.dictqueue, peer, msg),
-    P.QUEUE: lambda cp, peer, msg: dictqueue.handle(cp.dictqueue, peer, msg),
     P.SANDBOX: lambda cp, peer, msg: cp.sandboxes.op(peer, msg),
 }
 
@@ -212,7 +209,7 @@ class Connection:
 
     def _client_message(self, msg: dict[str, Any], req: P.ClientRequest) -> None:
         """`req` is the request checked as its type; `msg`, the map it came as, is what the services
-        that read an operation's own fields (sandboxes, Dicts and Queues) take."""
+        that read an operation's own fields (sandboxes, Dicts and Queues) read again."""
         assert self.peer is not None  # called only after the hello
         t = req.t
         cp = self.cp
@@ -241,6 +238,13 @@ class Connection:
             self.reply(req, cp.app_service.create_app(self.peer, req))
         elif t in _ASYNC:
             cp.spawn(self._answer(msg, _ASYNC[t](cp, self.peer, req)))
+        elif isinstance(req, (P.DictOp, P.QueueOp)):  # a blocking get waits on the control plane for a put
+            try:  # the operation's own fields, checked as the type its "op" names
+                op = P.dictqueue.check_operation(t, msg)
+            except P.MalformedMessage as exc:
+                self.reply_error(msg, P.errors.INVALID, str(exc))
+                return
+            cp.spawn(self._answer(msg, dictqueue.handle(cp.dictqueue, self.peer, t, op)))
         elif t in _ASYNC_UNTYPED:
             cp.spawn(self._answer(msg, _ASYNC_UNTYPED[t](cp, self.peer, msg)))
         elif t in _LOOKUPS:

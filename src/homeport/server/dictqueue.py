@@ -30,6 +30,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from .._names import object_name_problem
+from .._protocol import dictqueue as D
 from ..exception import (
     AlreadyExistsError,
     InvalidError,
@@ -39,7 +40,7 @@ from ..exception import (
 )
 
 DICT_ENTRY_TTL = 7 * 24 * 3600.0
-DEFAULT_PARTITION_TTL = 24 * 3600
+DEFAULT_PARTITION_TTL = D.DEFAULT_PARTITION_TTL
 MAX_PARTITIONS = 100_000
 PARTITION_MAX_ITEMS = 5_000
 PARTITION_MAX_BYTES = 64 << 20
@@ -267,58 +268,55 @@ class DictQueueStore:
             self.sweep()
 
     # --- dicts -------------------------------------------------------------------------------------
-    def dict_op(self, op: object, msg: dict[str, Any]) -> Any:
-        oid = self.by_id("dict", msg.get("oid"))["object_id"]
+    def dict_op(self, op: D.Operation) -> Any:
+        oid = self.by_id("dict", getattr(op, "oid", None))["object_id"]
         self._maybe_sweep()
         now = self.clock()
         live = now - DICT_ENTRY_TTL
         db = self._db
-        if op in ("get", "contains", "pop"):
-            key = _blob(msg.get("key"))
+        if isinstance(op, (D.DictGet, D.DictContains, D.DictPop)):
             row = db.execute(
                 "SELECT seq, value FROM dict_entries WHERE object_id = ? AND key = ? AND touched_at >= ?",
-                (oid, key, live),
+                (oid, op.key, live),
             ).fetchone()
+            contains = isinstance(op, D.DictContains)
             if row is None:
-                return [False, None] if op != "contains" else False
-            if op == "pop":
+                return False if contains else [False, None]
+            if isinstance(op, D.DictPop):
                 db.execute("DELETE FROM dict_entries WHERE seq = ?", (row[0],))
                 return [True, row[1]]
             db.execute("UPDATE dict_entries SET touched_at = ? WHERE seq = ?", (now, row[0]))
-            return True if op == "contains" else [True, row[1]]
-        if op == "put":
-            key, value = _blob(msg.get("key")), _blob(msg.get("value"))
-            if msg.get("skip_if_exists"):
+            return True if contains else [True, row[1]]
+        if isinstance(op, D.DictPut):
+            if op.skip_if_exists:
                 db.execute("DELETE FROM dict_entries WHERE object_id = ? AND key = ? AND touched_at < ?",
-                           (oid, key, live))
+                           (oid, op.key, live))
                 cur = db.execute(
                     "INSERT OR IGNORE INTO dict_entries(object_id, key, value, touched_at) VALUES (?, ?, ?, ?)",
-                    (oid, key, value, now),
+                    (oid, op.key, op.value, now),
                 )
                 return cur.rowcount == 1
-            self._upsert(oid, [(key, value)], now)
+            self._upsert(oid, [(op.key, op.value)], now)
             return True
-        if op == "update":
-            pairs = [_pair(p) for p in msg.get("items") or ()]
-            self._upsert(oid, pairs, now)
+        if isinstance(op, D.DictUpdate):
+            self._upsert(oid, [(bytes(k), bytes(v)) for k, v in op.items], now)
             return None
-        if op == "len":
+        if isinstance(op, D.DictLen):
             (n,) = db.execute(
                 "SELECT COUNT(*) FROM dict_entries WHERE object_id = ? AND touched_at >= ?", (oid, live)
             ).fetchone()
             return n
-        if op == "clear":
+        if isinstance(op, D.DictClear):
             db.execute("DELETE FROM dict_entries WHERE object_id = ?", (oid,))
             return None
-        if op == "page":  # entries after a cursor, in no promised order: [[seq, key, value], ...]
-            after = _int(msg.get("after", 0), "after")
+        if isinstance(op, D.DictPage):  # entries after a cursor, in no promised order: [[seq, key, value], ...]
             rows = db.execute(
                 "SELECT seq, key, value FROM dict_entries WHERE object_id = ? AND seq > ? AND touched_at >= ? "
                 "ORDER BY seq LIMIT ?",
-                (oid, after, live, _PAGE),
+                (oid, op.after, live, _PAGE),
             ).fetchall()
             return [list(r) for r in rows]
-        raise InvalidError(f"unknown Dict operation {op!r}")
+        raise InvalidError(f"unknown Dict operation {D.name_of(op)!r}")
 
     def _upsert(self, oid: str, pairs: builtins.list[tuple[bytes, bytes]], now: float) -> None:
         with _transaction(self._db):
@@ -414,40 +412,41 @@ class DictQueueStore:
         ).fetchall()
         return [list(r) for r in rows]
 
-    async def queue_op(self, op: object, msg: dict[str, Any], connection_open: Callable[[], bool]) -> Any:
-        oid = self.by_id("queue", msg.get("oid"))["object_id"]
+    async def queue_op(self, op: D.Operation, connection_open: Callable[[], bool]) -> Any:
+        if not isinstance(op, D._QueueOperation):
+            raise InvalidError(f"unknown Queue operation {D.name_of(op)!r}")
+        oid = self.by_id("queue", op.oid)["object_id"]
         self._maybe_sweep()
-        part = check_partition(msg.get("partition"))
-        if op == "cancel_wait":  # the client gave up on a blocking get or put (cancelled, interrupted)
-            wait_id = msg.get("wait_id")
+        part = check_partition(op.partition)
+        wait_id = op.wait_id
+        if isinstance(op, D.QueueCancelWait):  # the client gave up on a blocking get or put (cancelled, interrupted)
             if wait_id in self._active_waits:
                 self._cancelled_waits.add(wait_id)
                 self._items_added.wake((oid, part))
                 self._space_freed.wake((oid, part))
             return None
-        wait_id = msg.get("wait_id")
         if wait_id is None:
-            return await self._queue_op(op, msg, oid, part, connection_open)
-        if not isinstance(wait_id, str) or wait_id in self._active_waits:
+            return await self._queue_op(op, oid, part, connection_open)
+        if wait_id in self._active_waits:
             raise InvalidError("wait_id must be a new string")
         self._active_waits.add(wait_id)
         try:
             return await self._queue_op(
-                op, msg, oid, part, lambda: connection_open() and wait_id not in self._cancelled_waits
+                op, oid, part, lambda: connection_open() and wait_id not in self._cancelled_waits
             )
         finally:
             self._active_waits.discard(wait_id)
             self._cancelled_waits.discard(wait_id)
 
     async def _queue_op(
-        self, op: object, msg: dict[str, Any], oid: str, part: bytes, connection_open: Callable[[], bool]
+        self, op: D._QueueOperation, oid: str, part: bytes, connection_open: Callable[[], bool]
     ) -> Any:
         """`connection_open()` is False once nobody waits for the answer any more."""
-        wait = _wait_seconds(msg.get("wait"))
+        wait = _wait_seconds(op.wait)
         deadline = time.monotonic() + wait
-        if op == "put":
-            values = [_blob(v) for v in msg.get("values") or ()]
-            ttl = check_ttl(msg.get("partition_ttl", DEFAULT_PARTITION_TTL))
+        if isinstance(op, D.QueuePut):
+            values = [bytes(v) for v in op.values]
+            ttl = check_ttl(op.partition_ttl)
             while True:
                 try:
                     self.queue_put(oid, part, values, ttl)
@@ -460,8 +459,8 @@ class DictQueueStore:
                     self.by_id("queue", oid)  # deleted meanwhile: not found
                     if not connection_open():  # a put nobody waits for any more must not happen later
                         raise ResourceExhaustedError("the put was cancelled by its client") from None
-        if op == "get":
-            n = _int(msg.get("n", 1), "n_values")
+        if isinstance(op, D.QueueGet):
+            n = op.n
             if n < 1:
                 raise InvalidError("n_values must be at least 1")
             while True:
@@ -474,8 +473,8 @@ class DictQueueStore:
                     return got
                 await self._items_added.wait((oid, part), left)
                 self.by_id("queue", oid)
-        if op == "next":  # items after seq `after`, without removing them: [[seq, value], ...]
-            after = _int(msg.get("after", 0), "after")
+        if isinstance(op, D.QueueNext):  # items after seq `after`, without removing them: [[seq, value], ...]
+            after = op.after
             while True:
                 after_rows = self.queue_after(oid, part, after)
                 left = deadline - time.monotonic()
@@ -483,51 +482,45 @@ class DictQueueStore:
                     return after_rows
                 await self._items_added.wait((oid, part), left)
                 self.by_id("queue", oid)
-        if op == "len":
-            return self.queue_len(oid, part, bool(msg.get("total")))
-        if op == "clear":
-            self.queue_clear(oid, part, bool(msg.get("all")))
+        if isinstance(op, D.QueueLen):
+            return self.queue_len(oid, part, op.total)
+        if isinstance(op, D.QueueClear):
+            self.queue_clear(oid, part, op.all)
             return None
-        raise InvalidError(f"unknown Queue operation {op!r}")
+        raise InvalidError(f"unknown Queue operation {D.name_of(op)!r}")
 
     # --- messages ----------------------------------------------------------------------------------
-    def object_op(self, kind: str, msg: dict[str, Any], owner: object) -> Any:
+    def object_op(self, kind: str, op: D.Operation, owner: object) -> Any:
         """Operations on the objects themselves (not their contents)."""
-        op = msg.get("op")
-        if op == "lookup":
-            return self.lookup(kind, msg.get("name"), bool(msg.get("create_if_missing")))
-        if op == "create":
-            return self.create(kind, msg.get("name"), bool(msg.get("allow_existing")))
-        if op == "ephemeral":
+        if isinstance(op, D.Lookup):
+            return self.lookup(kind, op.name, op.create_if_missing)
+        if isinstance(op, D.Create):
+            return self.create(kind, op.name, op.allow_existing)
+        if isinstance(op, D.Ephemeral):
             return self.create_ephemeral(kind, owner)
-        if op == "by_id":
-            return self.by_id(kind, msg.get("oid"))
-        if op == "list":
+        if isinstance(op, D.ById):
+            return self.by_id(kind, op.oid)
+        if isinstance(op, D.ListObjects):
             return self.list(kind)
-        if op == "delete":
-            return self.delete(kind, str(msg.get("oid")), owner)
-        if op == "release":  # the end of an ephemeral object's `with` block: only its creator's
-            oid = msg.get("oid")
-            if isinstance(oid, str) and oid in self._owners.get(id(owner), ()):
-                self.delete(kind, oid, owner)
+        if isinstance(op, D.Delete):
+            return self.delete(kind, op.oid, owner)
+        if isinstance(op, D.Release):  # the end of an ephemeral object's `with` block: only its creator's
+            if op.oid in self._owners.get(id(owner), ()):
+                self.delete(kind, op.oid, owner)
             return None
-        raise InvalidError(f"unknown {KINDS[kind][0]} operation {op!r}")
+        raise InvalidError(f"unknown {KINDS[kind][0]} operation {D.name_of(op)!r}")
 
 
-OBJECT_OPS = frozenset({"lookup", "create", "ephemeral", "release", "by_id", "list", "delete"})
-
-
-async def handle(store: DictQueueStore | None, peer: Any, msg: dict[str, Any]) -> Any:
-    """One DICT or QUEUE message of a connection (`peer.proto`)."""
+async def handle(store: DictQueueStore | None, peer: Any, kind: str, op: D.Operation) -> Any:
+    """One DICT or QUEUE operation (checked as its type: `homeport._protocol.dictqueue`) of a connection
+    (`peer.proto`); `kind` is the message's tag, "dict" or "queue"."""
     if store is None:
         raise LookupError("Dicts and Queues are not available on this control plane")
-    kind = "dict" if msg.get("t") == "dict" else "queue"
-    op = msg.get("op")
-    if op in OBJECT_OPS:
-        return store.object_op(kind, msg, peer)
+    if isinstance(op, D.OBJECT_OPERATIONS):
+        return store.object_op(kind, op, peer)
     if kind == "dict":
-        return store.dict_op(op, msg)
-    return await store.queue_op(op, msg, lambda: not peer.proto.is_closing)
+        return store.dict_op(op)
+    return await store.queue_op(op, lambda: not peer.proto.is_closing)
 
 
 @contextlib.contextmanager
@@ -539,24 +532,6 @@ def _transaction(db: Any) -> Iterator[None]:
         db.execute("ROLLBACK")
         raise
     db.execute("COMMIT")
-
-
-def _blob(value: Any) -> bytes:
-    if not isinstance(value, bytes):
-        raise InvalidError("Dict and Queue keys and values must be sent pickled (bytes)")
-    return value
-
-
-def _pair(item: Any) -> tuple[bytes, bytes]:
-    if not isinstance(item, (list, tuple)) or len(item) != 2:
-        raise InvalidError("Dict.update items must be [key, value] pairs")
-    return _blob(item[0]), _blob(item[1])
-
-
-def _int(value: Any, what: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise InvalidError(f"{what} must be an integer, not {value!r}")
-    return value
 
 
 def _wait_seconds(timeout: Any) -> float:
