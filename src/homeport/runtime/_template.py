@@ -509,6 +509,12 @@ def _interpreter_paths() -> list[str]:
     """What this interpreter reads as it goes (its standard library, its packages): kept in view."""
     paths = {sys.prefix, sys.base_prefix, sys.exec_prefix, os.path.dirname(os.path.realpath(sys.executable))}
     paths.update(p for p in sys.path if p and os.path.isdir(p))
+    # The runtime's packages are links to the control plane's own, wherever those live (a virtual
+    # environment under the host's /tmp, which an isolated process does not otherwise see).
+    for d in os.environ.get(P.ENV_RUNTIME_PATH, "").split(os.pathsep):
+        with contextlib.suppress(OSError):
+            for name in os.listdir(d):
+                paths.add(os.path.realpath(os.path.join(d, name)))
     return sorted(paths)
 
 
