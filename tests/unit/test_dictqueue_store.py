@@ -386,3 +386,36 @@ def test_malformed_queue_messages_are_invalid(store, op, msg):
     with pytest.raises((InvalidError, MalformedMessage)):
         asyncio.run(_queue_op(store, op, {"oid": oid, **msg}, lambda: True))
     assert store.queue_len(oid, b"", True) == 0
+
+
+def test_a_get_cancelled_after_its_answer_gives_its_items_back_in_their_places(store, clock):
+    """The client gave up on a blocking get (`asyncio.wait_for` timed out) while its answer was on the
+    way: it never used the items, so its late cancellation puts them back, ahead of later items."""
+    oid = _queue(store)
+    store.queue_put(oid, b"", [b"a", b"b"], 60)
+
+    async def go():
+        got = await _queue_op(store, "get", {"oid": oid, "n": 1, "wait": 5, "wait_id": "w1"}, lambda: True)
+        store.queue_put(oid, b"", [b"c"], 60)
+        await _queue_op(store, "cancel_wait", {"oid": oid, "wait_id": "w1"}, lambda: True)
+        await _queue_op(store, "cancel_wait", {"oid": oid, "wait_id": "w1"}, lambda: True)  # once only
+        return got
+
+    assert asyncio.run(go()) == [b"a"]
+    assert store.queue_take(oid, b"", 10) == [b"a", b"b", b"c"]
+    assert store.queue_len(oid, b"", False) == 0
+
+
+def test_an_answered_get_is_not_taken_back_after_a_while(store, clock):
+    oid = _queue(store)
+    store.queue_put(oid, b"", [b"a"], 60)
+
+    async def go():
+        await _queue_op(store, "get", {"oid": oid, "wait": 5, "wait_id": "w2"}, lambda: True)
+        clock.now += dq._ANSWERED_GET_SECONDS + 1
+        store.queue_put(oid, b"", [b"b"], 60)  # remembering the next answer forgets the old one
+        await _queue_op(store, "get", {"oid": oid, "wait": 5, "wait_id": "w3"}, lambda: True)
+        await _queue_op(store, "cancel_wait", {"oid": oid, "wait_id": "w2"}, lambda: True)
+
+    asyncio.run(go())
+    assert store.queue_len(oid, b"", False) == 0

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import builtins  # `list` is a method name of the store class below
+import collections
 import contextlib
 import secrets
 import string
@@ -41,6 +42,8 @@ from ..exception import (
 
 DICT_ENTRY_TTL = 7 * 24 * 3600.0
 DEFAULT_PARTITION_TTL = D.DEFAULT_PARTITION_TTL
+_ANSWERED_GET_SECONDS = 30.0  # how long a blocking get's answer can still be taken back by its cancellation
+_ANSWERED_GETS_BYTES = 64 << 20  # and how much of what they took is kept for that, at most
 MAX_PARTITIONS = 100_000
 PARTITION_MAX_ITEMS = 5_000
 PARTITION_MAX_BYTES = 64 << 20
@@ -168,6 +171,11 @@ class DictQueueStore:
         self._owners: dict[int, set[str]] = {}  # id(connection) -> its ephemeral objects
         self._active_waits: set[str] = set()  # wait ids of blocking gets and puts in progress
         self._cancelled_waits: set[str] = set()
+        # Blocking gets answered with items, by wait id, for a while: a client that gave up on one (its
+        # cancellation crossed the answer) says so afterwards, and what the get took goes back.
+        self._answered_gets: collections.OrderedDict[str, tuple[str, bytes, builtins.list[Any], float]] = (
+            collections.OrderedDict())
+        self._answered_bytes = 0
         self._last_sweep = 0.0
         # Ephemeral objects of a previous control plane belonged to clients that are gone.
         for (oid,) in db.execute("SELECT object_id FROM dq_objects WHERE ephemeral = 1").fetchall():
@@ -368,6 +376,10 @@ class DictQueueStore:
         self._items_added.wake((oid, part))
 
     def queue_take(self, oid: str, part: bytes, n: int) -> builtins.list[bytes]:
+        return [r[1] for r in self.queue_take_rows(oid, part, n)]
+
+    def queue_take_rows(self, oid: str, part: bytes, n: int) -> builtins.list[Any]:
+        """Remove and return the next `n` items as (seq, value) rows."""
         if self._partition(oid, part) is None:
             return []
         rows = self._db.execute(
@@ -382,7 +394,24 @@ class DictQueueStore:
                     (len(rows), sum(len(r[1]) for r in rows), oid, part),
                 )
             self._space_freed.wake((oid, part))
-        return [r[1] for r in rows]
+        return rows
+
+    def queue_restore(self, oid: str, part: bytes, rows: builtins.list[Any]) -> None:
+        """Put back items a get took for a client that had given up on it (the answer was never used),
+        at their own places in the order."""
+        current = self._partition(oid, part)
+        items, size = current or (0, 0)
+        with _transaction(self._db):
+            self._db.execute(
+                "INSERT INTO queue_partitions(object_id, partition, items, bytes, expires_at) VALUES (?, ?, ?, ?, ?) "
+                "ON CONFLICT(object_id, partition) DO UPDATE SET items = excluded.items, bytes = excluded.bytes",
+                (oid, part, items + len(rows), size + sum(len(r[1]) for r in rows), self.clock() + DEFAULT_PARTITION_TTL),
+            )
+            self._db.executemany(
+                "INSERT OR IGNORE INTO queue_items(seq, object_id, partition, value) VALUES (?, ?, ?, ?)",
+                [(seq, oid, part, value) for seq, value in rows],
+            )
+        self._items_added.wake((oid, part))
 
     def queue_len(self, oid: str, part: bytes, total: bool) -> int:
         if total:
@@ -424,24 +453,49 @@ class DictQueueStore:
                 self._cancelled_waits.add(wait_id)
                 self._items_added.wake((oid, part))
                 self._space_freed.wake((oid, part))
+            answered = self._forget_answer(wait_id or "")
+            if answered is not None:  # it was answered before the cancellation arrived: nobody took those
+                self.queue_restore(answered[0], answered[1], answered[2])
             return None
         if wait_id is None:
             return await self._queue_op(op, oid, part, connection_open)
         if wait_id in self._active_waits:
             raise InvalidError("wait_id must be a new string")
         self._active_waits.add(wait_id)
+        taken: builtins.list[Any] = []
         try:
-            return await self._queue_op(
-                op, oid, part, lambda: connection_open() and wait_id not in self._cancelled_waits
+            got = await self._queue_op(
+                op, oid, part, lambda: connection_open() and wait_id not in self._cancelled_waits, taken
             )
+            if taken:
+                self._remember_answer(wait_id, oid, part, taken)
+            return got
         finally:
             self._active_waits.discard(wait_id)
             self._cancelled_waits.discard(wait_id)
 
+    def _remember_answer(self, wait_id: str, oid: str, part: bytes, rows: builtins.list[Any]) -> None:
+        now = self.clock()
+        self._answered_gets[wait_id] = (oid, part, rows, now)
+        self._answered_bytes += sum(len(r[1]) for r in rows)
+        while self._answered_gets:  # a cancellation comes within moments of the answer, or not at all
+            first = next(iter(self._answered_gets.values()))
+            if now - first[3] < _ANSWERED_GET_SECONDS and self._answered_bytes <= _ANSWERED_GETS_BYTES:
+                break
+            self._forget_answer(next(iter(self._answered_gets)))
+
+    def _forget_answer(self, wait_id: str) -> tuple[str, bytes, builtins.list[Any], float] | None:
+        answered = self._answered_gets.pop(wait_id, None)
+        if answered is not None:
+            self._answered_bytes -= sum(len(r[1]) for r in answered[2])
+        return answered
+
     async def _queue_op(
-        self, op: D._QueueOperation, oid: str, part: bytes, connection_open: Callable[[], bool]
+        self, op: D._QueueOperation, oid: str, part: bytes, connection_open: Callable[[], bool],
+        taken: builtins.list[Any] | None = None,
     ) -> Any:
-        """`connection_open()` is False once nobody waits for the answer any more."""
+        """`connection_open()` is False once nobody waits for the answer any more; `taken`: where a get
+        notes the (seq, value) rows it took."""
         wait = _wait_seconds(op.wait)
         deadline = time.monotonic() + wait
         if isinstance(op, D.QueuePut):
@@ -467,10 +521,12 @@ class DictQueueStore:
                 # Never take items for a client that left: they would be lost.
                 if not connection_open():
                     return []
-                got = self.queue_take(oid, part, n)
+                rows = self.queue_take_rows(oid, part, n)
                 left = deadline - time.monotonic()
-                if got or left <= 0:
-                    return got
+                if rows or left <= 0:
+                    if taken is not None:
+                        taken += rows
+                    return [r[1] for r in rows]
                 await self._items_added.wait((oid, part), left)
                 self.by_id("queue", oid)
         if isinstance(op, D.QueueNext):  # items after seq `after`, without removing them: [[seq, value], ...]
