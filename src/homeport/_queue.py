@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import queue
 import secrets
 import time
@@ -28,8 +29,9 @@ from typing import Any
 
 from . import _pickle
 from . import _protocol as P
+from ._bridge import submit
 from ._protocol import dictqueue as D
-from ._stored_object import KIND_QUEUE, StoredObject, aio_generator, blocking_method, register
+from ._stored_object import KIND_QUEUE, StoredObject, _BlockingFirst, aio_generator, blocking_method, register
 from .exception import (
     DeserializationError,
     InvalidError,
@@ -61,6 +63,37 @@ def _loads(blob: bytes) -> Any:
         ) from exc
 
 
+class _GetWithAio(_BlockingFirst):
+    """A get's `.aio`: it runs on the bridge loop, and when its caller gives up (cancelled, say by
+    `asyncio.wait_for`) the bridge's task may already have had its answer, which nobody would use: the
+    caller's side tells the control plane too, which then puts back what that get took."""
+
+    __slots__ = ("_queue",)
+
+    def __init__(self, queue: Queue, impl: Callable[..., Any], name: str) -> None:
+        super().__init__(impl, name)
+        self._queue = queue
+
+    async def aio(self, *args: Any, **kwargs: Any) -> Any:
+        waits: list[tuple[str, bytes]] = []
+        try:
+            return await asyncio.wrap_future(submit(self._impl(*args, _waits=waits, **kwargs)))
+        except asyncio.CancelledError:
+            if waits:  # after the get's own request, on the same connection
+                submit(self._queue._cancel_waits(waits))
+            raise
+
+
+def _blocking_get(impl: Callable[..., Any]) -> Any:
+    class _Descriptor:
+        def __get__(self, obj: Any, objtype: Any = None) -> Any:
+            if obj is None:
+                return self
+            return _GetWithAio(obj, functools.partial(impl, obj), impl.__name__)
+
+    return _Descriptor()
+
+
 @register
 class Queue(StoredObject):
     """A distributed FIFO queue, shared by the client and every container that uses it."""
@@ -78,10 +111,14 @@ class Queue(StoredObject):
             return key
         return b""
 
-    async def _wait_op(self, op: Callable[..., D.Operation], wait: float, partition: bytes, **fields: Any) -> Any:
+    async def _wait_op(self, op: Callable[..., D.Operation], wait: float, partition: bytes,
+                       waits: list[tuple[str, bytes]] | None = None, **fields: Any) -> Any:
         """A request that may wait on the control plane. If it is cancelled here (`asyncio` cancellation,
-        Ctrl-C), the control plane is told, so that it does not take items for nobody (or put later)."""
+        Ctrl-C), the control plane is told, so that it does not take items for nobody (or put later).
+        `waits`: where the caller's side notes the wait ids it may have to cancel itself."""
         wait_id = secrets.token_hex(12)
+        if waits is not None:
+            waits.append((wait_id, partition))
         try:
             return await self._op(op, timeout=wait + 30, partition=partition, wait=wait, wait_id=wait_id, **fields)
         except asyncio.CancelledError:
@@ -99,8 +136,13 @@ class Queue(StoredObject):
                 cancel = D.QueueCancelWait(oid=self._object_id or "", partition=partition, wait_id=wait_id)
                 client.send(P.QueueOp(id=next(client._ids), **D.fields_of(cancel)))
 
+    async def _cancel_waits(self, waits: list[tuple[str, bytes]]) -> None:
+        for wait_id, partition in waits[-1:]:
+            self._send_cancel(wait_id, partition)
+
     # --- getting -----------------------------------------------------------------------------------
-    async def _get(self, n: int, block: bool, timeout: float | None, partition: str | None) -> list[Any]:
+    async def _get(self, n: int, block: bool, timeout: float | None, partition: str | None,
+                   waits: list[tuple[str, bytes]] | None = None) -> list[Any]:
         key = self.validate_partition_key(partition)
         if not block:
             if timeout is not None:
@@ -109,27 +151,29 @@ class Queue(StoredObject):
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             wait = _REQUEST_WAIT if deadline is None else max(0.0, min(_REQUEST_WAIT, deadline - time.monotonic()))
-            values = await self._wait_op(D.QueueGet, wait, key, n=n)
+            values = await self._wait_op(D.QueueGet, wait, key, waits, n=n)
             if values:
                 return [_loads(v) for v in values]
             if deadline is not None and time.monotonic() >= deadline:
                 raise queue.Empty()
 
-    @blocking_method
-    async def get(self, block: bool = True, timeout: float | None = None, *, partition: str | None = None) -> Any:
+    @_blocking_get
+    async def get(self, block: bool = True, timeout: float | None = None, *, partition: str | None = None,
+                  _waits: list[tuple[str, bytes]] | None = None) -> Any:
         """Remove and return the next item. Blocking (the default), wait for one — up to `timeout`
         seconds, then raise `queue.Empty`; with `block=False`, return None when the queue is empty."""
-        values = await self._get(1, block, timeout, partition)
+        values = await self._get(1, block, timeout, partition, _waits)
         return values[0] if values else None
 
-    @blocking_method
+    @_blocking_get
     async def get_many(
-        self, n_values: int, block: bool = True, timeout: float | None = None, *, partition: str | None = None
+        self, n_values: int, block: bool = True, timeout: float | None = None, *, partition: str | None = None,
+        _waits: list[tuple[str, bytes]] | None = None,
     ) -> list[Any]:
         """Remove and return up to `n_values` items; blocking, wait until there is at least one."""
         if isinstance(n_values, bool) or not isinstance(n_values, int) or n_values < 1:
             raise InvalidError(f"n_values must be a positive integer, not {n_values!r}")
-        return await self._get(n_values, block, timeout, partition)
+        return await self._get(n_values, block, timeout, partition, _waits)
 
     # --- putting -----------------------------------------------------------------------------------
     async def _put(
