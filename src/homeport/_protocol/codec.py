@@ -91,22 +91,28 @@ _TO_AGENT: dict[str, type] = {cls.t: cls for cls in (m.Result, m.Ping, m.Pong)}
 
 def check(message: Any, types: dict[str, type]) -> Any:
     """Plain data already decoded (a map) as the message type its tag names, raising MalformedMessage
-    (for an unknown tag too). By the tag first: converting to the one type is ~100x faster than to a
-    union of them."""
-    if not isinstance(message, dict):
-        raise MalformedMessage(f"malformed message: a message must be a map, not {type(message).__name__}")
-    tag = message.get("t")
-    cls = types.get(tag) if isinstance(tag, str) else None
-    if cls is None:
-        if "t" not in message:
-            raise MalformedMessage("malformed message: the field 't' (the message type) is missing")
-        raise MalformedMessage(f"unknown message type {tag!r}")
+    (for an unknown tag too)."""
+    cls = type_named(message, types, "t", "malformed message: the field 't' (the message type) is missing",
+                     "unknown message type {name}")
     if cls is m.Sandbox:  # its operation's fields are checked as its own type (`check_sandbox` gives it)
         _check_op(message, _SANDBOX_OPS, "sandbox")
-    return _convert(message, cls)
+    return convert_checked(message, cls)
 
 
-def _convert(message: dict[str, Any], cls: type) -> Any:
+def type_named(message: Any, types: dict[str, type], field: str, missing: str, unknown: str) -> type:
+    """The type whose name a map's `field` holds (looked up first: converting to the one type is far
+    faster than to a union of them), or MalformedMessage: `missing`, or `unknown` with {name} filled in."""
+    if not isinstance(message, dict):
+        raise MalformedMessage(f"malformed message: a message must be a map, not {type(message).__name__}")
+    name = message.get(field)
+    cls = types.get(name) if isinstance(name, str) else None
+    if cls is None:
+        raise MalformedMessage(missing if field not in message else unknown.format(name=repr(name)))
+    return cls
+
+
+def convert_checked(message: dict[str, Any], cls: type) -> Any:
+    """A map as `cls`, or MalformedMessage naming the field."""
     try:  # bytes stay bytes: a string where bytes belong is refused (not read as base64)
         return convert(message, cls, builtin_types=_BYTES)
     except ValidationError as exc:
@@ -115,15 +121,9 @@ def _convert(message: dict[str, Any], cls: type) -> Any:
 
 def _check_op(message: Any, types: dict[str, type], what: str) -> Any:
     """A sandbox operation (tagged by "op") as its type."""
-    if not isinstance(message, dict):
-        raise MalformedMessage(f"malformed message: a message must be a map, not {type(message).__name__}")
-    op = message.get("op")
-    cls = types.get(op) if isinstance(op, str) else None
-    if cls is None:
-        if "op" not in message:
-            raise MalformedMessage(f"malformed message: the field 'op' (the {what} operation) is missing")
-        raise MalformedMessage(f"malformed message: the field 'op': unknown {what} operation {op!r}")
-    return _convert(message, cls)
+    cls = type_named(message, types, "op", f"malformed message: the field 'op' (the {what} operation) is missing",
+                     f"malformed message: the field 'op': unknown {what} operation {{name}}")
+    return convert_checked(message, cls)
 
 
 def _by_op(types: tuple[type, ...]) -> dict[str, type]:
@@ -146,7 +146,7 @@ def reply_as(value: Any, cls: type[Any]) -> Any:
     """A reply's value (plain data) as the shape it has (`sandbox.SandboxInfo`, ...), MalformedMessage if not."""
     if not isinstance(value, dict) and isinstance(value, cls):
         return value
-    return _convert(value, cls)
+    return convert_checked(value, cls)
 
 
 def check_sandbox(message: Any) -> sb.SandboxRequest:
