@@ -15,7 +15,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from homeport.testing import homeport_cli, wait_for
+from homeport.testing import homeport_cli, machine_address, wait_for
 
 PROGRAM = str(Path(__file__).parent / "programs" / "sandboxes.py")
 
@@ -134,21 +134,13 @@ def test_rm_rf_inside_a_sandbox_leaves_the_host_and_other_containers_alone(platf
         os.rmdir(marker_dir)
 
 
-def _machine_address() -> str | None:
-    """This machine's own address on a network interface other than loopback (traffic to it stays here)."""
-    for addrs in psutil.net_if_addrs().values():
-        for a in addrs:
-            if a.family == socket.AF_INET and not a.address.startswith("127."):
-                return a.address
-    return None
-
 
 @pytest.mark.parametrize("rootfs", [False, pytest.param(True, marks=[pytest.mark.timeout(900), pytest.mark.skipif(
     _rootfs_missing() is not None, reason=f"no root file system images here: {_rootfs_missing()}")])])
 def test_a_sandboxs_network_is_its_own_with_http_out_through_the_proxy(platform, rootfs):
     import http.server
 
-    host = _machine_address()
+    host = machine_address()
     if host is None:
         pytest.skip("this machine has no address but loopback")
 
@@ -184,7 +176,7 @@ def test_a_sandboxs_network_is_its_own_with_http_out_through_the_proxy(platform,
 
 
 def test_a_sandbox_cannot_use_another_sandboxs_way_out(platform):
-    host = _machine_address()
+    host = machine_address()
     if host is None:
         pytest.skip("this machine has no address but loopback")
     server = socket.socket()

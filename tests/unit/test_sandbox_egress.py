@@ -7,6 +7,7 @@ import ipaddress
 import pytest
 
 from homeport.server.egress import Policy, parse_cidrs
+from homeport.testing import machine_address
 
 
 def test_the_machine_and_its_link_are_never_reachable():
@@ -35,24 +36,13 @@ def test_domain_allowlist():
     assert Policy().domain_allowed("anything.at.all")
 
 
-def _machine_address() -> str | None:
-    import socket
-
-    import psutil
-
-    for addrs in psutil.net_if_addrs().values():
-        for a in addrs:
-            if a.family == socket.AF_INET and not a.address.startswith("127."):
-                return a.address
-    return None
-
 
 def test_the_proxy_takes_only_its_token_and_a_bounded_number_of_connections(tmp_path, monkeypatch):
     import asyncio
 
     from homeport.server import egress
 
-    host = _machine_address()
+    host = machine_address()
     if host is None:
         pytest.skip("this machine has no address but loopback")
     monkeypatch.setattr(egress, "MAX_CONNECTIONS", 2)

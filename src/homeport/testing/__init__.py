@@ -230,3 +230,17 @@ def app_fixture(module: str, *apps: str, directory: str = "apps", platform: str 
 
     fixture.__name__ = module
     return pytest.fixture(scope=scope)(fixture)  # type: ignore[call-overload]
+
+
+def machine_address() -> str | None:
+    """This machine's own address on a network interface other than loopback (traffic to it stays
+    here), or None where it has none."""
+    import socket
+
+    import psutil
+
+    for addrs in psutil.net_if_addrs().values():
+        for a in addrs:
+            if a.family == socket.AF_INET and not a.address.startswith("127."):
+                return a.address
+    return None
