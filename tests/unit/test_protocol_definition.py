@@ -7,7 +7,7 @@ from __future__ import annotations
 import msgspec
 import pytest
 
-import homeport as modal
+import modal
 from homeport._protocol.definition import (
     Batch,
     FunctionDefinition,
