@@ -4,10 +4,10 @@ by field when malformed."""
 
 from __future__ import annotations
 
+import modal
 import msgspec
 import pytest
 
-import modal
 from homeport._protocol.definition import (
     Batch,
     FunctionDefinition,
