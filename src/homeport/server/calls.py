@@ -26,6 +26,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("homeport.server")
 
+_BLOCKING = (P.KIND_UNARY, P.KIND_GENERATOR)  # calls whose caller waits on their one input
+
 _WEB_CALL = ("A webhook function cannot be invoked for remote execution: '{tag}' is served over HTTP only "
              "(its endpoint's authentication, if any, applies). Call it at its web URL.")
 
@@ -144,7 +146,7 @@ class CallService:
         if call.kind == P.KIND_SPAWN:
             call.input_ids.extend(ids)
         if ids:
-            self.executor.submit(call.fn.function_id, ids)
+            self.executor.submit(call.fn.function_id, ids, callers=call.kind in _BLOCKING)
 
     async def get_call(self, call_id: str, timeout: float | None) -> dict[str, Any] | None:
         call = self.calls.get(call_id)

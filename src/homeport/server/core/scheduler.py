@@ -158,6 +158,10 @@ class Pool:
     waiting_for_gpu: int = 0  # of `pending`: containers that wait for a matching GPU to be free
     # Nothing of the pool can pass a deadline before this (see `_expire`): a tick skips the scan.
     expire_after: float = -math.inf
+    # Queued or held inputs whose caller blocks on each one (`.remote()`, `.remote_gen()`): each is a
+    # caller waiting, so they count as demand whatever the backlog's drain time (see `plan`). May hold
+    # ids already gone (an input that failed): `plan` counts at most the pool's backlog, `tick` prunes.
+    callers: set[int] = field(default_factory=set)
 
 
 # --- instructions ----------------------------------------------------------------------------------
@@ -374,7 +378,9 @@ class Scheduler:
         pool.retired = True
         return self._reconcile(pool, now)
 
-    def submit(self, pool_id: str, inputs: Iterable[int], now: float, front: bool = False) -> list[Instruction]:
+    def submit(self, pool_id: str, inputs: Iterable[int], now: float, front: bool = False,
+               callers: bool = False) -> list[Instruction]:
+        """Queue `inputs`; `callers`: each has a caller blocked on it (see `Pool.callers`)."""
         pool = self.pools[pool_id]
         why = self.too_big(pool.config)
         if why is not None:
@@ -382,6 +388,9 @@ class Scheduler:
         if pool.config.unbound:
             return [FailInputs(tuple(inputs), "This class has required parameters and no container can run it "
                                               "without their values: call it with them, e.g. `Cls(name=...)`.")]
+        if callers:
+            inputs = list(inputs)
+            pool.callers.update(inputs)
         if front:
             pool.queue.extendleft(reversed(list(inputs)))
         else:
@@ -417,6 +426,7 @@ class Scheduler:
             return False
         for i in inputs:
             pool.input_crashes.pop(i, None)
+        pool.callers.difference_update(inputs)
         before = len(pool.queue)
         pool.queue = deque(i for i in pool.queue if i not in inputs)
         return before - len(pool.queue) == len(inputs)
@@ -457,15 +467,18 @@ class Scheduler:
         if c is None:
             return []
         n = 0
+        pool = self.pools[c.pool]
+        callers = pool.callers
         for i in inputs:
             if i in c.assigned:
                 del c.assigned[i]
                 c.running.pop(i, None)
                 n += 1
-                self.pools[c.pool].input_crashes.pop(i, None)
+                pool.input_crashes.pop(i, None)
+                if callers:
+                    callers.discard(i)
         c.served += n
         c.last_active = now
-        pool = self.pools[c.pool]
         if n:
             pool.crashes = 0  # inputs complete: the crashes before were not a loop
         self._mark_running(c, pool.config.max_inputs, now)
@@ -525,6 +538,7 @@ class Scheduler:
                 pool.input_crashes[i] = k
                 again.append(i)
         if lost:
+            pool.callers.difference_update(lost)
             out.append(FailInputs(tuple(lost), f"{reason} (it crashed {INPUT_CRASH_LIMIT + 1} containers)", lost=True))
         back = again + waiting
         if back:
@@ -536,6 +550,7 @@ class Scheduler:
                 reason = f"{reason} ({pool.crashes} containers crashed in a row; pending inputs fail)"
             for i in pool.queue:
                 pool.input_crashes.pop(i, None)
+            pool.callers.difference_update(pool.queue)
             out.append(FailInputs(tuple(pool.queue), reason))
             pool.queue.clear()
         if (init_failed or (crashed and c.phase is Phase.STARTING)) and not c.start_failed:
@@ -599,8 +614,21 @@ class Scheduler:
         for pool in list(self.pools.values()):
             if pool.active:
                 out += self._expire(pool, now)
+                if pool.callers:
+                    self._prune_callers(pool)
                 out += self._reconcile(pool, now)
         return out
+
+    @staticmethod
+    def _prune_callers(pool: Pool) -> None:
+        """Forget caller inputs that left the pool by a way the events above do not see (a safety net:
+        the scheduler's own ways out discard them). Only while the pool has no other backlog, so cheap."""
+        if len(pool.queue) > len(pool.callers):
+            return
+        here = set(pool.queue)
+        for c in pool.containers.values():
+            here.update(c.assigned)
+        pool.callers &= here
 
     def _expire(self, pool: Pool, now: float) -> list[Instruction]:
         """Containers past a deadline: one not ready `startup_timeout` after its hello, one with an input
@@ -638,6 +666,7 @@ class Scheduler:
                     continue
                 c.phase = Phase.STOPPING
                 timed_out = set(late)
+                pool.callers.difference_update(timed_out)
                 rest = [i for i in c.assigned if i not in timed_out]
                 c.assigned.clear()
                 c.running.clear()
@@ -655,7 +684,10 @@ class Scheduler:
 
         Enough to run every queued and assigned input at `target_inputs` per container, but no more
         than the backlog needs to drain within `DRAIN_TARGET_SECONDS` at the observed time per input
-        (so a map of a million 1 µs inputs does not start a container per input), plus
+        (so a map of a million 1 µs inputs does not start a container per input), except that inputs
+        with a caller blocked on each (`Pool.callers`: 200 threads each calling `.remote()`) count
+        in full, each caller's wait being the backlog ahead of it; cpu-bound inputs get no more
+        containers than cores either way; plus
         `buffer_containers` while busy, at least `min_containers`, at most `max_containers`.
 
         `held` (inputs the pool's containers hold) and `ready` (its ready containers) are counted here
@@ -672,6 +704,8 @@ class Scheduler:
         if busy and pool.ewma_seconds is not None:
             by_time = math.ceil(busy * pool.ewma_seconds / (DRAIN_TARGET_SECONDS * per_container))
             want = min(want, max(1, by_time))
+            if pool.callers:
+                want = max(want, math.ceil(min(len(pool.callers), busy) / per_container))
             if self.capacity is not None and pool.cpu_share is not None and pool.cpu_share > CPU_BOUND_SHARE:
                 # Inputs that compute rather than wait gain nothing from more containers than cores; and
                 # their observed time grows with every extra container competing for the cores, which
@@ -795,30 +829,40 @@ class Scheduler:
         """The earliest time at which `tick` may have something to do: stop an idle container, start one
         after a restart backoff, or kill one past its start-up or input deadline."""
         best = math.inf
+        ready, stopping = Phase.READY, Phase.STOPPING
         for pool in self.pools.values():
             cfg = pool.config
             if pool.restart_at and (pool.queue or cfg.min_containers):
                 best = min(best, pool.restart_at)
-            # One pass per pool (it may have thousands of containers).
+            # One pass per pool (it may have thousands of containers), its invariants out of the loop;
+            # the sums as `_expire` makes them, so that a tick at the deadline finds it passed.
+            run_limit = None if cfg.timeout is None else cfg.timeout + cfg.batch_wait + DEADLINE_GRACE_SECONDS
+            startup = cfg.startup_timeout
             live = 0
             idle_since = math.inf  # the longest idle ready container's last activity
+            earliest_run = math.inf  # the earliest start of an input still running
             for c in pool.containers.values():
                 phase = c.phase
-                if phase is Phase.STOPPING:
+                if phase is stopping:
                     continue
                 live += 1
-                if phase is Phase.READY:
+                if phase is ready:
                     if not c.assigned:
                         if c.last_active < idle_since:
                             idle_since = c.last_active
-                    elif c.running and cfg.timeout is not None:
-                        due = min(c.running.values()) + cfg.timeout + cfg.batch_wait + DEADLINE_GRACE_SECONDS
-                        if due < best:
-                            best = due
-                elif c.connected_at is not None and cfg.startup_timeout is not None:
-                    due = c.connected_at + cfg.startup_timeout + DEADLINE_GRACE_SECONDS
+                    elif run_limit is not None and c.running:
+                        running = c.running
+                        # `running` gains entries as time passes: its first is its earliest but for a
+                        # clock that went back, so `min` only where it holds several
+                        since = min(running.values()) if len(running) > 1 else next(iter(running.values()))
+                        if since < earliest_run:
+                            earliest_run = since
+                elif startup is not None and c.connected_at is not None:
+                    due = c.connected_at + startup + DEADLINE_GRACE_SECONDS  # as `_expire` adds it
                     if due < best:
                         best = due
+            if run_limit is not None and earliest_run + run_limit < best:
+                best = earliest_run + run_limit
             if idle_since < math.inf and live > cfg.min_containers:  # else kept warm: no scale-down to wake for
                 best = min(best, idle_since + cfg.scaledown_window)
         return None if best == math.inf else best
