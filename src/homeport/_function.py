@@ -16,6 +16,7 @@ from ._bridge import GeneratorWithAio, MethodWithAio, bridge_loop, run_async, ru
 from ._client import Client, get_client
 from ._serialization import decode_output, output_error, serialize_args
 from ._session import connection_lost
+from ._syncchan import SpawnAck, SyncChannel, unacknowledged
 from .exception import ExecutionError, InvalidError
 
 if TYPE_CHECKING:
@@ -82,8 +83,6 @@ class _RemoteMethod(_DirectMethod):
         direct = self._direct(args, kwargs)
         if direct is None:
             return super().__call__(*args, **kwargs)
-        from ._syncchan import SyncChannel
-
         fn = self._fn
         status, out = SyncChannel.get().call(direct[0], _new_call_id(), direct[1], fn._method)
         return decode_output(fn._tag, status, out)
@@ -101,11 +100,12 @@ class _SpawnMethod(_DirectMethod):
         direct = self._direct(args, kwargs)
         if direct is None:
             return super().__call__(*args, **kwargs)
-        from ._syncchan import SyncChannel
-
         call_id = _new_call_id()
-        SyncChannel.get().spawn(direct[0], call_id, direct[1], self._fn._method)
-        return FunctionCall(call_id, self._fn._tag)
+        ack = SyncChannel.get().spawn(direct[0], call_id, direct[1], self._fn._method)
+        call = FunctionCall(call_id, self._fn._tag)
+        if not ack.done:
+            call._ack = ack  # `.get()` / `.cancel()` wait for the acceptance (see `_syncchan`)
+        return call
 
 
 class _MapMethod:
@@ -642,6 +642,23 @@ class _MapRun:
             self._finish()
 
 
+class _AcceptedFirst(MethodWithAio):
+    """A method of a `FunctionCall` that, called blocking, first waits in the calling thread for the
+    spawn's acceptance when it may still be unread (`.aio` waits on a worker thread, in `_accepted`)."""
+
+    __slots__ = ("_call",)
+
+    def __init__(self, call: FunctionCall, impl: Any, name: str) -> None:
+        super().__init__(impl, name)
+        self._call = call
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        ack = self._call._ack or unacknowledged(self._call.object_id)
+        if ack is not None:
+            ack.wait()  # raises the spawn's refusal
+        return super().__call__(*args, **kwargs)
+
+
 class FunctionCall:
     """A handle on a spawned call; `FunctionCall.from_id(id)` works from any process.
 
@@ -654,8 +671,20 @@ class FunctionCall:
     def __init__(self, call_id: str, tag: str | None = None) -> None:
         self.object_id = call_id
         self._tag = tag or call_id
-        self.get = MethodWithAio(self._get, "get")
-        self.cancel = MethodWithAio(self._cancel, "cancel")
+        self._ack: SpawnAck | None = None  # a pipelined spawn's acceptance, while it may be unread
+        self.get = _AcceptedFirst(self, self._get, "get")
+        self.cancel = _AcceptedFirst(self, self._cancel, "cancel")
+
+    async def _accepted(self) -> None:
+        """A spawn of this process not yet acknowledged: wait for its acceptance (raises its refusal)."""
+        ack = self._ack or unacknowledged(self.object_id)
+        if ack is None:
+            return
+        if not ack.done:  # read on a worker thread: the event loop goes on meanwhile
+            await asyncio.get_running_loop().run_in_executor(None, ack.wait)
+        ack.wait()  # answered: raises a refusal
+        if ack.error is None:
+            self._ack = None
 
     def __repr__(self) -> str:
         return f"FunctionCall({self.object_id!r})"
@@ -665,6 +694,7 @@ class FunctionCall:
         return cls(function_call_id)
 
     async def _get(self, timeout: float | None = None, *, index: int = 0) -> Any:
+        await self._accepted()
         client = await get_client()
         reply = await client.request(
             P.CallGet(call=self.object_id, timeout=timeout),
@@ -675,12 +705,36 @@ class FunctionCall:
         return decode_output(self._tag, reply["status"], reply["data"])
 
     async def _cancel(self, terminate_containers: bool = False) -> None:
+        await self._accepted()
         client = await get_client()
         await client.request(P.CallCancel(call=self.object_id))
 
     @staticmethod
     def gather(*calls: FunctionCall) -> list[Any]:
-        return [c.get() for c in calls]
+        """The results of `calls`, in their order, waited for together (at most `GATHER_AT_ONCE` requests
+        in flight); the first call that failed raises its error, and the waits not done are dropped."""
+        for c in calls:  # spawns of this thread still unacknowledged: read here, not on the event loop
+            if c._ack is not None:
+                c._ack.wait()
+        return run_sync(_gather(calls))
+
+
+GATHER_AT_ONCE = 1024
+
+
+async def _gather(calls: tuple[FunctionCall, ...]) -> list[Any]:
+    slots = asyncio.Semaphore(GATHER_AT_ONCE)
+
+    async def one(call: FunctionCall) -> Any:
+        async with slots:
+            return await call._get()
+
+    tasks = [asyncio.ensure_future(one(c)) for c in calls]
+    try:
+        return await asyncio.gather(*tasks)
+    finally:
+        for t in tasks:
+            t.cancel()
 
 
 def is_generator_function(f: Any) -> bool:
