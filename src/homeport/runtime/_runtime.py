@@ -31,6 +31,7 @@ from ..exception import ExecutionError, InputCancellation, InvalidError
 from ._batch import BatchError, check_outputs, zip_inputs
 from ._concurrent import serve_concurrent
 from ._cuda import cuda_problem
+from ._inbox import SocketInbox
 from ._run import (
     InputTimeout,
     Run,
@@ -81,6 +82,16 @@ class Connection:
                 return P.decode_to_container(body)
             except P.MalformedMessage as exc:
                 print(f"homeport runtime: dropped a message from the control plane: {exc}", file=sys.stderr)
+
+
+    def buffered(self) -> P.ToContainer | None:
+        """The next message if it has already arrived whole (no system call); else None."""
+        while (body := self._frames.next()) is not None:
+            try:
+                return P.decode_to_container(body)
+            except P.MalformedMessage as exc:
+                print(f"homeport runtime: dropped a message from the control plane: {exc}", file=sys.stderr)
+        return None
 
 
 class _SourceLoader(importlib.machinery.SourceFileLoader):
@@ -371,13 +382,14 @@ class Runtime:
         if self.max_inputs > 1:
             return serve_concurrent(self)
         signal.signal(signal.SIGUSR1, self._on_cancel_signal)
-        threading.Thread(target=self.reader, name="homeport-reader", daemon=True).start()
+        feed = SocketInbox(self)  # this thread reads the socket while it waits (see `_inbox`)
+        feed.start()
         outbox = _Outbox(self)
         pending = self.pending
         while True:
             if not pending:
                 outbox.flush()
-                batch = self.inbox.get()
+                batch = feed.next_inputs()
                 if batch is None:
                     return
                 pending.extend(batch)
@@ -397,7 +409,9 @@ class Runtime:
             if iid in self.cancelled:
                 outbox.add(P.OutputRow(iid, P.TERMINATED, None))
                 continue
+            feed.running()
             result = self.run_input(item)
+            feed.idle()
             if not pending and result.status != P.TIMEOUT:
                 outbox.send(result)  # nothing else to run: out now, without waking the flusher thread
                 continue
