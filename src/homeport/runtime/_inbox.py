@@ -106,7 +106,8 @@ class SocketInbox:
             while True:
                 msg = conn.recv()
                 if msg is None:
-                    return self._ended()
+                    self._ended()
+                    return None
                 items = self.take(msg)
                 if items:
                     # Whatever else already arrived whole goes with them (no system call): one batch.
@@ -116,7 +117,8 @@ class SocketInbox:
                             items = list(items) + list(extra)
                     return items
         except OSError:
-            return self._ended()
+            self._ended()
+            return None
 
     def _ended(self) -> None:
         self.closed = True
