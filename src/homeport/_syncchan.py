@@ -114,11 +114,6 @@ class SyncChannel:
         self.address = _server_address()
         self.pid = os.getpid()
         self._ids = 0  # request ids of this channel's requests
-        try:
-            self.sock = _address.connect(self.address)
-        except OSError as exc:
-            raise could_not_connect(self.address, exc) from None
-        self._frames = P.FrameReader()  # bytes read off the socket, not yet a whole frame
         # Spawns by request id whose acknowledgement was not read yet; refused ones not yet raised;
         # functions with an accepted spawn on this connection (their next spawns are pipelined).
         self._acks: dict[int, SpawnAck] = {}
@@ -128,6 +123,11 @@ class SyncChannel:
         # Reading the socket: this thread, or another whose `FunctionCall.get()` waits for a spawn's
         # acknowledgement (a FunctionCall may travel between threads).
         self._read_lock = threading.Lock()
+        try:
+            self.sock = _address.connect(self.address)
+        except OSError as exc:
+            raise could_not_connect(self.address, exc) from None
+        self._frames = P.FrameReader()  # bytes read off the socket, not yet a whole frame
         _open.add(self)
         hello = hello_message(_config.read_token() or "")
         hello.id = 0
@@ -161,13 +161,15 @@ class SyncChannel:
         self.close()
 
     def close(self) -> None:
-        if self._acks and self.pid == os.getpid():
+        acks = getattr(self, "_acks", None)  # (None: made without `__init__`, or it failed early)
+        if acks and self.pid == os.getpid():
             self._settle_before_close()
         try:
             self.sock.close()
         except OSError:
             pass
-        self._lost()
+        if acks:
+            self._lost()
         if getattr(_local, "channel", None) is self:
             _local.channel = None
 

@@ -9,8 +9,8 @@ import threading
 import pytest
 
 from homeport import _protocol as P
+from homeport.runtime._conn import Connection
 from homeport.runtime._inbox import GUARD_SECONDS, SocketInbox
-from homeport.runtime._runtime import Connection
 
 
 class _Host:

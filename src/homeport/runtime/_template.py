@@ -349,7 +349,7 @@ def main(fd: int) -> None:
             from .. import _modal_alias
 
             _modal_alias.install()
-        from ._runtime import load_service, run_snap_hooks
+        from ._load import load_service, run_snap_hooks
 
         if os.environ.get(P.ENV_MODAL_ALIAS, "1") == "1":  # as every container: `import modal` is Homeport
             from .._modal_alias import install as install_modal_alias
