@@ -113,13 +113,15 @@ class SyncChannel:
     def __init__(self) -> None:
         self.address = _server_address()
         self.pid = os.getpid()
-        self._ids = 0  # request ids of this channel's requests
         # Spawns by request id whose acknowledgement was not read yet; refused ones not yet raised;
         # functions with an accepted spawn on this connection (their next spawns are pipelined).
         self._acks: dict[int, SpawnAck] = {}
         self._refused: list[SpawnAck] = []
         self._accepted: set[str] = set()
         self._since_drain = 0
+        # Spawns' request ids count down from -1: never one of the other requests' (Dicts and Queues
+        # number theirs from 1 on this connection too).
+        self._spawn_ids = 0
         # Reading the socket: this thread, or another whose `FunctionCall.get()` waits for a spawn's
         # acknowledgement (a FunctionCall may travel between threads).
         self._read_lock = threading.Lock()
@@ -287,7 +289,10 @@ class SyncChannel:
                 return
 
     def _request(self, msg: P.Request | dict[str, Any]) -> P.Result:
-        """Send a request (its id set) and read until its result."""
+        """Send a request (its id set) and read until its result. Spawns in flight are answered first:
+        their acknowledgements must not be taken for (or dropped by) another request's reading."""
+        if self._acks:
+            self._wait_ack(None)
         self.sock.sendall(P.encode(msg))
         rid = msg["id"] if type(msg) is dict else msg.id  # type: ignore[union-attr]
         while True:
@@ -301,8 +306,8 @@ class SyncChannel:
             if self._refused:
                 self._raise_refused()
             try:
-                self._ids += 1
-                ack = SpawnAck(self, self._ids, call_id, fid)
+                self._spawn_ids -= 1
+                ack = SpawnAck(self, self._spawn_ids, call_id, fid)
                 self.sock.sendall(P.encode(P.Call(call=call_id, fid=fid, kind=P.KIND_SPAWN,
                                                   inputs=[P.CallInput(0, data, method)], id=ack.rid)))
                 self._acks[ack.rid] = ack

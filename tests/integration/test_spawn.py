@@ -51,6 +51,16 @@ def test_spawned_calls_are_usable_at_once_and_gather_in_order(platform, tmp_path
         assert modal.FunctionCall.gather(*calls) == [i * i for i in range(3000)]
 
 
+def test_spawns_in_flight_and_dict_or_queue_operations_share_the_thread(platform, tmp_path):
+    mod = _app_module(tmp_path, "spawn_mixed")
+    with mod.app.run(show_logs=False), modal.Queue.ephemeral() as q:
+        calls = [mod.square.spawn(i) for i in range(20)]  # acceptances still unread ...
+        q.put(1)  # ... when a Queue operation reads the same connection
+        assert q.get(timeout=30) == 1
+        calls += [mod.square.spawn(i) for i in range(20, 40)]
+        assert modal.FunctionCall.gather(*calls) == [i * i for i in range(40)]
+
+
 def test_the_first_spawn_of_a_stopped_apps_function_fails_at_spawn(platform, tmp_path):
     mod = _app_module(tmp_path, "spawn_stopped")
     with mod.app.run(show_logs=False):
