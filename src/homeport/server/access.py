@@ -15,7 +15,7 @@ gets only what running its function needs:
   where Modal's sandbox pools keep their sandboxes): APP_LOOKUP;
 - create and drive sandboxes of its own app (and of deployed apps): SANDBOX. A sandbox's image comes
   as build steps, built confined, never steps that read the requester's local files
-  (`sandboxes.container_image_refusal`), and never as an image id (another app's image, with its files).
+  (`sandbox_launch.container_image_refusal`), and never as an image id (another app's image, with its files).
 
 Everything else (stopping the server, containers or apps, secrets, deploys, image builds, logs of
 other apps ...) is refused with an `auth` error, so code running in one app cannot reach the rest of
@@ -27,7 +27,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from .. import _protocol as P
-from .sandboxes import container_image_refusal
+from .sandbox_launch import container_image_refusal
 
 if TYPE_CHECKING:
     from .services import ControlPlane
