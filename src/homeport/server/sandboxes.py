@@ -251,12 +251,12 @@ class Sandboxes:
         finally:
             rec.pending.pop(rid, None)
 
-    def agent_hello(self, proto: FramedProtocol, msg: dict[str, Any]) -> bool:
-        rec = self.by_id.get(msg.get("cid", ""))
+    def agent_hello(self, proto: FramedProtocol, hello: P.Hello) -> bool:
+        rec = self.by_id.get(hello.cid or "")
         # Once only: a process in the sandbox that read the token from the agent's environment cannot
         # take its place later, even after the agent's connection is gone.
         if rec is None or not rec.running or rec.greeted \
-                or not secrets.compare_digest(rec.token, str(msg.get("token", ""))):
+                or not secrets.compare_digest(rec.token, hello.token or ""):
             return False
         rec.greeted = True
         rec.proto = proto
