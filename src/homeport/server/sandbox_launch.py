@@ -121,7 +121,6 @@ class SandboxRecord:
         return self.returncode is None
 
 
-
 class SandboxLauncher:
     """Builds what a sandbox's container starts from, and releases it when the sandbox has exited."""
 
@@ -172,7 +171,7 @@ class SandboxLauncher:
                 raise AuthError(why)
 
         def on_log(image: str, line: str, fd: int) -> None:
-            peer.proto.send({"t": P.LOG, "app": None, "fn": "image", "cid": image, "fd": fd, "data": line})
+            peer.proto.send(P.Log(fn="image", cid=image, fd=fd, data=line))
 
         try:
             return (await self.function_setup.build_images([request], on_log))[0]

@@ -21,9 +21,12 @@ import itertools
 import logging
 import os
 import secrets
+import tempfile
 import time
 from collections.abc import Mapping
 from typing import Any
+
+import psutil
 
 from .. import _protocol as P
 from ..backends import Backend
@@ -36,8 +39,10 @@ from .dashboard import Dashboard
 from .dashboard.views import gauges
 from .executor import Executor
 from .functions import FunctionSetup
+from .gpus import as_rows, discover
 from .images import ImageBuilder
 from .launch import BuildContainers, Launcher
+from .liveness import watch_containers
 from .logfeed import LogFeed
 from .logs import LogQuery, LogStore
 from .observe import Observer
@@ -58,8 +63,6 @@ log = logging.getLogger("homeport.server")
 
 def machine_capacity() -> Capacity:
     """The cores and memory containers may request in all (HOMEPORT_CPU / HOMEPORT_MEMORY_MIB override)."""
-    import psutil
-
     cpu = float(os.environ.get("HOMEPORT_CPU") or psutil.cpu_count() or 1)
     mem = int(os.environ.get("HOMEPORT_MEMORY_MIB") or psutil.virtual_memory().total // (1 << 20))
     return Capacity(cpu=cpu, memory_mib=mem)
@@ -70,8 +73,6 @@ def _web_socket_dir(state_dir: str) -> str:
     short enough for a socket address (about 100 bytes), else a private directory under /tmp."""
     path = os.path.join(state_dir, "web")
     if len(path) + len("/ta-0000aaaaaaaa/w-00") > 100:
-        import tempfile
-
         return tempfile.mkdtemp(prefix="hp-web-")
     os.makedirs(path, mode=0o700, exist_ok=True)
     return path
@@ -89,10 +90,8 @@ class ControlPlane:
         self.scratch = scratch
         self.volumes_unshared: str | None = None  # why volumes cannot be used (see volume_root)
         self._cid_counter = itertools.count(1)
-        from . import gpus as _gpus
-
         # The machine's GPUs (NVML; `gpus` is a test's fake inventory): an empty one is no error.
-        self.gpus = _gpus.discover() if gpus is None else tuple(gpus)
+        self.gpus = discover() if gpus is None else tuple(gpus)
         self.registry = Registry()
         self.apps = self.registry.apps
         self.functions = self.registry.functions
@@ -154,8 +153,6 @@ class ControlPlane:
             log.error("background task failed", exc_info=task.exception())
 
     async def run_ticker(self) -> None:
-        from .liveness import watch_containers
-
         self.spawn(watch_containers(self.containers, self.supervisor))  # containers that stop answering are reported
         while True:
             deadline = self.executor.next_deadline()
@@ -224,8 +221,6 @@ class ControlPlane:
         }
 
     def _gpu_status(self) -> list[dict[str, Any]]:
-        from .gpus import as_rows
-
         holder = self.executor.gpu_holders()
         return [{**row, "container_id": holder.get(row["uuid"])} for row in as_rows(self.gpus)]
 
