@@ -11,9 +11,9 @@ import secrets
 from collections.abc import Callable
 
 from ..backends import Backend, ContainerSpec, ExitInfo, Mount
-from ..image_builder import BuiltImage, ImageBuilder, ImageBuildFailed, ImageNotFound, ImageUnsupported
+from ..image_builder import BuiltImage, ImageBuilder, ImageBuildFailed, ImageUnsupported
 
-__all__ = ["BuildContainers", "BuiltImage", "ImageBuildFailed", "ImageBuilder", "ImageNotFound", "ImageUnsupported"]
+__all__ = ["BuildContainers", "BuiltImage", "ImageBuildFailed", "ImageBuilder", "ImageUnsupported"]
 
 
 class BuildContainers:
