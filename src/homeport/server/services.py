@@ -40,8 +40,8 @@ from .dashboard.views import gauges
 from .executor import Executor
 from .functions import FunctionSetup
 from .gpus import as_rows, discover
-from .images import ImageBuilder
-from .launch import BuildContainers, Launcher
+from .images import BuildContainers, ImageBuilder
+from .launch import Launcher
 from .liveness import watch_containers
 from .logfeed import LogFeed
 from .logs import LogQuery, LogStore
