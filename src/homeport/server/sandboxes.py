@@ -5,7 +5,8 @@ environment machinery (`Launcher`), but its process is a small agent (`homeport.
 rather than the function runtime. The agent connects back to the control plane (hello role "sandbox"),
 runs the sandbox's own command and every `exec`, and streams their output as it arrives. This module
 relays between clients and agents: a client's exec goes to the agent, the exec's output frames go to the
-client that started it; file operations run in the agent, inside the container's own view.
+client that started it; file operations run in the agent, inside the container's own view. What a
+sandbox's container starts from (its image, network, spec and tunnels) is `sandbox_launch`'s.
 
 Lifecycle: a sandbox ends when its command exits (its exit code), at its `timeout` (124), when it is
 terminated or its app stops (137), or after `idle_timeout` seconds without an exec or input (124).
