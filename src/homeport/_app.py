@@ -15,7 +15,8 @@ from . import _bridge, _build_log, _config
 from . import _protocol as P
 from ._bridge import run_async, run_sync
 from ._client import Client, default_log_printer, get_client
-from ._cls import _NO_DEFAULT, check_unregistered_classes, cls_decorator, function_class
+from ._cls_body import _NO_DEFAULT, check_unregistered_classes
+from ._cls_decorator import cls_decorator, function_class
 from ._definition import (
     Registered,
     batch_definition,
