@@ -33,7 +33,7 @@ from .records import Peer
 
 # What a sandbox's image may ask for when code in a container asks: each build step that the control
 # plane runs like any other (`pip_install` and `uv_pip_install` confined to a build container, see
-# `ImageBuilder._install_confined`; apt and shell commands in the image's own root file system), and
+# `homeport.image_builder.install._install_confined`; apt and shell commands in the image's own root file system), and
 # the parameters it names. Everything else names files of the requester (`add_local_*`, requirements
 # files, `run_function`'s module), which the control plane would read from its own disk instead.
 _CONTAINER_IMAGE_STEPS: dict[str, frozenset[str]] = {
