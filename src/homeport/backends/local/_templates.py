@@ -29,7 +29,7 @@ import socket
 import struct
 import tempfile
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -227,15 +227,16 @@ class Templates:
         self._starting: dict[str, asyncio.Task] = {}
 
     async def fork(self, spec: TemplateSpec, cid: str, env: dict[str, str], cwd: str | None,
-                   out_w: int, err_w: int, sink: Sink, place: Callable[[int], None] | None = None,
+                   out_w: int, err_w: int, sink: Sink, place: Callable[[int], Awaitable[None]] | None = None,
                    code: tuple[str, ...] = (), uid: int | None = None) -> Forked:
         """Fork container `cid` from its template, starting the template first if needed; what the
         template prints while it starts (a snapshot's imports and hooks) goes to `sink`. Its TMPDIR
         is made here, unless it has a root file system of its own (and its own /tmp).
 
-        With `place`, the copy is held before it runs anything until `place(pid)` has returned (the
-        backend puts it in its cgroup then): it waits on a pipe whose write end is kept here, and
-        leaves without running if the pipe closes unwritten. `uid`: the host user it becomes, where
+        With `place`, the copy is held before it runs anything of the user's (or connects) until
+        `place(pid)` has returned (the backend puts it in its cgroup then, a write the kernel may
+        take ~10 ms over, while the copy isolates itself): it waits on a pipe whose write end is kept
+        here, and leaves without running if the pipe closes unwritten. `uid`: the host user it becomes, where
         its template's containers each become their own (`container_uid`)."""
         if spec.key in self._failed:
             raise TemplateUnavailable(self._failed[spec.key])
@@ -276,9 +277,11 @@ class Templates:
                     shutil.rmtree(scratch, ignore_errors=True)
                 raise
             if place is not None:
-                place(pid)
+                await place(pid)
             if hold_w >= 0:
-                os.write(hold_w, b"go" + (str(pid).encode() if tpl.own_pids else b""))
+                # Gone already (it could not isolate itself): its exit and last words come as any container's.
+                with contextlib.suppress(BrokenPipeError):
+                    os.write(hold_w, b"go" + (str(pid).encode() if tpl.own_pids else b""))
         finally:
             if hold_w >= 0:
                 os.close(hold_w)  # unwritten (place failed, or this was cancelled): the copy leaves
