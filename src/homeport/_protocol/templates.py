@@ -32,7 +32,7 @@ class Fork(_TemplateMessage, tag="fork", kw_only=True):
     t0: float | None = None  # when the control plane asked for the container (time.time())
     private_root: bool = False
     hide: Any = None
-    held: bool = False  # a third descriptor: a pipe the child waits on before it runs user code
+    held: bool = False  # a third descriptor: a pipe the child waits on before it runs
     needed: list[Any] = []  # noqa: RUF012 - copied per instance; [[path, read_only], ...] it needs to see
     uid: int | None = None  # the host user it runs as, where each container gets one of its own
 

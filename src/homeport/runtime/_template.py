@@ -565,7 +565,7 @@ def _interpreter_paths() -> list[str]:
 
 def _wait_until_placed(hold: int) -> None:
     """Wait until the backend has put this copy where it belongs (its cgroup), before it runs
-    anything of the user's, which could use memory beyond its limit; leave if the backend gave up instead."""
+    anything that could use memory beyond its limit; leave if the backend gave up instead."""
     global _placed_pid
     try:
         go = os.read(hold, 32)  # b"go", then this copy's host pid where the template's pids are its own
@@ -583,10 +583,8 @@ def _child(sock: socket.socket, fds: list[int], msg: T.Fork, preloaded: Any) -> 
         _send(sock, T.Forked(cid=msg.cid, pid=0))
     sock.close()  # first: a copy that still held the template's socket would hide the template's exit
     made_idmap = _own_idmap(msg.uid)
-    hold = fds.pop() if msg.held else -1
-    if hold >= 0 and _own_pids:  # its host pid, which its isolation needs, comes with the go-ahead
-        _wait_until_placed(hold)
-        hold = -1
+    if msg.held:
+        _wait_until_placed(fds.pop())
     code = 1
     try:
         os.setsid()  # its own process group, like a spawned container, so stop() reaches its children
@@ -620,11 +618,6 @@ def _child(sock: socket.socket, fds: list[int], msg: T.Fork, preloaded: Any) -> 
                     os.makedirs(cwd, exist_ok=True)
         if cwd:
             os.chdir(cwd)
-        if hold >= 0:
-            # The backend puts this copy in its cgroup while it isolated itself (the kernel may take
-            # ~10 ms over that write): what ran so far is the runtime's own few steps. Nothing of the
-            # user's runs, and it does not connect, until it is there.
-            _wait_until_placed(hold)
         if sys.path and sys.path[0] == _start_dir:  # like a fresh `python -m`: the container's own directory
             sys.path[0] = os.getcwd()
         # Per-container state must differ between copies of one snapshot.

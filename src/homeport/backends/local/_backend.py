@@ -341,7 +341,7 @@ class LocalBackend(Backend):
             writers.append(w)
         place = None
         if cgroup is not None:
-            async def place(pid: int) -> None:  # the copy waits for this before it runs user code
+            async def place(pid: int) -> None:  # the copy waits for this before it runs anything
                 try:  # in a thread: the kernel may take ~10 ms over it, which the event loop must not wait for
                     await asyncio.to_thread(cgroup.add, pid)
                 except OSError as exc:

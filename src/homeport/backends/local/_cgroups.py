@@ -6,9 +6,8 @@ processes it may hold: `pids_max`, `DEFAULT_PIDS_MAX` unless `HOMEPORT_CONTAINER
 freeze, SIGKILL every member and thaw where that is missing, or on v1 with the freezer controller),
 even a double-forked `setsid` daemon that left its process group. Each cgroup is made created under the control plane's own cgroup (so whatever
 limits the control plane lives under still apply), before the container's process exists: the process
-is in it before it runs anything of the user's (a spawned one joins it itself, `Cgroup.joining`; a forked
-one isolates itself meanwhile and then waits until the backend has put it there, see `_templates`), so
-no memory the user's code uses escapes the limit. After a container exits, its cgroup says whether
+is in it before it runs anything (a spawned one joins it itself, `Cgroup.joining`; a forked one waits
+until the backend has put it there, see `_templates`), so no memory it uses escapes the limit. After a container exits, its cgroup says whether
 the kernel killed something in it for exceeding the memory limit.
 """
 

@@ -233,10 +233,9 @@ class Templates:
         template prints while it starts (a snapshot's imports and hooks) goes to `sink`. Its TMPDIR
         is made here, unless it has a root file system of its own (and its own /tmp).
 
-        With `place`, the copy is held before it runs anything of the user's (or connects) until
-        `place(pid)` has returned (the backend puts it in its cgroup then, a write the kernel may
-        take ~10 ms over, while the copy isolates itself): it waits on a pipe whose write end is kept
-        here, and leaves without running if the pipe closes unwritten. `uid`: the host user it becomes, where
+        With `place`, the copy is held before it runs anything until `place(pid)` has returned (the
+        backend puts it in its cgroup then): it waits on a pipe whose write end is kept here, and
+        leaves without running if the pipe closes unwritten. `uid`: the host user it becomes, where
         its template's containers each become their own (`container_uid`)."""
         if spec.key in self._failed:
             raise TemplateUnavailable(self._failed[spec.key])
@@ -279,9 +278,7 @@ class Templates:
             if place is not None:
                 await place(pid)
             if hold_w >= 0:
-                # Gone already (it could not isolate itself): its exit and last words come as any container's.
-                with contextlib.suppress(BrokenPipeError):
-                    os.write(hold_w, b"go" + (str(pid).encode() if tpl.own_pids else b""))
+                os.write(hold_w, b"go" + (str(pid).encode() if tpl.own_pids else b""))
         finally:
             if hold_w >= 0:
                 os.close(hold_w)  # unwritten (place failed, or this was cancelled): the copy leaves
