@@ -3,7 +3,7 @@
 import pytest
 
 from homeport.backends import Mount
-from homeport.server.images import BuiltImage
+from homeport.image_builder import BuiltImage
 from homeport.server.templates import container_template
 
 
