@@ -165,9 +165,23 @@ def in_initial_user_namespace() -> bool:
         return False
 
 
-def idmap_namespace(uid: int) -> int:
+def _idmap_text(uid: int, others: bool) -> str:
+    """`0 <uid> 1`, and with `others` the ids 1-65535 mapped to themselves (but `uid`)."""
+    lines = [f"0 {uid} 1"]
+    if others:
+        for lo, hi in ((1, min(uid, 65536)), (max(uid + 1, 1), 65536)):
+            if hi > lo:
+                lines.append(f"{lo} {lo} {hi - lo}")
+    return "\n".join(lines) + "\n"
+
+
+def idmap_namespace(uid: int, others: bool = False) -> int:
     """A descriptor of a user namespace in which root is host user `uid`: what makes a mount idmapped
-    (host root's files look like `uid`'s). Made by a child that enters it and is then killed."""
+    (host root's files look like `uid`'s). Made by a child that enters it and is then killed.
+    `others`: the image's other ids (1-65535) map to themselves, so that files of theirs (a group such
+    as shadow) stay within reach of the overlay that reads them (the kernel's override of permissions
+    needs both owner and group mapped); the container's own user namespace maps only its root, so to it
+    they belong to nobody."""
     r, w = os.pipe()
     pid = os.fork()
     if pid == 0:  # never returns
@@ -188,7 +202,7 @@ def idmap_namespace(uid: int) -> int:
             raise OSError("unshare(CLONE_NEWUSER) failed in the helper")
         for name in ("uid_map", "gid_map"):
             with open(f"/proc/{int(seen)}/{name}", "w") as f:
-                f.write(f"0 {uid} 1\n")
+                f.write(_idmap_text(uid, others))
         return os.open(f"/proc/{int(seen)}/ns/user", os.O_RDONLY | os.O_CLOEXEC)
     finally:
         with contextlib.suppress(ProcessLookupError):

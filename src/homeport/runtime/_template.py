@@ -288,6 +288,49 @@ def _probe_isolation(candidate: dict[str, Any], plan: dict[str, Any] | None) -> 
     return _mountns.probe(attempt, _isolate.fork_in_new_pid_namespace if candidate["pidns"] else os.fork)
 
 
+# Containers forked from this template of a root file system image assemble a root of their own and
+# become users of their own (`_newroot.from_template`): {"uid": the default host user, "pidns": bool}.
+_rootfs_isolation: dict[str, Any] | None = None
+
+
+def _prepare_rootfs_isolation(settings: dict[str, Any]) -> str | None:
+    """Get ready to fork containers that each assemble a root of their own from the image's layers and
+    become an unprivileged user of their own (tried in a throw-away child): None, or why not."""
+    global _rootfs_isolation
+    from . import _isolate, _mountns, _newroot
+
+    uid = int(settings["uid"])
+    pid_problem = _isolate.pid_namespaces_work()
+
+    def attempt() -> None:
+        _newroot.from_template(uid)
+        if open("/proc/self/uid_map").read().split()[:2] != ["0", str(uid)]:
+            raise OSError("the user namespace did not map root to the container's user")
+
+    problem = _mountns.probe(attempt, os.fork if pid_problem else _isolate.fork_in_new_pid_namespace)
+    if problem is None:
+        _rootfs_isolation = {"uid": uid, "pidns": not pid_problem}
+    return problem
+
+
+def _rootfs_child(msg: T.Fork) -> None:
+    """Make this copy (of a template of a root file system image) a container with a root and a user
+    of its own (`_newroot`), or leave without running the user's code."""
+    from . import _isolate, _newroot
+
+    assert _rootfs_isolation is not None
+    host_pid = _isolate.host_pid()  # read before it mounts a /proc of its own
+    if host_pid is not None and _rootfs_isolation["pidns"]:
+        os.environ[P.ENV_HOST_PID] = str(host_pid)
+    web = os.path.dirname(msg.env.get(P.ENV_WEB_SOCKET) or "")
+    own = [web] if web and os.path.basename(web) == msg.cid else []  # its web sockets' own directory
+    try:
+        _newroot.from_template(msg.uid or _rootfs_isolation["uid"], own, [os.path.dirname(web)] if own else [])
+    except OSError as exc:
+        print(f"homeport: this container could not get a root of its own ({exc}); it does not start", file=sys.stderr)
+        raise SystemExit(1) from None
+
+
 def _prepare_hiding(plan: dict[str, Any], snapshot: bool) -> str | None:
     """Get ready to hide the state directory from the containers forked from here (and, for a snapshot,
     from the user's code this template runs): None, or why the machine does not allow it."""
@@ -319,7 +362,17 @@ def main(fd: int) -> None:
     first = T.decode_start(sock.recv(PACKET))
     preloaded = None
     t0 = time.monotonic()
-    if first.private_root:
+    isolation: list[str] = []
+    if first.private_root and first.isolate is not None:  # its containers each become a user of their own
+        if first.definition_path:
+            _send(sock, T.TemplateFailed(error="a memory snapshot of an image with its own root file system would "
+                                               "run your code as host root, where its containers run as users of "
+                                               "their own"))
+            return
+        problem = _prepare_rootfs_isolation(first.isolate)
+        if problem is not None:
+            isolation.append(f"containers of this image run as root in their own root ({problem})")
+    if first.private_root and _rootfs_isolation is None:
         from ._mountns import probe
 
         problem = probe()
@@ -332,10 +385,9 @@ def main(fd: int) -> None:
         with open(first.definition_path, "rb") as f:
             defn = definition_from_wire(P.decode(f.read()))
     visible = None
-    isolation: list[str] = []
     global _snapshot_template
     _snapshot_template = defn is not None
-    if first.isolate is not None:
+    if first.isolate is not None and not first.private_root:
         code = [] if defn is None else [*defn.sys_path, os.path.dirname(defn.module_file or "")]
         isolation = _prepare_isolation(first.isolate, first.hide, snapshot=defn is not None,
                                        code=[p for p in code if p and os.path.isdir(p)])
@@ -404,7 +456,7 @@ def _serve(sock: socket.socket, preloaded: Any) -> None:
                 os._exit(0)
             msg = T.decode_to_template(data)
             if type(msg) is T.Fork:
-                if _isolation is not None and _isolation["pidns"]:
+                if (_isolation or _rootfs_isolation or {}).get("pidns"):
                     from ._isolate import fork_in_new_pid_namespace
 
                     pid = fork_in_new_pid_namespace()
@@ -560,7 +612,9 @@ def _child(sock: socket.socket, fds: list[int], msg: T.Fork, preloaded: Any) -> 
             _isolate_child(msg)
         elif msg.hide is not None and _hides:
             _hide_state(msg.hide)
-        if msg.private_root:  # a root file system image: a writable root of its own, first
+        if msg.private_root and _rootfs_isolation is not None:  # a root of its own, as a user of its own
+            _rootfs_child(msg)
+        elif msg.private_root:  # a root file system image: a writable root of its own, first
             from ._mountns import private_root
 
             private_root()

@@ -247,8 +247,11 @@ class LocalBackend(Backend):
         isolate = self._spawn_isolation(spec, hide, tmp, own)
         if isolate is not None:
             env[P.ENV_ISOLATE] = json.dumps(isolate)
+        uid = self._rootfs_uid(spec)
+        if uid is not None:  # its own user in its own root: its web sockets' directory its only one there
+            spec = _rootfs.own_web_entry(spec)
         try:
-            argv = _sandbox.command(spec, hide, dev, isolates_itself=isolate is not None)
+            argv = _sandbox.command(spec, hide, dev, isolates_itself=isolate is not None, uid=uid)
         except _sandbox.SandboxUnavailable as exc:
             raise RuntimeError(str(exc)) from None
         if network_problem is not None:
@@ -293,6 +296,14 @@ class LocalBackend(Backend):
             return None
         return {"uid": self._uid(spec.container_id) or settings["uid"], "hidden": hide["dir"],
                 "needed": needed_paths(self._private, spec.mounts, tmp, spec.cwd, spec.code, own)}
+
+    def _rootfs_uid(self, spec: ContainerSpec) -> int | None:
+        """The host user a root file system image's container becomes (`_rootfs.isolated_root`), or None."""
+        settings = isolation_settings()
+        if not spec.rootfs or settings is None or settings["uid"] is None:
+            return None
+        uid = self._uid(spec.container_id) or settings["uid"]
+        return uid if _rootfs.isolated_root(spec.rootfs, uid) else None
 
     def _ensure_templates(self) -> Templates:
         if self._templates is None:
