@@ -165,23 +165,26 @@ def in_initial_user_namespace() -> bool:
         return False
 
 
-def _idmap_text(uid: int, others: bool) -> str:
-    """`0 <uid> 1`, and with `others` the ids 1-65535 mapped to themselves (but `uid`)."""
+def _idmap_text(uid: int, others: bool | int) -> str:
+    """`0 <uid> 1`; with `others` True also ids 1-65535 mapped to themselves (but `uid`); with an int,
+    ids 1-65535 mapped to `others`, `others` + 1 ... (a container's own subordinate ids)."""
     lines = [f"0 {uid} 1"]
-    if others:
+    if others is True:
         for lo, hi in ((1, min(uid, 65536)), (max(uid + 1, 1), 65536)):
             if hi > lo:
                 lines.append(f"{lo} {lo} {hi - lo}")
+    elif others:
+        lines.append(f"1 {others} 65535")
     return "\n".join(lines) + "\n"
 
 
-def idmap_namespace(uid: int, others: bool = False) -> int:
+def idmap_namespace(uid: int, others: bool | int = False) -> int:
     """A descriptor of a user namespace in which root is host user `uid`: what makes a mount idmapped
     (host root's files look like `uid`'s). Made by a child that enters it and is then killed.
-    `others`: the image's other ids (1-65535) map to themselves, so that files of theirs (a group such
-    as shadow) stay within reach of the overlay that reads them (the kernel's override of permissions
-    needs both owner and group mapped); the container's own user namespace maps only its root, so to it
-    they belong to nobody."""
+    `others` (`_idmap_text`): how an image's other ids (1-65535) map: to a container's own subordinate
+    ids (so that they are its users' ids inside), or to themselves (so that files of theirs, such as
+    the shadow group's, stay within reach of the overlay that reads them: the kernel's override of
+    permissions needs both owner and group mapped)."""
     r, w = os.pipe()
     pid = os.fork()
     if pid == 0:  # never returns

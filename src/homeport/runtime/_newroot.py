@@ -38,6 +38,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+from .. import _protocol as P
 from . import _isolate
 from ._mountns import CLONE_NEWNS, MS_BIND, MS_PRIVATE, MS_REC, _call, _lib, _mount, mount_points
 
@@ -134,7 +135,7 @@ def assemble(scratch: str, layers: Sequence[str], uid: int | None, binds: Sequen
     /proc (of this PID namespace), /sys read-only, the current /etc/resolv.conf and /etc/hosts copied,
     and `binds` ([src, dst, writable]). Its path."""
     _mount("homeport-container", scratch, "tmpfs", 0, "mode=0755")
-    idmap = _isolate.idmap_namespace(uid, others=True) if uid is not None else -1
+    idmap = _isolate.idmap_namespace(uid, P.subordinate_ids(uid) or True) if uid is not None else -1
     try:
         lower = []
         for i, layer in enumerate(layers):
@@ -182,12 +183,48 @@ def assemble(scratch: str, layers: Sequence[str], uid: int | None, binds: Sequen
 
 
 def drop(uid: int) -> None:
-    """Become host user `uid`, root only in a user namespace of its own (`_isolate`'s last step)."""
+    """Become host user `uid`, root only in a user namespace of its own. Where `uid` has subordinate ids
+    (`P.subordinate_ids`) the namespace maps ids 1-65535 to them, as its idmapped layers do (an image's
+    users, `runuser -u alice`, are users of its own): a map only a privileged process outside may write,
+    so a helper forked first writes it. Else only its root is mapped (`_isolate`'s last step)."""
+    first = P.subordinate_ids(uid)
+    if first is None:
+        os.setgroups([])
+        os.setresgid(uid, uid, uid)
+        os.setresuid(uid, uid, uid)
+        _lib().prctl(_isolate.PR_SET_DUMPABLE, 1, 0, 0, 0)
+        _isolate._user_namespace(f"0 {uid} 1", f"0 {uid} 1")
+        return
+    text = _isolate._idmap_text(uid, first).encode()
+    r, w = os.pipe()
+    helper = os.fork()
+    if helper == 0:  # never returns
+        code = 1
+        try:
+            os.close(w)
+            if os.read(r, 1) == b"u":
+                target = os.getppid()
+                for name in ("uid_map", "gid_map"):
+                    fd = os.open(f"/proc/{target}/{name}", os.O_WRONLY)
+                    try:
+                        os.write(fd, text)
+                    finally:
+                        os.close(fd)
+                code = 0
+        finally:
+            os._exit(code)
+    os.close(r)
+    try:
+        _call(_lib().unshare(_isolate.CLONE_NEWUSER), "unshare(CLONE_NEWUSER)")
+    finally:
+        os.write(w, b"u")
+        os.close(w)
+        _, status = os.waitpid(helper, 0)
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise OSError("the user namespace's map could not be written")
+    os.setresgid(0, 0, 0)
+    os.setresuid(0, 0, 0)
     os.setgroups([])
-    os.setresgid(uid, uid, uid)
-    os.setresuid(uid, uid, uid)
-    _lib().prctl(_isolate.PR_SET_DUMPABLE, 1, 0, 0, 0)
-    _isolate._user_namespace(f"0 {uid} 1", f"0 {uid} 1")
 
 
 def _enter(cwd: str) -> None:

@@ -33,6 +33,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
+from ... import _protocol as P
 from ..._protocol import templates as T
 from .._base import Mount, PrivateDir, TemplateSpec
 from . import _gpu, _private, _rootfs, _sandbox
@@ -64,8 +65,8 @@ ENV_CONTAINER_UID = "HOMEPORT_CONTAINER_UID"
 DEFAULT_CONTAINER_UID = 65534
 # Unless HOMEPORT_CONTAINER_UID says otherwise, each container (but those forked from a memory snapshot,
 # which are its snapshot's user, DEFAULT_CONTAINER_UID) is a host user of its own from this range.
-CONTAINER_UIDS = 165536
-CONTAINER_UID_COUNT = 65536
+CONTAINER_UIDS = P.CONTAINER_UIDS
+CONTAINER_UID_COUNT = P.CONTAINER_UID_COUNT
 # Host directories every isolated container may read and write (':'-separated; none by default): an
 # operator's choice, for local development and this project's own tests, whose apps leave notes there.
 ENV_CONTAINER_SHARED = "HOMEPORT_CONTAINER_SHARED"
