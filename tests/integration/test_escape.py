@@ -226,15 +226,24 @@ def test_a_container_forked_from_a_memory_snapshot_is_as_isolated(platform, esca
     assert seen["tmp"] == "written" and seen["slash_tmp"] == "written" and seen["home_write"] == "written"
 
 
-@pytest.mark.parametrize("isolation", ["1", "0"])
-def test_a_web_container_cannot_take_over_another_containers_socket(tmp_path, apps_path, monkeypatch, isolation):
+def _long_state_dir(tmp_path: Path) -> str:
+    """A state directory whose path is too long for web sockets under it (about 100 bytes for a socket
+    address): the control plane puts them in a directory of its own under /tmp."""
+    base = str(tmp_path)
+    return base + "/" + "s" * max(1, 86 - len(base) - 1)
+
+
+@pytest.mark.parametrize("isolation,long_path", [("1", False), ("0", False), ("1", True), ("0", True)])
+def test_a_web_container_cannot_take_over_another_containers_socket(tmp_path, apps_path, monkeypatch, isolation,
+                                                                    long_path):
     """Web containers share a directory of sockets with the gateway: each may write only its own
     directory there. The attacker is a `web_server` (spawned, not forked): as isolated as the rest.
-    With the namespaces off (HOMEPORT_ISOLATION=0) the state directory is still hidden, and this holds."""
+    With the namespaces off (HOMEPORT_ISOLATION=0) the state directory is still hidden, and this holds;
+    so it does where the state directory's path is too long and the sockets are under /tmp."""
     import httpx
 
     monkeypatch.setenv("HOMEPORT_ISOLATION", isolation)
-    with Platform(str(tmp_path / "p")):
+    with Platform(_long_state_dir(tmp_path) if long_path else str(tmp_path / "p")):
         _modal_alias.install()
         spec = importlib.util.spec_from_file_location("escape_web", os.path.join(apps_path, "escape_web.py"))
         web = importlib.util.module_from_spec(spec)

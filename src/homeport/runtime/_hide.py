@@ -121,6 +121,18 @@ def hide(plan: dict[str, Any]) -> None:
     finally:
         for fd, _path, _ro in held:
             os.close(fd)
+    _outside(plan.get("outside") or ())
+
+
+def _outside(entries: Sequence[Sequence[Any]]) -> None:
+    """Kept paths outside the hidden directory, bound over themselves: the writable ones (a container's
+    own entries) first, then the read-only ones (a recursive bind keeps those inside writable)."""
+    entries = [(p, ro) for p, ro in _by_depth(entries) if os.path.exists(p)]
+    for path, _ro in [e for e in entries if not e[1]][::-1]:
+        _mount(path, path, None, MS_BIND)
+    for path, _ro in [e for e in entries if e[1]]:
+        _mount(path, path, None, MS_BIND | MS_REC)
+        _mount(None, path, None, MS_REMOUNT | MS_BIND | MS_RDONLY | _kept_flags(path))
 
 
 def _by_depth(keep: Sequence[Sequence[Any]]) -> list[tuple[str, bool]]:

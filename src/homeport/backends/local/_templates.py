@@ -113,7 +113,7 @@ def needed_paths(private: PrivateDir | None, mounts: tuple[Mount, ...], scratch:
     `container`, the shared directories read-only but for its `own` entries), its scratch directory,
     its volumes and files, its working directory and the user's code."""
     plan = _private.plan(private, [*([scratch] if scratch else []), *own], container=container)
-    needed = [[p, not ro] for p, ro in plan["keep"]] if plan else []
+    needed = [[p, not ro] for p, ro in [*plan["keep"], *plan.get("outside", ())]] if plan else []
     needed += [[p, True] for p in (scratch, *own) if p]
     needed += [[m.target, not m.read_only] for m in mounts]
     needed += [[p, False] for p in (*code, cwd) if p]
