@@ -17,8 +17,8 @@ unprivileged host user `uid`, root only in a user namespace of its own (/proc/se
   process under chroot could not make a user namespace (the kernel refuses CLONE_NEWUSER there).
 
 Two callers:
-- A container started afresh: the local backend runs `python -I -m homeport.runtime._newroot SPEC --
-  ARGV` under `unshare --mount --pid --fork` (`main`); it assembles the root from the host's paths,
+- A container started afresh: the local backend runs `main` (with `python -I -S`, not importing the
+  `homeport` package itself: `backends.local._rootfs._BOOT`) under `unshare --mount --pid --fork`; it assembles the root from the host's paths,
   drops to `uid` and execs ARGV.
 - A template of the image (`SPEC["template"]`: it stays host root, runs no user code, and gets the plain
   layers) keeps the layers bound at `LAYERS` in its view, and each container forked from it (into a
@@ -38,7 +38,6 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from .. import _protocol as P
 from . import _isolate
 from ._mountns import CLONE_NEWNS, MS_BIND, MS_PRIVATE, MS_REC, _call, _lib, _mount, mount_points
 
@@ -129,13 +128,15 @@ def _dev(root: str, dev: str) -> None:
 
 
 def assemble(scratch: str, layers: Sequence[str], uid: int | None, binds: Sequence[Sequence[Any]],
-             dev: str = "-") -> str:
+             dev: str = "-", first: int | None = None) -> tuple[str, int]:
     """Assemble a root on a fresh tmpfs at `scratch` (in this process's own mount namespace): an overlay
     of `layers` (top first; idmapped to `uid` where it is not None) with a writable tmpfs layer, /dev,
     /proc (of this PID namespace), /sys read-only, the current /etc/resolv.conf and /etc/hosts copied,
-    and `binds` ([src, dst, writable]). Its path."""
+    and `binds` ([src, dst, writable]). `first`: the host id of the image's id 1 (`drop`). Its path,
+    and (with `first`) the user namespace its layers are idmapped with, for `drop` to enter (else -1)."""
     _mount("homeport-container", scratch, "tmpfs", 0, "mode=0755")
-    idmap = _isolate.idmap_namespace(uid, P.subordinate_ids(uid) or True) if uid is not None else -1
+    idmap = _isolate.idmap_namespace(uid, first or True) if uid is not None else -1
+    kept = False
     try:
         lower = []
         for i, layer in enumerate(layers):
@@ -176,52 +177,30 @@ def assemble(scratch: str, layers: Sequence[str], uid: int | None, binds: Sequen
                     os.chown(dst, uid, uid)
         for src, dst, writable in sorted(binds, key=lambda b: b[1].count("/")):
             _bind(src, root + dst, bool(writable), idmap, uid)
+        kept = first is not None
     finally:
-        if idmap >= 0:
+        if idmap >= 0 and not kept:
             os.close(idmap)
-    return root
+    return root, idmap if kept else -1
 
 
-def drop(uid: int) -> None:
-    """Become host user `uid`, root only in a user namespace of its own. Where `uid` has subordinate ids
-    (`P.subordinate_ids`) the namespace maps ids 1-65535 to them, as its idmapped layers do (an image's
-    users, `runuser -u alice`, are users of its own): a map only a privileged process outside may write,
-    so a helper forked first writes it. Else only its root is mapped (`_isolate`'s last step)."""
-    first = P.subordinate_ids(uid)
-    if first is None:
+def drop(uid: int, userns: int = -1) -> None:
+    """Become host user `uid`, root only in a user namespace of its own. `userns`: the namespace its
+    layers are idmapped with (`assemble`), which maps ids 1-65535 to its own subordinate ids too (an
+    image's users, `runuser -u alice`, are users of its own): it enters that one (host root may), so the
+    ids on its volumes are the ids it sees. Else a namespace mapping only its root (`_isolate`'s last
+    step)."""
+    if userns < 0:
         os.setgroups([])
         os.setresgid(uid, uid, uid)
         os.setresuid(uid, uid, uid)
         _lib().prctl(_isolate.PR_SET_DUMPABLE, 1, 0, 0, 0)
         _isolate._user_namespace(f"0 {uid} 1", f"0 {uid} 1")
         return
-    text = _isolate._idmap_text(uid, first).encode()
-    r, w = os.pipe()
-    helper = os.fork()
-    if helper == 0:  # never returns
-        code = 1
-        try:
-            os.close(w)
-            if os.read(r, 1) == b"u":
-                target = os.getppid()
-                for name in ("uid_map", "gid_map"):
-                    fd = os.open(f"/proc/{target}/{name}", os.O_WRONLY)
-                    try:
-                        os.write(fd, text)
-                    finally:
-                        os.close(fd)
-                code = 0
-        finally:
-            os._exit(code)
-    os.close(r)
     try:
-        _call(_lib().unshare(_isolate.CLONE_NEWUSER), "unshare(CLONE_NEWUSER)")
+        _call(_lib().setns(userns, _isolate.CLONE_NEWUSER), "setns(CLONE_NEWUSER)")
     finally:
-        os.write(w, b"u")
-        os.close(w)
-        _, status = os.waitpid(helper, 0)
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise OSError("the user namespace's map could not be written")
+        os.close(userns)
     os.setresgid(0, 0, 0)
     os.setresuid(0, 0, 0)
     os.setgroups([])
@@ -245,24 +224,47 @@ def template_layers(spec: dict[str, Any], root: str) -> None:
         _bind(layer, f"{root}{LAYERS}/{i}", False, -1, None)
 
 
+def loopback_up() -> None:
+    """Bring up `lo` in a fresh network namespace (`unshare --net` leaves it down; bubblewrap does not),
+    before user code binds 127.0.0.1."""
+    import fcntl
+    import socket
+    import struct
+
+    siocgifflags, siocsifflags, iff_up = 0x8913, 0x8914, 0x1
+    with contextlib.suppress(OSError), socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        req = struct.pack("16sh", b"lo", 0)
+        flags = struct.unpack("16sh", fcntl.ioctl(s, siocgifflags, req))[1]
+        if not flags & iff_up:
+            fcntl.ioctl(s, siocsifflags, struct.pack("16sh", b"lo", flags | iff_up))
+
+
 def main(argv: Sequence[str]) -> None:
     """`python -m homeport.runtime._newroot SPEC -- ARGV` (see the module docstring). SPEC: {"lower",
-    "scratch", "cwd", "dev", "mounts": [[src, dst, writable]], "uid", "template", "net"}."""
+    "scratch", "cwd", "dev", "mounts": [[src, dst, writable]], "uid", "first", "template", "net"}."""
     spec = json.loads(argv[0])
     command = list(argv[2:])
     _mount(None, "/", None, MS_REC | MS_PRIVATE)
     template = bool(spec.get("template"))
     uid = None if template else spec.get("uid")
-    root = assemble(spec["scratch"], spec["lower"], uid, spec.get("mounts") or (), spec.get("dev") or "-")
+    first = spec.get("first")
+    try:
+        root, userns = assemble(spec["scratch"], spec["lower"], uid, spec.get("mounts") or (), spec.get("dev") or "-",
+                                first)
+    except OSError as exc:  # as before, rather than not at all: said in its log
+        if uid is None:
+            raise
+        print(f"homeport: this container runs as root in its own root: it could not become a user of its own "
+              f"({exc})", file=sys.stderr)
+        uid = None
+        root, userns = assemble(spec["scratch"], spec["lower"], None, spec.get("mounts") or (), spec.get("dev") or "-")
     if template:
         template_layers(spec, root)
     if spec.get("net"):  # a network of its own (`unshare --net`), whose loopback only host root may bring up
-        from ._web import loopback_up
-
         loopback_up()
     _pivot(root)
     if uid is not None:
-        drop(int(uid))
+        drop(int(uid), userns)
     _enter(spec.get("cwd") or "/")
     os.environ["TMPDIR"] = "/tmp"
     os.execvp(command[0], command)
@@ -289,11 +291,9 @@ def from_template(uid: int, own: Sequence[str] = (), hidden: Sequence[str] = ())
             continue
         binds.append([point, point, writable.get(point, False)])
     binds += [[p, p, True] for p in own if os.path.exists(p)]
-    root = assemble(SCRATCH, [f"{LAYERS}/{n}" for n in layers], uid, binds)
+    from .._protocol import subordinate_ids  # (the template has it imported)
+
+    first = subordinate_ids(uid)
+    root, userns = assemble(SCRATCH, [f"{LAYERS}/{n}" for n in layers], uid, binds, first=first)
     _pivot(root)
-    drop(uid)
-
-
-if __name__ == "__main__":
-    sep = sys.argv.index("--")
-    main([sys.argv[1], *sys.argv[sep:]])
+    drop(uid, userns)

@@ -85,6 +85,16 @@ exec chroot "$root" /bin/sh -c 'mkdir -p "$1" 2>/dev/null; cd "$1" 2>/dev/null |
 """
 
 
+_PACKAGE = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # homeport's own directory
+# `homeport.runtime._newroot.BOOT` (the backend imports nothing of the runtime): that module run without
+# the package's own imports
+_BOOT = ("import sys, types\n"
+         "for name, path in (('homeport', sys.argv[1]), ('homeport.runtime', sys.argv[1] + '/runtime')):\n"
+         "    m = types.ModuleType(name); m.__path__ = [path]; sys.modules[name] = m\n"
+         "from homeport.runtime._newroot import main\n"
+         "main(sys.argv[2:])\n")
+
+
 def command(spec: ContainerSpec) -> list[str]:
     """The argv that runs `spec.argv` inside the root file system `spec.rootfs` describes."""
     assert spec.rootfs is not None
@@ -118,10 +128,11 @@ def wrap(argv: Sequence[str], rootfs: str, mounts: Sequence[Mount], private_netw
         net = ["--net"] if private_network else []
         pid = [] if template else ["--pid", "--fork"]  # a template's containers each get their own
         spec = {"lower": fs["lower"], "scratch": fs["scratch"], "cwd": fs.get("cwd") or "/", "uid": uid,
+                "first": None if template or uid is None else P.subordinate_ids(uid),
                 "template": template, "net": private_network, "dev": "-" if dev is None else _gpu.rootfs_dev_spec(dev),
                 "mounts": [[m.source, m.target, not m.read_only] for m in mounts]}
-        return ["unshare", "--mount", "--propagation", "private", *net, *pid, "--", sys.executable, "-I", "-m",
-                "homeport.runtime._newroot", json.dumps(spec), "--", *argv]
+        return ["unshare", "--mount", "--propagation", "private", *net, *pid, "--", sys.executable, "-I", "-S", "-c",
+                _BOOT, _PACKAGE, json.dumps(spec), "--", *argv]
     unshare = ["unshare", "--mount", "--propagation", "private", *(["--net"] if private_network else [])]
     if os.geteuid() != 0:
         unshare += ["--user", "--map-root-user"]
