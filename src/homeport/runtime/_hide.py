@@ -135,6 +135,20 @@ def _outside(entries: Sequence[Sequence[Any]]) -> None:
         _mount(None, path, None, MS_REMOUNT | MS_BIND | MS_RDONLY | _kept_flags(path))
 
 
+def hide_or_leave(plan: dict[str, Any]) -> None:
+    """`hide` then `lock`, in a container forked from a template whose probe showed both work; if they
+    fail now it leaves rather than run the user's code with the secrets in view."""
+    import sys
+
+    try:
+        hide(plan)
+        lock()
+    except OSError as exc:
+        print(f"homeport: this container could not hide the control plane's state directory ({exc}); "
+              "it does not start", file=sys.stderr)
+        raise SystemExit(1) from None
+
+
 def _by_depth(keep: Sequence[Sequence[Any]]) -> list[tuple[str, bool]]:
     return sorted(((p, bool(ro)) for p, ro in keep), key=lambda k: k[0].rstrip("/").count("/"))
 

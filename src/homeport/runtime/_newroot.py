@@ -297,3 +297,41 @@ def from_template(uid: int, own: Sequence[str] = (), hidden: Sequence[str] = ())
     root, userns = assemble(SCRATCH, [f"{LAYERS}/{n}" for n in layers], uid, binds, first=first)
     _pivot(root)
     drop(uid, userns)
+
+
+# --- a template of the image, and each container forked from it ---------------------------------------
+
+
+def prepare_template(uid: int) -> tuple[dict[str, Any] | None, str | None]:
+    """In a template of a root file system image: get ready to fork containers that each assemble a
+    root of their own and become an unprivileged user of their own (`from_template`, tried first in a
+    throw-away child, in a PID namespace of its own where the machine allows). ({"uid", "pidns"}, None),
+    or (None, why not)."""
+    from ._mountns import probe
+
+    pid_problem = _isolate.pid_namespaces_work()
+
+    def attempt() -> None:
+        from_template(uid)
+        if open("/proc/self/uid_map").read().split()[:2] != ["0", str(uid)]:
+            raise OSError("the user namespace did not map root to the container's user")
+
+    problem = probe(attempt, os.fork if pid_problem else _isolate.fork_in_new_pid_namespace)
+    return (None, problem) if problem is not None else ({"uid": uid, "pidns": not pid_problem}, None)
+
+
+def enter_from_template(cid: str, uid: int, pidns: bool) -> None:
+    """Make this copy (container `cid`, forked from a template of its image) a container with a root
+    and a user (`uid`) of its own (`from_template`), or leave without running the user's code."""
+    from .. import _protocol as P
+
+    host_pid = _isolate.host_pid()  # read before it mounts a /proc of its own
+    if host_pid is not None and pidns:
+        os.environ[P.ENV_HOST_PID] = str(host_pid)
+    web = os.path.dirname(os.environ.get(P.ENV_WEB_SOCKET) or "")
+    own = [web] if web and os.path.basename(web) == cid else []  # its web sockets' own directory
+    try:
+        from_template(uid, own, [os.path.dirname(web)] if own else [])
+    except OSError as exc:
+        print(f"homeport: this container could not get a root of its own ({exc}); it does not start", file=sys.stderr)
+        raise SystemExit(1) from None

@@ -28,7 +28,6 @@ import selectors
 import signal
 import socket
 import sys
-import threading
 import time
 import traceback
 from collections.abc import Sequence
@@ -36,8 +35,8 @@ from typing import Any
 
 from .. import _protocol as P
 from .._protocol import templates as T
-from .._protocol.definition import FunctionDefinition, definition_from_wire
-from ._cuda import cuda_problem
+from .._protocol.definition import definition_from_wire
+from ._snapshot_check import snapshot_problems, user_sources
 
 PACKET = T.PACKET
 
@@ -46,112 +45,8 @@ def _send(sock: socket.socket, msg: T.Sources | T.TemplateReady | T.TemplateFail
     sock.send(T.encode_packet(msg))
 
 
-def _inet_sockets() -> list[str]:
-    """This process's open TCP/UDP sockets as "ip:port[->ip:port]", read from /proc: the runtime
-    runs in the image's environment, where psutil is not installed unless the image asks for it."""
-    try:
-        inodes = set()
-        for fd in os.listdir("/proc/self/fd"):
-            try:
-                target = os.readlink(f"/proc/self/fd/{fd}")
-            except OSError:
-                continue
-            if target.startswith("socket:["):
-                inodes.add(target[8:-1])
-        if not inodes:
-            return []
-        found = []
-        for table in ("tcp", "tcp6", "udp", "udp6"):
-            try:
-                lines = open(f"/proc/self/net/{table}").read().splitlines()[1:]
-            except OSError:
-                continue
-            for line in lines:
-                fields = line.split()
-                if len(fields) > 9 and fields[9] in inodes:
-                    local, remote = _proc_addr(fields[1]), _proc_addr(fields[2])
-                    found.append(local if remote.endswith(":0") else f"{local}->{remote}")
-        return found
-    except OSError:  # not Linux: ask psutil if the image has it
-        try:
-            import psutil
-
-            return [f"{c.laddr.ip}:{c.laddr.port}" for c in psutil.Process().net_connections(kind="inet")]
-        except Exception:
-            return []
-
-
-def _proc_addr(text: str) -> str:
-    import ipaddress
-
-    host, port = text.split(":")
-    raw = bytes.fromhex(host)
-    # /proc prints each 32-bit word of the address in host (little-endian) order.
-    raw = b"".join(raw[i : i + 4][::-1] for i in range(0, len(raw), 4))
-    return f"{ipaddress.ip_address(raw)}:{int(port, 16)}"
-
-
-def snapshot_problems() -> list[str]:
-    """State that a fork cannot carry into a container; a snapshot with any of it is refused."""
-    problems = []
-    threads = [t.name for t in threading.enumerate() if t is not threading.main_thread() and t.is_alive()]
-    if threads:
-        problems.append(f"threads started before the snapshot would not exist in containers: {', '.join(threads)}")
-    conns = _inet_sockets()
-    if conns:
-        where = ", ".join(conns)
-        problems.append(
-            f"network sockets open before the snapshot ({where}) would be shared by every container; open "
-            "connections in an `@modal.enter()` hook without `snap=True`"
-        )
-    cuda = cuda_problem()
-    if cuda:
-        problems.append(cuda)
-    torch = sys.modules.get("torch")
-    if torch is not None and not cuda:
-        try:
-            if torch.cuda.is_initialized():
-                problems.append(
-                    "CUDA was initialised before the snapshot, and CUDA state cannot be forked; move GPU work "
-                    "to an `@modal.enter()` hook without `snap=True`"
-                )
-        except Exception:
-            pass
-    return problems
-
-
 # The directory `python -m` put first on sys.path when this template started (its working directory).
 _start_dir: str | None = None
-
-
-def user_sources(defn: FunctionDefinition) -> list[list[Any]]:
-    """[path, mtime_ns, size, inode] of every module this process imported from the user's own code
-    directories (not from the image's environment nor the runtime): a snapshot taken with them is stale
-    once one changes."""
-    dirs = [os.path.realpath(d) for d in defn.sys_path if d]
-    if defn.module_file:
-        dirs.append(os.path.dirname(os.path.realpath(defn.module_file)))
-    runtime = [os.path.realpath(os.path.join(p, e)) for p in os.environ.get(P.ENV_RUNTIME_PATH, "").split(os.pathsep)
-               if p and os.path.isdir(p) for e in os.listdir(p)]
-    installed = [os.path.realpath(p) for p in {sys.prefix, sys.base_prefix, sys.exec_prefix}] + runtime
-
-    def under(path: str, roots: list[str]) -> bool:
-        return any(path == r or path.startswith(r.rstrip("/") + "/") for r in roots)
-
-    out = []
-    for module in list(sys.modules.values()):
-        path = getattr(module, "__file__", None)
-        if not isinstance(path, str):
-            continue
-        real = os.path.realpath(path)
-        if not under(real, dirs) or under(real, installed) or "site-packages" in real.split("/"):
-            continue
-        try:
-            st = os.stat(real)
-        except OSError:
-            continue
-        out.append([real, st.st_mtime_ns, st.st_size, st.st_ino])
-    return out
 
 
 def _send_sources(sock: socket.socket, files: list[list[Any]]) -> None:
@@ -289,46 +184,8 @@ def _probe_isolation(candidate: dict[str, Any], plan: dict[str, Any] | None) -> 
 
 
 # Containers forked from this template of a root file system image assemble a root of their own and
-# become users of their own (`_newroot.from_template`): {"uid": the default host user, "pidns": bool}.
+# become users of their own (`_newroot.prepare_template`): {"uid": the default host user, "pidns": bool}.
 _rootfs_isolation: dict[str, Any] | None = None
-
-
-def _prepare_rootfs_isolation(settings: dict[str, Any]) -> str | None:
-    """Get ready to fork containers that each assemble a root of their own from the image's layers and
-    become an unprivileged user of their own (tried in a throw-away child): None, or why not."""
-    global _rootfs_isolation
-    from . import _isolate, _mountns, _newroot
-
-    uid = int(settings["uid"])
-    pid_problem = _isolate.pid_namespaces_work()
-
-    def attempt() -> None:
-        _newroot.from_template(uid)
-        if open("/proc/self/uid_map").read().split()[:2] != ["0", str(uid)]:
-            raise OSError("the user namespace did not map root to the container's user")
-
-    problem = _mountns.probe(attempt, os.fork if pid_problem else _isolate.fork_in_new_pid_namespace)
-    if problem is None:
-        _rootfs_isolation = {"uid": uid, "pidns": not pid_problem}
-    return problem
-
-
-def _rootfs_child(msg: T.Fork) -> None:
-    """Make this copy (of a template of a root file system image) a container with a root and a user
-    of its own (`_newroot`), or leave without running the user's code."""
-    from . import _isolate, _newroot
-
-    assert _rootfs_isolation is not None
-    host_pid = _isolate.host_pid()  # read before it mounts a /proc of its own
-    if host_pid is not None and _rootfs_isolation["pidns"]:
-        os.environ[P.ENV_HOST_PID] = str(host_pid)
-    web = os.path.dirname(msg.env.get(P.ENV_WEB_SOCKET) or "")
-    own = [web] if web and os.path.basename(web) == msg.cid else []  # its web sockets' own directory
-    try:
-        _newroot.from_template(msg.uid or _rootfs_isolation["uid"], own, [os.path.dirname(web)] if own else [])
-    except OSError as exc:
-        print(f"homeport: this container could not get a root of its own ({exc}); it does not start", file=sys.stderr)
-        raise SystemExit(1) from None
 
 
 def _prepare_hiding(plan: dict[str, Any], snapshot: bool) -> str | None:
@@ -369,7 +226,10 @@ def main(fd: int) -> None:
                                                "run your code as host root, where its containers run as users of "
                                                "their own"))
             return
-        problem = _prepare_rootfs_isolation(first.isolate)
+        global _rootfs_isolation
+        from ._newroot import prepare_template
+
+        _rootfs_isolation, problem = prepare_template(int(first.isolate["uid"]))
         if problem is not None:
             isolation.append(f"containers of this image run as root in their own root ({problem})")
     if first.private_root and _rootfs_isolation is None:
@@ -505,18 +365,6 @@ def _kill(pid: int, sig: int) -> None:
         pass
 
 
-def _hide_state(plan: dict[str, Any]) -> None:
-    from . import _hide
-
-    try:
-        _hide.hide(plan)
-        _hide.lock()
-    except OSError as exc:  # the template's probe worked: do not run the user's code with the secrets in view
-        print(f"homeport: this container could not hide the control plane's state directory ({exc}); "
-              "it does not start", file=sys.stderr)
-        raise SystemExit(1) from None
-
-
 def _unbuffered_stdio() -> None:
     """New `sys.stdout`/`sys.stderr` on fds 1 and 2, as `PYTHONUNBUFFERED=1` makes them in a fresh
     interpreter: every write reaches the pipe at once (a fresh interpreter's are set before it runs
@@ -611,9 +459,13 @@ def _child(sock: socket.socket, fds: list[int], msg: T.Fork, preloaded: Any) -> 
         if _isolation is not None and not msg.private_root:  # before any user code runs here
             _isolate_child(msg)
         elif msg.hide is not None and _hides:
-            _hide_state(msg.hide)
+            from ._hide import hide_or_leave
+
+            hide_or_leave(msg.hide)
         if msg.private_root and _rootfs_isolation is not None:  # a root of its own, as a user of its own
-            _rootfs_child(msg)
+            from ._newroot import enter_from_template
+
+            enter_from_template(msg.cid, msg.uid or _rootfs_isolation["uid"], _rootfs_isolation["pidns"])
         elif msg.private_root:  # a root file system image: a writable root of its own, first
             from ._mountns import private_root
 

@@ -197,7 +197,7 @@ class LocalBackend(Backend):
         """None, or why bubblewrap cannot hide the state directory on this machine (asked once)."""
         if self._bwrap_problem is False:
             assert self._private is not None
-            self._bwrap_problem = await _bwrap_fails(hide=_private.plan(self._private))
+            self._bwrap_problem = await _sandbox.bwrap_fails(hide=_private.plan(self._private))
         assert self._bwrap_problem is not False
         return self._bwrap_problem
 
@@ -209,7 +209,7 @@ class LocalBackend(Backend):
             return None
         if self._network_problem is False:
             self._network_problem = ("bubblewrap is not installed" if shutil.which("bwrap") is None
-                                     else await _bwrap_fails(private_network=True))
+                                     else await _sandbox.bwrap_fails(private_network=True))
         assert self._network_problem is not False
         return self._network_problem
 
@@ -236,7 +236,7 @@ class LocalBackend(Backend):
         dev = _gpu.container_dev(spec.gpus)  # None: no GPU node on this host to keep from it
         if dev is not None and not spec.rootfs and shutil.which("bwrap"):
             if getattr(self, "_dev_problem", False) is False:  # asked once: can bubblewrap build a /dev here?
-                self._dev_problem = await _bwrap_fails(dev=dev)
+                self._dev_problem = await _sandbox.bwrap_fails(dev=dev)
                 if self._dev_problem is not None:
                     log.warning("containers see every GPU node of this machine (only CUDA_VISIBLE_DEVICES keeps "
                                 "them to their own): %s", self._dev_problem)
@@ -498,17 +498,3 @@ class LocalBackend(Backend):
 
     def describe(self) -> dict[str, object]:
         return {"name": self.name, "templates": self._templates is not None}
-
-
-async def _bwrap_fails(**wrap: object) -> str | None:
-    """None if bubblewrap runs a command with these `_sandbox.wrap` options on this machine, else why not."""
-    try:
-        argv = _sandbox.wrap(["true"], (), None, None, **wrap)  # type: ignore[arg-type]
-        probe = await asyncio.create_subprocess_exec(
-            *argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
-        _out, err = await probe.communicate()
-    except (OSError, _sandbox.SandboxUnavailable) as exc:
-        return str(exc)
-    if probe.returncode == 0:
-        return None
-    return f"bubblewrap fails here: {err.decode(errors='replace').strip() or f'exit code {probe.returncode}'}"

@@ -15,6 +15,7 @@ reaches the runtime, which runs the exit hooks, and bubblewrap leaves when the r
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 from collections.abc import Sequence
@@ -135,3 +136,17 @@ def wrap(argv: Sequence[str], mounts: Sequence[Mount], rootfs: str | None, cwd: 
     if cwd:
         args += ["--chdir", cwd]
     return ["sh", "-c", 'trap "" TERM; exec "$@"', "sh", *args, "--", *argv]
+
+
+async def bwrap_fails(**options: object) -> str | None:
+    """None if bubblewrap runs a command with these `wrap` options on this machine, else why not."""
+    try:
+        argv = wrap(["true"], (), None, None, **options)  # type: ignore[arg-type]
+        probe = await asyncio.create_subprocess_exec(
+            *argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
+        _out, err = await probe.communicate()
+    except (OSError, SandboxUnavailable) as exc:
+        return str(exc)
+    if probe.returncode == 0:
+        return None
+    return f"bubblewrap fails here: {err.decode(errors='replace').strip() or f'exit code {probe.returncode}'}"
