@@ -261,3 +261,40 @@ def test_a_web_container_cannot_take_over_another_containers_socket(tmp_path, ap
     if host is not None and isolation == "1":
         assert host["uid"] != "0" and host["uid_map"][1] != "0", host
         assert len(seen["pids"]) < 10, seen["pids"]
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="runs a control plane as another user, which takes root")
+def test_a_snapshot_of_a_control_plane_that_is_not_root_sees_no_host_process(apps_path):
+    """A control plane that is not root cannot make its containers other users, but a memory snapshot
+    still becomes process 1 of a PID namespace of its own (owned by the user namespace it makes), so
+    its snap hooks and its containers see no host process. Run as user 65534 (nobody), in a mount
+    namespace where the interpreter under /root is in its reach."""
+    import json
+    import subprocess
+    import sys
+
+    home = Path("/tmp") / f"hp-nonroot-{uuid.uuid4().hex[:8]}"
+    home.mkdir(mode=0o700)
+    os.chown(home, 65534, 65534)
+    prefix = os.path.realpath(sys.base_prefix)  # the interpreter (under /root here: 0700)
+    script = (f'mkdir -p {home}/.interp && mount --bind {prefix} {home}/.interp && '
+              f'mount -t tmpfs -o mode=0755 hp-root /root && mkdir -p {prefix} && mount --bind {home}/.interp {prefix} && '
+              f'exec setpriv --reuid=65534 --regid=65534 --clear-groups env HOME={home} "$@"')
+    program = Path(__file__).parent / "programs" / "nonroot_snapshot.py"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HOMEPORT_")}
+    try:
+        out = subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-c", script, "sh",
+                              sys.executable, str(program), str(home / "state"), apps_path],
+                             capture_output=True, text=True, timeout=240, env=env)
+    finally:
+        subprocess.run(["rm", "-rf", str(home)], check=False)
+    assert out.returncode == 0, out.stderr[-3000:]
+    seen = json.loads(out.stdout.strip().splitlines()[-1])
+    assert seen["uid_map"][1] == "65534", seen["uid_map"]  # the control plane's user, as before
+    assert seen["host_pid"] and 1 in seen["pids"], seen["pids"]  # process 1 of a PID namespace of its own
+    for pids, cmdlines in ((seen["pids"], seen["cmdlines"]), (seen["snap_pids"], seen["snap_cmdlines"])):
+        assert len(pids) < 10, pids
+        assert not any("homeport.server" in c or "nonroot_snapshot" in c for c in cmdlines), cmdlines
+    for pid in seen["test_pids"]:
+        assert seen["environ"][str(pid)] != "read" and seen["signal"][str(pid)] != "reached"
+    assert seen["reads"][next(iter(seen["reads"]))] != "read"  # the token: the state directory is hidden

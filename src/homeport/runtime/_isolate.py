@@ -157,6 +157,22 @@ def enter_own_pid_namespace() -> int | None:
     return seen
 
 
+def try_own_pid_namespace() -> str | None:
+    """`enter_own_pid_namespace` where it works (tried first in a throw-away child), with the host pid
+    in the environment: a snapshot template the control plane could not make another user (it is not
+    root) still becomes process 1 of a PID namespace of its own, owned by the user namespace it made,
+    so that its snap hooks and its containers see no host process. None, or why not."""
+    from .. import _protocol as P
+    from ._mountns import probe
+
+    problem = probe(enter_own_pid_namespace)
+    if problem is None:
+        host = enter_own_pid_namespace()
+        if host is not None:
+            os.environ[P.ENV_HOST_PID] = str(host)
+    return problem
+
+
 def in_initial_user_namespace() -> bool:
     try:
         with open("/proc/self/uid_map") as f:
@@ -410,4 +426,4 @@ def host_pid() -> int | None:
     return None
 
 
-__all__ = ["enter_own_pid_namespace", "fork_in_new_pid_namespace", "host_pid", "idmap_namespace", "isolate", "pid_namespaces_work"]
+__all__ = ["enter_own_pid_namespace", "fork_in_new_pid_namespace", "host_pid", "idmap_namespace", "isolate", "pid_namespaces_work", "try_own_pid_namespace"]

@@ -138,6 +138,11 @@ def _prepare_isolation(settings: dict[str, Any], plan: dict[str, Any] | None, sn
             _hide.new_user_namespace()
     except OSError as exc:
         return [f"containers are not isolated from the host: no mount namespace ({exc})"]
+    if snapshot and not _own_pids:  # not root: still a PID namespace of its own, owned by its user namespace
+        problem = _isolate.try_own_pid_namespace()
+        if problem is not None:
+            notes.append(f"the memory snapshot and its containers see the host's processes ({problem})")
+        _own_pids = problem is None
     idmap = -1
     if uid is not None and (os.geteuid() != 0 or not _isolate.in_initial_user_namespace()):
         if os.geteuid() == 0:  # root, but only in a user namespace (a snapshot template runs user code)
@@ -183,8 +188,7 @@ def _probe_isolation(candidate: dict[str, Any], plan: dict[str, Any] | None) -> 
     return _mountns.probe(attempt, _isolate.fork_in_new_pid_namespace if candidate["pidns"] else os.fork)
 
 
-# Containers forked from this template of a root file system image assemble a root of their own and
-# become users of their own (`_newroot.prepare_template`): {"uid": the default host user, "pidns": bool}.
+# A root file system image's containers each assemble a root and become a user of their own (`_newroot`).
 _rootfs_isolation: dict[str, Any] | None = None
 
 
@@ -263,10 +267,6 @@ def main(fd: int) -> None:
             _modal_alias.install()
         from ._runtime import load_service, run_snap_hooks
 
-        if os.environ.get(P.ENV_MODAL_ALIAS, "1") == "1":  # as every container: `import modal` is Homeport
-            from .._modal_alias import install as install_modal_alias
-
-            install_modal_alias()
         try:
             preloaded = load_service(defn)
             timeline = {"import": time.monotonic() - t0}
