@@ -265,9 +265,9 @@ def test_a_web_container_cannot_take_over_another_containers_socket(tmp_path, ap
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="runs a control plane as another user, which takes root")
 def test_a_snapshot_of_a_control_plane_that_is_not_root_sees_no_host_process(apps_path):
-    """A control plane that is not root cannot make its containers other users, but a memory snapshot
-    still becomes process 1 of a PID namespace of its own (owned by the user namespace it makes), so
-    its snap hooks and its containers see no host process. Run as user 65534 (nobody), in a mount
+    """A control plane that is not root cannot make its containers other users, but a template (a
+    memory snapshot's, the runtime's) still becomes process 1 of a PID namespace of its own (owned by
+    the user namespace it makes), so snap hooks and containers see no host process. Run as user 65534 (nobody), in a mount
     namespace where the interpreter under /root is in its reach."""
     import json
     import subprocess
@@ -292,7 +292,9 @@ def test_a_snapshot_of_a_control_plane_that_is_not_root_sees_no_host_process(app
     seen = json.loads(out.stdout.strip().splitlines()[-1])
     assert seen["uid_map"][1] == "65534", seen["uid_map"]  # the control plane's user, as before
     assert seen["host_pid"] and 1 in seen["pids"], seen["pids"]  # process 1 of a PID namespace of its own
-    for pids, cmdlines in ((seen["pids"], seen["cmdlines"]), (seen["snap_pids"], seen["snap_cmdlines"])):
+    plain = seen["plain"]  # and a container forked from the runtime's template: the same
+    for pids, cmdlines in ((seen["pids"], seen["cmdlines"]), (seen["snap_pids"], seen["snap_cmdlines"]),
+                           (plain["pids"], plain["cmdlines"])):
         assert len(pids) < 10, pids
         assert not any("homeport.server" in c or "nonroot_snapshot" in c for c in cmdlines), cmdlines
     for pid in seen["test_pids"]:

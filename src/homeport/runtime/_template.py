@@ -139,10 +139,7 @@ def _prepare_isolation(settings: dict[str, Any], plan: dict[str, Any] | None, sn
     except OSError as exc:
         return [f"containers are not isolated from the host: no mount namespace ({exc})"]
     if snapshot and not _own_pids:  # not root: still a PID namespace of its own, owned by its user namespace
-        problem = _isolate.try_own_pid_namespace()
-        if problem is not None:
-            notes.append(f"the memory snapshot and its containers see the host's processes ({problem})")
-        _own_pids = problem is None
+        _own_pids = _isolate.try_own_pid_namespace() is None  # (before the user's code; else said below)
     idmap = -1
     if uid is not None and (os.geteuid() != 0 or not _isolate.in_initial_user_namespace()):
         if os.geteuid() == 0:  # root, but only in a user namespace (a snapshot template runs user code)
@@ -156,6 +153,9 @@ def _prepare_isolation(settings: dict[str, Any], plan: dict[str, Any] | None, sn
             notes.append(f"containers run as host root in their user namespace: no idmapped mounts here ({exc})")
             uid = None
     pid_problem = _isolate.pid_namespaces_work()
+    if pid_problem and not _own_pids and _isolate.try_own_pid_namespace() is None:  # not root: in its own first
+        _own_pids = True
+        pid_problem = _isolate.pid_namespaces_work()
     if pid_problem:
         notes.append(f"containers{' forked from a memory snapshot' if snapshot else ''} see the host's processes: "
                      f"no PID namespace of their own ({pid_problem})")

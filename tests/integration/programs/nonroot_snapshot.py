@@ -18,5 +18,6 @@ with Platform(state) as p:
     targets = {"write": [], "read": [str(p.state_dir / "token")], "pids": [os.getpid(), p.pid]}
     with escape_host.app.run(show_logs=False):
         seen = escape_host.Snapshotted().look.remote(targets)
+        seen["plain"] = escape_host.look.remote(targets)  # a container of the runtime's template
     seen["test_pids"] = [os.getpid(), p.pid]
 print(json.dumps(seen))
