@@ -59,6 +59,7 @@ def test_a_root_file_system_container_is_not_host_root(tmp_path, apps_path, monk
                        "pids": [os.getpid(), p.pid]}
             with escape.app.run(show_logs=False):
                 seen = escape.look.remote(targets)
+                snap = escape.Snapshotted().look.remote(targets) if templates == "1" else None
     finally:
         (other / "token").unlink()
         other.rmdir()
@@ -77,6 +78,10 @@ def test_a_root_file_system_container_is_not_host_root(tmp_path, apps_path, monk
             assert result != "done" or path.startswith("/etc/"), (path, attempt)  # its own /etc is its image's
     for path in escaped:
         assert not os.path.exists(path), path
+    if snap is not None:  # a snapshot's hook would have run as host root: its containers start afresh
+        assert snap["snap_uid_map"][:3] == ["0", snap["snap_uid_map"][1], "1"] and snap["snap_uid_map"][1] != "0"
+        assert snap["uid_map"][1] != "0" and len(snap["pids"]) < 10, snap
+        assert all(r != "done" for r in (*snap["reads"].values(), *snap["chroot"]["reads"].values())), snap
     # Its image is still its own: read, and written anywhere (the writes vanish with it).
     assert seen["marker"] == "from the image"
     assert seen["image_write"] == "done" and seen["image_append"] == "done" and seen["shadow"] == "done", seen

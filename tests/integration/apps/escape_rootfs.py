@@ -117,6 +117,20 @@ def look(targets: dict) -> dict:
     }
 
 
+@app.cls(enable_memory_snapshot=True)
+class Snapshotted:
+    """The same from a class with a memory snapshot, whose snap hook would run as host root in the
+    image's root: such a snapshot is not taken there, and its containers start afresh, as isolated."""
+
+    @modal.enter(snap=True)
+    def load(self):
+        self.snap_uid_map = open("/proc/self/uid_map").read().split()
+
+    @modal.method()
+    def look(self, targets: dict) -> dict:
+        return {**look.local(targets), "snap_uid_map": self.snap_uid_map}
+
+
 # Its own HTTP server (a `web_server`: started afresh, not forked), serving what its attacks on the
 # other containers' web sockets achieved.
 @app.function()
