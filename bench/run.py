@@ -272,7 +272,7 @@ def rootfs_cold_start(ctx: Context) -> list[dict]:
     own in its own PID namespace (the default) against HOMEPORT_ISOLATION=0 (host root in a chroot),
     fresh control planes taking turns in this run, medians over every turn. Skipped without root file
     system images here."""
-    from homeport.server.rootfs import DebianBase, missing
+    from homeport.image_builder.rootfs import DebianBase, missing
     from homeport.testing import Platform
 
     if not DebianBase().ready or missing() is not None:

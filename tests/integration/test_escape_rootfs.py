@@ -25,7 +25,7 @@ SOURCE_TREE = Path(__file__).resolve().parents[2] / "src" / "homeport"
 
 
 def _rootfs_missing():
-    from homeport.server.rootfs import DebianBase, missing
+    from homeport.image_builder.rootfs import DebianBase, missing
 
     return None if DebianBase().ready and missing() is None else missing()
 
