@@ -265,6 +265,49 @@ def isolation_cost(ctx: Context) -> list[dict]:
             row("isolated_warm_remote_p50", pct(warm["1"], 0.5), "ms", peer, pct(warm["0"], 0.5))]
 
 
+@figure("rootfs_cold_start")
+def rootfs_cold_start(ctx: Context) -> list[dict]:
+    """Cold start of a function in an image with its own root file system (`run_commands`), forked from
+    the image's template and started afresh (HOMEPORT_TEMPLATES=0): its container a host user of its
+    own in its own PID namespace (the default) against HOMEPORT_ISOLATION=0 (host root in a chroot),
+    fresh control planes taking turns in this run, medians over every turn. Skipped without root file
+    system images here."""
+    from homeport.image_builder.rootfs import DebianBase, missing
+    from homeport.testing import Platform
+
+    if not DebianBase().ready or missing() is not None:
+        return []
+    import bench_rootfs
+
+    rounds, colds = (2, 3) if ctx.quick else (4, 5)
+    cold: dict[tuple[str, str], list[float]] = {}
+    saved = {k: os.environ.get(k) for k in ("HOMEPORT_ISOLATION", "HOMEPORT_TEMPLATES")}
+    try:
+        for _ in range(rounds):
+            for templates in ("1", "0"):
+                for mode in ("0", "1"):
+                    os.environ["HOMEPORT_ISOLATION"] = mode
+                    os.environ["HOMEPORT_TEMPLATES"] = templates
+                    with Platform():
+                        with bench_rootfs.app.run(show_logs=False):  # the image built, its template warm
+                            bench_rootfs.trivial.remote(1)
+                        for _ in range(colds):
+                            t = time.perf_counter()
+                            with bench_rootfs.app.run(show_logs=False):
+                                bench_rootfs.trivial.remote(1)
+                                cold.setdefault((templates, mode), []).append((time.perf_counter() - t) * 1e3)
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    peer = "HOMEPORT_ISOLATION=0 (host root in a chroot), same run"
+    return [row("rootfs_cold_start", statistics.median(cold[("1", "1")]), "ms", peer, statistics.median(cold[("1", "0")])),
+            row("rootfs_spawned_cold_start", statistics.median(cold[("0", "1")]), "ms", peer,
+                statistics.median(cold[("0", "0")]))]
+
+
 # --- issue 6 --------------------------------------------------------------------------------------
 @figure("snapshot_cold_start")
 def snapshot_cold_start(ctx: Context) -> list[dict]:

@@ -21,8 +21,10 @@ from .codec import (
     MalformedMessage,
     TypedDecoder,
     as_dict,
+    check_client,
     check_from_agent,
     check_from_container,
+    check_hello,
     check_request,
     check_sandbox,
     check_to_agent,
@@ -178,6 +180,22 @@ ENV_HOST_PID = "HOMEPORT_HOST_PID"  # in a container in a PID namespace of its o
 # {"uid": host user to become, "hidden": the state directory, "needed": [[path, writable], ...]};
 # taken out of its environment.
 ENV_ISOLATE = "HOMEPORT_ISOLATE"
+# Each container is a host user of its own, CONTAINER_UIDS + n (the local backend's `container_uid`).
+# One in an image with its own root file system also gets host ids for the image's other users (ids
+# 1-65535 inside: `runuser -u alice`), 65536 of its own from SUBORDINATE_IDS on (`subordinate_ids`).
+CONTAINER_UIDS = 165536
+CONTAINER_UID_COUNT = 65536
+SUBORDINATE_IDS = 1 << 20
+
+
+def subordinate_ids(uid: int) -> int | None:
+    """The host id that id 1 inside container user `uid`'s namespace maps to (1-65535 follow on), or
+    None where `uid` is not one of the per-container users (a shared one: only its root is mapped)."""
+    n = uid - CONTAINER_UIDS
+    if not 0 <= n < CONTAINER_UID_COUNT:
+        return None
+    first = SUBORDINATE_IDS + n * 65536
+    return first if first + 65536 < 1 << 32 else None
 WEB_TYPES = ("fastapi_endpoint", "asgi_app", "wsgi_app", "web_server", "server")
 WEB_PROXIED = ("web_server", "server")  # the user's own server on a port: bridged, in its own network
 
