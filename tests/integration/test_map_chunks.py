@@ -66,3 +66,8 @@ def test_breaking_out_of_a_big_map_cancels_the_rest(chunks):
         if i == 1000:
             break
     assert list(chunks.ident.map(range(10))) == list(range(10))  # the function still serves
+
+
+def test_each_input_of_a_chunk_has_the_whole_timeout(chunks):
+    assert list(chunks.slow_but_in_time.map(range(-500, 0))) == list(range(-500, 0))  # short: big chunks
+    assert list(chunks.slow_but_in_time.map(range(12))) == list(range(12))  # 3.6 s in all, 0.3 s each

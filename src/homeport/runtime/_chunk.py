@@ -9,12 +9,13 @@ restarts the chunk's deadline at each report).
 
 from __future__ import annotations
 
+import signal
 import time
 from collections import deque
-from typing import Protocol
+from typing import Any, Protocol
 
 from .. import _protocol as P
-from ._run import Shutdown
+from ._run import Host, Run, Shutdown, call_input, run_one
 
 
 class Member(P.InputRow):
@@ -23,12 +24,14 @@ class Member(P.InputRow):
     key: int = 0
 
 
-class Loop(Protocol):
+class Loop(Host, Protocol):
     """What a chunk needs of the one-at-a-time loop (`_runtime.Runtime`)."""
 
     cancelled: set[int]
+    current: int | None  # the input running now (what a cancel interrupts)
+    chunk_input_since: float | None  # its timer (see `Runtime._on_alarm`)
 
-    def run_input(self, item: P.InputRow, cpu: bool = True) -> P.OutputRow: ...
+    def _run_async(self, awaitable: Any) -> Any: ...
 
 
 class Outbox(Protocol):
@@ -42,29 +45,49 @@ FLUSH_AFTER_SECONDS = 0.002  # as the loop's own (`_runtime.FLUSH_AFTER_SECONDS`
 
 
 def run_chunk(rt: Loop, item: P.InputRow, outbox: Outbox, pending: deque) -> None:
-    """Run each input of chunk `item` (the keys it names, or all of them); a timed-out input ends the
-    container as it does for a single input, handing back the chunk (its inputs not run yet go to
-    another container) and whatever else it was sent."""
+    """Run each input of chunk `item`; a timed-out input ends the container as it does for a single
+    input, handing back the chunk (its inputs not run yet go to another container) and whatever else
+    it was sent.
+
+    Each input runs through `run_one` with its own timeout, but the chunk arms the timer once: each
+    input notes when it started (`chunk_input_since`) and the alarm handler lets one that has not used
+    its own `timeout` run on (see `Runtime._on_alarm`)."""
     iid, method, call_id = item.iid, item.method, item.call_id
     assert isinstance(item.args, list)  # a chunk's
-    keys = range(len(item.args))
     last = len(item.args) - 1
     cancelled = rt.cancelled
-    t0, c0 = time.monotonic(), time.thread_time()  # the chunk's CPU share, measured once for its inputs
-    for n, (key, args) in enumerate(zip(keys, item.args)):
-        if iid in cancelled:
-            out = P.OutputRow(iid, P.TERMINATED, None)
-        else:
-            out = rt.run_input(Member(iid, args, method, call_id, key), cpu=False)
-        share = None
-        if n == last:
-            wall = time.monotonic() - t0
-            share = min(1.0, (time.thread_time() - c0) / wall) if wall > 0 else None
-        outbox.add_chunk_output(iid, key, out, share)
-        if out.status == P.TIMEOUT:
-            # As for a single input (`Runtime.serve`): the user code's state is suspect; leave.
-            outbox.flush(release=[iid] + [it.iid for it in pending], leaving=True)
-            pending.clear()
-            raise Shutdown()
+    monotonic = time.monotonic
+
+    def call(run: Run) -> None:
+        call_input(rt, run, rt._run_async)
+
+    t0, c0 = monotonic(), time.thread_time()  # the chunk's CPU share, measured once for its inputs
+    rt.chunk_input_since = t0
+    signal.setitimer(signal.ITIMER_REAL, rt.timeout)
+    try:
+        for key, args in enumerate(item.args):
+            if iid in cancelled:
+                out = P.OutputRow(iid, P.TERMINATED, None)
+            else:
+                rt.current = iid
+                rt.chunk_input_since = monotonic()
+                try:
+                    out = run_one(rt, [Member(iid, args, method, call_id, key)], call, cpu=False)[0]
+                finally:
+                    rt.current = None
+                    rt.chunk_input_since = monotonic()  # (a gap: the next input's time has not begun)
+            share = None
+            if key == last:
+                wall = monotonic() - t0
+                share = min(1.0, (time.thread_time() - c0) / wall) if wall > 0 else None
+            outbox.add_chunk_output(iid, key, out, share)
+            if out.status == P.TIMEOUT:
+                # As for a single input (`Runtime.serve`): the user code's state is suspect; leave.
+                outbox.flush(release=[iid] + [it.iid for it in pending], leaving=True)
+                pending.clear()
+                raise Shutdown()
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        rt.chunk_input_since = None
     if not pending or outbox.held_for() > FLUSH_AFTER_SECONDS:
         outbox.flush()

@@ -213,6 +213,9 @@ def call_input(host: Host, run: Run, run_async: Callable[[Any], Any]) -> None:
     fn = host.service.callables[item.method]  # type: ignore[union-attr]  # (run.function(), inlined: hot path)
     args, kwargs = cloudpickle.loads(item.args)
     result = fn(*args, **kwargs)
+    if type(result) in _pickle.ATOMS:  # a plain value (the hot path of a map): no generator, no coroutine
+        run.status, run.data = P.SUCCESS, dumps_result(host.tag, result)
+        return
     iid = item.iid
     if inspect.isasyncgen(result):
         count = 0

@@ -296,7 +296,17 @@ class Runtime:
     def _init_failure(self, exc: BaseException) -> None:
         self.conn.send(P.InitFailure(failure=failure_of(exc)))
 
+    # While a map's chunk runs (`_chunk`), one timer serves its inputs: since when the one running now
+    # (or the gap between two) has been running; the timer fired early for it runs on for its own rest.
+    chunk_input_since: float | None = None
+
     def _on_alarm(self, signum, frame) -> None:
+        since = self.chunk_input_since
+        if since is not None:
+            left = since + self.timeout - time.monotonic()
+            if left > 0:
+                signal.setitimer(signal.ITIMER_REAL, left)
+                return
         raise InputTimeout()
 
     def _on_cancel_signal(self, signum, frame) -> None:
@@ -488,10 +498,10 @@ class Runtime:
         if release or leaving:
             self.conn.send(P.ContainerRelease(ids=release or [], leaving=leaving))
 
-    def run_input(self, item: P.InputRow, cpu: bool = True) -> P.OutputRow:
+    def run_input(self, item: P.InputRow) -> P.OutputRow:
         self.current = item.iid
         try:
-            return run_one(self, [item], self._call, cpu=cpu)[0]
+            return run_one(self, [item], self._call)[0]
         finally:
             self.current = None
 

@@ -30,11 +30,14 @@ log = logging.getLogger("homeport.server")
 # A map's chunks (see `_add_inputs`): the scheduler queues, assigns and times each as one, so a chunk is
 # cut to run for about `CHUNK_SECONDS` at the function's observed time per input, at most `MAX_CHUNK`
 # inputs; before any input of the function finished, `BLIND_CHUNK`. No chunk holds more than its share
-# of the ready containers, so a small map still fans out across them.
-CHUNK_SECONDS = 0.002
-MAX_CHUNK = 512
+# of the ready containers, so a small map still fans out across them. At about a millisecond a chunk
+# counts as a short input for the scheduler, which then hands a container the next before it is done.
+CHUNK_SECONDS = 0.001
+MAX_CHUNK = 256
 BLIND_CHUNK = 8
-EWMA_WEIGHT = 0.2
+# The time per input follows a faster one at once and a slower one by this weight per report: an input
+# stalled on a loaded machine (the process descheduled) should not cut the map into tiny chunks.
+SLOWER_WEIGHT = 0.1
 
 _WEB_CALL = ("A webhook function cannot be invoked for remote execution: '{tag}' is served over HTTP only "
              "(its endpoint's authentication, if any, applies). Call it at its web URL.")
@@ -197,7 +200,7 @@ class CallService:
         """`n` inputs of the function took `seconds` in all: its time per input (how chunks are cut)."""
         per = seconds / n
         t = fn.input_seconds
-        fn.input_seconds = per if t is None else (1 - EWMA_WEIGHT) * t + EWMA_WEIGHT * per
+        fn.input_seconds = per if t is None or per < t else (1 - SLOWER_WEIGHT) * t + SLOWER_WEIGHT * per
 
     async def get_call(self, call_id: str, timeout: float | None) -> dict[str, Any] | None:
         call = self.calls.get(call_id)
