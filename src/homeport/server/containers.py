@@ -263,7 +263,9 @@ class ContainerService:
             if inp is None or type(inp.args) is not list:
                 continue
             rec.last_call_id = inp.call.call_id
+            rec.chunk_inputs += len(row.keys)
             if self.calls.chunk_outputs(inp, row):
+                rec.chunk_inputs -= 1  # (the scheduler counts the chunk as one served)
                 # Its CPU share (cpu-bound or not) as its last report saw it.
                 cpu = None if row.cpu is None or row.seconds <= 0 else inp.seconds * row.cpu / row.seconds
                 self.executor.execute(self.executor.inputs_done(cid, [iid], inp.seconds, now, cpu_seconds=cpu))
@@ -305,7 +307,7 @@ class ContainerService:
                     "pid": rec.pid,
                     "node": self.backend.where(cid) or "local",
                     "uptime": now - rec.started_at,
-                    "inputs_served": c.served if c else 0,
+                    "inputs_served": c.served + rec.chunk_inputs if c else 0,
                     "running": len(c.assigned) if c else 0,
                     "timeline": rec.timeline,
                     "gpus": self._gpu_rows(rec.gpus),

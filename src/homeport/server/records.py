@@ -112,6 +112,7 @@ class ContainerRecord:
     exit_hooks: bool = False  # it said, once ready, that it has exit hooks to run when asked to stop
     env: dict[str, str] | None = None  # its environment, less its credentials (for `container exec`)
     last_call_id: str | None = None  # the call of the last input it finished (its late log lines are that call's)
+    chunk_inputs: int = 0  # inputs beyond one per chunk it finished (the scheduler counts a chunk as one)
 
 
 @dataclass(eq=False)
