@@ -71,3 +71,8 @@ def test_breaking_out_of_a_big_map_cancels_the_rest(chunks):
 def test_each_input_of_a_chunk_has_the_whole_timeout(chunks):
     assert list(chunks.slow_but_in_time.map(range(-500, 0))) == list(range(-500, 0))  # short: big chunks
     assert list(chunks.slow_but_in_time.map(range(12))) == list(range(12))  # 3.6 s in all, 0.3 s each
+
+
+def test_a_small_first_map_of_slow_inputs_still_fans_out(chunks):
+    pids = list(chunks.slow_pid.map(range(6)))  # nothing known of its time: no input waits behind another
+    assert len(set(pids)) > 1

@@ -29,12 +29,15 @@ log = logging.getLogger("homeport.server")
 
 # A map's chunks (see `_add_inputs`): the scheduler queues, assigns and times each as one, so a chunk is
 # cut to run for about `CHUNK_SECONDS` at the function's observed time per input, at most `MAX_CHUNK`
-# inputs; before any input of the function finished, `BLIND_CHUNK`. No chunk holds more than its share
-# of the ready containers, so a small map still fans out across them. At about a millisecond a chunk
-# counts as a short input for the scheduler, which then hands a container the next before it is done.
+# inputs. Before any input of the function finished, nothing is known of its inputs' time: fewer than
+# `BLIND_MIN` inputs travel each on its own (a small map of slow inputs fans out over as many
+# containers), more in chunks of `BLIND_CHUNK`. No chunk holds more than its share of the ready
+# containers, so a map still spreads over them. At about a millisecond a chunk counts as a short input
+# for the scheduler, which then hands a container the next before it is done.
 CHUNK_SECONDS = 0.001
 MAX_CHUNK = 256
 BLIND_CHUNK = 8
+BLIND_MIN = 256
 # The time per input follows a faster one at once and a slower one by this weight per report: an input
 # stalled on a loaded machine (the process descheduled) should not cut the map into tiny chunks.
 SLOWER_WEIGHT = 0.1
@@ -190,7 +193,10 @@ class CallService:
         if call.kind != P.KIND_MAP or cfg.max_inputs != 1 or fn.defn.batch is not None or fn.is_generator:
             return 1
         t = fn.input_seconds
-        size = BLIND_CHUNK if t is None else int(CHUNK_SECONDS / max(t, 1e-7))
+        if t is None:
+            size = 1 if n < BLIND_MIN else BLIND_CHUNK
+        else:
+            size = int(CHUNK_SECONDS / max(t, 1e-7))
         ready = len(self.executor.ready_containers(fn.function_id))
         if ready > 1:
             size = min(size, math.ceil(n / ready))

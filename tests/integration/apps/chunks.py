@@ -63,3 +63,10 @@ def slow_but_in_time(x):
     if x >= 0:
         time.sleep(0.3)
     return x
+
+
+@app.function()
+def slow_pid(x):
+    """Slow inputs of a function nothing is known of yet (its first map)."""
+    time.sleep(1.0)
+    return int(os.environ.get("HOMEPORT_HOST_PID") or os.getpid())
