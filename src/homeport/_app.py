@@ -1,21 +1,26 @@
-"""`App`: the unit a program defines, runs (`app.run()`, `homeport run`) and, later, deploys."""
+"""`App`: the unit a program defines, runs (`app.run()`, `homeport run`) and, later, deploys.
+
+What it sends to the control plane when it runs or deploys (images, definitions, pool settings) is put
+together by `_app_publish`.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import inspect
 import math
-import os
 import sys
 import warnings
 from collections.abc import Callable
 from typing import Any
 
-from . import _bridge, _build_log, _config
+from . import _bridge
 from . import _protocol as P
+from ._app_publish import deploy_meta, lookup_info, print_web_urls, wire_config, with_images
 from ._bridge import run_async, run_sync
 from ._client import Client, default_log_printer, get_client
-from ._cls import _NO_DEFAULT, check_unregistered_classes, cls_decorator, function_class
+from ._cls_body import check_unregistered_classes
+from ._cls_decorator import cls_decorator, function_class
 from ._definition import (
     Registered,
     batch_definition,
@@ -26,13 +31,10 @@ from ._definition import (
 )
 from ._function import Function, is_generator_function
 from ._image import Image
-from ._image_request import build_request, distinct
-from ._options import function_options, unsupported_features, volume_refs
+from ._options import function_options, unsupported_features
 from ._partial import PartialFunction, _check_web_config, concurrency_settings
-from ._progress import ImageBuildStatus, interactive
-from ._protocol.definition import FunctionDefinition, to_wire
+from ._protocol.definition import to_wire
 from ._secret import Secret, check_object_name
-from ._version import __version__
 from .exception import DeprecationError, InvalidError, UnimplementedError
 
 
@@ -320,12 +322,12 @@ class App:
         if show_logs:
             client.log_handler = default_log_printer
         # Images first: a failed build leaves no app behind.
-        definitions = await _with_images(client, list(self._registered.values()))
+        definitions = await with_images(client, list(self._registered.values()))
         self._app_id = await client.request(
             P.AppCreate(name=self._name, description=self._name, detach=detach)
         )
         functions = [
-            {"tag": r.tag, "definition": to_wire(d), "config": _wire_config(r)}
+            {"tag": r.tag, "definition": to_wire(d), "config": wire_config(r)}
             for r, d in zip(self._registered.values(), definitions)
         ]
         try:
@@ -335,7 +337,7 @@ class App:
             raise
         self._hydrate_all(reply)
         if show_logs and self._print_urls:
-            _print_web_urls(reply)
+            print_web_urls(reply)
         self._running = True
         self._detached = detach
         if detach:
@@ -383,21 +385,21 @@ class App:
             raise UnimplementedError("Homeport has one environment ('main'); `environment_name=` cannot name another.")
         check_object_name(name, "App")  # the control plane checks it too
         self._check_supported()
-        self._deploy_meta = _deploy_meta(tag)
+        self._deploy_meta = deploy_meta(tag)
         run_sync(self._deploy(name))
         return self
 
     async def _deploy(self, name: str) -> dict[str, Any]:
         client = await get_client()
         regs = list(self._registered.values())
-        definitions = await _with_images(client, regs, show_logs=True)
+        definitions = await with_images(client, regs, show_logs=True)
         functions = [
-            {"tag": r.tag, "definition": to_wire(d), "config": _wire_config(r),
-             "info": _lookup_info(r.obj)}
+            {"tag": r.tag, "definition": to_wire(d), "config": wire_config(r),
+             "info": lookup_info(r.obj)}
             for r, d in zip(regs, definitions)
         ]
         reply = await client.request(P.AppDeploy(name=name, description=name, functions=functions,
-                                                 meta=getattr(self, "_deploy_meta", None) or _deploy_meta("")))
+                                                 meta=getattr(self, "_deploy_meta", None) or deploy_meta("")))
         self._app_id = reply["app_id"]
         self._deployed_version = reply["version"]
         self._hydrate_all(reply)
@@ -429,99 +431,6 @@ class App:
         app = cls(name)
         app._app_id = found["app_id"]
         return app
-
-
-def _deploy_meta(tag: str) -> dict[str, str]:
-    """What `modal app history` shows of a version: its tag, the client, who deployed it and the git commit
-    of the working directory (when it is a git checkout)."""
-    import getpass
-    import subprocess
-
-    commit = ""
-    try:
-        out = subprocess.run(["git", "rev-parse", "--short=7", "HEAD"], capture_output=True, text=True, timeout=5)
-        if out.returncode == 0:
-            commit = out.stdout.strip()
-            dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
-                                   text=True, timeout=5)
-            if dirty.returncode == 0 and dirty.stdout.strip():
-                commit += "-dirty"
-    except (OSError, subprocess.SubprocessError):
-        pass
-    try:
-        user = getpass.getuser()
-    except (KeyError, OSError):
-        user = ""
-    return {"tag": tag or "", "client": f"homeport {__version__}", "deployed_by": user, "commit": commit}
-
-
-async def _with_images(client: Any, regs: list[Registered], show_logs: bool = False) -> list[FunctionDefinition]:
-    """Have the control plane build (or find cached) the image of each function; return the functions'
-    definitions naming their image. A function without `image=` runs in `Image.debian_slim()`."""
-    images = [r.options.image or Image.debian_slim() for r in regs]
-    unique = distinct(images)
-    if not unique:
-        return []
-    requests = [build_request(image) for image in unique]
-    saved = client.log_handler
-    printer = saved
-    if show_logs and saved is None:
-        printer = lambda msg: default_log_printer(msg) if msg.get("fn") == "image" else None  # noqa: E731
-    status = ImageBuildStatus()  # on a terminal: a spinner naming the step being built
-    summary = None
-    if _build_log.summarise_wanted(interactive()):  # on a terminal: the steps; the rest in a file
-        summary = _build_log.BuildLogSummary(os.path.join(str(_config.state_dir()), "image-logs"))
-
-    def on_log(msg: dict[str, Any]) -> None:
-        status.on_log(msg)
-        if summary is not None and msg.get("fn") == "image" and not summary.feed(_build_log.printable(msg)):
-            return
-        if printer is not None:
-            printer(msg)
-
-    client.log_handler = on_log
-    failed = True
-    try:
-        # No deadline: a build takes as long as its steps do, each bounded by the control plane.
-        ids = await client.request(P.ImageBuild(images=requests), timeout=None)
-        failed = False
-    finally:
-        client.log_handler = saved
-        status.close()
-        if summary is not None and printer is not None:
-            for line in summary.close(failed):
-                printer({"fn": "image", "cid": "", "fd": 2, "data": line})
-    hashes = [image.content_hash() for image in unique]
-    return [
-        P.replace(r.definition, image_id=ids[unique.index(image)], image_hash=hashes[unique.index(image)])
-        for r, image in zip(regs, images)
-    ]
-
-
-def _lookup_info(obj: Any) -> dict[str, Any]:
-    """What `Cls.from_name` needs to know about a deployed class: its methods (and which of them are
-    web endpoints, called over HTTP only) and parameters."""
-    methods = getattr(obj, "_methods", None)
-    if methods is None or not hasattr(obj, "_params"):
-        return {}
-    params = {}
-    for pname, (typ, default, *_) in obj._params.items():
-        params[pname] = {"type": typ.__name__, "has_default": default is not _NO_DEFAULT, "default": None if default is _NO_DEFAULT else default}
-    return {"methods": {m: {"is_generator": bool(info.get("is_generator")), "batched": info.get("batched")}
-                        for m, info in methods.items()},
-            "web_methods": sorted(m for m in getattr(obj, "_web_methods", {}) if m is not None),
-            "params": params,
-            "options": {"startup_timeout_set": obj._options.startup_timeout is not None}}
-
-
-def _wire_config(reg: Registered) -> dict[str, Any]:
-    """A function's pool settings as published: with its volumes, which have their names once the app runs."""
-    return to_wire(P.replace(reg.config, volumes=volume_refs(reg.options)))
-
-
-def _print_web_urls(reply: dict[str, Any]) -> None:
-    for name, url in sorted((reply.get("web_urls") or {}).items()):
-        print(f"✓ Created web endpoint for {name} => {url}", file=sys.stderr, flush=True)
 
 
 class _RunContext:

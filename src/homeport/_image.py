@@ -1,172 +1,48 @@
 """`Image`: the environment a function runs in, described as an immutable list of build steps.
 
 This module only describes images; building them is the image builder's job. Each method returns a
-new `Image` with one more `ImageStep`, so images can be shared and extended freely.
+new `Image` with one more `ImageStep` (`_image_steps`, with the content hash), so images can be shared
+and extended freely. The methods' arguments are checked by `_image_args`.
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
-import hashlib
-import inspect
-import json
 import os
-import re
 import sys
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import PurePosixPath
-from types import MappingProxyType
 from typing import Any, TypeVar
 
+from ._image_args import (
+    absolute_local_path,
+    check_env,
+    check_ignore,
+    check_optional_str,
+    check_python_version,
+    check_remote_path,
+    check_volumes,
+    flatten_str_args,
+    index_options,
+    run_options,
+)
+from ._image_steps import (  # re-exported: `ImageStep` is pickled with an image, `_thaw` read by `_image_request`
+    BASE_KINDS,
+    LOCAL_KINDS,
+    ImageStep,
+    _thaw,
+    steps_hash,
+)
 from ._protocol import ENV_IMAGE_HASH, ENV_IS_REMOTE
 from ._secret import Secret
 from ._volume import Volume
 from .exception import InvalidError
 
-__all__ = ["Image", "ImageStep"]
-
-_PYTHON_VERSION = re.compile(r"^3\.\d+(\.\d+)?$")
-BASE_KINDS = frozenset({"debian_slim", "from_registry"})
-LOCAL_KINDS = frozenset({"add_local_file", "add_local_dir", "add_local_python_source"})
-# Parameters that change how a step is built but not what it produces.
-_UNHASHED_PARAMS = frozenset({"force_build"})
-# Steps whose result depends on a local file's bytes, not just its path.
-_FILE_CONTENT_PARAMS = {
-    "pip_install_from_requirements": "requirements_txt",
-    "pip_install_from_pyproject": "pyproject_toml",
-}
+__all__ = ["BASE_KINDS", "LOCAL_KINDS", "Image", "ImageStep", "_thaw"]
 
 _F = TypeVar("_F", bound=Callable[..., Any])
-
-
-def _freeze(value: Any) -> Any:
-    if isinstance(value, Mapping):
-        return MappingProxyType({k: _freeze(v) for k, v in value.items()})
-    if isinstance(value, (list, tuple)):
-        return tuple(_freeze(v) for v in value)
-    return value
-
-
-def _thaw(value: Any) -> Any:
-    if isinstance(value, Mapping):
-        return {k: _thaw(v) for k, v in value.items()}
-    if isinstance(value, tuple):
-        return [_thaw(v) for v in value]
-    return value
-
-
-@dataclass(frozen=True)
-class ImageStep:
-    """One build step: its `kind` (the Image method that made it) and that method's arguments."""
-
-    kind: str
-    params: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}), hash=False)
-
-    @classmethod
-    def make(cls, kind: str, **params: Any) -> ImageStep:
-        return cls(kind, _freeze(params))
-
-    def get(self, key: str, default: Any = None) -> Any:
-        return self.params.get(key, default)
-
-    @property
-    def is_mount(self) -> bool:
-        """Local files added with `copy=False`: mounted at container start, not built into the image."""
-        return self.kind in LOCAL_KINDS and not self.params.get("copy", False)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"kind": self.kind, **_thaw(self.params)}
-
-
-# --- argument checks ------------------------------------------------------------------------------
-
-
-def _check_python_version(value: Any, arg: str = "python_version") -> str | None:
-    if value is None:
-        return None
-    if not isinstance(value, str):
-        raise TypeError(f"The `{arg}` argument should be a string, not a {type(value).__name__}.")
-    if not _PYTHON_VERSION.match(value):
-        raise InvalidError(f'Invalid `{arg}` {value!r}: use a version string like "3.12" or "3.12.4".')
-    return value
-
-
-def _flatten_str_args(method: str, arg: str, args: Sequence[Any]) -> list[str]:
-    """Accept `"a", "b"` as well as `["a", "b"]`, like Modal."""
-    out: list[str] = []
-    for item in args:
-        if isinstance(item, str):
-            out.append(item)
-        elif isinstance(item, (list, tuple)) and all(isinstance(x, str) for x in item):
-            out.extend(item)
-        else:
-            raise InvalidError(f"Image.{method}(): {arg} must only contain strings, got {item!r}")
-    return out
-
-
-def _check_env(env: Any, what: str = "Image ENV variables") -> dict[str, str]:
-    if env is None:
-        return {}
-    if not isinstance(env, Mapping):
-        raise InvalidError(f"{what} must be given as a dict[str, str], not {type(env).__name__}")
-    bad = [k for k, v in env.items() if not isinstance(k, str) or not isinstance(v, str)]
-    if bad:
-        raise InvalidError(f"{what} must be strings. Invalid keys: {bad!r}")
-    return dict(env)
-
-
-def _check_build_env(env: Any) -> dict[str, str]:
-    # Like `@app.function(env=...)`, a None value means "leave unset".
-    if isinstance(env, Mapping):
-        env = {k: v for k, v in env.items() if v is not None}
-    return _check_env(env)
-
-
-def _check_secrets(secrets: Any) -> tuple[Secret, ...]:
-    if secrets is None:
-        return ()
-    if not isinstance(secrets, (list, tuple)) or not all(isinstance(s, Secret) for s in secrets):
-        raise InvalidError("`secrets=` has to be a list or tuple of `modal.Secret` objects")
-    return tuple(secrets)
-
-
-def _check_optional_str(arg: str, value: Any) -> str | None:
-    if value is not None and not isinstance(value, str):
-        raise InvalidError(f"`{arg}` must be a string, not {type(value).__name__}")
-    return value
-
-
-def _check_volumes(volumes: Any) -> dict[str, Volume]:
-    if volumes is None:
-        return {}
-    if not isinstance(volumes, Mapping):
-        raise InvalidError("`volumes` must be a dict[str, Volume] where the keys are paths")
-    out = {}
-    for path, vol in volumes.items():
-        if not isinstance(vol, Volume):
-            raise InvalidError(f"Object of type {type(vol)} mounted at '{path}' is not usable as a volume.")
-        out[PurePosixPath(path).as_posix()] = vol
-    return out
-
-
-def _local_path(path: Any) -> str:
-    if not isinstance(path, (str, os.PathLike)):
-        raise InvalidError(f"Expected a local file path, got {type(path).__name__}")
-    # Resolved now, so that the image means the same thing wherever the working directory moves later.
-    return os.path.abspath(os.path.expanduser(os.fspath(path)))
-
-
-def _check_ignore(ignore: Any) -> Any:
-    if ignore is None or callable(ignore):
-        return ignore
-    if isinstance(ignore, (list, tuple)) and all(isinstance(p, str) for p in ignore):
-        return tuple(ignore)
-    raise InvalidError(
-        "`ignore` must be a list of glob patterns or a function taking a Path and returning a bool"
-    )
 
 
 def _instance_method(method: _F) -> _F:
@@ -181,51 +57,6 @@ def _instance_method(method: _F) -> _F:
         return method(self, *args, **kwargs)
 
     return wrapper  # type: ignore[return-value]
-
-
-# --- hashing --------------------------------------------------------------------------------------
-
-
-def _callable_identity(fn: Any) -> dict[str, Any]:
-    name = f"{getattr(fn, '__module__', None)}.{getattr(fn, '__qualname__', type(fn).__qualname__)}"
-    try:
-        source = inspect.getsource(fn)
-    except (OSError, TypeError):
-        source = None
-    return {"callable": name, "source": source}
-
-
-def _canonical(obj: Any) -> Any:
-    if isinstance(obj, Secret):
-        return {"secret": obj.fingerprint()}
-    if isinstance(obj, Volume):
-        return {"volume": obj.to_dict()}
-    if isinstance(obj, os.PathLike):
-        return os.fspath(obj)
-    if callable(obj):
-        return _callable_identity(obj)
-    return {"repr": repr(obj)}
-
-
-def _file_digest(path: str) -> str | None:
-    try:
-        with open(path, "rb") as f:
-            return hashlib.sha256(f.read()).hexdigest()
-    except OSError:
-        return None
-
-
-def _hashable_step(step: ImageStep) -> dict[str, Any]:
-    data = {k: v for k, v in step.to_dict().items() if k not in _UNHASHED_PARAMS}
-    path_param = _FILE_CONTENT_PARAMS.get(step.kind)
-    if step.kind == "add_local_file" and step.get("copy"):
-        path_param = "local_path"
-    if path_param is not None:
-        data["content_sha256"] = _file_digest(step.get(path_param))
-    return data
-
-
-# --- Image ----------------------------------------------------------------------------------------
 
 
 class Image:
@@ -281,7 +112,7 @@ class Image:
     @staticmethod
     def debian_slim(python_version: str | None = None, force_build: bool = False) -> Image:
         """A slim Debian image with Python (by default this interpreter's major.minor version)."""
-        version = _check_python_version(python_version)
+        version = check_python_version(python_version)
         if version is None:
             version = f"{sys.version_info.major}.{sys.version_info.minor}"
         return Image._from_steps(
@@ -304,7 +135,7 @@ class Image:
             )
         if secret is not None and not isinstance(secret, Secret):
             raise InvalidError(f"`secret` must be a modal.Secret, not {type(secret).__name__}")
-        commands = _flatten_str_args(
+        commands = flatten_str_args(
             "from_registry", "setup_dockerfile_commands", list(setup_dockerfile_commands)
         )
         return Image._from_steps(
@@ -314,7 +145,7 @@ class Image:
                     tag=tag,
                     secret=secret,
                     setup_dockerfile_commands=commands,
-                    add_python=_check_python_version(add_python, "add_python"),
+                    add_python=check_python_version(add_python, "add_python"),
                     force_build=bool(force_build),
                 ),
             )
@@ -337,14 +168,14 @@ class Image:
         gpu: str | None = None,
     ) -> Image:
         """Install Python packages with pip: `image.pip_install("numpy==2.1", ["pandas"])`."""
-        pkgs = _flatten_str_args("pip_install", "packages", packages)
+        pkgs = flatten_str_args("pip_install", "packages", packages)
         if not pkgs:
             return self
         return self._extend(
             "pip_install",
             packages=pkgs,
-            **self._index_options(find_links, index_url, extra_index_url, pre, extra_options),
-            **self._run_options(env, secrets, gpu, force_build),
+            **index_options(find_links, index_url, extra_index_url, pre, extra_options),
+            **run_options(env, secrets, gpu, force_build),
         )
 
     @_instance_method
@@ -364,19 +195,19 @@ class Image:
         gpu: str | None = None,
     ) -> Image:
         """Install Python packages with uv: `image.uv_pip_install("torch", requirements=["req.txt"])`."""
-        pkgs = _flatten_str_args("uv_pip_install", "packages", packages)
+        pkgs = flatten_str_args("uv_pip_install", "packages", packages)
         if isinstance(requirements, (str, os.PathLike)):
             raise InvalidError("Image.uv_pip_install(): `requirements` must be a list of file paths")
-        reqs = [_local_path(r) for r in requirements or ()]
+        reqs = [absolute_local_path(r) for r in requirements or ()]
         if not pkgs and not reqs:
             return self
         return self._extend(
             "uv_pip_install",
             packages=pkgs,
             requirements=reqs,
-            uv_version=_check_optional_str("uv_version", uv_version),
-            **self._index_options(find_links, index_url, extra_index_url, pre, extra_options),
-            **self._run_options(env, secrets, gpu, force_build),
+            uv_version=check_optional_str("uv_version", uv_version),
+            **index_options(find_links, index_url, extra_index_url, pre, extra_options),
+            **run_options(env, secrets, gpu, force_build),
         )
 
     @_instance_method
@@ -397,9 +228,9 @@ class Image:
         """Install the packages listed in a local requirements file."""
         return self._extend(
             "pip_install_from_requirements",
-            requirements_txt=_local_path(requirements_txt),
-            **self._index_options(find_links, index_url, extra_index_url, pre, extra_options),
-            **self._run_options(env, secrets, gpu, force_build),
+            requirements_txt=absolute_local_path(requirements_txt),
+            **index_options(find_links, index_url, extra_index_url, pre, extra_options),
+            **run_options(env, secrets, gpu, force_build),
         )
 
     @_instance_method
@@ -421,15 +252,15 @@ class Image:
         """Install the dependencies (and chosen optional groups) of a local `pyproject.toml`."""
         if isinstance(optional_dependencies, str):
             optional_dependencies = [optional_dependencies]
-        extras = _flatten_str_args(
+        extras = flatten_str_args(
             "pip_install_from_pyproject", "optional_dependencies", optional_dependencies
         )
         return self._extend(
             "pip_install_from_pyproject",
-            pyproject_toml=_local_path(pyproject_toml),
+            pyproject_toml=absolute_local_path(pyproject_toml),
             optional_dependencies=extras,
-            **self._index_options(find_links, index_url, extra_index_url, pre, extra_options),
-            **self._run_options(env, secrets, gpu, force_build),
+            **index_options(find_links, index_url, extra_index_url, pre, extra_options),
+            **run_options(env, secrets, gpu, force_build),
         )
 
     # --- system packages and commands -------------------------------------------------------------
@@ -444,10 +275,10 @@ class Image:
         gpu: str | None = None,
     ) -> Image:
         """Install Debian packages: `image.apt_install("git", "curl")`."""
-        pkgs = _flatten_str_args("apt_install", "packages", packages)
+        pkgs = flatten_str_args("apt_install", "packages", packages)
         if not pkgs:
             return self
-        return self._extend("apt_install", packages=pkgs, **self._run_options(env, secrets, gpu, force_build))
+        return self._extend("apt_install", packages=pkgs, **run_options(env, secrets, gpu, force_build))
 
     @_instance_method
     def run_commands(
@@ -460,14 +291,14 @@ class Image:
         force_build: bool = False,
     ) -> Image:
         """Run shell commands at build time: `image.run_commands("git clone https://... /src")`."""
-        cmds = _flatten_str_args("run_commands", "commands", commands)
+        cmds = flatten_str_args("run_commands", "commands", commands)
         if not cmds:
             return self
         return self._extend(
             "run_commands",
             commands=cmds,
-            volumes=_check_volumes(volumes),
-            **self._run_options(env, secrets, gpu, force_build),
+            volumes=check_volumes(volumes),
+            **run_options(env, secrets, gpu, force_build),
         )
 
     @_instance_method
@@ -505,12 +336,12 @@ class Image:
             function=raw_f,
             args=tuple(args),
             kwargs=dict(kwargs or {}),
-            volumes=_check_volumes(volumes),
+            volumes=check_volumes(volumes),
             cpu=cpu,
             memory=memory,
             timeout=timeout,
             include_source=bool(include_source),
-            **self._run_options(env, secrets, gpu, force_build),
+            **run_options(env, secrets, gpu, force_build),
         )
 
     # --- configuration ----------------------------------------------------------------------------
@@ -518,7 +349,7 @@ class Image:
     @_instance_method
     def env(self, vars: dict[str, str]) -> Image:
         """Set environment variables in the image: `image.env({"HF_HOME": "/cache"})`."""
-        return self._extend("env", vars=_check_env(vars))
+        return self._extend("env", vars=check_env(vars))
 
     @_instance_method
     def workdir(self, path: str | PurePosixPath) -> Image:
@@ -534,8 +365,8 @@ class Image:
         self, local_path: str | os.PathLike[str], remote_path: str, *, copy: bool = False
     ) -> Image:
         """Add a local file at `remote_path` (absolute; a trailing `/` keeps the file's name)."""
-        local = _local_path(local_path)
-        remote = self._remote_path("add_local_file", remote_path)
+        local = absolute_local_path(local_path)
+        remote = check_remote_path("add_local_file", remote_path)
         if remote.endswith("/"):
             remote += os.path.basename(local)
         return self._extend("add_local_file", local_path=local, remote_path=remote, copy=bool(copy))
@@ -552,10 +383,10 @@ class Image:
         """Add a local directory at `remote_path` (absolute), skipping paths that match `ignore`."""
         return self._extend(
             "add_local_dir",
-            local_path=_local_path(local_path),
-            remote_path=self._remote_path("add_local_dir", remote_path),
+            local_path=absolute_local_path(local_path),
+            remote_path=check_remote_path("add_local_dir", remote_path),
             copy=bool(copy),
-            ignore=_check_ignore(ignore),
+            ignore=check_ignore(ignore),
         )
 
     @_instance_method
@@ -573,7 +404,7 @@ class Image:
                     "pass import names like 'mypackage' or 'mypackage.utils'"
                 )
         return self._extend(
-            "add_local_python_source", modules=list(modules), copy=bool(copy), ignore=_check_ignore(ignore)
+            "add_local_python_source", modules=list(modules), copy=bool(copy), ignore=check_ignore(ignore)
         )
 
     # --- composition and imports ------------------------------------------------------------------
@@ -631,13 +462,7 @@ class Image:
 
         Requirement files and copied single files count by their bytes; directories by their path.
         """
-        payload = json.dumps(
-            [_hashable_step(s) for s in self._steps],
-            sort_keys=True,
-            separators=(",", ":"),
-            default=_canonical,
-        )
-        return hashlib.sha256(payload.encode()).hexdigest()
+        return steps_hash(self._steps)
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Image):
@@ -658,35 +483,3 @@ class Image:
             shown = ", ".join(repr(x) for x in main) if main else "..."
             out += f".{step.kind}({shown})"
         return out
-
-    # --- helpers ----------------------------------------------------------------------------------
-
-    @staticmethod
-    def _remote_path(method: str, remote_path: Any) -> str:
-        if not isinstance(remote_path, (str, PurePosixPath)) or not PurePosixPath(remote_path).is_absolute():
-            raise InvalidError(f"image.{method}() currently only supports absolute remote_path values")
-        text = str(remote_path)
-        return PurePosixPath(text).as_posix() + ("/" if text.endswith("/") and text != "/" else "")
-
-    @staticmethod
-    def _index_options(
-        find_links: Any, index_url: Any, extra_index_url: Any, pre: Any, extra_options: Any
-    ) -> dict[str, Any]:
-        if not isinstance(extra_options, str):
-            raise InvalidError("`extra_options` must be a string of extra command-line options")
-        return {
-            "find_links": _check_optional_str("find_links", find_links),
-            "index_url": _check_optional_str("index_url", index_url),
-            "extra_index_url": _check_optional_str("extra_index_url", extra_index_url),
-            "pre": bool(pre),
-            "extra_options": extra_options,
-        }
-
-    @staticmethod
-    def _run_options(env: Any, secrets: Any, gpu: Any, force_build: Any) -> dict[str, Any]:
-        return {
-            "env": _check_build_env(env),
-            "secrets": _check_secrets(secrets),
-            "gpu": _check_optional_str("gpu", gpu),
-            "force_build": bool(force_build),
-        }

@@ -7,18 +7,28 @@ and `merged_env` gives the environment variables a container gets from secrets a
 
 from __future__ import annotations
 
-import inspect
-import math
 import os
-import posixpath
 import sys
 import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
-from pathlib import PurePath
 from typing import Any
 
 from ._image import Image
+from ._option_values import (  # GPU_TYPES and parse_gpu_config re-exported: part of this module's API
+    GPU_TYPES,
+    check_bool,
+    check_int,
+    check_seconds,
+    is_int,
+    needs_arguments,
+    parse_cpu,
+    parse_gpu_config,
+    parse_memory,
+    parse_region,
+    parse_retries,
+    parse_volumes,
+)
 from ._retries import Retries
 from ._schedule import Cron, Period
 from ._secret import Secret, check_object_name
@@ -34,25 +44,6 @@ __all__ = [
     "unsupported_features",
 ]
 
-GPU_TYPES = (
-    "T4",
-    "L4",
-    "A10",
-    "A10G",
-    "L40S",
-    "A100",
-    "A100-40GB",
-    "A100-80GB",
-    "RTX-PRO-6000",
-    "H100",
-    "H100!",
-    "H200",
-    "B200",
-    "B200+",
-    "ANY",
-)
-_MAX_GPUS = 8
-_MAX_GPUS_BY_TYPE = {"A10": 4, "A10G": 4}
 _MAX_TIMEOUT = 86400
 
 
@@ -122,180 +113,6 @@ def _warn_deprecated(message: str) -> None:
     warnings.warn(message, DeprecationError, stacklevel=level)
 
 
-# --- single-parameter checks ----------------------------------------------------------------------
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def _int(name: str, value: Any, *, minimum: int = 0) -> int:
-    if not _is_int(value):
-        raise InvalidError(f"`{name}` must be an int, not {type(value).__name__}")
-    if value < minimum:
-        qualifier = "non-negative" if minimum == 0 else f"at least {minimum}"
-        raise InvalidError(f"`{name}` must be {qualifier}, got {value}")
-    return value
-
-
-def _bool(name: str, value: Any) -> bool:
-    if not isinstance(value, bool):
-        raise InvalidError(f"`{name}` must be True or False, not {value!r}")
-    return value
-
-
-def _seconds(name: str, value: Any, low: int, high: int, unit: str = " seconds") -> int:
-    if not _is_int(value):
-        raise InvalidError(f"`{name}` must be an int (seconds), not {type(value).__name__}")
-    if not low <= value <= high:
-        raise InvalidError(f"`{name}` must be between {low} and {high}{unit}, got {value}")
-    return value
-
-
-def parse_gpu_config(gpu: Any) -> tuple[str, ...] | None:
-    """`"a100:2"` → `("A100:2",)`; a list is a fallback list in order of preference."""
-    if gpu is None:
-        return None
-    if isinstance(gpu, (list, tuple)):
-        if not gpu:
-            raise InvalidError(
-                "`gpu=` fallback list is empty; give at least one GPU type, e.g. gpu=['H100', 'A100']"
-            )
-        return tuple(_parse_one_gpu(g) for g in gpu)
-    return (_parse_one_gpu(gpu),)
-
-
-def _parse_one_gpu(value: Any) -> str:
-    if not isinstance(value, str):
-        raise InvalidError(f"Invalid GPU config: {value!r}. Value must be a string like 'T4' or 'A100:2'.")
-    gpu_type, count = value, 1
-    if ":" in value:
-        gpu_type, count_str = value.split(":", 1)
-        try:
-            count = int(count_str)
-        except ValueError:
-            raise InvalidError(f"Invalid GPU count: {count_str}. Value must be an integer.") from None
-    gpu_type = gpu_type.strip().upper()
-    if gpu_type not in GPU_TYPES:
-        raise InvalidError(f"Invalid GPU type: {gpu_type!r}. Valid types are: {', '.join(GPU_TYPES)}.")
-    limit = _MAX_GPUS_BY_TYPE.get(gpu_type, _MAX_GPUS)
-    if not 1 <= count <= limit:
-        raise InvalidError(
-            f"Invalid GPU count: {count}. {gpu_type} supports 1 to {limit} GPUs per container."
-        )
-    return f"{gpu_type}:{count}"
-
-
-def _parse_cpu(cpu: Any) -> tuple[float, float | None] | None:
-    if cpu is None:
-        return None
-    if isinstance(cpu, (tuple, list)):
-        if len(cpu) != 2 or not all(_is_number(c) for c in cpu):
-            raise InvalidError(f"`cpu` must be a number or a (request, limit) tuple of numbers, got {cpu!r}")
-        request, limit = cpu
-        _finite_cpu(cpu)
-        if request <= 0:
-            raise InvalidError("CPU request must be a positive number")
-        if limit <= 0:
-            raise InvalidError("CPU limit must be a positive number")
-        if limit < request:
-            raise InvalidError(f"Cannot specify a CPU limit lower than request: {limit} < {request}")
-        return (float(request), float(limit))
-    if not _is_number(cpu):
-        raise InvalidError(f"`cpu` must be a number or a (request, limit) tuple of numbers, got {cpu!r}")
-    _finite_cpu(cpu)
-    if cpu <= 0:
-        raise InvalidError("CPU request must be a positive number")
-    return (float(cpu), None)
-
-
-def _finite_cpu(cpu: Any) -> None:
-    values = cpu if isinstance(cpu, (tuple, list)) else (cpu,)
-    if not all(math.isfinite(c) for c in values):
-        raise InvalidError(f"`cpu` must be a finite number of cores (e.g. cpu=2 or cpu=(1, 4)), got {cpu!r}")
-
-
-def _parse_memory(memory: Any) -> tuple[int, int | None] | None:
-    if memory is None:
-        return None
-    if isinstance(memory, (tuple, list)):
-        if len(memory) != 2 or not all(_is_int(m) for m in memory):
-            raise InvalidError(
-                f"`memory` must be an int (MiB) or a (request, limit) tuple of ints, got {memory!r}"
-            )
-        request, limit = memory
-        if request <= 0:
-            raise InvalidError("Memory request must be a positive integer (MiB)")
-        if limit < request:
-            raise InvalidError(f"Cannot specify a memory limit lower than request: {limit} < {request}")
-        return (request, limit)
-    if not _is_int(memory):
-        raise InvalidError(
-            f"`memory` must be an int (MiB) or a (request, limit) tuple of ints, got {memory!r}"
-        )
-    if memory <= 0:
-        raise InvalidError("Memory request must be a positive integer (MiB)")
-    return (memory, None)
-
-
-def _parse_volumes(volumes: Any) -> dict[str, Volume]:
-    if volumes is None:
-        return {}
-    if not isinstance(volumes, Mapping):
-        raise InvalidError("volumes must be a dict[str, Volume] where the keys are paths")
-    out: dict[str, Volume] = {}
-    for raw_path, volume in volumes.items():
-        if not isinstance(raw_path, (str, PurePath)):
-            raise InvalidError(f"Volume mount path must be a string, not {type(raw_path).__name__}")
-        path = PurePath(raw_path).as_posix()
-        if not posixpath.isabs(path) or posixpath.normpath(path) != path:
-            raise InvalidError(f"Volume {path} must be a canonical, absolute path.")
-        if path == "/":
-            raise InvalidError(f"Volume {path} cannot be mounted into root directory.")
-        if path in ("/root", "/tmp"):
-            raise InvalidError(f"Volume {path} cannot be mounted at '{path}'.")
-        if not isinstance(volume, Volume):
-            raise InvalidError(
-                f"Object of type {type(volume)} mounted at '{path}' is not usable as a volume."
-            )
-        out[path] = volume
-    paths = list(out)
-    for i, path in enumerate(paths):
-        same = [p for p in paths[i:] if out[p].same_volume(out[path])]
-        if len(same) > 1:
-            raise InvalidError(
-                "The same Volume cannot be mounted in multiple locations for the same function: "
-                + ", ".join(same)
-            )
-    return out
-
-
-def _parse_region(region: Any) -> tuple[str, ...] | None:
-    if region is None:
-        return None
-    regions = (region,) if isinstance(region, str) else region
-    if (
-        not isinstance(regions, (list, tuple))
-        or not regions
-        or not all(isinstance(r, str) and r for r in regions)
-    ):
-        raise InvalidError(f"`region` must be a region name or a list of region names, got {region!r}")
-    return tuple(regions)
-
-
-def _needs_arguments(fn: Callable[..., Any]) -> bool:
-    try:
-        signature = inspect.signature(fn)
-    except (TypeError, ValueError):
-        return False
-    variadic = (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
-    return any(p.default is p.empty and p.kind not in variadic for p in signature.parameters.values())
-
-
 # --- function_options -----------------------------------------------------------------------------
 
 
@@ -310,11 +127,11 @@ def _apply_renamed(kwargs: dict[str, Any]) -> None:
                 f"Cannot set both `{old}` and `{new}`; `{old}` is deprecated, so keep only `{new}`."
             )
         if old == "container_idle_timeout":
-            _seconds(old, value, 2, 1200)
+            check_seconds(old, value, 2, 1200)
         elif old == "concurrency_limit":
-            _int(old, value, minimum=1)
+            check_int(old, value, minimum=1)
         else:
-            _int(old, value)
+            check_int(old, value)
         _warn_deprecated(f"`{old}` is deprecated; use `{new}` instead.")
         kwargs[new] = value
 
@@ -342,7 +159,7 @@ def function_options(
     not_built = _not_built_params(kwargs)
     allow_concurrent_inputs = kwargs.pop("allow_concurrent_inputs", None)
     if allow_concurrent_inputs is not None:
-        if not _is_int(allow_concurrent_inputs) or allow_concurrent_inputs < 1:
+        if not is_int(allow_concurrent_inputs) or allow_concurrent_inputs < 1:
             raise InvalidError("`allow_concurrent_inputs` must be a positive integer.")
         _warn_deprecated(
             "The 'allow_concurrent_inputs' parameter is deprecated. Use the '@modal.concurrent' decorator "
@@ -366,12 +183,12 @@ def function_options(
         raise InvalidError(
             "The `timeout` parameter cannot be set to None: https://modal.com/docs/guide/timeouts"
         )
-    timeout = _seconds("timeout", kwargs.get("timeout", 300), 1, _MAX_TIMEOUT)
+    timeout = check_seconds("timeout", kwargs.get("timeout", 300), 1, _MAX_TIMEOUT)
     startup_timeout = kwargs.get("startup_timeout")
     if startup_timeout is not None:
-        startup_timeout = _seconds("startup_timeout", startup_timeout, 1, _MAX_TIMEOUT)
+        startup_timeout = check_seconds("startup_timeout", startup_timeout, 1, _MAX_TIMEOUT)
 
-    retries = _parse_retries(kwargs.get("retries"), tag)
+    retries = parse_retries(kwargs.get("retries"), tag)
     if kwargs.get("retries"):
         if is_generator:
             raise InvalidError("Generator Functions do not support retries.")
@@ -384,22 +201,22 @@ def function_options(
             raise InvalidError(
                 f"`schedule` must be a modal.Period or modal.Cron, not {type(schedule).__name__}"
             )
-        if raw_f is not None and _needs_arguments(raw_f):
+        if raw_f is not None and needs_arguments(raw_f):
             raise InvalidError(
                 f"Function {raw_f} has a schedule, so it needs to support being called with no arguments"
             )
 
-    min_containers = _int("min_containers", _default(kwargs, "min_containers", 0))
+    min_containers = check_int("min_containers", _default(kwargs, "min_containers", 0))
     max_containers = kwargs.get("max_containers")
     if max_containers is not None:
-        max_containers = _int("max_containers", max_containers, minimum=1)
+        max_containers = check_int("max_containers", max_containers, minimum=1)
         if min_containers > max_containers:
             raise InvalidError(
                 f"`min_containers` ({min_containers}) cannot be greater than `max_containers` ({max_containers})"
             )
-    buffer_containers = _int("buffer_containers", _default(kwargs, "buffer_containers", 0))
+    buffer_containers = check_int("buffer_containers", _default(kwargs, "buffer_containers", 0))
     scaledown_window = _default(kwargs, "scaledown_window", 60)
-    if not _is_int(scaledown_window):
+    if not is_int(scaledown_window):
         raise InvalidError(
             f"`scaledown_window` must be an int (seconds), not {type(scaledown_window).__name__}"
         )
@@ -408,7 +225,7 @@ def function_options(
 
     ephemeral_disk = kwargs.get("ephemeral_disk")
     if ephemeral_disk is not None:
-        ephemeral_disk = _int("ephemeral_disk", ephemeral_disk, minimum=1)
+        ephemeral_disk = check_int("ephemeral_disk", ephemeral_disk, minimum=1)
 
     name = kwargs.get("name")
     if name is not None:
@@ -420,12 +237,12 @@ def function_options(
         raise InvalidError(f"`cloud` must be a string like 'aws' or 'gcp', not {type(cloud).__name__}")
     include_source = kwargs.get("include_source")
     if include_source is not None:
-        include_source = _bool("include_source", include_source)
+        include_source = check_bool("include_source", include_source)
 
-    single_use = _bool("single_use_containers", _default(kwargs, "single_use_containers", False))
+    single_use = check_bool("single_use_containers", _default(kwargs, "single_use_containers", False))
     max_inputs = kwargs.get("max_inputs")
     if max_inputs is not None:
-        if not _is_int(max_inputs):
+        if not is_int(max_inputs):
             raise InvalidError(f"`max_inputs` must be an int, not {type(max_inputs).__name__}")
         if max_inputs <= 0:
             raise InvalidError("`max_inputs` must be positive")
@@ -438,31 +255,31 @@ def function_options(
         image=image,
         secrets=tuple(secrets),
         env=env,
-        volumes=_parse_volumes(kwargs.get("volumes")),
+        volumes=parse_volumes(kwargs.get("volumes")),
         gpu=parse_gpu_config(kwargs.get("gpu")),
-        cpu=_parse_cpu(kwargs.get("cpu")),
-        memory=_parse_memory(kwargs.get("memory")),
+        cpu=parse_cpu(kwargs.get("cpu")),
+        memory=parse_memory(kwargs.get("memory")),
         ephemeral_disk=ephemeral_disk,
         timeout=timeout,
         startup_timeout=startup_timeout,
         retries=retries,
         schedule=schedule,
-        region=_parse_region(kwargs.get("region")),
+        region=parse_region(kwargs.get("region")),
         cloud=cloud,
         min_containers=min_containers,
         max_containers=max_containers,
         buffer_containers=buffer_containers,
         scaledown_window=scaledown_window,
         name=name,
-        serialized=_bool("serialized", _default(kwargs, "serialized", False)),
-        enable_memory_snapshot=_bool(
+        serialized=check_bool("serialized", _default(kwargs, "serialized", False)),
+        enable_memory_snapshot=check_bool(
             "enable_memory_snapshot", _default(kwargs, "enable_memory_snapshot", False)
         ),
         single_use_containers=single_use,
-        block_network=_bool("block_network", _default(kwargs, "block_network", False)),
+        block_network=check_bool("block_network", _default(kwargs, "block_network", False)),
         max_inputs=max_inputs,
         allow_concurrent_inputs=allow_concurrent_inputs,
-        nonpreemptible=_bool("nonpreemptible", _default(kwargs, "nonpreemptible", False)),
+        nonpreemptible=check_bool("nonpreemptible", _default(kwargs, "nonpreemptible", False)),
         include_source=include_source,
         not_built=not_built,
     )
@@ -505,17 +322,6 @@ def _default(kwargs: dict[str, Any], key: str, default: Any) -> Any:
     # Modal's decorators default most of these to None, so None means "not set".
     value = kwargs.get(key)
     return default if value is None else value
-
-
-def _parse_retries(retries: Any, tag: str) -> Retries | None:
-    if retries is None or isinstance(retries, Retries):
-        return retries
-    if _is_int(retries):
-        return Retries(max_retries=retries, initial_delay=1.0, backoff_coefficient=1.0)
-    raise InvalidError(
-        "Retries parameter must be an integer or instance of modal.Retries. "
-        f"Found: {type(retries)} on Function '{tag}'."
-    )
 
 
 # --- what is not built, and the environment -------------------------------------------------------

@@ -22,7 +22,6 @@ control plane's proxy, which enforces `outbound_domain_allowlist` / `outbound_ci
 from __future__ import annotations
 
 import asyncio
-import os
 import posixpath
 import secrets as _tokens
 import time
@@ -30,8 +29,25 @@ from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import Any
 
 from . import _protocol as P
-from ._bridge import MethodWithAio, aio_method, run_async, run_sync
+from ._bridge import aio_method, run_async, run_sync
 from ._client import get_client
+from ._image_request import build_request
+from ._option_values import parse_volumes
+from ._sandbox_fs import SandboxFilesystem
+from ._sandbox_support import (
+    ClassMethodWithAio,
+    Probe,
+    ask_info,
+    build_image,
+    enforced_limit,
+    in_container,
+    list_infos,
+    listed,
+    request,
+    split_secrets,
+    unimplemented,
+)
+from ._secret import check_object_name
 from ._tunnel import Tunnel
 from .container_process import ContainerProcess, watch_exec
 from .exception import (
@@ -39,7 +55,6 @@ from .exception import (
     SandboxTerminatedError,
     SandboxTimeoutError,
     TimeoutError,
-    UnimplementedError,
 )
 from .io_streams import StreamReader, StreamWriter
 from .stream_type import StreamType
@@ -47,104 +62,6 @@ from .stream_type import StreamType
 __all__ = ["Probe", "Sandbox", "SandboxFilesystem"]
 
 MAX_TIMEOUT = 24 * 60 * 60
-
-
-class Probe:
-    """A readiness probe for `Sandbox.create(readiness_probe=...)` and `Sandbox.wait_until_ready()`."""
-
-    def __init__(self, *, tcp_port: int | None = None, exec_argv: tuple[str, ...] | None = None,
-                 interval_ms: int = 100) -> None:
-        self.tcp_port = tcp_port
-        self.exec_argv = exec_argv
-        self.interval_ms = interval_ms
-
-    @classmethod
-    def with_tcp(cls, port: int, *, interval_ms: int = 100) -> Probe:
-        """Ready once a TCP connection to `port` inside the sandbox succeeds."""
-        if not isinstance(port, int) or not 1 <= port <= 65535:
-            raise InvalidError(f"Probe port must be between 1 and 65535, got {port!r}")
-        if interval_ms <= 0:
-            raise InvalidError("interval_ms must be greater than 0")
-        return cls(tcp_port=port, interval_ms=interval_ms)
-
-    @classmethod
-    def with_exec(cls, *argv: str, interval_ms: int = 100) -> Probe:
-        """Ready once this command exits with 0 inside the sandbox."""
-        if not argv or not all(isinstance(a, str) for a in argv):
-            raise InvalidError("Probe.with_exec needs a command: strings, at least one")
-        if interval_ms <= 0:
-            raise InvalidError("interval_ms must be greater than 0")
-        return cls(exec_argv=tuple(argv), interval_ms=interval_ms)
-
-
-def _unimplemented(what: str, why: str = "") -> UnimplementedError:
-    return UnimplementedError(f"{what} is not built in Homeport yet" + (f": {why}" if why else ""))
-
-
-def _in_container() -> bool:
-    return os.environ.get(P.ENV_IS_REMOTE) == "1"
-
-
-async def _request(msg: P.SandboxRequest, timeout: float | None = 120) -> Any:
-    client = await get_client()
-    return await client.request(msg, timeout=timeout)
-
-
-async def _ask_info(msg: P.SandboxRequest, timeout: float | None = 120) -> P.SandboxInfo:
-    """What create|get|wait|terminate|from_name answer: the sandbox's state."""
-    return P.reply_as(await _request(msg, timeout), P.SandboxInfo)
-
-
-async def _infos(msg: P.SandboxList) -> list[P.SandboxInfo]:
-    return [P.reply_as(info, P.SandboxInfo) for info in await _request(msg)]
-
-
-async def _build_image(image: Any) -> str:
-    from ._image_request import build_request
-
-    client = await get_client()
-    ids = await client.request(P.ImageBuild(images=[build_request(image)]), timeout=None)
-    return ids[0]
-
-
-def _secrets(secrets: Sequence[Any] | None) -> tuple[dict[str, str], list[dict[str, Any]]]:
-    env: dict[str, str] = {}
-    refs = []
-    for s in secrets or ():
-        values = s.local_values
-        if values is not None:
-            env.update(values)
-        else:
-            refs.append({"name": s.name, "required_keys": list(s.required_keys)})
-    return env, refs
-
-
-def _listed(value: Sequence[str] | None) -> list[str] | None:
-    return None if value is None else list(value)
-
-
-def _limit(value: Any, what: str) -> Any:
-    """A (request, limit) tuple's limit, enforced; a single number is a request, which one machine
-    does not reserve for a sandbox."""
-    if value is None:
-        return None
-    if isinstance(value, (tuple, list)):
-        if len(value) != 2:
-            raise InvalidError(f"`{what}` must be a number or a (request, limit) tuple, got {value!r}")
-        return value[1]
-    if not isinstance(value, (int, float)) or value <= 0:
-        raise InvalidError(f"`{what}` must be a positive number or a (request, limit) tuple, got {value!r}")
-    return None
-
-
-class _ClassMethodWithAio:
-    def __init__(self, impl: Any) -> None:
-        self._impl = impl
-
-    def __get__(self, obj: Any, cls: Any) -> MethodWithAio:
-        import functools
-
-        return MethodWithAio(functools.partial(self._impl, cls), self._impl.__name__)
 
 
 class _ListMethod:
@@ -156,12 +73,12 @@ class _ListMethod:
 
     def __call__(self, *, app_id: str | None = None, tags: dict[str, str] | None = None,
                  client: Any = None, environment_name: str | None = None) -> Iterator[Sandbox]:
-        found = run_sync(_infos(P.SandboxList(app_id=app_id, tags=tags or {})))
+        found = run_sync(list_infos(P.SandboxList(app_id=app_id, tags=tags or {})))
         return iter([self._cls._from_info(info) for info in found])
 
     async def aio(self, *, app_id: str | None = None, tags: dict[str, str] | None = None,
                   client: Any = None, environment_name: str | None = None) -> AsyncIterator[Sandbox]:
-        found = await run_async(_infos(P.SandboxList(app_id=app_id, tags=tags or {})))
+        found = await run_async(list_infos(P.SandboxList(app_id=app_id, tags=tags or {})))
         for info in found:
             yield self._cls._from_info(info)
 
@@ -213,7 +130,7 @@ class Sandbox:
             raise InvalidError("This Sandbox object was detached (`detach()`); get it again with Sandbox.from_id.")
 
     # --- creating and finding ------------------------------------------------------------------------
-    @_ClassMethodWithAio
+    @ClassMethodWithAio
     async def create(cls, *args: str, app: Any = None, name: str | None = None, tags: dict[str, str] | None = None,
                      image: Any = None, env: dict[str, str | None] | None = None, secrets: Sequence[Any] | None = None,
                      network_file_systems: dict | None = None, timeout: int | None = 300,
@@ -245,7 +162,7 @@ class Sandbox:
         if isinstance(gpu, (list, tuple)):
             raise InvalidError("Sandboxes do not support configuring a list of GPUs.")
         if gpu is not None:
-            raise _unimplemented(f"Sandbox.create(gpu={gpu!r})", "GPUs are not available to sandboxes on this backend")
+            raise unimplemented(f"Sandbox.create(gpu={gpu!r})", "GPUs are not available to sandboxes on this backend")
         ports = [*encrypted_ports, *h2_ports, *unencrypted_ports]
         if block_network and ports:
             raise InvalidError("Cannot open ports (`encrypted_ports`, `h2_ports`, `unencrypted_ports`) on a "
@@ -267,17 +184,15 @@ class Sandbox:
                             ("include_oidc_identity_token", include_oidc_identity_token or None),
                             ("_experimental_enable_snapshot", _experimental_enable_snapshot or None)):
             if value is not None:
-                raise _unimplemented(f"Sandbox.create({what}=...)")
+                raise unimplemented(f"Sandbox.create({what}=...)")
         if name is not None:
-            from ._secret import check_object_name
-
             check_object_name(name, "Sandbox")
         if tags is not None and not all(isinstance(k, str) and isinstance(v, str) for k, v in tags.items()):
             raise InvalidError("Sandbox tags must be a dict of strings to strings")
         if readiness_probe is not None and not isinstance(readiness_probe, Probe):
             raise InvalidError("readiness_probe must be a modal.Probe (Probe.with_tcp or Probe.with_exec)")
         app_id = getattr(app, "app_id", None) if app is not None else None
-        if app is None and not _in_container():
+        if app is None and not in_container():
             raise InvalidError(
                 "Sandboxes require an App when created outside of a Modal container.\n\n"
                 "Run an ephemeral App (`with app.run(): ...`), or reference a deployed App using `App.lookup`:\n\n"
@@ -286,45 +201,41 @@ class Sandbox:
         if app is not None and app_id is None:
             raise InvalidError(f"App '{getattr(app, 'name', app)}' is not running: use it inside `with app.run():`, "
                                "or look up a deployed app with `modal.App.lookup(name, create_if_missing=True)`")
-        secret_env, secret_refs = _secrets(secrets)
+        secret_env, secret_refs = split_secrets(secrets)
         env_values = {**secret_env, **{k: v for k, v in (env or {}).items() if v is not None}}
-        from ._options import _parse_volumes
-
         volume_refs = []
-        for path, vol in _parse_volumes(volumes).items():  # canonical absolute paths, as for functions
+        for path, vol in parse_volumes(volumes).items():  # canonical absolute paths, as for functions
             if vol.name is None:
                 raise InvalidError(f"The ephemeral volume for {path} is used outside its `with modal.Volume.ephemeral()` block.")
             volume_refs.append({"path": path, "name": vol.name, "create_if_missing": vol.create_if_missing})
         msg = P.SandboxCreate(
             app_id=app_id, argv=list(args), name=name, tags=tags or {}, timeout=timeout, idle_timeout=idle_timeout,
             workdir=workdir, env=env_values, secret_refs=secret_refs, volumes=volume_refs, pty=pty,
-            block_network=block_network, ports=ports, cpu_limit=_limit(cpu, "cpu"),
-            memory_limit_mib=_limit(memory, "memory"), outbound_cidr_allowlist=_listed(outbound_cidr_allowlist),
-            outbound_domain_allowlist=_listed(outbound_domain_allowlist),
-            inbound_cidr_allowlist=_listed(inbound_cidr_allowlist))
-        if image is not None and _in_container():
+            block_network=block_network, ports=ports, cpu_limit=enforced_limit(cpu, "cpu"),
+            memory_limit_mib=enforced_limit(memory, "memory"), outbound_cidr_allowlist=listed(outbound_cidr_allowlist),
+            outbound_domain_allowlist=listed(outbound_domain_allowlist),
+            inbound_cidr_allowlist=listed(inbound_cidr_allowlist))
+        if image is not None and in_container():
             # Built by the control plane with the sandbox: steps that read local files are refused there,
             # since it would read its own machine's files, not this container's.
-            from ._image_request import build_request
-
             msg.image = build_request(image)
         elif image is not None:
-            msg.image_id = await _build_image(image)
-        info = await _ask_info(msg, timeout=None)
+            msg.image_id = await build_image(image)
+        info = await ask_info(msg, timeout=None)
         sb = cls._from_info(info, readiness_probe)
         sb._unencrypted = set(unencrypted_ports)
         return sb
 
-    @_ClassMethodWithAio
+    @ClassMethodWithAio
     async def from_id(cls, sandbox_id: str, client: Any = None) -> Sandbox:
         """The sandbox with this id (`sb.object_id`), from any process."""
-        return cls._from_info(await _ask_info(P.SandboxGet(sandbox=sandbox_id)))
+        return cls._from_info(await ask_info(P.SandboxGet(sandbox=sandbox_id)))
 
-    @_ClassMethodWithAio
+    @ClassMethodWithAio
     async def from_name(cls, app_name: str, name: str, *, environment_name: str | None = None,
                         client: Any = None) -> Sandbox:
         """The running sandbox created with `name=` in the deployed app `app_name`."""
-        return cls._from_info(await _ask_info(P.SandboxFromName(app_name=app_name, name=name)))
+        return cls._from_info(await ask_info(P.SandboxFromName(app_name=app_name, name=name)))
 
     list = _ListMethod()
 
@@ -343,7 +254,7 @@ class Sandbox:
     @aio_method
     async def poll(self) -> int | None:
         self._check()
-        self._update(await _ask_info(P.SandboxGet(sandbox=self._id)))
+        self._update(await ask_info(P.SandboxGet(sandbox=self._id)))
         return self._returncode
 
     @aio_method
@@ -352,7 +263,7 @@ class Sandbox:
         SandboxTerminatedError if it was terminated (unless `raise_on_termination=False`)."""
         self._check()
         while True:
-            info = await _ask_info(P.SandboxWait(sandbox=self._id, timeout=50), timeout=None)
+            info = await ask_info(P.SandboxWait(sandbox=self._id, timeout=50), timeout=None)
             self._update(info)
             if info.returncode is not None:
                 break
@@ -365,7 +276,7 @@ class Sandbox:
     async def terminate(self, *, wait: bool = False) -> int | None:
         """Stop the sandbox and everything it started; with `wait=True`, return its exit code (137)."""
         self._check()
-        info = await _ask_info(P.SandboxTerminate(sandbox=self._id, wait=wait), timeout=None)
+        info = await ask_info(P.SandboxTerminate(sandbox=self._id, wait=wait), timeout=None)
         self._update(info)
         return self._returncode if wait else None
 
@@ -379,10 +290,10 @@ class Sandbox:
         deadline = time.monotonic() + timeout
         while True:
             try:
-                ok = await _request(P.SandboxProbe(sandbox=self._id, port=probe.tcp_port,
+                ok = await request(P.SandboxProbe(sandbox=self._id, port=probe.tcp_port,
                                                      argv=list(probe.exec_argv or ())), timeout=max(5.0, timeout))
             except InvalidError:
-                info = await _ask_info(P.SandboxGet(sandbox=self._id))
+                info = await ask_info(P.SandboxGet(sandbox=self._id))
                 self._update(info)
                 if info.returncode is not None:
                     raise SandboxTerminatedError(f"Sandbox {self._id} finished before it was ready "
@@ -399,7 +310,7 @@ class Sandbox:
         """Where each port the sandbox opened (`encrypted_ports`, `unencrypted_ports` ...) can be reached:
         on this machine's loopback, forwarded by the control plane."""
         self._check()
-        found = await _request(P.SandboxTunnels(sandbox=self._id), timeout=timeout)
+        found = await request(P.SandboxTunnels(sandbox=self._id), timeout=timeout)
         unencrypted: set[int] = getattr(self, "_unencrypted", set())
         out = {}
         for port, host_port in found.items():
@@ -413,12 +324,12 @@ class Sandbox:
         self._check()
         if not all(isinstance(k, str) and isinstance(v, str) for k, v in tags.items()):
             raise InvalidError("Sandbox tags must be a dict of strings to strings")
-        await _request(P.SandboxSetTags(sandbox=self._id, tags=dict(tags)))
+        await request(P.SandboxSetTags(sandbox=self._id, tags=dict(tags)))
 
     @aio_method
     async def get_tags(self) -> dict[str, str]:
         self._check()
-        return dict((await _ask_info(P.SandboxGet(sandbox=self._id))).tags)
+        return dict((await ask_info(P.SandboxGet(sandbox=self._id))).tags)
 
     def detach(self) -> None:
         """Let go of this sandbox object; the sandbox keeps running until its timeout or terminate."""
@@ -448,11 +359,11 @@ class Sandbox:
         if timeout is not None and (not isinstance(timeout, (int, float)) or timeout <= 0):
             raise InvalidError(f"timeout must be a positive number of seconds, got {timeout!r}")
         if pty_info is not None or _pty_info is not None:
-            raise _unimplemented("Sandbox.exec(pty_info=...)")
+            raise unimplemented("Sandbox.exec(pty_info=...)")
         modes = {StreamType.PIPE: "pipe", StreamType.DEVNULL: "devnull", StreamType.STDOUT: "stdout"}
         if stdout not in (StreamType.PIPE, StreamType.DEVNULL) or stderr not in modes:
             raise InvalidError("stdout must be StreamType.PIPE or DEVNULL; stderr PIPE, DEVNULL or STDOUT")
-        secret_env, secret_refs = _secrets(secrets)
+        secret_env, secret_refs = split_secrets(secrets)
         env_values = {**secret_env, **{k: v for k, v in (env or {}).items() if v is not None}}
         client = await get_client()
         exec_id = f"ex-{_tokens.token_hex(8)}"
@@ -471,7 +382,7 @@ class Sandbox:
     def _main_source(self, fd: int) -> Any:
         async def source() -> bytes | None:
             while True:
-                got: P.MainChunk = P.reply_as(await _request(P.SandboxMainRead(sandbox=self._id, fd=fd,  # type: ignore[arg-type]
+                got: P.MainChunk = P.reply_as(await request(P.SandboxMainRead(sandbox=self._id, fd=fd,  # type: ignore[arg-type]
                                                          offset=self._main_offsets[fd]), timeout=None),
                                               P.MainChunk)
                 self._main_offsets[fd] = got.offset
@@ -489,90 +400,30 @@ class Sandbox:
 
     # --- not built -----------------------------------------------------------------------------------
     def snapshot_filesystem(self, *args: Any, **kwargs: Any) -> Any:
-        raise _unimplemented("Sandbox.snapshot_filesystem", "what a sandbox writes lives in a layer of its own that "
+        raise unimplemented("Sandbox.snapshot_filesystem", "what a sandbox writes lives in a layer of its own that "
                              "is gone with it, and an image cannot yet be made from one (nor named by id)")
 
     def snapshot_directory(self, *args: Any, **kwargs: Any) -> Any:
-        raise _unimplemented("Sandbox.snapshot_directory")
+        raise unimplemented("Sandbox.snapshot_directory")
 
     def mount_image(self, *args: Any, **kwargs: Any) -> Any:
-        raise _unimplemented("Sandbox.mount_image")
+        raise unimplemented("Sandbox.mount_image")
 
     def unmount_image(self, *args: Any, **kwargs: Any) -> Any:
-        raise _unimplemented("Sandbox.unmount_image")
+        raise unimplemented("Sandbox.unmount_image")
 
     def create_connect_token(self, *args: Any, **kwargs: Any) -> Any:
-        raise _unimplemented("Sandbox.create_connect_token")
+        raise unimplemented("Sandbox.create_connect_token")
 
     def open(self, *args: Any, **kwargs: Any) -> Any:
-        raise _unimplemented("Sandbox.open", "it was removed in Modal 1.6; use `sb.filesystem` "
+        raise unimplemented("Sandbox.open", "it was removed in Modal 1.6; use `sb.filesystem` "
                              "(read_text, write_text, read_bytes, write_bytes ...)")
 
     def ls(self, *args: Any, **kwargs: Any) -> Any:
-        raise _unimplemented("Sandbox.ls", "removed in Modal 1.6; use `sb.filesystem.list_files`")
+        raise unimplemented("Sandbox.ls", "removed in Modal 1.6; use `sb.filesystem.list_files`")
 
     def mkdir(self, *args: Any, **kwargs: Any) -> Any:
-        raise _unimplemented("Sandbox.mkdir", "removed in Modal 1.6; use `sb.filesystem.make_directory`")
+        raise unimplemented("Sandbox.mkdir", "removed in Modal 1.6; use `sb.filesystem.make_directory`")
 
     def rm(self, *args: Any, **kwargs: Any) -> Any:
-        raise _unimplemented("Sandbox.rm", "removed in Modal 1.6; use `sb.filesystem.remove`")
-
-
-class SandboxFilesystem:
-    """The sandbox's files, as the sandbox sees them (`sb.filesystem`)."""
-
-    def __init__(self, sandbox: Sandbox) -> None:
-        self._sb = sandbox
-
-    async def _fs(self, action: P.FsAction, path: str, **extra: Any) -> Any:
-        self._sb._check()
-        if not isinstance(path, str) or not path.startswith("/"):
-            raise InvalidError(f"Sandbox file paths must be absolute, got {path!r}")
-        return await _request(P.SandboxFs(sandbox=self._sb._id, action=action, path=path, **extra))
-
-    @aio_method
-    async def read_bytes(self, path: str) -> bytes:
-        return await self._fs("read", path)
-
-    @aio_method
-    async def read_text(self, path: str, encoding: str = "utf-8") -> str:
-        return (await self._fs("read", path)).decode(encoding)
-
-    @aio_method
-    async def write_bytes(self, data: bytes, path: str) -> None:
-        await self._fs("write", path, data=bytes(data))
-
-    @aio_method
-    async def write_text(self, data: str, path: str, encoding: str = "utf-8") -> None:
-        await self._fs("write", path, data=data.encode(encoding))
-
-    @aio_method
-    async def copy_from_local(self, local_path: str | os.PathLike, remote_path: str) -> None:
-        with open(local_path, "rb") as f:  # noqa: ASYNC230 - the caller's own local file
-            data = f.read()
-        await self._fs("write", remote_path, data=data)
-
-    @aio_method
-    async def copy_to_local(self, remote_path: str, local_path: str | os.PathLike) -> None:
-        data = await self._fs("read", remote_path)
-        with open(local_path, "wb") as f:  # noqa: ASYNC230 - the caller's own local file
-            f.write(data)
-
-    @aio_method
-    async def list_files(self, path: str) -> list[dict[str, Any]]:
-        return await self._fs("list", path)
-
-    @aio_method
-    async def make_directory(self, path: str, *, create_parents: bool = True) -> None:
-        await self._fs("mkdir", path, parents=create_parents)
-
-    @aio_method
-    async def remove(self, path: str, *, recursive: bool = False) -> None:
-        await self._fs("remove", path, recursive=recursive)
-
-    @aio_method
-    async def stat(self, path: str) -> dict[str, Any]:
-        return await self._fs("stat", path)
-
-    def watch(self, *args: Any, **kwargs: Any) -> Any:
-        raise _unimplemented("Sandbox.filesystem.watch")
+        raise unimplemented("Sandbox.rm", "removed in Modal 1.6; use `sb.filesystem.remove`")

@@ -71,7 +71,7 @@ def test_a_snapshot_hides_it_from_its_snap_hooks_too(platform, hidden):
 
 
 def _rootfs_missing():
-    from homeport.server.rootfs import DebianBase, missing
+    from homeport.image_builder.rootfs import DebianBase, missing
 
     return None if DebianBase().ready and missing() is None else missing()
 

@@ -283,7 +283,7 @@ def test_build_output_reaches_the_caller_while_the_step_still_runs(platform):
 
 
 def _builder(tmp_path, **kwargs):
-    from homeport.server.images import ImageBuilder
+    from homeport.image_builder import ImageBuilder
 
     return ImageBuilder(tmp_path / "images", **kwargs)
 
@@ -291,8 +291,8 @@ def _builder(tmp_path, **kwargs):
 def test_steps_this_machine_cannot_build_say_what_is_missing(tmp_path):
     """Without a Debian base (no debootstrap, not root, no namespaces) apt_install and run_commands
     fail at build time saying what is missing, as UnimplementedError in the client."""
-    from homeport.server.images import ImageUnsupported
-    from homeport.server.rootfs import RootfsUnavailable
+    from homeport.image_builder import ImageUnsupported
+    from homeport.image_builder.rootfs import RootfsUnavailable
 
     class NoDebian:
         name = "none"
@@ -317,8 +317,8 @@ def test_a_python_version_not_on_this_machine_names_the_available_ones(platform)
 def test_a_root_file_system_image_is_offered_only_interpreters_it_can_use(tmp_path):
     """The system's Python cannot be carried into an image's own root file system: an image with
     apt_install is neither given it nor told it is available."""
-    from homeport.server.images import ImageBuildFailed
-    from homeport.server.interpreters import Interpreter
+    from homeport.image_builder import ImageBuildFailed
+    from homeport.image_builder.interpreters import Interpreter
 
     builder = _builder(tmp_path)
     builder.interpreters._found = [Interpreter("/usr/bin/python3.77", (3, 77, 2)),  # as if probed
@@ -387,7 +387,7 @@ def test_a_missing_named_secret_of_a_build_step_fails_before_building(platform):
 
 
 def test_another_python_version(platform, apps_path, monkeypatch):
-    from homeport.server.interpreters import MIN_VERSION, Interpreters
+    from homeport.image_builder.interpreters import MIN_VERSION, Interpreters
 
     running = sys.version_info[:2]
     others = [i for i in Interpreters().all() if i.version[:2] != running and i.version[:2] >= MIN_VERSION]
@@ -405,7 +405,7 @@ def test_another_python_version(platform, apps_path, monkeypatch):
 
 
 def _rootfs_missing():
-    from homeport.server.rootfs import DebianBase, missing
+    from homeport.image_builder.rootfs import DebianBase, missing
 
     return None if DebianBase().ready and missing() is None else missing()
 

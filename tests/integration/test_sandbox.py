@@ -30,7 +30,7 @@ def run(entry: str, *args: str, timeout: float = 180) -> dict:
 
 
 def _rootfs_missing():
-    from homeport.server.rootfs import DebianBase, missing
+    from homeport.image_builder.rootfs import DebianBase, missing
 
     return None if DebianBase().ready and missing() is None else missing() or "the Debian base is not built yet"
 

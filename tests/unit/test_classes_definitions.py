@@ -208,7 +208,7 @@ def test_method_twice():
 
 
 def test_a_deployed_classes_web_methods_have_their_urls_and_are_not_called_with_remote(app):
-    from homeport._app import _lookup_info
+    from homeport._app_publish import lookup_info as _lookup_info
     from homeport._function import Function
 
     @app.cls(serialized=True)

@@ -3,7 +3,7 @@
 import pytest
 
 from homeport.backends import Mount
-from homeport.server.images import BuiltImage
+from homeport.image_builder import BuiltImage
 from homeport.server.templates import container_template
 
 
@@ -102,7 +102,7 @@ def test_the_new_root_is_assembled_where_nothing_is_mounted(tmp_path, monkeypatc
 
 
 def test_the_start_up_column_shows_each_phase_in_order():
-    from homeport.cli._main import format_startup
+    from homeport.cli._containers import format_startup
 
     timeline = {"restore": 0.0012, "enter:connect": 0.0304, "ready": 0.0351}
     assert format_startup(timeline) == "35ms: restore 1.2ms · enter:connect 30ms"

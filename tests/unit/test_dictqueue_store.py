@@ -16,8 +16,8 @@ from homeport.exception import (
     RequestSizeError,
     ResourceExhaustedError,
 )
-from homeport.server import dictqueue as dq
 from homeport.server.dictqueue import DictQueueStore, check_partition, check_put
+from homeport.server.dictqueue import limits as dq
 
 
 def _dict_op(store, op, fields):
@@ -334,7 +334,7 @@ def test_a_cancelled_blocking_get_takes_nothing(store):
         store.queue_put(oid, b"", [b"kept"], 60)
         # A cancel for a wait that is over is forgotten (nothing is remembered for later).
         await _queue_op(store, "cancel_wait", {"oid": oid, "wait_id": "w1"}, lambda: True)
-        assert not store._cancelled_waits and not store._active_waits
+        assert not store.queues.cancelled_waits and not store.queues.active_waits
         return await _queue_op(store, "get", {"oid": oid, "wait_id": "w1"}, lambda: True)
 
     assert asyncio.run(main()) == [b"kept"]

@@ -4,7 +4,7 @@ import pytest
 
 from homeport._image import Image
 from homeport._image_request import build_request
-from homeport.server.core.image_layers import (
+from homeport.image_builder.layers import (
     describe,
     first_to_build,
     image_id,

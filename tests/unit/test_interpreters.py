@@ -2,8 +2,8 @@
 
 import pytest
 
-from homeport.server.interpreters import Interpreter, Interpreters, NoInterpreter
-from homeport.server.rootfs import ROOTFS_INTERPRETERS
+from homeport.image_builder.interpreters import Interpreter, Interpreters, NoInterpreter
+from homeport.image_builder.rootfs import ROOTFS_INTERPRETERS
 
 # Versions no real machine has, so that the interpreter running the tests never matches.
 SYSTEM = Interpreter("/usr/bin/python3.77", (3, 77, 2))  # the distribution's: under /usr

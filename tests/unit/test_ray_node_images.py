@@ -16,7 +16,7 @@ from homeport.backends.ray._images import (
     relocate,
     unbuildable,
 )
-from homeport.server.images import ImageBuilder, node_steps
+from homeport.image_builder import ImageBuilder, node_steps
 
 
 def spec(root: str, steps=(), **kw) -> ContainerSpec:

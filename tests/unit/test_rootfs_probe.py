@@ -6,7 +6,7 @@ import stat
 
 import pytest
 
-from homeport.server import rootfs
+from homeport.image_builder import rootfs
 
 
 def _tool(path, script):

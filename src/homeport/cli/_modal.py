@@ -17,8 +17,13 @@ from rich.table import Table
 
 from .. import __version__
 from .. import _protocol as P
-from . import _main as H
+from ..exception import Error
+from . import _apps, _volumes
+from ._common import console, echo_json, err_console, server_request
+from ._containers import container, shell
 from ._dictqueue import dict_group, queue_group
+from ._main import serve
+from ._secrets import secret
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -65,15 +70,15 @@ def deploy(app_ref: str, name: str | None, tag: str, strategy: str, module_mode:
     app = find_app(module)
     app.deploy(name=name, tag=tag, strategy=strategy)
     label = name or app.name
-    H.console.print(f"[green]✓[/green] App [bold]{label}[/bold] deployed (version v{app._deployed_version}, "
+    console.print(f"[green]✓[/green] App [bold]{label}[/bold] deployed (version v{app._deployed_version}, "
                     f"{app.app_id}).")
-    H.console.print("\n".join(tree_lines(app)))
+    console.print("\n".join(tree_lines(app)))
 
 
-modal_cli.add_command(H.serve, "serve")
+modal_cli.add_command(serve, "serve")
 
 
-modal_cli.add_command(H.shell, "shell")  # a shell in a running container (`ta-...`); a new one is not built
+modal_cli.add_command(shell, "shell")  # a shell in a running container (`ta-...`); a new one is not built
 
 
 # --- app -------------------------------------------------------------------------------------------
@@ -83,12 +88,12 @@ def app() -> None:
 
 
 for _name in ("list", "stop", "logs"):
-    app.add_command(H.app.commands[_name], _name)
+    app.add_command(_apps.app.commands[_name], _name)
 
 
 def history_rows(name: str) -> list[dict]:
     """Modal's `app history --json`: newest first, `version` as "vN"."""
-    rows = H._server_request(P.AppHistory(name=name))
+    rows = server_request(P.AppHistory(name=name))
     out = []
     for r in sorted(rows, key=lambda r: r["version"], reverse=True):
         when = datetime.datetime.fromtimestamp(r["created_at"]).astimezone().isoformat(timespec="seconds")
@@ -109,12 +114,12 @@ def app_history(app_name: str, as_json: bool, env: str | None) -> None:
     """The versions a deployed app has had, newest first."""
     _check_env(env)
     rows = history_rows(app_name)
-    if H._echo_json(rows, as_json):
+    if echo_json(rows, as_json):
         return
     table = Table("Version", "Time deployed", "Client", "Deployed by", "Commit", "Tag")
     for r in rows:
         table.add_row(r["version"], r["time_deployed"], r["client"], r["deployed_by"], r["commit"], r.get("tag", ""))
-    H.console.print(table)
+    console.print(table)
 
 
 # --- storage, secrets, containers ------------------------------------------------------------------
@@ -123,7 +128,7 @@ def volume() -> None:
     """Create, inspect and change volumes (persistent directories mounted into containers)."""
 
 
-for _name, _cmd in H.volume.commands.items():
+for _name, _cmd in _volumes.volume.commands.items():
     volume.add_command(_cmd, _name)
 
 
@@ -135,13 +140,13 @@ def volume_cp(volume_name: str, paths: tuple[str, ...], recursive: bool) -> None
     """Copy files within a volume: `modal volume cp VOL SRC... DST`."""
     if len(paths) < 2:
         raise click.UsageError("give at least one source and a destination")
-    H._vol({"op": "cp", "name": volume_name, "sources": list(paths[:-1]), "dest": paths[-1],
+    _volumes.volume_op({"op": "cp", "name": volume_name, "sources": list(paths[:-1]), "dest": paths[-1],
             "recursive": recursive})
-    H.console.print(f"Copied {', '.join(paths[:-1])} to {volume_name}:{paths[-1]}")
+    console.print(f"Copied {', '.join(paths[:-1])} to {volume_name}:{paths[-1]}")
 
 
-modal_cli.add_command(H.secret, "secret")
-modal_cli.add_command(H.container, "container")
+modal_cli.add_command(secret, "secret")
+modal_cli.add_command(container, "container")
 
 modal_cli.add_command(dict_group, "dict")
 modal_cli.add_command(queue_group, "queue")
@@ -174,18 +179,18 @@ def token() -> None:
 @token.command("new", context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
 def token_new() -> None:
     """No token is needed."""
-    H.console.print("Homeport needs no token: the control plane on this machine accepts this user.")
+    console.print("Homeport needs no token: the control plane on this machine accepts this user.")
 
 
 @token.command("set", context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
 def token_set() -> None:
     """No token is needed."""
-    H.console.print("Homeport needs no token: the control plane on this machine accepts this user.")
+    console.print("Homeport needs no token: the control plane on this machine accepts this user.")
 
 
 @token.command("info")
 def token_info() -> None:
-    H.console.print("Homeport needs no token: the control plane on this machine accepts this user.")
+    console.print("Homeport needs no token: the control plane on this machine accepts this user.")
 
 
 def _check_env(env: str | None) -> None:
@@ -211,10 +216,10 @@ def main() -> None:
         return
     try:
         modal_cli(prog_name="modal", standalone_mode=True)
-    except H.Error as exc:
+    except Error as exc:
         from rich.markup import escape
 
-        H.err_console.print(f"[bold red]{type(exc).__name__}:[/] {escape(str(exc))}", soft_wrap=True)
+        err_console.print(f"[bold red]{type(exc).__name__}:[/] {escape(str(exc))}", soft_wrap=True)
         sys.exit(1)
 
 

@@ -1,8 +1,8 @@
 """How a function's containers are made: their image, environment, file system view and template.
 
 The control plane decides *that* a container starts (the scheduler) and keeps its record; this module
-decides *what* starts: the `ContainerSpec` handed to the backend, the template it is forked from, and
-the image build steps that run as backend containers too.
+decides *what* starts: the `ContainerSpec` handed to the backend and the template it is forked from
+(image build steps run as backend containers too: `images.BuildContainers`).
 """
 
 from __future__ import annotations
@@ -18,51 +18,13 @@ from typing import Any
 
 from .. import _protocol as P
 from .._protocol.definition import FunctionDefinition
-from ..backends import Backend, ContainerSpec, ExitInfo, ImageSource, Mount, Placement
+from ..backends import Backend, ContainerSpec, ImageSource, Mount, Placement
 from .core.gpus import parse_request as parse_gpu_request
 from .images import BuiltImage, ImageBuilder
 from .records import FunctionRecord
 from .templates import container_template
 
 log = logging.getLogger("homeport.server")
-
-
-class BuildContainers:
-    """Image build steps run as containers of the backend: the `run_container` an `ImageBuilder` is given."""
-
-    def __init__(self, backend: Backend) -> None:
-        self.backend = backend
-
-    async def __call__(self, argv: list[str], env: dict[str, str], rootfs: str | None,
-                       mounts: list[Mount], out: Callable[[str, int], None], timeout: float,
-                       cwd: str | None = None) -> int | None:
-        """Run an image build step as a container of the backend; its exit code, None on timeout.
-        Without `rootfs` it runs with the host read-only: only `mounts` can be written."""
-        cid = f"build-{secrets.token_hex(6)}"
-        exited: asyncio.Future[ExitInfo] = asyncio.get_running_loop().create_future()
-
-        def on_output(_cid: str, fd: int, line: bytes) -> None:
-            out(line.decode("utf-8", "replace").rstrip("\n"), fd)
-
-        def on_exit(_cid: str, info: ExitInfo) -> None:
-            if not exited.done():
-                exited.set_result(info)
-
-        spec = ContainerSpec(container_id=cid, app_id="", function_tag="image-build", argv=tuple(argv), env=env,
-                             mounts=tuple(mounts), rootfs=rootfs, host_read_only=rootfs is None, cwd=cwd)
-        await self.backend.start(spec, on_output, on_exit)
-        try:
-            info = await asyncio.wait_for(asyncio.shield(exited), timeout)
-        except asyncio.TimeoutError:
-            await self.backend.kill(cid)
-            await exited
-            return None
-        except BaseException:
-            await self.backend.kill(cid)
-            raise
-        if info.signal is not None:
-            return 128 + info.signal
-        return info.returncode
 
 
 class Launcher:

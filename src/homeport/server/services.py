@@ -34,8 +34,8 @@ from .dashboard import Dashboard
 from .dashboard.views import gauges
 from .executor import Executor
 from .functions import FunctionSetup
-from .images import ImageBuilder
-from .launch import BuildContainers, Launcher
+from .images import BuildContainers, ImageBuilder
+from .launch import Launcher
 from .logfeed import LogFeed
 from .logs import LogStore
 from .observe import Observer

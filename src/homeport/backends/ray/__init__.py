@@ -35,7 +35,7 @@ from ray.exceptions import RayError
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from ..._protocol import ENV_RAY_ADDRESS
-from ...server.images import ImageBuildFailed, ImageUnsupported
+from ...image_builder import ImageBuildFailed, ImageUnsupported
 from .._base import Backend, ContainerSpec, ExitCallback, ExitInfo, OutputCallback, PrivateDir
 from ._actor import ContainerHost, NodeLacksPath
 from ._images import NodeImageUnbuildable

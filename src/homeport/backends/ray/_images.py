@@ -1,6 +1,6 @@
 """Images on every node: a container's node builds its image's environment in its own cache.
 
-The control plane plans an image (`server.images`) and names its layers by content hash; it hands the
+The control plane plans an image (`homeport.image_builder`) and names its layers by content hash; it hands the
 planned steps to the container (`ContainerSpec.image`). On the node, `NodeImages.ensure` builds what its
 cache (`HOMEPORT_NODE_IMAGES`, else ~/.cache/homeport/node-images) lacks with the same builder and the
 same hashes, under a lock file per image so that the containers starting on one node at once build it
@@ -21,7 +21,7 @@ import os
 from collections.abc import Callable
 
 from ..._protocol import ENV_RUNTIME_PATH
-from ...server.images import ImageBuilder
+from ...image_builder import ImageBuilder
 from .._base import ContainerSpec, ImageSource, Mount
 
 ENV_NODE_IMAGES = "HOMEPORT_NODE_IMAGES"  # a node's own image cache directory (in its raylet's environment)

@@ -4,7 +4,7 @@ Made once per machine with `debootstrap --variant=minbase` from Debian's own pac
 machine runs, else bookworm), plus the shared libraries an interpreter from this machine loads, and
 kept in a cache shared by every control plane of the user (`$HOMEPORT_ROOTFS_DIR`, else
 `~/.cache/homeport/rootfs`). Image layers on top of it are overlay upper directories (see
-`homeport.server.images`); containers run in it through the local backend (`backends/local/_rootfs`).
+`homeport.image_builder.sandboxed`); containers run in it through the local backend (`backends/local/_rootfs`).
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ every later one, while the layers before it keep their names and are reused:
 Steps that add local files without `copy=True` are not layers: they are put in place when a container
 starts, so changing such a file never rebuilds anything (`split_mounts`).
 
-The image builder (`homeport.server.images`) fills in what a step means on this machine before it is
+The image builder (`homeport.image_builder.plan`) fills in what a step means on this machine before it is
 hashed here: the interpreter `debian_slim` resolved to, the digests of requirement files and copied
 files. Secret values and `force_build` never count.
 """
