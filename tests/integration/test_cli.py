@@ -284,6 +284,23 @@ def test_wrong_container_token_is_refused(platform):
         assert reply["ok"] is False and reply["code"] == "auth"
 
 
+def test_a_malformed_hello_is_refused_and_the_connection_closed(platform):
+    """The hello is read as its type before authentication: a field of the wrong type is no KeyError or
+    TypeError inside the control plane, but a "malformed hello" answer."""
+    sock_path = str(platform.state_dir / "server.sock")
+    for hello in ({"t": P.HELLO, "id": 1, "role": "client", "token": 12345, "v": P.PROTOCOL_VERSION},
+                  {"t": P.HELLO, "id": 1, "role": "container", "cid": ["ta-1"], "token": "x", "v": 1}):
+        with socket.socket(socket.AF_UNIX) as s:
+            s.settimeout(10)
+            s.connect(sock_path)
+            body = msgpack.packb(hello)
+            s.sendall(struct.pack(">I", len(body)) + body)
+            (n,) = struct.unpack(">I", _recv(s, 4))
+            reply = msgpack.unpackb(_recv(s, n))
+            assert reply == {"t": "res", "id": 1, "ok": False, "code": "auth", "msg": "malformed hello"}, reply
+            assert s.recv(1) == b""
+
+
 def _recv(s: socket.socket, n: int) -> bytes:
     buf = b""
     while len(buf) < n:

@@ -9,26 +9,8 @@ from __future__ import annotations
 
 import grimp
 
-# A strongly connected set of modules -> why it is still one.
-ALLOWED: dict[frozenset[str], str] = {
-    frozenset({
-        "homeport.server.gateway._client", "homeport.server.gateway._exchange",
-        "homeport.server.gateway._gateway", "homeport.server.gateway._upstream",
-    }): (
-        "type annotations only (`TYPE_CHECKING`): the gateway's connection, request and upstream objects name "
-        "one another's classes; at run time the imports are a chain (_gateway -> _client -> _exchange -> "
-        "_upstream). Going needs a Protocol per role (about 20 attributes of `_Exchange` alone)."
-    ),
-    frozenset({
-        "homeport.server.dashboard", "homeport.server.dashboard.app", "homeport.server.dashboard.views",
-        "homeport.server.sandboxes", "homeport.server.services",
-    }): (
-        "type annotations only (`TYPE_CHECKING`): the dashboard reads nearly every part of the control plane "
-        "(apps, pools, containers, storage, endpoints) and the sandbox service uses several services and "
-        "settings, so both take the whole `ControlPlane` (services.py, which builds them); the dashboard "
-        "package and its app name each other. Goes when each takes a read model or the narrower services it uses."
-    ),
-}
+# A strongly connected set of modules -> why it is still one. Empty: none is left.
+ALLOWED: dict[frozenset[str], str] = {}
 
 
 def _cycles(graph: grimp.ImportGraph) -> list[set[str]]:

@@ -125,6 +125,8 @@ def test_without_msgspec_the_same_messages_travel():
             assert "'fid' is missing" in str(exc), exc
         else:
             raise AssertionError("a call without fid decoded")
+        hello = P.check_hello(P.decode(bytes(P.encode(P.Hello(id=0, role="sandbox", cid="sb-1", token="k", v=1))[4:])))
+        assert hello == P.Hello(id=0, role="sandbox", cid="sb-1", token="k", v=1), hello
         fork = T.decode_to_template(T.encode_packet(T.Fork(cid="c", env={})))
         assert fork.needed == [] and fork.cid == "c"
         # A sandbox's agent runs in the sandbox's image: its requests and what it sends back.
@@ -163,6 +165,30 @@ def test_a_map_already_decoded_is_checked_as_its_type():
                           ({"x": 1}, "'t'"), ({"t": P.CALL_GET}, "the field 'call' is missing")]:
         with pytest.raises(P.MalformedMessage, match=expected):
             P.check_request(bad)
+
+
+def test_the_control_plane_reads_a_sandbox_operation_as_its_operations_type():
+    body = {"t": P.SANDBOX, "op": "exec", "sandbox": "sb-1", "exec": "ex-1", "argv": ["echo", "hi"], "id": 4}
+    assert P.check_client(body) == P.SandboxExec(sandbox="sb-1", exec="ex-1", argv=["echo", "hi"], id=4)
+    assert P.check_client({"t": P.CALL_GET, "call": "c", "id": 1}) == P.CallGet(call="c", id=1)
+    for bad, expected in [({"t": P.SANDBOX, "op": "exec", "sandbox": "sb-1"}, "'argv' is missing"),
+                          ({"t": P.SANDBOX, "op": "rm"}, "unknown sandbox operation 'rm'"),
+                          ({"t": "nope"}, "unknown message type 'nope'")]:
+        with pytest.raises(P.MalformedMessage, match=expected):
+            P.check_client(bad)
+
+
+def test_a_hello_is_checked_as_its_type_before_authentication():
+    """The control plane's first read of a connection: what a client sends (the same map as ever) decodes
+    as a `Hello`; a malformed one names its field; another message is not a hello."""
+    sent = P.decode(_body(P.Hello(id=1, role="client", token="t", v=P.PROTOCOL_VERSION)))
+    assert sent == {"t": P.HELLO, "id": 1, "role": "client", "token": "t", "v": P.PROTOCOL_VERSION}
+    assert P.check_hello(sent) == P.Hello(id=1, role="client", token="t", v=P.PROTOCOL_VERSION)
+    with pytest.raises(P.MalformedMessage, match="the field 'token'"):
+        P.check_hello({**sent, "token": 5})
+    with pytest.raises(P.MalformedMessage, match="the field 'role' is missing"):
+        P.check_hello({"t": P.HELLO, "id": 1, "v": 1})
+    assert P.check_hello({"t": P.CALL_GET, "id": 1}) is None and P.check_hello([P.HELLO]) is None
 
 
 def test_a_field_left_out_means_what_the_control_plane_reads_for_it():

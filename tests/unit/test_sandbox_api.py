@@ -104,7 +104,7 @@ def test_the_sandbox_service_answers_a_malformed_operation_as_invalid_naming_the
 
     from homeport.server.sandboxes import Sandboxes
 
-    service = Sandboxes(None)  # type: ignore[arg-type] - refused before it reaches the control plane
+    service = Sandboxes(None, None, None, None, None)  # type: ignore[arg-type] - refused before it reaches the control plane
     for msg, named in (({"t": P.SANDBOX, "op": "exec", "sandbox": "sb-1"}, "'argv' is missing"),
                        ({"t": P.SANDBOX, "op": "main_read", "sandbox": "sb-1", "fd": "1"}, "'fd'")):
         with pytest.raises(InvalidError, match=named):

@@ -6,7 +6,7 @@ import modal
 import pytest
 
 from homeport._image_request import build_request
-from homeport.server.sandboxes import container_image_refusal
+from homeport.server.sandbox_launch import container_image_refusal
 
 
 def test_build_steps_are_allowed_and_marked_confined():

@@ -142,6 +142,24 @@ def check_request(message: Any) -> m.ClientRequest:
     return check(message, _REQUESTS)
 
 
+def check_hello(message: Any) -> m.Hello | None:
+    """A connection's first message, decoded as plain data before authentication, as a `Hello`; None if
+    it is some other message, MalformedMessage (naming the field) if it is a malformed hello."""
+    if not isinstance(message, dict) or message.get("t") != m.Hello.t:
+        return None
+    return convert_checked(message, m.Hello)
+
+
+def check_client(message: Any) -> m.ClientRequest | sb.SandboxRequest:
+    """A client's request, decoded as plain data, as the control plane reads it: its message type, and a
+    sandbox operation as its operation's type (one conversion: the operation's type has the outer fields)."""
+    cls = type_named(message, _REQUESTS, "t", "malformed message: the field 't' (the message type) is missing",
+                     "unknown message type {name}")
+    if cls is m.Sandbox:
+        return _check_op(message, _SANDBOX_OPS, "sandbox")
+    return convert_checked(message, cls)
+
+
 def reply_as(value: Any, cls: type[Any]) -> Any:
     """A reply's value (plain data) as the shape it has (`sandbox.SandboxInfo`, ...), MalformedMessage if not."""
     if not isinstance(value, dict) and isinstance(value, cls):

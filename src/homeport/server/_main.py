@@ -77,7 +77,7 @@ async def run(state_dir: Path, backend_name: str) -> None:
     await cp.app_service.restore_deployed()
     # The dashboard first: from the moment the socket listens, clients find the pid file and the dashboard
     # (nothing awaits between `serve` and writing the pid).
-    cp.dashboard = Dashboard(cp, state_dir)
+    cp.dashboard = Dashboard(cp.dashboard_reads, cp.observer, cp.spawn, state_dir)
     await cp.dashboard.start()
     server = await serve(cp, str(address))
     cp.serving.set()

@@ -50,11 +50,6 @@ _ASYNC: dict[str, Callable[[ControlPlane, Peer, Any], Awaitable[Any]]] = {
     P.TUNNEL: lambda cp, peer, req: cp.container_service.tunnel_op(peer, req),
     P.APP_ROLLBACK: lambda cp, peer, req: cp.app_service.rollback_app(peer, req),
 }
-# Requests whose services read the rest of the map themselves (an operation's own fields): they get the
-# message as it came, once its outer shape is checked.
-_ASYNC_UNTYPED: dict[str, Callable[[ControlPlane, Peer, dict[str, Any]], Awaitable[Any]]] = {
-    P.SANDBOX: lambda cp, peer, msg: cp.sandboxes.op(peer, msg),
-}
 
 
 def _secrets(cp: ControlPlane) -> SecretStore:
@@ -103,11 +98,11 @@ class Connection:
                                  msg=f"a message of {n} bytes is larger than the {limit} bytes allowed {when}; "
                                      "the control plane closes this connection"))
 
-    def reply(self, msg: dict[str, Any] | P.Request, value: Any = None) -> None:
-        self.proto.send(P.Result(id=msg.id if isinstance(msg, P.Request) else msg["id"], ok=True, v=value))
+    def reply(self, msg: dict[str, Any] | P.Request | P.SandboxRequest, value: Any = None) -> None:
+        self.proto.send(P.Result(id=msg["id"] if isinstance(msg, dict) else msg.id, ok=True, v=value))
 
-    def reply_error(self, msg: dict[str, Any] | P.Request, code: str, text: str) -> None:
-        rid = msg.id if isinstance(msg, P.Request) else msg.get("id") if isinstance(msg, dict) else None
+    def reply_error(self, msg: dict[str, Any] | P.Request | P.SandboxRequest, code: str, text: str) -> None:
+        rid = msg.get("id") if isinstance(msg, dict) else msg.id
         self.proto.send(P.Result(id=rid if isinstance(rid, (int, str)) else None, ok=False, code=code, msg=text))
 
     def on_message(self, msg: Any) -> None:
@@ -132,8 +127,8 @@ class Connection:
                 self.reply_error(msg, P.errors.AUTH, "malformed hello")
                 self.proto.close()
             return
-        try:  # its shape: a message that does not decode as its type is answered, naming the field
-            req = P.check_request(msg)
+        try:  # a message that does not decode as its type is answered, naming the field
+            req = P.check_client(msg)
         except P.MalformedMessage as exc:
             log.warning("refused a malformed message: %s", exc)
             if "id" in msg:
@@ -141,7 +136,7 @@ class Connection:
             return
         try:
             if self.peer.container_id is not None:
-                why = container_refusal(self.cp, self.peer.container_id, msg)
+                why = container_refusal(self.cp, self.peer.container_id, req)
                 if why is not None:
                     self._refuse(req, why)
                     return
@@ -152,63 +147,71 @@ class Connection:
                 self.reply_error(msg, P.errors.INTERNAL, f"{type(exc).__name__}: {exc}")
 
     def _hello(self, msg: dict[str, Any]) -> None:
-        if msg.get("t") != P.HELLO:
+        try:  # decoded as its type: a field of the wrong type or a missing one is a malformed hello
+            hello = P.check_hello(msg)
+        except P.MalformedMessage as exc:
+            log.warning("refused a malformed hello: %s", exc)
+            self.reply_error(msg, P.errors.AUTH, "malformed hello")
+            self.proto.close()
+            return
+        if hello is None:
             self.reply_error(msg, P.errors.AUTH, "the first message must be a hello")
             self.proto.close()
             return
-        if msg.get("role") == "sandbox":
-            if not self.cp.sandboxes.agent_hello(self.proto, msg):
-                self.reply_error(msg, P.errors.AUTH, "unknown sandbox or wrong token")
+        if hello.role == "sandbox":
+            if hello.cid is None or not self.cp.sandboxes.agent_hello(self.proto, hello):
+                self.reply_error(hello, P.errors.AUTH, "unknown sandbox or wrong token")
                 self.proto.close()
                 return
-            self.sandbox_id = msg["cid"]
+            self.sandbox_id = hello.cid
             self.proto.max_frame = P.MAX_MESSAGE_BYTES  # its output comes in chunks of up to 1 MiB, files whole
-            self.reply(msg, None)
+            self.reply(hello, None)
             return
-        if msg.get("role") == "container":
-            definition = self.cp.container_service.container_hello(self.proto, msg)
-            if definition is None:
-                self.reply_error(msg, P.errors.AUTH, "unknown container or wrong container token")
+        if hello.role == "container":
+            definition = self.cp.container_service.container_hello(self.proto, hello)
+            if hello.cid is None or definition is None:
+                self.reply_error(hello, P.errors.AUTH, "unknown container or wrong container token")
                 self.proto.close()
                 return
-            self.container_id = msg["cid"]
+            self.container_id = hello.cid
             self.proto.decode = P.decode_from_container  # what follows is typed, checked as it decodes
             self.proto.max_frame = P.MAX_MESSAGE_BYTES
-            self.reply(msg, definition)
+            self.reply(hello, definition)
             return
         container_id = None
-        if msg.get("cid"):  # user code inside a container, calling its app's functions
-            if not self.cp.container_service.container_credentials_ok(msg["cid"], str(msg.get("ctoken", ""))):
-                self.reply_error(msg, P.errors.AUTH, "unknown container or wrong container token")
+        if hello.cid:  # user code inside a container, calling its app's functions
+            if not self.cp.container_service.container_credentials_ok(hello.cid, hello.ctoken or ""):
+                self.reply_error(hello, P.errors.AUTH, "unknown container or wrong container token")
                 self.proto.close()
                 return
-            container_id = msg["cid"]
+            container_id = hello.cid
         elif self.network:  # the installation token never travels over the network
-            self.reply_error(msg, P.errors.AUTH, "over TCP the control plane accepts containers' credentials only; "
-                                          "admin clients connect to its Unix socket")
+            self.reply_error(hello, P.errors.AUTH, "over TCP the control plane accepts containers' credentials "
+                                                   "only; admin clients connect to its Unix socket")
             self.proto.close()
             return
-        elif not secrets.compare_digest(str(msg.get("token", "")), self.cp.token):
+        elif not secrets.compare_digest(hello.token or "", self.cp.token):
             self.reply_error(
-                msg, P.errors.AUTH, "the control plane refused the token; the client must read it from the same state directory"
+                hello, P.errors.AUTH,
+                "the control plane refused the token; the client must read it from the same state directory"
             )
             self.proto.close()
             return
         self.peer = Peer(self.proto, container_id=container_id)
         self.proto.max_frame = P.MAX_MESSAGE_BYTES
-        self.reply(msg, {"version": P.PROTOCOL_VERSION})
+        self.reply(hello, {"version": P.PROTOCOL_VERSION})
 
-    def _refuse(self, req: P.ClientRequest, why: str) -> None:
+    def _refuse(self, req: P.ClientRequest | P.SandboxRequest, why: str) -> None:
         assert self.peer is not None  # called only after the hello
         log.warning("refused %s from the user code of container %s: %s", req.t, self.peer.container_id, why)
-        if isinstance(req, P.Request) and req.id is not None:
+        if isinstance(req, (P.Request, P.SandboxRequest)) and req.id is not None:
             self.reply_error(req, P.errors.AUTH, why)
         elif isinstance(req, P.Call):  # a call sent without a request id waits for its outputs instead
             self.proto.send(P.Outputs(call=req.call, items=error_outputs(req.inputs, {"code": P.errors.AUTH, "msg": why})))
 
-    def _client_message(self, msg: dict[str, Any], req: P.ClientRequest) -> None:
-        """`req` is the request checked as its type; `msg`, the map it came as, is what the services
-        that read an operation's own fields (sandboxes, Dicts and Queues) read again."""
+    def _client_message(self, msg: dict[str, Any], req: P.ClientRequest | P.SandboxRequest) -> None:
+        """`req` is the request checked as its type (a sandbox operation as its operation's); `msg`, the
+        map it came as, is what a Dict or Queue operation is checked from as its own type."""
         assert self.peer is not None  # called only after the hello
         t = req.t
         cp = self.cp
@@ -231,8 +234,10 @@ class Connection:
                     cp.call_service.refuse(self.peer, req.call, req.inputs, P.errors.NOT_FOUND, text)
                 return
             cp.call_service.put_inputs(self.peer, req)
-        elif isinstance(req, P.Sandbox) and req.op in ("stdin", "ack"):
-            cp.sandboxes.notify(self.peer, msg)
+        elif isinstance(req, (P.SandboxStdin, P.SandboxAck)):
+            cp.sandboxes.notify(self.peer, req)
+        elif isinstance(req, P.SandboxRequest):
+            cp.spawn(self._answer(msg, cp.sandboxes.op(self.peer, req)))
         elif isinstance(req, P.AppCreate):
             self.reply(req, cp.app_service.create_app(self.peer, req))
         elif t in _ASYNC:
@@ -244,8 +249,6 @@ class Connection:
                 self.reply_error(msg, P.errors.INVALID, str(exc))
                 return
             cp.spawn(self._answer(msg, dictqueue.handle(cp.dictqueue, self.peer, t, op)))
-        elif t in _ASYNC_UNTYPED:
-            cp.spawn(self._answer(msg, _ASYNC_UNTYPED[t](cp, self.peer, msg)))
         elif t in _LOOKUPS:
             try:
                 self.reply(msg, _LOOKUPS[t](cp, self.peer, req))

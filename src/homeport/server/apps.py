@@ -52,6 +52,7 @@ class AppService:
     def __init__(self, registry: Registry, executor: Executor, state: State, backend: Backend, launcher: Launcher,
                  functions: FunctionSetup, calls: CallService, schedules: ScheduleRunner, sandboxes: AppSandboxes,
                  web: Callable[[], WebEndpoints | None], spawn: Callable[[Any], asyncio.Task]) -> None:
+        self.registry = registry
         self.apps = registry.apps
         self.functions = registry.functions
         self.containers = registry.containers
@@ -151,7 +152,7 @@ class AppService:
         for f in msg.functions:
             self.setup.function_env(f["config"])  # a missing secret fails the deploy before anything changes
             self.setup.function_mounts(f["config"])
-        app_id = self.deployed_by_name(name) or self.state.deployed_app_id(name)
+        app_id = self.registry.deployed_by_name(name) or self.state.deployed_app_id(name)
         if app_id is None:
             app_id = new_id("ap")
             self.state.create_app(app_id, name, msg.description, "deployed")
@@ -178,7 +179,7 @@ class AppService:
 
     async def deploy_app_web(self, peer: Peer | None, msg: P.AppDeploy) -> dict[str, Any]:
         name = msg.name
-        self._plan_web({"app_id": self.deployed_by_name(name), "name": name, "state": "deployed"}, msg.functions)
+        self._plan_web({"app_id": self.registry.deployed_by_name(name), "name": name, "state": "deployed"}, msg.functions)
         reply = self.deploy_app(peer, msg)
         reply["web_urls"] = await self._publish_web(reply["app_id"], reply["ids"])
         return reply
@@ -235,14 +236,8 @@ class AppService:
             return None
         return app.get("by_tag", {}).get(tagged[1])
 
-    def deployed_by_name(self, name: str) -> str | None:
-        for app in self.apps.values():
-            if app["state"] == "deployed" and app["name"] == name:
-                return app["app_id"]
-        return None
-
     def lookup_function(self, msg: P.FunctionLookup) -> dict[str, Any]:
-        app_id = msg.app_id if msg.app_id in self.apps else self.deployed_by_name(msg.app or "")
+        app_id = msg.app_id if msg.app_id in self.apps else self.registry.deployed_by_name(msg.app or "")
         if app_id is None:
             raise LookupError(
                 f"App '{msg.app}' is not deployed. Deploy it with `homeport deploy` (or `app.deploy()`) first."
@@ -269,7 +264,7 @@ class AppService:
 
     def lookup_app(self, msg: P.AppLookup) -> dict[str, Any]:
         name = msg.name
-        app_id = self.deployed_by_name(name)
+        app_id = self.registry.deployed_by_name(name)
         if app_id is None:
             if not msg.create_if_missing:
                 raise LookupError(f"App '{name}' is not deployed.")
@@ -305,7 +300,7 @@ class AppService:
         return sorted(tags)
 
     def app_history(self, name: str) -> list[dict[str, Any]]:
-        app_id = self.deployed_by_name(name) or self.state.deployed_app_id(name)
+        app_id = self.registry.deployed_by_name(name) or self.state.deployed_app_id(name)
         if app_id is None:
             raise LookupError(f"No deployed app named '{name}'.")
         meta = self.state.deployment_meta(app_id)
@@ -318,7 +313,7 @@ class AppService:
     async def rollback_app(self, peer: Peer | None, msg: P.AppRollback) -> dict[str, Any]:
         """Deploy an earlier version's functions again, as a new version (`homeport app rollback`)."""
         name = msg.name
-        app_id = self.deployed_by_name(name) or self.state.deployed_app_id(name)
+        app_id = self.registry.deployed_by_name(name) or self.state.deployed_app_id(name)
         if app_id is None:
             raise LookupError(f"No deployed app named '{name}'.")
         versions = self.state.deployments(app_id)

@@ -168,9 +168,10 @@ class ContainerService:
             else:
                 self.executor.execute([ins])
 
-    def container_hello(self, proto: FramedProtocol, msg: dict[str, Any]) -> dict[str, Any] | None:
-        rec = self.containers.get(msg.get("cid", ""))
-        if rec is None or not secrets.compare_digest(rec.token, msg.get("token", "")):
+    def container_hello(self, proto: FramedProtocol, hello: P.Hello) -> dict[str, Any] | None:
+        """A container's runtime says hello: its definition, or None if its credentials are wrong."""
+        rec = self.containers.get(hello.cid or "")
+        if rec is None or not secrets.compare_digest(rec.token, hello.token or ""):
             return None
         if rec.proto is not None:  # its runtime is connected: a second "runtime" is user code posing as one
             return None

@@ -129,3 +129,10 @@ class Registry:
     # Stopped apps whose containers are still running their exit hooks: app id -> container ids.
     # Their logs keep flowing to the client until the last one exits.
     stopping_apps: dict[str, set[str]] = field(default_factory=dict)
+
+    def deployed_by_name(self, name: str) -> str | None:
+        """The id of the live deployed app named `name`, if any."""
+        for app in self.apps.values():
+            if app["state"] == "deployed" and app["name"] == name:
+                return app["app_id"]
+        return None

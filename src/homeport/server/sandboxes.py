@@ -5,7 +5,8 @@ environment machinery (`Launcher`), but its process is a small agent (`homeport.
 rather than the function runtime. The agent connects back to the control plane (hello role "sandbox"),
 runs the sandbox's own command and every `exec`, and streams their output as it arrives. This module
 relays between clients and agents: a client's exec goes to the agent, the exec's output frames go to the
-client that started it; file operations run in the agent, inside the container's own view.
+client that started it; file operations run in the agent, inside the container's own view. What a
+sandbox's container starts from (its image, network, spec and tunnels) is `sandbox_launch`'s.
 
 Lifecycle: a sandbox ends when its command exits (its exit code), at its `timeout` (124), when it is
 terminated or its app stops (137), or after `idle_timeout` seconds without an exec or input (124).
@@ -25,79 +26,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
-import json
 import logging
-import os
-import posixpath
 import secrets
-import shutil
 import time
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 from .. import _protocol as P
-from .._address import is_tcp
-from .._wire import relay
-from ..backends import ContainerSpec, ExitInfo, Mount
-from ..exception import AlreadyExistsError, AuthError, ImageBuildError, InvalidError, NotFoundError
-from .egress import EGRESS_PORT, EgressProxy, Network, Policy, parse_cidrs, proxy_environ
-
-if TYPE_CHECKING:
-    from .._wire import FramedProtocol
-    from .records import Peer
-    from .services import ControlPlane
+from .._wire import FramedProtocol
+from ..backends import Backend, ExitInfo
+from ..exception import AlreadyExistsError, InvalidError, NotFoundError, error_from_code
+from .records import Peer, Registry
+from .sandbox_launch import SandboxLauncher, SandboxRecord
 
 log = logging.getLogger("homeport.server.sandboxes")
-
-# What a sandbox's image may ask for when code in a container asks: each build step that the control
-# plane runs like any other (`pip_install` and `uv_pip_install` confined to a build container, see
-# `ImageBuilder._install_confined`; apt and shell commands in the image's own root file system), and
-# the parameters it names. Everything else names files of the requester (`add_local_*`, requirements
-# files, `run_function`'s module), which the control plane would read from its own disk instead.
-_CONTAINER_IMAGE_STEPS: dict[str, frozenset[str]] = {
-    "debian_slim": frozenset({"python_version", "force_build"}),
-    "env": frozenset({"vars"}),
-    "workdir": frozenset({"path"}),
-    "pip_install": frozenset({"packages", "index_url", "extra_index_url", "find_links", "pre", "extra_options",
-                              "force_build", "gpu", "env", "secrets", "secret_refs", "_secret_env"}),
-    "uv_pip_install": frozenset({"packages", "requirements", "index_url", "extra_index_url", "find_links", "pre",
-                                 "extra_options", "force_build", "gpu", "env", "secrets", "secret_refs",
-                                 "_secret_env", "uv_version"}),
-    "apt_install": frozenset({"packages", "force_build", "gpu", "env", "secrets", "secret_refs", "_secret_env"}),
-    "run_commands": frozenset({"commands", "force_build", "gpu", "env", "secrets", "secret_refs", "_secret_env"}),
-}
-_LOCAL_FILE_STEPS = frozenset({"add_local_file", "add_local_dir", "add_local_python_source",
-                               "pip_install_from_requirements", "pip_install_from_pyproject", "run_function"})
-
-
-def container_image_refusal(request: Any) -> str | None:
-    """Why the image that code in a container asks for (`Sandbox.create(image=...)`) is refused, or None.
-    The request becomes one the control plane builds confined (`_confined` on each step)."""
-    steps = request.get("steps") if isinstance(request, dict) else None
-    if not isinstance(steps, list) or not steps or not all(isinstance(s, dict) for s in steps):
-        return "malformed image request: `steps` must be a list of build steps"
-    for i, step in enumerate(steps, 1):
-        kind = step.get("kind")
-        if kind in _LOCAL_FILE_STEPS:
-            return (f"Image.{kind}() cannot be built for a sandbox created inside a container (step {i}): it reads "
-                    "local files, and the control plane building the image would read them from its own machine's "
-                    "disk, not from this container's. Put the files in the sandbox with "
-                    "`sb.filesystem.write_bytes`/`copy_from_local`, or in a Volume both mount.")
-        allowed = _CONTAINER_IMAGE_STEPS.get(kind)
-        if allowed is None:
-            return f"Image step {kind!r} (step {i}) cannot be built for a sandbox created inside a container"
-        extra = sorted(k for k in step if k not in ("kind", "_confined") and k not in allowed)
-        if extra:
-            return f"Image step {kind} (step {i}) has parameters a container may not set: {', '.join(map(str, extra))}"
-        if step.get("secret_refs"):
-            return ("a container may not give a sandbox's image named secrets (`Secret.from_name`); pass the values "
-                    "its function has with `modal.Secret.from_dict(...)`")
-        if kind == "uv_pip_install" and step.get("requirements"):
-            return (f"uv_pip_install(requirements=...) (step {i}) reads local requirements files, which the control "
-                    "plane would read from its own disk: list the packages instead")
-        step["_confined"] = True
-    return None
-
 
 RC_TIMEOUT = 124
 RC_TERMINATED = 137
@@ -105,48 +47,20 @@ STOP_GRACE = 2.0
 MAIN_BUFFER_BYTES = 16 << 20  # of the sandbox's own command's output kept for `sb.stdout.read()`
 
 
-@dataclass(eq=False)
-class SandboxRecord:
-    sandbox_id: str
-    app_id: str
-    name: str | None
-    tags: dict[str, str]
-    token: str
-    timeout: float
-    idle_timeout: float | None
-    ports: list[int]
-    config: P.SandboxCreate
-    created_at: float = field(default_factory=time.time)
-    pid: int | None = None
-    proto: FramedProtocol | None = None
-    connected: asyncio.Future | None = None
-    exited: asyncio.Future | None = None  # result: the return code
-    returncode: int | None = None
-    reason: str | None = None  # "timeout" | "terminated" | "idle" once the control plane ends it
-    execs: dict[str, Peer] = field(default_factory=dict)  # running execs -> the client that reads them
-    pending: dict[int, asyncio.Future] = field(default_factory=dict)  # requests to the agent
-    main_out: dict[int, bytearray] = field(default_factory=lambda: {1: bytearray(), 2: bytearray()})
-    main_dropped: dict[int, int] = field(default_factory=lambda: {1: 0, 2: 0})
-    main_done: bool = False
-    main_changed: asyncio.Event = field(default_factory=asyncio.Event)
-    last_active: float = field(default_factory=time.monotonic)
-    timers: list[asyncio.TimerHandle] = field(default_factory=list)
-    tunnels: dict[int, tuple[asyncio.AbstractServer, int]] = field(default_factory=dict)
-    scratch: str | None = None  # a writable directory bound at `workdir`, removed at exit
-    startup_error: str | None = None
-    stdin_backlog: list[P.AgentStdin] = field(default_factory=list)
-    greeted: bool = False  # its agent said hello (accepted once)
-    egress: EgressProxy | None = None  # its way out of a network of its own
-    inbound: list[Network] | None = None  # inbound_cidr_allowlist: who may use its tunnels
-
-    @property
-    def running(self) -> bool:
-        return self.returncode is None
-
-
 class Sandboxes:
-    def __init__(self, cp: ControlPlane) -> None:
-        self.cp = cp
+    """The sandbox service: clients' operations, the relay to and from each sandbox's agent, and ending.
+
+    Its collaborators: the live apps and containers (`registry`), what starts a sandbox's container
+    (`launcher`), the backend that runs it, `serving` (set once containers can connect), and `spawn`
+    for background work the control plane owns."""
+
+    def __init__(self, registry: Registry, launcher: SandboxLauncher, backend: Backend, serving: asyncio.Event,
+                 spawn: Callable[[Coroutine[Any, Any, Any]], asyncio.Task]) -> None:
+        self.registry = registry
+        self.launcher = launcher
+        self.backend = backend
+        self.serving = serving
+        self.spawn = spawn
         self.by_id: dict[str, SandboxRecord] = {}
         self._request_ids = itertools.count(1)
         self._exec_ids = itertools.count(1)
@@ -167,7 +81,7 @@ class Sandboxes:
                     if r.running and (not req.app_id or r.app_id == req.app_id)
                     and all(r.tags.get(k) == v for k, v in tags.items())]
         if isinstance(req, P.SandboxFromName):
-            app_id = self.cp.app_service.deployed_by_name(req.app_name)
+            app_id = self.registry.deployed_by_name(req.app_name)
             for r in self.by_id.values():
                 if app_id is not None and r.running and r.name == req.name and r.app_id == app_id:
                     return self.describe(r)
@@ -210,7 +124,7 @@ class Sandboxes:
                 await self._ask(rec, P.AgentExec(
                     exec=exec_id, argv=req.argv, workdir=req.workdir, pty=req.pty, stdout=req.stdout,
                     stderr=req.stderr, timeout=req.timeout,
-                    env=self.cp.function_setup.function_env({"secret_refs": req.secret_refs, "env": req.env})))
+                    env=self.launcher.environment(req.secret_refs, req.env)))
             except BaseException:
                 rec.execs.pop(exec_id, None)
                 raise
@@ -263,18 +177,17 @@ class Sandboxes:
                              error=rec.startup_error)
 
     async def create(self, peer: Peer, msg: P.SandboxCreate) -> P.SandboxInfo:
-        cp = self.cp
         app_id = msg.app_id
         if not app_id and peer.container_id is not None:
-            own = cp.containers.get(peer.container_id)
+            own = self.registry.containers.get(peer.container_id)
             app_id = own.fn.app_id if own is not None else None
-        if not app_id or app_id not in cp.apps:
+        if not app_id or app_id not in self.registry.apps:
             raise NotFoundError(f"App {app_id} is not running; create the Sandbox with a running app (`app=`)")
         name = msg.name
         if name and any(r.running and r.name == name and r.app_id == app_id for r in self.by_id.values()):
             raise AlreadyExistsError(f"Sandbox with name '{name}' already exists in this app")
         if msg.image is not None:
-            msg = P.replace(msg, image_id=await self._build_image(peer, msg.image), image=None)
+            msg = P.replace(msg, image_id=await self.launcher.build_image(peer, msg.image), image=None)
         sid = f"sb-{secrets.token_hex(8)}"
         rec = SandboxRecord(sid, app_id, name, dict(msg.tags or {}), secrets.token_urlsafe(16),
                             float(msg.timeout or 300), msg.idle_timeout, list(msg.ports or ()), msg)
@@ -283,159 +196,25 @@ class Sandboxes:
         rec.exited = loop.create_future()
         self.by_id[sid] = rec
         try:
-            await self._network(rec, msg)
-            spec = await self._spec(rec, msg)
+            await self.launcher.network(rec, msg)
+            spec = await self.launcher.spec(rec, msg)
         except BaseException:
             self.by_id.pop(sid, None)
-            if rec.egress is not None:
-                rec.egress.close()
+            self.launcher.release(rec)
             raise
-        await cp.serving.wait()
+        await self.serving.wait()
         try:
-            rec.pid = await cp.backend.start(spec, self._on_output, self._on_exit)
+            rec.pid = await self.backend.start(spec, self._on_output, self._on_exit)
         except Exception as exc:
             self.by_id.pop(sid, None)
-            if rec.egress is not None:
-                rec.egress.close()
-            if rec.scratch:
-                shutil.rmtree(rec.scratch, ignore_errors=True)
+            self.launcher.release(rec)
             raise InvalidError(f"the sandbox could not start: {exc}") from None
         rec.timers.append(loop.call_later(rec.timeout, self.end, rec, "timeout"))
         if rec.idle_timeout:
             rec.timers.append(loop.call_later(1.0, self._check_idle, rec))
         for port in rec.ports:
-            await self._open_tunnel(rec, port)
+            await self.launcher.open_tunnel(rec, port)
         return self.describe(rec)
-
-    async def _network(self, rec: SandboxRecord, msg: P.SandboxCreate) -> None:
-        """Its allowlists, and the proxy that is its way out (see `egress`) unless it has no network."""
-        try:
-            cidrs = parse_cidrs(msg.outbound_cidr_allowlist, "outbound_cidr_allowlist") \
-                if msg.outbound_cidr_allowlist is not None else None
-            if msg.inbound_cidr_allowlist is not None:
-                rec.inbound = parse_cidrs(msg.inbound_cidr_allowlist, "inbound_cidr_allowlist")
-        except ValueError as exc:
-            raise InvalidError(str(exc)) from None
-        domains = msg.outbound_domain_allowlist
-        if domains is not None and not all(isinstance(d, str) and d for d in domains):
-            raise InvalidError("outbound_domain_allowlist must be a list of domain names")
-        if msg.block_network or not self._own_networks():
-            return
-        # In its own directory of the shared one (the rest is read-only to it: see the local backend's `_private`)
-        os.makedirs(os.path.join(self.cp.web_dir, rec.sandbox_id), mode=0o700, exist_ok=True)
-        path = os.path.join(self.cp.web_dir, rec.sandbox_id, "egress")
-        rec.egress = EgressProxy(path, Policy(list(domains) if domains is not None else None, cidrs),
-                                 secrets.token_urlsafe(16))
-        await rec.egress.start()
-
-    def _own_networks(self) -> bool:
-        """Whether sandboxes get a network of their own: not where containers reach the control plane
-        over TCP (on other machines, e.g. a Ray cluster), since from one only its Unix socket is reached."""
-        return not is_tcp(self.cp.address)
-
-    async def _build_image(self, peer: Peer, request: dict[str, Any]) -> str:
-        """Build the image a container asked for (refused in `access` if it names local files; every step
-        confined), streaming the build's log to it as a client's image build does."""
-        from .images import ImageBuildFailed, ImageUnsupported
-
-        if peer.container_id is not None:
-            why = container_image_refusal(request)  # also checked in `access`, before any work
-            if why is not None:
-                raise AuthError(why)
-
-        def on_log(image: str, line: str, fd: int) -> None:
-            peer.proto.send({"t": P.LOG, "app": None, "fn": "image", "cid": image, "fd": fd, "data": line})
-
-        try:
-            return (await self.cp.function_setup.build_images([request], on_log))[0]
-        except (ImageBuildFailed, ImageUnsupported) as exc:
-            raise ImageBuildError(str(exc)) from None
-
-    async def _spec(self, rec: SandboxRecord, msg: P.SandboxCreate) -> ContainerSpec:
-        cp = self.cp
-        launcher = cp.launcher
-        image = cp.images.get(msg.image_id) if msg.image_id else await cp.images.default_image()
-        env = dict(launcher.image_environ(image))
-        env.update(cp.function_setup.function_env({"secret_refs": msg.secret_refs, "env": msg.env}))
-        # Every sandbox has a network of its own where the machine allows (its ports its own, the
-        # machine's services out of reach; not with containers over TCP, see `_own_networks`); outbound
-        # it has the egress proxy, none with block_network.
-        # Where it does not, it shares the machine's network, but for what needs its own to be real
-        # (`network_required`: block_network, the allowlists), which it refuses to run without.
-        allowlists = msg.outbound_cidr_allowlist is not None or msg.outbound_domain_allowlist is not None
-        agent_config = {"argv": list(msg.argv), "pty": msg.pty,
-                        "block_network": msg.block_network, "workdir": msg.workdir,
-                        "network_required": msg.block_network or allowlists,
-                        "tunnels": {str(p): self._socket(rec, p) for p in rec.ports}}
-        if rec.egress is not None:
-            agent_config["egress"] = {"socket": rec.egress.path, "port": EGRESS_PORT,
-                                      "token": rec.egress.token.decode(), "env": proxy_environ()}
-        env.update({
-            "PYTHONUNBUFFERED": "1",
-            # A network of its own reaches no TCP address: the Unix socket, on this machine.
-            P.ENV_SERVER_ADDRESS: launcher.socket_path if self._own_networks() else cp.address,
-            P.ENV_CONTAINER_ID: rec.sandbox_id,
-            P.ENV_CONTAINER_TOKEN: rec.token,
-            P.ENV_MODAL_IMAGE_ID: image.image_id,
-            "MODAL_SANDBOX_ID": rec.sandbox_id,
-            P.ENV_SANDBOX: json.dumps(agent_config),
-        })
-        mounts = image.container_mounts()
-        mounts += [Mount(host, target) for host, target in cp.function_setup.function_mounts({"volumes": msg.volumes})]
-        workdir = msg.workdir
-        if workdir is not None and (not isinstance(workdir, str) or not workdir.startswith("/")
-                                    or posixpath.normpath(workdir) != workdir):
-            raise InvalidError(f"workdir must be a canonical absolute path, got: {workdir!r}")
-        rootfs = image.rootfs(workdir or image.cwd(None))
-        cwd = None
-        if rec.ports:  # its own directory of the shared one, where its tunnels' sockets are (`_socket`)
-            os.makedirs(os.path.join(cp.web_dir, rec.sandbox_id), mode=0o700, exist_ok=True)
-        if rootfs is not None:
-            mounts += image.rootfs_mounts([], launcher.socket_path, launcher.images.runtime_path())
-            own = os.path.join(cp.web_dir, rec.sandbox_id)  # its tunnels' and its egress proxy's sockets
-            os.makedirs(own, mode=0o700, exist_ok=True)
-            mounts.append(Mount(own, own))
-        else:
-            cwd = image.cwd(None) or "/"
-            exists = os.path.isdir(workdir) if workdir else True  # noqa: ASYNC240 - one stat
-            top = "/" + workdir.strip("/").split("/")[0] if workdir else "/"
-            if workdir and not exists and top != "/tmp" and os.path.exists(top):  # noqa: ASYNC240
-                raise InvalidError(
-                    f"workdir {workdir} cannot be made: {top} is this machine's directory, read-only in a sandbox "
-                    "whose image has no root file system of its own; use a new top-level directory (/app), one "
-                    "under /tmp, or an image with its own root file system (apt_install, run_commands)")
-            if workdir and not exists and top != "/tmp" and not any(m.target == workdir for m in mounts):
-                # The host is read-only inside: a working directory of its own, gone with the sandbox.
-                rec.scratch = os.path.join(cp.scratch, f"{rec.sandbox_id}-workdir")
-                os.makedirs(rec.scratch, mode=0o700)
-                mounts.append(Mount(rec.scratch, workdir))
-        python = image.argv()[0]
-        return ContainerSpec(
-            container_id=rec.sandbox_id, app_id=rec.app_id, function_tag="sandbox",
-            argv=(python, "-m", "homeport.runtime._sandbox_agent"), env=env, cwd=cwd,
-            memory_limit_mib=msg.memory_limit_mib, cpu_limit=msg.cpu_limit,
-            mounts=tuple(mounts), rootfs=rootfs,
-            # What the sandbox writes stays in it: the host's directories are read-only, /tmp its own
-            # (but for the runtime's packages, which may be under the host's /tmp).
-            host_read_only=rootfs is None,
-            code=launcher.images.runtime_sources(env.get(P.ENV_RUNTIME_PATH, "")) if rootfs is None else (),
-            private_network=self._own_networks() or msg.block_network,
-        )
-
-    def _socket(self, rec: SandboxRecord, port: int) -> str:
-        return os.path.join(self.cp.web_dir, rec.sandbox_id, f"p{port}")  # in its own directory (`_spec`)
-
-    async def _open_tunnel(self, rec: SandboxRecord, port: int) -> None:
-        path = self._socket(rec, port)
-
-        async def forward(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            if rec.inbound is not None and not _peer_allowed(writer, rec.inbound):
-                writer.close()
-                return
-            await relay(reader, writer, lambda: asyncio.open_unix_connection(path))
-
-        server = await asyncio.start_server(forward, "127.0.0.1", 0)
-        rec.tunnels[port] = (server, server.sockets[0].getsockname()[1])
 
     async def _main_read(self, rec: SandboxRecord, fd: int, offset: int) -> P.MainChunk:
         while True:
@@ -473,12 +252,12 @@ class Sandboxes:
         finally:
             rec.pending.pop(rid, None)
 
-    def agent_hello(self, proto: FramedProtocol, msg: dict[str, Any]) -> bool:
-        rec = self.by_id.get(msg.get("cid", ""))
+    def agent_hello(self, proto: FramedProtocol, hello: P.Hello) -> bool:
+        rec = self.by_id.get(hello.cid or "")
         # Once only: a process in the sandbox that read the token from the agent's environment cannot
         # take its place later, even after the agent's connection is gone.
         if rec is None or not rec.running or rec.greeted \
-                or not secrets.compare_digest(rec.token, str(msg.get("token", ""))):
+                or not secrets.compare_digest(rec.token, hello.token or ""):
             return False
         rec.greeted = True
         rec.proto = proto
@@ -502,8 +281,6 @@ class Sandboxes:
                 if msg.ok:
                     fut.set_result(msg.v)
                 else:
-                    from ..exception import error_from_code
-
                     fut.set_exception(error_from_code(msg.code or P.errors.INTERNAL, msg.msg or ""))
         elif isinstance(msg, P.Ready):
             if rec.connected is not None and not rec.connected.done():
@@ -549,7 +326,7 @@ class Sandboxes:
             return
         rec.reason = reason
         log.info("sandbox %s: %s", rec.sandbox_id, reason)
-        self.cp.spawn(self.cp.backend.stop(rec.sandbox_id, STOP_GRACE))
+        self.spawn(self.backend.stop(rec.sandbox_id, STOP_GRACE))
 
     def _check_idle(self, rec: SandboxRecord) -> None:
         if not rec.running:
@@ -588,15 +365,7 @@ class Sandboxes:
         rec.main_changed.set()
         for timer in rec.timers:
             timer.cancel()
-        for server, _port in rec.tunnels.values():
-            server.close()
-        if rec.egress is not None:
-            rec.egress.close()
-        for port in rec.ports:
-            with contextlib.suppress(OSError):
-                os.unlink(self._socket(rec, port))
-        if rec.scratch:
-            shutil.rmtree(rec.scratch, ignore_errors=True)
+        self.launcher.release(rec)
         for exec_id, peer in list(rec.execs.items()):
             peer.proto.send(P.SandboxExit(exec=exec_id, code=rc))
         rec.execs.clear()
@@ -614,20 +383,9 @@ class Sandboxes:
     def container_list(self) -> list[dict[str, Any]]:
         now = time.time()
         return [{"container_id": r.sandbox_id, "app_id": r.app_id,
-                 "app_name": (self.cp.apps.get(r.app_id) or {}).get("name"), "function": "sandbox",
+                 "app_name": (self.registry.apps.get(r.app_id) or {}).get("name"), "function": "sandbox",
                  "start_failures": 0, "state": "running", "pid": r.pid, "uptime": now - r.created_at,
                  "inputs_served": 0, "running": len(r.execs), "timeline": {}}
                 for r in self.by_id.values() if r.running]
 
 
-
-
-def _peer_allowed(writer: asyncio.StreamWriter, networks: list[Network]) -> bool:
-    import ipaddress
-
-    peer = writer.get_extra_info("peername")
-    try:
-        addr = ipaddress.ip_address(peer[0])
-    except (TypeError, ValueError, IndexError):
-        return False
-    return any(addr in net for net in networks)

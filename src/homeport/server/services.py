@@ -21,32 +21,40 @@ import itertools
 import logging
 import os
 import secrets
+import tempfile
 import time
+from collections.abc import Mapping
 from typing import Any
 
+import psutil
+
+from .. import _protocol as P
 from ..backends import Backend
 from .apps import AppService
 from .calls import CallService
 from .containers import ContainerService
 from .core.policy import pool_config
-from .core.scheduler import Capacity, FailInputs, Scheduler, StartContainer
+from .core.scheduler import Capacity, FailInputs, Pool, Scheduler, StartContainer
 from .dashboard import Dashboard
 from .dashboard.views import gauges
 from .executor import Executor
 from .functions import FunctionSetup
+from .gpus import as_rows, discover
 from .images import BuildContainers, ImageBuilder
 from .launch import Launcher
+from .liveness import watch_containers
 from .logfeed import LogFeed
-from .logs import LogStore
+from .logs import LogQuery, LogStore
 from .observe import Observer
-from .records import STOP_GRACE_SECONDS, FunctionRecord, Peer, Registry, new_id
+from .records import STOP_GRACE_SECONDS, ContainerRecord, FunctionRecord, Peer, Registry, new_id
+from .sandbox_launch import SandboxLauncher
 from .sandboxes import Sandboxes
 from .schedules import ScheduleRunner
 from .secrets import SecretStore
 from .state import State
 from .supervision import Supervisor
 from .volumes import VolumeStore
-from .web import WebEndpoints
+from .web import Route, WebEndpoints
 
 __all__ = ["ControlPlane", "FunctionRecord", "machine_capacity", "new_id", "pool_config"]
 
@@ -55,8 +63,6 @@ log = logging.getLogger("homeport.server")
 
 def machine_capacity() -> Capacity:
     """The cores and memory containers may request in all (HOMEPORT_CPU / HOMEPORT_MEMORY_MIB override)."""
-    import psutil
-
     cpu = float(os.environ.get("HOMEPORT_CPU") or psutil.cpu_count() or 1)
     mem = int(os.environ.get("HOMEPORT_MEMORY_MIB") or psutil.virtual_memory().total // (1 << 20))
     return Capacity(cpu=cpu, memory_mib=mem)
@@ -67,8 +73,6 @@ def _web_socket_dir(state_dir: str) -> str:
     short enough for a socket address (about 100 bytes), else a private directory under /tmp."""
     path = os.path.join(state_dir, "web")
     if len(path) + len("/ta-0000aaaaaaaa/w-00") > 100:
-        import tempfile
-
         return tempfile.mkdtemp(prefix="hp-web-")
     os.makedirs(path, mode=0o700, exist_ok=True)
     return path
@@ -86,10 +90,8 @@ class ControlPlane:
         self.scratch = scratch
         self.volumes_unshared: str | None = None  # why volumes cannot be used (see volume_root)
         self._cid_counter = itertools.count(1)
-        from . import gpus as _gpus
-
         # The machine's GPUs (NVML; `gpus` is a test's fake inventory): an empty one is no error.
-        self.gpus = _gpus.discover() if gpus is None else tuple(gpus)
+        self.gpus = discover() if gpus is None else tuple(gpus)
         self.registry = Registry()
         self.apps = self.registry.apps
         self.functions = self.registry.functions
@@ -113,7 +115,8 @@ class ControlPlane:
         self.launcher.gpus = self.gpus
         scheduler = Scheduler(self._new_container_id, machine_capacity(), gpus=self.gpus)
         self.executor = Executor(scheduler, self.registry, backend, self.spawn, self)
-        self.observer: Observer = Observer(state.db, gauges=lambda: gauges(self))
+        self.dashboard_reads = DashboardReads(self)  # what the dashboard and /metrics read
+        self.observer: Observer = Observer(state.db, gauges=lambda: gauges(self.dashboard_reads))
         self.logs = LogStore(os.path.join(os.path.dirname(scratch), "logs.db"))  # what `app logs` reads
         self.log_feed = LogFeed(self.registry, self.executor, self.logs, self.observer)
         web = lambda: self.web  # noqa: E731 (set after construction by the server's main)
@@ -123,7 +126,9 @@ class ControlPlane:
         self.function_setup = FunctionSetup(self.registry, self.executor, state, backend, self.launcher,
                                             self.call_service, lambda: self.secrets,
                                             lambda: (self.volumes, self.volumes_unshared))
-        self.sandboxes = Sandboxes(self)
+        self.sandboxes = Sandboxes(self.registry, SandboxLauncher(self.function_setup, self.launcher, self.web_dir,
+                                                                  scratch, address),
+                                   backend, self.serving, self.spawn)
         self.app_service = AppService(self.registry, self.executor, state, backend, self.launcher,
                                       self.function_setup, self.call_service, self.schedules, self.sandboxes,
                                       web, self.spawn)
@@ -148,8 +153,6 @@ class ControlPlane:
             log.error("background task failed", exc_info=task.exception())
 
     async def run_ticker(self) -> None:
-        from .liveness import watch_containers
-
         self.spawn(watch_containers(self.containers, self.supervisor))  # containers that stop answering are reported
         while True:
             deadline = self.executor.next_deadline()
@@ -218,7 +221,66 @@ class ControlPlane:
         }
 
     def _gpu_status(self) -> list[dict[str, Any]]:
-        from .gpus import as_rows
-
         holder = self.executor.gpu_holders()
         return [{**row, "container_id": holder.get(row["uuid"])} for row in as_rows(self.gpus)]
+
+
+class DashboardReads:
+    """The dashboard's read model of the control plane (`dashboard.views.ControlPlaneReads`): what its
+    pages and `/metrics` read, and the rollback it offers; nothing else of the control plane."""
+
+    def __init__(self, cp: ControlPlane) -> None:
+        self._cp = cp
+
+    @property
+    def started_at(self) -> float:
+        return self._cp.started_at
+
+    @property
+    def apps(self) -> Mapping[str, dict[str, Any]]:
+        return self._cp.registry.apps
+
+    @property
+    def functions(self) -> Mapping[str, FunctionRecord]:
+        return self._cp.registry.functions
+
+    @property
+    def containers(self) -> Mapping[str, ContainerRecord]:
+        return self._cp.registry.containers
+
+    def pools(self) -> list[Pool]:
+        return self._cp.executor.pools()
+
+    def pool(self, function_id: str) -> Pool | None:
+        return self._cp.executor.pool(function_id)
+
+    def app_list(self) -> list[dict[str, Any]]:
+        return self._cp.app_service.list_apps()
+
+    def deployments(self, app_id: str) -> list[dict[str, Any]]:
+        return self._cp.state.deployments(app_id)
+
+    def next_runs(self) -> dict[tuple[str, str], float]:
+        return self._cp.schedules.next_runs()
+
+    def container_list(self) -> list[dict[str, Any]]:
+        return self._cp.container_service.container_list()
+
+    def volume_list(self) -> list[dict[str, Any]]:
+        return self._cp.volumes.list() if self._cp.volumes is not None else []
+
+    def secret_list(self) -> list[dict[str, Any]]:
+        return self._cp.secrets.list() if self._cp.secrets is not None else []
+
+    def web_routes(self) -> list[tuple[str, str, Route]]:
+        web = self._cp.web
+        return [] if web is None else [(label, web.url(route.port), route) for label, route in web.routes.items()]
+
+    def status(self) -> dict[str, Any]:
+        return self._cp.status()
+
+    def log_lines(self, query: LogQuery) -> list[dict[str, Any]]:
+        return self._cp.logs.query(query)
+
+    async def rollback(self, name: str, version: int | None) -> dict[str, Any]:
+        return await self._cp.app_service.rollback_app(None, P.AppRollback(name=name, version=version))

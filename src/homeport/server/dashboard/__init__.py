@@ -19,17 +19,16 @@ import logging
 import os
 import secrets
 import socket
+from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any
 
 import uvicorn
 
 from ..observe import Observer
 from . import views
 from .app import build_app
-
-if TYPE_CHECKING:
-    from ..services import ControlPlane
+from .views import ControlPlaneReads
 
 log = logging.getLogger("homeport.server.dashboard")
 
@@ -50,9 +49,14 @@ def load_or_create_token(path: Path) -> str:
 
 
 class Dashboard:
-    def __init__(self, cp: ControlPlane, state_dir: Path) -> None:
-        self.cp = cp
-        self.observer: Observer = cp.observer
+    """The dashboard's server: it reads the control plane through `reads` (its read model), keeps its
+    figures in `observer`, and runs its tasks with `spawn` (the control plane's, which cancels them)."""
+
+    def __init__(self, reads: ControlPlaneReads, observer: Observer,
+                 spawn: Callable[[Coroutine[Any, Any, Any]], asyncio.Task], state_dir: Path) -> None:
+        self.reads = reads
+        self.observer = observer
+        self._spawn = spawn
         self.token = load_or_create_token(state_dir / "dashboard.token")
         self._port_file = state_dir / "dashboard.port"
         self.host = os.environ.get(ENV_DASHBOARD_HOST, "127.0.0.1")
@@ -83,11 +87,11 @@ class Dashboard:
         self.port = sock.getsockname()[1]
         with contextlib.suppress(OSError):
             self._port_file.write_text(str(self.port))
-        config = uvicorn.Config(build_app(self), log_config=None, access_log=False, lifespan="off",
+        config = uvicorn.Config(build_app(self.reads, self.observer, self.token), log_config=None, access_log=False, lifespan="off",
                                 http="httptools", ws="none", timeout_graceful_shutdown=1)
         self._server = server = _EmbeddedServer(config)
-        self._task = self.cp.spawn(server.serve(sockets=[sock]))
-        self.cp.spawn(self._fold())
+        self._task = self._spawn(server.serve(sockets=[sock]))
+        self._spawn(self._fold())
         log.info("dashboard at %s", self.url)
 
     def _candidate_ports(self) -> list[int]:
@@ -104,7 +108,7 @@ class Dashboard:
         while True:
             await asyncio.sleep(1.0)
             try:
-                self.observer.flush(views.pool_sizes(self.cp))
+                self.observer.flush(views.pool_sizes(self.reads))
                 ticks += 1
                 if ticks % PRUNE_EVERY == 1:
                     self.observer.prune()

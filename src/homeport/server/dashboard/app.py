@@ -6,19 +6,16 @@ import asyncio
 import json
 import secrets
 from importlib import resources
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from ... import _protocol as P
 from ...exception import Error
 from ..logs import LogQuery
+from ..observe import Observer
 from . import views
-
-if TYPE_CHECKING:
-    from . import Dashboard
 
 COOKIE = "homeport_dashboard"
 LOG_HISTORY = 2000  # lines a page starts with; the live stream adds to them
@@ -34,9 +31,7 @@ def _asset(name: str) -> bytes:
     return resources.files(__package__).joinpath("static").joinpath(name).read_bytes()  # (several at once: 3.11+)
 
 
-def build_app(dash: Dashboard) -> FastAPI:
-    cp = dash.cp
-    obs = dash.observer
+def build_app(cp: views.ControlPlaneReads, obs: Observer, dashboard_token: str) -> FastAPI:
     app = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
 
     def signed_in(request: Request) -> bool:
@@ -44,7 +39,7 @@ def build_app(dash: Dashboard) -> FastAPI:
         auth = request.headers.get("authorization", "")
         if auth.lower().startswith("bearer "):
             given = auth[7:].strip()
-        return bool(given) and secrets.compare_digest(given.encode(), dash.token.encode())
+        return bool(given) and secrets.compare_digest(given.encode(), dashboard_token.encode())
 
     @app.middleware("http")
     async def require_login(request: Request, call_next):
@@ -61,10 +56,10 @@ def build_app(dash: Dashboard) -> FastAPI:
 
     @app.get("/login")
     async def login(token: str = "") -> Response:
-        if not token or not secrets.compare_digest(token.encode(), dash.token.encode()):
+        if not token or not secrets.compare_digest(token.encode(), dashboard_token.encode()):
             return HTMLResponse(_NOT_LOGGED_IN, 401)
         response = RedirectResponse("/", status_code=303)
-        response.set_cookie(COOKIE, dash.token, httponly=True, samesite="strict", path="/")
+        response.set_cookie(COOKIE, dashboard_token, httponly=True, samesite="strict", path="/")
         return response
 
     @app.get("/")
@@ -83,7 +78,7 @@ def build_app(dash: Dashboard) -> FastAPI:
 
     @app.get("/api/functions/{fid}")
     async def function(fid: str) -> Any:
-        data = views.function(cp, fid)
+        data = views.function(cp, obs, fid)
         if data is None:
             raise HTTPException(404, f"no function {fid}")
         return data
@@ -104,14 +99,14 @@ def build_app(dash: Dashboard) -> FastAPI:
         query = LogQuery(app_id=app_id or None, function_id=function or None, container_id=container or None,
                          call_id=call or None, search=q or None, limit=LOG_HISTORY)
         return [{"at": e["ts"], "app_id": e["app_id"], "function": e["function"], "container_id": e["container_id"],
-                 "stream": e["stream"], "call_id": e["call_id"], "text": e["data"]} for e in cp.logs.query(query)]
+                 "stream": e["stream"], "call_id": e["call_id"], "text": e["data"]} for e in cp.log_lines(query)]
 
     @app.post("/api/apps/{name}/rollback")
     async def rollback(name: str, version: int | None = None) -> Any:
         """Deploy an earlier version of a deployed app again, as a new version (`homeport app rollback`).
         A POST with the SameSite=Strict cookie: another site cannot make a browser send it."""
         try:
-            reply = await cp.app_service.rollback_app(None, P.AppRollback(name=name, version=version))
+            reply = await cp.rollback(name, version)
         except LookupError as exc:
             raise HTTPException(404, str(exc)) from None
         except Error as exc:

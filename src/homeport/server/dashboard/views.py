@@ -1,40 +1,90 @@
 """What the dashboard shows, read from the control plane's records: plain dicts, JSON-ready.
 
-Nothing here changes the control plane. Secrets appear by name, key names and dates only: their values
-are never read here, so no page can show one.
+Nothing here changes the control plane: it reads through `ControlPlaneReads`, the read model that the
+control plane (`services.ControlPlane`) builds for it. Secrets appear by name, key names and dates
+only: their values are never read here, so no page can show one.
 """
 
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any
+from collections.abc import Mapping
+from typing import Any, Protocol
 
 import psutil
 
-if TYPE_CHECKING:
-    from ..services import ControlPlane
+from ..core.scheduler import Pool
+from ..logs import LogQuery
+from ..observe import Observer
+from ..records import ContainerRecord, FunctionRecord
+from ..web import Route
 
-def gauges(cp: ControlPlane) -> dict[str, Any]:
+
+class ControlPlaneReads(Protocol):
+    """What the dashboard reads of the control plane, and the one thing it does (a rollback)."""
+
+    @property
+    def started_at(self) -> float: ...
+
+    @property
+    def apps(self) -> Mapping[str, dict[str, Any]]: ...
+
+    @property
+    def functions(self) -> Mapping[str, FunctionRecord]: ...
+
+    @property
+    def containers(self) -> Mapping[str, ContainerRecord]: ...
+
+    def pools(self) -> list[Pool]: ...
+
+    def pool(self, function_id: str) -> Pool | None: ...
+
+    def app_list(self) -> list[dict[str, Any]]: ...
+
+    def deployments(self, app_id: str) -> list[dict[str, Any]]: ...
+
+    def next_runs(self) -> dict[tuple[str, str], float]: ...
+
+    def container_list(self) -> list[dict[str, Any]]: ...
+
+    def volume_list(self) -> list[dict[str, Any]]: ...
+
+    def secret_list(self) -> list[dict[str, Any]]: ...
+
+    def web_routes(self) -> list[tuple[str, str, Route]]:
+        """(label, URL, route) of each web endpoint served."""
+        ...
+
+    def status(self) -> dict[str, Any]: ...
+
+    def log_lines(self, query: LogQuery) -> list[dict[str, Any]]: ...
+
+    async def rollback(self, name: str, version: int | None) -> dict[str, Any]:
+        """Deploy an earlier version of a deployed app again, as a new version (`homeport app rollback`)."""
+        ...
+
+
+def gauges(cp: ControlPlaneReads) -> dict[str, Any]:
     """Read at scrape time by `/metrics`: containers by state and queue depth per function."""
     by_state: dict[str, int] = {}
     for rec in cp.containers.values():
         by_state[rec.state] = by_state.get(rec.state, 0) + 1
     depth = {}
-    for pool in cp.executor.pools():
+    for pool in cp.pools():
         fn = cp.functions.get(pool.id)
         if fn is not None:
             depth[(fn.app_id, fn.tag)] = len(pool.queue)
     return {"containers_by_state": by_state, "queue_depth": depth}
 
 
-def pool_sizes(cp: ControlPlane) -> dict[str, tuple[int, int]]:
+def pool_sizes(cp: ControlPlaneReads) -> dict[str, tuple[int, int]]:
     """function id -> (containers, queued inputs), sampled once a second for the function charts."""
-    return {pool.id: (len(pool.containers), len(pool.queue)) for pool in cp.executor.pools()}
+    return {pool.id: (len(pool.containers), len(pool.queue)) for pool in cp.pools()}
 
 
-def apps(cp: ControlPlane) -> list[dict[str, Any]]:
+def apps(cp: ControlPlaneReads) -> list[dict[str, Any]]:
     out = []
-    for row in cp.app_service.list_apps():
+    for row in cp.app_list():
         live = cp.apps.get(row["app_id"])
         functions = []
         if live:
@@ -46,28 +96,28 @@ def apps(cp: ControlPlane) -> list[dict[str, Any]]:
     return out
 
 
-def versions(cp: ControlPlane, row: dict[str, Any]) -> list[dict[str, Any]]:
-    if row.get("state") != "deployed" and not cp.state.deployments(row["app_id"]):
+def versions(cp: ControlPlaneReads, row: dict[str, Any]) -> list[dict[str, Any]]:
+    if row.get("state") != "deployed" and not cp.deployments(row["app_id"]):
         return []
     return [{"version": d["version"], "created_at": d["created_at"], "functions": [f["tag"] for f in d["functions"]]}
-            for d in reversed(cp.state.deployments(row["app_id"]))]
+            for d in reversed(cp.deployments(row["app_id"]))]
 
 
-def schedules(cp: ControlPlane, app_id: str) -> list[dict[str, Any]]:
-    return [{"function": tag, "next_run": at} for (aid, tag), at in sorted(cp.schedules.next_runs().items())
+def schedules(cp: ControlPlaneReads, app_id: str) -> list[dict[str, Any]]:
+    return [{"function": tag, "next_run": at} for (aid, tag), at in sorted(cp.next_runs().items())
             if aid == app_id]
 
 
-def function(cp: ControlPlane, fid: str) -> dict[str, Any] | None:
+def function(cp: ControlPlaneReads, observer: Observer, fid: str) -> dict[str, Any] | None:
     fn = cp.functions.get(fid)
     if fn is None:
         return None
-    pool = cp.executor.pool(fid)
+    pool = cp.pool(fid)
     cfg = fn.config
     settings = {k: getattr(cfg, k) for k in ("min_containers", "max_containers", "buffer_containers",
                                               "scaledown_window", "max_inputs", "target_inputs", "timeout",
                                               "startup_timeout", "cpu", "memory_mib") if hasattr(cfg, k)}
-    fig = cp.observer.functions.get(fid)
+    fig = observer.functions.get(fid)
     figures = fig.summary(time.time()) if fig is not None else None
     return {
         "function_id": fid, "app_id": fn.app_id, "tag": fn.tag,
@@ -80,9 +130,9 @@ def function(cp: ControlPlane, fid: str) -> dict[str, Any] | None:
     }
 
 
-def containers(cp: ControlPlane) -> list[dict[str, Any]]:
+def containers(cp: ControlPlaneReads) -> list[dict[str, Any]]:
     out = []
-    for row in cp.container_service.container_list():
+    for row in cp.container_list():
         rec = cp.containers.get(row["container_id"])
         row = {**row, "function_id": rec.fn.function_id if rec else None, "node": "local",
                **usage(rec.pid if rec else None)}
@@ -111,26 +161,23 @@ def usage(pid: int | None) -> dict[str, Any]:
     return {"memory_bytes": int(memory), "cpu_seconds": round(cpu, 3)}
 
 
-def storage(cp: ControlPlane) -> dict[str, Any]:
-    secrets = cp.secrets.list() if cp.secrets is not None else []
+def storage(cp: ControlPlaneReads) -> dict[str, Any]:
+    secrets = cp.secret_list()
     return {
-        "volumes": cp.volumes.list() if cp.volumes is not None else [],
+        "volumes": cp.volume_list(),
         # Names, key names and dates: `SecretStore.list` never decrypts a value.
         "secrets": [{"name": s["name"], "created_at": s["created_at"], "updated_at": s["updated_at"],
                      "keys": s["keys"]} for s in secrets],
     }
 
 
-def endpoints(cp: ControlPlane) -> list[dict[str, Any]]:
-    web = cp.web
-    if web is None:
-        return []
-    return [{"label": label, "url": web.url(route.port), "app_id": route.app_id, "app_name": route.app_name,
+def endpoints(cp: ControlPlaneReads) -> list[dict[str, Any]]:
+    return [{"label": label, "url": url, "app_id": route.app_id, "app_name": route.app_name,
              "function": route.key, "requires_auth": route.requires_auth}
-            for label, route in sorted(web.routes.items())]
+            for label, url, route in sorted(cp.web_routes(), key=lambda r: r[0])]
 
 
-def snapshot(cp: ControlPlane) -> dict[str, Any]:
+def snapshot(cp: ControlPlaneReads) -> dict[str, Any]:
     """What every page is redrawn from, pushed once a second."""
     return {"at": time.time(), "apps": apps(cp), "containers": containers(cp), "endpoints": endpoints(cp),
             "status": {"pid": cp.status()["pid"], "queued": cp.status()["queued"],

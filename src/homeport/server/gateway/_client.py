@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import httptools
 
-from ._exchange import _Exchange
+from ._exchange import _Exchange, _ExchangeHub
 from ._http import (
     _CRLF,
     _HOLD,
@@ -22,14 +22,31 @@ from ._http import (
     _plain,
 )
 
-if TYPE_CHECKING:
-    from ._gateway import Gateway, _Listener
+
+class _ClientHub(_ExchangeHub, Protocol):
+    """What a client connection (and its exchanges) use of the gateway (`_gateway.Gateway`), as a
+    Protocol so that this module does not import the gateway, which imports it."""
+
+    head_timeout: float
+
+
+class _Listener:
+    """One listening port's client connections, and the tasks of its exchanges still unwinding."""
+
+    __slots__ = ("clients", "closed", "port", "server", "tasks")
+
+    def __init__(self) -> None:
+        self.closed = False
+        self.port = 0
+        self.server: asyncio.AbstractServer | None = None
+        self.clients: set[_Client] = set()
+        self.tasks: set[asyncio.Task] = set()
 
 
 class _Client(asyncio.Protocol):
     """One client connection: parses its requests and runs their exchanges one at a time, in order."""
 
-    def __init__(self, gateway: Gateway, listener: _Listener) -> None:
+    def __init__(self, gateway: _ClientHub, listener: _Listener) -> None:
         self.gw = gateway
         self.listener = listener
         self.parser: httptools.HttpRequestParser | None = httptools.HttpRequestParser(self)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import socket
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import httptools
 
@@ -25,10 +25,48 @@ from ._http import (
     _without,
     log,
 )
-from ._upstream import _Upstream
+from ._upstream import _Upstream, _UpstreamHub
 
-if TYPE_CHECKING:
-    from ._client import _Client
+
+# What an exchange asks of the client connection it came on and of the gateway, as Protocols, so that
+# this module does not import the client side or the gateway (they import it).
+class _ExchangeHub(_UpstreamHub, Protocol):
+    """What an exchange uses of its gateway: the routes, the loop and the upstream pool."""
+
+    _loop: asyncio.AbstractEventLoop
+    _routes: dict[int, _Route]
+
+    def _pool_take(self, path: str) -> _Upstream | None: ...
+
+    def _pool_put(self, conn: _Upstream) -> None: ...
+
+
+class _Port(Protocol):
+    """What an exchange uses of the listener it came through (`_client._Listener`)."""
+
+    port: int
+    tasks: set[asyncio.Task]
+
+
+class _ClientConn(Protocol):
+    """The client connection an exchange came on (`_client._Client`)."""
+
+    transport: asyncio.Transport
+    forwarded: bytes
+    write_paused: bool
+    parser: httptools.HttpRequestParser | None
+
+    @property
+    def gw(self) -> _ExchangeHub: ...
+
+    @property
+    def listener(self) -> _Port: ...
+
+    def _pause(self, reason: int) -> None: ...
+
+    def _resume(self, reasons: int) -> None: ...
+
+    def _exchange_done(self, ex: _Exchange, keep: bool) -> None: ...
 
 
 class _Exchange:
@@ -40,7 +78,7 @@ class _Exchange:
         "method", "release", "retried", "size", "task", "tunnel", "upgrade", "url", "websocket",
     )  # fmt: skip
 
-    def __init__(self, client: _Client) -> None:
+    def __init__(self, client: _ClientConn) -> None:
         self.client = client
         self.url = b""
         self.headers: list[tuple[bytes, bytes]] = []

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
-from ._client import _Client
+from ._client import _Client, _Listener
 from ._http import (
     CLIENT_IDLE_SECONDS,
     HEAD_SECONDS,
@@ -14,17 +14,6 @@ from ._http import (
     _Route,
 )
 from ._upstream import _Upstream
-
-
-class _Listener:
-    __slots__ = ("clients", "closed", "port", "server", "tasks")
-
-    def __init__(self) -> None:
-        self.closed = False
-        self.port = 0
-        self.server: asyncio.AbstractServer | None = None
-        self.clients: set[_Client] = set()
-        self.tasks: set[asyncio.Task] = set()
 
 
 class Gateway:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import httptools
 
@@ -16,32 +16,80 @@ from ._http import (
     _RESPONSE_SPECIAL,
     _TUNNEL,
     _UPSTREAM_FULL,
+    Endpoint,
     _BadResponse,
     _connection_named,
     _without,
 )
 
-if TYPE_CHECKING:
-    from ._exchange import _Exchange
-    from ._gateway import Gateway
+
+# What this side asks of the others, as Protocols, so that this module imports neither the exchange nor
+# the gateway (they import it): the gateway's connection bookkeeping, and the exchange it carries.
+class _UpstreamHub(Protocol):
+    """What an upstream connection uses of its gateway."""
+
+    _live: set[asyncio.Protocol]
+
+    def _pool_discard(self, conn: _Upstream) -> None: ...
+
+
+class _ClientEnd(Protocol):
+    """What an upstream connection uses of the client connection its exchange came on."""
+
+    transport: asyncio.Transport
+
+    def _pause(self, reason: int) -> None: ...
+
+    def _resume(self, reasons: int) -> None: ...
+
+
+class _Carried(Protocol):
+    """The exchange an upstream connection carries (`_exchange._Exchange`)."""
+
+    endpoint: Endpoint | None
+    method: bytes | None
+    http10: bool
+    keep_alive: bool
+    websocket: bool
+    tunnel: bool
+    head_sent: bool
+    close_after: bool
+
+    @property
+    def client(self) -> _ClientEnd: ...
+
+    @property
+    def retryable(self) -> bool: ...
+
+    def begin_tunnel(self) -> None: ...
+
+    def told_status(self, status: int) -> None: ...
+
+    def response_done(self, reusable: bool) -> None: ...
+
+    def retry(self) -> None: ...
+
+    def fail(self, status: int, message: str) -> None: ...
+
+    def abort(self) -> None: ...
 
 
 class _Upstream(asyncio.Protocol):
     """A connection to a container's HTTP server; carries one exchange at a time, pooled in between."""
 
-    def __init__(self, gateway: Gateway, path: str) -> None:
+    def __init__(self, gateway: _UpstreamHub, path: str) -> None:
         self.gw = gateway
         self.path = path
         self.parser = httptools.HttpResponseParser(self)
         self.transport: asyncio.Transport = None  # type: ignore[assignment]
-        self.ex: _Exchange | None = None
+        self.ex: _Carried | None = None
         self.lost = False
         self.reading_paused = False
         self.out: list[bytes] = []
         self.reused = False
         self.begin(None, False)
 
-    def begin(self, ex: _Exchange | None, reused: bool) -> None:
+    def begin(self, ex: _Carried | None, reused: bool) -> None:
         self.ex = ex
         self.reused = reused
         self.state = _HEAD
@@ -104,7 +152,7 @@ class _Upstream(asyncio.Protocol):
             ex.response_done(self.keep and not self.dirty)
 
     @staticmethod
-    def _flush(ex: _Exchange, out: list[bytes]) -> None:
+    def _flush(ex: _Carried, out: list[bytes]) -> None:
         if not out:
             return
         if len(out) == 1:
