@@ -178,6 +178,19 @@ def test_containers_are_host_users_of_their_own(platform, escape):
     assert len(users) == 2 and "0" not in users, seen
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="containers keep the control plane's user when it is not root")
+def test_a_container_holds_no_handle_on_another_users_namespace(platform, escape):
+    """The template keeps the user namespace of each container user it has made (so that the next
+    container of that user starts sooner): a container holds none of them, not even its own (a handle on
+    the namespace of another container's user would be a way to act as that user)."""
+    with escape.app.run(show_logs=False):
+        calls = [escape.whoami.spawn(3), escape.whoami.spawn(3)]
+        seen = [c.get(timeout=120) for c in calls]
+        seen.append(escape.whoami.remote(0))  # a later one, forked while the template holds several
+    assert len({s["uid_map"][1] for s in seen[:2]}) == 2, seen
+    assert [s["namespaces"] for s in seen] == [[], [], []], seen
+
+
 def _container_process(cid: str) -> psutil.Process:
     """The runtime process of container `cid`, as the host sees it."""
     for proc in psutil.process_iter(["cmdline"]):
@@ -226,15 +239,24 @@ def test_a_container_forked_from_a_memory_snapshot_is_as_isolated(platform, esca
     assert seen["tmp"] == "written" and seen["slash_tmp"] == "written" and seen["home_write"] == "written"
 
 
-@pytest.mark.parametrize("isolation", ["1", "0"])
-def test_a_web_container_cannot_take_over_another_containers_socket(tmp_path, apps_path, monkeypatch, isolation):
+def _long_state_dir(tmp_path: Path) -> str:
+    """A state directory whose path is too long for web sockets under it (about 100 bytes for a socket
+    address): the control plane puts them in a directory of its own under /tmp."""
+    base = str(tmp_path)
+    return base + "/" + "s" * max(1, 86 - len(base) - 1)
+
+
+@pytest.mark.parametrize("isolation,long_path", [("1", False), ("0", False), ("1", True), ("0", True)])
+def test_a_web_container_cannot_take_over_another_containers_socket(tmp_path, apps_path, monkeypatch, isolation,
+                                                                    long_path):
     """Web containers share a directory of sockets with the gateway: each may write only its own
     directory there. The attacker is a `web_server` (spawned, not forked): as isolated as the rest.
-    With the namespaces off (HOMEPORT_ISOLATION=0) the state directory is still hidden, and this holds."""
+    With the namespaces off (HOMEPORT_ISOLATION=0) the state directory is still hidden, and this holds;
+    so it does where the state directory's path is too long and the sockets are under /tmp."""
     import httpx
 
     monkeypatch.setenv("HOMEPORT_ISOLATION", isolation)
-    with Platform(str(tmp_path / "p")):
+    with Platform(_long_state_dir(tmp_path) if long_path else str(tmp_path / "p")):
         _modal_alias.install()
         spec = importlib.util.spec_from_file_location("escape_web", os.path.join(apps_path, "escape_web.py"))
         web = importlib.util.module_from_spec(spec)
@@ -252,3 +274,42 @@ def test_a_web_container_cannot_take_over_another_containers_socket(tmp_path, ap
     if host is not None and isolation == "1":
         assert host["uid"] != "0" and host["uid_map"][1] != "0", host
         assert len(seen["pids"]) < 10, seen["pids"]
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="runs a control plane as another user, which takes root")
+def test_a_snapshot_of_a_control_plane_that_is_not_root_sees_no_host_process(apps_path):
+    """A control plane that is not root cannot make its containers other users, but a template (a
+    memory snapshot's, the runtime's) still becomes process 1 of a PID namespace of its own (owned by
+    the user namespace it makes), so snap hooks and containers see no host process. Run as user 65534 (nobody), in a mount
+    namespace where the interpreter under /root is in its reach."""
+    import json
+    import subprocess
+    import sys
+
+    home = Path("/tmp") / f"hp-nonroot-{uuid.uuid4().hex[:8]}"
+    home.mkdir(mode=0o700)
+    os.chown(home, 65534, 65534)
+    prefix = os.path.realpath(sys.base_prefix)  # the interpreter (under /root here: 0700)
+    script = (f'mkdir -p {home}/.interp && mount --bind {prefix} {home}/.interp && '
+              f'mount -t tmpfs -o mode=0755 hp-root /root && mkdir -p {prefix} && mount --bind {home}/.interp {prefix} && '
+              f'exec setpriv --reuid=65534 --regid=65534 --clear-groups env HOME={home} "$@"')
+    program = Path(__file__).parent / "programs" / "nonroot_snapshot.py"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HOMEPORT_")}
+    try:
+        out = subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-c", script, "sh",
+                              sys.executable, str(program), str(home / "state"), apps_path],
+                             capture_output=True, text=True, timeout=240, env=env)
+    finally:
+        subprocess.run(["rm", "-rf", str(home)], check=False)
+    assert out.returncode == 0, out.stderr[-3000:]
+    seen = json.loads(out.stdout.strip().splitlines()[-1])
+    assert seen["uid_map"][1] == "65534", seen["uid_map"]  # the control plane's user, as before
+    assert seen["host_pid"] and 1 in seen["pids"], seen["pids"]  # process 1 of a PID namespace of its own
+    plain = seen["plain"]  # and a container forked from the runtime's template: the same
+    for pids, cmdlines in ((seen["pids"], seen["cmdlines"]), (seen["snap_pids"], seen["snap_cmdlines"]),
+                           (plain["pids"], plain["cmdlines"])):
+        assert len(pids) < 10, pids
+        assert not any("homeport.server" in c or "nonroot_snapshot" in c for c in cmdlines), cmdlines
+    for pid in seen["test_pids"]:
+        assert seen["environ"][str(pid)] != "read" and seen["signal"][str(pid)] != "reached"
+    assert seen["reads"][next(iter(seen["reads"]))] != "read"  # the token: the state directory is hidden

@@ -102,15 +102,15 @@ def test_a_snapshot_template_of_a_gpu_function_holds_the_nodes_but_cuda_sees_no_
 
 
 def test_the_snapshot_refuses_a_process_that_loaded_the_cuda_driver(monkeypatch):
-    from homeport.runtime import _cuda, _template
+    from homeport.runtime import _cuda, _snapshot_check
 
-    monkeypatch.setattr(_template, "_inet_sockets", lambda: [])  # this test process's own sockets aside
+    monkeypatch.setattr(_snapshot_check, "_inet_sockets", lambda: [])  # this test process's own sockets aside
     monkeypatch.setattr(_cuda, "_cuda_loaded", lambda: True)
-    assert "CUDA driver (libcuda) was loaded before the snapshot" in _template.cuda_problem()
-    assert _template.cuda_problem() in _template.snapshot_problems()
+    assert "CUDA driver (libcuda) was loaded before the snapshot" in _snapshot_check.cuda_problem()
+    assert _snapshot_check.cuda_problem() in _snapshot_check.snapshot_problems()
     monkeypatch.setattr(_cuda, "_cuda_loaded", lambda: False)
-    assert _template.cuda_problem() is None
-    assert not any("libcuda" in p for p in _template.snapshot_problems())
+    assert _snapshot_check.cuda_problem() is None
+    assert not any("libcuda" in p for p in _snapshot_check.snapshot_problems())
 
 
 def test_driver_libraries_outside_the_linker_cache_reach_gpu_containers_only(monkeypatch):

@@ -18,7 +18,8 @@ PRIVATE = PrivateDir(STATE, (Mount(f"{STATE}/server.sock", f"{STATE}/server.sock
 def test_the_plan_keeps_only_paths_under_the_directory_shallower_first():
     plan = _private.plan(PRIVATE, [f"{STATE}/containers/tpl-1/ta-1/"])
     assert plan == {"dir": STATE, "keep": [[f"{STATE}/server.sock", False], [f"{STATE}/images", True],
-                                           [f"{STATE}/containers/tpl-1/ta-1", False]]}
+                                           [f"{STATE}/containers/tpl-1/ta-1", False]],
+                    "outside": [["/elsewhere/web", False]]}  # bound over itself by the same rule (`_hide`)
     assert _private.plan(None, ["/x"]) is None  # nothing to hide: a backend made without a state directory
     assert _private.plan(PrivateDir(STATE), [STATE, f"{STATE}x/y"])["keep"] == []  # not the directory, nor a sibling
 
@@ -28,7 +29,8 @@ def test_bubblewrap_covers_the_directory_then_binds_back_and_drops_its_powers():
     assert args[:5] == ["--unshare-user", "--cap-drop", "ALL", "--tmpfs", STATE]
     assert args[5:] == ["--bind-try", f"{STATE}/server.sock", f"{STATE}/server.sock",
                         "--ro-bind-try", f"{STATE}/images", f"{STATE}/images",
-                        "--bind-try", f"{STATE}/containers/ta-1", f"{STATE}/containers/ta-1"]
+                        "--bind-try", f"{STATE}/containers/ta-1", f"{STATE}/containers/ta-1",
+                        "--bind-try", "/elsewhere/web", "/elsewhere/web"]  # kept outside the directory
 
 
 @pytest.fixture
@@ -61,11 +63,24 @@ def test_a_root_file_system_image_is_left_as_it_is(bwrap):
 
 
 def test_the_server_keeps_its_socket_the_images_read_only_and_the_web_sockets():
-    private = _private_dir(Path(STATE), Path(f"{STATE}/server.sock"))
+    private = _private_dir(Path(STATE), Path(f"{STATE}/server.sock"), f"{STATE}/web")
     assert private.path == STATE
     assert {(m.source, m.read_only) for m in private.keep} == {
         (f"{STATE}/server.sock", False), (f"{STATE}/images", True), (f"{STATE}/web", False)}
     assert all(m.source == m.target for m in private.keep)
+    # Where the state directory's path is too long for socket addresses, under /tmp: kept all the same.
+    long = _private_dir(Path(STATE), Path(f"{STATE}/server.sock"), "/tmp/hp-web-x")
+    assert ("/tmp/hp-web-x", False) in {(m.source, m.read_only) for m in long.keep}
+
+
+def test_a_shared_directory_outside_is_read_only_to_a_container_but_for_its_own_entry(tmp_path):
+    web = tmp_path / "hp-web-x"
+    (web / "ta-1").mkdir(parents=True)
+    private = PrivateDir(STATE, (Mount(str(web), str(web)),))
+    plan = _private.plan(private, _private.own_entries(private, "ta-1"), container=True)
+    assert plan["keep"] == [] and plan["outside"] == [[str(web), True], [str(web / "ta-1"), False]]
+    args = _private.bwrap_args(plan)
+    assert args[-6:] == ["--ro-bind-try", str(web), str(web), "--bind-try", str(web / "ta-1"), str(web / "ta-1")]
 
 
 def test_an_app_is_told_once_that_its_containers_see_the_directory():

@@ -41,7 +41,7 @@ from .codec import (
 from .errors import ERROR
 from .frames import HEADER, FrameReader, FrameTooLarge
 from .messages import *  # noqa: F403 - every message type, as P.Call, P.Result, ...
-from .rows import CallInput, CallOutput, InputRow, OutputRow, VolumeFile
+from .rows import CallChunkOutput, CallInput, CallOutput, ChunkOutputRow, InputRow, OutputRow, VolumeFile
 from .sandbox import *  # noqa: F403 - the sandbox operations, as P.SandboxExec, P.AgentExec, ...
 
 PROTOCOL_VERSION = 1
@@ -180,6 +180,22 @@ ENV_HOST_PID = "HOMEPORT_HOST_PID"  # in a container in a PID namespace of its o
 # {"uid": host user to become, "hidden": the state directory, "needed": [[path, writable], ...]};
 # taken out of its environment.
 ENV_ISOLATE = "HOMEPORT_ISOLATE"
+# Each container is a host user of its own, CONTAINER_UIDS + n (the local backend's `container_uid`).
+# One in an image with its own root file system also gets host ids for the image's other users (ids
+# 1-65535 inside: `runuser -u alice`), 65536 of its own from SUBORDINATE_IDS on (`subordinate_ids`).
+CONTAINER_UIDS = 165536
+CONTAINER_UID_COUNT = 65536
+SUBORDINATE_IDS = 1 << 20
+
+
+def subordinate_ids(uid: int) -> int | None:
+    """The host id that id 1 inside container user `uid`'s namespace maps to (1-65535 follow on), or
+    None where `uid` is not one of the per-container users (a shared one: only its root is mapped)."""
+    n = uid - CONTAINER_UIDS
+    if not 0 <= n < CONTAINER_UID_COUNT:
+        return None
+    first = SUBORDINATE_IDS + n * 65536
+    return first if first + 65536 < 1 << 32 else None
 WEB_TYPES = ("fastapi_endpoint", "asgi_app", "wsgi_app", "web_server", "server")
 WEB_PROXIED = ("web_server", "server")  # the user's own server on a port: bridged, in its own network
 

@@ -121,6 +121,32 @@ def hide(plan: dict[str, Any]) -> None:
     finally:
         for fd, _path, _ro in held:
             os.close(fd)
+    _outside(plan.get("outside") or ())
+
+
+def _outside(entries: Sequence[Sequence[Any]]) -> None:
+    """Kept paths outside the hidden directory, bound over themselves: the writable ones (a container's
+    own entries) first, then the read-only ones (a recursive bind keeps those inside writable)."""
+    entries = [(p, ro) for p, ro in _by_depth(entries) if os.path.exists(p)]
+    for path, _ro in [e for e in entries if not e[1]][::-1]:
+        _mount(path, path, None, MS_BIND)
+    for path, _ro in [e for e in entries if e[1]]:
+        _mount(path, path, None, MS_BIND | MS_REC)
+        _mount(None, path, None, MS_REMOUNT | MS_BIND | MS_RDONLY | _kept_flags(path))
+
+
+def hide_or_leave(plan: dict[str, Any]) -> None:
+    """`hide` then `lock`, in a container forked from a template whose probe showed both work; if they
+    fail now it leaves rather than run the user's code with the secrets in view."""
+    import sys
+
+    try:
+        hide(plan)
+        lock()
+    except OSError as exc:
+        print(f"homeport: this container could not hide the control plane's state directory ({exc}); "
+              "it does not start", file=sys.stderr)
+        raise SystemExit(1) from None
 
 
 def _by_depth(keep: Sequence[Sequence[Any]]) -> list[tuple[str, bool]]:

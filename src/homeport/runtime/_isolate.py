@@ -157,6 +157,22 @@ def enter_own_pid_namespace() -> int | None:
     return seen
 
 
+def try_own_pid_namespace() -> str | None:
+    """`enter_own_pid_namespace` where it works (tried first in a throw-away child), with the host pid
+    in the environment: a snapshot template the control plane could not make another user (it is not
+    root) still becomes process 1 of a PID namespace of its own, owned by the user namespace it made,
+    so that its snap hooks and its containers see no host process. None, or why not."""
+    from .. import _protocol as P
+    from ._mountns import probe
+
+    problem = probe(enter_own_pid_namespace)
+    if problem is None:
+        host = enter_own_pid_namespace()
+        if host is not None:
+            os.environ[P.ENV_HOST_PID] = str(host)
+    return problem
+
+
 def in_initial_user_namespace() -> bool:
     try:
         with open("/proc/self/uid_map") as f:
@@ -165,9 +181,26 @@ def in_initial_user_namespace() -> bool:
         return False
 
 
-def idmap_namespace(uid: int) -> int:
+def _idmap_text(uid: int, others: bool | int) -> str:
+    """`0 <uid> 1`; with `others` True also ids 1-65535 mapped to themselves (but `uid`); with an int,
+    ids 1-65535 mapped to `others`, `others` + 1 ... (a container's own subordinate ids)."""
+    lines = [f"0 {uid} 1"]
+    if others is True:
+        for lo, hi in ((1, min(uid, 65536)), (max(uid + 1, 1), 65536)):
+            if hi > lo:
+                lines.append(f"{lo} {lo} {hi - lo}")
+    elif others:
+        lines.append(f"1 {others} 65535")
+    return "\n".join(lines) + "\n"
+
+
+def idmap_namespace(uid: int, others: bool | int = False) -> int:
     """A descriptor of a user namespace in which root is host user `uid`: what makes a mount idmapped
-    (host root's files look like `uid`'s). Made by a child that enters it and is then killed."""
+    (host root's files look like `uid`'s). Made by a child that enters it and is then killed.
+    `others` (`_idmap_text`): how an image's other ids (1-65535) map: to a container's own subordinate
+    ids (so that they are its users' ids inside), or to themselves (so that files of theirs, such as
+    the shadow group's, stay within reach of the overlay that reads them: the kernel's override of
+    permissions needs both owner and group mapped)."""
     r, w = os.pipe()
     pid = os.fork()
     if pid == 0:  # never returns
@@ -188,7 +221,7 @@ def idmap_namespace(uid: int) -> int:
             raise OSError("unshare(CLONE_NEWUSER) failed in the helper")
         for name in ("uid_map", "gid_map"):
             with open(f"/proc/{int(seen)}/{name}", "w") as f:
-                f.write(f"0 {uid} 1\n")
+                f.write(_idmap_text(uid, others))
         return os.open(f"/proc/{int(seen)}/ns/user", os.O_RDONLY | os.O_CLOEXEC)
     finally:
         with contextlib.suppress(ProcessLookupError):
@@ -393,4 +426,4 @@ def host_pid() -> int | None:
     return None
 
 
-__all__ = ["enter_own_pid_namespace", "fork_in_new_pid_namespace", "host_pid", "idmap_namespace", "isolate", "pid_namespaces_work"]
+__all__ = ["enter_own_pid_namespace", "fork_in_new_pid_namespace", "host_pid", "idmap_namespace", "isolate", "pid_namespaces_work", "try_own_pid_namespace"]

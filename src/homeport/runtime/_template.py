@@ -22,13 +22,13 @@ template forks no more and leaves after its last container.
 from __future__ import annotations
 
 import contextlib
+import gc
 import os
 import random
 import selectors
 import signal
 import socket
 import sys
-import threading
 import time
 import traceback
 from collections.abc import Sequence
@@ -36,8 +36,8 @@ from typing import Any
 
 from .. import _protocol as P
 from .._protocol import templates as T
-from .._protocol.definition import FunctionDefinition, definition_from_wire
-from ._cuda import cuda_problem
+from .._protocol.definition import definition_from_wire
+from ._snapshot_check import snapshot_problems, user_sources
 
 PACKET = T.PACKET
 
@@ -46,112 +46,8 @@ def _send(sock: socket.socket, msg: T.Sources | T.TemplateReady | T.TemplateFail
     sock.send(T.encode_packet(msg))
 
 
-def _inet_sockets() -> list[str]:
-    """This process's open TCP/UDP sockets as "ip:port[->ip:port]", read from /proc: the runtime
-    runs in the image's environment, where psutil is not installed unless the image asks for it."""
-    try:
-        inodes = set()
-        for fd in os.listdir("/proc/self/fd"):
-            try:
-                target = os.readlink(f"/proc/self/fd/{fd}")
-            except OSError:
-                continue
-            if target.startswith("socket:["):
-                inodes.add(target[8:-1])
-        if not inodes:
-            return []
-        found = []
-        for table in ("tcp", "tcp6", "udp", "udp6"):
-            try:
-                lines = open(f"/proc/self/net/{table}").read().splitlines()[1:]
-            except OSError:
-                continue
-            for line in lines:
-                fields = line.split()
-                if len(fields) > 9 and fields[9] in inodes:
-                    local, remote = _proc_addr(fields[1]), _proc_addr(fields[2])
-                    found.append(local if remote.endswith(":0") else f"{local}->{remote}")
-        return found
-    except OSError:  # not Linux: ask psutil if the image has it
-        try:
-            import psutil
-
-            return [f"{c.laddr.ip}:{c.laddr.port}" for c in psutil.Process().net_connections(kind="inet")]
-        except Exception:
-            return []
-
-
-def _proc_addr(text: str) -> str:
-    import ipaddress
-
-    host, port = text.split(":")
-    raw = bytes.fromhex(host)
-    # /proc prints each 32-bit word of the address in host (little-endian) order.
-    raw = b"".join(raw[i : i + 4][::-1] for i in range(0, len(raw), 4))
-    return f"{ipaddress.ip_address(raw)}:{int(port, 16)}"
-
-
-def snapshot_problems() -> list[str]:
-    """State that a fork cannot carry into a container; a snapshot with any of it is refused."""
-    problems = []
-    threads = [t.name for t in threading.enumerate() if t is not threading.main_thread() and t.is_alive()]
-    if threads:
-        problems.append(f"threads started before the snapshot would not exist in containers: {', '.join(threads)}")
-    conns = _inet_sockets()
-    if conns:
-        where = ", ".join(conns)
-        problems.append(
-            f"network sockets open before the snapshot ({where}) would be shared by every container; open "
-            "connections in an `@modal.enter()` hook without `snap=True`"
-        )
-    cuda = cuda_problem()
-    if cuda:
-        problems.append(cuda)
-    torch = sys.modules.get("torch")
-    if torch is not None and not cuda:
-        try:
-            if torch.cuda.is_initialized():
-                problems.append(
-                    "CUDA was initialised before the snapshot, and CUDA state cannot be forked; move GPU work "
-                    "to an `@modal.enter()` hook without `snap=True`"
-                )
-        except Exception:
-            pass
-    return problems
-
-
 # The directory `python -m` put first on sys.path when this template started (its working directory).
 _start_dir: str | None = None
-
-
-def user_sources(defn: FunctionDefinition) -> list[list[Any]]:
-    """[path, mtime_ns, size, inode] of every module this process imported from the user's own code
-    directories (not from the image's environment nor the runtime): a snapshot taken with them is stale
-    once one changes."""
-    dirs = [os.path.realpath(d) for d in defn.sys_path if d]
-    if defn.module_file:
-        dirs.append(os.path.dirname(os.path.realpath(defn.module_file)))
-    runtime = [os.path.realpath(os.path.join(p, e)) for p in os.environ.get(P.ENV_RUNTIME_PATH, "").split(os.pathsep)
-               if p and os.path.isdir(p) for e in os.listdir(p)]
-    installed = [os.path.realpath(p) for p in {sys.prefix, sys.base_prefix, sys.exec_prefix}] + runtime
-
-    def under(path: str, roots: list[str]) -> bool:
-        return any(path == r or path.startswith(r.rstrip("/") + "/") for r in roots)
-
-    out = []
-    for module in list(sys.modules.values()):
-        path = getattr(module, "__file__", None)
-        if not isinstance(path, str):
-            continue
-        real = os.path.realpath(path)
-        if not under(real, dirs) or under(real, installed) or "site-packages" in real.split("/"):
-            continue
-        try:
-            st = os.stat(real)
-        except OSError:
-            continue
-        out.append([real, st.st_mtime_ns, st.st_size, st.st_ino])
-    return out
 
 
 def _send_sources(sock: socket.socket, files: list[list[Any]]) -> None:
@@ -178,6 +74,12 @@ _snapshot_template = False  # this template ran the user's imports and snap hook
 # its host pid from the message's credentials) and learns its host pid when it is let go.
 _own_pids = False
 _placed_pid: int | None = None  # this container's pid as the host sees it, from the backend
+# Host user -> a user namespace descriptor in which root is that user (`_isolate.idmap_namespace`): made
+# in the template, once per user its containers become (a helper process each time costs a container
+# ~4 ms, far more on a busy machine), and kept for that user's next containers. A copy keeps only its own.
+_idmaps: dict[int, int] = {}
+IDMAPS_KEPT = 256
+_interpreter_view: tuple[str | None, list[str]] | None = None  # (runtime path, `_interpreter_paths()`) in the template
 
 
 def _isolate_itself(settings: dict[str, Any], plan: dict[str, Any] | None, code: Sequence[str]) -> list[str]:
@@ -243,6 +145,8 @@ def _prepare_isolation(settings: dict[str, Any], plan: dict[str, Any] | None, sn
             _hide.new_user_namespace()
     except OSError as exc:
         return [f"containers are not isolated from the host: no mount namespace ({exc})"]
+    if snapshot and not _own_pids:  # not root: still a PID namespace of its own, owned by its user namespace
+        _own_pids = _isolate.try_own_pid_namespace() is None  # (before the user's code; else said below)
     idmap = -1
     if uid is not None and (os.geteuid() != 0 or not _isolate.in_initial_user_namespace()):
         if os.geteuid() == 0:  # root, but only in a user namespace (a snapshot template runs user code)
@@ -256,6 +160,9 @@ def _prepare_isolation(settings: dict[str, Any], plan: dict[str, Any] | None, sn
             notes.append(f"containers run as host root in their user namespace: no idmapped mounts here ({exc})")
             uid = None
     pid_problem = _isolate.pid_namespaces_work()
+    if pid_problem and not _own_pids and _isolate.try_own_pid_namespace() is None:  # not root: in its own first
+        _own_pids = True
+        pid_problem = _isolate.pid_namespaces_work()
     if pid_problem:
         notes.append(f"containers{' forked from a memory snapshot' if snapshot else ''} see the host's processes: "
                      f"no PID namespace of their own ({pid_problem})")
@@ -286,6 +193,10 @@ def _probe_isolation(candidate: dict[str, Any], plan: dict[str, Any] | None) -> 
             raise OSError("the user namespace did not map root to the container's user")
 
     return _mountns.probe(attempt, _isolate.fork_in_new_pid_namespace if candidate["pidns"] else os.fork)
+
+
+# A root file system image's containers each assemble a root and become a user of their own (`_newroot`).
+_rootfs_isolation: dict[str, Any] | None = None
 
 
 def _prepare_hiding(plan: dict[str, Any], snapshot: bool) -> str | None:
@@ -319,7 +230,20 @@ def main(fd: int) -> None:
     first = T.decode_start(sock.recv(PACKET))
     preloaded = None
     t0 = time.monotonic()
-    if first.private_root:
+    isolation: list[str] = []
+    if first.private_root and first.isolate is not None:  # its containers each become a user of their own
+        if first.definition_path:
+            _send(sock, T.TemplateFailed(error="a memory snapshot of an image with its own root file system would "
+                                               "run your code as host root, where its containers run as users of "
+                                               "their own"))
+            return
+        global _rootfs_isolation
+        from ._newroot import prepare_template
+
+        _rootfs_isolation, problem = prepare_template(int(first.isolate["uid"]))
+        if problem is not None:
+            isolation.append(f"containers of this image run as root in their own root ({problem})")
+    if first.private_root and _rootfs_isolation is None:
         from ._mountns import probe
 
         problem = probe()
@@ -332,10 +256,9 @@ def main(fd: int) -> None:
         with open(first.definition_path, "rb") as f:
             defn = definition_from_wire(P.decode(f.read()))
     visible = None
-    isolation: list[str] = []
     global _snapshot_template
     _snapshot_template = defn is not None
-    if first.isolate is not None:
+    if first.isolate is not None and not first.private_root:
         code = [] if defn is None else [*defn.sys_path, os.path.dirname(defn.module_file or "")]
         isolation = _prepare_isolation(first.isolate, first.hide, snapshot=defn is not None,
                                        code=[p for p in code if p and os.path.isdir(p)])
@@ -351,10 +274,6 @@ def main(fd: int) -> None:
             _modal_alias.install()
         from ._load import load_service, run_snap_hooks
 
-        if os.environ.get(P.ENV_MODAL_ALIAS, "1") == "1":  # as every container: `import modal` is Homeport
-            from .._modal_alias import install as install_modal_alias
-
-            install_modal_alias()
         try:
             preloaded = load_service(defn)
             timeline = {"import": time.monotonic() - t0}
@@ -373,12 +292,18 @@ def main(fd: int) -> None:
         from . import _runtime  # noqa: F401 - what every container needs, imported once here
 
         preloaded = None
+    # What it holds now, its copies hold too: the cyclic collector in a copy leaves it alone, so it does
+    # not write to every one of those objects (a copy of each page it touched, ms of a cold start).
+    gc.freeze()
     _send(sock, T.TemplateReady(seconds=time.monotonic() - t0, visible=visible, isolation=isolation,
                                 own_pids=_own_pids))
     _serve(sock, preloaded)
 
 
 def _serve(sock: socket.socket, preloaded: Any) -> None:
+    global _interpreter_view
+    if _isolation is not None:  # the same for each copy: worked out once, here
+        _interpreter_view = (os.environ.get(P.ENV_RUNTIME_PATH), _interpreter_paths())
     children: dict[int, str] = {}
     retiring = False  # no more forks: leave once the last container forked from here has exited
     rfd, wfd = os.pipe()
@@ -404,7 +329,8 @@ def _serve(sock: socket.socket, preloaded: Any) -> None:
                 os._exit(0)
             msg = T.decode_to_template(data)
             if type(msg) is T.Fork:
-                if _isolation is not None and _isolation["pidns"]:
+                _make_idmap(msg.uid)
+                if (_isolation or _rootfs_isolation or {}).get("pidns"):
                     from ._isolate import fork_in_new_pid_namespace
 
                     pid = fork_in_new_pid_namespace()
@@ -422,6 +348,8 @@ def _serve(sock: socket.socket, preloaded: Any) -> None:
                 children[pid] = msg.cid
                 if not _own_pids:  # else the copy says so itself (see `_child`)
                     _send(sock, T.Forked(cid=msg.cid, pid=pid))
+                if msg.uid is not None:  # the user the next container gets while this one runs, made now
+                    _make_idmap(msg.uid + 1)
             elif type(msg) is T.Retire:
                 retiring = True
                 if not children:
@@ -453,18 +381,6 @@ def _kill(pid: int, sig: int) -> None:
         pass
 
 
-def _hide_state(plan: dict[str, Any]) -> None:
-    from . import _hide
-
-    try:
-        _hide.hide(plan)
-        _hide.lock()
-    except OSError as exc:  # the template's probe worked: do not run the user's code with the secrets in view
-        print(f"homeport: this container could not hide the control plane's state directory ({exc}); "
-              "it does not start", file=sys.stderr)
-        raise SystemExit(1) from None
-
-
 def _unbuffered_stdio() -> None:
     """New `sys.stdout`/`sys.stderr` on fds 1 and 2, as `PYTHONUNBUFFERED=1` makes them in a fresh
     interpreter: every write reaches the pipe at once (a fresh interpreter's are set before it runs
@@ -477,12 +393,40 @@ def _unbuffered_stdio() -> None:
                                   errors=getattr(old, "errors", None) or "strict", write_through=True)
         setattr(sys, name, stream)
         setattr(sys, f"__{name}__", stream)
-def _isolate_child(msg: T.Fork) -> None:
-    """Make this copy a container of its own (`_isolate`), or leave without running the user's code."""
+
+
+def _make_idmap(uid: int | None) -> None:
+    """In the template: the idmap namespace of host user `uid` (`_idmaps`), unless made already or its
+    containers need none; where it cannot be made, the copy tries itself and says why it fails."""
+    if _isolation is None or _isolation["uid"] is None or uid is None or uid == _isolation["uid"] or uid in _idmaps:
+        return
+    from . import _isolate
+
+    while len(_idmaps) >= IDMAPS_KEPT:
+        os.close(_idmaps.pop(next(iter(_idmaps))))
+    with contextlib.suppress(OSError):
+        _idmaps[uid] = _isolate.idmap_namespace(uid)
+
+
+def _own_idmap(uid: int | None) -> int:
+    """In a copy, first thing: the descriptor of its own user's idmap namespace (-1: none made), every
+    other user's closed."""
+    mine = _idmaps.pop(uid, -1) if uid is not None else -1
+    for fd in _idmaps.values():
+        os.close(fd)
+    _idmaps.clear()
+    return mine
+
+
+def _isolate_child(msg: T.Fork, made_idmap: int = -1) -> None:
+    """Make this copy a container of its own (`_isolate`), or leave without running the user's code.
+    `made_idmap`: its user's idmap namespace, made by the template (-1: it makes it itself)."""
     from . import _isolate
 
     assert _isolation is not None
-    needed = [*msg.needed, *[[p, False] for p in _interpreter_paths()]]
+    view = _interpreter_view
+    paths = view[1] if view is not None and view[0] == os.environ.get(P.ENV_RUNTIME_PATH) else _interpreter_paths()
+    needed = [*msg.needed, *[[p, False] for p in paths]]
     host_pid = _placed_pid if _own_pids else _isolate.host_pid()
     if host_pid is not None and _isolation["pidns"]:
         os.environ[P.ENV_HOST_PID] = str(host_pid)
@@ -491,7 +435,8 @@ def _isolate_child(msg: T.Fork) -> None:
         if uid is not None and msg.uid not in (None, uid):  # a host user of its own
             uid = msg.uid
             os.close(idmap)
-            idmap = _isolate.idmap_namespace(uid)  # host root's files it may write look like its own
+            # host root's files it may write look like its own
+            idmap = made_idmap if made_idmap >= 0 else _isolate.idmap_namespace(uid)
         notes = _isolate.isolate(needed, _isolation["hidden"], uid, idmap, _isolation["pidns"])
     except OSError as exc:
         if not _snapshot_template or _own_pids:
@@ -537,6 +482,7 @@ def _child(sock: socket.socket, fds: list[int], msg: T.Fork, preloaded: Any) -> 
     if _own_pids:  # the backend reads this copy's host pid from the message's credentials (SO_PASSCRED)
         _send(sock, T.Forked(cid=msg.cid, pid=0))
     sock.close()  # first: a copy that still held the template's socket would hide the template's exit
+    made_idmap = _own_idmap(msg.uid)
     if msg.held:
         _wait_until_placed(fds.pop())
     code = 1
@@ -557,10 +503,19 @@ def _child(sock: socket.socket, fds: list[int], msg: T.Fork, preloaded: Any) -> 
         os.environ.update(msg.env)
         cwd = msg.cwd
         if _isolation is not None and not msg.private_root:  # before any user code runs here
-            _isolate_child(msg)
-        elif msg.hide is not None and _hides:
-            _hide_state(msg.hide)
-        if msg.private_root:  # a root file system image: a writable root of its own, first
+            _isolate_child(msg, made_idmap)
+        else:
+            if made_idmap >= 0:
+                os.close(made_idmap)
+            if msg.hide is not None and _hides:
+                from ._hide import hide_or_leave
+
+                hide_or_leave(msg.hide)
+        if msg.private_root and _rootfs_isolation is not None:  # a root of its own, as a user of its own
+            from ._newroot import enter_from_template
+
+            enter_from_template(msg.cid, msg.uid or _rootfs_isolation["uid"], _rootfs_isolation["pidns"])
+        elif msg.private_root:  # a root file system image: a writable root of its own, first
             from ._mountns import private_root
 
             private_root()

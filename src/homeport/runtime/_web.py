@@ -373,14 +373,7 @@ def prefix_from_env() -> str:
 
 
 def loopback_up() -> None:
-    """Bring up `lo` in a fresh network namespace (`unshare --net` leaves it down; bubblewrap does not),
-    before user code binds 127.0.0.1."""
-    import fcntl
-    import struct
+    """Bring up `lo` in a fresh network namespace (`_newroot.loopback_up`)."""
+    from ._newroot import loopback_up as up
 
-    siocgifflags, siocsifflags, iff_up = 0x8913, 0x8914, 0x1
-    with contextlib.suppress(OSError), socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        req = struct.pack("16sh", b"lo", 0)
-        flags = struct.unpack("16sh", fcntl.ioctl(s, siocgifflags, req))[1]
-        if not flags & iff_up:
-            fcntl.ioctl(s, siocsifflags, struct.pack("16sh", b"lo", flags | iff_up))
+    up()

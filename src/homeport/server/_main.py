@@ -21,7 +21,7 @@ from .api import serve, serve_tcp
 from .dashboard import Dashboard
 from .dictqueue import DictQueueStore
 from .secrets import Cipher, SecretStore, load_or_create_key
-from .services import ControlPlane
+from .services import ControlPlane, web_socket_dir
 from .state import State
 from .volumes import VolumeStore
 from .web import WebEndpoints
@@ -40,12 +40,14 @@ def _socket_in_use(path: Path) -> bool:
     return True
 
 
-def _private_dir(state_dir: Path, address: Path) -> PrivateDir:
+def _private_dir(state_dir: Path, address: Path, web_dir: str) -> PrivateDir:
     """The state directory as containers see it: empty but for the control plane's socket, the image
     environments (read-only: one app's container must not change another's packages) and the web
-    endpoints' sockets. Their own scratch directory the backend adds; their volumes they see mounted."""
+    endpoints' sockets (`web_dir`, under /tmp where the state directory's path is too long for a socket
+    address: kept all the same, each container writing only its own entry there). Their own scratch
+    directory the backend adds; their volumes they see mounted."""
     keep = (Mount(str(address), str(address)), Mount(str(state_dir / "images"), str(state_dir / "images"), True),
-            Mount(str(state_dir / "web"), str(state_dir / "web")))
+            Mount(web_dir, web_dir))
     return PrivateDir(str(state_dir), keep)
 
 
@@ -62,10 +64,11 @@ async def run(state_dir: Path, backend_name: str) -> None:
     stale = state.stop_running_apps()
     if stale:
         log.info("marked %d apps of a previous control plane as stopped", stale)
-    backend = create_backend(backend_name, scratch_dir=str(scratch), private=_private_dir(state_dir, address))
+    web_dir = web_socket_dir(str(state_dir))
+    backend = create_backend(backend_name, scratch_dir=str(scratch), private=_private_dir(state_dir, address, web_dir))
     cipher = Cipher(load_or_create_key(state_dir / "secret.key"))
     state.cipher = cipher  # deployments hold function environments (secret values): encrypted at rest
-    cp = ControlPlane(state, backend, token, str(address), str(scratch))
+    cp = ControlPlane(state, backend, token, str(address), str(scratch), web_dir=web_dir)
     cp.secrets = SecretStore(state.db, cipher)
     volumes, cp.volumes_unshared = volume_root(state_dir, backend)
     cp.volumes = VolumeStore(state.db, volumes)

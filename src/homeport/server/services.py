@@ -68,7 +68,7 @@ def machine_capacity() -> Capacity:
     return Capacity(cpu=cpu, memory_mib=mem)
 
 
-def _web_socket_dir(state_dir: str) -> str:
+def web_socket_dir(state_dir: str) -> str:
     """Where containers put their web endpoints' Unix sockets: the state directory when its paths are
     short enough for a socket address (about 100 bytes), else a private directory under /tmp."""
     path = os.path.join(state_dir, "web")
@@ -80,7 +80,7 @@ def _web_socket_dir(state_dir: str) -> str:
 
 class ControlPlane:
     def __init__(self, state: State, backend: Backend, token: str, address: str, scratch: str,
-                 images: ImageBuilder | None = None, gpus: tuple | None = None) -> None:
+                 images: ImageBuilder | None = None, gpus: tuple | None = None, web_dir: str | None = None) -> None:
         self.state = state
         self.images = images or ImageBuilder(os.path.join(os.path.dirname(scratch), "images"),
                                              run_container=BuildContainers(backend))
@@ -105,7 +105,7 @@ class ControlPlane:
         self.dictqueue: Any = None  # DictQueueStore, set by the server's main
         self.web: WebEndpoints | None = None  # web endpoints and the HTTP gateway (set by the server's main)
         self.dashboard: Dashboard | None = None  # the dashboard and /metrics (set by the server's main)
-        self.web_dir = _web_socket_dir(os.path.dirname(scratch))
+        self.web_dir = web_dir or web_socket_dir(os.path.dirname(scratch))
         self._tasks: set[asyncio.Task] = set()
         self._wake = asyncio.Event()
         self.shutdown_requested = asyncio.Event()

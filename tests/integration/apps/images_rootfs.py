@@ -46,5 +46,5 @@ def inspect() -> dict:
         "source": os.path.exists("source.py"),
         "debian": open("/etc/debian_version").read().strip(),
         "earlier_write": earlier,
-        "pid": os.getpid(),
+        "pid": os.environ.get("HOMEPORT_HOST_PID") or os.getpid(),  # its own PID namespace: 1 in each
     }

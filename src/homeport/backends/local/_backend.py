@@ -88,6 +88,8 @@ class LocalBackend(Backend):
         return tmp
 
     async def start(self, spec: ContainerSpec, on_output: OutputCallback, on_exit: ExitCallback) -> int:
+        # Its move into its cgroup, in a few ms, would otherwise wait for the kernel then.
+        self._spawn_task(asyncio.to_thread(self._cgroups.prepare_move))
         cgroup = self._cgroup(spec, on_output)
         try:
             return await self._start(spec, on_output, on_exit, cgroup)
@@ -197,7 +199,7 @@ class LocalBackend(Backend):
         """None, or why bubblewrap cannot hide the state directory on this machine (asked once)."""
         if self._bwrap_problem is False:
             assert self._private is not None
-            self._bwrap_problem = await _bwrap_fails(hide=_private.plan(self._private))
+            self._bwrap_problem = await _sandbox.bwrap_fails(hide=_private.plan(self._private))
         assert self._bwrap_problem is not False
         return self._bwrap_problem
 
@@ -209,7 +211,7 @@ class LocalBackend(Backend):
             return None
         if self._network_problem is False:
             self._network_problem = ("bubblewrap is not installed" if shutil.which("bwrap") is None
-                                     else await _bwrap_fails(private_network=True))
+                                     else await _sandbox.bwrap_fails(private_network=True))
         assert self._network_problem is not False
         return self._network_problem
 
@@ -236,7 +238,7 @@ class LocalBackend(Backend):
         dev = _gpu.container_dev(spec.gpus)  # None: no GPU node on this host to keep from it
         if dev is not None and not spec.rootfs and shutil.which("bwrap"):
             if getattr(self, "_dev_problem", False) is False:  # asked once: can bubblewrap build a /dev here?
-                self._dev_problem = await _bwrap_fails(dev=dev)
+                self._dev_problem = await _sandbox.bwrap_fails(dev=dev)
                 if self._dev_problem is not None:
                     log.warning("containers see every GPU node of this machine (only CUDA_VISIBLE_DEVICES keeps "
                                 "them to their own): %s", self._dev_problem)
@@ -247,8 +249,11 @@ class LocalBackend(Backend):
         isolate = self._spawn_isolation(spec, hide, tmp, own)
         if isolate is not None:
             env[P.ENV_ISOLATE] = json.dumps(isolate)
+        uid = self._rootfs_uid(spec)
+        if uid is not None:  # its own user in its own root: its web sockets' directory its only one there
+            spec = _rootfs.own_web_entry(spec)
         try:
-            argv = _sandbox.command(spec, hide, dev, isolates_itself=isolate is not None)
+            argv = _sandbox.command(spec, hide, dev, isolates_itself=isolate is not None, uid=uid)
         except _sandbox.SandboxUnavailable as exc:
             raise RuntimeError(str(exc)) from None
         if network_problem is not None:
@@ -293,6 +298,14 @@ class LocalBackend(Backend):
             return None
         return {"uid": self._uid(spec.container_id) or settings["uid"], "hidden": hide["dir"],
                 "needed": needed_paths(self._private, spec.mounts, tmp, spec.cwd, spec.code, own)}
+
+    def _rootfs_uid(self, spec: ContainerSpec) -> int | None:
+        """The host user a root file system image's container becomes (`_rootfs.isolated_root`), or None."""
+        settings = isolation_settings()
+        if not spec.rootfs or settings is None or settings["uid"] is None:
+            return None
+        uid = self._uid(spec.container_id) or settings["uid"]
+        return uid if _rootfs.isolated_root(spec.rootfs, uid) else None
 
     def _ensure_templates(self) -> Templates:
         if self._templates is None:
@@ -339,9 +352,9 @@ class LocalBackend(Backend):
             writers.append(w)
         place = None
         if cgroup is not None:
-            def place(pid: int) -> None:  # the copy waits for this before it runs anything
-                try:
-                    cgroup.add(pid)
+            async def place(pid: int) -> None:  # the copy waits for this before it runs anything
+                try:  # in a thread: the kernel may take ~10 ms over it, which the event loop must not wait for
+                    await asyncio.to_thread(cgroup.add, pid)
                 except OSError as exc:
                     self._unlimited(spec, f"it could not join its cgroup ({exc})", on_output)
 
@@ -487,17 +500,3 @@ class LocalBackend(Backend):
 
     def describe(self) -> dict[str, object]:
         return {"name": self.name, "templates": self._templates is not None}
-
-
-async def _bwrap_fails(**wrap: object) -> str | None:
-    """None if bubblewrap runs a command with these `_sandbox.wrap` options on this machine, else why not."""
-    try:
-        argv = _sandbox.wrap(["true"], (), None, None, **wrap)  # type: ignore[arg-type]
-        probe = await asyncio.create_subprocess_exec(
-            *argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
-        _out, err = await probe.communicate()
-    except (OSError, _sandbox.SandboxUnavailable) as exc:
-        return str(exc)
-    if probe.returncode == 0:
-        return None
-    return f"bubblewrap fails here: {err.decode(errors='replace').strip() or f'exit code {probe.returncode}'}"

@@ -18,7 +18,9 @@ from typing import Any
 
 from .._base import PrivateDir
 
-Plan = dict[str, Any]  # {"dir": path, "keep": [[path, read_only], ...]}: msgpack-able, for the runtime
+# {"dir": path, "keep": [[path, read_only], ...], "outside": [[path, read_only], ...] (optional)}:
+# msgpack-able, for the runtime
+Plan = dict[str, Any]
 
 
 def _under(path: str, directory: str) -> bool:
@@ -56,10 +58,13 @@ def plan(private: PrivateDir | None, own: Sequence[str] = (), container: bool = 
     if private is None:
         return None
     shared = set(shared_dirs(private)) if container else set()
-    keep = [(m.source, m.read_only or m.source.rstrip("/") in shared) for m in private.keep] + [(p, False) for p in own]
-    keep = [(p.rstrip("/"), ro) for p, ro in keep if _under(p, private.path)]
-    keep.sort(key=lambda k: k[0].count("/"))
-    return {"dir": private.path.rstrip("/"), "keep": [[p, ro] for p, ro in keep]}
+    every = [(m.source, m.read_only or m.source.rstrip("/") in shared) for m in private.keep] + [(p, False) for p in own]
+    every = sorted(((p.rstrip("/"), ro) for p, ro in every), key=lambda k: k[0].count("/"))
+    keep = [[p, ro] for p, ro in every if _under(p, private.path)]
+    # Kept paths outside the directory (the web sockets' directory under /tmp, where the state
+    # directory's path is too long for a socket address): bound over themselves, by the same rule.
+    outside = [[p, ro] for p, ro in every if not _under(p, private.path)]
+    return {"dir": private.path.rstrip("/"), "keep": keep, **({"outside": outside} if outside else {})}
 
 
 def bwrap_args(hide: Plan, lock: bool = True) -> list[str]:
@@ -70,6 +75,6 @@ def bwrap_args(hide: Plan, lock: bool = True) -> list[str]:
     `lock` False: it keeps its privilege, to drop it itself (`homeport.runtime._spawned`)."""
     args = ["--unshare-user", "--cap-drop", "ALL"] if lock else []
     args += ["--tmpfs", hide["dir"]]
-    for path, read_only in hide["keep"]:
+    for path, read_only in [*hide["keep"], *hide.get("outside", ())]:
         args += ["--ro-bind-try" if read_only else "--bind-try", path, path]
     return args

@@ -8,18 +8,31 @@
      "scratch": dir,        an empty host directory to mount the new root (and its tmpfs) on
      "cwd": path}           the working directory inside the new root
 
-The container runs as `unshare --mount` (plus `--user --map-root-user` when not root), a fixed shell
-script that mounts the overlay, /dev, /proc and `spec.mounts` (host paths bound at their targets), and
-`exec chroot`. Every step execs, so the pid the backend watches and signals is the container's own
-process, and the mounts vanish with its mount namespace.
+When the control plane is root and containers are isolated (`uid` given, `isolated_root`), a
+container runs as `unshare --mount --pid --fork`, then `python -I -m homeport.runtime._newroot`: its root
+assembled from the image's layers idmapped to its own unprivileged host user, which it becomes (root
+only in a user namespace of its own), in a PID namespace of its own; a template of the image runs the
+same way but stays host root and keeps the layers in view, for each container forked from it to
+assemble its own root (see `homeport.runtime._newroot`). A web container's socket directory is
+out of its view but for its own `<dir>/<container id>` (`own_web_entry`).
+
+Otherwise (an image build step, which installs packages as root into its layer; a control plane that
+is not root; HOMEPORT_ISOLATION=0) it runs as `unshare --mount` (plus `--user --map-root-user` when not
+root), a fixed shell script that mounts the overlay, /dev, /proc and `spec.mounts` (host paths bound at
+their targets), and `exec chroot`. Every step execs, so the pid the backend watches and signals is the
+container's own process (or `unshare --fork`'s, which waits for it), and the mounts vanish with its
+mount namespace.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
+import sys
 from collections.abc import Sequence
 
+from ... import _protocol as P
 from .._base import ContainerSpec, Mount
 from . import _gpu
 from ._gpu import DevEntry
@@ -72,15 +85,54 @@ exec chroot "$root" /bin/sh -c 'mkdir -p "$1" 2>/dev/null; cd "$1" 2>/dev/null |
 """
 
 
+_PACKAGE = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # homeport's own directory
+# `homeport.runtime._newroot.BOOT` (the backend imports nothing of the runtime): that module run without
+# the package's own imports
+_BOOT = ("import sys, types\n"
+         "for name, path in (('homeport', sys.argv[1]), ('homeport.runtime', sys.argv[1] + '/runtime')):\n"
+         "    m = types.ModuleType(name); m.__path__ = [path]; sys.modules[name] = m\n"
+         "from homeport.runtime._newroot import main\n"
+         "main(sys.argv[2:])\n")
+
+
 def command(spec: ContainerSpec) -> list[str]:
     """The argv that runs `spec.argv` inside the root file system `spec.rootfs` describes."""
     assert spec.rootfs is not None
     return wrap(spec.argv, spec.rootfs, spec.mounts, spec.private_network)
 
 
+def isolated_root(rootfs: str, uid: int | None) -> bool:
+    """Whether containers of this root file system get their own user (`uid`) and namespaces
+    (`homeport.runtime._newroot`): a container's (not an image build step's, whose writes are the
+    layer), with the control plane root."""
+    return uid is not None and os.geteuid() == 0 and json.loads(rootfs).get("upper") is None
+
+
+def own_web_entry(spec: ContainerSpec) -> ContainerSpec:
+    """A web container's spec with only its own `<dir>/<container id>` (where its sockets are) of the
+    shared web socket directory bound: it can neither replace another container's socket nor reach one."""
+    own = os.path.dirname(spec.env.get(P.ENV_WEB_SOCKET) or "")
+    shared = os.path.dirname(own)
+    if os.path.basename(own) != spec.container_id or not any(m.source.rstrip("/") == shared for m in spec.mounts):
+        return spec
+    mounts = [m for m in spec.mounts if m.source.rstrip("/") != shared] + [Mount(own, own, read_only=False)]
+    return dataclasses.replace(spec, mounts=tuple(mounts))
+
+
 def wrap(argv: Sequence[str], rootfs: str, mounts: Sequence[Mount], private_network: bool = False,
-         dev: Sequence[DevEntry] | None = None) -> list[str]:
+         dev: Sequence[DevEntry] | None = None, uid: int | None = None, template: bool = False) -> list[str]:
+    """`uid`: the container's own host user (or, for a `template`, the one its containers are made
+    with), where `isolated_root`."""
     fs = json.loads(rootfs)
+    if isolated_root(rootfs, uid):
+        net = ["--net"] if private_network else []
+        pid = [] if template else ["--pid", "--fork"]  # a template's containers each get their own
+        spec = {"lower": fs["lower"], "scratch": fs["scratch"], "cwd": fs.get("cwd") or "/", "uid": uid,
+                "first": None if template or uid is None else P.subordinate_ids(uid),
+                "template": template, "net": private_network, "dev": "-" if dev is None else _gpu.rootfs_dev_spec(dev),
+                "mounts": [[m.source, m.target, not m.read_only] for m in mounts]}
+        return ["unshare", "--mount", "--propagation", "private", *net, *pid, "--", sys.executable, "-I", "-S", "-c",
+                _BOOT, _PACKAGE, json.dumps(spec), "--", *argv]
     unshare = ["unshare", "--mount", "--propagation", "private", *(["--net"] if private_network else [])]
     if os.geteuid() != 0:
         unshare += ["--user", "--map-root-user"]

@@ -15,6 +15,7 @@ reaches the runtime, which runs the exit hooks, and bubblewrap leaves when the r
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 from collections.abc import Sequence
@@ -51,20 +52,20 @@ def network_note(reason: str) -> str:
 
 
 def command(spec: ContainerSpec, hide: Plan | None = None, dev: Sequence[DevEntry] | None = None,
-            isolates_itself: bool = False) -> list[str]:
+            isolates_itself: bool = False, uid: int | None = None) -> list[str]:
     # A container (not an image build step) under bubblewrap gets a PID namespace of its own too, and
     # the host's directories read-only but for /tmp and its volumes, unless isolation is turned off
     # (HOMEPORT_ISOLATION=0).
     isolated = not spec.host_read_only and os.environ.get("HOMEPORT_ISOLATION", "1") != "0"
     return wrap(spec.argv, spec.mounts, spec.rootfs, spec.cwd, host_read_only=spec.host_read_only, hide=hide,
                 private_network=spec.private_network, dev=dev, isolated=isolated, code=spec.code,
-                isolates_itself=isolates_itself)
+                isolates_itself=isolates_itself, uid=uid)
 
 
 def wrap(argv: Sequence[str], mounts: Sequence[Mount], rootfs: str | None, cwd: str | None,
          host_read_only: bool = False, hide: Plan | None = None, private_network: bool = False,
          dev: Sequence[DevEntry] | None = None, isolated: bool = False, code: Sequence[str] = (),
-         isolates_itself: bool = False) -> list[str]:
+         isolates_itself: bool = False, uid: int | None = None, template: bool = False) -> list[str]:
     """The argv that runs `argv` in the view of a container (or template) with these mounts and root.
 
     `host_read_only`: the host's directories are read-only and /tmp is private (an image build step
@@ -76,9 +77,11 @@ def wrap(argv: Sequence[str], mounts: Sequence[Mount], rootfs: str | None, cwd: 
     `isolates_itself`: the runtime drops its privilege itself (`homeport.runtime._spawned`, told so in
     its environment): bubblewrap leaves it, rather than mapping the control plane's user into a user
     namespace of its own.
+    `uid`, `template`: a root file system's container runs as this host user of its own (or, for a
+    template of the image, its containers do; see `_rootfs`).
     """
     if rootfs:  # the image's own root file system, mounts bound into it
-        return _rootfs.wrap(argv, rootfs, mounts, private_network, dev=dev)
+        return _rootfs.wrap(argv, rootfs, mounts, private_network, dev=dev, uid=uid, template=template)
     if not mounts and not host_read_only and hide is None and not private_network and dev is None:
         return list(argv)
     bwrap = shutil.which("bwrap")
@@ -133,3 +136,17 @@ def wrap(argv: Sequence[str], mounts: Sequence[Mount], rootfs: str | None, cwd: 
     if cwd:
         args += ["--chdir", cwd]
     return ["sh", "-c", 'trap "" TERM; exec "$@"', "sh", *args, "--", *argv]
+
+
+async def bwrap_fails(**options: object) -> str | None:
+    """None if bubblewrap runs a command with these `wrap` options on this machine, else why not."""
+    try:
+        argv = wrap(["true"], (), None, None, **options)  # type: ignore[arg-type]
+        probe = await asyncio.create_subprocess_exec(
+            *argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
+        _out, err = await probe.communicate()
+    except (OSError, SandboxUnavailable) as exc:
+        return str(exc)
+    if probe.returncode == 0:
+        return None
+    return f"bubblewrap fails here: {err.decode(errors='replace').strip() or f'exit code {probe.returncode}'}"

@@ -29,13 +29,14 @@ import socket
 import struct
 import tempfile
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
+from ... import _protocol as P
 from ..._protocol import templates as T
 from .._base import Mount, PrivateDir, TemplateSpec
-from . import _gpu, _private, _sandbox
+from . import _gpu, _private, _rootfs, _sandbox
 
 log = logging.getLogger("homeport.backend.local")
 
@@ -64,8 +65,8 @@ ENV_CONTAINER_UID = "HOMEPORT_CONTAINER_UID"
 DEFAULT_CONTAINER_UID = 65534
 # Unless HOMEPORT_CONTAINER_UID says otherwise, each container (but those forked from a memory snapshot,
 # which are its snapshot's user, DEFAULT_CONTAINER_UID) is a host user of its own from this range.
-CONTAINER_UIDS = 165536
-CONTAINER_UID_COUNT = 65536
+CONTAINER_UIDS = P.CONTAINER_UIDS
+CONTAINER_UID_COUNT = P.CONTAINER_UID_COUNT
 # Host directories every isolated container may read and write (':'-separated; none by default): an
 # operator's choice, for local development and this project's own tests, whose apps leave notes there.
 ENV_CONTAINER_SHARED = "HOMEPORT_CONTAINER_SHARED"
@@ -112,7 +113,7 @@ def needed_paths(private: PrivateDir | None, mounts: tuple[Mount, ...], scratch:
     `container`, the shared directories read-only but for its `own` entries), its scratch directory,
     its volumes and files, its working directory and the user's code."""
     plan = _private.plan(private, [*([scratch] if scratch else []), *own], container=container)
-    needed = [[p, not ro] for p, ro in plan["keep"]] if plan else []
+    needed = [[p, not ro] for p, ro in [*plan["keep"], *plan.get("outside", ())]] if plan else []
     needed += [[p, True] for p in (scratch, *own) if p]
     needed += [[m.target, not m.read_only] for m in mounts]
     needed += [[p, False] for p in (*code, cwd) if p]
@@ -175,6 +176,15 @@ def _identities(spec: TemplateSpec) -> list[tuple[str, tuple[int, int]]]:
     return out
 
 
+def rootfs_isolation(spec: TemplateSpec) -> dict | None:
+    """What a template in a root file system image is told about its containers' own users (None:
+    they run as before, root in their own root; see `_rootfs.isolated_root`)."""
+    settings = isolation_settings()
+    if not spec.rootfs or settings is None or not _rootfs.isolated_root(spec.rootfs, settings["uid"]):
+        return None
+    return {"uid": settings["uid"], "rootfs": True}
+
+
 def _command(spec: TemplateSpec, fd: int) -> tuple[list[str], str | None]:
     """The template's command line, in its containers' sandbox, and the directory to start it in."""
     argv = [*spec.argv, "--template", str(fd)]
@@ -182,7 +192,9 @@ def _command(spec: TemplateSpec, fd: int) -> tuple[list[str], str | None]:
     if spec.mounts or spec.rootfs or (dev is not None and shutil.which("bwrap")):
         # the sandbox changes to the working directory inside its own view
         mounts = _gpu.with_driver(spec.mounts, spec.rootfs, spec.gpus)
-        return _sandbox.wrap(argv, mounts, spec.rootfs, spec.cwd, dev=dev), None
+        rootfs = rootfs_isolation(spec)
+        return _sandbox.wrap(argv, mounts, spec.rootfs, spec.cwd, dev=dev, uid=rootfs["uid"] if rootfs else None,
+                             template=True), None
     return argv, spec.cwd if spec.cwd and os.path.isdir(spec.cwd) else None
 
 
@@ -227,7 +239,7 @@ class Templates:
         self._starting: dict[str, asyncio.Task] = {}
 
     async def fork(self, spec: TemplateSpec, cid: str, env: dict[str, str], cwd: str | None,
-                   out_w: int, err_w: int, sink: Sink, place: Callable[[int], None] | None = None,
+                   out_w: int, err_w: int, sink: Sink, place: Callable[[int], Awaitable[None]] | None = None,
                    code: tuple[str, ...] = (), uid: int | None = None) -> Forked:
         """Fork container `cid` from its template, starting the template first if needed; what the
         template prints while it starts (a snapshot's imports and hooks) goes to `sink`. Its TMPDIR
@@ -276,7 +288,7 @@ class Templates:
                     shutil.rmtree(scratch, ignore_errors=True)
                 raise
             if place is not None:
-                place(pid)
+                await place(pid)
             if hold_w >= 0:
                 os.write(hold_w, b"go" + (str(pid).encode() if tpl.own_pids else b""))
         finally:
@@ -325,8 +337,10 @@ class Templates:
         hide = None if spec.rootfs else _private.plan(self._private, [own])
         if hide is not None:
             first.hide = hide
-        isolate = None if spec.rootfs else isolation_settings()
-        if isolate is not None:  # a snapshot isolates itself as its containers: what they keep in view
+        isolate = rootfs_isolation(spec) if spec.rootfs else isolation_settings()
+        if isolate is not None and spec.rootfs:  # its containers assemble roots of their own (`_newroot`)
+            first.isolate = isolate
+        elif isolate is not None:  # a snapshot isolates itself as its containers: what they keep in view
             # (a snapshot keeps the shared directories writable in its view: each of its containers
             # sees them read-only but for its own entries, which only a view with them writable can give)
             first.isolate = {**isolate, "needed": self._needed(spec, own, spec.cwd, (), container=False)}
