@@ -12,8 +12,8 @@ plane's acceptance; acceptances are read as they come, in batches. What that mea
 - The first spawn of a function on a thread's connection still waits for its acceptance, so a call
   to a function that is not running (its app stopped) fails at `spawn()`, as before.
 - A later spawn that the control plane refuses (the app stopped in between) raises its error at that
-  call's `.get()` / `.cancel()`, and at the next `.spawn()` on the same thread, which then sends
-  nothing ("an earlier spawn ... was refused: ..."). Each refusal is raised there once.
+  call's `.get()` / `.cancel()` (each time), and at the thread's next `.spawn()` of the same function,
+  which then sends nothing ("an earlier spawn ... was refused: ..."), once for all its refusals.
 - At most `SPAWN_WINDOW` spawns are unacknowledged per connection: past that a spawn waits.
 - `.get()`, `.cancel()` and `FunctionCall.from_id(...)` in the same process wait for the call's
   acceptance first, so they never race it; another process may use the id once `spawn()`'s caller
@@ -204,7 +204,8 @@ class SyncChannel:
         ack.done, ack.error = True, error
         _unacked.pop(ack.call_id, None)
         if error is not None:
-            self._refused.append(ack)
+            if not ack.reported:
+                self._refused.append(ack)
             self._accepted.discard(ack.fid)
         else:
             self._accepted.add(ack.fid)
@@ -246,17 +247,23 @@ class SyncChannel:
                 return
             self._handle(P.decode_to_client(body))
 
-    def _raise_refused(self) -> None:
-        """An earlier spawn on this connection was refused and its caller was not told yet: raise it."""
-        refused = [a for a in self._refused if not a.reported]
-        self._refused.clear()
-        if refused:
-            first = refused[0]
-            first.reported = True
-            more = f" (and {len(refused) - 1} more)" if len(refused) > 1 else ""
-            err = first.error
-            assert err is not None  # refused ones have their error
-            raise type(err)(f"an earlier spawn ({first.call_id}){more} was refused, so this one was not sent: {err}")
+    def _raise_refused(self, fid: str) -> None:
+        """An earlier spawn of function `fid` on this connection was refused and its caller was not told
+        yet: raise it (once for all of them, and for those of its spawns still in flight)."""
+        refused = [a for a in self._refused if a.fid == fid and not a.reported]
+        self._refused = [a for a in self._refused if a.fid != fid and not a.reported]
+        if not refused:
+            return
+        for a in refused:
+            a.reported = True
+        for a in self._acks.values():  # in flight: their refusal would be the same news
+            if a.fid == fid:
+                a.reported = True
+        first = refused[0]
+        more = f" (and {len(refused) - 1} more)" if len(refused) > 1 else ""
+        err = first.error
+        assert err is not None  # refused ones have their error
+        raise type(err)(f"an earlier spawn ({first.call_id}){more} was refused, so this one was not sent: {err}")
 
     def _recv(self) -> P.ToClient:
         """The next message. Waits for the socket with `select`, so that a control plane that stopped
@@ -304,7 +311,7 @@ class SyncChannel:
         """Write a spawned call; its acceptance is read later (see the module's docstring)."""
         with self._read_lock:
             if self._refused:
-                self._raise_refused()
+                self._raise_refused(fid)
             try:
                 self._spawn_ids -= 1
                 ack = SpawnAck(self, self._spawn_ids, call_id, fid)
@@ -334,9 +341,11 @@ class SyncChannel:
         if lost is not None:
             self.close()
             raise lost from None
-        if ack.error is not None:  # the first spawn of this function: refused at once, as before
-            ack.reported = True
-            self._refused.remove(ack)
+        if ack.error is not None:  # its own answer came while it waited (the first spawn of a function)
+            for a in [ack, *self._refused]:
+                if a.fid == fid:
+                    a.reported = True
+            self._refused = [a for a in self._refused if not a.reported]
             raise ack.error
         return ack
 

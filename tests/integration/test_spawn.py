@@ -77,7 +77,8 @@ def test_a_spawn_refused_after_it_returned_stops_later_spawns_and_fails_at_its_g
         assert mod.square.spawn(2).get(timeout=60) == 4  # accepted: this thread's next spawns are pipelined
         _stop(mod.app)
         calls = []  # written, each refused afterwards: a loop of spawns stops within the window, saying why
-        with pytest.raises(NotFoundError, match=r"an earlier spawn \(fc-.*\) was refused.*not running"):
+        # (the refusal of an earlier one, or of one that was still waiting when the answers were read)
+        with pytest.raises(NotFoundError, match="not running"):
             for i in range(_syncchan.SPAWN_WINDOW + 2):
                 calls.append(mod.square.spawn(i))
         assert 1 <= len(calls) <= _syncchan.SPAWN_WINDOW + 1
