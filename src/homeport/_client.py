@@ -99,7 +99,8 @@ class Client:
         if isinstance(msg, (P.Outputs, P.GenItems)):
             handler = self._calls.get(msg.call or "")
             if handler is not None:
-                handler(msg.t, msg.items)
+                # A map's chunk rows (`P.CallChunkOutput`) come after its single rows, in one list.
+                handler(msg.t, msg.items + msg.chunks if isinstance(msg, P.Outputs) and msg.chunks else msg.items)
         elif isinstance(msg, P.Result):
             fut = self._pending.pop(msg.id, None)
             if fut is not None and not fut.done():

@@ -6,14 +6,14 @@ import asyncio
 import inspect
 import itertools
 import os
-import queue
 from collections.abc import AsyncIterator, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
-from . import _context, _progress
+from . import _context
 from . import _protocol as P
 from ._bridge import GeneratorWithAio, MethodWithAio, bridge_loop, run_async, run_sync
 from ._client import Client, get_client
+from ._map import MapMethod, MapRun, aiter_inputs
 from ._serialization import decode_output, output_error, serialize_args
 from ._session import connection_lost
 from .exception import ExecutionError, InvalidError
@@ -21,10 +21,6 @@ from .exception import ExecutionError, InvalidError
 if TYPE_CHECKING:
     from ._definition import Registry
     from ._options import FunctionOptions
-
-MAP_BATCH = 1024  # inputs per message
-MAP_MESSAGE_BYTES = 64 << 20  # pickled arguments per message, at most (one bigger argument goes alone)
-MAP_WINDOW = 65536  # inputs in flight before the caller waits for outputs
 
 _call_prefix = ""
 _call_counter = itertools.count(1)
@@ -108,38 +104,6 @@ class _SpawnMethod(_DirectMethod):
         return FunctionCall(call_id, self._fn._tag)
 
 
-class _MapMethod:
-    def __init__(self, fn: Function, star: bool = False, for_each: bool = False) -> None:
-        self._fn, self._star, self._for_each = fn, star, for_each
-
-    def _inputs(self, iterables: tuple, kwargs: dict) -> Iterable[tuple[tuple, dict]]:
-        if self._star:
-            (it,) = iterables
-            return ((tuple(args), kwargs) for args in it)
-        return ((args, kwargs) for args in zip(*iterables))
-
-    def __call__(self, *iterables: Any, kwargs: dict | None = None, order_outputs: bool = True,
-                 return_exceptions: bool = False, ignore_exceptions: bool = False,
-                 wrap_returned_exceptions: bool | None = None) -> Any:
-        inputs = self._inputs(iterables, kwargs or {})
-        if self._for_each:
-            for _ in self._fn._map_sync(inputs, False, ignore_exceptions):
-                pass
-            return None
-        return self._fn._map_sync(inputs, order_outputs, return_exceptions)
-
-    def aio(self, *iterables: Any, kwargs: dict | None = None, order_outputs: bool = True,
-            return_exceptions: bool = False, ignore_exceptions: bool = False,
-            wrap_returned_exceptions: bool | None = None) -> Any:
-        if self._for_each:
-            async def drain() -> None:
-                async for _ in self._fn._map_async(iterables, kwargs or {}, self._star, False, ignore_exceptions):
-                    pass
-
-            return drain()
-        return self._fn._map_async(iterables, kwargs or {}, self._star, order_outputs, return_exceptions)
-
-
 def webhook_call_error(how: str, tag: str, url: str | None) -> InvalidError:
     """Modal's error for `.remote()` (or `.map`, `.spawn` ...) of a web endpoint."""
     where = f"its web url '{url}'" if url else "its web url (printed when the app runs)"
@@ -194,9 +158,9 @@ class Function:
         self.remote = _RemoteMethod(self)
         self.spawn = _SpawnMethod(self)
         self.remote_gen = GeneratorWithAio(self._remote_gen, "remote_gen")
-        self.map = _MapMethod(self)
-        self.starmap = _MapMethod(self, star=True)
-        self.for_each = _MapMethod(self, for_each=True)
+        self.map = MapMethod(self)
+        self.starmap = MapMethod(self, star=True)
+        self.for_each = MapMethod(self, for_each=True)
 
     def __repr__(self) -> str:
         return f"Function({self._tag!r})"
@@ -388,7 +352,7 @@ class Function:
         self._check_not_web("map")
         fid = run_sync(self._resolve_fid())
         self._check_not_generator("map")
-        run = _MapRun(self, fid, order, return_exceptions)
+        run = MapRun(self, fid, _new_call_id(), order, return_exceptions)
         run.start(run_sync(get_client()), lambda k, items: run.outq.put((k, items)))
         return run.iterate_sync(iter(inputs))
 
@@ -398,34 +362,11 @@ class Function:
         fid = await run_async(self._resolve_fid())
         self._check_not_generator("map")
         loop = asyncio.get_running_loop()
-        run = _MapRun(self, fid, order, return_exceptions)
+        run = MapRun(self, fid, _new_call_id(), order, return_exceptions)
         aq: asyncio.Queue = asyncio.Queue()
         run.start(await run_async(get_client()), lambda k, items: loop.call_soon_threadsafe(aq.put_nowait, (k, items)))
-        async for value in run.iterate_async(_aiter_inputs(iterables, kwargs, star), aq):
+        async for value in run.iterate_async(aiter_inputs(iterables, kwargs, star), aq):
             yield value
-
-
-async def _aiter_inputs(iterables: tuple, kwargs: dict, star: bool) -> AsyncIterator[tuple[tuple, dict]]:
-    """Inputs of `.map.aio`, which accepts sync and async iterables alike."""
-    its = []
-    for it in iterables:
-        its.append(it.__aiter__() if hasattr(it, "__aiter__") else _sync_to_async(it))
-    while True:
-        row = []
-        for it in its:
-            try:
-                row.append(await it.__anext__())
-            except StopAsyncIteration:
-                return
-        if star:
-            yield tuple(row[0]), kwargs
-        else:
-            yield tuple(row), kwargs
-
-
-async def _sync_to_async(it: Iterable) -> AsyncIterator:
-    for x in it:
-        yield x
 
 
 def in_container() -> bool:
@@ -504,142 +445,6 @@ class _DeployedFunction(Function):
 
     def get_web_url(self) -> str | None:
         return self.web_url
-
-
-class _MapRun:
-    """One `.map()` call: inputs go out in batches, outputs come back in batches and are reordered."""
-
-    def __init__(self, fn: Function, fid: str, order: bool, return_exceptions: bool) -> None:
-        self.fn = fn
-        self.fid = fid
-        self.order = order
-        self.return_exceptions = return_exceptions
-        self.call_id = _new_call_id()
-        self.outq: queue.SimpleQueue = queue.SimpleQueue()
-        self.sent = 0
-        self.received = 0
-        self.next_idx = 0
-        self.buffer: dict[int, tuple[int, Any]] = {}
-        self.client: Client | None = None
-        self.first = True
-        self.closed = False
-        self.exhausted = False  # every input was sent: the total is known
-        self.want_bar = _progress.map_bars_wanted()
-        self.bar: _progress.MapBar | None = None
-
-    def start(self, client: Client, handler) -> None:
-        self.client = client
-        client.watch_call(self.call_id, handler)
-
-    def _send(self, batch: list, last: bool) -> None:
-        # A message stays far under the control plane's frame limit however big the arguments are.
-        pieces: list[list] = [[]]
-        size = 0
-        for item in batch:
-            if pieces[-1] and size + len(item.args) > MAP_MESSAGE_BYTES:
-                pieces.append([])
-                size = 0
-            pieces[-1].append(item)
-            size += len(item.args)
-        for n, piece in enumerate(pieces, 1):
-            self._send_piece(piece, last and n == len(pieces))
-
-    def _send_piece(self, batch: list, last: bool) -> None:
-        msg: P.Call | P.MapPut
-        if self.first:
-            msg = P.Call(call=self.call_id, fid=self.fid, kind=P.KIND_MAP, inputs=batch, last=last)
-            self.first = False
-        else:
-            msg = P.MapPut(call=self.call_id, inputs=batch, last=last)
-        data = P.encode(msg)
-        client = self.client
-        assert client is not None and client.proto.transport is not None  # started, on a made connection
-        bridge_loop().call_soon_threadsafe(client.proto.transport.write, data)
-
-    def _batch(self, rows) -> list:
-        tag, method = self.fn._tag, self.fn._method
-        batch = []
-        for args, kwargs in rows:
-            batch.append(P.CallInput(self.sent, serialize_args(tag, args, kwargs), method))
-            self.sent += 1
-        return batch
-
-    def _outputs(self, kind: str, items: list) -> Iterator[Any]:
-        if kind == "closed":
-            raise connection_lost("a map")
-        ready: list[tuple[int, Any]]
-        if self.order:
-            for out in items:
-                self.buffer[out.idx] = (out.status, out.data)
-            ready = []
-            while self.next_idx in self.buffer:
-                ready.append(self.buffer.pop(self.next_idx))
-                self.next_idx += 1
-        else:
-            ready = [(out.status, out.data) for out in items]
-        self.received += len(items)
-        if self.want_bar:
-            self._show_progress()
-        for status, data in ready:
-            if status == P.SUCCESS:
-                yield decode_output(self.fn._tag, status, data)
-            else:
-                exc = output_error(self.fn._tag, status, data)
-                if not self.return_exceptions:
-                    raise exc
-                yield exc
-
-    def _show_progress(self) -> None:
-        if self.bar is None:
-            if self.sent <= _progress.MAP_BAR_MIN_INPUTS:
-                return
-            self.bar = _progress.MapBar(self.fn._tag)
-        self.bar.update(self.received, self.sent if self.exhausted else None)
-
-    def _finish(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-            self.bar = None
-        assert self.client is not None  # the map started before it could finish
-        self.client.unwatch_call(self.call_id)
-        if self.received < self.sent and not self.first:
-            bridge_loop().call_soon_threadsafe(self.client.send, P.CallCancel(call=self.call_id, id=0))
-
-    def iterate_sync(self, rows: Iterator[tuple[tuple, dict]]) -> Iterator[Any]:
-        try:
-            while True:
-                while not self.exhausted and self.sent - self.received < MAP_WINDOW:
-                    batch = self._batch(itertools.islice(rows, MAP_BATCH))
-                    self.exhausted = len(batch) < MAP_BATCH
-                    if batch or not self.first:
-                        self._send(batch, self.exhausted)
-                if self.exhausted and self.received >= self.sent:
-                    return
-                kind, items = self.outq.get()
-                yield from self._outputs(kind, items)
-        finally:
-            self._finish()
-
-    async def iterate_async(self, rows: AsyncIterator[tuple[tuple, dict]], aq: asyncio.Queue) -> AsyncIterator[Any]:
-        try:
-            while True:
-                while not self.exhausted and self.sent - self.received < MAP_WINDOW:
-                    chunk = []
-                    async for row in rows:
-                        chunk.append(row)
-                        if len(chunk) >= MAP_BATCH:
-                            break
-                    batch = self._batch(chunk)
-                    self.exhausted = len(batch) < MAP_BATCH
-                    if batch or not self.first:
-                        self._send(batch, self.exhausted)
-                if self.exhausted and self.received >= self.sent:
-                    return
-                kind, items = await aq.get()
-                for value in self._outputs(kind, items):
-                    yield value
-        finally:
-            self._finish()
 
 
 class FunctionCall:

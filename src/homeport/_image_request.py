@@ -11,6 +11,7 @@ process, secret values).
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import inspect
 import os
@@ -30,8 +31,11 @@ __all__ = ["build_request", "code_dirs"]
 PYTHON_ROOT = "/root"  # where Modal puts `add_local_python_source` modules; it is on sys.path
 
 
+@functools.cache
 def _interpreter_dirs() -> list[str]:
-    """Where this interpreter's own files and installed packages live (prefixes, user site)."""
+    """Where this interpreter's own files and installed packages live (prefixes, user site): the same
+    for the life of the process, worked out once (each function of a module asks, and a container's
+    cold start imports the module)."""
     import site
 
     dirs = {os.path.realpath(p) for p in (sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix)}

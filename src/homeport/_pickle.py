@@ -14,6 +14,7 @@ from typing import Any
 import cloudpickle
 
 _ATOMS = (int, float, str, bytes, bool, type(None))
+ATOMS = frozenset(_ATOMS)  # values that pickle the same with the standard pickle
 _MAX_ITEMS = 64
 
 
@@ -40,6 +41,11 @@ def _plain(value: Any, depth: int = 0) -> bool:
                 return False
         return True
     return False
+
+
+def is_plain(value: Any) -> bool:
+    """Whether `value` pickles the same with the standard pickle (see the module's docstring)."""
+    return _plain(value)
 
 
 def dumps(value: Any) -> bytes:

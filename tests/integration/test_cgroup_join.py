@@ -52,6 +52,9 @@ class _Cgroups:
     def create(self, name, memory_limit_mib, cpu_limit):
         return self.cgroup
 
+    def prepare_move(self):
+        pass
+
 
 def _run(tmp_path, spec_kwargs):
     """Start one limited container on a fresh backend and wait for it to exit; (pid, cgroup, output)."""

@@ -178,6 +178,19 @@ def test_containers_are_host_users_of_their_own(platform, escape):
     assert len(users) == 2 and "0" not in users, seen
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="containers keep the control plane's user when it is not root")
+def test_a_container_holds_no_handle_on_another_users_namespace(platform, escape):
+    """The template keeps the user namespace of each container user it has made (so that the next
+    container of that user starts sooner): a container holds none of them, not even its own (a handle on
+    the namespace of another container's user would be a way to act as that user)."""
+    with escape.app.run(show_logs=False):
+        calls = [escape.whoami.spawn(3), escape.whoami.spawn(3)]
+        seen = [c.get(timeout=120) for c in calls]
+        seen.append(escape.whoami.remote(0))  # a later one, forked while the template holds several
+    assert len({s["uid_map"][1] for s in seen[:2]}) == 2, seen
+    assert [s["namespaces"] for s in seen] == [[], [], []], seen
+
+
 def _container_process(cid: str) -> psutil.Process:
     """The runtime process of container `cid`, as the host sees it."""
     for proc in psutil.process_iter(["cmdline"]):

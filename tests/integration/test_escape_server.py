@@ -360,10 +360,10 @@ class _Raw:
 
 
 def test_a_map_with_big_arguments_travels_in_pieces_and_too_big_is_said(escape, monkeypatch):
-    import homeport._function as F
+    import homeport._map as M
     from homeport.exception import SerializationError
 
-    monkeypatch.setattr(F, "MAP_MESSAGE_BYTES", 1 << 20)  # pieces of at most ~1 MiB of arguments
+    monkeypatch.setattr(M, "MAP_MESSAGE_BYTES", 1 << 20)  # pieces of at most ~1 MiB of arguments
     assert list(escape.size.map([b"x" * (300 << 10)] * 10)) == [300 << 10] * 10
     monkeypatch.setattr(P, "MAX_PAYLOAD_BYTES", 1 << 20)
     with pytest.raises(SerializationError, match="over the limit"):

@@ -237,3 +237,39 @@ def test_what_a_sandbox_agent_sends_is_checked_as_its_type():
                                                                                   "fd": 1, "data": b""}):
         with pytest.raises(P.MalformedMessage):
             P.check_from_agent(bad)
+
+
+_CHUNK_MESSAGES = """
+from homeport import _protocol as P
+MESSAGES = [
+    P.Call(call="c", fid="f", kind="map", inputs=[P.CallInput(0, [b"a", b"b"], None), P.CallInput(2, b"big", "m")],
+           last=False),
+    P.Inputs(items=[P.InputRow(4, [b"a", b"b"], None, "c"), P.InputRow(5, b"one", None, "c")]),
+    P.ContainerOutputs(items=[], chunks=[P.ChunkOutputRow(4, [0, 1], [P.SUCCESS, P.FAILURE], [b"r", {"repr": "E"}],
+                                                          0.5, 0.25)]),
+    P.Outputs(call="c", items=[P.CallOutput(2, P.SUCCESS, b"r")],
+              chunks=[P.CallChunkOutput(0, [0, 1], [P.SUCCESS, P.SUCCESS], [b"x", b"y"])]),
+]
+"""
+
+
+def test_a_maps_chunks_travel_the_same_with_and_without_msgspec():
+    """A chunk of a map's inputs (a row whose args are a list) and its outputs: the same bytes from the
+    pure-Python stand-in as from msgspec, and each side decodes them back to the same messages."""
+    namespace: dict = {}
+    exec(_CHUNK_MESSAGES, namespace)
+    native = [bytes(P.encode(m)).hex() for m in namespace["MESSAGES"]]
+    assert P.decode_request(bytes(P.encode(namespace["MESSAGES"][0]))[4:]) == namespace["MESSAGES"][0]
+    assert P.decode_to_container(bytes(P.encode(namespace["MESSAGES"][1]))[4:]) == namespace["MESSAGES"][1]
+    assert P.decode_from_container(bytes(P.encode(namespace["MESSAGES"][2]))[4:]) == namespace["MESSAGES"][2]
+    assert P.decode_to_client(bytes(P.encode(namespace["MESSAGES"][3]))[4:]) == namespace["MESSAGES"][3]
+    script = "import sys\nsys.modules['msgspec'] = None\n" + _CHUNK_MESSAGES + textwrap.dedent("""
+        from homeport._protocol import _msgspec
+        assert not _msgspec.NATIVE
+        print(repr([bytes(P.encode(m)).hex() for m in MESSAGES]))
+        assert P.decode_to_container(bytes(P.encode(MESSAGES[1]))[4:]) == MESSAGES[1]
+        assert P.decode_from_container(bytes(P.encode(MESSAGES[2]))[4:]) == MESSAGES[2]
+    """)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert eval(done.stdout) == native

@@ -586,3 +586,31 @@ def test_capacity_that_grows_starts_the_containers_waiting_for_room():
     assert started(out) == ["c3", "c4", "c5", "c6"]
     assert s.set_capacity(Capacity(cpu=3, memory_mib=100_000), 2) == []  # a node left: none is stopped
     assert len(s.containers) == 6
+
+
+def test_a_chunk_that_reports_some_of_its_inputs_is_timed_from_that_report():
+    """A map's chunk runs its inputs one after another: each has the whole `timeout`, counted from the
+    report of the ones before it (`restart_clock`)."""
+    s, _ = make(PoolConfig(timeout=10, max_containers=1))
+    s.submit("p", [1], 0)
+    s.container_ready("c1", 0)
+    s.restart_clock("c1", 1, 8)  # its first inputs came back at 8: the next one runs from there
+    assert s.tick(10 + DEADLINE_GRACE_SECONDS) == []
+    assert s.next_deadline() == 18 + DEADLINE_GRACE_SECONDS
+    assert of(InputsTimedOut, s.tick(18 + DEADLINE_GRACE_SECONDS)) == [InputsTimedOut("c1", (1,), 10)]
+    s.restart_clock("c1", 1, 30)  # no longer held: nothing to restart
+    assert not s.holds("c1", 1)
+
+
+def test_a_chunk_that_got_on_between_crashes_is_not_a_poison_input():
+    s, _ = make(PoolConfig(fail_on_crashes=False))
+    s.submit("p", [1], 0)
+    now = 0.0
+    for k in range(INPUT_CRASH_LIMIT + 2):
+        cid = f"c{k + 1}"
+        s.container_ready(cid, now)
+        assert s.holder_of(1) == cid
+        now += 1
+        s.restart_clock(cid, 1, now)  # some of its inputs were done in this container
+        out = s.container_exited(cid, now, "killed by signal SIGKILL", crashed=True)
+        assert not of(FailInputs, out) and of(RequeueInputs, out) == [RequeueInputs((1,))]

@@ -15,7 +15,7 @@ from __future__ import annotations
 from typing import Any, ClassVar, Union
 
 from ._msgspec import Struct
-from .rows import CallInput, CallOutput, InputRow, OutputRow, VolumeFile
+from .rows import CallChunkOutput, CallInput, CallOutput, ChunkOutputRow, InputRow, OutputRow, VolumeFile
 
 RequestId = Union[int, str, None]  # noqa: UP007 - msgspec reads the annotation at runtime (py3.9+)
 
@@ -305,6 +305,7 @@ class Dashboard(Request, tag="dashboard", kw_only=True):
 class Outputs(Message, tag="out", kw_only=True):
     call: str | None
     items: list[CallOutput]
+    chunks: list[CallChunkOutput] = []  # noqa: RUF012 - a struct copies an empty default per instance
 
 
 @_message("gen")
@@ -353,6 +354,7 @@ class InitFailure(Message, tag="init_failure", kw_only=True):
 @_message("couts")
 class ContainerOutputs(Message, tag="couts", kw_only=True):
     items: list[OutputRow]
+    chunks: list[ChunkOutputRow] = []  # noqa: RUF012 - a struct copies an empty default per instance
 
 
 @_message("cgen")

@@ -12,18 +12,26 @@ from ._msgspec import Struct
 
 
 class CallInput(Struct, array_like=True, forbid_unknown_fields=True):
-    """Client -> control plane (CALL, MAP_PUT): one input of a call."""
+    """Client -> control plane (CALL, MAP_PUT): one input of a call, or a map's chunk of consecutive inputs.
 
-    idx: int  # its position in the call (a map's order)
-    args: bytes  # the pickled (args, kwargs)
+    A chunk's `args` is a list: the pickled (args, kwargs) of inputs `idx`, `idx + 1`, ... each pickled
+    on its own, so that the control plane can hand out any part of it (or one input again, for a retry)
+    without unpickling anything."""
+
+    idx: int  # its position in the call (a map's order); a chunk's first input's
+    args: bytes | list[bytes]  # the pickled (args, kwargs); a chunk's, one per input
     method: str | None  # a class's method name, or None for a function
 
 
 class InputRow(Struct, array_like=True):
-    """Control plane -> container (INPUTS): one input to run."""
+    """Control plane -> container (INPUTS): one input to run, or a chunk of inputs run one after another.
 
-    iid: int  # the control plane's id of the input
-    args: bytes
+    A chunk's `args` is a list, one per input; the container runs each input on its own (its own timer,
+    its own output) and reports them in `ChunkOutputRow`s under the chunk's `iid`, each by its position
+    in this list (the control plane knows which inputs of the chunk it sent)."""
+
+    iid: int  # the control plane's id of the input (of the chunk)
+    args: bytes | list[bytes]
     method: str | None
     call_id: str | None = None  # `modal.current_function_call_id()`
 
@@ -38,12 +46,34 @@ class OutputRow(Struct, array_like=True, omit_defaults=True):
     cpu: float | None = None  # CPU time of the thread that ran it, where it is known
 
 
+class ChunkOutputRow(Struct, array_like=True):
+    """Container -> control plane (CONTAINER_OUTPUTS): what some inputs of one chunk came to, in the order
+    they ran (a long chunk reports as it goes)."""
+
+    iid: int  # the chunk's id
+    keys: list[int]  # each input's position in the chunk's `InputRow.args`
+    status: list[int]  # each one's status
+    data: list[Any]  # each one's data (as `OutputRow.data`)
+    seconds: float  # wall time these inputs took together
+    cpu: float | None = None
+
+
 class CallOutput(Struct, array_like=True):
     """Control plane -> client (OUTPUTS): the output of one input of a call."""
 
     idx: int
     status: int
     data: Any
+
+
+class CallChunkOutput(Struct, array_like=True):
+    """Control plane -> client (OUTPUTS): the outputs of some inputs of a map's chunk: input `idx + key`
+    for each key, with its status and data (as `CallOutput`)."""
+
+    idx: int
+    keys: list[int]
+    status: list[int]
+    data: list[Any]
 
 
 class VolumeFile(Struct, array_like=True):

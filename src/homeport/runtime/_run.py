@@ -89,7 +89,8 @@ def failure_of(exc: BaseException) -> dict[str, Any]:
 
 def set_input_context(item: P.InputRow) -> None:
     """`modal.current_input_id()` / `current_function_call_id()` for the input about to run."""
-    _context.input_id.set(f"in-{item.iid}")
+    key = getattr(item, "key", None)  # an input of a chunk (`_chunk.Member`): the chunk's id and its key
+    _context.input_id.set(f"in-{item.iid}" if key is None else f"in-{item.iid}-{key}")
     _context.function_call_id.set(item.call_id)
 
 
@@ -195,10 +196,12 @@ class Run:
         return [P.OutputRow(it.iid, self.status, d, self.seconds / n, cpu) for it, d in zip(self.items, self.data)]
 
 
-def run_one(host: Host, items: list[P.InputRow], call: Callable[[Run], None], batch: bool = False) -> list[P.OutputRow]:
+def run_one(host: Host, items: list[P.InputRow], call: Callable[[Run], None], batch: bool = False,
+            cpu: bool = True) -> list[P.OutputRow]:
     """Run `items` (one input, or a `batch`) as one call: `call(run)` calls the user's function and reports
-    with `run.done(...)`; the output rows come back, whatever the call raised (but `Shutdown`)."""
-    with Run(host, items, batch=batch) as run:
+    with `run.done(...)`; the output rows come back, whatever the call raised (but `Shutdown`). Without
+    `cpu` the rows' CPU time is None (a chunk's loop measures it once for all its inputs)."""
+    with Run(host, items, batch=batch, cpu=cpu) as run:
         call(run)
     return run.rows()
 
@@ -210,6 +213,9 @@ def call_input(host: Host, run: Run, run_async: Callable[[Any], Any]) -> None:
     fn = host.service.callables[item.method]  # type: ignore[union-attr]  # (run.function(), inlined: hot path)
     args, kwargs = cloudpickle.loads(item.args)
     result = fn(*args, **kwargs)
+    if type(result) in _pickle.ATOMS:  # a plain value (the hot path of a map): no generator, no coroutine
+        run.status, run.data = P.SUCCESS, dumps_result(host.tag, result)
+        return
     iid = item.iid
     if inspect.isasyncgen(result):
         count = 0

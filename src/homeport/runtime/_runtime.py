@@ -29,6 +29,7 @@ from .. import _protocol as P
 from .._protocol.definition import Batch, FunctionDefinition, definition_from_wire
 from ..exception import ExecutionError, InputCancellation, InvalidError
 from ._batch import BatchError, check_outputs, zip_inputs
+from ._chunk import run_chunk
 from ._concurrent import serve_concurrent
 from ._cuda import cuda_problem
 from ._run import (
@@ -295,7 +296,17 @@ class Runtime:
     def _init_failure(self, exc: BaseException) -> None:
         self.conn.send(P.InitFailure(failure=failure_of(exc)))
 
+    # While a map's chunk runs (`_chunk`), one timer serves its inputs: since when the one running now
+    # (or the gap between two) has been running; the timer fired early for it runs on for its own rest.
+    chunk_input_since: float | None = None
+
     def _on_alarm(self, signum, frame) -> None:
+        since = self.chunk_input_since
+        if since is not None:
+            left = since + self.timeout - time.monotonic()
+            if left > 0:
+                signal.setitimer(signal.ITIMER_REAL, left)
+                return
         raise InputTimeout()
 
     def _on_cancel_signal(self, signum, frame) -> None:
@@ -393,6 +404,9 @@ class Runtime:
             if not pending:
                 continue
             item = pending.popleft()
+            if type(item.args) is list:  # a map's chunk: each of its inputs on its own (see `_chunk`)
+                run_chunk(self, item, outbox, pending)
+                continue
             iid = item.iid
             if iid in self.cancelled:
                 outbox.add(P.OutputRow(iid, P.TERMINATED, None))
@@ -475,11 +489,12 @@ class Runtime:
         finally:
             signal.setitimer(signal.ITIMER_REAL, 0)
 
-    def _flush(self, outputs: list[P.OutputRow], release: list[int] | None = None, leaving: bool = False) -> None:
+    def _flush(self, outputs: list[P.OutputRow], release: list[int] | None = None, leaving: bool = False,
+               chunks: list[P.ChunkOutputRow] | None = None) -> None:
         """Send outputs; hand back inputs not started. `leaving`: this container takes no more inputs
         and exits, so whatever else the control plane already sent it goes back to the queue too."""
-        if outputs:
-            self.conn.send(P.ContainerOutputs(items=outputs))
+        if outputs or chunks:
+            self.conn.send(P.ContainerOutputs(items=outputs, chunks=chunks or []))
         if release or leaving:
             self.conn.send(P.ContainerRelease(ids=release or [], leaving=leaving))
 
@@ -536,6 +551,7 @@ class _Outbox:
         self._rt = rt
         self._cond = threading.Condition()
         self._items: list[P.OutputRow] = []
+        self._chunks: list[P.ChunkOutputRow] = []  # outputs of inputs of chunks (`add_chunk_output`)
         self._since = 0.0
         threading.Thread(target=self._watch, name="homeport-flusher", daemon=True).start()
 
@@ -546,26 +562,46 @@ class _Outbox:
                 self._cond.notify()
             self._items.append(output)
 
+    def add_chunk_output(self, iid: int, key: int, output: P.OutputRow, cpu_share: float | None = None) -> None:
+        """The output of input `key` of chunk `iid`, held with those of the chunk's inputs before it;
+        `cpu_share`: the chunk's CPU time over its wall time, once it is known (its last input's)."""
+        with self._cond:
+            if not self._items and not self._chunks:
+                self._since = time.monotonic()
+                self._cond.notify()
+            rows = self._chunks
+            if not rows or rows[-1].iid != iid:
+                rows.append(P.ChunkOutputRow(iid, [], [], [], 0.0))
+            row = rows[-1]
+            row.keys.append(key)
+            row.status.append(output.status)
+            row.data.append(output.data)
+            row.seconds += output.seconds
+            if cpu_share is not None:
+                row.cpu = row.seconds * cpu_share
+
     def send(self, output: P.OutputRow) -> None:
         """Send `output` now, with whatever is held before it."""
         with self._cond:
             items, self._items = self._items, []
+            chunks, self._chunks = self._chunks, []
             items.append(output)
-            self._rt._flush(items)
+            self._rt._flush(items, chunks=chunks)
 
     def held_for(self) -> float:
-        return time.monotonic() - self._since if self._items else 0.0
+        return time.monotonic() - self._since if self._items or self._chunks else 0.0
 
     def flush(self, release: list[int] | None = None, leaving: bool = False) -> None:
         with self._cond:  # sent under the lock: outputs keep their order, a release comes after them
             items, self._items = self._items, []
-            if items or release or leaving:
-                self._rt._flush(items, release=release, leaving=leaving)
+            chunks, self._chunks = self._chunks, []
+            if items or chunks or release or leaving:
+                self._rt._flush(items, release=release, leaving=leaving, chunks=chunks)
 
     def _watch(self) -> None:
         with self._cond:
             while True:
-                if not self._items:
+                if not self._items and not self._chunks:
                     self._cond.wait()
                     continue
                 wait = self._since + FLUSH_AFTER_SECONDS - time.monotonic()
@@ -573,8 +609,9 @@ class _Outbox:
                     self._cond.wait(wait)
                     continue
                 items, self._items = self._items, []
+                chunks, self._chunks = self._chunks, []
                 try:
-                    self._rt._flush(items)
+                    self._rt._flush(items, chunks=chunks)
                 except OSError:
                     return  # the connection is gone; the main thread finds out too
 

@@ -22,6 +22,7 @@ template forks no more and leaves after its last container.
 from __future__ import annotations
 
 import contextlib
+import gc
 import os
 import random
 import selectors
@@ -73,6 +74,12 @@ _snapshot_template = False  # this template ran the user's imports and snap hook
 # its host pid from the message's credentials) and learns its host pid when it is let go.
 _own_pids = False
 _placed_pid: int | None = None  # this container's pid as the host sees it, from the backend
+# Host user -> a user namespace descriptor in which root is that user (`_isolate.idmap_namespace`): made
+# in the template, once per user its containers become (a helper process each time costs a container
+# ~4 ms, far more on a busy machine), and kept for that user's next containers. A copy keeps only its own.
+_idmaps: dict[int, int] = {}
+IDMAPS_KEPT = 256
+_interpreter_view: tuple[str | None, list[str]] | None = None  # (runtime path, `_interpreter_paths()`) in the template
 
 
 def _prepare_isolation(settings: dict[str, Any], plan: dict[str, Any] | None, snapshot: bool,
@@ -260,12 +267,18 @@ def main(fd: int) -> None:
         from . import _runtime  # noqa: F401 - what every container needs, imported once here
 
         preloaded = None
+    # What it holds now, its copies hold too: the cyclic collector in a copy leaves it alone, so it does
+    # not write to every one of those objects (a copy of each page it touched, ms of a cold start).
+    gc.freeze()
     _send(sock, T.TemplateReady(seconds=time.monotonic() - t0, visible=visible, isolation=isolation,
                                 own_pids=_own_pids, copy_users=bool((_isolation or {}).get("copy_users"))))
     _serve(sock, preloaded)
 
 
 def _serve(sock: socket.socket, preloaded: Any) -> None:
+    global _interpreter_view
+    if _isolation is not None:  # the same for each copy: worked out once, here
+        _interpreter_view = (os.environ.get(P.ENV_RUNTIME_PATH), _interpreter_paths())
     children: dict[int, str] = {}
     retiring = False  # no more forks: leave once the last container forked from here has exited
     rfd, wfd = os.pipe()
@@ -291,6 +304,7 @@ def _serve(sock: socket.socket, preloaded: Any) -> None:
                 os._exit(0)
             msg = T.decode_to_template(data)
             if type(msg) is T.Fork:
+                _make_idmap(msg.uid)
                 if (_isolation or _rootfs_isolation or {}).get("pidns"):
                     from ._isolate import fork_in_new_pid_namespace
 
@@ -309,6 +323,8 @@ def _serve(sock: socket.socket, preloaded: Any) -> None:
                 children[pid] = msg.cid
                 if not _own_pids:  # else the copy says so itself (see `_child`)
                     _send(sock, T.Forked(cid=msg.cid, pid=pid))
+                if msg.uid is not None:  # the user the next container gets while this one runs, made now
+                    _make_idmap(msg.uid + 1)
             elif type(msg) is T.Retire:
                 retiring = True
                 if not children:
@@ -352,12 +368,41 @@ def _unbuffered_stdio() -> None:
                                   errors=getattr(old, "errors", None) or "strict", write_through=True)
         setattr(sys, name, stream)
         setattr(sys, f"__{name}__", stream)
-def _isolate_child(msg: T.Fork, given: dict[str, int]) -> None:
-    """Make this copy a container of its own (`_isolate`), or leave without running the user's code."""
+
+
+def _make_idmap(uid: int | None) -> None:
+    """In the template: the idmap namespace of host user `uid` (`_idmaps`), unless made already or its
+    containers need none; where it cannot be made, the copy tries itself and says why it fails."""
+    if _isolation is None or _isolation["uid"] is None or uid is None or uid == _isolation["uid"] or uid in _idmaps:
+        return
+    from . import _isolate
+
+    while len(_idmaps) >= IDMAPS_KEPT:
+        os.close(_idmaps.pop(next(iter(_idmaps))))
+    with contextlib.suppress(OSError):
+        _idmaps[uid] = _isolate.idmap_namespace(uid)
+
+
+def _own_idmap(uid: int | None) -> int:
+    """In a copy, first thing: the descriptor of its own user's idmap namespace (-1: none made), every
+    other user's closed."""
+    mine = _idmaps.pop(uid, -1) if uid is not None else -1
+    for fd in _idmaps.values():
+        os.close(fd)
+    _idmaps.clear()
+    return mine
+
+
+def _isolate_child(msg: T.Fork, given: dict[str, int], made_idmap: int = -1) -> None:
+    """Make this copy a container of its own (`_isolate`), or leave without running the user's code.
+    `given`: path -> a mount the backend made for it (`_copyusers`); `made_idmap`: its user's idmap
+    namespace, made by the template (-1: it makes it itself)."""
     from . import _isolate
 
     assert _isolation is not None
-    needed = [*msg.needed, *[[p, False] for p in _interpreter_paths()]]
+    view = _interpreter_view
+    paths = view[1] if view is not None and view[0] == os.environ.get(P.ENV_RUNTIME_PATH) else _interpreter_paths()
+    needed = [*msg.needed, *[[p, False] for p in paths]]
     host_pid = _placed_pid if _own_pids else _isolate.host_pid()
     if host_pid is not None and _isolation["pidns"]:
         os.environ[P.ENV_HOST_PID] = str(host_pid)
@@ -366,7 +411,8 @@ def _isolate_child(msg: T.Fork, given: dict[str, int]) -> None:
         if uid is not None and msg.uid not in (None, uid):  # a host user of its own
             uid = msg.uid
             os.close(idmap)
-            idmap = _isolate.idmap_namespace(uid)  # host root's files it may write look like its own
+            # host root's files it may write look like its own
+            idmap = made_idmap if made_idmap >= 0 else _isolate.idmap_namespace(uid)
         elif _isolation.get("copy_users"):  # a memory snapshot's copy: its user, its mounts from the backend
             uid = msg.uid
         notes = _isolate.isolate(needed, _isolation["hidden"], uid, idmap, _isolation["pidns"], given)
@@ -414,6 +460,7 @@ def _child(sock: socket.socket, fds: list[int], msg: T.Fork, preloaded: Any) -> 
     if _own_pids:  # the backend reads this copy's host pid from the message's credentials (SO_PASSCRED)
         _send(sock, T.Forked(cid=msg.cid, pid=0))
     sock.close()  # first: a copy that still held the template's socket would hide the template's exit
+    made_idmap = _own_idmap(msg.uid)
     if msg.held:
         _wait_until_placed(fds.pop())
     code = 1
@@ -434,11 +481,14 @@ def _child(sock: socket.socket, fds: list[int], msg: T.Fork, preloaded: Any) -> 
         os.environ.update(msg.env)
         cwd = msg.cwd
         if _isolation is not None and not msg.private_root:  # before any user code runs here
-            _isolate_child(msg, dict(zip(msg.mounts, given)))
-        elif msg.hide is not None and _hides:
-            from ._hide import hide_or_leave
+            _isolate_child(msg, dict(zip(msg.mounts, given)), made_idmap)
+        else:
+            if made_idmap >= 0:
+                os.close(made_idmap)
+            if msg.hide is not None and _hides:
+                from ._hide import hide_or_leave
 
-            hide_or_leave(msg.hide)
+                hide_or_leave(msg.hide)
         if msg.private_root and _rootfs_isolation is not None:  # a root of its own, as a user of its own
             from ._newroot import enter_from_template
 

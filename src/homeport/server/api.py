@@ -13,8 +13,9 @@ from .._wire import FramedProtocol
 from ..exception import Error, code_of
 from . import dictqueue
 from .access import container_refusal
+from .calls import error_outputs
 from .images import ImageBuildFailed, ImageUnsupported
-from .records import ERROR, STOP_GRACE_SECONDS, Peer
+from .records import STOP_GRACE_SECONDS, Peer
 from .secrets import SecretStore
 from .services import ControlPlane
 from .volumes import VolumeStore, volume_op
@@ -206,9 +207,7 @@ class Connection:
         if isinstance(req, (P.Request, P.SandboxRequest)) and req.id is not None:
             self.reply_error(req, P.errors.AUTH, why)
         elif isinstance(req, P.Call):  # a call sent without a request id waits for its outputs instead
-            err = {"code": P.errors.AUTH, "msg": why}
-            items = [P.CallOutput(i.idx, ERROR, err) for i in req.inputs] or [P.CallOutput(0, ERROR, err)]
-            self.proto.send(P.Outputs(call=req.call, items=items))
+            self.proto.send(P.Outputs(call=req.call, items=error_outputs(req.inputs, {"code": P.errors.AUTH, "msg": why})))
 
     def _client_message(self, msg: dict[str, Any], req: P.ClientRequest | P.SandboxRequest) -> None:
         """`req` is the request checked as its type (a sandbox operation as its operation's); `msg`, the

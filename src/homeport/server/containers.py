@@ -191,7 +191,10 @@ class ContainerService:
             return
         rec.last_heard = now  # any message is a sign of life (see `liveness`)
         if isinstance(msg, P.ContainerOutputs):
-            self._container_outputs(rec, msg.items, now)
+            if msg.items:
+                self._container_outputs(rec, msg.items, now)
+            if msg.chunks:
+                self._chunk_outputs(rec, msg.chunks, now)
         elif isinstance(msg, P.ContainerGen):
             if not self.executor.holds(cid, msg.input):
                 log.warning("container %s sent generator items for input %s, which it does not hold", cid, msg.input)
@@ -241,10 +244,34 @@ class ContainerService:
             if status in (P.FAILURE, P.TIMEOUT) and self.calls.retry_later(inp):
                 continue
             deliver.append((inp, status, data))
+        if done:
+            self.calls.observed(rec.fn, seconds, len(done))
         instructions = self.executor.inputs_done(cid, done, seconds, now, cpu_seconds=cpu)
         if deliver:
             self.calls.deliver(deliver)
         self.executor.execute(instructions)
+
+    def _chunk_outputs(self, rec: ContainerRecord, rows: list[P.ChunkOutputRow], now: float) -> None:
+        """Outputs of inputs of chunks (see `calls.CallService.chunk_outputs`): a chunk is done for the
+        scheduler once none of its inputs is left; until then each report restarts its clock."""
+        cid = rec.container_id
+        holds = self.executor.holds
+        for row in rows:
+            iid = row.iid
+            if not holds(cid, iid):
+                continue  # it timed out here or went back to the queue (its outputs are stale)
+            inp = self.inputs.get(iid)
+            if inp is None or type(inp.args) is not list:
+                continue
+            rec.last_call_id = inp.call.call_id
+            rec.chunk_inputs += len(row.keys)
+            if self.calls.chunk_outputs(inp, row):
+                rec.chunk_inputs -= 1  # (the scheduler counts the chunk as one served)
+                # Its CPU share (cpu-bound or not) as its last report saw it.
+                cpu = None if row.cpu is None or row.seconds <= 0 else inp.seconds * row.cpu / row.seconds
+                self.executor.execute(self.executor.inputs_done(cid, [iid], inp.seconds, now, cpu_seconds=cpu))
+            else:
+                self.executor.restart_clock(cid, iid, now)
 
     def container_exec_info(self, cid: str) -> dict[str, Any]:
         rec = self.containers.get(cid)
@@ -281,7 +308,7 @@ class ContainerService:
                     "pid": rec.pid,
                     "node": self.backend.where(cid) or "local",
                     "uptime": now - rec.started_at,
-                    "inputs_served": c.served if c else 0,
+                    "inputs_served": c.served + rec.chunk_inputs if c else 0,
                     "running": len(c.assigned) if c else 0,
                     "timeline": rec.timeline,
                     "gpus": self._gpu_rows(rec.gpus),

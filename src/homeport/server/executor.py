@@ -90,7 +90,13 @@ class Executor:
                             # the gateway frees the slot of what it is not waiting for.
                             web.assigned(ins.container, iid)
                         continue
-                    items.append(P.InputRow(iid, inp.args, inp.method, inp.call.call_id))
+                    if inp.left is None:
+                        items.append(P.InputRow(iid, inp.args, inp.method, inp.call.call_id))
+                    else:  # a chunk some of whose inputs are done: the others
+                        inp.sent = keys = sorted(inp.left)
+                        args = inp.args
+                        assert isinstance(args, list)  # (only a chunk has inputs left)
+                        items.append(P.InputRow(iid, [args[k] for k in keys], inp.method, inp.call.call_id))
                 if items and rec is not None and rec.proto is not None:
                     held = self._assigned_out.get(ins.container)
                     if held is not None:
@@ -212,6 +218,10 @@ class Executor:
 
     def holder_of(self, input_id: int) -> str | None:
         return self._scheduler.holder_of(input_id)
+
+    def restart_clock(self, cid: str, input_id: int, now: float) -> None:
+        """A chunk `cid` runs reported some of its inputs: its deadline counts from now (see `Scheduler`)."""
+        self._scheduler.restart_clock(cid, input_id, now)
 
     def ready_containers(self, pool_id: str) -> list[str]:
         return self._scheduler.ready_containers(pool_id)

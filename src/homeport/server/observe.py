@@ -70,7 +70,8 @@ class FunctionFigures:
 
     app_id: str
     tag: str
-    done: deque = field(default_factory=lambda: deque(maxlen=RECENT_PER_FUNCTION))  # (t, seconds, ok)
+    # (t, seconds per input, ok, inputs): a map's chunk of successes is one entry
+    done: deque = field(default_factory=lambda: deque(maxlen=RECENT_PER_FUNCTION))
     cold_starts: deque = field(default_factory=lambda: deque(maxlen=256))  # (t, seconds, container id)
     series: deque = field(default_factory=lambda: deque(maxlen=SERIES_POINTS))  # (t, containers, queued)
     pending_histogram: list = field(default_factory=list)  # durations not yet in the histogram
@@ -84,7 +85,7 @@ class FunctionFigures:
         window = min(WINDOW_SECONDS, max(1.0, now - recent[0][0])) if recent else WINDOW_SECONDS
         return {
             "app_id": self.app_id, "function": self.tag, "total": self.total, "errors": self.errors,
-            "inputs_per_s": len(recent) / window,
+            "inputs_per_s": sum(d[3] for d in recent) / window,
             "p50_ms": _ms(_quantile(durations, 0.5)), "p99_ms": _ms(_quantile(durations, 0.99)),
             "recent_errors": sum(1 for d in recent if not d[2]),
             "cold_starts": [{"at": t, "ms": 1000 * s, "container_id": c} for t, s, c in self.cold_starts],
@@ -158,7 +159,7 @@ class Observer:
         now = self._clock()
         ok = status in (P.SUCCESS, P.GENERATOR_DONE)
         fig = self.figures(fid, app_id, tag)
-        fig.done.append((now, seconds, ok))
+        fig.done.append((now, seconds, ok, 1))
         fig.pending_histogram.append(seconds)
         name = STATUS_NAMES.get(status, "error")
         fig.counts[name] = fig.counts.get(name, 0) + 1
@@ -182,6 +183,25 @@ class Observer:
         row = (call_id, idx, app_id, tag, kind, name, now, seconds, 1, retries, error, tb)
         self._rows.append(row)
         self._publish("call", dict(zip(_COLUMNS, row)))
+
+    def inputs_succeeded(self, fid: str, app_id: str, tag: str, call_id: str, n: int, seconds: float,
+                         retries: int) -> None:
+        """`n` inputs of map call `call_id` succeeded, in `seconds` together (a chunk's): as `n` calls of
+        `input_finished`, at the cost of one."""
+        now = self._clock()
+        fig = self.figures(fid, app_id, tag)
+        per = seconds / n
+        fig.done.append((now, per, True, n))
+        fig.pending_histogram.append(per)
+        fig.counts["success"] = fig.counts.get("success", 0) + n
+        fig.total += n
+        agg = self._maps.get(call_id)
+        if agg is None:
+            agg = self._maps[call_id] = [call_id, -1, app_id, tag, P.KIND_MAP, "success", now, 0.0, 0, 0, None, None]
+        agg[6] = now
+        agg[7] += seconds
+        agg[8] += n
+        agg[9] += retries * n
 
     def call_closed(self, call_id: str) -> None:
         """A map call has all its outputs: its successes become one history row."""

@@ -46,6 +46,7 @@ class FunctionRecord:
     retries: dict[str, Any] | None
     is_generator: bool
     start_failure_key: str | None = None  # the last start-up failure shown to the app's log readers
+    input_seconds: float | None = None  # observed wall time of one input (how big a map's chunks are cut)
 
     @functools.cached_property
     def defn(self) -> FunctionDefinition:
@@ -70,13 +71,23 @@ class CallRecord:
 
 @dataclass
 class InputRecord:
+    """One input of a call, or a map's chunk of inputs `idx`, `idx + 1`, ... (`args` is then a list):
+    the scheduler queues and assigns a chunk as one; each of its inputs still runs, is retried, timed
+    out and reported on its own (see `calls.CallService.chunk_outputs`)."""
+
     input_id: int
     call: CallRecord
     idx: int
-    args: bytes
+    args: bytes | list[bytes]
     method: str | None
     attempt: int = 0
-    seconds: float = 0.0  # how long its last run took in the container
+    seconds: float = 0.0  # how long its last run took in the container (a chunk's: its inputs' so far)
+    left: set[int] | None = None  # a chunk's keys still to run, once some are done (None: all of them)
+    sent: list[int] | None = None  # a chunk's keys its container was sent, in order, once not all of them
+
+    def keys_left(self) -> list[int]:
+        """A chunk's keys still to run, in order."""
+        return list(range(len(self.args))) if self.left is None else sorted(self.left)
 
 
 @dataclass
@@ -101,6 +112,7 @@ class ContainerRecord:
     exit_hooks: bool = False  # it said, once ready, that it has exit hooks to run when asked to stop
     env: dict[str, str] | None = None  # its environment, less its credentials (for `container exec`)
     last_call_id: str | None = None  # the call of the last input it finished (its late log lines are that call's)
+    chunk_inputs: int = 0  # inputs beyond one per chunk it finished (the scheduler counts a chunk as one)
 
 
 @dataclass(eq=False)

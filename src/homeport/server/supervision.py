@@ -63,7 +63,9 @@ class Supervisor:
             if inp is None:
                 continue
             name = inp.call.fn.tag if inp.method is None else f"{inp.call.fn.tag}.{inp.method}"
-            if not self.calls.retry_later(inp):
+            if type(inp.args) is list:  # a map's chunk: the input it was running timed out
+                self.calls.chunk_timed_out(inp, failure_of(timeout_error(name, ins.timeout)))
+            elif not self.calls.retry_later(inp):
                 items.append((inp, P.TIMEOUT, failure_of(timeout_error(name, ins.timeout))))
         if items:
             self.calls.deliver(items)

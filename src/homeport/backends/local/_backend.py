@@ -88,6 +88,8 @@ class LocalBackend(Backend):
         return tmp
 
     async def start(self, spec: ContainerSpec, on_output: OutputCallback, on_exit: ExitCallback) -> int:
+        # Its move into its cgroup, in a few ms, would otherwise wait for the kernel then.
+        self._spawn_task(asyncio.to_thread(self._cgroups.prepare_move))
         cgroup = self._cgroup(spec, on_output)
         try:
             return await self._start(spec, on_output, on_exit, cgroup)
@@ -350,9 +352,9 @@ class LocalBackend(Backend):
             writers.append(w)
         place = None
         if cgroup is not None:
-            def place(pid: int) -> None:  # the copy waits for this before it runs anything
-                try:
-                    cgroup.add(pid)
+            async def place(pid: int) -> None:  # the copy waits for this before it runs anything
+                try:  # in a thread: the kernel may take ~10 ms over it, which the event loop must not wait for
+                    await asyncio.to_thread(cgroup.add, pid)
                 except OSError as exc:
                     self._unlimited(spec, f"it could not join its cgroup ({exc})", on_output)
 

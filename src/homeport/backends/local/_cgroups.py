@@ -164,6 +164,25 @@ class Cgroups:
             self._problem = f"cgroup v{self.version} under {self.root} is not writable here ({exc})"
             raise CgroupsUnavailable(self._problem) from None
 
+    def prepare_move(self) -> None:
+        """Start now what the kernel waits for before it moves a process into a cgroup, for a move
+        soon after (a container's, `Cgroup.add` or `joining`); blocking, so run it in a thread. The first
+        move after a quiet while waits for an RCU grace period (`cgroup_threadgroup_rwsem`: ~10 ms, far
+        more on a busy machine), and a move within a grace period of another does not: this one moves
+        this process into the cgroup it is in already, which changes nothing."""
+        if self._problem is not None:
+            return
+        own = _own_paths()
+        if self.version == 2:
+            procs = self.root / own.get("", "/").lstrip("/") / "cgroup.procs"
+        else:
+            ctrl = next((c for c in ("pids", "freezer", "memory") if c in own and (self.root / c).is_dir()), None)
+            if ctrl is None:
+                return
+            procs = self.root / ctrl / own[ctrl].lstrip("/") / "cgroup.procs"
+        with contextlib.suppress(OSError):
+            procs.write_text(str(os.getpid()))
+
     def _create_v1(self, name: str, memory_limit_mib: int | None, cpu_limit: float | None) -> Cgroup:
         own = _own_paths()
         dirs = []

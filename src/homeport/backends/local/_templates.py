@@ -29,7 +29,7 @@ import socket
 import struct
 import tempfile
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -238,7 +238,7 @@ class Templates:
         self._copies = _copymounts.CopyMounts()
 
     async def fork(self, spec: TemplateSpec, cid: str, env: dict[str, str], cwd: str | None,
-                   out_w: int, err_w: int, sink: Sink, place: Callable[[int], None] | None = None,
+                   out_w: int, err_w: int, sink: Sink, place: Callable[[int], Awaitable[None]] | None = None,
                    code: tuple[str, ...] = (), uid: int | None = None) -> Forked:
         """Fork container `cid` from its template, starting the template first if needed; what the
         template prints while it starts (a snapshot's imports and hooks) goes to `sink`. Its TMPDIR
@@ -292,7 +292,7 @@ class Templates:
                     shutil.rmtree(scratch, ignore_errors=True)
                 raise
             if place is not None:
-                place(pid)
+                await place(pid)
             if hold_w >= 0:
                 os.write(hold_w, b"go" + (str(pid).encode() if tpl.own_pids else b""))
         finally:

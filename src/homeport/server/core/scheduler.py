@@ -433,6 +433,15 @@ class Scheduler:
         c = self.containers.get(cid)
         return c is not None and input_id in c.assigned
 
+    def restart_clock(self, cid: str, input_id: int, now: float) -> None:
+        """Input `input_id` (a map's chunk of inputs, run one after another) reported some of its inputs:
+        its deadline counts from now, so that each input of the chunk has the whole `timeout`, and the
+        crashes it was running in so far count no more (the input that crashed them is done)."""
+        c = self.containers.get(cid)
+        if c is not None and input_id in c.running:
+            c.running[input_id] = now
+            self.pools[c.pool].input_crashes.pop(input_id, None)  # it got on: not a poison one
+
     def container_connected(self, cid: str, now: float) -> None:
         """The container's runtime said hello: from now on it imports the user's code and runs the enter
         hooks, within `startup_timeout`."""

@@ -1,0 +1,292 @@
+"""`.map()`, `.starmap()` and `.for_each()`: inputs go out in chunks, outputs come back in chunks and are
+reordered.
+
+Consecutive inputs with small arguments travel as one chunk row (`P.CallInput` whose `args` is a list,
+each input pickled on its own): the control plane cuts it into the chunks it schedules, or into single
+inputs (see `server.calls`), and each input is still run, retried, timed out and reported on its own.
+An input whose pickled arguments are big travels alone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import pickle
+import queue
+from collections.abc import AsyncIterator, Iterable, Iterator
+from typing import TYPE_CHECKING, Any, Protocol
+
+from . import _pickle, _progress
+from . import _protocol as P
+from ._bridge import bridge_loop
+from ._serialization import decode_output, output_error, serialize_args
+from ._session import connection_lost
+
+if TYPE_CHECKING:
+    from ._client import Client
+
+
+class Mappable(Protocol):
+    """What a map needs of the function it maps (`_function.Function`)."""
+
+    _tag: str
+    _method: str | None
+
+    def _map_sync(self, inputs: Iterable[tuple[tuple, dict]], order: bool, return_exceptions: bool) -> Iterator[Any]: ...
+    def _map_async(self, iterables: tuple, kwargs: dict, star: bool, order: bool,
+                   return_exceptions: bool) -> AsyncIterator[Any]: ...
+
+MAP_BATCH = 1024  # inputs per message
+MAP_MESSAGE_BYTES = 64 << 20  # pickled arguments per message, at most (one bigger argument goes alone)
+MAP_WINDOW = 65536  # inputs in flight before the caller waits for outputs
+CHUNK_ARG_BYTES = 16 << 10  # an input whose pickled arguments are bigger travels alone, not in a chunk
+CHUNK_BYTES = 1 << 20  # pickled arguments per chunk row, at most
+
+
+class MapMethod:
+    def __init__(self, fn: Mappable, star: bool = False, for_each: bool = False) -> None:
+        self._fn, self._star, self._for_each = fn, star, for_each
+
+    def _inputs(self, iterables: tuple, kwargs: dict) -> Iterable[tuple[tuple, dict]]:
+        if self._star:
+            (it,) = iterables
+            return ((tuple(args), kwargs) for args in it)
+        return ((args, kwargs) for args in zip(*iterables))
+
+    def __call__(self, *iterables: Any, kwargs: dict | None = None, order_outputs: bool = True,
+                 return_exceptions: bool = False, ignore_exceptions: bool = False,
+                 wrap_returned_exceptions: bool | None = None) -> Any:
+        inputs = self._inputs(iterables, kwargs or {})
+        if self._for_each:
+            for _ in self._fn._map_sync(inputs, False, ignore_exceptions):
+                pass
+            return None
+        return self._fn._map_sync(inputs, order_outputs, return_exceptions)
+
+    def aio(self, *iterables: Any, kwargs: dict | None = None, order_outputs: bool = True,
+            return_exceptions: bool = False, ignore_exceptions: bool = False,
+            wrap_returned_exceptions: bool | None = None) -> Any:
+        if self._for_each:
+            async def drain() -> None:
+                async for _ in self._fn._map_async(iterables, kwargs or {}, self._star, False, ignore_exceptions):
+                    pass
+
+            return drain()
+        return self._fn._map_async(iterables, kwargs or {}, self._star, order_outputs, return_exceptions)
+
+
+async def aiter_inputs(iterables: tuple, kwargs: dict, star: bool) -> AsyncIterator[tuple[tuple, dict]]:
+    """Inputs of `.map.aio`, which accepts sync and async iterables alike."""
+    its = []
+    for it in iterables:
+        its.append(it.__aiter__() if hasattr(it, "__aiter__") else _sync_to_async(it))
+    while True:
+        row = []
+        for it in its:
+            try:
+                row.append(await it.__anext__())
+            except StopAsyncIteration:
+                return
+        if star:
+            yield tuple(row[0]), kwargs
+        else:
+            yield tuple(row), kwargs
+
+
+async def _sync_to_async(it: Iterable) -> AsyncIterator:
+    for x in it:
+        yield x
+
+
+def _row_bytes(item: P.CallInput) -> int:
+    args = item.args
+    return len(args) if isinstance(args, bytes) else sum(len(a) for a in args)
+
+
+class MapRun:
+    """One `.map()` call: inputs go out in batches of chunk rows, outputs come back and are reordered."""
+
+    def __init__(self, fn: Mappable, fid: str, call_id: str, order: bool, return_exceptions: bool) -> None:
+        self.fn = fn
+        self.fid = fid
+        self.order = order
+        self.return_exceptions = return_exceptions
+        self.call_id = call_id
+        self.outq: queue.SimpleQueue = queue.SimpleQueue()
+        self.sent = 0
+        self.received = 0
+        self.next_idx = 0
+        self.buffer: dict[int, tuple[int, Any]] = {}
+        self.client: Client | None = None
+        self.first = True
+        self.closed = False
+        self.exhausted = False  # every input was sent: the total is known
+        self.want_bar = _progress.map_bars_wanted()
+        self.bar: _progress.MapBar | None = None
+
+    def start(self, client: Client, handler) -> None:
+        self.client = client
+        client.watch_call(self.call_id, handler)
+
+    def _send(self, batch: list, last: bool) -> None:
+        # A message stays far under the control plane's frame limit however big the arguments are.
+        pieces: list[list] = [[]]
+        size = 0
+        for item in batch:
+            n = _row_bytes(item)
+            if pieces[-1] and size + n > MAP_MESSAGE_BYTES:
+                pieces.append([])
+                size = 0
+            pieces[-1].append(item)
+            size += n
+        for k, piece in enumerate(pieces, 1):
+            self._send_piece(piece, last and k == len(pieces))
+
+    def _send_piece(self, batch: list, last: bool) -> None:
+        msg: P.Call | P.MapPut
+        if self.first:
+            msg = P.Call(call=self.call_id, fid=self.fid, kind=P.KIND_MAP, inputs=batch, last=last)
+            self.first = False
+        else:
+            msg = P.MapPut(call=self.call_id, inputs=batch, last=last)
+        data = P.encode(msg)
+        client = self.client
+        assert client is not None and client.proto.transport is not None  # started, on a made connection
+        bridge_loop().call_soon_threadsafe(client.proto.transport.write, data)
+
+    def _batch(self, rows) -> list[P.CallInput]:
+        """Rows of the next inputs: runs of small ones as chunks, a big one alone."""
+        tag, method = self.fn._tag, self.fn._method
+        batch: list[P.CallInput] = []
+        chunk: list[bytes] = []
+        start = size = 0
+        dumps, atoms = pickle.dumps, _pickle.ATOMS
+        seen_kwargs: Any = None
+        plain_kwargs = False
+        for args, kwargs in rows:
+            if kwargs is not seen_kwargs:  # (a map passes the same `kwargs` to every input)
+                seen_kwargs, plain_kwargs = kwargs, _pickle.is_plain(kwargs)
+            for a in args:  # the common case, plain values: pickled here (what `serialize_args` does)
+                if type(a) not in atoms:
+                    data = serialize_args(tag, args, kwargs)
+                    break
+            else:
+                data = dumps((args, kwargs), 5) if plain_kwargs else serialize_args(tag, args, kwargs)
+            n = len(data)
+            if n > P.MAX_PAYLOAD_BYTES:
+                serialize_args(tag, args, kwargs)  # raises, saying why
+            if n > CHUNK_ARG_BYTES:
+                if chunk:
+                    batch.append(P.CallInput(start, chunk, method))
+                    chunk = []
+                batch.append(P.CallInput(self.sent, data, method))
+            else:
+                if chunk and size + n > CHUNK_BYTES:
+                    batch.append(P.CallInput(start, chunk, method))
+                    chunk = []
+                if not chunk:
+                    start, size = self.sent, 0
+                chunk.append(data)
+                size += n
+            self.sent += 1
+        if chunk:
+            batch.append(P.CallInput(start, chunk, method))
+        return batch
+
+    def _outputs(self, kind: str, items: list) -> Iterator[Any]:
+        """Values (or exceptions) of one message's outputs: single rows (`P.CallOutput`) and chunk rows
+        (`P.CallChunkOutput`), in the map's order when it keeps one."""
+        if kind == "closed":
+            raise connection_lost("a map")
+        ready: list[tuple[int, Any]] = []
+        n = 0
+        buffer = self.buffer
+        for out in items:
+            if type(out) is P.CallChunkOutput:
+                n += len(out.keys)
+                if self.order:
+                    base = out.idx
+                    for key, status, data in zip(out.keys, out.status, out.data):
+                        buffer[base + key] = (status, data)
+                else:
+                    ready += zip(out.status, out.data)
+            else:
+                n += 1
+                if self.order:
+                    buffer[out.idx] = (out.status, out.data)
+                else:
+                    ready.append((out.status, out.data))
+        if self.order:
+            while self.next_idx in buffer:
+                ready.append(buffer.pop(self.next_idx))
+                self.next_idx += 1
+        self.received += n
+        if self.want_bar:
+            self._show_progress()
+        tag = self.fn._tag
+        loads = pickle.loads
+        for status, data in ready:
+            if status == P.SUCCESS:
+                try:
+                    value = loads(data)  # (what `decode_output` does, inlined: this runs for every input)
+                except Exception:
+                    value = decode_output(tag, status, data)  # raises, saying why
+                yield value
+            else:
+                exc = output_error(tag, status, data)
+                if not self.return_exceptions:
+                    raise exc
+                yield exc
+
+    def _show_progress(self) -> None:
+        if self.bar is None:
+            if self.sent <= _progress.MAP_BAR_MIN_INPUTS:
+                return
+            self.bar = _progress.MapBar(self.fn._tag)
+        self.bar.update(self.received, self.sent if self.exhausted else None)
+
+    def _finish(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+        assert self.client is not None  # the map started before it could finish
+        self.client.unwatch_call(self.call_id)
+        if self.received < self.sent and not self.first:
+            bridge_loop().call_soon_threadsafe(self.client.send, P.CallCancel(call=self.call_id, id=0))
+
+    def iterate_sync(self, rows: Iterator[tuple[tuple, dict]]) -> Iterator[Any]:
+        try:
+            while True:
+                while not self.exhausted and self.sent - self.received < MAP_WINDOW:
+                    before = self.sent
+                    batch = self._batch(itertools.islice(rows, MAP_BATCH))
+                    self.exhausted = self.sent - before < MAP_BATCH
+                    if batch or not self.first:
+                        self._send(batch, self.exhausted)
+                if self.exhausted and self.received >= self.sent:
+                    return
+                kind, items = self.outq.get()
+                yield from self._outputs(kind, items)
+        finally:
+            self._finish()
+
+    async def iterate_async(self, rows: AsyncIterator[tuple[tuple, dict]], aq: asyncio.Queue) -> AsyncIterator[Any]:
+        try:
+            while True:
+                while not self.exhausted and self.sent - self.received < MAP_WINDOW:
+                    chunk = []
+                    async for row in rows:
+                        chunk.append(row)
+                        if len(chunk) >= MAP_BATCH:
+                            break
+                    batch = self._batch(chunk)
+                    self.exhausted = len(chunk) < MAP_BATCH
+                    if batch or not self.first:
+                        self._send(batch, self.exhausted)
+                if self.exhausted and self.received >= self.sent:
+                    return
+                kind, items = await aq.get()
+                for value in self._outputs(kind, items):
+                    yield value
+        finally:
+            self._finish()

@@ -1,0 +1,78 @@
+"""`.map` of many short inputs: they travel and are scheduled in chunks (see `homeport._map` and
+`homeport.server.calls`), and each input is still retried, timed out, cancelled and reported on its own."""
+
+import pytest
+
+from homeport.exception import FunctionTimeoutError
+from homeport.testing import app_fixture
+
+pytestmark = pytest.mark.integration
+
+chunks = app_fixture("chunks")
+
+N = 5000
+
+
+def test_a_big_map_keeps_its_order_and_each_input(chunks):
+    chunks.ident.remote(0)  # warm: its time per input is known, so the map goes in big chunks
+    assert list(chunks.ident.map(range(N))) == list(range(N))
+    assert sorted(chunks.ident.map(range(N), order_outputs=False)) == list(range(N))
+    assert list(chunks.ident.starmap([(i,) for i in range(N)])) == list(range(N))
+
+
+def test_each_input_of_a_chunk_has_its_own_input_id(chunks):
+    ids = list(chunks.input_id.map(range(2000)))
+    assert len(set(ids)) == 2000
+    assert all(i.startswith("in-") for i in ids)
+
+
+def test_a_failed_input_of_a_chunk_is_retried_alone(chunks):
+    chunks.fails_once.remote(0, 97)
+    assert list(chunks.fails_once.map(range(N), kwargs={"every": 97})) == list(range(N))
+    failing = [x for x in range(N) if x % 97 == 3]
+    attempts = {x: chunks.notes.get(f"attempts-{x}") for x in failing}
+    assert attempts == {x: 2 for x in failing}  # each failed once and ran again once: alone
+
+
+def test_exceptions_of_a_chunk_come_back_at_their_own_place(chunks):
+    chunks.raises.remote(0, 100)
+    out = list(chunks.raises.map(range(N), kwargs={"every": 100}, return_exceptions=True))
+    assert [i for i, r in enumerate(out) if isinstance(r, Exception)] == [x for x in range(N) if x % 100 == 5]
+    assert all(out[i] == i for i in range(N) if i % 100 != 5)
+    with pytest.raises(KeyError):
+        list(chunks.raises.map(range(N), kwargs={"every": 100}))
+    assert list(chunks.raises.map(range(N), kwargs={"every": 100}, order_outputs=False,
+                                  return_exceptions=True)).count(None) == 0
+
+
+def test_an_input_of_a_chunk_times_out_on_its_own(chunks):
+    chunks.one_hangs.remote(0, -1)
+    out = list(chunks.one_hangs.map(range(3000), kwargs={"which": 1234}, return_exceptions=True))
+    assert isinstance(out[1234], FunctionTimeoutError)
+    assert [r for i, r in enumerate(out) if i != 1234] == [i for i in range(3000) if i != 1234]
+
+
+def test_a_container_crash_mid_chunk_reruns_the_rest_once(chunks):
+    chunks.one_crashes.remote(0, -1, "unused")
+    out = list(chunks.one_crashes.map(range(N), kwargs={"which": 2345, "key": "crashed"}, order_outputs=False))
+    assert chunks.notes.get("crashed") is True
+    assert len(out) == N and sorted(out) == list(range(N))  # nothing lost, nothing twice
+
+
+def test_breaking_out_of_a_big_map_cancels_the_rest(chunks):
+    chunks.ident.remote(0)
+    for i, x in enumerate(chunks.ident.map(range(200_000))):
+        assert x == i
+        if i == 1000:
+            break
+    assert list(chunks.ident.map(range(10))) == list(range(10))  # the function still serves
+
+
+def test_each_input_of_a_chunk_has_the_whole_timeout(chunks):
+    assert list(chunks.slow_but_in_time.map(range(-500, 0))) == list(range(-500, 0))  # short: big chunks
+    assert list(chunks.slow_but_in_time.map(range(12))) == list(range(12))  # 3.6 s in all, 0.3 s each
+
+
+def test_a_small_first_map_of_slow_inputs_still_fans_out(chunks):
+    pids = list(chunks.slow_pid.map(range(6)))  # nothing known of its time: no input waits behind another
+    assert len(set(pids)) > 1
