@@ -106,7 +106,7 @@ def _prepare_isolation(settings: dict[str, Any], plan: dict[str, Any] | None, sn
             if pid_problem:
                 notes.append(f"containers forked from a memory snapshot share its PID namespace ({pid_problem})")
             candidate = {"uid": None, "idmap": -1, "hidden": plan["dir"] if plan else None, "pidns": not pid_problem,
-                         "copy_users": True}  # each copy its own user, its writable paths from the backend
+                         "copy_users": True}  # each copy its own user, the paths it keeps made by the backend
             problem = _probe_isolation(candidate, plan)
             if problem is not None:  # they are isolated as the snapshot is, in its namespaces
                 return [*notes, f"containers forked from a memory snapshot share its namespaces ({problem})"]
