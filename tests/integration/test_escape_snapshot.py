@@ -8,6 +8,7 @@ These run real containers of `apps/escape_snapshot.py`.
 
 import importlib.util
 import os
+import shutil
 import uuid
 from pathlib import Path
 
@@ -25,12 +26,15 @@ def snap(apps_path):
     # A state directory short enough for the web sockets to lie in it (`<state>/web`), where the snap
     # hooks look for them.
     state = Path("/tmp") / f"hp-snapuid-{uuid.uuid4().hex[:8]}"
-    with Platform(str(state)):
-        _modal_alias.install()  # `import modal` in the app, as under `homeport run`
-        spec = importlib.util.spec_from_file_location("escape_snapshot", os.path.join(apps_path, "escape_snapshot.py"))
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        yield module, state
+    try:
+        with Platform(str(state)):
+            _modal_alias.install()  # `import modal` in the app, as under `homeport run`
+            spec = importlib.util.spec_from_file_location("escape_snapshot", os.path.join(apps_path, "escape_snapshot.py"))
+            module = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(module)
+            yield module, state
+    finally:
+        shutil.rmtree(state, ignore_errors=True)
 
 
 def _failed(attacks: dict) -> None:
