@@ -21,7 +21,8 @@ from . import exception
 from ._app import App, Stub
 from ._cls import Cls, Obj, Server, parameter
 from ._dict import Dict
-from ._function import Function, FunctionCall
+from ._function import Function
+from ._function_call import FunctionCall
 from ._image import Image
 from ._partial import (
     asgi_app,

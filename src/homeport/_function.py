@@ -1,4 +1,4 @@
-"""`Function` and `FunctionCall`: what `@app.function` returns, and the handle `.spawn()` gives back."""
+"""`Function`: what `@app.function` returns (`FunctionCall`, what `.spawn()` gives back, is in `_function_call`)."""
 
 from __future__ import annotations
 
@@ -13,9 +13,11 @@ from . import _context
 from . import _protocol as P
 from ._bridge import GeneratorWithAio, MethodWithAio, bridge_loop, run_async, run_sync
 from ._client import Client, get_client
+from ._function_call import FunctionCall
 from ._map import MapMethod, MapRun, aiter_inputs
 from ._serialization import decode_output, output_error, serialize_args
 from ._session import connection_lost
+from ._syncchan import SyncChannel
 from .exception import ExecutionError, InvalidError
 
 if TYPE_CHECKING:
@@ -78,8 +80,6 @@ class _RemoteMethod(_DirectMethod):
         direct = self._direct(args, kwargs)
         if direct is None:
             return super().__call__(*args, **kwargs)
-        from ._syncchan import SyncChannel
-
         fn = self._fn
         status, out = SyncChannel.get().call(direct[0], _new_call_id(), direct[1], fn._method)
         return decode_output(fn._tag, status, out)
@@ -97,11 +97,12 @@ class _SpawnMethod(_DirectMethod):
         direct = self._direct(args, kwargs)
         if direct is None:
             return super().__call__(*args, **kwargs)
-        from ._syncchan import SyncChannel
-
         call_id = _new_call_id()
-        SyncChannel.get().spawn(direct[0], call_id, direct[1], self._fn._method)
-        return FunctionCall(call_id, self._fn._tag)
+        ack = SyncChannel.get().spawn(direct[0], call_id, direct[1], self._fn._method)
+        call = FunctionCall(call_id, self._fn._tag)
+        if not ack.done:
+            call._ack = ack  # `.get()` / `.cancel()` wait for the acceptance (see `_syncchan`)
+        return call
 
 
 def webhook_call_error(how: str, tag: str, url: str | None) -> InvalidError:
@@ -445,47 +446,6 @@ class _DeployedFunction(Function):
 
     def get_web_url(self) -> str | None:
         return self.web_url
-
-
-class FunctionCall:
-    """A handle on a spawned call; `FunctionCall.from_id(id)` works from any process.
-
-    ```python
-    call = square.spawn(4)
-    assert call.get(timeout=10) == 16
-    ```
-    """
-
-    def __init__(self, call_id: str, tag: str | None = None) -> None:
-        self.object_id = call_id
-        self._tag = tag or call_id
-        self.get = MethodWithAio(self._get, "get")
-        self.cancel = MethodWithAio(self._cancel, "cancel")
-
-    def __repr__(self) -> str:
-        return f"FunctionCall({self.object_id!r})"
-
-    @classmethod
-    def from_id(cls, function_call_id: str, client: Any = None) -> FunctionCall:
-        return cls(function_call_id)
-
-    async def _get(self, timeout: float | None = None, *, index: int = 0) -> Any:
-        client = await get_client()
-        reply = await client.request(
-            P.CallGet(call=self.object_id, timeout=timeout),
-            timeout=None if timeout is None else timeout + 30,
-        )
-        if reply is None:
-            raise TimeoutError(f"The call {self.object_id} did not finish within {timeout} s.")
-        return decode_output(self._tag, reply["status"], reply["data"])
-
-    async def _cancel(self, terminate_containers: bool = False) -> None:
-        client = await get_client()
-        await client.request(P.CallCancel(call=self.object_id))
-
-    @staticmethod
-    def gather(*calls: FunctionCall) -> list[Any]:
-        return [c.get() for c in calls]
 
 
 def is_generator_function(f: Any) -> bool:

@@ -4,6 +4,23 @@ The general client runs on a background event loop, so a blocking call would cro
 every message (about 0.1 ms on a small machine, a third of a warm call). A unary call needs none of
 that: this channel writes the call and reads frames until its output arrives, on the calling thread.
 Logs, generators, maps and `.aio` still go through the event-loop client.
+
+`.spawn()` from synchronous code is pipelined here: it writes the call (its id is allocated by the
+client, so `FunctionCall.object_id` is usable at once) and returns without waiting for the control
+plane's acceptance; acceptances are read as they come, in batches. What that means:
+
+- The first spawn of a function on a thread's connection still waits for its acceptance, so a call
+  to a function that is not running (its app stopped) fails at `spawn()`, as before.
+- A later spawn that the control plane refuses (the app stopped in between) raises its error at that
+  call's `.get()` / `.cancel()` (each time), and at the thread's next `.spawn()` of the same function,
+  which then sends nothing ("an earlier spawn ... was refused: ..."), once for all its refusals.
+- At most `SPAWN_WINDOW` spawns are unacknowledged per connection: past that a spawn waits.
+- `.get()`, `.cancel()` and `FunctionCall.from_id(...)` in the same process wait for the call's
+  acceptance first, so they never race it; another process may use the id once `spawn()`'s caller
+  has had any answer about it (e.g. after `call.get(timeout=0)`).
+- A process that exits (or a thread's connection that closes) waits for its spawns' acceptances
+  first, up to `EXIT_WAIT_SECONDS`, so fire-and-forget spawns of a deployed app are committed; a
+  refusal nobody was told of is printed to stderr.
 """
 
 from __future__ import annotations
@@ -12,6 +29,7 @@ import atexit
 import os
 import select
 import socket
+import sys
 import threading
 import time
 import weakref
@@ -21,7 +39,11 @@ from . import _address, _config
 from . import _protocol as P
 from ._liveness import SilenceWatch
 from ._session import connection_lost, could_not_connect, hello_message, hello_refused
-from .exception import ConnectionError, error_from_code
+from .exception import ConnectionError, Error, error_from_code
+
+SPAWN_WINDOW = 4096  # spawns written and not acknowledged yet, per connection
+DRAIN_EVERY = 256  # spawns between two looks (without waiting) for acknowledgements that arrived
+EXIT_WAIT_SECONDS = 30.0  # how long a closing connection waits for its spawns' acknowledgements
 
 _local = threading.local()
 _PING = P.encode(P.Ping())
@@ -31,10 +53,22 @@ _open: weakref.WeakSet[SyncChannel] = weakref.WeakSet()
 _cached_address: tuple[tuple, str] = ((), "")
 
 
+# POSIX keeps the environment as bytes in `os.environ._data`: four lookups there cost a fraction of
+# `os.environ.get`'s (which encodes and decodes), and this runs on every call.
+_environ = os.environ
+_raw_env: dict | None = getattr(os.environ, "_data", None) if os.name == "posix" else None
+_K1, _K2, _K3, _K4 = (P.ENV_SERVER_ADDRESS, P.ENV_STATE_DIR, "XDG_STATE_HOME", "HOME")
+_R1, _R2, _R3, _R4 = (os.fsencode(k) for k in (_K1, _K2, _K3, _K4))
+
+
 def _server_address() -> str:
     global _cached_address
-    env = os.environ
-    key = (env.get(P.ENV_SERVER_ADDRESS), env.get(P.ENV_STATE_DIR), env.get("XDG_STATE_HOME"), env.get("HOME"))
+    raw = _raw_env
+    if raw is not None and os.environ is _environ:
+        key: tuple = (raw.get(_R1), raw.get(_R2), raw.get(_R3), raw.get(_R4))
+    else:
+        env = os.environ
+        key = (env.get(_K1), env.get(_K2), env.get(_K3), env.get(_K4))
     cached = _cached_address
     if cached[0] != key:
         cached = _cached_address = (key, _config.client_address())
@@ -47,11 +81,50 @@ def _close_all() -> None:
         ch.close()
 
 
+class SpawnAck:
+    """A spawn written to the control plane whose acceptance may not have been read yet."""
+
+    __slots__ = ("call_id", "channel", "done", "error", "fid", "reported", "rid")
+
+    def __init__(self, channel: SyncChannel, rid: int, call_id: str, fid: str) -> None:
+        self.channel, self.rid, self.call_id, self.fid = channel, rid, call_id, fid
+        self.done = False
+        self.error: Error | None = None  # the refusal (or the lost connection), once `done`
+        self.reported = False  # its error was raised to the caller
+
+    def wait(self) -> None:
+        """Until the control plane answered; raises its refusal (each time: `.get()` may be retried)."""
+        if not self.done:
+            self.channel._wait_ack(self)
+        if self.error is not None:
+            self.reported = True
+            raise self.error
+
+
+# Call id -> its spawn, while unacknowledged: `FunctionCall.from_id(id)` in this process waits for it too.
+_unacked: dict[str, SpawnAck] = {}
+
+
+def unacknowledged(call_id: str) -> SpawnAck | None:
+    return _unacked.get(call_id)
+
+
 class SyncChannel:
     def __init__(self) -> None:
         self.address = _server_address()
         self.pid = os.getpid()
-        self._ids = 0  # request ids of this channel's requests
+        # Spawns by request id whose acknowledgement was not read yet; refused ones not yet raised;
+        # functions with an accepted spawn on this connection (their next spawns are pipelined).
+        self._acks: dict[int, SpawnAck] = {}
+        self._refused: list[SpawnAck] = []
+        self._accepted: set[str] = set()
+        self._since_drain = 0
+        # Spawns' request ids count down from -1: never one of the other requests' (Dicts and Queues
+        # number theirs from 1 on this connection too).
+        self._spawn_ids = 0
+        # Reading the socket: this thread, or another whose `FunctionCall.get()` waits for a spawn's
+        # acknowledgement (a FunctionCall may travel between threads).
+        self._read_lock = threading.Lock()
         try:
             self.sock = _address.connect(self.address)
         except OSError as exc:
@@ -68,7 +141,9 @@ class SyncChannel:
     @classmethod
     def get(cls) -> SyncChannel:
         ch: SyncChannel | None = getattr(_local, "channel", None)
-        if ch is None or ch.pid != os.getpid() or ch.address != _server_address() or ch._dead():
+        # (A connection with spawns in flight is not probed: its acknowledgements make it readable,
+        # and reading them notices a closed one.)
+        if ch is None or ch.pid != os.getpid() or ch.address != _server_address() or (not ch._acks and ch._dead()):
             if ch is not None:
                 ch.close()
             ch = _local.channel = cls()
@@ -88,12 +163,107 @@ class SyncChannel:
         self.close()
 
     def close(self) -> None:
+        acks = getattr(self, "_acks", None)  # (None: made without `__init__`, or it failed early)
+        if acks and self.pid == os.getpid():
+            self._settle_before_close()
         try:
             self.sock.close()
         except OSError:
             pass
+        if acks:
+            self._lost()
         if getattr(_local, "channel", None) is self:
             _local.channel = None
+
+    def _settle_before_close(self) -> None:
+        """Wait (bounded) for the acknowledgements of spawns in flight; print refusals nobody heard of."""
+        deadline = time.monotonic() + EXIT_WAIT_SECONDS
+        try:
+            with self._read_lock:
+                while self._acks:
+                    left = deadline - time.monotonic()
+                    if left <= 0 or not select.select([self.sock], [], [], left)[0]:
+                        break
+                    self._handle(self._recv())
+        except (OSError, EOFError, ValueError, ConnectionError):
+            pass
+        for ack in list(self._acks.values()) + self._refused:
+            if not ack.reported:
+                what = ack.error if ack.error is not None else "no acknowledgement before the connection closed"
+                print(f"homeport: spawned call {ack.call_id} may not run: {what}", file=sys.stderr)
+                ack.reported = True
+        self._refused.clear()
+
+    def _lost(self) -> None:
+        """The connection is gone: spawns still unacknowledged fail with that at their `.get()`."""
+        for ack in list(self._acks.values()):
+            self._settle(ack, connection_lost("a spawn"))
+        self._acks.clear()
+
+    def _settle(self, ack: SpawnAck, error: Error | None) -> None:
+        ack.done, ack.error = True, error
+        _unacked.pop(ack.call_id, None)
+        if error is not None:
+            if not ack.reported:
+                self._refused.append(ack)
+            self._accepted.discard(ack.fid)
+        else:
+            self._accepted.add(ack.fid)
+
+    def _handle(self, msg: P.ToClient) -> None:
+        """A message read while spawns are in flight: their acknowledgements, nothing else expected."""
+        if isinstance(msg, P.Result):
+            ack = self._acks.pop(msg.id, None) if type(msg.id) is int else None
+            if ack is not None:
+                self._settle(ack, None if msg.ok else error_from_code(msg.code or "", msg.msg or ""))
+
+    def _wait_ack(self, ack: SpawnAck | None) -> None:
+        """Read until `ack` (None: every spawn in flight) is answered or the connection is lost."""
+        with self._read_lock:
+            try:
+                while self._acks if ack is None else not ack.done:
+                    self._handle(self._recv())
+            except (OSError, EOFError):
+                self.sock.close()
+                self._lost()
+            except ConnectionError:  # it stopped answering (HOMEPORT_CONTROL_PLANE_TIMEOUT)
+                self.sock.close()
+                self._lost()
+
+    def _drain_ready(self) -> None:
+        """Read the acknowledgements that have arrived, without waiting (the read lock held)."""
+        frames = self._frames
+        while True:
+            try:
+                chunk = self.sock.recv(1 << 16, socket.MSG_DONTWAIT)
+            except (BlockingIOError, InterruptedError):
+                break
+            if not chunk:
+                raise EOFError
+            frames.feed(chunk)
+        while self._acks:
+            body = frames.next()
+            if body is None:
+                return
+            self._handle(P.decode_to_client(body))
+
+    def _raise_refused(self, fid: str) -> None:
+        """An earlier spawn of function `fid` on this connection was refused and its caller was not told
+        yet: raise it (once for all of them, and for those of its spawns still in flight)."""
+        refused = [a for a in self._refused if a.fid == fid and not a.reported]
+        self._refused = [a for a in self._refused if a.fid != fid and not a.reported]
+        if not refused:
+            return
+        for a in refused:
+            a.reported = True
+        for a in self._acks.values():  # in flight: their refusal would be the same news
+            if a.fid == fid:
+                a.reported = True
+        first = refused[0]
+        more = f" (and {len(refused) - 1} more)" if len(refused) > 1 else ""
+        err = first.error
+        assert err is not None  # refused ones have their error
+        raise type(err)(f"an earlier spawn ({first.call_id}){more} was refused, so this one was not sent: {err}")
 
     def _recv(self) -> P.ToClient:
         """The next message. Waits for the socket with `select`, so that a control plane that stopped
@@ -126,7 +296,10 @@ class SyncChannel:
                 return
 
     def _request(self, msg: P.Request | dict[str, Any]) -> P.Result:
-        """Send a request (its id set) and read until its result."""
+        """Send a request (its id set) and read until its result. Spawns in flight are answered first:
+        their acknowledgements must not be taken for (or dropped by) another request's reading."""
+        if self._acks:
+            self._wait_ack(None)
         self.sock.sendall(P.encode(msg))
         rid = msg["id"] if type(msg) is dict else msg.id  # type: ignore[union-attr]
         while True:
@@ -134,23 +307,52 @@ class SyncChannel:
             if isinstance(reply, P.Result) and reply.id == rid:
                 return reply
 
-    def spawn(self, fid: str, call_id: str, data: bytes, method: str | None) -> None:
-        """Start a spawned call (the control plane accepted it when this returns)."""
-        self._ids += 1
-        msg = P.Call(call=call_id, fid=fid, kind=P.KIND_SPAWN, inputs=[P.CallInput(0, data, method)], id=self._ids)
-        try:
-            reply = self._request(msg)
-        except (OSError, EOFError):
+    def spawn(self, fid: str, call_id: str, data: bytes, method: str | None) -> SpawnAck:
+        """Write a spawned call; its acceptance is read later (see the module's docstring)."""
+        with self._read_lock:
+            if self._refused:
+                self._raise_refused(fid)
+            try:
+                self._spawn_ids -= 1
+                ack = SpawnAck(self, self._spawn_ids, call_id, fid)
+                self.sock.sendall(P.encode(P.Call(call=call_id, fid=fid, kind=P.KIND_SPAWN,
+                                                  inputs=[P.CallInput(0, data, method)], id=ack.rid)))
+                self._acks[ack.rid] = ack
+                _unacked[call_id] = ack
+                if fid not in self._accepted:  # the first of this function here: its answer now
+                    while not ack.done:
+                        self._handle(self._recv())
+                elif len(self._acks) >= SPAWN_WINDOW:
+                    while len(self._acks) > SPAWN_WINDOW // 2:
+                        self._handle(self._recv())
+                else:
+                    self._since_drain += 1
+                    if self._since_drain >= DRAIN_EVERY:
+                        self._since_drain = 0
+                        self._drain_ready()
+            except (OSError, EOFError):
+                self._lost()
+                lost: Error | None = connection_lost("a spawn")
+            except ConnectionError as exc:  # it stopped answering (HOMEPORT_CONTROL_PLANE_TIMEOUT)
+                self._lost()
+                lost = exc
+            else:
+                lost = None
+        if lost is not None:
             self.close()
-            raise connection_lost("a spawn") from None
-        except ConnectionError:
-            self.close()
-            raise
-        if not reply.ok:
-            raise error_from_code(reply.code or "", reply.msg or "")
+            raise lost from None
+        if ack.error is not None:  # its own answer came while it waited (the first spawn of a function)
+            for a in [ack, *self._refused]:
+                if a.fid == fid:
+                    a.reported = True
+            self._refused = [a for a in self._refused if not a.reported]
+            raise ack.error
+        return ack
 
     def call(self, fid: str, call_id: str, data: bytes, method: str | None) -> tuple[int, Any]:
         """One unary call: (status, data) of its output."""
+        if self._acks:  # spawns in flight: their acknowledgements first (a `.get()` elsewhere waits on them)
+            self._wait_ack(None)
         try:
             self.sock.sendall(P.encode(P.Call(call=call_id, fid=fid, kind=P.KIND_UNARY,
                                               inputs=[P.CallInput(0, data, method)])))

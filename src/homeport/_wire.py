@@ -45,6 +45,10 @@ class FramedProtocol(asyncio.Protocol):
         self._paused = False
         self._refused = False
         self._drain_waiters: list[asyncio.Future[None]] = []
+        # While this connection's own frames are handled (`data_received`), what is sent on it is held
+        # here and written once at the end, in order: a burst of requests (pipelined spawns) gets its
+        # answers in one write, not one system call each. Nothing waits: the end is in the same turn.
+        self._held: list[bytes] | None = None
 
     # --- asyncio.Protocol --------------------------------------------------------------------------
     def connection_made(self, transport) -> None:
@@ -65,20 +69,32 @@ class FramedProtocol(asyncio.Protocol):
         frames = self._frames
         frames.feed(data)
         on_message = self._on_message
-        while True:
-            try:
-                body = frames.next()
-            except P.FrameTooLarge as exc:
-                self._refuse_frame(exc.size)
-                return
-            if body is None:
-                return
-            try:
-                message = self.decode(body)
-            except P.MalformedMessage as exc:
-                self.on_malformed(body, exc)
-                continue
-            on_message(message)
+        held: list[bytes] = []
+        self._held = held
+        try:
+            while True:
+                try:
+                    body = frames.next()
+                except P.FrameTooLarge as exc:
+                    self._refuse_frame(exc.size)
+                    return
+                if body is None:
+                    return
+                try:
+                    message = self.decode(body)
+                except P.MalformedMessage as exc:
+                    self.on_malformed(body, exc)
+                    continue
+                on_message(message)
+        finally:
+            if self._held is held:
+                self._release()
+
+    def _release(self) -> None:
+        """Write what was held while frames were handled (see `_held`)."""
+        held, self._held = self._held, None
+        if held and self.transport is not None and not self.transport.is_closing():
+            self.transport.write(held[0] if len(held) == 1 else b"".join(held))
 
     def on_malformed(self, body: bytes, exc: P.MalformedMessage) -> None:
         """A frame that `decode` refused: dropped, with a warning (the control plane answers it)."""
@@ -93,10 +109,12 @@ class FramedProtocol(asyncio.Protocol):
         self._frames.clear()
         if self.on_oversize is not None:
             self.on_oversize(n)
+        self._release()
         if self.transport is not None:
             self.transport.close()
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self._held = None
         if not self.closed.done():
             self.closed.set_result(None)
         for w in self._drain_waiters:
@@ -122,7 +140,10 @@ class FramedProtocol(asyncio.Protocol):
 
     def send(self, message: Any) -> None:
         """Send a message: a typed message of `homeport._protocol` or a plain map."""
-        if self.transport is not None and not self.transport.is_closing():
+        held = self._held
+        if held is not None:
+            held.append(P.encode(message))
+        elif self.transport is not None and not self.transport.is_closing():
             self.transport.write(P.encode(message))
 
     async def drain(self) -> None:
@@ -133,6 +154,7 @@ class FramedProtocol(asyncio.Protocol):
             await w
 
     def close(self) -> None:
+        self._release()
         if self.transport is not None:
             self.transport.close()
 

@@ -133,3 +133,17 @@ def test_assignments_route_web_requests_to_the_gateway_and_inputs_to_the_contain
     ex.execute([Assign(start.container, [web_iid])])
     assert effects.web.assigned_ids == [(start.container, web_iid)]
     assert len(rec.proto.sent) == 1  # the web request is not sent to the container as an input
+
+
+def test_a_queued_chunk_counts_each_input_it_has_left():
+    """The scheduler queues a map's chunk as one; what the dashboard and `status` call queued counts
+    each input the chunk still has to run, a single input and a web request as one each."""
+    ex, registry, effects, fn = _executor()
+    call = CallRecord("fc-1", fn, P.KIND_MAP, None)
+    single, chunk, partly_done = (ex.input_ids.function_input() for _ in range(3))
+    registry.inputs[single] = InputRecord(single, call, 0, b"args", None)
+    registry.inputs[chunk] = InputRecord(chunk, call, 1, [b"a"] * 5, None)
+    registry.inputs[partly_done] = InputRecord(partly_done, call, 6, [b"a"] * 5, None, left={3, 4})
+    web_request = ex.input_ids.web_request()
+    assert registry.queued_inputs([single, chunk, partly_done, web_request]) == 1 + 5 + 2 + 1
+    assert registry.queued_inputs([]) == 0

@@ -105,6 +105,48 @@ def test_short_inputs_do_not_start_a_container_per_input():
     assert sum(len(a.inputs) for a in of(Assign, out)) > 1  # and is prefetched in a batch
 
 
+def test_concurrent_blocking_callers_scale_out_where_the_same_backlog_as_a_map_would_not():
+    for callers, expected in ((False, []), (True, ["c2", "c3", "c4"])):
+        s, _ = make(PoolConfig(max_containers=4))
+        s.submit("p", [0], 0)
+        s.container_ready("c1", 0.1)
+        s.inputs_done("c1", [0], seconds=0.0001, now=0.2)  # inputs take 100 µs
+        # 200 threads each blocked on its own `.remote()`: the backlog drains in 20 ms on one container,
+        # but every caller waits for all the calls ahead of it.
+        out = s.submit("p", range(1, 201), 0.3, callers=callers)
+        assert started(out) == expected  # up to max_containers
+
+
+def test_cpu_bound_callers_get_no_more_containers_than_cores_and_their_containers_scale_down():
+    from homeport.server.core.scheduler import Capacity
+
+    ids = (f"c{i}" for i in itertools.count(1))
+    s = Scheduler(lambda: next(ids), Capacity(cpu=2, memory_mib=100_000))
+    s.add_pool("p", PoolConfig(scaledown_window=2), 0)
+    s.submit("p", [0], 0, callers=True)
+    s.container_ready("c1", 0.1)
+    s.inputs_done("c1", [0], seconds=0.0001, now=0.2, cpu_seconds=0.0001)  # all cpu
+    out = s.submit("p", range(1, 201), 0.3, callers=True)
+    assert started(out) == ["c2"]  # two cores
+    s.container_ready("c2", 0.4)
+    while s.pools["p"].queue or any(s.holder_of(i) for i in range(1, 201)):  # each answers what it holds
+        for c in ("c1", "c2"):
+            held = [i for i in range(1, 201) if s.holds(c, i)]
+            s.inputs_done(c, held, seconds=0.0001 * len(held), now=0.6, cpu_seconds=0.0001 * len(held))
+    assert not s.pools["p"].callers  # answered: no caller waits any more
+    assert sorted(x.container for x in of(StopContainer, s.tick(2.6))) == ["c1", "c2"]  # idle past the window
+
+
+def test_a_caller_whose_input_failed_counts_no_more():
+    s, _ = make(PoolConfig(timeout=10, max_containers=4))
+    s.submit("p", [1], 0, callers=True)
+    s.container_ready("c1", 0)
+    s.tick(10 + DEADLINE_GRACE_SECONDS)  # timed out
+    assert not s.pools["p"].callers
+    s.submit("p", [2, 3], 20, callers=True)
+    assert s.cancel("p", {2, 3}) and not s.pools["p"].callers
+
+
 def test_long_inputs_scale_out_to_one_container_per_input():
     s, _ = make(PoolConfig(max_containers=10))
     s.submit("p", [0], 0)

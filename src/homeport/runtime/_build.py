@@ -26,7 +26,7 @@ def main(spec_path: str) -> None:
     from .. import _context
 
     _context.runtime_process = True  # a build step runs in a container: modal.is_local() is False
-    from ._runtime import _resolve, import_user_module
+    from ._load import _resolve, import_user_module
 
     if spec.get("serialized") is not None:
         fn = cloudpickle.loads(spec["serialized"])

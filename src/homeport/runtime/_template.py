@@ -247,7 +247,7 @@ def main(fd: int) -> None:
             from .. import _modal_alias
 
             _modal_alias.install()
-        from ._runtime import load_service, run_snap_hooks
+        from ._load import load_service, run_snap_hooks
 
         try:
             preloaded = load_service(defn)

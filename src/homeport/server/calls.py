@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("homeport.server")
 
+_BLOCKING = (P.KIND_UNARY, P.KIND_GENERATOR)  # calls whose caller waits on their one input
 # A map's chunks (see `_add_inputs`): the scheduler queues, assigns and times each as one, so a chunk is
 # cut to run for about `CHUNK_SECONDS` at the function's observed time per input, at most `MAX_CHUNK`
 # inputs. Before any input of the function finished, nothing is known of its inputs' time: fewer than
@@ -183,7 +184,7 @@ class CallService:
         if call.kind == P.KIND_SPAWN:
             call.input_ids.extend(ids)
         if ids:
-            self.executor.submit(call.fn.function_id, ids)
+            self.executor.submit(call.fn.function_id, ids, callers=call.kind in _BLOCKING)
 
     def _chunk_size(self, call: CallRecord, n: int) -> int:
         """How many of `n` consecutive inputs of a map go in one chunk (1: each on its own). Only a

@@ -196,8 +196,9 @@ class Executor:
         self.execute(self._scheduler.retire_pool(pool_id, time.monotonic()))
 
     # --- inputs ------------------------------------------------------------------------------------
-    def submit(self, pool_id: str, input_ids: list[int]) -> None:
-        self.execute(self._scheduler.submit(pool_id, input_ids, time.monotonic()))
+    def submit(self, pool_id: str, input_ids: list[int], callers: bool = False) -> None:
+        """Queue inputs; `callers`: a caller blocks on each (a unary call), which the autoscaler counts."""
+        self.execute(self._scheduler.submit(pool_id, input_ids, time.monotonic(), callers=callers))
 
     def submit_web_request(self, pool_id: str, iid: int, preferred: str | None) -> None:
         """Queue web request `iid` (from `input_ids.web_request()`) for a container of the pool (`preferred`,

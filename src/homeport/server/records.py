@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -129,6 +130,19 @@ class Registry:
     # Stopped apps whose containers are still running their exit hooks: app id -> container ids.
     # Their logs keep flowing to the client until the last one exits.
     stopping_apps: dict[str, set[str]] = field(default_factory=dict)
+
+    def queued_inputs(self, queue: Iterable[int]) -> int:
+        """How many inputs wait in a pool's `queue`: the scheduler queues a map's chunk as one, and here
+        each input it has still to run counts (a web request, not an input record, counts as one)."""
+        n = 0
+        inputs = self.inputs
+        for input_id in queue:
+            rec = inputs.get(input_id)
+            if rec is None or not isinstance(rec.args, list):
+                n += 1
+            else:
+                n += len(rec.args) if rec.left is None else len(rec.left)
+        return n
 
     def deployed_by_name(self, name: str) -> str | None:
         """The id of the live deployed app named `name`, if any."""

@@ -214,7 +214,7 @@ class ControlPlane:
                 for a in self.apps.values()
             ],
             "containers": len(self.containers),
-            "queued": sum(len(p.queue) for p in pools),
+            "queued": sum(self.registry.queued_inputs(p.queue) for p in pools),
             "pending": sum(p.pending for p in pools),
             "capacity": None if capacity is None else {"cpu": capacity.cpu, "memory_mib": capacity.memory_mib},
             "gpus": self._gpu_status(),
@@ -253,6 +253,9 @@ class DashboardReads:
 
     def pool(self, function_id: str) -> Pool | None:
         return self._cp.executor.pool(function_id)
+
+    def queued(self, pool: Pool) -> int:
+        return self._cp.registry.queued_inputs(pool.queue)
 
     def app_list(self) -> list[dict[str, Any]]:
         return self._cp.app_service.list_apps()

@@ -50,7 +50,7 @@ def forge(window):
     """Over its runtime's own connection, answers for the `window` input ids before its own."""
     own = int(modal.current_input_id().removeprefix("in-"))
     conn = next(o for o in gc.get_objects()
-                if type(o).__name__ == "Connection" and type(o).__module__ == "homeport.runtime._runtime")
+                if type(o).__name__ == "Connection" and type(o).__module__ == "homeport.runtime._conn")
     data = pickle.dumps("forged")
     ids = range(max(1, own - window), own)
     conn.send({"t": P.CONTAINER_OUTPUTS, "items": [[i, P.SUCCESS, data, 0.0] for i in ids]})

@@ -8,10 +8,8 @@ does I/O, so it is tested with plain asserts and a fake clock.
 Words (after dask's adaptive core): *observed* is what containers report; *requested* is what we asked
 the backend for and have not seen yet; *plan* is the number of containers the pool should have.
 
-Deadlines are data here too: the scheduler knows since when each input has been running and since when
-each container has been starting, and `tick` answers with `InputsTimedOut` / `StartupTimedOut` once
-one runs past its limit (plus a grace: the container's own timer should fire first). A pool whose
-containers fail during start-up restarts with an exponential backoff (`RestartBackoff`).
+Here: the events and the scaling decisions. Its data and instructions are in `core.pools`, admission
+against the machine's capacity in `core.admission`, deadlines in `core.deadlines`.
 
 Crashes (see `container_exited`), as Modal handles them: a container that dies unasked (a signal, the
 kernel's OOM killer, an exit) at start-up or while running inputs is replaced, and every input it held
@@ -34,15 +32,35 @@ once with that error (`init_failed`).
 
 from __future__ import annotations
 
-import enum
 import itertools
 import math
 from collections import deque
 from collections.abc import Iterable
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 
-from ..._backoff import exponential_delay
 from . import gpus as _gpus
+from .admission import Admission
+from .deadlines import DEADLINE_GRACE_SECONDS, Deadlines, restart_backoff
+from .pools import (
+    Assign,
+    Capacity,
+    Container,
+    FailInputs,
+    InputsTimedOut,
+    Instruction,
+    Phase,
+    Pool,
+    PoolConfig,
+    RequeueInputs,
+    RestartBackoff,
+    StartContainer,
+    StartupTimedOut,
+    StopContainer,
+)
+
+__all__ = ["DEADLINE_GRACE_SECONDS", "INPUT_CRASH_LIMIT", "MAX_BLIND_STARTS", "POOL_CRASH_LIMIT", "Assign", "Capacity",
+           "Container", "FailInputs", "InputsTimedOut", "Instruction", "Phase", "Pool", "PoolConfig", "RequeueInputs",
+           "RestartBackoff", "Scheduler", "StartContainer", "StartupTimedOut", "StopContainer", "restart_backoff"]
 
 # Inputs handed to a container beyond what it can run at once. Only short inputs are prefetched, so
 # that a long input never waits behind another while a container sits idle (see `_window`).
@@ -57,182 +75,13 @@ DRAIN_TARGET_SECONDS = 0.5
 MAX_BLIND_STARTS = 8
 # Above this share of cpu time in their wall time, a pool's inputs count as cpu-bound.
 CPU_BOUND_SHARE = 0.5
-# The control plane's deadline for an input (or a start-up) is the container's own limit plus this.
-# The container's timer fires first when user code lets it; the backstop is for code that does not
-# (a long call into C, a `try: ... except BaseException: pass` loop).
-DEADLINE_GRACE_SECONDS = 1.5
-# After a container fails during start-up, the pool starts no other for 1 s, then 2 s, 4 s ... at most
-# 60 s; a container that gets ready resets it. Without it a broken `min_containers` pool restarts
-# on every tick, forever.
-RESTART_BACKOFF_INITIAL = 1.0
-RESTART_BACKOFF_FACTOR = 2.0
-RESTART_BACKOFF_MAX = 60.0
 # Crash policy (see the module's docstring): re-runs of one input after crashes, and crashes in a row
 # (no input completing in between) after which an ephemeral pool fails what it has queued.
 INPUT_CRASH_LIMIT = 3
 POOL_CRASH_LIMIT = 3
 
 
-def restart_backoff(failures: int) -> float:
-    """Seconds a pool waits before its next start after `failures` start-up failures in a row."""
-    return exponential_delay(failures, RESTART_BACKOFF_INITIAL, RESTART_BACKOFF_FACTOR, RESTART_BACKOFF_MAX)
-
-
-@dataclass(frozen=True)
-class PoolConfig:
-    """Scaling settings of one function (or one class parameter set)."""
-
-    min_containers: int = 0
-    max_containers: int | None = None
-    buffer_containers: int = 0
-    scaledown_window: float = 60.0
-    max_inputs: int = 1  # inputs one container runs at once
-    target_inputs: int | None = None  # the autoscaler aims for this many per container
-    cpu: float = 0.125  # cores requested per container (Modal's default), used for admission
-    memory_mib: int = 128  # memory requested per container (Modal's default), used for admission
-    timeout: float | None = None  # seconds one input may run (None: no deadline)
-    startup_timeout: float | None = None  # seconds from a container's hello to ready (None: no deadline)
-    batch_wait: float = 0.0  # `@modal.batched` wait: a batch may start this long after its first input
-    # A class's base pool when the class has required parameters: without values its enter hooks cannot
-    # run, so it never starts containers; each bound variant (one per parameter set) is a pool of its own.
-    unbound: bool = False
-    # Hand a container more inputs than it runs at once when inputs are short. Not for web requests:
-    # an assigned request goes to its container at once, so a container may hold only what it can run.
-    prefetch: bool = True
-    # An ephemeral app's pool fails its queue after `POOL_CRASH_LIMIT` crashes in a row; a deployed
-    # app's never does (it backs off and keeps restarting).
-    fail_on_crashes: bool = True
-    # `gpu=`: ((type, count), ...) in order of preference (see `core.gpus`); each container holds its
-    # devices whole until it exits.
-    gpu: tuple[tuple[str, int], ...] = ()
-
-
-@dataclass(frozen=True)
-class Capacity:
-    """What this machine offers to containers; the sum of their requests never exceeds it."""
-
-    cpu: float
-    memory_mib: int
-
-
-class Phase(enum.Enum):
-    STARTING = "starting"
-    READY = "ready"
-    STOPPING = "stopping"
-
-
-@dataclass
-class Container:
-    id: str
-    pool: str
-    phase: Phase
-    started_at: float
-    last_active: float
-    assigned: dict[int, None] = field(default_factory=dict)  # insertion-ordered input ids
-    # The assigned inputs counted as running, with since when: always the first `max_inputs` of
-    # `assigned` (a container runs what it holds in order). An input's clock starts when it is assigned
-    # to a free slot or when an earlier input's output frees one, never before it really started.
-    running: dict[int, float] = field(default_factory=dict)
-    connected_at: float | None = None  # its runtime said hello: the start-up clock runs
-    start_failed: bool = False  # timed out in start-up: the pool's backoff already counts it
-    served: int = 0
-    leaving: bool = False  # it said it will exit: nothing it still holds was started
-    gpus: tuple[str, ...] = ()  # UUIDs of the GPUs it holds (until it exits)
-
-
-@dataclass
-class Pool:
-    id: str
-    config: PoolConfig
-    queue: deque[int] = field(default_factory=deque)
-    containers: dict[str, Container] = field(default_factory=dict)
-    ewma_seconds: float | None = None  # observed time per input
-    cpu_share: float | None = None  # observed cpu time / wall time of inputs (near 1: cpu-bound)
-    active: bool = True
-    pending: int = 0  # containers the plan wants that wait for free cpu or memory
-    retired: bool = False  # an old version: drains, then goes
-    start_failures: int = 0  # containers that failed during start-up in a row
-    restart_at: float = 0.0  # no container starts before this (the restart backoff)
-    crashes: int = 0  # containers that crashed in a row, with no input completing in between
-    input_crashes: dict[int, int] = field(default_factory=dict)  # input id -> crashed containers it ran in
-    waiting_for_gpu: int = 0  # of `pending`: containers that wait for a matching GPU to be free
-    # Nothing of the pool can pass a deadline before this (see `_expire`): a tick skips the scan.
-    expire_after: float = -math.inf
-
-
-# --- instructions ----------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class StartContainer:
-    pool: str
-    container: str
-    reason: str
-    gpus: tuple[str, ...] = ()  # UUIDs of the GPUs it gets
-
-
-@dataclass(frozen=True)
-class StopContainer:
-    container: str
-    reason: str
-
-
-@dataclass(frozen=True)
-class Assign:
-    container: str
-    inputs: tuple[int, ...]
-
-
-@dataclass(frozen=True)
-class FailInputs:
-    """Inputs that can no longer run; `lost` ones were running when their container died."""
-
-    inputs: tuple[int, ...]
-    reason: str
-    lost: bool = False
-
-
-@dataclass(frozen=True)
-class RequeueInputs:
-    """Inputs a dead container held but had not started; they go back to the front of the queue."""
-
-    inputs: tuple[int, ...]
-
-
-@dataclass(frozen=True)
-class InputsTimedOut:
-    """Inputs that ran past `timeout` plus the grace without an output: the container did not stop them
-    itself. They fail with a timeout and the container is killed; what else it held went back to the
-    queue (a `RequeueInputs` follows)."""
-
-    container: str
-    inputs: tuple[int, ...]
-    timeout: float
-
-
-@dataclass(frozen=True)
-class StartupTimedOut:
-    """A container still not ready `startup_timeout` plus the grace after its hello: kill it; it counts
-    as a start-up failure when it exits."""
-
-    container: str
-    startup_timeout: float
-
-
-@dataclass(frozen=True)
-class RestartBackoff:
-    """Container `container` of the pool failed during start-up (`failures` in a row): no other starts
-    for `delay` seconds."""
-
-    pool: str
-    container: str
-    failures: int
-    delay: float
-
-
-Instruction = (StartContainer | StopContainer | Assign | FailInputs | RequeueInputs | InputsTimedOut
-               | StartupTimedOut | RestartBackoff)
-
-
-class Scheduler:
+class Scheduler(Admission, Deadlines):
     def __init__(self, new_container_id, capacity: Capacity | None = None,
                  gpus: tuple[_gpus.GpuDevice, ...] = ()) -> None:
         self._new_id = new_container_id
@@ -240,106 +89,6 @@ class Scheduler:
         self.gpus = tuple(gpus)  # the machine's GPU inventory
         self.pools: dict[str, Pool] = {}
         self.containers: dict[str, Container] = {}
-
-    def _used(self) -> tuple[float, int]:
-        cpu, mem = 0.0, 0
-        for c in self.containers.values():
-            cfg = self.pools[c.pool].config
-            cpu += cfg.cpu
-            mem += cfg.memory_mib
-        return cpu, mem
-
-    def _fits(self, cfg: PoolConfig) -> bool:
-        if self.capacity is None:
-            return True
-        cpu, mem = self._used()
-        return cpu + cfg.cpu <= self.capacity.cpu + 1e-9 and mem + cfg.memory_mib <= self.capacity.memory_mib
-
-    def _make_room(self, pool: Pool) -> list[Instruction]:
-        """Stop idle containers of other pools (never below their `min_containers`) until the freed
-        cpu and memory, counting containers already stopping, admit one container of `pool`.
-
-        Warm idle containers are a cache: they should not keep a busy function waiting for a whole
-        scale-down window.
-        """
-        cap = self.capacity
-        assert cap is not None  # called only when `_fits` said no, which needs a capacity
-        cfg = pool.config
-        cpu_used, mem_used = self._used()
-        cpu_free, mem_free = cap.cpu - cpu_used, cap.memory_mib - mem_used
-        for c in self.containers.values():
-            if c.phase is Phase.STOPPING:
-                cpu_free += self.pools[c.pool].config.cpu
-                mem_free += self.pools[c.pool].config.memory_mib
-
-        def fits() -> bool:
-            return cfg.cpu <= cpu_free + 1e-9 and cfg.memory_mib <= mem_free
-
-        if fits():
-            return []  # what is already stopping will make room
-        out: list[Instruction] = []
-        live = {p.id: sum(1 for c in p.containers.values() if c.phase is not Phase.STOPPING) for p in self.pools.values()}
-        idle = sorted(
-            (c for c in self.containers.values()
-             if c.pool != pool.id and c.phase is Phase.READY and not c.assigned),
-            key=lambda c: c.last_active,
-        )
-        for c in idle:
-            if fits():
-                break
-            other = self.pools[c.pool]
-            if live[other.id] <= other.config.min_containers:
-                continue
-            live[other.id] -= 1
-            c.phase = Phase.STOPPING
-            cpu_free += other.config.cpu
-            mem_free += other.config.memory_mib
-            out.append(StopContainer(c.id, f"idle; stopped to make room for a container of {pool.id}"))
-        return out
-
-    def gpus_busy(self) -> set[str]:
-        """UUIDs of the GPUs held by a container (one that is stopping holds them until it exits)."""
-        return {u for c in self.containers.values() for u in c.gpus}
-
-    def _make_room_gpu(self, pool: Pool) -> list[Instruction]:
-        """Stop idle containers of other pools (never below their `min_containers`) that hold GPUs
-        this pool's request could use, until one container of it would get its devices."""
-        request = pool.config.gpu
-        busy = self.gpus_busy()
-        held = {u for c in self.containers.values() if c.phase is Phase.STOPPING for u in c.gpus}
-        if _gpus.choose(request, self.gpus, busy - held) is not None:
-            return []  # what is already stopping will free them
-        usable = {d.uuid for kind, _ in request for d in _gpus.matching(kind, self.gpus)}
-        live = {p.id: sum(1 for c in p.containers.values() if c.phase is not Phase.STOPPING) for p in self.pools.values()}
-        out: list[Instruction] = []
-        idle = sorted((c for c in self.containers.values() if c.pool != pool.id and c.phase is Phase.READY
-                       and not c.assigned and usable.intersection(c.gpus)), key=lambda c: c.last_active)
-        for c in idle:
-            other = self.pools[c.pool]
-            if live[other.id] <= other.config.min_containers:
-                continue
-            live[other.id] -= 1
-            c.phase = Phase.STOPPING
-            held.update(c.gpus)
-            out.append(StopContainer(c.id, f"idle; stopped to free its GPU for a container of {pool.id}"))
-            if _gpus.choose(request, self.gpus, busy - held) is not None:
-                break
-        return out
-
-    def too_big(self, cfg: PoolConfig) -> str | None:
-        """Why a container of this pool can never start on this machine, if it cannot."""
-        if cfg.gpu:
-            why = _gpus.infeasible(cfg.gpu, self.gpus)
-            if why is not None:
-                return why
-        cap = self.capacity
-        if cap is None:
-            return None
-        if cfg.cpu > cap.cpu:
-            return f"it requests cpu={cfg.cpu:g} but this machine offers {cap.cpu:g} cores; lower `cpu`"
-        if cfg.memory_mib > cap.memory_mib:
-            return f"it requests memory={cfg.memory_mib} MiB but this machine offers {cap.memory_mib} MiB; lower `memory`"
-        return None
 
     # --- events ------------------------------------------------------------------------------------
     def add_pool(self, pool_id: str, config: PoolConfig, now: float) -> list[Instruction]:
@@ -374,7 +123,9 @@ class Scheduler:
         pool.retired = True
         return self._reconcile(pool, now)
 
-    def submit(self, pool_id: str, inputs: Iterable[int], now: float, front: bool = False) -> list[Instruction]:
+    def submit(self, pool_id: str, inputs: Iterable[int], now: float, front: bool = False,
+               callers: bool = False) -> list[Instruction]:
+        """Queue `inputs`; `callers`: each has a caller blocked on it (see `Pool.callers`)."""
         pool = self.pools[pool_id]
         why = self.too_big(pool.config)
         if why is not None:
@@ -382,6 +133,9 @@ class Scheduler:
         if pool.config.unbound:
             return [FailInputs(tuple(inputs), "This class has required parameters and no container can run it "
                                               "without their values: call it with them, e.g. `Cls(name=...)`.")]
+        if callers:
+            inputs = list(inputs)
+            pool.callers.update(inputs)
         if front:
             pool.queue.extendleft(reversed(list(inputs)))
         else:
@@ -417,6 +171,7 @@ class Scheduler:
             return False
         for i in inputs:
             pool.input_crashes.pop(i, None)
+        pool.callers.difference_update(inputs)
         before = len(pool.queue)
         pool.queue = deque(i for i in pool.queue if i not in inputs)
         return before - len(pool.queue) == len(inputs)
@@ -432,15 +187,6 @@ class Scheduler:
         does not hold is stale, the input timed out there or went back to the queue, or forged)."""
         c = self.containers.get(cid)
         return c is not None and input_id in c.assigned
-
-    def restart_clock(self, cid: str, input_id: int, now: float) -> None:
-        """Input `input_id` (a map's chunk of inputs, run one after another) reported some of its inputs:
-        its deadline counts from now, so that each input of the chunk has the whole `timeout`, and the
-        crashes it was running in so far count no more (the input that crashed them is done)."""
-        c = self.containers.get(cid)
-        if c is not None and input_id in c.running:
-            c.running[input_id] = now
-            self.pools[c.pool].input_crashes.pop(input_id, None)  # it got on: not a poison one
 
     def container_connected(self, cid: str, now: float) -> None:
         """The container's runtime said hello: from now on it imports the user's code and runs the enter
@@ -466,15 +212,18 @@ class Scheduler:
         if c is None:
             return []
         n = 0
+        pool = self.pools[c.pool]
+        callers = pool.callers
         for i in inputs:
             if i in c.assigned:
                 del c.assigned[i]
                 c.running.pop(i, None)
                 n += 1
-                self.pools[c.pool].input_crashes.pop(i, None)
+                pool.input_crashes.pop(i, None)
+                if callers:
+                    callers.discard(i)
         c.served += n
         c.last_active = now
-        pool = self.pools[c.pool]
         if n:
             pool.crashes = 0  # inputs complete: the crashes before were not a loop
         self._mark_running(c, pool.config.max_inputs, now)
@@ -534,6 +283,7 @@ class Scheduler:
                 pool.input_crashes[i] = k
                 again.append(i)
         if lost:
+            pool.callers.difference_update(lost)
             out.append(FailInputs(tuple(lost), f"{reason} (it crashed {INPUT_CRASH_LIMIT + 1} containers)", lost=True))
         back = again + waiting
         if back:
@@ -545,34 +295,12 @@ class Scheduler:
                 reason = f"{reason} ({pool.crashes} containers crashed in a row; pending inputs fail)"
             for i in pool.queue:
                 pool.input_crashes.pop(i, None)
+            pool.callers.difference_update(pool.queue)
             out.append(FailInputs(tuple(pool.queue), reason))
             pool.queue.clear()
         if (init_failed or (crashed and c.phase is Phase.STARTING)) and not c.start_failed:
             out.append(self._start_failed(pool, cid, now))
         return out + self._reconcile(pool, now) + self._admit_waiting(now, pool.id)
-
-    @staticmethod
-    def _start_failed(pool: Pool, cid: str, now: float) -> RestartBackoff:
-        pool.start_failures += 1
-        delay = restart_backoff(pool.start_failures)
-        pool.restart_at = max(pool.restart_at, now + delay)
-        return RestartBackoff(pool.id, cid, pool.start_failures, delay)
-
-    def set_capacity(self, capacity: Capacity, now: float) -> list[Instruction]:
-        """What containers may request in all changed (a cluster's nodes joined or left): with more,
-        containers waiting for room start now; with less, running ones are left alone (none is stopped
-        to fit) and no new one starts until they fit again."""
-        grew = self.capacity is None or (capacity.cpu > self.capacity.cpu or capacity.memory_mib > self.capacity.memory_mib)
-        self.capacity = capacity
-        return self._admit_waiting(now) if grew else []
-
-    def _admit_waiting(self, now: float, skip: str | None = None) -> list[Instruction]:
-        """Capacity was freed: pools with containers waiting for it may start them now."""
-        out: list[Instruction] = []
-        for other in list(self.pools.values()):
-            if other.id != skip and other.active and other.pending:
-                out += self._reconcile(other, now)
-        return out
 
     def release(self, cid: str, inputs: Iterable[int], now: float, leaving: bool = False) -> list[Instruction]:
         """A container hands back inputs it had not started; they go to the front of the queue.
@@ -608,55 +336,21 @@ class Scheduler:
         for pool in list(self.pools.values()):
             if pool.active:
                 out += self._expire(pool, now)
+                if pool.callers:
+                    self._prune_callers(pool)
                 out += self._reconcile(pool, now)
         return out
 
-    def _expire(self, pool: Pool, now: float) -> list[Instruction]:
-        """Containers past a deadline: one not ready `startup_timeout` after its hello, one with an input
-        running longer than `timeout`. Both are killed (the service does it) and replaced."""
-        cfg = pool.config
-        out: list[Instruction] = []
-        if (cfg.startup_timeout is None and cfg.timeout is None) or now < pool.expire_after:
-            return out
-        # While scanning, note the earliest deadline: no tick before it needs to scan again. An input
-        # that starts (or a container that connects) later gets a deadline no earlier than now plus
-        # its limit, so that bounds what is not here yet.
-        start_limit = math.inf if cfg.startup_timeout is None else cfg.startup_timeout + DEADLINE_GRACE_SECONDS
-        run_limit = math.inf if cfg.timeout is None else cfg.timeout + cfg.batch_wait + DEADLINE_GRACE_SECONDS
-        earliest = now + min(start_limit, run_limit) - 1e-6  # (a hair early: never past a deadline by rounding)
-        for c in list(pool.containers.values()):
-            if c.phase is Phase.STARTING:
-                if cfg.startup_timeout is None or c.connected_at is None:
-                    continue
-                due = c.connected_at + cfg.startup_timeout + DEADLINE_GRACE_SECONDS
-                if now < due:
-                    earliest = min(earliest, due)
-                else:
-                    c.phase = Phase.STOPPING
-                    c.start_failed = True  # back off now, not when it exits: no replacement meanwhile
-                    out.append(StartupTimedOut(c.id, cfg.startup_timeout))
-                    out.append(self._start_failed(pool, c.id, now))
-            elif c.phase is Phase.READY and c.running and cfg.timeout is not None:
-                limit = cfg.timeout + cfg.batch_wait + DEADLINE_GRACE_SECONDS
-                first = min(c.running.values()) + limit
-                if now < first:
-                    earliest = min(earliest, first)
-                    continue
-                late = tuple(i for i, since in c.running.items() if now >= since + limit)
-                if not late:
-                    continue
-                c.phase = Phase.STOPPING
-                timed_out = set(late)
-                rest = [i for i in c.assigned if i not in timed_out]
-                c.assigned.clear()
-                c.running.clear()
-                out.append(InputsTimedOut(c.id, late, cfg.timeout))
-                if rest:
-                    # Other inputs it was running or held run again elsewhere: at least once, not lost.
-                    pool.queue.extendleft(reversed(rest))
-                    out.append(RequeueInputs(tuple(rest)))
-        pool.expire_after = earliest
-        return out
+    @staticmethod
+    def _prune_callers(pool: Pool) -> None:
+        """Forget caller inputs that left the pool by a way the events above do not see (a safety net:
+        the scheduler's own ways out discard them). Only while the pool has no other backlog, so cheap."""
+        if len(pool.queue) > len(pool.callers):
+            return
+        here = set(pool.queue)
+        for c in pool.containers.values():
+            here.update(c.assigned)
+        pool.callers &= here
 
     # --- decisions ---------------------------------------------------------------------------------
     def plan(self, pool: Pool, held: int | None = None, ready: int | None = None) -> int:
@@ -664,7 +358,10 @@ class Scheduler:
 
         Enough to run every queued and assigned input at `target_inputs` per container, but no more
         than the backlog needs to drain within `DRAIN_TARGET_SECONDS` at the observed time per input
-        (so a map of a million 1 µs inputs does not start a container per input), plus
+        (so a map of a million 1 µs inputs does not start a container per input), except that inputs
+        with a caller blocked on each (`Pool.callers`: 200 threads each calling `.remote()`) count
+        in full, each caller's wait being the backlog ahead of it; cpu-bound inputs get no more
+        containers than cores either way; plus
         `buffer_containers` while busy, at least `min_containers`, at most `max_containers`.
 
         `held` (inputs the pool's containers hold) and `ready` (its ready containers) are counted here
@@ -681,6 +378,8 @@ class Scheduler:
         if busy and pool.ewma_seconds is not None:
             by_time = math.ceil(busy * pool.ewma_seconds / (DRAIN_TARGET_SECONDS * per_container))
             want = min(want, max(1, by_time))
+            if pool.callers:
+                want = max(want, math.ceil(min(len(pool.callers), busy) / per_container))
             if self.capacity is not None and pool.cpu_share is not None and pool.cpu_share > CPU_BOUND_SHARE:
                 # Inputs that compute rather than wait gain nothing from more containers than cores; and
                 # their observed time grows with every extra container competing for the cores, which
@@ -799,35 +498,3 @@ class Scheduler:
         if n > 0:
             for iid in itertools.islice(c.assigned, len(c.running), len(c.running) + n):
                 c.running[iid] = now
-
-    def next_deadline(self) -> float | None:
-        """The earliest time at which `tick` may have something to do: stop an idle container, start one
-        after a restart backoff, or kill one past its start-up or input deadline."""
-        best = math.inf
-        for pool in self.pools.values():
-            cfg = pool.config
-            if pool.restart_at and (pool.queue or cfg.min_containers):
-                best = min(best, pool.restart_at)
-            # One pass per pool (it may have thousands of containers).
-            live = 0
-            idle_since = math.inf  # the longest idle ready container's last activity
-            for c in pool.containers.values():
-                phase = c.phase
-                if phase is Phase.STOPPING:
-                    continue
-                live += 1
-                if phase is Phase.READY:
-                    if not c.assigned:
-                        if c.last_active < idle_since:
-                            idle_since = c.last_active
-                    elif c.running and cfg.timeout is not None:
-                        due = min(c.running.values()) + cfg.timeout + cfg.batch_wait + DEADLINE_GRACE_SECONDS
-                        if due < best:
-                            best = due
-                elif c.connected_at is not None and cfg.startup_timeout is not None:
-                    due = c.connected_at + cfg.startup_timeout + DEADLINE_GRACE_SECONDS
-                    if due < best:
-                        best = due
-            if idle_since < math.inf and live > cfg.min_containers:  # else kept warm: no scale-down to wake for
-                best = min(best, idle_since + cfg.scaledown_window)
-        return None if best == math.inf else best

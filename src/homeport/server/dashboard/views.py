@@ -37,6 +37,10 @@ class ControlPlaneReads(Protocol):
 
     def pools(self) -> list[Pool]: ...
 
+    def queued(self, pool: Pool) -> int:
+        """Inputs waiting in `pool`'s queue (a map's chunk, queued as one, counts each input it has left)."""
+        ...
+
     def pool(self, function_id: str) -> Pool | None: ...
 
     def app_list(self) -> list[dict[str, Any]]: ...
@@ -73,13 +77,13 @@ def gauges(cp: ControlPlaneReads) -> dict[str, Any]:
     for pool in cp.pools():
         fn = cp.functions.get(pool.id)
         if fn is not None:
-            depth[(fn.app_id, fn.tag)] = len(pool.queue)
+            depth[(fn.app_id, fn.tag)] = cp.queued(pool)
     return {"containers_by_state": by_state, "queue_depth": depth}
 
 
 def pool_sizes(cp: ControlPlaneReads) -> dict[str, tuple[int, int]]:
     """function id -> (containers, queued inputs), sampled once a second for the function charts."""
-    return {pool.id: (len(pool.containers), len(pool.queue)) for pool in cp.pools()}
+    return {pool.id: (len(pool.containers), cp.queued(pool)) for pool in cp.pools()}
 
 
 def apps(cp: ControlPlaneReads) -> list[dict[str, Any]]:
@@ -123,7 +127,7 @@ def function(cp: ControlPlaneReads, observer: Observer, fid: str) -> dict[str, A
         "function_id": fid, "app_id": fn.app_id, "tag": fn.tag,
         "app_name": (cp.apps.get(fn.app_id) or {}).get("name"),
         "settings": settings, "retries": fn.retries,
-        "queued": len(pool.queue) if pool is not None else 0,
+        "queued": cp.queued(pool) if pool is not None else 0,
         "containers": len(pool.containers) if pool is not None else 0,
         "start_failures": pool.start_failures if pool is not None else 0,
         "figures": figures,
