@@ -17,6 +17,12 @@ inherit their volumes and files from it. In an image with its own root file syst
 first mounts a writable root of its own (`_mountns`). A snapshot template reports the user's source
 files it imported (`sources`), so the backend can tell when the snapshot has gone stale; a retired
 template forks no more and leaves after its last container.
+
+Why this module is longer than ~500 lines: the template's isolation state (`_isolation`, `_hides`,
+`_own_pids`, `_idmaps`) is process-global and set once before the first fork, then read in each copy
+between `fork()` and its first user code, where every import and indirection is paid per container.
+Preparing it and using it stay side by side; what does not touch it is in `_copyusers`, `_isolate`,
+`_newroot` and `_snapshot_check`.
 """
 
 from __future__ import annotations
