@@ -77,3 +77,18 @@ def test_snap_hooks_cannot_touch_the_web_sockets(snap):
     _failed(served["snap"])
     assert served["uid_map"][0] == "0" and served["uid_map"][1] not in ("0", "65534"), served
     assert not (state / "web" / "hp-planted").exists() and not (state / "web" / "hp-sock").exists()
+
+
+def test_a_snapshot_with_a_volume_is_isolated_as_one_without(snap):
+    """A memory snapshot with a volume starts under bubblewrap: its snap hooks and its containers are
+    still unprivileged host users, in PID namespaces of their own that hold no host process."""
+    module, _state = snap
+    with module.app.run(show_logs=False):
+        seen = module.SnapVolume().seen.remote()
+    assert seen["vol"] == "ok", seen  # its volume, written through the view made for its user
+    snap_map, container_map = seen["snap"]["uid_map"], seen["container"]["uid_map"]
+    assert snap_map[0] == "0" and snap_map[1] != "0" and snap_map[2] == "1", seen  # root inside only
+    assert container_map[0] == "0" and container_map[2] == "1" and len(container_map) == 3, seen
+    assert container_map[1] not in ("0", snap_map[1]), seen  # a host user of its own, not the snapshot's
+    for who in ("snap", "container"):
+        assert len(seen[who]["pids"]) < 10, (who, seen)

@@ -69,7 +69,6 @@ def victim():
     return "victim"
 
 
-# (No volume: a template with mounts starts under bubblewrap, where it cannot isolate itself yet.)
 @app.cls(enable_memory_snapshot=True)
 class Snapped:
     @modal.enter(snap=True)
@@ -103,3 +102,22 @@ class SnapWeb:
     @modal.fastapi_endpoint()
     def hello(self):
         return {"uid_map": _uid_map(), "snap": self.snap}
+
+
+def _seen() -> dict:
+    """Its user (as /proc/self/uid_map says) and the processes it can see."""
+    return {"uid_map": _uid_map(), "pids": sorted(int(p) for p in os.listdir("/proc") if p.isdigit())}
+
+
+# A volume (any mount) starts the snapshot's template under bubblewrap: isolated all the same.
+@app.cls(enable_memory_snapshot=True, volumes={"/vol": modal.Volume.from_name("escape-snapshot-vol", create_if_missing=True)})
+class SnapVolume:
+    @modal.enter(snap=True)
+    def look(self):
+        self.snap = _seen()
+
+    @modal.method()
+    def seen(self) -> dict:
+        with open("/vol/note", "w") as f:  # its volume is still there, and writable
+            f.write("ok")
+        return {"snap": self.snap, "container": _seen(), "vol": open("/vol/note").read()}

@@ -26,14 +26,17 @@ class CopyMounts:
     def __init__(self) -> None:
         self._userns: dict[int, int] = {}  # host user -> a user namespace whose root is that user
 
-    def make(self, uid: int, needed: Sequence[Sequence[Any]]) -> tuple[list[str], list[int]]:
+    def make(self, uid: int, needed: Sequence[Sequence[Any]],
+             sources: dict[str, str] | None = None) -> tuple[list[str], list[int]]:
         """The paths of `needed` ([path, writable]) and, in that order, a descriptor of an idmapped
         detached copy of each (read-only but where writable), for host user `uid` (the caller closes
         them): as a container's own copies are elsewhere (a directory of host root's, such as the web
-        sockets', is its own to pass). OSError where one cannot be made."""
+        sockets', is its own to pass). `sources`: where a path of the copy's view (a volume's target,
+        under bubblewrap) is on the host, where it is not the same path. OSError where one cannot be made."""
+        sources = {t.rstrip("/") or "/": s for t, s in (sources or {}).items()}
         writable: dict[str, bool] = {}
         for p, rw in needed:
-            if p and os.path.exists(p):
+            if p and os.path.exists(sources.get(p.rstrip("/") or "/", p)):
                 key = p.rstrip("/") or "/"
                 writable[key] = writable.get(key, False) or bool(rw)
         paths = sorted(writable)
@@ -45,7 +48,7 @@ class CopyMounts:
         fds: list[int] = []
         try:
             for path in paths:
-                fd, _recursive = _isolate._open_tree(path)
+                fd, _recursive = _isolate._open_tree(sources.get(path, path))
                 fds.append(fd)
                 _isolate._setattr(fd, _isolate.MOUNT_ATTR_IDMAP | (0 if writable[path] else _isolate.MOUNT_ATTR_RDONLY),
                                   userns)

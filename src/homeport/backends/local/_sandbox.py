@@ -122,7 +122,12 @@ def wrap(argv: Sequence[str], mounts: Sequence[Mount], rootfs: str | None, cwd: 
                 args += ["--ro-bind", path, path]
     else:
         devs = ["--dev-bind", "/dev", "/dev"] if dev is None else _gpu.bwrap_dev_args(dev)
-        args += ["--proc", "/proc", *devs, "--bind", "/tmp", "/tmp"]
+        # A template gets the host's /proc as it is (it runs as the control plane's user, in the host's
+        # PID namespace, as a template without mounts does): bubblewrap's own /proc has read-only
+        # mounts over parts of it, and the kernel lets a user namespace mount a /proc of its own only
+        # where one is fully visible, so a memory snapshot could not isolate itself (`_copyusers`).
+        proc = ["--bind", "/proc", "/proc"] if template else ["--proc", "/proc"]
+        args += [*proc, *devs, "--bind", "/tmp", "/tmp"]
     if os.path.isdir("/sys"):
         args += ["--ro-bind", "/sys", "/sys"]
     if hide is not None:  # before the mounts: some have their targets under it (an image build's own directory)

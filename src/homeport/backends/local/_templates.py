@@ -266,7 +266,8 @@ class Templates:
                      held=place is not None or tpl.own_pids, needed=self._needed(spec, scratch, cwd, code, own),
                      uid=uid)
         try:  # before the hold pipe, which the copy takes last; for its user, or the template's
-            msg.mounts, mounts = self._copies.make(uid or tpl.copy_uid, msg.needed) if tpl.copy_uid else ([], [])
+            sources = {m.target: m.source for m in spec.mounts}  # its volumes, at their paths in its view
+            msg.mounts, mounts = self._copies.make(uid or tpl.copy_uid, msg.needed, sources) if tpl.copy_uid else ([], [])
         except OSError as exc:
             tpl.forks.pop(cid, None)
             shutil.rmtree(scratch or "", ignore_errors=True)
