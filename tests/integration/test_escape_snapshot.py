@@ -92,3 +92,23 @@ def test_a_snapshot_with_a_volume_is_isolated_as_one_without(snap):
     assert container_map[1] not in ("0", snap_map[1]), seen  # a host user of its own, not the snapshot's
     for who in ("snap", "container"):
         assert len(seen[who]["pids"]) < 10, (who, seen)
+
+
+def _hidden(seen: dict) -> None:
+    assert "/proc" in seen["umount"], seen
+    assert all(result != "done" for result in seen["umount"].values()), seen["umount"]
+    assert len(seen["pids"]) < 10, seen
+    assert not any("pytest" in line for line in seen["cmdlines"].values()), seen["cmdlines"]  # the test process
+
+
+def test_snap_hooks_cannot_unmount_their_proc(snap):
+    """A snap hook that unmounts /proc (and every other mount in its view, the state directory's cover
+    among them) fails: the snapshot's own /proc is locked in place, so the host's processes, and their
+    command lines, stay out of view; with a volume (the template started otherwise) as without."""
+    module, _state = snap
+    with module.app.run(show_logs=False):
+        plain = module.SnapUnmount().result.remote()
+        with_volume = module.SnapVolumeUnmount().result.remote()
+    _hidden(plain)
+    _hidden(with_volume)
+    assert with_volume["vol"] == "ok", with_volume

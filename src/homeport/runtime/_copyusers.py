@@ -98,8 +98,9 @@ def isolate_snapshot(settings: dict[str, Any], plan: dict[str, Any] | None, read
     containers are: an unprivileged host user (`uid`) that is root in a user namespace of its own (which
     maps the per-container users too: `ranged_user_namespace`), with the host read-only, the state
     directory hidden, the web sockets' directory read-only, a private /tmp and home (`_isolate.isolate`),
-    and process 1 of a PID namespace of its own (`_isolate.enter_own_pid_namespace`). Every container
-    forked from it inherits all that, and is then forked into namespaces of its own inside it. `read`:
+    and process 1 of a PID namespace of its own, its /proc locked in place (`_isolate.proc_mounter`).
+    Every container forked from it inherits all that, and is then forked into namespaces of its own
+    inside it. `read`:
     paths it keeps in view read-only (the interpreter's, the user's code). What it went on without
     (notes); OSError where this machine does not allow it (tried first in a throw-away child, so that
     nothing of it is done then)."""
@@ -110,13 +111,18 @@ def isolate_snapshot(settings: dict[str, Any], plan: dict[str, Any] | None, read
     hidden = plan["dir"] if plan else None
 
     def attempt() -> list[str]:
-        idmap = _isolate.idmap_namespace(uid)
-        enter = ranged_user_namespace(uid)
+        mount_proc = _isolate.proc_mounter()  # its /proc mounted as host root: locked (see there)
         try:
-            notes = _isolate.isolate(needed, hidden, uid, idmap, pidns=False, user_ns=enter)
+            idmap = _isolate.idmap_namespace(uid)
+            enter = ranged_user_namespace(uid)
+            try:
+                notes = _isolate.isolate(needed, hidden, uid, idmap, pidns=False, user_ns=enter)
+            finally:
+                enter.close()  # type: ignore[attr-defined]
+            host_pid = _isolate.become_pid_one()
+            mount_proc()
         finally:
-            enter.close()  # type: ignore[attr-defined]
-        host_pid = _isolate.enter_own_pid_namespace()
+            mount_proc.close()  # type: ignore[attr-defined]
         if host_pid is not None:  # the snap hooks' process as the host sees it, as in a container
             os.environ[P.ENV_HOST_PID] = str(host_pid)
         return notes

@@ -23,8 +23,8 @@ in it (`isolate`), still privileged in its template's namespaces:
 
 A memory snapshot's template runs the user's code (imports, `snap=True` hooks) before it forks, so
 when the control plane is root it first makes itself what its containers are (`isolate` with the
-container's user, then `enter_own_pid_namespace`: process 1 of a PID namespace of its own, with its
-own /proc): an unprivileged host user that is root only in its user namespace, the host read-only, the
+container's user, then `become_pid_one`: process 1 of a PID namespace of its own, with its own /proc,
+mounted as host root and locked in its view, `proc_mounter`): an unprivileged host user that is root only in its user namespace, the host read-only, the
 state directory hidden. Its containers inherit that, and each is then forked into a PID namespace of
 its own inside the template's and isolates itself there, root in the template's user namespace (which
 owns what it mounts), with the paths it keeps mounted from idmapped copies the backend made for it
@@ -133,26 +133,99 @@ def fork_in_new_pid_namespace() -> int:
     return pid
 
 
-def enter_own_pid_namespace() -> int | None:
-    """Go on as process 1 of a new PID namespace and a new mount namespace, both owned by this
-    process's user namespace, with a /proc of that PID namespace: a snapshot template, which runs the
-    user's code, sees no host process, and can still fork each container into a PID namespace of its
-    own (`fork_in_new_pid_namespace` leaves one for a namespace its user namespace owns). This process
-    forks: the child returns; the parent only waits for it and leaves with its exit status (it dies
-    with the parent, which its supervisor kills). Its pid as the host sees it, if it can tell."""
-    _call(_lib().unshare(CLONE_NEWNS | CLONE_NEWPID), "unshare(CLONE_NEWNS | CLONE_NEWPID)")
+def become_pid_one(flags: int = CLONE_NEWPID) -> int | None:
+    """Go on as process 1 of a new PID namespace (unshare(`flags`), then fork): the child returns; the
+    parent only waits for it and leaves with its exit status (the child dies with the parent, which
+    its supervisor kills). The child's pid as the host sees it, if it can tell (read before a /proc of
+    its own is mounted)."""
+    _call(_lib().unshare(flags), f"unshare({flags:#x})")
     pid = os.fork()
     if pid != 0:  # never returns
         code = 1
         try:
             os.closerange(3, os.sysconf("SC_OPEN_MAX"))  # a copy of the template's socket would hide its exit
-            _, status = os.waitpid(pid, 0)
+            while True:  # (reaping any other child, such as `proc_mounter`'s helper)
+                done, status = os.waitpid(-1, 0)
+                if done == pid:
+                    break
             code = os.waitstatus_to_exitcode(status)
             code = 128 - code if code < 0 else code
         finally:
             os._exit(code)
     _lib().prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-    seen = host_pid()
+    return host_pid()
+
+
+def proc_mounter() -> Callable[[], None]:
+    """Prepare, as host root, a /proc that its user namespace does not own, for this process's PID
+    namespace to come: a helper is forked now, still host root. The function returned (called by
+    process 1 of a PID namespace that this process's user namespace owns, `become_pid_one`, still in
+    the mount namespace `isolate` made as host root) has the helper enter its mount and PID namespaces
+    and mount that namespace's /proc there as host root, then copies every mount into a mount namespace
+    of its own, owned by its user namespace: the kernel locks them all in place, so that no snap hook
+    can unmount /proc (or a cover) to see the host's processes beneath. The PID namespace stays its
+    user namespace's, which can still leave a namespace made for a child (`fork_in_new_pid_namespace`)."""
+    ask_r, ask_w = os.pipe()
+    done_r, done_w = os.pipe()
+    helper = os.fork()
+    if helper == 0:  # never returns
+        try:
+            os.closerange(3, min(ask_r, done_w))  # (the template's socket among them: see `become_pid_one`)
+            os.closerange(min(ask_r, done_w) + 1, max(ask_r, done_w))
+            os.closerange(max(ask_r, done_w) + 1, os.sysconf("SC_OPEN_MAX"))
+            seen = os.read(ask_r, 32)
+            if seen.isdigit():
+                pidns = os.open(f"/proc/{int(seen)}/ns/pid", os.O_RDONLY)
+                mntns = os.open(f"/proc/{int(seen)}/ns/mnt", os.O_RDONLY)
+                _call(_lib().setns(mntns, CLONE_NEWNS), "setns(CLONE_NEWNS)")
+                _call(_lib().setns(pidns, CLONE_NEWPID), "setns(CLONE_NEWPID)")
+                child = os.fork()
+                if child == 0:  # never returns: in that PID namespace, whose /proc it mounts
+                    code = 1
+                    try:
+                        _mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+                        code = 0
+                    finally:
+                        os._exit(code)
+                _, status = os.waitpid(child, 0)
+                if os.waitstatus_to_exitcode(status) == 0:
+                    os.write(done_w, b"ok")
+        finally:
+            os._exit(0)
+    os.close(ask_r)
+    os.close(done_w)
+    open_fds = [ask_w, done_r]
+
+    def close() -> None:  # once (the helper leaves when it reads nothing more)
+        while open_fds:
+            with contextlib.suppress(OSError):
+                os.close(open_fds.pop())
+
+    def mount_proc() -> None:
+        try:
+            seen = host_pid()
+            if seen is None:
+                raise OSError("this process's host pid is unknown")
+            os.write(ask_w, str(seen).encode())
+            if os.read(done_r, 2) != b"ok":
+                raise OSError("the helper could not mount a /proc for this PID namespace")
+        finally:
+            close()
+        _call(_lib().unshare(CLONE_NEWNS), "unshare(CLONE_NEWNS)")
+
+    mount_proc.close = close  # type: ignore[attr-defined]
+    return mount_proc
+
+
+def enter_own_pid_namespace() -> int | None:
+    """Go on as process 1 of a new PID namespace and a new mount namespace, both owned by this
+    process's user namespace, with a /proc of that PID namespace: a snapshot template, which runs the
+    user's code, sees no host process, and can still fork each container into a PID namespace of its
+    own (`fork_in_new_pid_namespace` leaves one for a namespace its user namespace owns). Used where the
+    control plane is not root (its user namespace owns that /proc: the snap hooks could unmount it, and
+    see only what its user sees anyway); as root, `_copyusers.isolate_snapshot` has it mounted as host
+    root, locked (`proc_mounter`). Its pid as the host sees it, if it can tell (`become_pid_one`)."""
+    seen = become_pid_one(CLONE_NEWNS | CLONE_NEWPID)
     _mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
     return seen
 
@@ -446,4 +519,4 @@ def host_pid() -> int | None:
     return None
 
 
-__all__ = ["enter_own_pid_namespace", "fork_in_new_pid_namespace", "host_pid", "idmap_namespace", "isolate", "pid_namespaces_work", "try_own_pid_namespace"]
+__all__ = ["become_pid_one", "enter_own_pid_namespace", "fork_in_new_pid_namespace", "host_pid", "idmap_namespace", "isolate", "pid_namespaces_work", "proc_mounter", "try_own_pid_namespace"]

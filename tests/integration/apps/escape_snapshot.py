@@ -121,3 +121,56 @@ class SnapVolume:
         with open("/vol/note", "w") as f:  # its volume is still there, and writable
             f.write("ok")
         return {"snap": self.snap, "container": _seen(), "vol": open("/vol/note").read()}
+
+
+def _unmount_everything() -> dict:
+    """A snap hook unmounts what it can (/proc first, then every mount in its view, innermost first:
+    the state directory's cover among them), then counts the processes it sees and reads their
+    command lines."""
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+
+    def umount(path: str) -> str:
+        if libc.umount2(path.encode(), 2) == 0:  # MNT_DETACH
+            return "done"
+        return os.strerror(ctypes.get_errno())
+
+    tried = {"/proc": umount("/proc")}
+    with open("/proc/self/mountinfo") as f:
+        points = [line.split()[4] for line in f if line.strip()]
+    for point in reversed(points):
+        tried.setdefault(point, umount(point))
+    pids = sorted(int(p) for p in os.listdir("/proc") if p.isdigit())
+    lines = {}
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                lines[pid] = f.read().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            pass
+    return {"umount": tried, "pids": pids, "cmdlines": lines}
+
+
+@app.cls(enable_memory_snapshot=True)
+class SnapUnmount:
+    @modal.enter(snap=True)
+    def attack(self):
+        self.snap = _unmount_everything()
+
+    @modal.method()
+    def result(self) -> dict:
+        return self.snap
+
+
+@app.cls(enable_memory_snapshot=True, volumes={"/vol": modal.Volume.from_name("escape-snapshot-vol2", create_if_missing=True)})
+class SnapVolumeUnmount:
+    @modal.enter(snap=True)
+    def attack(self):
+        self.snap = _unmount_everything()
+
+    @modal.method()
+    def result(self) -> dict:
+        with open("/vol/note", "w") as f:  # its volume is still there, and writable
+            f.write("ok")
+        return {**self.snap, "vol": open("/vol/note").read()}
