@@ -138,7 +138,7 @@ def test_assignments_route_web_requests_to_the_gateway_and_inputs_to_the_contain
 def test_a_queued_chunk_counts_each_input_it_has_left():
     """The scheduler queues a map's chunk as one; what the dashboard and `status` call queued counts
     each input the chunk still has to run, a single input and a web request as one each."""
-    ex, registry, effects, fn = _executor()
+    ex, registry, _effects, fn = _executor()
     call = CallRecord("fc-1", fn, P.KIND_MAP, None)
     single, chunk, partly_done = (ex.input_ids.function_input() for _ in range(3))
     registry.inputs[single] = InputRecord(single, call, 0, b"args", None)

@@ -55,7 +55,8 @@ def test_root_file_system_gets_its_own_dev_and_the_driver_files_read_only():
     fs = json.dumps({"lower": ["/l"], "scratch": "/s", "cwd": "/"})
     argv = _rootfs.wrap(["true"], fs, [], dev=_gpu.dev_entries(HOST, [0]))
     assert spec in argv
-    assert _rootfs.wrap(["true"], fs, [])[argv.index(spec)] == "-"  # no GPU nodes on the host: its /dev
+    # no GPU nodes asked for: a /dev of its own with only the harmless nodes, never the host's
+    assert _rootfs.wrap(["true"], fs, [])[argv.index(spec)] == "minimal"
     mounts = _gpu.driver_mounts([("/usr/lib/x86_64-linux-gnu/libcuda.so.1", "/usr/lib/x86_64-linux-gnu/libcuda.so.550.1"),
                                  ("/usr/bin/nvidia-smi", "/usr/bin/nvidia-smi")])
     assert Mount("/usr/lib/x86_64-linux-gnu/libcuda.so.550.1", "/usr/lib/x86_64-linux-gnu/libcuda.so.1",

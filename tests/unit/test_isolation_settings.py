@@ -68,3 +68,12 @@ def test_a_cgroup_without_a_process_controller_reports_no_limit_hit(tmp_path):
 def test_a_hit_process_limit_is_read_from_pids_events(tmp_path):
     (tmp_path / "pids.events").write_text("max 7\n")
     assert Cgroup([tmp_path], 2, pids=tmp_path, pids_max=64).pids_limit_hit() == 7
+
+
+def test_a_snapshots_user_namespace_maps_every_containers_own_user():
+    """A memory snapshot's copies each become a per-container host user inside its user namespace:
+    its maps hold them all, mapped to themselves (but where its own user is one of them)."""
+    from homeport.runtime._copyusers import map_text
+
+    assert map_text(65534) == f"0 65534 1\n{CONTAINER_UIDS} {CONTAINER_UIDS} 65536\n"
+    assert map_text(CONTAINER_UIDS + 5) == f"0 {CONTAINER_UIDS + 5} 1\n"  # no overlap: the kernel refuses one

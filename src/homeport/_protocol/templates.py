@@ -12,6 +12,7 @@ from typing import Any, Union
 from ._msgspec import Decoder, Encoder, Struct
 
 PACKET = 1 << 16  # the largest packet either side reads
+MAX_FDS = 200  # the most descriptors one Fork carries (SCM_RIGHTS allows 253)
 
 
 class TemplateStart(Struct, omit_defaults=True, kw_only=True):
@@ -35,6 +36,8 @@ class Fork(_TemplateMessage, tag="fork", kw_only=True):
     held: bool = False  # a third descriptor: a pipe the child waits on before it runs
     needed: list[Any] = []  # noqa: RUF012 - copied per instance; [[path, read_only], ...] it needs to see
     uid: int | None = None  # the host user it runs as, where each container gets one of its own
+    # Paths it mounts from descriptors passed after its stdout and stderr (`runtime._copyusers`).
+    mounts: list[str] = []  # noqa: RUF012 - copied per instance
 
 
 class Retire(_TemplateMessage, tag="retire", kw_only=True):
@@ -54,6 +57,7 @@ class TemplateReady(_TemplateMessage, tag="ready", kw_only=True):
     visible: Any = None
     isolation: list[str] = []  # noqa: RUF012 - a struct copies an empty default per instance
     own_pids: bool = False  # its copies are in PID namespaces of their own: each sends its own Forked (pid 0)
+    copy_users: bool = False  # a snapshot whose copies need their writable paths from the backend (`Fork.mounts`)
 
 
 class TemplateFailed(_TemplateMessage, tag="failed", kw_only=True):

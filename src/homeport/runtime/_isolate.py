@@ -26,11 +26,11 @@ when the control plane is root it first makes itself what its containers are (`i
 container's user, then `enter_own_pid_namespace`: process 1 of a PID namespace of its own, with its
 own /proc): an unprivileged host user that is root only in its user namespace, the host read-only, the
 state directory hidden. Its containers inherit that, and each is then forked into a PID namespace of
-its own inside the template's and isolates itself there (`isolate` with `uid` None and no idmapped
-mount: it is root only in the template's user namespace, which owns what it mounts), ending in a user
-namespace of its own nested in the template's (its uid_map reads `0 0 1`: root of the template's
-namespace, itself the unprivileged host user). The template's pids are not the host's: see
-`_template` for how the backend learns a container's host pid.
+its own inside the template's and isolates itself there, root in the template's user namespace (which
+owns what it mounts), with the paths it keeps mounted from idmapped copies the backend made for it
+(`given`), then becomes its own host user (mapped in the template's namespace: `_copyusers`) and root
+of a user namespace of its own (its uid_map reads `0 <its host user> 1`). The template's pids are not
+the host's: see `_template` for how the backend learns a container's host pid.
 
 Python 3.11's `os` has no unshare(), setns(), mount() or the new mount API, so they are called
 through ctypes (syscall numbers of x86-64 and arm64, where the new mount API has the same numbers).
@@ -45,7 +45,7 @@ import os
 import signal
 import stat
 import struct
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from ._mountns import CLONE_NEWNS, MS_BIND, MS_PRIVATE, MS_REC, _call, _lib, _mount, mount_points
@@ -316,13 +316,27 @@ def warm() -> None:
 
 
 def isolate(needed: Sequence[Sequence[Any]], hidden: str | None, uid: int | None, idmap: int,
-            pidns: bool = True) -> list[str]:
+            pidns: bool = True, given: dict[str, int] | None = None,
+            user_ns: Callable[[], None] | None = None) -> list[str]:
     """Make this process (process 1 of its PID namespace, privileged in its template's namespaces) a
     container (see the module docstring). `needed`: [path, writable] to keep at their paths; `hidden`:
     the control plane's state directory; `uid`: the host user to become (None: stay who it is, mapped
     to itself); `idmap`: a user namespace descriptor (`idmap_namespace`), or -1; `pidns`: it is in a
-    PID namespace of its own, whose /proc it mounts. What it could not
-    do and went on without, in words (an empty list: everything)."""
+    PID namespace of its own, whose /proc it mounts; `given`: path -> a detached mount, already
+    idmapped for `uid`, to mount there instead of a copy of its own (`_copyusers`; taken, closed);
+    `user_ns`: enters the user namespace for `uid` instead of one mapping only `uid` (`_copyusers`).
+    What it could not do and went on without, in words (an empty list: everything)."""
+    given = dict(given or {})
+    try:
+        return _isolate(needed, hidden, uid, idmap, pidns, given, user_ns)
+    finally:
+        for fd in given.values():
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+
+def _isolate(needed: Sequence[Sequence[Any]], hidden: str | None, uid: int | None, idmap: int, pidns: bool,
+             given: dict[str, int], user_ns: Callable[[], None] | None) -> list[str]:
     notes: list[str] = []
     _call(_lib().unshare(CLONE_NEWNS), "unshare(CLONE_NEWNS)")
     _mount(None, "/", None, MS_REC | MS_PRIVATE)
@@ -348,6 +362,9 @@ def isolate(needed: Sequence[Sequence[Any]], hidden: str | None, uid: int | None
     clones: list[tuple[str, int, bool]] = []
     try:
         for path, rw in wanted:
+            if path in given:  # made by the backend for this container's user
+                clones.append((path, given.pop(path), stat.S_ISDIR(os.stat(path).st_mode)))
+                continue
             covered = any(_under(path, c) for c, _ in covers)
             if not covered and not (rw and idmap >= 0):
                 continue  # in view as it is (a volume: its own mount, left writable below)
@@ -402,7 +419,10 @@ def isolate(needed: Sequence[Sequence[Any]], hidden: str | None, uid: int | None
         os.setresgid(uid, uid, uid)
         os.setresuid(uid, uid, uid)
         _lib().prctl(PR_SET_DUMPABLE, 1, 0, 0, 0)  # its /proc/self is its own again, to write its maps
-        _user_namespace(f"0 {uid} 1", f"0 {uid} 1")
+        if user_ns is not None:
+            user_ns()
+        else:
+            _user_namespace(f"0 {uid} 1", f"0 {uid} 1")
     else:
         uid, gid = os.geteuid(), os.getegid()
         _user_namespace(f"{uid} {uid} 1", f"{gid} {gid} 1")

@@ -17,6 +17,12 @@ inherit their volumes and files from it. In an image with its own root file syst
 first mounts a writable root of its own (`_mountns`). A snapshot template reports the user's source
 files it imported (`sources`), so the backend can tell when the snapshot has gone stale; a retired
 template forks no more and leaves after its last container.
+
+Why this module is longer than ~500 lines: the template's isolation state (`_isolation`, `_hides`,
+`_own_pids`, `_idmaps`) is process-global and set once before the first fork, then read in each copy
+between `fork()` and its first user code, where every import and indirection is paid per container.
+Preparing it and using it stay side by side; what does not touch it is in `_copyusers`, `_isolate`,
+`_newroot` and `_snapshot_check`.
 """
 
 from __future__ import annotations
@@ -82,34 +88,6 @@ IDMAPS_KEPT = 256
 _interpreter_view: tuple[str | None, list[str]] | None = None  # (runtime path, `_interpreter_paths()`) in the template
 
 
-def _isolate_itself(settings: dict[str, Any], plan: dict[str, Any] | None, code: Sequence[str]) -> list[str]:
-    """A snapshot template started as host root becomes, before the user's code runs in it, what its
-    containers are: an unprivileged host user (`uid`) that is root in a user namespace of its own, with
-    the host read-only, the state directory hidden, a private /tmp and home (`_isolate.isolate`), and
-    process 1 of a PID namespace of its own (`_isolate.enter_own_pid_namespace`). Every container
-    forked from it inherits all that, and is then forked into namespaces of its own inside it. What it
-    went on without (notes); OSError where this machine does not allow it (tried first in a throw-away
-    child, so that nothing of it is done then)."""
-    from . import _isolate, _mountns
-
-    uid = settings["uid"]
-    needed = [*settings.get("needed", ()), *[[p, False] for p in (*_interpreter_paths(), *code)]]
-    hidden = plan["dir"] if plan else None
-
-    def attempt() -> list[str]:
-        idmap = _isolate.idmap_namespace(uid)
-        notes = _isolate.isolate(needed, hidden, uid, idmap, pidns=False)
-        host_pid = _isolate.enter_own_pid_namespace()
-        if host_pid is not None:  # the snap hooks' process as the host sees it, as in a container
-            os.environ[P.ENV_HOST_PID] = str(host_pid)
-        return notes
-
-    problem = _mountns.probe(attempt)
-    if problem is not None:
-        raise OSError(problem)
-    return attempt()
-
-
 def _prepare_isolation(settings: dict[str, Any], plan: dict[str, Any] | None, snapshot: bool,
                        code: Sequence[str] = ()) -> list[str]:
     """Get ready to fork containers into namespaces of their own (`_isolate`). What this machine does
@@ -121,7 +99,9 @@ def _prepare_isolation(settings: dict[str, Any], plan: dict[str, Any] | None, sn
     uid = settings.get("uid")
     if snapshot and uid is not None and os.geteuid() == 0 and _isolate.in_initial_user_namespace():
         try:
-            own: list[str] | None = _isolate_itself(settings, plan, code)
+            from ._copyusers import isolate_snapshot
+
+            own: list[str] | None = isolate_snapshot(settings, plan, [*_interpreter_paths(), *code])
         except OSError as exc:  # as before: the snapshot hides the state directory from itself (below)
             own = None
             notes.append(f"the memory snapshot could not isolate itself before running your code ({exc})")
@@ -131,7 +111,8 @@ def _prepare_isolation(settings: dict[str, Any], plan: dict[str, Any] | None, sn
             pid_problem = _isolate.pid_namespaces_work()
             if pid_problem:
                 notes.append(f"containers forked from a memory snapshot share its PID namespace ({pid_problem})")
-            candidate = {"uid": None, "idmap": -1, "hidden": plan["dir"] if plan else None, "pidns": not pid_problem}
+            candidate = {"uid": None, "idmap": -1, "hidden": plan["dir"] if plan else None, "pidns": not pid_problem,
+                         "copy_users": True}  # each copy its own user, the paths it keeps made by the backend
             problem = _probe_isolation(candidate, plan)
             if problem is not None:  # they are isolated as the snapshot is, in its namespaces
                 return [*notes, f"containers forked from a memory snapshot share its namespaces ({problem})"]
@@ -296,7 +277,7 @@ def main(fd: int) -> None:
     # not write to every one of those objects (a copy of each page it touched, ms of a cold start).
     gc.freeze()
     _send(sock, T.TemplateReady(seconds=time.monotonic() - t0, visible=visible, isolation=isolation,
-                                own_pids=_own_pids))
+                                own_pids=_own_pids, copy_users=bool((_isolation or {}).get("copy_users"))))
     _serve(sock, preloaded)
 
 
@@ -322,7 +303,7 @@ def _serve(sock: socket.socket, preloaded: Any) -> None:
                     os._exit(0)
                 continue
             try:
-                data, fds, _flags, _addr = socket.recv_fds(sock, PACKET, 3)
+                data, fds, _flags, _addr = socket.recv_fds(sock, PACKET, T.MAX_FDS + 3)
             except OSError:
                 data = b""
             if not data:  # the backend is gone: so are we (our children were sent SIGTERM by it)
@@ -418,9 +399,10 @@ def _own_idmap(uid: int | None) -> int:
     return mine
 
 
-def _isolate_child(msg: T.Fork, made_idmap: int = -1) -> None:
+def _isolate_child(msg: T.Fork, given: dict[str, int], made_idmap: int = -1) -> None:
     """Make this copy a container of its own (`_isolate`), or leave without running the user's code.
-    `made_idmap`: its user's idmap namespace, made by the template (-1: it makes it itself)."""
+    `given`: path -> a mount the backend made for it (`_copyusers`); `made_idmap`: its user's idmap
+    namespace, made by the template (-1: it makes it itself)."""
     from . import _isolate
 
     assert _isolation is not None
@@ -437,7 +419,9 @@ def _isolate_child(msg: T.Fork, made_idmap: int = -1) -> None:
             os.close(idmap)
             # host root's files it may write look like its own
             idmap = made_idmap if made_idmap >= 0 else _isolate.idmap_namespace(uid)
-        notes = _isolate.isolate(needed, _isolation["hidden"], uid, idmap, _isolation["pidns"])
+        elif _isolation.get("copy_users"):  # a memory snapshot's copy: its user, its mounts from the backend
+            uid = msg.uid
+        notes = _isolate.isolate(needed, _isolation["hidden"], uid, idmap, _isolation["pidns"], given)
     except OSError as exc:
         if not _snapshot_template or _own_pids:
             print(f"homeport: this container could not be isolated from the host ({exc}); it does not start",
@@ -488,7 +472,7 @@ def _child(sock: socket.socket, fds: list[int], msg: T.Fork, preloaded: Any) -> 
     code = 1
     try:
         os.setsid()  # its own process group, like a spawned container, so stop() reaches its children
-        out, err = fds
+        out, err, *given = fds  # then the mounts of `msg.mounts` (`_copyusers`)
         sys.stdout.flush()
         sys.stderr.flush()
         os.dup2(out, 1)
@@ -503,7 +487,7 @@ def _child(sock: socket.socket, fds: list[int], msg: T.Fork, preloaded: Any) -> 
         os.environ.update(msg.env)
         cwd = msg.cwd
         if _isolation is not None and not msg.private_root:  # before any user code runs here
-            _isolate_child(msg, made_idmap)
+            _isolate_child(msg, dict(zip(msg.mounts, given)), made_idmap)
         else:
             if made_idmap >= 0:
                 os.close(made_idmap)

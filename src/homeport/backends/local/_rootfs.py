@@ -17,11 +17,14 @@ assemble its own root (see `homeport.runtime._newroot`). A web container's socke
 out of its view but for its own `<dir>/<container id>` (`own_web_entry`).
 
 Otherwise (an image build step, which installs packages as root into its layer; a control plane that
-is not root; HOMEPORT_ISOLATION=0) it runs as `unshare --mount` (plus `--user --map-root-user` when not
-root), a fixed shell script that mounts the overlay, /dev, /proc and `spec.mounts` (host paths bound at
-their targets), and `exec chroot`. Every step execs, so the pid the backend watches and signals is the
-container's own process (or `unshare --fork`'s, which waits for it), and the mounts vanish with its
-mount namespace.
+is not root; HOMEPORT_ISOLATION=0) it runs as `unshare --mount --pid --fork` (plus `--user
+--map-root-user` when not root), a fixed shell script that mounts the overlay, a /dev of its own with
+only the harmless nodes, /proc with the kernel's settings read-only, a read-only /sys and `spec.mounts`
+(host paths bound at their targets), and then `ENTER`: chroot, and root's capabilities cut to what
+installing packages needs, so that neither the chroot nor a mount can be undone. Code in a container can
+ask for such an image (`Sandbox.create(image=...)`), so a build step is a boundary like a container.
+Every step execs, so the pid the backend watches and signals is `unshare --fork`'s, which waits for
+the container's own process, and the mounts vanish with its mount namespace.
 """
 
 from __future__ import annotations
@@ -37,11 +40,14 @@ from .._base import ContainerSpec, Mount
 from . import _gpu
 from ._gpu import DevEntry
 
-# Positional arguments: lower upper work scratch cwd dev, then (ro|rw) src dst triples, "--", command.
-# `dev`: "-" binds the host's /dev; else '/'-separated entries of a /dev of its own (`_gpu.rootfs_dev_spec`).
+# Positional arguments: lower upper work scratch cwd dev python, then (ro|rw) src dst triples, "--",
+# command. `dev`: "minimal" makes a /dev of its own with only the harmless nodes (null, zero, full,
+# random, urandom, tty, a private pts and shm); else '/'-separated entries of a /dev of its own
+# (`_gpu.rootfs_dev_spec`). `python`: the host's interpreter, which enters the root (`ENTER`).
 SCRIPT = r"""
 set -eu
-lower=$1; upper=$2; work=$3; scratch=$4; cwd=$5; dev=$6; shift 6
+lower=$1; upper=$2; work=$3; scratch=$4; cwd=$5; dev=$6; python=$7; shift 7
+enter=$ENTER; unset ENTER
 if [ -z "$upper" ]; then
     mount -t tmpfs -o mode=0755 homeport-ephemeral "$scratch"
     mkdir "$scratch/upper" "$scratch/work"
@@ -51,8 +57,16 @@ root=$scratch/root
 mkdir -p "$root"
 mount -t overlay homeport-root -o "lowerdir=$lower,upperdir=$upper,workdir=$work" "$root"
 mkdir -p "$root/dev" "$root/proc" "$root/sys" "$root/tmp"
-if [ "$dev" = "-" ]; then
-    mount --rbind /dev "$root/dev"
+if [ "$dev" = "minimal" ]; then
+    mount -t tmpfs -o mode=0755,nosuid homeport-dev "$root/dev"
+    for e in null zero full random urandom tty; do : > "$root/dev/$e"; mount --bind "/dev/$e" "$root/dev/$e"; done
+    ln -s /proc/self/fd "$root/dev/fd"; ln -s /proc/self/fd/0 "$root/dev/stdin"
+    ln -s /proc/self/fd/1 "$root/dev/stdout"; ln -s /proc/self/fd/2 "$root/dev/stderr"
+    mkdir "$root/dev/shm" "$root/dev/pts"
+    mount -t tmpfs -o mode=1777,nosuid,nodev homeport-shm "$root/dev/shm"
+    if mount -t devpts -o newinstance,ptmxmode=0666,mode=0620 homeport-pts "$root/dev/pts" 2>/dev/null; then
+        ln -s pts/ptmx "$root/dev/ptmx"
+    fi
 else
     mount -t tmpfs -o mode=0755,nosuid homeport-dev "$root/dev"
     IFS=/; for e in $dev; do
@@ -64,7 +78,11 @@ else
     done; unset IFS
 fi
 mount -t proc proc "$root/proc" 2>/dev/null || mount --rbind /proc "$root/proc"
-mount --rbind /sys "$root/sys" 2>/dev/null || :
+# The kernel's settings are read-only (as root, /proc/sys/kernel/core_pattern would run a program on the host).
+for p in sys sysrq-trigger irq bus fs; do
+    if [ -e "$root/proc/$p" ]; then mount --bind "$root/proc/$p" "$root/proc/$p"; mount -o remount,bind,ro "$root/proc/$p"; fi
+done
+mount -t sysfs -o ro,nosuid,nodev,noexec homeport-sys "$root/sys" 2>/dev/null || mount --rbind /sys "$root/sys" 2>/dev/null || :
 for f in /etc/resolv.conf /etc/hosts; do
     if [ -f "$f" ]; then rm -f "$root$f"; cat "$f" > "$root$f"; fi
 done
@@ -81,7 +99,32 @@ while [ "$#" -gt 0 ] && [ "$1" != "--" ]; do
 done
 shift
 export TMPDIR=/tmp
-exec chroot "$root" /bin/sh -c 'mkdir -p "$1" 2>/dev/null; cd "$1" 2>/dev/null || cd /; shift; exec "$@"' homeport-chroot "$cwd" "$@"
+exec "$python" -I -S -c "$enter" "$root" "$cwd" "$@"
+"""
+
+# Enters the root (argv: root, working directory, command) and runs the command with root's capabilities
+# cut to those an image build needs (installing packages: file ownership and modes, switching users),
+# the set Docker gives a container less `chroot` and `mknod`. Without CAP_SYS_CHROOT and CAP_SYS_ADMIN
+# root can neither leave the chroot nor undo a mount; without CAP_DAC_READ_SEARCH it cannot open files
+# by handle; without CAP_SYS_RAWIO, CAP_SYS_MODULE and the rest it cannot reach the kernel. The cut is
+# to the bounding set, so no program the command runs gets them back.
+ENTER = r"""
+import ctypes, os, sys
+root, cwd, argv = sys.argv[1], sys.argv[2], sys.argv[3:]
+libc = ctypes.CDLL(None, use_errno=True)
+os.chroot(root)
+try:
+    os.makedirs(cwd, exist_ok=True)
+    os.chdir(cwd)
+except OSError:
+    os.chdir("/")
+KEEP = {0, 1, 3, 4, 5, 6, 7, 8, 10, 29, 31}  # chown dac_override fowner fsetid kill setgid setuid setpcap
+with open("/proc/sys/kernel/cap_last_cap") as f:  # net_bind_service audit_write setfcap
+    last = int(f.read())
+for cap in range(last + 1):
+    if cap not in KEEP and libc.prctl(24, cap, 0, 0, 0) != 0:  # PR_CAPBSET_DROP
+        raise SystemExit(f"homeport: could not drop capability {cap}: {os.strerror(ctypes.get_errno())}")
+os.execvp(argv[0], argv)
 """
 
 
@@ -133,14 +176,18 @@ def wrap(argv: Sequence[str], rootfs: str, mounts: Sequence[Mount], private_netw
                 "mounts": [[m.source, m.target, not m.read_only] for m in mounts]}
         return ["unshare", "--mount", "--propagation", "private", *net, *pid, "--", sys.executable, "-I", "-S", "-c",
                 _BOOT, _PACKAGE, json.dumps(spec), "--", *argv]
-    unshare = ["unshare", "--mount", "--propagation", "private", *(["--net"] if private_network else [])]
+    # Its own processes (`/proc/<pid>/root` of a host process would be a way out) and, as root, only
+    # the capabilities `ENTER` leaves it.
+    unshare = ["unshare", "--mount", "--propagation", "private", "--pid", "--fork",
+               *(["--net"] if private_network else [])]
     if os.geteuid() != 0:
         unshare += ["--user", "--map-root-user"]
     args = [":".join(fs["lower"]), fs.get("upper") or "", fs.get("work") or "", fs["scratch"], fs.get("cwd") or "/",
-            "-" if dev is None else _gpu.rootfs_dev_spec(dev)]
+            "minimal" if dev is None else _gpu.rootfs_dev_spec(dev), sys.executable]
     for m in mounts:
         args += ["ro" if m.read_only else "rw", m.source, m.target]
-    return [*unshare, "--", "/bin/sh", "-c", SCRIPT, "homeport-rootfs", *args, "--", *argv]
+    return [*unshare, "--", "/usr/bin/env", f"ENTER={ENTER}", "/bin/sh", "-c", SCRIPT, "homeport-rootfs", *args,
+            "--", *argv]
 
 
 def working_dir(rootfs: str) -> str:

@@ -36,7 +36,7 @@ from typing import NamedTuple
 from ... import _protocol as P
 from ..._protocol import templates as T
 from .._base import Mount, PrivateDir, TemplateSpec
-from . import _gpu, _private, _rootfs, _sandbox
+from . import _copymounts, _gpu, _private, _rootfs, _sandbox
 
 log = logging.getLogger("homeport.backend.local")
 
@@ -63,8 +63,8 @@ class Forked(NamedTuple):
 ENV_ISOLATION = "HOMEPORT_ISOLATION"
 ENV_CONTAINER_UID = "HOMEPORT_CONTAINER_UID"
 DEFAULT_CONTAINER_UID = 65534
-# Unless HOMEPORT_CONTAINER_UID says otherwise, each container (but those forked from a memory snapshot,
-# which are its snapshot's user, DEFAULT_CONTAINER_UID) is a host user of its own from this range.
+# Unless HOMEPORT_CONTAINER_UID says otherwise, each container (a memory snapshot's too, `_copymounts`)
+# is a host user of its own from this range.
 CONTAINER_UIDS = P.CONTAINER_UIDS
 CONTAINER_UID_COUNT = P.CONTAINER_UID_COUNT
 # Host directories every isolated container may read and write (':'-separated; none by default): an
@@ -81,8 +81,7 @@ def container_uid(taken: set[int], environ: Mapping[str, str] | None = None) -> 
     """A host user of its own for a new container, not in `taken` (those of the containers running):
     CONTAINER_UIDS + n, the lowest n free, so that containers cannot signal, trace or read the private
     files of one another as the same user. None where `HOMEPORT_CONTAINER_UID` names the one user
-    every container gets (or isolation is off), and for a container forked from a memory snapshot,
-    which keeps the snapshot's user (see `homeport.runtime._template`)."""
+    every container gets (or isolation is off)."""
     environ = os.environ if environ is None else environ
     if environ.get(ENV_ISOLATION, "1") == "0" or environ.get(ENV_CONTAINER_UID, "").strip():
         return None
@@ -142,9 +141,8 @@ class _Template:
     hides: bool = False  # its containers hide the state directory from themselves
     visible: str | None = None  # why they cannot, where it was asked
     isolation: tuple[str, ...] = ()  # what of its containers' isolation this machine does not allow
-    # It is in a PID namespace of its own (an isolated snapshot): each copy says it was forked itself,
-    # and the backend tells it its host pid as it lets it go.
-    own_pids: bool = False
+    own_pids: bool = False  # an isolated snapshot: each copy says it was forked, and learns its host pid
+    copy_uid: int | None = None  # an isolated snapshot: its copies' paths are made here (`_copymounts`)
 
     def changed(self) -> str | None:
         """What changed since the template started, so that its copies would not match a fresh start."""
@@ -237,6 +235,7 @@ class Templates:
         self._live: set[_Template] = set()  # every template process not yet exited, retired ones too
         self._failed: dict[str, str] = {}
         self._starting: dict[str, asyncio.Task] = {}
+        self._copies = _copymounts.CopyMounts()
 
     async def fork(self, spec: TemplateSpec, cid: str, env: dict[str, str], cwd: str | None,
                    out_w: int, err_w: int, sink: Sink, place: Callable[[int], Awaitable[None]] | None = None,
@@ -247,8 +246,7 @@ class Templates:
 
         With `place`, the copy is held before it runs anything until `place(pid)` has returned (the
         backend puts it in its cgroup then): it waits on a pipe whose write end is kept here, and
-        leaves without running if the pipe closes unwritten. `uid`: the host user it becomes, where
-        its template's containers each become their own (`container_uid`)."""
+        leaves without running if the pipe closes unwritten. `uid`: the host user it becomes (`container_uid`)."""
         if spec.key in self._failed:
             raise TemplateUnavailable(self._failed[spec.key])
         tpl = await self._get(spec, sink)
@@ -267,7 +265,13 @@ class Templates:
                      if tpl.hides else None,
                      held=place is not None or tpl.own_pids, needed=self._needed(spec, scratch, cwd, code, own),
                      uid=uid)
-        fds = [out_w, err_w]
+        try:  # before the hold pipe, which the copy takes last; for its user, or the template's
+            msg.mounts, mounts = self._copies.make(uid or tpl.copy_uid, msg.needed) if tpl.copy_uid else ([], [])
+        except OSError as exc:
+            tpl.forks.pop(cid, None)
+            shutil.rmtree(scratch or "", ignore_errors=True)
+            raise TemplateUnavailable(f"its paths could not be made for its user ({exc})") from None
+        fds = [out_w, err_w, *mounts]
         hold_r = hold_w = -1
         if msg.held:
             hold_r, hold_w = os.pipe()
@@ -280,8 +284,8 @@ class Templates:
                     tpl.forks.pop(cid, None)
                     raise TemplateUnavailable(f"the template process is gone ({exc})") from None
                 finally:
-                    if hold_r >= 0:
-                        os.close(hold_r)  # the copy has its own
+                    for fd in fds[2:]:
+                        os.close(fd)  # the copy has its own (mounts, the hold pipe's end)
                 pid = await fut
             except TemplateUnavailable:
                 if scratch:
@@ -341,9 +345,8 @@ class Templates:
         if isolate is not None and spec.rootfs:  # its containers assemble roots of their own (`_newroot`)
             first.isolate = isolate
         elif isolate is not None:  # a snapshot isolates itself as its containers: what they keep in view
-            # (a snapshot keeps the shared directories writable in its view: each of its containers
-            # sees them read-only but for its own entries, which only a view with them writable can give)
-            first.isolate = {**isolate, "needed": self._needed(spec, own, spec.cwd, (), container=False)}
+            # (the shared directories read-only: its copies get their own entries from here, `_copymounts`)
+            first.isolate = {**isolate, "needed": self._needed(spec, own, spec.cwd, (), container=True)}
         try:
             command, cwd = _command(spec, child.fileno())
             process = await asyncio.create_subprocess_exec(
@@ -361,7 +364,7 @@ class Templates:
         parent.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)  # who sent each packet (`_recv`)
         loop = asyncio.get_running_loop()
         tpl = _Template(spec, process, parent, loop.create_future(), mounted=mounted, scratch=own,
-                        hides=hide is not None)
+                        hides=hide is not None, copy_uid=(first.isolate or {}).get("uid") if not spec.rootfs else None)
         self._templates[spec.key] = tpl
         assert process.stdout is not None and process.stderr is not None  # both are pipes
         tpl.pumps = [asyncio.create_task(self._pump(sink, fd, stream))
@@ -409,6 +412,7 @@ class Templates:
             elif type(msg) is T.TemplateReady:
                 tpl.isolation = tuple(msg.isolation)
                 tpl.own_pids = msg.own_pids
+                tpl.copy_uid = tpl.copy_uid if msg.copy_users else None
                 tpl.visible = msg.visible if tpl.hides else None
                 tpl.hides = tpl.hides and tpl.visible is None
                 tpl.ready.set_result(None)
@@ -482,6 +486,7 @@ class Templates:
     async def close(self) -> None:
         self._templates.clear()
         live = list(self._live)
+        self._copies.close()
         for tpl in live:
             self._close(tpl)
         for tpl in live:
