@@ -100,7 +100,7 @@ async def _sync_to_async(it: Iterable) -> AsyncIterator:
 
 def _row_bytes(item: P.CallInput) -> int:
     args = item.args
-    return len(args) if isinstance(args, bytes) else sum(len(a) for a in args)
+    return len(args) if isinstance(args, bytes) else sum(map(len, args))
 
 
 class MapRun:
@@ -161,34 +161,39 @@ class MapRun:
         chunk: list[bytes] = []
         start = size = 0
         dumps, atoms = pickle.dumps, _pickle.ATOMS
+        limit, alone, most = P.MAX_PAYLOAD_BYTES, CHUNK_ARG_BYTES, CHUNK_BYTES  # (locals: the hot loop)
         seen_kwargs: Any = None
         plain_kwargs = False
-        for args, kwargs in rows:
-            if kwargs is not seen_kwargs:  # (a map passes the same `kwargs` to every input)
-                seen_kwargs, plain_kwargs = kwargs, _pickle.is_plain(kwargs)
-            for a in args:  # the common case, plain values: pickled here (what `serialize_args` does)
-                if type(a) not in atoms:
-                    data = serialize_args(tag, args, kwargs)
-                    break
-            else:
-                data = dumps((args, kwargs), 5) if plain_kwargs else serialize_args(tag, args, kwargs)
-            n = len(data)
-            if n > P.MAX_PAYLOAD_BYTES:
-                serialize_args(tag, args, kwargs)  # raises, saying why
-            if n > CHUNK_ARG_BYTES:
-                if chunk:
-                    batch.append(P.CallInput(start, chunk, method))
-                    chunk = []
-                batch.append(P.CallInput(self.sent, data, method))
-            else:
-                if chunk and size + n > CHUNK_BYTES:
-                    batch.append(P.CallInput(start, chunk, method))
-                    chunk = []
-                if not chunk:
-                    start, size = self.sent, 0
-                chunk.append(data)
-                size += n
-            self.sent += 1
+        sent = self.sent
+        try:  # (`self.sent` counted in a local: the hot loop)
+            for args, kwargs in rows:
+                if kwargs is not seen_kwargs:  # (a map passes the same `kwargs` to every input)
+                    seen_kwargs, plain_kwargs = kwargs, _pickle.is_plain(kwargs)
+                for a in args:  # the common case, plain values: pickled here (what `serialize_args` does)
+                    if type(a) not in atoms:
+                        data = serialize_args(tag, args, kwargs)
+                        break
+                else:
+                    data = dumps((args, kwargs), 5) if plain_kwargs else serialize_args(tag, args, kwargs)
+                n = len(data)
+                if n > alone:
+                    if n > limit:
+                        serialize_args(tag, args, kwargs)  # raises, saying why
+                    if chunk:
+                        batch.append(P.CallInput(start, chunk, method))
+                        chunk = []
+                    batch.append(P.CallInput(sent, data, method))
+                else:
+                    if chunk and size + n > most:
+                        batch.append(P.CallInput(start, chunk, method))
+                        chunk = []
+                    if not chunk:
+                        start, size = sent, 0
+                    chunk.append(data)
+                    size += n
+                sent += 1
+        finally:
+            self.sent = sent
         if chunk:
             batch.append(P.CallInput(start, chunk, method))
         return batch
@@ -205,8 +210,13 @@ class MapRun:
             if type(out) is P.CallChunkOutput:
                 n += len(out.keys)
                 if self.order:
-                    base = out.idx
-                    for key, status, data in zip(out.keys, out.status, out.data):
+                    base, keys = out.idx, out.keys
+                    if (not buffer and keys and base + keys[0] == self.next_idx
+                            and keys == list(range(keys[0], keys[0] + len(keys)))):
+                        ready += zip(out.status, out.data)  # the next ones, in order: no reordering
+                        self.next_idx += len(keys)
+                        continue
+                    for key, status, data in zip(keys, out.status, out.data):
                         buffer[base + key] = (status, data)
                 else:
                     ready += zip(out.status, out.data)

@@ -76,3 +76,46 @@ def test_each_input_of_a_chunk_has_the_whole_timeout(chunks):
 def test_a_small_first_map_of_slow_inputs_still_fans_out(chunks):
     pids = list(chunks.slow_pid.map(range(6)))  # nothing known of its time: no input waits behind another
     assert len(set(pids)) > 1
+
+
+def test_each_input_of_a_chunk_sees_its_own_ids_while_it_runs(chunks):
+    chunks.ids.remote(0)  # warm: big chunks
+    out = list(chunks.ids.map(range(3000)))
+    assert [x for x, _, _ in out] == list(range(3000))
+    input_ids = [i for _, i, _ in out]
+    assert len(set(input_ids)) == 3000 and all(i.startswith("in-") for i in input_ids)
+    calls = {c for _, _, c in out}
+    assert len(calls) == 1 and None not in calls  # the map's one call
+    assert chunks.ids.remote(1)[1] not in set(input_ids)  # a later call's input is another input
+
+
+def test_an_exception_mid_chunk_keeps_its_traceback(chunks):
+    chunks.raises_deep.remote(0, 1000)
+    out = list(chunks.raises_deep.map(range(3000), kwargs={"every": 1000}, return_exceptions=True))
+    bad = [i for i, r in enumerate(out) if isinstance(r, Exception)]
+    assert bad == [5, 1005, 2005]
+    for i in bad:
+        err = out[i]
+        assert isinstance(err, KeyError) and err.args == (f"deep {i}",)
+        notes = "\n".join(getattr(err, "__notes__", []))
+        assert "raises_deep" in notes and "_raise_deep" in notes  # the user's frames, both
+        assert "_chunk.py" not in notes  # not the runtime's own
+
+
+def test_values_of_other_kinds_mid_chunk_come_back_at_their_place(chunks):
+    from homeport.exception import SerializationError
+
+    chunks.mixed.remote(0)
+    n = 1000
+    out = list(chunks.mixed.map(range(n), return_exceptions=True))
+    for x, r in enumerate(out):
+        if x % 50 == 7:
+            assert r == {"x": x, "sq": [x, x * x]}
+        elif x % 50 == 11:
+            assert type(r).__name__ == "Point" and r.x == x
+        elif x % 50 == 13:
+            assert isinstance(r, SerializationError), r
+        elif x % 50 == 17:
+            assert r == -x
+        else:
+            assert r == x

@@ -216,7 +216,13 @@ def call_input(host: Host, run: Run, run_async: Callable[[Any], Any]) -> None:
     if type(result) in _pickle.ATOMS:  # a plain value (the hot path of a map): no generator, no coroutine
         run.status, run.data = P.SUCCESS, dumps_result(host.tag, result)
         return
-    iid = item.iid
+    finish_result(host, run, result, run_async)
+
+
+def finish_result(host: Host, run: Run, result: Any, run_async: Callable[[Any], Any]) -> None:
+    """What the function returned for the one input: a generator's items are sent as they come (its data
+    is how many), a coroutine runs to its end on `run_async`, a value is serialized."""
+    iid = run.items[0].iid
     if inspect.isasyncgen(result):
         count = 0
         while True:

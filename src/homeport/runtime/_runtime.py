@@ -31,6 +31,7 @@ from ._conn import Connection, watch_control_plane
 from ._cuda import cuda_problem
 from ._inbox import SocketInbox
 from ._load import _hide_gpus, load_service
+from ._outbox import FLUSH_AFTER_SECONDS, Outbox
 from ._run import (
     InputTimeout,
     Run,
@@ -48,7 +49,6 @@ if TYPE_CHECKING:
 
     from ._web import WebServers
 
-FLUSH_AFTER_SECONDS = 0.002
 _PING, _PONG = P.Ping(), P.Pong()
 
 
@@ -206,7 +206,7 @@ class Runtime:
         signal.signal(signal.SIGUSR1, self._on_cancel_signal)
         feed = SocketInbox(self)  # this thread reads the socket while it waits (see `_inbox`)
         feed.start()
-        outbox = _Outbox(self)
+        outbox = Outbox(self)
         pending = self.pending
         while True:
             if not pending:
@@ -365,82 +365,6 @@ class Runtime:
                 traceback.print_exc()
         sys.stdout.flush()
         sys.stderr.flush()
-
-
-class _Outbox:
-    """Outputs of the one-at-a-time loop. Those of short inputs wait up to `FLUSH_AFTER_SECONDS` to travel
-    in one message; a thread sends them when the next input runs longer than that, so that a finished
-    input's output never waits behind a long (or stuck) one. The control plane times each input from
-    the output before it, and a held output would make it count the wrong input as running.
-    """
-
-    def __init__(self, rt: Runtime) -> None:
-        self._rt = rt
-        self._cond = threading.Condition()
-        self._items: list[P.OutputRow] = []
-        self._chunks: list[P.ChunkOutputRow] = []  # outputs of inputs of chunks (`add_chunk_output`)
-        self._since = 0.0
-        threading.Thread(target=self._watch, name="homeport-flusher", daemon=True).start()
-
-    def add(self, output: P.OutputRow) -> None:
-        with self._cond:
-            if not self._items:
-                self._since = time.monotonic()
-                self._cond.notify()
-            self._items.append(output)
-
-    def add_chunk_output(self, iid: int, key: int, output: P.OutputRow, cpu_share: float | None = None) -> None:
-        """The output of input `key` of chunk `iid`, held with those of the chunk's inputs before it;
-        `cpu_share`: the chunk's CPU time over its wall time, once it is known (its last input's)."""
-        with self._cond:
-            if not self._items and not self._chunks:
-                self._since = time.monotonic()
-                self._cond.notify()
-            rows = self._chunks
-            if not rows or rows[-1].iid != iid:
-                rows.append(P.ChunkOutputRow(iid, [], [], [], 0.0))
-            row = rows[-1]
-            row.keys.append(key)
-            row.status.append(output.status)
-            row.data.append(output.data)
-            row.seconds += output.seconds
-            if cpu_share is not None:
-                row.cpu = row.seconds * cpu_share
-
-    def send(self, output: P.OutputRow) -> None:
-        """Send `output` now, with whatever is held before it."""
-        with self._cond:
-            items, self._items = self._items, []
-            chunks, self._chunks = self._chunks, []
-            items.append(output)
-            self._rt._flush(items, chunks=chunks)
-
-    def held_for(self) -> float:
-        return time.monotonic() - self._since if self._items or self._chunks else 0.0
-
-    def flush(self, release: list[int] | None = None, leaving: bool = False) -> None:
-        with self._cond:  # sent under the lock: outputs keep their order, a release comes after them
-            items, self._items = self._items, []
-            chunks, self._chunks = self._chunks, []
-            if items or chunks or release or leaving:
-                self._rt._flush(items, release=release, leaving=leaving, chunks=chunks)
-
-    def _watch(self) -> None:
-        with self._cond:
-            while True:
-                if not self._items and not self._chunks:
-                    self._cond.wait()
-                    continue
-                wait = self._since + FLUSH_AFTER_SECONDS - time.monotonic()
-                if wait > 0:
-                    self._cond.wait(wait)
-                    continue
-                items, self._items = self._items, []
-                chunks, self._chunks = self._chunks, []
-                try:
-                    self._rt._flush(items, chunks=chunks)
-                except OSError:
-                    return  # the connection is gone; the main thread finds out too
 
 
 def main(preloaded: Service | None = None, started_at: float | None = None) -> None:

@@ -36,7 +36,7 @@ _BLOCKING = (P.KIND_UNARY, P.KIND_GENERATOR)  # calls whose caller waits on thei
 # containers, so a map still spreads over them. At about a millisecond a chunk counts as a short input
 # for the scheduler, which then hands a container the next before it is done.
 CHUNK_SECONDS = 0.001
-MAX_CHUNK = 256
+MAX_CHUNK = 1024  # (a trivial input takes a container about 2 µs: a millisecond's chunk holds ~500 of them)
 BLIND_CHUNK = 8
 BLIND_MIN = 256
 # The time per input follows a faster one at once and a slower one by this weight per report: an input

@@ -70,3 +70,48 @@ def slow_pid(x):
     """Slow inputs of a function nothing is known of yet (its first map)."""
     time.sleep(1.0)
     return int(os.environ.get("HOMEPORT_HOST_PID") or os.getpid())
+
+
+@app.function()
+def ids(x):
+    """The input's own ids, as its code sees them while it runs."""
+    return x, modal.current_input_id(), modal.current_function_call_id()
+
+
+def _raise_deep(x):
+    raise KeyError(f"deep {x}")
+
+
+@app.function()
+def raises_deep(x, every):
+    """Inputs `x % every == 5` raise from a helper: the traceback names both user frames."""
+    if x % every == 5:
+        _raise_deep(x)
+    return x
+
+
+class Point:
+    def __init__(self, x):
+        self.x = x
+
+
+@app.function()
+def mixed(x):
+    """Plain values, and now and then a value of another kind (a dict, an object, one that cannot be
+    pickled, a coroutine's): each comes back at its own place."""
+    if x % 50 == 7:
+        return {"x": x, "sq": [x, x * x]}
+    if x % 50 == 11:
+        return Point(x)
+    if x % 50 == 13:
+        import threading
+
+        return threading.Lock()  # cannot be pickled: a SerializationError for this input alone
+
+    if x % 50 == 17:
+        async def later():
+            return -x
+
+        return later()
+    return x
+
