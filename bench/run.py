@@ -13,6 +13,7 @@ import concurrent.futures
 import itertools
 import json
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -812,6 +813,10 @@ def main(argv: list[str] | None = None) -> int:
     from rich.table import Table
 
     from homeport.testing import Platform
+
+    # Stopped by a signal (`timeout`, Ctrl-C from another terminal): unwind, so that the private control
+    # plane and its containers are stopped rather than left running.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
 
     console = Console(width=150)
     ctx = Context(args.quick, not args.no_ray)
