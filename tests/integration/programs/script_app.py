@@ -1,6 +1,6 @@
-"""A plain `python script_app.py` program: `with app.run():` and `import homeport as modal`."""
+"""A plain `python script_app.py` program: `with app.run():` and `import modal`."""
 
-import homeport as modal
+import modal
 
 app = modal.App("script-app")
 

@@ -4,7 +4,7 @@ The container imports this file under another name than `__main__`; what it rais
 still come back as this script's own classes.
 """
 
-import homeport as modal
+import modal
 
 app = modal.App("script-types")
 
