@@ -49,14 +49,6 @@ def _attacks() -> dict:
     return out
 
 
-def _try(action, *args) -> str:
-    try:
-        action(*args)
-        return "done"
-    except OSError as exc:
-        return type(exc).__name__
-
-
 def _read(path: str) -> str:
     with open(path, "rb") as f:
         return f.read(64).decode(errors="replace")
@@ -82,8 +74,8 @@ def _out_of_chroot(targets: dict) -> dict:
             out["climbed"] = "done"
         except OSError as exc:
             out["climbed"] = type(exc).__name__
-        out["reads"] = {p: _try(_read, p) for p in targets["read"]}
-        out["writes"] = {p: _try(_write, p) for p in targets["write"]}
+        out["reads"] = {p: _attempt(_read, p) for p in targets["read"]}
+        out["writes"] = {p: _attempt(_write, p) for p in targets["write"]}
         os.write(w, json.dumps(out).encode())
         os._exit(0)
     os.close(w)
@@ -104,15 +96,15 @@ def look(targets: dict) -> dict:
         "uid_map": uid_map,
         "pids": pids,
         "marker": _read("/etc/hp-image-marker").strip(),
-        "image_write": _try(_write, "/etc/hp-image-write"),  # its image is its own to write, as in Modal
-        "image_append": _try(lambda: open("/etc/hostname", "a").write("")),
-        "shadow": _try(_read, "/etc/shadow"),  # root of its image reads root's files there
-        "writes": {p: _try(_write, p) for p in targets["write"]},
-        "reads": {p: _try(_read, p) for p in targets["read"]},
+        "image_write": _attempt(_write, "/etc/hp-image-write"),  # its image is its own to write, as in Modal
+        "image_append": _attempt(lambda: open("/etc/hostname", "a").write("")),
+        "shadow": _attempt(_read, "/etc/shadow"),  # root of its image reads root's files there
+        "writes": {p: _attempt(_write, p) for p in targets["write"]},
+        "reads": {p: _attempt(_read, p) for p in targets["read"]},
         # Through a host process's root: its view of the host, the state directory included.
-        "through_proc": {str(pid): _try(_read, f"/proc/{pid}/root{path}")
+        "through_proc": {str(pid): _attempt(_read, f"/proc/{pid}/root{path}")
                          for pid in targets["pids"] for path in targets["read"]},
-        "environ": {str(pid): _try(_read, f"/proc/{pid}/environ") for pid in targets["pids"]},
+        "environ": {str(pid): _attempt(_read, f"/proc/{pid}/environ") for pid in targets["pids"]},
         "chroot": _out_of_chroot(targets),
     }
 
