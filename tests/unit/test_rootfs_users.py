@@ -3,9 +3,9 @@
 import json
 
 from homeport import _protocol as P
+from homeport._mountapi import idmap_text
 from homeport.backends import ContainerSpec, Mount
 from homeport.backends.local import _rootfs
-from homeport.runtime._isolate import _idmap_text
 
 ROOTFS = json.dumps({"lower": ["/layers/a", "/base"], "upper": None, "work": None, "scratch": "/s", "cwd": "/app"})
 
@@ -20,10 +20,10 @@ def test_each_container_user_has_its_own_subordinate_ids_beyond_every_container_
 
 
 def test_the_idmap_maps_root_to_the_container_and_the_rest_to_its_own_or_the_same_ids():
-    assert _idmap_text(165536, False) == "0 165536 1\n"
-    assert _idmap_text(165536, 1 << 20) == f"0 165536 1\n1 {1 << 20} 65535\n"
+    assert idmap_text(165536, False) == "0 165536 1\n"
+    assert idmap_text(165536, 1 << 20) == f"0 165536 1\n1 {1 << 20} 65535\n"
     # Without subordinate ids the image's ids map to themselves, skipping the container's own user.
-    assert _idmap_text(65534, True) == "0 65534 1\n1 1 65533\n65535 65535 1\n"
+    assert idmap_text(65534, True) == "0 65534 1\n1 1 65533\n65535 65535 1\n"
 
 
 def test_a_web_container_in_its_own_root_is_given_only_its_own_socket_directory():

@@ -104,6 +104,7 @@ def isolate_snapshot(settings: dict[str, Any], plan: dict[str, Any] | None, read
     paths it keeps in view read-only (the interpreter's, the user's code). What it went on without
     (notes); OSError where this machine does not allow it (tried first in a throw-away child, so that
     nothing of it is done then)."""
+    from .. import _mountapi
     from . import _isolate, _mountns
 
     uid = settings["uid"]
@@ -113,7 +114,7 @@ def isolate_snapshot(settings: dict[str, Any], plan: dict[str, Any] | None, read
     def attempt() -> list[str]:
         mount_proc = _isolate.proc_mounter()  # its /proc mounted as host root: locked (see there)
         try:
-            idmap = _isolate.idmap_namespace(uid)
+            idmap = _mountapi.idmap_namespace(uid)
             enter = ranged_user_namespace(uid)
             try:
                 notes = _isolate.isolate(needed, hidden, uid, idmap, pidns=False, user_ns=enter)

@@ -39,15 +39,18 @@ through ctypes (syscall numbers of x86-64 and arm64, where the new mount API has
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import errno
 import os
-import signal
 import stat
-import struct
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from .._mountapi import (
+    MOUNT_ATTR_IDMAP,
+    MOUNT_ATTR_RDONLY,
+    mount_setattr,
+    move_mount,
+    open_tree,
+)
 from ._mountns import CLONE_NEWNS, MS_BIND, MS_PRIVATE, MS_REC, _call, _lib, _mount, mount_points
 from ._pidns import (
     CLONE_NEWUSER,
@@ -66,17 +69,6 @@ from ._pidns import (
 
 MS_REMOUNT = 32
 PR_SET_DUMPABLE = 4
-SYS_OPEN_TREE = 428
-SYS_MOVE_MOUNT = 429
-SYS_MOUNT_SETATTR = 442
-OPEN_TREE_CLONE = 1
-OPEN_TREE_CLOEXEC = os.O_CLOEXEC
-AT_FDCWD = -100
-AT_EMPTY_PATH = 0x1000
-AT_RECURSIVE = 0x8000
-MOVE_MOUNT_F_EMPTY_PATH = 0x4
-MOUNT_ATTR_RDONLY = 0x1
-MOUNT_ATTR_IDMAP = 0x100000
 # Covered by an empty file system of the container's own: (path, mode).
 COVERED = (("/tmp", 0o1777), ("/root", 0o700), ("/dev/shm", 0o1777))
 # Mounts left as they are (a /proc of its own is mounted over the host's; /dev holds the devices).
@@ -85,11 +77,6 @@ _LEFT = ("/proc", "/dev")
 
 def _under(path: str, directory: str) -> bool:
     return path == directory or path.startswith(directory.rstrip("/") + "/")
-
-
-def _syscall(number: int, *args: Any) -> int:
-    lib = _lib()
-    return lib.syscall(ctypes.c_long(number), *args)
 
 
 # --- the template's side --------------------------------------------------------------------------------
@@ -102,87 +89,7 @@ def in_initial_user_namespace() -> bool:
         return False
 
 
-def _idmap_text(uid: int, others: bool | int) -> str:
-    """`0 <uid> 1`; with `others` True also ids 1-65535 mapped to themselves (but `uid`); with an int,
-    ids 1-65535 mapped to `others`, `others` + 1 ... (a container's own subordinate ids)."""
-    lines = [f"0 {uid} 1"]
-    if others is True:
-        for lo, hi in ((1, min(uid, 65536)), (max(uid + 1, 1), 65536)):
-            if hi > lo:
-                lines.append(f"{lo} {lo} {hi - lo}")
-    elif others:
-        lines.append(f"1 {others} 65535")
-    return "\n".join(lines) + "\n"
-
-
-def idmap_namespace(uid: int, others: bool | int = False) -> int:
-    """A descriptor of a user namespace in which root is host user `uid`: what makes a mount idmapped
-    (host root's files look like `uid`'s). Made by a child that enters it and is then killed.
-    `others` (`_idmap_text`): how an image's other ids (1-65535) map: to a container's own subordinate
-    ids (so that they are its users' ids inside), or to themselves (so that files of theirs, such as
-    the shadow group's, stay within reach of the overlay that reads them: the kernel's override of
-    permissions needs both owner and group mapped)."""
-    r, w = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # never returns
-        try:
-            os.close(r)
-            ok = _lib().unshare(CLONE_NEWUSER) == 0
-            # its pid in /proc (a container's own /proc is not mounted yet: the host's numbers, not fork's)
-            os.write(w, os.readlink("/proc/self").encode() if ok else b"0")
-            while True:  # until killed
-                signal.pause()
-        finally:
-            os._exit(1)
-    os.close(w)
-    try:
-        seen = os.read(r, 32)
-        os.close(r)
-        if not seen.isdigit() or seen == b"0":
-            raise OSError("unshare(CLONE_NEWUSER) failed in the helper")
-        for name in ("uid_map", "gid_map"):
-            with open(f"/proc/{int(seen)}/{name}", "w") as f:
-                f.write(_idmap_text(uid, others))
-        return os.open(f"/proc/{int(seen)}/ns/user", os.O_RDONLY | os.O_CLOEXEC)
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, 9)
-        os.waitpid(pid, 0)
-
-
 # --- the container's side --------------------------------------------------------------------------------
-
-
-def _open_tree(path: str) -> tuple[int, int]:
-    """A detached copy of the mount at `path`, and AT_RECURSIVE where it had to take the mounts below
-    with it: in a user namespace (a container of an isolated snapshot) a copy may not leave out mounts
-    that its namespace's creator locked in place (the kernel answers EINVAL)."""
-    for recursive in (0, AT_RECURSIVE):
-        fd = _syscall(SYS_OPEN_TREE, ctypes.c_int(AT_FDCWD), os.fsencode(path),
-                      ctypes.c_uint(OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | recursive))
-        if fd >= 0:
-            return fd, recursive
-        err = ctypes.get_errno()
-        if err != errno.EINVAL or recursive:
-            break
-    raise OSError(err, f"open_tree {path}: {os.strerror(err)}")
-
-
-def _setattr(fd: int, attr_set: int, userns: int = 0, recursive: int = 0) -> None:
-    attr = ctypes.create_string_buffer(struct.pack("QQQQ", attr_set, 0, 0, userns))
-    rc = _syscall(SYS_MOUNT_SETATTR, ctypes.c_int(fd), b"", ctypes.c_uint(AT_EMPTY_PATH | recursive), attr,
-                  ctypes.c_size_t(32))
-    if rc != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, f"mount_setattr: {os.strerror(err)}")
-
-
-def _move(fd: int, path: str) -> None:
-    rc = _syscall(SYS_MOVE_MOUNT, ctypes.c_int(fd), b"", ctypes.c_int(AT_FDCWD), os.fsencode(path),
-                  ctypes.c_uint(MOVE_MOUNT_F_EMPTY_PATH))
-    if rc != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, f"move_mount {path}: {os.strerror(err)}")
 
 
 def _blocked(path: str, uid: int, passable: dict[str, bool] | None = None) -> str | None:
@@ -289,16 +196,16 @@ def _isolate(needed: Sequence[Sequence[Any]], hidden: str | None, uid: int | Non
             covered = any(_under(path, c) for c, _ in covers)
             if not covered and not (rw and idmap >= 0):
                 continue  # in view as it is (a volume: its own mount, left writable below)
-            fd, recursive = _open_tree(path)
+            fd, recursive = open_tree(path)
             attrs = 0 if rw else MOUNT_ATTR_RDONLY
             if idmap >= 0:
                 try:
-                    _setattr(fd, attrs | MOUNT_ATTR_IDMAP, idmap)
+                    mount_setattr(fd, attrs | MOUNT_ATTR_IDMAP, idmap)
                     attrs = -1
                 except OSError as exc:
                     notes.append(f"{path} cannot be idmapped here ({exc})")
             if attrs > 0:
-                _setattr(fd, attrs, recursive=recursive)
+                mount_setattr(fd, attrs, recursive=recursive)
             clones.append((path, fd, stat.S_ISDIR(os.stat(path).st_mode)))
         # 2. The host read-only: every mount it inherited, but for its devices, /proc and its volumes.
         writable = {p for p, rw in wanted if rw}
@@ -325,7 +232,7 @@ def _isolate(needed: Sequence[Sequence[Any]], hidden: str | None, uid: int | Non
             else:
                 if not os.path.lexists(path):
                     _make_point(path, directory)
-                _move(fd, path)
+                move_mount(fd, path)
     finally:
         for _path, fd, _d in clones:
             os.close(fd)
@@ -360,4 +267,4 @@ def _user_namespace(uid_map: str, gid_map: str) -> None:
             os.close(fd)
 
 
-__all__ = ["become_pid_one", "enter_own_pid_namespace", "fork_in_new_pid_namespace", "host_pid", "idmap_namespace", "isolate", "pid_namespaces_work", "proc_mounter", "try_own_pid_namespace"]
+__all__ = ["become_pid_one", "enter_own_pid_namespace", "fork_in_new_pid_namespace", "host_pid", "isolate", "pid_namespaces_work", "proc_mounter", "try_own_pid_namespace"]

@@ -38,6 +38,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+from .. import _mountapi
 from . import _isolate
 from ._mountns import CLONE_NEWNS, MS_BIND, MS_PRIVATE, MS_REC, _call, _lib, _mount, mount_points
 
@@ -93,13 +94,13 @@ def _bind(src: str, dst: str, writable: bool, idmap: int, uid: int | None) -> No
     if not os.path.lexists(src):
         return
     _point(dst, os.path.isdir(src), uid)
-    fd, recursive = _isolate._open_tree(src)
+    fd, recursive = _mountapi.open_tree(src)
     try:
         if writable and idmap >= 0:
-            _isolate._setattr(fd, _isolate.MOUNT_ATTR_IDMAP, idmap)
+            _mountapi.mount_setattr(fd, _mountapi.MOUNT_ATTR_IDMAP, idmap)
         elif not writable:
-            _isolate._setattr(fd, _isolate.MOUNT_ATTR_RDONLY, recursive=recursive or _isolate.AT_RECURSIVE)
-        _isolate._move(fd, dst)
+            _mountapi.mount_setattr(fd, _mountapi.MOUNT_ATTR_RDONLY, recursive=recursive or _mountapi.AT_RECURSIVE)
+        _mountapi.move_mount(fd, dst)
     finally:
         os.close(fd)
 
@@ -135,7 +136,7 @@ def assemble(scratch: str, layers: Sequence[str], uid: int | None, binds: Sequen
     and `binds` ([src, dst, writable]). `first`: the host id of the image's id 1 (`drop`). Its path,
     and (with `first`) the user namespace its layers are idmapped with, for `drop` to enter (else -1)."""
     _mount("homeport-container", scratch, "tmpfs", 0, "mode=0755")
-    idmap = _isolate.idmap_namespace(uid, first or True) if uid is not None else -1
+    idmap = _mountapi.idmap_namespace(uid, first or True) if uid is not None else -1
     kept = False
     try:
         lower = []
@@ -145,10 +146,10 @@ def assemble(scratch: str, layers: Sequence[str], uid: int | None, binds: Sequen
                 continue
             path = f"{scratch}/l{i}"
             os.mkdir(path)
-            fd, _rec = _isolate._open_tree(layer)
+            fd, _rec = _mountapi.open_tree(layer)
             try:
-                _isolate._setattr(fd, _isolate.MOUNT_ATTR_IDMAP | _isolate.MOUNT_ATTR_RDONLY, idmap)
-                _isolate._move(fd, path)
+                _mountapi.mount_setattr(fd, _mountapi.MOUNT_ATTR_IDMAP | _mountapi.MOUNT_ATTR_RDONLY, idmap)
+                _mountapi.move_mount(fd, path)
             finally:
                 os.close(fd)
             lower.append(path)

@@ -23,13 +23,14 @@ def isolate_if_asked() -> None:
     raw = os.environ.pop(P.ENV_ISOLATE, None)
     if not raw:
         return
+    from .. import _mountapi
     from . import _hide, _isolate
 
     settings = json.loads(raw)
     uid = int(settings["uid"])
     needed = [*settings.get("needed", ()), *[[p, False] for p in _interpreter_paths()]]
     try:
-        idmap = _isolate.idmap_namespace(uid)
+        idmap = _mountapi.idmap_namespace(uid)
         notes = _isolate.isolate(needed, settings.get("hidden"), uid, idmap, pidns=False)
     except OSError as exc:
         notes = [f"this container keeps the control plane's user in its user namespace ({exc})"]

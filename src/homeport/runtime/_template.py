@@ -80,7 +80,7 @@ _snapshot_template = False  # this template ran the user's imports and snap hook
 # its host pid from the message's credentials) and learns its host pid when it is let go.
 _own_pids = False
 _placed_pid: int | None = None  # this container's pid as the host sees it, from the backend
-# Host user -> a user namespace descriptor in which root is that user (`_isolate.idmap_namespace`): made
+# Host user -> a user namespace descriptor in which root is that user (`_mountapi.idmap_namespace`): made
 # in the template, once per user its containers become (a helper process each time costs a container
 # ~4 ms, far more on a busy machine), and kept for that user's next containers. A copy keeps only its own.
 _idmaps: dict[int, int] = {}
@@ -93,6 +93,7 @@ def _prepare_isolation(settings: dict[str, Any], plan: dict[str, Any] | None, sn
     """Get ready to fork containers into namespaces of their own (`_isolate`). What this machine does
     not allow, in words (each said once in the app's log); `_isolation` stays None where nothing works."""
     global _isolation, _hides, _own_pids
+    from .. import _mountapi
     from . import _hide, _isolate
 
     notes: list[str] = []
@@ -136,7 +137,7 @@ def _prepare_isolation(settings: dict[str, Any], plan: dict[str, Any] | None, sn
         uid = None
     if uid is not None:
         try:
-            idmap = _isolate.idmap_namespace(uid)
+            idmap = _mountapi.idmap_namespace(uid)
         except OSError as exc:
             notes.append(f"containers run as host root in their user namespace: no idmapped mounts here ({exc})")
             uid = None
@@ -381,12 +382,12 @@ def _make_idmap(uid: int | None) -> None:
     containers need none; where it cannot be made, the copy tries itself and says why it fails."""
     if _isolation is None or _isolation["uid"] is None or uid is None or uid == _isolation["uid"] or uid in _idmaps:
         return
-    from . import _isolate
+    from .. import _mountapi
 
     while len(_idmaps) >= IDMAPS_KEPT:
         os.close(_idmaps.pop(next(iter(_idmaps))))
     with contextlib.suppress(OSError):
-        _idmaps[uid] = _isolate.idmap_namespace(uid)
+        _idmaps[uid] = _mountapi.idmap_namespace(uid)
 
 
 def _own_idmap(uid: int | None) -> int:
@@ -403,6 +404,7 @@ def _isolate_child(msg: T.Fork, given: dict[str, int], made_idmap: int = -1) -> 
     """Make this copy a container of its own (`_isolate`), or leave without running the user's code.
     `given`: path -> a mount the backend made for it (`_copyusers`); `made_idmap`: its user's idmap
     namespace, made by the template (-1: it makes it itself)."""
+    from .. import _mountapi
     from . import _isolate
 
     assert _isolation is not None
@@ -418,7 +420,7 @@ def _isolate_child(msg: T.Fork, given: dict[str, int], made_idmap: int = -1) -> 
             uid = msg.uid
             os.close(idmap)
             # host root's files it may write look like its own
-            idmap = made_idmap if made_idmap >= 0 else _isolate.idmap_namespace(uid)
+            idmap = made_idmap if made_idmap >= 0 else _mountapi.idmap_namespace(uid)
         elif _isolation.get("copy_users"):  # a memory snapshot's copy: its user, its mounts from the backend
             uid = msg.uid
         notes = _isolate.isolate(needed, _isolation["hidden"], uid, idmap, _isolation["pidns"], given)

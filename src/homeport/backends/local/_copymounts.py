@@ -16,8 +16,8 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
+from ... import _mountapi
 from ..._protocol import templates as T
-from ...runtime import _isolate
 
 
 class CopyMounts:
@@ -44,13 +44,13 @@ class CopyMounts:
             raise OSError(f"a container of a memory snapshot keeps at most {T.MAX_FDS} paths in view")
         userns = self._userns.get(uid)
         if userns is None:
-            userns = self._userns[uid] = _isolate.idmap_namespace(uid)
+            userns = self._userns[uid] = _mountapi.idmap_namespace(uid)
         fds: list[int] = []
         try:
             for path in paths:
-                fd, _recursive = _isolate._open_tree(sources.get(path, path))
+                fd, _recursive = _mountapi.open_tree(sources.get(path, path))
                 fds.append(fd)
-                _isolate._setattr(fd, _isolate.MOUNT_ATTR_IDMAP | (0 if writable[path] else _isolate.MOUNT_ATTR_RDONLY),
+                _mountapi.mount_setattr(fd, _mountapi.MOUNT_ATTR_IDMAP | (0 if writable[path] else _mountapi.MOUNT_ATTR_RDONLY),
                                   userns)
         except BaseException:
             for fd in fds:
