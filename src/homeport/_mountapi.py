@@ -12,11 +12,13 @@ import contextlib
 import ctypes
 import errno
 import os
+import select
 import signal
 import struct
 from typing import Any
 
 CLONE_NEWUSER = 0x10000000
+HELPER_SECONDS = 10.0  # how long `idmap_namespace` waits for its helper to make the namespace
 SYS_OPEN_TREE = 428
 SYS_MOVE_MOUNT = 429
 SYS_MOUNT_SETATTR = 442
@@ -65,12 +67,13 @@ def idmap_namespace(uid: int, others: bool | int = False) -> int:
     ids (so that they are its users' ids inside), or to themselves (so that files of theirs, such as
     the shadow group's, stay within reach of the overlay that reads them: the kernel's override of
     permissions needs both owner and group mapped)."""
+    lib = _lib()  # loaded before the fork: the child of a process with threads must not load a library
     r, w = os.pipe()
     pid = os.fork()
     if pid == 0:  # never returns
         try:
             os.close(r)
-            ok = _lib().unshare(CLONE_NEWUSER) == 0
+            ok = lib.unshare(CLONE_NEWUSER) == 0
             # its pid in /proc (a container's own /proc is not mounted yet: the host's numbers, not fork's)
             os.write(w, os.readlink("/proc/self").encode() if ok else b"0")
             while True:  # until killed
@@ -79,8 +82,12 @@ def idmap_namespace(uid: int, others: bool | int = False) -> int:
             os._exit(1)
     os.close(w)
     try:
-        seen = os.read(r, 32)
+        # Bounded: a helper stuck at birth must not hold its caller (the control plane's loop) for ever.
+        ready, _, _ = select.select([r], [], [], HELPER_SECONDS)
+        seen = os.read(r, 32) if ready else None
         os.close(r)
+        if seen is None:
+            raise OSError(f"the helper making a user namespace did not answer within {HELPER_SECONDS:g} s")
         if not seen.isdigit() or seen == b"0":
             raise OSError("unshare(CLONE_NEWUSER) failed in the helper")
         for name in ("uid_map", "gid_map"):

@@ -313,7 +313,11 @@ class _Raw:
         self.ids = iter(range(1, 1 << 30))
         if hello:
             token = (platform.state_dir / "token").read_text().strip()
-            reply = self.request({"t": P.HELLO, "role": "client", "token": token, "v": P.PROTOCOL_VERSION})
+            try:
+                reply = self.request({"t": P.HELLO, "role": "client", "token": token, "v": P.PROTOCOL_VERSION})
+            except BaseException:
+                self.sock.close()  # not left for a later test's garbage collection to report
+                raise
             assert reply["ok"], reply
 
     def __enter__(self) -> "_Raw":
