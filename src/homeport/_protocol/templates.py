@@ -2,7 +2,12 @@
 
 They travel one msgpack map per SOCK_SEQPACKET packet (no length frame), file descriptors alongside
 `Fork`. Backend -> template: `TemplateStart` (first, untagged), then `Fork`, `Retire`, `TemplateStop`.
-Template -> backend: `Sources`, `TemplateReady` or `TemplateFailed`, then `Forked` and `Exited`.
+Template -> backend: `Sources`, `TemplateReady` or `TemplateFailed`, then `Forked`, `Spared` and `Exited`.
+
+A template told `spares` keeps one copy forked ahead of demand (`runtime._spare`): it says so (`Spared`),
+the backend places it in a cgroup made for it, and a later `Fork` naming it (`Fork.spare`) hands the
+container to it instead of forking. Its answer is `Forked` (pid -1: that spare is gone; fork again
+without it); a spare that dies unused is reported as `Exited` under its own name.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ class TemplateStart(Struct, omit_defaults=True, kw_only=True):
     definition_path: str | None = None  # a memory snapshot's definition (msgpack), to import ahead
     hide: Any = None  # the private state's plan (`backends.local._private`)
     isolate: dict[str, Any] | None = None  # isolation settings (`runtime._isolate`)
+    spares: bool = False  # keep a copy forked ahead of demand, for the backend to place (`Spared`)
 
 
 class _TemplateMessage(Struct, tag_field="t", omit_defaults=True, kw_only=True):
@@ -38,6 +44,7 @@ class Fork(_TemplateMessage, tag="fork", kw_only=True):
     uid: int | None = None  # the host user it runs as, where each container gets one of its own
     # Paths it mounts from descriptors passed after its stdout and stderr (`runtime._copyusers`).
     mounts: list[str] = []  # noqa: RUF012 - copied per instance
+    spare: str | None = None  # the placed spare to hand this container to (`Spared.name`), not a new fork
 
 
 class Retire(_TemplateMessage, tag="retire", kw_only=True):
@@ -69,13 +76,18 @@ class Forked(_TemplateMessage, tag="forked", kw_only=True):
     pid: int  # 0: sent by the copy itself, whose host pid the backend reads from the socket's credentials
 
 
+class Spared(_TemplateMessage, tag="spared", kw_only=True):
+    name: str  # unique among the template's spares; its `Exited` uses it as a container id
+    pid: int  # 0: sent by the spare itself, whose host pid the backend reads from the socket's credentials
+
+
 class Exited(_TemplateMessage, tag="exit", kw_only=True):
     cid: str
     code: int
 
 
 ToTemplate = Union[Fork, Retire, TemplateStop]  # noqa: UP007
-FromTemplate = Union[Sources, TemplateReady, TemplateFailed, Forked, Exited]  # noqa: UP007
+FromTemplate = Union[Sources, TemplateReady, TemplateFailed, Forked, Spared, Exited]  # noqa: UP007
 
 _encoder = Encoder()
 _to_template = Decoder(ToTemplate)
@@ -95,5 +107,5 @@ def decode_to_template(packet: bytes) -> Fork | Retire | TemplateStop:
     return _to_template.decode(packet)
 
 
-def decode_from_template(packet: bytes) -> Sources | TemplateReady | TemplateFailed | Forked | Exited:
+def decode_from_template(packet: bytes) -> Sources | TemplateReady | TemplateFailed | Forked | Spared | Exited:
     return _from_template.decode(packet)

@@ -44,11 +44,12 @@ from .. import _protocol as P
 from .._protocol import templates as T
 from .._protocol.definition import definition_from_wire
 from ._snapshot_check import snapshot_problems, user_sources
+from ._spare import Spares, wait_for_container
 
 PACKET = T.PACKET
 
 
-def _send(sock: socket.socket, msg: T.Sources | T.TemplateReady | T.TemplateFailed | T.Forked | T.Exited) -> None:
+def _send(sock: socket.socket, msg: T.Sources | T.TemplateReady | T.TemplateFailed | T.Forked | T.Spared | T.Exited) -> None:
     sock.send(T.encode_packet(msg))
 
 
@@ -279,10 +280,10 @@ def main(fd: int) -> None:
     gc.freeze()
     _send(sock, T.TemplateReady(seconds=time.monotonic() - t0, visible=visible, isolation=isolation,
                                 own_pids=_own_pids, copy_users=bool((_isolation or {}).get("copy_users"))))
-    _serve(sock, preloaded)
+    _serve(sock, preloaded, Spares(first.spares))
 
 
-def _serve(sock: socket.socket, preloaded: Any) -> None:
+def _serve(sock: socket.socket, preloaded: Any, spares: Spares) -> None:
     global _interpreter_view
     if _isolation is not None:  # the same for each copy: worked out once, here
         _interpreter_view = (os.environ.get(P.ENV_RUNTIME_PATH), _interpreter_paths())
@@ -295,11 +296,31 @@ def _serve(sock: socket.socket, preloaded: Any) -> None:
     sel = selectors.DefaultSelector()
     sel.register(sock, selectors.EVENT_READ, "cmd")
     sel.register(rfd, selectors.EVENT_READ, "chld")
+
+    def leave_template() -> None:  # in a copy or a spare, first: nothing of the template's loop
+        sel.close()
+        signal.set_wakeup_fd(-1)
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        os.close(rfd)
+        os.close(wfd)
+
+    def spare_life(name: str, end: socket.socket) -> None:  # in a spare (`_spare`): never returns
+        leave_template()
+        _own_idmap(None)  # every user's: its container's comes with it
+        msg, fds, made_idmap = wait_for_container(name, end, sock, announce=_own_pids)
+        _child(None, fds, msg, preloaded, made_idmap)
+
     while True:
-        for key, _ in sel.select():
+        events = sel.select(None if retiring else spares.wait())
+        if not events and spares.due():  # fork the next spare now, off any container's path
+            spare = spares.make(_fork_copy, spare_life)
+            if spare is not None and not _own_pids:  # else the spare says so itself
+                _send(sock, T.Spared(name=spare.name, pid=spare.pid))
+            continue
+        for key, _ in events:
             if key.data == "chld":
                 os.read(rfd, 4096)
-                _reap(sock, children)
+                _reap(sock, children, spares)
                 if retiring and not children:
                     os._exit(0)
                 continue
@@ -310,20 +331,23 @@ def _serve(sock: socket.socket, preloaded: Any) -> None:
             if not data:  # the backend is gone: so are we (our children were sent SIGTERM by it)
                 os._exit(0)
             msg = T.decode_to_template(data)
-            if type(msg) is T.Fork:
+            if type(msg) is T.Fork and msg.spare is not None:  # to the spare the backend placed
                 _make_idmap(msg.uid)
-                if (_isolation or _rootfs_isolation or {}).get("pidns"):
-                    from ._isolate import fork_in_new_pid_namespace
-
-                    pid = fork_in_new_pid_namespace()
-                else:
-                    pid = os.fork()
+                idmap = _idmaps.get(msg.uid, -1) if msg.uid is not None else -1
+                pid = spares.hand_off(msg.spare, data, [*fds, *([idmap] if idmap >= 0 else [])])
+                for fd in fds:
+                    os.close(fd)
+                if pid is not None:
+                    children[pid] = msg.cid
+                _send(sock, T.Forked(cid=msg.cid, pid=-1 if pid is None else pid))  # -1: fork it anew
+                if pid is not None and msg.uid is not None:
+                    _make_idmap(msg.uid + 1)
+            elif type(msg) is T.Fork:
+                _make_idmap(msg.uid)
+                pid = _fork_copy()
                 if pid == 0:
-                    sel.close()
-                    signal.set_wakeup_fd(-1)
-                    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-                    os.close(rfd)
-                    os.close(wfd)
+                    spares.close_in_copy()
+                    leave_template()
                     _child(sock, fds, msg, preloaded)  # never returns
                 for fd in fds:
                     os.close(fd)
@@ -334,15 +358,26 @@ def _serve(sock: socket.socket, preloaded: Any) -> None:
                     _make_idmap(msg.uid + 1)
             elif type(msg) is T.Retire:
                 retiring = True
+                spares.drop()
                 if not children:
                     os._exit(0)
             elif type(msg) is T.TemplateStop:
+                spares.drop()
                 for pid in children:
                     _kill(pid, signal.SIGTERM)
                 os._exit(0)
 
 
-def _reap(sock: socket.socket, children: dict[int, str]) -> None:
+def _fork_copy() -> int:
+    """os.fork() for a container's copy (or a spare): into a PID namespace of its own where they get one."""
+    if (_isolation or _rootfs_isolation or {}).get("pidns"):
+        from ._isolate import fork_in_new_pid_namespace
+
+        return fork_in_new_pid_namespace()
+    return os.fork()
+
+
+def _reap(sock: socket.socket, children: dict[int, str], spares: Spares) -> None:
     while True:
         try:
             pid, status = os.waitpid(-1, os.WNOHANG)
@@ -351,6 +386,8 @@ def _reap(sock: socket.socket, children: dict[int, str]) -> None:
         if pid == 0:
             return
         cid = children.pop(pid, None)
+        if cid is None:
+            cid = spares.reaped(pid)  # a spare that died unused: the backend removes its cgroup
         if cid is not None:
             code = os.waitstatus_to_exitcode(status)
             _send(sock, T.Exited(cid=cid, code=code))
@@ -464,11 +501,15 @@ def _wait_until_placed(hold: int) -> None:
         _placed_pid = int(go[2:])
 
 
-def _child(sock: socket.socket, fds: list[int], msg: T.Fork, preloaded: Any) -> None:
-    if _own_pids:  # the backend reads this copy's host pid from the message's credentials (SO_PASSCRED)
-        _send(sock, T.Forked(cid=msg.cid, pid=0))
-    sock.close()  # first: a copy that still held the template's socket would hide the template's exit
-    made_idmap = _own_idmap(msg.uid)
+def _child(sock: socket.socket | None, fds: list[int], msg: T.Fork, preloaded: Any, made_idmap: int | None = None) -> None:
+    """A container's copy from its fork (or a spare's from its hand-off: `sock` None, the template's
+    socket closed already and its user's idmap namespace `made_idmap` passed with it) to its exit."""
+    if sock is not None:
+        if _own_pids:  # the backend reads this copy's host pid from the message's credentials (SO_PASSCRED)
+            _send(sock, T.Forked(cid=msg.cid, pid=0))
+        sock.close()  # first: a copy that still held the template's socket would hide the template's exit
+    if made_idmap is None:
+        made_idmap = _own_idmap(msg.uid)
     if msg.held:
         _wait_until_placed(fds.pop())
     code = 1

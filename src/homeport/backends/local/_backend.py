@@ -27,8 +27,9 @@ from typing import Literal
 
 from ... import _protocol as P
 from .._base import Backend, ContainerSpec, ExitCallback, ExitInfo, OutputCallback, PrivateDir, TemplateSpec
-from . import _gpu, _private, _rootfs, _sandbox
+from . import _gpu, _private, _rootfs, _sandbox, _spares
 from ._cgroups import ENV_PIDS_MAX, Cgroup, Cgroups, CgroupsUnavailable, pids_max_setting
+from ._spares import Spare, SparePool
 from ._templates import Templates, TemplateUnavailable, container_uid, isolation_settings, needed_paths
 
 log = logging.getLogger("homeport.backend.local")
@@ -73,6 +74,7 @@ class LocalBackend(Backend):
         self._told_isolation: set[tuple[str, str]] = set()  # (app, what of the isolation is missing)  # apps told their containers have no cgroup of their own
         self._pids_watch: asyncio.Task | None = None
         self._uids: dict[str, int] = {}  # container id -> its own host user, while it runs
+        self._spare_count = 0
 
     def _spawn_task(self, coro) -> None:
         task = asyncio.create_task(coro)
@@ -88,6 +90,16 @@ class LocalBackend(Backend):
         return tmp
 
     async def start(self, spec: ContainerSpec, on_output: OutputCallback, on_exit: ExitCallback) -> int:
+        spare = self._take_spare(spec)
+        if spare is not None:  # its template's copy, forked and in a cgroup of its own already
+            log.debug("container %s: handed to spare %s (pid %d)", spec.container_id, spare.name, spare.pid)
+            try:
+                return await self._fork(spec, dict(spec.env), on_output, on_exit, spare.cgroup, spare)
+            except TemplateUnavailable:  # the spare is gone (and released): as before
+                pass
+            except BaseException:
+                self._uids.pop(spec.container_id, None)
+                raise
         # Its move into its cgroup, in a few ms, would otherwise wait for the kernel then.
         self._spawn_task(asyncio.to_thread(self._cgroups.prepare_move))
         cgroup = self._cgroup(spec, on_output)
@@ -120,9 +132,39 @@ class LocalBackend(Backend):
                 self._unlimited(spec, str(exc), on_output)
             self._uncontained(spec, str(exc), on_output)
             return None
+        self._watch(cgroup)
+        return cgroup
+
+    def _watch(self, cgroup: Cgroup) -> None:
         if getattr(cgroup, "pids", None) is not None and self._pids_watch is None:
             self._pids_watch = asyncio.create_task(self._watch_pids())
+
+    def _take_spare(self, spec: ContainerSpec) -> Spare | None:
+        """A spare copy of the container's template for it (`_spares`), where it may take one."""
+        if (spec.template is None or self._templates is None or not self._scratch
+                or not _spares.usable_by(spec.memory_limit_mib, spec.cpu_limit)):
+            return None
+        return self._templates.take_spare(spec.template)
+
+    async def _place_spare(self, pid: int) -> Cgroup | None:
+        """A cgroup of its own for a template's spare copy, with `pid` in it (None: it cannot have one)."""
+        self._spare_count += 1
+        try:
+            cgroup = self._cgroups.create(f"homeport-spare-{os.getpid()}-{self._spare_count}", None, None)
+        except (CgroupsUnavailable, OSError) as exc:
+            log.info("no spare copies: %s", exc)
+            return None
+        try:  # in a thread: the kernel may take ~10 ms over it, which the event loop must not wait for
+            await asyncio.to_thread(cgroup.add, pid)
+        except OSError as exc:
+            log.info("a spare copy could not be placed in its cgroup: %s", exc)
+            await self._release_spare(cgroup)
+            return None
         return cgroup
+
+    async def _release_spare(self, cgroup: Cgroup) -> None:
+        await self._empty(cgroup)
+        cgroup.remove()
 
     def _uncontained(self, spec: ContainerSpec, reason: str, on_output: OutputCallback) -> None:
         """Say, once per app, that its containers' processes are neither counted nor stopped together."""
@@ -310,7 +352,8 @@ class LocalBackend(Backend):
     def _ensure_templates(self) -> Templates:
         if self._templates is None:
             assert self._scratch is not None  # its callers use templates only with a scratch directory
-            self._templates = Templates(self._scratch, self._on_forked_exit, self._private)
+            pool = SparePool(self._place_spare, self._release_spare) if _spares.enabled() else None
+            self._templates = Templates(self._scratch, self._on_forked_exit, self._private, pool)
             self._schedule_sweep()
         return self._templates
 
@@ -328,7 +371,7 @@ class LocalBackend(Backend):
             log.warning("template %s not prepared: %s", tag, exc)
 
     async def _fork(self, spec: ContainerSpec, env: dict[str, str], on_output: OutputCallback,
-                    on_exit: ExitCallback, cgroup: Cgroup | None = None) -> int:
+                    on_exit: ExitCallback, cgroup: Cgroup | None = None, spare: Spare | None = None) -> int:
         assert spec.template is not None
         templates = self._ensure_templates()
         cid = spec.container_id
@@ -351,7 +394,7 @@ class LocalBackend(Backend):
             readers.append(r)
             writers.append(w)
         place = None
-        if cgroup is not None:
+        if cgroup is not None and spare is None:
             async def place(pid: int) -> None:  # the copy waits for this before it runs anything
                 try:  # in a thread: the kernel may take ~10 ms over it, which the event loop must not wait for
                     await asyncio.to_thread(cgroup.add, pid)
@@ -360,7 +403,7 @@ class LocalBackend(Backend):
 
         try:
             forked = await templates.fork(spec.template, cid, env, cwd, writers[0], writers[1], sink=sink, place=place,
-                                          code=spec.code, uid=self._uid(cid))
+                                          code=spec.code, uid=self._uid(cid), spare=spare)
         except BaseException:
             for fd in readers:
                 os.close(fd)
@@ -379,6 +422,8 @@ class LocalBackend(Backend):
         proc = _Proc(spec, pid, on_exit, on_output)
         proc.scratch = forked.scratch
         proc.cgroup = cgroup
+        if cgroup is not None:
+            self._watch(cgroup)
         self._procs[spec.container_id] = proc
         for fd, r in zip((1, 2), readers):
             reader = asyncio.StreamReader(limit=1 << 20)

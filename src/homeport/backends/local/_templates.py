@@ -37,6 +37,7 @@ from ... import _protocol as P
 from ..._protocol import templates as T
 from .._base import Mount, PrivateDir, TemplateSpec
 from . import _copymounts, _gpu, _private, _rootfs, _sandbox
+from ._spares import Spare, SparePool
 
 log = logging.getLogger("homeport.backend.local")
 
@@ -48,6 +49,10 @@ Sink = Callable[[int, bytes], None]  # (fd, line): where a template's own output
 
 class TemplateUnavailable(Exception):
     """This container cannot be forked from its template; the reason says why."""
+
+
+class SpareLost(TemplateUnavailable):
+    """The spare taken for this container is gone (or its template is): fork it as before."""
 
 
 class Forked(NamedTuple):
@@ -143,6 +148,7 @@ class _Template:
     isolation: tuple[str, ...] = ()  # what of its containers' isolation this machine does not allow
     own_pids: bool = False  # an isolated snapshot: each copy says it was forked, and learns its host pid
     copy_uid: int | None = None  # an isolated snapshot: its copies' paths are made here (`_copymounts`)
+    spares: dict[str, Spare] = field(default_factory=dict)  # its copies forked ahead of demand (`_spares`)
 
     def changed(self) -> str | None:
         """What changed since the template started, so that its copies would not match a fresh start."""
@@ -227,7 +233,7 @@ class Templates:
     """One template process per key; forks containers from it and reports their exits."""
 
     def __init__(self, scratch: str, on_child_exit: Callable[[str, int | None], None],
-                 private: PrivateDir | None = None) -> None:
+                 private: PrivateDir | None = None, spares: SparePool | None = None) -> None:
         self._scratch = scratch
         self._private = private
         self._on_child_exit = on_child_exit
@@ -236,20 +242,44 @@ class Templates:
         self._failed: dict[str, str] = {}
         self._starting: dict[str, asyncio.Task] = {}
         self._copies = _copymounts.CopyMounts()
+        self._spares = spares  # None: no spare copies (`_spares.enabled`)
+
+    def take_spare(self, spec: TemplateSpec) -> Spare | None:
+        """A placed spare of the template `spec` forks from now, for one container (`fork(spare=)`)."""
+        tpl = self._templates.get(spec.key)
+        if (self._spares is None or tpl is None or not tpl.spares or tpl.process.returncode is not None
+                or not tpl.ready.done() or tpl.ready.cancelled() or tpl.ready.exception() is not None):
+            return None
+        return SparePool.take(tpl.spares) if tpl.changed() is None else None
 
     async def fork(self, spec: TemplateSpec, cid: str, env: dict[str, str], cwd: str | None,
                    out_w: int, err_w: int, sink: Sink, place: Callable[[int], Awaitable[None]] | None = None,
-                   code: tuple[str, ...] = (), uid: int | None = None) -> Forked:
+                   code: tuple[str, ...] = (), uid: int | None = None, spare: Spare | None = None) -> Forked:
         """Fork container `cid` from its template, starting the template first if needed; what the
         template prints while it starts (a snapshot's imports and hooks) goes to `sink`. Its TMPDIR
         is made here, unless it has a root file system of its own (and its own /tmp).
 
         With `place`, the copy is held before it runs anything until `place(pid)` has returned (the
         backend puts it in its cgroup then): it waits on a pipe whose write end is kept here, and
-        leaves without running if the pipe closes unwritten. `uid`: the host user it becomes (`container_uid`)."""
+        leaves without running if the pipe closes unwritten. `uid`: the host user it becomes (`container_uid`).
+
+        With `spare` (`take_spare`), the container is handed to that copy, placed already, instead of
+        forked; `SpareLost` if it is gone (it is released either way, unless it became the container)."""
+        try:
+            return await self._fork(spec, cid, env, cwd, out_w, err_w, sink, place, code, uid, spare)
+        except BaseException:
+            if spare is not None and self._spares is not None:
+                self._spares.gone(spare)
+            raise
+
+    async def _fork(self, spec: TemplateSpec, cid: str, env: dict[str, str], cwd: str | None,
+                    out_w: int, err_w: int, sink: Sink, place: Callable[[int], Awaitable[None]] | None,
+                    code: tuple[str, ...], uid: int | None, spare: Spare | None) -> Forked:
         if spec.key in self._failed:
             raise TemplateUnavailable(self._failed[spec.key])
         tpl = await self._get(spec, sink)
+        if spare is not None and spare.owner is not tpl:
+            raise SpareLost("its template was replaced")
         tpl.last_used = time.monotonic()
         scratch = None
         own: tuple[str, ...] = ()  # its entries in the shared directories (its web sockets' directory)
@@ -264,7 +294,10 @@ class Templates:
                      hide=_private.plan(self._private, [scratch, *own] if scratch else [], container=True)
                      if tpl.hides else None,
                      held=place is not None or tpl.own_pids, needed=self._needed(spec, scratch, cwd, code, own),
-                     uid=uid)
+                     uid=uid, spare=spare.name if spare is not None else None)
+        if spare is not None:  # placed already; held only to learn its host pid (`own_pids`)
+            place = None
+            msg.held = tpl.own_pids
         try:  # before the hold pipe, which the copy takes last; for its user, or the template's
             sources = {m.target: m.source for m in spec.mounts}  # its volumes, at their paths in its view
             msg.mounts, mounts = self._copies.make(uid or tpl.copy_uid, msg.needed, sources) if tpl.copy_uid else ([], [])
@@ -287,14 +320,21 @@ class Templates:
                 finally:
                     for fd in fds[2:]:
                         os.close(fd)  # the copy has its own (mounts, the hold pipe's end)
+                if spare is not None and hold_w >= 0:  # nothing to wait for: it is in its cgroup
+                    with contextlib.suppress(OSError):
+                        os.write(hold_w, b"go" + str(spare.pid).encode())
                 pid = await fut
+                if spare is not None and pid < 0:
+                    raise SpareLost("the spare is gone")
+                if spare is not None:
+                    pid = spare.pid  # as this process sees it (the template's may be its own namespace's)
             except TemplateUnavailable:
                 if scratch:
                     shutil.rmtree(scratch, ignore_errors=True)
                 raise
             if place is not None:
                 await place(pid)
-            if hold_w >= 0:
+            if hold_w >= 0 and spare is None:
                 os.write(hold_w, b"go" + (str(pid).encode() if tpl.own_pids else b""))
         finally:
             if hold_w >= 0:
@@ -329,7 +369,7 @@ class Templates:
 
     async def _start(self, spec: TemplateSpec, sink: Sink) -> _Template:
         parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        first = T.TemplateStart(private_root=bool(spec.rootfs))
+        first = T.TemplateStart(private_root=bool(spec.rootfs), spares=self._spares is not None)
         if spec.definition is not None:
             path = os.path.join(self._scratch, f"template-{spec.key[:32]}.defn")
             with open(path, "wb") as f:  # noqa: ASYNC230 - a small local file
@@ -390,6 +430,8 @@ class Templates:
     async def _wait(self, tpl: _Template) -> None:
         await tpl.process.wait()
         self._live.discard(tpl)
+        if self._spares is not None:
+            self._spares.all_gone(tpl.spares)
         with contextlib.suppress(OSError):  # empty once the last of its containers has exited
             os.rmdir(tpl.scratch)
 
@@ -424,6 +466,12 @@ class Templates:
                 fut = tpl.forks.pop(msg.cid, None)
                 if fut is not None and not fut.done():
                     fut.set_result(msg.pid or sender)  # 0: sent by the copy itself (`own_pids`)
+            elif type(msg) is T.Spared and self._spares is not None:
+                self._spares.spared(tpl.spares, Spare(msg.name, msg.pid or sender, tpl),
+                                    lambda: tpl in self._live)
+            elif type(msg) is T.Exited and msg.cid in tpl.spares:  # a spare that died unused
+                if self._spares is not None:
+                    self._spares.gone(tpl.spares.pop(msg.cid))
             elif type(msg) is T.Exited:
                 fut = tpl.forks.pop(msg.cid, None)
                 if fut is not None and not fut.done():  # a copy that died before it could say it was forked
@@ -497,3 +545,5 @@ class Templates:
             except asyncio.TimeoutError:
                 self._kill(tpl)
                 await tpl.waiter
+        if self._spares is not None:  # their cgroups emptied and removed
+            await self._spares.close()
