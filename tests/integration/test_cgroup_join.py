@@ -15,7 +15,7 @@ import pytest
 
 from homeport.backends import ContainerSpec, TemplateSpec
 from homeport.backends.local._backend import LocalBackend
-from homeport.backends.local._cgroups import Cgroup
+from homeport.backends.local._cgroups import Cgroup, CgroupsUnavailable
 
 pytestmark = pytest.mark.integration
 
@@ -50,6 +50,8 @@ class _Cgroups:
         self.cgroup = cgroup
 
     def create(self, name, memory_limit_mib, cpu_limit):
+        if name.startswith("homeport-spare-"):  # a template's spare copy (`_spares`) stays unplaced: unused
+            raise CgroupsUnavailable("not in this test")
         return self.cgroup
 
     def prepare_move(self):
