@@ -272,9 +272,9 @@ def main(fd: int) -> None:
         _send_sources(sock, user_sources(defn))
     else:
         from .. import _modal_alias  # every container installs it (it imports importlib.abc: ~4 ms)
-        from . import _runtime  # noqa: F401 - what every container needs, imported once here
 
         preloaded = None
+    from . import _runtime  # noqa: F401 - what every container needs, imported once here (~5 ms a copy)
     # What it holds now, its copies hold too: the cyclic collector in a copy leaves it alone, so it does
     # not write to every one of those objects (a copy of each page it touched, ms of a cold start).
     gc.freeze()
