@@ -34,7 +34,7 @@ from dataclasses import dataclass
 
 from .._protocol import templates as T
 
-DELAY = 0.002  # seconds after a hand-off before the next spare is forked (not while the container starts)
+DELAY = 0.010  # seconds after a hand-off before the next spare is forked: after most of the container's isolation, in time for back-to-back cold starts
 GIVE_UP = 3  # spares that died unused in a row, after which the template makes no more
 
 
