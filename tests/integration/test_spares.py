@@ -6,18 +6,25 @@ The programs say `import modal` (tests/integration/apps/spares.py); what the con
 themselves is checked here, and the host's view of the cgroups where the control plane makes them.
 """
 
+import asyncio
 import os
+import socket
+import sys
 import time
 from pathlib import Path
 
 import psutil
 import pytest
 
-from homeport.backends.local import _spares
+from homeport import _protocol as P
+from homeport.backends._base import ContainerSpec, TemplateSpec
+from homeport.backends.local import LocalBackend, _spares
 from homeport.backends.local._cgroups import ROOT, Cgroups, CgroupsUnavailable
 from homeport.testing import Platform, wait_for
 
 pytestmark = pytest.mark.integration
+
+RUNTIME = (sys.executable, "-m", "homeport.runtime")
 
 
 def _no_spares() -> str | None:
@@ -143,3 +150,74 @@ def test_a_spare_does_not_outlive_the_control_plane(tmp_path, apps_path):
         proc.kill()
     assert not alive, alive
     assert not any(d.exists() for d in dirs), dirs
+
+
+def _gone(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+async def _placed_spare(templates, key: str):
+    tpl = templates._templates[key]
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        placed = [s for s in tpl.spares.values() if s.cgroup is not None]
+        if placed:
+            return tpl, placed[0]
+        await asyncio.sleep(0.05)
+    raise AssertionError("no spare was placed")
+
+
+async def _until(check, timeout: float = 15) -> bool:
+    deadline = time.monotonic() + timeout
+    while not check() and time.monotonic() < deadline:  # noqa: ASYNC110 - processes leave, no event says so
+        await asyncio.sleep(0.05)
+    return check()
+
+
+@needs_spares
+@pytest.mark.parametrize("how", ["swept", "retired"])
+def test_a_spare_leaves_with_its_template(tmp_path, how):
+    """A template stopped for being unused (swept), or retired while a container of it still runs (a
+    snapshot gone stale): its spare is killed and its cgroup removed; the running container is not."""
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HOMEPORT_")}
+    template = TemplateSpec(key=f"rt-spare-{how}", argv=RUNTIME, env=env, ttl=0)
+    silent = tmp_path / "silent.sock"  # accepts (the kernel's backlog) and never answers
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(str(silent))
+    listener.listen(8)
+
+    async def scenario():
+        backend = LocalBackend(scratch_dir=str(scratch))
+        try:
+            await backend.prepare(template)
+            templates = backend._templates
+            tpl, spare = await _placed_spare(templates, template.key)
+            dirs = list(spare.cgroup.dirs)
+            assert all(d.is_dir() for d in dirs)
+            container = None
+            if how == "swept":
+                templates.sweep(time.monotonic() + 3600)
+            else:  # a container taken from the spare runs on (waiting for a control plane that never answers) ...
+                spec = ContainerSpec(container_id="ta-spare-retire", app_id="ap-1", function_tag="f", argv=RUNTIME,
+                                     env={**env, P.ENV_SERVER_ADDRESS: str(silent), P.ENV_CONTAINER_ID: "ta-spare-retire"},
+                                     template=template)
+                pid = await backend.start(spec, lambda *_: None, lambda *_: None)
+                assert pid == spare.pid  # it took the spare
+                tpl, spare = await _placed_spare(templates, template.key)  # ... and the template made another
+                dirs = list(spare.cgroup.dirs)
+                container = pid
+                templates._stop(tpl)  # retired: it forks no more
+            assert await _until(lambda: _gone(spare.pid)), "the spare outlived its template"
+            assert await _until(lambda: not any(d.exists() for d in dirs)), dirs
+            if container is not None:
+                assert not _gone(container)  # retiring a template does not stop its containers
+        finally:
+            await backend.close(1)
+            listener.close()
+
+    asyncio.run(scenario())
