@@ -91,14 +91,15 @@ def test_a_spare_reads_its_container_and_the_idmap_passed_last():
 def test_the_backend_hands_out_only_placed_spares_and_releases_the_rest():
     released: list[object] = []
 
-    async def place(pid):
-        return None if pid == 2 else f"cgroup-{pid}"
+    class Pool(SparePool):  # the kernel's part left out: placing and releasing are recorded
+        async def place(self, pid):
+            return None if pid == 2 else f"cgroup-{pid}"
 
-    async def release(cgroup):
-        released.append(cgroup)
+        async def release(self, cgroup):
+            released.append(cgroup)
 
     async def scenario():
-        pool = SparePool(place, release)
+        pool = Pool(None, None)
         live = [True]
         spares: dict[str, Spare] = {}
         pool.spared(spares, Spare("s1", 1, None), lambda: live[0])

@@ -74,7 +74,6 @@ class LocalBackend(Backend):
         self._told_isolation: set[tuple[str, str]] = set()  # (app, what of the isolation is missing)  # apps told their containers have no cgroup of their own
         self._pids_watch: asyncio.Task | None = None
         self._uids: dict[str, int] = {}  # container id -> its own host user, while it runs
-        self._spare_count = 0
 
     def _spawn_task(self, coro) -> None:
         task = asyncio.create_task(coro)
@@ -145,26 +144,6 @@ class LocalBackend(Backend):
                 or not _spares.usable_by(spec.memory_limit_mib, spec.cpu_limit)):
             return None
         return self._templates.take_spare(spec.template)
-
-    async def _place_spare(self, pid: int) -> Cgroup | None:
-        """A cgroup of its own for a template's spare copy, with `pid` in it (None: it cannot have one)."""
-        self._spare_count += 1
-        try:
-            cgroup = self._cgroups.create(f"homeport-spare-{os.getpid()}-{self._spare_count}", None, None)
-        except (CgroupsUnavailable, OSError) as exc:
-            log.info("no spare copies: %s", exc)
-            return None
-        try:  # in a thread: the kernel may take ~10 ms over it, which the event loop must not wait for
-            await asyncio.to_thread(cgroup.add, pid)
-        except OSError as exc:
-            log.info("a spare copy could not be placed in its cgroup: %s", exc)
-            await self._release_spare(cgroup)
-            return None
-        return cgroup
-
-    async def _release_spare(self, cgroup: Cgroup) -> None:
-        await self._empty(cgroup)
-        cgroup.remove()
 
     def _uncontained(self, spec: ContainerSpec, reason: str, on_output: OutputCallback) -> None:
         """Say, once per app, that its containers' processes are neither counted nor stopped together."""
@@ -352,7 +331,7 @@ class LocalBackend(Backend):
     def _ensure_templates(self) -> Templates:
         if self._templates is None:
             assert self._scratch is not None  # its callers use templates only with a scratch directory
-            pool = SparePool(self._place_spare, self._release_spare) if _spares.enabled() else None
+            pool = SparePool(self._cgroups, self._empty) if _spares.enabled() else None
             self._templates = Templates(self._scratch, self._on_forked_exit, self._private, pool)
             self._schedule_sweep()
         return self._templates

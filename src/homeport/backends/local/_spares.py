@@ -19,17 +19,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
+import logging
 import os
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from ._cgroups import Cgroup
+from ._cgroups import Cgroup, Cgroups, CgroupsUnavailable
+
+log = logging.getLogger("homeport.backend.local")
 
 ENV_SPARES = "HOMEPORT_SPARES"  # 0: no spare copies (every container forked on demand, as before)
 
-Place = Callable[[int], Awaitable[Cgroup | None]]  # a spare's pid -> the cgroup it was put in (None: none)
-Release = Callable[[Cgroup], Awaitable[None]]  # kill what is in a spare's cgroup and remove it
+Empty = Callable[[Cgroup], Awaitable[None]]  # kill what is in a cgroup, and wait (a little) until it is gone
 
 
 def enabled(environ: Mapping[str, str] | None = None) -> bool:
@@ -55,9 +58,29 @@ class Spare:
 class SparePool:
     """Every template's spares: placed as they are announced, taken by containers, released."""
 
-    place: Place
-    release: Release
+    cgroups: Cgroups
+    empty: Empty
     _tasks: set[asyncio.Task] = field(default_factory=set)
+    _names: itertools.count = field(default_factory=itertools.count)
+
+    async def place(self, pid: int) -> Cgroup | None:
+        """A cgroup of its own for the spare `pid`, with it in it (None: it cannot have one)."""
+        try:
+            cgroup = self.cgroups.create(f"homeport-spare-{os.getpid()}-{next(self._names)}", None, None)
+        except (CgroupsUnavailable, OSError) as exc:
+            log.info("no spare copies: %s", exc)
+            return None
+        try:  # in a thread: the kernel may take ~10 ms over it, which the event loop must not wait for
+            await asyncio.to_thread(cgroup.add, pid)
+        except OSError as exc:
+            log.info("a spare copy could not be placed in its cgroup: %s", exc)
+            await self.release(cgroup)
+            return None
+        return cgroup
+
+    async def release(self, cgroup: Cgroup) -> None:
+        await self.empty(cgroup)
+        cgroup.remove()
 
     def spared(self, spares: dict[str, Spare], spare: Spare, live: Callable[[], bool]) -> None:
         """A template announced `spare` (into its `spares`): place it, off any container's path."""
