@@ -11,6 +11,8 @@ per packet; a fork request carries the new container's stdout and stderr as pass
 
 The template is single-threaded (fork copies only the calling thread, so a template with threads
 would hand broken copies to its containers). It reaps its children and reports their exit status.
+Where the backend asks, it keeps one copy forked ahead of demand, a spare, which a container is
+handed to instead of a new fork (`_spare`).
 
 It runs in its containers' file system view (the backend starts it under the same sandbox), so they
 inherit their volumes and files from it. In an image with its own root file system each container
