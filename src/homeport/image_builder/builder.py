@@ -141,7 +141,10 @@ class ImageBuilder:
         that cannot be read, a base image Homeport cannot make)."""
         steps = _plan.request_steps(request)
         layer_steps, mount_steps = L.split_mounts(steps)
-        await asyncio.to_thread(_plan.enrich, layer_steps, self.interpreters, self.digests, self.debian.name)
+        if _plan.enrich_is_quick(layer_steps, self.interpreters):
+            _plan.enrich(layer_steps, self.interpreters, self.digests, self.debian.name)
+        else:
+            await asyncio.to_thread(_plan.enrich, layer_steps, self.interpreters, self.digests, self.debian.name)
         return Plan(steps, layer_steps, mount_steps, L.layer_keys(layer_steps))
 
     async def build(self, request: dict[str, Any] | Plan, log_fn: LogFn | None = None) -> str:
@@ -151,7 +154,8 @@ class ImageBuilder:
         t0 = time.perf_counter()
         plan = request if isinstance(request, Plan) else await self.plan(request)
         steps, layer_steps, mount_steps, keys = plan.steps, plan.layer_steps, plan.mount_steps, plan.keys
-        mounts_key, staged = await asyncio.to_thread(_plan.stage_mounts, self.mounts_dir, self.digests, mount_steps)
+        mounts_key, staged = (await asyncio.to_thread(_plan.stage_mounts, self.mounts_dir, self.digests, mount_steps)
+                              if mount_steps else (None, {}))
         image_id = L.image_id(keys[-1], mounts_key)
         if not any(s.get("force_build") for s in layer_steps):
             with contextlib.suppress(ImageNotFound):
