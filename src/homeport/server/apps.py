@@ -108,7 +108,7 @@ class AppService:
     def _add_functions(self, app_id: str, functions: list[dict[str, Any]], anchor: float) -> dict[str, str]:
         """Start pools for an app's functions (the current version); schedules start with them."""
         app = self.apps[app_id]
-        ids = {}
+        ids: dict[str, str] = {}
         now = time.monotonic()
         # Named secrets are resolved before anything starts: a missing one fails the whole app.
         self.setup.check_placeable(functions)
