@@ -123,7 +123,8 @@ class MapRun:
         self.sent = 0
         self.received = 0
         self.next_idx = 0
-        self.buffer: dict[int, tuple[int, Any]] = {}
+        self.buffer: dict[int, tuple[int, Any]] = {}  # outputs that came before their turn, one by one
+        self.runs: dict[int, tuple[list[int], list[Any]]] = {}  # and chunks' runs of them, by first index
         self.client: Client | None = None
         self.first = True
         self.closed = False
@@ -212,16 +213,18 @@ class MapRun:
             raise connection_lost("a map")
         ready: list[tuple[int, Any]] = []
         n = 0
-        buffer = self.buffer
+        buffer, runs = self.buffer, self.runs
         for out in items:
             if type(out) is P.CallChunkOutput:
                 n += len(out.keys)
                 if self.order:
                     base, keys = out.idx, out.keys
-                    if (not buffer and keys and base + keys[0] == self.next_idx
-                            and keys == list(range(keys[0], keys[0] + len(keys)))):
-                        ready += zip(out.status, out.data)  # the next ones, in order: no reordering
-                        self.next_idx += len(keys)
+                    if keys and keys == list(range(keys[0], keys[0] + len(keys))):  # a run of inputs
+                        if base + keys[0] == self.next_idx and not buffer and not runs:
+                            ready += zip(out.status, out.data)  # the next ones, in order: no reordering
+                            self.next_idx += len(keys)
+                        else:  # kept whole until its turn (two containers' chunks come interleaved)
+                            runs[base + keys[0]] = (out.status, out.data)
                         continue
                     for key, status, data in zip(keys, out.status, out.data):
                         buffer[base + key] = (status, data)
@@ -233,10 +236,20 @@ class MapRun:
                     buffer[out.idx] = (out.status, out.data)
                 else:
                     ready.append((out.status, out.data))
-        if self.order:
-            while self.next_idx in buffer:
-                ready.append(buffer.pop(self.next_idx))
-                self.next_idx += 1
+        if self.order and (buffer or runs):
+            nxt = self.next_idx
+            while True:
+                run = runs.pop(nxt, None)
+                if run is not None:
+                    ready += zip(*run)
+                    nxt += len(run[0])
+                    continue
+                one = buffer.pop(nxt, None)
+                if one is None:
+                    break
+                ready.append(one)
+                nxt += 1
+            self.next_idx = nxt
         self.received += n
         if self.want_bar:
             self._show_progress()
