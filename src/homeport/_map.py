@@ -166,18 +166,42 @@ class MapRun:
         """Rows of the next inputs: runs of small ones as chunks, a big one alone."""
         tag, method = self.fn._tag, self.fn._method
         batch: list[P.CallInput] = []
-        chunk: list[bytes] = []
+        chunk: list[Any] = []
         start = size = 0
         dumps, atoms = pickle.dumps, _pickle.ATOMS
         limit, alone, most = P.MAX_PAYLOAD_BYTES, CHUNK_ARG_BYTES, CHUNK_BYTES  # (locals: the hot loop)
+        big, short, few = P.PLAIN_INT, P.PLAIN_ARG_BYTES, P.PLAIN_ARGS
         seen_kwargs: Any = None
-        plain_kwargs = False
+        plain_kwargs = no_kwargs = False
         sent = self.sent
         try:  # (`self.sent` counted in a local: the hot loop)
             for args, kwargs in rows:
                 if kwargs is not seen_kwargs:  # (a map passes the same `kwargs` to every input)
                     seen_kwargs, plain_kwargs = kwargs, _pickle.is_plain(kwargs)
-                for a in args:  # the common case, plain values: pickled here (what `serialize_args` does)
+                    no_kwargs = plain_kwargs and not kwargs
+                if no_kwargs and len(args) <= few:
+                    # The commonest case: plain positional values travel as themselves (see `P.CallInput`).
+                    for a in args:
+                        t = type(a)
+                        if t is int:
+                            if -big <= a < big:
+                                continue
+                        elif t is float or t is bool or a is None:
+                            continue
+                        elif ((t is str and a.isascii()) or t is bytes) and len(a) <= short:
+                            continue
+                        break
+                    else:
+                        if chunk and size + 64 > most:
+                            batch.append(P.CallInput(start, chunk, method))
+                            chunk = []
+                        if not chunk:
+                            start, size = sent, 0
+                        chunk.append(args)
+                        size += 64  # (about: `most` is a soft limit; a message holds at most `MAP_BATCH` inputs)
+                        sent += 1
+                        continue
+                for a in args:  # plain values: pickled here (what `serialize_args` does)
                     if type(a) not in atoms:
                         data = serialize_args(tag, args, kwargs)
                         break

@@ -7,7 +7,7 @@ and flushed like any other output (so a long chunk reports as it goes, and the c
 the chunk's deadline at each report).
 
 The loop is lean, as a chunk's inputs are short by construction: the common case (an input whose
-arguments unpickle, whose call returns a plain value) runs inline, and anything else (an exception, a
+arguments are plain values or unpickle, whose call returns a plain value) runs inline, and anything else (an exception, a
 timeout, a cancellation, a coroutine or other non-plain result) goes through `Run`, as a single
 input does. The chunk's CPU time is measured once and shared out by wall time (`Outbox.cpu_share`).
 """
@@ -95,8 +95,11 @@ def run_chunk(rt: Loop, item: P.InputRow, outbox: Outbox, pending: deque) -> Non
                 try:
                     rt.current = iid
                     set_input_id(prefix + str(key))
-                    a, kw = loads(args)
-                    result = fn(*a, **kw)
+                    if type(args) is list:  # plain positional values (see `P.CallInput`)
+                        result = fn(*args)
+                    else:
+                        a, kw = loads(args)
+                        result = fn(*a, **kw)
                     rt.current = None
                     if type(result) in atoms:
                         data = dumps(result, 5)

@@ -57,6 +57,12 @@ def _web_inputs(fn: FunctionRecord, inputs: list[P.CallInput]) -> list[P.CallInp
     return [i for i in inputs if i.method in names]
 
 
+def alone(args: Any) -> bytes:
+    """An input of a map's chunk (`P.CallInput.args`) as the arguments of an input of its own: pickled,
+    if it travelled as plain values (only the container unpickles; this pickles what msgpack decoded)."""
+    return args if type(args) is bytes else pickle.dumps((tuple(args), {}), 5)
+
+
 def error_outputs(inputs: list[P.CallInput], out: dict[str, Any]) -> list[P.CallOutput]:
     """The same error output for every input of `inputs` (each input of a chunk), or for input 0."""
     items = []
@@ -177,7 +183,8 @@ class CallService:
             for start in range(0, len(args), size):
                 part = args[start:start + size]
                 iid = new_id()
-                inputs[iid] = InputRecord(iid, call, item.idx + start, part if size > 1 else part[0], item.method)
+                inputs[iid] = InputRecord(iid, call, item.idx + start, part if size > 1 else alone(part[0]),
+                                          item.method)
                 ids.append(iid)
             n += len(args)
         call.outstanding += n
@@ -339,7 +346,7 @@ class CallService:
         """Input `key` of chunk `inp` as an input of its own (to retry it alone, or to time it out): it
         takes the chunk's id only if it is the chunk's last."""
         assert type(inp.args) is list
-        return InputRecord(-1, inp.call, inp.idx + key, inp.args[key], inp.method, inp.attempt)
+        return InputRecord(-1, inp.call, inp.idx + key, alone(inp.args[key]), inp.method, inp.attempt)
 
     def chunk_outputs(self, inp: InputRecord, row: P.ChunkOutputRow) -> bool:
         """Outputs of some inputs of chunk `inp` (its container holds it): each input is retried or

@@ -80,7 +80,7 @@ class InputRecord:
     input_id: int
     call: CallRecord
     idx: int
-    args: bytes | list[bytes]
+    args: bytes | list[Any]  # (a chunk's: as `P.CallInput.args`)
     method: str | None
     attempt: int = 0
     seconds: float = 0.0  # how long its last run took in the container (a chunk's: its inputs' so far)
