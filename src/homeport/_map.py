@@ -13,6 +13,7 @@ import asyncio
 import itertools
 import pickle
 import queue
+import threading
 import time
 from collections.abc import AsyncIterator, Iterable, Iterator
 from typing import TYPE_CHECKING, Any, Protocol
@@ -38,12 +39,15 @@ class Mappable(Protocol):
                    return_exceptions: bool) -> AsyncIterator[Any]: ...
 
 MAP_BATCH = 1024  # inputs per message
-# A map's first message holds fewer inputs, and the next waits (at most `PROBE_WAIT` seconds, while it is
-# pickled) for the first output: by then the control plane has timed the function's inputs in a chunk,
-# and cuts the rest into chunks of the right size (see `server.calls`). Its time per input otherwise comes
-# from single calls, which cost a container tens of microseconds more each: chunks of a few inputs.
+# A map's first message holds fewer inputs, and what follows is made but held back until its first output
+# comes (at most `PROBE_WAIT` seconds): by then the control plane has timed the function's inputs in a
+# chunk, and cuts the rest into chunks of the right size (see `server.calls`). Its time per input
+# otherwise comes from single calls, which cost a container tens of microseconds more each: chunks of a
+# few inputs. (On a loaded machine the first output of a trivial function takes 5-20 ms.)
+HOLD_YIELD = 0.0002  # seconds between two messages it makes while it holds them back
+WRITE_WAIT = 0.1  # at most, for the event loop to write a message (see `_send_piece`)
 PROBE_INPUTS = 256
-PROBE_WAIT = 0.005
+PROBE_WAIT = 0.025
 MAP_MESSAGE_BYTES = 64 << 20  # pickled arguments per message, at most (one bigger argument goes alone)
 MAP_WINDOW = 65536  # inputs in flight before the caller waits for outputs
 CHUNK_ARG_BYTES = 16 << 10  # an input whose pickled arguments are bigger travels alone, not in a chunk
@@ -130,6 +134,7 @@ class MapRun:
         self.closed = False
         self.exhausted = False  # every input was sent: the total is known
         self.want_bar = _progress.map_bars_wanted()
+        self.from_thread = False  # iterated in a thread other than the event loop's (`iterate_sync`)
         self.bar: _progress.MapBar | None = None
 
     def start(self, client: Client, handler) -> None:
@@ -160,7 +165,24 @@ class MapRun:
         data = P.encode(msg)
         client = self.client
         assert client is not None and client.proto.transport is not None  # started, on a made connection
-        bridge_loop().call_soon_threadsafe(client.proto.transport.write, data)
+        write = client.proto.transport.write
+        if not self.from_thread:
+            bridge_loop().call_soon_threadsafe(write, data)
+            return
+        # From a thread of its own, the map waits until the event loop has written it: the loop's thread
+        # would otherwise wait for the GIL while this one makes the next messages, up to the interpreter's
+        # switch interval (5 ms) per hand-off, its outputs too (the first output, which times the
+        # function's inputs, came 10-20 ms late).
+        written = threading.Event()
+
+        def write_it() -> None:
+            try:
+                write(data)
+            finally:
+                written.set()
+
+        bridge_loop().call_soon_threadsafe(write_it)
+        written.wait(WRITE_WAIT)
 
     def _batch(self, rows) -> list[P.CallInput]:
         """Rows of the next inputs: runs of small ones as chunks, a big one alone."""
@@ -309,25 +331,39 @@ class MapRun:
             bridge_loop().call_soon_threadsafe(self.client.send, P.CallCancel(call=self.call_id, id=0))
 
     def iterate_sync(self, rows: Iterator[tuple[tuple, dict]]) -> Iterator[Any]:
+        self.from_thread = True
         try:
-            probe: float | None = None  # when the first message went out, until the second does
-            early: list = []  # messages that came while the second waited for them
+            early: list = []  # messages that came while the map held back what follows its first message
+            held: list[list[P.CallInput]] | None = None  # what it made meanwhile (see `PROBE_WAIT`)
+            until = 0.0
             while True:
                 while not self.exhausted and self.sent - self.received < MAP_WINDOW:
                     size = PROBE_INPUTS if self.first else MAP_BATCH
                     before = self.sent
                     batch = self._batch(itertools.islice(rows, size))
                     self.exhausted = self.sent - before < size
-                    if probe is not None and batch:
+                    if held is not None:
+                        held.append(batch)
+                        try:  # (a moment without the GIL: the event loop's thread reads the outputs)
+                            early.append(self.outq.get(timeout=HOLD_YIELD))
+                        except queue.Empty:
+                            if time.monotonic() < until:
+                                continue
+                        break
+                    if batch or not self.first:
+                        first = self.first
+                        self._send(batch, self.exhausted)
+                        if first and not self.exhausted:
+                            held, until = [], time.monotonic() + PROBE_WAIT
+                if held is not None:
+                    if not early:
                         try:
-                            early.append(self.outq.get(timeout=max(0.0, probe + PROBE_WAIT - time.monotonic())))
+                            early.append(self.outq.get(timeout=max(0.0, until - time.monotonic())))
                         except queue.Empty:
                             pass
-                        probe = None
-                    if batch or not self.first:
-                        if self.first:
-                            probe = time.monotonic()
-                        self._send(batch, self.exhausted)
+                    for k, batch in enumerate(held):
+                        self._send(batch, self.exhausted and k == len(held) - 1)
+                    held = None
                 for kind, items in early:
                     yield from self._outputs(kind, items)
                 early.clear()
@@ -340,8 +376,9 @@ class MapRun:
 
     async def iterate_async(self, rows: AsyncIterator[tuple[tuple, dict]], aq: asyncio.Queue) -> AsyncIterator[Any]:
         try:
-            probe: float | None = None  # (as in `iterate_sync`)
-            early: list = []
+            early: list = []  # (as in `iterate_sync`)
+            held: list[list[P.CallInput]] | None = None
+            until = 0.0
             while True:
                 while not self.exhausted and self.sent - self.received < MAP_WINDOW:
                     size = PROBE_INPUTS if self.first else MAP_BATCH
@@ -352,17 +389,25 @@ class MapRun:
                             break
                     batch = self._batch(chunk)
                     self.exhausted = len(chunk) < size
-                    if probe is not None and batch:
+                    if held is not None:
+                        held.append(batch)
+                        if aq.empty() and time.monotonic() < until:
+                            continue
+                        break
+                    if batch or not self.first:
+                        first = self.first
+                        self._send(batch, self.exhausted)
+                        if first and not self.exhausted:
+                            held, until = [], time.monotonic() + PROBE_WAIT
+                if held is not None:
+                    if aq.empty():
                         try:
-                            left = max(0.0, probe + PROBE_WAIT - time.monotonic())
-                            early.append(await asyncio.wait_for(aq.get(), left))
+                            early.append(await asyncio.wait_for(aq.get(), max(0.0, until - time.monotonic())))
                         except asyncio.TimeoutError:
                             pass
-                        probe = None
-                    if batch or not self.first:
-                        if self.first:
-                            probe = time.monotonic()
-                        self._send(batch, self.exhausted)
+                    for k, batch in enumerate(held):
+                        self._send(batch, self.exhausted and k == len(held) - 1)
+                    held = None
                 for kind, items in early:
                     for value in self._outputs(kind, items):
                         yield value
