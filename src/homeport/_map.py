@@ -303,6 +303,9 @@ class MapRun:
         loads = pickle.loads
         for status, data in ready:
             if status == P.SUCCESS:
+                if type(data) is not bytes:  # a plain value, sent as itself (see `P.ChunkOutputRow`)
+                    yield data
+                    continue
                 try:
                     value = loads(data)  # (what `decode_output` does, inlined: this runs for every input)
                 except Exception:

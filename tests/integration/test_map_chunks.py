@@ -32,6 +32,17 @@ def test_arguments_arrive_as_they_were_sent(chunks):
     assert chunks.describe.remote(*rows[3]) == expected[3]
 
 
+def test_results_come_back_as_they_were_returned(chunks):
+    # A plain result travels as itself (not pickled), the others pickled: both come back equal, of the same
+    # type, at their place.
+    values = [0, 1, -1, 2**63 - 1, -2**63, 2**63, -2**63 - 1, 10**30, 1.5, -0.0, float("inf"), True, False, None,
+              "", "abc", "é", "\ud800", "x" * 300, b"", b"\x00\xff", (1, 2), [3], {"a": 1}]
+    chunks.ident.remote(0)  # warm: big chunks
+    out = list(chunks.ident.map(values * 40))
+    assert [(type(v).__name__, repr(v)) for v in out] == [(type(v).__name__, repr(v)) for v in values * 40]
+    assert sorted(map(repr, chunks.ident.map(values * 40, order_outputs=False))) == sorted(map(repr, values * 40))
+
+
 def test_a_failed_input_with_plain_arguments_is_retried_alone(chunks):
     chunks.fails_once_plain.remote(0)
     assert list(chunks.fails_once_plain.map(range(N))) == list(range(N))

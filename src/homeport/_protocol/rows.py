@@ -57,12 +57,16 @@ class OutputRow(Struct, array_like=True, omit_defaults=True):
 
 class ChunkOutputRow(Struct, array_like=True):
     """Container -> control plane (CONTAINER_OUTPUTS): what some inputs of one chunk came to, in the order
-    they ran (a long chunk reports as it goes)."""
+    they ran (a long chunk reports as it goes).
+
+    A success's data is its pickled result, or the result itself where it is a plain value as
+    `CallInput.args` has them, other than bytes (an int in 64 bits, a float, a bool, None, a short ASCII
+    str): bytes are always a pickle. The control plane passes it on as it is (`CallChunkOutput`)."""
 
     iid: int  # the chunk's id
     keys: list[int]  # each input's position in the chunk's `InputRow.args`
     status: list[int]  # each one's status
-    data: list[Any]  # each one's data (as `OutputRow.data`)
+    data: list[Any]  # each one's data (as `OutputRow.data`; a success's plain value may be itself, see below)
     seconds: float  # wall time these inputs took together
     cpu: float | None = None
 
