@@ -29,6 +29,7 @@ from .codec import (
     check_sandbox,
     check_to_agent,
     decode,
+    decode_from_client,
     decode_from_container,
     decode_request,
     decode_to_client,
