@@ -24,7 +24,7 @@ from ._cls_decorator import cls_decorator, function_class
 from ._definition import (
     Registered,
     batch_definition,
-    build_definition,
+    definition_of,
     input_settings,
     pool_config,
     web_definition,
@@ -161,7 +161,7 @@ class App:
             inputs = input_settings(f, options, getattr(f, P.BATCHED_ATTR, None))
             if web is not None and inputs["batch"] is not None:
                 raise InvalidError(f"Web endpoint '{tag}' cannot be `@modal.batched`: HTTP requests are not batched.")
-            definition = build_definition(tag, f, qualname, options, is_gen, max_inputs=inputs["max_inputs"],
+            definition = definition_of(tag, f, qualname, options, is_gen, max_inputs=inputs["max_inputs"],
                                           batch=batch_definition(inputs["batch"]), web=web_definition({None: web}))
             config = pool_config(options, inputs["max_inputs"], inputs["target_inputs"])
             self._register(Registered(tag, fn, options, definition, config, fn._hydrate))

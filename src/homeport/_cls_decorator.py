@@ -13,7 +13,7 @@ from ._definition import (
     Registered,
     Registry,
     batch_definition,
-    build_definition,
+    definition_of,
     input_settings,
     pool_config,
     web_definition,
@@ -87,7 +87,7 @@ def cls_decorator(app: Registry, kwargs: dict[str, Any], server: dict[str, Any] 
         if info.web and inputs["batch"] is not None:
             raise InvalidError(f"{where} has a `@modal.batched` method and web endpoints; serve them from another class.")
         defaults = cls._default_params
-        definition = build_definition(tag, user_cls, user_cls.__qualname__, options, False, params=defaults or {},
+        definition = definition_of(tag, user_cls, user_cls.__qualname__, options, False, params=defaults or {},
                                       max_inputs=inputs["max_inputs"], batch=batch_definition(inputs["batch"]),
                                       web=web_definition(cls._web_methods))
         config = pool_config(options, inputs["max_inputs"], inputs["target_inputs"])
@@ -176,7 +176,7 @@ def function_class(app: Registry, user_cls: type, kwargs: dict[str, Any]) -> Fun
     fn = Function(app, local_call, tag, options, is_generator=bool(is_gen))
     setattr(fn, P.USER_CLASS_ATTR, user_cls)
     inputs = input_settings(user_cls, options)
-    definition = build_definition(tag, user_cls, user_cls.__qualname__, options, bool(is_gen), params={},
+    definition = definition_of(tag, user_cls, user_cls.__qualname__, options, bool(is_gen), params={},
                                   max_inputs=inputs["max_inputs"], batch=None)
     config = pool_config(options, inputs["max_inputs"], inputs["target_inputs"])
     app._register(Registered(tag, fn, options, definition, config, fn._hydrate))

@@ -70,7 +70,7 @@ def import_root(module_name: str, module_file: str) -> str:
     return root
 
 
-def code_dirs(module_name: str | None, module_file: str | None) -> list[str]:
+def code_dirs(module_name: str | None, module_file: str | None, cwd: str | None = None) -> list[str]:
     """The caller's own source directories that a container of its function puts on sys.path.
 
     Like Modal, which mounts the entrypoint's module or package and nothing else of the caller's: the
@@ -85,7 +85,7 @@ def code_dirs(module_name: str | None, module_file: str | None) -> list[str]:
         root = import_root(module_name, module_file)
         if not _installed(root, interpreter):
             out.append(root)
-    cwd = os.getcwd()
+    cwd = os.getcwd() if cwd is None else cwd
     if cwd not in out and not _installed(cwd, interpreter):
         out.append(cwd)
     return out

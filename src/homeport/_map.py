@@ -13,6 +13,8 @@ import asyncio
 import itertools
 import pickle
 import queue
+import threading
+import time
 from collections.abc import AsyncIterator, Iterable, Iterator
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -37,6 +39,15 @@ class Mappable(Protocol):
                    return_exceptions: bool) -> AsyncIterator[Any]: ...
 
 MAP_BATCH = 1024  # inputs per message
+# A map's first message holds fewer inputs, and what follows is made but held back until its first output
+# comes (at most `PROBE_WAIT` seconds): by then the control plane has timed the function's inputs in a
+# chunk, and cuts the rest into chunks of the right size (see `server.calls`). Its time per input
+# otherwise comes from single calls, which cost a container tens of microseconds more each: chunks of a
+# few inputs. (On a loaded machine the first output of a trivial function takes 5-20 ms.)
+HOLD_YIELD = 0.0002  # seconds between two messages it makes while it holds them back
+WRITE_WAIT = 0.1  # at most, for the event loop to write a message (see `_send_piece`)
+PROBE_INPUTS = 256
+PROBE_WAIT = 0.025
 MAP_MESSAGE_BYTES = 64 << 20  # pickled arguments per message, at most (one bigger argument goes alone)
 MAP_WINDOW = 65536  # inputs in flight before the caller waits for outputs
 CHUNK_ARG_BYTES = 16 << 10  # an input whose pickled arguments are bigger travels alone, not in a chunk
@@ -116,12 +127,14 @@ class MapRun:
         self.sent = 0
         self.received = 0
         self.next_idx = 0
-        self.buffer: dict[int, tuple[int, Any]] = {}
+        self.buffer: dict[int, tuple[int, Any]] = {}  # outputs that came before their turn, one by one
+        self.runs: dict[int, tuple[list[int], list[Any]]] = {}  # and chunks' runs of them, by first index
         self.client: Client | None = None
         self.first = True
         self.closed = False
         self.exhausted = False  # every input was sent: the total is known
         self.want_bar = _progress.map_bars_wanted()
+        self.from_thread = False  # iterated in a thread other than the event loop's (`iterate_sync`)
         self.bar: _progress.MapBar | None = None
 
     def start(self, client: Client, handler) -> None:
@@ -152,24 +165,65 @@ class MapRun:
         data = P.encode(msg)
         client = self.client
         assert client is not None and client.proto.transport is not None  # started, on a made connection
-        bridge_loop().call_soon_threadsafe(client.proto.transport.write, data)
+        write = client.proto.transport.write
+        if not self.from_thread:
+            bridge_loop().call_soon_threadsafe(write, data)
+            return
+        # From a thread of its own, the map waits until the event loop has written it: the loop's thread
+        # would otherwise wait for the GIL while this one makes the next messages, up to the interpreter's
+        # switch interval (5 ms) per hand-off, its outputs too (the first output, which times the
+        # function's inputs, came 10-20 ms late).
+        written = threading.Event()
+
+        def write_it() -> None:
+            try:
+                write(data)
+            finally:
+                written.set()
+
+        bridge_loop().call_soon_threadsafe(write_it)
+        written.wait(WRITE_WAIT)
 
     def _batch(self, rows) -> list[P.CallInput]:
         """Rows of the next inputs: runs of small ones as chunks, a big one alone."""
         tag, method = self.fn._tag, self.fn._method
         batch: list[P.CallInput] = []
-        chunk: list[bytes] = []
+        chunk: list[Any] = []
         start = size = 0
         dumps, atoms = pickle.dumps, _pickle.ATOMS
         limit, alone, most = P.MAX_PAYLOAD_BYTES, CHUNK_ARG_BYTES, CHUNK_BYTES  # (locals: the hot loop)
+        big, short, few = P.PLAIN_INT, P.PLAIN_ARG_BYTES, P.PLAIN_ARGS
         seen_kwargs: Any = None
-        plain_kwargs = False
+        plain_kwargs = no_kwargs = False
         sent = self.sent
         try:  # (`self.sent` counted in a local: the hot loop)
             for args, kwargs in rows:
                 if kwargs is not seen_kwargs:  # (a map passes the same `kwargs` to every input)
                     seen_kwargs, plain_kwargs = kwargs, _pickle.is_plain(kwargs)
-                for a in args:  # the common case, plain values: pickled here (what `serialize_args` does)
+                    no_kwargs = plain_kwargs and not kwargs
+                if no_kwargs and len(args) <= few:
+                    # The commonest case: plain positional values travel as themselves (see `P.CallInput`).
+                    for a in args:
+                        t = type(a)
+                        if t is int:
+                            if -big <= a < big:
+                                continue
+                        elif t is float or t is bool or a is None:
+                            continue
+                        elif ((t is str and a.isascii()) or t is bytes) and len(a) <= short:
+                            continue
+                        break
+                    else:
+                        if chunk and size + 64 > most:
+                            batch.append(P.CallInput(start, chunk, method))
+                            chunk = []
+                        if not chunk:
+                            start, size = sent, 0
+                        chunk.append(args)
+                        size += 64  # (about: `most` is a soft limit; a message holds at most `MAP_BATCH` inputs)
+                        sent += 1
+                        continue
+                for a in args:  # plain values: pickled here (what `serialize_args` does)
                     if type(a) not in atoms:
                         data = serialize_args(tag, args, kwargs)
                         break
@@ -205,16 +259,18 @@ class MapRun:
             raise connection_lost("a map")
         ready: list[tuple[int, Any]] = []
         n = 0
-        buffer = self.buffer
+        buffer, runs = self.buffer, self.runs
         for out in items:
             if type(out) is P.CallChunkOutput:
                 n += len(out.keys)
                 if self.order:
                     base, keys = out.idx, out.keys
-                    if (not buffer and keys and base + keys[0] == self.next_idx
-                            and keys == list(range(keys[0], keys[0] + len(keys)))):
-                        ready += zip(out.status, out.data)  # the next ones, in order: no reordering
-                        self.next_idx += len(keys)
+                    if keys and keys == list(range(keys[0], keys[0] + len(keys))):  # a run of inputs
+                        if base + keys[0] == self.next_idx and not buffer and not runs:
+                            ready += zip(out.status, out.data)  # the next ones, in order: no reordering
+                            self.next_idx += len(keys)
+                        else:  # kept whole until its turn (two containers' chunks come interleaved)
+                            runs[base + keys[0]] = (out.status, out.data)
                         continue
                     for key, status, data in zip(keys, out.status, out.data):
                         buffer[base + key] = (status, data)
@@ -226,10 +282,20 @@ class MapRun:
                     buffer[out.idx] = (out.status, out.data)
                 else:
                     ready.append((out.status, out.data))
-        if self.order:
-            while self.next_idx in buffer:
-                ready.append(buffer.pop(self.next_idx))
-                self.next_idx += 1
+        if self.order and (buffer or runs):
+            nxt = self.next_idx
+            while True:
+                run = runs.pop(nxt, None)
+                if run is not None:
+                    ready += zip(*run)
+                    nxt += len(run[0])
+                    continue
+                one = buffer.pop(nxt, None)
+                if one is None:
+                    break
+                ready.append(one)
+                nxt += 1
+            self.next_idx = nxt
         self.received += n
         if self.want_bar:
             self._show_progress()
@@ -237,6 +303,9 @@ class MapRun:
         loads = pickle.loads
         for status, data in ready:
             if status == P.SUCCESS:
+                if type(data) is not bytes:  # a plain value, sent as itself (see `P.ChunkOutputRow`)
+                    yield data
+                    continue
                 try:
                     value = loads(data)  # (what `decode_output` does, inlined: this runs for every input)
                 except Exception:
@@ -265,14 +334,42 @@ class MapRun:
             bridge_loop().call_soon_threadsafe(self.client.send, P.CallCancel(call=self.call_id, id=0))
 
     def iterate_sync(self, rows: Iterator[tuple[tuple, dict]]) -> Iterator[Any]:
+        self.from_thread = True
         try:
+            early: list = []  # messages that came while the map held back what follows its first message
+            held: list[list[P.CallInput]] | None = None  # what it made meanwhile (see `PROBE_WAIT`)
+            until = 0.0
             while True:
                 while not self.exhausted and self.sent - self.received < MAP_WINDOW:
+                    size = PROBE_INPUTS if self.first else MAP_BATCH
                     before = self.sent
-                    batch = self._batch(itertools.islice(rows, MAP_BATCH))
-                    self.exhausted = self.sent - before < MAP_BATCH
+                    batch = self._batch(itertools.islice(rows, size))
+                    self.exhausted = self.sent - before < size
+                    if held is not None:
+                        held.append(batch)
+                        try:  # (a moment without the GIL: the event loop's thread reads the outputs)
+                            early.append(self.outq.get(timeout=HOLD_YIELD))
+                        except queue.Empty:
+                            if time.monotonic() < until:
+                                continue
+                        break
                     if batch or not self.first:
+                        first = self.first
                         self._send(batch, self.exhausted)
+                        if first and not self.exhausted:
+                            held, until = [], time.monotonic() + PROBE_WAIT
+                if held is not None:
+                    if not early:
+                        try:
+                            early.append(self.outq.get(timeout=max(0.0, until - time.monotonic())))
+                        except queue.Empty:
+                            pass
+                    for k, batch in enumerate(held):
+                        self._send(batch, self.exhausted and k == len(held) - 1)
+                    held = None
+                for kind, items in early:
+                    yield from self._outputs(kind, items)
+                early.clear()
                 if self.exhausted and self.received >= self.sent:
                     return
                 kind, items = self.outq.get()
@@ -282,17 +379,42 @@ class MapRun:
 
     async def iterate_async(self, rows: AsyncIterator[tuple[tuple, dict]], aq: asyncio.Queue) -> AsyncIterator[Any]:
         try:
+            early: list = []  # (as in `iterate_sync`)
+            held: list[list[P.CallInput]] | None = None
+            until = 0.0
             while True:
                 while not self.exhausted and self.sent - self.received < MAP_WINDOW:
+                    size = PROBE_INPUTS if self.first else MAP_BATCH
                     chunk = []
                     async for row in rows:
                         chunk.append(row)
-                        if len(chunk) >= MAP_BATCH:
+                        if len(chunk) >= size:
                             break
                     batch = self._batch(chunk)
-                    self.exhausted = len(chunk) < MAP_BATCH
+                    self.exhausted = len(chunk) < size
+                    if held is not None:
+                        held.append(batch)
+                        if aq.empty() and time.monotonic() < until:
+                            continue
+                        break
                     if batch or not self.first:
+                        first = self.first
                         self._send(batch, self.exhausted)
+                        if first and not self.exhausted:
+                            held, until = [], time.monotonic() + PROBE_WAIT
+                if held is not None:
+                    if aq.empty():
+                        try:
+                            early.append(await asyncio.wait_for(aq.get(), max(0.0, until - time.monotonic())))
+                        except asyncio.TimeoutError:
+                            pass
+                    for k, batch in enumerate(held):
+                        self._send(batch, self.exhausted and k == len(held) - 1)
+                    held = None
+                for kind, items in early:
+                    for value in self._outputs(kind, items):
+                        yield value
+                early.clear()
                 if self.exhausted and self.received >= self.sent:
                     return
                 kind, items = await aq.get()

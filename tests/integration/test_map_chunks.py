@@ -20,6 +20,36 @@ def test_a_big_map_keeps_its_order_and_each_input(chunks):
     assert list(chunks.ident.starmap([(i,) for i in range(N)])) == list(range(N))
 
 
+def test_arguments_arrive_as_they_were_sent(chunks):
+    # Plain positional values travel as themselves (not pickled), the others pickled: both come back equal,
+    # of the same type, in a chunk or alone.
+    values = [0, 1, -1, 2**63 - 1, -2**63, 2**63, -2**63 - 1, 10**30, 1.5, -0.0, float("inf"), True, False, None,
+              "", "abc", "é", "\ud800", "x" * 300, b"", b"\x00\xff", b"y" * 300, (1, 2), [3], {"a": 1}]
+    rows = [(v,) for v in values] * 20 + [(1, "a", None, 2.5, b"b", False)] * 20 + [tuple(range(20))] * 5 + [()]
+    expected = [[(type(a).__name__, repr(a)) for a in r] for r in rows]
+    chunks.describe.remote()  # warm: big chunks
+    assert list(chunks.describe.starmap(rows)) == expected
+    assert chunks.describe.remote(*rows[3]) == expected[3]
+
+
+def test_results_come_back_as_they_were_returned(chunks):
+    # A plain result travels as itself (not pickled), the others pickled: both come back equal, of the same
+    # type, at their place.
+    values = [0, 1, -1, 2**63 - 1, -2**63, 2**63, -2**63 - 1, 10**30, 1.5, -0.0, float("inf"), True, False, None,
+              "", "abc", "é", "\ud800", "x" * 300, b"", b"\x00\xff", (1, 2), [3], {"a": 1}]
+    chunks.ident.remote(0)  # warm: big chunks
+    out = list(chunks.ident.map(values * 40))
+    assert [(type(v).__name__, repr(v)) for v in out] == [(type(v).__name__, repr(v)) for v in values * 40]
+    assert sorted(map(repr, chunks.ident.map(values * 40, order_outputs=False))) == sorted(map(repr, values * 40))
+
+
+def test_a_failed_input_with_plain_arguments_is_retried_alone(chunks):
+    chunks.fails_once_plain.remote(0)
+    assert list(chunks.fails_once_plain.map(range(N))) == list(range(N))
+    failing = [x for x in range(N) if x % 97 == 3]
+    assert {x: chunks.notes.get(f"plain-attempts-{x}") for x in failing} == {x: 2 for x in failing}
+
+
 def test_each_input_of_a_chunk_has_its_own_input_id(chunks):
     ids = list(chunks.input_id.map(range(2000)))
     assert len(set(ids)) == 2000

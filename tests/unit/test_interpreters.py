@@ -45,3 +45,20 @@ def test_too_old_lists_what_the_image_kind_can_use(found):
     with pytest.raises(NoInterpreter, match=r"older than Homeport's runtime supports .* Available here for images "
                                             r"with apt_install or run_commands: 3\.77\.9, 3\.78\.1\.$"):
         found.find("3.9", ROOTFS_INTERPRETERS)
+
+
+def test_planning_stays_on_the_event_loop_only_when_it_reads_no_file_and_probes_nothing(found, monkeypatch):
+    import sys
+
+    from homeport.image_builder import plan
+
+    own = f"{sys.version_info.major}.{sys.version_info.minor}"
+    fresh = Interpreters()
+    monkeypatch.setattr(fresh, "_probe", lambda: pytest.fail("probed"))
+    assert plan.enrich_is_quick([{"kind": "debian_slim", "python_version": own}, {"kind": "pip_install"}], fresh)
+    assert not plan.enrich_is_quick([{"kind": "debian_slim", "python_version": "3.77"}], fresh)  # would probe
+    assert plan.enrich_is_quick([{"kind": "debian_slim", "python_version": "3.77"}], found)  # probed already
+    for step in ({"kind": "pip_install_from_requirements", "requirements_txt": "r.txt"},
+                 {"kind": "uv_pip_install", "requirements": ["r.txt"]},
+                 {"kind": "add_local_file", "files": []}, {"kind": "run_commands"}):
+        assert not plan.enrich_is_quick([{"kind": "debian_slim", "python_version": own}, step], found)

@@ -29,6 +29,7 @@ from .codec import (
     check_sandbox,
     check_to_agent,
     decode,
+    decode_from_client,
     decode_from_container,
     decode_request,
     decode_to_client,
@@ -41,7 +42,18 @@ from .codec import (
 from .errors import ERROR
 from .frames import HEADER, FrameReader, FrameTooLarge
 from .messages import *  # noqa: F403 - every message type, as P.Call, P.Result, ...
-from .rows import CallChunkOutput, CallInput, CallOutput, ChunkOutputRow, InputRow, OutputRow, VolumeFile
+from .rows import (
+    PLAIN_ARG_BYTES,
+    PLAIN_ARGS,
+    PLAIN_INT,
+    CallChunkOutput,
+    CallInput,
+    CallOutput,
+    ChunkOutputRow,
+    InputRow,
+    OutputRow,
+    VolumeFile,
+)
 from .sandbox import *  # noqa: F403 - the sandbox operations, as P.SandboxExec, P.AgentExec, ...
 
 PROTOCOL_VERSION = 1

@@ -191,6 +191,19 @@ def check_from_container(message: Any) -> m.FromContainer:
     return check(message, _FROM_CONTAINER)
 
 
+_calls = Decoder(m.Call | m.MapPut)
+
+
+def decode_from_client(body: bytes) -> Any:
+    """A frame of a client past its hello: a call or a map's next inputs (most of what a map sends) as its
+    type at once, anything else as plain data (`check_client` reads it: one that does not decode as its
+    type is answered, naming the field)."""
+    try:
+        return _calls.decode(body)
+    except (ValidationError, DecodeError):
+        return decode(body)
+
+
 decode_to_client = TypedDecoder(m.ToClient, "client")
 decode_to_container = TypedDecoder(m.ToContainer, "container")
 decode_from_container = TypedDecoder(m.FromContainer, "container's")

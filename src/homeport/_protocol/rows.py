@@ -10,16 +10,25 @@ from typing import Any
 
 from ._msgspec import Struct
 
+# Which positional arguments of a map's input may travel as themselves in a chunk (`CallInput.args`):
+# values msgpack gives back as they were (an int in 64 bits; a str of ASCII, as any other may hold what
+# UTF-8 cannot encode), short, at most this many.
+PLAIN_ARGS = 16
+PLAIN_ARG_BYTES = 256
+PLAIN_INT = 1 << 63
+
 
 class CallInput(Struct, array_like=True, forbid_unknown_fields=True):
     """Client -> control plane (CALL, MAP_PUT): one input of a call, or a map's chunk of consecutive inputs.
 
-    A chunk's `args` is a list: the pickled (args, kwargs) of inputs `idx`, `idx + 1`, ... each pickled
-    on its own, so that the control plane can hand out any part of it (or one input again, for a retry)
-    without unpickling anything."""
+    A chunk's `args` is a list with one entry per input `idx`, `idx + 1`, ...: its pickled (args, kwargs),
+    each pickled on its own, so that the control plane can hand out any part of it (or one input again,
+    for a retry) without unpickling anything; or, for an input with no keyword arguments whose positional
+    arguments are all plain values (see `PLAIN_ARGS`), those arguments themselves, as an array (nobody
+    pickles them; the control plane pickles one only where it becomes an input of its own)."""
 
     idx: int  # its position in the call (a map's order); a chunk's first input's
-    args: bytes | list[bytes]  # the pickled (args, kwargs); a chunk's, one per input
+    args: bytes | list[bytes | list[Any]]  # the pickled (args, kwargs); a chunk's, one per input
     method: str | None  # a class's method name, or None for a function
 
 
@@ -31,7 +40,7 @@ class InputRow(Struct, array_like=True):
     in this list (the control plane knows which inputs of the chunk it sent)."""
 
     iid: int  # the control plane's id of the input (of the chunk)
-    args: bytes | list[bytes]
+    args: bytes | list[bytes | list[Any]]  # (as `CallInput.args`)
     method: str | None
     call_id: str | None = None  # `modal.current_function_call_id()`
 
@@ -48,12 +57,16 @@ class OutputRow(Struct, array_like=True, omit_defaults=True):
 
 class ChunkOutputRow(Struct, array_like=True):
     """Container -> control plane (CONTAINER_OUTPUTS): what some inputs of one chunk came to, in the order
-    they ran (a long chunk reports as it goes)."""
+    they ran (a long chunk reports as it goes).
+
+    A success's data is its pickled result, or the result itself where it is a plain value as
+    `CallInput.args` has them, other than bytes (an int in 64 bits, a float, a bool, None, a short ASCII
+    str): bytes are always a pickle. The control plane passes it on as it is (`CallChunkOutput`)."""
 
     iid: int  # the chunk's id
     keys: list[int]  # each input's position in the chunk's `InputRow.args`
     status: list[int]  # each one's status
-    data: list[Any]  # each one's data (as `OutputRow.data`)
+    data: list[Any]  # each one's data (as `OutputRow.data`; a success's plain value may be itself, see below)
     seconds: float  # wall time these inputs took together
     cpu: float | None = None
 

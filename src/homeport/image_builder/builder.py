@@ -55,6 +55,7 @@ class ImageBuilder:
         self.digests = FileDigests()
         self.runtime = RuntimeLinks(self.root)
         self._images: dict[str, BuiltImage] = {}
+        self._runtime_sources: dict[str, tuple[str, ...]] = {}
         self._inflight: dict[str, asyncio.Future] = {}
         self._layer_builds: dict[str, asyncio.Future] = {}
         self._default_id: str | None = None
@@ -68,10 +69,17 @@ class ImageBuilder:
         """Directories holding only the runtime's packages, joined with `os.pathsep` (`RuntimeLinks.path`)."""
         return self.runtime.path(web)
 
-    @staticmethod
-    def runtime_sources(runtime_path: str) -> tuple[str, ...]:
-        """Where the packages of a runtime path really are (`runtime.runtime_sources`)."""
-        return runtime_sources(runtime_path)
+    def runtime_sources(self, runtime_path: str) -> tuple[str, ...]:
+        """Where the packages of a runtime path really are (`runtime.runtime_sources`). Worked out once
+        per path: its directories are named by what they link to (`RuntimeLinks`), and every container
+        start asked again (a listing and a realpath per package, ~0.5 ms, before its fork request). A path
+        this builder did not make (a function's own `HOMEPORT_RUNTIME_PATH`) is looked at each time."""
+        found = self._runtime_sources.get(runtime_path)
+        if found is None:
+            found = runtime_sources(runtime_path)
+            if runtime_path in self.runtime.made:
+                self._runtime_sources[runtime_path] = found
+        return found
 
     # --- looking images up -------------------------------------------------------------------------
     def get(self, image_id: str) -> BuiltImage:
@@ -141,7 +149,10 @@ class ImageBuilder:
         that cannot be read, a base image Homeport cannot make)."""
         steps = _plan.request_steps(request)
         layer_steps, mount_steps = L.split_mounts(steps)
-        await asyncio.to_thread(_plan.enrich, layer_steps, self.interpreters, self.digests, self.debian.name)
+        if _plan.enrich_is_quick(layer_steps, self.interpreters):
+            _plan.enrich(layer_steps, self.interpreters, self.digests, self.debian.name)
+        else:
+            await asyncio.to_thread(_plan.enrich, layer_steps, self.interpreters, self.digests, self.debian.name)
         return Plan(steps, layer_steps, mount_steps, L.layer_keys(layer_steps))
 
     async def build(self, request: dict[str, Any] | Plan, log_fn: LogFn | None = None) -> str:
@@ -151,7 +162,8 @@ class ImageBuilder:
         t0 = time.perf_counter()
         plan = request if isinstance(request, Plan) else await self.plan(request)
         steps, layer_steps, mount_steps, keys = plan.steps, plan.layer_steps, plan.mount_steps, plan.keys
-        mounts_key, staged = await asyncio.to_thread(_plan.stage_mounts, self.mounts_dir, self.digests, mount_steps)
+        mounts_key, staged = (await asyncio.to_thread(_plan.stage_mounts, self.mounts_dir, self.digests, mount_steps)
+                              if mount_steps else (None, {}))
         image_id = L.image_id(keys[-1], mounts_key)
         if not any(s.get("force_build") for s in layer_steps):
             with contextlib.suppress(ImageNotFound):

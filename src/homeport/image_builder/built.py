@@ -57,8 +57,8 @@ class BuiltImage:
         system_path = DEBIAN_PATH if self.rootfs_lower else env.get("PATH", os.defpath)
         env["PATH"] = os.path.join(self.venv, "bin") + os.pathsep + system_path
         env["PYTHONNOUSERSITE"] = "1"
-        env[P.ENV_RUNTIME_PATH] = runtime_path
         env.update(self.env)
+        env[P.ENV_RUNTIME_PATH] = runtime_path  # not the image's to name (its entries stay in every container's view)
         path = [p for p in self.env.get("PYTHONPATH", "").split(os.pathsep) if p] + self.python_path
         if path:
             env["PYTHONPATH"] = os.pathsep.join(path)

@@ -123,6 +123,15 @@ class Interpreters:
             raise NoInterpreter(self._missing(wanted, usable))
         return max(matching, key=lambda i: i.version)
 
+    def found_at_once(self, wanted: str) -> bool:
+        """Whether `find(wanted)` answers without starting an interpreter (it probes them once per control plane)."""
+        if self._found is not None:
+            return True
+        try:
+            return own_interpreter().matches(wanted)
+        except ValueError:  # not a version: `find` says so
+            return False
+
     def _missing(self, wanted: str, usable: Usable | None) -> str:
         ok = usable.accepts if usable is not None else _any
         found = [i for i in self.all() if i.version[:2] >= MIN_VERSION]

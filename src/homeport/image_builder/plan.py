@@ -106,6 +106,23 @@ def enrich(steps: list[dict[str, Any]], interpreters: Interpreters, digests: Fil
             step["content"] = [[t, _digest_or_fail(digests, step, s)] for t, s in step["_files"]]
 
 
+_READ_FILES = frozenset({"pip_install_from_requirements", "pip_install_from_pyproject", *FILE_KINDS})
+
+
+def enrich_is_quick(steps: list[dict[str, Any]], interpreters: Interpreters) -> bool:
+    """Whether `enrich` of `steps` reads no file and starts no interpreter (so it need not leave the
+    event loop: a thread's round trip per image cost ~0.3 ms of every `app.run()`)."""
+    if any(s["kind"] in ROOTFS_KINDS for s in steps):
+        return False  # its interpreter is checked on disk (`ROOTFS_INTERPRETERS`)
+    for step in steps:
+        kind = step["kind"]
+        if kind in _READ_FILES or (kind == "uv_pip_install" and step.get("requirements")):
+            return False
+        if kind == "debian_slim" and not interpreters.found_at_once(step.get("python_version") or "3"):
+            return False
+    return True
+
+
 def _digest_or_fail(digests: FileDigests, step: dict[str, Any], path: str) -> str:
     try:
         return digests.digest(path)

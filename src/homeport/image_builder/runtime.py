@@ -38,6 +38,7 @@ class RuntimeLinks:
         self.root = root
         self._runtime_path: str | None = None
         self._web_runtime_path: str | None = None
+        self.made: set[str] = set()  # the paths `path` returned (each names what it links to)
 
     def path(self, web: bool = False) -> str:
         """Directories holding only the runtime's packages (links to the control plane's own), joined
@@ -46,13 +47,16 @@ class RuntimeLinks:
         if self._runtime_path is None:
             self._runtime_path = self._link_dir("runtime", _module_sources(RUNTIME_PACKAGES))
         if not web:
+            self.made.add(self._runtime_path)
             return self._runtime_path
         if self._web_runtime_path is None:
             sources = _distribution_sources(WEB_DISTRIBUTIONS)
             for name in os.listdir(self._runtime_path):
                 sources.pop(name, None)
             self._web_runtime_path = self._link_dir("runtime-web", sources)
-        return self._runtime_path + os.pathsep + self._web_runtime_path
+        path = self._runtime_path + os.pathsep + self._web_runtime_path
+        self.made.add(path)
+        return path
 
     def _link_dir(self, kind: str, sources: dict[str, str]) -> str:
         key = hashlib.sha256(json.dumps(sources, sort_keys=True).encode()).hexdigest()[:16]

@@ -7,7 +7,8 @@ and flushed like any other output (so a long chunk reports as it goes, and the c
 the chunk's deadline at each report).
 
 The loop is lean, as a chunk's inputs are short by construction: the common case (an input whose
-arguments unpickle, whose call returns a plain value) runs inline, and anything else (an exception, a
+arguments are plain values or unpickle, whose call returns a plain value: sent as itself, or pickled)
+runs inline, and anything else (an exception, a
 timeout, a cancellation, a coroutine or other non-plain result) goes through `Run`, as a single
 input does. The chunk's CPU time is measured once and shared out by wall time (`Outbox.cpu_share`).
 """
@@ -81,6 +82,7 @@ def run_chunk(rt: Loop, item: P.InputRow, outbox: Outbox, pending: deque) -> Non
     set_input_id = _context.input_id.set
     prefix = f"in-{iid}-"
     SUCCESS, TIMEOUT, TERMINATED = P.SUCCESS, P.TIMEOUT, P.TERMINATED  # (locals: the hot loop)
+    big, short = P.PLAIN_INT, P.PLAIN_ARG_BYTES
 
     t0, c0 = monotonic(), time.thread_time()  # the chunk's CPU share, measured once for its inputs
     statuses, datas = outbox.begin_chunk(iid, len(inputs), t0)
@@ -95,10 +97,17 @@ def run_chunk(rt: Loop, item: P.InputRow, outbox: Outbox, pending: deque) -> Non
                 try:
                     rt.current = iid
                     set_input_id(prefix + str(key))
-                    a, kw = loads(args)
-                    result = fn(*a, **kw)
+                    if type(args) is list:  # plain positional values (see `P.CallInput`)
+                        result = fn(*args)
+                    else:
+                        a, kw = loads(args)
+                        result = fn(*a, **kw)
                     rt.current = None
-                    if type(result) in atoms:
+                    t_ = type(result)
+                    if ((t_ is int and -big <= result < big) or t_ is float or t_ is bool or result is None
+                            or (t_ is str and len(result) <= short and result.isascii())):
+                        data, status = result, SUCCESS  # travels as itself (see `P.ChunkOutputRow`)
+                    elif t_ in atoms:
                         data = dumps(result, 5)
                         if len(data) > limit:
                             data = dumps_result(rt.tag, result)  # (raises, saying why)

@@ -12,6 +12,7 @@ container costs nothing and a busy one's main thread never wakes it per input.
 
 from __future__ import annotations
 
+import _thread
 import queue
 import select
 import signal
@@ -25,6 +26,18 @@ from .. import _protocol as P
 GUARD_SECONDS = 0.01
 GUARD_IDLE_SECONDS = 1.0
 _PONG = P.Pong()
+
+
+def start_soon(*threads: threading.Thread) -> None:
+    """Start `threads` from a thread of their own, without waiting: `Thread.start()` waits until the new
+    thread has run, 1-3 ms for two in a freshly forked container on a busy machine (more under load), on
+    its way from ready to its first input. Each waits for its socket, lock or condition anyway."""
+    _thread.start_new_thread(_start_all, (threads,))
+
+
+def _start_all(threads: tuple[threading.Thread, ...]) -> None:
+    for t in threads:
+        t.start()
 
 
 class Conn(Protocol):
@@ -64,9 +77,10 @@ class SocketInbox:
         self._busy.set()
         self.closed = False  # the connection ended: the guard leaves
 
-    def start(self) -> None:
-        threading.Thread(target=self.rt._watchdog, name="homeport-watchdog", daemon=True).start()
-        threading.Thread(target=self._guard, name="homeport-reader", daemon=True).start()
+    def start(self, *more: threading.Thread) -> None:
+        """Its watchdog and guard threads start soon (`start_soon`), and `more` with them."""
+        start_soon(threading.Thread(target=self.rt._watchdog, name="homeport-watchdog", daemon=True),
+                   threading.Thread(target=self._guard, name="homeport-reader", daemon=True), *more)
 
     # --- the main thread ---------------------------------------------------------------------------
     def running(self) -> None:

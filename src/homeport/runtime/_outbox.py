@@ -27,7 +27,8 @@ class Flusher(Protocol):
 
 
 class Outbox:
-    def __init__(self, rt: Flusher) -> None:
+    def __init__(self, rt: Flusher, start: bool = True) -> None:
+        """`start`: its flusher thread starts now, else whoever made it starts `thread` (`start_soon`)."""
         self._rt = rt
         self._cond = threading.Condition()
         self._items: list[P.OutputRow] = []
@@ -42,7 +43,9 @@ class Outbox:
         self._mark = 0.0
         self.chunk_t = 0.0  # the chunk's loop sets it as each input ends
         self.cpu_share: float | None = None  # and this, the chunk's CPU time over its wall time, at its end
-        threading.Thread(target=self._watch, name="homeport-flusher", daemon=True).start()
+        self.thread = threading.Thread(target=self._watch, name="homeport-flusher", daemon=True)
+        if start:
+            self.thread.start()
 
     def add(self, output: P.OutputRow) -> None:
         with self._cond:

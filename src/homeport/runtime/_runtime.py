@@ -205,8 +205,8 @@ class Runtime:
             return serve_concurrent(self)
         signal.signal(signal.SIGUSR1, self._on_cancel_signal)
         feed = SocketInbox(self)  # this thread reads the socket while it waits (see `_inbox`)
-        feed.start()
-        outbox = Outbox(self)
+        outbox = Outbox(self, start=False)
+        feed.start(outbox.thread)
         pending = self.pending
         while True:
             if not pending:

@@ -112,6 +112,10 @@ class Connection:
             except Exception:  # the runtime's connection carries user code's writes too: never fatal
                 log.warning("container %s sent a malformed %r message", self.container_id, msg.t, exc_info=True)
             return
+        if type(msg) is P.MapPut or type(msg) is P.Call:  # decoded as its type (`P.decode_from_client`)
+            assert self.peer is not None  # (only a client past its hello decodes so)
+            self._checked_client_message({}, msg)
+            return
         if not isinstance(msg, dict):
             self.reply_error({}, P.errors.INVALID, f"malformed message: a message must be a map, not {type(msg).__name__}")
             self.proto.close()
@@ -134,6 +138,11 @@ class Connection:
             if "id" in msg:
                 self.reply_error(msg, P.errors.INVALID, str(exc))
             return
+        self._checked_client_message(msg, req)
+
+    def _checked_client_message(self, msg: dict[str, Any], req: P.ClientRequest | P.SandboxRequest) -> None:
+        """A client's request `req`, checked as its type (`msg`: the map it came as, if it came as one)."""
+        assert self.peer is not None  # called only after the hello
         try:
             if self.peer.container_id is not None:
                 why = container_refusal(self.cp, self.peer.container_id, req)
@@ -142,9 +151,11 @@ class Connection:
                     return
             self._client_message(msg, req)
         except Exception as exc:
-            log.exception("error handling %s", msg.get("t"))
+            log.exception("error handling %s", req.t)
             if "id" in msg:
                 self.reply_error(msg, P.errors.INTERNAL, f"{type(exc).__name__}: {exc}")
+            elif isinstance(req, P.Request) and req.id is not None:
+                self.reply_error(req, P.errors.INTERNAL, f"{type(exc).__name__}: {exc}")
 
     def _hello(self, msg: dict[str, Any]) -> None:
         try:  # decoded as its type: a field of the wrong type or a missing one is a malformed hello
@@ -199,6 +210,7 @@ class Connection:
             return
         self.peer = Peer(self.proto, container_id=container_id)
         self.proto.max_frame = P.MAX_MESSAGE_BYTES
+        self.proto.decode = P.decode_from_client  # a call or a map's inputs come typed (the rest as maps)
         self.reply(hello, {"version": P.PROTOCOL_VERSION})
 
     def _refuse(self, req: P.ClientRequest | P.SandboxRequest, why: str) -> None:

@@ -108,12 +108,22 @@ class AppService:
     def _add_functions(self, app_id: str, functions: list[dict[str, Any]], anchor: float) -> dict[str, str]:
         """Start pools for an app's functions (the current version); schedules start with them."""
         app = self.apps[app_id]
-        ids = {}
+        ids: dict[str, str] = {}
         now = time.monotonic()
         # Named secrets are resolved before anything starts: a missing one fails the whole app.
         self.setup.check_placeable(functions)
         envs = [self.setup.function_env(f["config"]) for f in functions]
         mounts = [self.setup.function_mounts(f["config"]) for f in functions]
+        rows: list[tuple[str, str, str, dict[str, Any]]] = []
+        try:
+            self._add_each(app_id, app, functions, envs, mounts, anchor, now, ids, rows)
+        finally:
+            self.state.add_functions(rows)  # one commit for them all
+        return ids
+
+    def _add_each(self, app_id: str, app: dict[str, Any], functions: list[dict[str, Any]], envs: list[dict[str, str]],
+                  mounts: list[list[list[str]]], anchor: float, now: float, ids: dict[str, str],
+                  rows: list[tuple[str, str, str, dict[str, Any]]]) -> None:
         for f, env, mnt in zip(functions, envs, mounts):
             fid = new_id("fu")
             cfg = f["config"]
@@ -133,12 +143,11 @@ class AppService:
             app["functions"].append(fid)
             app.setdefault("by_tag", {})[f["tag"]] = fid
             app.setdefault("info", {})[f["tag"]] = f.get("info") or {}
-            self.state.add_function(fid, app_id, f["tag"], {k: v for k, v in definition.items() if k != "serialized"})
+            rows.append((fid, app_id, f["tag"], {k: v for k, v in definition.items() if k != "serialized"}))
             self.executor.add_pool(fid, config, now)
             ids[f["tag"]] = fid
             if cfg.get("schedule"):
                 self.schedules.start(app_id, f["tag"], cfg["schedule"], anchor, durable=app["state"] == "deployed")
-        return ids
 
     # --- deployed apps -----------------------------------------------------------------------------
     def deploy_app(self, peer: Peer | None, msg: P.AppDeploy) -> dict[str, Any]:

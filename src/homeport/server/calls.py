@@ -57,6 +57,12 @@ def _web_inputs(fn: FunctionRecord, inputs: list[P.CallInput]) -> list[P.CallInp
     return [i for i in inputs if i.method in names]
 
 
+def alone(args: Any) -> bytes:
+    """An input of a map's chunk (`P.CallInput.args`) as the arguments of an input of its own: pickled,
+    if it travelled as plain values (only the container unpickles; this pickles what msgpack decoded)."""
+    return args if type(args) is bytes else pickle.dumps((tuple(args), {}), 5)
+
+
 def error_outputs(inputs: list[P.CallInput], out: dict[str, Any]) -> list[P.CallOutput]:
     """The same error output for every input of `inputs` (each input of a chunk), or for input 0."""
     items = []
@@ -177,7 +183,8 @@ class CallService:
             for start in range(0, len(args), size):
                 part = args[start:start + size]
                 iid = new_id()
-                inputs[iid] = InputRecord(iid, call, item.idx + start, part if size > 1 else part[0], item.method)
+                inputs[iid] = InputRecord(iid, call, item.idx + start, part if size > 1 else alone(part[0]),
+                                          item.method)
                 ids.append(iid)
             n += len(args)
         call.outstanding += n
@@ -193,7 +200,9 @@ class CallService:
         cfg = fn.config
         if call.kind != P.KIND_MAP or cfg.max_inputs != 1 or fn.defn.batch is not None or fn.is_generator:
             return 1
-        t = fn.input_seconds
+        # An input run on its own costs the container tens of microseconds more than one of a chunk (see
+        # `runtime._chunk`): its time cuts chunks only until a chunk's inputs were timed.
+        t = fn.chunk_seconds if fn.chunk_seconds is not None else fn.input_seconds
         if t is None:
             size = 1 if n < BLIND_MIN else BLIND_CHUNK
         else:
@@ -203,11 +212,16 @@ class CallService:
             size = min(size, math.ceil(n / ready))
         return max(1, min(size, MAX_CHUNK))
 
-    def observed(self, fn: FunctionRecord, seconds: float, n: int) -> None:
-        """`n` inputs of the function took `seconds` in all: its time per input (how chunks are cut)."""
+    def observed(self, fn: FunctionRecord, seconds: float, n: int, chunk: bool = False) -> None:
+        """`n` inputs of the function took `seconds` in all (`chunk`: inputs of a map's chunk): its time per
+        input (how chunks are cut)."""
         per = seconds / n
-        t = fn.input_seconds
-        fn.input_seconds = per if t is None or per < t else (1 - SLOWER_WEIGHT) * t + SLOWER_WEIGHT * per
+        t = fn.chunk_seconds if chunk else fn.input_seconds
+        t = per if t is None or per < t else (1 - SLOWER_WEIGHT) * t + SLOWER_WEIGHT * per
+        if chunk:
+            fn.chunk_seconds = t
+        else:
+            fn.input_seconds = t
 
     async def get_call(self, call_id: str, timeout: float | None) -> dict[str, Any] | None:
         call = self.calls.get(call_id)
@@ -332,7 +346,7 @@ class CallService:
         """Input `key` of chunk `inp` as an input of its own (to retry it alone, or to time it out): it
         takes the chunk's id only if it is the chunk's last."""
         assert type(inp.args) is list
-        return InputRecord(-1, inp.call, inp.idx + key, inp.args[key], inp.method, inp.attempt)
+        return InputRecord(-1, inp.call, inp.idx + key, alone(inp.args[key]), inp.method, inp.attempt)
 
     def chunk_outputs(self, inp: InputRecord, row: P.ChunkOutputRow) -> bool:
         """Outputs of some inputs of chunk `inp` (its container holds it): each input is retried or
@@ -344,7 +358,7 @@ class CallService:
             keys = [sent[k] for k in keys if k < len(sent)]
         inp.seconds += row.seconds
         if keys:
-            self.observed(inp.call.fn, row.seconds, len(keys))
+            self.observed(inp.call.fn, row.seconds, len(keys), chunk=True)
         if inp.left is None and len(keys) == n and P.FAILURE not in statuses and P.TIMEOUT not in statuses:
             self.inputs.pop(inp.input_id, None)  # the hot path: the whole chunk, none to retry
             self.deliver_chunk(inp, keys, statuses, datas, row.seconds)

@@ -101,6 +101,9 @@ class Launcher:
                 P.ENV_MODAL_IMAGE_ID: image.image_id,
                 P.ENV_IMAGE_HASH: fn.defn.image_hash or "",
                 P.ENV_STARTED_AT: repr(time.time()),
+                # Its own, whatever a function's environment or secrets say: every container keeps the
+                # entries of this path in view (`runtime_sources`), the state directory's too if it named that.
+                P.ENV_RUNTIME_PATH: self.images.runtime_path(),
             }
         )
         web = fn.defn.web or []

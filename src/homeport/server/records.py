@@ -47,7 +47,8 @@ class FunctionRecord:
     retries: dict[str, Any] | None
     is_generator: bool
     start_failure_key: str | None = None  # the last start-up failure shown to the app's log readers
-    input_seconds: float | None = None  # observed wall time of one input (how big a map's chunks are cut)
+    input_seconds: float | None = None  # observed wall time of one input run on its own
+    chunk_seconds: float | None = None  # observed wall time of one input of a map's chunk (how chunks are cut)
 
     @functools.cached_property
     def defn(self) -> FunctionDefinition:
@@ -79,7 +80,7 @@ class InputRecord:
     input_id: int
     call: CallRecord
     idx: int
-    args: bytes | list[bytes]
+    args: bytes | list[Any]  # (a chunk's: as `P.CallInput.args`)
     method: str | None
     attempt: int = 0
     seconds: float = 0.0  # how long its last run took in the container (a chunk's: its inputs' so far)

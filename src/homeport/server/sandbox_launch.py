@@ -205,6 +205,7 @@ class SandboxLauncher:
             P.ENV_MODAL_IMAGE_ID: image.image_id,
             "MODAL_SANDBOX_ID": rec.sandbox_id,
             P.ENV_SANDBOX: json.dumps(agent_config),
+            P.ENV_RUNTIME_PATH: launcher.images.runtime_path(),  # its own, whatever `env=` says (`Launcher.spec`)
         })
         mounts = image.container_mounts()
         mounts += [Mount(host, target) for host, target in self.function_setup.function_mounts({"volumes": msg.volumes})]

@@ -193,10 +193,17 @@ class State:
 
     # --- functions ---------------------------------------------------------------------------------
     def add_function(self, function_id: str, app_id: str, tag: str, definition: dict[str, Any]) -> None:
-        self.db.execute(
-            "INSERT OR REPLACE INTO functions(function_id, app_id, tag, definition) VALUES (?, ?, ?, ?)",
-            (function_id, app_id, tag, msgpack.packb(definition, use_bin_type=True)),
-        )
+        self.add_functions([(function_id, app_id, tag, definition)])
+
+    def add_functions(self, rows: list[tuple[str, str, str, dict[str, Any]]]) -> None:
+        """(function id, app id, tag, definition) of each function of an app, in one commit (one per
+        function cost ~0.15 ms each, on every `app.run()`)."""
+        with self.db:
+            self.db.execute("BEGIN")
+            self.db.executemany(
+                "INSERT OR REPLACE INTO functions(function_id, app_id, tag, definition) VALUES (?, ?, ?, ?)",
+                [(fid, app_id, tag, msgpack.packb(definition, use_bin_type=True)) for fid, app_id, tag, definition in rows],
+            )
 
     # --- spawned calls -----------------------------------------------------------------------------
     def add_call(self, call_id: str, function_id: str, inputs: list[CallInput] | None = None) -> None:

@@ -115,3 +115,21 @@ def mixed(x):
         return later()
     return x
 
+
+
+@app.function()
+def describe(*args):
+    """What each argument arrived as: its type and value, as the caller can compare them."""
+    return [(type(a).__name__, repr(a)) for a in args]
+
+
+@app.function(retries=modal.Retries(max_retries=2, initial_delay=0.0, backoff_coefficient=1.0))
+def fails_once_plain(x):
+    """As `fails_once`, with no keyword arguments: its inputs travel as plain values, not pickled."""
+    if x % 97 == 3:
+        key = f"plain-attempts-{x}"
+        n = notes.get(key, 0)
+        notes[key] = n + 1
+        if n == 0:
+            raise ValueError(f"first attempt of {x}")
+    return x

@@ -174,3 +174,29 @@ def _namespace_fds() -> list[str]:
         if ":[" in target and not target.startswith(("socket:", "pipe:", "anon_inode:")):
             found.append(target)
     return found
+
+
+@app.cls()
+class Reader:
+    """Reads files by name in whatever container of its (a variant's included) runs it."""
+
+    @modal.method()
+    def read(self, paths: list) -> dict:
+        return {"runtime_path": os.environ.get("HOMEPORT_RUNTIME_PATH"), "reads": {p: _try_read(p) for p in paths}}
+
+
+@app.function()
+def runtime_path_attack(state_dir: str) -> dict:
+    """Names the control plane's state directory as the runtime's packages (whose entries every
+    container keeps in view), in a class variant's secret and in a sandbox's environment, then reads
+    its token and secret key from there."""
+    paths = [os.path.join(state_dir, "token"), os.path.join(state_dir, "secret.key")]
+    variant = Reader.with_options(secrets=[modal.Secret.from_dict({"HOMEPORT_RUNTIME_PATH": state_dir})])
+    out = {"variant": variant().read.remote(paths)}
+    sb = modal.Sandbox.create("python3", "-c", "import os, sys\nfor p in sys.argv[1:]:\n    try:\n"
+                              "        open(p, 'rb').read(8); print(p, 'read')\n    except OSError as e:\n"
+                              "        print(p, type(e).__name__)\nprint('env', os.environ.get('HOMEPORT_RUNTIME_PATH'))",
+                              *paths, env={"HOMEPORT_RUNTIME_PATH": state_dir})
+    sb.wait()
+    out["sandbox"] = sb.stdout.read()
+    return out
