@@ -55,6 +55,15 @@ class _Proc:
         self.pids_told = 0  # how many failed forks at the process limit the app has been told of
 
 
+def _pipe_file(loop: asyncio.AbstractEventLoop, fd: int):
+    """The file object `connect_read_pipe` takes for pipe `fd`, closed once. uvloop's libuv closes the
+    descriptor itself and then closes the file object too: a second close(fd) that, when the number
+    had been reused meanwhile (a file read in a worker thread, a template's new socket pair), closed
+    another's descriptor (seen: a thread read a template's first packet as /proc/self/cgroup, and the
+    template never started). asyncio's own loop closes only the file object."""
+    return os.fdopen(fd, "rb", 0, closefd=not type(loop).__module__.startswith("uvloop"))
+
+
 class LocalBackend(Backend):
     name = "local"
 
@@ -407,7 +416,7 @@ class LocalBackend(Backend):
         self._procs[spec.container_id] = proc
         for fd, r in zip((1, 2), readers):
             reader = asyncio.StreamReader(limit=1 << 20)
-            await loop.connect_read_pipe(functools.partial(asyncio.StreamReaderProtocol, reader), os.fdopen(r, "rb", 0))
+            await loop.connect_read_pipe(functools.partial(asyncio.StreamReaderProtocol, reader), _pipe_file(loop, r))
             proc.pumps.append(asyncio.create_task(self._pump(spec.container_id, fd, reader, on_output)))
         return pid
 
