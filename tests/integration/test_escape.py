@@ -317,12 +317,18 @@ def test_a_snapshot_of_a_control_plane_that_is_not_root_sees_no_host_process(app
 
 def test_a_container_cannot_name_the_state_directory_as_the_runtime(platform, escape):
     """The runtime's packages stay in every container's view: a class variant's secret or a sandbox's
-    environment that named the state directory as them kept its token and secret key in view."""
+    environment that named the state directory as them kept its token and secret key in view. No other
+    name only the platform sets is taken from a user's environment either."""
     with escape.app.run(show_logs=False):
         seen = escape.runtime_path_attack.remote(str(platform.state_dir))
     assert seen["variant"]["runtime_path"] != str(platform.state_dir), seen
     for path, how in seen["variant"]["reads"].items():
         assert how != "read", (path, seen)
+    # Nor any other name only the platform sets: none is the attacker's value (a non-web function has no
+    # socket directory at all).
+    for name, value in seen["variant"]["platform_env"].items():
+        assert value is None or platform.state_dir.as_posix() not in value, (name, seen)
+    assert seen["variant"]["platform_env"]["HOMEPORT_WEB_SOCKET"] is None, seen
     assert " read\n" not in seen["sandbox"], seen
     assert seen["sandbox"].split("env ")[-1].strip() != str(platform.state_dir), seen
     assert seen["sandbox"].count("\n") == 3, seen  # it ran: two attempts and its environment

@@ -235,4 +235,18 @@ SANDBOX_EXIT = "sbexit"  # {"exec": id, "code": int}: the exec exited (after its
 # the agent answers RESULT and pushes SANDBOX_OUT/EXIT and READY (`sandbox.FromAgent`).
 SANDBOX_AGENT = "sbagent"
 ENV_SANDBOX = "HOMEPORT_SANDBOX"  # in a sandbox: its agent's configuration (JSON)
+# What the platform alone puts in a container's environment. None is ever taken from a user's (an image's
+# env, a function's env or secrets, a class variant's, a sandbox's env=): code in a container can make
+# those, and each of these names something the runtime or the backend trusts (its socket, its identity,
+# the paths it keeps in view or may write, how it isolates itself).
+PLATFORM_ENV = frozenset({
+    ENV_SERVER_ADDRESS, ENV_CONTAINER_ID, ENV_CONTAINER_TOKEN, ENV_IS_REMOTE, ENV_MODAL_IS_REMOTE, ENV_RUNTIME_PATH,
+    ENV_IMAGE_HASH, ENV_MODAL_IMAGE_ID, ENV_STARTED_AT, ENV_WEB_SOCKET, ENV_PRIVATE_NETWORK, ENV_HOST_PID, ENV_ISOLATE,
+    ENV_SANDBOX, "MODAL_SANDBOX_ID",
+})
+
+
+def user_environment(env: dict[str, str]) -> dict[str, str]:
+    """`env` without what only the platform may set (`PLATFORM_ENV`)."""
+    return {k: v for k, v in env.items() if k not in PLATFORM_ENV}
 SANDBOX_MAIN = "main"  # the exec id of a sandbox's own command (`Sandbox.create(*args)`)

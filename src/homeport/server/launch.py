@@ -88,8 +88,7 @@ class Launcher:
     async def spec(self, fn: FunctionRecord, cid: str, token: str, gpus: tuple[str, ...] = ()) -> ContainerSpec:
         image = await self.function_image(fn.defn)
         base_env = self.image_environ(image)
-        env = dict(base_env)
-        env.update(fn.env)
+        env = P.user_environment({**base_env, **fn.env})  # the platform's own names are set below, only here
         env.update(
             {
                 "PYTHONUNBUFFERED": "1",
@@ -101,8 +100,8 @@ class Launcher:
                 P.ENV_MODAL_IMAGE_ID: image.image_id,
                 P.ENV_IMAGE_HASH: fn.defn.image_hash or "",
                 P.ENV_STARTED_AT: repr(time.time()),
-                # Its own, whatever a function's environment or secrets say: every container keeps the
-                # entries of this path in view (`runtime_sources`), the state directory's too if it named that.
+                # Every container keeps the entries of this path in view (`runtime_sources`): a user's
+                # environment that named the state directory here had its token in view.
                 P.ENV_RUNTIME_PATH: self.images.runtime_path(),
             }
         )

@@ -181,8 +181,8 @@ class SandboxLauncher:
     async def spec(self, rec: SandboxRecord, msg: P.SandboxCreate) -> ContainerSpec:
         launcher = self.launcher
         image = launcher.images.get(msg.image_id) if msg.image_id else await launcher.images.default_image()
-        env = dict(launcher.image_environ(image))
-        env.update(self.environment(msg.secret_refs, msg.env))
+        # The platform's own names (`P.PLATFORM_ENV`) are set below, never from `env=` or an image's.
+        env = P.user_environment({**launcher.image_environ(image), **self.environment(msg.secret_refs, msg.env)})
         # Every sandbox has a network of its own where the machine allows (its ports its own, the
         # machine's services out of reach; not with containers over TCP, see `_own_networks`); outbound
         # it has the egress proxy, none with block_network.
@@ -205,7 +205,7 @@ class SandboxLauncher:
             P.ENV_MODAL_IMAGE_ID: image.image_id,
             "MODAL_SANDBOX_ID": rec.sandbox_id,
             P.ENV_SANDBOX: json.dumps(agent_config),
-            P.ENV_RUNTIME_PATH: launcher.images.runtime_path(),  # its own, whatever `env=` says (`Launcher.spec`)
+            P.ENV_RUNTIME_PATH: launcher.images.runtime_path(),
         })
         mounts = image.container_mounts()
         mounts += [Mount(host, target) for host, target in self.function_setup.function_mounts({"volumes": msg.volumes})]

