@@ -21,16 +21,21 @@ def input_id(x):
     return modal.current_input_id()
 
 
-@app.function(retries=modal.Retries(max_retries=2, initial_delay=0.0, backoff_coefficient=1.0))
-def fails_once(x, every):
-    """Inputs `x % every == 3` fail their first attempt (their attempts counted in `notes`)."""
+def _fail_first_attempt(x, every, prefix):
+    """Inputs `x % every == 3` fail their first attempt (their attempts counted in `notes`, `<prefix>-<x>`)."""
     if x % every == 3:
-        key = f"attempts-{x}"
+        key = f"{prefix}-{x}"
         n = notes.get(key, 0)
         notes[key] = n + 1
         if n == 0:
             raise ValueError(f"first attempt of {x}")
     return x
+
+
+@app.function(retries=modal.Retries(max_retries=2, initial_delay=0.0, backoff_coefficient=1.0))
+def fails_once(x, every):
+    """Inputs `x % every == 3` fail their first attempt (their attempts counted in `notes`)."""
+    return _fail_first_attempt(x, every, "attempts")
 
 
 @app.function()
@@ -116,7 +121,6 @@ def mixed(x):
     return x
 
 
-
 @app.function()
 def describe(*args):
     """What each argument arrived as: its type and value, as the caller can compare them."""
@@ -126,10 +130,4 @@ def describe(*args):
 @app.function(retries=modal.Retries(max_retries=2, initial_delay=0.0, backoff_coefficient=1.0))
 def fails_once_plain(x):
     """As `fails_once`, with no keyword arguments: its inputs travel as plain values, not pickled."""
-    if x % 97 == 3:
-        key = f"plain-attempts-{x}"
-        n = notes.get(key, 0)
-        notes[key] = n + 1
-        if n == 0:
-            raise ValueError(f"first attempt of {x}")
-    return x
+    return _fail_first_attempt(x, 97, "plain-attempts")
