@@ -139,13 +139,18 @@ def _kill(pid: int) -> None:
 
 
 def wait_for_container(name: str, end: socket.socket, template: socket.socket,
-                       announce: bool) -> tuple[T.Fork, list[int], int]:
+                       announce: bool, rehearse: bool = False) -> tuple[T.Fork, list[int], int]:
     """In the spare: say it exists (`announce`: itself, from its own pid) and wait for its container.
     The `Fork`, its descriptors, and the idmap namespace the template passed last (-1: none). Leaves
-    at once when the template is gone."""
+    at once when the template is gone. `rehearse`: first rehearse a container's import (`_rehearsal`:
+    a template that has loaded no user code)."""
     if announce:  # the backend reads this spare's host pid from the message's credentials (SO_PASSCRED)
         template.send(T.encode_packet(T.Spared(name=name, pid=0)))
     template.close()  # a spare that held the template's socket would hide the template's exit
+    if rehearse:  # while the backend places it
+        from ._rehearsal import rehearse as run
+
+        run()
     try:
         data, fds, _flags, _addr = socket.recv_fds(end, T.PACKET, T.MAX_FDS + 4)
     except OSError:

@@ -309,7 +309,7 @@ def _serve(sock: socket.socket, preloaded: Any, spares: Spares) -> None:
     def spare_life(name: str, end: socket.socket) -> None:  # in a spare (`_spare`): never returns
         leave_template()
         _own_idmap(None)  # every user's: its container's comes with it
-        msg, fds, made_idmap = wait_for_container(name, end, sock, announce=_own_pids)
+        msg, fds, made_idmap = wait_for_container(name, end, sock, announce=_own_pids, rehearse=preloaded is None)
         _child(None, fds, msg, preloaded, made_idmap)
 
     while True:
