@@ -7,7 +7,8 @@ a copy in a PID namespace of the template's own says so itself, so the backend r
 from the packet's credentials). The backend puts it in a cgroup made for it, off any container's
 path. The spare holds nothing of the template's but what a fresh copy holds at fork: it closes the
 template's socket and every idmap descriptor, and waits on a socket pair of its own. Until a
-container is handed to it, it runs nothing: no user code, no isolation, no setsid.
+container is handed to it, it runs no user code, no isolation, no setsid: only, where its template has
+loaded no user code, a rehearsal of a container's import with an app of Homeport's own (`_rehearsal`).
 
 A `Fork` naming the spare (`Fork.spare`, only ever one the backend has placed) is passed to it as it
 came, with its descriptors (stdout, stderr, the backend's mounts, the hold pipe), and last the
