@@ -10,6 +10,7 @@ iterators and callbacks never run on the bridge thread.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import concurrent.futures
 import functools
 import threading
@@ -44,6 +45,30 @@ def bridge_loop() -> asyncio.AbstractEventLoop:
             ready.wait()
             _loop = loop
     return _loop
+
+
+def _stop_at_exit() -> None:
+    """Stop the bridge loop and wait for its thread before the interpreter finalizes. A loop left running
+    in a daemon thread can wake then (a connection closed under it) and call into an interpreter that is
+    being torn down: uvloop's crashes the process as it exits (seen: SIGSEGV in `homeport run` when the
+    control plane stopped during its call). A Homeport call made later still (another exit handler)
+    starts a new loop."""
+    global _loop, _thread
+    with _lock:
+        loop, thread = _loop, _thread
+        _loop = _thread = None
+    if loop is None or thread is None:
+        return
+    try:
+        loop.call_soon_threadsafe(loop.stop)
+    except RuntimeError:  # closed already
+        return
+    thread.join(timeout=2)
+
+
+# Registered at import: exit handlers run last-registered first, so this one runs after those of the
+# modules imported later (the user's among them), which may still make Homeport calls.
+atexit.register(_stop_at_exit)
 
 
 def in_bridge_thread() -> bool:
