@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from . import _address, _config, _launcher, _syncchan
+from . import _address, _config, _launcher
 from . import _protocol as P
 from ._bridge import bridge_loop
 from ._liveness import SilenceWatch
@@ -44,9 +44,7 @@ class Client:
     async def get(cls) -> Client:
         """The process's client, connecting (and starting the embedded control plane) on first use."""
         inst = cls._instance
-        # (the address as `_syncchan` caches it by the environment that names it: resolving the state
-        # directory's path took ~50 µs, several times in each `app.run()`)
-        if inst is not None and not inst.closed and inst.address == _syncchan._server_address():
+        if inst is not None and not inst.closed and inst.address == _config.client_address():
             return inst
         if cls._connect_lock is None:
             cls._connect_lock = asyncio.Lock()

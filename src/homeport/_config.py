@@ -30,10 +30,32 @@ def server_address() -> Path:
     return state_dir() / "server.sock"
 
 
+# POSIX keeps the environment as bytes in `os.environ._data`: four lookups there cost a fraction of
+# `os.environ.get`'s (which encodes and decodes), and `client_address` runs on every call.
+_environ = os.environ
+_raw_env: dict | None = getattr(os.environ, "_data", None) if os.name == "posix" else None
+_K1, _K2, _K3, _K4 = (P.ENV_SERVER_ADDRESS, P.ENV_STATE_DIR, "XDG_STATE_HOME", "HOME")  # what names the address
+_R1, _R2, _R3, _R4 = (os.fsencode(k) for k in (_K1, _K2, _K3, _K4))
+# (the environment that names the control plane, its address): resolving the state directory's path
+# (system calls, ~50 µs) is too slow to run on every call.
+_cached_address: tuple[tuple, str] = ((), "")
+
+
 def client_address() -> str:
     """Where this process connects: `$HOMEPORT_SERVER_ADDRESS` as given (a socket path, or
-    `tcp://HOST:PORT` in a container on another machine), else the Unix socket."""
-    return os.environ.get(P.ENV_SERVER_ADDRESS) or str(server_address())
+    `tcp://HOST:PORT` in a container on another machine), else the Unix socket. Worked out again only
+    when the environment that names it changes."""
+    global _cached_address
+    raw = _raw_env
+    if raw is not None and os.environ is _environ:
+        key: tuple = (raw.get(_R1), raw.get(_R2), raw.get(_R3), raw.get(_R4))
+    else:
+        env = os.environ
+        key = (env.get(_K1), env.get(_K2), env.get(_K3), env.get(_K4))
+    cached = _cached_address
+    if cached[0] != key:
+        cached = _cached_address = (key, os.environ.get(P.ENV_SERVER_ADDRESS) or str(server_address()))
+    return cached[1]
 
 
 def log_path() -> Path:

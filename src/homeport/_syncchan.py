@@ -48,31 +48,6 @@ EXIT_WAIT_SECONDS = 30.0  # how long a closing connection waits for its spawns' 
 _local = threading.local()
 _PING = P.encode(P.Ping())
 _open: weakref.WeakSet[SyncChannel] = weakref.WeakSet()
-# (environment that names the control plane, its address): `_config.client_address()` resolves paths
-# (system calls), too slow to run on every call.
-_cached_address: tuple[tuple, str] = ((), "")
-
-
-# POSIX keeps the environment as bytes in `os.environ._data`: four lookups there cost a fraction of
-# `os.environ.get`'s (which encodes and decodes), and this runs on every call.
-_environ = os.environ
-_raw_env: dict | None = getattr(os.environ, "_data", None) if os.name == "posix" else None
-_K1, _K2, _K3, _K4 = (P.ENV_SERVER_ADDRESS, P.ENV_STATE_DIR, "XDG_STATE_HOME", "HOME")
-_R1, _R2, _R3, _R4 = (os.fsencode(k) for k in (_K1, _K2, _K3, _K4))
-
-
-def _server_address() -> str:
-    global _cached_address
-    raw = _raw_env
-    if raw is not None and os.environ is _environ:
-        key: tuple = (raw.get(_R1), raw.get(_R2), raw.get(_R3), raw.get(_R4))
-    else:
-        env = os.environ
-        key = (env.get(_K1), env.get(_K2), env.get(_K3), env.get(_K4))
-    cached = _cached_address
-    if cached[0] != key:
-        cached = _cached_address = (key, _config.client_address())
-    return cached[1]
 
 
 @atexit.register
@@ -111,7 +86,7 @@ def unacknowledged(call_id: str) -> SpawnAck | None:
 
 class SyncChannel:
     def __init__(self) -> None:
-        self.address = _server_address()
+        self.address = _config.client_address()
         self.pid = os.getpid()
         # Spawns by request id whose acknowledgement was not read yet; refused ones not yet raised;
         # functions with an accepted spawn on this connection (their next spawns are pipelined).
@@ -143,7 +118,7 @@ class SyncChannel:
         ch: SyncChannel | None = getattr(_local, "channel", None)
         # (A connection with spawns in flight is not probed: its acknowledgements make it readable,
         # and reading them notices a closed one.)
-        if ch is None or ch.pid != os.getpid() or ch.address != _server_address() or (not ch._acks and ch._dead()):
+        if ch is None or ch.pid != os.getpid() or ch.address != _config.client_address() or (not ch._acks and ch._dead()):
             if ch is not None:
                 ch.close()
             ch = _local.channel = cls()
