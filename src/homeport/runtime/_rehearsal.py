@@ -20,6 +20,8 @@ import gc
 import sys
 import types
 
+# `homeport`, not `modal`: the `modal` alias is installed by the runtime only where the container's
+# settings ask for it (`ENV_MODAL_ALIAS`), after its container is handed to the spare.
 SOURCE = '''
 import homeport as modal
 
